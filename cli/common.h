@@ -1,0 +1,57 @@
+// Options and helpers shared by the subcommands that run a model.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/thread_pool.h"
+#include "infer/sampler.h"
+#include "model/forward.h"
+#include "model/model.h"
+
+namespace trit::cli {
+
+struct RunOptions {
+  std::string model;
+  int threads = 0;
+  std::string device;
+  std::string act_quant = "int8";
+  int64_t ctx = 0;  // 0: the command's default
+};
+
+// -m, -t, --device, --act-quant (and -c when with_ctx).
+void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true);
+void add_sampler_options(CLI::App* cmd, SamplerOptions& s);
+
+// Loads the model named by -m, printing load warnings to stderr; checks --device.
+std::unique_ptr<Model> load_model(const RunOptions& o);
+ForwardOptions forward_options(const RunOptions& o);
+int thread_count(const RunOptions& o);
+
+// "1,2,3" -> {1, 2, 3}; throws naming the flag on a bad list.
+std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag);
+
+// The prompt as token ids: from ids, or tokenised text (with bos when the tokenizer adds one).
+std::vector<int32_t> prompt_tokens(const Model& m, const std::string& text, const std::string& ids,
+                                   bool parse_special);
+
+// Writes token pieces to stdout without splitting UTF-8 characters across flushes.
+class Utf8Printer {
+ public:
+  void put(const std::string& bytes);
+  void flush();  // prints whatever is held
+
+ private:
+  std::string pending_;
+};
+
+// Writes data to path through a temporary file renamed into place.
+void write_file_atomic(const std::string& path, const void* data, size_t n);
+
+double now_seconds();
+int64_t peak_rss_bytes();
+
+}  // namespace trit::cli

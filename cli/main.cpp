@@ -1,0 +1,37 @@
+#include <cstdio>
+#include <exception>
+#include <new>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"trit: run and fine-tune BitNet b1.58 models on CPUs and GPUs"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "trit 0.1.0");
+  trit::cli::add_generate_command(app);
+  trit::cli::add_chat_command(app);
+  trit::cli::add_logits_command(app);
+  trit::cli::add_perplexity_command(app);
+  trit::cli::add_convert_command(app);
+  trit::cli::add_quantize_command(app);
+  trit::cli::add_create_command(app);
+  trit::cli::add_info_command(app);
+  trit::cli::add_devices_command(app);
+  trit::cli::add_bench_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const trit::Error& e) {
+    std::fprintf(stderr, "trit: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "trit: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "trit: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,76 @@
+// CPU compute kernels for the hot loops: activation quantisation, ternary x int8 matrix
+// products (TQ2_0 and I2_S used in place; TQ1_0 is repacked to TQ2_0 at load), and float
+// matrix products for the LM head and LoRA (f32, f16, bf16, q8_0, q6_K weights).
+//
+// Every kernel has a portable scalar version (the reference) and, where it pays, AVX2 and
+// AVX-512 VNNI versions chosen at run time. The SIMD versions produce the same bits as the
+// scalar one for the ternary kernels (integer accumulation, identical float epilogue).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace trit {
+
+enum class CpuLevel { Scalar = 0, Avx2 = 1, Avx512Vnni = 2 };
+
+std::string_view cpu_level_name(CpuLevel level);
+CpuLevel detect_cpu_level();  // what this processor supports
+// The level kernels use: detect_cpu_level(), lowered by the environment variable
+// TRIT_CPU=scalar|avx2|avx512 (never raised above what the processor supports).
+CpuLevel active_cpu_level();
+// `detected` lowered by a TRIT_CPU value (nullptr or empty: unchanged; throws trit::Error on
+// a value that is not scalar, avx2 or avx512). active_cpu_level() caches this once per process.
+CpuLevel apply_cpu_level_override(CpuLevel detected, const char* value);
+
+// Activations of n_tokens rows of n values quantised per row to int8 (DESIGN section 2):
+// scale = 127 / max(max|x|, 1e-5), q = clamp(round_half_even(x * scale), -128, 127).
+// sums holds, per row, the sum of q over each run of 128 values (n must be a multiple of 128).
+struct QuantizedActs {
+  int64_t n_tokens = 0;
+  int64_t n = 0;
+  std::vector<int8_t> q;      // (n_tokens, n)
+  std::vector<float> scale;   // (n_tokens)
+  std::vector<int32_t> sums;  // (n_tokens, n / 128)
+};
+void quantize_acts(const float* x, int64_t n_tokens, int64_t n, QuantizedActs& out,
+                   CpuLevel level = active_cpu_level());
+
+// A ternary weight matrix of n_out rows of n_in weights, laid out as its GGUF type.
+struct TernaryMatrix {
+  DType type = DType::TQ2_0;  // TQ2_0 or I2_S
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+  // I2_S: the tensor's scale. TQ2_0: the common d of all blocks whose codes are not all zero,
+  // when they share one (files written by absmean always do), else 0 (use per-block d).
+  float uniform_scale = 0;
+};
+
+// Finds TQ2_0's uniform block scale (0 when the blocks disagree); for I2_S reads the tail.
+float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64_t n_out);
+
+// y[t * y_stride + r] = (sum_b d_b * sum_{j in b} T[r, j] * q[t, j]) / scale[t] for rows
+// r in [r0, r1) and every token t. With a uniform scale: d * (sum_j T[r, j] q[t, j]) / scale[t].
+// The integer sums are exact; the float epilogue is the same expression in every version.
+void ternary_matmul(const TernaryMatrix& w, const QuantizedActs& x, float* y, int64_t y_stride,
+                    int64_t r0, int64_t r1, CpuLevel level = active_cpu_level());
+
+// Float weights (f32, f16, bf16, q8_0 or q6_K rows of n_in): y[t * y_stride + r] =
+// sum_k W[r, k] * x[t * n_in + k] for rows r in [r0, r1), with f32 accumulation.
+struct FloatMatrix {
+  DType type = DType::F32;
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+};
+void float_matmul(const FloatMatrix& w, const float* x, int64_t n_tokens, float* y,
+                  int64_t y_stride, int64_t r0, int64_t r1, CpuLevel level = active_cpu_level());
+
+// Row r of a float matrix as f32 (embedding lookup).
+void float_matrix_row(const FloatMatrix& w, int64_t r, float* out);
+
+}  // namespace trit

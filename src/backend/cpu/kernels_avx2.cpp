@@ -1,0 +1,756 @@
+// AVX2 (+ FMA, F16C) versions of the CPU kernels. Compiled with -mavx2 -mfma -mf16c and
+// entered only when detect_cpu_level() reports at least Avx2.
+//
+// Ternary x int8 (TQ2_0 and I2_S): a 32-byte run holds 128 weights whose 2-bit fields at one
+// shift are 32 consecutive weights (TQ2_0 group g at shift 2g, I2_S at 6 - 2g). Shift, mask to
+// the code c in {0, 1, 2} and vpmaddubsw it (unsigned) with 32 int8 activations (signed); the
+// int16 pair sums (|c * q| * 2 <= 512) are added over the four groups of a run (<= 2048) and
+// widened once per run with vpmaddwd. sum(trit * q) = sum(c * q) - sum(q), with sum(q) from the
+// quantised activations. The integer results are exact and the float epilogue is the scalar
+// expression, so the output equals the scalar kernel bit for bit.
+//
+// Float weights x f32: decoded in registers for one to three tokens; for four and more, each
+// tile of rows is decoded once to f32 scratch and reused by every group of four tokens.
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "backend/cpu/kernels_impl.h"
+
+namespace trit::cpu {
+namespace {
+
+// ---- helpers (local to this file: see kernels_impl.h) ----
+
+// a * b rounded to float on its own: the empty asm hides the product from the optimiser, so
+// `acc + product(a, b)` is never fused into an FMA (GCC contracts by default in C++ even under
+// -std=c++20), and the float epilogue matches the scalar kernel bit for bit.
+inline float product(float a, float b) {
+  float p = a * b;
+  __asm__("" : "+x"(p));
+  return p;
+}
+
+inline float half_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline int32_t hsum_epi32(__m256i v) {
+  __m128i b = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  b = _mm_add_epi32(b, _mm_shuffle_epi32(b, 0x4e));
+  b = _mm_add_epi32(b, _mm_shuffle_epi32(b, 0xb1));
+  return _mm_cvtsi128_si32(b);
+}
+
+// Sums of four int32 vectors: lanes [sum a, sum b, sum c, sum d].
+inline __m128i reduce4_epi32(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+inline void reduce_all_epi32(const __m256i* v, int n, int32_t* out) {
+  const __m256i z = _mm256_setzero_si256();
+  for (int i = 0; i < n; i += 4) {
+    const __m128i s = reduce4_epi32(v[i], i + 1 < n ? v[i + 1] : z, i + 2 < n ? v[i + 2] : z,
+                                    i + 3 < n ? v[i + 3] : z);
+    alignas(16) int32_t tmp[4];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), s);
+#pragma GCC unroll 16
+    for (int k = 0; k < 4; ++k) {
+      if (i + k < n) out[i + k] = tmp[k];
+    }
+  }
+}
+
+inline __m128 reduce4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+// Software prefetch distance for weight streams: the same offset in a row that many bytes
+// (whole rows) ahead. A tile reads several rows side by side, which the hardware prefetchers
+// follow poorly (measured with bench/kernels_bench: plateau from 12 KB on).
+inline int64_t prefetch_distance(int64_t row_bytes) {
+  constexpr int64_t kBytes = 16384;
+  return (kBytes + row_bytes - 1) / row_bytes * row_bytes;
+}
+
+// ---- activation quantisation ----
+
+// One value exactly as the scalar reference computes it (cvtss2si rounds half to even).
+inline int8_t quantize_one(float x, float s) {
+  float v = x * s;
+  v = v > -128.0f ? v : -128.0f;
+  v = v < 127.0f ? v : 127.0f;
+  return static_cast<int8_t>(_mm_cvtss_si32(_mm_set_ss(v)));
+}
+
+void quantize_row(const float* x, int64_t n, int8_t* q, float* scale, int32_t* sums) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  // vmaxps returns its second operand when the first is NaN, like `a > m ? a : m`.
+  __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    m0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), m0);
+    m1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8), abs_mask), m1);
+  }
+  m0 = _mm256_max_ps(m0, m1);
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m0), _mm256_extractf128_ps(m0, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  float m = _mm_cvtss_f32(m4);
+  for (; i < n; ++i) {
+    const float a = x[i] < 0 ? -x[i] : x[i];
+    m = a > m ? a : m;
+  }
+  const float s = 127.0f / (m > 1e-5f ? m : 1e-5f);
+  *scale = s;
+
+  const __m256 vs = _mm256_set1_ps(s);
+  const __m256 lo = _mm256_set1_ps(-128.0f);
+  const __m256 hi = _mm256_set1_ps(127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  auto quant8 = [&](const float* p) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(p), vs);
+    v = _mm256_max_ps(v, lo);  // NaN -> -128, like the scalar version
+    v = _mm256_min_ps(v, hi);
+    return _mm256_cvtps_epi32(v);  // round half to even (default MXCSR)
+  };
+  __m256i run_sum = _mm256_setzero_si256();
+  int32_t tail_sum = 0;
+  for (i = 0; i < n; i += 32) {
+    if (i + 32 <= n) {
+      const __m256i a = quant8(x + i), b = quant8(x + i + 8);
+      const __m256i c = quant8(x + i + 16), d = quant8(x + i + 24);
+      run_sum = _mm256_add_epi32(run_sum,
+                                 _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d)));
+      const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(p, order));
+    } else {
+      for (int64_t k = i; k < n; ++k) {
+        q[k] = quantize_one(x[k], s);
+        tail_sum += q[k];
+      }
+    }
+    if ((i + 32) % 128 == 0 || i + 32 >= n) {
+      sums[i / 128] = hsum_epi32(run_sum) + tail_sum;
+      run_sum = _mm256_setzero_si256();
+      tail_sum = 0;
+    }
+  }
+}
+
+// ---- ternary x int8 ----
+
+template <bool kI2S>
+inline int64_t run_offset(int64_t k) {
+  return kI2S ? 32 * k : 66 * (k >> 1) + 32 * (k & 1);
+}
+
+// Adds sum(c * q) of run k of R rows and T tokens to acc[i * T + j].
+template <bool kI2S, int R, int T>
+inline void ternary_run(__m256i* acc, const uint8_t* const* rows, const int8_t* const* qs,
+                        int64_t k, int64_t prefetch) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t off = run_offset<kI2S>(k);
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), _MM_HINT_T0);
+  }
+  __m256i acc16[R * T];
+#pragma GCC unroll 16
+  for (int g = 0; g < 4; ++g) {
+    const int shift = kI2S ? 6 - 2 * g : 2 * g;
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + off));
+      const __m256i c = _mm256_and_si256(_mm256_srli_epi16(w, shift), m3);
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+        const __m256i a =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs[j] + 128 * k + 32 * g));
+        const __m256i p = _mm256_maddubs_epi16(c, a);
+        acc16[i * T + j] = g == 0 ? p : _mm256_add_epi16(acc16[i * T + j], p);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R * T; ++i) {
+    acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(acc16[i], ones));
+  }
+}
+
+// y = d * float(dot - total) / scale for a tile, four lanes at a time: vector conversion,
+// multiplication and division round each lane exactly as the scalar expression does.
+template <int R, int T>
+inline void store_uniform(const int32_t* dots, float d, const ActsView& x, float* y,
+                          int64_t y_stride, int64_t r, int64_t t) {
+  constexpr int kN = (R * T + 3) / 4 * 4;
+  alignas(16) int32_t dot[kN], total[kN];
+  alignas(16) float scale[kN], out[kN];
+#pragma GCC unroll 16
+  for (int i = 0; i < kN; ++i) {
+    dot[i] = i < R * T ? dots[i] : 0;
+    total[i] = i < R * T ? x.total[t + i % T] : 0;
+    scale[i] = i < R * T ? x.scale[t + i % T] : 1.0f;
+  }
+  const __m128 dv = _mm_set1_ps(d);
+#pragma GCC unroll 4
+  for (int i = 0; i < kN; i += 4) {
+    const __m128i s = _mm_sub_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(dot + i)),
+                                    _mm_load_si128(reinterpret_cast<const __m128i*>(total + i)));
+    _mm_store_ps(out + i, _mm_div_ps(_mm_mul_ps(dv, _mm_cvtepi32_ps(s)), _mm_load_ps(scale + i)));
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) y[(t + j) * y_stride + r + i] = out[i * T + j];
+  }
+}
+
+template <bool kI2S, bool kPerBlock, int R, int T>
+void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t, float* y,
+                  int64_t y_stride) {
+  const int64_t n = w.n_in;
+  const int64_t runs = n / 128;
+  const uint8_t* rows[R];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) rows[i] = w.data + (r + i) * w.row_bytes;
+  const int8_t* qs[T];
+  const int32_t* sums[T];
+#pragma GCC unroll 16
+  for (int j = 0; j < T; ++j) {
+    qs[j] = x.q + (t + j) * n;
+    sums[j] = x.sums + (t + j) * runs;
+  }
+  const int64_t pf = prefetch_distance(w.row_bytes);
+  __m256i acc[R * T];
+  int32_t dots[R * T];
+
+  if constexpr (!kPerBlock) {
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_si256();
+    for (int64_t k = 0; k < runs; ++k) ternary_run<kI2S, R, T>(acc, rows, qs, k, pf);
+    reduce_all_epi32(acc, R * T, dots);
+    store_uniform<R, T>(dots, w.d, x, y, y_stride, r, t);
+  } else {  // TQ2_0, one fp16 d per block of 256 (two runs), summed in block order
+    float accf[R * T];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; ++i) accf[i] = 0.0f;
+    for (int64_t b = 0; b < runs / 2; ++b) {
+#pragma GCC unroll 16
+      for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_si256();
+      ternary_run<kI2S, R, T>(acc, rows, qs, 2 * b, pf);
+      ternary_run<kI2S, R, T>(acc, rows, qs, 2 * b + 1, pf);
+      reduce_all_epi32(acc, R * T, dots);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const float d = half_at(rows[i] + 66 * b + 64);
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) {
+          const int32_t dot = dots[i * T + j] - (sums[j][2 * b] + sums[j][2 * b + 1]);
+          accf[i * T + j] += product(d, float(dot));
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) y[(t + j) * y_stride + r + i] = accf[i * T + j] / x.scale[t + j];
+    }
+  }
+}
+
+// Rows [r, r + 4) (or fewer) and tokens [t, t + T): sub-tiles sized to the 16 registers.
+template <bool kI2S, bool kPerBlock>
+void ternary_block(int rows, int T, const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
+                   float* y, int64_t y_stride) {
+  if (rows == 4 && T == 1) {
+    ternary_tile<kI2S, kPerBlock, 4, 1>(w, x, r, t, y, y_stride);
+    return;
+  }
+  if (rows == 4 && T == 2) {
+    ternary_tile<kI2S, kPerBlock, 2, 2>(w, x, r, t, y, y_stride);
+    ternary_tile<kI2S, kPerBlock, 2, 2>(w, x, r + 2, t, y, y_stride);
+    return;
+  }
+  for (int i = 0; i < rows; ++i) {
+    switch (T) {
+      case 1:
+        ternary_tile<kI2S, kPerBlock, 1, 1>(w, x, r + i, t, y, y_stride);
+        break;
+      case 2:
+        ternary_tile<kI2S, kPerBlock, 1, 2>(w, x, r + i, t, y, y_stride);
+        break;
+      case 3:
+        ternary_tile<kI2S, kPerBlock, 1, 3>(w, x, r + i, t, y, y_stride);
+        break;
+      default:
+        ternary_tile<kI2S, kPerBlock, 1, 4>(w, x, r + i, t, y, y_stride);
+        break;
+    }
+  }
+}
+
+template <bool kI2S, bool kPerBlock>
+void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
+                  int64_t r1) {
+  const int64_t nt = x.n_tokens;
+  for (int64_t r = r0; r < r1; r += 4) {
+    const int rows = int(r1 - r < 4 ? r1 - r : 4);
+    for (int64_t t = 0; t < nt; t += 4) {
+      const int T = int(nt - t < 4 ? nt - t : 4);
+      ternary_block<kI2S, kPerBlock>(rows, T, w, x, r, t, y, y_stride);
+    }
+  }
+}
+
+// ---- float weights x f32 ----
+
+// 8 weights starting at k (a multiple of 8) of a row, as f32.
+template <DType kType>
+inline __m256 load8(const uint8_t* row, int64_t k) {
+  if constexpr (kType == DType::Q8_0) {
+    const uint8_t* blk = row + (k / 32) * 34;
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + (k % 32)));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(half_at(blk)));
+  } else if constexpr (kType == DType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + k);
+  } else if constexpr (kType == DType::F16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k)));
+  } else {  // BF16
+    const __m256i h =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+  }
+}
+
+// The last `left` < 8 weights of an f32, f16 or bf16 row from k on, zero padded.
+template <DType kType>
+inline __m256 load8_tail(const uint8_t* row, int64_t k, int64_t left) {
+  constexpr int kSize = kType == DType::F32 ? 4 : 2;
+  alignas(32) uint8_t tail[32] = {};
+  std::memcpy(tail, row + kSize * k, size_t(left) * kSize);
+  return load8<kType>(tail, 0);
+}
+
+inline __m256 load_x8(const float* p, int64_t left) {
+  if (left >= 8) return _mm256_loadu_ps(p);
+  alignas(32) float tail[8] = {};
+  std::memcpy(tail, p, size_t(left) * 4);
+  return _mm256_load_ps(tail);
+}
+
+template <int R, int T>
+inline void store_sums(const __m256* acc, float* y, int64_t y_stride, int64_t r, int64_t t) {
+  const __m256 z = _mm256_setzero_ps();
+  alignas(16) float s[R * T + 3];
+#pragma GCC unroll 16
+  for (int i = 0; i < R * T; i += 4) {
+    _mm_storeu_ps(s + i,
+                  reduce4_ps(acc[i], i + 1 < R * T ? acc[i + 1] : z, i + 2 < R * T ? acc[i + 2] : z,
+                             i + 3 < R * T ? acc[i + 3] : z));
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) y[(t + j) * y_stride + r + i] = s[i * T + j];
+  }
+}
+
+// Q6_K: d * scales[i] for the 16 sub-blocks of a block.
+inline void q6k_scales(const uint8_t* blk, float* ds) {
+  const __m256 d = _mm256_set1_ps(half_at(blk + 208));
+  const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192));
+  _mm256_store_ps(ds, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+  _mm256_store_ps(
+      ds + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
+}
+
+// Q6_K: int8 weights (q - 32) 128h + 32j .. 128h + 32j + 31 of a block. ql byte 64h + r holds
+// weight r's low nibble and weight r + 64's high nibble; qh byte 32h + m holds the top bits of
+// weights m + 32j at shift 2j.
+inline __m256i q6k_group(const uint8_t* blk, int h, int j) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i m30 = _mm256_set1_epi8(0x30);
+  const __m256i ql =
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32 * (j & 1)));
+  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+  const __m256i lo = _mm256_and_si256(j < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+  __m256i hi;  // bits 2j..2j+1 moved to 4..5 (16-bit shifts: the mask drops crossed bits)
+  switch (j) {
+    case 0:
+      hi = _mm256_slli_epi16(qh, 4);
+      break;
+    case 1:
+      hi = _mm256_slli_epi16(qh, 2);
+      break;
+    case 2:
+      hi = qh;
+      break;
+    default:
+      hi = _mm256_srli_epi16(qh, 2);
+      break;
+  }
+  return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_and_si256(hi, m30)), _mm256_set1_epi8(32));
+}
+
+// Weights 8c..8c+7 (c in 0..3) of a group as f32 times ds.
+inline __m256 q6k_chunk(__m256i v, int c, float ds) {
+  __m128i q;
+  switch (c) {
+    case 0:
+      q = _mm256_castsi256_si128(v);
+      break;
+    case 1:
+      q = _mm_unpackhi_epi64(_mm256_castsi256_si128(v), _mm256_castsi256_si128(v));
+      break;
+    case 2:
+      q = _mm256_extracti128_si256(v, 1);
+      break;
+    default: {
+      const __m128i u = _mm256_extracti128_si256(v, 1);
+      q = _mm_unpackhi_epi64(u, u);
+    }
+  }
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(ds));
+}
+
+template <DType kType, int R, int T>
+void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_stride, int64_t r,
+                      int64_t t) {
+  const int64_t n = w.n_in;
+  const uint8_t* rows[R];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) rows[i] = w.data + (r + i) * w.row_bytes;
+  const float* xs[T];
+#pragma GCC unroll 16
+  for (int j = 0; j < T; ++j) xs[j] = x + (t + j) * n;
+  __m256 acc[R * T];
+#pragma GCC unroll 16
+  for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_ps();
+
+  const int64_t pf = prefetch_distance(w.row_bytes);
+  if constexpr (kType == DType::Q6_K) {
+    alignas(32) float ds[R][16];
+    for (int64_t b = 0; b < n / 256; ++b) {
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const char* next = reinterpret_cast<const char*>(rows[i] + b * 210 + pf);
+        for (int line = 0; line < 4; ++line) _mm_prefetch(next + 64 * line, _MM_HINT_T0);
+        q6k_scales(rows[i] + b * 210, ds[i]);
+      }
+#pragma GCC unroll 16
+      for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 16
+        for (int jg = 0; jg < 4; ++jg) {
+          __m256i v[R];
+#pragma GCC unroll 16
+          for (int i = 0; i < R; ++i) v[i] = q6k_group(rows[i] + b * 210, h, jg);
+#pragma GCC unroll 16
+          for (int c = 0; c < 4; ++c) {
+            const int64_t k = b * 256 + h * 128 + jg * 32 + c * 8;
+            const int sub = 8 * h + 2 * jg + c / 2;
+            __m256 wf[R];
+#pragma GCC unroll 16
+            for (int i = 0; i < R; ++i) wf[i] = q6k_chunk(v[i], c, ds[i][sub]);
+#pragma GCC unroll 16
+            for (int j = 0; j < T; ++j) {
+              const __m256 xv = _mm256_loadu_ps(xs[j] + k);
+#pragma GCC unroll 16
+              for (int i = 0; i < R; ++i)
+                acc[i * T + j] = _mm256_fmadd_ps(wf[i], xv, acc[i * T + j]);
+            }
+          }
+        }
+      }
+    }
+  } else if constexpr (kType == DType::Q8_0) {
+    for (int64_t b = 0; b < n / 32; ++b) {
+      __m256 d[R];
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(rows[i] + b * 34 + pf), _MM_HINT_T0);
+        d[i] = _mm256_set1_ps(half_at(rows[i] + b * 34));
+      }
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {
+        __m256 wf[R];
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const __m128i q =
+              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(rows[i] + b * 34 + 2 + 8 * c));
+          wf[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d[i]);
+        }
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) {
+          const __m256 xv = _mm256_loadu_ps(xs[j] + b * 32 + 8 * c);
+#pragma GCC unroll 16
+          for (int i = 0; i < R; ++i) acc[i * T + j] = _mm256_fmadd_ps(wf[i], xv, acc[i * T + j]);
+        }
+      }
+    }
+  } else {
+    int64_t k = 0;
+    constexpr int64_t kStep2 = kType == DType::F32 ? 64 : 32;  // bytes per 16 weights
+    for (; k + 8 <= n; k += 8) {
+      __m256 wf[R];
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        if ((k & 8) == 0) {  // one prefetch per 16 weights
+          _mm_prefetch(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep2 + pf),
+                       _MM_HINT_T0);
+        }
+        wf[i] = load8<kType>(rows[i], k);
+      }
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+        const __m256 xv = _mm256_loadu_ps(xs[j] + k);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) acc[i * T + j] = _mm256_fmadd_ps(wf[i], xv, acc[i * T + j]);
+      }
+    }
+    if constexpr (kType == DType::F32 || kType == DType::F16 || kType == DType::BF16) {
+      if (k < n) {
+        __m256 wf[R];
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) wf[i] = load8_tail<kType>(rows[i], k, n - k);
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) {
+          const __m256 xv = load_x8(xs[j] + k, n - k);
+#pragma GCC unroll 16
+          for (int i = 0; i < R; ++i) acc[i * T + j] = _mm256_fmadd_ps(wf[i], xv, acc[i * T + j]);
+        }
+      }
+    }
+  }
+  store_sums<R, T>(acc, y, y_stride, r, t);
+}
+
+template <int R, int T>
+void float_tile_f32(const float* const* wr, int64_t n, const float* x, float* y, int64_t y_stride,
+                    int64_t r, int64_t t) {
+  const float* xs[T];
+#pragma GCC unroll 16
+  for (int j = 0; j < T; ++j) xs[j] = x + (t + j) * n;
+  __m256 acc[R * T];
+#pragma GCC unroll 16
+  for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    __m256 wf[R];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) wf[i] = _mm256_loadu_ps(wr[i] + k);
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) {
+      const __m256 xv = _mm256_loadu_ps(xs[j] + k);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[i * T + j] = _mm256_fmadd_ps(wf[i], xv, acc[i * T + j]);
+    }
+  }
+  if (k < n) {
+    __m256 wf[R];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) wf[i] = load_x8(wr[i] + k, n - k);
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) {
+      const __m256 xv = load_x8(xs[j] + k, n - k);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[i * T + j] = _mm256_fmadd_ps(wf[i], xv, acc[i * T + j]);
+    }
+  }
+  store_sums<R, T>(acc, y, y_stride, r, t);
+}
+
+template <DType kType>
+void decode_row(const uint8_t* row, int64_t n, float* out) {
+  if constexpr (kType == DType::Q6_K) {
+    alignas(32) float ds[16];
+    for (int64_t b = 0; b < n / 256; ++b) {
+      q6k_scales(row + b * 210, ds);
+#pragma GCC unroll 16
+      for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 16
+        for (int jg = 0; jg < 4; ++jg) {
+          const __m256i v = q6k_group(row + b * 210, h, jg);
+#pragma GCC unroll 16
+          for (int c = 0; c < 4; ++c) {
+            _mm256_storeu_ps(out + b * 256 + h * 128 + jg * 32 + c * 8,
+                             q6k_chunk(v, c, ds[8 * h + 2 * jg + c / 2]));
+          }
+        }
+      }
+    }
+  } else {
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(out + k, load8<kType>(row, k));
+    if constexpr (kType == DType::F16 || kType == DType::BF16) {
+      if (k < n) {
+        alignas(32) float tail[8];
+        _mm256_store_ps(tail, load8_tail<kType>(row, k, n - k));
+        std::memcpy(out + k, tail, size_t(n - k) * 4);
+      }
+    }
+  }
+}
+
+// Rows [r, r + rows) (rows <= 4), tokens [0, T) with T <= 3, decoded in registers. Plain
+// f32 / f16 / bf16 rows stream fastest two at a time (fewer concurrent streams); q8_0 and
+// q6_K need more work per weight and share each activation load over four rows.
+template <DType kType>
+void float_fused_block(int rows, int T, const FloatView& w, const float* x, float* y,
+                       int64_t y_stride, int64_t r) {
+  constexpr bool kQuant = kType == DType::Q8_0 || kType == DType::Q6_K;
+  if (kQuant && rows == 4 && T == 1) return float_tile_fused<kType, 4, 1>(w, x, y, y_stride, r, 0);
+  if (kType == DType::Q8_0 && rows == 4 && T == 2) {
+    return float_tile_fused<kType, 4, 2>(w, x, y, y_stride, r, 0);
+  }
+  int i = 0;
+  for (; i + 2 <= rows; i += 2) {
+    switch (T) {
+      case 1:
+        float_tile_fused<kType, 2, 1>(w, x, y, y_stride, r + i, 0);
+        break;
+      case 2:
+        float_tile_fused<kType, 2, 2>(w, x, y, y_stride, r + i, 0);
+        break;
+      default:
+        float_tile_fused<kType, 2, 3>(w, x, y, y_stride, r + i, 0);
+        break;
+    }
+  }
+  for (; i < rows; ++i) {
+    switch (T) {
+      case 1:
+        float_tile_fused<kType, 1, 1>(w, x, y, y_stride, r + i, 0);
+        break;
+      case 2:
+        float_tile_fused<kType, 1, 2>(w, x, y, y_stride, r + i, 0);
+        break;
+      default:
+        float_tile_fused<kType, 1, 3>(w, x, y, y_stride, r + i, 0);
+        break;
+    }
+  }
+}
+
+// Decoded rows wr[0..rows) x tokens [t, t + T), T <= 4.
+void float_f32_block(int rows, int T, const float* const* wr, int64_t n, const float* x, float* y,
+                     int64_t y_stride, int64_t r, int64_t t) {
+  int i = 0;
+  for (; i + 2 <= rows; i += 2) {
+    switch (T) {
+      case 1:
+        float_tile_f32<2, 1>(wr + i, n, x, y, y_stride, r + i, t);
+        break;
+      case 2:
+        float_tile_f32<2, 2>(wr + i, n, x, y, y_stride, r + i, t);
+        break;
+      case 3:
+        float_tile_f32<2, 3>(wr + i, n, x, y, y_stride, r + i, t);
+        break;
+      default:
+        float_tile_f32<2, 4>(wr + i, n, x, y, y_stride, r + i, t);
+        break;
+    }
+  }
+  for (; i < rows; ++i) {
+    switch (T) {
+      case 1:
+        float_tile_f32<1, 1>(wr + i, n, x, y, y_stride, r + i, t);
+        break;
+      case 2:
+        float_tile_f32<1, 2>(wr + i, n, x, y, y_stride, r + i, t);
+        break;
+      case 3:
+        float_tile_f32<1, 3>(wr + i, n, x, y, y_stride, r + i, t);
+        break;
+      default:
+        float_tile_f32<1, 4>(wr + i, n, x, y, y_stride, r + i, t);
+        break;
+    }
+  }
+}
+
+template <DType kType>
+void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_t y_stride,
+                int64_t r0, int64_t r1) {
+  constexpr int kRows = 4;
+  const int64_t n = w.n_in;
+  if (nt < 4) {
+    for (int64_t r = r0; r < r1; r += kRows) {
+      float_fused_block<kType>(int(r1 - r < kRows ? r1 - r : kRows), int(nt), w, x, y, y_stride, r);
+    }
+    return;
+  }
+  const int64_t pitch = (n + 7) / 8 * 8;
+  float* scratch = kType == DType::F32 ? nullptr : float_scratch(kRows * pitch);
+  for (int64_t r = r0; r < r1; r += kRows) {
+    const int rows = int(r1 - r < kRows ? r1 - r : kRows);
+    const float* wr[kRows];
+    for (int i = 0; i < rows; ++i) {
+      const uint8_t* row = w.data + (r + i) * w.row_bytes;
+      if constexpr (kType == DType::F32) {
+        wr[i] = reinterpret_cast<const float*>(row);
+      } else {
+        decode_row<kType>(row, n, scratch + i * pitch);
+        wr[i] = scratch + i * pitch;
+      }
+    }
+    for (int64_t t = 0; t < nt; t += 4) {
+      float_f32_block(rows, int(nt - t < 4 ? nt - t : 4), wr, n, x, y, y_stride, r, t);
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_acts_avx2(const float* x, int64_t n_tokens, int64_t n, ActsOut out) {
+  const int64_t runs = (n + 127) / 128;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    quantize_row(x + t * n, n, out.q + t * n, out.scale + t, out.sums + t * runs);
+  }
+}
+
+void ternary_matmul_avx2(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,
+                         int64_t r0, int64_t r1) {
+  if (w.type == DType::I2_S) {
+    ternary_rows<true, false>(w, x, y, y_stride, r0, r1);
+  } else if (w.uniform) {
+    ternary_rows<false, false>(w, x, y, y_stride, r0, r1);
+  } else {
+    ternary_rows<false, true>(w, x, y, y_stride, r0, r1);
+  }
+}
+
+void float_matmul_avx2(const FloatView& w, const float* x, int64_t n_tokens, float* y,
+                       int64_t y_stride, int64_t r0, int64_t r1) {
+  switch (w.type) {
+    case DType::F32:
+      float_rows<DType::F32>(w, x, n_tokens, y, y_stride, r0, r1);
+      return;
+    case DType::F16:
+      float_rows<DType::F16>(w, x, n_tokens, y, y_stride, r0, r1);
+      return;
+    case DType::BF16:
+      float_rows<DType::BF16>(w, x, n_tokens, y, y_stride, r0, r1);
+      return;
+    case DType::Q8_0:
+      float_rows<DType::Q8_0>(w, x, n_tokens, y, y_stride, r0, r1);
+      return;
+    case DType::Q6_K:
+      float_rows<DType::Q6_K>(w, x, n_tokens, y, y_stride, r0, r1);
+      return;
+    default:
+      return;  // rejected by the dispatcher
+  }
+}
+
+}  // namespace trit::cpu
+
+#endif

@@ -1,0 +1,73 @@
+// Internal declarations shared by the CPU kernel files: kernels.cpp (dispatch, scalar
+// reference, CPU detection), kernels_avx2.cpp and kernels_avx512.cpp.
+//
+// The SIMD files are compiled with -mavx2 / -mavx512* flags. Any inline function or template
+// they instantiate that another file also instantiates could be merged by the linker and
+// reach a processor without those instructions, so the SIMD entry points below take plain
+// pointers (no std::vector, no shared inline helpers): each SIMD file keeps its helpers in an
+// anonymous namespace, and kernels.cpp owns every allocation.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cpu/kernels.h"
+
+namespace trit::cpu {
+
+// QuantizedActs as plain pointers (see kernels.h): q (n_tokens, n), scale (n_tokens),
+// sums (n_tokens, runs) where runs = ceil(n / 128), and per-token totals computed by the
+// dispatcher.
+struct ActsView {
+  int64_t n_tokens = 0;
+  int64_t n = 0;
+  const int8_t* q = nullptr;
+  const float* scale = nullptr;
+  const int32_t* sums = nullptr;
+  const int32_t* total = nullptr;  // (n_tokens) sum of q over the whole row
+};
+
+struct ActsOut {
+  int8_t* q = nullptr;
+  float* scale = nullptr;
+  int32_t* sums = nullptr;
+};
+
+// A ternary matrix ready for the kernels: the row pitch and, when `uniform` is true, the one
+// scale d that multiplies every block (I2_S always; TQ2_0 when ternary_uniform_scale found it).
+struct TernaryView {
+  DType type = DType::TQ2_0;
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t row_bytes = 0;
+  bool uniform = true;
+  float d = 0;
+};
+
+struct FloatView {
+  DType type = DType::F32;
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t row_bytes = 0;
+};
+
+// Scratch memory of a float kernel: at least `floats` floats, 64-byte aligned, owned by the
+// caller's thread (kernels.cpp keeps one buffer per thread).
+float* float_scratch(int64_t floats);
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define TRIT_CPU_X86 1
+
+void quantize_acts_avx2(const float* x, int64_t n_tokens, int64_t n, ActsOut out);
+void ternary_matmul_avx2(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,
+                         int64_t r0, int64_t r1);
+void float_matmul_avx2(const FloatView& w, const float* x, int64_t n_tokens, float* y,
+                       int64_t y_stride, int64_t r0, int64_t r1);
+
+void quantize_acts_avx512(const float* x, int64_t n_tokens, int64_t n, ActsOut out);
+void ternary_matmul_avx512(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,
+                           int64_t r0, int64_t r1);
+void float_matmul_avx512(const FloatView& w, const float* x, int64_t n_tokens, float* y,
+                         int64_t y_stride, int64_t r0, int64_t r1);
+#endif
+
+}  // namespace trit::cpu

@@ -1,0 +1,33 @@
+// A fixed pool of worker threads for data-parallel loops. parallel_for splits [0, n) into one
+// contiguous range per thread; the calling thread takes part, so a pool of size 1 has no
+// worker threads at all.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace trit {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);  // n_threads <= 0: the number of hardware threads
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Calls fn(begin, end, thread_index) for disjoint ranges covering [0, n), each range a
+  // multiple of `align` long (but the last), and returns when all are done. The split is a
+  // pure function of (n, size(), align), so results are deterministic for a thread count.
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
+                    int64_t align = 1);
+
+ private:
+  struct State;
+  int n_threads_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace trit

@@ -1,0 +1,433 @@
+#include "backend/vulkan/device_info.h"
+
+// The loader is opened at run time, so that listing devices works (and says why not) on
+// machines without libvulkan: no prototypes here, only function pointers.
+#define VK_NO_PROTOTYPES
+#include <dlfcn.h>
+#include <vulkan/vulkan.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <set>
+
+#include "core/error.h"
+
+// Headers older than 1.3.255 lack VK_KHR_cooperative_matrix; its feature struct is fixed by
+// the specification, so declare it here when missing.
+#ifndef VK_KHR_cooperative_matrix
+namespace {
+constexpr VkStructureType kCoopMatFeaturesKhrSType = VkStructureType(1000506000);
+struct CoopMatFeaturesKhr {
+  VkStructureType sType;
+  void* pNext;
+  VkBool32 cooperativeMatrix;
+  VkBool32 cooperativeMatrixRobustBufferAccess;
+};
+}  // namespace
+#else
+namespace {
+constexpr VkStructureType kCoopMatFeaturesKhrSType =
+    VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR;
+using CoopMatFeaturesKhr = VkPhysicalDeviceCooperativeMatrixFeaturesKHR;
+}  // namespace
+#endif
+
+namespace trit {
+namespace {
+
+std::string vk_result_name(VkResult r) {
+  switch (r) {
+    case VK_ERROR_OUT_OF_HOST_MEMORY:
+      return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+      return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED:
+      return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_LAYER_NOT_PRESENT:
+      return "VK_ERROR_LAYER_NOT_PRESENT";
+    case VK_ERROR_EXTENSION_NOT_PRESENT:
+      return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_INCOMPATIBLE_DRIVER:
+      return "VK_ERROR_INCOMPATIBLE_DRIVER (no Vulkan driver)";
+    default:
+      return cat("VkResult ", int(r));
+  }
+}
+
+// The loader library and the entry points used here.
+struct Loader {
+  void* lib = nullptr;
+  PFN_vkGetInstanceProcAddr get_instance_proc = nullptr;
+  PFN_vkEnumerateInstanceVersion enumerate_instance_version = nullptr;
+  PFN_vkCreateInstance create_instance = nullptr;
+  PFN_vkDestroyInstance destroy_instance = nullptr;
+  PFN_vkEnumeratePhysicalDevices enumerate_physical_devices = nullptr;
+  PFN_vkGetPhysicalDeviceProperties get_properties = nullptr;
+  PFN_vkGetPhysicalDeviceProperties2 get_properties2 = nullptr;
+  PFN_vkGetPhysicalDeviceFeatures2 get_features2 = nullptr;
+  PFN_vkGetPhysicalDeviceMemoryProperties get_memory = nullptr;
+  PFN_vkGetPhysicalDeviceMemoryProperties2 get_memory2 = nullptr;
+  PFN_vkEnumerateDeviceExtensionProperties enumerate_device_extensions = nullptr;
+
+  ~Loader() {
+    if (lib) dlclose(lib);
+  }
+  // Returns "" on success, else why the loader is unusable.
+  std::string open() {
+    const char* names[] = {
+#if defined(__APPLE__)
+      "libvulkan.1.dylib",
+      "libvulkan.dylib",
+      "libMoltenVK.dylib",
+#else
+      "libvulkan.so.1",
+      "libvulkan.so",
+#endif
+    };
+    for (const char* n : names) {
+      lib = dlopen(n, RTLD_NOW | RTLD_LOCAL);
+      if (lib) break;
+    }
+    if (!lib) return cat("no Vulkan loader (", names[0], " not found)");
+    get_instance_proc =
+        reinterpret_cast<PFN_vkGetInstanceProcAddr>(dlsym(lib, "vkGetInstanceProcAddr"));
+    if (!get_instance_proc) return "the Vulkan loader has no vkGetInstanceProcAddr";
+    enumerate_instance_version = reinterpret_cast<PFN_vkEnumerateInstanceVersion>(
+        get_instance_proc(VK_NULL_HANDLE, "vkEnumerateInstanceVersion"));
+    create_instance = reinterpret_cast<PFN_vkCreateInstance>(
+        get_instance_proc(VK_NULL_HANDLE, "vkCreateInstance"));
+    if (!create_instance) return "the Vulkan loader has no vkCreateInstance";
+    return "";
+  }
+  // Instance-level entry points; false when a required one is missing.
+  bool load(VkInstance inst) {
+    auto get = [&](const char* name) { return get_instance_proc(inst, name); };
+    destroy_instance = reinterpret_cast<PFN_vkDestroyInstance>(get("vkDestroyInstance"));
+    enumerate_physical_devices =
+        reinterpret_cast<PFN_vkEnumeratePhysicalDevices>(get("vkEnumeratePhysicalDevices"));
+    get_properties =
+        reinterpret_cast<PFN_vkGetPhysicalDeviceProperties>(get("vkGetPhysicalDeviceProperties"));
+    get_properties2 =
+        reinterpret_cast<PFN_vkGetPhysicalDeviceProperties2>(get("vkGetPhysicalDeviceProperties2"));
+    get_features2 =
+        reinterpret_cast<PFN_vkGetPhysicalDeviceFeatures2>(get("vkGetPhysicalDeviceFeatures2"));
+    get_memory = reinterpret_cast<PFN_vkGetPhysicalDeviceMemoryProperties>(
+        get("vkGetPhysicalDeviceMemoryProperties"));
+    get_memory2 = reinterpret_cast<PFN_vkGetPhysicalDeviceMemoryProperties2>(
+        get("vkGetPhysicalDeviceMemoryProperties2"));
+    enumerate_device_extensions = reinterpret_cast<PFN_vkEnumerateDeviceExtensionProperties>(
+        get("vkEnumerateDeviceExtensionProperties"));
+    return destroy_instance && enumerate_physical_devices && get_properties && get_memory &&
+           enumerate_device_extensions;
+  }
+  // The *2 queries exist (Vulkan 1.1 instances).
+  bool has_v11_queries() const {
+    return get_properties2 && get_features2 && get_memory2;
+  }
+};
+
+// Owns the short-lived instance.
+struct Instance {
+  const Loader* vk = nullptr;
+  VkInstance handle = VK_NULL_HANDLE;
+  ~Instance() {
+    if (handle != VK_NULL_HANDLE && vk && vk->destroy_instance) {
+      vk->destroy_instance(handle, nullptr);
+    }
+  }
+};
+
+// Links a struct into a pNext chain.
+template <class T>
+void chain(void*& head, T& s) {
+  s.pNext = head;
+  head = &s;
+}
+
+VulkanDeviceType convert_type(VkPhysicalDeviceType t) {
+  switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return VulkanDeviceType::Integrated;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return VulkanDeviceType::Discrete;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return VulkanDeviceType::Virtual;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return VulkanDeviceType::Cpu;
+    default:
+      return VulkanDeviceType::Other;
+  }
+}
+
+VulkanDeviceInfo describe(const Loader& vk, VkPhysicalDevice pd, uint32_t index,
+                          uint32_t instance_version) {
+  VulkanDeviceInfo d;
+  d.index = index;
+
+  VkPhysicalDeviceProperties props{};
+  vk.get_properties(pd, &props);
+  d.name = props.deviceName;
+  d.type = convert_type(props.deviceType);
+  d.api_version = props.apiVersion;
+  d.driver_version = props.driverVersion;
+  d.vendor_id = props.vendorID;
+  d.device_id = props.deviceID;
+  const VkPhysicalDeviceLimits& lim = props.limits;
+  d.max_storage_buffer_range = lim.maxStorageBufferRange;
+  for (int i = 0; i < 3; ++i) {
+    d.max_compute_work_group_size[i] = lim.maxComputeWorkGroupSize[i];
+    d.max_compute_work_group_count[i] = lim.maxComputeWorkGroupCount[i];
+  }
+  d.max_compute_work_group_invocations = lim.maxComputeWorkGroupInvocations;
+  d.max_compute_shared_memory_size = lim.maxComputeSharedMemorySize;
+  d.max_push_constants_size = lim.maxPushConstantsSize;
+
+  std::set<std::string> exts;
+  uint32_t n_ext = 0;
+  if (vk.enumerate_device_extensions(pd, nullptr, &n_ext, nullptr) == VK_SUCCESS) {
+    std::vector<VkExtensionProperties> list(n_ext);
+    if (vk.enumerate_device_extensions(pd, nullptr, &n_ext, list.data()) >= VK_SUCCESS) {
+      for (uint32_t i = 0; i < n_ext && i < list.size(); ++i) exts.insert(list[i].extensionName);
+    }
+  }
+  auto has = [&](const char* e) { return exts.count(e) != 0; };
+
+  // Core structs may be queried up to the lower of the instance's and the device's version.
+  const uint32_t api = std::min(instance_version, props.apiVersion);
+  const bool v11 = api >= VK_API_VERSION_1_1 && vk.has_v11_queries();
+  const bool v12 = api >= VK_API_VERSION_1_2;
+  const bool v13 = api >= VK_API_VERSION_1_3;
+  d.cooperative_matrix_khr = has("VK_KHR_cooperative_matrix");
+  d.cooperative_matrix_nv = has("VK_NV_cooperative_matrix");
+  d.has_memory_budget = has("VK_EXT_memory_budget");
+
+  if (!v11) {  // Vulkan 1.0: the basic properties and heaps only
+    VkPhysicalDeviceMemoryProperties mem{};
+    vk.get_memory(pd, &mem);
+    for (uint32_t h = 0; h < mem.memoryHeapCount; ++h) {
+      d.heaps.push_back({mem.memoryHeaps[h].size,
+                         (mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) != 0, 0, 0});
+    }
+    d.has_memory_budget = false;
+    return d;
+  }
+
+  // Properties.
+  VkPhysicalDeviceProperties2 p2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, nullptr, {}};
+  VkPhysicalDeviceMaintenance3Properties m3{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES, nullptr, 0, 0};
+  VkPhysicalDeviceMaintenance4Properties m4{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES, nullptr, 0};
+  VkPhysicalDeviceSubgroupProperties sg{};
+  sg.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES;
+  VkPhysicalDeviceSubgroupSizeControlProperties sgc{};
+  sgc.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES;
+  VkPhysicalDeviceDriverProperties drv{};
+  drv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES;
+  VkPhysicalDeviceShaderIntegerDotProductProperties dotp{};
+  dotp.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES;
+  const bool want_m4 = v13 || has("VK_KHR_maintenance4");
+  const bool want_sgc = v13 || has("VK_EXT_subgroup_size_control");
+  const bool want_drv = v12 || has("VK_KHR_driver_properties");
+  const bool want_dot = v13 || has("VK_KHR_shader_integer_dot_product");
+  void* head = nullptr;
+  chain(head, m3);
+  chain(head, sg);
+  if (want_m4) chain(head, m4);
+  if (want_sgc) chain(head, sgc);
+  if (want_drv) chain(head, drv);
+  if (want_dot) chain(head, dotp);
+  p2.pNext = head;
+  vk.get_properties2(pd, &p2);
+  d.max_memory_allocation_size = m3.maxMemoryAllocationSize;
+  d.subgroup_size = sg.subgroupSize;
+  if (want_m4) d.max_buffer_size = m4.maxBufferSize;
+  if (want_sgc) {
+    d.min_subgroup_size = sgc.minSubgroupSize;
+    d.max_subgroup_size = sgc.maxSubgroupSize;
+  }
+  if (want_drv) {
+    d.driver_name = drv.driverName;
+    d.driver_info = drv.driverInfo;
+  }
+  if (want_dot) {
+    d.integer_dot_product_4x8_accelerated =
+        dotp.integerDotProduct4x8BitPackedSignedAccelerated == VK_TRUE;
+  }
+
+  // Features.
+  VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, nullptr, {}};
+  VkPhysicalDevice16BitStorageFeatures s16{};
+  s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
+  VkPhysicalDevice8BitStorageFeatures s8{};
+  s8.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES;
+  VkPhysicalDeviceShaderFloat16Int8Features f16i8{};
+  f16i8.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+  VkPhysicalDeviceShaderIntegerDotProductFeatures dotf{};
+  dotf.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES;
+  VkPhysicalDeviceSubgroupSizeControlFeatures sgcf{};
+  sgcf.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES;
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV cmnv{};
+  cmnv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
+  CoopMatFeaturesKhr cmkhr{};
+  cmkhr.sType = kCoopMatFeaturesKhrSType;
+  const bool want_s8 = v12 || has("VK_KHR_8bit_storage");
+  const bool want_f16i8 = v12 || has("VK_KHR_shader_float16_int8");
+  head = nullptr;
+  chain(head, s16);
+  if (want_s8) chain(head, s8);
+  if (want_f16i8) chain(head, f16i8);
+  if (want_dot) chain(head, dotf);
+  if (want_sgc) chain(head, sgcf);
+  if (d.cooperative_matrix_nv) chain(head, cmnv);
+  if (d.cooperative_matrix_khr) chain(head, cmkhr);
+  f2.pNext = head;
+  vk.get_features2(pd, &f2);
+  d.storage_buffer_16bit = s16.storageBuffer16BitAccess == VK_TRUE;
+  d.storage_buffer_8bit = want_s8 && s8.storageBuffer8BitAccess == VK_TRUE;
+  d.shader_int8 = want_f16i8 && f16i8.shaderInt8 == VK_TRUE;
+  d.shader_float16 = want_f16i8 && f16i8.shaderFloat16 == VK_TRUE;
+  d.integer_dot_product = want_dot && dotf.shaderIntegerDotProduct == VK_TRUE;
+  d.subgroup_size_control = want_sgc && sgcf.subgroupSizeControl == VK_TRUE;
+  d.cooperative_matrix_nv = d.cooperative_matrix_nv && cmnv.cooperativeMatrix == VK_TRUE;
+  d.cooperative_matrix_khr = d.cooperative_matrix_khr && cmkhr.cooperativeMatrix == VK_TRUE;
+
+  // Memory heaps and, where the driver tells, their budgets.
+  VkPhysicalDeviceMemoryProperties2 mp2{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2, nullptr, {}};
+  VkPhysicalDeviceMemoryBudgetPropertiesEXT budget{};
+  budget.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT;
+  if (d.has_memory_budget) mp2.pNext = &budget;
+  vk.get_memory2(pd, &mp2);
+  const VkPhysicalDeviceMemoryProperties& mem = mp2.memoryProperties;
+  for (uint32_t h = 0; h < mem.memoryHeapCount && h < VK_MAX_MEMORY_HEAPS; ++h) {
+    VulkanHeap heap;
+    heap.size = mem.memoryHeaps[h].size;
+    heap.device_local = (mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) != 0;
+    if (d.has_memory_budget) {
+      heap.budget = budget.heapBudget[h];
+      heap.usage = budget.heapUsage[h];
+    }
+    d.heaps.push_back(heap);
+  }
+  return d;
+}
+
+VulkanDeviceList enumerate() {
+  VulkanDeviceList out;
+  Loader vk;
+  out.reason = vk.open();
+  if (!out.reason.empty()) return out;
+  uint32_t loader_version = VK_API_VERSION_1_0;
+  if (vk.enumerate_instance_version &&
+      vk.enumerate_instance_version(&loader_version) != VK_SUCCESS) {
+    loader_version = VK_API_VERSION_1_0;
+  }
+  out.instance_version = loader_version;
+
+  VkApplicationInfo app{};
+  app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO;
+  app.pApplicationName = "trit";
+  app.pEngineName = "trit";
+  app.apiVersion = std::min<uint32_t>(loader_version, VK_API_VERSION_1_3);
+  VkInstanceCreateInfo ci{};
+  ci.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO;
+  ci.pApplicationInfo = &app;
+  Instance inst;
+  inst.vk = &vk;
+  const VkResult r = vk.create_instance(&ci, nullptr, &inst.handle);
+  if (r != VK_SUCCESS) {
+    inst.handle = VK_NULL_HANDLE;
+    out.reason = cat("vkCreateInstance failed: ", vk_result_name(r));
+    return out;
+  }
+  if (!vk.load(inst.handle)) {
+    out.reason = "the Vulkan loader lacks basic instance functions";
+    return out;
+  }
+  uint32_t n = 0;
+  VkResult e = vk.enumerate_physical_devices(inst.handle, &n, nullptr);
+  if (e != VK_SUCCESS) {
+    out.reason = cat("vkEnumeratePhysicalDevices failed: ", vk_result_name(e));
+    return out;
+  }
+  if (n == 0) {
+    out.reason = "no Vulkan devices";
+    return out;
+  }
+  std::vector<VkPhysicalDevice> pds(n);
+  e = vk.enumerate_physical_devices(inst.handle, &n, pds.data());
+  if (e != VK_SUCCESS && e != VK_INCOMPLETE) {
+    out.reason = cat("vkEnumeratePhysicalDevices failed: ", vk_result_name(e));
+    return out;
+  }
+  pds.resize(n);
+  for (uint32_t i = 0; i < n; ++i) out.devices.push_back(describe(vk, pds[i], i, app.apiVersion));
+  return out;
+}
+
+}  // namespace
+
+std::string_view vulkan_device_type_name(VulkanDeviceType t) {
+  switch (t) {
+    case VulkanDeviceType::Integrated:
+      return "integrated";
+    case VulkanDeviceType::Discrete:
+      return "discrete";
+    case VulkanDeviceType::Virtual:
+      return "virtual";
+    case VulkanDeviceType::Cpu:
+      return "cpu";
+    case VulkanDeviceType::Other:
+      break;
+  }
+  return "other";
+}
+
+std::string vulkan_version_string(uint32_t v) {
+  return cat(VK_API_VERSION_MAJOR(v), ".", VK_API_VERSION_MINOR(v), ".", VK_API_VERSION_PATCH(v));
+}
+
+std::string vulkan_driver_version_string(uint32_t vendor_id, uint32_t v) {
+  if (vendor_id == 0x10de) {  // NVIDIA
+    return cat(v >> 22, ".", (v >> 14) & 0xff, ".", (v >> 6) & 0xff, ".", v & 0x3f);
+  }
+  return vulkan_version_string(v);
+}
+
+uint64_t VulkanDeviceInfo::binding_limit() const {
+  uint64_t limit = max_storage_buffer_range;
+  for (uint64_t l : {max_memory_allocation_size, max_buffer_size}) {
+    if (l != 0 && (limit == 0 || l < limit)) limit = l;
+  }
+  return limit;
+}
+
+uint64_t VulkanDeviceInfo::device_local_bytes() const {
+  uint64_t best = 0;
+  for (const VulkanHeap& h : heaps) {
+    if (!h.device_local) continue;
+    best = std::max(best, h.budget != 0 ? std::min(h.budget, h.size) : h.size);
+  }
+  return best;
+}
+
+VulkanDeviceList enumerate_vulkan_devices() {
+  try {
+    return enumerate();
+  } catch (const std::exception& e) {
+    VulkanDeviceList out;
+    out.reason = cat("Vulkan enumeration failed: ", e.what());
+    return out;
+  }
+}
+
+int default_vulkan_device(const std::vector<VulkanDeviceInfo>& devices) {
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (devices[i].is_real_gpu()) return int(i);
+  }
+  return -1;
+}
+
+}  // namespace trit

@@ -1,0 +1,34 @@
+// Choosing the next token from logits: greedy, or temperature sampling after repetition
+// penalty, top-k, top-p and min-p filtering (in that order, as llama.cpp does by default).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace trit {
+
+struct SamplerOptions {
+  float temperature = 0.8f;     // <= 0: greedy
+  int32_t top_k = 40;           // <= 0: off
+  float top_p = 0.95f;          // >= 1: off
+  float min_p = 0.05f;          // <= 0: off
+  float repeat_penalty = 1.0f;  // 1: off
+  int32_t repeat_last_n = 64;   // tokens looked back for the penalty
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(SamplerOptions opts);
+  // Picks a token from logits (n_vocab), given the tokens so far (for the penalty).
+  int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history);
+  const SamplerOptions& options() const { return opts_; }
+
+ private:
+  SamplerOptions opts_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> cand_;
+};
+
+}  // namespace trit

@@ -1,0 +1,55 @@
+#include "infer/session.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace trit {
+
+Session::Session(const Model& model, int64_t n_ctx, ThreadPool& pool, ForwardOptions opts,
+                 int64_t n_batch)
+    : model_(model), pool_(pool), opts_(opts) {
+  if (n_ctx <= 0) fail("session: context size must be positive, got ", n_ctx);
+  cache_.init(model.hparams(), n_ctx);
+  arena_.init(model.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)), n_ctx, pool.size());
+}
+
+void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+                   bool all_logits) {
+  const int64_t n = int64_t(tokens.size());
+  const int64_t n_vocab = model_.hparams().n_vocab;
+  if (n == 0) fail("session: no tokens to evaluate");
+  if (n_past_ + n > cache_.n_ctx) {
+    fail("context is full: ", n_past_, " + ", n, " tokens exceed the context size of ",
+         cache_.n_ctx, " (raise -c)");
+  }
+  for (int32_t id : tokens) {  // check all before the cache changes
+    if (id < 0 || id >= n_vocab) {
+      fail("token id ", id, " is out of range: the vocabulary has ", n_vocab, " tokens");
+    }
+  }
+  logits.assign(static_cast<size_t>((all_logits ? n : 1) * n_vocab), 0.0f);
+  for (int64_t start = 0; start < n; start += arena_.n_batch) {
+    const int64_t len = std::min(arena_.n_batch, n - start);
+    const bool last_chunk = start + len == n;
+    float* out = nullptr;
+    int64_t first = len;
+    if (all_logits) {
+      out = logits.data() + start * n_vocab;
+      first = 0;
+    } else if (last_chunk) {
+      out = logits.data();
+      first = len - 1;
+    }
+    model_forward(model_, tokens.data() + start, len, n_past_, cache_, arena_, pool_, opts_, out,
+                  first);
+    n_past_ += len;
+  }
+}
+
+void Session::truncate(int64_t n) {
+  if (n < 0 || n > n_past_) fail("session: cannot truncate to ", n, " of ", n_past_, " positions");
+  n_past_ = n;
+}
+
+}  // namespace trit

@@ -1,0 +1,162 @@
+#include "model/hparams.h"
+
+#include "core/error.h"
+#include "io/gguf.h"
+
+namespace trit {
+
+std::string_view activation_name(Activation a) {
+  return a == Activation::Relu2 ? "relu2" : "silu";
+}
+
+std::optional<Activation> activation_from_name(std::string_view name) {
+  if (name == "relu2" || name == "relu_squared" || name == "squared_relu") return Activation::Relu2;
+  if (name == "silu" || name == "swish") return Activation::Silu;
+  return std::nullopt;
+}
+
+HParams HParams::from_gguf(const GgufFile& f, bool* act_defaulted) {
+  HParams hp;
+  hp.arch = f.get_string("general.architecture");
+  if (hp.arch != "bitnet" && hp.arch != "bitnet-b1.58") {
+    fail(f.path(), ": general.architecture is '", hp.arch,
+         "', expected 'bitnet' or 'bitnet-b1.58'");
+  }
+  const std::string p = hp.arch + ".";
+  hp.n_layer = f.get_int(p + "block_count");
+  hp.n_embd = f.get_int(p + "embedding_length");
+  hp.n_ff = f.get_int(p + "feed_forward_length");
+  hp.n_head = f.get_int(p + "attention.head_count");
+  hp.n_head_kv =
+      f.has(p + "attention.head_count_kv") ? f.get_int(p + "attention.head_count_kv") : hp.n_head;
+  hp.n_ctx_train = f.has(p + "context_length") ? f.get_int(p + "context_length") : 2048;
+  hp.rms_eps = f.get_f32_or(p + "attention.layer_norm_rms_epsilon", 1e-5f);
+  hp.rope_theta = f.get_f32_or(p + "rope.freq_base", 10000.0f);
+  if (hp.n_head <= 0) fail(f.path(), ": ", p, "attention.head_count must be positive");
+  hp.rope_dim = f.has(p + "rope.dimension_count") ? f.get_int(p + "rope.dimension_count")
+                                                  : hp.n_embd / hp.n_head;
+  if (f.has(p + "vocab_size")) {
+    hp.n_vocab = f.get_int(p + "vocab_size");
+  } else if (f.has("tokenizer.ggml.tokens")) {
+    hp.n_vocab = int64_t(f.get_array("tokenizer.ggml.tokens", GgufType::STRING).size());
+  } else if (const GgufTensor* emb = f.find_tensor("token_embd.weight");
+             emb && emb->ne.size() == 2) {
+    hp.n_vocab = emb->ne[1];
+  }
+  if (act_defaulted) *act_defaulted = false;
+  const std::string act_key = p + "hidden_activation";
+  if (f.has(act_key)) {
+    const std::string& a = f.get_string(act_key);
+    auto act = activation_from_name(a);
+    if (!act) fail(f.path(), ": ", act_key, " is '", a, "', expected 'relu2' or 'silu'");
+    hp.act = *act;
+  } else {
+    hp.act = Activation::Relu2;
+    if (act_defaulted) *act_defaulted = true;
+  }
+  hp.tied_head = f.find_tensor("output.weight") == nullptr;
+  hp.validate(f.path());
+  return hp;
+}
+
+void HParams::write_gguf(GgufWriter& out) const {
+  const std::string p = arch + ".";
+  out.set_string("general.architecture", arch);
+  out.set_u32(p + "vocab_size", uint32_t(n_vocab));
+  out.set_u32(p + "block_count", uint32_t(n_layer));
+  out.set_u32(p + "context_length", uint32_t(n_ctx_train));
+  out.set_u32(p + "embedding_length", uint32_t(n_embd));
+  out.set_u32(p + "feed_forward_length", uint32_t(n_ff));
+  out.set_u32(p + "attention.head_count", uint32_t(n_head));
+  out.set_u32(p + "attention.head_count_kv", uint32_t(n_head_kv));
+  out.set_f32(p + "attention.layer_norm_rms_epsilon", rms_eps);
+  out.set_f32(p + "rope.freq_base", rope_theta);
+  out.set_u32(p + "rope.dimension_count", uint32_t(rope_dim));
+  out.set_string(p + "hidden_activation", std::string(activation_name(act)));
+}
+
+void HParams::validate(std::string_view where) const {
+  auto positive = [&](int64_t v, const char* name, int64_t max) {
+    if (v <= 0 || v > max) fail(where, ": ", name, " is ", v, ", expected 1..", max);
+  };
+  positive(n_vocab, "vocab_size", int64_t(1) << 24);
+  positive(n_embd, "embedding_length", int64_t(1) << 17);
+  positive(n_ff, "feed_forward_length", int64_t(1) << 19);
+  positive(n_layer, "block_count", 4096);
+  positive(n_head, "attention.head_count", 4096);
+  positive(n_head_kv, "attention.head_count_kv", 4096);
+  positive(n_ctx_train, "context_length", int64_t(1) << 24);
+  if (n_embd % n_head != 0) {
+    fail(where, ": embedding_length ", n_embd, " is not a multiple of head_count ", n_head);
+  }
+  if (n_head % n_head_kv != 0) {
+    fail(where, ": head_count ", n_head, " is not a multiple of head_count_kv ", n_head_kv);
+  }
+  if (rope_dim <= 0 || rope_dim > head_dim() || rope_dim % 2 != 0) {
+    fail(where, ": rope.dimension_count is ", rope_dim, ", expected an even number up to ",
+         head_dim());
+  }
+  if (!(rms_eps > 0) || !(rope_theta > 0)) {
+    fail(where, ": layer_norm_rms_epsilon and rope.freq_base must be positive");
+  }
+}
+
+std::optional<HParams> hparams_preset(std::string_view name) {
+  HParams hp;
+  hp.arch = "bitnet";
+  hp.act = Activation::Relu2;
+  hp.tied_head = true;
+  hp.rms_eps = 1e-5f;
+  auto set = [&](int64_t vocab, int64_t embd, int64_t ff, int64_t layers, int64_t heads,
+                 int64_t kv_heads, int64_t ctx, float theta) {
+    hp.n_vocab = vocab;
+    hp.n_embd = embd;
+    hp.n_ff = ff;
+    hp.n_layer = layers;
+    hp.n_head = heads;
+    hp.n_head_kv = kv_heads;
+    hp.n_ctx_train = ctx;
+    hp.rope_theta = theta;
+    hp.rope_dim = embd / heads;
+  };
+  if (name == "tiny") {
+    set(512, 256, 768, 2, 4, 2, 512, 10000.0f);
+  } else if (name == "125m") {
+    set(32000, 768, 2048, 12, 12, 12, 2048, 10000.0f);
+  } else if (name == "1b") {  // 1bitLLM bitnet_b1_58-large shape with GQA
+    set(32000, 2048, 5632, 24, 32, 8, 2048, 10000.0f);
+  } else if (name == "2b4t") {  // microsoft/bitnet-b1.58-2B-4T
+    set(128256, 2560, 6912, 30, 20, 5, 4096, 500000.0f);
+  } else if (name == "7b") {
+    set(32000, 4096, 11008, 32, 32, 32, 2048, 10000.0f);
+  } else if (name == "13b") {
+    set(32000, 5120, 13824, 40, 40, 40, 2048, 10000.0f);
+  } else {
+    return std::nullopt;
+  }
+  return hp;
+}
+
+std::vector<std::string> hparams_preset_names() {
+  return {"tiny", "125m", "1b", "2b4t", "7b", "13b"};
+}
+
+std::string block_tensor_name(int64_t layer, std::string_view what) {
+  return cat("blk.", layer, ".", what, ".weight");
+}
+
+const std::vector<std::string>& block_linear_names() {
+  static const std::vector<std::string> names = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                                 "ffn_gate", "ffn_up", "ffn_down"};
+  return names;
+}
+
+std::pair<int64_t, int64_t> block_linear_shape(const HParams& hp, std::string_view what) {
+  if (what == "attn_q" || what == "attn_output") return {hp.n_embd, hp.n_embd};
+  if (what == "attn_k" || what == "attn_v") return {hp.n_embd, hp.n_embd_kv()};
+  if (what == "ffn_gate" || what == "ffn_up") return {hp.n_embd, hp.n_ff};
+  if (what == "ffn_down") return {hp.n_ff, hp.n_embd};
+  fail("block_linear_shape: unknown layer '", what, "'");
+}
+
+}  // namespace trit

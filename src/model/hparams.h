@@ -1,0 +1,60 @@
+// Hyperparameters of a BitNet b1.58 model: read from and written to GGUF metadata, and the
+// presets `trit create` makes.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trit {
+
+class GgufFile;
+class GgufWriter;
+
+enum class Activation { Relu2, Silu };
+
+struct HParams {
+  std::string arch = "bitnet";  // general.architecture: "bitnet" or "bitnet-b1.58"
+  int64_t n_vocab = 0;
+  int64_t n_embd = 0;
+  int64_t n_ff = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t n_ctx_train = 2048;
+  int64_t rope_dim = 0;  // rotated dimensions per head (= head_dim)
+  float rope_theta = 10000.0f;
+  float rms_eps = 1e-5f;
+  Activation act = Activation::Relu2;
+  bool tied_head = true;  // no output.weight: the head is token_embd
+
+  int64_t head_dim() const { return n_embd / n_head; }
+  int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
+
+  // Reads <arch>.* keys; vocab size falls back to the token list's or token_embd's length.
+  // Throws trit::Error naming the file and key on missing or inconsistent values.
+  // act_defaulted is set when a bitnet file lacks <arch>.hidden_activation (relu2 assumed).
+  static HParams from_gguf(const GgufFile& file, bool* act_defaulted = nullptr);
+  void write_gguf(GgufWriter& out) const;  // general.architecture and the <arch>.* keys
+  // Checks divisibility and ranges; `where` names the source in the message.
+  void validate(std::string_view where) const;
+};
+
+std::string_view activation_name(Activation a);
+std::optional<Activation> activation_from_name(std::string_view name);  // relu2, silu, ...
+
+// Presets: tiny, 125m, 1b, 2b4t, 7b, 13b.
+std::optional<HParams> hparams_preset(std::string_view name);
+std::vector<std::string> hparams_preset_names();
+
+// Tensor names (FORMATS.md): "token_embd.weight", "blk.3.attn_q.weight", ...
+std::string block_tensor_name(int64_t layer, std::string_view what);  // what = "attn_q" ...
+// The seven linear layers of a block in a fixed order.
+const std::vector<std::string>&
+block_linear_names();  // attn_q attn_k attn_v attn_output ffn_gate ffn_up ffn_down
+// Shape (n_in, n_out) of a block's linear layer.
+std::pair<int64_t, int64_t> block_linear_shape(const HParams& hp, std::string_view what);
+
+}  // namespace trit

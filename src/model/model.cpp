@@ -1,0 +1,163 @@
+#include "model/model.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "core/quant.h"
+#include "io/gguf.h"
+#include "tokenizer/tokenizer.h"
+
+namespace trit {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& ne) {
+  std::string s = "[";
+  for (size_t i = 0; i < ne.size(); ++i) s += cat(i ? ", " : "", ne[i]);
+  return s + "]";
+}
+
+void check_shape(const GgufFile& f, const GgufTensor& t, std::vector<int64_t> expected) {
+  if (t.ne != expected) {
+    fail(f.path(), ": tensor ", t.name, ": shape ", shape_str(t.ne), ", expected ",
+         shape_str(expected));
+  }
+}
+
+}  // namespace
+
+Model::~Model() = default;
+
+const std::string& Model::path() const {
+  return file_->path();
+}
+
+std::unique_ptr<Model> Model::load(const std::string& path, const Warn& warn) {
+  std::unique_ptr<Model> m(new Model());
+  m->file_ = GgufFile::open(path);
+  const GgufFile& f = *m->file_;
+  bool act_defaulted = false;
+  m->hp_ = HParams::from_gguf(f, &act_defaulted);
+  if (act_defaulted && warn) {
+    warn(cat(path, ": no ", m->hp_.arch,
+             ".hidden_activation in the file; assuming relu2 (BitNet b1.58 2B4T)"));
+  }
+  m->tokenizer_ = Tokenizer::from_gguf(f);
+  if (m->tokenizer_ && m->tokenizer_->vocab_size() > m->hp_.n_vocab) {
+    fail(path, ": tokenizer.ggml.tokens has ", m->tokenizer_->vocab_size(),
+         " tokens, more than the model's vocab_size ", m->hp_.n_vocab);
+  }
+  const HParams& hp = m->hp_;
+  m->w_.token_embd = m->load_float_matrix("token_embd.weight", hp.n_embd, hp.n_vocab);
+  m->w_.output = hp.tied_head ? m->w_.token_embd
+                              : m->load_float_matrix("output.weight", hp.n_embd, hp.n_vocab);
+  m->w_.output_norm = m->load_f32_vector("output_norm.weight", hp.n_embd);
+  m->w_.blocks.resize(size_t(hp.n_layer));
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    BlockWeights& b = m->w_.blocks[size_t(l)];
+    b.attn_norm = m->load_f32_vector(block_tensor_name(l, "attn_norm"), hp.n_embd);
+    b.attn_sub_norm = m->load_f32_vector(block_tensor_name(l, "attn_sub_norm"), hp.n_embd);
+    b.ffn_norm = m->load_f32_vector(block_tensor_name(l, "ffn_norm"), hp.n_embd);
+    b.ffn_sub_norm = m->load_f32_vector(block_tensor_name(l, "ffn_sub_norm"), hp.n_ff);
+    b.q = m->load_linear(l, "attn_q");
+    b.k = m->load_linear(l, "attn_k");
+    b.v = m->load_linear(l, "attn_v");
+    b.o = m->load_linear(l, "attn_output");
+    b.gate = m->load_linear(l, "ffn_gate");
+    b.up = m->load_linear(l, "ffn_up");
+    b.down = m->load_linear(l, "ffn_down");
+  }
+  return m;
+}
+
+const float* Model::load_f32_vector(const std::string& name, int64_t n) {
+  const GgufFile& f = *file_;
+  const GgufTensor& t = f.tensor(name);
+  if (t.n_elements() != n || t.ne.empty() || t.ne[0] != n) {
+    fail(f.path(), ": tensor ", name, ": shape ", shape_str(t.ne), ", expected [", n, "]");
+  }
+  if (t.type == DType::F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
+    return reinterpret_cast<const float*>(t.data);
+  }
+  if (dtype_traits(t.type).ternary) {
+    fail(f.path(), ": tensor ", name, ": type ", dtype_name(t.type), " for a norm weight");
+  }
+  std::vector<uint8_t> buf(size_t(n) * sizeof(float));
+  dequantize(t.type, t.data, n, reinterpret_cast<float*>(buf.data()));
+  owned_.push_back(std::move(buf));
+  return reinterpret_cast<const float*>(owned_.back().data());
+}
+
+FloatMatrix Model::load_float_matrix(const std::string& name, int64_t n_in, int64_t n_out) {
+  const GgufFile& f = *file_;
+  const GgufTensor& t = f.tensor(name);
+  check_shape(f, t, {n_in, n_out});
+  switch (t.type) {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
+    case DType::Q8_0:
+    case DType::Q6_K:
+      break;
+    default:
+      fail(f.path(), ": tensor ", name, ": type ", dtype_name(t.type),
+           " is not supported for embeddings or the head (f32, f16, bf16, q8_0, q6_K)");
+  }
+  return FloatMatrix{t.type, t.data, n_in, n_out};
+}
+
+LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
+  const GgufFile& f = *file_;
+  const std::string name = block_tensor_name(layer, what);
+  const GgufTensor& t = f.tensor(name);
+  auto [n_in, n_out] = block_linear_shape(hp_, what);
+  check_shape(f, t, {n_in, n_out});
+  LinearWeight lw;
+  lw.name = name;
+  lw.m.n_in = n_in;
+  lw.m.n_out = n_out;
+  const int64_t n = n_in * n_out;
+  switch (t.type) {
+    case DType::TQ2_0:
+    case DType::I2_S:
+      lw.m.type = t.type;
+      lw.m.data = t.data;
+      break;
+    case DType::TQ1_0: {  // the kernels read 2-bit codes: repack once at load
+      std::vector<uint8_t> buf(*tensor_bytes(DType::TQ2_0, n_in, n));
+      tq1_0_to_tq2_0(t.data, n, buf.data());
+      owned_.push_back(std::move(buf));
+      lw.m.type = DType::TQ2_0;
+      lw.m.data = owned_.back().data();
+      break;
+    }
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16: {  // float master weights: absmean-ternarise as transformers does online
+      if (n_in % kQK_K != 0) {
+        fail(f.path(), ": tensor ", name, ": ", n_in, " inputs is not a multiple of ", kQK_K);
+      }
+      std::vector<float> w(static_cast<size_t>(n));
+      dequantize(t.type, t.data, n, w.data());
+      owned_.push_back(quantize(DType::TQ2_0, w.data(), n));
+      lw.m.type = DType::TQ2_0;
+      lw.m.data = owned_.back().data();
+      break;
+    }
+    default:
+      fail(f.path(), ": tensor ", name, ": type ", dtype_name(t.type),
+           " is not supported for a linear layer (tq1_0, tq2_0, i2_s, or float to ternarise)");
+  }
+  lw.m.uniform_scale = ternary_uniform_scale(lw.m.type, lw.m.data, n_in, n_out);
+  const std::string scale_name = cat("blk.", layer, ".", what, ".scale");
+  if (const GgufTensor* s = f.find_tensor(scale_name)) {
+    if (s->n_elements() != 1) {
+      fail(f.path(), ": tensor ", scale_name, ": ", s->n_elements(), " elements, expected 1");
+    }
+    float v = 0;
+    dequantize(s->type, s->data, 1, &v);
+    lw.out_scale = v;
+  }
+  return lw;
+}
+
+}  // namespace trit

@@ -1,0 +1,69 @@
+// A BitNet b1.58 model loaded from GGUF: hyperparameters, tokenizer and the weights of every
+// block, checked against each other. Weights stay in the memory-mapped file whenever the
+// compute kernels can use their layout in place.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/kernels.h"
+#include "model/hparams.h"
+
+namespace trit {
+
+class GgufFile;
+class Tokenizer;
+
+// A ternary linear layer: y = (T . q(x)) * w_scale / s_x, times out_scale (the optional
+// per-tensor `.scale` of llama.cpp's bitnet files).
+struct LinearWeight {
+  std::string name;
+  TernaryMatrix m;
+  float out_scale = 1.0f;
+};
+
+struct BlockWeights {
+  const float* attn_norm = nullptr;      // (n_embd)
+  const float* attn_sub_norm = nullptr;  // (n_embd)
+  const float* ffn_norm = nullptr;       // (n_embd)
+  const float* ffn_sub_norm = nullptr;   // (n_ff)
+  LinearWeight q, k, v, o, gate, up, down;
+};
+
+struct ModelWeights {
+  FloatMatrix token_embd;  // (n_vocab, n_embd)
+  FloatMatrix output;      // the LM head: token_embd when tied
+  const float* output_norm = nullptr;
+  std::vector<BlockWeights> blocks;
+};
+
+class Model {
+ public:
+  using Warn = std::function<void(const std::string&)>;
+  // Opens and checks a model; warnings (e.g. a defaulted activation) go to warn.
+  static std::unique_ptr<Model> load(const std::string& path, const Warn& warn = nullptr);
+  ~Model();
+
+  const HParams& hparams() const { return hp_; }
+  const ModelWeights& weights() const { return w_; }
+  const GgufFile& file() const { return *file_; }
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }  // null when the file has none
+  const std::string& path() const;
+
+ private:
+  Model() = default;
+  const float* load_f32_vector(const std::string& name, int64_t n);
+  LinearWeight load_linear(int64_t layer, const std::string& what);
+  FloatMatrix load_float_matrix(const std::string& name, int64_t n_in, int64_t n_out);
+
+  HParams hp_;
+  std::unique_ptr<GgufFile> file_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ModelWeights w_;
+  std::vector<std::vector<uint8_t>> owned_;  // weights converted at load (TQ1_0, f16 norms, ...)
+};
+
+}  // namespace trit

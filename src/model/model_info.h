@@ -1,0 +1,81 @@
+// A summary of a GGUF file (`trit info`): metadata, hyperparameters when it is a BitNet model,
+// tokenizer, tensors and their types, and an estimate of the memory needed to run it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/dtype.h"
+#include "model/hparams.h"
+
+namespace trit {
+
+class GgufFile;
+
+struct TensorSummary {
+  std::string name;
+  DType type = DType::F32;
+  std::vector<int64_t> ne;
+  uint64_t nbytes = 0;
+};
+
+struct TypeTotals {
+  DType type = DType::F32;
+  int64_t n_tensors = 0;
+  int64_t n_elements = 0;
+  uint64_t nbytes = 0;
+};
+
+struct ModelInfo {
+  std::string path;
+  uint64_t file_size = 0;
+  uint32_t version = 0;
+  uint64_t alignment = 0;
+  std::string arch;  // general.architecture ("" when missing)
+  std::string name;  // general.name
+  std::optional<uint32_t> file_type;
+
+  // Set when the file is a bitnet model whose hyperparameters read cleanly; otherwise
+  // hparams_error says why not (empty for other architectures).
+  std::optional<HParams> hparams;
+  std::string hparams_error;
+  bool act_defaulted = false;
+
+  // Every metadata key with a short rendering of its value (arrays as "[type x N]").
+  std::vector<std::pair<std::string, std::string>> metadata;
+
+  // Tokenizer (tokenizer.ggml.*); model empty when there is none.
+  std::string tokenizer_model;
+  std::string tokenizer_pre;
+  int64_t tokenizer_vocab = 0;
+  int64_t bos = -1, eos = -1;
+  bool chat_template = false;
+
+  std::vector<TensorSummary> tensors;
+  std::vector<TypeTotals> type_totals;  // in order of first appearance
+  int64_t n_params = 0;
+  uint64_t tensor_bytes = 0;
+
+  // Memory to run (bytes): weights as loaded (TQ1_0 is repacked to TQ2_0 at load), the KV
+  // cache at the trained context in f32 (2 * n_layer * n_ctx * n_embd_kv * 4), and activation
+  // buffers for one token at that context. Zero when hparams are unknown.
+  uint64_t mem_weights = 0;
+  uint64_t mem_kv_cache = 0;
+  uint64_t mem_activations = 0;
+  uint64_t mem_total = 0;
+};
+
+ModelInfo read_model_info(const GgufFile& file);
+
+// Human-readable report; all_tensors lists every tensor, otherwise totals per type.
+std::string format_model_info(const ModelInfo& info, bool all_tensors);
+// The same as a JSON object (tensors listed only with all_tensors), pretty-printed.
+std::string model_info_json(const ModelInfo& info, bool all_tensors);
+
+// "1.23 GiB", "512 KiB", "77 B".
+std::string format_bytes(uint64_t bytes);
+
+}  // namespace trit
