@@ -29,9 +29,12 @@ std::string quote(const std::string& s) {
 // Runs the trit binary with the arguments; stdout and stderr are captured in files of dir.
 RunResult run_trit(const TempDir& dir, const std::vector<std::string>& args) {
   std::string cmd = quote(TRIT_BIN);
-  for (const std::string& a : args) cmd += " " + quote(a);
+  for (const std::string& a : args) {
+    cmd += ' ';
+    cmd += quote(a);
+  }
   const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  cmd += " >" + quote(out) + " 2>" + quote(err);
+  cmd.append(" >").append(quote(out)).append(" 2>").append(quote(err));
   const int status = std::system(cmd.c_str());
   RunResult r;
   r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

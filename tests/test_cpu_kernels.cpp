@@ -11,13 +11,13 @@
 #include <vector>
 
 #include "backend/cpu/kernels.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/quant.h"
 
 namespace trit {
 namespace {
-
-const CpuLevel kSimdLevels[] = {CpuLevel::Avx2, CpuLevel::Avx512Vnni};
 
 bool have(CpuLevel level) {
   return detect_cpu_level() >= level;
@@ -31,7 +31,8 @@ std::string name(CpuLevel level) {
 
 // TQ2_0: per block of 256, qs[64] then fp16 d; byte 32h + m holds weight 128h + 32l + m at
 // bits 2l, code = trit + 1.
-std::vector<uint8_t> pack_tq2_0(const std::vector<int8_t>& trits, const std::vector<float>& d) {
+std::vector<uint8_t> local_pack_tq2_0(const std::vector<int8_t>& trits,
+                                      const std::vector<float>& d) {
   const size_t blocks = trits.size() / 256;
   std::vector<uint8_t> out(blocks * 66, 0);
   for (size_t b = 0; b < blocks; ++b) {
@@ -48,7 +49,7 @@ std::vector<uint8_t> pack_tq2_0(const std::vector<int8_t>& trits, const std::vec
 
 // I2_S: runs of 128 in 32 bytes, weight j of a run at byte j % 32, bits 6 - 2(j / 32); codes
 // 0, 1, 2 = -1, 0, +1; then a 32-byte tail starting with the fp32 scale.
-std::vector<uint8_t> pack_i2_s(const std::vector<int8_t>& trits, float scale) {
+std::vector<uint8_t> local_pack_i2_s(const std::vector<int8_t>& trits, float scale) {
   const size_t runs = trits.size() / 128;
   std::vector<uint8_t> out(runs * 32 + 32, 0);
   for (size_t k = 0; k < runs; ++k) {
@@ -171,9 +172,30 @@ bool same_bytes(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
 }
 
+// ---- levels ----
+
+// Every level (scalar included) or every SIMD level; a level the processor lacks is skipped.
+class CpuKernelsAnyLevel : public ::testing::TestWithParam<CpuLevel> {
+ protected:
+  void SetUp() override {
+    if (!have(GetParam())) GTEST_SKIP() << name(GetParam()) << " is not supported here";
+  }
+};
+class CpuKernelsSimdLevel : public CpuKernelsAnyLevel {};
+
+std::string level_param_name(const ::testing::TestParamInfo<CpuLevel>& info) {
+  return name(info.param);
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, CpuKernelsAnyLevel,
+                         ::testing::Values(CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512Vnni),
+                         level_param_name);
+INSTANTIATE_TEST_SUITE_P(Levels, CpuKernelsSimdLevel,
+                         ::testing::Values(CpuLevel::Avx2, CpuLevel::Avx512Vnni), level_param_name);
+
 // ---- CPU levels ----
 
-TEST(CpuLevel, NamesAndOverride) {
+TEST(CpuLevels, NamesAndOverride) {
   EXPECT_EQ(cpu_level_name(CpuLevel::Scalar), "scalar");
   EXPECT_EQ(cpu_level_name(CpuLevel::Avx2), "avx2");
   EXPECT_EQ(cpu_level_name(CpuLevel::Avx512Vnni), "avx512");
@@ -208,7 +230,7 @@ void expect_same_acts(const QuantizedActs& a, const QuantizedActs& b, const std:
       << what << ": sums differ";
 }
 
-TEST(QuantizeActs, MatchesFormula) {
+TEST(CpuQuantizeActs, MatchesFormula) {
   std::mt19937 rng(1);
   for (int64_t n : {128, 256, 384, 2560, 100, 33}) {
     const int64_t nt = 3;
@@ -237,7 +259,8 @@ TEST(QuantizeActs, MatchesFormula) {
   }
 }
 
-TEST(QuantizeActs, TiesRoundHalfEvenAndZeroRow) {
+TEST_P(CpuKernelsAnyLevel, QuantizeTiesRoundHalfEvenAndZeroRow) {
+  const CpuLevel level = GetParam();
   // max |x| = 127 gives scale exactly 1, so x * scale = x: the .5 cases are exact ties.
   std::vector<float> row(128, 0.0f);
   const float vals[] = {127.0f, 0.5f,   -0.5f,   1.5f,    -1.5f,       2.5f, -2.5f,
@@ -246,58 +269,50 @@ TEST(QuantizeActs, TiesRoundHalfEvenAndZeroRow) {
   for (size_t i = 0; i < std::size(vals); ++i) row[i] = vals[i];
   // A second row of zeros: scale uses the 1e-5 floor.
   row.resize(256, 0.0f);
-  for (CpuLevel level : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512Vnni}) {
-    if (!have(level)) continue;
-    QuantizedActs qa;
-    quantize_acts(row.data(), 2, 128, qa, level);
-    EXPECT_EQ(qa.scale[0], 1.0f) << name(level);
-    for (size_t i = 0; i < std::size(vals); ++i) {
-      EXPECT_EQ(qa.q[i], want[i]) << name(level) << " value " << vals[i];
-    }
-    EXPECT_EQ(qa.scale[1], 127.0f / 1e-5f) << name(level);
-    for (int i = 0; i < 128; ++i) EXPECT_EQ(qa.q[size_t(128 + i)], 0);
-    EXPECT_EQ(qa.sums[1], 0);
-    int32_t s0 = 0;
-    for (int i = 0; i < 128; ++i) s0 += qa.q[size_t(i)];
-    EXPECT_EQ(qa.sums[0], s0);
+  QuantizedActs qa;
+  quantize_acts(row.data(), 2, 128, qa, level);
+  EXPECT_EQ(qa.scale[0], 1.0f) << name(level);
+  for (size_t i = 0; i < std::size(vals); ++i) {
+    EXPECT_EQ(qa.q[i], want[i]) << name(level) << " value " << vals[i];
   }
+  EXPECT_EQ(qa.scale[1], 127.0f / 1e-5f) << name(level);
+  for (int i = 0; i < 128; ++i) EXPECT_EQ(qa.q[size_t(128 + i)], 0);
+  EXPECT_EQ(qa.sums[1], 0);
+  int32_t s0 = 0;
+  for (int i = 0; i < 128; ++i) s0 += qa.q[size_t(i)];
+  EXPECT_EQ(qa.sums[0], s0);
 }
 
-TEST(QuantizeActs, SimdEqualsScalar) {
+TEST_P(CpuKernelsSimdLevel, QuantizeActsEqualsScalar) {
+  const CpuLevel level = GetParam();
   std::mt19937 rng(2);
-  for (CpuLevel level : kSimdLevels) {
-    if (!have(level)) {
-      std::printf("[  SKIPPED ] %s: not supported by this processor\n", name(level).c_str());
-      continue;
-    }
-    for (int64_t n : {1, 7, 16, 31, 33, 100, 128, 130, 256, 1000, 2560, 4096, 6912}) {
-      for (int64_t nt : {1, 2, 5}) {
-        std::vector<float> x = random_acts(nt * n, rng, 0.1f + float(n % 7));
-        // Values that land exactly on .5 after scaling, and special values.
-        if (n >= 16) {
-          x[0] = 127.0f;
-          x[1] = 0.5f;
-          x[2] = -2.5f;
-          x[3] = 64.5f;
-          for (int64_t i = 4; i < 16; ++i) x[size_t(i)] = float(i) + 0.5f;
-        }
-        QuantizedActs a, b;
-        quantize_acts(x.data(), nt, n, a, CpuLevel::Scalar);
-        quantize_acts(x.data(), nt, n, b, level);
-        expect_same_acts(a, b, name(level) + " n " + std::to_string(n));
+  for (int64_t n : {1, 7, 16, 31, 33, 100, 128, 130, 256, 1000, 2560, 4096, 6912}) {
+    for (int64_t nt : {1, 2, 5}) {
+      std::vector<float> x = random_acts(nt * n, rng, 0.1f + float(n % 7));
+      // Values that land exactly on .5 after scaling, and special values.
+      if (n >= 16) {
+        x[0] = 127.0f;
+        x[1] = 0.5f;
+        x[2] = -2.5f;
+        x[3] = 64.5f;
+        for (int64_t i = 4; i < 16; ++i) x[size_t(i)] = float(i) + 0.5f;
       }
+      QuantizedActs a, b;
+      quantize_acts(x.data(), nt, n, a, CpuLevel::Scalar);
+      quantize_acts(x.data(), nt, n, b, level);
+      expect_same_acts(a, b, name(level) + " n " + std::to_string(n));
     }
-    // NaN, infinities and zeros behave the same at every level.
-    std::vector<float> x = random_acts(3 * 256, rng);
-    x[5] = std::numeric_limits<float>::quiet_NaN();
-    x[300] = std::numeric_limits<float>::infinity();
-    x[301] = -std::numeric_limits<float>::infinity();
-    for (int i = 512; i < 768; ++i) x[size_t(i)] = 0.0f;
-    QuantizedActs a, b;
-    quantize_acts(x.data(), 3, 256, a, CpuLevel::Scalar);
-    quantize_acts(x.data(), 3, 256, b, level);
-    expect_same_acts(a, b, name(level) + " special values");
   }
+  // NaN, infinities and zeros behave the same at every level.
+  std::vector<float> x = random_acts(3 * 256, rng);
+  x[5] = std::numeric_limits<float>::quiet_NaN();
+  x[300] = std::numeric_limits<float>::infinity();
+  x[301] = -std::numeric_limits<float>::infinity();
+  for (int i = 512; i < 768; ++i) x[size_t(i)] = 0.0f;
+  QuantizedActs a, b;
+  quantize_acts(x.data(), 3, 256, a, CpuLevel::Scalar);
+  quantize_acts(x.data(), 3, 256, b, level);
+  expect_same_acts(a, b, name(level) + " special values");
 }
 
 // ---- ternary ----
@@ -341,7 +356,7 @@ TernaryCase make_ternary(DType type, int64_t n_in, int64_t n_out, int mode, std:
   }
   if (type == DType::I2_S) {
     c.scale = 0.0123f;
-    c.data = pack_i2_s(c.trits, c.scale);
+    c.data = local_pack_i2_s(c.trits, c.scale);
     return c;
   }
   const size_t blocks = size_t(n_in * n_out / 256);
@@ -360,11 +375,11 @@ TernaryCase make_ternary(DType type, int64_t n_in, int64_t n_out, int mode, std:
     c.block_d[1] = 0.0f;
     for (int j = 0; j < 256; ++j) c.trits[256 + size_t(j)] = 0;
   }
-  c.data = pack_tq2_0(c.trits, c.block_d);
+  c.data = local_pack_tq2_0(c.trits, c.block_d);
   return c;
 }
 
-TEST(Ternary, UniformScale) {
+TEST(CpuTernaryMatmul, UniformScale) {
   std::mt19937 rng(3);
   TernaryCase u = make_ternary(DType::TQ2_0, 512, 6, 0, rng);
   EXPECT_EQ(ternary_uniform_scale(DType::TQ2_0, u.data.data(), 512, 6), u.block_d[0]);
@@ -374,13 +389,13 @@ TEST(Ternary, UniformScale) {
   std::vector<float> d(12, 0.5f);
   d[7] = 0.25f;
   std::vector<int8_t> trits(512 * 6, 1);
-  EXPECT_EQ(ternary_uniform_scale(DType::TQ2_0, pack_tq2_0(trits, d).data(), 512, 6), 0.0f);
+  EXPECT_EQ(ternary_uniform_scale(DType::TQ2_0, local_pack_tq2_0(trits, d).data(), 512, 6), 0.0f);
   d[7] = 0.5f;
-  EXPECT_EQ(ternary_uniform_scale(DType::TQ2_0, pack_tq2_0(trits, d).data(), 512, 6), 0.5f);
+  EXPECT_EQ(ternary_uniform_scale(DType::TQ2_0, local_pack_tq2_0(trits, d).data(), 512, 6), 0.5f);
   // All trits -1 (codes all zero) is not a zero block.
   std::fill(trits.begin(), trits.end(), int8_t(-1));
   d[2] = 0.125f;
-  EXPECT_EQ(ternary_uniform_scale(DType::TQ2_0, pack_tq2_0(trits, d).data(), 512, 6), 0.0f);
+  EXPECT_EQ(ternary_uniform_scale(DType::TQ2_0, local_pack_tq2_0(trits, d).data(), 512, 6), 0.0f);
   TernaryCase i2 = make_ternary(DType::I2_S, 384, 5, 0, rng);
   EXPECT_EQ(ternary_uniform_scale(DType::I2_S, i2.data.data(), 384, 5), 0.0123f);
 }
@@ -397,7 +412,7 @@ std::vector<float> run_ternary(const TernaryCase& c, const QuantizedActs& qa, Cp
   return y;
 }
 
-TEST(Ternary, ScalarMatchesReference) {
+TEST(CpuTernaryMatmul, ScalarMatchesReference) {
   std::mt19937 rng(4);
   for (DType type : {DType::TQ2_0, DType::I2_S}) {
     for (int mode : {0, 1}) {
@@ -442,36 +457,31 @@ TEST(Ternary, ScalarMatchesReference) {
   }
 }
 
-TEST(Ternary, SimdEqualsScalar) {
+TEST_P(CpuKernelsSimdLevel, TernaryEqualsScalar) {
+  const CpuLevel level = GetParam();
   std::mt19937 rng(5);
-  for (CpuLevel level : kSimdLevels) {
-    if (!have(level)) {
-      std::printf("[  SKIPPED ] %s: not supported by this processor\n", name(level).c_str());
-      continue;
-    }
-    for (DType type : {DType::TQ2_0, DType::I2_S}) {
-      for (int mode : {0, 1}) {
-        if (type == DType::I2_S && mode == 1) continue;
-        std::vector<int64_t> sizes = {256, 512, 768, 1280, 2560, 4096};
-        if (type == DType::I2_S) sizes.insert(sizes.end(), {128, 384, 640});
-        for (int64_t n_in : sizes) {
-          for (int64_t n_out : {1, 3, 4, 5, 7, 13, 33}) {
-            TernaryCase c = make_ternary(type, n_in, n_out, mode, rng);
-            for (int64_t nt : {1, 2, 3, 5, 8, 17}) {
-              if (n_in >= 2560 && nt > 8 && n_out > 13) continue;  // keep the test quick
-              std::vector<float> x =
-                  nt % 2 ? biased_acts(nt * n_in, rng) : random_acts(nt * n_in, rng, 2.0f);
-              QuantizedActs qs, qv;
-              quantize_acts(x.data(), nt, n_in, qs, CpuLevel::Scalar);
-              quantize_acts(x.data(), nt, n_in, qv, level);
-              expect_same_acts(qs, qv, "acts");
-              const int64_t split = n_out / 2 + 1 > n_out ? n_out : n_out / 2 + 1;
-              const std::vector<float> a = run_ternary(c, qs, CpuLevel::Scalar, split);
-              const std::vector<float> b = run_ternary(c, qs, level, split);
-              ASSERT_TRUE(same_bytes(a, b))
-                  << name(level) << " " << dtype_name(type) << " mode " << mode << " n_in " << n_in
-                  << " n_out " << n_out << " tokens " << nt;
-            }
+  for (DType type : {DType::TQ2_0, DType::I2_S}) {
+    for (int mode : {0, 1}) {
+      if (type == DType::I2_S && mode == 1) continue;
+      std::vector<int64_t> sizes = {256, 512, 768, 1280, 2560, 4096};
+      if (type == DType::I2_S) sizes.insert(sizes.end(), {128, 384, 640});
+      for (int64_t n_in : sizes) {
+        for (int64_t n_out : {1, 3, 4, 5, 7, 13, 33}) {
+          TernaryCase c = make_ternary(type, n_in, n_out, mode, rng);
+          for (int64_t nt : {1, 2, 3, 5, 8, 17}) {
+            if (n_in >= 2560 && nt > 8 && n_out > 13) continue;  // keep the test quick
+            std::vector<float> x =
+                nt % 2 ? biased_acts(nt * n_in, rng) : random_acts(nt * n_in, rng, 2.0f);
+            QuantizedActs qs, qv;
+            quantize_acts(x.data(), nt, n_in, qs, CpuLevel::Scalar);
+            quantize_acts(x.data(), nt, n_in, qv, level);
+            expect_same_acts(qs, qv, "acts");
+            const int64_t split = n_out / 2 + 1 > n_out ? n_out : n_out / 2 + 1;
+            const std::vector<float> a = run_ternary(c, qs, CpuLevel::Scalar, split);
+            const std::vector<float> b = run_ternary(c, qs, level, split);
+            ASSERT_TRUE(same_bytes(a, b))
+                << name(level) << " " << dtype_name(type) << " mode " << mode << " n_in " << n_in
+                << " n_out " << n_out << " tokens " << nt;
           }
         }
       }
@@ -479,7 +489,36 @@ TEST(Ternary, SimdEqualsScalar) {
   }
 }
 
-TEST(Ternary, RejectsBadInput) {
+TEST_P(CpuKernelsSimdLevel, TernaryArbitraryBytesEqualsScalar) {
+  const CpuLevel level = GetParam();
+  // Random bytes: codes 3 (invalid in files) decode as trit 2 at every level, and random fp16
+  // block scales (subnormals, infinities, NaNs) go through the same float epilogue.
+  std::mt19937 rng(8);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (DType type : {DType::TQ2_0, DType::I2_S}) {
+    for (int64_t n_in : {256, 1280}) {
+      const int64_t n_out = 6, nt = 5;
+      TernaryCase c;
+      c.type = type;
+      c.n_in = n_in;
+      c.n_out = n_out;
+      c.data.resize(*tensor_bytes(type, n_in, n_in * n_out));
+      for (auto& b : c.data) b = uint8_t(byte(rng));
+      if (type == DType::I2_S) {
+        const float scale = 0.5f;
+        std::memcpy(c.data.data() + n_in * n_out / 4, &scale, 4);
+      }
+      std::vector<float> x = random_acts(nt * n_in, rng);
+      QuantizedActs qa;
+      quantize_acts(x.data(), nt, n_in, qa, CpuLevel::Scalar);
+      const std::vector<float> a = run_ternary(c, qa, CpuLevel::Scalar, 2);
+      const std::vector<float> b = run_ternary(c, qa, level, 2);
+      EXPECT_TRUE(same_bytes(a, b)) << name(level) << " " << dtype_name(type) << " " << n_in;
+    }
+  }
+}
+
+TEST(CpuTernaryMatmul, RejectsBadInput) {
   std::mt19937 rng(6);
   TernaryCase c = make_ternary(DType::TQ2_0, 256, 2, 0, rng);
   std::vector<float> x = random_acts(512, rng);
@@ -496,59 +535,94 @@ TEST(Ternary, RejectsBadInput) {
 
 // ---- float weights ----
 
-TEST(FloatMatmul, MatchesDequantizedDot) {
+struct FloatShape {
+  DType type;
+  int64_t n_in;
+};
+const FloatShape kFloatShapes[] = {
+    {DType::F32, 33},   {DType::F32, 256},   {DType::F32, 1000},  {DType::F16, 7},
+    {DType::F16, 100},  {DType::F16, 2560},  {DType::BF16, 17},   {DType::BF16, 512},
+    {DType::Q8_0, 32},  {DType::Q8_0, 96},   {DType::Q8_0, 2560}, {DType::Q6_K, 256},
+    {DType::Q6_K, 768}, {DType::Q6_K, 2560},
+};
+
+TEST(CpuFloatMatmul, MatrixRowEqualsFormula) {
+  std::mt19937 rng(9);
+  for (const FloatShape& s : kFloatShapes) {
+    const int64_t n_out = 3;
+    const std::vector<uint8_t> data = random_float_matrix(s.type, s.n_in, n_out, rng);
+    const FloatMatrix m{s.type, data.data(), s.n_in, n_out};
+    for (int64_t r = 0; r < n_out; ++r) {
+      std::vector<float> got(static_cast<size_t>(s.n_in));
+      float_matrix_row(m, r, got.data());
+      EXPECT_TRUE(same_bytes(got, ref_row(s.type, data, s.n_in, r)))
+          << dtype_name(s.type) << " row " << r;
+    }
+  }
+}
+
+// Each level against a double-precision dot product of the decoded rows, and SIMD levels
+// against scalar, within 1e-5 of the sum of |terms|.
+TEST_P(CpuKernelsAnyLevel, FloatMatmulMatchesDequantizedDot) {
+  const CpuLevel level = GetParam();
   std::mt19937 rng(7);
-  struct Shape {
-    DType type;
-    int64_t n_in;
-  };
-  const Shape shapes[] = {
-      {DType::F32, 33},   {DType::F32, 256},   {DType::F32, 1000},  {DType::F16, 7},
-      {DType::F16, 100},  {DType::F16, 2560},  {DType::BF16, 17},   {DType::BF16, 512},
-      {DType::Q8_0, 32},  {DType::Q8_0, 96},   {DType::Q8_0, 2560}, {DType::Q6_K, 256},
-      {DType::Q6_K, 768}, {DType::Q6_K, 2560},
-  };
-  for (const Shape& s : shapes) {
+  for (const FloatShape& s : kFloatShapes) {
     for (int64_t n_out : {1, 3, 4, 6, 9}) {
       const std::vector<uint8_t> data = random_float_matrix(s.type, s.n_in, n_out, rng);
-      FloatMatrix m{s.type, data.data(), s.n_in, n_out};
+      const FloatMatrix m{s.type, data.data(), s.n_in, n_out};
       std::vector<std::vector<float>> rows;
-      for (int64_t r = 0; r < n_out; ++r) {
-        rows.push_back(ref_row(s.type, data, s.n_in, r));
-        std::vector<float> got(static_cast<size_t>(s.n_in));
-        float_matrix_row(m, r, got.data());
-        ASSERT_TRUE(same_bytes(got, rows.back())) << dtype_name(s.type) << " row " << r;
-      }
+      for (int64_t r = 0; r < n_out; ++r) rows.push_back(ref_row(s.type, data, s.n_in, r));
       for (int64_t nt : {1, 2, 3, 4, 5, 8, 17}) {
         const std::vector<float> x = random_acts(nt * s.n_in, rng);
-        for (CpuLevel level : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512Vnni}) {
-          if (!have(level)) continue;
-          const int64_t stride = n_out + 1;
-          std::vector<float> y(size_t(nt * stride), -7.0f);
-          const int64_t split = n_out / 2;
-          float_matmul(m, x.data(), nt, y.data(), stride, 0, split, level);
-          float_matmul(m, x.data(), nt, y.data(), stride, split, n_out, level);
-          for (int64_t t = 0; t < nt; ++t) {
-            for (int64_t r = 0; r < n_out; ++r) {
-              double ref = 0, mag = 0;
-              for (int64_t k = 0; k < s.n_in; ++k) {
-                const double term = double(rows[size_t(r)][size_t(k)]) * x[size_t(t * s.n_in + k)];
-                ref += term;
-                mag += std::fabs(term);
-              }
-              ASSERT_NEAR(y[size_t(t * stride + r)], ref, 1e-5 * mag)
-                  << name(level) << " " << dtype_name(s.type) << " n_in " << s.n_in << " n_out "
-                  << n_out << " tokens " << nt << " r " << r << " t " << t;
+        const int64_t stride = n_out + 1;
+        std::vector<float> y(size_t(nt * stride), -7.0f), ys(size_t(nt * stride), -7.0f);
+        const int64_t split = n_out / 2;
+        float_matmul(m, x.data(), nt, y.data(), stride, 0, split, level);
+        float_matmul(m, x.data(), nt, y.data(), stride, split, n_out, level);
+        float_matmul(m, x.data(), nt, ys.data(), stride, 0, n_out, CpuLevel::Scalar);
+        for (int64_t t = 0; t < nt; ++t) {
+          for (int64_t r = 0; r < n_out; ++r) {
+            double ref = 0, mag = 0;
+            for (int64_t k = 0; k < s.n_in; ++k) {
+              const double term = double(rows[size_t(r)][size_t(k)]) * x[size_t(t * s.n_in + k)];
+              ref += term;
+              mag += std::fabs(term);
             }
-            EXPECT_EQ(y[size_t(t * stride + n_out)], -7.0f);
+            const float got = y[size_t(t * stride + r)];
+            ASSERT_NEAR(got, ref, 1e-5 * mag)
+                << name(level) << " " << dtype_name(s.type) << " n_in " << s.n_in << " n_out "
+                << n_out << " tokens " << nt << " r " << r << " t " << t;
+            ASSERT_NEAR(got, ys[size_t(t * stride + r)], 1e-5 * mag) << "against scalar";
           }
+          EXPECT_EQ(y[size_t(t * stride + n_out)], -7.0f) << "wrote past n_out";
         }
       }
     }
   }
 }
 
-TEST(FloatMatmul, RejectsBadInput) {
+// The local packers and decoders of this file and core/quant read FORMATS.md the same way.
+TEST(CpuKernelsFormats, AgreeWithCoreQuant) {
+  std::mt19937 rng(10);
+  TernaryCase t = make_ternary(DType::TQ2_0, 512, 3, 1, rng);
+  std::vector<uint8_t> packed(t.data.size());
+  pack_tq2_0(t.trits.data(), t.block_d.data(), int64_t(t.trits.size()), packed.data());
+  EXPECT_EQ(packed, t.data) << "tq2_0";
+  TernaryCase i2 = make_ternary(DType::I2_S, 384, 3, 0, rng);
+  packed.assign(i2.data.size(), 0);
+  pack_i2_s(i2.trits.data(), i2.scale, int64_t(i2.trits.size()), packed.data());
+  EXPECT_EQ(std::vector<uint8_t>(packed.begin(), packed.begin() + 384 * 3 / 4 + 4),
+            std::vector<uint8_t>(i2.data.begin(), i2.data.begin() + 384 * 3 / 4 + 4))
+      << "i2_s";
+  for (const FloatShape& s : kFloatShapes) {
+    const std::vector<uint8_t> data = random_float_matrix(s.type, s.n_in, 2, rng);
+    std::vector<float> got(static_cast<size_t>(s.n_in));
+    dequantize_row(s.type, data.data() + row_bytes(s.type, s.n_in), s.n_in, got.data());
+    EXPECT_TRUE(same_bytes(got, ref_row(s.type, data, s.n_in, 1))) << dtype_name(s.type);
+  }
+}
+
+TEST(CpuFloatMatmul, RejectsBadInput) {
   std::vector<uint8_t> data(1024);
   std::vector<float> x(256), y(4);
   FloatMatrix m{DType::TQ2_0, data.data(), 256, 2};

@@ -71,19 +71,26 @@ void quantize_row_scalar(const float* x, int64_t n, int8_t* q, float* scale, int
 // Writes the n_in trits of one row.
 void decode_ternary_row(const cpu::TernaryView& w, const uint8_t* row, int8_t* t) {
   if (w.type == DType::TQ2_0) {
+    // Byte 32h + m of a block holds weights 128h + 32l + m at bits 2l.
     for (int64_t b = 0; b < w.n_in / kQK_K; ++b) {
       const uint8_t* qs = row + b * 66;
-      for (int j = 0; j < 256; ++j) {
-        const int h = j / 128, l = (j % 128) / 32, m = j % 32;
-        t[b * 256 + j] = static_cast<int8_t>(((qs[32 * h + m] >> (2 * l)) & 3) - 1);
+      int8_t* out = t + b * 256;
+      for (int h = 0; h < 2; ++h) {
+        for (int l = 0; l < 4; ++l) {
+          for (int m = 0; m < 32; ++m) {
+            out[128 * h + 32 * l + m] = static_cast<int8_t>(((qs[32 * h + m] >> (2 * l)) & 3) - 1);
+          }
+        }
       }
     }
-  } else {  // I2_S
+  } else {  // I2_S: byte m of a run holds weights 32g + m at bits 6 - 2g
     for (int64_t k = 0; k < w.n_in / kI2SRun; ++k) {
       const uint8_t* run = row + k * 32;
-      for (int j = 0; j < 128; ++j) {
-        const int g = j / 32, m = j % 32;
-        t[k * 128 + j] = static_cast<int8_t>(((run[m] >> (6 - 2 * g)) & 3) - 1);
+      int8_t* out = t + k * 128;
+      for (int g = 0; g < 4; ++g) {
+        for (int m = 0; m < 32; ++m) {
+          out[32 * g + m] = static_cast<int8_t>(((run[m] >> (6 - 2 * g)) & 3) - 1);
+        }
       }
     }
   }
@@ -102,15 +109,21 @@ void ternary_matmul_scalar(const cpu::TernaryView& w, const cpu::ActsView& x, fl
       float out;
       if (w.uniform) {
         int32_t total = 0;
-        for (int64_t j = 0; j < n; ++j) total += int32_t(trits[size_t(j)]) * q[j];
+        for (int64_t k = 0; k < n; k += 128) {  // fixed-length inner loops vectorise at -O2
+          const int8_t* tk = trits.data() + k;
+          const int8_t* qk = q + k;
+          int32_t sum = 0;
+          for (int j = 0; j < 128; ++j) sum += int32_t(tk[j]) * qk[j];
+          total += sum;
+        }
         out = w.d * float(total) / x.scale[t];
       } else {  // TQ2_0 with per-block scales, summed in block order
         float acc = 0.0f;
         for (int64_t b = 0; b < n / kQK_K; ++b) {
+          const int8_t* tb = trits.data() + b * 256;
+          const int8_t* qb = q + b * 256;
           int32_t dot = 0;
-          for (int64_t j = b * 256; j < b * 256 + 256; ++j) {
-            dot += int32_t(trits[size_t(j)]) * q[j];
-          }
+          for (int j = 0; j < 256; ++j) dot += int32_t(tb[j]) * qb[j];
           const float d = fp16_to_f32(load_u16(row + b * 66 + 64));
           acc += product(d, float(dot));
         }

@@ -25,6 +25,7 @@ CpuLevel active_cpu_level();
 // `detected` lowered by a TRIT_CPU value (nullptr or empty: unchanged; throws trit::Error on
 // a value that is not scalar, avx2 or avx512). active_cpu_level() caches this once per process.
 CpuLevel apply_cpu_level_override(CpuLevel detected, const char* value);
+// The kernels below take a level; one above detect_cpu_level() runs at detect_cpu_level().
 
 // Activations of n_tokens rows of n values quantised per row to int8 (DESIGN section 2):
 // scale = 127 / max(max|x|, 1e-5), q = clamp(round_half_even(x * scale), -128, 127).

@@ -2,16 +2,18 @@
 // entered only when detect_cpu_level() reports Avx512Vnni.
 //
 // Ternary x int8 (TQ2_0 and I2_S). Both formats pack 128 weights into a run of 32 bytes whose
-// 2-bit fields at one shift hold 32 consecutive weights: TQ2_0 group g (weights 32g..32g+31 of
-// the run) at shift 2g, I2_S group g at shift 6 - 2g. Broadcasting a run to both halves of a
-// zmm register and shifting the halves by different amounts (vpsrlvw) gives the codes of 64
-// consecutive weights, which meet 64 consecutive int8 activations in one vpdpbusd
-// (unsigned code c in {0, 1, 2} times signed q). With trit = c - 1,
+// 2-bit fields at one position hold 32 consecutive weights (TQ2_0 group g at bits 2g, I2_S at
+// bits 6 - 2g). A run broadcast to both halves of a zmm register and masked differently per
+// half gives the codes of 64 consecutive weights, each scaled by 4^s for its bit position s,
+// which meet 64 consecutive int8 activations in one vpdpbusd (unsigned code times signed q);
+// one exact arithmetic shift per accumulator lane removes the factor at the end. With
+// trit = c - 1,
 //   sum(trit * q) = sum(c * q) - sum(q),
-// and sum(q) per run of 128 comes with the quantised activations. A tile of R rows x T tokens
-// keeps R x T int32 accumulators, so each weight run is decoded once per T tokens and each
-// activation vector is used for R rows. The integer results are exact and the float epilogue
-// is the scalar expression, so the output equals the scalar kernel bit for bit.
+// and sum(q) comes with the quantised activations. A tile of R rows x T tokens keeps R x T
+// int32 accumulators, so each weight run is decoded once per T tokens and each activation
+// vector serves R rows; weights are prefetched ~16 KB ahead. The integer results are exact and
+// the float epilogue is the scalar expression (no FMA contraction), so the output equals the
+// scalar kernel bit for bit.
 //
 // Float weights (f32, f16, bf16, q8_0, q6_K) x f32 activations: for one to three tokens the
 // weights are decoded in registers and fed to FMAs (bandwidth bound); for four and more each
@@ -217,7 +219,7 @@ inline void ternary_run(__m512i* acc, const uint8_t* const* rows, const int8_t* 
   }
 }
 
-// Removes the factors and sums each accumulator: out[i] = sum(trit-free c * q) of acc[i].
+// Removes the factors and sums each accumulator: out[i] = sum(c * q) over acc[i].
 template <bool kI2S, int N>
 inline void finish(__m512i* acc, int32_t* out) {
   const __m512i sh = factor_shift<kI2S>();
