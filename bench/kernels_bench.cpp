@@ -2,7 +2,7 @@
 // at each CPU level, at decode (1 token) and batch (64 tokens) shapes of BitNet b1.58 2B4T,
 // after checking each level against the scalar reference.
 //
-//   kernels_bench [-t THREADS] [--level scalar|avx2|avx512|all] [--kernel NAME[,NAME...]]
+//   kernels_bench [-t N[,N...]] [--level scalar,avx2,avx512|all] [--kernel NAME[,NAME...]]
 //                 [--shape N_INxN_OUT] [--tokens N[,N...]] [--ws MIB] [--time SECONDS]
 //
 // Defaults: threads 1 and all hardware threads; every level the processor has; kernels
@@ -13,8 +13,8 @@
 // the arithmetic rate (GOPS: 2 * n_in * n_out * tokens per second). Decoding a token streams
 // every weight once, so at 1 token a kernel should approach the memory bandwidth (see membw);
 // weights smaller than the working set (--ws, default 512 MiB) are replicated and cycled so
-// that they come from memory, not from cache. At 64 tokens the kernels are compute bound and
-// GOPS is the figure of merit.
+// that they come from memory, not from cache (make it several times the last-level cache). At 64
+// tokens the kernels are compute bound and GOPS is the figure of merit.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -149,24 +149,39 @@ struct Job {
 
 std::vector<Job> default_jobs(const std::string& kernel) {
   const auto t = trit::dtype_from_name(kernel);
-  if (!t) trit::fail("kernels_bench: unknown kernel '", kernel, "'");
+  if (!t) trit::fail("unknown kernel '", kernel, "'");
   if (trit::dtype_traits(*t).ternary) {
-    if (*t == DType::TQ1_0) trit::fail("kernels_bench: tq1_0 is repacked to tq2_0 at load");
+    if (*t == DType::TQ1_0) trit::fail("tq1_0 is repacked to tq2_0 at load");
     return {{*t, 2560, 6912}, {*t, 6912, 2560}};
   }
   return {{*t, 2560, 128256}};
 }
 
-// One timed configuration. Returns false when the check against scalar fails.
-bool run_job(const Job& job, int64_t tokens, int threads, CpuLevel level, const Options& opt) {
-  const bool ternary = trit::dtype_traits(job.type).ternary;
+// The weights of a job: enough copies to fill the working set, made once for all runs.
+struct Weights {
+  std::vector<Bytes> copies;
+  std::vector<float> uniform;  // ternary_uniform_scale of each copy, as a model loader finds it
+};
+
+Weights make_job_weights(const Job& job, const Options& opt) {
   const int64_t bytes_one = int64_t(*trit::tensor_bytes(job.type, job.n_in, job.n_in * job.n_out));
-  const int64_t copies =
-      std::max<int64_t>(1, std::min<int64_t>(64, (opt.ws_mib << 20) / bytes_one));
-  std::vector<Bytes> weights;
+  const int64_t copies = std::max<int64_t>(1, (opt.ws_mib << 20) / bytes_one);
+  const bool ternary = trit::dtype_traits(job.type).ternary;
+  Weights w;
   for (int64_t c = 0; c < copies; ++c) {
-    weights.push_back(make_weights(job.type, job.n_in, job.n_out, uint64_t(c + 1)));
+    w.copies.push_back(make_weights(job.type, job.n_in, job.n_out, uint64_t(c + 1)));
+    w.uniform.push_back(
+        ternary ? trit::ternary_uniform_scale(job.type, w.copies.back().data(), job.n_in, job.n_out)
+                : 0.0f);
   }
+  return w;
+}
+
+// One timed configuration. Returns false when the check against scalar fails.
+bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads, CpuLevel level,
+             const Options& opt) {
+  const bool ternary = trit::dtype_traits(job.type).ternary;
+  const int64_t copies = int64_t(weights.copies.size());
   Rng rng(99);
   std::vector<float> x(static_cast<size_t>(tokens * job.n_in));
   for (auto& v : x) v = rng.uniform();
@@ -182,20 +197,15 @@ bool run_job(const Job& job, int64_t tokens, int threads, CpuLevel level, const 
     if (macs > 2e9) rows = std::max<int64_t>(64, int64_t(double(job.n_out) * 2e9 / macs)) / 4 * 4;
   }
 
-  std::vector<float> uniform;  // found once, as a model loader does
-  for (const auto& w : weights) {
-    uniform.push_back(ternary ? trit::ternary_uniform_scale(job.type, w.data(), job.n_in, job.n_out)
-                              : 0.0f);
-  }
   auto call = [&](int64_t c, int64_t r0, int64_t r1, CpuLevel lv, float* out) {
-    const Bytes& w = weights[size_t(c)];
+    const Bytes& w = weights.copies[size_t(c)];
     if (ternary) {
       trit::TernaryMatrix m;
       m.type = job.type;
       m.data = w.data();
       m.n_in = job.n_in;
       m.n_out = job.n_out;
-      m.uniform_scale = uniform[size_t(c)];
+      m.uniform_scale = weights.uniform[size_t(c)];
       trit::ternary_matmul(m, qa, out, job.n_out, r0, r1, lv);
     } else {
       const trit::FloatMatrix m{job.type, w.data(), job.n_in, job.n_out};
@@ -277,7 +287,7 @@ std::vector<T> split_list(const std::string& s, F parse) {
 
 [[noreturn]] void usage() {
   std::fprintf(stderr,
-               "usage: kernels_bench [-t THREADS] [--level scalar|avx2|avx512|all]\n"
+               "usage: kernels_bench [-t THREADS[,THREADS]] [--level scalar,avx2,avx512|all]\n"
                "                     [--kernel tq2_0,i2_s,f16,q6_k,q8_0,bf16,f32]\n"
                "                     [--shape N_INxN_OUT] [--tokens 1,64] [--ws MIB] [--time S]\n");
   std::exit(2);
@@ -322,11 +332,14 @@ int main(int argc, char** argv) {
     }
     if (opt.threads.empty()) opt.threads = hw > 1 ? std::vector<int>{1, hw} : std::vector<int>{1};
     const CpuLevel top = trit::detect_cpu_level();
+    const auto wanted = split_list<std::string>(level_arg, [](const std::string& s) { return s; });
     for (CpuLevel l : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512Vnni}) {
       if (l > top) continue;
-      if (level_arg == "all" || level_arg == trit::cpu_level_name(l)) opt.levels.push_back(l);
+      for (const std::string& w : wanted) {
+        if (w == "all" || w == trit::cpu_level_name(l)) opt.levels.push_back(l);
+      }
     }
-    if (opt.levels.empty()) trit::fail("kernels_bench: level '", level_arg, "' not available here");
+    if (opt.levels.empty()) trit::fail("level '", level_arg, "' not available here");
     std::printf("cpu: %s; threads:", std::string(trit::cpu_level_name(top)).c_str());
     for (int t : opt.threads) std::printf(" %d", t);
     std::printf("\n");
@@ -337,9 +350,11 @@ int main(int argc, char** argv) {
       std::vector<Job> jobs = default_jobs(k);
       if (opt.n_in > 0) jobs = {{jobs[0].type, opt.n_in, opt.n_out}};
       for (const Job& job : jobs) {
+        const Weights weights = make_job_weights(job, opt);
         for (int64_t tokens : opt.tokens) {
           for (int threads : opt.threads) {
-            for (CpuLevel level : opt.levels) ok &= run_job(job, tokens, threads, level, opt);
+            for (CpuLevel level : opt.levels)
+              ok &= run_job(job, weights, tokens, threads, level, opt);
           }
         }
       }

@@ -20,7 +20,13 @@ class ThreadPool {
 
   // Calls fn(begin, end, thread_index) for disjoint ranges covering [0, n), each range a
   // multiple of `align` long (but the last), and returns when all are done. The split is a
-  // pure function of (n, size(), align), so results are deterministic for a thread count.
+  // pure function of (n, size(), align), so results are deterministic for a thread count:
+  // ceil(n / align) units shared out in thread order, earlier threads taking one more when
+  // they do not divide evenly; thread t (the caller is thread 0) runs range t, and threads
+  // whose range is empty are not called. n <= 0 calls nothing.
+  // If fn throws, the exception of the lowest thread index is rethrown here once all are done.
+  // Not reentrant: calling parallel_for from inside fn, or from two threads at once, throws
+  // trit::Error (a pool of size 1 just runs fn inline).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
                     int64_t align = 1);
 

@@ -70,9 +70,8 @@ struct Loader {
   PFN_vkGetPhysicalDeviceMemoryProperties2 get_memory2 = nullptr;
   PFN_vkEnumerateDeviceExtensionProperties enumerate_device_extensions = nullptr;
 
-  ~Loader() {
-    if (lib) dlclose(lib);
-  }
+  // The loader stays loaded for the life of the process: drivers keep state behind it that
+  // does not survive an unload.
   // Returns "" on success, else why the loader is unusable.
   std::string open() {
     const char* names[] = {
