@@ -52,6 +52,7 @@ void add_generate_command(CLI::App& app) {
     });
     out.flush();
     std::printf("\n");
+    std::fflush(stdout);
     std::fprintf(stderr,
                  "trit: prompt %lld tokens in %.2f s (%.1f tokens/s), generated %lld tokens in "
                  "%.2f s (%.1f tokens/s)\n",

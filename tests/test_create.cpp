@@ -222,7 +222,8 @@ TEST(Create, ByteLevelTokenizer) {
   ASSERT_EQ(int64_t(tokens.size()), 512);
   const GgufArray& types = f->get_array("tokenizer.ggml.token_type", GgufType::I32);
   ASSERT_EQ(types.size(), tokens.size());
-  for (size_t i = 0; i < types.ints.size(); ++i) EXPECT_EQ(types.ints[i], i < 256 ? 1 : 3) << i;
+  for (size_t i = 0; i < types.ints.size(); ++i)
+    EXPECT_EQ(types.ints[i], i < 256 || i > 258 ? 1 : 3) << i;
   EXPECT_EQ(f->get_array("tokenizer.ggml.merges", GgufType::STRING).size(), 0u);
   // GPT-2 byte mapping: 'A' is itself, space is U+0120, byte 0 is U+0100, byte 173 is U+0143.
   EXPECT_EQ(tokens.strings[65], "A");
@@ -233,8 +234,18 @@ TEST(Create, ByteLevelTokenizer) {
   EXPECT_EQ(tokens.strings[256], "<|begin_of_text|>");
   EXPECT_EQ(tokens.strings[257], "<|end_of_text|>");
   EXPECT_EQ(tokens.strings[258], "<|eot_id|>");
-  EXPECT_EQ(tokens.strings[259], "<|reserved_0|>");
-  EXPECT_EQ(tokens.strings[511], "<|reserved_252|>");
+  EXPECT_EQ(tokens.strings[259],
+            "\xc4\xa0"
+            "a");
+  EXPECT_EQ(tokens.strings[259 + 25],
+            "\xc4\xa0"
+            "z");
+  EXPECT_EQ(tokens.strings[259 + 26],
+            "\xc4\xa0"
+            "aa");
+  EXPECT_EQ(tokens.strings[511],
+            "\xc4\xa0"
+            "is");  // 252 = (8 + 1) * 26 + 18
   EXPECT_EQ(f->get_u32("tokenizer.ggml.bos_token_id"), 256u);
   EXPECT_EQ(f->get_u32("tokenizer.ggml.eos_token_id"), 257u);
   EXPECT_TRUE(f->get_bool_or("tokenizer.ggml.add_bos_token", false));
