@@ -2,11 +2,6 @@
 // that are actually there before it reads or allocates anything. The writer is gguf_writer.cpp.
 #include "io/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -336,35 +331,14 @@ int64_t GgufTensor::n_elements() const {
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    fail(path, ": cannot stat: ", std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, ": not a regular file");
-  }
-  f->size_ = uint64_t(st.st_size);
-  if (f->size_ > 0) {
-    void* m = mmap(nullptr, size_t(f->size_), PROT_READ, MAP_PRIVATE, fd, 0);
-    const int e = errno;
-    ::close(fd);
-    if (m == MAP_FAILED) fail(path, ": cannot map ", f->size_, " bytes: ", std::strerror(e));
-    f->map_ = static_cast<const uint8_t*>(m);
-  } else {
-    ::close(fd);
-  }
+  f->file_ = MappedFile::open(path);
+  f->map_ = f->file_.data();
+  f->size_ = f->file_.size();
   f->parse();
   return f;
 }
 
-GgufFile::~GgufFile() {
-  if (map_ != nullptr) munmap(const_cast<uint8_t*>(map_), size_t(size_));
-}
+GgufFile::~GgufFile() = default;
 
 void GgufFile::parse() {
   const std::string& p = path_;

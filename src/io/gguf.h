@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "io/mapped_file.h"
 
 namespace trit {
 
@@ -116,6 +117,7 @@ class GgufFile {
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;
   uint64_t size_ = 0;
+  MappedFile file_;
   const uint8_t* map_ = nullptr;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<GgufTensor> tensors_;

@@ -1,10 +1,5 @@
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -191,28 +186,10 @@ std::vector<float> StTensor::to_f32(const std::string& file) const {
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    fail(path, ": cannot stat: ", std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, ": not a regular file");
-  }
-  const uint64_t size = uint64_t(st.st_size);
-  if (size < 8) {
-    ::close(fd);
-    fail(path, ": file is ", size, " bytes, too short for the 8-byte header length");
-  }
-  void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);
-  if (map == MAP_FAILED) fail(path, ": cannot map ", size, " bytes: ", std::strerror(map_errno));
-  f->map_ = static_cast<const uint8_t*>(map);
+  f->file_ = MappedFile::open(path);
+  const uint64_t size = f->file_.size();
+  if (size < 8) fail(path, ": file is ", size, " bytes, too short for the 8-byte header length");
+  f->map_ = f->file_.data();
   f->size_ = size;
 
   const uint64_t header_len = read_u64_le(f->map_);
@@ -249,9 +226,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   return f;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) munmap(const_cast<uint8_t*>(map_), size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 const StTensor* SafetensorsFile::find(const std::string& name) const {
   auto it = tensors_.find(name);

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "io/mapped_file.h"
+
 namespace trit {
 
 enum class StDType { F32, F16, BF16, F64, I8, U8, I16, I32, I64, BOOL };
@@ -42,6 +44,7 @@ class SafetensorsFile {
  private:
   SafetensorsFile() = default;
   std::string path_;
+  MappedFile file_;
   const uint8_t* map_ = nullptr;
   uint64_t size_ = 0;
   std::map<std::string, StTensor> tensors_;

@@ -1,0 +1,29 @@
+// A regular file mapped read-only for the life of the object.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace trit {
+
+class MappedFile {
+ public:
+  MappedFile() = default;
+  // Throws trit::Error naming the path when it cannot be opened, is not a regular file, or
+  // cannot be mapped. An empty file maps to data() == nullptr, size() == 0.
+  static MappedFile open(const std::string& path);
+  ~MappedFile();
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+
+ private:
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+}  // namespace trit
