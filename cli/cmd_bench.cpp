@@ -48,7 +48,7 @@ void add_bench_command(CLI::App& app) {
     const int threads = thread_count(args->run);
     ThreadPool pool(threads);
     const int64_t n_ctx = std::max<int64_t>(1, args->n_prompt + args->n_gen);
-    Session session(*model, n_ctx, pool, forward_options(args->run), 512);
+    Session session(*model, n_ctx, pool, model.fwd(), 512);
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> pick(0, int32_t(hp.n_vocab - 1));
     std::vector<float> logits;

@@ -1,37 +1,91 @@
-// trit convert: a Hugging Face BitNet folder (config.json + safetensors) to GGUF.
+// trit convert: a Hugging Face BitNet folder (config.json + safetensors) to GGUF, or a PEFT
+// LoRA adapter folder (adapter_config.json + adapter_model.safetensors) to an adapter GGUF.
 #include <cstdio>
 #include <filesystem>
 
 #include "cli/commands.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "io/adapter_gguf.h"
+#include "io/gguf.h"
 #include "io/hf_import.h"
+#include "io/peft.h"
+#include "model/hparams.h"
+#include "train/lora.h"
 
 namespace trit::cli {
 
+namespace {
+
+// A PEFT adapter folder to an adapter GGUF; with a base model, checked against its shapes and
+// written for its architecture.
+void convert_peft_adapter(const std::string& src, const std::string& out, const std::string& base,
+                          const std::string& type_name, bool type_given) {
+  DType type = DType::F32;
+  if (type_given) {
+    const auto t = dtype_from_name(type_name);
+    if (!t || (*t != DType::F32 && *t != DType::F16)) {
+      fail("convert: --type '", type_name, "' is not an adapter type (f32 or f16)");
+    }
+    type = *t;
+  }
+  LoraAdapter adapter = load_peft(src);
+  if (!base.empty()) {
+    const auto model = GgufFile::open(base);
+    if (model->get_string_or("general.type", "model") == "adapter") {
+      fail(base, ": is a LoRA adapter; --base takes the base model");
+    }
+    const HParams hp = HParams::from_gguf(*model);
+    check_adapter_against(adapter, hp, base);
+    adapter.base_arch = hp.arch;
+  }
+  save_adapter_gguf(adapter, out, type);
+  std::fprintf(stderr, "trit: wrote %s: LoRA adapter, %s, %s, for %s (%s)\n", out.c_str(),
+               lora_summary(adapter).c_str(), std::string(dtype_name(type)).c_str(),
+               adapter.base_arch.c_str(),
+               base.empty() ? "not checked against a model; --base checks the shapes"
+                            : ("shapes checked against " + base).c_str());
+}
+
+}  // namespace
+
 void add_convert_command(CLI::App& app) {
   struct Args {
-    std::string src, out, type = "tq2_0", embd_type = "f16";
+    std::string src, out, type = "tq2_0", embd_type = "f16", base;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "convert", "Convert a Hugging Face BitNet model folder (config.json + safetensors) to GGUF");
-  cmd->add_option("SRC", args->src, "Folder with config.json and *.safetensors")->required();
+      "convert",
+      "Convert a Hugging Face BitNet model folder (config.json + safetensors) to GGUF, or a PEFT "
+      "LoRA adapter folder (adapter_config.json + adapter_model.safetensors) to an adapter GGUF");
+  cmd->add_option("SRC", args->src,
+                  "Folder with config.json and *.safetensors, or a PEFT adapter folder")
+      ->required();
   cmd->add_option("-o,--output", args->out, "Output GGUF file")->required();
   cmd->add_option("--type", args->type,
                   "Type of the linear layers: tq1_0, tq2_0, i2_s, or f16 (ternary weights "
-                  "as floats, for interchange)")
+                  "as floats, for interchange); for adapters f32 (default) or f16")
       ->capture_default_str();
   cmd->add_option("--embd-type", args->embd_type,
                   "Type of token_embd and output: f16, bf16, f32, q8_0 or q6_K")
       ->capture_default_str();
-  cmd->callback([args] {
+  cmd->add_option("--base", args->base,
+                  "Adapters only: the base model GGUF; checks the adapter's shapes against it "
+                  "and takes its architecture (without it: \"bitnet\", unchecked)");
+  cmd->callback([args, cmd] {
     namespace fs = std::filesystem;
     std::error_code ec;
-    if (!fs::exists(fs::path(args->src) / "config.json", ec) &&
-        fs::exists(fs::path(args->src) / "adapter_config.json", ec)) {
-      fail("convert: ", args->src,
-           " holds a PEFT adapter (adapter_config.json); converting adapters is not supported yet");
+    if (fs::exists(fs::path(args->src) / "adapter_config.json", ec)) {
+      if (cmd->count("--embd-type") > 0) {
+        fail("convert: --embd-type does not apply to adapters (", args->src,
+             " holds adapter_config.json)");
+      }
+      convert_peft_adapter(args->src, args->out, args->base, args->type, cmd->count("--type") > 0);
+      return;
+    }
+    if (!args->base.empty()) {
+      fail("convert: --base is for PEFT adapter folders, and ", args->src,
+           " holds no adapter_config.json");
     }
     HfConvertOptions opt;
     opt.src_dir = args->src;

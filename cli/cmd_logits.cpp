@@ -22,7 +22,7 @@ void add_logits_command(CLI::App& app) {
     auto model = load_model(args->run);
     const std::vector<int32_t> tokens = prompt_tokens(*model, args->prompt, args->ids, true);
     ThreadPool pool(thread_count(args->run));
-    Session session(*model, int64_t(tokens.size()), pool, forward_options(args->run));
+    Session session(*model, int64_t(tokens.size()), pool, model.fwd());
     std::vector<float> logits;
     session.eval(tokens, logits, true);
     write_file_atomic(args->out, logits.data(), logits.size() * sizeof(float));

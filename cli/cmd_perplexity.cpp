@@ -32,11 +32,10 @@ void add_perplexity_command(CLI::App& app) {
     ThreadPool pool(thread_count(args->run));
     const double t0 = now_seconds();
     const PerplexityResult r =
-        perplexity(*model, tokens, n_ctx, pool, forward_options(args->run),
-                   [](int64_t c, int64_t n, double ppl) {
-                     std::fprintf(stderr, "\rtrit: chunk %lld/%lld, perplexity %.4f",
-                                  static_cast<long long>(c), static_cast<long long>(n), ppl);
-                   });
+        perplexity(*model, tokens, n_ctx, pool, model.fwd(), [](int64_t c, int64_t n, double ppl) {
+          std::fprintf(stderr, "\rtrit: chunk %lld/%lld, perplexity %.4f",
+                       static_cast<long long>(c), static_cast<long long>(n), ppl);
+        });
     std::fprintf(stderr, "\n");
     std::printf("perplexity %.4f over %lld tokens (%lld chunks of %lld), %.1f tokens/s\n",
                 r.perplexity, static_cast<long long>(r.n_scored),

@@ -11,6 +11,7 @@ void add_quantize_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_devices_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
+void add_export_peft_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_logits_command(CLI::App& app);

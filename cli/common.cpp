@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "io/adapter_gguf.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::cli {
@@ -18,6 +19,8 @@ void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx) {
   cmd->add_option("--act-quant", o.act_quant,
                   "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
+  cmd->add_option("--lora", o.lora, "LoRA adapter (GGUF), optionally with a scale: A.gguf:0.5")
+      ->take_all();
   if (with_ctx) cmd->add_option("-c,--ctx", o.ctx, "Context size in tokens");
 }
 
@@ -31,22 +34,45 @@ void add_sampler_options(CLI::App* cmd, SamplerOptions& s) {
   cmd->add_option("-s,--seed", s.seed, "Random seed");
 }
 
-std::unique_ptr<Model> load_model(const RunOptions& o) {
+LoadedModel load_model(const RunOptions& o) {
   if (!o.device.empty() && o.device != "cpu") {
     if (o.device.rfind("vulkan", 0) == 0) {
       fail("--device ", o.device, ": this build runs models on the CPU only (--device cpu)");
     }
     fail("--device ", o.device, ": unknown device, expected cpu, vulkan or vulkan:N");
   }
-  return Model::load(o.model, [](const std::string& w) {
+  LoadedModel lm;
+  lm.model = Model::load(o.model, [](const std::string& w) {
     std::fprintf(stderr, "trit: warning: %s\n", w.c_str());
   });
-}
-
-ForwardOptions forward_options(const RunOptions& o) {
-  ForwardOptions f;
-  f.act_quant = o.act_quant != "none";
-  return f;
+  std::vector<std::pair<const LoraAdapter*, float>> attached;
+  for (const std::string& spec : o.lora) {
+    std::string path = spec;
+    float scale = 1.0f;
+    if (const size_t colon = spec.rfind(':'); colon != std::string::npos) {
+      const std::string tail = spec.substr(colon + 1);
+      char* end = nullptr;
+      const float v = std::strtof(tail.c_str(), &end);
+      if (!tail.empty() && end && *end == '\0') {
+        path = spec.substr(0, colon);
+        scale = v;
+      }
+    }
+    lm.adapters.push_back(std::make_unique<LoraAdapter>(load_adapter_gguf(path)));
+    const LoraAdapter& a = *lm.adapters.back();
+    if (a.base_arch != lm.model->hparams().arch) {
+      fail(path, ": adapter for architecture '", a.base_arch, "', the model is '",
+           lm.model->hparams().arch, "'");
+    }
+    attached.emplace_back(&a, scale);
+  }
+  try {
+    lm.lora = resolve_lora(attached, lm.model->hparams());
+  } catch (const Error& e) {
+    fail("--lora: ", e.what());
+  }
+  lm.act_quant = o.act_quant != "none";
+  return lm;
 }
 
 int thread_count(const RunOptions& o) {

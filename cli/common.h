@@ -10,6 +10,7 @@
 #include "backend/cpu/thread_pool.h"
 #include "infer/sampler.h"
 #include "model/forward.h"
+#include "model/lora_apply.h"
 #include "model/model.h"
 
 namespace trit::cli {
@@ -19,16 +20,29 @@ struct RunOptions {
   int threads = 0;
   std::string device;
   std::string act_quant = "int8";
-  int64_t ctx = 0;  // 0: the command's default
+  int64_t ctx = 0;                // 0: the command's default
+  std::vector<std::string> lora;  // ADAPTER.gguf[:SCALE]
 };
 
-// -m, -t, --device, --act-quant (and -c when with_ctx).
+// A model with its adapters and the forward options that apply them.
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::vector<std::unique_ptr<LoraAdapter>> adapters;
+  LoraSet lora;
+  bool act_quant = true;
+  // Points into this object: take it after the object has its final address.
+  ForwardOptions fwd() const { return {act_quant, lora.empty() ? nullptr : &lora}; }
+  const Model* operator->() const { return model.get(); }
+  const Model& operator*() const { return *model; }
+};
+
+// -m, -t, --device, --act-quant, --lora (and -c when with_ctx).
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true);
 void add_sampler_options(CLI::App* cmd, SamplerOptions& s);
 
-// Loads the model named by -m, printing load warnings to stderr; checks --device.
-std::unique_ptr<Model> load_model(const RunOptions& o);
-ForwardOptions forward_options(const RunOptions& o);
+// Loads the model named by -m and the adapters of --lora, printing load warnings to stderr;
+// checks --device.
+LoadedModel load_model(const RunOptions& o);
 int thread_count(const RunOptions& o);
 
 // "1,2,3" -> {1, 2, 3}; throws naming the flag on a bad list.

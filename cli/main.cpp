@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   trit::cli::add_logits_command(app);
   trit::cli::add_perplexity_command(app);
   trit::cli::add_convert_command(app);
+  trit::cli::add_export_peft_command(app);
   trit::cli::add_quantize_command(app);
   trit::cli::add_create_command(app);
   trit::cli::add_info_command(app);

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
+#include "model/lora_apply.h"
 
 namespace trit {
 namespace {
@@ -38,26 +39,10 @@ void decode_ternary_row(const TernaryMatrix& w, int64_t r, int8_t* trits, float*
   }
 }
 
-// y = W x with float activations (the --act-quant none comparison mode); scalar.
-void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_tokens, float* y,
-                          int64_t r0, int64_t r1) {
-  std::vector<int8_t> trits(static_cast<size_t>(w.n_in));
-  std::vector<float> scales(static_cast<size_t>(w.n_in));
-  for (int64_t r = r0; r < r1; ++r) {
-    decode_ternary_row(w, r, trits.data(), scales.data());
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      const float* xt = x + t * w.n_in;
-      float acc = 0;
-      for (int64_t j = 0; j < w.n_in; ++j)
-        acc += float(trits[size_t(j)]) * scales[size_t(j)] * xt[j];
-      y[t * w.n_out + r] = acc;
-    }
-  }
-}
-
 struct LinearJob {
   const LinearWeight* w;
   float* y;  // (T, n_out)
+  const std::vector<LoraTerm>* lora = nullptr;
 };
 
 // Several bitlinears sharing one input x (T, n_in): the rows of all of them are split across
@@ -92,16 +77,23 @@ void bitlinear(std::initializer_list<LinearJob> jobs, const float* x, int64_t T,
       const int64_t n = T * j.w->m.n_out;
       for (int64_t i = 0; i < n; ++i) j.y[i] *= j.w->out_scale;
     }
+    // The LoRA branch sees the un-quantised input; `.scale` does not multiply it.
+    if (j.lora && !j.lora->empty()) lora_add(*j.lora, x, T, n_in, j.y, j.w->m.n_out, pool);
   }
 }
 
 void block_forward(const HParams& hp, const BlockWeights& b, int64_t layer, int64_t T, int64_t pos0,
                    KvCache& cache, ForwardArena& a, ThreadPool& pool, const ForwardOptions& opts) {
   const int64_t d = hp.n_embd, dkv = hp.n_embd_kv(), hd = hp.head_dim();
+  static const std::vector<LoraTerm> kNone;
+  auto lora = [&](LinearIndex i) -> const std::vector<LoraTerm>* {
+    return opts.lora ? &opts.lora->blocks[size_t(layer)][i] : &kNone;
+  };
   // attention
   rms_norm_forward(a.x.data(), b.attn_norm, T, d, hp.rms_eps, a.h.data());
-  bitlinear({{&b.q, a.q.data()}, {&b.k, a.k.data()}, {&b.v, a.v.data()}}, a.h.data(), T, d, a, pool,
-            opts);
+  bitlinear(
+      {{&b.q, a.q.data(), lora(kQ)}, {&b.k, a.k.data(), lora(kK)}, {&b.v, a.v.data(), lora(kV)}},
+      a.h.data(), T, d, a, pool, opts);
   std::vector<int32_t> pos(static_cast<size_t>(T));
   std::iota(pos.begin(), pos.end(), int32_t(pos0));
   rope_forward(a.q.data(), T, hp.n_head, hd, hp.rope_dim, pos.data(), hp.rope_theta);
@@ -116,18 +108,35 @@ void block_forward(const HParams& hp, const BlockWeights& b, int64_t layer, int6
                       a.attn.data(), a.scores.data() + thread * n_ctx);
   });
   rms_norm_forward(a.attn.data(), b.attn_sub_norm, T, d, hp.rms_eps, a.h.data());
-  bitlinear({{&b.o, a.proj.data()}}, a.h.data(), T, d, a, pool, opts);
+  bitlinear({{&b.o, a.proj.data(), lora(kO)}}, a.h.data(), T, d, a, pool, opts);
   for (int64_t i = 0; i < T * d; ++i) a.x[size_t(i)] += a.proj[size_t(i)];
   // feed-forward
   rms_norm_forward(a.x.data(), b.ffn_norm, T, d, hp.rms_eps, a.h.data());
-  bitlinear({{&b.gate, a.gate.data()}, {&b.up, a.up.data()}}, a.h.data(), T, d, a, pool, opts);
+  bitlinear({{&b.gate, a.gate.data(), lora(kGate)}, {&b.up, a.up.data(), lora(kUp)}}, a.h.data(), T,
+            d, a, pool, opts);
   gated_act_forward(a.gate.data(), a.up.data(), T * hp.n_ff, hp.act, a.act.data());
   rms_norm_forward(a.act.data(), b.ffn_sub_norm, T, hp.n_ff, hp.rms_eps, a.act.data());
-  bitlinear({{&b.down, a.proj.data()}}, a.act.data(), T, hp.n_ff, a, pool, opts);
+  bitlinear({{&b.down, a.proj.data(), lora(kDown)}}, a.act.data(), T, hp.n_ff, a, pool, opts);
   for (int64_t i = 0; i < T * d; ++i) a.x[size_t(i)] += a.proj[size_t(i)];
 }
 
 }  // namespace
+
+void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_tokens, float* y,
+                          int64_t r0, int64_t r1) {
+  std::vector<int8_t> trits(static_cast<size_t>(w.n_in));
+  std::vector<float> scales(static_cast<size_t>(w.n_in));
+  for (int64_t r = r0; r < r1; ++r) {
+    decode_ternary_row(w, r, trits.data(), scales.data());
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const float* xt = x + t * w.n_in;
+      float acc = 0;
+      for (int64_t j = 0; j < w.n_in; ++j)
+        acc += float(trits[size_t(j)]) * scales[size_t(j)] * xt[j];
+      y[t * w.n_out + r] = acc;
+    }
+  }
+}
 
 void KvCache::init(const HParams& hp, int64_t ctx) {
   n_ctx = ctx;
@@ -182,6 +191,9 @@ void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t
         float_matmul(w.output, hin, rows, logits, hp.n_vocab, r0, r1);
       },
       64);
+  if (opts.lora && !opts.lora->head.empty()) {
+    lora_add(opts.lora->head, hin, rows, hp.n_embd, logits, hp.n_vocab, pool);
+  }
 }
 
 }  // namespace trit

@@ -12,8 +12,11 @@
 
 namespace trit {
 
+struct LoraSet;
+
 struct ForwardOptions {
   bool act_quant = true;  // W1.58A8; false computes with float activations (--act-quant none)
+  const LoraSet* lora = nullptr;  // adapters added to the linear layers, or none
 };
 
 // Keys (after rope) and values of every layer for positions [0, n_ctx).
@@ -44,6 +47,11 @@ struct ForwardArena {
   QuantizedActs xq;           // int8 activations of the current bitlinear input
   void init(const HParams& hp, int64_t n_batch, int64_t n_ctx, int n_threads);
 };
+
+// y[t * n_out + r] = sum_j T[r, j] * d * x[t * n_in + j] for rows [r0, r1): the bitlinear with
+// float activations (--act-quant none). Scalar.
+void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_tokens, float* y,
+                          int64_t r0, int64_t r1);
 
 // Runs tokens [0, n) at positions pos0 .. pos0 + n - 1 (n <= arena.n_batch, pos0 + n <=
 // cache.n_ctx), appending to the cache. Writes normalised final hidden states to arena.h

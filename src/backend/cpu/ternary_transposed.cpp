@@ -1,0 +1,354 @@
+// The transposed ternary product dx += scale * W^T dy of the bitlinear backward pass
+// (kernels_backward.h): a scalar reference and a blocked version.
+//
+// The blocked version is plain C++ that the compiler vectorises. On x86 the same source is
+// compiled three times, through always-inline templates called from functions with a
+// `target` attribute (AVX-512, AVX2, baseline), and `level` picks one at run time. Only those
+// functions carry the attribute; everything they call is inlined into them or compiled for the
+// baseline, so no AVX code can reach a processor without it (see kernels_impl.h).
+//
+// Blocking, for a column range [c0, c1):
+//   column tiles of 256 (a TQ2_0 block, two I2_S runs)
+//     token chunks of 64: acc (64, 256) = 0
+//       row blocks of 256: panel (256 rows, 256 columns) = d * T, decoded once
+//         strips of 16 columns x groups of TG tokens: registers accumulate over the rows
+//     dx[t, c] += scale * acc[t, c]
+// Each acc element sums its rows in order 0 .. n_out - 1, as the reference does, with the
+// same products dy * (d * T): the results are bit-identical to the reference.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/kernels_backward.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/half.h"
+
+#if defined(__GNUC__)
+#define TRIT_INLINE inline __attribute__((always_inline))
+#else
+#define TRIT_INLINE inline
+#endif
+
+namespace trit {
+namespace {
+
+constexpr int64_t kTile = 256;        // columns per tile
+constexpr int64_t kTokenChunk = 64;   // tokens per accumulator tile
+constexpr int64_t kRowBlock = 256;    // weight rows per decoded panel
+
+struct View {
+  DType type = DType::TQ2_0;
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+  int64_t row_bytes = 0;
+  bool uniform = true;  // one d for every block: I2_S, or TQ2_0 with uniform_scale set
+  float d = 0;
+};
+
+View make_view(const TernaryMatrix& w, const char* op, int64_t c0, int64_t c1) {
+  if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {
+    fail(op, ": weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
+  }
+  const int64_t block = w.type == DType::TQ2_0 ? 256 : 128;
+  if (w.n_in <= 0 || w.n_in % block != 0 || w.n_out < 0) {
+    fail(op, ": ", dtype_name(w.type), " matrix of ", w.n_out, " rows of ", w.n_in,
+         " weights (rows must be a positive multiple of ", block, ")");
+  }
+  if (c0 < 0 || c1 < c0 || c1 > w.n_in) {
+    fail(op, ": columns [", c0, ", ", c1, ") outside the ", w.n_in, " inputs");
+  }
+  View v;
+  v.type = w.type;
+  v.data = w.data;
+  v.n_in = w.n_in;
+  v.n_out = w.n_out;
+  v.row_bytes = row_bytes(w.type, w.n_in);
+  if (w.type == DType::I2_S) {
+    v.d = w.uniform_scale;
+    if (v.d == 0.0f && w.data != nullptr) std::memcpy(&v.d, w.data + w.n_out * v.row_bytes, 4);
+  } else {
+    v.uniform = w.uniform_scale != 0.0f;
+    v.d = w.uniform_scale;
+  }
+  return v;
+}
+
+TRIT_INLINE float block_d(const View& w, const uint8_t* blk) {
+  if (w.uniform) return w.d;
+  uint16_t h;
+  std::memcpy(&h, blk + 64, 2);
+  return fp16_to_f32(h);
+}
+
+// d * T[r, c] for one weight (FORMATS.md), the definition the reference sums.
+float weight_at(const View& w, int64_t r, int64_t c) {
+  const uint8_t* row = w.data + r * w.row_bytes;
+  int code;
+  float d;
+  if (w.type == DType::TQ2_0) {
+    const uint8_t* blk = row + (c / 256) * 66;
+    const int64_t j = c % 256, h = j / 128, l = (j % 128) / 32, m = j % 32;
+    code = (blk[32 * h + m] >> (2 * l)) & 3;
+    d = block_d(w, blk);
+  } else {
+    const int64_t j = c % 128;
+    code = (row[(c / 128) * 32 + j % 32] >> (6 - 2 * (j / 32))) & 3;
+    d = w.d;
+  }
+  return d * float(code - 1);
+}
+
+// ---- blocked version ----
+
+// panel (n_rows, kTile) = d * T for rows [r0, r0 + n_rows) and the tile's tw columns.
+TRIT_INLINE void decode_panel(const View& w, int64_t r0, int64_t n_rows, int64_t tile_start,
+                              int64_t tw, float* panel) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = w.data + (r0 + r) * w.row_bytes;
+    float* out = panel + r * kTile;  // (kTile)
+    if (w.type == DType::TQ2_0) {    // byte 32h + m holds weights 128h + 32l + m at bits 2l
+      const uint8_t* blk = row + (tile_start / 256) * 66;
+      const float d = block_d(w, blk);
+      for (int h = 0; h < 2; ++h) {
+        for (int l = 0; l < 4; ++l) {
+          for (int m = 0; m < 32; ++m) {
+            out[128 * h + 32 * l + m] = d * float(((blk[32 * h + m] >> (2 * l)) & 3) - 1);
+          }
+        }
+      }
+    } else {  // I2_S: byte m of a run holds weights 32g + m at bits 6 - 2g
+      for (int64_t k = 0; k < tw / 128; ++k) {
+        const uint8_t* run = row + (tile_start / 128 + k) * 32;
+        for (int g = 0; g < 4; ++g) {
+          for (int m = 0; m < 32; ++m) {
+            out[128 * k + 32 * g + m] = w.d * float(((run[m] >> (6 - 2 * g)) & 3) - 1);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- the f32 product C += A B that both kernels run ----
+
+// C[i, j] += sum_k A[i * a_row + k * a_col] * B[k * ldb + j] for TG rows and W columns,
+// k in [0, n_k) in order. With GCC/Clang the TG x W tile lives in registers as vectors of
+// min(W, L) floats, L the width of the calling function's target (4, 8 or 16); loads and
+// stores go through memcpy (unaligned, no aliasing questions).
+#if defined(__GNUC__)
+template <int L>
+struct VecOf {
+  typedef float type __attribute__((vector_size(4 * L)));
+};
+
+template <int TG, int W, int L>
+TRIT_INLINE void micro_tile(int64_t n_k, const float* a, int64_t a_row, int64_t a_col,
+                            const float* b, int64_t ldb, float* c, int64_t ldc) {
+  constexpr int kL = W < L ? W : L;
+  constexpr int kV = W / kL;  // vectors per row of the tile
+  using V = typename VecOf<kL>::type;
+  V acc[TG][kV];
+  for (int i = 0; i < TG; ++i) {
+    for (int v = 0; v < kV; ++v) __builtin_memcpy(&acc[i][v], c + i * ldc + v * kL, sizeof(V));
+  }
+  for (int64_t k = 0; k < n_k; ++k) {
+    V w[kV];
+    for (int v = 0; v < kV; ++v) __builtin_memcpy(&w[v], b + k * ldb + v * kL, sizeof(V));
+    for (int i = 0; i < TG; ++i) {
+      const float z = a[i * a_row + k * a_col];
+      for (int v = 0; v < kV; ++v) acc[i][v] += z * w[v];
+    }
+  }
+  for (int i = 0; i < TG; ++i) {
+    for (int v = 0; v < kV; ++v) __builtin_memcpy(c + i * ldc + v * kL, &acc[i][v], sizeof(V));
+  }
+}
+#else
+template <int TG, int W, int L>
+TRIT_INLINE void micro_tile(int64_t n_k, const float* a, int64_t a_row, int64_t a_col,
+                            const float* b, int64_t ldb, float* c, int64_t ldc) {
+  for (int i = 0; i < TG; ++i) {
+    for (int j = 0; j < W; ++j) {
+      float acc = c[i * ldc + j];
+      for (int64_t k = 0; k < n_k; ++k) acc += a[i * a_row + k * a_col] * b[k * ldb + j];
+      c[i * ldc + j] = acc;
+    }
+  }
+}
+#endif
+
+// Rows [i0, i1) of C: strips of W columns, TG rows at a time, then single rows.
+template <int TG, int W, int L>
+TRIT_INLINE void gemm_strip(int64_t i0, int64_t i1, int64_t n_k, const float* a, int64_t a_row,
+                            int64_t a_col, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  int64_t i = i0;
+  for (; i + TG <= i1; i += TG) {
+    micro_tile<TG, W, L>(n_k, a + i * a_row, a_row, a_col, b, ldb, c + i * ldc, ldc);
+  }
+  for (; i < i1; ++i) micro_tile<1, W, L>(n_k, a + i * a_row, a_row, a_col, b, ldb, c + i * ldc, ldc);
+}
+
+// C (rows [i0, i1), n columns) += A (n_k) B, k in chunks of kChunk so that a strip of B stays
+// in the first-level cache; every element still sums k in order.
+template <int TG, int L, int SW>
+TRIT_INLINE void gemm_impl(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a,
+                           int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                           int64_t ldc) {
+  constexpr int64_t kChunk = 256;
+  for (int64_t k0 = 0; k0 < n_k; k0 += kChunk) {
+    const int64_t nk = std::min(kChunk, n_k - k0);
+    const float* ak = a + k0 * a_col;
+    const float* bk = b + k0 * ldb;
+    int64_t j = 0;
+    for (; j + SW <= n; j += SW) gemm_strip<TG, SW, L>(i0, i1, nk, ak, a_row, a_col, bk + j, ldb, c + j, ldc);
+    if (SW > 16 && j + 16 <= n) {
+      gemm_strip<TG, 16, L>(i0, i1, nk, ak, a_row, a_col, bk + j, ldb, c + j, ldc);
+      j += 16;
+    }
+    if (j + 8 <= n) {
+      gemm_strip<TG, 8, L>(i0, i1, nk, ak, a_row, a_col, bk + j, ldb, c + j, ldc);
+      j += 8;
+    }
+    if (j + 4 <= n) {
+      gemm_strip<TG, 4, L>(i0, i1, nk, ak, a_row, a_col, bk + j, ldb, c + j, ldc);
+      j += 4;
+    }
+    for (; j < n; ++j) gemm_strip<1, 1, 1>(i0, i1, nk, ak, a_row, a_col, bk + j, ldb, c + j, ldc);
+  }
+}
+
+// ---- the transposed ternary product ----
+
+template <int TG, int L, int SW>
+TRIT_INLINE void transposed_impl(const View& w, const float* dy, int64_t dy_stride,
+                                 int64_t n_tokens, float scale, float* dx, int64_t c0, int64_t c1,
+                                 float* acc, float* panel) {
+  for (int64_t tile_start = c0 / kTile * kTile; tile_start < c1; tile_start += kTile) {
+    const int64_t tw = std::min(kTile, w.n_in - tile_start);
+    const int64_t a = std::max(c0, tile_start) - tile_start;  // tile columns [a, b)
+    const int64_t b = std::min(c1, tile_start + tw) - tile_start;
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenChunk) {
+      const int64_t nt = std::min(kTokenChunk, n_tokens - t0);
+      for (int64_t i = 0; i < nt * kTile; ++i) acc[i] = 0.0f;
+      for (int64_t r0 = 0; r0 < w.n_out; r0 += kRowBlock) {
+        const int64_t nr = std::min(kRowBlock, w.n_out - r0);
+        decode_panel(w, r0, nr, tile_start, tw, panel);
+        // acc (nt, b - a) += dy (nt, nr) panel (nr, b - a)
+        gemm_impl<TG, L, SW>(0, nt, b - a, nr, dy + t0 * dy_stride + r0, dy_stride, 1, panel + a,
+                         kTile, acc + a, kTile);
+      }
+      for (int64_t i = 0; i < nt; ++i) {
+        float* dxt = dx + (t0 + i) * w.n_in + tile_start;  // (tw)
+        const float* at = acc + i * kTile;                // (kTile)
+        for (int64_t j = a; j < b; ++j) dxt[j] += scale * at[j];
+      }
+    }
+  }
+}
+
+// ---- one instance per target ----
+
+void transposed_baseline(const View& w, const float* dy, int64_t dy_stride, int64_t n_tokens,
+                         float scale, float* dx, int64_t c0, int64_t c1, float* acc,
+                         float* panel) {
+  transposed_impl<2, 4, 16>(w, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
+}
+
+void gemm_baseline(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a, int64_t a_row,
+                   int64_t a_col, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  gemm_impl<2, 4, 16>(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define TRIT_TRANSPOSED_X86 1
+#define TRIT_TARGET_AVX2 __attribute__((target("avx2")))
+#define TRIT_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+
+TRIT_TARGET_AVX2 void transposed_avx2(const View& w, const float* dy, int64_t dy_stride,
+                                      int64_t n_tokens, float scale, float* dx, int64_t c0,
+                                      int64_t c1, float* acc, float* panel) {
+  transposed_impl<4, 8, 16>(w, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
+}
+
+TRIT_TARGET_AVX2 void gemm_avx2(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a,
+                                int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
+                                float* c, int64_t ldc) {
+  gemm_impl<4, 8, 16>(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
+}
+
+TRIT_TARGET_AVX512 void transposed_avx512(const View& w, const float* dy, int64_t dy_stride,
+                                          int64_t n_tokens, float scale, float* dx, int64_t c0,
+                                          int64_t c1, float* acc, float* panel) {
+  transposed_impl<8, 16, 32>(w, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
+}
+
+TRIT_TARGET_AVX512 void gemm_avx512(int64_t i0, int64_t i1, int64_t n, int64_t n_k,
+                                    const float* a, int64_t a_row, int64_t a_col, const float* b,
+                                    int64_t ldb, float* c, int64_t ldc) {
+  gemm_impl<8, 16, 32>(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
+}
+#endif
+
+}  // namespace
+
+void ternary_matmul_transposed_ref(const TernaryMatrix& w, const float* dy, int64_t dy_stride,
+                                   int64_t n_tokens, float scale, float* dx, int64_t c0,
+                                   int64_t c1) {
+  const View v = make_view(w, "ternary_matmul_transposed_ref", c0, c1);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* dyt = dy + t * dy_stride;  // (n_out)
+    float* dxt = dx + t * v.n_in;           // (n_in)
+    for (int64_t c = c0; c < c1; ++c) {
+      float acc = 0.0f;
+      for (int64_t r = 0; r < v.n_out; ++r) acc += dyt[r] * weight_at(v, r, c);
+      dxt[c] += scale * acc;
+    }
+  }
+}
+
+void ternary_matmul_transposed(const TernaryMatrix& w, const float* dy, int64_t dy_stride,
+                               int64_t n_tokens, float scale, float* dx, int64_t c0, int64_t c1,
+                               CpuLevel level) {
+  const View v = make_view(w, "ternary_matmul_transposed", c0, c1);
+  if (n_tokens <= 0 || c0 == c1) return;
+  thread_local std::vector<float> scratch;  // acc (kTokenChunk, kTile), panel (kRowBlock, kTile)
+  scratch.resize(size_t((kTokenChunk + kRowBlock) * kTile));
+  float* acc = scratch.data();
+  float* panel = acc + kTokenChunk * kTile;
+  switch (std::min(level, detect_cpu_level())) {
+#ifdef TRIT_TRANSPOSED_X86
+    case CpuLevel::Avx512Vnni:
+      transposed_avx512(v, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
+      return;
+    case CpuLevel::Avx2:
+      transposed_avx2(v, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
+      return;
+#endif
+    default:
+      transposed_baseline(v, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
+  }
+}
+
+
+void gemm_f32_acc(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a, int64_t a_row,
+                  int64_t a_col, const float* b, int64_t ldb, float* c, int64_t ldc,
+                  CpuLevel level) {
+  if (i1 <= i0 || n <= 0 || n_k <= 0) return;
+  switch (std::min(level, detect_cpu_level())) {
+#ifdef TRIT_TRANSPOSED_X86
+    case CpuLevel::Avx512Vnni:
+      gemm_avx512(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
+      return;
+    case CpuLevel::Avx2:
+      gemm_avx2(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
+      return;
+#endif
+    default:
+      gemm_baseline(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
+  }
+}
+
+}  // namespace trit

@@ -1,0 +1,40 @@
+// LoRA adapters as GGUF files, in the layout llama.cpp loads with --lora (FORMATS.md, "LoRA
+// adapters"): general.type = adapter, general.architecture = the base's, adapter.type = lora,
+// adapter.lora.alpha (f32); tensors "<base name>.lora_a" with ne = [n_in, r] and
+// "<base name>.lora_b" with ne = [r, n_out].
+//
+// llama.cpp scales by adapter.lora.alpha / r. For rsLoRA (alpha / sqrt(r)) the file stores
+// alpha * sqrt(r) there, so llama.cpp computes the same scaling, and keeps the exact settings in
+// trit's own keys: trit.lora.rslora (bool), trit.lora.alpha (the original alpha, f32) and
+// trit.lora.dropout (f32).
+#pragma once
+
+#include <string>
+
+#include "core/dtype.h"
+#include "train/lora.h"
+
+namespace trit {
+
+class GgufFile;
+struct HParams;
+
+// Writes the adapter to `path` through "<path>.tmp" renamed into place. `type` is F32, F16 or
+// BF16. Throws naming the path and layer on an inconsistent adapter (see lora_validate), on
+// non-finite values, and for rsLoRA adapters whose layers have different ranks (llama.cpp's
+// alpha / r can then not express alpha / sqrt(r)).
+void save_adapter_gguf(const LoraAdapter& adapter, const std::string& path,
+                       DType type = DType::F32);
+
+// Reads and validates an adapter GGUF: every key's type, every tensor's name (a linear layer
+// of the model + .lora_a / .lora_b, in complete pairs), type (F32, F16, BF16), shape
+// (a.ne[1] == b.ne[0]) and values (finite). Errors name the file and the key or tensor.
+LoraAdapter load_adapter_gguf(const std::string& path);
+LoraAdapter adapter_from_gguf(const GgufFile& file);
+
+// Checks that the adapter fits a model: same architecture (the two BitNet names "bitnet" and
+// "bitnet-b1.58" are one family), every layer's block exists and its (n_in, n_out) equals the
+// base layer's (block_linear_shape, or n_embd -> n_vocab for the head). Throws naming `where`.
+void check_adapter_against(const LoraAdapter& adapter, const HParams& hp, const std::string& where);
+
+}  // namespace trit
