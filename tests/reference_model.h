@@ -49,7 +49,7 @@ class ReferenceModel {
       for (const std::string& what : block_linear_names()) {
         const GgufTensor& t = f->tensor(block_tensor_name(l, what));
         TernaryUnpacked u = unpack_ternary(t.type, t.data, t.n_elements());
-        RefLinear r{Mat(u.trits.size()), t.ne[0], t.ne[1]};
+        RefLinear r{Mat(u.trits.size()), t.ne[0], t.ne[1], {}};
         for (size_t i = 0; i < u.trits.size(); ++i) {
           const float s = t.type == DType::I2_S ? u.block_scales[0] : u.block_scales[i / 256];
           r.w[i] = double(u.trits[i]) * double(s);

@@ -173,8 +173,7 @@ double cross_entropy_d(const Vec& logits, const std::vector<int32_t>& targets, c
 }
 
 // y (T, n_out) = x (T, n_in) W^T, W (n_out, n_in); w0 the first row of W used
-Vec matmul_d(const Vec& x, const Vec& w, int64_t T, int64_t n_in, int64_t n_out,
-             int64_t w0 = 0) {
+Vec matmul_d(const Vec& x, const Vec& w, int64_t T, int64_t n_in, int64_t n_out, int64_t w0 = 0) {
   Vec y(sz(T * n_out), 0.0);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t o = 0; o < n_out; ++o) {
@@ -258,7 +257,8 @@ TEST(OpsBackward, GatedActRelu2AndSilu) {
     gated_act_backward(dgate.data(), dup.data(), r.data(), gate.data(), up.data(), n, act);
     for (float& v : dgate) v -= 0.5f;
     for (float& v : dup) v += 0.25f;
-    expect_grad_near(dgate, numeric_grad(to_d(gate), [&](const Vec& g) { return loss(g, to_d(up)); }),
+    expect_grad_near(dgate,
+                     numeric_grad(to_d(gate), [&](const Vec& g) { return loss(g, to_d(up)); }),
                      1e-5, name + " dgate");
     expect_grad_near(dup, numeric_grad(to_d(up), [&](const Vec& u) { return loss(to_d(gate), u); }),
                      1e-5, name + " dup");
@@ -296,11 +296,14 @@ TEST(OpsBackward, AttentionGqa) {
   const auto loss = [&](const Vec& qv, const Vec& kv, const Vec& vv) {
     return weighted_sum(attention_d(qv, kv, vv, kv_stride, T, H, Hkv, hd), to_d(r));
   };
-  expect_grad_near(dq, numeric_grad(to_d(q), [&](const Vec& x) { return loss(x, to_d(k), to_d(v)); }),
+  expect_grad_near(dq,
+                   numeric_grad(to_d(q), [&](const Vec& x) { return loss(x, to_d(k), to_d(v)); }),
                    1e-5, "attention dq");
-  expect_grad_near(dk, numeric_grad(to_d(k), [&](const Vec& x) { return loss(to_d(q), x, to_d(v)); }),
+  expect_grad_near(dk,
+                   numeric_grad(to_d(k), [&](const Vec& x) { return loss(to_d(q), x, to_d(v)); }),
                    1e-5, "attention dk");
-  expect_grad_near(dv, numeric_grad(to_d(v), [&](const Vec& x) { return loss(to_d(q), to_d(k), x); }),
+  expect_grad_near(dv,
+                   numeric_grad(to_d(v), [&](const Vec& x) { return loss(to_d(q), to_d(k), x); }),
                    1e-5, "attention dv");
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t i = Hkv * hd; i < kv_stride; ++i) {
@@ -343,9 +346,8 @@ TEST(OpsBackward, CrossEntropyWithMask) {
   FVec dlogits(logits.size(), 123.0f);  // overwritten
   cross_entropy_backward(dlogits.data(), logits.data(), targets.data(), mask.data(), lse.data(), T,
                          V, norm);
-  const Vec want = numeric_grad(to_d(logits), [&](const Vec& x) {
-    return cross_entropy_d(x, targets, mask, T, V, norm);
-  });
+  const Vec want = numeric_grad(
+      to_d(logits), [&](const Vec& x) { return cross_entropy_d(x, targets, mask, T, V, norm); });
   expect_grad_near(dlogits, want, 1e-5, "cross_entropy dlogits");
   for (int64_t i = 0; i < V; ++i) EXPECT_EQ(dlogits[sz(V + i)], 0.0f);
 
@@ -402,13 +404,19 @@ TEST(OpsBackward, MatmulF32) {
 
   FVec dx(x.size(), 0.0f), dw(w.size(), 0.0f);
   matmul_f32_backward(dx.data(), dw.data(), r.data(), x.data(), w.data(), T, n_in, n_out);
-  expect_grad_near(dx, numeric_grad(to_d(x), [&](const Vec& xv) {
-                     return weighted_sum(matmul_d(xv, to_d(w), T, n_in, n_out), to_d(r));
-                   }),
+  expect_grad_near(dx,
+                   numeric_grad(to_d(x),
+                                [&](const Vec& xv) {
+                                  return weighted_sum(matmul_d(xv, to_d(w), T, n_in, n_out),
+                                                      to_d(r));
+                                }),
                    1e-5, "matmul dx");
-  expect_grad_near(dw, numeric_grad(to_d(w), [&](const Vec& wv) {
-                     return weighted_sum(matmul_d(to_d(x), wv, T, n_in, n_out), to_d(r));
-                   }),
+  expect_grad_near(dw,
+                   numeric_grad(to_d(w),
+                                [&](const Vec& wv) {
+                                  return weighted_sum(matmul_d(to_d(x), wv, T, n_in, n_out),
+                                                      to_d(r));
+                                }),
                    1e-5, "matmul dw");
 
   // split over tokens and over rows of W (blocks of four and the rest): the same bits
@@ -510,8 +518,7 @@ Vec dense_transposed(const TernaryCase& c, const FVec& dy, int64_t T, double sca
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t r = 0; r < c.n_out; ++r) {
       for (int64_t j = 0; j < c.n_in; ++j) {
-        dx[sz(t * c.n_in + j)] +=
-            scale * dy[sz(t * c.n_out + r)] * c.dense[sz(r * c.n_in + j)];
+        dx[sz(t * c.n_in + j)] += scale * dy[sz(t * c.n_out + r)] * c.dense[sz(r * c.n_in + j)];
       }
     }
   }
@@ -547,7 +554,8 @@ TEST(TernaryTransposed, ExactOnIntegerData) {
     }
     for (CpuLevel level : levels()) {
       FVec fast = dx0;
-      ternary_matmul_transposed(c.matrix(), dy.data(), c.n_out, T, scale, fast.data(), 0, c.n_in, level);
+      ternary_matmul_transposed(c.matrix(), dy.data(), c.n_out, T, scale, fast.data(), 0, c.n_in,
+                                level);
       EXPECT_EQ(fast, ref) << case_name(c) << " at " << cpu_level_name(level);
     }
   }
@@ -565,14 +573,16 @@ TEST(TernaryTransposed, FastMatchesReferenceBitForBit) {
     ternary_matmul_transposed_ref(c.matrix(), dy.data(), stride, T, 0.75f, ref.data(), 0, c.n_in);
     for (CpuLevel level : levels()) {
       FVec fast = dx0;
-      ternary_matmul_transposed(c.matrix(), dy.data(), stride, T, 0.75f, fast.data(), 0, c.n_in, level);
+      ternary_matmul_transposed(c.matrix(), dy.data(), stride, T, 0.75f, fast.data(), 0, c.n_in,
+                                level);
       EXPECT_EQ(fast, ref) << case_name(c) << " at " << cpu_level_name(level);
       // column ranges as threads would split them, aligned or not: the same bits
       FVec split = dx0;
       const int64_t cuts[] = {0, 100, 333, 512, c.n_in};
       for (size_t i = 0; i + 1 < std::size(cuts); ++i) {
         const int64_t c0 = std::min(cuts[i], c.n_in), c1 = std::min(cuts[i + 1], c.n_in);
-        ternary_matmul_transposed(c.matrix(), dy.data(), stride, T, 0.75f, split.data(), c0, c1, level);
+        ternary_matmul_transposed(c.matrix(), dy.data(), stride, T, 0.75f, split.data(), c0, c1,
+                                  level);
       }
       EXPECT_EQ(split, ref) << case_name(c) << " split at " << cpu_level_name(level);
     }
@@ -597,10 +607,9 @@ TEST(TernaryTransposed, MatchesFiniteDifferencesOfTheSteModel) {
     };
     FVec dx(x.size(), 0.0f);
     ternary_matmul_transposed(c.matrix(), r.data(), c.n_out, T, out_scale, dx.data(), 0, c.n_in);
-    expect_grad_near(dx, numeric_grad(to_d(x), [&](const Vec& xv) {
-                       return weighted_sum(ste(xv), to_d(r));
-                     }),
-                     1e-6, case_name(c) + " vs the STE model");
+    expect_grad_near(
+        dx, numeric_grad(to_d(x), [&](const Vec& xv) { return weighted_sum(ste(xv), to_d(r)); }),
+        1e-6, case_name(c) + " vs the STE model");
 
     QuantizedActs xq;
     quantize_acts(x.data(), T, c.n_in, xq);
@@ -619,12 +628,12 @@ TEST(TernaryTransposed, MatchesFiniteDifferencesOfTheSteModel) {
 TEST(TernaryTransposed, RejectsBadInput) {
   TernaryCase c = make_ternary(DType::TQ2_0, 256, 4, true, 50);
   FVec dy(4), dx(256);
-  EXPECT_THROW(ternary_matmul_transposed(c.matrix(), dy.data(), 4, 1, 1.0f, dx.data(), 0, 257), Error);
+  EXPECT_THROW(ternary_matmul_transposed(c.matrix(), dy.data(), 4, 1, 1.0f, dx.data(), 0, 257),
+               Error);
   TernaryMatrix f32 = c.matrix();
   f32.type = DType::F32;
   EXPECT_THROW(ternary_matmul_transposed(f32, dy.data(), 4, 1, 1.0f, dx.data(), 0, 256), Error);
-  EXPECT_THROW(ternary_matmul_transposed_ref(f32, dy.data(), 4, 1, 1.0f, dx.data(), 0, 256),
-               Error);
+  EXPECT_THROW(ternary_matmul_transposed_ref(f32, dy.data(), 4, 1, 1.0f, dx.data(), 0, 256), Error);
 }
 
 // ---- composed: gradients through a chain of ops ----
@@ -705,8 +714,7 @@ TEST(OpsBackward, ChainThroughAttention) {
     const Vec q = rope_d(matmul_d(xv, q_w, T, d, dq_n), T, H, hd, hd, pos, base);
     const Vec k = rope_d(matmul_d(xv, k_w, T, d, dkv), T, Hkv, hd, hd, pos, base);
     const Vec v = matmul_d(xv, v_w, T, d, dkv);
-    return cross_entropy_d(attention_d(q, k, v, dkv, T, H, Hkv, hd), targets, mask, T, dq_n,
-                           norm);
+    return cross_entropy_d(attention_d(q, k, v, dkv, T, H, Hkv, hd), targets, mask, T, dq_n, norm);
   };
 
   FVec q(sz(T * dq_n)), k(sz(T * dkv)), v(sz(T * dkv)), out(sz(T * dq_n));
@@ -732,14 +740,14 @@ TEST(OpsBackward, ChainThroughAttention) {
   matmul_f32_backward(dx.data(), dwv.data(), dv.data(), x.data(), wv.data(), T, d, dkv);
 
   const Vec xd = to_d(x), qd = to_d(wq), kd = to_d(wk), vd = to_d(wv);
-  expect_grad_near(dwq, numeric_grad(qd, [&](const Vec& m) { return loss_d(xd, m, kd, vd); }),
-                   1e-4, "attention chain dWq");
-  expect_grad_near(dwk, numeric_grad(kd, [&](const Vec& m) { return loss_d(xd, qd, m, vd); }),
-                   1e-4, "attention chain dWk");
-  expect_grad_near(dwv, numeric_grad(vd, [&](const Vec& m) { return loss_d(xd, qd, kd, m); }),
-                   1e-4, "attention chain dWv");
-  expect_grad_near(dx, numeric_grad(xd, [&](const Vec& m) { return loss_d(m, qd, kd, vd); }),
-                   1e-4, "attention chain dx");
+  expect_grad_near(dwq, numeric_grad(qd, [&](const Vec& m) { return loss_d(xd, m, kd, vd); }), 1e-4,
+                   "attention chain dWq");
+  expect_grad_near(dwk, numeric_grad(kd, [&](const Vec& m) { return loss_d(xd, qd, m, vd); }), 1e-4,
+                   "attention chain dWk");
+  expect_grad_near(dwv, numeric_grad(vd, [&](const Vec& m) { return loss_d(xd, qd, kd, m); }), 1e-4,
+                   "attention chain dWv");
+  expect_grad_near(dx, numeric_grad(xd, [&](const Vec& m) { return loss_d(m, qd, kd, vd); }), 1e-4,
+                   "attention chain dx");
 }
 
 }  // namespace

@@ -55,8 +55,8 @@ void rms_norm_backward(float* dx, const float* dy, const float* x, const float* 
 
 // ---- rope ----
 
-void rope_backward(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
-                   int64_t rope_dim, const int32_t* pos, float base) {
+void rope_backward(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t rope_dim,
+                   const int32_t* pos, float base) {
   const int64_t half = rope_dim / 2;
   const size_t n_half = size_t(half);
   std::vector<float> inv_freq(n_half), c(n_half), s(n_half);  // (rope_dim / 2) each
@@ -122,9 +122,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
       for (int64_t t = 0; t < n_tokens; ++t) {
         const int64_t n_keys = t + 1;
-        const float* qh = q + (t * n_head + h) * head_dim;       // (head_dim)
-        const float* doh = dout + (t * n_head + h) * head_dim;   // (head_dim)
-        float* dqh = dq + (t * n_head + h) * head_dim;           // (head_dim)
+        const float* qh = q + (t * n_head + h) * head_dim;      // (head_dim)
+        const float* doh = dout + (t * n_head + h) * head_dim;  // (head_dim)
+        float* dqh = dq + (t * n_head + h) * head_dim;          // (head_dim)
         // P: recomputed exactly as attention_forward does
         float max_score = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < n_keys; ++j) {
@@ -208,8 +208,8 @@ double cross_entropy_forward(const float* logits, const int32_t* targets, const 
 }
 
 void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* targets,
-                            const float* mask, const float* lse, int64_t n_tokens,
-                            int64_t n_vocab, float norm) {
+                            const float* mask, const float* lse, int64_t n_tokens, int64_t n_vocab,
+                            float norm) {
   const float inv_norm = 1.0f / std::max(norm, 1.0f);
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float* row = logits + t * n_vocab;  // (n_vocab)
@@ -244,8 +244,8 @@ void matmul_f32_forward(const float* x, const float* w, int64_t n_in, int64_t n_
   gemm_f32_acc(t0, t1, n_out, n_in, x, n_in, 1, wt.data(), n_out, y, n_out);
 }
 
-void matmul_f32_backward_dx(float* dx, const float* dy, const float* w, int64_t n_in,
-                            int64_t n_out, int64_t t0, int64_t t1) {
+void matmul_f32_backward_dx(float* dx, const float* dy, const float* w, int64_t n_in, int64_t n_out,
+                            int64_t t0, int64_t t1) {
   // dx (T, n_in) += dy (T, n_out) W (n_out, n_in)
   gemm_f32_acc(t0, t1, n_in, n_out, dy, n_out, 1, w, n_in, dx, n_in);
 }

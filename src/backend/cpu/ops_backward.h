@@ -33,8 +33,8 @@ void rms_norm_backward(float* dx, const float* dy, const float* x, const float* 
 
 // Backward of rope_forward: rotates the gradient x (n_tokens, n_heads, head_dim) in place by
 // the negative angles (the transpose of each 2x2 rotation). Same arguments as rope_forward.
-void rope_backward(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
-                   int64_t rope_dim, const int32_t* pos, float base);
+void rope_backward(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t rope_dim,
+                   const int32_t* pos, float base);
 
 // ---- gated activation ----
 
@@ -87,8 +87,8 @@ double cross_entropy_forward(const float* logits, const int32_t* targets, const 
 // itself. lse from cross_entropy_forward, or nullptr to recompute it.
 //   dlogits, logits: (n_tokens, n_vocab)   targets, mask, lse: (n_tokens)
 void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* targets,
-                            const float* mask, const float* lse, int64_t n_tokens,
-                            int64_t n_vocab, float norm);
+                            const float* mask, const float* lse, int64_t n_tokens, int64_t n_vocab,
+                            float norm);
 
 // ---- f32 matrix product (the LoRA branches) ----
 // Run by gemm_f32_acc (kernels_backward.h): register-tiled, vectorised for the processor
@@ -103,8 +103,8 @@ void matmul_f32_forward(const float* x, const float* w, int64_t n_in, int64_t n_
 
 // dx += dy W for tokens [t0, t1):   dx: (n_tokens, n_in)   dy: (n_tokens, n_out)
 // Split tokens across threads.
-void matmul_f32_backward_dx(float* dx, const float* dy, const float* w, int64_t n_in,
-                            int64_t n_out, int64_t t0, int64_t t1);
+void matmul_f32_backward_dx(float* dx, const float* dy, const float* w, int64_t n_in, int64_t n_out,
+                            int64_t t0, int64_t t1);
 
 // dW += dy^T x for rows [r0, r1) of W:   dw: (n_out, n_in)   dy: (n_tokens, n_out)
 // x: (n_tokens, n_in). Split rows of W across threads.

@@ -33,9 +33,9 @@
 namespace trit {
 namespace {
 
-constexpr int64_t kTile = 256;        // columns per tile
-constexpr int64_t kTokenChunk = 64;   // tokens per accumulator tile
-constexpr int64_t kRowBlock = 256;    // weight rows per decoded panel
+constexpr int64_t kTile = 256;       // columns per tile
+constexpr int64_t kTokenChunk = 64;  // tokens per accumulator tile
+constexpr int64_t kRowBlock = 256;   // weight rows per decoded panel
 
 struct View {
   DType type = DType::TQ2_0;
@@ -187,7 +187,8 @@ TRIT_INLINE void gemm_strip(int64_t i0, int64_t i1, int64_t n_k, const float* a,
   for (; i + TG <= i1; i += TG) {
     micro_tile<TG, W, L>(n_k, a + i * a_row, a_row, a_col, b, ldb, c + i * ldc, ldc);
   }
-  for (; i < i1; ++i) micro_tile<1, W, L>(n_k, a + i * a_row, a_row, a_col, b, ldb, c + i * ldc, ldc);
+  for (; i < i1; ++i)
+    micro_tile<1, W, L>(n_k, a + i * a_row, a_row, a_col, b, ldb, c + i * ldc, ldc);
 }
 
 // C (rows [i0, i1), n columns) += A (n_k) B, k in chunks of kChunk so that a strip of B stays
@@ -202,7 +203,8 @@ TRIT_INLINE void gemm_impl(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const
     const float* ak = a + k0 * a_col;
     const float* bk = b + k0 * ldb;
     int64_t j = 0;
-    for (; j + SW <= n; j += SW) gemm_strip<TG, SW, L>(i0, i1, nk, ak, a_row, a_col, bk + j, ldb, c + j, ldc);
+    for (; j + SW <= n; j += SW)
+      gemm_strip<TG, SW, L>(i0, i1, nk, ak, a_row, a_col, bk + j, ldb, c + j, ldc);
     if (SW > 16 && j + 16 <= n) {
       gemm_strip<TG, 16, L>(i0, i1, nk, ak, a_row, a_col, bk + j, ldb, c + j, ldc);
       j += 16;
@@ -237,11 +239,11 @@ TRIT_INLINE void transposed_impl(const View& w, const float* dy, int64_t dy_stri
         decode_panel(w, r0, nr, tile_start, tw, panel);
         // acc (nt, b - a) += dy (nt, nr) panel (nr, b - a)
         gemm_impl<TG, L, SW>(0, nt, b - a, nr, dy + t0 * dy_stride + r0, dy_stride, 1, panel + a,
-                         kTile, acc + a, kTile);
+                             kTile, acc + a, kTile);
       }
       for (int64_t i = 0; i < nt; ++i) {
         float* dxt = dx + (t0 + i) * w.n_in + tile_start;  // (tw)
-        const float* at = acc + i * kTile;                // (kTile)
+        const float* at = acc + i * kTile;                 // (kTile)
         for (int64_t j = a; j < b; ++j) dxt[j] += scale * at[j];
       }
     }
@@ -251,8 +253,7 @@ TRIT_INLINE void transposed_impl(const View& w, const float* dy, int64_t dy_stri
 // ---- one instance per target ----
 
 void transposed_baseline(const View& w, const float* dy, int64_t dy_stride, int64_t n_tokens,
-                         float scale, float* dx, int64_t c0, int64_t c1, float* acc,
-                         float* panel) {
+                         float scale, float* dx, int64_t c0, int64_t c1, float* acc, float* panel) {
   transposed_impl<2, 4, 16>(w, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
 }
 
@@ -264,8 +265,7 @@ void gemm_baseline(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define TRIT_TRANSPOSED_X86 1
 #define TRIT_TARGET_AVX2 __attribute__((target("avx2")))
-#define TRIT_TARGET_AVX512 \
-  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define TRIT_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
 
 TRIT_TARGET_AVX2 void transposed_avx2(const View& w, const float* dy, int64_t dy_stride,
                                       int64_t n_tokens, float scale, float* dx, int64_t c0,
@@ -274,8 +274,8 @@ TRIT_TARGET_AVX2 void transposed_avx2(const View& w, const float* dy, int64_t dy
 }
 
 TRIT_TARGET_AVX2 void gemm_avx2(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a,
-                                int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
-                                float* c, int64_t ldc) {
+                                int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                                int64_t ldc) {
   gemm_impl<4, 8, 16>(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
 }
 
@@ -285,9 +285,9 @@ TRIT_TARGET_AVX512 void transposed_avx512(const View& w, const float* dy, int64_
   transposed_impl<8, 16, 32>(w, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
 }
 
-TRIT_TARGET_AVX512 void gemm_avx512(int64_t i0, int64_t i1, int64_t n, int64_t n_k,
-                                    const float* a, int64_t a_row, int64_t a_col, const float* b,
-                                    int64_t ldb, float* c, int64_t ldc) {
+TRIT_TARGET_AVX512 void gemm_avx512(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a,
+                                    int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
+                                    float* c, int64_t ldc) {
   gemm_impl<8, 16, 32>(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
 }
 #endif
@@ -331,7 +331,6 @@ void ternary_matmul_transposed(const TernaryMatrix& w, const float* dy, int64_t 
       transposed_baseline(v, dy, dy_stride, n_tokens, scale, dx, c0, c1, acc, panel);
   }
 }
-
 
 void gemm_f32_acc(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a, int64_t a_row,
                   int64_t a_col, const float* b, int64_t ldb, float* c, int64_t ldc,
