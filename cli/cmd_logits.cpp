@@ -3,6 +3,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "infer/session.h"
+#include "io/file_util.h"
 
 namespace trit::cli {
 
@@ -25,7 +26,8 @@ void add_logits_command(CLI::App& app) {
     Session session(*model, int64_t(tokens.size()), pool, model.fwd());
     std::vector<float> logits;
     session.eval(tokens, logits, true);
-    write_file_atomic(args->out, logits.data(), logits.size() * sizeof(float));
+    write_file_atomic(args->out, std::string_view(reinterpret_cast<const char*>(logits.data()),
+                                                  logits.size() * sizeof(float)));
     std::fprintf(stderr, "trit: wrote %zu x %lld logits to %s\n", tokens.size(),
                  static_cast<long long>(model->hparams().n_vocab), args->out.c_str());
   });

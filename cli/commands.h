@@ -17,5 +17,6 @@ void add_chat_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_perplexity_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_finetune_command(CLI::App& app);
 
 }  // namespace trit::cli

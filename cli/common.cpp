@@ -143,22 +143,6 @@ void Utf8Printer::flush() {
   pending_.clear();
 }
 
-void write_file_atomic(const std::string& path, const void* data, size_t n) {
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail(path, ": cannot open for writing");
-  const bool ok = std::fwrite(data, 1, n, f) == n;
-  const bool closed = std::fclose(f) == 0;
-  if (!ok || !closed) {
-    std::remove(tmp.c_str());
-    fail(path, ": write failed (disk full?)");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    fail(path, ": cannot rename the temporary file into place");
-  }
-}
-
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }

@@ -62,9 +62,6 @@ class Utf8Printer {
   std::string pending_;
 };
 
-// Writes data to path through a temporary file renamed into place.
-void write_file_atomic(const std::string& path, const void* data, size_t n);
-
 double now_seconds();
 int64_t peak_rss_bytes();
 

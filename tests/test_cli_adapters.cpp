@@ -73,7 +73,7 @@ HParams tiny_hp(int64_t layers) {
 
 LoraAdapter trained_like(const HParams& hp, const std::string& targets, uint64_t seed) {
   LoraAdapter a = lora_init(hp, targets, 4, 8.0f, false, seed);
-  std::mt19937 rng(uint32_t(seed));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
   std::uniform_real_distribution<float> u(-0.1f, 0.1f);
   for (auto& [name, l] : a.layers) {
     for (float& x : l.b) x = u(rng);

@@ -260,6 +260,12 @@ TEST(AdapterGguf, RoundTripF16WithinHalfPrecision) {
   save_adapter_gguf(a, dir.file("b.gguf"), DType::BF16);
   expect_same(a, load_adapter_gguf(dir.file("b.gguf")), 1.0f / 128);
   EXPECT_CONTAINS(error_of([&] { save_adapter_gguf(a, dir.file("c.gguf"), DType::Q8_0); }), "q8_0");
+  LoraAdapter big = a;
+  big.layers.at("output.weight").b[5] = 1e6f;
+  const std::string e = error_of([&] { save_adapter_gguf(big, dir.file("c.gguf"), DType::F16); });
+  EXPECT_CONTAINS(e, "output.weight");
+  EXPECT_CONTAINS(e, "f16 range");
+  EXPECT_FALSE(test::file_exists(dir.file("c.gguf")));
 }
 
 TEST(AdapterGguf, RsLoraAlphaForLlamaCpp) {
@@ -431,6 +437,12 @@ TEST(AdapterGguf, MalformedFilesNameFileAndTensor) {
     const std::string e = load_error(r);
     EXPECT_CONTAINS(e, "bad.gguf");
     EXPECT_CONTAINS(e, "general.type");
+  }
+  {
+    RawAdapter r;
+    r.w.remove("general.type");
+    r.pair("blk.0.attn_q.weight", 32, 4, 32);
+    EXPECT_CONTAINS(load_error(r), "'general.type' is missing");
   }
   {
     RawAdapter r("adapter", "ia3");
@@ -801,7 +813,7 @@ TEST(Peft, RoundTripPeftGgufPeft) {
   EXPECT_EQ(c["lora_alpha"].get<double>(), 4.0);
   EXPECT_EQ(c["use_rslora"], false);
   EXPECT_EQ(c["bias"], "none");
-  EXPECT_FLOAT_EQ(c["lora_dropout"].get<float>(), 0.1f);
+  EXPECT_EQ(c["lora_dropout"].get<double>(), 0.1);  // the shortest decimal of 0.1f
   // Not every block carries q_proj and down_proj: full module names.
   EXPECT_EQ(c["target_modules"],
             (json{"model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj", "lm_head"}));

@@ -1,5 +1,6 @@
 #include "io/adapter_gguf.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -99,6 +100,10 @@ void save_adapter_gguf(const LoraAdapter& adapter, const std::string& path, DTyp
           fail(path, ": layer ", name, ": ", v == &l.a ? "A" : "B", " element ", i, " is ",
                (*v)[i]);
         }
+        if (type == DType::F16 && std::fabs((*v)[i]) > 65504.0f) {
+          fail(path, ": layer ", name, ": ", v == &l.a ? "A" : "B", " element ", i, " is ", (*v)[i],
+               ", beyond the f16 range; write the adapter as f32");
+        }
       }
     }
     if (adapter.rslora && rank != 0 && l.rank != rank) {
@@ -140,10 +145,15 @@ LoraAdapter load_adapter_gguf(const std::string& path) {
 
 LoraAdapter adapter_from_gguf(const GgufFile& f) {
   const std::string& path = f.path();
+  if (!f.has("general.type")) {
+    fail(path,
+         ": metadata key 'general.type' is missing, expected 'adapter' (a model rather "
+         "than a LoRA adapter?)");
+  }
   const std::string& general_type = f.get_string("general.type");
   if (general_type != "adapter") {
     fail(path, ": metadata key 'general.type' is '", general_type,
-         "', expected 'adapter' (is this a model rather than a LoRA adapter?)");
+         "', expected 'adapter' (a model rather than a LoRA adapter?)");
   }
   const std::string& adapter_type = f.get_string("adapter.type");
   if (adapter_type != "lora") {

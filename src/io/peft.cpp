@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -280,6 +282,13 @@ std::string make_temp_dir(const std::string& base, const std::string& tag,
   return tmpl;
 }
 
+// The shortest decimal that reads back as x (0.05f is written 0.05, not 0.0500000007).
+double json_number(float x) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), x);
+  return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
+}
+
 }  // namespace
 
 std::optional<std::string> peft_module_of(const std::string& gguf_name) {
@@ -457,8 +466,8 @@ void save_peft(const LoraAdapter& adapter, const std::string& dir) {
   config["task_type"] = "CAUSAL_LM";
   config["base_model_name_or_path"] = "";
   config["r"] = rank;
-  config["lora_alpha"] = adapter.alpha;
-  config["lora_dropout"] = adapter.dropout;
+  config["lora_alpha"] = json_number(adapter.alpha);
+  config["lora_dropout"] = json_number(adapter.dropout);
   config["use_rslora"] = adapter.rslora;
   config["target_modules"] = targets;
   config["bias"] = "none";

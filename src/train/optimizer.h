@@ -3,12 +3,14 @@
 //
 // Per element of each parameter, in f32 and in PyTorch's order of operations:
 //   p = p * (1 - lr * wd)                       (decoupled weight decay, first)
-//   m = m + (1 - b1) * (g - m)                  (exp_avg.lerp_(g, 1 - b1))
-//   v = v * b2 + (1 - b2) * g * g               (exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2))
+//   m = fma(1 - b1, g - m, m)                   (exp_avg.lerp_(g, 1 - b1))
+//   v = fma((1 - b2) * g, g, v * b2)            (exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2))
 //   denom = sqrt(v) / sqrt(1 - b2^t) + eps      (eps outside the bias-corrected root)
 //   p = p + (-lr / (1 - b1^t)) * m / denom
 // The scalars (1 - lr*wd, lr / (1 - b1^t), sqrt(1 - b2^t)) are computed in double and rounded
-// to f32 where they meet a tensor, as Python floats are.
+// to f32 where they meet a tensor, as Python floats are. The two fmas are where PyTorch's CPU
+// kernels fuse; so written, the result equals torch 2.11's CPU AdamW bit for bit
+// (tests/test_optimizer.cpp, AdamW.MatchesPyTorchBitForBit).
 #pragma once
 
 #include <cstdint>

@@ -3,7 +3,9 @@
 // what its forward in ops.h saved (inputs, rstd, ...) and recomputes the rest.
 //
 // Conventions:
-// - Gradients are prefixed d and come first; the inputs of the forward follow.
+// - Gradients are prefixed d and come first (optional ones last), then the inputs of the
+//   forward. The two forwards declared here (cross-entropy, matmul_f32) follow ops.h instead:
+//   inputs first, outputs last.
 // - Every backward ADDS into its gradient outputs (llm.c style): callers zero them once per
 //   step, and a tensor used twice (the input of q, k and v, a residual) collects both parts.
 //   Exceptions, named at the function: rope_backward rotates in place, and
@@ -25,7 +27,7 @@ namespace trit {
 //   dx += rstd * g * dy - x * rstd^3 / n * sum_i(dy_i * g_i * x_i)   (the sum in double)
 //   dg += dy * x * rstd, summed over rows (only when dg is not null; g is frozen in trit)
 //   dx, dy, x: (n_rows, n)   g, dg: (n)   rstd: (n_rows)
-// dx must not alias dy or x.
+// dx must not alias dy or x. Rows may be split across threads, each with its own dg.
 void rms_norm_backward(float* dx, const float* dy, const float* x, const float* g,
                        const float* rstd, int64_t n_rows, int64_t n, float* dg = nullptr);
 
@@ -77,7 +79,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 //   nll: (n_tokens) per-token -log p(target), 0 where skipped (optional)
 //   lse: (n_tokens) per-token log-sum-exp of the logits, saved for the backward (optional)
 // Stable (max subtracted); each row's sum of exponentials accumulates in double. Throws
-// trit::Error when a counted token's target is outside [0, n_vocab).
+// trit::Error when a counted token's target is outside [0, n_vocab). Tokens may be split
+// across threads; sum the returned parts in a fixed order.
 double cross_entropy_forward(const float* logits, const int32_t* targets, const float* mask,
                              int64_t n_tokens, int64_t n_vocab, float norm, float* nll = nullptr,
                              float* lse = nullptr);

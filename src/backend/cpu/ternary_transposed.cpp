@@ -1,20 +1,28 @@
-// The transposed ternary product dx += scale * W^T dy of the bitlinear backward pass
-// (kernels_backward.h): a scalar reference and a blocked version.
+// The kernels of kernels_backward.h: the transposed ternary product dx += scale * W^T dy of
+// the bitlinear backward pass (a scalar reference and a blocked version), and gemm_f32_acc,
+// the f32 product C += A B under both the blocked version and the LoRA matmuls.
 //
-// The blocked version is plain C++ that the compiler vectorises. On x86 the same source is
-// compiled three times, through always-inline templates called from functions with a
-// `target` attribute (AVX-512, AVX2, baseline), and `level` picks one at run time. Only those
-// functions carry the attribute; everything they call is inlined into them or compiled for the
-// baseline, so no AVX code can reach a processor without it (see kernels_impl.h).
+// Plain C++ that the compiler vectorises (GCC/Clang vector types for the register tile, no
+// intrinsics). On x86 the same source is compiled three times, through always-inline
+// templates called from functions with a `target` attribute (AVX-512, AVX2, baseline), and
+// `level` picks one at run time. Only those functions carry the attribute; everything they
+// call is inlined into them or compiled for the baseline, so no AVX code can reach a
+// processor without it (see kernels_impl.h).
 //
-// Blocking, for a column range [c0, c1):
+// The transposed product, for a column range [c0, c1):
 //   column tiles of 256 (a TQ2_0 block, two I2_S runs)
 //     token chunks of 64: acc (64, 256) = 0
 //       row blocks of 256: panel (256 rows, 256 columns) = d * T, decoded once
-//         strips of 16 columns x groups of TG tokens: registers accumulate over the rows
+//         acc += dy panel: strips of 16 or 32 columns x groups of TG tokens held in registers
+//         while they accumulate over the rows
 //     dx[t, c] += scale * acc[t, c]
 // Each acc element sums its rows in order 0 .. n_out - 1, as the reference does, with the
-// same products dy * (d * T): the results are bit-identical to the reference.
+// same products dy * (d * T), and the build keeps a*b+c unfused (-ffp-contract=off): the
+// results are bit-identical to the reference at every level.
+//
+// Speed (one core of an AMD EPYC Zen 5, 2560 x 6912 TQ2_0, 128 tokens, CPU time): AVX-512
+// 25 ms (91 G multiply-adds/s), AVX2 49 ms, baseline SSE2 105 ms; the int8 forward
+// ternary_matmul takes 6 ms on the same shape.
 #include <algorithm>
 #include <cstring>
 #include <vector>

@@ -1,0 +1,16 @@
+// Whole-file reads and writes that never leave a partial file in place of a good one.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace trit {
+
+// Writes data to "<path>.tmp", flushes it, and renames it over path. Throws trit::Error
+// naming the path on failure (the temporary file is removed).
+void write_file_atomic(const std::string& path, std::string_view data);
+
+// The whole file; throws trit::Error naming the path when it cannot be read.
+std::string read_whole_file(const std::string& path);
+
+}  // namespace trit

@@ -1,0 +1,64 @@
+// `trit finetune`: LoRA fine-tuning of a frozen BitNet base on the CPU (DESIGN section 5):
+// data, adapter, AdamW with a schedule and clipping, validation, metrics, checkpoints that
+// resume exactly, and a clean stop on request.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace trit {
+
+struct FinetuneOptions {
+  std::string model;  // base GGUF
+  std::string data;   // folder with train/valid/test.jsonl, or one .jsonl / .txt
+  std::string out;    // adapter GGUF
+  // adapter
+  std::string targets = "all";
+  int64_t rank = 8;
+  float alpha = 16.0f;
+  bool rslora = false;
+  float dropout = 0.0f;
+  std::string init_adapter;  // train this adapter further instead of a fresh one
+  // optimisation
+  double lr = 1e-4;
+  std::string schedule = "constant";
+  int64_t warmup = 0;
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;  // <= 0: no clipping
+  int64_t epochs = 1;
+  int64_t steps = 0;  // > 0 overrides epochs
+  int64_t ctx = 512;
+  int64_t batch = 4;
+  int64_t grad_accum = 1;
+  bool mask_prompt = false;
+  std::string chat_template;  // built-in name, or "" for the model's
+  bool checkpointing = true;
+  uint64_t seed = 0;
+  int threads = 0;
+  // validation and checkpoints
+  int64_t val_every = 50;      // 0: only at the start and the end
+  int64_t val_examples = 0;    // validation examples used (0: all)
+  int64_t save_every = 0;      // 0: only on a stop request
+  std::string checkpoint_dir;  // default: <out>.checkpoints
+  std::string resume;          // "": fresh; "latest": newest in checkpoint_dir; else a folder
+};
+
+struct FinetuneResult {
+  int64_t steps_done = 0;
+  bool stopped = false;  // a stop request ended the run early (a checkpoint was written)
+  double last_loss = 0;
+  double last_val_loss = -1;  // -1 without validation data
+  std::string adapter_path, metrics_path, plot_path, last_checkpoint;
+};
+
+using LogFn = std::function<void(const std::string& line)>;
+
+// Runs the fine-tuning. stop (may be null) is polled between steps: when set, a checkpoint is
+// written and the run returns with stopped = true. Throws trit::Error naming the file or
+// setting on bad input, and when a resumed run's settings differ from the checkpoint's.
+FinetuneResult finetune(const FinetuneOptions& opts, const LogFn& log,
+                        const std::atomic<bool>* stop = nullptr);
+
+}  // namespace trit
