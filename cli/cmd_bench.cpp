@@ -6,6 +6,8 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "infer/session.h"
+#include "train/optimizer.h"
+#include "train/train_model.h"
 
 namespace trit::cli {
 namespace {
@@ -25,15 +27,70 @@ int64_t weight_bytes_per_token(const Model& m) {
   return bytes;
 }
 
-}  // namespace
-
-void add_bench_command(CLI::App& app) {
-  struct Args {
+struct BenchArgs {
     RunOptions run;
     int64_t n_prompt = 128, n_gen = 64;
     int reps = 3;
     bool json = false;
-  };
+    bool train = false;
+    int64_t train_ctx = 128, train_steps = 3, rank = 8;
+    bool checkpointing = true;
+};
+
+// One training step per sequence of ctx random tokens: forward, backward and an AdamW update
+// of a rank-r adapter on all seven linear layers; the first step is a warm-up.
+void bench_training(const BenchArgs& a) {
+  auto model = load_model(a.run);
+  const HParams& hp = model->hparams();
+  const int threads = thread_count(a.run);
+  ThreadPool pool(threads);
+  LoraAdapter adapter = lora_init(hp, "all", a.rank, 16.0f, false, 1);
+  TrainOptions topt;
+  topt.checkpointing = a.checkpointing;
+  TrainableModel tm(*model, adapter, pool, topt);
+  AdamW opt;
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> pick(0, int32_t(hp.n_vocab - 1));
+  const int64_t T = a.train_ctx;
+  std::vector<int32_t> tokens(static_cast<size_t>(T + 1));
+  std::vector<float> mask(static_cast<size_t>(T), 1.0f);
+  double seconds = 0;
+  for (int64_t s = 0; s <= a.train_steps; ++s) {
+    for (int32_t& t : tokens) t = pick(rng);
+    const double t0 = now_seconds();
+    tm.zero_grads();
+    tm.forward_backward(tokens.data(), tokens.data() + 1, mask.data(), T, float(T), uint64_t(s));
+    std::vector<ParamRef> params;
+    for (auto& [name, g] : tm.grads()) {
+      LoraLayer& L = adapter.layers.at(name);
+      params.push_back({name + ".a", L.a.data(), g.da.data(), int64_t(L.a.size())});
+      params.push_back({name + ".b", L.b.data(), g.db.data(), int64_t(L.b.size())});
+    }
+    opt.step(params, 1e-4);
+    if (s > 0) seconds += now_seconds() - t0;
+  }
+  const double tps = double(T * a.train_steps) / std::max(seconds, 1e-9);
+  const double peak_mib = double(peak_rss_bytes()) / (1 << 20);
+  if (a.json) {
+    nlohmann::json j = {{"model", a.run.model},           {"threads", threads},
+                        {"ctx", T},                        {"rank", a.rank},
+                        {"checkpointing", a.checkpointing}, {"train_tokens_per_s", tps},
+                        {"peak_rss_mib", peak_mib}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf("model %s: %lld layers, %lld embd; %d threads; LoRA rank %lld on all layers\n",
+              a.run.model.c_str(), static_cast<long long>(hp.n_layer),
+              static_cast<long long>(hp.n_embd), threads, static_cast<long long>(a.rank));
+  std::printf("training (ctx %lld, gradient checkpointing %s): %.1f tokens/s\n",
+              static_cast<long long>(T), a.checkpointing ? "on" : "off", tps);
+  std::printf("peak memory (RSS): %.1f MiB\n", peak_mib);
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  using Args = BenchArgs;
   auto args = std::make_shared<Args>();
   CLI::App* cmd =
       app.add_subcommand("bench", "Measure prompt and generation tokens/s and peak memory");
@@ -42,7 +99,15 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-n,--n-gen", args->n_gen, "Generated tokens (0: skip)");
   cmd->add_option("-r,--repetitions", args->reps, "Repetitions (the best is reported)");
   cmd->add_flag("--json", args->json, "Print one JSON object");
+  cmd->add_flag("--train", args->train,
+                "Measure LoRA training (forward, backward, AdamW) instead of inference");
+  cmd->add_option("-c,--ctx", args->train_ctx, "Training sequence length (with --train)");
+  cmd->add_option("--steps", args->train_steps, "Training steps timed (with --train)");
+  cmd->add_option("--rank", args->rank, "LoRA rank on all seven layers (with --train)");
+  cmd->add_flag("!--no-grad-checkpointing", args->checkpointing,
+                "Keep every block's activations (with --train)");
   cmd->callback([args] {
+    if (args->train) return bench_training(*args);
     auto model = load_model(args->run);
     const HParams& hp = model->hparams();
     const int threads = thread_count(args->run);

@@ -18,5 +18,7 @@ void add_logits_command(CLI::App& app);
 void add_perplexity_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_finetune_command(CLI::App& app);
+void add_merge_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 }  // namespace trit::cli

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/adapter_gguf.h"
+#include "model/merge.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::cli {
@@ -46,18 +47,12 @@ LoadedModel load_model(const RunOptions& o) {
     std::fprintf(stderr, "trit: warning: %s\n", w.c_str());
   });
   std::vector<std::pair<const LoraAdapter*, float>> attached;
+  // An adapter stored in the model file (trit merge --mode attach) applies first.
+  if (const LoraAdapter* embedded = lm.model->embedded_adapter()) {
+    attached.emplace_back(embedded, lm.model->embedded_adapter_scale());
+  }
   for (const std::string& spec : o.lora) {
-    std::string path = spec;
-    float scale = 1.0f;
-    if (const size_t colon = spec.rfind(':'); colon != std::string::npos) {
-      const std::string tail = spec.substr(colon + 1);
-      char* end = nullptr;
-      const float v = std::strtof(tail.c_str(), &end);
-      if (!tail.empty() && end && *end == '\0') {
-        path = spec.substr(0, colon);
-        scale = v;
-      }
-    }
+    const auto [path, scale] = parse_adapter_spec(spec);
     lm.adapters.push_back(std::make_unique<LoraAdapter>(load_adapter_gguf(path)));
     const LoraAdapter& a = *lm.adapters.back();
     if (a.base_arch != lm.model->hparams().arch) {

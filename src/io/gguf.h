@@ -108,6 +108,8 @@ class GgufFile {
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
   const GgufTensor* find_tensor(std::string_view name) const;
   const GgufTensor& tensor(std::string_view name) const;  // throws "<file>: missing tensor X"
+  // Drops a tensor's pages from memory after its data was converted (MappedFile::release).
+  void release(const GgufTensor& t) const { file_.release(t.data, t.nbytes); }
 
  private:
   GgufFile() = default;

@@ -40,6 +40,14 @@ MappedFile MappedFile::open(const std::string& path) {
   return f;
 }
 
+void MappedFile::release(const uint8_t* p, uint64_t n) const {
+  if (data_ == nullptr || p < data_ || p + n > data_ + size_) return;
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(p) + page - 1) / page * page;
+  const uintptr_t end = (uintptr_t(p) + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_ != nullptr) munmap(const_cast<uint8_t*>(data_), size_t(size_));
 }

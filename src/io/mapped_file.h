@@ -18,6 +18,11 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
+  // Tells the kernel the pages fully inside [p, p + n) are no longer needed, so they leave the
+  // resident set (they are read again from the file if touched later). For data converted at
+  // load whose original bytes are not used again.
+  void release(const uint8_t* p, uint64_t n) const;
+
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
 

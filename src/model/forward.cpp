@@ -49,9 +49,13 @@ struct LinearJob {
 // the threads in one dispatch.
 void bitlinear(std::initializer_list<LinearJob> jobs, const float* x, int64_t T, int64_t n_in,
                ForwardArena& arena, ThreadPool& pool, const ForwardOptions& opts) {
-  if (opts.act_quant) quantize_acts(x, T, n_in, arena.xq);
   int64_t total = 0;
-  for (const LinearJob& j : jobs) total += j.w->m.n_out;
+  bool any_ternary = false;
+  for (const LinearJob& j : jobs) {
+    total += j.w->m.n_out;
+    any_ternary |= !j.w->is_float();
+  }
+  if (opts.act_quant && any_ternary) quantize_acts(x, T, n_in, arena.xq);
   const std::vector<LinearJob> list(jobs);
   pool.parallel_for(
       total,
@@ -62,7 +66,9 @@ void bitlinear(std::initializer_list<LinearJob> jobs, const float* x, int64_t T,
           const int64_t r0 = std::max(begin - base, int64_t(0));
           const int64_t r1 = std::min(end - base, rows);
           if (r0 < r1) {
-            if (opts.act_quant) {
+            if (j.w->is_float()) {  // a merged layer: float weights, un-quantised input
+              float_matmul(j.w->f, x, T, j.y, rows, r0, r1);
+            } else if (opts.act_quant) {
               ternary_matmul(j.w->m, arena.xq, j.y, rows, r0, r1);
             } else {
               ternary_matmul_float(j.w->m, x, T, j.y, r0, r1);
@@ -167,6 +173,12 @@ void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t
                    float* logits, int64_t first_logit) {
   const HParams& hp = model.hparams();
   const ModelWeights& w = model.weights();
+  if (!opts.lora && model.embedded_lora()) {  // the adapter stored in the model file
+    ForwardOptions with_embedded = opts;
+    with_embedded.lora = model.embedded_lora();
+    model_forward(model, tokens, n, pos0, cache, a, pool, with_embedded, logits, first_logit);
+    return;
+  }
   if (n <= 0 || n > a.n_batch) fail("forward: ", n, " tokens for a batch of ", a.n_batch);
   if (pos0 < 0 || pos0 + n > cache.n_ctx) {
     fail("forward: positions ", pos0, "..", pos0 + n, " exceed the context of ", cache.n_ctx,

@@ -16,7 +16,9 @@ struct LoraSet;
 
 struct ForwardOptions {
   bool act_quant = true;  // W1.58A8; false computes with float activations (--act-quant none)
-  const LoraSet* lora = nullptr;  // adapters added to the linear layers, or none
+  // Adapters added to the linear layers; null: the model's embedded adapter, if any
+  // (Model::embedded_lora; pass resolve_lora({}, hp) for none at all).
+  const LoraSet* lora = nullptr;
 };
 
 // Keys (after rope) and values of every layer for positions [0, n_ctx).

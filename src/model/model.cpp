@@ -5,6 +5,8 @@
 #include "core/error.h"
 #include "core/quant.h"
 #include "io/gguf.h"
+#include "model/lora_apply.h"
+#include "model/merge.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit {
@@ -46,6 +48,14 @@ std::unique_ptr<Model> Model::load(const std::string& path, const Warn& warn) {
     fail(path, ": tokenizer.ggml.tokens has ", m->tokenizer_->vocab_size(),
          " tokens, more than the model's vocab_size ", m->hp_.n_vocab);
   }
+  if (f.has(kLinearWeightsKey)) {
+    const std::string& meaning = f.get_string(kLinearWeightsKey);
+    if (meaning != kLinearWeightsMerged) {
+      fail(path, ": metadata key '", kLinearWeightsKey, "' is '", meaning, "', expected '",
+           kLinearWeightsMerged, "' (without the key, float linear weights are ternarised)");
+    }
+    m->merged_linears_ = true;
+  }
   const HParams& hp = m->hp_;
   m->w_.token_embd = m->load_float_matrix("token_embd.weight", hp.n_embd, hp.n_vocab);
   m->w_.output = hp.tied_head ? m->w_.token_embd
@@ -65,6 +75,12 @@ std::unique_ptr<Model> Model::load(const std::string& path, const Warn& warn) {
     b.gate = m->load_linear(l, "ffn_gate");
     b.up = m->load_linear(l, "ffn_up");
     b.down = m->load_linear(l, "ffn_down");
+  }
+  if (std::optional<EmbeddedAdapter> e = read_embedded_adapter(f, hp)) {
+    m->embedded_ = std::make_unique<LoraAdapter>(std::move(e->adapter));
+    m->embedded_scale_ = e->scale;
+    m->embedded_lora_ =
+        std::make_unique<LoraSet>(resolve_lora({{m->embedded_.get(), e->scale}}, hp));
   }
   return m;
 }
@@ -125,6 +141,7 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
     case DType::TQ1_0: {  // the kernels read 2-bit codes: repack once at load
       std::vector<uint8_t> buf(*tensor_bytes(DType::TQ2_0, n_in, n));
       tq1_0_to_tq2_0(t.data, n, buf.data());
+      f.release(t);  // the file's TQ1_0 bytes are not read again
       owned_.push_back(std::move(buf));
       lw.m.type = DType::TQ2_0;
       lw.m.data = owned_.back().data();
@@ -132,7 +149,15 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
     }
     case DType::F32:
     case DType::F16:
-    case DType::BF16: {  // float master weights: absmean-ternarise as transformers does online
+    case DType::BF16: {
+      if (merged_linears_) {  // used as they are (model.h)
+        // m keeps the shape and the float type, so ternary kernels refuse it rather than read
+        // a null pointer.
+        lw.m.type = t.type;
+        lw.f = FloatMatrix{t.type, t.data, n_in, n_out};
+        break;
+      }
+      // float master weights: absmean-ternarise as transformers does online
       if (n_in % kQK_K != 0) {
         fail(f.path(), ": tensor ", name, ": ", n_in, " inputs is not a multiple of ", kQK_K);
       }
@@ -147,7 +172,9 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
       fail(f.path(), ": tensor ", name, ": type ", dtype_name(t.type),
            " is not supported for a linear layer (tq1_0, tq2_0, i2_s, or float to ternarise)");
   }
-  lw.m.uniform_scale = ternary_uniform_scale(lw.m.type, lw.m.data, n_in, n_out);
+  if (!lw.is_float()) {
+    lw.m.uniform_scale = ternary_uniform_scale(lw.m.type, lw.m.data, n_in, n_out);
+  }
   const std::string scale_name = cat("blk.", layer, ".", what, ".scale");
   if (const GgufTensor* s = f.find_tensor(scale_name)) {
     if (s->n_elements() != 1) {

@@ -1,0 +1,232 @@
+// LoRA training parity with Hugging Face PEFT. Each folder under tests/data/peft_ref (written by
+// tools/peft_reference.py: transformers' BitNetForCausalLM on tests/data/hf_ref/relu2_tied,
+// wrapped by peft's LoRA, trained 20 steps with torch.optim.AdamW and clip_grad_norm_ on one
+// fixed batch) holds the initial PEFT adapter, the batch, PEFT's per-step losses and its final
+// adapter. The base checkpoint is converted with `trit convert --type tq2_0`, the same 20 steps
+// are run with TrainableModel (W1.58A8), clip_grad_norm and AdamW, and the losses, gradient
+// norms and final adapter are compared with PEFT's. docs/PEFT_PARITY.md gives the numbers.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/thread_pool.h"
+#include "io/peft.h"
+#include "model/model.h"
+#include "test_util.h"
+#include "train/lora.h"
+#include "train/optimizer.h"
+#include "train/train_model.h"
+
+namespace trit {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// PEFT's settings (tools/peft_reference.py).
+constexpr int kSteps = 20;
+constexpr double kLr = 1e-3;
+constexpr double kWeightDecay = 0.01;
+constexpr float kMaxNorm = 1.0f;
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::pair<int, std::string> run(const std::string& cmd) {
+  std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return {-1, "popen failed"};
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
+  double d2 = 0, r2 = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = double(got[i]) - double(ref[i]);
+    d2 += d * d;
+    r2 += double(ref[i]) * double(ref[i]);
+  }
+  return r2 > 0 ? std::sqrt(d2 / r2) : std::sqrt(d2);
+}
+
+double l2(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += double(x) * double(x);
+  return std::sqrt(s);
+}
+
+struct TrainRun {
+  std::vector<double> losses;            // before each step's update
+  std::vector<double> grad_norms;        // before clipping
+  std::map<std::string, double> step1;   // per-tensor gradient norms of step 1
+  LoraAdapter final_adapter;
+};
+
+class PeftReference : public ::testing::TestWithParam<const char*> {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new test::TempDir();
+    const std::string base = std::string(TRIT_TEST_DATA) + "/hf_ref/relu2_tied";
+    const std::string gguf = tmp_->file("model.gguf");
+    const auto [rc, out] =
+        run(quote(TRIT_BIN) + " convert " + quote(base) + " -o " + quote(gguf) + " --type tq2_0");
+    ASSERT_EQ(rc, 0) << out;
+    model_ = Model::load(gguf).release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+    delete tmp_;
+    tmp_ = nullptr;
+  }
+
+  // The 20 steps of tools/peft_reference.py: zero the gradients, one forward_backward per
+  // sequence with norm = the batch's mask count, clip_grad_norm, AdamW.
+  static TrainRun train(LoraAdapter adapter, const std::vector<std::vector<int32_t>>& tokens,
+                        const std::vector<std::vector<int32_t>>& targets,
+                        const std::vector<std::vector<float>>& mask) {
+    ThreadPool pool(2);
+    TrainOptions topt;
+    topt.act_quant = true;
+    topt.dropout = 0.0f;
+    adapter.dropout = 0.0f;
+    TrainableModel tm(*model_, adapter, pool, topt);
+    AdamWOptions aopt;
+    aopt.weight_decay = kWeightDecay;
+    AdamW opt(aopt);
+    double norm = 0;
+    for (const auto& m : mask) {
+      for (float v : m) norm += v;
+    }
+    TrainRun r;
+    for (int step = 0; step < kSteps; ++step) {
+      tm.zero_grads();
+      double loss = 0;
+      for (size_t s = 0; s < tokens.size(); ++s) {
+        loss += tm.forward_backward(tokens[s].data(), targets[s].data(), mask[s].data(),
+                                    int64_t(tokens[s].size()), float(norm), 0);
+      }
+      std::vector<std::span<float>> grads;
+      std::vector<ParamRef> params;
+      for (auto& [name, g] : tm.grads()) {
+        LoraLayer& L = adapter.layers.at(name);
+        grads.emplace_back(g.da);
+        grads.emplace_back(g.db);
+        params.push_back({name + ".lora_a", L.a.data(), g.da.data(), int64_t(L.a.size())});
+        params.push_back({name + ".lora_b", L.b.data(), g.db.data(), int64_t(L.b.size())});
+        if (step == 0) {
+          r.step1[name + ".lora_a"] = l2(g.da);
+          r.step1[name + ".lora_b"] = l2(g.db);
+        }
+      }
+      r.grad_norms.push_back(clip_grad_norm(grads, kMaxNorm));
+      opt.step(params, kLr);
+      r.losses.push_back(loss);
+    }
+    r.final_adapter = adapter;
+    return r;
+  }
+
+  static test::TempDir* tmp_;
+  static Model* model_;
+};
+
+test::TempDir* PeftReference::tmp_ = nullptr;
+Model* PeftReference::model_ = nullptr;
+
+TEST_P(PeftReference, TrainingMatchesPeft) {
+  ASSERT_NE(model_, nullptr);
+  const std::string name = GetParam();
+  const std::string dir = std::string(TRIT_TEST_DATA) + "/peft_ref/" + name;
+  ASSERT_TRUE(fs::exists(dir + "/losses.json")) << dir << " is missing: run tools/peft_reference.py";
+  const json ids = json::parse(test::read_file(dir + "/ids.json"));
+  const auto tokens = ids.at("tokens").get<std::vector<std::vector<int32_t>>>();
+  const auto targets = ids.at("targets").get<std::vector<std::vector<int32_t>>>();
+  const auto mask = ids.at("mask").get<std::vector<std::vector<float>>>();
+  const auto ref_losses = json::parse(test::read_file(dir + "/losses.json")).get<std::vector<double>>();
+  const json info = json::parse(test::read_file(dir + "/info.json"));
+  const auto ref_gnorms = info.at("grad_norms_before_clip").get<std::vector<double>>();
+  const auto ref_step1 = info.at("step1_grad_norms").get<std::map<std::string, double>>();
+  ASSERT_EQ(ref_losses.size(), size_t(kSteps));
+  ASSERT_EQ(ref_gnorms.size(), size_t(kSteps));
+
+  LoraAdapter init = load_peft(dir + "/initial");
+  init.base_arch = model_->hparams().arch;
+  ASSERT_EQ(init.layers.size(), 14u);
+  ASSERT_FLOAT_EQ(init.scaling(4), 2.0f);
+  const LoraAdapter ref_final = load_peft(dir + "/final");
+
+  const TrainRun r = train(init, tokens, targets, mask);
+
+  // Step 1 is a pure forward/backward from the same adapter: the loss and every tensor's
+  // gradient norm must agree to float32 accuracy.
+  const double loss1_rel = std::fabs(r.losses[0] - ref_losses[0]) / ref_losses[0];
+  double step1_rel = 0;
+  for (const auto& [key, ref] : ref_step1) {
+    ASSERT_TRUE(r.step1.count(key)) << key;
+    const double got = r.step1.at(key);
+    if (ref == 0) {
+      EXPECT_EQ(got, 0.0) << key;  // A's gradient while B = 0
+      continue;
+    }
+    step1_rel = std::max(step1_rel, std::fabs(got - ref) / ref);
+  }
+  std::printf("peft_ref %s: step 1: loss %.7f vs PEFT %.7f (rel %.2e), max rel diff of the %zu "
+              "per-tensor gradient norms %.2e\n",
+              name.c_str(), r.losses[0], ref_losses[0], loss1_rel, ref_step1.size(), step1_rel);
+  EXPECT_LE(loss1_rel, 1e-5);
+  EXPECT_LE(step1_rel, 1e-3);
+
+  double max_loss_rel = 0, max_gn_rel = 0;
+  std::printf("peft_ref %s: step  loss(trit)   loss(PEFT)   rel diff   gnorm(trit) gnorm(PEFT)\n",
+              name.c_str());
+  for (int s = 0; s < kSteps; ++s) {
+    const double rel = std::fabs(r.losses[size_t(s)] - ref_losses[size_t(s)]) / ref_losses[size_t(s)];
+    const double grel =
+        std::fabs(r.grad_norms[size_t(s)] - ref_gnorms[size_t(s)]) / ref_gnorms[size_t(s)];
+    max_loss_rel = std::max(max_loss_rel, rel);
+    max_gn_rel = std::max(max_gn_rel, grel);
+    std::printf("peft_ref %s: %4d  %.7f  %.7f  %.2e   %.6f    %.6f\n", name.c_str(), s + 1,
+                r.losses[size_t(s)], ref_losses[size_t(s)], rel, r.grad_norms[size_t(s)],
+                ref_gnorms[size_t(s)]);
+    EXPECT_LE(rel, 1e-3) << "step " << s + 1;
+  }
+
+  double max_a = 0, max_b = 0;
+  for (const auto& [key, ref] : ref_final.layers) {
+    ASSERT_TRUE(r.final_adapter.layers.count(key)) << key;
+    const LoraLayer& got = r.final_adapter.layers.at(key);
+    ASSERT_EQ(got.a.size(), ref.a.size()) << key;
+    ASSERT_EQ(got.b.size(), ref.b.size()) << key;
+    const double ra = rel_l2(got.a, ref.a), rb = rel_l2(got.b, ref.b);
+    max_a = std::max(max_a, ra);
+    max_b = std::max(max_b, rb);
+    EXPECT_LE(ra, 2e-2) << key << " lora_a";
+    EXPECT_LE(rb, 5e-2) << key << " lora_b";
+  }
+  std::printf("peft_ref %s: max per-step loss rel diff %.2e, max grad-norm rel diff %.2e, final "
+              "adapter max rel L2: A %.2e, B %.2e\n",
+              name.c_str(), max_loss_rel, max_gn_rel, max_a, max_b);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, PeftReference, ::testing::Values("zero_b", "random_b"));
+
+}  // namespace
+}  // namespace trit
