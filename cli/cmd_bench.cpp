@@ -28,13 +28,13 @@ int64_t weight_bytes_per_token(const Model& m) {
 }
 
 struct BenchArgs {
-    RunOptions run;
-    int64_t n_prompt = 128, n_gen = 64;
-    int reps = 3;
-    bool json = false;
-    bool train = false;
-    int64_t train_ctx = 128, train_steps = 3, rank = 8;
-    bool checkpointing = true;
+  RunOptions run;
+  int64_t n_prompt = 128, n_gen = 64;
+  int reps = 3;
+  bool json = false;
+  bool train = false;
+  int64_t train_ctx = 128, train_steps = 3, rank = 8;
+  bool checkpointing = true;
 };
 
 // One training step per sequence of ctx random tokens: forward, backward and an AdamW update
@@ -60,21 +60,18 @@ void bench_training(const BenchArgs& a) {
     const double t0 = now_seconds();
     tm.zero_grads();
     tm.forward_backward(tokens.data(), tokens.data() + 1, mask.data(), T, float(T), uint64_t(s));
-    std::vector<ParamRef> params;
-    for (auto& [name, g] : tm.grads()) {
-      LoraLayer& L = adapter.layers.at(name);
-      params.push_back({name + ".a", L.a.data(), g.da.data(), int64_t(L.a.size())});
-      params.push_back({name + ".b", L.b.data(), g.db.data(), int64_t(L.b.size())});
-    }
-    opt.step(params, 1e-4);
+    opt.step(tm.param_refs(), 1e-4);
     if (s > 0) seconds += now_seconds() - t0;
   }
   const double tps = double(T * a.train_steps) / std::max(seconds, 1e-9);
   const double peak_mib = double(peak_rss_bytes()) / (1 << 20);
   if (a.json) {
-    nlohmann::json j = {{"model", a.run.model},           {"threads", threads},
-                        {"ctx", T},                        {"rank", a.rank},
-                        {"checkpointing", a.checkpointing}, {"train_tokens_per_s", tps},
+    nlohmann::json j = {{"model", a.run.model},
+                        {"threads", threads},
+                        {"ctx", T},
+                        {"rank", a.rank},
+                        {"checkpointing", a.checkpointing},
+                        {"train_tokens_per_s", tps},
                         {"peak_rss_mib", peak_mib}};
     std::printf("%s\n", j.dump().c_str());
     return;

@@ -42,7 +42,8 @@ HParams hparams_from_config_json(const std::string& path);
 
 // The minimal byte-level tokenizer of random models: the 256 GPT-2 byte characters (ids 0..255
 // = byte values), <|begin_of_text|> (bos, 256), <|end_of_text|> (eos, 257), <|eot_id|> (258),
-// then normal tokens " a", " b", ..., " z", " aa", ... up to n_vocab; no merges. Needs n_vocab >= 259.
+// then normal tokens " a", " b", ..., " z", " aa", ... up to n_vocab; no merges. Needs n_vocab >=
+// 259.
 void write_byte_tokenizer(GgufWriter& out, int64_t n_vocab);
 
 // general.file_type for a model whose linear layers have this type (llama.cpp's

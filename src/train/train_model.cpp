@@ -84,6 +84,25 @@ TrainableModel::TrainableModel(const Model& model, LoraAdapter& adapter, ThreadP
 
 TrainableModel::~TrainableModel() = default;
 
+std::vector<ParamRef> TrainableModel::param_refs() {
+  std::vector<ParamRef> params;
+  for (auto& [name, g] : grads_) {
+    LoraLayer& L = adapter_.layers.at(name);
+    params.push_back({name + ".lora_a", L.a.data(), g.da.data(), int64_t(L.a.size())});
+    params.push_back({name + ".lora_b", L.b.data(), g.db.data(), int64_t(L.b.size())});
+  }
+  return params;
+}
+
+std::vector<std::span<float>> TrainableModel::grad_spans() {
+  std::vector<std::span<float>> spans;
+  for (auto& [name, g] : grads_) {
+    spans.emplace_back(g.da);
+    spans.emplace_back(g.db);
+  }
+  return spans;
+}
+
 void TrainableModel::zero_grads() {
   for (auto& [name, g] : grads_) {
     std::fill(g.da.begin(), g.da.end(), 0.0f);

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "model/lora_apply.h"
 #include "model/model.h"
 #include "train/lora.h"
+#include "train/optimizer.h"
 
 namespace trit {
 
@@ -48,6 +50,10 @@ class TrainableModel {
                       float norm);
 
   void zero_grads();
+  // Every adapter tensor with its gradient ("<layer>.lora_a" / ".lora_b"), for the optimizer,
+  // and the gradients alone, for clipping.
+  std::vector<ParamRef> param_refs();
+  std::vector<std::span<float>> grad_spans();
   std::map<std::string, LoraGrad>& grads() { return grads_; }
   const LoraAdapter& adapter() const { return adapter_; }
 

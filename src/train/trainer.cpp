@@ -265,19 +265,10 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
         tokens += T;
       }
     }
-    std::vector<std::span<float>> grads;
-    std::vector<ParamRef> params;
-    for (auto& [name, g] : tm.grads()) {
-      LoraLayer& L = adapter.layers.at(name);
-      grads.emplace_back(g.da);
-      grads.emplace_back(g.db);
-      params.push_back({name + ".lora_a", L.a.data(), g.da.data(), int64_t(L.a.size())});
-      params.push_back({name + ".lora_b", L.b.data(), g.db.data(), int64_t(L.b.size())});
-    }
-    const float gnorm = clip_grad_norm(grads, float(o.grad_clip));
+    const float gnorm = clip_grad_norm(tm.grad_spans(), float(o.grad_clip));
     const double lr = schedule_lr(sopt, step);
     if (std::isfinite(gnorm)) {
-      opt.step(params, lr);
+      opt.step(tm.param_refs(), lr);
     } else {
       log(cat("warning: step ", step + 1, ": gradient norm is not finite; the step is skipped"));
     }
