@@ -72,7 +72,7 @@ void add_eval_command(CLI::App& app) {
     std::printf("data: %s (%s, %lld examples, %lld target tokens)\n", r.source.c_str(),
                 r.kind.c_str(), static_cast<long long>(r.loss.n_examples),
                 static_cast<long long>(r.loss.n_targets));
-    std::printf("loss %.4f, perplexity %.4f\n", r.loss.mean_loss, r.loss.perplexity);
+    std::printf("loss %.4f, perplexity %.6g\n", r.loss.mean_loss, r.loss.perplexity);
     if (r.has_exact_match) {
       if (r.exact.n_scored) {
         std::printf("exact match %.4f (%lld of %lld completions, greedy)\n", r.exact.accuracy,

@@ -157,6 +157,25 @@ TEST_F(Finetune, ResumeRefusesOtherSettings) {
   }
 }
 
+TEST_F(Finetune, RefusesMergedAndAttachedModels) {
+  finetune(options(dir_.file("a.gguf"), 2), [](const std::string&) {});
+  for (const std::string mode : {"attach", "float"}) {
+    const std::string merged = dir_.file(mode + ".gguf");
+    const std::string cmd = std::string(TRIT_BIN) + " merge -m " + dir_.file("m.gguf") +
+                            " --lora " + dir_.file("a.gguf") + " -o " + merged + " --mode " + mode +
+                            " 2>/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    FinetuneOptions o = options(dir_.file("b.gguf"), 2);
+    o.model = merged;
+    try {
+      finetune(o, [](const std::string&) {});
+      FAIL() << mode;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(merged), std::string::npos) << e.what();
+    }
+  }
+}
+
 // Runs `trit finetune` as a child process; returns its pid.
 pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   const pid_t pid = fork();

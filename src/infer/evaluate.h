@@ -83,9 +83,9 @@ ExactMatchResult evaluate_exact_match(const Model& model, const std::vector<Comp
                                       const EvalProgress& progress = {});
 
 struct EvalOptions {
-  DatasetOptions data;       // ctx, mask_prompt, add_eos, completions_as_chat
-  int64_t max_new = 0;       // exact match: tokens generated at most (0: reference + 8)
-  bool exact_match = true;   // score prompt/completion rows by greedy generation
+  DatasetOptions data;      // ctx, mask_prompt, add_eos, completions_as_chat
+  int64_t max_new = 0;      // exact match: tokens generated at most (0: reference + 8)
+  bool exact_match = true;  // score prompt/completion rows by greedy generation
 };
 
 struct EvalResult {

@@ -130,6 +130,9 @@ void block_forward(const HParams& hp, const BlockWeights& b, int64_t layer, int6
 
 void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_tokens, float* y,
                           int64_t r0, int64_t r1) {
+  if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {  // e.g. a merged model's float layer
+    fail("ternary_matmul_float: weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
+  }
   std::vector<int8_t> trits(static_cast<size_t>(w.n_in));
   std::vector<float> scales(static_cast<size_t>(w.n_in));
   for (int64_t r = r0; r < r1; ++r) {

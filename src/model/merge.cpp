@@ -69,7 +69,9 @@ std::vector<float> lora_values(const GgufFile& f, const GgufTensor& t) {
   std::vector<float> out(static_cast<size_t>(t.n_elements()));
   dequantize(t.type, t.data, t.n_elements(), out.data());
   for (size_t i = 0; i < out.size(); ++i) {
-    if (!std::isfinite(out[i])) fail(f.path(), ": tensor ", t.name, ": element ", i, " is ", out[i]);
+    if (!std::isfinite(out[i])) {
+      fail(f.path(), ": tensor ", t.name, ": element ", i, " is ", out[i]);
+    }
   }
   return out;
 }
@@ -140,7 +142,7 @@ struct OutTensor {
   DType type = DType::F32;
   std::vector<int64_t> ne;
   Produce how = Produce::Copy;
-  const GgufTensor* src = nullptr;  // Copy, Merge (the base weight), Ternarise
+  const GgufTensor* src = nullptr;               // Copy, Merge (the base weight), Ternarise
   const std::vector<LoraTerm>* terms = nullptr;  // Merge
   float out_scale = 1.0f;                        // Merge: the base's `.scale`
   const LoraLayer* lora = nullptr;               // AdapterA / AdapterB
@@ -401,9 +403,8 @@ MergeResult merge_model(const std::string& model_path, const std::vector<MergeSo
       const bool block_linear = target && target->layer >= 0 && target->layer < hp.n_layer &&
                                 std::count(linear_names.begin(), linear_names.end(), target->what);
       if (block_linear) {
-        const size_t k =
-            size_t(std::find(linear_names.begin(), linear_names.end(), target->what) -
-                   linear_names.begin());
+        const size_t k = size_t(std::find(linear_names.begin(), linear_names.end(), target->what) -
+                                linear_names.begin());
         const std::vector<LoraTerm>& terms = set.blocks[size_t(target->layer)][k];
         if (!terms.empty()) {
           o.how = Produce::Merge;
@@ -431,7 +432,8 @@ MergeResult merge_model(const std::string& model_path, const std::vector<MergeSo
         o.type = opt.type;
         o.terms = &set.head;
       }
-      const bool tied_head_merge = t.name == "token_embd.weight" && hp.tied_head && !set.head.empty();
+      const bool tied_head_merge =
+          t.name == "token_embd.weight" && hp.tied_head && !set.head.empty();
       plan.push_back(std::move(o));
       if (tied_head_merge) {  // the head becomes its own tensor: token_embd + s B A
         OutTensor h{"output.weight", opt.type, t.ne, Produce::Merge, &t, &set.head};
@@ -508,8 +510,9 @@ MergeResult merge_model(const std::string& model_path, const std::vector<MergeSo
   return r;
 }
 
-MergeResult merge_adapter_files(const std::string& model_path, const std::vector<std::string>& specs,
-                                const std::string& out_path, const MergeOptions& options) {
+MergeResult merge_adapter_files(const std::string& model_path,
+                                const std::vector<std::string>& specs, const std::string& out_path,
+                                const MergeOptions& options) {
   std::deque<LoraAdapter> adapters;  // stable addresses
   std::vector<MergeSource> sources;
   for (const std::string& spec : specs) {

@@ -29,7 +29,8 @@
 // metadata (keys in order), append the adapters to the string array trit.merged_adapters
 // ("A.gguf", or "A.gguf:SCALE" when the scale is not 1), and write through "<out>.tmp" renamed
 // into place, so a failure leaves no output. Tensors are computed and written one chunk of rows
-// at a time: memory stays near a few megabytes beyond the adapters.
+// at a time: memory stays near a few megabytes beyond the adapters (a float master weight is
+// ternarised whole, as the loader does, so one tensor of floats then).
 #pragma once
 
 #include <cstdint>
@@ -91,8 +92,9 @@ struct AdapterSpec {
 AdapterSpec parse_adapter_spec(const std::string& spec);
 
 // Loads the adapter files of the specs (errors name the file) and merges them.
-MergeResult merge_adapter_files(const std::string& model_path, const std::vector<std::string>& specs,
-                                const std::string& out_path, const MergeOptions& options);
+MergeResult merge_adapter_files(const std::string& model_path,
+                                const std::vector<std::string>& specs, const std::string& out_path,
+                                const MergeOptions& options);
 
 // The adapter a model file holds (attach mode above), or nullopt when it holds none. Throws
 // naming the file and the key or tensor when it is malformed (a LoRA tensor without the keys or

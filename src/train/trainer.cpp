@@ -154,6 +154,18 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
   if (o.out.empty()) fail("-o: the adapter's output path is required");
   auto model = Model::load(o.model, [&](const std::string& w) { log("warning: " + w); });
   const HParams& hp = model->hparams();
+  if (model->embedded_adapter()) {
+    fail(o.model, ": the model carries an adapter inside it (trit merge --mode attach); ",
+         "fine-tune the base model, with that adapter as --lora to train it further");
+  }
+  for (const BlockWeights& b : model->weights().blocks) {
+    for (const LinearWeight* w : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) {
+      if (w->is_float()) {
+        fail(o.model, ": tensor ", w->name,
+             " holds merged float weights; fine-tune the ternary base model instead");
+      }
+    }
+  }
   const Tokenizer* tok = model->tokenizer();
   if (!tok) fail(o.model, ": the model has no tokenizer; fine-tuning reads text data");
   const ChatTemplate tmpl = o.chat_template.empty() ? ChatTemplate::for_model(model->file())
