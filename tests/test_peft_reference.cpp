@@ -3,8 +3,10 @@
 // wrapped by peft's LoRA, trained 20 steps with torch.optim.AdamW and clip_grad_norm_ on one
 // fixed batch) holds the initial PEFT adapter, the batch, PEFT's per-step losses and its final
 // adapter. The base checkpoint is converted with `trit convert --type tq2_0`, the same 20 steps
-// are run with TrainableModel (W1.58A8), clip_grad_norm and AdamW, and the losses, gradient
-// norms and final adapter are compared with PEFT's. docs/PEFT_PARITY.md gives the numbers.
+// are run with TrainableModel (W1.58A8, or float activations for the case where PEFT ran with
+// transformers' activation quantiser disabled), clip_grad_norm and AdamW, and the losses,
+// gradient norms and final adapter are compared with PEFT's. docs/PEFT_PARITY.md gives the
+// numbers.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -15,7 +17,6 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -72,14 +73,36 @@ double l2(const std::vector<float>& v) {
   return std::sqrt(s);
 }
 
+// Tolerances. W1.58A8 rounds every activation entering a linear layer to int8, and one rounding
+// that float32 noise flips moves the loss by far more than an ulp; over 20 AdamW steps such flips
+// make two correct float32 runs drift apart. tools/peft_reference.py measures that drift by
+// rerunning PEFT from its initial adapter scaled by 1 + 1e-6 N(0, 1) (info.json "yardstick"):
+// up to 1.0e-3 in the per-step loss and 8e-3 (A) / 2.9e-2 (B) relative L2 in the final adapter.
+// The W1.58A8 bounds are about 3x that; the float-activation case has no such chaos and is held
+// to float32 accuracy (its yardstick: 2.6e-7 and 4e-6).
+struct Tolerance {
+  double step1_loss;  // relative, step 1 (same adapter on both sides)
+  double step1_grad;  // relative, each tensor's gradient norm at step 1
+  double loss;        // relative, every step's loss
+  double final_loss;  // relative, loss of PEFT's final adapter under trit's forward pass
+  double final_a;     // relative L2 of each final lora_a
+  double final_b;     // relative L2 of each final lora_b
+};
+
+struct RefCase {
+  const char* name;
+  bool act_quant;
+  Tolerance tol;
+};
+
 struct TrainRun {
-  std::vector<double> losses;            // before each step's update
-  std::vector<double> grad_norms;        // before clipping
-  std::map<std::string, double> step1;   // per-tensor gradient norms of step 1
+  std::vector<double> losses;           // before each step's update
+  std::vector<double> grad_norms;       // before clipping
+  std::map<std::string, double> step1;  // per-tensor gradient norms of step 1
   LoraAdapter final_adapter;
 };
 
-class PeftReference : public ::testing::TestWithParam<const char*> {
+class PeftReference : public ::testing::TestWithParam<RefCase> {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new test::TempDir();
@@ -99,12 +122,13 @@ class PeftReference : public ::testing::TestWithParam<const char*> {
 
   // The 20 steps of tools/peft_reference.py: zero the gradients, one forward_backward per
   // sequence with norm = the batch's mask count, clip_grad_norm, AdamW.
-  static TrainRun train(LoraAdapter adapter, const std::vector<std::vector<int32_t>>& tokens,
+  static TrainRun train(LoraAdapter adapter, bool act_quant,
+                        const std::vector<std::vector<int32_t>>& tokens,
                         const std::vector<std::vector<int32_t>>& targets,
                         const std::vector<std::vector<float>>& mask) {
     ThreadPool pool(2);
     TrainOptions topt;
-    topt.act_quant = true;
+    topt.act_quant = act_quant;
     topt.dropout = 0.0f;
     adapter.dropout = 0.0f;
     TrainableModel tm(*model_, adapter, pool, topt);
@@ -123,21 +147,15 @@ class PeftReference : public ::testing::TestWithParam<const char*> {
         loss += tm.forward_backward(tokens[s].data(), targets[s].data(), mask[s].data(),
                                     int64_t(tokens[s].size()), float(norm), 0);
       }
-      std::vector<std::span<float>> grads;
-      std::vector<ParamRef> params;
-      for (auto& [name, g] : tm.grads()) {
-        LoraLayer& L = adapter.layers.at(name);
-        grads.emplace_back(g.da);
-        grads.emplace_back(g.db);
-        params.push_back({name + ".lora_a", L.a.data(), g.da.data(), int64_t(L.a.size())});
-        params.push_back({name + ".lora_b", L.b.data(), g.db.data(), int64_t(L.b.size())});
-        if (step == 0) {
+      if (step == 0) {
+        for (const auto& [name, g] : tm.grads()) {
           r.step1[name + ".lora_a"] = l2(g.da);
           r.step1[name + ".lora_b"] = l2(g.db);
         }
       }
-      r.grad_norms.push_back(clip_grad_norm(grads, kMaxNorm));
-      opt.step(params, kLr);
+      // As `trit finetune` does it: clip all adapter gradients together, then one AdamW step.
+      r.grad_norms.push_back(clip_grad_norm(tm.grad_spans(), kMaxNorm));
+      opt.step(tm.param_refs(), kLr);
       r.losses.push_back(loss);
     }
     r.final_adapter = adapter;
@@ -153,14 +171,18 @@ Model* PeftReference::model_ = nullptr;
 
 TEST_P(PeftReference, TrainingMatchesPeft) {
   ASSERT_NE(model_, nullptr);
-  const std::string name = GetParam();
+  const RefCase& rc = GetParam();
+  const Tolerance& tol = rc.tol;
+  const std::string name = rc.name;
   const std::string dir = std::string(TRIT_TEST_DATA) + "/peft_ref/" + name;
-  ASSERT_TRUE(fs::exists(dir + "/losses.json")) << dir << " is missing: run tools/peft_reference.py";
+  ASSERT_TRUE(fs::exists(dir + "/losses.json"))
+      << dir << " is missing: run tools/peft_reference.py";
   const json ids = json::parse(test::read_file(dir + "/ids.json"));
   const auto tokens = ids.at("tokens").get<std::vector<std::vector<int32_t>>>();
   const auto targets = ids.at("targets").get<std::vector<std::vector<int32_t>>>();
   const auto mask = ids.at("mask").get<std::vector<std::vector<float>>>();
-  const auto ref_losses = json::parse(test::read_file(dir + "/losses.json")).get<std::vector<double>>();
+  const auto ref_losses =
+      json::parse(test::read_file(dir + "/losses.json")).get<std::vector<double>>();
   const json info = json::parse(test::read_file(dir + "/info.json"));
   const auto ref_gnorms = info.at("grad_norms_before_clip").get<std::vector<double>>();
   const auto ref_step1 = info.at("step1_grad_norms").get<std::map<std::string, double>>();
@@ -173,7 +195,7 @@ TEST_P(PeftReference, TrainingMatchesPeft) {
   ASSERT_FLOAT_EQ(init.scaling(4), 2.0f);
   const LoraAdapter ref_final = load_peft(dir + "/final");
 
-  const TrainRun r = train(init, tokens, targets, mask);
+  const TrainRun r = train(init, rc.act_quant, tokens, targets, mask);
 
   // Step 1 is a pure forward/backward from the same adapter: the loss and every tensor's
   // gradient norm must agree to float32 accuracy.
@@ -188,17 +210,19 @@ TEST_P(PeftReference, TrainingMatchesPeft) {
     }
     step1_rel = std::max(step1_rel, std::fabs(got - ref) / ref);
   }
-  std::printf("peft_ref %s: step 1: loss %.7f vs PEFT %.7f (rel %.2e), max rel diff of the %zu "
-              "per-tensor gradient norms %.2e\n",
-              name.c_str(), r.losses[0], ref_losses[0], loss1_rel, ref_step1.size(), step1_rel);
-  EXPECT_LE(loss1_rel, 1e-5);
-  EXPECT_LE(step1_rel, 1e-3);
+  std::printf(
+      "peft_ref %s: step 1: loss %.7f vs PEFT %.7f (rel %.2e), max rel diff of the %zu "
+      "per-tensor gradient norms %.2e\n",
+      name.c_str(), r.losses[0], ref_losses[0], loss1_rel, ref_step1.size(), step1_rel);
+  EXPECT_LE(loss1_rel, tol.step1_loss);
+  EXPECT_LE(step1_rel, tol.step1_grad);
 
   double max_loss_rel = 0, max_gn_rel = 0;
   std::printf("peft_ref %s: step  loss(trit)   loss(PEFT)   rel diff   gnorm(trit) gnorm(PEFT)\n",
               name.c_str());
   for (int s = 0; s < kSteps; ++s) {
-    const double rel = std::fabs(r.losses[size_t(s)] - ref_losses[size_t(s)]) / ref_losses[size_t(s)];
+    const double rel =
+        std::fabs(r.losses[size_t(s)] - ref_losses[size_t(s)]) / ref_losses[size_t(s)];
     const double grel =
         std::fabs(r.grad_norms[size_t(s)] - ref_gnorms[size_t(s)]) / ref_gnorms[size_t(s)];
     max_loss_rel = std::max(max_loss_rel, rel);
@@ -206,7 +230,7 @@ TEST_P(PeftReference, TrainingMatchesPeft) {
     std::printf("peft_ref %s: %4d  %.7f  %.7f  %.2e   %.6f    %.6f\n", name.c_str(), s + 1,
                 r.losses[size_t(s)], ref_losses[size_t(s)], rel, r.grad_norms[size_t(s)],
                 ref_gnorms[size_t(s)]);
-    EXPECT_LE(rel, 1e-3) << "step " << s + 1;
+    EXPECT_LE(rel, tol.loss) << "step " << s + 1;
   }
 
   double max_a = 0, max_b = 0;
@@ -218,15 +242,53 @@ TEST_P(PeftReference, TrainingMatchesPeft) {
     const double ra = rel_l2(got.a, ref.a), rb = rel_l2(got.b, ref.b);
     max_a = std::max(max_a, ra);
     max_b = std::max(max_b, rb);
-    EXPECT_LE(ra, 2e-2) << key << " lora_a";
-    EXPECT_LE(rb, 5e-2) << key << " lora_b";
+    EXPECT_LE(ra, tol.final_a) << key << " lora_a";
+    EXPECT_LE(rb, tol.final_b) << key << " lora_b";
   }
-  std::printf("peft_ref %s: max per-step loss rel diff %.2e, max grad-norm rel diff %.2e, final "
-              "adapter max rel L2: A %.2e, B %.2e\n",
-              name.c_str(), max_loss_rel, max_gn_rel, max_a, max_b);
+
+  // PEFT's final adapter under trit's forward pass.
+  double final_loss = 0;
+  {
+    ThreadPool pool(2);
+    TrainOptions topt;
+    topt.act_quant = rc.act_quant;
+    LoraAdapter fin = ref_final;
+    fin.base_arch = model_->hparams().arch;
+    fin.dropout = 0.0f;
+    TrainableModel tm(*model_, fin, pool, topt);
+    double norm = 0;
+    for (const auto& m : mask) {
+      for (float v : m) norm += v;
+    }
+    for (size_t s = 0; s < tokens.size(); ++s) {
+      final_loss += tm.forward_loss(tokens[s].data(), targets[s].data(), mask[s].data(),
+                                    int64_t(tokens[s].size()), float(norm));
+    }
+  }
+  const double ref_final_loss = info.at("final_loss").get<double>();
+  const double final_loss_rel = std::fabs(final_loss - ref_final_loss) / ref_final_loss;
+  EXPECT_LE(final_loss_rel, tol.final_loss);
+  const json& yard = info.at("yardstick");
+  std::printf(
+      "peft_ref %s: max per-step loss rel diff %.2e, max grad-norm rel diff %.2e, final adapter "
+      "max rel L2: A %.2e, B %.2e; loss of PEFT's final adapter %.7f vs PEFT %.7f (rel %.2e)\n",
+      name.c_str(), max_loss_rel, max_gn_rel, max_a, max_b, final_loss, ref_final_loss,
+      final_loss_rel);
+  std::printf(
+      "peft_ref %s: PEFT vs itself from a 1e-6-perturbed start: loss %.2e, final A %.2e, B %.2e\n",
+      name.c_str(), yard.at("max_loss_rel_diff").get<double>(),
+      yard.at("max_final_rel_l2_lora_a").get<double>(),
+      yard.at("max_final_rel_l2_lora_b").get<double>());
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, PeftReference, ::testing::Values("zero_b", "random_b"));
+constexpr Tolerance kW158A8{1e-4, 2e-3, 3e-3, 1e-4, 3e-2, 1e-1};
+constexpr Tolerance kFloat{1e-5, 1e-4, 1e-5, 1e-5, 1e-4, 1e-4};
+
+INSTANTIATE_TEST_SUITE_P(Cases, PeftReference,
+                         ::testing::Values(RefCase{"zero_b", true, kW158A8},
+                                           RefCase{"random_b", true, kW158A8},
+                                           RefCase{"random_b_float", false, kFloat}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace trit

@@ -11,9 +11,15 @@ The loss is computed from the logits by hand, exactly as trit defines it:
     loss = sum_{b,t} mask[b,t] * nll[b,t] / sum_{b,t} mask[b,t]
 with nll[b,t] = -log_softmax(logits[b,t])[targets[b,t]], targets = the next token.
 
-Two cases, one folder each under --out (default tests/data/peft_ref):
-  zero_b    PEFT's own initialisation: A kaiming-uniform, B = 0 (A's gradient is zero at step 1)
-  random_b  the same A, B set to N(0, 0.02^2) after get_peft_model, so both get gradients at once
+Three cases, one folder each under --out (default tests/data/peft_ref):
+  zero_b          PEFT's own initialisation: A kaiming-uniform, B = 0 (A's gradient is zero at
+                  step 1)
+  random_b        the same A, B set to N(0, 0.02^2) after get_peft_model, so both get gradients
+                  at once
+  random_b_float  random_b with float activations: transformers' ActQuant (the per-token int8
+                  activation quantiser) replaced by the identity, weights still ternary; trit's
+                  --act-quant none. Without the int8 rounding the run is smooth, so it pins the
+                  training arithmetic down far more tightly than the W1.58A8 cases can.
 
 Each folder holds
   initial/        the adapter before training (model.save_pretrained: adapter_config.json and
@@ -21,6 +27,7 @@ Each folder holds
   final/          the adapter after the 20 steps (same format)
   ids.json        {"tokens": [[...], [...]], "targets": [[...], [...]], "mask": [[...], [...]]}
   losses.json     20 floats: the loss of each step, computed before that step's update
+                  (info.json's final_loss is the loss of the final adapter)
   info.json       versions, settings, per-step gradient norms (before clipping), per-tensor
                   gradient norms of step 1 (GGUF names), and a noise-floor yardstick: the same
                   run repeated from an initial adapter scaled by 1 + 1e-6 * N(0, 1) per element
@@ -53,6 +60,7 @@ import torch
 import peft
 import transformers
 from peft import LoraConfig, get_peft_model
+import transformers.integrations.bitnet as hf_bitnet
 from transformers import BitNetForCausalLM
 
 BASE = "tests/data/hf_ref/relu2_tied"
@@ -82,6 +90,22 @@ GGUF_OF = {
     "down_proj": "ffn_down",
 }
 PARAM_RE = re.compile(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])\.default\.weight$")
+
+
+class _NoActQuant:
+    """Stands in for transformers' ActQuant: float activations."""
+
+    @staticmethod
+    def apply(x):
+        return x
+
+
+_ACT_QUANT = hf_bitnet.ActQuant
+
+
+def set_act_quant(on):
+    # AutoBitLinear.forward looks ActQuant up in its module at each call.
+    hf_bitnet.ActQuant = _ACT_QUANT if on else _NoActQuant
 
 
 def log(*args):
@@ -173,8 +197,9 @@ def rel_l2(a, b):
     return d / n if n > 0 else d
 
 
-def run_case(name, model, init_state, batch, out_dir, gen):
+def run_case(name, model, init_state, batch, out_dir, gen, act_quant):
     tokens, targets, mask = batch
+    set_act_quant(act_quant)
     folder = os.path.join(out_dir, name)
     os.makedirs(folder)
     t_tok = torch.tensor(tokens, dtype=torch.long)
@@ -187,6 +212,10 @@ def run_case(name, model, init_state, batch, out_dir, gen):
     losses, gnorms, step1, final = train(model, init_state, t_tok, t_tgt, t_mask)
     set_state(model, final)
     save_adapter(model, os.path.join(folder, "final"))
+    with torch.no_grad():
+        final_loss = float(masked_loss(model(input_ids=t_tok, use_cache=False).logits, t_tgt,
+                                       t_mask).item())
+    log(f"{name}: loss of the final adapter {final_loss:.7f}")
 
     # Noise floor: the same run from an initial adapter perturbed at float32-rounding level.
     pert = {n: (t * (1.0 + PERTURB * torch.randn(t.shape, generator=gen))).float()
@@ -221,7 +250,8 @@ def run_case(name, model, init_state, batch, out_dir, gen):
         "settings": {
             "rank": RANK, "lora_alpha": ALPHA, "scaling": ALPHA / RANK, "target_modules": TARGETS,
             "lora_dropout": 0.0, "bias": "none", "dtype": "float32", "device": "cpu",
-            "model_mode": "eval", "steps": STEPS, "optimizer": "torch.optim.AdamW(foreach=False)",
+            "model_mode": "eval", "steps": STEPS,
+            "activations": "int8 per token (W1.58A8)" if act_quant else "float (ActQuant disabled)", "optimizer": "torch.optim.AdamW(foreach=False)",
             "lr": LR, "betas": list(BETAS), "eps": EPS, "weight_decay": WEIGHT_DECAY,
             "clip_grad_norm_max": MAX_NORM,
             "loss": "sum(mask * nll) / sum(mask) over the whole batch, float32",
@@ -229,6 +259,7 @@ def run_case(name, model, init_state, batch, out_dir, gen):
             "order": "zero_grad, forward, backward, clip_grad_norm_, AdamW.step",
         },
         "losses": losses,
+        "final_loss": final_loss,
         "grad_norms_before_clip": gnorms,
         "step1_grad_norms": step1,
         "final_vs_initial_rel_l2": moved,
@@ -298,8 +329,20 @@ def main():
         shutil.rmtree(args.out)
     os.makedirs(args.out)
     pgen = torch.Generator().manual_seed(99)
-    for name, init in (("zero_b", init_zero), ("random_b", init_rand)):
-        folder = run_case(name, model, init, batch, args.out, pgen)
+    # Float activations must change the loss (the ActQuant swap took effect).
+    t_tok = torch.tensor(batch[0], dtype=torch.long)
+    losses = []
+    for on in (True, False):
+        set_act_quant(on)
+        with torch.no_grad():
+            logits = model(input_ids=t_tok, use_cache=False).logits
+        losses.append(float(masked_loss(logits, torch.tensor(batch[1]), torch.tensor(batch[2])).item()))
+    log(f"base loss: W1.58A8 {losses[0]:.7f}, float activations {losses[1]:.7f}")
+    if losses[0] == losses[1]:
+        sys.exit("disabling ActQuant did not change the loss")
+    for name, init, aq in (("zero_b", init_zero, True), ("random_b", init_rand, True),
+                           ("random_b_float", init_rand, False)):
+        folder = run_case(name, model, init, batch, args.out, pgen, aq)
         log(f"{name}: {folder_bytes(folder)} bytes")
     log(f"total: {folder_bytes(args.out)} bytes")
 
