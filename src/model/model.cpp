@@ -91,14 +91,15 @@ const float* Model::load_f32_vector(const std::string& name, int64_t n) {
   if (t.n_elements() != n || t.ne.empty() || t.ne[0] != n) {
     fail(f.path(), ": tensor ", name, ": shape ", shape_str(t.ne), ", expected [", n, "]");
   }
-  if (t.type == DType::F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
-    return reinterpret_cast<const float*>(t.data);
-  }
   if (dtype_traits(t.type).ternary) {
     fail(f.path(), ": tensor ", name, ": type ", dtype_name(t.type), " for a norm weight");
   }
+  // Norm weights are small and sit between the big tensors: copied, so that reading them does
+  // not map the file's page-cache folios around them (mostly other tensors' bytes, which
+  // would then count in the resident set).
   std::vector<uint8_t> buf(size_t(n) * sizeof(float));
   dequantize(t.type, t.data, n, reinterpret_cast<float*>(buf.data()));
+  f.release(t);
   owned_.push_back(std::move(buf));
   return reinterpret_cast<const float*>(owned_.back().data());
 }
