@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "core/shape.h"
 #include "io/gguf.h"
 #include "model/hparams.h"
 
@@ -20,24 +21,6 @@ constexpr std::string_view kSuffixB = ".lora_b";
 
 bool bitnet_family(const std::string& arch) {
   return arch == "bitnet" || arch == "bitnet-b1.58";
-}
-
-std::string ne_text(const std::vector<int64_t>& ne) {
-  std::string s = "[";
-  for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
-  return s + "]";
-}
-
-// The two dimensions of a matrix tensor: ggml writes trailing 1s off (a rank-1 lora_a may come
-// with n_dims 1), so [n] means [n, 1] and further dimensions must be 1.
-bool matrix_dims(const GgufTensor& t, int64_t* ne0, int64_t* ne1) {
-  if (t.ne.empty()) return false;
-  for (size_t d = 2; d < t.ne.size(); ++d) {
-    if (t.ne[d] != 1) return false;
-  }
-  *ne0 = t.ne[0];
-  *ne1 = t.ne.size() > 1 ? t.ne[1] : 1;
-  return true;
 }
 
 std::vector<float> tensor_f32(const GgufFile& f, const GgufTensor& t) {
@@ -143,6 +126,59 @@ LoraAdapter load_adapter_gguf(const std::string& path) {
   return adapter_from_gguf(*f);
 }
 
+std::map<std::string, LoraLayer> read_lora_tensors(const GgufFile& f, bool skip_others) {
+  const std::string& path = f.path();
+  std::map<std::string, LoraLayer> layers;
+  struct Pair {
+    const GgufTensor* a = nullptr;
+    const GgufTensor* b = nullptr;
+  };
+  std::map<std::string, Pair> pairs;
+  for (const GgufTensor& t : f.tensors()) {
+    const std::string_view name = t.name;
+    const bool is_a = name.ends_with(kSuffixA), is_b = name.ends_with(kSuffixB);
+    if (!is_a && !is_b) {
+      if (skip_others) continue;
+      fail(path, ": tensor ", t.name, ": not a LoRA tensor (names end in .lora_a or .lora_b)");
+    }
+    const std::string base(name.substr(0, name.size() - kSuffixA.size()));
+    if (!parse_lora_layer_name(base)) {
+      fail(path, ": tensor ", t.name, ": ", base,
+           " is not a linear layer LoRA can adapt (expected blk.N.{attn_q,attn_k,attn_v,"
+           "attn_output,ffn_gate,ffn_up,ffn_down}.weight or output.weight)");
+    }
+    (is_a ? pairs[base].a : pairs[base].b) = &t;
+  }
+  for (const auto& [base, p] : pairs) {
+    if (p.a == nullptr || p.b == nullptr) {
+      fail(path, ": tensor ", base, p.a ? kSuffixB : kSuffixA, ": missing (", base,
+           p.a ? kSuffixA : kSuffixB, " has no partner)");
+    }
+    int64_t a0, a1, b0, b1;
+    if (!p.a->matrix_dims(&a0, &a1)) {
+      fail(path, ": tensor ", p.a->name, ": ne ", shape_text(p.a->ne), " is not a matrix");
+    }
+    if (!p.b->matrix_dims(&b0, &b1)) {
+      fail(path, ": tensor ", p.b->name, ": ne ", shape_text(p.b->ne), " is not a matrix");
+    }
+    if (a1 != b0) {
+      fail(path, ": tensor ", p.a->name, ": ne ", shape_text(p.a->ne), " and ", p.b->name, " ne ",
+           shape_text(p.b->ne),
+           " disagree on the rank (lora_a ne[1] must equal lora_b ne[0]; "
+           "lora_a is [n_in, r], lora_b is [r, n_out])");
+    }
+    LoraLayer l;
+    l.n_in = a0;
+    l.rank = a1;
+    l.n_out = b1;
+    l.a = tensor_f32(f, *p.a);  // (rank, n_in) row-major: the ggml bytes as they are
+    l.b = tensor_f32(f, *p.b);  // (n_out, rank) row-major
+    layers.emplace(base, std::move(l));
+  }
+
+  return layers;
+}
+
 LoraAdapter adapter_from_gguf(const GgufFile& f) {
   const std::string& path = f.path();
   if (!f.has("general.type")) {
@@ -181,56 +217,10 @@ LoraAdapter adapter_from_gguf(const GgufFile& f) {
     fail(path, ": metadata key 'trit.lora.alpha' is ", orig_alpha, ", not finite");
   }
 
-  // Pair the tensors by base name.
-  struct Pair {
-    const GgufTensor* a = nullptr;
-    const GgufTensor* b = nullptr;
-  };
-  std::map<std::string, Pair> pairs;
-  for (const GgufTensor& t : f.tensors()) {
-    const std::string_view name = t.name;
-    const bool is_a = name.ends_with(kSuffixA), is_b = name.ends_with(kSuffixB);
-    if (!is_a && !is_b) {
-      fail(path, ": tensor ", t.name, ": not a LoRA tensor (names end in .lora_a or .lora_b)");
-    }
-    const std::string base(name.substr(0, name.size() - kSuffixA.size()));
-    if (!parse_lora_layer_name(base)) {
-      fail(path, ": tensor ", t.name, ": ", base,
-           " is not a linear layer LoRA can adapt (expected blk.N.{attn_q,attn_k,attn_v,"
-           "attn_output,ffn_gate,ffn_up,ffn_down}.weight or output.weight)");
-    }
-    (is_a ? pairs[base].a : pairs[base].b) = &t;
-  }
-  if (pairs.empty()) fail(path, ": the adapter has no tensors");
-
+  out.layers = read_lora_tensors(f, false);
+  if (out.layers.empty()) fail(path, ": the adapter has no tensors");
   std::set<int64_t> ranks;
-  for (const auto& [base, p] : pairs) {
-    if (p.a == nullptr || p.b == nullptr) {
-      fail(path, ": tensor ", base, p.a ? kSuffixB : kSuffixA, ": missing (", base,
-           p.a ? kSuffixA : kSuffixB, " has no partner)");
-    }
-    int64_t a0, a1, b0, b1;
-    if (!matrix_dims(*p.a, &a0, &a1)) {
-      fail(path, ": tensor ", p.a->name, ": ne ", ne_text(p.a->ne), " is not a matrix");
-    }
-    if (!matrix_dims(*p.b, &b0, &b1)) {
-      fail(path, ": tensor ", p.b->name, ": ne ", ne_text(p.b->ne), " is not a matrix");
-    }
-    if (a1 != b0) {
-      fail(path, ": tensor ", p.a->name, ": ne ", ne_text(p.a->ne), " and ", p.b->name, " ne ",
-           ne_text(p.b->ne),
-           " disagree on the rank (lora_a ne[1] must equal lora_b ne[0]; "
-           "lora_a is [n_in, r], lora_b is [r, n_out])");
-    }
-    LoraLayer l;
-    l.n_in = a0;
-    l.rank = a1;
-    l.n_out = b1;
-    l.a = tensor_f32(f, *p.a);  // (rank, n_in) row-major: the ggml bytes as they are
-    l.b = tensor_f32(f, *p.b);  // (n_out, rank) row-major
-    ranks.insert(l.rank);
-    out.layers.emplace(base, std::move(l));
-  }
+  for (const auto& [name, l] : out.layers) ranks.insert(l.rank);
 
   const int64_t rank = *ranks.begin();
   if (out.rslora) {

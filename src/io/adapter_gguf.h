@@ -9,6 +9,7 @@
 // trit.lora.dropout (f32).
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "core/dtype.h"
@@ -31,6 +32,11 @@ void save_adapter_gguf(const LoraAdapter& adapter, const std::string& path,
 // (a.ne[1] == b.ne[0]) and values (finite). Errors name the file and the key or tensor.
 LoraAdapter load_adapter_gguf(const std::string& path);
 LoraAdapter adapter_from_gguf(const GgufFile& file);
+
+// The .lora_a / .lora_b tensor pairs of a file as LoRA layers keyed by base tensor name, each
+// checked (partner present, matrix shapes that agree on the rank, f32/f16/bf16, finite values).
+// Other tensors are an error, or skipped when skip_others (a model file with an adapter inside).
+std::map<std::string, LoraLayer> read_lora_tensors(const GgufFile& file, bool skip_others);
 
 // Checks that the adapter fits a model: same architecture (the two BitNet names "bitnet" and
 // "bitnet-b1.58" are one family), every layer's block exists and its (n_in, n_out) equals the

@@ -322,6 +322,16 @@ GgufValue GgufValue::f32_array(const std::vector<float>& v) {
   return make_array(GgufType::F32, {}, {v.begin(), v.end()}, {});
 }
 
+bool GgufTensor::matrix_dims(int64_t* ne0, int64_t* ne1) const {
+  if (ne.empty()) return false;
+  for (size_t d = 2; d < ne.size(); ++d) {
+    if (ne[d] != 1) return false;
+  }
+  *ne0 = ne[0];
+  *ne1 = ne.size() > 1 ? ne[1] : 1;
+  return true;
+}
+
 int64_t GgufTensor::n_elements() const {
   int64_t n = 1;
   for (int64_t d : ne) n *= d;

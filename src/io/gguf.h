@@ -70,6 +70,9 @@ struct GgufTensor {
   const uint8_t* data = nullptr;  // inside the mapping
   int64_t n_elements() const;
   int64_t rows() const { return ne.empty() ? 0 : n_elements() / ne[0]; }
+  // The two dimensions of a matrix: ggml writes trailing 1s off (a rank-1 lora_a may come with
+  // one dimension), so [n] means [n, 1]; false when a further dimension is not 1.
+  bool matrix_dims(int64_t* ne0, int64_t* ne1) const;
 };
 
 class GgufFile {

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/quant.h"
+#include "core/shape.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "tokenizer/tokenizer.h"
@@ -173,12 +174,6 @@ bool is_float(StDType t) {
   return t == StDType::F32 || t == StDType::F16 || t == StDType::BF16 || t == StDType::F64;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 uint32_t file_type_of(DType t) {
   switch (t) {
     case DType::F32:
@@ -266,7 +261,7 @@ std::string Converter::need_any(const std::vector<std::string>& names) {
 void Converter::check_shape(const std::string& name, const StTensor& t,
                             std::vector<int64_t> expected) {
   if (t.shape != expected) {
-    fail(where(name), ": shape ", shape_str(t.shape), ", expected ", shape_str(expected),
+    fail(where(name), ": shape ", shape_text(t.shape), ", expected ", shape_text(expected),
          " from config.json");
   }
 }
@@ -340,7 +335,7 @@ void Converter::add_linear(int64_t layer, const std::string& what, const std::st
     used_.insert(scale_name);
     if (j.scale->n_elements() != 1 || !is_float(j.scale->dtype)) {
       fail(where(scale_name), ": expected one float element, found ", st_dtype_name(j.scale->dtype),
-           " ", shape_str(j.scale->shape));
+           " ", shape_text(j.scale->shape));
     }
     packed_ = true;
   } else if (is_float(j.src->dtype)) {

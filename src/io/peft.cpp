@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/shape.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "model/hparams.h"
@@ -249,12 +250,6 @@ std::vector<float> finite_values(const StTensor& t, const std::string& file) {
   return v;
 }
 
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + ")";
-}
-
 // Removes a folder tree on scope exit unless released.
 class TreeGuard {
  public:
@@ -393,20 +388,20 @@ LoraAdapter load_peft(const std::string& dir) {
     check_float(*p.a, weights_path);
     check_float(*p.b, weights_path);
     if (p.a->shape.size() != 2) {
-      fail(weights_path, ": tensor ", p.a->name, ": shape ", shape_text(p.a->shape),
+      fail(weights_path, ": tensor ", p.a->name, ": shape ", shape_text(p.a->shape, '(', ')'),
            " is not (r, in)");
     }
     if (p.b->shape.size() != 2) {
-      fail(weights_path, ": tensor ", p.b->name, ": shape ", shape_text(p.b->shape),
+      fail(weights_path, ": tensor ", p.b->name, ": shape ", shape_text(p.b->shape, '(', ')'),
            " is not (out, r)");
     }
     if (p.a->shape[0] != c.r) {
-      fail(weights_path, ": tensor ", p.a->name, ": shape ", shape_text(p.a->shape), " has rank ",
-           p.a->shape[0], ", but ", kConfigFile, " says r = ", c.r);
+      fail(weights_path, ": tensor ", p.a->name, ": shape ", shape_text(p.a->shape, '(', ')'),
+           " has rank ", p.a->shape[0], ", but ", kConfigFile, " says r = ", c.r);
     }
     if (p.b->shape[1] != c.r) {
-      fail(weights_path, ": tensor ", p.b->name, ": shape ", shape_text(p.b->shape), " has rank ",
-           p.b->shape[1], ", but ", kConfigFile, " says r = ", c.r);
+      fail(weights_path, ": tensor ", p.b->name, ": shape ", shape_text(p.b->shape, '(', ')'),
+           " has rank ", p.b->shape[1], ", but ", kConfigFile, " says r = ", c.r);
     }
     LoraLayer l;
     l.rank = c.r;

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
+#include "core/shape.h"
 #include "io/adapter_gguf.h"
 #include "io/gguf.h"
 #include "model/hparams.h"
@@ -42,38 +43,6 @@ bool is_adapter_key(std::string_view key) {
 
 bool is_float_type(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16;
-}
-
-std::string ne_text(const std::vector<int64_t>& ne) {
-  std::string s = "[";
-  for (size_t i = 0; i < ne.size(); ++i) s += cat(i ? ", " : "", ne[i]);
-  return s + "]";
-}
-
-// The two dimensions of a matrix tensor ([n] means [n, 1]; further dimensions must be 1).
-bool matrix_dims(const GgufTensor& t, int64_t* ne0, int64_t* ne1) {
-  if (t.ne.empty()) return false;
-  for (size_t d = 2; d < t.ne.size(); ++d) {
-    if (t.ne[d] != 1) return false;
-  }
-  *ne0 = t.ne[0];
-  *ne1 = t.ne.size() > 1 ? t.ne[1] : 1;
-  return true;
-}
-
-std::vector<float> lora_values(const GgufFile& f, const GgufTensor& t) {
-  if (!is_float_type(t.type)) {
-    fail(f.path(), ": tensor ", t.name, ": type ", dtype_name(t.type),
-         " is not a LoRA type (expected f32, f16 or bf16)");
-  }
-  std::vector<float> out(static_cast<size_t>(t.n_elements()));
-  dequantize(t.type, t.data, t.n_elements(), out.data());
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (!std::isfinite(out[i])) {
-      fail(f.path(), ": tensor ", t.name, ": element ", i, " is ", out[i]);
-    }
-  }
-  return out;
 }
 
 bool same_file(const std::string& a, const std::string& b) {
@@ -286,44 +255,7 @@ std::optional<EmbeddedAdapter> read_embedded_adapter(const GgufFile& f, const HP
   if (!std::isfinite(a.alpha)) fail(path, ": metadata key '", kKeyAlpha, "' is ", a.alpha);
   if (!std::isfinite(e.scale)) fail(path, ": metadata key '", kKeyScale, "' is ", e.scale);
 
-  struct Pair {
-    const GgufTensor* a = nullptr;
-    const GgufTensor* b = nullptr;
-  };
-  std::map<std::string, Pair> pairs;
-  for (const GgufTensor& t : f.tensors()) {
-    if (!is_lora_tensor(t.name)) continue;
-    const bool is_a = std::string_view(t.name).ends_with(kSuffixA);
-    const std::string base = t.name.substr(0, t.name.size() - kSuffixA.size());
-    if (!parse_lora_layer_name(base)) {
-      fail(path, ": tensor ", t.name, ": ", base, " is not a linear layer LoRA can adapt");
-    }
-    (is_a ? pairs[base].a : pairs[base].b) = &t;
-  }
-  for (const auto& [base, p] : pairs) {
-    if (!p.a || !p.b) {
-      fail(path, ": tensor ", base, p.a ? kSuffixB : kSuffixA, ": missing (", base,
-           p.a ? kSuffixA : kSuffixB, " has no partner)");
-    }
-    int64_t a0, a1, b0, b1;
-    if (!matrix_dims(*p.a, &a0, &a1)) {
-      fail(path, ": tensor ", p.a->name, ": ne ", ne_text(p.a->ne), " is not a matrix");
-    }
-    if (!matrix_dims(*p.b, &b0, &b1)) {
-      fail(path, ": tensor ", p.b->name, ": ne ", ne_text(p.b->ne), " is not a matrix");
-    }
-    if (a1 != b0) {
-      fail(path, ": tensor ", p.a->name, ": ne ", ne_text(p.a->ne), " and ", p.b->name, " ne ",
-           ne_text(p.b->ne), " disagree on the rank");
-    }
-    LoraLayer l;
-    l.n_in = a0;
-    l.rank = a1;
-    l.n_out = b1;
-    l.a = lora_values(f, *p.a);
-    l.b = lora_values(f, *p.b);
-    a.layers.emplace(base, std::move(l));
-  }
+  a.layers = read_lora_tensors(f, true);
   lora_validate(a, path);
   check_adapter_against(a, hp, path);
   return e;

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/quant.h"
+#include "core/shape.h"
 #include "io/gguf.h"
 #include "model/lora_apply.h"
 #include "model/merge.h"
@@ -12,16 +13,10 @@
 namespace trit {
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& ne) {
-  std::string s = "[";
-  for (size_t i = 0; i < ne.size(); ++i) s += cat(i ? ", " : "", ne[i]);
-  return s + "]";
-}
-
 void check_shape(const GgufFile& f, const GgufTensor& t, std::vector<int64_t> expected) {
   if (t.ne != expected) {
-    fail(f.path(), ": tensor ", t.name, ": shape ", shape_str(t.ne), ", expected ",
-         shape_str(expected));
+    fail(f.path(), ": tensor ", t.name, ": shape ", shape_text(t.ne), ", expected ",
+         shape_text(expected));
   }
 }
 
@@ -89,7 +84,7 @@ const float* Model::load_f32_vector(const std::string& name, int64_t n) {
   const GgufFile& f = *file_;
   const GgufTensor& t = f.tensor(name);
   if (t.n_elements() != n || t.ne.empty() || t.ne[0] != n) {
-    fail(f.path(), ": tensor ", name, ": shape ", shape_str(t.ne), ", expected [", n, "]");
+    fail(f.path(), ": tensor ", name, ": shape ", shape_text(t.ne), ", expected [", n, "]");
   }
   if (dtype_traits(t.type).ternary) {
     fail(f.path(), ": tensor ", name, ": type ", dtype_name(t.type), " for a norm weight");

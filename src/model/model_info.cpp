@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/shape.h"
 #include "io/gguf.h"
 
 namespace trit {
@@ -77,12 +78,6 @@ std::string file_type_name(uint32_t ft) {
     default:
       return "other";
   }
-}
-
-std::string shape_string(const std::vector<int64_t>& ne) {
-  std::string s = "[";
-  for (size_t i = 0; i < ne.size(); ++i) s += cat(i ? ", " : "", ne[i]);
-  return s + "]";
 }
 
 std::string count_string(int64_t n) {
@@ -242,7 +237,7 @@ std::string format_model_info(const ModelInfo& info, bool all_tensors) {
     for (const TensorSummary& t : info.tensors) {
       std::snprintf(line, sizeof line, "  %-*s  %-6s  %-16s  %12" PRIu64 "\n", int(w),
                     t.name.c_str(), std::string(dtype_name(t.type)).c_str(),
-                    shape_string(t.ne).c_str(), t.nbytes);
+                    shape_text(t.ne).c_str(), t.nbytes);
       o << line;
     }
   } else {
