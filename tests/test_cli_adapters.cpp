@@ -24,30 +24,8 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 
-struct RunResult {
-  int rc = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// Runs the trit binary; stdout and stderr are captured in files outside `work`.
-RunResult run_trit(const TempDir& logs, const std::vector<std::string>& args) {
-  std::string cmd = quote(TRIT_BIN);
-  for (const std::string& a : args) cmd += ' ' + quote(a);
-  const std::string out = logs.file("stdout.txt"), err = logs.file("stderr.txt");
-  cmd += " >" + quote(out) + " 2>" + quote(err);
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = test::read_file(out);
-  r.err = test::read_file(err);
-  return r;
-}
+using test::run_trit;
+using test::RunResult;
 
 void expect_one_line_error(const RunResult& r, const std::string& must_name) {
   EXPECT_NE(r.rc, 0);

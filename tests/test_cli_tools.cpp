@@ -15,35 +15,8 @@ namespace {
 
 using test::TempDir;
 
-struct RunResult {
-  int rc = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// Runs the trit binary with the arguments; stdout and stderr are captured in files of dir.
-RunResult run_trit(const TempDir& dir, const std::vector<std::string>& args,
-                   const std::string& env = "") {
-  std::string cmd = env.empty() ? "" : "env " + env + " ";
-  cmd += quote(TRIT_BIN);
-  for (const std::string& a : args) {
-    cmd += ' ';
-    cmd += quote(a);
-  }
-  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  cmd.append(" >").append(quote(out)).append(" 2>").append(quote(err));
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = test::read_file(out);
-  r.err = test::read_file(err);
-  return r;
-}
+using test::run_trit;
+using test::RunResult;
 
 // An error is one line on stderr: "trit: <message>\n".
 void expect_one_line_error(const RunResult& r, const std::string& must_name) {

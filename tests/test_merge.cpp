@@ -406,29 +406,8 @@ TEST(Merge, EmbeddedAdapterMissingItsKeysIsAnError) {
 
 // ---- the CLI ----
 
-struct RunResult {
-  int rc = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-RunResult run_trit(const TempDir& dir, const std::vector<std::string>& args) {
-  std::string cmd = quote(TRIT_BIN);
-  for (const std::string& a : args) cmd += ' ' + quote(a);
-  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  cmd += " >" + quote(out) + " 2>" + quote(err);
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = test::read_file(out);
-  r.err = test::read_file(err);
-  return r;
-}
+using test::run_trit;
+using test::RunResult;
 
 TEST(MergeCli, MergedModelsGiveTheLogitsOfLora) {
   TempDir dir;

@@ -1,6 +1,8 @@
 // Small helpers shared by the tests: a temporary folder removed on exit, and whole-file I/O.
 #pragma once
 
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace trit::test {
 
@@ -50,5 +53,38 @@ inline std::string read_file(const std::string& path) {
 inline bool file_exists(const std::string& path) {
   return std::filesystem::exists(path);
 }
+
+struct RunResult {
+  int rc = -1;
+  std::string out, err;
+};
+
+inline std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+#ifdef TRIT_BIN
+// Runs the trit binary with the arguments (and environment assignments such as
+// "ASAN_OPTIONS=detect_leaks=0", when given); stdout and stderr are captured in files of dir.
+inline RunResult run_trit(const TempDir& dir, const std::vector<std::string>& args,
+                          const std::string& env = "") {
+  std::string cmd = env.empty() ? "" : "env " + env + " ";
+  cmd += shell_quote(TRIT_BIN);
+  for (const std::string& a : args) {
+    cmd += ' ';
+    cmd += shell_quote(a);
+  }
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  cmd.append(" >").append(shell_quote(out)).append(" 2>").append(shell_quote(err));
+  const int status = std::system(cmd.c_str());
+  RunResult r;
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+#endif
 
 }  // namespace trit::test
