@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/cpu/thread_pool.h"
 #include "model/forward.h"
 #include "train/dataset.h"
 

@@ -2,16 +2,32 @@
 
 #include <algorithm>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 
 namespace trit {
 
+Session::Session(const Model& model, int64_t n_ctx, Backend& backend, ForwardOptions opts,
+                 int64_t n_batch)
+    : model_(model), backend_(backend), opts_(opts) {
+  init(n_ctx, n_batch);
+}
+
 Session::Session(const Model& model, int64_t n_ctx, ThreadPool& pool, ForwardOptions opts,
                  int64_t n_batch)
-    : model_(model), pool_(pool), opts_(opts) {
+    : model_(model),
+      owned_backend_(std::make_unique<CpuBackend>(pool)),
+      backend_(*owned_backend_),
+      opts_(opts) {
+  init(n_ctx, n_batch);
+}
+
+Session::~Session() = default;
+
+void Session::init(int64_t n_ctx, int64_t n_batch) {
   if (n_ctx <= 0) fail("session: context size must be positive, got ", n_ctx);
-  cache_.init(model.hparams(), n_ctx);
-  arena_.init(model.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)), n_ctx, pool.size());
+  cache_.init(backend_, model_.hparams(), n_ctx);
+  arena_.init(backend_, model_.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)));
 }
 
 void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
@@ -41,7 +57,7 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
       out = logits.data();
       first = len - 1;
     }
-    model_forward(model_, tokens.data() + start, len, n_past_, cache_, arena_, pool_, opts_, out,
+    model_forward(model_, tokens.data() + start, len, n_past_, cache_, arena_, backend_, opts_, out,
                   first);
     n_past_ += len;
   }

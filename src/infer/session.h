@@ -3,17 +3,24 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "backend/cpu/thread_pool.h"
 #include "model/forward.h"
 
 namespace trit {
 
 class Session {
  public:
-  // n_ctx: the most positions this session holds; n_batch: tokens per forward pass.
+  // n_ctx: the most positions this session holds; n_batch: tokens per forward pass. The
+  // backend must outlive the session.
+  Session(const Model& model, int64_t n_ctx, Backend& backend, ForwardOptions opts = {},
+          int64_t n_batch = 64);
+  // On the CPU, with the threads of pool.
   Session(const Model& model, int64_t n_ctx, ThreadPool& pool, ForwardOptions opts = {},
           int64_t n_batch = 64);
+  ~Session();
 
   // Appends tokens at positions n_past() ...; logits gets the last token's logits (n_vocab),
   // or every token's ((n, n_vocab)) when all_logits.
@@ -26,8 +33,11 @@ class Session {
   const Model& model() const { return model_; }
 
  private:
+  void init(int64_t n_ctx, int64_t n_batch);
+
   const Model& model_;
-  ThreadPool& pool_;
+  std::unique_ptr<Backend> owned_backend_;
+  Backend& backend_;
   ForwardOptions opts_;
   KvCache cache_;
   ForwardArena arena_;

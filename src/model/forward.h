@@ -1,13 +1,13 @@
 // The forward pass of a BitNet b1.58 model over a run of tokens of one sequence, with a KV
-// cache for incremental decoding (DESIGN sections 1 and 2). Every buffer the pass writes is a
-// named view in ForwardArena, sized for a batch of tokens.
+// cache for incremental decoding (DESIGN sections 1 and 2), composed of the ops of a Backend.
+// Every buffer the pass writes is a named tensor of ForwardArena, sized for a batch of tokens.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
-#include "backend/cpu/kernels.h"
-#include "backend/cpu/thread_pool.h"
+#include "backend/backend.h"
 #include "model/model.h"
 
 namespace trit {
@@ -24,43 +24,33 @@ struct ForwardOptions {
 // Keys (after rope) and values of every layer for positions [0, n_ctx).
 struct KvCache {
   int64_t n_ctx = 0;
-  int64_t n_embd_kv = 0;
-  std::vector<float> k;  // (n_layer, n_ctx, n_embd_kv)
-  std::vector<float> v;  // (n_layer, n_ctx, n_embd_kv)
-  void init(const HParams& hp, int64_t n_ctx);
-  float* k_layer(int64_t l) { return k.data() + l * n_ctx * n_embd_kv; }
-  float* v_layer(int64_t l) { return v.data() + l * n_ctx * n_embd_kv; }
+  std::vector<std::unique_ptr<DeviceTensor>> k;  // n_layer x (n_ctx, n_embd_kv)
+  std::vector<std::unique_ptr<DeviceTensor>> v;  // n_layer x (n_ctx, n_embd_kv)
+  void init(Backend& backend, const HParams& hp, int64_t n_ctx);
 };
 
-// Scratch for up to n_batch tokens.
+// Activations for up to n_batch tokens.
 struct ForwardArena {
   int64_t n_batch = 0;
-  std::vector<float> x;       // (T, n_embd) residual stream
-  std::vector<float> h;       // (T, n_embd) normed input of attention / ffn
-  std::vector<float> q;       // (T, n_embd)
-  std::vector<float> k;       // (T, n_embd_kv)
-  std::vector<float> v;       // (T, n_embd_kv)
-  std::vector<float> attn;    // (T, n_embd) attention output
-  std::vector<float> proj;    // (T, n_embd) o_proj / down_proj output
-  std::vector<float> gate;    // (T, n_ff)
-  std::vector<float> up;      // (T, n_ff)
-  std::vector<float> act;     // (T, n_ff)
-  std::vector<float> scores;  // (n_threads, n_ctx) attention probabilities
-  QuantizedActs xq;           // int8 activations of the current bitlinear input
-  void init(const HParams& hp, int64_t n_batch, int64_t n_ctx, int n_threads);
+  std::unique_ptr<DeviceTensor> x;     // (T, n_embd) residual stream
+  std::unique_ptr<DeviceTensor> h;     // (T, n_embd) normed input of attention / ffn
+  std::unique_ptr<DeviceTensor> q;     // (T, n_embd)
+  std::unique_ptr<DeviceTensor> k;     // (T, n_embd_kv)
+  std::unique_ptr<DeviceTensor> v;     // (T, n_embd_kv)
+  std::unique_ptr<DeviceTensor> attn;  // (T, n_embd) attention output
+  std::unique_ptr<DeviceTensor> proj;  // (T, n_embd) o_proj / down_proj output
+  std::unique_ptr<DeviceTensor> gate;  // (T, n_ff)
+  std::unique_ptr<DeviceTensor> up;    // (T, n_ff)
+  std::unique_ptr<DeviceTensor> act;   // (T, n_ff)
+  void init(Backend& backend, const HParams& hp, int64_t n_batch);
 };
 
-// y[t * n_out + r] = sum_j T[r, j] * d * x[t * n_in + j] for rows [r0, r1): the bitlinear with
-// float activations (--act-quant none). Scalar.
-void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_tokens, float* y,
-                          int64_t r0, int64_t r1);
-
 // Runs tokens [0, n) at positions pos0 .. pos0 + n - 1 (n <= arena.n_batch, pos0 + n <=
-// cache.n_ctx), appending to the cache. Writes normalised final hidden states to arena.h
-// and, when logits is not null, the logits of the tokens [first_logit, n) to it
+// cache.n_ctx), appending to the cache. Leaves the normalised final hidden states in arena.h
+// and, when logits is not null, writes the logits of the tokens [first_logit, n) to it
 // ((n - first_logit, n_vocab), row-major).
 void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t pos0,
-                   KvCache& cache, ForwardArena& arena, ThreadPool& pool,
+                   KvCache& cache, ForwardArena& arena, Backend& backend,
                    const ForwardOptions& opts, float* logits, int64_t first_logit);
 
 }  // namespace trit

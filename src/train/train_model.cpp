@@ -10,6 +10,7 @@
 #include "backend/cpu/ops.h"
 #include "backend/cpu/ops_backward.h"
 #include "core/error.h"
+#include "backend/cpu/cpu_backend.h"
 #include "model/forward.h"
 
 namespace trit {

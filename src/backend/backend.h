@@ -1,0 +1,100 @@
+// The op set every compute backend implements (DESIGN section 1). The model code
+// (model/forward.cpp) composes these ops and never knows which device runs them.
+//
+// Tensors are f32 matrices owned by the backend that made them: activations (rows = tokens)
+// and KV caches (rows = positions). An op works on the first n rows of its activation tensors.
+// Weights are passed as the model's host structures (LinearWeight, FloatMatrix, norm vectors);
+// a device backend uploads each one the first time an op uses it and keeps it for the life of
+// the backend, so a backend serves one model (or a few sharing its lifetime).
+//
+// A CPU backend runs each op at once. A device backend may queue ops and run them together:
+// read() and head() wait for everything queued before them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/hparams.h"
+
+namespace trit {
+
+struct FloatMatrix;
+struct LinearWeight;
+struct LoraTerm;
+
+// An f32 matrix of rows x cols living on one backend.
+class DeviceTensor {
+ public:
+  DeviceTensor(std::string name, int64_t rows, int64_t cols)
+      : name_(std::move(name)), rows_(rows), cols_(cols) {}
+  virtual ~DeviceTensor() = default;
+  DeviceTensor(const DeviceTensor&) = delete;
+  DeviceTensor& operator=(const DeviceTensor&) = delete;
+
+  const std::string& name() const { return name_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+
+ private:
+  std::string name_;
+  int64_t rows_;
+  int64_t cols_;
+};
+
+// One linear layer applied to a shared input: y = layer(x) * out_scale + its LoRA terms.
+struct LinearOp {
+  const LinearWeight* w = nullptr;
+  DeviceTensor* y = nullptr;  // (n, w->m.n_out)
+  const std::vector<LoraTerm>* lora = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // A line for logs: the device and how it computes, e.g. "cpu: avx512-vnni, 2 threads".
+  virtual std::string description() const = 0;
+
+  virtual std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows,
+                                               int64_t cols) = 0;
+  // Copies rows [row0, row0 + n) between the host (row-major, t.cols() floats a row) and t.
+  virtual void write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) = 0;
+  virtual void read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) = 0;
+
+  // out[t, :] = table[tokens[t], :] for t < n (ids already checked against the table).
+  virtual void embedding(DeviceTensor& out, const FloatMatrix& table, const int32_t* tokens,
+                         int64_t n) = 0;
+  // y = x / sqrt(mean(x^2) + eps) * g per row; y may be x.   g: (x.cols()) host vector
+  virtual void rms_norm(DeviceTensor& y, const DeviceTensor& x, const float* g, int64_t n,
+                        float eps) = 0;
+  // Every op's y = its layer applied to x (n, n_in): ternary layers quantise x per token to
+  // int8 when act_quant (W1.58A8), else use float activations; float (merged) layers use x.
+  // The LoRA terms see the un-quantised x.
+  virtual void linear(std::span<const LinearOp> ops, const DeviceTensor& x, int64_t n,
+                      bool act_quant) = 0;
+  // NeoX rope in place on x viewed as (n, n_heads, head_dim), token t at position pos0 + t.
+  virtual void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp,
+                    int64_t pos0) = 0;
+  // cache rows [pos0, pos0 + n) = src rows [0, n).
+  virtual void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) = 0;
+  // Causal GQA attention of n query tokens at positions pos0.. against cache rows
+  // [0, pos0 + n).   q, out: (n, n_head * head_dim); k_cache, v_cache: (n_ctx, n_embd_kv)
+  virtual void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
+                         const DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                         const HParams& hp) = 0;
+  // out = act(gate) * up elementwise over (n, cols).
+  virtual void gated_act(DeviceTensor& out, const DeviceTensor& gate, const DeviceTensor& up,
+                         int64_t n, Activation act) = 0;
+  // y += x over (n, cols).
+  virtual void add(DeviceTensor& y, const DeviceTensor& x, int64_t n) = 0;
+  // The LM head for rows [row0, row0 + n) of x, written to the host: logits ((n, w.n_out),
+  // row-major) = x W^T + LoRA terms (may be null). Waits for the result.
+  virtual void head(float* logits, const DeviceTensor& x, int64_t row0, int64_t n,
+                    const FloatMatrix& w, const std::vector<LoraTerm>* lora) = 0;
+};
+
+}  // namespace trit
