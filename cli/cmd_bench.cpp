@@ -108,9 +108,8 @@ void add_bench_command(CLI::App& app) {
     auto model = load_model(args->run);
     const HParams& hp = model->hparams();
     const int threads = thread_count(args->run);
-    ThreadPool pool(threads);
     const int64_t n_ctx = std::max<int64_t>(1, args->n_prompt + args->n_gen);
-    Session session(*model, n_ctx, pool, model.fwd(), 512);
+    Session session(*model, n_ctx, *model.backend, model.fwd(), 512);
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> pick(0, int32_t(hp.n_vocab - 1));
     std::vector<float> logits;
@@ -141,6 +140,7 @@ void add_bench_command(CLI::App& app) {
       nlohmann::json j = {{"model", args->run.model},
                           {"threads", threads},
                           {"cpu", std::string(cpu_level_name(active_cpu_level()))},
+                          {"device", model.backend->description()},
                           {"n_prompt", args->n_prompt},
                           {"n_gen", args->n_gen},
                           {"pp_tokens_per_s", best_pp},
@@ -154,6 +154,7 @@ void add_bench_command(CLI::App& app) {
                 args->run.model.c_str(), static_cast<long long>(hp.n_layer),
                 static_cast<long long>(hp.n_embd), static_cast<long long>(hp.n_vocab), threads,
                 std::string(cpu_level_name(active_cpu_level())).c_str());
+    std::printf("device: %s\n", model.backend->description().c_str());
     if (args->n_prompt > 0) {
       std::printf("prompt processing (pp%lld): %.2f tokens/s\n",
                   static_cast<long long>(args->n_prompt), best_pp);

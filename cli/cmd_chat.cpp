@@ -38,8 +38,7 @@ void add_chat_command(CLI::App& app) {
                                   : ChatTemplate::builtin(args->chat_template);
     const int64_t n_ctx =
         args->run.ctx > 0 ? args->run.ctx : std::min<int64_t>(model->hparams().n_ctx_train, 4096);
-    ThreadPool pool(thread_count(args->run));
-    Session session(*model, n_ctx, pool, model.fwd());
+    Session session(*model, n_ctx, *model.backend, model.fwd());
     std::vector<ChatMessage> messages;
     if (!args->system.empty()) messages.push_back({"system", args->system});
     std::string rendered;  // the conversation as already fed to the session

@@ -40,10 +40,9 @@ void add_eval_command(CLI::App& app) {
     opt.data.mask_prompt = args->mask_prompt;
     opt.max_new = args->max_new;
     opt.exact_match = !args->no_exact;
-    ThreadPool pool(thread_count(args->run));
     const double t0 = now_seconds();
     const EvalResult r = evaluate_file(
-        *model, args->data, chat, opt, pool, model.fwd(),
+        *model, args->data, chat, opt, *model.backend, model.fwd(),
         [](const std::string& w) { std::fprintf(stderr, "trit: warning: %s\n", w.c_str()); },
         [](std::string_view phase, int64_t done, int64_t total) {
           std::fprintf(stderr, "\rtrit: %.*s %lld/%lld", int(phase.size()), phase.data(),

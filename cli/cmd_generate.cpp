@@ -42,8 +42,7 @@ void add_generate_command(CLI::App& app) {
       n_ctx = std::min(want, model->hparams().n_ctx_train);
       n_ctx = std::max<int64_t>(n_ctx, int64_t(prompt.size()) + 1);
     }
-    ThreadPool pool(thread_count(args->run));
-    Session session(*model, n_ctx, pool, model.fwd());
+    Session session(*model, n_ctx, *model.backend, model.fwd());
     Utf8Printer out;
     if (tok) out.put(args->prompt.empty() ? tok->decode(prompt) : args->prompt);
     const GenerateStats st = generate(session, prompt, args->gen, tok, [&](int32_t id) {

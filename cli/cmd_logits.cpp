@@ -22,8 +22,7 @@ void add_logits_command(CLI::App& app) {
     if (args->ids.empty() && args->prompt.empty()) fail("logits: give --ids or -p");
     auto model = load_model(args->run);
     const std::vector<int32_t> tokens = prompt_tokens(*model, args->prompt, args->ids, true);
-    ThreadPool pool(thread_count(args->run));
-    Session session(*model, int64_t(tokens.size()), pool, model.fwd());
+    Session session(*model, int64_t(tokens.size()), *model.backend, model.fwd());
     std::vector<float> logits;
     session.eval(tokens, logits, true);
     write_file_atomic(args->out, std::string_view(reinterpret_cast<const char*>(logits.data()),

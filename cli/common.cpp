@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "backend/select.h"
 #include "core/error.h"
 #include "io/adapter_gguf.h"
 #include "model/merge.h"
@@ -16,7 +17,11 @@ namespace trit::cli {
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx) {
   cmd->add_option("-m,--model", o.model, "Model file (GGUF)")->required();
   cmd->add_option("-t,--threads", o.threads, "Threads (default: all cores)");
-  cmd->add_option("--device", o.device, "cpu | vulkan | vulkan:N");
+  cmd->add_option("--device", o.device,
+                  "cpu | vulkan | vulkan:N (default: a Vulkan GPU if there is one, else cpu)");
+  cmd->add_option("--max-buffer-mb", o.max_buffer_mb,
+                  "Vulkan: largest buffer binding in MiB (default: the device's limit)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--act-quant", o.act_quant,
                   "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
@@ -36,12 +41,8 @@ void add_sampler_options(CLI::App* cmd, SamplerOptions& s) {
 }
 
 LoadedModel load_model(const RunOptions& o) {
-  if (!o.device.empty() && o.device != "cpu") {
-    if (o.device.rfind("vulkan", 0) == 0) {
-      fail("--device ", o.device, ": this build runs models on the CPU only (--device cpu)");
-    }
-    fail("--device ", o.device, ": unknown device, expected cpu, vulkan or vulkan:N");
-  }
+  DeviceRequest request = parse_device(o.device);
+  request.max_buffer_bytes = uint64_t(o.max_buffer_mb) << 20;
   LoadedModel lm;
   lm.model = Model::load(o.model, [](const std::string& w) {
     std::fprintf(stderr, "trit: warning: %s\n", w.c_str());
@@ -67,6 +68,12 @@ LoadedModel load_model(const RunOptions& o) {
     fail("--lora: ", e.what());
   }
   lm.act_quant = o.act_quant != "none";
+  lm.pool = std::make_unique<ThreadPool>(thread_count(o));
+  BackendChoice choice = make_backend(request, *lm.pool);
+  if (!choice.fallback_reason.empty()) {
+    std::fprintf(stderr, "trit: running on the CPU: %s\n", choice.fallback_reason.c_str());
+  }
+  lm.backend = std::move(choice.backend);
   return lm;
 }
 

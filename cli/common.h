@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cpu/thread_pool.h"
 #include "infer/sampler.h"
 #include "model/forward.h"
@@ -19,6 +20,7 @@ struct RunOptions {
   std::string model;
   int threads = 0;
   std::string device;
+  int64_t max_buffer_mb = 0;  // 0: the device's own binding limit
   std::string act_quant = "int8";
   int64_t ctx = 0;                // 0: the command's default
   std::vector<std::string> lora;  // ADAPTER.gguf[:SCALE]
@@ -27,6 +29,8 @@ struct RunOptions {
 // A model with its adapters and the forward options that apply them.
 struct LoadedModel {
   std::unique_ptr<Model> model;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<Backend> backend;  // what --device chose
   std::vector<std::unique_ptr<LoraAdapter>> adapters;
   LoraSet lora;
   bool act_quant = true;
@@ -36,12 +40,13 @@ struct LoadedModel {
   const Model& operator*() const { return *model; }
 };
 
-// -m, -t, --device, --act-quant, --lora (and -c when with_ctx).
+// -m, -t, --device, --max-buffer-mb, --act-quant, --lora (and -c when with_ctx).
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true);
 void add_sampler_options(CLI::App* cmd, SamplerOptions& s);
 
-// Loads the model named by -m and the adapters of --lora, printing load warnings to stderr;
-// checks --device.
+// Loads the model named by -m and the adapters of --lora, printing load warnings to stderr,
+// and opens the backend --device names (saying on stderr why when the default falls back to
+// the CPU).
 LoadedModel load_model(const RunOptions& o);
 int thread_count(const RunOptions& o);
 

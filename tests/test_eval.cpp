@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "backend/cpu/cpu_backend.h"
 #include "infer/evaluate.h"
 #include "infer/session.h"
 #include "model/create.h"
@@ -73,6 +74,7 @@ TEST(Eval, LossAndPerplexityMatchSessionLogits) {
   test::write_file(dir.file("qa.jsonl"), jsonl({{{"prompt", "2+2="}, {"completion", " four"}},
                                                 {{"prompt", "sky: "}, {"completion", "blue"}}}));
   ThreadPool pool(2);
+  CpuBackend cpu(pool);
   for (const auto& [file, mask] : std::vector<std::pair<std::string, bool>>{
            {"text.jsonl", false}, {"qa.jsonl", false}, {"qa.jsonl", true}}) {
     SCOPED_TRACE(file + (mask ? " masked" : ""));
@@ -81,7 +83,7 @@ TEST(Eval, LossAndPerplexityMatchSessionLogits) {
     opt.data.mask_prompt = mask;
     opt.exact_match = false;
     const EvalResult r =
-        evaluate_file(*model, dir.file(file), chat, opt, pool, ForwardOptions{true, nullptr});
+        evaluate_file(*model, dir.file(file), chat, opt, cpu, ForwardOptions{true, nullptr});
     const Dataset d = load_data_file(dir.file(file), tok, chat, opt.data);
     int64_t n_targets = 0;
     const double want = reference_loss(*model, d, &n_targets);
@@ -143,10 +145,11 @@ TEST(Eval, ExactMatchOfTheModelsOwnGreedyCompletions) {
   test::write_file(dir.file("differ.jsonl"), jsonl(differ));
   const ChatTemplate chat = ChatTemplate::for_model(model->file());
   ThreadPool pool(2);
+  CpuBackend cpu(pool);
   for (bool mask : {false, true}) {
     EvalOptions opt;
     opt.data.mask_prompt = mask;
-    EvalResult r = evaluate_file(*model, dir.file("same.jsonl"), chat, opt, pool,
+    EvalResult r = evaluate_file(*model, dir.file("same.jsonl"), chat, opt, cpu,
                                  ForwardOptions{true, nullptr});
     ASSERT_TRUE(r.has_exact_match);
     EXPECT_EQ(r.exact.n_scored, int64_t(same.size()));
@@ -155,7 +158,7 @@ TEST(Eval, ExactMatchOfTheModelsOwnGreedyCompletions) {
     for (const RowMatch& m : r.exact.rows) {
       EXPECT_TRUE(m.matched) << m.line << ": '" << m.generated << "' vs '" << m.reference << "'";
     }
-    r = evaluate_file(*model, dir.file("differ.jsonl"), chat, opt, pool,
+    r = evaluate_file(*model, dir.file("differ.jsonl"), chat, opt, cpu,
                       ForwardOptions{true, nullptr});
     EXPECT_EQ(r.exact.n_scored, int64_t(differ.size()));
     EXPECT_EQ(r.exact.n_matched, 0);
@@ -169,7 +172,7 @@ TEST(Eval, ExactMatchOfTheModelsOwnGreedyCompletions) {
   const std::vector<int32_t> first_ids = greedy(
       *model, tok.encode(same[0]["prompt"].get<std::string>(), tok.add_bos_default(), true), 1);
   if (tok.token_to_piece(first_ids[0], true).size() < first.size()) {
-    const EvalResult r = evaluate_file(*model, dir.file("same.jsonl"), chat, opt, pool,
+    const EvalResult r = evaluate_file(*model, dir.file("same.jsonl"), chat, opt, cpu,
                                        ForwardOptions{true, nullptr});
     EXPECT_FALSE(r.exact.rows[0].matched);
   }
@@ -182,8 +185,9 @@ TEST(Eval, MalformedDataGivesTheLineNumberedError) {
   test::write_file(dir.file("bad.jsonl"),
                    "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"prompt\": \"c\"}\n");
   ThreadPool pool(1);
+  CpuBackend cpu(pool);
   try {
-    evaluate_file(*model, dir.file("bad.jsonl"), chat, EvalOptions{}, pool, ForwardOptions{});
+    evaluate_file(*model, dir.file("bad.jsonl"), chat, EvalOptions{}, cpu, ForwardOptions{});
     FAIL() << "no error";
   } catch (const Error& e) {
     const std::string msg = e.what();
@@ -191,7 +195,7 @@ TEST(Eval, MalformedDataGivesTheLineNumberedError) {
     EXPECT_NE(msg.find("'completion' is missing"), std::string::npos) << msg;
   }
   EXPECT_THROW(
-      evaluate_file(*model, dir.file("none.jsonl"), chat, EvalOptions{}, pool, ForwardOptions{}),
+      evaluate_file(*model, dir.file("none.jsonl"), chat, EvalOptions{}, cpu, ForwardOptions{}),
       Error);
 }
 
@@ -229,10 +233,11 @@ TEST(EvalCli, JsonReportMatchesTheLibrary) {
       << err;
   const nlohmann::json j = nlohmann::json::parse(out);
   ThreadPool pool(2);
+  CpuBackend cpu(pool);
   EvalOptions opt;
   opt.data.mask_prompt = true;
   const EvalResult r = evaluate_file(*model, dir.file("qa.jsonl"),
-                                     ChatTemplate::for_model(model->file()), opt, pool, {});
+                                     ChatTemplate::for_model(model->file()), opt, cpu, {});
   EXPECT_EQ(j.at("kind"), "completions");
   EXPECT_EQ(j.at("target_tokens").get<int64_t>(), r.loss.n_targets);
   EXPECT_NEAR(j.at("loss").get<double>(), r.loss.mean_loss, 1e-12);

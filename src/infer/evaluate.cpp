@@ -47,7 +47,7 @@ Prepared prepare(const CompletionRow& row, const Tokenizer& tok, const ChatTempl
 
 }  // namespace
 
-LossResult evaluate_loss(const Model& model, const Dataset& data, ThreadPool& pool,
+LossResult evaluate_loss(const Model& model, const Dataset& data, Backend& backend,
                          const ForwardOptions& fwd, const EvalProgress& progress) {
   LossResult r;
   if (data.examples.empty()) fail(data.source, ": no examples to evaluate");
@@ -56,7 +56,7 @@ LossResult evaluate_loss(const Model& model, const Dataset& data, ThreadPool& po
   for (const Example& ex : data.examples) {
     max_inputs = std::max(max_inputs, int64_t(ex.tokens.size()) - 1);
   }
-  Session session(model, max_inputs, pool, fwd);
+  Session session(model, max_inputs, backend, fwd);
   std::vector<float> logits;  // (n - 1, n_vocab)
   const int64_t total = int64_t(data.examples.size());
   for (const Example& ex : data.examples) {
@@ -112,7 +112,7 @@ std::vector<CompletionRow> read_completion_rows(const std::string& path) {
 
 ExactMatchResult evaluate_exact_match(const Model& model, const std::vector<CompletionRow>& rows,
                                       const ChatTemplate& chat, const DatasetOptions& opt,
-                                      int64_t max_new, ThreadPool& pool, const ForwardOptions& fwd,
+                                      int64_t max_new, Backend& backend, const ForwardOptions& fwd,
                                       const EvalProgress& progress) {
   const Tokenizer* tok = model.tokenizer();
   if (!tok) fail(model.path(), ": the model has no tokenizer; exact match needs one");
@@ -125,7 +125,7 @@ ExactMatchResult evaluate_exact_match(const Model& model, const std::vector<Comp
     if (!p.reference.empty()) n_ctx = std::max(n_ctx, int64_t(p.prompt.size()) + p.max_new);
   }
   ExactMatchResult r;
-  Session session(model, n_ctx, pool, fwd);
+  Session session(model, n_ctx, backend, fwd);
   GenerateOptions gen;
   gen.sampler.temperature = 0;  // greedy: argmax, no penalty
   gen.sampler.repeat_penalty = 1.0f;
@@ -158,7 +158,7 @@ ExactMatchResult evaluate_exact_match(const Model& model, const std::vector<Comp
 }
 
 EvalResult evaluate_file(const Model& model, const std::string& path, const ChatTemplate& chat,
-                         const EvalOptions& options, ThreadPool& pool, const ForwardOptions& fwd,
+                         const EvalOptions& options, Backend& backend, const ForwardOptions& fwd,
                          const WarnFn& warn, const EvalProgress& progress) {
   const Tokenizer* tok = model.tokenizer();
   if (!tok) fail(model.path(), ": the model has no tokenizer; evaluating data needs one");
@@ -167,11 +167,11 @@ EvalResult evaluate_file(const Model& model, const std::string& path, const Chat
   r.source = path;
   r.kind = data.kind;
   r.n_rows = data.n_rows;
-  r.loss = evaluate_loss(model, data, pool, fwd, progress);
+  r.loss = evaluate_loss(model, data, backend, fwd, progress);
   if (options.exact_match && data.kind == "completions") {
     r.has_exact_match = true;
     r.exact = evaluate_exact_match(model, read_completion_rows(path), chat, options.data,
-                                   options.max_new, pool, fwd, progress);
+                                   options.max_new, backend, fwd, progress);
   }
   return r;
 }

@@ -29,7 +29,7 @@
 #include <string_view>
 #include <vector>
 
-#include "backend/cpu/thread_pool.h"
+#include "backend/backend.h"
 #include "model/forward.h"
 #include "train/dataset.h"
 
@@ -49,7 +49,7 @@ struct LossResult {
 };
 
 // The loss over every example of the dataset (one forward pass per example).
-LossResult evaluate_loss(const Model& model, const Dataset& data, ThreadPool& pool,
+LossResult evaluate_loss(const Model& model, const Dataset& data, Backend& backend,
                          const ForwardOptions& fwd, const EvalProgress& progress = {});
 
 // A prompt/completion row of a JSONL file and its 1-based line.
@@ -80,7 +80,7 @@ struct ExactMatchResult {
 // tokenizer.
 ExactMatchResult evaluate_exact_match(const Model& model, const std::vector<CompletionRow>& rows,
                                       const ChatTemplate& chat, const DatasetOptions& opt,
-                                      int64_t max_new, ThreadPool& pool, const ForwardOptions& fwd,
+                                      int64_t max_new, Backend& backend, const ForwardOptions& fwd,
                                       const EvalProgress& progress = {});
 
 struct EvalOptions {
@@ -101,7 +101,7 @@ struct EvalResult {
 // Loads the file with load_data_file (its errors name the file and line; warnings go to warn),
 // then computes the loss and, for prompt/completion rows, exact match.
 EvalResult evaluate_file(const Model& model, const std::string& path, const ChatTemplate& chat,
-                         const EvalOptions& options, ThreadPool& pool, const ForwardOptions& fwd,
+                         const EvalOptions& options, Backend& backend, const ForwardOptions& fwd,
                          const WarnFn& warn = {}, const EvalProgress& progress = {});
 
 }  // namespace trit

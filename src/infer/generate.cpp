@@ -48,7 +48,7 @@ GenerateStats generate(Session& session, const std::vector<int32_t>& prompt,
 }
 
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int64_t n_ctx,
-                            ThreadPool& pool, const ForwardOptions& opts,
+                            Backend& backend, const ForwardOptions& opts,
                             const std::function<void(int64_t, int64_t, double)>& progress) {
   if (n_ctx < 2) fail("perplexity: the context must hold at least 2 tokens");
   const int64_t n_chunks = int64_t(tokens.size()) / n_ctx;
@@ -61,7 +61,7 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   r.n_chunks = n_chunks;
   double nll = 0;
   std::vector<float> logits;
-  Session session(model, n_ctx, pool, opts, std::min<int64_t>(n_ctx, 128));
+  Session session(model, n_ctx, backend, opts, std::min<int64_t>(n_ctx, 128));
   for (int64_t c = 0; c < n_chunks; ++c) {
     session.truncate(0);
     const std::vector<int32_t> chunk(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);

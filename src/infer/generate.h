@@ -42,7 +42,7 @@ struct PerplexityResult {
 // Splits tokens into chunks of n_ctx and scores every prediction within a chunk (tokens 1 ..
 // n_ctx - 1 given the ones before). progress(chunk, n_chunks, running perplexity).
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int64_t n_ctx,
-                            ThreadPool& pool, const ForwardOptions& opts,
+                            Backend& backend, const ForwardOptions& opts,
                             const std::function<void(int64_t, int64_t, double)>& progress);
 
 }  // namespace trit

@@ -1,16 +1,13 @@
 #include "backend/vulkan/device_info.h"
 
-// The loader is opened at run time, so that listing devices works (and says why not) on
-// machines without libvulkan: no prototypes here, only function pointers.
-#define VK_NO_PROTOTYPES
-#include <dlfcn.h>
-#include <vulkan/vulkan.h>
-
+// Listing devices uses the shared loader (vk_loader.h): no prototypes, only function pointers.
 #include <algorithm>
 #include <cstring>
 #include <exception>
 #include <set>
 
+#include "backend/vulkan/physical_device.h"
+#include "backend/vulkan/vk_loader.h"
 #include "core/error.h"
 
 // Headers older than 1.3.255 lack VK_KHR_cooperative_matrix; its feature struct is fixed by
@@ -36,106 +33,7 @@ using CoopMatFeaturesKhr = VkPhysicalDeviceCooperativeMatrixFeaturesKHR;
 namespace trit {
 namespace {
 
-std::string vk_result_name(VkResult r) {
-  switch (r) {
-    case VK_ERROR_OUT_OF_HOST_MEMORY:
-      return "VK_ERROR_OUT_OF_HOST_MEMORY";
-    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
-      return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
-    case VK_ERROR_INITIALIZATION_FAILED:
-      return "VK_ERROR_INITIALIZATION_FAILED";
-    case VK_ERROR_LAYER_NOT_PRESENT:
-      return "VK_ERROR_LAYER_NOT_PRESENT";
-    case VK_ERROR_EXTENSION_NOT_PRESENT:
-      return "VK_ERROR_EXTENSION_NOT_PRESENT";
-    case VK_ERROR_INCOMPATIBLE_DRIVER:
-      return "VK_ERROR_INCOMPATIBLE_DRIVER (no Vulkan driver)";
-    default:
-      return cat("VkResult ", int(r));
-  }
-}
-
-// The loader library and the entry points used here.
-struct Loader {
-  void* lib = nullptr;
-  PFN_vkGetInstanceProcAddr get_instance_proc = nullptr;
-  PFN_vkEnumerateInstanceVersion enumerate_instance_version = nullptr;
-  PFN_vkCreateInstance create_instance = nullptr;
-  PFN_vkDestroyInstance destroy_instance = nullptr;
-  PFN_vkEnumeratePhysicalDevices enumerate_physical_devices = nullptr;
-  PFN_vkGetPhysicalDeviceProperties get_properties = nullptr;
-  PFN_vkGetPhysicalDeviceProperties2 get_properties2 = nullptr;
-  PFN_vkGetPhysicalDeviceFeatures2 get_features2 = nullptr;
-  PFN_vkGetPhysicalDeviceMemoryProperties get_memory = nullptr;
-  PFN_vkGetPhysicalDeviceMemoryProperties2 get_memory2 = nullptr;
-  PFN_vkEnumerateDeviceExtensionProperties enumerate_device_extensions = nullptr;
-
-  // The loader stays loaded for the life of the process: drivers keep state behind it that
-  // does not survive an unload.
-  // Returns "" on success, else why the loader is unusable.
-  std::string open() {
-    const char* names[] = {
-#if defined(__APPLE__)
-      "libvulkan.1.dylib",
-      "libvulkan.dylib",
-      "libMoltenVK.dylib",
-#else
-      "libvulkan.so.1",
-      "libvulkan.so",
-#endif
-    };
-    for (const char* n : names) {
-      lib = dlopen(n, RTLD_NOW | RTLD_LOCAL);
-      if (lib) break;
-    }
-    if (!lib) return cat("no Vulkan loader (", names[0], " not found)");
-    get_instance_proc =
-        reinterpret_cast<PFN_vkGetInstanceProcAddr>(dlsym(lib, "vkGetInstanceProcAddr"));
-    if (!get_instance_proc) return "the Vulkan loader has no vkGetInstanceProcAddr";
-    enumerate_instance_version = reinterpret_cast<PFN_vkEnumerateInstanceVersion>(
-        get_instance_proc(VK_NULL_HANDLE, "vkEnumerateInstanceVersion"));
-    create_instance = reinterpret_cast<PFN_vkCreateInstance>(
-        get_instance_proc(VK_NULL_HANDLE, "vkCreateInstance"));
-    if (!create_instance) return "the Vulkan loader has no vkCreateInstance";
-    return "";
-  }
-  // Instance-level entry points; false when a required one is missing.
-  bool load(VkInstance inst) {
-    auto get = [&](const char* name) { return get_instance_proc(inst, name); };
-    destroy_instance = reinterpret_cast<PFN_vkDestroyInstance>(get("vkDestroyInstance"));
-    enumerate_physical_devices =
-        reinterpret_cast<PFN_vkEnumeratePhysicalDevices>(get("vkEnumeratePhysicalDevices"));
-    get_properties =
-        reinterpret_cast<PFN_vkGetPhysicalDeviceProperties>(get("vkGetPhysicalDeviceProperties"));
-    get_properties2 =
-        reinterpret_cast<PFN_vkGetPhysicalDeviceProperties2>(get("vkGetPhysicalDeviceProperties2"));
-    get_features2 =
-        reinterpret_cast<PFN_vkGetPhysicalDeviceFeatures2>(get("vkGetPhysicalDeviceFeatures2"));
-    get_memory = reinterpret_cast<PFN_vkGetPhysicalDeviceMemoryProperties>(
-        get("vkGetPhysicalDeviceMemoryProperties"));
-    get_memory2 = reinterpret_cast<PFN_vkGetPhysicalDeviceMemoryProperties2>(
-        get("vkGetPhysicalDeviceMemoryProperties2"));
-    enumerate_device_extensions = reinterpret_cast<PFN_vkEnumerateDeviceExtensionProperties>(
-        get("vkEnumerateDeviceExtensionProperties"));
-    return destroy_instance && enumerate_physical_devices && get_properties && get_memory &&
-           enumerate_device_extensions;
-  }
-  // The *2 queries exist (Vulkan 1.1 instances).
-  bool has_v11_queries() const {
-    return get_properties2 && get_features2 && get_memory2;
-  }
-};
-
-// Owns the short-lived instance.
-struct Instance {
-  const Loader* vk = nullptr;
-  VkInstance handle = VK_NULL_HANDLE;
-  ~Instance() {
-    if (handle != VK_NULL_HANDLE && vk && vk->destroy_instance) {
-      vk->destroy_instance(handle, nullptr);
-    }
-  }
-};
+using vk::Functions;
 
 // Links a struct into a pNext chain.
 template <class T>
@@ -159,13 +57,15 @@ VulkanDeviceType convert_type(VkPhysicalDeviceType t) {
   }
 }
 
-VulkanDeviceInfo describe(const Loader& vk, VkPhysicalDevice pd, uint32_t index,
-                          uint32_t instance_version) {
+}  // namespace
+
+VulkanDeviceInfo vk::describe_physical_device(const Functions& vk, VkPhysicalDevice pd,
+                                              uint32_t index, uint32_t instance_version) {
   VulkanDeviceInfo d;
   d.index = index;
 
   VkPhysicalDeviceProperties props{};
-  vk.get_properties(pd, &props);
+  vk.vkGetPhysicalDeviceProperties(pd, &props);
   d.name = props.deviceName;
   d.type = convert_type(props.deviceType);
   d.api_version = props.apiVersion;
@@ -184,9 +84,9 @@ VulkanDeviceInfo describe(const Loader& vk, VkPhysicalDevice pd, uint32_t index,
 
   std::set<std::string> exts;
   uint32_t n_ext = 0;
-  if (vk.enumerate_device_extensions(pd, nullptr, &n_ext, nullptr) == VK_SUCCESS) {
+  if (vk.vkEnumerateDeviceExtensionProperties(pd, nullptr, &n_ext, nullptr) == VK_SUCCESS) {
     std::vector<VkExtensionProperties> list(n_ext);
-    if (vk.enumerate_device_extensions(pd, nullptr, &n_ext, list.data()) >= VK_SUCCESS) {
+    if (vk.vkEnumerateDeviceExtensionProperties(pd, nullptr, &n_ext, list.data()) >= VK_SUCCESS) {
       for (uint32_t i = 0; i < n_ext && i < list.size(); ++i) exts.insert(list[i].extensionName);
     }
   }
@@ -194,21 +94,22 @@ VulkanDeviceInfo describe(const Loader& vk, VkPhysicalDevice pd, uint32_t index,
 
   // Core structs may be queried up to the lower of the instance's and the device's version.
   const uint32_t api = std::min(instance_version, props.apiVersion);
-  const bool v11 = api >= VK_API_VERSION_1_1 && vk.has_v11_queries();
+  const bool v11 = api >= VK_API_VERSION_1_1 && vk.vkGetPhysicalDeviceProperties2 &&
+                   vk.vkGetPhysicalDeviceFeatures2 && vk.vkGetPhysicalDeviceMemoryProperties2;
   const bool v12 = api >= VK_API_VERSION_1_2;
   const bool v13 = api >= VK_API_VERSION_1_3;
   d.cooperative_matrix_khr = has("VK_KHR_cooperative_matrix");
   d.cooperative_matrix_nv = has("VK_NV_cooperative_matrix");
   d.has_memory_budget = has("VK_EXT_memory_budget");
 
+  d.min_storage_buffer_offset_alignment = lim.minStorageBufferOffsetAlignment;
+  VkPhysicalDeviceFeatures core{};
+  vk.vkGetPhysicalDeviceFeatures(pd, &core);
+  d.shader_int16 = core.shaderInt16 == VK_TRUE;
+
   if (!v11) {  // Vulkan 1.0: the basic properties and heaps only
-    VkPhysicalDeviceMemoryProperties mem{};
-    vk.get_memory(pd, &mem);
-    for (uint32_t h = 0; h < mem.memoryHeapCount; ++h) {
-      d.heaps.push_back({mem.memoryHeaps[h].size,
-                         (mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) != 0, 0, 0});
-    }
     d.has_memory_budget = false;
+    d.heaps = read_heaps(vk, pd, false);
     return d;
   }
 
@@ -238,9 +139,10 @@ VulkanDeviceInfo describe(const Loader& vk, VkPhysicalDevice pd, uint32_t index,
   if (want_drv) chain(head, drv);
   if (want_dot) chain(head, dotp);
   p2.pNext = head;
-  vk.get_properties2(pd, &p2);
+  vk.vkGetPhysicalDeviceProperties2(pd, &p2);
   d.max_memory_allocation_size = m3.maxMemoryAllocationSize;
   d.subgroup_size = sg.subgroupSize;
+  d.subgroup_operations = sg.supportedOperations;
   if (want_m4) d.max_buffer_size = m4.maxBufferSize;
   if (want_sgc) {
     d.min_subgroup_size = sgc.minSubgroupSize;
@@ -282,7 +184,7 @@ VulkanDeviceInfo describe(const Loader& vk, VkPhysicalDevice pd, uint32_t index,
   if (d.cooperative_matrix_nv) chain(head, cmnv);
   if (d.cooperative_matrix_khr) chain(head, cmkhr);
   f2.pNext = head;
-  vk.get_features2(pd, &f2);
+  vk.vkGetPhysicalDeviceFeatures2(pd, &f2);
   d.storage_buffer_16bit = s16.storageBuffer16BitAccess == VK_TRUE;
   d.storage_buffer_8bit = want_s8 && s8.storageBuffer8BitAccess == VK_TRUE;
   d.shader_int8 = want_f16i8 && f16i8.shaderInt8 == VK_TRUE;
@@ -292,77 +194,61 @@ VulkanDeviceInfo describe(const Loader& vk, VkPhysicalDevice pd, uint32_t index,
   d.cooperative_matrix_nv = d.cooperative_matrix_nv && cmnv.cooperativeMatrix == VK_TRUE;
   d.cooperative_matrix_khr = d.cooperative_matrix_khr && cmkhr.cooperativeMatrix == VK_TRUE;
 
-  // Memory heaps and, where the driver tells, their budgets.
-  VkPhysicalDeviceMemoryProperties2 mp2{
-      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2, nullptr, {}};
-  VkPhysicalDeviceMemoryBudgetPropertiesEXT budget{};
-  budget.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT;
-  if (d.has_memory_budget) mp2.pNext = &budget;
-  vk.get_memory2(pd, &mp2);
-  const VkPhysicalDeviceMemoryProperties& mem = mp2.memoryProperties;
+  d.heaps = read_heaps(vk, pd, d.has_memory_budget);
+  return d;
+}
+
+std::vector<VulkanHeap> vk::read_heaps(const Functions& vk, VkPhysicalDevice pd, bool budget) {
+  std::vector<VulkanHeap> out;
+  if (!vk.vkGetPhysicalDeviceMemoryProperties2) budget = false;
+  VkPhysicalDeviceMemoryProperties mem{};
+  VkPhysicalDeviceMemoryBudgetPropertiesEXT b{};
+  b.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT;
+  if (budget) {
+    VkPhysicalDeviceMemoryProperties2 mp2{
+        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2, &b, {}};
+    vk.vkGetPhysicalDeviceMemoryProperties2(pd, &mp2);
+    mem = mp2.memoryProperties;
+  } else {
+    vk.vkGetPhysicalDeviceMemoryProperties(pd, &mem);
+  }
   for (uint32_t h = 0; h < mem.memoryHeapCount && h < VK_MAX_MEMORY_HEAPS; ++h) {
     VulkanHeap heap;
     heap.size = mem.memoryHeaps[h].size;
     heap.device_local = (mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) != 0;
-    if (d.has_memory_budget) {
-      heap.budget = budget.heapBudget[h];
-      heap.usage = budget.heapUsage[h];
+    if (budget) {
+      heap.budget = b.heapBudget[h];
+      heap.usage = b.heapUsage[h];
     }
-    d.heaps.push_back(heap);
+    out.push_back(heap);
   }
-  return d;
+  return out;
 }
+
+namespace {
 
 VulkanDeviceList enumerate() {
   VulkanDeviceList out;
-  Loader vk;
-  out.reason = vk.open();
+  vk::Instance inst;
+  out.reason = inst.create();
+  out.instance_version = inst.loader_version();
   if (!out.reason.empty()) return out;
-  uint32_t loader_version = VK_API_VERSION_1_0;
-  if (vk.enumerate_instance_version &&
-      vk.enumerate_instance_version(&loader_version) != VK_SUCCESS) {
-    loader_version = VK_API_VERSION_1_0;
-  }
-  out.instance_version = loader_version;
-
-  VkApplicationInfo app{};
-  app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO;
-  app.pApplicationName = "trit";
-  app.pEngineName = "trit";
-  app.apiVersion = std::min<uint32_t>(loader_version, VK_API_VERSION_1_3);
-  VkInstanceCreateInfo ci{};
-  ci.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO;
-  ci.pApplicationInfo = &app;
-  Instance inst;
-  inst.vk = &vk;
-  const VkResult r = vk.create_instance(&ci, nullptr, &inst.handle);
-  if (r != VK_SUCCESS) {
-    inst.handle = VK_NULL_HANDLE;
-    out.reason = cat("vkCreateInstance failed: ", vk_result_name(r));
+  std::vector<VkPhysicalDevice> pds;
+  try {
+    pds = inst.physical_devices();
+  } catch (const Error& e) {
+    out.reason = e.what();
     return out;
   }
-  if (!vk.load(inst.handle)) {
-    out.reason = "the Vulkan loader lacks basic instance functions";
-    return out;
-  }
-  uint32_t n = 0;
-  VkResult e = vk.enumerate_physical_devices(inst.handle, &n, nullptr);
-  if (e != VK_SUCCESS) {
-    out.reason = cat("vkEnumeratePhysicalDevices failed: ", vk_result_name(e));
-    return out;
-  }
+  const uint32_t n = uint32_t(pds.size());
   if (n == 0) {
     out.reason = "no Vulkan devices";
     return out;
   }
-  std::vector<VkPhysicalDevice> pds(n);
-  e = vk.enumerate_physical_devices(inst.handle, &n, pds.data());
-  if (e != VK_SUCCESS && e != VK_INCOMPLETE) {
-    out.reason = cat("vkEnumeratePhysicalDevices failed: ", vk_result_name(e));
-    return out;
+  for (uint32_t i = 0; i < n; ++i) {
+    out.devices.push_back(
+        vk::describe_physical_device(inst.functions(), pds[i], i, inst.api_version()));
   }
-  pds.resize(n);
-  for (uint32_t i = 0; i < n; ++i) out.devices.push_back(describe(vk, pds[i], i, app.apiVersion));
   return out;
 }
 

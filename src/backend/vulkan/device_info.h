@@ -38,7 +38,7 @@ struct VulkanDeviceInfo {
   // Limits; 0 when the device does not report them.
   uint64_t max_storage_buffer_range = 0;
   uint64_t max_memory_allocation_size = 0;  // VkPhysicalDeviceMaintenance3Properties
-  uint64_t max_buffer_size = 0;             // VkPhysicalDeviceMaintenance4Properties
+  uint64_t max_buffer_size = 0;  // VkPhysicalDeviceMaintenance4Properties; 0: no limit stated
   uint32_t max_compute_work_group_size[3] = {0, 0, 0};
   uint32_t max_compute_work_group_invocations = 0;
   uint32_t max_compute_work_group_count[3] = {0, 0, 0};
@@ -47,6 +47,8 @@ struct VulkanDeviceInfo {
   uint32_t subgroup_size = 0;
   uint32_t min_subgroup_size = 0;  // VK_EXT_subgroup_size_control / 1.3; 0 when unknown
   uint32_t max_subgroup_size = 0;
+  uint32_t subgroup_operations = 0;  // VkSubgroupFeatureFlags (basic, vote, arithmetic, ...)
+  uint64_t min_storage_buffer_offset_alignment = 0;
 
   std::vector<VulkanHeap> heaps;
   bool has_memory_budget = false;
@@ -55,6 +57,7 @@ struct VulkanDeviceInfo {
   bool storage_buffer_8bit = false;   // storageBuffer8BitAccess
   bool storage_buffer_16bit = false;  // storageBuffer16BitAccess
   bool shader_int8 = false;
+  bool shader_int16 = false;
   bool shader_float16 = false;
   bool integer_dot_product = false;                  // VK_KHR_shader_integer_dot_product or 1.3
   bool integer_dot_product_4x8_accelerated = false;  // packed signed 4x8-bit dot is fast

@@ -1,0 +1,90 @@
+// Sequence: records many dispatches, copies and fills into one command buffer, then submits
+// it once and waits on a fence (Kompute's "sequence"). Barriers between commands that touch
+// overlapping bytes of the same buffer (one of them writing) are inserted automatically; a
+// binding counts as written unless the pipeline marks it read-only (PipelineDesc::readonly).
+// Buffers named in a recording must stay alive until submit_and_wait returns.
+//
+// Callers keep group counts within caps().info.max_compute_work_group_count (no splitting
+// here) and bind ranges no larger than the context's binding limit (checked).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+#include <vector>
+
+#include "backend/vulkan/buffer.h"
+#include "backend/vulkan/vk_loader.h"
+
+namespace trit::vk {
+
+class Context;
+class Pipeline;
+
+class Sequence {
+ public:
+  explicit Sequence(Context& ctx);
+  ~Sequence();
+  Sequence(const Sequence&) = delete;
+  Sequence& operator=(const Sequence&) = delete;
+
+  // Binds `bindings` to 0..n-1 (n must equal the pipeline's), pushes `push_size` bytes (must
+  // equal the pipeline's push_bytes) and records a dispatch of gx * gy * gz groups.
+  void dispatch(const Pipeline& p, std::initializer_list<BufferRange> bindings, const void* push,
+                size_t push_size, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1);
+  // The same with a typed push-constant struct.
+  template <class Push>
+  requires std::is_class_v<Push> && std::is_trivially_copyable_v<Push>
+  void dispatch(const Pipeline& p, std::initializer_list<BufferRange> bindings, const Push& push,
+                uint32_t gx, uint32_t gy = 1, uint32_t gz = 1) {
+    dispatch(p, bindings, &push, sizeof(Push), gx, gy, gz);
+  }
+  // Copies src to dst (equal sizes).
+  void copy(BufferRange src, BufferRange dst);
+  // Sets dst to zero bytes (offset and size multiples of 4).
+  void fill_zero(BufferRange dst);
+  // A full compute/transfer memory barrier; automatic ones make calling it rarely needed.
+  void barrier();
+
+  // Ends the recording, submits it and waits for it to finish; the results are then visible
+  // to the host through mapped buffers. May be called again to run the same commands again.
+  void submit_and_wait();
+  // Forgets the recording (and frees its descriptor sets) so the sequence records anew.
+  void reset();
+
+  size_t commands() const { return commands_; }  // dispatches, copies and fills recorded
+  size_t barriers() const { return barriers_; }  // barriers recorded (automatic or not)
+
+ private:
+  struct Access {
+    VkBuffer buffer;
+    uint64_t begin, end;
+    bool write;
+  };
+  void begin_if_needed();
+  // Records a barrier first when `acc` conflicts with an access since the last barrier.
+  void touch(const std::vector<Access>& acc);
+  VkDescriptorSet allocate_set(VkDescriptorSetLayout layout, uint32_t descriptors);
+  void record_barrier(VkPipelineStageFlags src_stage, VkAccessFlags src_access,
+                      VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
+  void check_range(const BufferRange& r, const char* what) const;
+
+  Context& ctx_;
+  VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;
+  struct Pool {
+    VkDescriptorPool pool;
+    uint32_t sets, descriptors;            // capacity
+    uint32_t used_sets, used_descriptors;  // since the last reset
+  };
+  std::vector<Pool> pools_;
+  size_t pool_ = 0;  // the pool sets come from now
+  std::vector<Access> since_barrier_;
+  bool recording_ = false;
+  bool ended_ = false;
+  size_t commands_ = 0;
+  size_t barriers_ = 0;
+};
+
+}  // namespace trit::vk

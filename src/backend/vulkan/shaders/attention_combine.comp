@@ -1,0 +1,57 @@
+#version 450
+// attention_combine: merges the chunk partials of attention.comp into the attention output:
+// for query token t = t0 + tq and head h, over chunks c = 0 .. (pos0 + t) / C in order,
+//   M = max_c m_c,  L = sum_c l_c * exp(m_c - M),
+//   out[t, h, d] = (sum_c acc_c[d] * exp(m_c - M)) / L.
+// The sums run in chunk order, so the result is deterministic and independent of the KV
+// tiling (it differs from the CPU's single-pass softmax by rounding only).
+//
+// Bindings (set 0):
+//   0 partial float[n_q * n_head * n_chunks * (head_dim + 2)]  scratch of attention.comp (read)
+//   1 out     float[T * n_head * head_dim]   output tile; rows [t0, t0 + n_q) written  (write)
+// Push constants: AttentionCombinePush { n_q, t0, pos0, n_head, head_dim, n_chunks } (the
+//   values given to attention.comp).
+// Spec constants: 0 workgroup size, 10 chunk size C (as for attention.comp).
+// Dispatch: (n_head, n_q, 1), threads over head_dim. Run after every attention.comp dispatch
+//   of the range, with a compute->compute memory barrier in between.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = SPEC_WG_SIZE) in;
+layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 64;
+layout(constant_id = SPEC_ATTN_CHUNK) const uint C = 64;
+
+layout(std430, set = 0, binding = 0) readonly buffer Partial { float partial[]; };
+layout(std430, set = 0, binding = 1) writeonly buffer Out { float out_[]; };
+
+layout(push_constant) uniform Push {
+  uint n_q;
+  uint t0;
+  uint pos0;
+  uint n_head;
+  uint head_dim;
+  uint n_chunks;
+} pc;
+
+void main() {
+  uint h = gl_WorkGroupID.x;
+  uint tq = gl_WorkGroupID.y;
+  if (h >= pc.n_head || tq >= pc.n_q) return;
+  uint t = pc.t0 + tq;
+  uint last = (pc.pos0 + t) / C;
+  uint hd = pc.head_dim;
+  uint rs = hd + 2;
+  uint base = (tq * pc.n_head + h) * pc.n_chunks * rs;
+
+  float mx = partial[base];
+  for (uint c = 1; c <= last; ++c) mx = max(mx, partial[base + c * rs]);
+  float l = 0.0;
+  for (uint c = 0; c <= last; ++c) l += partial[base + c * rs + 1] * exp(partial[base + c * rs] - mx);
+  for (uint d = gl_LocalInvocationID.x; d < hd; d += WG_SIZE) {
+    float acc = 0.0;
+    for (uint c = 0; c <= last; ++c) {
+      acc += partial[base + c * rs + 2 + d] * exp(partial[base + c * rs] - mx);
+    }
+    out_[(t * pc.n_head + h) * hd + d] = acc / l;
+  }
+}

@@ -1,0 +1,19 @@
+# The compute shaders of the Vulkan backend's forward pass. Each line declares one SPIR-V
+# module: trit_shader(NAME SOURCE [DEFINES...]). The backend's CMake compiles every module with
+#   glslc --target-env=vulkan1.1 -O -I<this folder> <DEFINES> SOURCE
+# validates it with spirv-val and embeds it. Plain modules need only 32-bit storage buffers;
+# a *_dot module needs shaderIntegerDotProduct (VK_KHR_shader_integer_dot_product or 1.3).
+# Everything else (workgroup size, matvec or tiled path, tile sizes, weight type, activation,
+# attention chunk) is a specialization constant: see push_constants.h.
+
+trit_shader(quantize_acts quantize_acts.comp)
+trit_shader(matmul_ternary matmul_ternary.comp)
+trit_shader(matmul_ternary_dot matmul_ternary.comp -DINT_DOT=1)
+trit_shader(matmul_float matmul_float.comp)
+trit_shader(embedding embedding.comp)
+trit_shader(rms_norm rms_norm.comp)
+trit_shader(rope rope.comp)
+trit_shader(attention attention.comp)
+trit_shader(attention_combine attention_combine.comp)
+trit_shader(gated_act gated_act.comp)
+trit_shader(add add.comp)
