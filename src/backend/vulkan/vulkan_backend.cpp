@@ -1,11 +1,141 @@
+// The Vulkan backend: opening the device, tensors, host transfers and submission. The ops
+// live in vk_ops_*.cpp, the weight cache in vk_weights.cpp (see vk_backend_impl.h).
 #include "backend/vulkan/vulkan_backend.h"
 
-#include "core/error.h"
+#include <algorithm>
+
+#include "backend/vulkan/binding_limit.h"
+#include "backend/vulkan/vk_backend_impl.h"
+#include "model/lora_apply.h"
+#include "model/model.h"
+#include "train/lora.h"
 
 namespace trit {
+namespace vk {
+namespace {
 
-std::unique_ptr<Backend> make_vulkan_backend(const VulkanRequest&) {
-  fail("vulkan: the Vulkan backend is not complete in this build (use --device cpu)");
+constexpr uint32_t kKvChunk = 64;  // attention chunk C of KV caches (rows per chunk)
+
+ContextOptions context_options(const VulkanRequest& r) {
+  ContextOptions o;
+  o.device = r.index >= 0 ? DeviceChoice::at(uint32_t(r.index))
+                          : (r.real_gpu_only ? DeviceChoice::real_gpu() : DeviceChoice::any());
+  const uint64_t env = max_buffer_bytes_from_env();
+  o.max_buffer_bytes = r.max_buffer_bytes;
+  if (env != 0 && (o.max_buffer_bytes == 0 || env < o.max_buffer_bytes)) o.max_buffer_bytes = env;
+  return o;
+}
+
+// Tile shapes whose shared memory (matmul_ternary: 260 * (TILE_M + TILE_N) bytes, the larger
+// of the two matmuls) fits the device. Software devices (lavapipe) pay per workgroup, so their
+// matvec workgroups take more rows with fewer threads.
+MatmulConfig matmul_config(const DeviceCaps& caps) {
+  MatmulConfig c;
+  if (caps.info.type == VulkanDeviceType::Cpu) {
+    c.mv_wg = 32;
+    c.mv_rows = 16;
+  }
+  if (caps.info.max_compute_shared_memory_size < 260u * (c.tile_m + c.tile_n)) {
+    c.tile_m = 32;
+    c.tile_n = 16;
+    c.thread_m = 2;
+    c.thread_n = 2;
+  }
+  return c;
+}
+
+// The largest power of two up to kKvChunk dividing every piece start of a KV cache.
+uint32_t kv_chunk_of(const TiledTensor& t) {
+  if (t.pieces() <= 1) return kKvChunk;
+  uint32_t c = kKvChunk;
+  while (c > 1 && t.rows_per_piece() % c != 0) c /= 2;
+  return c;
+}
+
+}  // namespace
+
+const VkTensor& vk_tensor(const DeviceTensor& t) {
+  auto* v = dynamic_cast<const VkTensor*>(&t);
+  if (!v) fail("vulkan backend: tensor '", t.name(), "' belongs to another backend");
+  return *v;
+}
+
+VkTensor& vk_tensor(DeviceTensor& t) {
+  return const_cast<VkTensor&>(vk_tensor(static_cast<const DeviceTensor&>(t)));
+}
+
+VulkanBackend::VulkanBackend(const VulkanRequest& request)
+    : ctx_(std::make_unique<Context>(context_options(request))),
+      seq_(std::make_unique<Sequence>(*ctx_)),
+      mm_(matmul_config(ctx_->caps())),
+      act_scratch_(*ctx_, "activations", MemoryKind::Device),
+      attn_scratch_(*ctx_, "attention", MemoryKind::Device),
+      host_(*ctx_, "host", MemoryKind::Host) {
+  const uint32_t* max = ctx_->caps().info.max_compute_work_group_count;
+  max_seg_rows_ = std::min({max[0], max[1], max[2]});
+}
+
+VulkanBackend::~VulkanBackend() {
+  try {
+    seq_->submit_and_wait();  // queued work must end before its buffers go
+  } catch (...) {
+  }
+  ctx_->wait_idle();
+}
+
+std::string VulkanBackend::description() const {
+  const DeviceCaps& caps = ctx_->caps();
+  const VulkanDeviceInfo& d = caps.info;
+  std::string driver = d.driver_info.empty()
+                           ? vulkan_driver_version_string(d.vendor_id, d.driver_version)
+                           : d.driver_info;
+  return cat("vulkan: ", d.name, " (", vulkan_device_type_name(d.type), ", driver ", driver,
+             caps.enabled.integer_dot_product ? ", int8 dot product" : "", ", binding limit ",
+             ctx_->binding_limit() >> 20, " MiB)");
+}
+
+std::unique_ptr<DeviceTensor> VulkanBackend::tensor(std::string_view name, int64_t rows,
+                                                    int64_t cols) {
+  if (rows < 0 || cols <= 0) fail("vulkan backend: tensor '", name, "' of ", rows, " x ", cols);
+  // KV caches keep their pieces on attention chunk boundaries (attention.comp's kv_r0).
+  const bool kv = name.rfind("cache_", 0) == 0;
+  TileOptions o;
+  if (kv && uint64_t(cols) * 4 * kKvChunk <= ctx_->binding_limit()) o.row_align = kKvChunk;
+  TiledTensor t = make_tiled(*ctx_, std::string(name), uint64_t(rows), uint64_t(cols) * 4, o);
+  t.fill_zero();  // as the CPU backend's tensors start
+  const uint32_t chunk = kv_chunk_of(t);
+  return std::make_unique<VkTensor>(std::string(name), rows, cols, std::move(t), chunk);
+}
+
+void VulkanBackend::flush(bool keep_host) {
+  seq_->submit_and_wait();
+  seq_->reset();
+  retired_.clear();
+  if (!keep_host) host_.reset();
+}
+
+void VulkanBackend::write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) {
+  if (row0 < 0 || n < 0 || row0 + n > t.rows()) {
+    fail("write: rows ", row0, "..", row0 + n, " of tensor '", t.name(), "' with ", t.rows(),
+         " rows");
+  }
+  flush();  // queued ops that use t run first
+  vk_tensor(t).tiles().upload(uint64_t(row0), uint64_t(n), src);
+}
+
+void VulkanBackend::read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) {
+  if (row0 < 0 || n < 0 || row0 + n > t.rows()) {
+    fail("read: rows ", row0, "..", row0 + n, " of tensor '", t.name(), "' with ", t.rows(),
+         " rows");
+  }
+  flush();
+  vk_tensor(t).tiles().download(uint64_t(row0), uint64_t(n), dst);
+}
+
+}  // namespace vk
+
+std::unique_ptr<Backend> make_vulkan_backend(const VulkanRequest& request) {
+  return std::make_unique<vk::VulkanBackend>(request);
 }
 
 }  // namespace trit

@@ -9,6 +9,7 @@
 trit_shader(quantize_acts quantize_acts.comp)
 trit_shader(matmul_ternary matmul_ternary.comp)
 trit_shader(matmul_ternary_dot matmul_ternary.comp -DINT_DOT=1)
+trit_shader(matmul_ternary_f32 matmul_ternary_f32.comp)
 trit_shader(matmul_float matmul_float.comp)
 trit_shader(embedding embedding.comp)
 trit_shader(rms_norm rms_norm.comp)

@@ -1,0 +1,230 @@
+// The Vulkan backend's internals (DESIGN section 6), shared by its files:
+//   vulkan_backend.cpp      device, tensors, read/write, submission, allocation retries
+//   vk_scratch.cpp          scratch arenas and row segments (the tiling rule)
+//   vk_weights.cpp          the weight cache: T2 ternary codes, float matrices, norms, LoRA
+//   vk_ops_linear.cpp       linear (bitlinear, merged float layers, LoRA) and the LM head
+//   vk_ops_attention.cpp    rope, store_kv, attention
+//   vk_ops_elementwise.cpp  embedding, rms_norm, gated_act, add
+//
+// Every op is recorded into one Sequence; read() and head() submit it and wait. Tensors are
+// TiledTensors of f32 rows; an op over n token rows walks the row segments on which every
+// tensor it touches stays within one piece, and, for weights, every weight piece (a range of
+// output rows) in turn. Weights are uploaded on first use and kept (keyed by host pointer).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/vulkan/context.h"
+#include "backend/vulkan/pipeline.h"
+#include "backend/vulkan/push_constants.h"
+#include "backend/vulkan/sequence.h"
+#include "backend/vulkan/tiled_tensor.h"
+#include "backend/vulkan/vulkan_backend.h"
+
+namespace trit {
+
+struct LoraLayer;
+struct TernaryMatrix;
+
+namespace vk {
+
+// An f32 matrix (rows, cols) of the Vulkan backend.
+class VkTensor final : public DeviceTensor {
+ public:
+  VkTensor(std::string name, int64_t rows, int64_t cols, TiledTensor t, uint32_t kv_chunk)
+      : DeviceTensor(std::move(name), rows, cols), t_(std::move(t)), kv_chunk_(kv_chunk) {}
+  const TiledTensor& tiles() const { return t_; }
+  TiledTensor& tiles() { return t_; }
+  // Attention chunk C this tensor's pieces respect when it serves as a KV cache (every piece
+  // starts at a multiple of it).
+  uint32_t kv_chunk() const { return kv_chunk_; }
+
+ private:
+  TiledTensor t_;
+  uint32_t kv_chunk_;
+};
+
+// Throw naming t when it belongs to another backend.
+const VkTensor& vk_tensor(const DeviceTensor& t);
+VkTensor& vk_tensor(DeviceTensor& t);
+
+// A ternary weight as T2 codes (n_in / 16 words a row) and either one scale d or, when d == 0,
+// per-256-block scales tiled exactly like the codes.
+struct TernaryWeight {
+  TiledTensor codes;  // (n_out, n_in / 4 bytes)
+  TiledTensor dblk;   // (n_out, n_in / 256 floats); no rows when d != 0
+  float d = 0;
+};
+
+// Float weight rows as the shaders read them (q6_K is converted to f32 at upload).
+struct FloatWeight {
+  TiledTensor rows;  // (n_out, row bytes of type)
+  FloatWeightType type = FloatWeightType::F32;
+  int64_t n_in = 0, n_out = 0;
+};
+
+struct LoraWeight {
+  FloatWeight a;  // (rank, n_in)
+  FloatWeight b;  // (n_out, rank)
+};
+
+// Bump allocations of aligned byte ranges over a list of buffers, each within the binding
+// limit. Device arenas are reset by each op (reuse is ordered by the Sequence's automatic
+// barriers); the host arena only after a submission has finished.
+class ScratchArena {
+ public:
+  ScratchArena(Context& ctx, std::string name, MemoryKind kind)
+      : ctx_(ctx), name_(name), kind_(kind) {}
+  BufferRange alloc(uint64_t bytes);
+  void reset();
+  uint64_t capacity() const;
+
+ private:
+  struct Block {
+    Buffer buffer;
+    uint64_t used = 0;
+  };
+  Context& ctx_;
+  std::string name_;
+  MemoryKind kind_;
+  std::deque<Block> blocks_;  // a deque: ranges handed out keep pointing at their Buffer
+  size_t current_ = 0;
+};
+
+// Rows [base, base + n) of a tensor that an op touches.
+struct RowsOf {
+  const TiledTensor* t;
+  uint64_t base;
+};
+// [a, b) ranges covering [0, n) such that for every tensor, rows [base + a, base + b) lie in
+// one piece, each at most max_rows long (0: no bound).
+std::vector<std::pair<uint64_t, uint64_t>> row_segments(const std::vector<RowsOf>& tensors,
+                                                        uint64_t n, uint64_t max_rows);
+// The bytes of rows [r0, r1) of t, which must lie in one piece.
+BufferRange rows_range(const TiledTensor& t, uint64_t r0, uint64_t r1);
+
+// A tiled tensor, retried with smaller pieces when the device runs out of memory; the final
+// failure names the tensor, its size and the device's heap.
+TiledTensor make_tiled(Context& ctx, const std::string& name, uint64_t rows, uint64_t row_bytes,
+                       TileOptions options = {});
+
+// The matmul shaders' configuration: matvec shape (decode) and tile shapes fitting the
+// device's shared memory (prompts).
+struct MatmulConfig {
+  uint32_t mv_wg = 64;   // matvec: threads split n_in
+  uint32_t mv_rows = 2;  // matvec: output rows per workgroup
+  uint32_t tile_m = 64, tile_n = 32, thread_m = 4, thread_n = 4;
+  uint32_t max_matvec_tokens = 8;  // ops over up to this many tokens take the matvec path
+  uint32_t tile_wg() const { return (tile_m / thread_m) * (tile_n / thread_n); }
+};
+
+class VulkanBackend final : public Backend {
+ public:
+  explicit VulkanBackend(const VulkanRequest& request);
+  ~VulkanBackend() override;
+
+  std::string description() const override;
+  std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols) override;
+  void write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) override;
+  void read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) override;
+
+  void embedding(DeviceTensor& out, const FloatMatrix& table, const int32_t* tokens,
+                 int64_t n) override;
+  void rms_norm(DeviceTensor& y, const DeviceTensor& x, const float* g, int64_t n,
+                float eps) override;
+  void linear(std::span<const LinearOp> ops, const DeviceTensor& x, int64_t n,
+              bool act_quant) override;
+  void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp, int64_t pos0) override;
+  void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) override;
+  void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
+                 const DeviceTensor& v_cache, int64_t n, int64_t pos0, const HParams& hp) override;
+  void gated_act(DeviceTensor& out, const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
+                 Activation act) override;
+  void add(DeviceTensor& y, const DeviceTensor& x, int64_t n) override;
+  void head(float* logits, const DeviceTensor& x, int64_t row0, int64_t n, const FloatMatrix& w,
+            const std::vector<LoraTerm>* lora) override;
+
+ private:
+  // Submits what is queued, waits, and starts a new recording. The host arena is reset too
+  // unless keep_host (head() copies its logits out of it first).
+  void flush(bool keep_host = false);
+
+  // Weight cache (vk_weights.cpp).
+  const TernaryWeight& ternary_weight(const LinearWeight& w);
+  const FloatWeight& float_weight(const FloatMatrix& m, const std::string& name);
+  const LoraWeight& lora_weight(const LoraLayer& l);
+  const TiledTensor& norm_weight(const float* g, int64_t n);  // one row of n floats
+
+  // Dispatch helpers (vk_ops_linear.cpp).
+  const Pipeline& pipeline(std::string_view shader, uint32_t bindings, uint32_t push_bytes,
+                           std::vector<uint32_t> spec, uint32_t readonly);
+  // Records a dispatch of `row_groups` groups split over x and z, and gy over y.
+  template <class Push>
+  void dispatch_rows(const Pipeline& p, std::initializer_list<BufferRange> b, const Push& push,
+                     uint64_t row_groups, uint64_t gy);
+  // Records a dispatch of `groups` groups split over x and y (elementwise shaders).
+  template <class Push>
+  void dispatch_flat(const Pipeline& p, std::initializer_list<BufferRange> b, const Push& push,
+                     uint64_t groups);
+  // y[:, r0 + rows of each piece] = alpha * W x (+ beta * y) for a segment of `tokens` rows
+  // of an op over `op_tokens` rows (which picks the shader path, so that every tiling of the
+  // op sums in the same order).
+  void matmul_float(const FloatWeight& w, BufferRange x, BufferRange y, uint64_t tokens,
+                    uint64_t op_tokens, uint64_t y_stride, float alpha, float beta);
+  // Adds the LoRA terms of one layer: y += scale * B (A x) for a segment of `tokens` rows.
+  void lora_terms(const std::vector<LoraTerm>& terms, BufferRange x, BufferRange y, uint64_t tokens,
+                  uint64_t op_tokens, int64_t n_in, int64_t n_out);
+  const TiledTensor& rope_table(int64_t positions, int64_t rope_dim, float base);
+
+  std::unique_ptr<Context> ctx_;
+  std::unique_ptr<Sequence> seq_;
+  MatmulConfig mm_;
+  uint64_t max_seg_rows_ = 0;         // group-count bound on the rows of one segment
+  ScratchArena act_scratch_;          // quantised activations, LoRA A x
+  ScratchArena attn_scratch_;         // attention partials
+  ScratchArena host_;                 // token ids, logits (host-visible)
+  std::vector<TiledTensor> retired_;  // replaced while queued work may still use them
+
+  std::unordered_map<const void*, std::unique_ptr<TernaryWeight>> ternary_;
+  std::unordered_map<const void*, std::unique_ptr<FloatWeight>> float_;
+  std::unordered_map<const void*, std::unique_ptr<LoraWeight>> lora_;
+  std::unordered_map<const void*, TiledTensor> norms_;
+
+  TiledTensor rope_;  // (positions, rope_dim): cos then sin per row
+  int64_t rope_dim_ = 0;
+  float rope_base_ = 0;
+};
+
+template <class Push>
+void VulkanBackend::dispatch_rows(const Pipeline& p, std::initializer_list<BufferRange> b,
+                                  const Push& push, uint64_t row_groups, uint64_t gy) {
+  const uint32_t* max = ctx_->caps().info.max_compute_work_group_count;
+  const uint64_t gx = std::min<uint64_t>(row_groups, max[0]);
+  const uint64_t gz = (row_groups + gx - 1) / gx;
+  if (gz > max[2] || gy > max[1]) {
+    fail("vulkan: ", p.name(), ": ", row_groups, " x ", gy, " workgroups exceed the device's grid");
+  }
+  seq_->dispatch(p, b, push, uint32_t(gx), uint32_t(gy), uint32_t(gz));
+}
+
+template <class Push>
+void VulkanBackend::dispatch_flat(const Pipeline& p, std::initializer_list<BufferRange> b,
+                                  const Push& push, uint64_t groups) {
+  const uint32_t* max = ctx_->caps().info.max_compute_work_group_count;
+  const uint64_t gx = std::min<uint64_t>(groups, max[0]);
+  const uint64_t gy = (groups + gx - 1) / gx;
+  if (gy > max[1]) fail("vulkan: ", p.name(), ": ", groups, " workgroups exceed the device's grid");
+  seq_->dispatch(p, b, push, uint32_t(gx), uint32_t(gy));
+}
+
+}  // namespace vk
+}  // namespace trit

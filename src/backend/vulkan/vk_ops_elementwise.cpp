@@ -1,0 +1,122 @@
+// The Vulkan backend's row-wise and elementwise ops: embedding, rms_norm, gated_act, add. Each
+// walks the row segments on which every tensor it touches stays within one piece.
+#include <cstring>
+
+#include "backend/vulkan/vk_backend_impl.h"
+#include "model/model.h"
+
+namespace trit::vk {
+namespace {
+
+constexpr uint32_t kWg = 128;  // workgroup size of these shaders
+
+uint64_t ceil_div(uint64_t a, uint64_t b) {
+  return (a + b - 1) / b;
+}
+
+void check_n(const DeviceTensor& t, int64_t n, const char* op) {
+  if (n < 0 || n > t.rows()) fail(op, ": ", n, " rows of tensor '", t.name(), "' with ", t.rows());
+}
+
+void check_same_cols(const DeviceTensor& a, const DeviceTensor& b, const char* op) {
+  if (a.cols() != b.cols()) {
+    fail(op, ": tensor '", a.name(), "' has ", a.cols(), " columns, '", b.name(), "' ", b.cols());
+  }
+}
+
+}  // namespace
+
+void VulkanBackend::embedding(DeviceTensor& out_t, const FloatMatrix& table, const int32_t* tokens,
+                              int64_t n) {
+  VkTensor& out = vk_tensor(out_t);
+  check_n(out, n, "embedding");
+  if (table.n_in != out.cols()) {
+    fail("embedding: table rows of ", table.n_in, " values, tensor '", out.name(), "' has ",
+         out.cols(), " columns");
+  }
+  if (n == 0) return;
+  const FloatWeight& tw = float_weight(table, "token_embd");
+  const Pipeline& p = pipeline("embedding", 3, sizeof(EmbeddingPush),
+                               {kWg, 0, 0, 0, 0, 0, 0, 0, uint32_t(tw.type)}, 0b011);
+  for (const auto& [a, b] : row_segments({{&out.tiles(), 0}}, uint64_t(n), max_seg_rows_)) {
+    const uint64_t rows = b - a;
+    const BufferRange ids = host_.alloc(rows * 4);  // kept until the submission ends
+    std::memcpy(static_cast<unsigned char*>(ids.buffer->mapped()) + ids.offset, tokens + a,
+                rows * 4);
+    const BufferRange o = rows_range(out.tiles(), a, b);
+    for (size_t i = 0; i < tw.rows.pieces(); ++i) {
+      const TiledTensor::Piece& piece = tw.rows.piece(i);
+      bool used = false;  // only the pieces the segment's ids fall in
+      for (uint64_t t = a; t < b && !used; ++t) {
+        used = uint64_t(tokens[t]) >= piece.row0 && uint64_t(tokens[t]) < piece.row1;
+      }
+      if (!used) continue;
+      const EmbeddingPush push{uint32_t(out.cols()), uint32_t(piece.rows()), uint32_t(piece.row0),
+                               uint32_t(rows)};
+      seq_->dispatch(p, {BufferRange(piece.buffer), ids, o}, push,
+                     uint32_t(ceil_div(uint64_t(out.cols()), kWg)), uint32_t(rows));
+    }
+  }
+}
+
+void VulkanBackend::rms_norm(DeviceTensor& y_t, const DeviceTensor& x_t, const float* g, int64_t n,
+                             float eps) {
+  VkTensor& y = vk_tensor(y_t);
+  const VkTensor& x = vk_tensor(x_t);
+  check_n(x, n, "rms_norm");
+  check_n(y, n, "rms_norm");
+  check_same_cols(x, y, "rms_norm");
+  if (n == 0) return;
+  const BufferRange gr = norm_weight(g, x.cols()).range(size_t(0));
+  // Binding 3 (rstd) is not written with write_rstd = 0: bind g there and call it read-only.
+  const Pipeline& p = pipeline("rms_norm", 4, sizeof(RmsNormPush), {kWg}, 0b1011);
+  for (const auto& [a, b] :
+       row_segments({{&x.tiles(), 0}, {&y.tiles(), 0}}, uint64_t(n), max_seg_rows_)) {
+    const RmsNormPush push{uint32_t(b - a), uint32_t(x.cols()), eps, 0};
+    seq_->dispatch(p, {rows_range(x.tiles(), a, b), gr, rows_range(y.tiles(), a, b), gr}, push,
+                   uint32_t(b - a));
+  }
+}
+
+void VulkanBackend::gated_act(DeviceTensor& out_t, const DeviceTensor& gate_t,
+                              const DeviceTensor& up_t, int64_t n, Activation act) {
+  VkTensor& out = vk_tensor(out_t);
+  const VkTensor& gate = vk_tensor(gate_t);
+  const VkTensor& up = vk_tensor(up_t);
+  for (const VkTensor* t : {static_cast<const VkTensor*>(&out), &gate, &up}) {
+    check_n(*t, n, "gated_act");
+  }
+  check_same_cols(gate, up, "gated_act");
+  check_same_cols(gate, out, "gated_act");
+  if (n == 0) return;
+  const uint32_t kind =
+      uint32_t(act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
+  const Pipeline& p =
+      pipeline("gated_act", 3, sizeof(GatedActPush), {kWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b011);
+  for (const auto& [a, b] : row_segments({{&out.tiles(), 0}, {&gate.tiles(), 0}, {&up.tiles(), 0}},
+                                         uint64_t(n), max_seg_rows_)) {
+    const uint64_t count = (b - a) * uint64_t(out.cols());
+    dispatch_flat(p,
+                  {rows_range(gate.tiles(), a, b), rows_range(up.tiles(), a, b),
+                   rows_range(out.tiles(), a, b)},
+                  GatedActPush{uint32_t(count)}, ceil_div(count, kWg));
+  }
+}
+
+void VulkanBackend::add(DeviceTensor& y_t, const DeviceTensor& x_t, int64_t n) {
+  VkTensor& y = vk_tensor(y_t);
+  const VkTensor& x = vk_tensor(x_t);
+  check_n(x, n, "add");
+  check_n(y, n, "add");
+  check_same_cols(x, y, "add");
+  if (n == 0) return;
+  const Pipeline& p = pipeline("add", 2, sizeof(AddPush), {kWg}, 0b01);
+  for (const auto& [a, b] :
+       row_segments({{&x.tiles(), 0}, {&y.tiles(), 0}}, uint64_t(n), max_seg_rows_)) {
+    const uint64_t count = (b - a) * uint64_t(y.cols());
+    dispatch_flat(p, {rows_range(x.tiles(), a, b), rows_range(y.tiles(), a, b)},
+                  AddPush{uint32_t(count), 1.0f}, ceil_div(count, kWg));
+  }
+}
+
+}  // namespace trit::vk
