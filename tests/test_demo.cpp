@@ -38,8 +38,8 @@ TEST(Demo, ReducedRunLearnsTheTask) {
     }
   }
   ASSERT_GE(val.size(), 2u) << test::read_file(log);
-  EXPECT_LT(val.back(), 0.5 * val.front()) << "validation loss " << val.front() << " -> "
-                                           << val.back();
+  EXPECT_LT(val.back(), 0.5 * val.front())
+      << "validation loss " << val.front() << " -> " << val.back();
 }
 
 }  // namespace
