@@ -43,11 +43,10 @@ void bench_training(const BenchArgs& a) {
   auto model = load_model(a.run);
   const HParams& hp = model->hparams();
   const int threads = thread_count(a.run);
-  ThreadPool pool(threads);
   LoraAdapter adapter = lora_init(hp, "all", a.rank, 16.0f, false, 1);
   TrainOptions topt;
   topt.checkpointing = a.checkpointing;
-  TrainableModel tm(*model, adapter, pool, topt);
+  TrainableModel tm(*model, adapter, *model.backend, topt);
   AdamW opt;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> pick(0, int32_t(hp.n_vocab - 1));
@@ -68,6 +67,7 @@ void bench_training(const BenchArgs& a) {
   if (a.json) {
     nlohmann::json j = {{"model", a.run.model},
                         {"threads", threads},
+                        {"device", model.backend->description()},
                         {"ctx", T},
                         {"rank", a.rank},
                         {"checkpointing", a.checkpointing},
@@ -79,6 +79,7 @@ void bench_training(const BenchArgs& a) {
   std::printf("model %s: %lld layers, %lld embd; %d threads; LoRA rank %lld on all layers\n",
               a.run.model.c_str(), static_cast<long long>(hp.n_layer),
               static_cast<long long>(hp.n_embd), threads, static_cast<long long>(a.rank));
+  std::printf("device: %s\n", model.backend->description().c_str());
   std::printf("training (ctx %lld, gradient checkpointing %s): %.1f tokens/s\n",
               static_cast<long long>(T), a.checkpointing ? "on" : "off", tps);
   std::printf("peak memory (RSS): %.1f MiB\n", peak_mib);

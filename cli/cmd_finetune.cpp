@@ -18,7 +18,6 @@ extern "C" void on_stop_signal(int) {
 
 void add_finetune_command(CLI::App& app) {
   auto o = std::make_shared<FinetuneOptions>();
-  auto device = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand("finetune", "Fine-tune a LoRA adapter on your data");
   cmd->add_option("-m,--model", o->model, "Base model (GGUF)")->required();
   cmd->add_option("--data", o->data, "Folder with train/valid/test.jsonl, or a .jsonl/.txt file")
@@ -55,11 +54,16 @@ void add_finetune_command(CLI::App& app) {
       ->default_str("latest");
   cmd->add_option("-s,--seed", o->seed, "Random seed");
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
-  cmd->add_option("--device", *device, "cpu (the Vulkan backend is not part of this build)");
-  cmd->callback([o, device, cmd] {
-    if (!device->empty() && *device != "cpu") {
-      fail("--device ", *device, ": fine-tuning runs on the CPU in this build (--device cpu)");
-    }
+  cmd->add_option_function<std::string>(
+         "--act-quant", [o](const std::string& v) { o->act_quant = v != "none"; },
+         "Activation quantisation: int8 (W1.58A8, default) or none (float)")
+      ->check(CLI::IsMember({"int8", "none"}));
+  cmd->add_option("--device", o->device,
+                  "cpu | vulkan | vulkan:N (default: a Vulkan GPU if there is one, else cpu)");
+  cmd->add_option("--max-buffer-mb", o->max_buffer_mb,
+                  "Vulkan: largest buffer binding in MiB (default: the device's limit)")
+      ->check(CLI::PositiveNumber);
+  cmd->callback([o, cmd] {
     if (cmd->count("--resume") && o->resume.empty()) o->resume = "latest";
     g_stop.store(false);
     std::signal(SIGINT, on_stop_signal);

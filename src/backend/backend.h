@@ -8,7 +8,10 @@
 // the backend, so a backend serves one model (or a few sharing its lifetime).
 //
 // A CPU backend runs each op at once. A device backend may queue ops and run them together:
-// read() and head() wait for everything queued before them.
+// read(), head() and take_loss() wait for everything queued before them.
+//
+// The training ops (second half) follow ops_backward.h's conventions: gradients come first and
+// are ADDED to (callers zero them once per step), except where a comment says otherwise.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +48,17 @@ class DeviceTensor {
   int64_t cols_;
 };
 
+// A trainable LoRA branch on a linear layer of n_in inputs and n_out outputs, all on the
+// backend: y += scale * (dropout(x) A^T) B^T.
+struct LoraBranch {
+  DeviceTensor* a = nullptr;   // (rank, n_in)
+  DeviceTensor* b = nullptr;   // (n_out, rank)
+  DeviceTensor* da = nullptr;  // like a
+  DeviceTensor* db = nullptr;  // like b
+  float scale = 0;
+  uint64_t salt = 0;  // tells the dropout masks of different branches apart
+};
+
 // One linear layer applied to a shared input: y = layer(x) * out_scale + its LoRA terms.
 struct LinearOp {
   const LinearWeight* w = nullptr;
@@ -69,8 +83,9 @@ class Backend {
   virtual void embedding(DeviceTensor& out, const FloatMatrix& table, const int32_t* tokens,
                          int64_t n) = 0;
   // y = x / sqrt(mean(x^2) + eps) * g per row; y may be x.   g: (x.cols()) host vector
+  // rstd (n, 1): the per-row 1 / sqrt(...), saved for the backward pass when not null.
   virtual void rms_norm(DeviceTensor& y, const DeviceTensor& x, const float* g, int64_t n,
-                        float eps) = 0;
+                        float eps, DeviceTensor* rstd = nullptr) = 0;
   // Every op's y = its layer applied to x (n, n_in): ternary layers quantise x per token to
   // int8 when act_quant (W1.58A8), else use float activations; float (merged) layers use x.
   // The LoRA terms see the un-quantised x.
@@ -95,6 +110,52 @@ class Backend {
   // row-major) = x W^T + LoRA terms (may be null). Waits for the result.
   virtual void head(float* logits, const DeviceTensor& x, int64_t row0, int64_t n,
                     const FloatMatrix& w, const std::vector<LoraTerm>* lora) = 0;
+
+  // ---- training ----
+  virtual void zero(DeviceTensor& t) = 0;
+  // dst rows [0, n) = src rows [0, n) (same cols).
+  virtual void copy(DeviceTensor& dst, const DeviceTensor& src, int64_t n) = 0;
+  // y (n, n_out) += scale * ax B^T with xd = dropout(x) (x * keep / (1 - p), keep drawn from
+  // (key, branch salt, element index) as train_model.cpp's dropout; a copy of x when p == 0)
+  // and ax = xd A^T, both saved for the backward pass.   x, xd: (n, n_in)   ax: (n, rank)
+  virtual void lora_forward(DeviceTensor& y, DeviceTensor& xd, DeviceTensor& ax,
+                            const DeviceTensor& x, int64_t n, const LoraBranch& br, float p,
+                            uint64_t key) = 0;
+  // With ds = scale * dy: db += ds^T ax, dax = ds B, da += dax^T xd, and
+  // dx += (dax A) / (1 - p) where xd != 0 (everywhere when p == 0).
+  virtual void lora_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& xd,
+                             const DeviceTensor& ax, int64_t n, const LoraBranch& br, float p) = 0;
+  // dx (n, n_in) += out_scale * w_scale * T^T dy through a frozen ternary layer (the
+  // straight-through estimator for the activation quantiser).   dy: (n, n_out)
+  virtual void linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const LinearWeight& w,
+                               int64_t n) = 0;
+  // dx += d rms_norm / dx . dy (g frozen).   dx, dy, x: (n, cols)   rstd: (n, 1) from rms_norm
+  virtual void rms_norm_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& x,
+                                 const float* g, const DeviceTensor& rstd, int64_t n) = 0;
+  // Rotates the gradient x in place by the negative angles (the inverse of rope).
+  virtual void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp,
+                             int64_t pos0) = 0;
+  // Backward of attention over a whole sequence (positions 0 .. n - 1, keys and values of the
+  // same n tokens):   dq, q, dout: (n, n_head * head_dim)   dk, dv, k, v: (n, n_embd_kv)
+  virtual void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
+                                  const DeviceTensor& dout, const DeviceTensor& q,
+                                  const DeviceTensor& k, const DeviceTensor& v, int64_t n,
+                                  const HParams& hp) = 0;
+  // dgate += act'(gate) * up * dout, dup += act(gate) * dout.
+  virtual void gated_act_backward(DeviceTensor& dgate, DeviceTensor& dup, const DeviceTensor& dout,
+                                  const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
+                                  Activation act) = 0;
+  // The LM head and the loss over rows [0, n) of h (the normalised final hidden states), in
+  // chunks of `chunk` tokens (chunks without a counted token are skipped): logits = h W^T +
+  // the branches, loss += sum_t mask[t] * nll_t / max(norm, 1) (mask null: every token
+  // counts); when dh is not null also dh += dlogits W + the branches' dx and the branches'
+  // da, db (dropout off). targets, mask: host arrays of n. The loss accumulates on the
+  // backend until take_loss().
+  virtual void head_loss(const DeviceTensor& h, int64_t n, const FloatMatrix& w,
+                         std::span<const LoraBranch> lora, const int32_t* targets,
+                         const float* mask, float norm, int64_t chunk, DeviceTensor* dh) = 0;
+  // The loss accumulated by head_loss since the last call (waits for it), then 0 again.
+  virtual double take_loss() = 0;
 };
 
 }  // namespace trit

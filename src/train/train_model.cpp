@@ -1,89 +1,148 @@
 #include "train/train_model.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <numeric>
 
-#include "backend/cpu/kernels.h"
-#include "backend/cpu/kernels_backward.h"
-#include "backend/cpu/ops.h"
-#include "backend/cpu/ops_backward.h"
-#include "core/error.h"
 #include "backend/cpu/cpu_backend.h"
-#include "model/forward.h"
+#include "core/error.h"
 
 namespace trit {
 
-using Vec = std::vector<float>;
+using TensorPtr = std::unique_ptr<DeviceTensor>;
 
-// One LoRA layer attached to a linear layer, with its gradient and the activations of its
-// branch saved by the forward pass: xd = dropout(x) (T, n_in), ax = xd A^T (T, r).
+// One LoRA layer attached to a linear layer: its tensors on the backend, its host gradient.
 struct TrainableModel::Term {
   LoraLayer* layer = nullptr;
   LoraGrad* grad = nullptr;
   float scale = 0;
   uint64_t salt = 0;  // distinguishes the dropout masks of different layers
+  int64_t n_in = 0, n_out = 0;
+  TensorPtr a, b, da, db;  // (rank, n_in), (n_out, rank), and their gradients
+  LoraBranch branch() const { return {a.get(), b.get(), da.get(), db.get(), scale, salt}; }
 };
 
 // Everything one block's backward pass reads, saved by its forward pass.
 struct TrainableModel::Acts {
-  Vec x;                                              // (T, d) block input
-  Vec h1, rstd1;                                      // (T, d), (T) attn_norm
-  Vec q, k, v;                                        // (T, d), (T, dkv), (T, dkv) after rope
-  Vec att, h2, rstd2;                                 // (T, d) attention output, attn_sub_norm
-  Vec x2, h3, rstd3;                                  // (T, d) after attention, ffn_norm
-  Vec gate, up, m, h4, rstd4;                         // (T, ff) ..., ffn_sub_norm
-  std::array<std::vector<Vec>, kLinearCount> xd, ax;  // per LoRA term
+  TensorPtr x;                       // (T, d) block input
+  TensorPtr h1, rstd1;               // (T, d), (T, 1) attn_norm
+  TensorPtr q, k, v;                 // (T, d), (T, dkv), (T, dkv) after rope
+  TensorPtr att, h2, rstd2;          // (T, d) attention output, attn_sub_norm
+  TensorPtr o, x2, h3, rstd3;        // (T, d) o_proj, after attention, ffn_norm
+  TensorPtr gate, up, m, h4, rstd4;  // (T, ff) ..., ffn_sub_norm
+  std::array<std::vector<TensorPtr>, kLinearCount> xd, ax;  // per LoRA term: (T, n_in), (T, r)
 };
 
-namespace {
+// The residual stream, the head's tensors and the backward pass's gradients.
+struct TrainableModel::Grads {
+  TensorPtr x, y;                              // (T, d) block input / output
+  TensorPtr hf, rstdf, dhf;                    // (T, d), (T, 1), (T, d) output_norm
+  TensorPtr dx, dx2, dh1, dh2, dh3, datt, dq;  // (T, d)
+  TensorPtr dk, dv;                            // (T, dkv)
+  TensorPtr dh4, dm, dgate, dup;               // (T, ff)
+};
 
-uint64_t mix(uint64_t x) {  // splitmix64
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
+TrainableModel::TrainableModel(const Model& model, LoraAdapter& adapter, Backend& backend,
+                               TrainOptions opts)
+    : model_(model), adapter_(adapter), be_(backend), opts_(opts) {
+  init();
 }
-
-// xd = x * keep / (1 - p) with keep drawn per element from (key, salt, index).
-void dropout(const float* x, int64_t n, float p, uint64_t key, uint64_t salt, float* xd) {
-  const float inv = 1.0f / (1.0f - p);
-  const uint64_t base = mix(key ^ mix(salt));
-  for (int64_t i = 0; i < n; ++i) {
-    const double u = double(mix(base + uint64_t(i)) >> 11) * 0x1.0p-53;
-    xd[i] = u < p ? 0.0f : x[i] * inv;
-  }
-}
-
-}  // namespace
 
 TrainableModel::TrainableModel(const Model& model, LoraAdapter& adapter, ThreadPool& pool,
                                TrainOptions opts)
-    : model_(model), adapter_(adapter), pool_(pool), opts_(opts) {
-  const HParams& hp = model.hparams();
-  const LoraSet set = resolve_lora({{&adapter, 1.0f}}, hp);  // checks every shape
-  (void)set;
-  terms_.resize(size_t(hp.n_layer));
-  uint64_t salt = 1;
-  for (const std::string& name : lora_layer_order(adapter)) {
-    LoraLayer& L = adapter.layers.at(name);
-    LoraGrad& g = grads_[name];
-    g.da.assign(L.a.size(), 0.0f);
-    g.db.assign(L.b.size(), 0.0f);
-    Term term{&L, &g, adapter.scaling(L.rank), salt++};
-    const auto target = parse_lora_layer_name(name);
-    if (!target || target->layer < 0) {
-      head_terms_.push_back(term);
-      continue;
-    }
-    const auto& names = block_linear_names();
-    const size_t idx = size_t(std::find(names.begin(), names.end(), target->what) - names.begin());
-    terms_[size_t(target->layer)][idx].push_back(term);
-  }
+    : model_(model),
+      adapter_(adapter),
+      owned_backend_(std::make_unique<CpuBackend>(pool)),
+      be_(*owned_backend_),
+      opts_(opts) {
+  init();
 }
 
 TrainableModel::~TrainableModel() = default;
+
+void TrainableModel::init() {
+  const HParams& hp = model_.hparams();
+  const LoraSet set = resolve_lora({{&adapter_, 1.0f}}, hp);  // checks every shape
+  (void)set;
+  terms_.resize(size_t(hp.n_layer));
+  uint64_t salt = 1;
+  for (const std::string& name : lora_layer_order(adapter_)) {
+    LoraLayer& L = adapter_.layers.at(name);
+    LoraGrad& g = grads_[name];
+    g.da.assign(L.a.size(), 0.0f);
+    g.db.assign(L.b.size(), 0.0f);
+    auto term = std::make_unique<Term>();
+    term->layer = &L;
+    term->grad = &g;
+    term->scale = adapter_.scaling(L.rank);
+    term->salt = salt++;
+    term->n_in = int64_t(L.a.size()) / L.rank;
+    term->n_out = int64_t(L.b.size()) / L.rank;
+    term->a = be_.tensor(name + ".lora_a", L.rank, term->n_in);
+    term->b = be_.tensor(name + ".lora_b", term->n_out, L.rank);
+    term->da = be_.tensor(name + ".lora_a.grad", L.rank, term->n_in);
+    term->db = be_.tensor(name + ".lora_b.grad", term->n_out, L.rank);
+    const auto target = parse_lora_layer_name(name);
+    if (!target || target->layer < 0) {
+      head_terms_.push_back(term.get());
+    } else {
+      const auto& names = block_linear_names();
+      const size_t idx =
+          size_t(std::find(names.begin(), names.end(), target->what) - names.begin());
+      terms_[size_t(target->layer)][idx].push_back(term.get());
+    }
+    all_terms_.push_back(std::move(term));
+  }
+}
+
+void TrainableModel::reserve(int64_t T) {
+  if (T <= capacity_) return;
+  const HParams& hp = model_.hparams();
+  const int64_t d = hp.n_embd, dkv = hp.n_embd_kv(), ff = hp.n_ff;
+  auto t = [&](const char* name, int64_t cols) { return be_.tensor(name, T, cols); };
+  acts_.clear();
+  acts_.resize(opts_.checkpointing ? 1 : size_t(hp.n_layer));
+  for (size_t i = 0; i < acts_.size(); ++i) {
+    Acts& a = acts_[i];
+    a.x = t("x", d), a.h1 = t("h1", d), a.rstd1 = t("rstd1", 1);
+    a.q = t("q", d), a.k = t("k", dkv), a.v = t("v", dkv);
+    a.att = t("att", d), a.h2 = t("h2", d), a.rstd2 = t("rstd2", 1);
+    a.o = t("o", d), a.x2 = t("x2", d), a.h3 = t("h3", d), a.rstd3 = t("rstd3", 1);
+    a.gate = t("gate", ff), a.up = t("up", ff), a.m = t("m", ff), a.h4 = t("h4", ff);
+    a.rstd4 = t("rstd4", 1);
+    // Every layer has the same LoRA targets, so layer 0's terms size the shared Acts; with
+    // all layers kept, each gets its own.
+    const auto& terms = terms_[opts_.checkpointing ? 0 : i];
+    for (size_t idx = 0; idx < size_t(kLinearCount); ++idx) {
+      a.xd[idx].clear();
+      a.ax[idx].clear();
+      size_t n_terms = terms[idx].size();
+      if (opts_.checkpointing) {
+        for (const auto& layer_terms : terms_) n_terms = std::max(n_terms, layer_terms[idx].size());
+      }
+      for (size_t j = 0; j < n_terms; ++j) {
+        const Term* term = j < terms[idx].size() ? terms[idx][j] : nullptr;
+        if (!term) {  // a layer with more terms than layer 0 (checkpointing): find its shape
+          for (const auto& layer_terms : terms_) {
+            if (j < layer_terms[idx].size()) term = layer_terms[idx][j];
+          }
+        }
+        a.xd[idx].push_back(t("lora_xd", term->n_in));
+        a.ax[idx].push_back(t("lora_ax", term->layer->rank));
+      }
+    }
+  }
+  g_ = std::make_unique<Grads>();
+  Grads& g = *g_;
+  g.x = t("x", d), g.y = t("y", d), g.hf = t("hf", d), g.rstdf = t("rstdf", 1);
+  g.dhf = t("dhf", d), g.dx = t("dx", d), g.dx2 = t("dx2", d), g.dh1 = t("dh1", d);
+  g.dh2 = t("dh2", d), g.dh3 = t("dh3", d), g.datt = t("datt", d), g.dq = t("dq", d);
+  g.dk = t("dk", dkv), g.dv = t("dv", dkv);
+  g.dh4 = t("dh4", ff), g.dm = t("dm", ff), g.dgate = t("dgate", ff), g.dup = t("dup", ff);
+  inputs_.clear();
+  if (opts_.checkpointing) {
+    for (int64_t l = 0; l < hp.n_layer; ++l) inputs_.push_back(t("block_input", d));
+  }
+  capacity_ = T;
+}
 
 std::vector<ParamRef> TrainableModel::param_refs() {
   std::vector<ParamRef> params;
@@ -105,336 +164,145 @@ std::vector<std::span<float>> TrainableModel::grad_spans() {
 }
 
 void TrainableModel::zero_grads() {
-  for (auto& [name, g] : grads_) {
-    std::fill(g.da.begin(), g.da.end(), 0.0f);
-    std::fill(g.db.begin(), g.db.end(), 0.0f);
+  for (const auto& term : all_terms_) {
+    std::fill(term->grad->da.begin(), term->grad->da.end(), 0.0f);
+    std::fill(term->grad->db.begin(), term->grad->db.end(), 0.0f);
+    be_.zero(*term->da);
+    be_.zero(*term->db);
   }
 }
 
-namespace {
-
-// y (T, n_out) = bitlinear(x) + LoRA branches; saves each branch's xd and ax.
-template <class TermT>
-void linear_forward(const LinearWeight& w, const std::vector<TermT>& terms, const float* x,
-                    const QuantizedActs& xq, int64_t T, float* y, std::vector<Vec>& xd,
-                    std::vector<Vec>& ax, float p, uint64_t key, bool train, ThreadPool& pool) {
-  const int64_t n_in = w.m.n_in, n_out = w.m.n_out;
-  pool.parallel_for(
-      n_out,
-      [&](int64_t r0, int64_t r1, int) {
-        if (xq.n_tokens == T) {
-          ternary_matmul(w.m, xq, y, n_out, r0, r1);
-        } else {  // no quantised input: float activations
-          ternary_matmul_float(w.m, x, T, y, r0, r1);
-        }
-      },
-      16);
-  if (w.out_scale != 1.0f) {
-    for (int64_t i = 0; i < T * n_out; ++i) y[i] *= w.out_scale;
-  }
-  xd.resize(terms.size());
-  ax.resize(terms.size());
-  for (size_t j = 0; j < terms.size(); ++j) {
-    const LoraLayer& L = *terms[j].layer;
-    const int64_t r = L.rank;
-    xd[j].resize(size_t(T * n_in));
-    if (train && p > 0) {
-      dropout(x, T * n_in, p, key, terms[j].salt, xd[j].data());
-    } else {
-      std::copy(x, x + T * n_in, xd[j].begin());
-    }
-    ax[j].resize(size_t(T * r));
-    pool.parallel_for(T, [&](int64_t t0, int64_t t1, int) {
-      matmul_f32_forward(xd[j].data(), L.a.data(), n_in, r, ax[j].data(), t0, t1);
-    });
-    const float s = terms[j].scale;
-    pool.parallel_for(n_out, [&](int64_t o0, int64_t o1, int) {
-      for (int64_t t = 0; t < T; ++t) {
-        const float* at = ax[j].data() + t * r;
-        float* yt = y + t * n_out;
-        for (int64_t o = o0; o < o1; ++o) {
-          const float* bo = L.b.data() + o * r;
-          float acc = 0;
-          for (int64_t k = 0; k < r; ++k) acc += bo[k] * at[k];
-          yt[o] += acc * s;
-        }
-      }
-    });
-  }
-}
-
-// dx (T, n_in) += d bitlinear / dx . dy + the LoRA branches'; adds dA and dB.
-template <class TermT>
-void linear_backward(const LinearWeight* w, int64_t n_in, int64_t n_out,
-                     const std::vector<TermT>& terms, const float* dy, int64_t T, float* dx,
-                     const std::vector<Vec>& xd, const std::vector<Vec>& ax, float p,
-                     ThreadPool& pool) {
-  if (w) {
-    pool.parallel_for(
-        n_in,
-        [&](int64_t c0, int64_t c1, int) {
-          ternary_matmul_transposed(w->m, dy, n_out, T, w->out_scale, dx, c0, c1);
-        },
-        256);
-  }
-  for (size_t j = 0; j < terms.size(); ++j) {
-    const LoraLayer& L = *terms[j].layer;
-    LoraGrad& g = *terms[j].grad;
-    const int64_t r = L.rank;
-    const float s = terms[j].scale;
-    Vec ds(static_cast<size_t>(T * n_out));  // d(branch output before the scale) = s * dy
-    for (int64_t i = 0; i < T * n_out; ++i) ds[size_t(i)] = s * dy[i];
-    pool.parallel_for(n_out, [&](int64_t r0, int64_t r1, int) {
-      matmul_f32_backward_dw(g.db.data(), ds.data(), ax[j].data(), T, r, n_out, r0, r1);
-    });
-    Vec dax(size_t(T * r), 0.0f);  // (T, r) = ds B
-    pool.parallel_for(T, [&](int64_t t0, int64_t t1, int) {
-      matmul_f32_backward_dx(dax.data(), ds.data(), L.b.data(), r, n_out, t0, t1);
-    });
-    pool.parallel_for(r, [&](int64_t r0, int64_t r1, int) {
-      matmul_f32_backward_dw(g.da.data(), dax.data(), xd[j].data(), T, n_in, r, r0, r1);
-    });
-    Vec dxd(size_t(T * n_in), 0.0f);
-    pool.parallel_for(T, [&](int64_t t0, int64_t t1, int) {
-      matmul_f32_backward_dx(dxd.data(), dax.data(), L.a.data(), n_in, r, t0, t1);
-    });
-    // Through the dropout: xd = x * keep / (1 - p), and xd is 0 exactly where dropped.
-    const float inv = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
-    for (int64_t i = 0; i < T * n_in; ++i) {
-      if (p > 0 && xd[j][size_t(i)] == 0.0f) continue;
-      dx[i] += dxd[size_t(i)] * inv;
-    }
-  }
-}
-
-}  // namespace
-
-void TrainableModel::block_forward(int64_t l, const float* x, int64_t T, Acts& a, bool train,
-                                   uint64_t key, float* out) {
+void TrainableModel::block_forward(int64_t l, const DeviceTensor& x, int64_t T, Acts& a, bool train,
+                                   uint64_t key, DeviceTensor& out) {
   const HParams& hp = model_.hparams();
   const BlockWeights& b = model_.weights().blocks[size_t(l)];
-  const int64_t d = hp.n_embd, dkv = hp.n_embd_kv(), ff = hp.n_ff, hd = hp.head_dim();
   const auto& terms = terms_[size_t(l)];
-  const float p = opts_.dropout;
-  const uint64_t lkey = mix(key + uint64_t(l));
-  auto sz = [&](int64_t n) { return static_cast<size_t>(T * n); };
-  a.x.assign(x, x + T * d);
-  a.h1.resize(sz(d));
-  a.rstd1.resize(size_t(T));
-  rms_norm_forward(x, b.attn_norm, T, d, hp.rms_eps, a.h1.data(), a.rstd1.data());
-  QuantizedActs xq;
-  auto quantize = [&](const float* in, int64_t n) {
-    if (opts_.act_quant) quantize_acts(in, T, n, xq);
+  const float p = train ? opts_.dropout : 0.0f;
+  const uint64_t lkey = dropout_mix(key + uint64_t(l));
+  const bool aq = opts_.act_quant;
+  // The layer idx reads `in` and wrote y; its LoRA branches add to y.
+  auto lora = [&](LinearIndex idx, DeviceTensor& y, const DeviceTensor& in) {
+    for (size_t j = 0; j < terms[idx].size(); ++j) {
+      be_.lora_forward(y, *a.xd[idx][j], *a.ax[idx][j], in, T, terms[idx][j]->branch(), p, lkey);
+    }
   };
-  quantize(a.h1.data(), d);
-  a.q.resize(sz(d));
-  a.k.resize(sz(dkv));
-  a.v.resize(sz(dkv));
-  linear_forward(b.q, terms[kQ], a.h1.data(), xq, T, a.q.data(), a.xd[kQ], a.ax[kQ], p, lkey, train,
-                 pool_);
-  linear_forward(b.k, terms[kK], a.h1.data(), xq, T, a.k.data(), a.xd[kK], a.ax[kK], p, lkey, train,
-                 pool_);
-  linear_forward(b.v, terms[kV], a.h1.data(), xq, T, a.v.data(), a.xd[kV], a.ax[kV], p, lkey, train,
-                 pool_);
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  std::iota(pos.begin(), pos.end(), 0);
-  rope_forward(a.q.data(), T, hp.n_head, hd, hp.rope_dim, pos.data(), hp.rope_theta);
-  rope_forward(a.k.data(), T, hp.n_head_kv, hd, hp.rope_dim, pos.data(), hp.rope_theta);
-  a.att.resize(sz(d));
-  Vec scores(size_t(T) * size_t(pool_.size()));
-  pool_.parallel_for(hp.n_head, [&](int64_t h0, int64_t h1, int thread) {
-    attention_forward(a.q.data(), a.k.data(), a.v.data(), dkv, T, 0, hp.n_head, hp.n_head_kv, hd,
-                      h0, h1, a.att.data(), scores.data() + thread * T);
-  });
-  a.h2.resize(sz(d));
-  a.rstd2.resize(size_t(T));
-  rms_norm_forward(a.att.data(), b.attn_sub_norm, T, d, hp.rms_eps, a.h2.data(), a.rstd2.data());
-  quantize(a.h2.data(), d);
-  Vec o(sz(d));
-  linear_forward(b.o, terms[kO], a.h2.data(), xq, T, o.data(), a.xd[kO], a.ax[kO], p, lkey, train,
-                 pool_);
-  a.x2.resize(sz(d));
-  for (size_t i = 0; i < sz(d); ++i) a.x2[i] = x[i] + o[i];
-  a.h3.resize(sz(d));
-  a.rstd3.resize(size_t(T));
-  rms_norm_forward(a.x2.data(), b.ffn_norm, T, d, hp.rms_eps, a.h3.data(), a.rstd3.data());
-  quantize(a.h3.data(), d);
-  a.gate.resize(sz(ff));
-  a.up.resize(sz(ff));
-  linear_forward(b.gate, terms[kGate], a.h3.data(), xq, T, a.gate.data(), a.xd[kGate], a.ax[kGate],
-                 p, lkey, train, pool_);
-  linear_forward(b.up, terms[kUp], a.h3.data(), xq, T, a.up.data(), a.xd[kUp], a.ax[kUp], p, lkey,
-                 train, pool_);
-  a.m.resize(sz(ff));
-  gated_act_forward(a.gate.data(), a.up.data(), T * ff, hp.act, a.m.data());
-  a.h4.resize(sz(ff));
-  a.rstd4.resize(size_t(T));
-  rms_norm_forward(a.m.data(), b.ffn_sub_norm, T, ff, hp.rms_eps, a.h4.data(), a.rstd4.data());
-  quantize(a.h4.data(), ff);
-  linear_forward(b.down, terms[kDown], a.h4.data(), xq, T, out, a.xd[kDown], a.ax[kDown], p, lkey,
-                 train, pool_);
-  for (size_t i = 0; i < sz(d); ++i) out[i] += a.x2[i];
+  be_.copy(*a.x, x, T);
+  be_.rms_norm(*a.h1, x, b.attn_norm, T, hp.rms_eps, a.rstd1.get());
+  const LinearOp qkv[] = {{&b.q, a.q.get()}, {&b.k, a.k.get()}, {&b.v, a.v.get()}};
+  be_.linear(qkv, *a.h1, T, aq);
+  lora(kQ, *a.q, *a.h1);
+  lora(kK, *a.k, *a.h1);
+  lora(kV, *a.v, *a.h1);
+  be_.rope(*a.q, T, hp.n_head, hp, 0);
+  be_.rope(*a.k, T, hp.n_head_kv, hp, 0);
+  be_.attention(*a.att, *a.q, *a.k, *a.v, T, 0, hp);
+  be_.rms_norm(*a.h2, *a.att, b.attn_sub_norm, T, hp.rms_eps, a.rstd2.get());
+  const LinearOp o[] = {{&b.o, a.o.get()}};
+  be_.linear(o, *a.h2, T, aq);
+  lora(kO, *a.o, *a.h2);
+  be_.copy(*a.x2, x, T);
+  be_.add(*a.x2, *a.o, T);
+  be_.rms_norm(*a.h3, *a.x2, b.ffn_norm, T, hp.rms_eps, a.rstd3.get());
+  const LinearOp gate_up[] = {{&b.gate, a.gate.get()}, {&b.up, a.up.get()}};
+  be_.linear(gate_up, *a.h3, T, aq);
+  lora(kGate, *a.gate, *a.h3);
+  lora(kUp, *a.up, *a.h3);
+  be_.gated_act(*a.m, *a.gate, *a.up, T, hp.act);
+  be_.rms_norm(*a.h4, *a.m, b.ffn_sub_norm, T, hp.rms_eps, a.rstd4.get());
+  const LinearOp down[] = {{&b.down, &out}};
+  be_.linear(down, *a.h4, T, aq);
+  lora(kDown, out, *a.h4);
+  be_.add(out, *a.x2, T);
 }
 
-void TrainableModel::block_backward(int64_t l, Acts& a, int64_t T, float* dx) {
+void TrainableModel::block_backward(int64_t l, Acts& a, int64_t T, DeviceTensor& dx) {
   const HParams& hp = model_.hparams();
   const BlockWeights& b = model_.weights().blocks[size_t(l)];
-  const int64_t d = hp.n_embd, dkv = hp.n_embd_kv(), ff = hp.n_ff, hd = hp.head_dim();
   const auto& terms = terms_[size_t(l)];
   const float p = opts_.dropout;
-  auto sz = [&](int64_t n) { return static_cast<size_t>(T * n); };
+  Grads& g = *g_;
+  // dx_in += d(layer idx)/d(input) . dy, through the ternary weights and the LoRA branches.
+  auto linear_back = [&](LinearIndex idx, const LinearWeight& w, DeviceTensor& dx_in,
+                         const DeviceTensor& dy) {
+    be_.linear_backward(dx_in, dy, w, T);
+    for (size_t j = 0; j < terms[idx].size(); ++j) {
+      be_.lora_backward(dx_in, dy, *a.xd[idx][j], *a.ax[idx][j], T, terms[idx][j]->branch(), p);
+    }
+  };
   // dx holds d(block output) on entry; the residuals pass it through to x2 and x.
-  Vec dx2(dx, dx + T * d);
-  Vec dh4(sz(ff), 0.0f);
-  linear_backward(&b.down, ff, d, terms[kDown], dx, T, dh4.data(), a.xd[kDown], a.ax[kDown], p,
-                  pool_);
-  Vec dm(sz(ff), 0.0f);
-  rms_norm_backward(dm.data(), dh4.data(), a.m.data(), b.ffn_sub_norm, a.rstd4.data(), T, ff);
-  Vec dgate(sz(ff), 0.0f), dup(sz(ff), 0.0f);
-  gated_act_backward(dgate.data(), dup.data(), dm.data(), a.gate.data(), a.up.data(), T * ff,
-                     hp.act);
-  Vec dh3(sz(d), 0.0f);
-  linear_backward(&b.gate, d, ff, terms[kGate], dgate.data(), T, dh3.data(), a.xd[kGate],
-                  a.ax[kGate], p, pool_);
-  linear_backward(&b.up, d, ff, terms[kUp], dup.data(), T, dh3.data(), a.xd[kUp], a.ax[kUp], p,
-                  pool_);
-  rms_norm_backward(dx2.data(), dh3.data(), a.x2.data(), b.ffn_norm, a.rstd3.data(), T, d);
+  be_.copy(*g.dx2, dx, T);
+  be_.zero(*g.dh4);
+  linear_back(kDown, b.down, *g.dh4, dx);
+  be_.zero(*g.dm);
+  be_.rms_norm_backward(*g.dm, *g.dh4, *a.m, b.ffn_sub_norm, *a.rstd4, T);
+  be_.zero(*g.dgate);
+  be_.zero(*g.dup);
+  be_.gated_act_backward(*g.dgate, *g.dup, *g.dm, *a.gate, *a.up, T, hp.act);
+  be_.zero(*g.dh3);
+  linear_back(kGate, b.gate, *g.dh3, *g.dgate);
+  linear_back(kUp, b.up, *g.dh3, *g.dup);
+  be_.rms_norm_backward(*g.dx2, *g.dh3, *a.x2, b.ffn_norm, *a.rstd3, T);
   // attention
-  Vec dh2(sz(d), 0.0f);
-  linear_backward(&b.o, d, d, terms[kO], dx2.data(), T, dh2.data(), a.xd[kO], a.ax[kO], p, pool_);
-  Vec datt(sz(d), 0.0f);
-  rms_norm_backward(datt.data(), dh2.data(), a.att.data(), b.attn_sub_norm, a.rstd2.data(), T, d);
-  Vec dq(sz(d), 0.0f), dk(sz(dkv), 0.0f), dv(sz(dkv), 0.0f);
-  const int64_t threads = pool_.size();
-  Vec scratch(static_cast<size_t>(2 * T * threads));
-  pool_.parallel_for(hp.n_head_kv, [&](int64_t k0, int64_t k1, int thread) {
-    attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), a.q.data(), a.k.data(),
-                       a.v.data(), dkv, T, hp.n_head, hp.n_head_kv, hd, k0, k1,
-                       scratch.data() + 2 * T * thread);
-  });
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  std::iota(pos.begin(), pos.end(), 0);
-  rope_backward(dq.data(), T, hp.n_head, hd, hp.rope_dim, pos.data(), hp.rope_theta);
-  rope_backward(dk.data(), T, hp.n_head_kv, hd, hp.rope_dim, pos.data(), hp.rope_theta);
-  Vec dh1(sz(d), 0.0f);
-  linear_backward(&b.q, d, d, terms[kQ], dq.data(), T, dh1.data(), a.xd[kQ], a.ax[kQ], p, pool_);
-  linear_backward(&b.k, d, dkv, terms[kK], dk.data(), T, dh1.data(), a.xd[kK], a.ax[kK], p, pool_);
-  linear_backward(&b.v, d, dkv, terms[kV], dv.data(), T, dh1.data(), a.xd[kV], a.ax[kV], p, pool_);
-  rms_norm_backward(dx2.data(), dh1.data(), a.x.data(), b.attn_norm, a.rstd1.data(), T, d);
-  std::copy(dx2.begin(), dx2.end(), dx);
-}
-
-double TrainableModel::head(const float* x_last, int64_t T, const int32_t* targets,
-                            const float* mask, float norm, float* dx_last) {
-  const HParams& hp = model_.hparams();
-  const ModelWeights& w = model_.weights();
-  const int64_t d = hp.n_embd, V = hp.n_vocab;
-  Vec hf(static_cast<size_t>(T * d)), rstd(static_cast<size_t>(T));
-  rms_norm_forward(x_last, w.output_norm, T, d, hp.rms_eps, hf.data(), rstd.data());
-  Vec dhf(dx_last ? size_t(T * d) : 0, 0.0f);
-  double loss = 0;
-  const int64_t chunk = std::max<int64_t>(1, opts_.head_chunk);
-  Vec logits;
-  std::vector<Vec> xd(1), ax(1);
-  const int threads = pool_.size();
-  std::vector<Vec> dpart(static_cast<size_t>(threads));
-  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
-    const int64_t n = std::min(chunk, T - t0);
-    bool any = false;
-    for (int64_t t = t0; t < t0 + n; ++t) any |= !mask || mask[t] != 0.0f;
-    if (!any) continue;
-    const float* h = hf.data() + t0 * d;
-    logits.assign(size_t(n * V), 0.0f);
-    pool_.parallel_for(
-        V,
-        [&](int64_t r0, int64_t r1, int) {
-          float_matmul(w.output, h, n, logits.data(), V, r0, r1);
-        },
-        64);
-    std::vector<std::vector<Vec>> hxd(head_terms_.size()), hax(head_terms_.size());
-    for (size_t j = 0; j < head_terms_.size(); ++j) {
-      const Term& term = head_terms_[j];
-      const LoraLayer& L = *term.layer;
-      Vec a1(static_cast<size_t>(n * L.rank));
-      matmul_f32_forward(h, L.a.data(), d, L.rank, a1.data(), 0, n);
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t o = 0; o < V; ++o) {
-          float acc = 0;
-          for (int64_t k = 0; k < L.rank; ++k)
-            acc += L.b[size_t(o * L.rank + k)] * a1[size_t(t * L.rank + k)];
-          logits[size_t(t * V + o)] += acc * term.scale;
-        }
-      }
-      hxd[j] = {Vec(h, h + n * d)};
-      hax[j] = {std::move(a1)};
-    }
-    loss +=
-        cross_entropy_forward(logits.data(), targets + t0, mask ? mask + t0 : nullptr, n, V, norm);
-    if (!dx_last) continue;
-    cross_entropy_backward(logits.data(), logits.data(), targets + t0, mask ? mask + t0 : nullptr,
-                           nullptr, n, V, norm);
-    // dh = dlogits W: each thread takes rows of W and sums into its own buffer.
-    pool_.parallel_for(V, [&](int64_t r0, int64_t r1, int thread) {
-      Vec& part = dpart[size_t(thread)];
-      part.assign(size_t(n * d), 0.0f);
-      Vec row(static_cast<size_t>(d));
-      for (int64_t r = r0; r < r1; ++r) {
-        float_matrix_row(w.output, r, row.data());
-        for (int64_t t = 0; t < n; ++t) {
-          const float g = logits[size_t(t * V + r)];
-          if (g == 0.0f) continue;
-          float* out = part.data() + t * d;
-          for (int64_t i = 0; i < d; ++i) out[i] += g * row[size_t(i)];
-        }
-      }
-    });
-    float* dh = dhf.data() + t0 * d;
-    for (int th = 0; th < threads; ++th) {
-      if (dpart[size_t(th)].empty()) continue;
-      for (int64_t i = 0; i < n * d; ++i) dh[i] += dpart[size_t(th)][size_t(i)];
-      dpart[size_t(th)].clear();
-    }
-    for (size_t j = 0; j < head_terms_.size(); ++j) {
-      linear_backward<Term>(nullptr, d, V, {head_terms_[j]}, logits.data(), n, dh, hxd[j], hax[j],
-                            0.0f, pool_);
-    }
-  }
-  if (dx_last) {
-    rms_norm_backward(dx_last, dhf.data(), x_last, w.output_norm, rstd.data(), T, d);
-  }
-  return loss;
+  be_.zero(*g.dh2);
+  linear_back(kO, b.o, *g.dh2, *g.dx2);
+  be_.zero(*g.datt);
+  be_.rms_norm_backward(*g.datt, *g.dh2, *a.att, b.attn_sub_norm, *a.rstd2, T);
+  be_.zero(*g.dq);
+  be_.zero(*g.dk);
+  be_.zero(*g.dv);
+  be_.attention_backward(*g.dq, *g.dk, *g.dv, *g.datt, *a.q, *a.k, *a.v, T, hp);
+  be_.rope_backward(*g.dq, T, hp.n_head, hp, 0);
+  be_.rope_backward(*g.dk, T, hp.n_head_kv, hp, 0);
+  be_.zero(*g.dh1);
+  linear_back(kQ, b.q, *g.dh1, *g.dq);
+  linear_back(kK, b.k, *g.dh1, *g.dk);
+  linear_back(kV, b.v, *g.dh1, *g.dv);
+  be_.rms_norm_backward(*g.dx2, *g.dh1, *a.x, b.attn_norm, *a.rstd1, T);
+  be_.copy(dx, *g.dx2, T);
 }
 
 double TrainableModel::run(const int32_t* tokens, const int32_t* targets, const float* mask,
                            int64_t T, float norm, bool backward, uint64_t key) {
   const HParams& hp = model_.hparams();
-  const int64_t d = hp.n_embd, L = hp.n_layer;
+  const ModelWeights& w = model_.weights();
+  const int64_t L = hp.n_layer;
   if (T <= 0) fail("train: empty sequence");
   for (int64_t t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= hp.n_vocab) {
       fail("token id ", tokens[t], " is out of range: the vocabulary has ", hp.n_vocab, " tokens");
     }
   }
-  Vec x(static_cast<size_t>(T * d));
-  for (int64_t t = 0; t < T; ++t) {
-    float_matrix_row(model_.weights().token_embd, tokens[t], x.data() + t * d);
+  reserve(T);
+  for (const auto& term : all_terms_) {  // the optimizer updates the host copies
+    be_.write(*term->a, 0, term->a->rows(), term->layer->a.data());
+    be_.write(*term->b, 0, term->b->rows(), term->layer->b.data());
   }
+  Grads& g = *g_;
+  be_.embedding(*g.x, w.token_embd, tokens, T);
   const bool keep_all = backward && !opts_.checkpointing;
-  std::vector<Acts> acts(keep_all ? size_t(L) : 1);
-  std::vector<Vec> inputs(backward && opts_.checkpointing ? size_t(L) : 0);
-  Vec y(static_cast<size_t>(T * d));
   for (int64_t l = 0; l < L; ++l) {
-    if (!inputs.empty()) inputs[size_t(l)] = x;
-    block_forward(l, x.data(), T, acts[keep_all ? size_t(l) : 0], backward, key, y.data());
-    std::swap(x, y);
+    if (backward && opts_.checkpointing) be_.copy(*inputs_[size_t(l)], *g.x, T);
+    block_forward(l, *g.x, T, acts_[keep_all ? size_t(l) : 0], backward, key, *g.y);
+    std::swap(g.x, g.y);
   }
-  Vec dx(backward ? size_t(T * d) : 0, 0.0f);
-  const double loss = head(x.data(), T, targets, mask, norm, backward ? dx.data() : nullptr);
+  be_.rms_norm(*g.hf, *g.x, w.output_norm, T, hp.rms_eps, g.rstdf.get());
+  if (backward) be_.zero(*g.dhf);
+  std::vector<LoraBranch> head;
+  for (const Term* term : head_terms_) head.push_back(term->branch());
+  be_.head_loss(*g.hf, T, w.output, head, targets, mask, norm, opts_.head_chunk,
+                backward ? g.dhf.get() : nullptr);
+  const double loss = be_.take_loss();
   if (!backward) return loss;
+  be_.zero(*g.dx);
+  be_.rms_norm_backward(*g.dx, *g.dhf, *g.x, w.output_norm, *g.rstdf, T);
   for (int64_t l = L - 1; l >= 0; --l) {
-    Acts* a = &acts[keep_all ? size_t(l) : 0];
-    if (!keep_all) block_forward(l, inputs[size_t(l)].data(), T, *a, true, key, y.data());
-    block_backward(l, *a, T, dx.data());
+    Acts& a = acts_[keep_all ? size_t(l) : 0];
+    if (!keep_all) block_forward(l, *inputs_[size_t(l)], T, a, true, key, *g.y);
+    block_backward(l, a, T, *g.dx);
+  }
+  for (const auto& term : all_terms_) {
+    be_.read(*term->da, 0, term->da->rows(), term->grad->da.data());
+    be_.read(*term->db, 0, term->db->rows(), term->grad->db.data());
   }
   return loss;
 }

@@ -4,15 +4,21 @@
 //
 // With gradient checkpointing the forward pass keeps only each block's input; the backward
 // pass recomputes one block's activations at a time from it.
+//
+// The passes are compositions of Backend ops (backend.h), so they run on the CPU or on a GPU.
+// The adapter in host memory stays the master copy that the optimizer updates: each pass
+// uploads A and B first, and forward_backward brings the gradients back into grads().
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cpu/thread_pool.h"
 #include "model/lora_apply.h"
 #include "model/model.h"
@@ -35,6 +41,9 @@ struct LoraGrad {
 
 class TrainableModel {
  public:
+  // On a backend, which must outlive this object.
+  TrainableModel(const Model& model, LoraAdapter& adapter, Backend& backend, TrainOptions opts);
+  // On the CPU, with the threads of pool.
   TrainableModel(const Model& model, LoraAdapter& adapter, ThreadPool& pool, TrainOptions opts);
   ~TrainableModel();
 
@@ -59,23 +68,32 @@ class TrainableModel {
 
  private:
   struct Acts;
+  struct Grads;
   struct Term;
+  void init();
+  // Makes room for sequences of T tokens.
+  void reserve(int64_t T);
   // out (T, d) = the block's output; a gets everything its backward pass reads.
-  void block_forward(int64_t l, const float* x, int64_t T, Acts& a, bool train, uint64_t key,
-                     float* out);
-  void block_backward(int64_t l, Acts& a, int64_t T, float* dx);
-  double head(const float* x_last, int64_t T, const int32_t* targets, const float* mask, float norm,
-              float* dx_last);
+  void block_forward(int64_t l, const DeviceTensor& x, int64_t T, Acts& a, bool train, uint64_t key,
+                     DeviceTensor& out);
+  // dx (T, d): d(block output) on entry, d(block input) on return.
+  void block_backward(int64_t l, Acts& a, int64_t T, DeviceTensor& dx);
   double run(const int32_t* tokens, const int32_t* targets, const float* mask, int64_t T,
              float norm, bool backward, uint64_t key);
 
   const Model& model_;
   LoraAdapter& adapter_;
-  ThreadPool& pool_;
+  std::unique_ptr<Backend> owned_backend_;
+  Backend& be_;
   TrainOptions opts_;
   std::map<std::string, LoraGrad> grads_;
-  std::vector<std::array<std::vector<Term>, kLinearCount>> terms_;  // (n_layer)
-  std::vector<Term> head_terms_;
+  std::vector<std::unique_ptr<Term>> all_terms_;
+  std::vector<std::array<std::vector<Term*>, kLinearCount>> terms_;  // (n_layer)
+  std::vector<Term*> head_terms_;
+  int64_t capacity_ = 0;  // tokens the activations below hold
+  std::vector<Acts> acts_;
+  std::unique_ptr<Grads> g_;
+  std::vector<std::unique_ptr<DeviceTensor>> inputs_;  // block inputs kept for recomputation
 };
 
 }  // namespace trit

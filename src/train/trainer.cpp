@@ -10,6 +10,7 @@
 #include <span>
 
 #include "backend/cpu/thread_pool.h"
+#include "backend/select.h"
 #include "core/error.h"
 #include "io/adapter_gguf.h"
 #include "io/file_util.h"
@@ -67,6 +68,7 @@ json run_settings(const FinetuneOptions& o, int64_t total_steps) {
           {"batch", o.batch},
           {"grad_accum", o.grad_accum},
           {"mask_prompt", o.mask_prompt},
+          {"act_quant", o.act_quant},
           {"seed", o.seed}};
 }
 
@@ -136,7 +138,13 @@ Checkpoint read_checkpoint(const std::string& dir) {
 }
 
 void check_same_settings(const json& saved, const json& now, const std::string& where) {
+  // Settings added after checkpoints were first written, with the value older runs had.
+  static const json kAddedLater = {{"act_quant", true}};
   for (auto it = now.begin(); it != now.end(); ++it) {
+    if (!saved.contains(it.key()) && kAddedLater.contains(it.key()) &&
+        kAddedLater[it.key()] == it.value()) {
+      continue;
+    }
     if (!saved.contains(it.key())) fail(where, ": the checkpoint has no setting '", it.key(), "'");
     if (saved[it.key()] != it.value()) {
       fail(where, ": setting '", it.key(), "' is ", saved[it.key()].dump(),
@@ -189,6 +197,7 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
   ThreadPool pool(o.threads);
   TrainOptions topt;
   topt.checkpointing = o.checkpointing;
+  topt.act_quant = o.act_quant;
   topt.dropout = o.dropout;
   const int64_t per_epoch = std::max<int64_t>(
       1, (int64_t(data.train.examples.size()) + o.batch - 1) / o.batch / o.grad_accum);
@@ -215,7 +224,12 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
     start = c.step;
     log(cat("resuming from ", dir, " at step ", start));
   }
-  TrainableModel tm(*model, adapter, pool, topt);
+  DeviceRequest request = parse_device(o.device);
+  request.max_buffer_bytes = uint64_t(o.max_buffer_mb) << 20;
+  BackendChoice choice = make_backend(request, pool);
+  if (!choice.fallback_reason.empty()) log(cat("running on the CPU: ", choice.fallback_reason));
+  log(cat("device: ", choice.backend->description()));
+  TrainableModel tm(*model, adapter, *choice.backend, topt);
 
   ScheduleOptions sopt;
   sopt.kind = parse_schedule(o.schedule);

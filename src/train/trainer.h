@@ -37,6 +37,9 @@ struct FinetuneOptions {
   bool checkpointing = true;
   uint64_t seed = 0;
   int threads = 0;
+  bool act_quant = true;      // W1.58A8; false: float activations (--act-quant none)
+  std::string device;         // --device (select.h); "" picks as DESIGN section 4 says
+  int64_t max_buffer_mb = 0;  // --max-buffer-mb (Vulkan); 0: the device's limit
   // validation and checkpoints
   int64_t val_every = 50;      // 0: only at the start and the end
   int64_t val_examples = 0;    // validation examples used (0: all)

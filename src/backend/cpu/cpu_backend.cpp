@@ -110,8 +110,8 @@ void CpuBackend::embedding(DeviceTensor& out, const FloatMatrix& table, const in
 }
 
 void CpuBackend::rms_norm(DeviceTensor& y, const DeviceTensor& x, const float* g, int64_t n,
-                          float eps) {
-  rms_norm_forward(cpu_data(x), g, n, x.cols(), eps, cpu_data(y));
+                          float eps, DeviceTensor* rstd) {
+  rms_norm_forward(cpu_data(x), g, n, x.cols(), eps, cpu_data(y), rstd ? cpu_data(*rstd) : nullptr);
 }
 
 // Several layers sharing one input: the rows of all of them are split across the threads in

@@ -133,4 +133,80 @@ static_assert(sizeof(AddPush) == 8);
 // Vulkan guarantees maxPushConstantsSize >= 128 bytes.
 static_assert(sizeof(AttentionPush) <= 128 && sizeof(RopePush) <= 128);
 
+// ---- training (vk_ops_train_*.cpp) ----
+
+enum class GemmMode : uint32_t { Set = 0, Accumulate = 1, AddScaled = 2 };
+
+// gemm_f32.comp: C (m, n) from A(i, k) = a[a_off + i a_row + k a_col] and
+// B(k, j) = b[b_off + k b_row + j b_col]; C(i, j) = c[c_off + i c_row + j] (offsets in floats).
+struct GemmF32Push {
+  uint32_t m, n, k;
+  uint32_t a_off, a_row, a_col;
+  uint32_t b_off, b_row, b_col;
+  uint32_t c_off, c_row;
+  uint32_t mode;  // GemmMode
+  float a_scale;  // multiplies every A value before its product
+  float post;     // AddScaled: C += sum * post
+};
+
+// matmul_ternary_t / matmul_float_t (matmul_transposed.comp): dx += scale * W^T dy, one piece.
+struct MatmulTransposedPush {
+  uint32_t n_in;       // columns of dx (weights per row)
+  uint32_t rows;       // rows of the weight piece
+  uint32_t r0;         // dy column of the piece's first row
+  uint32_t n_tokens;   // tokens of the tile
+  uint32_t dy_stride;  // floats per dy row
+  float d;             // ternary uniform scale; 0: block scales
+  float scale;         // dx += scale * sum on the last piece
+  uint32_t first;      // nonzero: the sum starts from 0, else from the accumulator
+  uint32_t last;       // nonzero: add into dx, else store the accumulator
+};
+
+// rms_norm_backward.comp.
+struct RmsNormBackwardPush {
+  uint32_t n_tokens;
+  uint32_t n;
+};
+
+// dropout.comp: mode 0 forward (xd = keep ? x * inv : 0), mode 1 backward (dx += dxd * inv).
+struct DropoutPush {
+  uint32_t n;
+  uint32_t mode;
+  uint32_t masked;              // backward: skip where xd == 0 (p > 0)
+  uint32_t start_lo, start_hi;  // mix(key ^ mix(salt)) + global index of element 0
+  uint32_t thr_lo, thr_hi;      // ceil(p * 2^53)
+  float inv;                    // 1 / (1 - p)
+};
+
+// cross_entropy.comp: per-token loss and, when write_grad, dlogits over the logits.
+struct CrossEntropyPush {
+  uint32_t n_tokens;
+  uint32_t n_vocab;
+  float inv_norm;  // 1 / max(norm, 1)
+  uint32_t write_grad;
+};
+
+// attention_backward.comp (stages 0..2) and attention_backward_kv.comp.
+struct AttentionBackwardPush {
+  uint32_t n_q;     // query tokens of the segment
+  uint32_t q_pos0;  // position of its row 0
+  uint32_t n_head;
+  uint32_t n_head_kv;
+  uint32_t head_dim;       // <= MaxHeadDim
+  uint32_t kv_stride;      // floats per K/V row (n_embd_kv)
+  uint32_t kv_r0;          // position of the K/V segment's row 0
+  uint32_t kv_rows;        // rows of the K/V segment
+  uint32_t stage;          // attention_backward: 0 max, 1 sums, 2 dq
+  uint32_t first;          // the K/V segment holds key 0
+  uint32_t head_in_group;  // attention_backward_kv: which query head of each KV head
+  float scale;             // 1 / sqrt(float(head_dim))
+};
+
+static_assert(sizeof(GemmF32Push) == 56);
+static_assert(sizeof(MatmulTransposedPush) == 36);
+static_assert(sizeof(RmsNormBackwardPush) == 8);
+static_assert(sizeof(DropoutPush) == 32);
+static_assert(sizeof(CrossEntropyPush) == 16);
+static_assert(sizeof(AttentionBackwardPush) == 48);
+
 }  // namespace trit::vk

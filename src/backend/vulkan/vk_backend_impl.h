@@ -5,10 +5,14 @@
 //   vk_ops_linear.cpp       linear (bitlinear, merged float layers, LoRA) and the LM head
 //   vk_ops_attention.cpp    rope, store_kv, attention
 //   vk_ops_elementwise.cpp  embedding, rms_norm, gated_act, add
+//   vk_ops_train_linear.cpp training: lora_forward/_backward, linear_backward (f32 gemm,
+//                           transposed weight products, dropout)
+//   vk_ops_train_block.cpp  training: zero, copy, rms_norm/rope/attention/gated_act backward
+//   vk_ops_train_head.cpp   training: head_loss (logits, cross-entropy, dh), take_loss
 //
-// Every op is recorded into one Sequence; read() and head() submit it and wait. Tensors are
-// TiledTensors of f32 rows; an op over n token rows walks the row segments on which every
-// tensor it touches stays within one piece, and, for weights, every weight piece (a range of
+// Every op is recorded into one Sequence; read(), head() and take_loss() submit it and wait.
+// Tensors are TiledTensors of f32 rows; an op over n token rows walks the row segments on which
+// every tensor it touches stays within one piece, and, for weights, every weight piece (a range of
 // output rows) in turn. Weights are uploaded on first use and kept (keyed by host pointer).
 #pragma once
 
@@ -112,6 +116,10 @@ std::vector<std::pair<uint64_t, uint64_t>> row_segments(const std::vector<RowsOf
 // The bytes of rows [r0, r1) of t, which must lie in one piece.
 BufferRange rows_range(const TiledTensor& t, uint64_t r0, uint64_t r1);
 
+// Checks a LoRA branch's tensors against a layer of n_in inputs and n_out outputs (errors
+// start with op); returns its rank (vk_ops_train_linear.cpp).
+int64_t check_lora_branch(const LoraBranch& br, int64_t n_in, int64_t n_out, const char* op);
+
 // A tiled tensor, retried with smaller pieces when the device runs out of memory; the final
 // failure names the tensor, its size and the device's heap.
 TiledTensor make_tiled(Context& ctx, const std::string& name, uint64_t rows, uint64_t row_bytes,
@@ -139,8 +147,8 @@ class VulkanBackend final : public Backend {
 
   void embedding(DeviceTensor& out, const FloatMatrix& table, const int32_t* tokens,
                  int64_t n) override;
-  void rms_norm(DeviceTensor& y, const DeviceTensor& x, const float* g, int64_t n,
-                float eps) override;
+  void rms_norm(DeviceTensor& y, const DeviceTensor& x, const float* g, int64_t n, float eps,
+                DeviceTensor* rstd = nullptr) override;
   void linear(std::span<const LinearOp> ops, const DeviceTensor& x, int64_t n,
               bool act_quant) override;
   void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp, int64_t pos0) override;
@@ -152,6 +160,30 @@ class VulkanBackend final : public Backend {
   void add(DeviceTensor& y, const DeviceTensor& x, int64_t n) override;
   void head(float* logits, const DeviceTensor& x, int64_t row0, int64_t n, const FloatMatrix& w,
             const std::vector<LoraTerm>* lora) override;
+
+  // Training (vk_ops_train_*.cpp).
+  void zero(DeviceTensor& t) override;
+  void copy(DeviceTensor& dst, const DeviceTensor& src, int64_t n) override;
+  void lora_forward(DeviceTensor& y, DeviceTensor& xd, DeviceTensor& ax, const DeviceTensor& x,
+                    int64_t n, const LoraBranch& br, float p, uint64_t key) override;
+  void lora_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& xd,
+                     const DeviceTensor& ax, int64_t n, const LoraBranch& br, float p) override;
+  void linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const LinearWeight& w,
+                       int64_t n) override;
+  void rms_norm_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& x,
+                         const float* g, const DeviceTensor& rstd, int64_t n) override;
+  void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp,
+                     int64_t pos0) override;
+  void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
+                          const DeviceTensor& dout, const DeviceTensor& q, const DeviceTensor& k,
+                          const DeviceTensor& v, int64_t n, const HParams& hp) override;
+  void gated_act_backward(DeviceTensor& dgate, DeviceTensor& dup, const DeviceTensor& dout,
+                          const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
+                          Activation act) override;
+  void head_loss(const DeviceTensor& h, int64_t n, const FloatMatrix& w,
+                 std::span<const LoraBranch> lora, const int32_t* targets, const float* mask,
+                 float norm, int64_t chunk, DeviceTensor* dh) override;
+  double take_loss() override;
 
  private:
   // Submits what is queued, waits, and starts a new recording. The host arena is reset too
@@ -185,6 +217,35 @@ class VulkanBackend final : public Backend {
                   uint64_t op_tokens, int64_t n_in, int64_t n_out);
   const TiledTensor& rope_table(int64_t positions, int64_t rope_dim, float base);
 
+  // Rows [r0, r1) of t (one piece) as a binding: the range itself when its offset suits the
+  // device's minStorageBufferOffsetAlignment, else a copy in act_scratch_ (filled from t when
+  // `load`). A tensor of narrow rows (rstd, a LoRA ax of small rank) needs that where a
+  // segment starts inside a piece. unbind_rows() copies a written copy back (vk_scratch.cpp).
+  BufferRange bind_rows(const TiledTensor& t, uint64_t r0, uint64_t r1, bool load);
+  void unbind_rows(BufferRange bound, const TiledTensor& t, uint64_t r0, uint64_t r1);
+
+  // Training helpers (vk_ops_train_linear.cpp). Each works on one token segment of `rows`
+  // rows whose bindings are given as ranges.
+  // Records gemm_f32 over p.m x p.n (p's offsets and strides index the three ranges).
+  void gemm(BufferRange a, BufferRange b, BufferRange c, const GemmF32Push& p);
+  // ax = xd A^T, y += scale * ax B^T (y rows of y_stride floats).
+  void lora_forward_rows(const LoraBranch& br, BufferRange xd, BufferRange ax, BufferRange y,
+                         uint64_t rows, uint64_t y_stride);
+  // db += ds^T ax, da += (ds B)^T xd, dx += (ds B A) / (1 - p) where xd != 0 (ds = scale dy,
+  // dy rows of dy_stride floats).
+  void lora_backward_rows(const LoraBranch& br, BufferRange dx, BufferRange dy, BufferRange xd,
+                          BufferRange ax, uint64_t rows, uint64_t dy_stride, float p);
+  // dx (rows, n_in) += scale * W^T dy over every piece of a ternary (t) or float (f) weight.
+  void transposed_product(const TernaryWeight* t, const FloatWeight* f, BufferRange dy,
+                          uint64_t dy_stride, BufferRange dx, uint64_t rows, uint64_t n_in,
+                          float scale);
+  // rope (inverse = false) or its backward over rows [0, n) of x (vk_ops_train_block.cpp).
+  void rope_rows(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp, int64_t pos0,
+                 bool inverse);
+  // Adds the per-token losses of finished head_loss chunks to loss_ (vk_ops_train_head.cpp);
+  // flush() calls it once the submission has ended, before the host arena is reset.
+  void collect_losses();
+
   std::unique_ptr<Context> ctx_;
   std::unique_ptr<Sequence> seq_;
   MatmulConfig mm_;
@@ -198,6 +259,15 @@ class VulkanBackend final : public Backend {
   std::unordered_map<const void*, std::unique_ptr<FloatWeight>> float_;
   std::unordered_map<const void*, std::unique_ptr<LoraWeight>> lora_;
   std::unordered_map<const void*, TiledTensor> norms_;
+
+  // head_loss chunks whose per-token losses (in host_ blocks) wait for the submission.
+  struct PendingLoss {
+    double inv_norm = 1;           // 1 / max(norm, 1)
+    std::vector<float> mask;       // (chunk tokens)
+    std::vector<BufferRange> nll;  // the chunk's per-token losses, in token order
+  };
+  std::vector<PendingLoss> pending_loss_;
+  double loss_ = 0;  // since the last take_loss()
 
   TiledTensor rope_;  // (positions, rope_dim): cos then sin per row
   int64_t rope_dim_ = 0;

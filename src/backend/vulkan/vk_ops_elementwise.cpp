@@ -60,21 +60,33 @@ void VulkanBackend::embedding(DeviceTensor& out_t, const FloatMatrix& table, con
 }
 
 void VulkanBackend::rms_norm(DeviceTensor& y_t, const DeviceTensor& x_t, const float* g, int64_t n,
-                             float eps) {
+                             float eps, DeviceTensor* rstd_t) {
   VkTensor& y = vk_tensor(y_t);
   const VkTensor& x = vk_tensor(x_t);
   check_n(x, n, "rms_norm");
   check_n(y, n, "rms_norm");
   check_same_cols(x, y, "rms_norm");
+  VkTensor* rstd = rstd_t ? &vk_tensor(*rstd_t) : nullptr;
+  if (rstd) {
+    check_n(*rstd, n, "rms_norm");
+    if (rstd->cols() != 1)
+      fail("rms_norm: rstd tensor '", rstd->name(), "' has ", rstd->cols(), " columns, not 1");
+  }
   if (n == 0) return;
   const BufferRange gr = norm_weight(g, x.cols()).range(size_t(0));
-  // Binding 3 (rstd) is not written with write_rstd = 0: bind g there and call it read-only.
-  const Pipeline& p = pipeline("rms_norm", 4, sizeof(RmsNormPush), {kWg}, 0b1011);
-  for (const auto& [a, b] :
-       row_segments({{&x.tiles(), 0}, {&y.tiles(), 0}}, uint64_t(n), max_seg_rows_)) {
-    const RmsNormPush push{uint32_t(b - a), uint32_t(x.cols()), eps, 0};
-    seq_->dispatch(p, {rows_range(x.tiles(), a, b), gr, rows_range(y.tiles(), a, b), gr}, push,
+  // Without rstd, binding 3 is not written (write_rstd = 0): bind g there and call it
+  // read-only. The second spec value (unused by the shader) keeps the two layouts apart.
+  const Pipeline& p = rstd ? pipeline("rms_norm", 4, sizeof(RmsNormPush), {kWg, 1}, 0b0011)
+                           : pipeline("rms_norm", 4, sizeof(RmsNormPush), {kWg}, 0b1011);
+  std::vector<RowsOf> touched = {{&x.tiles(), 0}, {&y.tiles(), 0}};
+  if (rstd) touched.push_back({&rstd->tiles(), 0});
+  act_scratch_.reset();
+  for (const auto& [a, b] : row_segments(touched, uint64_t(n), max_seg_rows_)) {
+    const RmsNormPush push{uint32_t(b - a), uint32_t(x.cols()), eps, rstd ? 1u : 0u};
+    const BufferRange rr = rstd ? bind_rows(rstd->tiles(), a, b, false) : gr;
+    seq_->dispatch(p, {rows_range(x.tiles(), a, b), gr, rows_range(y.tiles(), a, b), rr}, push,
                    uint32_t(b - a));
+    if (rstd) unbind_rows(rr, rstd->tiles(), a, b);
   }
 }
 

@@ -107,6 +107,21 @@ BufferRange rows_range(const TiledTensor& t, uint64_t r0, uint64_t r1) {
   return t.range(runs[0]);
 }
 
+BufferRange VulkanBackend::bind_rows(const TiledTensor& t, uint64_t r0, uint64_t r1, bool load) {
+  const BufferRange r = rows_range(t, r0, r1);
+  const uint64_t align =
+      std::max<uint64_t>(ctx_->caps().info.min_storage_buffer_offset_alignment, 1);
+  if (r.offset % align == 0) return r;
+  const BufferRange copy = act_scratch_.alloc(r.size);
+  if (load) seq_->copy(r, copy);
+  return copy;
+}
+
+void VulkanBackend::unbind_rows(BufferRange bound, const TiledTensor& t, uint64_t r0, uint64_t r1) {
+  const BufferRange r = rows_range(t, r0, r1);
+  if (bound.buffer != r.buffer || bound.offset != r.offset) seq_->copy(bound, r);
+}
+
 TiledTensor make_tiled(Context& ctx, const std::string& name, uint64_t rows, uint64_t row_bytes,
                        TileOptions options) {
   const uint64_t bytes = rows * row_bytes;

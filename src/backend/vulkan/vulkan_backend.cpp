@@ -111,6 +111,7 @@ void VulkanBackend::flush(bool keep_host) {
   seq_->submit_and_wait();
   seq_->reset();
   retired_.clear();
+  collect_losses();  // reads host_ blocks
   if (!keep_host) host_.reset();
 }
 
