@@ -15,8 +15,11 @@ if [ "${TRIT_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRIT_SANITIZE=ON \
     -DTRIT_BUILD_BENCH=OFF >/dev/null
   cmake --build build-asan -j"$jobs"
-  # The reduced demo (a 120-step fine-tune) runs in the optimised build only: the commands it
-  # runs are covered under the sanitizers by the CLI tests, at sizes that take seconds.
+  # Runs that repeat work under the sanitizers only cost time: the reduced demo (a 120-step
+  # fine-tune), the Vulkan forward ops at the 8 MiB, 128 MiB and unlimited limits (the 1 MiB
+  # runs tile the most), whole-model Vulkan runs and Vulkan fine-tunes through the CLI (their
+  # ops and the trainer are covered by the other tests). The optimised build runs them all.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs" -E '^Demo\.'
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" \
+    -E '^Demo\.|VulkanOps\..*_(8MiB|128MiB|unlimited)$|VulkanModel|VulkanFinetune'
 fi
