@@ -191,6 +191,15 @@ std::string Instance::create() {
   const VkResult r = vk_.vkCreateInstance(&ci, nullptr, &inst);
   if (r != VK_SUCCESS) return cat("vkCreateInstance failed: ", vk_result_name(r));
   handle_ = inst;
+  // The loader unloads the drivers with the last instance, and some (Mesa's) leave allocations
+  // behind that leak checkers then report; one instance kept for the life of the process keeps
+  // them loaded. It is made once, with the same settings, and never used.
+  static const VkInstance keep_drivers_loaded = [&] {
+    VkInstance keep = VK_NULL_HANDLE;
+    if (vk_.vkCreateInstance(&ci, nullptr, &keep) != VK_SUCCESS) keep = VK_NULL_HANDLE;
+    return keep;
+  }();
+  (void)keep_drivers_loaded;
   why = vk_.load_instance(handle_);
   if (!why.empty()) {
     // Without vkDestroyInstance the handle cannot be released; drop it.
