@@ -30,8 +30,8 @@ void add_perplexity_command(CLI::App& app) {
     const std::vector<int32_t> tokens = tok->encode(ss.str(), tok->add_bos_default(), false);
     const int64_t n_ctx = args->run.ctx > 0 ? args->run.ctx : 512;
     const double t0 = now_seconds();
-    const PerplexityResult r =
-        perplexity(*model, tokens, n_ctx, *model.backend, model.fwd(), [](int64_t c, int64_t n, double ppl) {
+    const PerplexityResult r = perplexity(
+        *model, tokens, n_ctx, *model.backend, model.fwd(), [](int64_t c, int64_t n, double ppl) {
           std::fprintf(stderr, "\rtrit: chunk %lld/%lld, perplexity %.4f",
                        static_cast<long long>(c), static_cast<long long>(n), ppl);
         });

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
 #include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
 #include "infer/evaluate.h"
 #include "infer/session.h"
 #include "model/create.h"

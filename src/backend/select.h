@@ -19,7 +19,7 @@ namespace trit {
 struct DeviceRequest {
   enum class Kind { Auto, Cpu, VulkanAny, VulkanIndex };
   Kind kind = Kind::Auto;
-  int index = -1;                // VulkanIndex
+  int index = -1;                 // VulkanIndex
   uint64_t max_buffer_bytes = 0;  // --max-buffer-mb in bytes; 0: the device's own limit
 };
 
