@@ -58,11 +58,7 @@ void add_finetune_command(CLI::App& app) {
          "--act-quant", [o](const std::string& v) { o->act_quant = v != "none"; },
          "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
-  cmd->add_option("--device", o->device,
-                  "cpu | vulkan | vulkan:N (default: a Vulkan GPU if there is one, else cpu)");
-  cmd->add_option("--max-buffer-mb", o->max_buffer_mb,
-                  "Vulkan: largest buffer binding in MiB (default: the device's limit)")
-      ->check(CLI::PositiveNumber);
+  add_device_options(cmd, o->device, o->max_buffer_mb);
   cmd->callback([o, cmd] {
     if (cmd->count("--resume") && o->resume.empty()) o->resume = "latest";
     g_stop.store(false);

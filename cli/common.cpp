@@ -14,14 +14,18 @@
 
 namespace trit::cli {
 
+void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_mb) {
+  cmd->add_option("--device", device,
+                  "cpu | vulkan | vulkan:N (default: a Vulkan GPU if there is one, else cpu)");
+  cmd->add_option("--max-buffer-mb", max_buffer_mb,
+                  "Vulkan: largest buffer binding in MiB (default: the device's limit)")
+      ->check(CLI::PositiveNumber);
+}
+
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx) {
   cmd->add_option("-m,--model", o.model, "Model file (GGUF)")->required();
   cmd->add_option("-t,--threads", o.threads, "Threads (default: all cores)");
-  cmd->add_option("--device", o.device,
-                  "cpu | vulkan | vulkan:N (default: a Vulkan GPU if there is one, else cpu)");
-  cmd->add_option("--max-buffer-mb", o.max_buffer_mb,
-                  "Vulkan: largest buffer binding in MiB (default: the device's limit)")
-      ->check(CLI::PositiveNumber);
+  add_device_options(cmd, o.device, o.max_buffer_mb);
   cmd->add_option("--act-quant", o.act_quant,
                   "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));

@@ -40,6 +40,8 @@ struct LoadedModel {
   const Model& operator*() const { return *model; }
 };
 
+// --device and --max-buffer-mb (the backend choice, select.h).
+void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_mb);
 // -m, -t, --device, --max-buffer-mb, --act-quant, --lora (and -c when with_ctx).
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true);
 void add_sampler_options(CLI::App* cmd, SamplerOptions& s);
