@@ -47,7 +47,7 @@ void bench_training(const BenchArgs& a) {
   TrainOptions topt;
   topt.checkpointing = a.checkpointing;
   TrainableModel tm(*model, adapter, *model.backend, topt);
-  AdamW opt;
+  const AdamWOptions opt;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> pick(0, int32_t(hp.n_vocab - 1));
   const int64_t T = a.train_ctx;
@@ -59,8 +59,12 @@ void bench_training(const BenchArgs& a) {
     const double t0 = now_seconds();
     tm.zero_grads();
     tm.forward_backward(tokens.data(), tokens.data() + 1, mask.data(), T, float(T), uint64_t(s));
-    opt.step(tm.param_refs(), 1e-4);
-    if (s > 0) seconds += now_seconds() - t0;
+    tm.optimizer_step(opt, 1e-4, 1.0f);
+    const double dt = now_seconds() - t0;
+    if (s > 0) seconds += dt;
+    if (!a.json)
+      std::fprintf(stderr, "step %lld%s: %.3f s\n", static_cast<long long>(s),
+                   s == 0 ? " (warm-up)" : "", dt);
   }
   const double tps = double(T * a.train_steps) / std::max(seconds, 1e-9);
   const double peak_mib = double(peak_rss_bytes()) / (1 << 20);

@@ -15,6 +15,7 @@
 #include "backend/cpu/kernels_backward.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/ops_backward.h"
+#include "train/optimizer.h"
 #include "vulkan_test_util.h"
 
 namespace trit {
@@ -67,6 +68,59 @@ class CpuTrainOps : public ::testing::Test {
   ThreadPool pool_{3};
   CpuBackend b_{pool_};
 };
+
+// The backend's optimizer ops, composed as TrainableModel::optimizer_step does, give the host
+// optimizer's bits (clip_grad_norm, then AdamW::step, which matches PyTorch's bit for bit).
+TEST_F(CpuTrainOps, OptimizerOpsEqualTheHostOptimizer) {
+  const int64_t rows[2] = {8, 300}, cols[2] = {96, 8};
+  std::vector<Vec> host_p, host_g;
+  std::vector<TensorPtr> p, g, m, v;
+  for (int i = 0; i < 2; ++i) {
+    const int64_t n = rows[i] * cols[i];
+    host_p.push_back(randn(n, 10 + i, 0.1f));
+    p.push_back(up("p", rows[i], cols[i], host_p.back()));
+    m.push_back(b_.tensor("m", rows[i], cols[i]));
+    v.push_back(b_.tensor("v", rows[i], cols[i]));
+  }
+  AdamWOptions o;
+  o.weight_decay = 0.05;
+  AdamW host(o);
+  for (int step = 1; step <= 3; ++step) {
+    const float max_norm = step == 2 ? 0.5f : 1e3f;  // step 2 clips
+    host_g.clear();
+    g.clear();
+    for (int i = 0; i < 2; ++i) {
+      host_g.push_back(randn(rows[i] * cols[i], 100 * step + i, 0.2f));
+      g.push_back(up("g", rows[i], cols[i], host_g.back()));
+    }
+    std::vector<std::span<float>> spans(host_g.begin(), host_g.end());
+    const float host_norm = clip_grad_norm(spans, max_norm);
+    std::vector<ParamRef> refs;
+    for (int i = 0; i < 2; ++i) {
+      refs.push_back({cat("t", i), host_p[size_t(i)].data(), host_g[size_t(i)].data(),
+                      int64_t(host_p[size_t(i)].size())});
+    }
+    host.step(refs, 1e-3);
+
+    const DeviceTensor* gs[] = {g[0].get(), g[1].get()};
+    double sums[2];
+    b_.sum_squares(gs, sums);
+    const GradClip clip = clip_from_sums(sums, max_norm);
+    EXPECT_EQ(clip.norm, host_norm) << "step " << step;
+    EXPECT_EQ(clip.scale != 1.0f, step == 2) << "step " << step;
+    for (int i = 0; i < 2; ++i) {
+      b_.adamw(*p[size_t(i)], *g[size_t(i)], *m[size_t(i)], *v[size_t(i)],
+               adamw_scalars(o, 1e-3, step), clip.scale);
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    const AdamWMoments& s = host.moments().at(cat("t", i));
+    EXPECT_EQ(get(*p[size_t(i)]), host_p[size_t(i)]) << i;
+    EXPECT_EQ(get(*m[size_t(i)]), s.m) << i;
+    EXPECT_EQ(get(*v[size_t(i)]), s.v) << i;
+  }
+  EXPECT_THROW(b_.adamw(*p[0], *g[1], *m[0], *v[0], adamw_scalars(o, 1e-3, 4), 1.0f), Error);
+}
 
 TEST_F(CpuTrainOps, ZeroAndCopy) {
   TensorPtr t = up("t", 5, 7, randn(35, 1)), u = up("u", 5, 7, randn(35, 2));

@@ -134,7 +134,6 @@ class PeftReference : public ::testing::TestWithParam<RefCase> {
     TrainableModel tm(*model_, adapter, pool, topt);
     AdamWOptions aopt;
     aopt.weight_decay = kWeightDecay;
-    AdamW opt(aopt);
     double norm = 0;
     for (const auto& m : mask) {
       for (float v : m) norm += v;
@@ -154,10 +153,10 @@ class PeftReference : public ::testing::TestWithParam<RefCase> {
         }
       }
       // As `trit finetune` does it: clip all adapter gradients together, then one AdamW step.
-      r.grad_norms.push_back(clip_grad_norm(tm.grad_spans(), kMaxNorm));
-      opt.step(tm.param_refs(), kLr);
+      r.grad_norms.push_back(tm.optimizer_step(aopt, kLr, kMaxNorm));
       r.losses.push_back(loss);
     }
+    tm.sync_adapter();
     r.final_adapter = adapter;
     return r;
   }

@@ -130,8 +130,10 @@ TEST_F(TrainModel, GradientsMatchFiniteDifferences) {
         const double h = 1e-2 / gnorm;  // moves the loss by about 0.01
         auto at = [&](double step) {
           for (size_t i = 0; i < p.size(); ++i) p[i] = float(double(keep[i]) + step * v[i]);
+          tm.upload_adapter();
           const double val = loss(tm);
           p = keep;
+          tm.upload_adapter();
           return val;
         };
         const double fd = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12.0 * h);

@@ -307,6 +307,41 @@ TrainCase head_loss_case(HeadSpec s) {
           }};
 }
 
+// Two AdamW steps (the second with a clipping factor) of a (rows, cols) parameter; the moments
+// and the parameter are compared. Where PyTorch fuses, the device may round differently, and
+// its sqrt and division are not correctly rounded: 1e-5 of each tensor's largest value.
+TrainCase adamw_case(int64_t rows, int64_t cols) {
+  return {cat("adamw_", rows, "x", cols), [=](Backend& b, const Fill&) {
+            const int64_t n = rows * cols;
+            TensorPtr p = upload(b, "p", rows, cols, randn(n, 31, 0.05f));
+            TensorPtr m = b.tensor("m", rows, cols), v = b.tensor("v", rows, cols);
+            AdamWScalars k{0.99999f, 0.1f, 0.999f, 0.001f, 0.0316069f, 1e-8f, -0.001f};
+            TensorPtr g1 = upload(b, "g1", rows, cols, randn(n, 32, 0.3f));
+            TensorPtr g2 = upload(b, "g2", rows, cols, randn(n, 33, 2.0f));
+            b.adamw(*p, *g1, *m, *v, k, 1.0f);
+            k = {0.99999f, 0.1f, 0.999f, 0.001f, 0.0447102f, 1e-8f, -0.000526316f};
+            b.adamw(*p, *g2, *m, *v, k, 0.25f);
+            return std::vector<Out>{download(b, *p, rows, 1e-5, true),
+                                    download(b, *m, rows, 1e-5, true),
+                                    download(b, *v, rows, 1e-5, true)};
+          }};
+}
+
+// Sums of squares of tensors of very different row lengths (a LoRA A and B, and a large one).
+TrainCase sum_squares_case() {
+  return {"sum_squares", [=](Backend& b, const Fill&) {
+            TensorPtr a = upload(b, "a", 8, 2048, randn(8 * 2048, 41));
+            TensorPtr bt = upload(b, "b", 5632, 8, randn(5632 * 8, 42, 1e-3f));
+            TensorPtr big = upload(b, "big", N, 2048, rows_of_scales(N, 2048, 43));
+            const DeviceTensor* ts[] = {a.get(), bt.get(), big.get()};
+            double sums[3];
+            b.sum_squares(ts, sums);
+            Out o{"sums", 1, {}, 1e-5, true};
+            for (double s : sums) o.v.push_back(float(s));
+            return std::vector<Out>{o};
+          }};
+}
+
 std::vector<TrainCase> train_cases() {
   const DType TQ2 = DType::TQ2_0, I2S = DType::I2_S;
   std::vector<TrainCase> c;
@@ -357,6 +392,9 @@ std::vector<TrainCase> train_cases() {
   c.push_back(head_loss_case({F16, {}, true, false, 512}));   // one chunk of all N tokens
   c.push_back(head_loss_case({F16, {16}, false, true, 77}));  // no dh: da, db untouched
   c.push_back(head_loss_case({Q8, {4}, true, true, 7, true}));
+  c.push_back(adamw_case(N, 2048));
+  c.push_back(adamw_case(5632, 8));
+  c.push_back(sum_squares_case());
   return c;
 }
 

@@ -29,6 +29,18 @@ struct FloatMatrix;
 struct LinearWeight;
 struct LoraTerm;
 
+// The f32 scalars of one AdamW step of one tensor (train/optimizer.h computes them as PyTorch
+// does, in double rounded to f32).
+struct AdamWScalars {
+  float decay = 1;            // 1 - lr * wd (1: no decay)
+  float one_minus_beta1 = 0;  // exp_avg.lerp_ weight
+  float beta2 = 0;
+  float one_minus_beta2 = 0;
+  float bc2_sqrt = 1;  // sqrt(1 - beta2^t)
+  float eps = 0;
+  float neg_step_size = 0;  // -lr / (1 - beta1^t)
+};
+
 // An f32 matrix of rows x cols living on one backend.
 class DeviceTensor {
  public:
@@ -156,6 +168,15 @@ class Backend {
                          const float* mask, float norm, int64_t chunk, DeviceTensor* dh) = 0;
   // The loss accumulated by head_loss since the last call (waits for it), then 0 again.
   virtual double take_loss() = 0;
+
+  // ---- optimizer ----
+  // out[i] = the sum of squares of every element of ts[i] (waits for it; the CPU sums in
+  // double, so its norms are correctly rounded).
+  virtual void sum_squares(std::span<const DeviceTensor* const> ts, double* out) = 0;
+  // One AdamW step of p with gradient grad_scale * g (the clipping factor; 1: none) and
+  // moments m, v, all of p's shape, in optimizer.h's order of operations.
+  virtual void adamw(DeviceTensor& p, const DeviceTensor& g, DeviceTensor& m, DeviceTensor& v,
+                     const AdamWScalars& k, float grad_scale) = 0;
 };
 
 }  // namespace trit

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/adamw_kernel.h"
 #include "core/error.h"
 
 namespace trit {
@@ -15,60 +16,6 @@ namespace {
 
 constexpr char kMagic[8] = {'T', 'R', 'I', 'T', 'A', 'D', 'A', 'M'};
 constexpr uint32_t kVersion = 1;
-
-// One tensor's update. Every f32 operation below is one PyTorch CPU kernel's arithmetic, with
-// std::fma where PyTorch's vectorised kernels fuse (lerp's fmadd, and addcmul's
-// self + (value * t1) * t2 as the compiler contracts it): with these, trit's AdamW matched
-// torch 2.11's CPU AdamW (foreach=False) bit for bit over unclipped steps.
-struct AdamWScalars {
-  float decay;            // 1 - lr * wd
-  float one_minus_beta1;  // lerp weight
-  float beta2;
-  float one_minus_beta2;
-  float bc2_sqrt;  // sqrt(1 - beta2^t)
-  float eps;
-  float neg_step_size;  // -lr / (1 - beta1^t)
-};
-
-[[gnu::always_inline]] inline void adamw_body(float* p, const float* g, float* m, float* v,
-                                              int64_t n, const AdamWScalars& k) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (k.decay != 1.0f) p[i] = p[i] * k.decay;  // param.mul_(1 - lr * wd)
-    // exp_avg.lerp_(grad, w): fma(w, end - self, self) for |w| < 0.5, else
-    // fma(w - 1, end - self, end)
-    if (std::fabs(k.one_minus_beta1) < 0.5f) {
-      m[i] = std::fma(k.one_minus_beta1, g[i] - m[i], m[i]);
-    } else {
-      m[i] = std::fma(k.one_minus_beta1 - 1.0f, g[i] - m[i], g[i]);
-    }
-    v[i] = v[i] * k.beta2;                                     // exp_avg_sq.mul_(beta2)
-    v[i] = std::fma(k.one_minus_beta2 * g[i], g[i], v[i]);     // .addcmul_(g, g, 1 - beta2)
-    const float denom = std::sqrt(v[i]) / k.bc2_sqrt + k.eps;  // (v.sqrt() / bc2).add_(eps)
-    p[i] = p[i] + k.neg_step_size * m[i] / denom;              // addcdiv_(m, denom, -step_size)
-  }
-}
-
-void adamw_update_generic(float* p, const float* g, float* m, float* v, int64_t n,
-                          const AdamWScalars& k) {
-  adamw_body(p, g, m, v, n, k);
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-// The same code with the FMA instruction inlined (std::fma is otherwise a libm call); fma is
-// correctly rounded either way, so both give the same bits.
-[[gnu::target("avx2,fma")]] void adamw_update_fma(float* p, const float* g, float* m, float* v,
-                                                  int64_t n, const AdamWScalars& k) {
-  adamw_body(p, g, m, v, n, k);
-}
-#endif
-
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& k) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool has_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (has_fma) return adamw_update_fma(p, g, m, v, n, k);
-#endif
-  adamw_update_generic(p, g, m, v, n, k);
-}
 
 class BlobWriter {
  public:
@@ -133,26 +80,27 @@ void AdamW::step(const std::vector<ParamRef>& params, double lr) {
     }
   }
   ++t_;
-  const double b1 = opts_.beta1, b2 = opts_.beta2;
-  const float decay = float(1.0 - lr * opts_.weight_decay);
   for (const ParamRef& p : params) {
     if (p.grad == nullptr) continue;
     AdamWMoments& s = moments_.at(p.name);
-    const int64_t step = ++s.step;
-    const double bias_correction1 = 1.0 - std::pow(b1, double(step));
-    const double bias_correction2 = 1.0 - std::pow(b2, double(step));
-    const double step_size = lr / bias_correction1;
-    const double bias_correction2_sqrt = std::sqrt(bias_correction2);
-    AdamWScalars k;
-    k.decay = opts_.weight_decay != 0 ? decay : 1.0f;
-    k.one_minus_beta1 = float(1.0 - b1);
-    k.beta2 = float(b2);
-    k.one_minus_beta2 = float(1.0 - b2);
-    k.bc2_sqrt = float(bias_correction2_sqrt);
-    k.eps = float(opts_.eps);
-    k.neg_step_size = float(-step_size);
-    adamw_update(p.value, p.grad, s.m.data(), s.v.data(), p.n, k);
+    adamw_update(p.value, p.grad, s.m.data(), s.v.data(), p.n, adamw_scalars(opts_, lr, ++s.step));
   }
+}
+
+AdamWScalars adamw_scalars(const AdamWOptions& o, double lr, int64_t step) {
+  const double b1 = o.beta1, b2 = o.beta2;
+  const double bias_correction1 = 1.0 - std::pow(b1, double(step));
+  const double bias_correction2 = 1.0 - std::pow(b2, double(step));
+  const double step_size = lr / bias_correction1;
+  AdamWScalars k;
+  k.decay = o.weight_decay != 0 ? float(1.0 - lr * o.weight_decay) : 1.0f;
+  k.one_minus_beta1 = float(1.0 - b1);
+  k.beta2 = float(b2);
+  k.one_minus_beta2 = float(1.0 - b2);
+  k.bc2_sqrt = float(std::sqrt(bias_correction2));
+  k.eps = float(o.eps);
+  k.neg_step_size = float(-step_size);
+  return k;
 }
 
 void AdamW::set_state(int64_t t, std::map<std::string, AdamWMoments> moments) {
@@ -220,27 +168,38 @@ void AdamW::load(std::string_view blob, std::string_view what) {
   set_state(t, std::move(moments));
 }
 
-float clip_grad_norm(std::span<const std::span<float>> grads, float max_norm) {
+GradClip clip_from_sums(std::span<const double> sums, float max_norm) {
   // torch: norms = [vector_norm(g) for g in grads]; total = vector_norm(stack(norms)), in f32.
-  // The sums run in double here, so each norm is the correctly rounded f32 value.
+  // With sums in double, each norm is the correctly rounded f32 value.
   double total_sq = 0.0;
-  for (std::span<float> g : grads) {
-    double sq = 0.0;
-    for (float x : g) sq += double(x) * double(x);
+  for (double sq : sums) {
     const float norm = float(std::sqrt(sq));
     total_sq += double(norm) * double(norm);
   }
-  const float total = float(std::sqrt(total_sq));
-  if (!(max_norm > 0) || !std::isfinite(total)) return total;
+  GradClip c;
+  c.norm = float(std::sqrt(total_sq));
+  if (!(max_norm > 0) || !std::isfinite(c.norm)) return c;
   // clip_coef = max_norm / (total + 1e-6), where python's scalar / tensor is
   // reciprocal(tensor) * scalar; clamped to 1, and multiplying by 1 changes nothing.
-  const float coef = (1.0f / (total + 1e-6f)) * max_norm;
-  if (coef < 1.0f) {
+  const float coef = (1.0f / (c.norm + 1e-6f)) * max_norm;
+  if (coef < 1.0f) c.scale = coef;
+  return c;
+}
+
+float clip_grad_norm(std::span<const std::span<float>> grads, float max_norm) {
+  std::vector<double> sums;
+  for (std::span<float> g : grads) {
+    double sq = 0.0;
+    for (float x : g) sq += double(x) * double(x);
+    sums.push_back(sq);
+  }
+  const GradClip c = clip_from_sums(sums, max_norm);
+  if (c.scale != 1.0f) {
     for (std::span<float> g : grads) {
-      for (float& x : g) x = x * coef;
+      for (float& x : g) x = x * c.scale;
     }
   }
-  return total;
+  return c.norm;
 }
 
 }  // namespace trit

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/backend.h"
+
 namespace trit {
 
 // One trainable tensor: its values (updated in place) and its gradient (same length). A null
@@ -71,6 +73,18 @@ class AdamW {
   int64_t t_ = 0;
   std::map<std::string, AdamWMoments> moments_;
 };
+
+// The f32 scalars of a tensor's AdamW step number `step` (from 1) at learning rate lr.
+AdamWScalars adamw_scalars(const AdamWOptions& o, double lr, int64_t step);
+
+// Clipping by global norm from the per-tensor sums of squares of the gradients: the norm
+// (before clipping) and the factor the gradients are multiplied by (1: unclipped, also when
+// max_norm <= 0 or the norm is not finite).
+struct GradClip {
+  float norm = 0;
+  float scale = 1;
+};
+GradClip clip_from_sums(std::span<const double> sums, float max_norm);
 
 // The global 2-norm of all gradients, as clip_grad_norm_ computes it (the norm of the per-tensor
 // norms), returned before clipping. When max_norm > 0 and max_norm / (norm + 1e-6) < 1, every

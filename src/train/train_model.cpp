@@ -1,6 +1,7 @@
 #include "train/train_model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
@@ -29,6 +30,16 @@ struct TrainableModel::Acts {
   TensorPtr o, x2, h3, rstd3;        // (T, d) o_proj, after attention, ffn_norm
   TensorPtr gate, up, m, h4, rstd4;  // (T, ff) ..., ffn_sub_norm
   std::array<std::vector<TensorPtr>, kLinearCount> xd, ax;  // per LoRA term: (T, n_in), (T, r)
+};
+
+// One adapter tensor as the optimizer sees it.
+struct TrainableModel::Param {
+  std::string name;  // "<layer>.lora_a" / ".lora_b"
+  DeviceTensor* value = nullptr;
+  DeviceTensor* grad = nullptr;
+  std::vector<float>* host = nullptr;  // the LoraAdapter's copy
+  TensorPtr m, v;
+  int64_t step = 0;
 };
 
 // The residual stream, the head's tensors and the backward pass's gradients.
@@ -89,8 +100,91 @@ void TrainableModel::init() {
           size_t(std::find(names.begin(), names.end(), target->what) - names.begin());
       terms_[size_t(target->layer)][idx].push_back(term.get());
     }
+    for (int which = 0; which < 2; ++which) {
+      Param prm;
+      prm.name = name + (which ? ".lora_b" : ".lora_a");
+      prm.value = which ? term->b.get() : term->a.get();
+      prm.grad = which ? term->db.get() : term->da.get();
+      prm.host = which ? &L.b : &L.a;
+      prm.m = be_.tensor(prm.name + ".exp_avg", prm.value->rows(), prm.value->cols());
+      prm.v = be_.tensor(prm.name + ".exp_avg_sq", prm.value->rows(), prm.value->cols());
+      params_.push_back(std::move(prm));
+    }
     all_terms_.push_back(std::move(term));
   }
+  upload_adapter();
+}
+
+void TrainableModel::upload_adapter() {
+  for (const Param& p : params_) {
+    if (int64_t(p.host->size()) != p.value->rows() * p.value->cols()) {
+      fail("train: adapter tensor ", p.name, " has ", p.host->size(), " values, ",
+           p.value->rows() * p.value->cols(), " expected");
+    }
+    be_.write(*p.value, 0, p.value->rows(), p.host->data());
+  }
+}
+
+void TrainableModel::sync_adapter() {
+  for (const Param& p : params_) be_.read(*p.value, 0, p.value->rows(), p.host->data());
+}
+
+const std::map<std::string, LoraGrad>& TrainableModel::grads() {
+  for (const auto& term : all_terms_) {
+    be_.read(*term->da, 0, term->da->rows(), term->grad->da.data());
+    be_.read(*term->db, 0, term->db->rows(), term->grad->db.data());
+  }
+  return grads_;
+}
+
+float TrainableModel::optimizer_step(const AdamWOptions& o, double lr, float max_norm) {
+  if (!std::isfinite(lr) || lr < 0) fail("adamw: learning rate must be finite and >= 0, got ", lr);
+  std::vector<const DeviceTensor*> grads;
+  for (const Param& p : params_) grads.push_back(p.grad);
+  std::vector<double> sums(grads.size());
+  be_.sum_squares(grads, sums.data());
+  const GradClip clip = clip_from_sums(sums, max_norm);
+  if (!std::isfinite(clip.norm)) return clip.norm;
+  ++opt_steps_;
+  for (Param& p : params_) {
+    be_.adamw(*p.value, *p.grad, *p.m, *p.v, adamw_scalars(o, lr, ++p.step), clip.scale);
+  }
+  return clip.norm;
+}
+
+void TrainableModel::save_optimizer(AdamW& opt) {
+  std::map<std::string, AdamWMoments> moments;
+  for (const Param& p : params_) {
+    if (p.step == 0) continue;  // as PyTorch: no state before a tensor's first step
+    AdamWMoments& s = moments[p.name];
+    s.step = p.step;
+    s.m.resize(size_t(p.m->rows() * p.m->cols()));
+    s.v.resize(s.m.size());
+    be_.read(*p.m, 0, p.m->rows(), s.m.data());
+    be_.read(*p.v, 0, p.v->rows(), s.v.data());
+  }
+  opt.set_state(opt_steps_, std::move(moments));
+}
+
+void TrainableModel::load_optimizer(const AdamW& opt) {
+  for (Param& p : params_) {
+    const auto it = opt.moments().find(p.name);
+    const int64_t n = p.value->rows() * p.value->cols();
+    if (it == opt.moments().end()) {
+      be_.zero(*p.m);
+      be_.zero(*p.v);
+      p.step = 0;
+      continue;
+    }
+    const AdamWMoments& s = it->second;
+    if (int64_t(s.m.size()) != n || int64_t(s.v.size()) != n) {
+      fail("adamw: parameter ", p.name, " has ", n, " elements but its moments have ", s.m.size());
+    }
+    be_.write(*p.m, 0, p.m->rows(), s.m.data());
+    be_.write(*p.v, 0, p.v->rows(), s.v.data());
+    p.step = s.step;
+  }
+  opt_steps_ = opt.t();
 }
 
 void TrainableModel::reserve(int64_t T) {
@@ -144,29 +238,8 @@ void TrainableModel::reserve(int64_t T) {
   capacity_ = T;
 }
 
-std::vector<ParamRef> TrainableModel::param_refs() {
-  std::vector<ParamRef> params;
-  for (auto& [name, g] : grads_) {
-    LoraLayer& L = adapter_.layers.at(name);
-    params.push_back({name + ".lora_a", L.a.data(), g.da.data(), int64_t(L.a.size())});
-    params.push_back({name + ".lora_b", L.b.data(), g.db.data(), int64_t(L.b.size())});
-  }
-  return params;
-}
-
-std::vector<std::span<float>> TrainableModel::grad_spans() {
-  std::vector<std::span<float>> spans;
-  for (auto& [name, g] : grads_) {
-    spans.emplace_back(g.da);
-    spans.emplace_back(g.db);
-  }
-  return spans;
-}
-
 void TrainableModel::zero_grads() {
   for (const auto& term : all_terms_) {
-    std::fill(term->grad->da.begin(), term->grad->da.end(), 0.0f);
-    std::fill(term->grad->db.begin(), term->grad->db.end(), 0.0f);
     be_.zero(*term->da);
     be_.zero(*term->db);
   }
@@ -273,10 +346,6 @@ double TrainableModel::run(const int32_t* tokens, const int32_t* targets, const 
     }
   }
   reserve(T);
-  for (const auto& term : all_terms_) {  // the optimizer updates the host copies
-    be_.write(*term->a, 0, term->a->rows(), term->layer->a.data());
-    be_.write(*term->b, 0, term->b->rows(), term->layer->b.data());
-  }
   Grads& g = *g_;
   be_.embedding(*g.x, w.token_embd, tokens, T);
   const bool keep_all = backward && !opts_.checkpointing;
@@ -291,8 +360,7 @@ double TrainableModel::run(const int32_t* tokens, const int32_t* targets, const 
   for (const Term* term : head_terms_) head.push_back(term->branch());
   be_.head_loss(*g.hf, T, w.output, head, targets, mask, norm, opts_.head_chunk,
                 backward ? g.dhf.get() : nullptr);
-  const double loss = be_.take_loss();
-  if (!backward) return loss;
+  if (!backward) return be_.take_loss();
   be_.zero(*g.dx);
   be_.rms_norm_backward(*g.dx, *g.dhf, *g.x, w.output_norm, *g.rstdf, T);
   for (int64_t l = L - 1; l >= 0; --l) {
@@ -300,11 +368,7 @@ double TrainableModel::run(const int32_t* tokens, const int32_t* targets, const 
     if (!keep_all) block_forward(l, *inputs_[size_t(l)], T, a, true, key, *g.y);
     block_backward(l, a, T, *g.dx);
   }
-  for (const auto& term : all_terms_) {
-    be_.read(*term->da, 0, term->da->rows(), term->grad->da.data());
-    be_.read(*term->db, 0, term->db->rows(), term->grad->db.data());
-  }
-  return loss;
+  return be_.take_loss();  // one submission for the whole pass on a device
 }
 
 double TrainableModel::forward_backward(const int32_t* tokens, const int32_t* targets,

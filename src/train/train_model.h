@@ -6,8 +6,11 @@
 // pass recomputes one block's activations at a time from it.
 //
 // The passes are compositions of Backend ops (backend.h), so they run on the CPU or on a GPU.
-// The adapter in host memory stays the master copy that the optimizer updates: each pass
-// uploads A and B first, and forward_backward brings the gradients back into grads().
+// The adapter, its gradients and the AdamW moments live on the backend: a training step sends
+// nothing there and brings back only the loss and the gradient norm. The LoraAdapter given at
+// construction is uploaded then (and by upload_adapter()); sync_adapter() copies the trained
+// values back into it, and save_optimizer()/load_optimizer() move the moments to and from a
+// host AdamW for checkpoints.
 #pragma once
 
 #include <array>
@@ -59,17 +62,28 @@ class TrainableModel {
                       float norm);
 
   void zero_grads();
-  // Every adapter tensor with its gradient ("<layer>.lora_a" / ".lora_b"), for the optimizer,
-  // and the gradients alone, for clipping.
-  std::vector<ParamRef> param_refs();
-  std::vector<std::span<float>> grad_spans();
-  std::map<std::string, LoraGrad>& grads() { return grads_; }
+  // The gradients, read back from the backend (tests and tools; training needs no copy).
+  const std::map<std::string, LoraGrad>& grads();
+
+  // Clips the gradients to a global norm of max_norm (<= 0: no clipping) as clip_grad_norm
+  // does, then takes one AdamW step (options o, learning rate lr) on every adapter tensor
+  // ("<layer>.lora_a" / ".lora_b"), all on the backend. Returns the norm before clipping; a
+  // non-finite norm skips the step and leaves everything as it was.
+  float optimizer_step(const AdamWOptions& o, double lr, float max_norm);
+  // The optimizer state as a host AdamW holds it (checkpoints), and back (resume): moments
+  // of tensors the adapter lacks are ignored, tensors without moments start from zero.
+  void save_optimizer(AdamW& opt);
+  void load_optimizer(const AdamW& opt);
+  // The adapter's values: from the backend into the LoraAdapter, and from it to the backend.
+  void sync_adapter();
+  void upload_adapter();
   const LoraAdapter& adapter() const { return adapter_; }
 
  private:
   struct Acts;
   struct Grads;
   struct Term;
+  struct Param;
   void init();
   // Makes room for sequences of T tokens.
   void reserve(int64_t T);
@@ -88,6 +102,8 @@ class TrainableModel {
   TrainOptions opts_;
   std::map<std::string, LoraGrad> grads_;
   std::vector<std::unique_ptr<Term>> all_terms_;
+  std::vector<Param> params_;  // a and b of every term, with their moments
+  int64_t opt_steps_ = 0;      // AdamW::t(): optimizer steps taken
   std::vector<std::array<std::vector<Term*>, kLinearCount>> terms_;  // (n_layer)
   std::vector<Term*> head_terms_;
   int64_t capacity_ = 0;  // tokens the activations below hold

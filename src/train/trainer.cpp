@@ -230,6 +230,7 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
   if (!choice.fallback_reason.empty()) log(cat("running on the CPU: ", choice.fallback_reason));
   log(cat("device: ", choice.backend->description()));
   TrainableModel tm(*model, adapter, *choice.backend, topt);
+  tm.load_optimizer(opt);
 
   ScheduleOptions sopt;
   sopt.kind = parse_schedule(o.schedule);
@@ -291,11 +292,9 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
         tokens += T;
       }
     }
-    const float gnorm = clip_grad_norm(tm.grad_spans(), float(o.grad_clip));
     const double lr = schedule_lr(sopt, step);
-    if (std::isfinite(gnorm)) {
-      opt.step(tm.param_refs(), lr);
-    } else {
+    const float gnorm = tm.optimizer_step(aopt, lr, float(o.grad_clip));
+    if (!std::isfinite(gnorm)) {
       log(cat("warning: step ", step + 1, ": gradient norm is not finite; the step is skipped"));
     }
     const double secs =
@@ -318,6 +317,8 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
     if ((o.val_every > 0 && (step + 1) % o.val_every == 0) || last) validate(step + 1);
     const bool stopping = stop && stop->load();
     if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || stopping) {
+      tm.sync_adapter();
+      tm.save_optimizer(opt);
       res.last_checkpoint = save_checkpoint(ckpt_dir, step + 1, adapter, opt, it.state(), settings);
       log("checkpoint: " + res.last_checkpoint);
     }
@@ -327,6 +328,7 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
       break;
     }
   }
+  tm.sync_adapter();
   save_adapter_gguf(adapter, o.out);
   write_loss_curve_svg(res.plot_path, read_metrics(res.metrics_path), "trit finetune: loss");
   return res;

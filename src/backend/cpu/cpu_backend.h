@@ -57,6 +57,9 @@ class CpuBackend final : public Backend {
             const std::vector<LoraTerm>* lora) override;
 
   // training (cpu_train_ops.cpp)
+  void sum_squares(std::span<const DeviceTensor* const> ts, double* out) override;
+  void adamw(DeviceTensor& p, const DeviceTensor& g, DeviceTensor& m, DeviceTensor& v,
+             const AdamWScalars& k, float grad_scale) override;
   void zero(DeviceTensor& t) override;
   void copy(DeviceTensor& dst, const DeviceTensor& src, int64_t n) override;
   void lora_forward(DeviceTensor& y, DeviceTensor& xd, DeviceTensor& ax, const DeviceTensor& x,

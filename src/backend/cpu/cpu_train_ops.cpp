@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "backend/cpu/adamw_kernel.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels_backward.h"
 #include "backend/cpu/ops.h"
@@ -79,6 +80,28 @@ void lora_backward_host(float* dx, const float* dy, const float* xd, const float
 }
 
 }  // namespace
+
+void CpuBackend::sum_squares(std::span<const DeviceTensor* const> ts, double* out) {
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const float* x = cpu_data(*ts[i]);
+    double sq = 0.0;
+    for (int64_t j = 0; j < ts[i]->rows() * ts[i]->cols(); ++j) sq += double(x[j]) * double(x[j]);
+    out[i] = sq;
+  }
+}
+
+void CpuBackend::adamw(DeviceTensor& p, const DeviceTensor& g, DeviceTensor& m, DeviceTensor& v,
+                       const AdamWScalars& k, float grad_scale) {
+  for (const DeviceTensor* t :
+       {&g, static_cast<const DeviceTensor*>(&m), static_cast<const DeviceTensor*>(&v)}) {
+    if (t->rows() != p.rows() || t->cols() != p.cols()) {
+      fail("adamw: '", t->name(), "' is ", t->rows(), " x ", t->cols(), ", its parameter '",
+           p.name(), "' ", p.rows(), " x ", p.cols());
+    }
+  }
+  adamw_update(cpu_data(p), cpu_data(g), cpu_data(m), cpu_data(v), p.rows() * p.cols(), k,
+               grad_scale);
+}
 
 void CpuBackend::zero(DeviceTensor& t) {
   std::fill(cpu_data(t), cpu_data(t) + t.rows() * t.cols(), 0.0f);

@@ -9,6 +9,7 @@
 #include "backend/vulkan/binding_limit.h"
 #include "backend/vulkan/physical_device.h"
 #include "backend/vulkan/pipeline.h"
+#include "backend/vulkan/profile.h"
 #include "backend/vulkan/shaders.h"
 
 namespace trit::vk {
@@ -146,6 +147,7 @@ void Context::create_device() {
   want("VK_KHR_portability_subset");
   EnabledFeatures& en = caps_.enabled;
   en.memory_budget = want("VK_EXT_memory_budget");
+  en.push_descriptor = options_.push_descriptors && want("VK_KHR_push_descriptor");
   const bool v12 = api >= VK_API_VERSION_1_2, v13 = api >= VK_API_VERSION_1_3;
   const bool can_s8 = info.storage_buffer_8bit && (v12 || want("VK_KHR_8bit_storage"));
   const bool can_f16i8 =
@@ -202,6 +204,7 @@ void Context::create_device() {
   check(vk_.vkCreateDevice(physical_, &dci, nullptr, &device_), "vkCreateDevice for ", info.name);
   const std::string missing = vk_.load_device(device_);
   if (!missing.empty()) fail("vulkan: ", info.name, ": ", missing);
+  if (!vk_.vkCmdPushDescriptorSetKHR) en.push_descriptor = false;
   vk_.vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
 
   VkCommandPoolCreateInfo cpi{};
@@ -225,12 +228,16 @@ void Context::create_device() {
       if ((memory_.memoryTypes[t].propertyFlags & uma_flags) == uma_flags) caps_.uma = true;
     }
   }
+  if (Profile::wanted() && info.timestamp_period > 0) {
+    profile_ = std::make_unique<Profile>(info.name, double(info.timestamp_period));
+  }
 }
 
 void Context::destroy() {
   if (device_ != VK_NULL_HANDLE) {
     vk_.vkDeviceWaitIdle(device_);
     pipelines_.clear();
+    profile_.reset();
     if (pipeline_cache_ != VK_NULL_HANDLE)
       vk_.vkDestroyPipelineCache(device_, pipeline_cache_, nullptr);
     if (command_pool_ != VK_NULL_HANDLE) vk_.vkDestroyCommandPool(device_, command_pool_, nullptr);

@@ -17,6 +17,7 @@
 namespace trit::vk {
 
 class Pipeline;
+class Profile;
 struct PipelineDesc;
 
 // Which device a Context opens.
@@ -49,6 +50,9 @@ struct ContextOptions {
   // Map device-local memory that is also host-visible (UMA GPUs, lavapipe) so uploads and
   // downloads skip staging. Off: always stage (tests use it to exercise that path).
   bool map_device_memory = true;
+  // Bind buffers with VK_KHR_push_descriptor where the device has it (no descriptor pools or
+  // set updates per dispatch). Off: always allocate descriptor sets (tests cover both paths).
+  bool push_descriptors = true;
 };
 
 // Optional features this context enabled (each only when the device offers it).
@@ -60,6 +64,7 @@ struct EnabledFeatures {
   bool shader_int8 = false;
   bool integer_dot_product = false;  // shaderIntegerDotProduct (1.3 or the KHR extension)
   bool memory_budget = false;        // VK_EXT_memory_budget
+  bool push_descriptor = false;      // VK_KHR_push_descriptor
 };
 
 struct DeviceCaps {
@@ -101,6 +106,10 @@ class Context {
 
   void wait_idle() const;
 
+  // Per-pipeline GPU times of every submission when TRIT_VK_PROFILE is set (profile.h),
+  // printed when the context closes; null otherwise.
+  Profile* profile() const { return profile_.get(); }
+
  private:
   void create_device();
   void destroy();
@@ -117,6 +126,7 @@ class Context {
   VkPhysicalDeviceMemoryProperties memory_{};
   DeviceCaps caps_;
   std::map<std::string, std::unique_ptr<Pipeline>> pipelines_;
+  std::unique_ptr<Profile> profile_;
 };
 
 }  // namespace trit::vk

@@ -81,6 +81,7 @@ VulkanDeviceInfo vk::describe_physical_device(const Functions& vk, VkPhysicalDev
   d.max_compute_work_group_invocations = lim.maxComputeWorkGroupInvocations;
   d.max_compute_shared_memory_size = lim.maxComputeSharedMemorySize;
   d.max_push_constants_size = lim.maxPushConstantsSize;
+  d.timestamp_period = lim.timestampPeriod;
 
   std::set<std::string> exts;
   uint32_t n_ext = 0;

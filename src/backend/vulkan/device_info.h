@@ -44,6 +44,7 @@ struct VulkanDeviceInfo {
   uint32_t max_compute_work_group_count[3] = {0, 0, 0};
   uint32_t max_compute_shared_memory_size = 0;
   uint32_t max_push_constants_size = 0;
+  float timestamp_period = 0;  // nanoseconds per timestamp tick
   uint32_t subgroup_size = 0;
   uint32_t min_subgroup_size = 0;  // VK_EXT_subgroup_size_control / 1.3; 0 when unknown
   uint32_t max_subgroup_size = 0;

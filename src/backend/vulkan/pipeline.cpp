@@ -39,6 +39,9 @@ Pipeline::Pipeline(Context& ctx, std::string name, std::span<const uint32_t> spi
     }
     VkDescriptorSetLayoutCreateInfo dli{};
     dli.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO;
+    if (ctx.caps().enabled.push_descriptor) {
+      dli.flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR;
+    }
     dli.bindingCount = bindings_;
     dli.pBindings = binds.data();
     check(vk.vkCreateDescriptorSetLayout(dev, &dli, nullptr, &set_layout_),

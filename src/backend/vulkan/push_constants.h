@@ -209,4 +209,22 @@ static_assert(sizeof(DropoutPush) == 32);
 static_assert(sizeof(CrossEntropyPush) == 16);
 static_assert(sizeof(AttentionBackwardPush) == 48);
 
+// ---- optimizer (vk_ops_optimizer.cpp) ----
+
+// adamw.comp.
+struct AdamWPush {
+  uint32_t n;
+  float grad_scale;
+  float decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
+};
+
+// sum_squares.comp: one sum per row.
+struct SumSquaresPush {
+  uint32_t rows;
+  uint32_t cols;
+};
+
+static_assert(sizeof(AdamWPush) == 36);
+static_assert(sizeof(SumSquaresPush) == 8);
+
 }  // namespace trit::vk

@@ -5,6 +5,7 @@
 
 #include "backend/vulkan/context.h"
 #include "backend/vulkan/pipeline.h"
+#include "backend/vulkan/profile.h"
 
 namespace trit::vk {
 namespace {
@@ -12,25 +13,27 @@ namespace {
 constexpr VkPipelineStageFlags kWork =
     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
 constexpr VkAccessFlags kWrites = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+constexpr uint32_t kMaxBindings = 32;  // Pipeline's bound
+const std::string kCopyName = "(copy)";
+const std::string kFillName = "(fill)";
+
 constexpr VkAccessFlags kAll = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                                VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
 
 }  // namespace
 
-Sequence::Sequence(Context& ctx) : ctx_(ctx) {
+Sequence::Sequence(Context& ctx, bool profiled) : ctx_(ctx) {
   const Functions& vk = ctx.vk();
-  VkCommandBufferAllocateInfo cai{};
-  cai.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
-  cai.commandPool = ctx.command_pool();
-  cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  cai.commandBufferCount = 1;
-  check(vk.vkAllocateCommandBuffers(ctx.device(), &cai, &cmd_), "vkAllocateCommandBuffers");
   VkFenceCreateInfo fci{};
   fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
-  const VkResult r = vk.vkCreateFence(ctx.device(), &fci, nullptr, &fence_);
-  if (r < 0) {
-    vk.vkFreeCommandBuffers(ctx.device(), ctx.command_pool(), 1, &cmd_);
-    fail_call(r, "vkCreateFence");
+  check(vk.vkCreateFence(ctx.device(), &fci, nullptr, &fence_), "vkCreateFence");
+  if (profiled && ctx.profile()) {
+    query_capacity_ = 16384;
+    VkQueryPoolCreateInfo qi{};
+    qi.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
+    qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    qi.queryCount = query_capacity_;
+    if (vk.vkCreateQueryPool(ctx.device(), &qi, nullptr, &queries_) < 0) query_capacity_ = 0;
   }
 }
 
@@ -38,8 +41,12 @@ Sequence::~Sequence() {
   const Functions& vk = ctx_.vk();
   const VkDevice dev = ctx_.device();
   for (const Pool& p : pools_) vk.vkDestroyDescriptorPool(dev, p.pool, nullptr);
+  if (!ended_ && chunk_ > 0) vk.vkQueueWaitIdle(ctx_.queue());  // chunks may still run
+  if (queries_ != VK_NULL_HANDLE) vk.vkDestroyQueryPool(dev, queries_, nullptr);
   vk.vkDestroyFence(dev, fence_, nullptr);
-  vk.vkFreeCommandBuffers(dev, ctx_.command_pool(), 1, &cmd_);
+  if (!cmds_.empty()) {
+    vk.vkFreeCommandBuffers(dev, ctx_.command_pool(), uint32_t(cmds_.size()), cmds_.data());
+  }
 }
 
 void Sequence::record_barrier(VkPipelineStageFlags src_stage, VkAccessFlags src_access,
@@ -54,16 +61,35 @@ void Sequence::record_barrier(VkPipelineStageFlags src_stage, VkAccessFlags src_
 void Sequence::begin_if_needed() {
   if (ended_) fail("vulkan: sequence already submitted; reset() it before recording more");
   if (recording_) return;
+  if (chunk_ == cmds_.size()) {
+    VkCommandBufferAllocateInfo cai{};
+    cai.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+    cai.commandPool = ctx_.command_pool();
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    VkCommandBuffer cb = VK_NULL_HANDLE;
+    check(ctx_.vk().vkAllocateCommandBuffers(ctx_.device(), &cai, &cb), "vkAllocateCommandBuffers");
+    cmds_.push_back(cb);
+  }
+  cmd_ = cmds_[chunk_];
   VkCommandBufferBeginInfo bi{};
   bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
   check(ctx_.vk().vkBeginCommandBuffer(cmd_, &bi), "vkBeginCommandBuffer");
   recording_ = true;
+  chunk_commands_ = 0;
+  since_barrier_.clear();  // the barrier below orders everything before it
+  if (queries_ != VK_NULL_HANDLE && chunk_ == 0) {
+    record_start_ns_ = host_ns();
+    ctx_.vk().vkCmdResetQueryPool(cmd_, queries_, 0, query_capacity_);
+    ctx_.vk().vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries_, 0);
+    stamped_.clear();
+  }
   // Writes of earlier submissions and of the host become visible to this one.
   record_barrier(kWork | VK_PIPELINE_STAGE_HOST_BIT, kWrites | VK_ACCESS_HOST_WRITE_BIT, kWork,
                  kAll);
 }
 
-void Sequence::touch(const std::vector<Access>& acc) {
+void Sequence::touch(std::span<const Access> acc) {
   bool hazard = false;
   for (const Access& a : acc) {
     for (const Access& b : since_barrier_) {
@@ -142,32 +168,38 @@ void Sequence::dispatch(const Pipeline& p, std::initializer_list<BufferRange> bi
            " (1 to maxComputeWorkGroupCount ", caps.info.max_compute_work_group_count[i], ")");
     }
   }
+  // Decoding records hundreds of dispatches per token: no allocations on this path.
   const uint64_t align = std::max<uint64_t>(caps.info.min_storage_buffer_offset_alignment, 1);
-  std::vector<Access> acc;
-  std::vector<VkDescriptorBufferInfo> infos;
-  uint32_t i = 0;
+  Access acc[kMaxBindings];
+  VkDescriptorBufferInfo infos[kMaxBindings];
+  uint32_t n = 0;
   for (const BufferRange& r : bindings) {
-    const std::string what = cat("dispatch of ", p.name(), " binding ", i);
-    check_range(r, what.c_str());
+    if (!r.buffer || !*r.buffer || r.size == 0 || r.offset > r.buffer->size() ||
+        r.size > r.buffer->size() - r.offset) {
+      check_range(r, cat("dispatch of ", p.name(), " binding ", n).c_str());
+    }
     if (r.offset % align != 0) {
-      fail("vulkan: ", what, ": offset ", r.offset, " is not a multiple of ", align);
+      fail("vulkan: dispatch of ", p.name(), " binding ", n, ": offset ", r.offset,
+           " is not a multiple of ", align);
     }
     if (r.size > ctx_.binding_limit()) {
-      fail("vulkan: ", what, ": ", r.size, " bytes of ", r.buffer->label(),
-           " are more than the binding limit of ", ctx_.binding_limit(), " bytes");
+      fail("vulkan: dispatch of ", p.name(), " binding ", n, ": ", r.size, " bytes of ",
+           r.buffer->label(), " are more than the binding limit of ", ctx_.binding_limit(),
+           " bytes");
     }
-    const bool write = !(p.readonly_mask() & (1u << i));
-    acc.push_back({r.buffer->handle(), r.offset, r.offset + r.size, write});
-    infos.push_back({r.buffer->handle(), r.offset, r.size});
-    ++i;
+    const bool write = !(p.readonly_mask() & (1u << n));
+    acc[n] = {r.buffer->handle(), r.offset, r.offset + r.size, write};
+    infos[n] = {r.buffer->handle(), r.offset, r.size};
+    ++n;
   }
   begin_if_needed();
-  touch(acc);
+  touch(std::span<const Access>(acc, n));
 
   const Functions& vk = ctx_.vk();
-  const VkDescriptorSet set = allocate_set(p.set_layout(), p.bindings());
-  std::vector<VkWriteDescriptorSet> writes(infos.size());
-  for (uint32_t b = 0; b < infos.size(); ++b) {
+  const bool pushed = caps.enabled.push_descriptor;
+  const VkDescriptorSet set = pushed ? VK_NULL_HANDLE : allocate_set(p.set_layout(), n);
+  VkWriteDescriptorSet writes[kMaxBindings];
+  for (uint32_t b = 0; b < n; ++b) {
     writes[b] = {};
     writes[b].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
     writes[b].dstSet = set;
@@ -176,16 +208,60 @@ void Sequence::dispatch(const Pipeline& p, std::initializer_list<BufferRange> bi
     writes[b].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
     writes[b].pBufferInfo = &infos[b];
   }
-  vk.vkUpdateDescriptorSets(ctx_.device(), uint32_t(writes.size()), writes.data(), 0, nullptr);
   vk.vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.handle());
-  vk.vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout(), 0, 1, &set, 0,
-                             nullptr);
+  if (pushed) {
+    vk.vkCmdPushDescriptorSetKHR(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout(), 0, n, writes);
+  } else {
+    vk.vkUpdateDescriptorSets(ctx_.device(), n, writes, 0, nullptr);
+    vk.vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout(), 0, 1, &set, 0,
+                               nullptr);
+  }
   if (push_size > 0) {
     vk.vkCmdPushConstants(cmd_, p.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, uint32_t(push_size),
                           push);
   }
   vk.vkCmdDispatch(cmd_, gx, gy, gz);
   ++commands_;
+  stamp(&p.name());
+  end_command();
+}
+
+void Sequence::end_command() {
+  if (++chunk_commands_ < kChunkCommands) return;
+  // Hand the GPU what is recorded so far: it works while the host records the rest. The
+  // barrier that starts the next chunk orders it after this one.
+  check(ctx_.vk().vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+  recording_ = false;
+  VkSubmitInfo si{};
+  si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd_;
+  check(ctx_.vk().vkQueueSubmit(ctx_.queue(), 1, &si, VK_NULL_HANDLE), "vkQueueSubmit of ",
+        chunk_commands_, " commands");
+  ++chunk_;
+}
+
+void Sequence::stamp(const std::string* name) {
+  if (queries_ == VK_NULL_HANDLE || stamped_.size() + 1 >= query_capacity_) return;
+  stamped_.push_back(name);
+  ctx_.vk().vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_,
+                                uint32_t(stamped_.size()));
+}
+
+void Sequence::collect_profile(double record_ns, double wait_ns) {
+  Profile* prof = ctx_.profile();
+  if (!prof || queries_ == VK_NULL_HANDLE) return;
+  std::vector<uint64_t> ticks(stamped_.size() + 1);
+  if (ctx_.vk().vkGetQueryPoolResults(ctx_.device(), queries_, 0, uint32_t(ticks.size()),
+                                      ticks.size() * sizeof(uint64_t), ticks.data(),
+                                      sizeof(uint64_t), VK_QUERY_RESULT_64_BIT) != VK_SUCCESS) {
+    return;
+  }
+  for (size_t i = 0; i < stamped_.size(); ++i) {
+    prof->add_command(*stamped_[i], double(ticks[i + 1] - ticks[i]) * prof->ns_per_tick());
+  }
+  prof->add_submission(record_ns, double(ticks.back() - ticks.front()) * prof->ns_per_tick(),
+                       wait_ns);
 }
 
 void Sequence::copy(BufferRange src, BufferRange dst) {
@@ -200,11 +276,14 @@ void Sequence::copy(BufferRange src, BufferRange dst) {
     fail("vulkan: copy within ", src.buffer->label(), ": the ranges overlap");
   }
   begin_if_needed();
-  touch({{src.buffer->handle(), src.offset, src.offset + src.size, false},
-         {dst.buffer->handle(), dst.offset, dst.offset + dst.size, true}});
+  const Access acc[2] = {{src.buffer->handle(), src.offset, src.offset + src.size, false},
+                         {dst.buffer->handle(), dst.offset, dst.offset + dst.size, true}};
+  touch(acc);
   const VkBufferCopy region{src.offset, dst.offset, src.size};
   ctx_.vk().vkCmdCopyBuffer(cmd_, src.buffer->handle(), dst.buffer->handle(), 1, &region);
   ++commands_;
+  stamp(&kCopyName);
+  end_command();
 }
 
 void Sequence::fill_zero(BufferRange dst) {
@@ -214,35 +293,55 @@ void Sequence::fill_zero(BufferRange dst) {
          " must be multiples of 4");
   }
   begin_if_needed();
-  touch({{dst.buffer->handle(), dst.offset, dst.offset + dst.size, true}});
+  const Access acc[1] = {{dst.buffer->handle(), dst.offset, dst.offset + dst.size, true}};
+  touch(acc);
   ctx_.vk().vkCmdFillBuffer(cmd_, dst.buffer->handle(), dst.offset, dst.size, 0);
   ++commands_;
+  stamp(&kFillName);
+  end_command();
 }
 
 void Sequence::submit_and_wait() {
   const Functions& vk = ctx_.vk();
-  if (recording_) {
-    // Device writes become visible to the host once the fence has signalled.
+  uint32_t first = 0;  // the first chunk to submit now
+  if (!ended_) {
+    if (!recording_ && chunk_ == 0) return;  // nothing recorded
+    // The last chunk (an empty one when everything went out already) carries the barrier that
+    // makes device writes visible to the host once the fence has signalled.
+    begin_if_needed();
     record_barrier(kWork, kWrites, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     check(vk.vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
     recording_ = false;
     ended_ = true;
+    first = uint32_t(chunk_);
+    chunks_ = chunk_ + 1;
   }
-  if (!ended_) return;  // nothing recorded
+  // Run again: every chunk once more, in order.
+  const double submit_ns = host_ns();
   check(vk.vkResetFences(ctx_.device(), 1, &fence_), "vkResetFences");
   VkSubmitInfo si{};
   si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
-  si.commandBufferCount = 1;
-  si.pCommandBuffers = &cmd_;
+  si.commandBufferCount = uint32_t(chunks_) - first;
+  si.pCommandBuffers = cmds_.data() + first;
+  // The fence signals once these and everything submitted before them have finished.
   check(vk.vkQueueSubmit(ctx_.queue(), 1, &si, fence_), "vkQueueSubmit of ", commands_,
         " commands");
   check(vk.vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX),
         "vkWaitForFences after ", commands_, " commands");
+  if (queries_ != VK_NULL_HANDLE) {
+    collect_profile(submit_ns - record_start_ns_, host_ns() - submit_ns);
+  }
 }
 
 void Sequence::reset() {
   const Functions& vk = ctx_.vk();
-  check(vk.vkResetCommandBuffer(cmd_, 0), "vkResetCommandBuffer");
+  if (!ended_ && chunk_ > 0) submit_and_wait();  // chunks still running must finish first
+  for (VkCommandBuffer cb : cmds_) {
+    check(vk.vkResetCommandBuffer(cb, 0), "vkResetCommandBuffer");
+  }
+  chunk_ = 0;
+  chunks_ = 0;
+  chunk_commands_ = 0;
   for (Pool& p : pools_) {
     check(vk.vkResetDescriptorPool(ctx_.device(), p.pool, 0), "vkResetDescriptorPool");
     p.used_sets = 0;

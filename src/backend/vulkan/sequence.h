@@ -1,5 +1,7 @@
-// Sequence: records many dispatches, copies and fills into one command buffer, then submits
-// it once and waits on a fence (Kompute's "sequence"). Barriers between commands that touch
+// Sequence: records many dispatches, copies and fills, then submits them and waits on a fence
+// (Kompute's "sequence"). The recording goes out in chunks of command buffers as it grows, so
+// the device starts on the first ops while the host records the rest; each chunk begins with
+// a barrier that orders it after the earlier ones. Barriers between commands that touch
 // overlapping bytes of the same buffer (one of them writing) are inserted automatically; a
 // binding counts as written unless the pipeline marks it read-only (PipelineDesc::readonly).
 // Buffers named in a recording must stay alive until submit_and_wait returns.
@@ -11,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -24,7 +28,9 @@ class Pipeline;
 
 class Sequence {
  public:
-  explicit Sequence(Context& ctx);
+  // profiled: time each command when the context profiles (Context::profile); transfers
+  // pass false.
+  explicit Sequence(Context& ctx, bool profiled = true);
   ~Sequence();
   Sequence(const Sequence&) = delete;
   Sequence& operator=(const Sequence&) = delete;
@@ -63,15 +69,27 @@ class Sequence {
     bool write;
   };
   void begin_if_needed();
+  // Counts a recorded command; submits the chunk (without waiting) once it is full.
+  void end_command();
+  // With a profile: a timestamp after the command just recorded, charged to `name`.
+  void stamp(const std::string* name);
+  void collect_profile(double record_ns, double wait_ns);
   // Records a barrier first when `acc` conflicts with an access since the last barrier.
-  void touch(const std::vector<Access>& acc);
+  void touch(std::span<const Access> acc);
   VkDescriptorSet allocate_set(VkDescriptorSetLayout layout, uint32_t descriptors);
   void record_barrier(VkPipelineStageFlags src_stage, VkAccessFlags src_access,
                       VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
   void check_range(const BufferRange& r, const char* what) const;
 
   Context& ctx_;
-  VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  // The recording goes out in chunks of kChunkCommands commands, each in its own command
+  // buffer, submitted as soon as it is full; submit_and_wait sends the last and waits.
+  static constexpr size_t kChunkCommands = 64;
+  std::vector<VkCommandBuffer> cmds_;
+  size_t chunk_ = 0;           // the chunk being recorded (chunks before it are submitted)
+  size_t chunks_ = 0;          // chunks of the ended recording
+  size_t chunk_commands_ = 0;  // commands in the current chunk
+  VkCommandBuffer cmd_ = VK_NULL_HANDLE;  // cmds_[chunk_] while recording
   VkFence fence_ = VK_NULL_HANDLE;
   struct Pool {
     VkDescriptorPool pool;
@@ -85,6 +103,11 @@ class Sequence {
   bool ended_ = false;
   size_t commands_ = 0;
   size_t barriers_ = 0;
+  // Profiling (Context::profile): timestamp 0 at the start, then one per command.
+  VkQueryPool queries_ = VK_NULL_HANDLE;
+  uint32_t query_capacity_ = 0;
+  std::vector<const std::string*> stamped_;  // the command of each timestamp after the first
+  double record_start_ns_ = 0;
 };
 
 }  // namespace trit::vk

@@ -119,7 +119,7 @@ void TiledTensor::transfer(uint64_t row0, uint64_t n, void* host, bool to_device
       if (!staging) {
         staging = Buffer(*ctx_, std::min(n, chunk_rows) * row_bytes_, MemoryKind::Host,
                          cat("'", name_, "' staging"));
-        seq = std::make_unique<Sequence>(*ctx_);
+        seq = std::make_unique<Sequence>(*ctx_, /*profiled=*/false);
       }
       if (!staged) seq->reset();
       staged = true;
@@ -146,7 +146,7 @@ void TiledTensor::transfer(uint64_t row0, uint64_t n, void* host, bool to_device
 
 void TiledTensor::fill_zero() {
   if (pieces_.empty()) return;
-  Sequence seq(*ctx_);
+  Sequence seq(*ctx_, /*profiled=*/false);
   for (const Piece& p : pieces_) seq.fill_zero(BufferRange(p.buffer));
   seq.submit_and_wait();
 }

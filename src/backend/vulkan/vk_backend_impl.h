@@ -9,6 +9,7 @@
 //                           transposed weight products, dropout)
 //   vk_ops_train_block.cpp  training: zero, copy, rms_norm/rope/attention/gated_act backward
 //   vk_ops_train_head.cpp   training: head_loss (logits, cross-entropy, dh), take_loss
+//   vk_ops_optimizer.cpp    sum_squares (clipping), adamw
 //
 // Every op is recorded into one Sequence; read(), head() and take_loss() submit it and wait.
 // Tensors are TiledTensors of f32 rows; an op over n token rows walks the row segments on which
@@ -41,11 +42,19 @@ struct TernaryMatrix;
 
 namespace vk {
 
-// An f32 matrix (rows, cols) of the Vulkan backend.
+class VulkanBackend;
+
+// An f32 matrix (rows, cols) of the Vulkan backend. Destroyed while queued work may still use
+// it, it hands its buffers to the backend, which frees them after the next submission ends.
 class VkTensor final : public DeviceTensor {
  public:
-  VkTensor(std::string name, int64_t rows, int64_t cols, TiledTensor t, uint32_t kv_chunk)
-      : DeviceTensor(std::move(name), rows, cols), t_(std::move(t)), kv_chunk_(kv_chunk) {}
+  VkTensor(std::string name, int64_t rows, int64_t cols, TiledTensor t, uint32_t kv_chunk,
+           VulkanBackend* owner)
+      : DeviceTensor(std::move(name), rows, cols),
+        t_(std::move(t)),
+        kv_chunk_(kv_chunk),
+        owner_(owner) {}
+  ~VkTensor() override;
   const TiledTensor& tiles() const { return t_; }
   TiledTensor& tiles() { return t_; }
   // Attention chunk C this tensor's pieces respect when it serves as a KV cache (every piece
@@ -55,6 +64,7 @@ class VkTensor final : public DeviceTensor {
  private:
   TiledTensor t_;
   uint32_t kv_chunk_;
+  VulkanBackend* owner_;
 };
 
 // Throw naming t when it belongs to another backend.
@@ -184,6 +194,14 @@ class VulkanBackend final : public Backend {
                  std::span<const LoraBranch> lora, const int32_t* targets, const float* mask,
                  float norm, int64_t chunk, DeviceTensor* dh) override;
   double take_loss() override;
+
+  // Keeps t alive until queued work has run (VkTensor's destructor).
+  void retire(TiledTensor t);
+
+  // Optimizer (vk_ops_optimizer.cpp).
+  void sum_squares(std::span<const DeviceTensor* const> ts, double* out) override;
+  void adamw(DeviceTensor& p, const DeviceTensor& g, DeviceTensor& m, DeviceTensor& v,
+             const AdamWScalars& k, float grad_scale) override;
 
  private:
   // Submits what is queued, waits, and starts a new recording. The host arena is reset too

@@ -85,7 +85,13 @@
   X(vkCreateFence, true)                 \
   X(vkDestroyFence, true)                \
   X(vkWaitForFences, true)               \
-  X(vkResetFences, true)
+  X(vkResetFences, true)                 \
+  X(vkCreateQueryPool, true)             \
+  X(vkDestroyQueryPool, true)            \
+  X(vkCmdResetQueryPool, true)           \
+  X(vkCmdWriteTimestamp, true)           \
+  X(vkGetQueryPoolResults, true)         \
+  X(vkCmdPushDescriptorSetKHR, false) /* VK_KHR_push_descriptor */
 
 namespace trit::vk {
 

@@ -3,6 +3,8 @@
 #include "backend/vulkan/vulkan_backend.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 #include "backend/vulkan/binding_limit.h"
 #include "backend/vulkan/vk_backend_impl.h"
@@ -40,6 +42,15 @@ MatmulConfig matmul_config(const DeviceCaps& caps) {
     c.tile_n = 16;
     c.thread_m = 2;
     c.thread_n = 2;
+  }
+  // Tuning knob: TRIT_VK_MATVEC=<threads>,<rows> overrides the matvec shape (powers of two).
+  if (const char* e = std::getenv("TRIT_VK_MATVEC")) {
+    unsigned wg = 0, rows = 0;
+    if (std::sscanf(e, "%u,%u", &wg, &rows) == 2 && wg >= 16 && wg <= 1024 && rows >= 1 &&
+        rows <= 64 && (wg & (wg - 1)) == 0) {
+      c.mv_wg = wg;
+      c.mv_rows = rows;
+    }
   }
   return c;
 }
@@ -104,7 +115,15 @@ std::unique_ptr<DeviceTensor> VulkanBackend::tensor(std::string_view name, int64
   TiledTensor t = make_tiled(*ctx_, std::string(name), uint64_t(rows), uint64_t(cols) * 4, o);
   t.fill_zero();  // as the CPU backend's tensors start
   const uint32_t chunk = kv_chunk_of(t);
-  return std::make_unique<VkTensor>(std::string(name), rows, cols, std::move(t), chunk);
+  return std::make_unique<VkTensor>(std::string(name), rows, cols, std::move(t), chunk, this);
+}
+
+VkTensor::~VkTensor() {
+  if (owner_) owner_->retire(std::move(t_));
+}
+
+void VulkanBackend::retire(TiledTensor t) {
+  if (seq_->commands() > 0) retired_.push_back(std::move(t));
 }
 
 void VulkanBackend::flush(bool keep_host) {

@@ -29,3 +29,7 @@ trit_shader(dropout dropout.comp)
 trit_shader(cross_entropy cross_entropy.comp)
 trit_shader(attention_backward attention_backward.comp)
 trit_shader(attention_backward_kv attention_backward_kv.comp)
+
+# Optimizer (vk_ops_optimizer.cpp).
+trit_shader(adamw adamw.comp)
+trit_shader(sum_squares sum_squares.comp)
