@@ -227,7 +227,9 @@ void Sequence::dispatch(const Pipeline& p, std::initializer_list<BufferRange> bi
 }
 
 void Sequence::end_command() {
-  if (++chunk_commands_ < kChunkCommands) return;
+  // A profile keeps one chunk: between chunks the device waits for the host, and the wait
+  // would be charged to the command after it.
+  if (++chunk_commands_ < kChunkCommands || queries_ != VK_NULL_HANDLE) return;
   // Hand the GPU what is recorded so far: it works while the host records the rest. The
   // barrier that starts the next chunk orders it after this one.
   check(ctx_.vk().vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");

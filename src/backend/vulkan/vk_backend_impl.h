@@ -195,8 +195,8 @@ class VulkanBackend final : public Backend {
                  float norm, int64_t chunk, DeviceTensor* dh) override;
   double take_loss() override;
 
-  // Keeps t alive until queued work has run (VkTensor's destructor).
-  void retire(TiledTensor t);
+  // Keeps t's buffers alive until queued work has run (VkTensor's destructor).
+  void retire(VkTensor& t);
 
   // Optimizer (vk_ops_optimizer.cpp).
   void sum_squares(std::span<const DeviceTensor* const> ts, double* out) override;
@@ -204,6 +204,15 @@ class VulkanBackend final : public Backend {
              const AdamWScalars& k, float grad_scale) override;
 
  private:
+  // The sequence, after recording a held-back rms_norm (every op records through it).
+  Sequence& rec() {
+    settle();
+    return *seq_;
+  }
+  // Records the held-back rms_norm, if any (vk_ops_elementwise.cpp).
+  void settle();
+  void record_rms_norm(VkTensor& y, const VkTensor& x, const float* g, uint64_t n, float eps,
+                       VkTensor* rstd);
   // Submits what is queued, waits, and starts a new recording. The host arena is reset too
   // unless keep_host (head() copies its logits out of it first).
   void flush(bool keep_host = false);
@@ -287,6 +296,18 @@ class VulkanBackend final : public Backend {
   std::vector<PendingLoss> pending_loss_;
   double loss_ = 0;  // since the last take_loss()
 
+  // An rms_norm without rstd over at most max_matvec_tokens rows, not recorded yet: linear()
+  // fuses it with the quantiser of its input (rms_norm_quant), any other recording first
+  // records it as it is (settle).
+  struct PendingNorm {
+    VkTensor* y = nullptr;
+    const VkTensor* x = nullptr;
+    const float* g = nullptr;
+    uint64_t n = 0;
+    float eps = 0;
+  };
+  PendingNorm pending_norm_;
+
   TiledTensor rope_;  // (positions, rope_dim): cos then sin per row
   int64_t rope_dim_ = 0;
   float rope_base_ = 0;
@@ -301,7 +322,7 @@ void VulkanBackend::dispatch_rows(const Pipeline& p, std::initializer_list<Buffe
   if (gz > max[2] || gy > max[1]) {
     fail("vulkan: ", p.name(), ": ", row_groups, " x ", gy, " workgroups exceed the device's grid");
   }
-  seq_->dispatch(p, b, push, uint32_t(gx), uint32_t(gy), uint32_t(gz));
+  rec().dispatch(p, b, push, uint32_t(gx), uint32_t(gy), uint32_t(gz));
 }
 
 template <class Push>
@@ -311,7 +332,7 @@ void VulkanBackend::dispatch_flat(const Pipeline& p, std::initializer_list<Buffe
   const uint64_t gx = std::min<uint64_t>(groups, max[0]);
   const uint64_t gy = (groups + gx - 1) / gx;
   if (gy > max[1]) fail("vulkan: ", p.name(), ": ", groups, " workgroups exceed the device's grid");
-  seq_->dispatch(p, b, push, uint32_t(gx), uint32_t(gy));
+  rec().dispatch(p, b, push, uint32_t(gx), uint32_t(gy));
 }
 
 }  // namespace vk

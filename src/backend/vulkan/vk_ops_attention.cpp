@@ -71,7 +71,7 @@ void VulkanBackend::rope(DeviceTensor& x_t, int64_t n, int64_t n_heads, const HP
       const RopePush push{
           uint32_t(b - a), uint32_t(n_heads),    uint32_t(head_dim),     uint32_t(hp.rope_dim),
           uint32_t(p0),    uint32_t(piece.row0), uint32_t(piece.rows()), 0};
-      seq_->dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kWg)),
+      rec().dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kWg)),
                      uint32_t(b - a));
     }
   }
@@ -88,7 +88,7 @@ void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, i
   }
   for (const auto& [a, b] :
        row_segments({{&src.tiles(), 0}, {&cache.tiles(), uint64_t(pos0)}}, uint64_t(n), 0)) {
-    seq_->copy(rows_range(src.tiles(), a, b),
+    rec().copy(rows_range(src.tiles(), a, b),
                rows_range(cache.tiles(), uint64_t(pos0) + a, uint64_t(pos0) + b));
   }
 }
@@ -155,12 +155,12 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
                                  uint32_t(kv_rows),
                                  uint32_t(n_chunks),
                                  scale};
-        seq_->dispatch(pa, {qr, kc.tiles().range(i), vc.tiles().range(i), part}, push,
+        rec().dispatch(pa, {qr, kc.tiles().range(i), vc.tiles().range(i), part}, push,
                        uint32_t(ceil_div(kv_rows, chunk)), uint32_t(n_head), uint32_t(n_q));
       }
       const AttentionCombinePush cpush{uint32_t(n_q),    uint32_t(t0), uint32_t(tile_pos0),
                                        uint32_t(n_head), uint32_t(hd), uint32_t(n_chunks)};
-      seq_->dispatch(pc, {part, outr}, cpush, uint32_t(n_head), uint32_t(n_q));
+      rec().dispatch(pc, {part, outr}, cpush, uint32_t(n_head), uint32_t(n_q));
     }
   }
 }

@@ -53,7 +53,7 @@ void VulkanBackend::embedding(DeviceTensor& out_t, const FloatMatrix& table, con
       if (!used) continue;
       const EmbeddingPush push{uint32_t(out.cols()), uint32_t(piece.rows()), uint32_t(piece.row0),
                                uint32_t(rows)};
-      seq_->dispatch(p, {BufferRange(piece.buffer), ids, o}, push,
+      rec().dispatch(p, {BufferRange(piece.buffer), ids, o}, push,
                      uint32_t(ceil_div(uint64_t(out.cols()), kWg)), uint32_t(rows));
     }
   }
@@ -73,21 +73,41 @@ void VulkanBackend::rms_norm(DeviceTensor& y_t, const DeviceTensor& x_t, const f
       fail("rms_norm: rstd tensor '", rstd->name(), "' has ", rstd->cols(), " columns, not 1");
   }
   if (n == 0) return;
+  settle();
+  // Decoding: held back, so that a bitlinear reading y can quantise it in the same dispatch.
+  if (!rstd && uint64_t(n) <= mm_.max_matvec_tokens) {
+    pending_norm_ = {&y, &x, g, uint64_t(n), eps};
+    return;
+  }
+  record_rms_norm(y, x, g, uint64_t(n), eps, rstd);
+}
+
+void VulkanBackend::record_rms_norm(VkTensor& y, const VkTensor& x, const float* g, uint64_t n,
+                                    float eps, VkTensor* rstd) {
   const BufferRange gr = norm_weight(g, x.cols()).range(size_t(0));
   // Without rstd, binding 3 is not written (write_rstd = 0): bind g there and call it
   // read-only. The second spec value (unused by the shader) keeps the two layouts apart.
   const Pipeline& p = rstd ? pipeline("rms_norm", 4, sizeof(RmsNormPush), {kWg, 1}, 0b0011)
                            : pipeline("rms_norm", 4, sizeof(RmsNormPush), {kWg}, 0b1011);
   std::vector<RowsOf> touched = {{&x.tiles(), 0}, {&y.tiles(), 0}};
-  if (rstd) touched.push_back({&rstd->tiles(), 0});
-  act_scratch_.reset();
-  for (const auto& [a, b] : row_segments(touched, uint64_t(n), max_seg_rows_)) {
+  if (rstd) {
+    touched.push_back({&rstd->tiles(), 0});
+    act_scratch_.reset();  // for bind_rows
+  }
+  for (const auto& [a, b] : row_segments(touched, n, max_seg_rows_)) {
     const RmsNormPush push{uint32_t(b - a), uint32_t(x.cols()), eps, rstd ? 1u : 0u};
     const BufferRange rr = rstd ? bind_rows(rstd->tiles(), a, b, false) : gr;
-    seq_->dispatch(p, {rows_range(x.tiles(), a, b), gr, rows_range(y.tiles(), a, b), rr}, push,
+    rec().dispatch(p, {rows_range(x.tiles(), a, b), gr, rows_range(y.tiles(), a, b), rr}, push,
                    uint32_t(b - a));
     if (rstd) unbind_rows(rr, rstd->tiles(), a, b);
   }
+}
+
+void VulkanBackend::settle() {
+  if (!pending_norm_.y) return;
+  const PendingNorm p = pending_norm_;
+  pending_norm_ = {};
+  record_rms_norm(*p.y, *p.x, p.g, p.n, p.eps, nullptr);
 }
 
 void VulkanBackend::gated_act(DeviceTensor& out_t, const DeviceTensor& gate_t,

@@ -33,7 +33,7 @@ void check_rows(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) 
 
 void VulkanBackend::zero(DeviceTensor& t_t) {
   const TiledTensor& t = vk_tensor(t_t).tiles();
-  for (size_t i = 0; i < t.pieces(); ++i) seq_->fill_zero(t.range(i));
+  for (size_t i = 0; i < t.pieces(); ++i) rec().fill_zero(t.range(i));
 }
 
 void VulkanBackend::copy(DeviceTensor& dst_t, const DeviceTensor& src_t, int64_t n) {
@@ -43,7 +43,7 @@ void VulkanBackend::copy(DeviceTensor& dst_t, const DeviceTensor& src_t, int64_t
   const VkTensor& src = vk_tensor(src_t);
   if (n == 0 || &dst == &src) return;
   for (const auto& [a, b] : row_segments({{&src.tiles(), 0}, {&dst.tiles(), 0}}, uint64_t(n), 0)) {
-    seq_->copy(rows_range(src.tiles(), a, b), rows_range(dst.tiles(), a, b));
+    rec().copy(rows_range(src.tiles(), a, b), rows_range(dst.tiles(), a, b));
   }
 }
 
@@ -70,7 +70,7 @@ void VulkanBackend::rms_norm_backward(DeviceTensor& dx_t, const DeviceTensor& dy
                     uint64_t(n), max_seg_rows_)) {
     const RmsNormBackwardPush push{uint32_t(b - a), uint32_t(cols)};
     const BufferRange dxr = bind_rows(dx.tiles(), a, b, true);
-    seq_->dispatch(p,
+    rec().dispatch(p,
                    {bind_rows(dy.tiles(), a, b, true), bind_rows(x.tiles(), a, b, true), gr,
                     bind_rows(rstd.tiles(), a, b, true), dxr},
                    push, uint32_t(b - a));
@@ -109,7 +109,7 @@ void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t n, int64_t n_heads, con
       const RopePush push{uint32_t(b - a),        uint32_t(n_heads), uint32_t(head_dim),
                           uint32_t(hp.rope_dim),  uint32_t(p0),      uint32_t(piece.row0),
                           uint32_t(piece.rows()), inverse ? 1u : 0u};
-      seq_->dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kWg)),
+      rec().dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kWg)),
                      uint32_t(b - a));
     }
     unbind_rows(xr, x.tiles(), a, b);
@@ -229,7 +229,7 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
       for (size_t c = 0; c < kv_segs.size(); ++c) {
         const auto [ka, kb] = kv_segs[c];
         if (ka >= qb) break;  // keys after the segment's last query
-        seq_->dispatch(pq, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], qs[s].dq},
+        rec().dispatch(pq, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], qs[s].dq},
                        push(qa, qb, ka, kb, stage, 0), uint32_t(n_head), uint32_t(qb - qa));
       }
     }
@@ -242,7 +242,7 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
       for (size_t c = 0; c < kv_segs.size(); ++c) {
         const auto [ka, kb] = kv_segs[c];
         if (ka >= qb) break;
-        seq_->dispatch(pkv,
+        rec().dispatch(pkv,
                        {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], kvs[c].dk, kvs[c].dv},
                        push(qa, qb, ka, kb, 0, uint32_t(g)), uint32_t(kb - ka), uint32_t(n_kv));
       }

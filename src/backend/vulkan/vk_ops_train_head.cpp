@@ -83,7 +83,7 @@ void VulkanBackend::head_loss(const DeviceTensor& h_t, int64_t n, const FloatMat
       std::memcpy(tgp, targets + r0, rows * 4);
       std::memcpy(mkp, pending.mask.data() + a, rows * 4);
       const CrossEntropyPush push{uint32_t(rows), uint32_t(vocab), inv_norm, dh ? 1u : 0u};
-      seq_->dispatch(ce, {logits, tg, mk, nll}, push, uint32_t(rows));
+      rec().dispatch(ce, {logits, tg, mk, nll}, push, uint32_t(rows));
       pending.nll.push_back(nll);
       if (!dh) continue;
       // dh += dlogits W + the branches' dx (their da, db too; no dropout)

@@ -203,7 +203,7 @@ void VulkanBackend::lora_forward(DeviceTensor& y_t, DeviceTensor& xd_t, DeviceTe
                              1.0f / (1.0f - p)};
       dispatch_flat(drop, {xr, xr, xdr}, push, ceil_div(count, kWg));
     } else if (&x != &xd) {
-      seq_->copy(xr, xdr);
+      rec().copy(xr, xdr);
     }
     lora_forward_rows(br, xdr, axr, yr, rows, uint64_t(n_out));
     unbind_rows(xdr, xd.tiles(), a, b);

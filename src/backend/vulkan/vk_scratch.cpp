@@ -113,13 +113,13 @@ BufferRange VulkanBackend::bind_rows(const TiledTensor& t, uint64_t r0, uint64_t
       std::max<uint64_t>(ctx_->caps().info.min_storage_buffer_offset_alignment, 1);
   if (r.offset % align == 0) return r;
   const BufferRange copy = act_scratch_.alloc(r.size);
-  if (load) seq_->copy(r, copy);
+  if (load) rec().copy(r, copy);
   return copy;
 }
 
 void VulkanBackend::unbind_rows(BufferRange bound, const TiledTensor& t, uint64_t r0, uint64_t r1) {
   const BufferRange r = rows_range(t, r0, r1);
-  if (bound.buffer != r.buffer || bound.offset != r.offset) seq_->copy(bound, r);
+  if (bound.buffer != r.buffer || bound.offset != r.offset) rec().copy(bound, r);
 }
 
 TiledTensor make_tiled(Context& ctx, const std::string& name, uint64_t rows, uint64_t row_bytes,

@@ -88,6 +88,7 @@ VulkanBackend::VulkanBackend(const VulkanRequest& request)
 
 VulkanBackend::~VulkanBackend() {
   try {
+    settle();
     seq_->submit_and_wait();  // queued work must end before its buffers go
   } catch (...) {
   }
@@ -119,14 +120,22 @@ std::unique_ptr<DeviceTensor> VulkanBackend::tensor(std::string_view name, int64
 }
 
 VkTensor::~VkTensor() {
-  if (owner_) owner_->retire(std::move(t_));
+  if (owner_) owner_->retire(*this);
 }
 
-void VulkanBackend::retire(TiledTensor t) {
-  if (seq_->commands() > 0) retired_.push_back(std::move(t));
+void VulkanBackend::retire(VkTensor& t) {
+  if (pending_norm_.y && (pending_norm_.y == &t || pending_norm_.x == &t)) {
+    try {
+      settle();  // it reads or writes the tensor going away
+    } catch (...) {
+      pending_norm_ = {};
+    }
+  }
+  if (seq_->commands() > 0) retired_.push_back(std::move(t.tiles()));
 }
 
 void VulkanBackend::flush(bool keep_host) {
+  settle();
   seq_->submit_and_wait();
   seq_->reset();
   retired_.clear();

@@ -21,7 +21,7 @@
 // Push constants: GemmF32Push { m, n, k, a_off, a_row, a_col, b_off, b_row, b_col, c_off,
 //   c_row, mode, a_scale, post }.
 // Spec constants: 0 workgroup size, must be 256 (a 16 x 16 tile of C per workgroup).
-// Shared memory: 2 * 16 * 17 floats.
+// Shared memory: 2 * 16 * 65 floats (64 k values per barrier).
 // Dispatch: G = ceil(m / 16) row groups over x (and z when G > 65535: x = min(G, 65535),
 //   z = ceil(G / x)), ceil(n / 16) over y.
 #extension GL_GOOGLE_include_directive : require
@@ -51,9 +51,10 @@ layout(push_constant) uniform Push {
   float post;
 } pc;
 
-const uint T = 16;
-shared float as_[T][T + 1];  // [i][k]
-shared float bs_[T][T + 1];  // [k][j]
+const uint T = 16;   // a T x T tile of C per workgroup
+const uint KB = 64;  // k values staged per barrier (the LoRA products sum over thousands)
+shared float as_[T][KB + 1];  // [i][k]
+shared float bs_[KB][T + 1];  // [k][j]
 
 void main() {
   uint tid = gl_LocalInvocationID.x;
@@ -68,13 +69,19 @@ void main() {
   uint ci = pc.c_off + i * pc.c_row + j;
   precise float acc = 0.0;
   if (live && pc.mode == 1u) acc = c[ci];
-  for (uint k0 = 0; k0 < pc.k; k0 += T) {
-    uint ak = k0 + tj;
-    as_[ti][tj] = (i < pc.m && ak < pc.k) ? a[pc.a_off + i * pc.a_row + ak * pc.a_col] : 0.0;
-    uint bk = k0 + ti;
-    bs_[ti][tj] = (bk < pc.k && j < pc.n) ? b[pc.b_off + bk * pc.b_row + j * pc.b_col] : 0.0;
+  for (uint k0 = 0; k0 < pc.k; k0 += KB) {
+    for (uint e = tid; e < T * KB; e += WG_SIZE) {
+      uint r = e / KB, kk = e % KB;  // A(i0 + r, k0 + kk)
+      as_[r][kk] = (i0 + r < pc.m && k0 + kk < pc.k)
+                       ? a[pc.a_off + (i0 + r) * pc.a_row + (k0 + kk) * pc.a_col]
+                       : 0.0;
+      uint kb = e / T, jj = e % T;  // B(k0 + kb, j0 + jj)
+      bs_[kb][jj] = (k0 + kb < pc.k && j0 + jj < pc.n)
+                        ? b[pc.b_off + (k0 + kb) * pc.b_row + (j0 + jj) * pc.b_col]
+                        : 0.0;
+    }
     barrier();
-    uint kn = min(T, pc.k - k0);
+    uint kn = min(KB, pc.k - k0);
     for (uint kk = 0; kk < kn; ++kk) {
       precise float av = pc.a_scale * as_[ti][kk];
       precise float p = av * bs_[kk][tj];
