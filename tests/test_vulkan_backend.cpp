@@ -483,5 +483,36 @@ INSTANTIATE_TEST_SUITE_P(VulkanModels, VulkanModel,
                                                      Activation::Relu2, true, false}),
                          [](const auto& info) { return info.param.name; });
 
+// GPUs take 32 x 16 tiles where the default tiles would leave the device idle (training's
+// 128-token products); integer sums make the tile shape irrelevant to the bits, which this
+// checks on a device that does not pick them by itself.
+TEST(VulkanSmallTiles, GiveTheBitsOfTheDefaultTiles) {
+  const auto uniform = ternary_weight(DType::TQ2_0, 512, 300, false, 5);
+  const auto blocks = ternary_weight(DType::TQ2_0, 512, 300, true, 6);
+  const int64_t n = 100;
+  const std::vector<float> xv = randn(n * 512, 7);
+  auto run = [&](const char* small) {
+    setenv("TRIT_VK_SMALL_TILES", small, 1);
+    std::unique_ptr<Backend> vk;
+    open_vulkan(0, &vk);
+    unsetenv("TRIT_VK_SMALL_TILES");
+    std::vector<float> out;
+    if (!vk) return out;
+    TensorPtr x = upload(*vk, "x", n, 512, xv);
+    TensorPtr y1 = vk->tensor("y1", n, 300), y2 = vk->tensor("y2", n, 300);
+    const LinearOp ops[] = {{&uniform->w, y1.get(), nullptr}, {&blocks->w, y2.get(), nullptr}};
+    vk->linear(ops, *x, n, true);
+    for (const TensorPtr* y : {&y1, &y2}) {
+      std::vector<float> v(size_t(n * 300));
+      vk->read(**y, 0, n, v.data());
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    return out;
+  };
+  const std::vector<float> want = run("0");
+  if (want.empty()) return;
+  expect_match({"default tiles", 300, want}, run("1"), 0, "small tiles");
+}
+
 }  // namespace
 }  // namespace trit

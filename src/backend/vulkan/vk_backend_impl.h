@@ -142,6 +142,10 @@ struct MatmulConfig {
   uint32_t mv_rows = 2;  // matvec: output rows per workgroup
   uint32_t tile_m = 64, tile_n = 32, thread_m = 4, thread_n = 4;
   uint32_t max_matvec_tokens = 8;  // ops over up to this many tokens take the matvec path
+  // Ternary int8 products whose grid of tile_m x tile_n tiles has fewer groups than this take
+  // 32 x 16 tiles (2 x 2 per thread): a training step's 128 tokens would leave most of a large
+  // GPU idle. Integer sums are exact, so the tile shape never changes a result. 0: never.
+  uint32_t small_tile_groups = 0;
   uint32_t tile_wg() const { return (tile_m / thread_m) * (tile_n / thread_n); }
 };
 

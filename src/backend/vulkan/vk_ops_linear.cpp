@@ -19,6 +19,10 @@ constexpr uint32_t kNormWg = 128;       // rms_norm_quant: rms_norm's workgroup 
 constexpr uint32_t kReadAll3 = 0b111;   // bindings 0..2 read-only
 constexpr uint32_t kReadAll4 = 0b1111;  // bindings 0..3 read-only
 
+uint64_t ceil_div(uint64_t a, uint64_t b) {
+  return (a + b - 1) / b;
+}
+
 // Spec constants and groups of one matmul dispatch over `tokens` tokens.
 struct MatmulPlan {
   std::vector<uint32_t> spec;  // constant_id 0..8
@@ -55,6 +59,21 @@ MatmulPlan plan_matmul(const MatmulConfig& c, uint64_t tokens, FloatWeightType t
   return p;
 }
 
+// The int8 ternary product of `rows` outputs: matmul_float's plan, with smaller tiles when the
+// grid would be small (MatmulConfig::small_tile_groups).
+MatmulPlan plan_ternary_int8(const MatmulConfig& c, uint64_t tokens, uint64_t rows) {
+  if (tokens > c.max_matvec_tokens &&
+      ceil_div(rows, c.tile_m) * ceil_div(tokens, c.tile_n) < c.small_tile_groups) {
+    MatmulConfig small = c;
+    small.tile_m = 32;
+    small.tile_n = 16;
+    small.thread_m = 2;
+    small.thread_n = 2;
+    return plan_matmul(small, tokens, FloatWeightType::F32);
+  }
+  return plan_matmul(c, tokens, FloatWeightType::F32);
+}
+
 // matmul_ternary_f32 (float activations) always takes matvec-shaped workgroups.
 MatmulPlan plan_ternary_f32(const MatmulConfig& c, uint64_t tokens) {
   MatmulPlan p;
@@ -64,10 +83,6 @@ MatmulPlan plan_ternary_f32(const MatmulConfig& c, uint64_t tokens) {
   p.rows_per_group = mv_rows;
   p.tokens_per_group = mv_tokens;
   return p;
-}
-
-uint64_t ceil_div(uint64_t a, uint64_t b) {
-  return (a + b - 1) / b;
 }
 
 }  // namespace
@@ -187,7 +202,7 @@ void VulkanBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt
         matmul_float(*j.f, xr, yr, rows, uint64_t(n), uint64_t(w.m.n_out), w.out_scale, 0.0f);
       } else {
         const TernaryWeight& tw = *j.t;
-        const MatmulPlan plan = act_quant ? plan_matmul(mm_, uint64_t(n), FloatWeightType::F32)
+        const MatmulPlan plan = act_quant ? plan_ternary_int8(mm_, uint64_t(n), uint64_t(w.m.n_out))
                                           : plan_ternary_f32(mm_, uint64_t(n));
         const Pipeline* p;
         if (act_quant) {

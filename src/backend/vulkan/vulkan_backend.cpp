@@ -36,6 +36,12 @@ MatmulConfig matmul_config(const DeviceCaps& caps) {
   if (caps.info.type == VulkanDeviceType::Cpu) {
     c.mv_wg = 32;
     c.mv_rows = 16;
+  } else {
+    c.small_tile_groups = 1024;
+  }
+  // Tests force the small tiles on any device (TRIT_VK_SMALL_TILES=1), to compare their bits.
+  if (const char* e = std::getenv("TRIT_VK_SMALL_TILES")) {
+    if (std::string(e) == "1") c.small_tile_groups = UINT32_MAX;
   }
   if (caps.info.max_compute_shared_memory_size < 260u * (c.tile_m + c.tile_n)) {
     c.tile_m = 32;

@@ -24,7 +24,7 @@
 //   first, last }; ternary: n_in a multiple of 256.
 // Spec constants: 0 workgroup size, must be 256 (64 columns x 16 tokens per workgroup),
 //   8 weight type (float only: 0 f32, 1 f16, 2 bf16, 3 q8_0).
-// Shared memory: 4 * (16 * 64 + 16 * 17) bytes.
+// Shared memory: 4 * (32 * 64 + 16 * 33) bytes.
 // Dispatch: G = ceil(n_in / 64) column groups over x (and z when G > 65535), ceil(n_tokens /
 //   16) over y.
 #extension GL_GOOGLE_include_directive : require
@@ -56,7 +56,7 @@ layout(push_constant) uniform Push {
 
 const uint TC = 64;  // columns per workgroup
 const uint TT = 16;  // tokens per workgroup
-const uint RC = 16;  // weight rows per step
+const uint RC = 32;  // weight rows per step (per barrier)
 const uint TPT = TT / (256 / TC);  // tokens per thread (4)
 
 shared float ws[RC][TC];
@@ -93,8 +93,9 @@ void main() {
       uint rr = idx / TC, cc = idx % TC;
       ws[rr][cc] = (rb + rr < pc.rows && c0 + cc < pc.n_in) ? weight(rb + rr, c0 + cc) : 0.0;
     }
-    {
-      uint tt = tid / RC, rr = tid % RC;
+    for (uint q = 0; q < TT * RC / 256; ++q) {
+      uint idx = tid + 256 * q;
+      uint tt = idx / RC, rr = idx % RC;
       ys[tt][rr] = (t0 + tt < pc.n_tokens && rb + rr < pc.rows)
                        ? dy[(t0 + tt) * pc.dy_stride + pc.r0 + rb + rr]
                        : 0.0;
