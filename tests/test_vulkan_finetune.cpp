@@ -1,5 +1,5 @@
 // `trit finetune --device vulkan` end to end, through the CLI, on a small random model (2 layers,
-// its 8192 x 256 f16 tied head 4 MiB: pieces at --max-buffer-mb 1) with LoRA on every
+// its 4096 x 256 f16 tied head 2 MiB: pieces at --max-buffer-mb 1) with LoRA on every
 // linear layer and the head: the per-step training losses and the validation losses follow the
 // CPU run's; a run resumed from a checkpoint ends with the adapter bytes of an uninterrupted
 // run; and a 1 MiB binding limit changes nothing (DESIGN section 6: the result with any limit
@@ -47,10 +47,10 @@ class VulkanFinetune : public ::testing::Test {
       for (int i = 0, n = 3 + int(rng() % 5); i < n; ++i) w += char('a' + rng() % 26);
       return w;
     };
-    // A small random model whose 8192 x 256 f16 head (4 MiB) splits at a 1 MiB limit, fast
+    // A small random model whose 4096 x 256 f16 head (2 MiB) splits at a 1 MiB limit, fast
     // enough on a CPU Vulkan driver.
     const test::RunResult made =
-        test::run_trit(*dir_, {"create", "--preset", "tiny", "--random", "--vocab", "8192",
+        test::run_trit(*dir_, {"create", "--preset", "tiny", "--random", "--vocab", "4096",
                                "--seed", "3", "-o", dir_->file("model.gguf")});
     if (made.rc != 0) ADD_FAILURE() << "trit create failed: " << made.err;
     for (auto [split, n] : {std::pair{"train", 32}, {"valid", 8}}) {

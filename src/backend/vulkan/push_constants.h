@@ -22,6 +22,7 @@ enum class SpecId : uint32_t {
   Activation = 9,     // GatedActKind below
   AttnChunk = 10,     // attention chunk C (keys per partial), e.g. 64 or 128
   MaxHeadDim = 11,    // attention: upper bound of head_dim (sizes shared memory)
+  GemmKBlock = 12,    // gemm_f32: k values staged per barrier
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };

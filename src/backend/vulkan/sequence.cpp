@@ -338,8 +338,10 @@ void Sequence::submit_and_wait() {
 void Sequence::reset() {
   const Functions& vk = ctx_.vk();
   if (!ended_ && chunk_ > 0) submit_and_wait();  // chunks still running must finish first
-  for (VkCommandBuffer cb : cmds_) {
-    check(vk.vkResetCommandBuffer(cb, 0), "vkResetCommandBuffer");
+  // The chunks begun since the last reset (a long recording leaves many buffers behind).
+  const size_t used = ended_ ? chunks_ : chunk_ + (recording_ ? 1 : 0);
+  for (size_t i = 0; i < used; ++i) {
+    check(vk.vkResetCommandBuffer(cmds_[i], 0), "vkResetCommandBuffer");
   }
   chunk_ = 0;
   chunks_ = 0;

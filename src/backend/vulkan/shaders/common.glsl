@@ -12,7 +12,7 @@
 // The specialization-constant ids are shared by all shaders (push_constants.h, enum SpecId):
 //   0 workgroup size, 1 matmul path, 2 rows per workgroup (matvec), 3 tokens per workgroup
 //   (matvec), 4 tile rows, 5 tile tokens, 6 rows per thread, 7 tokens per thread,
-//   8 float weight type, 9 activation kind, 10 attention chunk, 11 max head_dim.
+//   8 float weight type, 9 activation kind, 10 attention chunk, 11 max head_dim, 12 gemm k block.
 #ifndef TRIT_COMMON_GLSL
 #define TRIT_COMMON_GLSL
 
@@ -28,6 +28,7 @@
 #define SPEC_ACTIVATION 9
 #define SPEC_ATTN_CHUNK 10
 #define SPEC_MAX_HEAD_DIM 11
+#define SPEC_GEMM_KB 12
 
 // Float weight types as the shaders number them (push_constants.h, enum FloatWeightType).
 #define WTYPE_F32 0u

@@ -20,8 +20,9 @@
 //   2 c float[]   (read/write; not the buffer range of a or b)
 // Push constants: GemmF32Push { m, n, k, a_off, a_row, a_col, b_off, b_row, b_col, c_off,
 //   c_row, mode, a_scale, post }.
-// Spec constants: 0 workgroup size, must be 256 (a 16 x 16 tile of C per workgroup).
-// Shared memory: 2 * 16 * 65 floats (64 k values per barrier).
+// Spec constants: 0 workgroup size, must be 256 (a 16 x 16 tile of C per workgroup);
+//   12 k values per barrier (16 or 64).
+// Shared memory: 2 * 16 * (KB + 1) floats.
 // Dispatch: G = ceil(m / 16) row groups over x (and z when G > 65535: x = min(G, 65535),
 //   z = ceil(G / x)), ceil(n / 16) over y.
 #extension GL_GOOGLE_include_directive : require
@@ -52,7 +53,9 @@ layout(push_constant) uniform Push {
 } pc;
 
 const uint T = 16;   // a T x T tile of C per workgroup
-const uint KB = 64;  // k values staged per barrier (the LoRA products sum over thousands)
+// k values staged per barrier: 64 where k runs over thousands (the LoRA A products), 16 for a
+// short k (the rank), whose staging would be mostly padding.
+layout(constant_id = SPEC_GEMM_KB) const uint KB = 64;
 shared float as_[T][KB + 1];  // [i][k]
 shared float bs_[KB][T + 1];  // [k][j]
 
