@@ -64,9 +64,8 @@ int64_t check_lora_branch(const LoraBranch& br, int64_t n_in, int64_t n_out, con
 
 void VulkanBackend::gemm(BufferRange a, BufferRange b, BufferRange c, const GemmF32Push& p) {
   const uint32_t kb = p.k >= 64 ? 64 : 16;
-  const Pipeline& pl =
-      pipeline("gemm_f32", 3, sizeof(GemmF32Push), {kGemmWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, kb},
-               0b011);
+  const Pipeline& pl = pipeline("gemm_f32", 3, sizeof(GemmF32Push),
+                                {kGemmWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, kb}, 0b011);
   dispatch_rows(pl, {a, b, c}, p, ceil_div(p.m, kGemmTile), ceil_div(p.n, kGemmTile));
 }
 
