@@ -40,8 +40,9 @@ Sequence::Sequence(Context& ctx, bool profiled) : ctx_(ctx) {
 Sequence::~Sequence() {
   const Functions& vk = ctx_.vk();
   const VkDevice dev = ctx_.device();
+  // Chunks submitted without a wait may still run and use the pools' descriptor sets.
+  if (!ended_ && chunk_ > 0) vk.vkQueueWaitIdle(ctx_.queue());
   for (const Pool& p : pools_) vk.vkDestroyDescriptorPool(dev, p.pool, nullptr);
-  if (!ended_ && chunk_ > 0) vk.vkQueueWaitIdle(ctx_.queue());  // chunks may still run
   if (queries_ != VK_NULL_HANDLE) vk.vkDestroyQueryPool(dev, queries_, nullptr);
   vk.vkDestroyFence(dev, fence_, nullptr);
   if (!cmds_.empty()) {
@@ -318,7 +319,7 @@ void Sequence::submit_and_wait() {
     first = uint32_t(chunk_);
     chunks_ = chunk_ + 1;
   }
-  // Run again: every chunk once more, in order.
+  // Called again after the end (first = 0): every chunk runs once more, in order.
   const double submit_ns = host_ns();
   check(vk.vkResetFences(ctx_.device(), 1, &fence_), "vkResetFences");
   VkSubmitInfo si{};
