@@ -249,6 +249,9 @@ std::vector<OpCase> op_cases() {
     c.push_back(embedding_case(t));
   c.push_back(rms_norm_case(301, 2048, false));
   c.push_back(rms_norm_case(83, 2560, true));
+  // Rows the shader cannot hold in registers: not whole vec4s, and wider than 8192.
+  c.push_back(rms_norm_case(41, 2054, true));
+  c.push_back(rms_norm_case(37, 9000, false));
   // Ternary layers, W1.58A8: bit-identical with one scale per tensor (out_scale included).
   c.push_back(linear_case("linear_tq2_0_301x2048x4096", 301, true, 0, {{TQ2, 4096}}));
   c.push_back(linear_case("linear_tq2_0_qkv_out_scale", 83, true, 0,
@@ -482,6 +485,170 @@ INSTANTIATE_TEST_SUITE_P(VulkanModels, VulkanModel,
                                            ModelCase{"i2_s_relu2_bf16", DType::I2_S, DType::BF16,
                                                      Activation::Relu2, true, false}),
                          [](const auto& info) { return info.param.name; });
+
+// ---- Decoding fusions -------------------------------------------------------------------------
+// A decoding step's fused kernels (vk_ops_decode.cpp: add + rms_norm, norm + quantiser, norm
+// inside the matvec, several bitlinears in one matvec, gate/up + gated_act, bitlinear + residual
+// add, rope + KV store) compute every value with the
+// expression of the ops they replace, so their outputs equal those of the unfused ops
+// (TRIT_VK_DECODE_FUSION=0) bit for bit. Each test also checks from the profile that the fused
+// pipelines ran.
+
+// Opens a Vulkan backend with the decoding fusions on or off; profile: the profile table is
+// written to stderr when the backend closes.
+void open_fusion(bool fused, uint64_t limit, bool profile, std::unique_ptr<Backend>* out) {
+  setenv("TRIT_VK_DECODE_FUSION", fused ? "1" : "0", 1);
+  if (profile) setenv("TRIT_VK_PROFILE", "1", 1);
+  open_vulkan(limit, out);
+  unsetenv("TRIT_VK_DECODE_FUSION");
+  unsetenv("TRIT_VK_PROFILE");
+}
+
+// Runs `run` on a profiled backend and returns the profile table it printed.
+template <class Run>
+std::string profiled(uint64_t limit, Run run) {
+  ::testing::internal::CaptureStderr();
+  {
+    std::unique_ptr<Backend> vk;
+    open_fusion(true, limit, true, &vk);
+    if (vk) run(*vk);
+  }
+  return ::testing::internal::GetCapturedStderr();
+}
+
+// Two decoding steps of one block (n = 1) on 2048-wide layers with GQA, partial rope, an
+// out_scale and relu2 or silu; the outputs of every op.
+std::vector<Out> decode_block(Backend& b, Activation act) {
+  static const auto wq = ternary_weight(DType::TQ2_0, 2048, 2048, false, 301);
+  static const auto wk = ternary_weight(DType::I2_S, 2048, 512, false, 302);
+  static const auto wv = ternary_weight(DType::TQ2_0, 2048, 512, false, 303);
+  static const auto wo = ternary_weight(DType::TQ2_0, 2048, 2048, false, 304);
+  static const auto wg = ternary_weight(DType::TQ2_0, 2048, 2816, false, 305);
+  static const auto wu = ternary_weight(DType::TQ2_0, 2048, 2816, false, 306);
+  static const auto wd = ternary_weight(DType::TQ2_0, 2816, 2048, false, 307);
+  wk->w.out_scale = 1.25f;
+  HParams hp;
+  hp.n_embd = 2048, hp.n_head = 16, hp.n_head_kv = 4, hp.rope_dim = 96, hp.rope_theta = 10000;
+  const std::vector<float> g1 = randn(2048, 311, 0.1f), g2 = randn(2816, 312, 0.1f);
+  TensorPtr x = upload(b, "x", 1, 2048, randn(2048, 313));
+  TensorPtr proj = upload(b, "proj", 1, 2048, randn(2048, 314));
+  TensorPtr h = b.tensor("h", 1, 2048), q = b.tensor("q", 1, 2048);
+  TensorPtr k = b.tensor("k", 1, 512), v = b.tensor("v", 1, 512);
+  TensorPtr kc = upload(b, "cache_k", 64, 512, randn(64 * 512, 315));
+  TensorPtr vc = upload(b, "cache_v", 64, 512, randn(64 * 512, 316));
+  TensorPtr attn = b.tensor("attn", 1, 2048);
+  TensorPtr gate = b.tensor("gate", 1, 2816), up = b.tensor("up", 1, 2816);
+  TensorPtr a = b.tensor("act", 1, 2816);
+  for (int64_t pos : {40, 41}) {
+    b.add(*x, *proj, 1);
+    b.rms_norm(*h, *x, g1.data(), 1, 1e-5f);
+    const LinearOp qkv[] = {
+        {&wq->w, q.get(), nullptr}, {&wk->w, k.get(), nullptr}, {&wv->w, v.get(), nullptr}};
+    b.linear(qkv, *h, 1, true);
+    b.rope_store_kv(*q, *k, *v, *kc, *vc, 1, pos, hp);
+    b.attention(*attn, *q, *kc, *vc, 1, pos, hp);
+    b.rms_norm(*h, *attn, g1.data(), 1, 1e-5f);
+    const LinearOp o[] = {{&wo->w, proj.get(), nullptr}};
+    b.linear(o, *h, 1, true);
+    b.add(*x, *proj, 1);
+    b.rms_norm(*h, *x, g1.data(), 1, 1e-5f);
+    const LinearOp gu[] = {{&wg->w, gate.get(), nullptr}, {&wu->w, up.get(), nullptr}};
+    b.linear(gu, *h, 1, true);
+    b.gated_act(*a, *gate, *up, 1, act);
+    // In place (the norm cannot go into the matvec) at 40, into gate as forward.cpp does at 41.
+    DeviceTensor& normed = pos == 40 ? *a : *gate;
+    b.rms_norm(normed, *a, g2.data(), 1, 1e-5f);
+    const LinearOp down[] = {{&wd->w, proj.get(), nullptr}};
+    b.linear(down, normed, 1, true);
+  }
+  b.add(*x, *proj, 1);
+  b.rms_norm(*h, *x, g1.data(), 1, 1e-5f);  // recorded when read
+  std::vector<Out> outs;
+  for (const TensorPtr* t : {&x, &h, &q, &attn, &gate, &up, &a, &proj}) {
+    outs.push_back(download(b, **t, 1, 0));
+  }
+  outs.push_back(download(b, *kc, 64, 0));
+  outs.push_back(download(b, *vc, 64, 0));
+  return outs;
+}
+
+TEST(VulkanDecodeFusion, BlockGivesTheBitsOfTheUnfusedOps) {
+  for (Activation act : {Activation::Relu2, Activation::Silu}) {
+    // 64 KiB: every weight in pieces, so the matvec takes several segments per dispatch.
+    for (uint64_t limit : {uint64_t(0), 64 * KiB}) {
+      const std::string what = cat(activation_name(act), " at ", limit_name(limit));
+      std::unique_ptr<Backend> plain, fused;
+      open_fusion(false, limit, false, &plain);
+      if (!plain) return;
+      open_fusion(true, limit, false, &fused);
+      const std::vector<Out> want = decode_block(*plain, act);
+      const std::vector<Out> got = decode_block(*fused, act);
+      ASSERT_EQ(want.size(), got.size());
+      for (size_t i = 0; i < want.size(); ++i) expect_match(want[i], got[i].v, 0, what);
+    }
+  }
+  const std::string table = profiled(0, [](Backend& b) { decode_block(b, Activation::Silu); });
+  for (const char* fused : {"matvec_norm_ternary", "matvec_ternary", "rms_norm_quant", "rope_kv"}) {
+    EXPECT_NE(table.find(fused), std::string::npos) << fused << " did not run:\n" << table;
+  }
+  for (const char* replaced : {"gated_act", " add:", "rope:", "(copy)", "quantize_acts"}) {
+    EXPECT_EQ(table.find(replaced), std::string::npos) << replaced << " ran:\n" << table;
+  }
+}
+
+// A row wider than rms_norm holds in registers (9216): add + norm + quantiser read it from memory.
+std::vector<Out> decode_wide(Backend& b) {
+  static const auto w = ternary_weight(DType::TQ2_0, 9216, 64, false, 321);
+  const std::vector<float> g = randn(9216, 322, 0.1f);
+  TensorPtr x = upload(b, "x", 1, 9216, randn(9216, 323));
+  TensorPtr r = upload(b, "r", 1, 9216, randn(9216, 324));
+  TensorPtr h = b.tensor("h", 1, 9216), y = b.tensor("y", 1, 64);
+  b.add(*x, *r, 1);
+  b.rms_norm(*h, *x, g.data(), 1, 1e-5f);
+  const LinearOp op[] = {{&w->w, y.get(), nullptr}};
+  b.linear(op, *h, 1, true);
+  b.add(*x, *r, 1);
+  b.rms_norm(*h, *x, g.data(), 1, 1e-5f);
+  return {download(b, *x, 1, 0), download(b, *h, 1, 0), download(b, *y, 1, 0)};
+}
+
+TEST(VulkanDecodeFusion, WideRowsGiveTheBitsOfTheUnfusedOps) {
+  std::unique_ptr<Backend> plain, fused;
+  open_fusion(false, 0, false, &plain);
+  if (!plain) return;
+  open_fusion(true, 0, false, &fused);
+  const std::vector<Out> want = decode_wide(*plain), got = decode_wide(*fused);
+  for (size_t i = 0; i < want.size(); ++i) expect_match(want[i], got[i].v, 0, "9216 wide");
+  const std::string table = profiled(0, [](Backend& b) { decode_wide(b); });
+  EXPECT_NE(table.find("add_rms_norm_quant"), std::string::npos) << table;
+  EXPECT_NE(table.find("add_rms_norm:"), std::string::npos) << table;
+}
+
+TEST(VulkanDecodeFusion, ModelsGiveTheBitsOfTheUnfusedOps) {
+  test::TempDir dir;
+  for (auto [type, act] :
+       {std::pair{DType::TQ2_0, Activation::Relu2}, std::pair{DType::I2_S, Activation::Silu}}) {
+    CreateOptions o;
+    o.hp = *hparams_preset("tiny");
+    o.hp.n_layer = 2, o.hp.n_vocab = 1000, o.hp.act = act;
+    o.type = type, o.seed = 9;
+    const std::string path = dir.file(cat(dtype_name(type), ".gguf"));
+    create_random_model(o, path);
+    auto model = Model::load(path);
+    const ForwardOptions fo{true, nullptr};
+    std::unique_ptr<Backend> plain, fused;
+    open_fusion(false, 0, false, &plain);
+    if (!plain) return;
+    open_fusion(true, 0, false, &fused);
+    const Logits want = run_model(*model, *plain, fo);
+    const Logits got = run_model(*model, *fused, fo);
+    const int64_t V = model->hparams().n_vocab;
+    expect_match({"prompt logits", V, want.prompt}, got.prompt, 0, std::string(dtype_name(type)));
+    expect_match({"decoding logits", V, want.steps}, got.steps, 0, std::string(dtype_name(type)));
+    const std::string table = profiled(0, [&](Backend& b) { run_model(*model, b, fo); });
+    EXPECT_NE(table.find("matvec_norm_ternary"), std::string::npos) << table;
+  }
+}
 
 // GPUs take 32 x 16 tiles where the default tiles would leave the device idle (training's
 // 128-token products); integer sums make the tile shape irrelevant to the bits, which this

@@ -108,6 +108,12 @@ class Backend {
                     int64_t pos0) = 0;
   // cache rows [pos0, pos0 + n) = src rows [0, n).
   virtual void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) = 0;
+  // A block's rope and KV store together: rope on q and k (n_head and n_head_kv heads), then
+  // cache rows [pos0, pos0 + n) = k and v. k's contents afterwards are unspecified (a device
+  // may write the rotated values only to the cache). The default calls rope and store_kv.
+  virtual void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
+                             DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                             const HParams& hp);
   // Causal GQA attention of n query tokens at positions pos0.. against cache rows
   // [0, pos0 + n).   q, out: (n, n_head * head_dim); k_cache, v_cache: (n_ctx, n_embd_kv)
   virtual void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,

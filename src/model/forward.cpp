@@ -17,12 +17,9 @@ void block_forward(const HParams& hp, const BlockWeights& b, int64_t layer, int6
   const LinearOp qkv[] = {
       {&b.q, a.q.get(), lora(kQ)}, {&b.k, a.k.get(), lora(kK)}, {&b.v, a.v.get(), lora(kV)}};
   be.linear(qkv, *a.h, T, opts.act_quant);
-  be.rope(*a.q, T, hp.n_head, hp, pos0);
-  be.rope(*a.k, T, hp.n_head_kv, hp, pos0);
   DeviceTensor& kc = *cache.k[size_t(layer)];
   DeviceTensor& vc = *cache.v[size_t(layer)];
-  be.store_kv(kc, *a.k, T, pos0);
-  be.store_kv(vc, *a.v, T, pos0);
+  be.rope_store_kv(*a.q, *a.k, *a.v, kc, vc, T, pos0, hp);
   be.attention(*a.attn, *a.q, kc, vc, T, pos0, hp);
   be.rms_norm(*a.h, *a.attn, b.attn_sub_norm, T, hp.rms_eps);
   const LinearOp o[] = {{&b.o, a.proj.get(), lora(kO)}};
@@ -33,9 +30,11 @@ void block_forward(const HParams& hp, const BlockWeights& b, int64_t layer, int6
   const LinearOp gate_up[] = {{&b.gate, a.gate.get(), lora(kGate)}, {&b.up, a.up.get(), lora(kUp)}};
   be.linear(gate_up, *a.h, T, opts.act_quant);
   be.gated_act(*a.act, *a.gate, *a.up, T, hp.act);
-  be.rms_norm(*a.act, *a.act, b.ffn_sub_norm, T, hp.rms_eps);
+  // gate is free now: it takes the normalised act (a norm out of place, which a device can
+  // fold into the bitlinear reading it).
+  be.rms_norm(*a.gate, *a.act, b.ffn_sub_norm, T, hp.rms_eps);
   const LinearOp down[] = {{&b.down, a.proj.get(), lora(kDown)}};
-  be.linear(down, *a.act, T, opts.act_quant);
+  be.linear(down, *a.gate, T, opts.act_quant);
   be.add(*a.x, *a.proj, T);
 }
 

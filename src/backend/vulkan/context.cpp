@@ -254,8 +254,15 @@ std::vector<VulkanHeap> Context::heaps() const {
 }
 
 const Pipeline& Context::pipeline(const PipelineDesc& desc) {
-  std::string key(desc.shader);
-  for (uint32_t v : desc.spec) key += cat(":", v);
+  // Looked up on every dispatch: built without streams ("name:v0:v1...").
+  std::string key;
+  key.reserve(desc.shader.size() + 11 * desc.spec.size());
+  key.append(desc.shader);
+  char digits[16];
+  for (uint32_t v : desc.spec) {
+    key += ':';
+    key.append(digits, std::to_chars(digits, digits + sizeof(digits), v).ptr);
+  }
   auto it = pipelines_.find(key);
   if (it == pipelines_.end()) {
     auto p = std::make_unique<Pipeline>(*this, key, shader_spirv(desc.shader), desc);

@@ -13,6 +13,11 @@ bool Profile::wanted() {
   return v && *v && std::string(v) != "0";
 }
 
+bool Profile::host_only() {
+  const char* v = std::getenv("TRIT_VK_PROFILE");
+  return v && std::string(v) == "host";
+}
+
 void Profile::add_command(const std::string& name, double ns) {
   Entry& e = commands_[name];
   ++e.count;

@@ -2,7 +2,7 @@
 // timestamp after every command; each command is charged the time since the previous one
 // (its own run plus any wait at the barrier before it), under its pipeline's name. Host time
 // spent recording and waiting for fences is counted too. The table is printed to stderr when
-// the context closes.
+// the context closes. TRIT_VK_PROFILE=host counts the host times alone.
 #pragma once
 
 #include <chrono>
@@ -20,6 +20,9 @@ class Profile {
 
   // True when TRIT_VK_PROFILE is set to anything but "" or "0".
   static bool wanted();
+  // TRIT_VK_PROFILE=host: host recording and waiting times only, no timestamps (submissions
+  // then go out in chunks as they do unprofiled).
+  static bool host_only();
 
   double ns_per_tick() const { return ns_; }
   void add_command(const std::string& name, double ns);

@@ -23,6 +23,7 @@ enum class SpecId : uint32_t {
   AttnChunk = 10,     // attention chunk C (keys per partial), e.g. 64 or 128
   MaxHeadDim = 11,    // attention: upper bound of head_dim (sizes shared memory)
   GemmKBlock = 12,    // gemm_f32: k values staged per barrier
+  NormVec = 13,       // rms_norm: 1 holds the row in registers (rms_norm_spec)
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };
@@ -121,7 +122,36 @@ struct AddPush {
   float alpha;
 };
 
+// matvec_ternary.comp: one token against up to four T2 weight pieces (decoding).
+struct MatvecTernaryPush {
+  uint32_t n_in;      // a multiple of 256
+  uint32_t segments;  // 1..4
+  uint32_t gated;     // nonzero: segments 0, 1 are gate and up; y_2 gets act(gate) * up
+  uint32_t add;       // nonzero: the outputs are added to binding 10 as well
+  float eps;          // the input norm's (matvec_norm_ternary)
+  uint32_t pad[3] = {0, 0, 0};
+  uint32_t rows[4];    // rows of each segment's piece
+  uint32_t r0[4];      // output column of each piece's first row
+  uint32_t group0[4];  // first workgroup of each segment
+  float d[4];          // uniform weight scales (nonzero)
+  float out_scale[4];
+};
+
+// rope_kv.comp: rope on q in place, rope(k) and v stored into cache rows pos0...
+struct RopeKvPush {
+  uint32_t n_tokens;
+  uint32_t n_head;
+  uint32_t n_head_kv;
+  uint32_t head_dim;
+  uint32_t rope_dim;
+  uint32_t pos0;
+  uint32_t tab_r0;
+  uint32_t tab_rows;
+};
+
 static_assert(sizeof(QuantizeActsPush) == 8);
+static_assert(sizeof(MatvecTernaryPush) == 112);
+static_assert(sizeof(RopeKvPush) == 32);
 static_assert(sizeof(MatmulTernaryPush) == 28);
 static_assert(sizeof(MatmulFloatPush) == 28);
 static_assert(sizeof(EmbeddingPush) == 16);

@@ -2,6 +2,8 @@
 #include "backend/vulkan/sequence.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 #include "backend/vulkan/context.h"
 #include "backend/vulkan/pipeline.h"
@@ -27,7 +29,15 @@ Sequence::Sequence(Context& ctx, bool profiled) : ctx_(ctx) {
   VkFenceCreateInfo fci{};
   fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
   check(vk.vkCreateFence(ctx.device(), &fci, nullptr, &fence_), "vkCreateFence");
-  if (profiled && ctx.profile()) {
+  if (const char* e = std::getenv("TRIT_VK_CHUNK")) {
+    unsigned first = 0, most = 0;
+    if (std::sscanf(e, "%u,%u", &first, &most) == 2 && first >= 1 && most >= first) {
+      first_chunk_ = first;
+      max_chunk_ = most;
+    }
+  }
+  host_profiled_ = profiled && ctx.profile();
+  if (host_profiled_ && !Profile::host_only()) {
     query_capacity_ = 16384;
     VkQueryPoolCreateInfo qi{};
     qi.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
@@ -79,8 +89,8 @@ void Sequence::begin_if_needed() {
   recording_ = true;
   chunk_commands_ = 0;
   since_barrier_.clear();  // the barrier below orders everything before it
+  if (host_profiled_ && chunk_ == 0) record_start_ns_ = host_ns();
   if (queries_ != VK_NULL_HANDLE && chunk_ == 0) {
-    record_start_ns_ = host_ns();
     ctx_.vk().vkCmdResetQueryPool(cmd_, queries_, 0, query_capacity_);
     ctx_.vk().vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries_, 0);
     stamped_.clear();
@@ -230,7 +240,7 @@ void Sequence::dispatch(const Pipeline& p, std::initializer_list<BufferRange> bi
 void Sequence::end_command() {
   // A profile keeps one chunk: between chunks the device waits for the host, and the wait
   // would be charged to the command after it.
-  if (++chunk_commands_ < kChunkCommands || queries_ != VK_NULL_HANDLE) return;
+  if (++chunk_commands_ < chunk_size() || queries_ != VK_NULL_HANDLE) return;
   // Hand the GPU what is recorded so far: it works while the host records the rest. The
   // barrier that starts the next chunk orders it after this one.
   check(ctx_.vk().vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
@@ -307,6 +317,7 @@ void Sequence::fill_zero(BufferRange dst) {
 void Sequence::submit_and_wait() {
   const Functions& vk = ctx_.vk();
   uint32_t first = 0;  // the first chunk to submit now
+  const bool fresh = !ended_;
   if (!ended_) {
     if (!recording_ && chunk_ == 0) return;  // nothing recorded
     // The last chunk (an empty one when everything went out already) carries the barrier that
@@ -333,6 +344,8 @@ void Sequence::submit_and_wait() {
         "vkWaitForFences after ", commands_, " commands");
   if (queries_ != VK_NULL_HANDLE) {
     collect_profile(submit_ns - record_start_ns_, host_ns() - submit_ns);
+  } else if (host_profiled_ && fresh) {
+    ctx_.profile()->add_submission(submit_ns - record_start_ns_, 0, host_ns() - submit_ns);
   }
 }
 

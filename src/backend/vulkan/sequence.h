@@ -10,6 +10,7 @@
 // here) and bind ranges no larger than the context's binding limit (checked).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -84,7 +85,16 @@ class Sequence {
   Context& ctx_;
   // The recording goes out in chunks of kChunkCommands commands, each in its own command
   // buffer, submitted as soon as it is full; submit_and_wait sends the last and waits.
+  // The first chunk is small, so that the device starts soon after the host (a decoding
+  // step's first chunk would otherwise keep it idle for 64 recordings); each next one doubles,
+  // up to kChunkCommands. TRIT_VK_CHUNK=<first>,<most> overrides (tuning).
+  static constexpr size_t kFirstChunk = 8;
   static constexpr size_t kChunkCommands = 64;
+  size_t chunk_size() const {
+    return std::min(first_chunk_ << std::min<size_t>(chunk_, 16), max_chunk_);
+  }
+  size_t first_chunk_ = kFirstChunk, max_chunk_ = kChunkCommands;
+  bool host_profiled_ = false;  // the context profiles and this sequence counts
   std::vector<VkCommandBuffer> cmds_;
   size_t chunk_ = 0;           // the chunk being recorded (chunks before it are submitted)
   size_t chunks_ = 0;          // chunks of the ended recording

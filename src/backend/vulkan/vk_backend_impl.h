@@ -98,7 +98,8 @@ class ScratchArena {
  public:
   ScratchArena(Context& ctx, std::string name, MemoryKind kind)
       : ctx_(ctx), name_(name), kind_(kind) {}
-  BufferRange alloc(uint64_t bytes);
+  // align: a larger alignment than the device's offset alignment (0: none).
+  BufferRange alloc(uint64_t bytes, uint64_t align = 0);
   void reset();
   uint64_t capacity() const;
 
@@ -125,6 +126,15 @@ std::vector<std::pair<uint64_t, uint64_t>> row_segments(const std::vector<RowsOf
                                                         uint64_t n, uint64_t max_rows);
 // The bytes of rows [r0, r1) of t, which must lie in one piece.
 BufferRange rows_range(const TiledTensor& t, uint64_t r0, uint64_t r1);
+
+// rms_norm.comp's specialization for rows of n values (every module of that source takes the
+// same, so that they sum alike): 256 invocations, the row held in registers when it fits.
+// `tag` (constant 1, unused by the shader) keeps pipelines with different read-only masks apart.
+inline std::vector<uint32_t> rms_norm_spec(uint64_t n, uint32_t tag = 0) {
+  constexpr uint32_t kWg = 256, kMaxUnits = 8;  // the shader's MAXU
+  const uint32_t vec = n % 4 == 0 && n <= 4 * kMaxUnits * kWg ? 1 : 0;
+  return {kWg, tag, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, vec};
+}
 
 // Checks a LoRA branch's tensors against a layer of n_in inputs and n_out outputs (errors
 // start with op); returns its rank (vk_ops_train_linear.cpp).
@@ -167,6 +177,8 @@ class VulkanBackend final : public Backend {
               bool act_quant) override;
   void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp, int64_t pos0) override;
   void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) override;
+  void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v, DeviceTensor& k_cache,
+                     DeviceTensor& v_cache, int64_t n, int64_t pos0, const HParams& hp) override;
   void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
                  const DeviceTensor& v_cache, int64_t n, int64_t pos0, const HParams& hp) override;
   void gated_act(DeviceTensor& out, const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
@@ -208,15 +220,17 @@ class VulkanBackend final : public Backend {
              const AdamWScalars& k, float grad_scale) override;
 
  private:
-  // The sequence, after recording a held-back rms_norm (every op records through it).
+  // The sequence, after recording a held-back op (every op records through it).
   Sequence& rec() {
     settle();
     return *seq_;
   }
-  // Records the held-back rms_norm, if any (vk_ops_elementwise.cpp).
+  // Records the held-back op, if any (vk_ops_decode.cpp).
   void settle();
+  // rms_norm; with residual, x += residual first (add_rms_norm).
   void record_rms_norm(VkTensor& y, const VkTensor& x, const float* g, uint64_t n, float eps,
-                       VkTensor* rstd);
+                       VkTensor* rstd, const VkTensor* residual = nullptr);
+  void record_add(VkTensor& y, const VkTensor& x, uint64_t n);
   // Submits what is queued, waits, and starts a new recording. The host arena is reset too
   // unless keep_host (head() copies its logits out of it first).
   void flush(bool keep_host = false);
@@ -280,10 +294,13 @@ class VulkanBackend final : public Backend {
   std::unique_ptr<Context> ctx_;
   std::unique_ptr<Sequence> seq_;
   MatmulConfig mm_;
-  uint64_t max_seg_rows_ = 0;         // group-count bound on the rows of one segment
-  ScratchArena act_scratch_;          // quantised activations, LoRA A x
-  ScratchArena attn_scratch_;         // attention partials
-  ScratchArena host_;                 // token ids, logits (host-visible)
+  uint64_t max_seg_rows_ = 0;  // group-count bound on the rows of one segment
+  ScratchArena act_scratch_;   // quantised activations, LoRA A x
+  ScratchArena attn_scratch_;  // attention partials
+  ScratchArena host_;          // token ids, logits (host-visible)
+  // The decoding matvec's activations: settle() may record it in the middle of another op's
+  // use of act_scratch_.
+  ScratchArena decode_scratch_;
   std::vector<TiledTensor> retired_;  // replaced while queued work may still use them
 
   std::unordered_map<const void*, std::unique_ptr<TernaryWeight>> ternary_;
@@ -309,8 +326,46 @@ class VulkanBackend final : public Backend {
     const float* g = nullptr;
     uint64_t n = 0;
     float eps = 0;
+    const VkTensor* residual = nullptr;  // a held-back add: x += residual first
   };
   PendingNorm pending_norm_;
+
+  // Decoding fusions (vk_ops_decode.cpp). At most one op is held back at a time: an add (y +=
+  // x, which the next rms_norm of y takes in), an rms_norm (above), or the bitlinears of a
+  // decoding step, which a gated_act (gate and up) or an add of their output (the residual
+  // after o and down) may join.
+  struct PendingAdd {
+    VkTensor* y = nullptr;
+    const VkTensor* x = nullptr;
+    uint64_t n = 0;
+  };
+  PendingAdd pending_add_;
+  struct PendingLinear {
+    LinearOp ops[3];
+    size_t n_ops = 0;
+    const VkTensor* x = nullptr;  // null: nothing held
+    PendingNorm norm;             // the norm whose output x is, if held back too
+  };
+  PendingLinear pending_linear_;
+  bool fuse_decode_ = false;     // subgroup arithmetic, and not TRIT_VK_DECODE_FUSION=0
+  uint32_t subgroup_size_ = 32;  // for matvec_ternary's rows per workgroup
+  // One token, int8 activations, at most three ternary layers of uniform scale without LoRA,
+  // every tensor in one piece at the token: the decoding matvec applies.
+  bool decode_matvec_applies(std::span<const LinearOp> ops, const VkTensor& x, int64_t n,
+                             bool act_quant);
+  // ops are a gate and an up layer (equal shapes and weight pieces, outputs apart from x and
+  // each other) that matvec_ternary's gated mode can take with the gated_act after them.
+  bool gate_up_pair(std::span<const LinearOp> ops, const VkTensor& x);
+  // Quantises rows [a, b) of x into q, qs: through the held-back norm when norm.y is set.
+  void quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, const PendingNorm& norm,
+                     BufferRange q, BufferRange qs);
+  // The decoding matvec of ops on x (one token), normalising x itself when norm allows;
+  // gated: ops are gate and up, and out gets act(gate) * up as well; add_to: the single op's
+  // output is added to it too.
+  void record_decode_linear(const PendingLinear& l, VkTensor* gated_out, Activation act,
+                            VkTensor* add_to);
+  // Whether t is read or written by a held-back op.
+  bool pending_uses(const VkTensor& t) const;
 
   TiledTensor rope_;  // (positions, rope_dim): cos then sin per row
   int64_t rope_dim_ = 0;

@@ -73,23 +73,32 @@ void VulkanBackend::rms_norm(DeviceTensor& y_t, const DeviceTensor& x_t, const f
       fail("rms_norm: rstd tensor '", rstd->name(), "' has ", rstd->cols(), " columns, not 1");
   }
   if (n == 0) return;
+  // A held-back add into x: the norm adds it on the way (add_rms_norm).
+  const VkTensor* residual = nullptr;
+  if (!rstd && pending_add_.y == &x && pending_add_.n == uint64_t(n) && pending_add_.x != &y) {
+    residual = pending_add_.x;
+    pending_add_ = {};
+  }
   settle();
   // Decoding: held back, so that a bitlinear reading y can quantise it in the same dispatch.
   if (!rstd && uint64_t(n) <= mm_.max_matvec_tokens) {
-    pending_norm_ = {&y, &x, g, uint64_t(n), eps};
+    pending_norm_ = {&y, &x, g, uint64_t(n), eps, residual};
     return;
   }
-  record_rms_norm(y, x, g, uint64_t(n), eps, rstd);
+  record_rms_norm(y, x, g, uint64_t(n), eps, rstd, residual);
 }
 
 void VulkanBackend::record_rms_norm(VkTensor& y, const VkTensor& x, const float* g, uint64_t n,
-                                    float eps, VkTensor* rstd) {
+                                    float eps, VkTensor* rstd, const VkTensor* residual) {
   const BufferRange gr = norm_weight(g, x.cols()).range(size_t(0));
   // Without rstd, binding 3 is not written (write_rstd = 0): bind g there and call it
   // read-only. The second spec value (unused by the shader) keeps the two layouts apart.
-  const Pipeline& p = rstd ? pipeline("rms_norm", 4, sizeof(RmsNormPush), {kWg, 1}, 0b0011)
-                           : pipeline("rms_norm", 4, sizeof(RmsNormPush), {kWg}, 0b1011);
+  const uint64_t cols = uint64_t(x.cols());
+  const Pipeline& p =
+      rstd ? pipeline("rms_norm", 4, sizeof(RmsNormPush), rms_norm_spec(cols, 1), 0b0011)
+           : pipeline("rms_norm", 4, sizeof(RmsNormPush), rms_norm_spec(cols), 0b1011);
   std::vector<RowsOf> touched = {{&x.tiles(), 0}, {&y.tiles(), 0}};
+  if (residual) touched.push_back({&residual->tiles(), 0});
   if (rstd) {
     touched.push_back({&rstd->tiles(), 0});
     act_scratch_.reset();  // for bind_rows
@@ -97,17 +106,19 @@ void VulkanBackend::record_rms_norm(VkTensor& y, const VkTensor& x, const float*
   for (const auto& [a, b] : row_segments(touched, n, max_seg_rows_)) {
     const RmsNormPush push{uint32_t(b - a), uint32_t(x.cols()), eps, rstd ? 1u : 0u};
     const BufferRange rr = rstd ? bind_rows(rstd->tiles(), a, b, false) : gr;
+    if (residual) {  // x is written: x + residual
+      const Pipeline& pa =
+          pipeline("add_rms_norm", 5, sizeof(RmsNormPush), rms_norm_spec(cols), 0b11010);
+      rec().dispatch(pa,
+                     {rows_range(x.tiles(), a, b), gr, rows_range(y.tiles(), a, b), rr,
+                      rows_range(residual->tiles(), a, b)},
+                     push, uint32_t(b - a));
+      continue;
+    }
     rec().dispatch(p, {rows_range(x.tiles(), a, b), gr, rows_range(y.tiles(), a, b), rr}, push,
                    uint32_t(b - a));
     if (rstd) unbind_rows(rr, rstd->tiles(), a, b);
   }
-}
-
-void VulkanBackend::settle() {
-  if (!pending_norm_.y) return;
-  const PendingNorm p = pending_norm_;
-  pending_norm_ = {};
-  record_rms_norm(*p.y, *p.x, p.g, p.n, p.eps, nullptr);
 }
 
 void VulkanBackend::gated_act(DeviceTensor& out_t, const DeviceTensor& gate_t,
@@ -121,6 +132,14 @@ void VulkanBackend::gated_act(DeviceTensor& out_t, const DeviceTensor& gate_t,
   check_same_cols(gate, up, "gated_act");
   check_same_cols(gate, out, "gated_act");
   if (n == 0) return;
+  const PendingLinear& held = pending_linear_;
+  if (held.x && held.n_ops == 2 && held.ops[0].y == &gate && held.ops[1].y == &up && n == 1 &&
+      out.tiles().runs(0, 1).size() == 1 && gate_up_pair({held.ops, 2}, *held.x)) {
+    const PendingLinear l = held;
+    pending_linear_ = {};
+    record_decode_linear(l, &out, act, nullptr);
+    return;
+  }
   const uint32_t kind =
       uint32_t(act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
   const Pipeline& p =
@@ -142,9 +161,26 @@ void VulkanBackend::add(DeviceTensor& y_t, const DeviceTensor& x_t, int64_t n) {
   check_n(y, n, "add");
   check_same_cols(x, y, "add");
   if (n == 0) return;
+  // The held bitlinear whose output x is (o, down): it adds its output to y itself.
+  const PendingLinear& held = pending_linear_;
+  if (held.x && held.n_ops == 1 && held.ops[0].y == &x && n == 1 && &y != held.x &&
+      &y != held.norm.x && &y != held.norm.residual && y.tiles().runs(0, 1).size() == 1) {
+    const PendingLinear l = held;
+    pending_linear_ = {};
+    record_decode_linear(l, nullptr, Activation::Relu2, &y);
+    return;
+  }
+  settle();
+  if (fuse_decode_ && uint64_t(n) <= mm_.max_matvec_tokens) {  // the next rms_norm may take it
+    pending_add_ = {&y, &x, uint64_t(n)};
+    return;
+  }
+  record_add(y, x, uint64_t(n));
+}
+
+void VulkanBackend::record_add(VkTensor& y, const VkTensor& x, uint64_t n) {
   const Pipeline& p = pipeline("add", 2, sizeof(AddPush), {kWg}, 0b01);
-  for (const auto& [a, b] :
-       row_segments({{&x.tiles(), 0}, {&y.tiles(), 0}}, uint64_t(n), max_seg_rows_)) {
+  for (const auto& [a, b] : row_segments({{&x.tiles(), 0}, {&y.tiles(), 0}}, n, max_seg_rows_)) {
     const uint64_t count = (b - a) * uint64_t(y.cols());
     dispatch_flat(p, {rows_range(x.tiles(), a, b), rows_range(y.tiles(), a, b)},
                   AddPush{uint32_t(count), 1.0f}, ceil_div(count, kWg));

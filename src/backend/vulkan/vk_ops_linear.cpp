@@ -15,7 +15,6 @@
 namespace trit::vk {
 namespace {
 
-constexpr uint32_t kNormWg = 128;       // rms_norm_quant: rms_norm's workgroup (same sums)
 constexpr uint32_t kReadAll3 = 0b111;   // bindings 0..2 read-only
 constexpr uint32_t kReadAll4 = 0b1111;  // bindings 0..3 read-only
 
@@ -168,14 +167,24 @@ void VulkanBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt
     touched.push_back({&j.y->tiles(), 0});
     jobs.push_back(j);
   }
-  const bool dot = ctx_->caps().enabled.integer_dot_product;
   // x is the output of a held-back rms_norm: one dispatch normalises and quantises it.
   PendingNorm norm;
   if (quantise && pending_norm_.y == &x && pending_norm_.n == uint64_t(n)) {
     norm = pending_norm_;
     pending_norm_ = {};
     touched.push_back({&norm.x->tiles(), 0});
+    if (norm.residual) touched.push_back({&norm.residual->tiles(), 0});
   }
+  if (decode_matvec_applies(ops, x, n, act_quant)) {
+    settle();  // anything else held back goes first
+    // Held: a gated_act or an add of the output may join it (vk_ops_decode.cpp).
+    pending_linear_ = {};
+    for (const LinearOp& op : ops) pending_linear_.ops[pending_linear_.n_ops++] = op;
+    pending_linear_.x = &x;
+    pending_linear_.norm = norm;
+    return;
+  }
+  const bool dot = ctx_->caps().enabled.integer_dot_product;
   act_scratch_.reset();
   for (const auto& [a, b] : row_segments(touched, uint64_t(n), max_seg_rows_)) {
     const uint64_t rows = b - a;
@@ -184,16 +193,7 @@ void VulkanBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt
     if (quantise) {
       q = act_scratch_.alloc(rows * uint64_t(n_in));
       qs = act_scratch_.alloc(rows * 4);
-    }
-    if (norm.y) {
-      const BufferRange gr = norm_weight(norm.g, n_in).range(size_t(0));
-      const Pipeline& p = pipeline("rms_norm_quant", 6, sizeof(RmsNormPush), {kNormWg}, 0b001011);
-      rec().dispatch(p, {rows_range(norm.x->tiles(), a, b), gr, xr, gr, q, qs},
-                     RmsNormPush{uint32_t(rows), uint32_t(n_in), norm.eps, 0u}, uint32_t(rows));
-    } else if (quantise) {
-      const Pipeline& p = pipeline("quantize_acts", 3, sizeof(QuantizeActsPush), {128}, 0b001);
-      rec().dispatch(p, {xr, q, qs}, QuantizeActsPush{uint32_t(rows), uint32_t(n_in)},
-                     uint32_t(rows));
+      quantize_rows(x, a, b, norm, q, qs);
     }
     for (const Job& j : jobs) {
       const LinearWeight& w = *j.op->w;

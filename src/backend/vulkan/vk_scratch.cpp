@@ -35,15 +35,18 @@ std::string heap_summary(const Context& ctx) {
 
 }  // namespace
 
-BufferRange ScratchArena::alloc(uint64_t bytes) {
+BufferRange ScratchArena::alloc(uint64_t bytes, uint64_t min_align) {
   const uint64_t limit = ctx_.binding_limit();
   bytes = align_up(std::max<uint64_t>(bytes, 4), 4);
   if (bytes > limit) {
     fail("vulkan: scratch '", name_, "': ", bytes,
          " bytes requested, more than the binding limit of ", limit, " bytes");
   }
-  const uint64_t align =
+  const uint64_t device_align =
       std::max<uint64_t>(ctx_.caps().info.min_storage_buffer_offset_alignment, 4);
+  // Offsets stay multiples of the device's alignment: align up to a common multiple.
+  const uint64_t align =
+      min_align > device_align && min_align % device_align == 0 ? min_align : device_align;
   for (; current_ < blocks_.size(); ++current_) {
     Block& b = blocks_[current_];
     const uint64_t off = align_up(b.used, align);

@@ -87,9 +87,18 @@ VulkanBackend::VulkanBackend(const VulkanRequest& request)
       mm_(matmul_config(ctx_->caps())),
       act_scratch_(*ctx_, "activations", MemoryKind::Device),
       attn_scratch_(*ctx_, "attention", MemoryKind::Device),
-      host_(*ctx_, "host", MemoryKind::Host) {
-  const uint32_t* max = ctx_->caps().info.max_compute_work_group_count;
+      host_(*ctx_, "host", MemoryKind::Host),
+      decode_scratch_(*ctx_, "decoding", MemoryKind::Device) {
+  const DeviceCaps& caps = ctx_->caps();
+  const uint32_t* max = caps.info.max_compute_work_group_count;
   max_seg_rows_ = std::min({max[0], max[1], max[2]});
+  // Decoding fusions: matvec_ternary sums with subgroupAdd. TRIT_VK_DECODE_FUSION=0 turns them
+  // off (the tests compare both ways; a tuning aid).
+  const uint32_t needed = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
+  const char* fusion = std::getenv("TRIT_VK_DECODE_FUSION");
+  fuse_decode_ =
+      (caps.info.subgroup_operations & needed) == needed && !(fusion && std::string(fusion) == "0");
+  if (caps.info.subgroup_size > 0) subgroup_size_ = caps.info.subgroup_size;
 }
 
 VulkanBackend::~VulkanBackend() {
@@ -130,11 +139,13 @@ VkTensor::~VkTensor() {
 }
 
 void VulkanBackend::retire(VkTensor& t) {
-  if (pending_norm_.y && (pending_norm_.y == &t || pending_norm_.x == &t)) {
+  if (pending_uses(t)) {
     try {
       settle();  // it reads or writes the tensor going away
     } catch (...) {
+      pending_add_ = {};
       pending_norm_ = {};
+      pending_linear_ = {};
     }
   }
   if (seq_->commands() > 0) retired_.push_back(std::move(t.tiles()));

@@ -12,7 +12,8 @@
 // The specialization-constant ids are shared by all shaders (push_constants.h, enum SpecId):
 //   0 workgroup size, 1 matmul path, 2 rows per workgroup (matvec), 3 tokens per workgroup
 //   (matvec), 4 tile rows, 5 tile tokens, 6 rows per thread, 7 tokens per thread,
-//   8 float weight type, 9 activation kind, 10 attention chunk, 11 max head_dim, 12 gemm k block.
+//   8 float weight type, 9 activation kind, 10 attention chunk, 11 max head_dim, 12 gemm k block,
+//   13 rms_norm row in registers.
 #ifndef TRIT_COMMON_GLSL
 #define TRIT_COMMON_GLSL
 
@@ -29,6 +30,7 @@
 #define SPEC_ATTN_CHUNK 10
 #define SPEC_MAX_HEAD_DIM 11
 #define SPEC_GEMM_KB 12
+#define SPEC_NORM_VEC 13
 
 // Float weight types as the shaders number them (push_constants.h, enum FloatWeightType).
 #define WTYPE_F32 0u
@@ -134,6 +136,34 @@ uint trits4(uint word, int g) {
   uint t = c | (c << 6);                                  // c1 reaches bit 8
   uint u = (t | (t << 12)) & 0x03030303u;                 // c2 -> bit 16, c3 -> bit 24
   return ((u | 0x80808080u) - 0x01010101u) ^ 0x80808080u;  // bytes c - 1, no borrow between
+}
+
+// int8 quantisation of v with scale s as the CPU's quantize_acts does it (NaN ends at -128).
+int quantize_i8(float v, float s) {
+  float y = v * s;
+  y = y > -128.0 ? y : -128.0;
+  y = y < 127.0 ? y : 127.0;
+  return int(roundEven(y));
+}
+
+// Four values quantised with scale s, packed little-endian into one word.
+uint pack4_i8(float a, float b, float c, float d, float s) {
+  return (uint(quantize_i8(a, s)) & 0xFFu) | ((uint(quantize_i8(b, s)) & 0xFFu) << 8) |
+         ((uint(quantize_i8(c, s)) & 0xFFu) << 16) | ((uint(quantize_i8(d, s)) & 0xFFu) << 24);
+}
+
+// act(g) * u of a gated feed-forward (kind: GatedActKind, 0 relu^2, 1 silu). gated_act.comp and
+// the fused gate/up matvec both compute it here, so their bits agree.
+float gated_value(uint kind, float g, float u) {
+  precise float a;
+  if (kind == 0u) {
+    float r = g > 0.0 ? g : 0.0;
+    a = r * r;
+  } else {
+    a = g / (1.0 + exp(-g));
+  }
+  precise float prod = a * u;
+  return prod;
 }
 
 #endif  // TRIT_COMMON_GLSL

@@ -30,14 +30,5 @@ layout(push_constant) uniform Push {
 void main() {
   uint i = group_x_y() * WG_SIZE + gl_LocalInvocationID.x;
   if (i >= pc.n) return;
-  float g = gate[i];
-  float u = up[i];
-  precise float a;
-  if (ACTIVATION == 0u) {
-    float r = g > 0.0 ? g : 0.0;
-    a = r * r;
-  } else {
-    a = g / (1.0 + exp(-g));
-  }
-  out_[i] = a * u;
+  out_[i] = gated_value(ACTIVATION, gate[i], up[i]);
 }

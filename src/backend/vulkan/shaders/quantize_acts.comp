@@ -29,13 +29,6 @@ layout(push_constant) uniform Push {
 
 shared float red[WG_SIZE];
 
-int quantize(float v, float s) {
-  float y = v * s;
-  y = y > -128.0 ? y : -128.0;  // the CPU's comparisons: NaN ends at -128
-  y = y < 127.0 ? y : 127.0;
-  return int(roundEven(y));
-}
-
 void main() {
   uint t = gl_WorkGroupID.x;
   if (t >= pc.n_tokens) return;
@@ -63,10 +56,6 @@ void main() {
   uint words = pc.n / 4;
   for (uint w = tid; w < words; w += WG_SIZE) {
     uint e = base + 4 * w;
-    uint b0 = uint(quantize(x[e], sc)) & 0xFFu;
-    uint b1 = uint(quantize(x[e + 1], sc)) & 0xFFu;
-    uint b2 = uint(quantize(x[e + 2], sc)) & 0xFFu;
-    uint b3 = uint(quantize(x[e + 3], sc)) & 0xFFu;
-    q[t * words + w] = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
+    q[t * words + w] = pack4_i8(x[e], x[e + 1], x[e + 2], x[e + 3], sc);
   }
 }

@@ -1,0 +1,200 @@
+#version 450
+// matvec_ternary: the decoding bitlinear, one token against up to four T2 weight pieces that
+// share its int8 activations (q, k and v of a block; gate and up), each subgroup taking one
+// output row at a time and adding its lanes' exact int32 partial sums with subgroupAdd (an
+// integer sum: any order gives the same value). Per row (uniform scale d only):
+//   y_s[r0_s + r] = div_rn(d_s * float(isum), qscale) * out_scale_s
+// the expression matmul_ternary.comp's matvec path stores, so the results are its bits (and
+// the CPU's). Gated (gated != 0; segments 0 and 1 are the gate and up pieces, of equal rows and
+// r0): each row computes both sums, writes both outputs to y_0 and y_1 and
+// y_2[r0_0 + r] = gated_value(ACTIVATION, gate, up), gated_act.comp's value of the two.
+//
+// Residual (add != 0, not gated): xo[r0_s + r] = xo[r0_s + r] + y, add.comp's sum.
+// Normalising (-DNORM=1, modules matvec_norm_ternary[_dot]): the input is an f32 row nx that
+// every workgroup normalises (rms_norm with weight ng and eps, norm_row.glsl: rms_norm.comp's
+// bits) and quantises into shared memory (rms_norm_quant's bits) before its rows; workgroup 0
+// also writes the normalised row to nh. nh must not be nx: other workgroups still read nx.
+//
+// Bindings (set 0):
+//   0..3 w_s    uvec4[rows_s * n_in / 64]  T2 codes of segment s's weight piece     (read)
+//   4    q      uvec4[n_in / 16]           the token's int8 activations, 16 a uvec4 (read;
+//                                          unused with NORM)
+//   5    qscale float[1]                   its activation scale            (read; as q)
+//   6..9 y_s    float[]                    segment s's output row (columns r0_s..)  (write)
+//   10   xo     float[]                    the residual row added to when add != 0  (read/write)
+//   NORM: 11 nx float[n_in] (read), 12 ng float[n_in] (read), 13 nh float[n_in] (write)
+// Unused segments' bindings (and xo without add) may repeat any buffer.
+// Push constants: MatvecTernaryPush { n_in, segments, gated, add, eps, pad[3], rows[4], r0[4],
+//   group0[4], d[4], out_scale[4] }; n_in a multiple of 256, d_s != 0; NORM: n_in <= 32 * WG.
+// Spec constants: 0 workgroup size (NORM: rms_norm_spec's, 256), 2 ROWS output rows per
+//   workgroup (per segment; a segment starts a workgroup), 9 activation (gated).
+// Needs subgroup arithmetic (Vulkan 1.1 subgroup operations basic + arithmetic in compute).
+// Dispatch: group0[segments - 1] + ceil(rows_last / ROWS) workgroups, split over x and z when
+//   more than maxComputeWorkGroupCount[0]. group0[0] = 0, group0[s + 1] = group0[s] +
+//   ceil(rows_s / ROWS).
+// Variants: plain, and -DINT_DOT=1 (OpSDotKHR, needs shaderIntegerDotProduct).
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#include "common.glsl"
+
+layout(local_size_x_id = SPEC_WG_SIZE) in;
+layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 128;
+layout(constant_id = SPEC_MV_ROWS) const uint ROWS = 4;
+layout(constant_id = SPEC_ACTIVATION) const uint ACTIVATION = 0;
+
+layout(std430, set = 0, binding = 0) readonly buffer W0 { uvec4 w0[]; };
+layout(std430, set = 0, binding = 1) readonly buffer W1 { uvec4 w1[]; };
+layout(std430, set = 0, binding = 2) readonly buffer W2 { uvec4 w2[]; };
+layout(std430, set = 0, binding = 3) readonly buffer W3 { uvec4 w3[]; };
+layout(std430, set = 0, binding = 4) readonly buffer Q { uvec4 q[]; };
+layout(std430, set = 0, binding = 5) readonly buffer QScale { float qscale[]; };
+layout(std430, set = 0, binding = 6) writeonly buffer Y0 { float y0[]; };
+layout(std430, set = 0, binding = 7) writeonly buffer Y1 { float y1[]; };
+layout(std430, set = 0, binding = 8) writeonly buffer Y2 { float y2[]; };
+layout(std430, set = 0, binding = 9) writeonly buffer Y3 { float y3[]; };
+layout(std430, set = 0, binding = 10) buffer XO { float xo[]; };
+#ifndef NORM
+#define NORM 0
+#endif
+#if NORM
+layout(std430, set = 0, binding = 11) readonly buffer NX { float nx[]; };
+layout(std430, set = 0, binding = 12) readonly buffer NG { float ng[]; };
+layout(std430, set = 0, binding = 13) writeonly buffer NH { float nh[]; };
+#endif
+
+layout(push_constant) uniform Push {
+  uint n_in;
+  uint segments;
+  uint gated;
+  uint add;
+  float eps;
+  uint pad0;
+  uint pad1;
+  uint pad2;
+  uvec4 rows;
+  uvec4 r0;
+  uvec4 group0;
+  vec4 d;
+  vec4 out_scale;
+} pc;
+
+// s is uniform over the workgroup, so these branches are too.
+uvec4 code_words(uint s, uint i) {
+  return s == 0u ? w0[i] : s == 1u ? w1[i] : s == 2u ? w2[i] : w3[i];
+}
+
+void store(uint s, uint i, float v) {
+  if (s == 0u) {
+    y0[i] = v;
+  } else if (s == 1u) {
+    y1[i] = v;
+  } else if (s == 2u) {
+    y2[i] = v;
+  } else {
+    y3[i] = v;
+  }
+}
+
+int dot16(uint word, uvec4 qv) {
+  return dot4(trits4(word, 0), qv.x) + dot4(trits4(word, 1), qv.y) + dot4(trits4(word, 2), qv.z) +
+         dot4(trits4(word, 3), qv.w);
+}
+
+#if NORM
+#define NORM_X nx
+#define NORM_G ng
+#include "norm_row.glsl"
+shared uint qsh[NORM_E / 4 * WG_SIZE];  // the quantised row, 4 values a word
+uvec4 qv(uint i) {
+  return uvec4(qsh[4 * i], qsh[4 * i + 1], qsh[4 * i + 2], qsh[4 * i + 3]);
+}
+#else
+uvec4 qv(uint i) {
+  return q[i];
+}
+#endif
+
+// The 64 weights of 4 code words against activations 64k..64k+63.
+int dot64(uvec4 words, uint k) {
+  return dot16(words.x, qv(4 * k)) + dot16(words.y, qv(4 * k + 1)) + dot16(words.z, qv(4 * k + 2)) +
+         dot16(words.w, qv(4 * k + 3));
+}
+
+// The output of segment s for the integer sum isum (matmul_ternary's store()).
+// Every step is `precise`: the value must not be reassociated with what uses it (gated_value).
+float output_value(uint s, int isum, float qs) {
+  precise float p = pc.d[s] * float(isum);
+  precise float v = div_rn(p, qs) * pc.out_scale[s];
+  return v;
+}
+
+void main() {
+  uint group = group_x_z();
+  uint s = 0u;
+  for (uint i = 1u; i < pc.segments; ++i) {
+    if (group >= pc.group0[i]) s = i;
+  }
+  uint row_base = (group - pc.group0[s]) * ROWS;
+  if (s >= pc.segments || row_base >= pc.rows[s]) return;
+  uint n_vec = pc.n_in / 64;  // uvec4s of codes a row
+  uint lane = gl_SubgroupInvocationID;
+#if NORM
+  float qs;
+  {
+    uint tid = gl_LocalInvocationID.x;
+    uint units = pc.n_in / 4;
+    float v[NORM_E];
+    float gv[NORM_E];
+    norm_load(0, pc.n_in, v, gv);
+    float r = norm_rstd(v, pc.n_in, pc.eps);
+    float m = wg_max(norm_apply(v, gv, r));
+    qs = div_rn(127.0, m > 1e-5 ? m : 1e-5);
+    for (uint k = 0; k < NORM_MAXU; ++k) {
+      uint u = tid + k * WG_SIZE;
+      if (u < units) {
+        qsh[u] = pack4_i8(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3], qs);
+        if (group == 0u) {
+          for (uint j = 0; j < 4; ++j) nh[4 * u + j] = v[4 * k + j];
+        }
+      }
+    }
+    barrier();
+  }
+#else
+  float qs = qscale[0];
+#endif
+  for (uint rr = gl_SubgroupID; rr < ROWS; rr += gl_NumSubgroups) {
+    uint row = row_base + rr;
+    if (row >= pc.rows[s]) break;
+    uint base = row * n_vec;
+    if (pc.gated == 0u) {
+      int acc = 0;
+      for (uint k = lane; k < n_vec; k += gl_SubgroupSize) acc += dot64(code_words(s, base + k), k);
+      int isum = subgroupAdd(acc);
+      if (subgroupElect()) {
+        float v = output_value(s, isum, qs);
+        store(s, pc.r0[s] + row, v);
+        if (pc.add != 0u) {
+          precise float sum = xo[pc.r0[s] + row] + v;
+          xo[pc.r0[s] + row] = sum;
+        }
+      }
+    } else {
+      int acc_g = 0, acc_u = 0;
+      for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
+        acc_g += dot64(w0[base + k], k);
+        acc_u += dot64(w1[base + k], k);
+      }
+      int sum_g = subgroupAdd(acc_g);
+      int sum_u = subgroupAdd(acc_u);
+      if (subgroupElect()) {
+        float g = output_value(0u, sum_g, qs);
+        float u = output_value(1u, sum_u, qs);
+        y0[pc.r0[0] + row] = g;
+        y1[pc.r0[0] + row] = u;
+        y2[pc.r0[0] + row] = gated_value(ACTIVATION, g, u);
+      }
+    }
+  }
+}
