@@ -18,8 +18,13 @@ namespace {
 
 constexpr uint32_t kGemmWg = 256;  // gemm_f32: a 16 x 16 tile of C per workgroup
 constexpr uint32_t kGemmTile = 16;
-constexpr uint32_t kTransWg = 256;  // matmul_transposed: 64 columns x 16 tokens
-constexpr uint32_t kTransCols = 64, kTransTokens = 16;
+// matmul_transposed: 64 columns x 8 * tpt tokens a workgroup, 4 columns x tpt tokens an
+// invocation; tpt = 4 (fewer shared loads a product) where that still makes kTransManyGroups
+// workgroups, else 2: a 128-token step of a 1B model (n_in 2048) then runs 256 workgroups of
+// 64 x 16 rather than 128 of 64 x 32, fewer than the SMs of a large GPU.
+constexpr uint32_t kTransWg = 128;
+constexpr uint32_t kTransCols = 64, kTransTokenRuns = 8;  // 16 x 8 invocations
+constexpr uint64_t kTransManyGroups = 256;
 constexpr uint32_t kWg = 128;  // dropout
 
 uint64_t ceil_div(uint64_t a, uint64_t b) {
@@ -145,10 +150,12 @@ void VulkanBackend::transposed_product(const TernaryWeight* t, const FloatWeight
   const size_t pieces = w.pieces();
   // Several pieces sum through an accumulator tile, in piece (row) order.
   const BufferRange acc = pieces > 1 ? act_scratch_.alloc(rows * n_in * 4) : dx;
-  const Pipeline& p =
-      t ? pipeline("matmul_ternary_t", 5, sizeof(MatmulTransposedPush), {kTransWg}, 0b00111)
-        : pipeline("matmul_float_t", 5, sizeof(MatmulTransposedPush),
-                   {kTransWg, 0, 0, 0, 0, 0, 0, 0, uint32_t(f->type)}, 0b00111);
+  const uint64_t col_groups = ceil_div(n_in, kTransCols);
+  const uint32_t tpt = col_groups * ceil_div(rows, kTransTokenRuns * 4) >= kTransManyGroups ? 4 : 2;
+  const Pipeline& p = t ? pipeline("matmul_ternary_t", 5, sizeof(MatmulTransposedPush),
+                                   {kTransWg, 0, 0, 0, 0, 0, 0, tpt}, 0b00111)
+                        : pipeline("matmul_float_t", 5, sizeof(MatmulTransposedPush),
+                                   {kTransWg, 0, 0, 0, 0, 0, 0, tpt, uint32_t(f->type)}, 0b00111);
   for (size_t i = 0; i < pieces; ++i) {
     const TiledTensor::Piece& piece = w.piece(i);
     // Float rows: the whole buffer (q8_0 rows need not end on a word).
@@ -158,8 +165,8 @@ void VulkanBackend::transposed_product(const TernaryWeight* t, const FloatWeight
         uint32_t(n_in), uint32_t(piece.rows()), uint32_t(piece.row0),
         uint32_t(rows), uint32_t(dy_stride),    t ? t->d : 0.0f,
         scale,          i == 0 ? 1u : 0u,       i + 1 == pieces ? 1u : 0u};
-    dispatch_rows(p, {wr, dblk, dy, acc, dx}, push, ceil_div(n_in, kTransCols),
-                  ceil_div(rows, kTransTokens));
+    dispatch_rows(p, {wr, dblk, dy, acc, dx}, push, col_groups,
+                  ceil_div(rows, kTransTokenRuns * tpt));
   }
 }
 
