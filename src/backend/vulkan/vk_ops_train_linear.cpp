@@ -16,8 +16,8 @@
 namespace trit::vk {
 namespace {
 
-constexpr uint32_t kGemmWg = 256;  // gemm_f32: a 16 x 16 tile of C per workgroup
-constexpr uint32_t kGemmTile = 16;
+// gemm_f32: a tile of 64 elements of C per workgroup (one an invocation), shaped to C.
+constexpr uint32_t kGemmWg = 64;
 // matmul_transposed: 64 columns x 8 * tpt tokens a workgroup, 4 columns x tpt tokens an
 // invocation; tpt = 4 (fewer shared loads a product) where that still makes kTransManyGroups
 // workgroups, else 2: a 128-token step of a 1B model (n_in 2048) then runs 256 workgroups of
@@ -68,10 +68,16 @@ int64_t check_lora_branch(const LoraBranch& br, int64_t n_in, int64_t n_out, con
 }
 
 void VulkanBackend::gemm(BufferRange a, BufferRange b, BufferRange c, const GemmF32Push& p) {
-  const uint32_t kb = p.k >= 64 ? 64 : 16;
+  // Tiles of 64 leave many workgroups where C is small: a rank-8 product over 128 tokens whose
+  // k runs over n_in or n_out (one long chain of adds an element) spreads over 16 of them.
+  // A thin C (the rank on one side) takes a thin tile, so that no invocation idles.
+  const uint32_t tj = p.n <= 4 ? 4 : p.m <= 4 ? 16 : 8, ti = kGemmWg / tj;
+  // k values staged per barrier: 128 where k runs over the tokens or over thousands, 16 for a
+  // short k (the rank), whose staging would be mostly padding.
+  const uint32_t kb = p.k >= 128 ? 128 : 16;
   const Pipeline& pl = pipeline("gemm_f32", 3, sizeof(GemmF32Push),
-                                {kGemmWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, kb}, 0b011);
-  dispatch_rows(pl, {a, b, c}, p, ceil_div(p.m, kGemmTile), ceil_div(p.n, kGemmTile));
+                                {kGemmWg, 0, 0, 0, ti, tj, 0, 0, 0, 0, 0, 0, kb}, 0b011);
+  dispatch_rows(pl, {a, b, c}, p, ceil_div(p.m, ti), ceil_div(p.n, tj));
 }
 
 void VulkanBackend::lora_forward_rows(const LoraBranch& br, BufferRange xd, BufferRange ax,
