@@ -14,10 +14,10 @@ enum class SpecId : uint32_t {
   MatmulPath = 1,     // MatmulPath below
   MvRows = 2,         // matvec: output rows per workgroup
   MvTokens = 3,       // matvec: tokens per workgroup
-  TileM = 4,          // tiled: output rows per workgroup
-  TileN = 5,          // tiled: tokens per workgroup
+  TileM = 4,          // tiled: output rows per workgroup; gemm_f32: rows of the C tile
+  TileN = 5,          // tiled: tokens per workgroup; gemm_f32: columns of the C tile
   ThreadM = 6,        // tiled: rows per thread; (TileM / ThreadM) * (TileN / ThreadN) == WG
-  ThreadN = 7,        // tiled: tokens per thread
+  ThreadN = 7,        // tiled, matmul_transposed: tokens per thread
   WeightType = 8,     // FloatWeightType below (matmul_float, embedding)
   Activation = 9,     // GatedActKind below
   AttnChunk = 10,     // attention chunk C (keys per partial), e.g. 64 or 128

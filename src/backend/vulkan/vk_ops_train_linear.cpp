@@ -16,10 +16,15 @@
 namespace trit::vk {
 namespace {
 
-constexpr uint32_t kGemmWg = 256;  // gemm_f32: a 16 x 16 tile of C per workgroup
-constexpr uint32_t kGemmTile = 16;
-constexpr uint32_t kTransWg = 256;  // matmul_transposed: 64 columns x 16 tokens
-constexpr uint32_t kTransCols = 64, kTransTokens = 16;
+// gemm_f32: a tile of 64 elements of C per workgroup (one an invocation), shaped to C.
+constexpr uint32_t kGemmWg = 64;
+// matmul_transposed: 64 columns x 8 * tpt tokens a workgroup, 4 columns x tpt tokens an
+// invocation; tpt = 4 (fewer shared loads a product) where that still makes kTransManyGroups
+// workgroups, else 2: a 128-token step of a 1B model (n_in 2048) then runs 256 workgroups of
+// 64 x 16 rather than 128 of 64 x 32, fewer than the SMs of a large GPU.
+constexpr uint32_t kTransWg = 128;
+constexpr uint32_t kTransCols = 64, kTransTokenRuns = 8;  // 16 x 8 invocations
+constexpr uint64_t kTransManyGroups = 256;
 constexpr uint32_t kWg = 128;  // dropout
 
 uint64_t ceil_div(uint64_t a, uint64_t b) {
@@ -63,10 +68,16 @@ int64_t check_lora_branch(const LoraBranch& br, int64_t n_in, int64_t n_out, con
 }
 
 void VulkanBackend::gemm(BufferRange a, BufferRange b, BufferRange c, const GemmF32Push& p) {
-  const uint32_t kb = p.k >= 64 ? 64 : 16;
+  // Tiles of 64 leave many workgroups where C is small: a rank-8 product over 128 tokens whose
+  // k runs over n_in or n_out (one long chain of adds an element) spreads over 16 of them.
+  // A thin C (the rank on one side) takes a thin tile, so that no invocation idles.
+  const uint32_t tj = p.n <= 4 ? 4 : p.m <= 4 ? 16 : 8, ti = kGemmWg / tj;
+  // k values staged per barrier: 128 where k runs over the tokens or over thousands, 16 for a
+  // short k (the rank), whose staging would be mostly padding.
+  const uint32_t kb = p.k >= 128 ? 128 : 16;
   const Pipeline& pl = pipeline("gemm_f32", 3, sizeof(GemmF32Push),
-                                {kGemmWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, kb}, 0b011);
-  dispatch_rows(pl, {a, b, c}, p, ceil_div(p.m, kGemmTile), ceil_div(p.n, kGemmTile));
+                                {kGemmWg, 0, 0, 0, ti, tj, 0, 0, 0, 0, 0, 0, kb}, 0b011);
+  dispatch_rows(pl, {a, b, c}, p, ceil_div(p.m, ti), ceil_div(p.n, tj));
 }
 
 void VulkanBackend::lora_forward_rows(const LoraBranch& br, BufferRange xd, BufferRange ax,
@@ -145,10 +156,12 @@ void VulkanBackend::transposed_product(const TernaryWeight* t, const FloatWeight
   const size_t pieces = w.pieces();
   // Several pieces sum through an accumulator tile, in piece (row) order.
   const BufferRange acc = pieces > 1 ? act_scratch_.alloc(rows * n_in * 4) : dx;
-  const Pipeline& p =
-      t ? pipeline("matmul_ternary_t", 5, sizeof(MatmulTransposedPush), {kTransWg}, 0b00111)
-        : pipeline("matmul_float_t", 5, sizeof(MatmulTransposedPush),
-                   {kTransWg, 0, 0, 0, 0, 0, 0, 0, uint32_t(f->type)}, 0b00111);
+  const uint64_t col_groups = ceil_div(n_in, kTransCols);
+  const uint32_t tpt = col_groups * ceil_div(rows, kTransTokenRuns * 4) >= kTransManyGroups ? 4 : 2;
+  const Pipeline& p = t ? pipeline("matmul_ternary_t", 5, sizeof(MatmulTransposedPush),
+                                   {kTransWg, 0, 0, 0, 0, 0, 0, tpt}, 0b00111)
+                        : pipeline("matmul_float_t", 5, sizeof(MatmulTransposedPush),
+                                   {kTransWg, 0, 0, 0, 0, 0, 0, tpt, uint32_t(f->type)}, 0b00111);
   for (size_t i = 0; i < pieces; ++i) {
     const TiledTensor::Piece& piece = w.piece(i);
     // Float rows: the whole buffer (q8_0 rows need not end on a word).
@@ -158,8 +171,8 @@ void VulkanBackend::transposed_product(const TernaryWeight* t, const FloatWeight
         uint32_t(n_in), uint32_t(piece.rows()), uint32_t(piece.row0),
         uint32_t(rows), uint32_t(dy_stride),    t ? t->d : 0.0f,
         scale,          i == 0 ? 1u : 0u,       i + 1 == pieces ? 1u : 0u};
-    dispatch_rows(p, {wr, dblk, dy, acc, dx}, push, ceil_div(n_in, kTransCols),
-                  ceil_div(rows, kTransTokens));
+    dispatch_rows(p, {wr, dblk, dy, acc, dx}, push, col_groups,
+                  ceil_div(rows, kTransTokenRuns * tpt));
   }
 }
 

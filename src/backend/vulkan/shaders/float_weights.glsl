@@ -1,5 +1,5 @@
 // Reading float weight rows (f32, f16, bf16, q8_0) out of a uint-word buffer, for
-// matmul_float.comp and embedding.comp. The includer declares
+// matmul_float.comp, embedding.comp and matmul_transposed.comp. The includer declares
 //   layout(constant_id = SPEC_WEIGHT_TYPE) const uint WEIGHT_TYPE
 // and a buffer whose uint array is named `wt`, then includes this file.
 //
@@ -26,31 +26,44 @@ uint load_u32_even(uint byte_off) {
   return (wt[i] >> 16) | (wt[i + 1] << 16);
 }
 
-// Elements 4u .. 4u + 3 of the row starting at byte row_off, as f32; elements at or past n_in
-// read as 0 (their words are not touched). For q8_0, 4u + 3 < n_in always (n_in % 32 == 0).
-vec4 load4(uint row_off, uint u, uint n_in) {
+// The words that hold elements 4u .. 4u + 3 of the row starting at byte row_off (f32: four
+// words; f16, bf16: two in .xy; q8_0: the block's scale word in .x, the four int8 in .y); words
+// of elements at or past n_in read as 0 and are not touched. For q8_0, 4u + 3 < n_in always
+// (n_in % 32 == 0). With cook4, a shader can issue the loads early and convert them later.
+uvec4 raw4(uint row_off, uint u, uint n_in) {
   uint e = 4 * u;
   if (WEIGHT_TYPE == WTYPE_F32) {
     uint i = (row_off >> 2) + e;
-    return vec4(uintBitsToFloat(wt[i]),
-                e + 1 < n_in ? uintBitsToFloat(wt[i + 1]) : 0.0,
-                e + 2 < n_in ? uintBitsToFloat(wt[i + 2]) : 0.0,
-                e + 3 < n_in ? uintBitsToFloat(wt[i + 3]) : 0.0);
+    return uvec4(wt[i], e + 1 < n_in ? wt[i + 1] : 0u, e + 2 < n_in ? wt[i + 2] : 0u,
+                 e + 3 < n_in ? wt[i + 3] : 0u);
   }
   if (WEIGHT_TYPE == WTYPE_Q8_0) {
     uint blk = row_off + 34 * (e / 32);
-    float d = unpackHalf2x16(load_u32_even(blk)).x;
-    int v = int(load_u32_even(blk + 2 + (e % 32)));
-    return d * vec4(float(bitfieldExtract(v, 0, 8)), float(bitfieldExtract(v, 8, 8)),
-                    float(bitfieldExtract(v, 16, 8)), float(bitfieldExtract(v, 24, 8)));
+    return uvec4(load_u32_even(blk), load_u32_even(blk + 2 + (e % 32)), 0u, 0u);
   }
   // f16 / bf16: words (row_off + 2e) / 4 and the next (row_off is a multiple of 4 as n_in is even).
   uint i = (row_off >> 2) + e / 2;
-  uint w0 = wt[i];
-  uint w1 = e + 2 < n_in ? wt[i + 1] : 0u;
-  if (WEIGHT_TYPE == WTYPE_F16) return vec4(unpackHalf2x16(w0), unpackHalf2x16(w1));
-  return vec4(uintBitsToFloat(w0 << 16), uintBitsToFloat(w0 & 0xFFFF0000u),
-              uintBitsToFloat(w1 << 16), uintBitsToFloat(w1 & 0xFFFF0000u));
+  return uvec4(wt[i], e + 2 < n_in ? wt[i + 1] : 0u, 0u, 0u);
+}
+
+// The four elements held by raw4's words, as f32 (a zero word gives 0.0).
+vec4 cook4(uvec4 r) {
+  if (WEIGHT_TYPE == WTYPE_F32) return uintBitsToFloat(r);
+  if (WEIGHT_TYPE == WTYPE_Q8_0) {
+    float d = unpackHalf2x16(r.x).x;
+    int v = int(r.y);
+    return d * vec4(float(bitfieldExtract(v, 0, 8)), float(bitfieldExtract(v, 8, 8)),
+                    float(bitfieldExtract(v, 16, 8)), float(bitfieldExtract(v, 24, 8)));
+  }
+  if (WEIGHT_TYPE == WTYPE_F16) return vec4(unpackHalf2x16(r.x), unpackHalf2x16(r.y));
+  return vec4(uintBitsToFloat(r.x << 16), uintBitsToFloat(r.x & 0xFFFF0000u),
+              uintBitsToFloat(r.y << 16), uintBitsToFloat(r.y & 0xFFFF0000u));
+}
+
+// Elements 4u .. 4u + 3 of the row starting at byte row_off, as f32; elements at or past n_in
+// read as 0 (their words are not touched). For q8_0, 4u + 3 < n_in always (n_in % 32 == 0).
+vec4 load4(uint row_off, uint u, uint n_in) {
+  return cook4(raw4(row_off, u, n_in));
 }
 
 // Element e of the row starting at byte row_off, as f32.
