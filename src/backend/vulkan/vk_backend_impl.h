@@ -297,7 +297,12 @@ class VulkanBackend final : public Backend {
   uint64_t max_seg_rows_ = 0;  // group-count bound on the rows of one segment
   ScratchArena act_scratch_;   // quantised activations, LoRA A x
   ScratchArena attn_scratch_;  // attention partials
-  ScratchArena host_;          // token ids, logits (host-visible)
+  ScratchArena host_;          // token ids, logits, small writes (host-visible)
+  // write(): up to kQueuedWriteBytes a call is queued through host_ (at most kMaxQueuedWrites
+  // between submissions); larger writes are staged synchronously.
+  static constexpr uint64_t kQueuedWriteBytes = 4ull << 20;
+  static constexpr uint64_t kMaxQueuedWrites = 64ull << 20;
+  uint64_t queued_write_bytes_ = 0;
   // The decoding matvec's activations: settle() may record it in the middle of another op's
   // use of act_scratch_.
   ScratchArena decode_scratch_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "backend/vulkan/binding_limit.h"
 #include "backend/vulkan/vk_backend_impl.h"
@@ -129,7 +130,9 @@ std::unique_ptr<DeviceTensor> VulkanBackend::tensor(std::string_view name, int64
   TileOptions o;
   if (kv && uint64_t(cols) * 4 * kKvChunk <= ctx_->binding_limit()) o.row_align = kKvChunk;
   TiledTensor t = make_tiled(*ctx_, std::string(name), uint64_t(rows), uint64_t(cols) * 4, o);
-  t.fill_zero();  // as the CPU backend's tensors start
+  // Zero, as the CPU backend's tensors start: queued with the other work (a trainer makes
+  // hundreds of tensors; a submission and wait for each took seconds on a GPU).
+  for (size_t i = 0; i < t.pieces(); ++i) rec().fill_zero(t.range(i));
   const uint32_t chunk = kv_chunk_of(t);
   return std::make_unique<VkTensor>(std::string(name), rows, cols, std::move(t), chunk, this);
 }
@@ -154,6 +157,7 @@ void VulkanBackend::retire(VkTensor& t) {
 void VulkanBackend::flush(bool keep_host) {
   settle();
   seq_->submit_and_wait();
+  queued_write_bytes_ = 0;
   seq_->reset();
   retired_.clear();
   collect_losses();  // reads host_ blocks
@@ -165,8 +169,26 @@ void VulkanBackend::write(DeviceTensor& t, int64_t row0, int64_t n, const float*
     fail("write: rows ", row0, "..", row0 + n, " of tensor '", t.name(), "' with ", t.rows(),
          " rows");
   }
-  flush();  // queued ops that use t run first
-  vk_tensor(t).tiles().upload(uint64_t(row0), uint64_t(n), src);
+  if (n == 0) return;
+  TiledTensor& tiles = vk_tensor(t).tiles();
+  const uint64_t bytes = uint64_t(n) * tiles.row_bytes();
+  if (bytes > kQueuedWriteBytes) {  // large: staged in chunks, synchronously
+    flush();                        // queued ops that use t run first
+    tiles.upload(uint64_t(row0), uint64_t(n), src);
+    return;
+  }
+  // Small (an adapter's tensors, one by one): copied from host-visible scratch in the order of
+  // the queued work, with no wait. The scratch lives until the next submission ends.
+  if (queued_write_bytes_ + bytes > kMaxQueuedWrites) flush();
+  queued_write_bytes_ += bytes;
+  const auto* host = static_cast<const unsigned char*>(static_cast<const void*>(src));
+  for (const PieceRun& run : tiles.runs(uint64_t(row0), uint64_t(row0 + n))) {
+    const BufferRange dev = tiles.range(run);
+    const BufferRange staged = host_.alloc(dev.size);
+    std::memcpy(static_cast<unsigned char*>(staged.buffer->mapped()) + staged.offset,
+                host + (run.row0 - uint64_t(row0)) * tiles.row_bytes(), dev.size);
+    rec().copy(staged, dev);
+  }
 }
 
 void VulkanBackend::read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) {
