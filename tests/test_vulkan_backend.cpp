@@ -486,6 +486,36 @@ INSTANTIATE_TEST_SUITE_P(VulkanModels, VulkanModel,
                                                      Activation::Relu2, true, false}),
                          [](const auto& info) { return info.param.name; });
 
+// write() of a small tensor is queued with the other work (no submission of its own): an op
+// recorded before it must still see the old contents, one after it the new, held-back decoding
+// ops included; a large write is staged at once, after the queued work.
+TEST(VulkanWrite, QueuedWritesKeepTheOrderOfTheWork) {
+  std::unique_ptr<Backend> vk;
+  open_vulkan(0, &vk);
+  if (!vk) return;
+  const int64_t n = 4, cols = 256;
+  const std::vector<float> a = randn(n * cols, 401), b = randn(n * cols, 402);
+  std::vector<float> want(size_t(n * cols));
+  for (size_t i = 0; i < want.size(); ++i) want[i] = (0.0f + a[i]) + b[i];
+  TensorPtr x = upload(*vk, "x", n, cols, a);
+  TensorPtr y = vk->tensor("y", n, cols);
+  vk->add(*y, *x, n);  // y = a (four rows: a decoding-sized add, held back)
+  vk->write(*x, 0, n, b.data());
+  vk->add(*y, *x, n);  // y = a + b
+  expect_match({"y", cols, want}, download(*vk, *y, n, 0).v, 0, "queued writes");
+  // A write larger than the queued ones (8 MiB), after queued work that reads the tensor.
+  const int64_t big = 8192;
+  const std::vector<float> c = randn(big * cols, 403), d = randn(big * cols, 404);
+  TensorPtr u = upload(*vk, "u", big, cols, c);
+  TensorPtr v = vk->tensor("v", big, cols);
+  vk->add(*v, *u, big);  // v = c
+  vk->write(*u, 0, big, d.data());
+  vk->add(*v, *u, big);  // v = c + d
+  std::vector<float> want2(c.size());
+  for (size_t i = 0; i < want2.size(); ++i) want2[i] = (0.0f + c[i]) + d[i];
+  expect_match({"v", cols, want2}, download(*vk, *v, big, 0).v, 0, "large write");
+}
+
 // ---- Decoding fusions -------------------------------------------------------------------------
 // A decoding step's fused kernels (vk_ops_decode.cpp: add + rms_norm, norm + quantiser, norm
 // inside the matvec, several bitlinears in one matvec, gate/up + gated_act, bitlinear + residual
