@@ -127,15 +127,6 @@ std::vector<std::pair<uint64_t, uint64_t>> row_segments(const std::vector<RowsOf
 // The bytes of rows [r0, r1) of t, which must lie in one piece.
 BufferRange rows_range(const TiledTensor& t, uint64_t r0, uint64_t r1);
 
-// rms_norm.comp's specialization for rows of n values (every module of that source takes the
-// same, so that they sum alike): 256 invocations, the row held in registers when it fits.
-// `tag` (constant 1, unused by the shader) keeps pipelines with different read-only masks apart.
-inline std::vector<uint32_t> rms_norm_spec(uint64_t n, uint32_t tag = 0) {
-  constexpr uint32_t kWg = 256, kMaxUnits = 8;  // the shader's MAXU
-  const uint32_t vec = n % 4 == 0 && n <= 4 * kMaxUnits * kWg ? 1 : 0;
-  return {kWg, tag, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, vec};
-}
-
 // Checks a LoRA branch's tensors against a layer of n_in inputs and n_out outputs (errors
 // start with op); returns its rank (vk_ops_train_linear.cpp).
 int64_t check_lora_branch(const LoraBranch& br, int64_t n_in, int64_t n_out, const char* op);
@@ -353,6 +344,17 @@ class VulkanBackend final : public Backend {
   };
   PendingLinear pending_linear_;
   bool fuse_decode_ = false;     // subgroup arithmetic, and not TRIT_VK_DECODE_FUSION=0
+  // rms_norm.comp's workgroup: 256 invocations, or the device's largest power of two below.
+  uint32_t norm_wg_ = 256;
+  // rms_norm.comp's specialization for rows of n values (every module of that source, and
+  // matvec_norm_ternary, takes the same, so that they sum alike): the row is held in registers
+  // when it fits (n <= norm_vec_width()). `tag` (constant 1, unused by the shader) keeps
+  // pipelines with different read-only masks apart.
+  std::vector<uint32_t> rms_norm_spec(uint64_t n, uint32_t tag = 0) const {
+    const uint32_t vec = n % 4 == 0 && n <= norm_vec_width() ? 1 : 0;
+    return {norm_wg_, tag, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, vec};
+  }
+  uint64_t norm_vec_width() const { return 32ull * norm_wg_; }  // the shaders' 4 * NORM_MAXU
   uint32_t subgroup_size_ = 32;  // for matvec_ternary's rows per workgroup
   // One token, int8 activations, at most three ternary layers of uniform scale without LoRA,
   // every tensor in one piece at the token: the decoding matvec applies.

@@ -128,7 +128,7 @@ void VulkanBackend::record_decode_linear(const PendingLinear& l, VkTensor* gated
   const uint64_t n_in = uint64_t(x.cols());
   // The norm goes into the matvec unless it adds a residual (x written) or works in place
   // (workgroup 0 writes its output while the others read its input).
-  bool fold_norm = norm.y && !norm.residual && norm.x != norm.y && n_in <= kNormMaxWidth &&
+  bool fold_norm = norm.y && !norm.residual && norm.x != norm.y && n_in <= norm_vec_width() &&
                    gated_out != norm.x && add_to != norm.x;
   for (size_t k = 0; k < l.n_ops; ++k) fold_norm = fold_norm && l.ops[k].y != norm.x;
   BufferRange q, qs;

@@ -100,6 +100,11 @@ VulkanBackend::VulkanBackend(const VulkanRequest& request)
   fuse_decode_ =
       (caps.info.subgroup_operations & needed) == needed && !(fusion && std::string(fusion) == "0");
   if (caps.info.subgroup_size > 0) subgroup_size_ = caps.info.subgroup_size;
+  // Vulkan only promises 128 invocations a workgroup.
+  while (norm_wg_ > 32 && (norm_wg_ > caps.info.max_compute_work_group_invocations ||
+                           norm_wg_ > caps.info.max_compute_work_group_size[0])) {
+    norm_wg_ /= 2;
+  }
 }
 
 VulkanBackend::~VulkanBackend() {
