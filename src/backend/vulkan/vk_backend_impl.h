@@ -343,7 +343,7 @@ class VulkanBackend final : public Backend {
     PendingNorm norm;             // the norm whose output x is, if held back too
   };
   PendingLinear pending_linear_;
-  bool fuse_decode_ = false;     // subgroup arithmetic, and not TRIT_VK_DECODE_FUSION=0
+  bool fuse_decode_ = false;  // subgroup arithmetic, and not TRIT_VK_DECODE_FUSION=0
   // rms_norm.comp's workgroup: 256 invocations, or the device's largest power of two below.
   uint32_t norm_wg_ = 256;
   // rms_norm.comp's specialization for rows of n values (every module of that source, and
