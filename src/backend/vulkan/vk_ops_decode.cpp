@@ -21,7 +21,6 @@ namespace trit::vk {
 namespace {
 
 constexpr uint32_t kWg = 128;                   // matvec_ternary, rope_kv
-constexpr uint32_t kNormMaxWidth = 8192;        // matvec_norm_ternary: 4 * NORM_MAXU * 256 values
 constexpr uint32_t kMaxSegments = 4;            // weight pieces per matvec_ternary dispatch
 constexpr uint32_t kMatvecReadOnly = 0b111111;  // w0..w3, q, qscale
 constexpr uint32_t kMatvecNormReadOnly = 0b1100000111111;  // and nx, ng
