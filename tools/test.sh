@@ -20,9 +20,11 @@ if [ "${TRIT_SKIP_SANITIZERS:-0}" != 1 ]; then
   # Runs that repeat work under the sanitizers only cost time: the reduced demo (a 120-step
   # fine-tune), the Vulkan forward ops at the 8 MiB, 128 MiB and unlimited limits (the 1 MiB
   # runs tile the most), whole-model Vulkan runs and Vulkan fine-tunes through the CLI (their
-  # ops and the trainer are covered by the other tests). The optimised build runs them all.
+  # ops and the trainer are covered by the other tests), and the largest training-op shapes
+  # (300-token attention and linear backward, all but one head_loss case with dh: the smaller
+  # cases run the same host code). The optimised build runs them all.
   # (CTest names of parameterised tests end in "  # GetParam() = ...", hence "( |$)".)
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs" \
-    -E '^Demo\.|VulkanOps\.[^ ]*_(8MiB|128MiB|unlimited)( |$)|VulkanModel|VulkanFinetune'
+    -E '^Demo\.|VulkanOps\.[^ ]*_(8MiB|128MiB|unlimited)( |$)|VulkanModel|VulkanFinetune|VulkanTrainOps\.[^ ]*(_n300_|_300x2048x4096|f16_chunk32_dh|chunk512_dh|chunk77_r4_r16_dh|chunk7_r4_dh)'
 fi
