@@ -5,6 +5,8 @@
 //   vk_ops_linear.cpp       linear (bitlinear, merged float layers, LoRA) and the LM head
 //   vk_ops_attention.cpp    rope, store_kv, attention
 //   vk_ops_elementwise.cpp  embedding, rms_norm, gated_act, add
+//   vk_ops_decode.cpp       decoding fusions: held-back ops, the multi-weight matvec (with the
+//                           input's norm, the gated activation or the residual add), rope_kv
 //   vk_ops_train_linear.cpp training: lora_forward/_backward, linear_backward (f32 gemm,
 //                           transposed weight products, dropout)
 //   vk_ops_train_block.cpp  training: zero, copy, rms_norm/rope/attention/gated_act backward
@@ -12,6 +14,7 @@
 //   vk_ops_optimizer.cpp    sum_squares (clipping), adamw
 //
 // Every op is recorded into one Sequence; read(), head() and take_loss() submit it and wait.
+// Small write()s are queued in it too (copies from host-visible scratch).
 // Tensors are TiledTensors of f32 rows; an op over n token rows walks the row segments on which
 // every tensor it touches stays within one piece, and, for weights, every weight piece (a range of
 // output rows) in turn. Weights are uploaded on first use and kept (keyed by host pointer).
