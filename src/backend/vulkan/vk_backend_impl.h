@@ -127,6 +127,14 @@ struct RowsOf {
 // one piece, each at most max_rows long (0: no bound).
 std::vector<std::pair<uint64_t, uint64_t>> row_segments(const std::vector<RowsOf>& tensors,
                                                         uint64_t n, uint64_t max_rows);
+inline uint64_t ceil_div(uint64_t a, uint64_t b) {
+  return (a + b - 1) / b;
+}
+// Whether rows [r0, r0 + n) of t lie in one piece.
+inline bool one_piece(const TiledTensor& t, uint64_t r0, uint64_t n) {
+  if (t.pieces() == 1) return r0 + n <= t.rows();
+  return t.runs(r0, r0 + n).size() == 1;
+}
 // The bytes of rows [r0, r1) of t, which must lie in one piece.
 BufferRange rows_range(const TiledTensor& t, uint64_t r0, uint64_t r1);
 
@@ -363,8 +371,9 @@ class VulkanBackend final : public Backend {
   // every tensor in one piece at the token: the decoding matvec applies.
   bool decode_matvec_applies(std::span<const LinearOp> ops, const VkTensor& x, int64_t n,
                              bool act_quant);
-  // ops are a gate and an up layer (equal shapes and weight pieces, outputs apart from x and
-  // each other) that matvec_ternary's gated mode can take with the gated_act after them.
+  // ops, held by decode_matvec_applies' rules, are a gate and an up layer (equal shapes and
+  // weight pieces, outputs apart from x and each other) that matvec_ternary's gated mode can
+  // take with the gated_act after them.
   bool gate_up_pair(std::span<const LinearOp> ops, const VkTensor& x);
   // Quantises rows [a, b) of x into q, qs: through the held-back norm when norm.y is set.
   void quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, const PendingNorm& norm,

@@ -13,10 +13,6 @@ constexpr uint32_t kWg = 128;     // rope
 constexpr uint32_t kAttnWg = 64;  // attention, attention_combine
 constexpr uint64_t kMinRopeRows = 256;
 
-uint64_t ceil_div(uint64_t a, uint64_t b) {
-  return (a + b - 1) / b;
-}
-
 }  // namespace
 
 const TiledTensor& VulkanBackend::rope_table(int64_t positions, int64_t rope_dim, float base) {

@@ -25,17 +25,6 @@ constexpr uint32_t kMaxSegments = 4;            // weight pieces per matvec_tern
 constexpr uint32_t kMatvecReadOnly = 0b111111;  // w0..w3, q, qscale
 constexpr uint32_t kMatvecNormReadOnly = 0b1100000111111;  // and nx, ng
 
-uint64_t ceil_div(uint64_t a, uint64_t b) {
-  return (a + b - 1) / b;
-}
-
-// The one piece holding rows [r0, r0 + n) of t, or false.
-bool one_piece(const TiledTensor& t, uint64_t r0, uint64_t n) {
-  if (t.pieces() == 1) return r0 + n <= t.rows();
-  const auto runs = t.runs(r0, r0 + n);
-  return runs.size() == 1;
-}
-
 }  // namespace
 
 bool VulkanBackend::pending_uses(const VkTensor& t) const {
@@ -85,7 +74,6 @@ bool VulkanBackend::decode_matvec_applies(std::span<const LinearOp> ops, const V
 
 bool VulkanBackend::gate_up_pair(std::span<const LinearOp> ops, const VkTensor& x) {
   if (ops.size() != 2 || ops[0].y == ops[1].y || ops[0].y == &x || ops[1].y == &x) return false;
-  if (ternary_weight(*ops[0].w).d == 0.0f || ternary_weight(*ops[1].w).d == 0.0f) return false;
   const TiledTensor& g = ternary_weight(*ops[0].w).codes;
   const TiledTensor& u = ternary_weight(*ops[1].w).codes;
   if (ops[0].w->m.n_out != ops[1].w->m.n_out || g.pieces() != u.pieces()) return false;
@@ -140,8 +128,7 @@ void VulkanBackend::record_decode_linear(const PendingLinear& l, VkTensor* gated
   const bool dot = ctx_->caps().enabled.integer_dot_product;
   const uint32_t kind =
       uint32_t(act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
-  const std::vector<uint32_t> norm_spec = rms_norm_spec(n_in);
-  const uint32_t wg = fold_norm ? norm_spec[0] : kWg;
+  const uint32_t wg = fold_norm ? norm_wg_ : kWg;  // with the norm: rms_norm's workgroup
   const uint32_t rows_per_group = std::max<uint32_t>(1, wg / subgroup_size_);
   const std::vector<uint32_t> spec = {wg, 0, rows_per_group, 0, 0, 0, 0, 0, 0, kind};
   const Pipeline& p = fold_norm ? pipeline(dot ? "matvec_norm_ternary_dot" : "matvec_norm_ternary",

@@ -10,10 +10,6 @@ namespace {
 
 constexpr uint32_t kWg = 128;  // workgroup size of these shaders
 
-uint64_t ceil_div(uint64_t a, uint64_t b) {
-  return (a + b - 1) / b;
-}
-
 void check_n(const DeviceTensor& t, int64_t n, const char* op) {
   if (n < 0 || n > t.rows()) fail(op, ": ", n, " rows of tensor '", t.name(), "' with ", t.rows());
 }
@@ -134,7 +130,7 @@ void VulkanBackend::gated_act(DeviceTensor& out_t, const DeviceTensor& gate_t,
   if (n == 0) return;
   const PendingLinear& held = pending_linear_;
   if (held.x && held.n_ops == 2 && held.ops[0].y == &gate && held.ops[1].y == &up && n == 1 &&
-      out.tiles().runs(0, 1).size() == 1 && gate_up_pair({held.ops, 2}, *held.x)) {
+      one_piece(out.tiles(), 0, 1) && gate_up_pair({held.ops, 2}, *held.x)) {
     const PendingLinear l = held;
     pending_linear_ = {};
     record_decode_linear(l, &out, act, nullptr);
@@ -164,7 +160,7 @@ void VulkanBackend::add(DeviceTensor& y_t, const DeviceTensor& x_t, int64_t n) {
   // The held bitlinear whose output x is (o, down): it adds its output to y itself.
   const PendingLinear& held = pending_linear_;
   if (held.x && held.n_ops == 1 && held.ops[0].y == &x && n == 1 && &y != held.x &&
-      &y != held.norm.x && &y != held.norm.residual && y.tiles().runs(0, 1).size() == 1) {
+      &y != held.norm.x && &y != held.norm.residual && one_piece(y.tiles(), 0, 1)) {
     const PendingLinear l = held;
     pending_linear_ = {};
     record_decode_linear(l, nullptr, Activation::Relu2, &y);

@@ -18,10 +18,6 @@ namespace {
 constexpr uint32_t kReadAll3 = 0b111;   // bindings 0..2 read-only
 constexpr uint32_t kReadAll4 = 0b1111;  // bindings 0..3 read-only
 
-uint64_t ceil_div(uint64_t a, uint64_t b) {
-  return (a + b - 1) / b;
-}
-
 // Spec constants and groups of one matmul dispatch over `tokens` tokens.
 struct MatmulPlan {
   std::vector<uint32_t> spec;  // constant_id 0..8

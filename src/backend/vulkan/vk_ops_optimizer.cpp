@@ -12,10 +12,6 @@ namespace {
 constexpr uint32_t kWg = 256;    // adamw
 constexpr uint32_t kSumWg = 64;  // sum_squares: one workgroup per row
 
-uint64_t ceil_div(uint64_t a, uint64_t b) {
-  return (a + b - 1) / b;
-}
-
 }  // namespace
 
 void VulkanBackend::sum_squares(std::span<const DeviceTensor* const> ts, double* out) {

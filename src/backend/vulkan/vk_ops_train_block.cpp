@@ -18,10 +18,6 @@ namespace {
 constexpr uint32_t kWg = 128;     // rms_norm_backward, gated_act_backward, rope
 constexpr uint32_t kAttnWg = 64;  // attention_backward, attention_backward_kv
 
-uint64_t ceil_div(uint64_t a, uint64_t b) {
-  return (a + b - 1) / b;
-}
-
 void check_rows(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) {
   if (n < 0 || n > t.rows() || t.cols() != cols) {
     fail(op, ": tensor '", t.name(), "' (", t.rows(), " x ", t.cols(), ") used as ", n, " rows of ",

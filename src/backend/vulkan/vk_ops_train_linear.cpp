@@ -27,10 +27,6 @@ constexpr uint32_t kTransCols = 64, kTransTokenRuns = 8;  // 16 x 8 invocations
 constexpr uint64_t kTransManyGroups = 256;
 constexpr uint32_t kWg = 128;  // dropout
 
-uint64_t ceil_div(uint64_t a, uint64_t b) {
-  return (a + b - 1) / b;
-}
-
 uint64_t mix(uint64_t x) {  // splitmix64, as train_model.cpp's
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
