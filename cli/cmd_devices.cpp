@@ -2,12 +2,15 @@
 #include <cinttypes>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "backend/cpu/kernels.h"
+#include "backend/vulkan/coop_matrix.h"
 #include "backend/vulkan/device_info.h"
 #include "cli/commands.h"
+#include "core/error.h"
 #include "model/model_info.h"
 
 namespace trit::cli {
@@ -107,6 +110,17 @@ void print_device(const VulkanDeviceInfo& d) {
               : d.cooperative_matrix_khr                          ? "KHR"
               : d.cooperative_matrix_nv                           ? "NV"
                                                                   : "none");
+  std::string shapes;
+  for (const CoopMatShape& s : d.cooperative_matrix_int8) {
+    shapes += cat(shapes.empty() ? "" : ", ", s.m, "x", s.n, "x", s.k);
+  }
+  const std::optional<vk::CoopTiles> coop = vk::plan_coop_tiles(d);
+  std::printf("                int8 cooperative matrices (NV) %s, Vulkan memory model %s: %s\n",
+              shapes.empty() ? "none" : shapes.c_str(), yes_no(d.vulkan_memory_model),
+              coop ? cat("trit uses ", coop->shape.m, "x", coop->shape.n, "x", coop->shape.k,
+                         " for int8 products")
+                         .c_str()
+                   : "trit's int8 products use the plain path");
 }
 
 }  // namespace

@@ -711,5 +711,75 @@ TEST(VulkanSmallTiles, GiveTheBitsOfTheDefaultTiles) {
   expect_match({"default tiles", 300, want}, run("1"), 0, "small tiles");
 }
 
+// ---- Cooperative matrices ---------------------------------------------------------------------
+// matmul_ternary_coop sums the int8 products exactly on the device's matrix units and ends as
+// matmul_ternary does, so its outputs equal the plain path's (TRIT_VK_COOPMAT=0) bit for bit.
+// Devices without int8 cooperative matrices (lavapipe) skip this.
+
+// small: TRIT_VK_SMALL_TILES for both paths ("0" default tiles, "1" the small ones).
+void open_coop(bool on, const char* small, uint64_t limit, bool profile,
+               std::unique_ptr<Backend>* out) {
+  setenv("TRIT_VK_COOPMAT", on ? "1" : "0", 1);
+  setenv("TRIT_VK_SMALL_TILES", small, 1);
+  if (profile) setenv("TRIT_VK_PROFILE", "1", 1);
+  open_vulkan(limit, out);
+  unsetenv("TRIT_VK_COOPMAT");
+  unsetenv("TRIT_VK_SMALL_TILES");
+  unsetenv("TRIT_VK_PROFILE");
+}
+
+// Products over token counts that leave partial tiles (and one just past the matvec path), of
+// both ternary types, with an out_scale, of rows that end inside a tile, and of block scales
+// (which keep the plain path).
+std::vector<Out> coop_products(Backend& b) {
+  static const auto tq2 = ternary_weight(DType::TQ2_0, 768, 300, false, 501);
+  static const auto scaled = ternary_weight(DType::TQ2_0, 768, 130, false, 502);
+  static const auto i2s = ternary_weight(DType::I2_S, 768, 256, false, 503);
+  static const auto blocks = ternary_weight(DType::TQ2_0, 768, 96, true, 504);
+  scaled->w.out_scale = 1.25f;
+  std::vector<Out> outs;
+  for (int64_t n : {301, 9, 64}) {
+    TensorPtr x = upload(b, "x", n, 768, randn(n * 768, 505 + uint64_t(n)));
+    std::vector<TensorPtr> ys;
+    std::vector<LinearOp> ops;
+    for (const HostWeight* w : {tq2.get(), scaled.get(), i2s.get(), blocks.get()}) {
+      ys.push_back(b.tensor(cat("y_", w->w.name), n, w->w.m.n_out));
+      ops.push_back({&w->w, ys.back().get(), nullptr});
+    }
+    b.linear(ops, *x, n, true);
+    for (const TensorPtr& y : ys) outs.push_back(download(b, *y, n, 0));
+  }
+  return outs;
+}
+
+TEST(VulkanCoopMatrix, TiledProductsGiveThePlainBits) {
+  // 32 KiB: weights in pieces of 170 rows (the second starts inside a tile), tokens in segments
+  // of 10 (still the tiled path). Small tiles: 32 x 32 (plain: 32 x 16).
+  for (const char* small : {"0", "1"}) {
+    for (uint64_t limit : {uint64_t(0), 32 * KiB}) {
+      const std::string what = cat(limit_name(limit), small[0] == '1' ? ", small tiles" : "");
+      std::unique_ptr<Backend> plain, coop;
+      open_coop(false, small, limit, false, &plain);
+      if (!plain) return;
+      open_coop(true, small, limit, false, &coop);
+      if (coop->description().find("int8 cooperative matrices") == std::string::npos) {
+        GTEST_SKIP() << "no int8 cooperative matrices on " << coop->description();
+      }
+      EXPECT_EQ(plain->description().find("cooperative"), std::string::npos);
+      const std::vector<Out> want = coop_products(*plain), got = coop_products(*coop);
+      ASSERT_EQ(want.size(), got.size());
+      for (size_t i = 0; i < want.size(); ++i) expect_match(want[i], got[i].v, 0, what);
+    }
+  }
+  ::testing::internal::CaptureStderr();
+  {
+    std::unique_ptr<Backend> vk;
+    open_coop(true, "0", 0, true, &vk);
+    coop_products(*vk);
+  }
+  const std::string table = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(table.find("matmul_ternary_coop"), std::string::npos) << table;
+}
+
 }  // namespace
 }  // namespace trit

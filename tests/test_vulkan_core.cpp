@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "backend/vulkan/binding_limit.h"
 #include "backend/vulkan/buffer.h"
 #include "backend/vulkan/context.h"
+#include "backend/vulkan/coop_matrix.h"
 #include "backend/vulkan/device_info.h"
 #include "backend/vulkan/pipeline.h"
 #include "backend/vulkan/sequence.h"
@@ -153,6 +155,78 @@ TEST(VulkanBindingLimit, EnvironmentVariable) {
   }
 }
 
+// A device as the NVIDIA driver describes a recent GPU: int8 shapes 16x8x32 and 16x16x32.
+VulkanDeviceInfo coop_device() {
+  VulkanDeviceInfo d;
+  d.cooperative_matrix_nv = true;
+  d.cooperative_matrix_int8 = {{16, 8, 32}, {16, 16, 32}};
+  d.shader_int8 = true;
+  d.vulkan_memory_model = true;
+  d.subgroup_size = 32;
+  d.subgroup_operations = VK_SUBGROUP_FEATURE_BASIC_BIT;
+  d.max_compute_work_group_invocations = 1024;
+  d.max_compute_work_group_size[0] = 1024;
+  d.max_compute_shared_memory_size = 48 * 1024;
+  return d;
+}
+
+TEST(VulkanCoopTiles, FirstUsableShapeOfTheDevice) {
+  const std::optional<CoopTiles> t = plan_coop_tiles(coop_device());
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->shape, (CoopMatShape{16, 8, 32}));
+  EXPECT_EQ(t->wg, 128u);  // 2 x 2 subgroups of 32
+  EXPECT_EQ(t->frag_m, 2u);
+  EXPECT_EQ(t->frag_n, 4u);
+  EXPECT_EQ(t->shared_bytes(), 4u * 68 * 128);
+  const std::vector<uint32_t> spec = t->spec();
+  ASSERT_EQ(spec.size(), 17u);
+  EXPECT_EQ(spec[0], 128u);
+  EXPECT_EQ(spec[4], 64u);
+  EXPECT_EQ(spec[5], 64u);
+  EXPECT_EQ(spec[6], 2u);
+  EXPECT_EQ(spec[7], 4u);
+  EXPECT_EQ((std::vector<uint32_t>(spec.begin() + 14, spec.end())),
+            (std::vector<uint32_t>{16, 8, 32}));
+  // Small grids: 32 x 32 tiles, 16 x 16 a subgroup.
+  const CoopTiles s = t->small();
+  EXPECT_EQ(s.tile_m, 32u);
+  EXPECT_EQ(s.tile_n, 32u);
+  EXPECT_EQ(s.frag_m, 1u);
+  EXPECT_EQ(s.frag_n, 2u);
+  EXPECT_EQ(s.wg, 128u);
+
+  // Shapes the module cannot tile are passed over: m or n not dividing 32, k not dividing 256.
+  VulkanDeviceInfo d = coop_device();
+  d.cooperative_matrix_int8 = {{64, 8, 32}, {16, 48, 32}, {16, 8, 12}, {8, 8, 16}};
+  const std::optional<CoopTiles> small = plan_coop_tiles(d);
+  ASSERT_TRUE(small.has_value());
+  EXPECT_EQ(small->shape, (CoopMatShape{8, 8, 16}));
+  EXPECT_EQ(small->frag_m, 4u);
+  EXPECT_EQ(small->frag_n, 4u);
+  d.cooperative_matrix_int8 = {{32, 8, 32}};  // too tall for small tiles: it keeps its own
+  ASSERT_TRUE(plan_coop_tiles(d).has_value());
+  EXPECT_EQ(plan_coop_tiles(d)->small().tile_m, 64u);
+  d.cooperative_matrix_int8 = {{64, 8, 32}};
+  EXPECT_FALSE(plan_coop_tiles(d).has_value());
+}
+
+TEST(VulkanCoopTiles, NoneWithoutEveryFeatureOrRoom) {
+  ASSERT_TRUE(plan_coop_tiles(coop_device()).has_value());
+  std::vector<VulkanDeviceInfo> lacking(8, coop_device());
+  lacking[0].cooperative_matrix_nv = false;
+  lacking[1].cooperative_matrix_int8.clear();
+  lacking[2].shader_int8 = false;
+  lacking[3].vulkan_memory_model = false;
+  lacking[4].subgroup_operations = 0;
+  lacking[5].subgroup_size = 0;
+  lacking[6].max_compute_shared_memory_size = 32 * 1024;  // 34,816 bytes needed
+  lacking[7].subgroup_size = 64;                          // 256 invocations
+  lacking[7].max_compute_work_group_invocations = 128;
+  for (size_t i = 0; i < lacking.size(); ++i) {
+    EXPECT_FALSE(plan_coop_tiles(lacking[i]).has_value()) << "case " << i;
+  }
+}
+
 TEST(VulkanShaders, Embedded) {
   const auto words = shader_spirv("test_axpy");
   ASSERT_GT(words.size(), 5u);
@@ -228,6 +302,17 @@ TEST_F(VulkanCore, CapsAreSane) {
   EXPECT_LE(c.enabled.shader_float16, c.info.shader_float16);
   EXPECT_LE(c.enabled.shader_int8, c.info.shader_int8);
   EXPECT_LE(c.enabled.integer_dot_product, c.info.integer_dot_product);
+  // Cooperative matrices are enabled exactly when the device offers what the module needs.
+  EXPECT_EQ(c.enabled.coop_tiles.has_value(), plan_coop_tiles(c.info).has_value());
+  if (c.enabled.coop_tiles) {
+    EXPECT_TRUE(c.enabled.shader_int8);
+  }
+  {
+    ContextOptions o;
+    o.device = DeviceChoice::any();
+    o.cooperative_matrix = false;
+    EXPECT_FALSE(Context(o).caps().enabled.coop_tiles.has_value());
+  }
   if (c.info.name.find("llvmpipe") != std::string::npos) {
     EXPECT_EQ(c.binding_limit, 128 * MiB);
     EXPECT_TRUE(c.uma);

@@ -154,6 +154,10 @@ void Context::create_device() {
       (info.shader_float16 || info.shader_int8) && (v12 || want("VK_KHR_shader_float16_int8"));
   const bool can_dot =
       info.integer_dot_product && (v13 || want("VK_KHR_shader_integer_dot_product"));
+  std::optional<CoopTiles> coop;
+  if (options_.cooperative_matrix && can_f16i8) coop = plan_coop_tiles(info);
+  if (coop && !v12 && !want("VK_KHR_vulkan_memory_model")) coop.reset();
+  if (coop) want("VK_NV_cooperative_matrix");
 
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, nullptr, {}};
   VkPhysicalDevice16BitStorageFeatures s16{};
@@ -185,6 +189,17 @@ void Context::create_device() {
   if ((en.integer_dot_product = can_dot)) {
     dot.shaderIntegerDotProduct = VK_TRUE;
     chain(head, dot);
+  }
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV cm{};
+  cm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
+  VkPhysicalDeviceVulkanMemoryModelFeatures vmm{};
+  vmm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
+  en.coop_tiles = coop;
+  if (coop) {
+    cm.cooperativeMatrix = VK_TRUE;
+    vmm.vulkanMemoryModel = VK_TRUE;
+    chain(head, cm);
+    chain(head, vmm);
   }
   f2.pNext = head;
 

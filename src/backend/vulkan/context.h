@@ -7,10 +7,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "backend/vulkan/coop_matrix.h"
 #include "backend/vulkan/device_info.h"
 #include "backend/vulkan/vk_loader.h"
 
@@ -53,6 +55,9 @@ struct ContextOptions {
   // Bind buffers with VK_KHR_push_descriptor where the device has it (no descriptor pools or
   // set updates per dispatch). Off: always allocate descriptor sets (tests cover both paths).
   bool push_descriptors = true;
+  // Enable cooperative matrices for the int8 tiled product where the device has them (off:
+  // TRIT_VK_COOPMAT=0, to compare both paths).
+  bool cooperative_matrix = true;
 };
 
 // Optional features this context enabled (each only when the device offers it).
@@ -65,11 +70,14 @@ struct EnabledFeatures {
   bool integer_dot_product = false;  // shaderIntegerDotProduct (1.3 or the KHR extension)
   bool memory_budget = false;        // VK_EXT_memory_budget
   bool push_descriptor = false;      // VK_KHR_push_descriptor
+  // VK_NV_cooperative_matrix with vulkanMemoryModel and shaderInt8, for matmul_ternary_coop
+  // with these tiles (coop_matrix.h).
+  std::optional<CoopTiles> coop_tiles;
 };
 
 struct DeviceCaps {
   // Identity, limits, heaps (budgets at creation), subgroup size and operations, and what the
-  // device offers, including cooperative matrices (reported only). max_buffer_size 0 means
+  // device offers, including cooperative matrices. max_buffer_size 0 means
   // the device states no limit (no maintenance4).
   VulkanDeviceInfo info;
   EnabledFeatures enabled;

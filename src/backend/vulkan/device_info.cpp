@@ -42,6 +42,31 @@ void chain(void*& head, T& s) {
   head = &s;
 }
 
+// The int8 x int8 -> int32 subgroup shapes of VK_NV_cooperative_matrix.
+std::vector<CoopMatShape> int8_coop_shapes(const Functions& vk, VkPhysicalDevice pd) {
+  std::vector<CoopMatShape> out;
+  if (!vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV) return out;
+  uint32_t n = 0;
+  if (vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, nullptr) != VK_SUCCESS)
+    return out;
+  std::vector<VkCooperativeMatrixPropertiesNV> list(n);
+  for (VkCooperativeMatrixPropertiesNV& p : list) {
+    p.sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+  }
+  if (vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, list.data()) < VK_SUCCESS) {
+    return out;
+  }
+  for (uint32_t i = 0; i < n && i < list.size(); ++i) {
+    const VkCooperativeMatrixPropertiesNV& p = list[i];
+    if (p.AType == VK_COMPONENT_TYPE_SINT8_NV && p.BType == VK_COMPONENT_TYPE_SINT8_NV &&
+        p.CType == VK_COMPONENT_TYPE_SINT32_NV && p.DType == VK_COMPONENT_TYPE_SINT32_NV &&
+        p.scope == VK_SCOPE_SUBGROUP_NV) {
+      out.push_back({p.MSize, p.NSize, p.KSize});
+    }
+  }
+  return out;
+}
+
 VulkanDeviceType convert_type(VkPhysicalDeviceType t) {
   switch (t) {
     case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
@@ -174,6 +199,9 @@ VulkanDeviceInfo vk::describe_physical_device(const Functions& vk, VkPhysicalDev
   cmnv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
   CoopMatFeaturesKhr cmkhr{};
   cmkhr.sType = kCoopMatFeaturesKhrSType;
+  VkPhysicalDeviceVulkanMemoryModelFeatures vmm{};
+  vmm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
+  const bool want_vmm = v12 || has("VK_KHR_vulkan_memory_model");
   const bool want_s8 = v12 || has("VK_KHR_8bit_storage");
   const bool want_f16i8 = v12 || has("VK_KHR_shader_float16_int8");
   head = nullptr;
@@ -184,6 +212,7 @@ VulkanDeviceInfo vk::describe_physical_device(const Functions& vk, VkPhysicalDev
   if (want_sgc) chain(head, sgcf);
   if (d.cooperative_matrix_nv) chain(head, cmnv);
   if (d.cooperative_matrix_khr) chain(head, cmkhr);
+  if (want_vmm) chain(head, vmm);
   f2.pNext = head;
   vk.vkGetPhysicalDeviceFeatures2(pd, &f2);
   d.storage_buffer_16bit = s16.storageBuffer16BitAccess == VK_TRUE;
@@ -194,6 +223,8 @@ VulkanDeviceInfo vk::describe_physical_device(const Functions& vk, VkPhysicalDev
   d.subgroup_size_control = want_sgc && sgcf.subgroupSizeControl == VK_TRUE;
   d.cooperative_matrix_nv = d.cooperative_matrix_nv && cmnv.cooperativeMatrix == VK_TRUE;
   d.cooperative_matrix_khr = d.cooperative_matrix_khr && cmkhr.cooperativeMatrix == VK_TRUE;
+  d.vulkan_memory_model = want_vmm && vmm.vulkanMemoryModel == VK_TRUE;
+  if (d.cooperative_matrix_nv) d.cooperative_matrix_int8 = int8_coop_shapes(vk, pd);
 
   d.heaps = read_heaps(vk, pd, d.has_memory_budget);
   return d;

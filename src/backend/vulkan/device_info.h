@@ -24,6 +24,12 @@ struct VulkanHeap {
   uint64_t usage = 0;
 };
 
+// A cooperative matrix shape: A is m x k, B k x n, C and D m x n.
+struct CoopMatShape {
+  uint32_t m = 0, n = 0, k = 0;
+  bool operator==(const CoopMatShape&) const = default;
+};
+
 struct VulkanDeviceInfo {
   uint32_t index = 0;  // position in vkEnumeratePhysicalDevices
   std::string name;
@@ -64,6 +70,10 @@ struct VulkanDeviceInfo {
   bool integer_dot_product_4x8_accelerated = false;  // packed signed 4x8-bit dot is fast
   bool cooperative_matrix_khr = false;               // VK_KHR_cooperative_matrix
   bool cooperative_matrix_nv = false;                // VK_NV_cooperative_matrix
+  // VK_NV_cooperative_matrix shapes with int8 A and B and int32 C and D at subgroup scope, in
+  // the device's order of preference.
+  std::vector<CoopMatShape> cooperative_matrix_int8;
+  bool vulkan_memory_model = false;  // vulkanMemoryModel (1.2 or VK_KHR_vulkan_memory_model)
   bool subgroup_size_control = false;
 
   bool is_real_gpu() const {

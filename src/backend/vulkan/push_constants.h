@@ -16,14 +16,19 @@ enum class SpecId : uint32_t {
   MvTokens = 3,       // matvec: tokens per workgroup
   TileM = 4,          // tiled: output rows per workgroup; gemm_f32: rows of the C tile
   TileN = 5,          // tiled: tokens per workgroup; gemm_f32: columns of the C tile
-  ThreadM = 6,        // tiled: rows per thread; (TileM / ThreadM) * (TileN / ThreadN) == WG
-  ThreadN = 7,        // tiled, matmul_transposed: tokens per thread
+  ThreadM = 6,        // tiled: rows per thread; (TileM / ThreadM) * (TileN / ThreadN) == WG;
+                      // matmul_ternary_coop: cooperative matrices per subgroup along rows
+  ThreadN = 7,        // tiled, matmul_transposed: tokens per thread; matmul_ternary_coop:
+                      // cooperative matrices per subgroup along tokens
   WeightType = 8,     // FloatWeightType below (matmul_float, embedding)
   Activation = 9,     // GatedActKind below
   AttnChunk = 10,     // attention chunk C (keys per partial), e.g. 64 or 128
   MaxHeadDim = 11,    // attention: upper bound of head_dim (sizes shared memory)
   GemmKBlock = 12,    // gemm_f32: k values staged per barrier
   NormVec = 13,       // rms_norm: 1 holds the row in registers (rms_norm_spec)
+  CoopM = 14,         // matmul_ternary_coop: the cooperative matrix shape M x N x K
+  CoopN = 15,
+  CoopK = 16,
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };

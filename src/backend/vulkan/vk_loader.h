@@ -36,7 +36,8 @@
   X(vkGetPhysicalDeviceQueueFamilyProperties, true) \
   X(vkEnumerateDeviceExtensionProperties, true)     \
   X(vkCreateDevice, true)                           \
-  X(vkGetDeviceProcAddr, true)
+  X(vkGetDeviceProcAddr, true)                      \
+  X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV, false)
 
 // Resolved with vkGetDeviceProcAddr(device, ...): everything the compute backend records.
 #define TRIT_VK_DEVICE_FUNCTIONS(X)      \

@@ -69,6 +69,15 @@ MatmulPlan plan_ternary_int8(const MatmulConfig& c, uint64_t tokens, uint64_t ro
   return plan_matmul(c, tokens, FloatWeightType::F32);
 }
 
+// The cooperative-matrix tiles for `rows` outputs: smaller ones where the grid would be small,
+// as plan_ternary_int8 does.
+CoopTiles coop_tiles(const CoopTiles& c, const MatmulConfig& mm, uint64_t tokens, uint64_t rows) {
+  if (ceil_div(rows, c.tile_m) * ceil_div(tokens, c.tile_n) < mm.small_tile_groups) {
+    return c.small();
+  }
+  return c;
+}
+
 // matmul_ternary_f32 (float activations) always takes matvec-shaped workgroups.
 MatmulPlan plan_ternary_f32(const MatmulConfig& c, uint64_t tokens) {
   MatmulPlan p;
@@ -181,10 +190,13 @@ void VulkanBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt
     return;
   }
   const bool dot = ctx_->caps().enabled.integer_dot_product;
+  const std::optional<CoopTiles>& coop = ctx_->caps().enabled.coop_tiles;
   act_scratch_.reset();
   for (const auto& [a, b] : row_segments(touched, uint64_t(n), max_seg_rows_)) {
     const uint64_t rows = b - a;
-    const BufferRange xr = rows_range(x.tiles(), a, b);
+    // Rows of a width that is not a multiple of 4 floats may start off the device's binding
+    // alignment inside a piece: bind_rows passes those through aligned scratch.
+    const BufferRange xr = bind_rows(x.tiles(), a, b, true);
     BufferRange q, qs;
     if (quantise) {
       q = act_scratch_.alloc(rows * uint64_t(n_in));
@@ -193,15 +205,24 @@ void VulkanBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt
     }
     for (const Job& j : jobs) {
       const LinearWeight& w = *j.op->w;
-      const BufferRange yr = rows_range(j.y->tiles(), a, b);
+      // Every output column is written before LoRA adds to it: no need to load y.
+      const BufferRange yr = bind_rows(j.y->tiles(), a, b, false);
       if (j.f) {  // a merged layer: y = (W x) * out_scale, as the CPU's float_matmul then *=
         matmul_float(*j.f, xr, yr, rows, uint64_t(n), uint64_t(w.m.n_out), w.out_scale, 0.0f);
       } else {
         const TernaryWeight& tw = *j.t;
-        const MatmulPlan plan = act_quant ? plan_ternary_int8(mm_, uint64_t(n), uint64_t(w.m.n_out))
-                                          : plan_ternary_f32(mm_, uint64_t(n));
+        MatmulPlan plan = act_quant ? plan_ternary_int8(mm_, uint64_t(n), uint64_t(w.m.n_out))
+                                    : plan_ternary_f32(mm_, uint64_t(n));
         const Pipeline* p;
-        if (act_quant) {
+        // Cooperative matrices take the tiled int8 product of a uniform scale (block scales
+        // need a float sum per block: the plain path keeps those).
+        if (act_quant && coop && tw.d != 0.0f && uint64_t(n) > mm_.max_matvec_tokens) {
+          const CoopTiles tiles = coop_tiles(*coop, mm_, uint64_t(n), uint64_t(w.m.n_out));
+          plan.rows_per_group = tiles.tile_m;
+          plan.tokens_per_group = tiles.tile_n;
+          p = &pipeline("matmul_ternary_coop", 5, sizeof(MatmulTernaryPush), tiles.spec(),
+                        kReadAll4);
+        } else if (act_quant) {
           std::vector<uint32_t> spec(plan.spec.begin(), plan.spec.begin() + 8);
           p = &pipeline(dot ? "matmul_ternary_dot" : "matmul_ternary", 5, sizeof(MatmulTernaryPush),
                         spec, kReadAll4);
@@ -228,6 +249,7 @@ void VulkanBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt
       if (j.op->lora && !j.op->lora->empty()) {
         lora_terms(*j.op->lora, xr, yr, rows, uint64_t(n), n_in, w.m.n_out);
       }
+      unbind_rows(yr, j.y->tiles(), a, b);
     }
   }
 }

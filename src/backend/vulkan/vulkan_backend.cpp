@@ -26,6 +26,9 @@ ContextOptions context_options(const VulkanRequest& r) {
   const uint64_t env = max_buffer_bytes_from_env();
   o.max_buffer_bytes = r.max_buffer_bytes;
   if (env != 0 && (o.max_buffer_bytes == 0 || env < o.max_buffer_bytes)) o.max_buffer_bytes = env;
+  // TRIT_VK_COOPMAT=0 keeps cooperative matrices off (the tests compare both paths).
+  const char* coop = std::getenv("TRIT_VK_COOPMAT");
+  o.cooperative_matrix = !(coop && std::string(coop) == "0");
   return o;
 }
 
@@ -40,9 +43,11 @@ MatmulConfig matmul_config(const DeviceCaps& caps) {
   } else {
     c.small_tile_groups = 1024;
   }
-  // Tests force the small tiles on any device (TRIT_VK_SMALL_TILES=1), to compare their bits.
+  // Tests force the small tiles on any device (TRIT_VK_SMALL_TILES=1), or the default ones
+  // (=0), to compare their bits.
   if (const char* e = std::getenv("TRIT_VK_SMALL_TILES")) {
     if (std::string(e) == "1") c.small_tile_groups = UINT32_MAX;
+    if (std::string(e) == "0") c.small_tile_groups = 0;
   }
   if (caps.info.max_compute_shared_memory_size < 260u * (c.tile_m + c.tile_n)) {
     c.tile_m = 32;
@@ -122,9 +127,13 @@ std::string VulkanBackend::description() const {
   std::string driver = d.driver_info.empty()
                            ? vulkan_driver_version_string(d.vendor_id, d.driver_version)
                            : d.driver_info;
+  const std::optional<CoopTiles>& coop = caps.enabled.coop_tiles;
+  const std::string coop_text = coop ? cat(", int8 cooperative matrices ", coop->shape.m, "x",
+                                           coop->shape.n, "x", coop->shape.k)
+                                     : std::string();
   return cat("vulkan: ", d.name, " (", vulkan_device_type_name(d.type), ", driver ", driver,
-             caps.enabled.integer_dot_product ? ", int8 dot product" : "", ", binding limit ",
-             ctx_->binding_limit() >> 20, " MiB)");
+             caps.enabled.integer_dot_product ? ", int8 dot product" : "", coop_text,
+             ", binding limit ", ctx_->binding_limit() >> 20, " MiB)");
 }
 
 std::unique_ptr<DeviceTensor> VulkanBackend::tensor(std::string_view name, int64_t rows,

@@ -13,7 +13,7 @@
 //   0 workgroup size, 1 matmul path, 2 rows per workgroup (matvec), 3 tokens per workgroup
 //   (matvec), 4 tile rows, 5 tile tokens, 6 rows per thread, 7 tokens per thread,
 //   8 float weight type, 9 activation kind, 10 attention chunk, 11 max head_dim, 12 gemm k block,
-//   13 rms_norm row in registers.
+//   13 rms_norm row in registers, 14..16 cooperative matrix shape M, N, K.
 #ifndef TRIT_COMMON_GLSL
 #define TRIT_COMMON_GLSL
 
@@ -31,6 +31,9 @@
 #define SPEC_MAX_HEAD_DIM 11
 #define SPEC_GEMM_KB 12
 #define SPEC_NORM_VEC 13
+#define SPEC_COOP_M 14
+#define SPEC_COOP_N 15
+#define SPEC_COOP_K 16
 
 // Float weight types as the shaders number them (push_constants.h, enum FloatWeightType).
 #define WTYPE_F32 0u

@@ -9,6 +9,9 @@
 trit_shader(quantize_acts quantize_acts.comp)
 trit_shader(matmul_ternary matmul_ternary.comp)
 trit_shader(matmul_ternary_dot matmul_ternary.comp -DINT_DOT=1)
+# The tiled int8 product on cooperative matrices (needs VK_NV_cooperative_matrix with int8
+# shapes, shaderInt8 and vulkanMemoryModel; see Context).
+trit_shader(matmul_ternary_coop matmul_ternary_coop.comp)
 trit_shader(matmul_ternary_f32 matmul_ternary_f32.comp)
 trit_shader(matmul_float matmul_float.comp)
 trit_shader(embedding embedding.comp)

@@ -1,0 +1,54 @@
+#include "backend/vulkan/coop_matrix.h"
+
+#include "backend/vulkan/push_constants.h"
+#include "backend/vulkan/vk_loader.h"
+
+namespace trit::vk {
+
+std::vector<uint32_t> CoopTiles::spec() const {
+  std::vector<uint32_t> s(uint32_t(SpecId::CoopK) + 1, 0);
+  s[uint32_t(SpecId::WorkgroupSize)] = wg;
+  s[uint32_t(SpecId::MatmulPath)] = uint32_t(MatmulPath::Tiled);
+  s[uint32_t(SpecId::TileM)] = tile_m;
+  s[uint32_t(SpecId::TileN)] = tile_n;
+  s[uint32_t(SpecId::ThreadM)] = frag_m;
+  s[uint32_t(SpecId::ThreadN)] = frag_n;
+  s[uint32_t(SpecId::CoopM)] = shape.m;
+  s[uint32_t(SpecId::CoopN)] = shape.n;
+  s[uint32_t(SpecId::CoopK)] = shape.k;
+  return s;
+}
+
+CoopTiles CoopTiles::small() const {
+  if (16 % shape.m != 0 || 16 % shape.n != 0) return *this;
+  CoopTiles t = *this;
+  t.tile_m = t.tile_n = 32;
+  t.frag_m = 16 / shape.m;
+  t.frag_n = 16 / shape.n;
+  return t;
+}
+
+std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info) {
+  if (!info.cooperative_matrix_nv || !info.shader_int8 || !info.vulkan_memory_model ||
+      !(info.subgroup_operations & VK_SUBGROUP_FEATURE_BASIC_BIT) || info.subgroup_size == 0) {
+    return std::nullopt;
+  }
+  auto divides = [](uint32_t a, uint32_t b) { return a != 0 && b % a == 0; };
+  for (const CoopMatShape& s : info.cooperative_matrix_int8) {
+    if (!divides(s.m, 32) || !divides(s.n, 32) || s.k % 4 != 0 || !divides(s.k, 256)) continue;
+    CoopTiles t;
+    t.shape = s;
+    t.wg = 4 * info.subgroup_size;
+    t.frag_m = 32 / s.m;
+    t.frag_n = 32 / s.n;
+    if (t.wg > info.max_compute_work_group_invocations ||
+        t.wg > info.max_compute_work_group_size[0] ||
+        t.shared_bytes() > info.max_compute_shared_memory_size) {
+      return std::nullopt;
+    }
+    return t;
+  }
+  return std::nullopt;
+}
+
+}  // namespace trit::vk

@@ -1,0 +1,36 @@
+// Whether and how matmul_ternary_coop (the int8 tiled product on cooperative matrices) runs on
+// a device: the matrix shape it uses and the tiles of its workgroups.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "backend/vulkan/device_info.h"
+
+namespace trit::vk {
+
+// A workgroup of 2 x 2 subgroups, each computing (tile_m / 2) rows x (tile_n / 2) tokens of
+// output as frag_m x frag_n cooperative matrices of `shape`.
+struct CoopTiles {
+  CoopMatShape shape;
+  uint32_t wg = 0;  // invocations: four subgroups
+  uint32_t tile_m = 64, tile_n = 64;
+  uint32_t frag_m = 0, frag_n = 0;
+  // 32 x 32 tiles (16 x 16 a subgroup) for small grids (MatmulConfig::small_tile_groups), when
+  // the shape allows (m and n dividing 16); these tiles otherwise.
+  CoopTiles small() const;
+  // matmul_ternary_coop's specialization constants (constant_id 0..16).
+  std::vector<uint32_t> spec() const;
+  // Shared memory of one workgroup, bytes (matmul_ternary_coop.comp's header).
+  uint32_t shared_bytes() const { return 4 * 68 * (tile_m + tile_n); }
+};
+
+// The 64 x 64 tiles for the first of the device's int8 shapes (its order of preference) whose
+// m and n divide 32 and whose k is a multiple of 4 dividing 256; nullopt when none does, when the
+// device lacks a feature the module needs (VK_NV_cooperative_matrix, shaderInt8, vulkanMemoryModel,
+// basic subgroup operations, a known subgroup size), or when a workgroup would exceed its
+// invocation or shared-memory limits.
+std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info);
+
+}  // namespace trit::vk
