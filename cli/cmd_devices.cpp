@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "backend/cpu/kernels.h"
 #include "backend/vulkan/coop_matrix.h"
@@ -110,17 +111,20 @@ void print_device(const VulkanDeviceInfo& d) {
               : d.cooperative_matrix_khr                          ? "KHR"
               : d.cooperative_matrix_nv                           ? "NV"
                                                                   : "none");
-  std::string shapes;
-  for (const CoopMatShape& s : d.cooperative_matrix_int8) {
-    shapes += cat(shapes.empty() ? "" : ", ", s.m, "x", s.n, "x", s.k);
-  }
+  auto shapes = [](const std::vector<CoopMatShape>& list) {
+    std::string out;
+    for (const CoopMatShape& s : list) out += cat(out.empty() ? "" : ", ", s.m, "x", s.n, "x", s.k);
+    return out.empty() ? std::string("none") : out;
+  };
+  std::printf("                int8 cooperative matrices: KHR %s; NV %s; Vulkan memory model %s\n",
+              shapes(d.cooperative_matrix_int8_khr).c_str(),
+              shapes(d.cooperative_matrix_int8).c_str(), yes_no(d.vulkan_memory_model));
   const std::optional<vk::CoopTiles> coop = vk::plan_coop_tiles(d);
-  std::printf("                int8 cooperative matrices (NV) %s, Vulkan memory model %s: %s\n",
-              shapes.empty() ? "none" : shapes.c_str(), yes_no(d.vulkan_memory_model),
-              coop ? cat("trit uses ", coop->shape.m, "x", coop->shape.n, "x", coop->shape.k,
-                         " for int8 products")
+  std::printf("                int8 products: %s\n",
+              coop ? cat("cooperative matrices (", coop->khr ? "KHR" : "NV", ") ", coop->shape.m,
+                         "x", coop->shape.n, "x", coop->shape.k)
                          .c_str()
-                   : "trit's int8 products use the plain path");
+                   : "integer dot products or plain integer arithmetic");
 }
 
 }  // namespace

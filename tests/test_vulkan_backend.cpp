@@ -24,6 +24,9 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/vulkan/context.h"
+#include "backend/vulkan/coop_matrix.h"
+#include "backend/vulkan/device_info.h"
 #include "backend/vulkan/vulkan_backend.h"
 #include "core/error.h"
 #include "core/quant.h"
@@ -716,10 +719,11 @@ TEST(VulkanSmallTiles, GiveTheBitsOfTheDefaultTiles) {
 // matmul_ternary does, so its outputs equal the plain path's (TRIT_VK_COOPMAT=0) bit for bit.
 // Devices without int8 cooperative matrices (lavapipe) skip this.
 
-// small: TRIT_VK_SMALL_TILES for both paths ("0" default tiles, "1" the small ones).
-void open_coop(bool on, const char* small, uint64_t limit, bool profile,
+// coop: TRIT_VK_COOPMAT ("0" the plain path, "nv", "khr"); small: TRIT_VK_SMALL_TILES for both
+// paths ("0" default tiles, "1" the small ones).
+void open_coop(const char* coop, const char* small, uint64_t limit, bool profile,
                std::unique_ptr<Backend>* out) {
-  setenv("TRIT_VK_COOPMAT", on ? "1" : "0", 1);
+  setenv("TRIT_VK_COOPMAT", coop, 1);
   setenv("TRIT_VK_SMALL_TILES", small, 1);
   if (profile) setenv("TRIT_VK_PROFILE", "1", 1);
   open_vulkan(limit, out);
@@ -753,32 +757,50 @@ std::vector<Out> coop_products(Backend& b) {
 }
 
 TEST(VulkanCoopMatrix, TiledProductsGiveThePlainBits) {
-  // 32 KiB: weights in pieces of 170 rows (the second starts inside a tile), tokens in segments
-  // of 10 (still the tiled path). Small tiles: 32 x 32 (plain: 32 x 16).
-  for (const char* small : {"0", "1"}) {
-    for (uint64_t limit : {uint64_t(0), 32 * KiB}) {
-      const std::string what = cat(limit_name(limit), small[0] == '1' ? ", small tiles" : "");
-      std::unique_ptr<Backend> plain, coop;
-      open_coop(false, small, limit, false, &plain);
-      if (!plain) return;
-      open_coop(true, small, limit, false, &coop);
-      if (coop->description().find("int8 cooperative matrices") == std::string::npos) {
-        GTEST_SKIP() << "no int8 cooperative matrices on " << coop->description();
+  // Which extensions the device offers for this, independently of the backend's choice.
+  const VulkanDeviceList list = enumerate_vulkan_devices();
+  const VulkanDeviceInfo* info =
+      list.devices.empty()
+          ? nullptr
+          : &list.devices[vk::choose_device(list.devices, vk::DeviceChoice::any())];
+  int ran = 0;
+  for (const char* ext : {"nv", "khr"}) {
+    const bool khr = ext[0] == 'k';
+    const std::string tag = cat("int8 cooperative matrices (", khr ? "KHR" : "NV", ")");
+    const bool offered =
+        info && vk::plan_coop_tiles(*info, khr ? vk::CoopChoice::Khr : vk::CoopChoice::Nv);
+    // 32 KiB: weights in pieces of 170 rows (the second starts inside a tile), tokens in
+    // segments of 10 (still the tiled path). Small tiles: 32 x 32 (plain: 32 x 16).
+    for (const char* small : {"0", "1"}) {
+      for (uint64_t limit : {uint64_t(0), 32 * KiB}) {
+        const std::string what =
+            cat(ext, " at ", limit_name(limit), small[0] == '1' ? ", small tiles" : "");
+        std::unique_ptr<Backend> plain, coop;
+        open_coop("0", small, limit, false, &plain);
+        if (!plain) return;
+        open_coop(ext, small, limit, false, &coop);
+        ASSERT_EQ(coop->description().find(tag) != std::string::npos, offered)
+            << coop->description();
+        if (!offered) continue;
+        EXPECT_EQ(plain->description().find("cooperative"), std::string::npos);
+        const std::vector<Out> want = coop_products(*plain), got = coop_products(*coop);
+        ASSERT_EQ(want.size(), got.size());
+        for (size_t i = 0; i < want.size(); ++i) expect_match(want[i], got[i].v, 0, what);
+        ++ran;
       }
-      EXPECT_EQ(plain->description().find("cooperative"), std::string::npos);
-      const std::vector<Out> want = coop_products(*plain), got = coop_products(*coop);
-      ASSERT_EQ(want.size(), got.size());
-      for (size_t i = 0; i < want.size(); ++i) expect_match(want[i], got[i].v, 0, what);
     }
+    ::testing::internal::CaptureStderr();
+    {
+      std::unique_ptr<Backend> vk;
+      open_coop(ext, "0", 0, true, &vk);
+      if (offered) coop_products(*vk);
+    }
+    const std::string table = ::testing::internal::GetCapturedStderr();
+    if (!offered) continue;
+    const std::string pipeline = khr ? "matmul_ternary_coop_khr:" : "matmul_ternary_coop:";
+    EXPECT_NE(table.find(pipeline), std::string::npos) << ext << ":\n" << table;
   }
-  ::testing::internal::CaptureStderr();
-  {
-    std::unique_ptr<Backend> vk;
-    open_coop(true, "0", 0, true, &vk);
-    coop_products(*vk);
-  }
-  const std::string table = ::testing::internal::GetCapturedStderr();
-  EXPECT_NE(table.find("matmul_ternary_coop"), std::string::npos) << table;
+  if (ran == 0) GTEST_SKIP() << "no int8 cooperative matrices on this device";
 }
 
 }  // namespace

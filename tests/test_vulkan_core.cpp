@@ -5,9 +5,11 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,7 @@
 #include "backend/vulkan/pipeline.h"
 #include "backend/vulkan/sequence.h"
 #include "backend/vulkan/shaders.h"
+#include "backend/vulkan/spirv_coopmat.h"
 #include "backend/vulkan/tiled_tensor.h"
 
 namespace trit::vk {
@@ -155,6 +158,110 @@ TEST(VulkanBindingLimit, EnvironmentVariable) {
   }
 }
 
+// ---- The KHR form of the cooperative-matrix module ------------------------------------------
+
+// A module's instructions: opcode and operand words.
+struct SpirvInst {
+  uint32_t op;
+  std::vector<uint32_t> w;  // operands
+};
+std::vector<SpirvInst> spirv_insts(std::span<const uint32_t> m) {
+  std::vector<SpirvInst> out;
+  for (size_t i = 5; i < m.size();) {
+    const uint32_t n = m[i] >> 16;
+    EXPECT_GT(n, 0u);
+    if (n == 0 || i + n > m.size()) break;
+    out.push_back({m[i] & 0xffff, std::vector<uint32_t>(m.begin() + i + 1, m.begin() + i + n)});
+    i += n;
+  }
+  return out;
+}
+
+TEST(VulkanSpirvCoopmat, KhrFormOfTheCoopModule) {
+  namespace sp = spirv;
+  const std::span<const uint32_t> nv = shader_spirv("matmul_ternary_coop");
+  const std::span<const uint32_t> khr = shader_spirv("matmul_ternary_coop_khr");
+  EXPECT_EQ(khr.data(), shader_spirv("matmul_ternary_coop_khr").data());  // derived once
+  EXPECT_EQ(khr[3], nv[3] + 3);  // three new ids: the constants 0, 1, 2
+  const std::vector<SpirvInst> a = spirv_insts(nv), b = spirv_insts(khr);
+  EXPECT_EQ(b.size(), a.size() + 3);
+  std::map<uint32_t, uint32_t> constant, type_of, use, component;
+  std::map<uint32_t, bool> int_signed;
+  int nv_ops = 0, loads = 0, stores = 0, muladds = 0;
+  bool capability = false, extension = false;
+  for (const SpirvInst& i : b) {
+    if (i.op >= sp::kOpTypeCooperativeMatrixNV && i.op <= sp::kOpCooperativeMatrixLengthNV)
+      ++nv_ops;
+    if (i.op == 17) {  // OpCapability
+      EXPECT_NE(i.w[0], sp::kCapabilityCooperativeMatrixNV);
+      capability |= i.w[0] == sp::kCapabilityCooperativeMatrixKHR;
+    }
+    if (i.op == 10) {  // OpExtension
+      const std::string name(reinterpret_cast<const char*>(i.w.data()));
+      EXPECT_NE(name, "SPV_NV_cooperative_matrix");
+      extension |= name == "SPV_KHR_cooperative_matrix";
+    }
+    if (i.op == 21) int_signed[i.w[0]] = i.w[2] != 0;  // OpTypeInt
+    if (i.op == 43) constant[i.w[1]] = i.w[2];         // OpConstant (32-bit)
+    if (i.op == sp::kOpTypeCooperativeMatrixKHR) {
+      ASSERT_EQ(i.w.size(), 6u);
+      ASSERT_TRUE(constant.count(i.w[5])) << "Use is not a constant declared before the type";
+      use[i.w[0]] = constant[i.w[5]];
+      component[i.w[0]] = i.w[1];
+    }
+    if (i.op == sp::kOpCooperativeMatrixLoadKHR) {
+      ++loads;
+      ASSERT_GE(i.w.size(), 5u);
+      type_of[i.w[1]] = i.w[0];
+      ASSERT_TRUE(constant.count(i.w[3]));
+      // A (weights) is row-major, B (a token's k values in a row) column-major.
+      EXPECT_EQ(constant[i.w[3]], use[i.w[0]] == sp::kUseA ? sp::kRowMajor : sp::kColumnMajor);
+    }
+    if (i.op == sp::kOpCooperativeMatrixStoreKHR) {
+      ++stores;
+      ASSERT_GE(i.w.size(), 4u);
+      EXPECT_EQ(constant[i.w[2]], sp::kColumnMajor);  // the sums, token-major
+    }
+    if (i.op == sp::kOpCooperativeMatrixMulAddKHR) {
+      ++muladds;
+      ASSERT_EQ(i.w.size(), 6u);
+      EXPECT_EQ(use[i.w[0]], sp::kUseAccumulator);
+      EXPECT_EQ(i.w[5], sp::kSignedA | sp::kSignedB | sp::kSignedC | sp::kSignedResult);
+    }
+    if (i.op == 61 && use.count(i.w[0])) type_of[i.w[1]] = i.w[0];  // OpLoad of a matrix
+  }
+  EXPECT_EQ(nv_ops, 0);
+  EXPECT_TRUE(capability);
+  EXPECT_TRUE(extension);
+  EXPECT_GT(loads, 0);
+  EXPECT_GT(stores, 0);
+  EXPECT_GT(muladds, 0);
+  // A and B: int8 matrices of their own types; the accumulator int32.
+  int uses[3] = {0, 0, 0};
+  for (const auto& [type, u] : use) {
+    ASSERT_LT(u, 3u);
+    ++uses[u];
+    EXPECT_TRUE(int_signed.count(component[type]) && int_signed[component[type]]);
+  }
+  EXPECT_EQ(uses[sp::kUseA], 1);
+  EXPECT_EQ(uses[sp::kUseB], 1);
+  EXPECT_EQ(uses[sp::kUseAccumulator], 1);
+}
+
+TEST(VulkanSpirvCoopmat, RefusesWhatItCannotRewrite) {
+  expect_error([] { coopmat_nv_to_khr(std::vector<uint32_t>{1, 2, 3}); }, "not a SPIR-V module");
+  const std::span<const uint32_t> plain = shader_spirv("add");
+  expect_error([&] { coopmat_nv_to_khr(plain); }, "no cooperative matrix");
+  const std::span<const uint32_t> coop = shader_spirv("matmul_ternary_coop");
+  std::vector<uint32_t> bad(coop.begin(), coop.end());
+  bad[5] = 0xffffu << 16 | (bad[5] & 0xffff);  // the first instruction claims 65535 words
+  expect_error([&] { coopmat_nv_to_khr(bad); }, "claims 65535 words");
+  bad.assign(coop.begin(), coop.begin() + 5);  // a header alone
+  expect_error([&] { coopmat_nv_to_khr(bad); }, "no cooperative matrix");
+  expect_error([] { shader_spirv("add_khr"); }, "no cooperative matrix");
+  expect_error([] { shader_spirv("nothing_khr"); }, "no embedded shader");
+}
+
 // A device as the NVIDIA driver describes a recent GPU: int8 shapes 16x8x32 and 16x16x32.
 VulkanDeviceInfo coop_device() {
   VulkanDeviceInfo d;
@@ -208,6 +315,38 @@ TEST(VulkanCoopTiles, FirstUsableShapeOfTheDevice) {
   EXPECT_EQ(plan_coop_tiles(d)->small().tile_m, 64u);
   d.cooperative_matrix_int8 = {{64, 8, 32}};
   EXPECT_FALSE(plan_coop_tiles(d).has_value());
+}
+
+TEST(VulkanCoopTiles, KhrFirstUnlessChosen) {
+  VulkanDeviceInfo d = coop_device();
+  d.cooperative_matrix_khr = true;
+  d.cooperative_matrix_int8_khr = {{16, 16, 32}};
+  ASSERT_TRUE(plan_coop_tiles(d).has_value());
+  EXPECT_TRUE(plan_coop_tiles(d)->khr);
+  EXPECT_EQ(plan_coop_tiles(d)->shape, (CoopMatShape{16, 16, 32}));
+  EXPECT_EQ(plan_coop_tiles(d)->shader(), "matmul_ternary_coop_khr");
+  EXPECT_FALSE(plan_coop_tiles(d, CoopChoice::Nv)->khr);
+  EXPECT_EQ(plan_coop_tiles(d, CoopChoice::Nv)->shader(), "matmul_ternary_coop");
+  EXPECT_FALSE(plan_coop_tiles(d, CoopChoice::Off).has_value());
+  // KHR without a usable int8 shape: NV under Auto, nothing when KHR is asked for.
+  d.cooperative_matrix_int8_khr = {{16, 16, 12}};
+  EXPECT_FALSE(plan_coop_tiles(d)->khr);
+  EXPECT_FALSE(plan_coop_tiles(d, CoopChoice::Khr).has_value());
+  d.cooperative_matrix_nv = false;
+  EXPECT_FALSE(plan_coop_tiles(d).has_value());
+}
+
+TEST(VulkanCoopTiles, ChoiceFromTheEnvironment) {
+  for (const auto& [value, want] : {std::pair{"0", CoopChoice::Off},
+                                    {"nv", CoopChoice::Nv},
+                                    {"khr", CoopChoice::Khr},
+                                    {"1", CoopChoice::Auto},
+                                    {"", CoopChoice::Auto}}) {
+    ScopedEnv env("TRIT_VK_COOPMAT", value);
+    EXPECT_EQ(coop_choice_from_env(), want) << value;
+  }
+  ScopedEnv unset("TRIT_VK_COOPMAT", nullptr);
+  EXPECT_EQ(coop_choice_from_env(), CoopChoice::Auto);
 }
 
 TEST(VulkanCoopTiles, NoneWithoutEveryFeatureOrRoom) {
@@ -310,7 +449,7 @@ TEST_F(VulkanCore, CapsAreSane) {
   {
     ContextOptions o;
     o.device = DeviceChoice::any();
-    o.cooperative_matrix = false;
+    o.cooperative_matrix = CoopChoice::Off;
     EXPECT_FALSE(Context(o).caps().enabled.coop_tiles.has_value());
   }
   if (c.info.name.find("llvmpipe") != std::string::npos) {

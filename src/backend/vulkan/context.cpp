@@ -155,9 +155,9 @@ void Context::create_device() {
   const bool can_dot =
       info.integer_dot_product && (v13 || want("VK_KHR_shader_integer_dot_product"));
   std::optional<CoopTiles> coop;
-  if (options_.cooperative_matrix && can_f16i8) coop = plan_coop_tiles(info);
+  if (can_f16i8) coop = plan_coop_tiles(info, options_.cooperative_matrix);
   if (coop && !v12 && !want("VK_KHR_vulkan_memory_model")) coop.reset();
-  if (coop) want("VK_NV_cooperative_matrix");
+  if (coop) want(coop->khr ? "VK_KHR_cooperative_matrix" : "VK_NV_cooperative_matrix");
 
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, nullptr, {}};
   VkPhysicalDevice16BitStorageFeatures s16{};
@@ -190,16 +190,23 @@ void Context::create_device() {
     dot.shaderIntegerDotProduct = VK_TRUE;
     chain(head, dot);
   }
-  VkPhysicalDeviceCooperativeMatrixFeaturesNV cm{};
-  cm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV cm_nv{};
+  cm_nv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
+  VkPhysicalDeviceCooperativeMatrixFeaturesKHR cm_khr{};
+  cm_khr.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR;
   VkPhysicalDeviceVulkanMemoryModelFeatures vmm{};
   vmm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
   en.coop_tiles = coop;
   if (coop) {
-    cm.cooperativeMatrix = VK_TRUE;
     vmm.vulkanMemoryModel = VK_TRUE;
-    chain(head, cm);
     chain(head, vmm);
+    if (coop->khr) {
+      cm_khr.cooperativeMatrix = VK_TRUE;
+      chain(head, cm_khr);
+    } else {
+      cm_nv.cooperativeMatrix = VK_TRUE;
+      chain(head, cm_nv);
+    }
   }
   f2.pNext = head;
 

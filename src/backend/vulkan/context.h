@@ -55,9 +55,9 @@ struct ContextOptions {
   // Bind buffers with VK_KHR_push_descriptor where the device has it (no descriptor pools or
   // set updates per dispatch). Off: always allocate descriptor sets (tests cover both paths).
   bool push_descriptors = true;
-  // Enable cooperative matrices for the int8 tiled product where the device has them (off:
-  // TRIT_VK_COOPMAT=0, to compare both paths).
-  bool cooperative_matrix = true;
+  // Cooperative matrices for the int8 tiled product where the device has them (the backend
+  // takes TRIT_VK_COOPMAT: 0 off, nv, khr; tests and benchmarks compare the paths).
+  CoopChoice cooperative_matrix = CoopChoice::Auto;
 };
 
 // Optional features this context enabled (each only when the device offers it).
@@ -70,8 +70,8 @@ struct EnabledFeatures {
   bool integer_dot_product = false;  // shaderIntegerDotProduct (1.3 or the KHR extension)
   bool memory_budget = false;        // VK_EXT_memory_budget
   bool push_descriptor = false;      // VK_KHR_push_descriptor
-  // VK_NV_cooperative_matrix with vulkanMemoryModel and shaderInt8, for matmul_ternary_coop
-  // with these tiles (coop_matrix.h).
+  // VK_KHR_ or VK_NV_cooperative_matrix with vulkanMemoryModel and shaderInt8, for
+  // matmul_ternary_coop with these tiles (coop_matrix.h).
   std::optional<CoopTiles> coop_tiles;
 };
 

@@ -1,5 +1,8 @@
 #include "backend/vulkan/coop_matrix.h"
 
+#include <cstdlib>
+#include <string>
+
 #include "backend/vulkan/push_constants.h"
 #include "backend/vulkan/vk_loader.h"
 
@@ -28,16 +31,16 @@ CoopTiles CoopTiles::small() const {
   return t;
 }
 
-std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info) {
-  if (!info.cooperative_matrix_nv || !info.shader_int8 || !info.vulkan_memory_model ||
-      !(info.subgroup_operations & VK_SUBGROUP_FEATURE_BASIC_BIT) || info.subgroup_size == 0) {
-    return std::nullopt;
-  }
+namespace {
+
+std::optional<CoopTiles> tiles_for(const VulkanDeviceInfo& info,
+                                   const std::vector<CoopMatShape>& shapes, bool khr) {
   auto divides = [](uint32_t a, uint32_t b) { return a != 0 && b % a == 0; };
-  for (const CoopMatShape& s : info.cooperative_matrix_int8) {
+  for (const CoopMatShape& s : shapes) {
     if (!divides(s.m, 32) || !divides(s.n, 32) || s.k % 4 != 0 || !divides(s.k, 256)) continue;
     CoopTiles t;
     t.shape = s;
+    t.khr = khr;
     t.wg = 4 * info.subgroup_size;
     t.frag_m = 32 / s.m;
     t.frag_n = 32 / s.n;
@@ -49,6 +52,32 @@ std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info) {
     return t;
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+CoopChoice coop_choice_from_env() {
+  const char* e = std::getenv("TRIT_VK_COOPMAT");
+  const std::string v = e ? e : "";
+  if (v == "0") return CoopChoice::Off;
+  if (v == "nv") return CoopChoice::Nv;
+  if (v == "khr") return CoopChoice::Khr;
+  return CoopChoice::Auto;
+}
+
+std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info, CoopChoice choice) {
+  if (choice == CoopChoice::Off || !info.shader_int8 || !info.vulkan_memory_model ||
+      !(info.subgroup_operations & VK_SUBGROUP_FEATURE_BASIC_BIT) || info.subgroup_size == 0) {
+    return std::nullopt;
+  }
+  std::optional<CoopTiles> t;
+  if (choice != CoopChoice::Nv && info.cooperative_matrix_khr) {
+    t = tiles_for(info, info.cooperative_matrix_int8_khr, true);
+  }
+  if (!t && choice != CoopChoice::Khr && info.cooperative_matrix_nv) {
+    t = tiles_for(info, info.cooperative_matrix_int8, false);
+  }
+  return t;
 }
 
 }  // namespace trit::vk

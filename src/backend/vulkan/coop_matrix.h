@@ -4,11 +4,19 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "backend/vulkan/device_info.h"
 
 namespace trit::vk {
+
+// Which cooperative matrix extension to use: Auto takes KHR where the device lists int8 shapes
+// for it, NV otherwise.
+enum class CoopChoice { Off, Auto, Nv, Khr };
+
+// TRIT_VK_COOPMAT: "0" off, "nv", "khr", anything else (or unset) Auto.
+CoopChoice coop_choice_from_env();
 
 // A workgroup of 2 x 2 subgroups, each computing (tile_m / 2) rows x (tile_n / 2) tokens of
 // output as frag_m x frag_n cooperative matrices of `shape`.
@@ -17,6 +25,11 @@ struct CoopTiles {
   uint32_t wg = 0;  // invocations: four subgroups
   uint32_t tile_m = 64, tile_n = 64;
   uint32_t frag_m = 0, frag_n = 0;
+  bool khr = false;  // VK_KHR_cooperative_matrix (else NV)
+  // The module: matmul_ternary_coop, or its KHR form (shaders.h).
+  std::string_view shader() const {
+    return khr ? "matmul_ternary_coop_khr" : "matmul_ternary_coop";
+  }
   // 32 x 32 tiles (16 x 16 a subgroup) for small grids (MatmulConfig::small_tile_groups), when
   // the shape allows (m and n dividing 16); these tiles otherwise.
   CoopTiles small() const;
@@ -26,11 +39,12 @@ struct CoopTiles {
   uint32_t shared_bytes() const { return 4 * 68 * (tile_m + tile_n); }
 };
 
-// The 64 x 64 tiles for the first of the device's int8 shapes (its order of preference) whose
-// m and n divide 32 and whose k is a multiple of 4 dividing 256; nullopt when none does, when the
-// device lacks a feature the module needs (VK_NV_cooperative_matrix, shaderInt8, vulkanMemoryModel,
-// basic subgroup operations, a known subgroup size), or when a workgroup would exceed its
-// invocation or shared-memory limits.
-std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info);
+// The 64 x 64 tiles for the first of the device's int8 shapes of the chosen extension (in the
+// device's order of preference) whose m and n divide 32 and whose k is a multiple of 4 dividing
+// 256; nullopt when none does, when the device lacks a feature the module needs (the
+// extension, shaderInt8, vulkanMemoryModel, basic subgroup operations, a known subgroup size),
+// or when a workgroup would exceed its invocation or shared-memory limits.
+std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info,
+                                         CoopChoice choice = CoopChoice::Auto);
 
 }  // namespace trit::vk

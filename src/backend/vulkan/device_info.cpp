@@ -5,30 +5,11 @@
 #include <cstring>
 #include <exception>
 #include <set>
+#include <type_traits>
 
 #include "backend/vulkan/physical_device.h"
 #include "backend/vulkan/vk_loader.h"
 #include "core/error.h"
-
-// Headers older than 1.3.255 lack VK_KHR_cooperative_matrix; its feature struct is fixed by
-// the specification, so declare it here when missing.
-#ifndef VK_KHR_cooperative_matrix
-namespace {
-constexpr VkStructureType kCoopMatFeaturesKhrSType = VkStructureType(1000506000);
-struct CoopMatFeaturesKhr {
-  VkStructureType sType;
-  void* pNext;
-  VkBool32 cooperativeMatrix;
-  VkBool32 cooperativeMatrixRobustBufferAccess;
-};
-}  // namespace
-#else
-namespace {
-constexpr VkStructureType kCoopMatFeaturesKhrSType =
-    VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR;
-using CoopMatFeaturesKhr = VkPhysicalDeviceCooperativeMatrixFeaturesKHR;
-}  // namespace
-#endif
 
 namespace trit {
 namespace {
@@ -42,25 +23,26 @@ void chain(void*& head, T& s) {
   head = &s;
 }
 
-// The int8 x int8 -> int32 subgroup shapes of VK_NV_cooperative_matrix.
-std::vector<CoopMatShape> int8_coop_shapes(const Functions& vk, VkPhysicalDevice pd) {
+// The int8 x int8 -> int32 subgroup shapes a cooperative matrix extension lists (Props:
+// VkCooperativeMatrixPropertiesNV or ...KHR, whose fields and values agree on these).
+template <class Props, class Query>
+std::vector<CoopMatShape> int8_coop_shapes(Query query, VkStructureType stype,
+                                           VkPhysicalDevice pd) {
   std::vector<CoopMatShape> out;
-  if (!vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV) return out;
   uint32_t n = 0;
-  if (vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, nullptr) != VK_SUCCESS)
-    return out;
-  std::vector<VkCooperativeMatrixPropertiesNV> list(n);
-  for (VkCooperativeMatrixPropertiesNV& p : list) {
-    p.sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
-  }
-  if (vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, list.data()) < VK_SUCCESS) {
-    return out;
-  }
+  if (!query || query(pd, &n, nullptr) != VK_SUCCESS) return out;
+  std::vector<Props> list(n);
+  for (Props& p : list) p.sType = stype;
+  if (query(pd, &n, list.data()) < VK_SUCCESS) return out;
   for (uint32_t i = 0; i < n && i < list.size(); ++i) {
-    const VkCooperativeMatrixPropertiesNV& p = list[i];
+    const Props& p = list[i];
+    if constexpr (std::is_same_v<Props, VkCooperativeMatrixPropertiesKHR>) {
+      if (p.ResultType != VK_COMPONENT_TYPE_SINT32_NV || p.saturatingAccumulation) continue;
+    } else {
+      if (p.DType != VK_COMPONENT_TYPE_SINT32_NV) continue;
+    }
     if (p.AType == VK_COMPONENT_TYPE_SINT8_NV && p.BType == VK_COMPONENT_TYPE_SINT8_NV &&
-        p.CType == VK_COMPONENT_TYPE_SINT32_NV && p.DType == VK_COMPONENT_TYPE_SINT32_NV &&
-        p.scope == VK_SCOPE_SUBGROUP_NV) {
+        p.CType == VK_COMPONENT_TYPE_SINT32_NV && p.scope == VK_SCOPE_SUBGROUP_NV) {
       out.push_back({p.MSize, p.NSize, p.KSize});
     }
   }
@@ -197,8 +179,8 @@ VulkanDeviceInfo vk::describe_physical_device(const Functions& vk, VkPhysicalDev
   sgcf.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES;
   VkPhysicalDeviceCooperativeMatrixFeaturesNV cmnv{};
   cmnv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
-  CoopMatFeaturesKhr cmkhr{};
-  cmkhr.sType = kCoopMatFeaturesKhrSType;
+  VkPhysicalDeviceCooperativeMatrixFeaturesKHR cmkhr{};
+  cmkhr.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR;
   VkPhysicalDeviceVulkanMemoryModelFeatures vmm{};
   vmm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
   const bool want_vmm = v12 || has("VK_KHR_vulkan_memory_model");
@@ -224,7 +206,16 @@ VulkanDeviceInfo vk::describe_physical_device(const Functions& vk, VkPhysicalDev
   d.cooperative_matrix_nv = d.cooperative_matrix_nv && cmnv.cooperativeMatrix == VK_TRUE;
   d.cooperative_matrix_khr = d.cooperative_matrix_khr && cmkhr.cooperativeMatrix == VK_TRUE;
   d.vulkan_memory_model = want_vmm && vmm.vulkanMemoryModel == VK_TRUE;
-  if (d.cooperative_matrix_nv) d.cooperative_matrix_int8 = int8_coop_shapes(vk, pd);
+  if (d.cooperative_matrix_nv) {
+    d.cooperative_matrix_int8 = int8_coop_shapes<VkCooperativeMatrixPropertiesNV>(
+        vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV,
+        VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV, pd);
+  }
+  if (d.cooperative_matrix_khr) {
+    d.cooperative_matrix_int8_khr = int8_coop_shapes<VkCooperativeMatrixPropertiesKHR>(
+        vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR,
+        VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR, pd);
+  }
 
   d.heaps = read_heaps(vk, pd, d.has_memory_budget);
   return d;

@@ -70,9 +70,10 @@ struct VulkanDeviceInfo {
   bool integer_dot_product_4x8_accelerated = false;  // packed signed 4x8-bit dot is fast
   bool cooperative_matrix_khr = false;               // VK_KHR_cooperative_matrix
   bool cooperative_matrix_nv = false;                // VK_NV_cooperative_matrix
-  // VK_NV_cooperative_matrix shapes with int8 A and B and int32 C and D at subgroup scope, in
-  // the device's order of preference.
+  // Shapes with int8 A and B and int32 C and result at subgroup scope, in the device's order
+  // of preference: VK_NV_cooperative_matrix's and VK_KHR_cooperative_matrix's.
   std::vector<CoopMatShape> cooperative_matrix_int8;
+  std::vector<CoopMatShape> cooperative_matrix_int8_khr;
   bool vulkan_memory_model = false;  // vulkanMemoryModel (1.2 or VK_KHR_vulkan_memory_model)
   bool subgroup_size_control = false;
 

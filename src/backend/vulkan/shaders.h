@@ -11,6 +11,8 @@
 namespace trit::vk {
 
 // The words of shader `name`; throws trit::Error for a name no trit_shader() declared.
+// NAME_khr is the SPV_KHR_cooperative_matrix form of NAME, a module written with
+// GL_NV_cooperative_matrix (spirv_coopmat.h), derived on first use.
 std::span<const uint32_t> shader_spirv(std::string_view name);
 // Every embedded shader's name, sorted.
 std::vector<std::string_view> shader_names();

@@ -17,6 +17,37 @@
 
 #include "core/error.h"
 
+// Headers older than 1.3.255 lack VK_KHR_cooperative_matrix; its structs and values are fixed
+// by the specification (component types and scopes share NV's values).
+#ifndef VK_KHR_cooperative_matrix
+#define VK_KHR_cooperative_matrix 1
+constexpr VkStructureType VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR =
+    VkStructureType(1000506000);
+constexpr VkStructureType VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR =
+    VkStructureType(1000506001);
+typedef struct VkPhysicalDeviceCooperativeMatrixFeaturesKHR {
+  VkStructureType sType;
+  void* pNext;
+  VkBool32 cooperativeMatrix;
+  VkBool32 cooperativeMatrixRobustBufferAccess;
+} VkPhysicalDeviceCooperativeMatrixFeaturesKHR;
+typedef struct VkCooperativeMatrixPropertiesKHR {
+  VkStructureType sType;
+  void* pNext;
+  uint32_t MSize;
+  uint32_t NSize;
+  uint32_t KSize;
+  VkComponentTypeNV AType;
+  VkComponentTypeNV BType;
+  VkComponentTypeNV CType;
+  VkComponentTypeNV ResultType;
+  VkBool32 saturatingAccumulation;
+  VkScopeNV scope;
+} VkCooperativeMatrixPropertiesKHR;
+typedef VkResult(VKAPI_PTR* PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)(
+    VkPhysicalDevice, uint32_t*, VkCooperativeMatrixPropertiesKHR*);
+#endif
+
 // X(name, required): entry points resolved with vkGetInstanceProcAddr(NULL, ...).
 #define TRIT_VK_GLOBAL_FUNCTIONS(X)               \
   X(vkCreateInstance, true)                       \
@@ -24,20 +55,21 @@
   X(vkEnumerateInstanceVersion, false) /* Vulkan 1.1 loaders */
 
 // Resolved with vkGetInstanceProcAddr(instance, ...). The *2 queries are Vulkan 1.1.
-#define TRIT_VK_INSTANCE_FUNCTIONS(X)               \
-  X(vkDestroyInstance, true)                        \
-  X(vkEnumeratePhysicalDevices, true)               \
-  X(vkGetPhysicalDeviceProperties, true)            \
-  X(vkGetPhysicalDeviceProperties2, false)          \
-  X(vkGetPhysicalDeviceFeatures, true)              \
-  X(vkGetPhysicalDeviceFeatures2, false)            \
-  X(vkGetPhysicalDeviceMemoryProperties, true)      \
-  X(vkGetPhysicalDeviceMemoryProperties2, false)    \
-  X(vkGetPhysicalDeviceQueueFamilyProperties, true) \
-  X(vkEnumerateDeviceExtensionProperties, true)     \
-  X(vkCreateDevice, true)                           \
-  X(vkGetDeviceProcAddr, true)                      \
-  X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV, false)
+#define TRIT_VK_INSTANCE_FUNCTIONS(X)                        \
+  X(vkDestroyInstance, true)                                 \
+  X(vkEnumeratePhysicalDevices, true)                        \
+  X(vkGetPhysicalDeviceProperties, true)                     \
+  X(vkGetPhysicalDeviceProperties2, false)                   \
+  X(vkGetPhysicalDeviceFeatures, true)                       \
+  X(vkGetPhysicalDeviceFeatures2, false)                     \
+  X(vkGetPhysicalDeviceMemoryProperties, true)               \
+  X(vkGetPhysicalDeviceMemoryProperties2, false)             \
+  X(vkGetPhysicalDeviceQueueFamilyProperties, true)          \
+  X(vkEnumerateDeviceExtensionProperties, true)              \
+  X(vkCreateDevice, true)                                    \
+  X(vkGetDeviceProcAddr, true)                               \
+  X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV, false) \
+  X(vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR, false)
 
 // Resolved with vkGetDeviceProcAddr(device, ...): everything the compute backend records.
 #define TRIT_VK_DEVICE_FUNCTIONS(X)      \

@@ -220,8 +220,7 @@ void VulkanBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt
           const CoopTiles tiles = coop_tiles(*coop, mm_, uint64_t(n), uint64_t(w.m.n_out));
           plan.rows_per_group = tiles.tile_m;
           plan.tokens_per_group = tiles.tile_n;
-          p = &pipeline("matmul_ternary_coop", 5, sizeof(MatmulTernaryPush), tiles.spec(),
-                        kReadAll4);
+          p = &pipeline(tiles.shader(), 5, sizeof(MatmulTernaryPush), tiles.spec(), kReadAll4);
         } else if (act_quant) {
           std::vector<uint32_t> spec(plan.spec.begin(), plan.spec.begin() + 8);
           p = &pipeline(dot ? "matmul_ternary_dot" : "matmul_ternary", 5, sizeof(MatmulTernaryPush),

@@ -26,9 +26,7 @@ ContextOptions context_options(const VulkanRequest& r) {
   const uint64_t env = max_buffer_bytes_from_env();
   o.max_buffer_bytes = r.max_buffer_bytes;
   if (env != 0 && (o.max_buffer_bytes == 0 || env < o.max_buffer_bytes)) o.max_buffer_bytes = env;
-  // TRIT_VK_COOPMAT=0 keeps cooperative matrices off (the tests compare both paths).
-  const char* coop = std::getenv("TRIT_VK_COOPMAT");
-  o.cooperative_matrix = !(coop && std::string(coop) == "0");
+  o.cooperative_matrix = coop_choice_from_env();
   return o;
 }
 
@@ -128,9 +126,10 @@ std::string VulkanBackend::description() const {
                            ? vulkan_driver_version_string(d.vendor_id, d.driver_version)
                            : d.driver_info;
   const std::optional<CoopTiles>& coop = caps.enabled.coop_tiles;
-  const std::string coop_text = coop ? cat(", int8 cooperative matrices ", coop->shape.m, "x",
-                                           coop->shape.n, "x", coop->shape.k)
-                                     : std::string();
+  const std::string coop_text =
+      coop ? cat(", int8 cooperative matrices (", coop->khr ? "KHR" : "NV", ") ", coop->shape.m,
+                 "x", coop->shape.n, "x", coop->shape.k)
+           : std::string();
   return cat("vulkan: ", d.name, " (", vulkan_device_type_name(d.type), ", driver ", driver,
              caps.enabled.integer_dot_product ? ", int8 dot product" : "", coop_text,
              ", binding limit ", ctx_->binding_limit() >> 20, " MiB)");
