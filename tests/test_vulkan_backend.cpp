@@ -714,6 +714,44 @@ TEST(VulkanSmallTiles, GiveTheBitsOfTheDefaultTiles) {
   expect_match({"default tiles", 300, want}, run("1"), 0, "small tiles");
 }
 
+// ---- Attention of a prompt and of its tokens one by one ----------------------------------------
+// attention.comp serves several queries per workgroup for prompts and one when decoding; every
+// partial is computed alike either way, so the outputs agree bit for bit (with whole and
+// partial groups of queries, head sizes of whole, several and partial staged key blocks, GQA,
+// and a KV cache in pieces).
+TEST(VulkanAttention, PromptEqualsItsTokensOneByOne) {
+  // 256 KiB: caches in pieces of 128 to 256 positions.
+  for (uint64_t limit : {uint64_t(0), 256 * KiB}) {
+    for (auto [n_head, n_embd] : {std::pair{8, 512}, {16, 2048}, {8, 640}}) {
+      std::unique_ptr<Backend> b;
+      open_vulkan(limit, &b);
+      if (!b) return;
+      HParams hp;
+      hp.n_head = n_head, hp.n_head_kv = 4, hp.n_embd = n_embd, hp.rope_dim = 32;
+      const int64_t n_ctx = 300, kv = hp.n_embd_kv(), n = 20, pos0 = 230;
+      TensorPtr kc = upload(*b, "cache_k", n_ctx, kv, randn(n_ctx * kv, 601));
+      TensorPtr vc = upload(*b, "cache_v", n_ctx, kv, randn(n_ctx * kv, 602));
+      const std::vector<float> qv = randn(n * n_embd, 603);
+      TensorPtr q = upload(*b, "q", n, n_embd, qv);
+      TensorPtr out = b->tensor("out", n, n_embd);
+      b->attention(*out, *q, *kc, *vc, n, pos0, hp);
+      const std::vector<float> prompt = download(*b, *out, n, 0).v;
+      std::vector<float> one_by_one;
+      for (int64_t t = 0; t < n; ++t) {
+        TensorPtr q1 =
+            upload(*b, "q1", 1, n_embd,
+                   std::vector<float>(qv.begin() + t * n_embd, qv.begin() + (t + 1) * n_embd));
+        TensorPtr o1 = b->tensor("o1", 1, n_embd);
+        b->attention(*o1, *q1, *kc, *vc, 1, pos0 + t, hp);
+        const std::vector<float> row = download(*b, *o1, 1, 0).v;
+        one_by_one.insert(one_by_one.end(), row.begin(), row.end());
+      }
+      expect_match({"prompt", n_embd, prompt}, one_by_one, 0,
+                   cat("head_dim ", n_embd / n_head, " at ", limit_name(limit)));
+    }
+  }
+}
+
 // ---- Cooperative matrices ---------------------------------------------------------------------
 // matmul_ternary_coop sums the int8 products exactly on the device's matrix units and ends as
 // matmul_ternary does, so its outputs equal the plain path's (TRIT_VK_COOPMAT=0) bit for bit.

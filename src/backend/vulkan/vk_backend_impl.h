@@ -367,6 +367,8 @@ class VulkanBackend final : public Backend {
   }
   uint64_t norm_vec_width() const { return 32ull * norm_wg_; }  // the shaders' 4 * NORM_MAXU
   uint32_t subgroup_size_ = 32;  // for matvec_ternary's rows per workgroup
+  // attention.comp's queries per workgroup for prompts (TRIT_VK_ATTN_QT=1..16 to tune).
+  uint32_t attn_qt_ = 8;
   // One token, int8 activations, at most three ternary layers of uniform scale without LoRA,
   // every tensor in one piece at the token: the decoding matvec applies.
   bool decode_matvec_applies(std::span<const LinearOp> ops, const VkTensor& x, int64_t n,

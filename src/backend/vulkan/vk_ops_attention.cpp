@@ -109,7 +109,12 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
   if (n == 0) return;
   const uint32_t chunk = std::min(kc.kv_chunk(), vc.kv_chunk());
   const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, chunk, uint32_t(hd)};
-  const Pipeline& pa = pipeline("attention", 4, sizeof(AttentionPush), spec, 0b0111);
+  // Queries per workgroup: one when decoding, attn_qt_ for prompts and training (each staged
+  // chunk of keys serves them all).
+  const uint32_t qt = uint64_t(n) >= attn_qt_ ? attn_qt_ : 1;
+  std::vector<uint32_t> spec_a = spec;
+  spec_a[uint32_t(SpecId::MvTokens)] = qt;
+  const Pipeline& pa = pipeline("attention", 4, sizeof(AttentionPush), spec_a, 0b0111);
   const Pipeline& pc = pipeline("attention_combine", 2, sizeof(AttentionCombinePush), spec, 0b01);
   const float scale = 1.0f / std::sqrt(float(hd));
   const uint64_t limit = ctx_->binding_limit();
@@ -152,7 +157,8 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
                                  uint32_t(n_chunks),
                                  scale};
         rec().dispatch(pa, {qr, kc.tiles().range(i), vc.tiles().range(i), part}, push,
-                       uint32_t(ceil_div(kv_rows, chunk)), uint32_t(n_head), uint32_t(n_q));
+                       uint32_t(ceil_div(kv_rows, chunk)), uint32_t(n_head),
+                       uint32_t(ceil_div(n_q, qt)));
       }
       const AttentionCombinePush cpush{uint32_t(n_q),    uint32_t(t0), uint32_t(tile_pos0),
                                        uint32_t(n_head), uint32_t(hd), uint32_t(n_chunks)};

@@ -103,6 +103,10 @@ VulkanBackend::VulkanBackend(const VulkanRequest& request)
   fuse_decode_ =
       (caps.info.subgroup_operations & needed) == needed && !(fusion && std::string(fusion) == "0");
   if (caps.info.subgroup_size > 0) subgroup_size_ = caps.info.subgroup_size;
+  if (const char* e = std::getenv("TRIT_VK_ATTN_QT")) {
+    const int qt = std::atoi(e);
+    if (qt >= 1 && qt <= 16) attn_qt_ = uint32_t(qt);
+  }
   // Vulkan only promises 128 invocations a workgroup.
   while (norm_wg_ > 32 && (norm_wg_ > caps.info.max_compute_work_group_invocations ||
                            norm_wg_ > caps.info.max_compute_work_group_size[0])) {

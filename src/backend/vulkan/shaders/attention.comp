@@ -28,15 +28,23 @@
 // Push constants: AttentionPush { n_q, t0, pos0, n_head, n_head_kv, head_dim, kv_stride,
 //   kv_r0, kv_rows, n_chunks, scale }; kv_r0 a multiple of C; scale = 1 / sqrt(float(head_dim))
 //   as the CPU computes it.
-// Spec constants: 0 workgroup size (power of two), 10 chunk size C, 11 MAX_HEAD_DIM
-//   (>= head_dim; sizes shared memory: 4 * (MAX_HEAD_DIM + C + WG) bytes).
-// Dispatch: (ceil(kv_rows / C), n_head, n_q); workgroups of chunks in the future of their
-//   query return at once. n_q <= maxComputeWorkGroupCount[2] (65535 at least).
+// Spec constants: 0 workgroup size (a power of two, >= C), 3 QT queries per workgroup,
+//   10 chunk size C, 11 MAX_HEAD_DIM (>= head_dim). Shared memory:
+//   4 * (QT * (MAX_HEAD_DIM + C + WG) + C * 33) bytes.
+// Dispatch: (ceil(kv_rows / C), n_head, ceil(n_q / QT)); workgroups whose chunk lies in the
+//   future of all their queries return at once. ceil(n_q / QT) <= maxComputeWorkGroupCount[2].
+//
+// A workgroup stages its chunk's keys in shared memory, 32 dimensions at a time (coalesced
+// loads; thread j then reads key j), and serves QT queries from them; the values are read once
+// for all QT queries. With QT = 1 (decoding) thread j reads key j from memory directly. Every partial is computed with the same operations in the same order
+// whatever QT is (`precise`: no contraction into fused multiply-adds), so a prompt's attention
+// equals that of its tokens decoded one by one, bit for bit.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(local_size_x_id = SPEC_WG_SIZE) in;
 layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 64;
+layout(constant_id = SPEC_MV_TOKENS) const uint QT = 1;
 layout(constant_id = SPEC_ATTN_CHUNK) const uint C = 64;
 layout(constant_id = SPEC_MAX_HEAD_DIM) const uint MAX_HEAD_DIM = 256;
 
@@ -59,67 +67,138 @@ layout(push_constant) uniform Push {
   float scale;
 } pc;
 
-shared float qs[MAX_HEAD_DIM];
-shared float sc[C];
-shared float red[WG_SIZE];
+const uint KD = 32;  // key dimensions staged per step
+const uint KS = KD + 1;
+shared float qs[QT * MAX_HEAD_DIM];
+shared float ks[C * KS];
+shared float sc[QT * C];
+shared float red[QT * WG_SIZE];
 
 void main() {
   uint tid = gl_LocalInvocationID.x;
   uint local0 = gl_WorkGroupID.x * C;  // first key of the chunk, relative to the piece
   uint h = gl_WorkGroupID.y;
-  uint tq = gl_WorkGroupID.z;
-  if (tq >= pc.n_q || h >= pc.n_head || local0 >= pc.kv_rows) return;
-  uint t = pc.t0 + tq;
-  uint qpos = pc.pos0 + t;
+  uint tq0 = gl_WorkGroupID.z * QT;
+  if (tq0 >= pc.n_q || h >= pc.n_head || local0 >= pc.kv_rows) return;
+  uint n_tq = min(QT, pc.n_q - tq0);
   uint key0 = pc.kv_r0 + local0;
-  if (key0 > qpos) return;
-  uint n_keys = min(min(pc.kv_r0 + pc.kv_rows, qpos + 1) - key0, C);
+  if (key0 > pc.pos0 + pc.t0 + tq0 + n_tq - 1) return;  // no query of the group sees the chunk
   uint c = key0 / C;
   uint hd = pc.head_dim;
   uint kv_off = (h / (pc.n_head / pc.n_head_kv)) * hd;
+  uint rows_here = min(pc.kv_r0 + pc.kv_rows - key0, C);
 
-  for (uint d = tid; d < hd; d += WG_SIZE) qs[d] = q[(t * pc.n_head + h) * hd + d];
-  barrier();
-
-  float m = uintBitsToFloat(0xFF800000u);  // -inf
-  for (uint j = tid; j < n_keys; j += WG_SIZE) {
-    uint kb = (local0 + j) * pc.kv_stride + kv_off;
-    float dot = 0.0;
-    for (uint d = 0; d < hd; ++d) dot += qs[d] * k[kb + d];
-    float s = dot * pc.scale;
-    sc[j] = s;
-    m = s > m ? s : m;
+  // Keys each query sees: 0 for queries past the range or before the chunk.
+  uint nk[QT];
+  uint nk_max = 0;
+  for (uint i = 0; i < QT; ++i) {
+    uint qpos = pc.pos0 + pc.t0 + tq0 + i;
+    nk[i] = i < n_tq && key0 <= qpos ? min(min(pc.kv_r0 + pc.kv_rows, qpos + 1) - key0, C) : 0;
+    nk_max = max(nk_max, nk[i]);
   }
-  red[tid] = m;
+  for (uint x = tid; x < QT * hd; x += WG_SIZE) {
+    uint i = x / hd, d = x % hd;
+    qs[i * MAX_HEAD_DIM + d] = i < n_tq ? q[((pc.t0 + tq0 + i) * pc.n_head + h) * hd + d] : 0.0;
+  }
+
+  // Scores: thread j takes key j, summing over d in order.
+  precise float dot[QT];
+  for (uint i = 0; i < QT; ++i) dot[i] = 0.0;
+  if (QT == 1) {
+    // Decoding: nothing to share, so no staging (the same products in the same order).
+    barrier();  // qs written
+    if (tid < nk_max) {
+      uint kb = (local0 + tid) * pc.kv_stride + kv_off;
+      for (uint d = 0; d < hd; ++d) {
+        precise float prod = qs[d] * k[kb + d];
+        dot[0] = dot[0] + prod;
+      }
+    }
+  }
+  for (uint d0 = 0; QT > 1 && d0 < hd; d0 += KD) {
+    uint dn = min(KD, hd - d0);
+    barrier();  // qs written / the last block read
+    for (uint x = tid; x < C * KD; x += WG_SIZE) {
+      uint j = x / KD, dd = x % KD;
+      ks[j * KS + dd] = j < rows_here && dd < dn ? k[(local0 + j) * pc.kv_stride + kv_off + d0 + dd] : 0.0;
+    }
+    barrier();
+    if (tid < nk_max) {
+      for (uint dd = 0; dd < dn; ++dd) {
+        float kv = ks[tid * KS + dd];
+        for (uint i = 0; i < QT; ++i) {
+          precise float prod = qs[i * MAX_HEAD_DIM + d0 + dd] * kv;
+          dot[i] = dot[i] + prod;
+        }
+      }
+    }
+  }
+
+  const float NEG_INF = uintBitsToFloat(0xFF800000u);
+  for (uint i = 0; i < QT; ++i) {
+    float m = NEG_INF;
+    if (tid < nk[i]) {
+      float s = dot[i] * pc.scale;
+      sc[i * C + tid] = s;
+      m = s;
+    }
+    red[i * WG_SIZE + tid] = m;
+  }
   barrier();
   for (uint s = WG_SIZE / 2; s > 0; s >>= 1) {
-    if (tid < s) red[tid] = max(red[tid], red[tid + s]);
+    if (tid < s) {
+      for (uint i = 0; i < QT; ++i) {
+        red[i * WG_SIZE + tid] = max(red[i * WG_SIZE + tid], red[i * WG_SIZE + tid + s]);
+      }
+    }
     barrier();
   }
-  m = red[0];
+  float m[QT];
+  for (uint i = 0; i < QT; ++i) m[i] = red[i * WG_SIZE];
   barrier();
 
-  float l = 0.0;
-  for (uint j = tid; j < n_keys; j += WG_SIZE) {
-    float p = exp(sc[j] - m);
-    sc[j] = p;
-    l += p;
+  for (uint i = 0; i < QT; ++i) {
+    float l = 0.0;
+    if (tid < nk[i]) {
+      float p = exp(sc[i * C + tid] - m[i]);
+      sc[i * C + tid] = p;
+      l = p;
+    }
+    red[i * WG_SIZE + tid] = l;
   }
-  red[tid] = l;
   barrier();
   for (uint s = WG_SIZE / 2; s > 0; s >>= 1) {
-    if (tid < s) red[tid] += red[tid + s];
+    if (tid < s) {
+      for (uint i = 0; i < QT; ++i) {
+        red[i * WG_SIZE + tid] = red[i * WG_SIZE + tid] + red[i * WG_SIZE + tid + s];
+      }
+    }
     barrier();
   }
 
-  uint rec = ((tq * pc.n_head + h) * pc.n_chunks + c) * (hd + 2);
+  uint rec0 = ((tq0 * pc.n_head + h) * pc.n_chunks + c) * (hd + 2);
+  uint rec_step = pc.n_head * pc.n_chunks * (hd + 2);  // the next query's record
   if (tid == 0) {
-    partial[rec] = m;
-    partial[rec + 1] = red[0];
+    for (uint i = 0; i < QT; ++i) {
+      if (nk[i] == 0) continue;
+      partial[rec0 + i * rec_step] = m[i];
+      partial[rec0 + i * rec_step + 1] = red[i * WG_SIZE];
+    }
   }
   for (uint d = tid; d < hd; d += WG_SIZE) {
-    float acc = 0.0;
-    for (uint j = 0; j < n_keys; ++j) acc += sc[j] * v[(local0 + j) * pc.kv_stride + kv_off + d];
-    partial[rec + 2 + d] = acc;
+    precise float acc[QT];
+    for (uint i = 0; i < QT; ++i) acc[i] = 0.0;
+    for (uint j = 0; j < nk_max; ++j) {
+      float vv = v[(local0 + j) * pc.kv_stride + kv_off + d];
+      for (uint i = 0; i < QT; ++i) {
+        if (j < nk[i]) {
+          precise float prod = sc[i * C + j] * vv;
+          acc[i] = acc[i] + prod;
+        }
+      }
+    }
+    for (uint i = 0; i < QT; ++i) {
+      if (nk[i] != 0) partial[rec0 + i * rec_step + 2 + d] = acc[i];
+    }
   }
 }
