@@ -30,7 +30,7 @@
 //   as the CPU computes it.
 // Spec constants: 0 workgroup size (a power of two, >= C), 3 QT queries per workgroup,
 //   10 chunk size C, 11 MAX_HEAD_DIM (>= head_dim). Shared memory:
-//   4 * (QT * (MAX_HEAD_DIM + C + WG) + C * 33) bytes.
+//   4 * (QT * (MAX_HEAD_DIM + C + WG) + C * 33) bytes (no C * 33 when QT = 1).
 // Dispatch: (ceil(kv_rows / C), n_head, ceil(n_q / QT)); workgroups whose chunk lies in the
 //   future of all their queries return at once. ceil(n_q / QT) <= maxComputeWorkGroupCount[2].
 //
@@ -70,7 +70,7 @@ layout(push_constant) uniform Push {
 const uint KD = 32;  // key dimensions staged per step
 const uint KS = KD + 1;
 shared float qs[QT * MAX_HEAD_DIM];
-shared float ks[C * KS];
+shared float ks[QT > 1 ? C * KS : 1];  // decoding (QT = 1) stages nothing
 shared float sc[QT * C];
 shared float red[QT * WG_SIZE];
 
