@@ -317,6 +317,19 @@ TEST(VulkanCoopTiles, FirstUsableShapeOfTheDevice) {
   EXPECT_FALSE(plan_coop_tiles(d).has_value());
 }
 
+TEST(VulkanCoopTiles, SmallTilesWhereSharedMemoryIsSmall) {
+  VulkanDeviceInfo d = coop_device();
+  d.max_compute_shared_memory_size = 32 * 1024;  // 64 x 64 tiles need 34,816 bytes
+  const std::optional<CoopTiles> t = plan_coop_tiles(d);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->tile_m, 32u);
+  EXPECT_EQ(t->tile_n, 32u);
+  EXPECT_LE(t->shared_bytes(), 32u * 1024);
+  EXPECT_EQ(t->small().tile_m, 32u);
+  d.cooperative_matrix_int8 = {{32, 8, 32}};  // no small tiles for this shape
+  EXPECT_FALSE(plan_coop_tiles(d).has_value());
+}
+
 TEST(VulkanCoopTiles, KhrFirstUnlessChosen) {
   VulkanDeviceInfo d = coop_device();
   d.cooperative_matrix_khr = true;
@@ -358,7 +371,7 @@ TEST(VulkanCoopTiles, NoneWithoutEveryFeatureOrRoom) {
   lacking[3].vulkan_memory_model = false;
   lacking[4].subgroup_operations = 0;
   lacking[5].subgroup_size = 0;
-  lacking[6].max_compute_shared_memory_size = 32 * 1024;  // 34,816 bytes needed
+  lacking[6].max_compute_shared_memory_size = 16 * 1024;  // 17,408 bytes for 32 x 32 tiles
   lacking[7].subgroup_size = 64;                          // 256 invocations
   lacking[7].max_compute_work_group_invocations = 128;
   for (size_t i = 0; i < lacking.size(); ++i) {

@@ -44,6 +44,8 @@ std::optional<CoopTiles> tiles_for(const VulkanDeviceInfo& info,
     t.wg = 4 * info.subgroup_size;
     t.frag_m = 32 / s.m;
     t.frag_n = 32 / s.n;
+    // 32 KiB of shared memory (common on phones) holds the small tiles only.
+    if (t.shared_bytes() > info.max_compute_shared_memory_size) t = t.small();
     if (t.wg > info.max_compute_work_group_invocations ||
         t.wg > info.max_compute_work_group_size[0] ||
         t.shared_bytes() > info.max_compute_shared_memory_size) {
