@@ -203,7 +203,7 @@ TEST_F(Finetune, SigkillAndSigintThenResumeFinishLikeAnUninterruptedRun) {
                                            "--data",
                                            dir_.file("data"),
                                            "--steps",
-                                           "60",
+                                           "20",
                                            "--batch",
                                            "4",
                                            "--lr",
