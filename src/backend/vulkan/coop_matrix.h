@@ -41,9 +41,10 @@ struct CoopTiles {
 
 // The 64 x 64 tiles (32 x 32 where shared memory holds only those) for the first of the
 // device's int8 shapes of the chosen extension (in the device's order of preference) whose m
-// and n divide 32 and whose k is a multiple of 4 dividing 256; nullopt when none does, when the device lacks a feature the module needs (the
-// extension, shaderInt8, vulkanMemoryModel, basic subgroup operations, a known subgroup size),
-// or when a workgroup would exceed its invocation or shared-memory limits.
+// and n divide 32 and whose k is a multiple of 4 dividing 256. nullopt when none does, when the
+// device lacks a feature the module needs (the extension, shaderInt8, vulkanMemoryModel, basic
+// subgroup operations, a known subgroup size), or when a workgroup would exceed its invocation
+// or shared-memory limits.
 std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info,
                                          CoopChoice choice = CoopChoice::Auto);
 
