@@ -119,7 +119,8 @@ void print_device(const VulkanDeviceInfo& d) {
   std::printf("                int8 cooperative matrices: KHR %s; NV %s; Vulkan memory model %s\n",
               shapes(d.cooperative_matrix_int8_khr).c_str(),
               shapes(d.cooperative_matrix_int8).c_str(), yes_no(d.vulkan_memory_model));
-  const std::optional<vk::CoopTiles> coop = vk::plan_coop_tiles(d);
+  // As the backend will choose (TRIT_VK_COOPMAT honoured).
+  const std::optional<vk::CoopTiles> coop = vk::plan_coop_tiles(d, vk::coop_choice_from_env());
   std::printf("                int8 products: %s\n",
               coop ? cat("cooperative matrices (", coop->khr ? "KHR" : "NV", ") ", coop->shape.m,
                          "x", coop->shape.n, "x", coop->shape.k)

@@ -54,11 +54,17 @@ MatmulPlan plan_matmul(const MatmulConfig& c, uint64_t tokens, FloatWeightType t
   return p;
 }
 
-// The int8 ternary product of `rows` outputs: matmul_float's plan, with smaller tiles when the
-// grid would be small (MatmulConfig::small_tile_groups).
+// Whether tiles of tile_m rows x tile_n tokens would leave a large device idle
+// (MatmulConfig::small_tile_groups): the int8 products then take smaller tiles.
+bool small_grid(const MatmulConfig& c, uint64_t rows, uint64_t tokens, uint32_t tile_m,
+                uint32_t tile_n) {
+  return ceil_div(rows, tile_m) * ceil_div(tokens, tile_n) < c.small_tile_groups;
+}
+
+// The int8 ternary product of `rows` outputs: matmul_float's plan, with 32 x 16 tiles on a
+// small grid.
 MatmulPlan plan_ternary_int8(const MatmulConfig& c, uint64_t tokens, uint64_t rows) {
-  if (tokens > c.max_matvec_tokens &&
-      ceil_div(rows, c.tile_m) * ceil_div(tokens, c.tile_n) < c.small_tile_groups) {
+  if (tokens > c.max_matvec_tokens && small_grid(c, rows, tokens, c.tile_m, c.tile_n)) {
     MatmulConfig small = c;
     small.tile_m = 32;
     small.tile_n = 16;
@@ -69,13 +75,9 @@ MatmulPlan plan_ternary_int8(const MatmulConfig& c, uint64_t tokens, uint64_t ro
   return plan_matmul(c, tokens, FloatWeightType::F32);
 }
 
-// The cooperative-matrix tiles for `rows` outputs: smaller ones where the grid would be small,
-// as plan_ternary_int8 does.
+// The cooperative-matrix tiles for `rows` outputs: the small ones on a small grid.
 CoopTiles coop_tiles(const CoopTiles& c, const MatmulConfig& mm, uint64_t tokens, uint64_t rows) {
-  if (ceil_div(rows, c.tile_m) * ceil_div(tokens, c.tile_n) < mm.small_tile_groups) {
-    return c.small();
-  }
-  return c;
+  return small_grid(mm, rows, tokens, c.tile_m, c.tile_n) ? c.small() : c;
 }
 
 // matmul_ternary_f32 (float activations) always takes matvec-shaped workgroups.
