@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "backend/cpu/kernels.h"
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"

@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "infer/session.h"
 #include "train/optimizer.h"
-#include "train/train_model.h"
+#include "train/trainable_model.h"
 
 namespace trit::cli {
 namespace {

@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "infer/generate.h"
 #include "io/gguf.h"
-#include "tokenizer/chat_template.h"
+#include "data/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::cli {

@@ -8,10 +8,10 @@
 #include "core/error.h"
 #include "io/adapter_gguf.h"
 #include "io/gguf.h"
-#include "io/hf_import.h"
+#include "tools/convert.h"
 #include "io/peft.h"
 #include "model/hparams.h"
-#include "train/lora.h"
+#include "core/lora.h"
 
 namespace trit::cli {
 

@@ -5,8 +5,8 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "model/create.h"
-#include "model/model_info.h"
+#include "tools/create.h"
+#include "tools/info.h"
 
 namespace trit::cli {
 

@@ -12,7 +12,7 @@
 #include "backend/vulkan/device_info.h"
 #include "cli/commands.h"
 #include "core/error.h"
-#include "model/model_info.h"
+#include "tools/info.h"
 
 namespace trit::cli {
 namespace {

@@ -6,7 +6,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "infer/evaluate.h"
-#include "tokenizer/chat_template.h"
+#include "data/chat_template.h"
 
 namespace trit::cli {
 

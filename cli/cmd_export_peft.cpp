@@ -5,7 +5,7 @@
 #include "cli/commands.h"
 #include "io/adapter_gguf.h"
 #include "io/peft.h"
-#include "train/lora.h"
+#include "core/lora.h"
 
 namespace trit::cli {
 

@@ -6,7 +6,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "io/gguf.h"
-#include "model/model_info.h"
+#include "tools/info.h"
 
 namespace trit::cli {
 

@@ -4,8 +4,8 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "model/merge.h"
-#include "model/model_info.h"
+#include "tools/merge.h"
+#include "tools/info.h"
 
 namespace trit::cli {
 

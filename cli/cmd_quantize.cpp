@@ -4,8 +4,8 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "model/model_info.h"
-#include "model/requantize.h"
+#include "tools/info.h"
+#include "tools/requantize.h"
 
 namespace trit::cli {
 

@@ -9,7 +9,7 @@
 #include "backend/select.h"
 #include "core/error.h"
 #include "io/adapter_gguf.h"
-#include "model/merge.h"
+#include "tools/merge.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::cli {

@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "infer/sampler.h"
 #include "model/forward.h"
-#include "model/lora_apply.h"
+#include "model/lora_set.h"
 #include "model/model.h"
 
 namespace trit::cli {

@@ -13,7 +13,7 @@
 #include "core/quant.h"
 #include "io/gguf.h"
 #include "model/hparams.h"
-#include "train/lora.h"
+#include "core/lora.h"
 
 namespace trit::test {
 

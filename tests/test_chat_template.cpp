@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
-#include "tokenizer/chat_template.h"
+#include "data/chat_template.h"
 
 namespace trit {
 namespace {

@@ -16,7 +16,7 @@
 #include "io/peft.h"
 #include "model/hparams.h"
 #include "test_util.h"
-#include "train/lora.h"
+#include "core/lora.h"
 
 namespace trit {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "infer/session.h"
-#include "model/create.h"
+#include "tools/create.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 

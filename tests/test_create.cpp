@@ -13,10 +13,10 @@
 #include "core/half.h"
 #include "core/quant.h"
 #include "io/gguf.h"
-#include "model/create.h"
+#include "tools/create.h"
 #include "model/hparams.h"
-#include "model/model_info.h"
-#include "model/requantize.h"
+#include "tools/info.h"
+#include "tools/requantize.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 

@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
-#include "train/dataset.h"
+#include "data/dataset.h"
 
 namespace trit {
 namespace {

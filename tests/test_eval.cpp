@@ -13,10 +13,10 @@
 #include "core/error.h"
 #include "infer/evaluate.h"
 #include "infer/session.h"
-#include "model/create.h"
+#include "tools/create.h"
 #include "model/model.h"
 #include "test_util.h"
-#include "tokenizer/chat_template.h"
+#include "data/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit {

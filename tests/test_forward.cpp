@@ -11,7 +11,7 @@
 #include "core/quant.h"
 #include "infer/session.h"
 #include "io/gguf.h"
-#include "model/create.h"
+#include "tools/create.h"
 #include "model/model.h"
 #include "reference_model.h"
 #include "test_util.h"

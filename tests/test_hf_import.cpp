@@ -11,7 +11,7 @@
 #include "core/half.h"
 #include "core/quant.h"
 #include "io/gguf.h"
-#include "io/hf_import.h"
+#include "tools/convert.h"
 #include "model/hparams.h"
 #include "st_builder.h"
 #include "test_util.h"

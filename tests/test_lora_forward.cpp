@@ -6,8 +6,8 @@
 
 #include "core/error.h"
 #include "infer/session.h"
-#include "model/create.h"
-#include "model/lora_apply.h"
+#include "tools/create.h"
+#include "model/lora_set.h"
 #include "model/model.h"
 #include "reference_model.h"
 #include "test_util.h"

@@ -19,11 +19,11 @@
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
-#include "model/create.h"
+#include "tools/create.h"
 #include "model/hparams.h"
 #include "st_builder.h"
 #include "test_util.h"
-#include "train/lora.h"
+#include "core/lora.h"
 
 namespace trit {
 namespace {

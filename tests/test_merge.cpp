@@ -16,9 +16,9 @@
 #include "infer/session.h"
 #include "io/adapter_gguf.h"
 #include "io/gguf.h"
-#include "model/create.h"
-#include "model/lora_apply.h"
-#include "model/merge.h"
+#include "tools/create.h"
+#include "model/lora_set.h"
+#include "tools/merge.h"
 #include "model/model.h"
 #include "test_util.h"
 

@@ -20,13 +20,13 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "io/peft.h"
 #include "model/model.h"
 #include "test_util.h"
-#include "train/lora.h"
+#include "core/lora.h"
 #include "train/optimizer.h"
-#include "train/train_model.h"
+#include "train/trainable_model.h"
 
 namespace trit {
 namespace {

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "core/error.h"
 
 namespace trit {

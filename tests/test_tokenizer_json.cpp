@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
-#include "tokenizer/chat_template.h"
+#include "data/chat_template.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"

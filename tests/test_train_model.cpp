@@ -7,10 +7,10 @@
 #include <random>
 
 #include "infer/session.h"
-#include "model/create.h"
-#include "model/lora_apply.h"
+#include "tools/create.h"
+#include "model/lora_set.h"
 #include "test_util.h"
-#include "train/train_model.h"
+#include "train/trainable_model.h"
 
 namespace trit {
 namespace {

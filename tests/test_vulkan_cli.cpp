@@ -15,7 +15,7 @@
 #include "backend/vulkan/binding_limit.h"
 #include "backend/vulkan/device_info.h"
 #include "core/error.h"
-#include "model/create.h"
+#include "tools/create.h"
 #include "test_util.h"
 
 namespace trit {

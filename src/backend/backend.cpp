@@ -1,15 +1,36 @@
-// The default compositions of Backend ops that a device may fuse.
+// The default compositions of the fused Backend ops, which a device overrides where one kernel
+// does the work of several.
 #include "backend/backend.h"
+
+#include "core/error.h"
 
 namespace trit {
 
+void Backend::norm_linear(const NormOp& norm, std::span<const LinearOp> ops, int64_t n,
+                          const LinearMode& mode, const LinearEpilogue& epilogue) {
+  rms_norm(norm, n);
+  linear(ops, *norm.y, n, mode);
+  switch (epilogue.kind) {
+    case LinearEpilogue::Kind::None:
+      break;
+    case LinearEpilogue::Kind::Gated:
+      if (ops.size() != 2) fail("norm_linear: a gated epilogue takes 2 ops, got ", ops.size());
+      gated_act(*epilogue.out, *ops[0].y, *ops[1].y, n, epilogue.act);
+      break;
+    case LinearEpilogue::Kind::Residual:
+      if (ops.size() != 1) fail("norm_linear: a residual epilogue takes 1 op, got ", ops.size());
+      add(*epilogue.residual, *ops[0].y, n);
+      break;
+  }
+}
+
 void Backend::rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
                             DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t n, int64_t pos0,
-                            const HParams& hp) {
-  rope(q, n, hp.n_head, hp, pos0);
-  rope(k, n, hp.n_head_kv, hp, pos0);
-  store_kv(k_cache, k, n, pos0);
-  store_kv(v_cache, v, n, pos0);
+                            const AttnShape& shape) {
+  rope(q, n, shape.n_head, shape, pos0);
+  rope(k, n, shape.n_head_kv, shape, pos0);
+  if (&k_cache != &k) store_kv(k_cache, k, n, pos0);
+  if (&v_cache != &v) store_kv(v_cache, v, n, pos0);
 }
 
 }  // namespace trit

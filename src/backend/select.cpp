@@ -20,12 +20,12 @@ DeviceRequest parse_device(std::string_view spec) {
     int index = -1;
     const auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), index);
     if (n.empty() || ec != std::errc() || end != n.data() + n.size() || index < 0) {
-      fail("--device ", spec, ": expected vulkan:N with N a device number from `trit devices`");
+      fail("device ", spec, ": expected vulkan:N with N a device number from `trit devices`");
     }
     r.kind = DeviceRequest::Kind::VulkanIndex;
     r.index = index;
   } else {
-    fail("--device ", spec, ": unknown device, expected cpu, vulkan, vulkan:N or auto");
+    fail("device ", spec, ": unknown device, expected cpu, vulkan, vulkan:N or auto");
   }
   return r;
 }
@@ -51,6 +51,10 @@ BackendChoice make_backend(const DeviceRequest& request, ThreadPool& pool) {
     c.backend = std::make_unique<CpuBackend>(pool);
   }
   return c;
+}
+
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool) {
+  return std::make_unique<CpuBackend>(pool);
 }
 
 }  // namespace trit

@@ -1,9 +1,9 @@
-// Which backend runs a model: the --device flag (DESIGN section 4) and the fallback rules.
-//   ""/"auto"  the first Vulkan device that is a real GPU (integrated or discrete) if it works,
-//              else the CPU, with one line saying why; software drivers are never picked here
-//   "cpu"      the CPU
-//   "vulkan"   the first Vulkan device of any kind, real GPUs first; an error if none works
-//   "vulkan:N" Vulkan device N as `trit devices` numbers them; an error if it does not work
+// Which backend runs a model: the device request (DESIGN section 4) and the fallback rules.
+//   Auto         the first Vulkan device that is a real GPU (integrated or discrete) if it works,
+//                else the CPU, with the reason it fell back; software drivers are never picked
+//   Cpu          the CPU
+//   VulkanAny    the first Vulkan device of any kind, real GPUs first; an error if none works
+//   VulkanIndex  Vulkan device N as `trit devices` numbers them; an error if it does not work
 #pragma once
 
 #include <cstdint>
@@ -12,7 +12,7 @@
 #include <string_view>
 
 #include "backend/backend.h"
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 
 namespace trit {
 
@@ -20,10 +20,10 @@ struct DeviceRequest {
   enum class Kind { Auto, Cpu, VulkanAny, VulkanIndex };
   Kind kind = Kind::Auto;
   int index = -1;                 // VulkanIndex
-  uint64_t max_buffer_bytes = 0;  // --max-buffer-mb in bytes; 0: the device's own limit
+  uint64_t max_buffer_bytes = 0;  // the binding limit in bytes; 0: the device's own limit
 };
 
-// Parses a --device value; throws naming the flag on anything else.
+// Parses a device name: "", "auto", "cpu", "vulkan" or "vulkan:N"; throws on anything else.
 DeviceRequest parse_device(std::string_view spec);
 
 struct BackendChoice {
@@ -33,5 +33,8 @@ struct BackendChoice {
 
 // The backend for a request; pool serves the CPU backend (and must outlive it).
 BackendChoice make_backend(const DeviceRequest& request, ThreadPool& pool);
+
+// The CPU backend with the threads of pool (which must outlive it).
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool);
 
 }  // namespace trit

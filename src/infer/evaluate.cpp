@@ -8,7 +8,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "backend/cpu/ops.h"
+#include "core/numeric.h"
 #include "core/error.h"
 #include "infer/generate.h"
 #include "infer/session.h"

@@ -31,7 +31,7 @@
 
 #include "backend/backend.h"
 #include "model/forward.h"
-#include "train/dataset.h"
+#include "data/dataset.h"
 
 namespace trit {
 

@@ -3,7 +3,7 @@
 #include <chrono>
 #include <cmath>
 
-#include "backend/cpu/ops.h"
+#include "core/numeric.h"
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
 

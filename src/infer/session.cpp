@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/select.h"
 #include "core/error.h"
 
 namespace trit {
@@ -16,7 +16,7 @@ Session::Session(const Model& model, int64_t n_ctx, Backend& backend, ForwardOpt
 Session::Session(const Model& model, int64_t n_ctx, ThreadPool& pool, ForwardOptions opts,
                  int64_t n_batch)
     : model_(model),
-      owned_backend_(std::make_unique<CpuBackend>(pool)),
+      owned_backend_(make_cpu_backend(pool)),
       backend_(*owned_backend_),
       opts_(opts) {
   init(n_ctx, n_batch);
@@ -26,6 +26,14 @@ Session::~Session() = default;
 
 void Session::init(int64_t n_ctx, int64_t n_batch) {
   if (n_ctx <= 0) fail("session: context size must be positive, got ", n_ctx);
+  if (!opts_.lora && model_.embedded_adapter()) {
+    embedded_ = std::make_unique<DeviceAdapter>(*model_.embedded_adapter(), model_.hparams(),
+                                                backend_, model_.path() + " (embedded adapter)");
+    const std::pair<const DeviceAdapter*, float> one[] = {
+        {embedded_.get(), model_.embedded_adapter_scale()}};
+    embedded_set_ = lora_set(model_.hparams(), one);
+    opts_.lora = &embedded_set_;
+  }
   cache_.init(backend_, model_.hparams(), n_ctx);
   arena_.init(backend_, model_.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)));
 }

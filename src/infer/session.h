@@ -6,15 +6,17 @@
 #include <memory>
 #include <vector>
 
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "model/forward.h"
+#include "model/lora_set.h"
 
 namespace trit {
 
 class Session {
  public:
   // n_ctx: the most positions this session holds; n_batch: tokens per forward pass. The
-  // backend must outlive the session.
+  // backend must outlive the session. Without adapters in opts, the model's embedded adapter
+  // (if any) applies; callers that give adapters include it themselves.
   Session(const Model& model, int64_t n_ctx, Backend& backend, ForwardOptions opts = {},
           int64_t n_batch = 64);
   // On the CPU, with the threads of pool.
@@ -39,6 +41,8 @@ class Session {
   std::unique_ptr<Backend> owned_backend_;
   Backend& backend_;
   ForwardOptions opts_;
+  std::unique_ptr<DeviceAdapter> embedded_;  // the model's own adapter, when it applies
+  LoraSet embedded_set_;
   KvCache cache_;
   ForwardArena arena_;
   int64_t n_past_ = 0;

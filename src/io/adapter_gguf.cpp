@@ -11,17 +11,12 @@
 #include "core/half.h"
 #include "core/shape.h"
 #include "io/gguf.h"
-#include "model/hparams.h"
 
 namespace trit {
 namespace {
 
 constexpr std::string_view kSuffixA = ".lora_a";
 constexpr std::string_view kSuffixB = ".lora_b";
-
-bool bitnet_family(const std::string& arch) {
-  return arch == "bitnet" || arch == "bitnet-b1.58";
-}
 
 std::vector<float> tensor_f32(const GgufFile& f, const GgufTensor& t) {
   const int64_t n = t.n_elements();
@@ -251,24 +246,6 @@ LoraAdapter adapter_from_gguf(const GgufFile& f) {
   }
   lora_validate(out, path);
   return out;
-}
-
-void check_adapter_against(const LoraAdapter& adapter, const HParams& hp,
-                           const std::string& where) {
-  if (adapter.base_arch != hp.arch &&
-      !(bitnet_family(adapter.base_arch) && bitnet_family(hp.arch))) {
-    fail(where, ": the adapter is for architecture '", adapter.base_arch, "', the model is '",
-         hp.arch, "'");
-  }
-  for (const std::string& name : lora_layer_order(adapter)) {
-    const LoraLayer& l = adapter.layers.at(name);
-    const auto [n_in, n_out] = lora_base_shape(hp, name, where);
-    if (l.n_in != n_in || l.n_out != n_out) {
-      fail(where, ": layer ", name, ": the adapter maps ", l.n_in, " -> ", l.n_out,
-           " features, the model's layer ", n_in, " -> ", n_out,
-           " (an adapter for another model size?)");
-    }
-  }
 }
 
 }  // namespace trit

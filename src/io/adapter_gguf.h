@@ -13,12 +13,11 @@
 #include <string>
 
 #include "core/dtype.h"
-#include "train/lora.h"
+#include "core/lora.h"
 
 namespace trit {
 
 class GgufFile;
-struct HParams;
 
 // Writes the adapter to `path` through "<path>.tmp" renamed into place. `type` is F32, F16 or
 // BF16. Throws naming the path and layer on an inconsistent adapter (see lora_validate), on
@@ -37,10 +36,5 @@ LoraAdapter adapter_from_gguf(const GgufFile& file);
 // checked (partner present, matrix shapes that agree on the rank, f32/f16/bf16, finite values).
 // Other tensors are an error, or skipped when skip_others (a model file with an adapter inside).
 std::map<std::string, LoraLayer> read_lora_tensors(const GgufFile& file, bool skip_others);
-
-// Checks that the adapter fits a model: same architecture (the two BitNet names "bitnet" and
-// "bitnet-b1.58" are one family), every layer's block exists and its (n_in, n_out) equals the
-// base layer's (block_linear_shape, or n_embd -> n_vocab for the head). Throws naming `where`.
-void check_adapter_against(const LoraAdapter& adapter, const HParams& hp, const std::string& where);
 
 }  // namespace trit

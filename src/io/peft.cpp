@@ -22,7 +22,7 @@
 #include "core/shape.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
-#include "model/hparams.h"
+#include "core/tensor_names.h"
 
 namespace trit {
 namespace {

@@ -10,7 +10,7 @@
 #include <optional>
 #include <string>
 
-#include "train/lora.h"
+#include "core/lora.h"
 
 namespace trit {
 

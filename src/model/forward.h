@@ -1,24 +1,28 @@
-// The forward pass of a BitNet b1.58 model over a run of tokens of one sequence, with a KV
-// cache for incremental decoding (DESIGN sections 1 and 2), composed of the ops of a Backend.
-// Every buffer the pass writes is a named tensor of ForwardArena, sized for a batch of tokens.
+// The whole model's passes (DESIGN sections 1 and 2), over the one block of model/block.h:
+//   - generation: runs of tokens of one sequence appended to a KV cache, logits out;
+//   - training: one sequence from position 0 scored against its targets (the loss, and with
+//     it the head's gradient), then model_backward through every block to the LoRA branches.
+// Every buffer a pass writes is a named tensor of ForwardArena or TrainActs.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "backend/backend.h"
+#include "model/block.h"
+#include "model/lora_set.h"
 #include "model/model.h"
 
 namespace trit {
 
-struct LoraSet;
+// ---- generation ----
 
 struct ForwardOptions {
   bool act_quant = true;  // W1.58A8; false computes with float activations (--act-quant none)
-  // Adapters added to the linear layers; null: the model's embedded adapter, if any
-  // (Model::embedded_lora; pass resolve_lora({}, hp) for none at all).
-  const LoraSet* lora = nullptr;
+  const LoraSet* lora = nullptr;  // branches added to the linear layers; null: none
 };
 
 // Keys (after rope) and values of every layer for positions [0, n_ctx).
@@ -29,7 +33,8 @@ struct KvCache {
   void init(Backend& backend, const HParams& hp, int64_t n_ctx);
 };
 
-// Activations for up to n_batch tokens.
+// Activations for up to n_batch tokens; the block's tensors share memory where their uses do
+// not overlap (block.h).
 struct ForwardArena {
   int64_t n_batch = 0;
   std::unique_ptr<DeviceTensor> x;     // (T, n_embd) residual stream
@@ -39,7 +44,7 @@ struct ForwardArena {
   std::unique_ptr<DeviceTensor> v;     // (T, n_embd_kv)
   std::unique_ptr<DeviceTensor> attn;  // (T, n_embd) attention output
   std::unique_ptr<DeviceTensor> proj;  // (T, n_embd) o_proj / down_proj output
-  std::unique_ptr<DeviceTensor> gate;  // (T, n_ff)
+  std::unique_ptr<DeviceTensor> gate;  // (T, n_ff), then the normed input of down_proj
   std::unique_ptr<DeviceTensor> up;    // (T, n_ff)
   std::unique_ptr<DeviceTensor> act;   // (T, n_ff)
   void init(Backend& backend, const HParams& hp, int64_t n_batch);
@@ -52,5 +57,74 @@ struct ForwardArena {
 void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t pos0,
                    KvCache& cache, ForwardArena& arena, Backend& backend,
                    const ForwardOptions& opts, float* logits, int64_t first_logit);
+
+// ---- training ----
+
+struct TrainPassOptions {
+  bool act_quant = true;  // W1.58A8 with the straight-through estimator; false: float
+  bool checkpointing = true;  // keep only each block's input; recompute the block backward
+  float dropout = 0.0f;       // on the LoRA branches' input
+  int64_t head_chunk = 32;    // tokens whose logits are held at once
+};
+
+// One sequence of T tokens from position 0: token t is scored on targets[t] with weight
+// mask[t]; the loss is sum_t mask[t] * nll_t / norm (norm: the counted tokens of the whole
+// step). dropout_key makes the dropout masks a pure function of (key, layer, position), so
+// recomputation and resumed runs draw the same ones.
+struct TrainSequence {
+  const int32_t* tokens = nullptr;
+  const int32_t* targets = nullptr;
+  const float* mask = nullptr;
+  int64_t T = 0;
+  float norm = 1;
+  uint64_t dropout_key = 0;
+};
+
+// The tensors of training passes: each block's input, its saved activations (every block's,
+// or one set recomputed block by block with checkpointing), and the backward pass's scratch.
+class TrainActs {
+ public:
+  TrainActs(Backend& backend, const HParams& hp, TrainPassOptions opts);
+  ~TrainActs();
+  const TrainPassOptions& options() const { return opts_; }
+
+ private:
+  friend double model_forward(const Model&, const TrainSequence&, const LoraSet&, TrainActs&,
+                              bool);
+  friend void model_backward(const Model&, const TrainSequence&, const LoraSet&, TrainActs&);
+  using TensorPtr = std::unique_ptr<DeviceTensor>;
+  struct Saved;
+  // Makes room for T tokens; `lora` sizes what the branches save.
+  void reserve(int64_t T, const LoraSet& lora);
+  // The activations block l writes (with checkpointing, every block shares one set).
+  BlockActs& acts(int64_t l);
+  // Points acts(l)'s LoRA saves at the tensors of block l's branches.
+  void bind_lora(int64_t l, const BlockLora& lora);
+  TensorPtr make(const char* name, int64_t cols);
+
+  Backend& be_;
+  const HParams& hp_;
+  TrainPassOptions opts_;
+  int64_t capacity_ = 0;  // tokens the tensors hold
+  std::vector<std::unique_ptr<Saved>> saved_;  // n_layer, or 1 with checkpointing
+  std::vector<BlockActs> acts_;                // views of saved_
+  std::vector<TensorPtr> inputs_;              // (T, d) every block's input
+  // LoRA tensors by (saved set, linear index, branch, rank).
+  std::map<std::tuple<size_t, int, size_t, int64_t>, std::pair<TensorPtr, TensorPtr>> lora_;
+  TensorPtr x_, hf_, rstdf_, dhf_, dx_;  // residual stream, output_norm, its gradient
+  std::vector<TensorPtr> grads_;
+  BlockGrads g_;
+};
+
+// The loss of one sequence (TrainSequence). With for_backward, the pass also saves what
+// model_backward reads and adds the head's gradients (its LoRA branches' da, db and the
+// gradient of the final hidden states); without, no dropout applies (validation).
+double model_forward(const Model& model, const TrainSequence& seq, const LoraSet& lora,
+                     TrainActs& acts, bool for_backward);
+// After model_forward(..., true) of the same sequence: adds the gradients of its loss to the
+// da, db of every branch of `lora`, through the frozen ternary layers (straight-through for
+// the activation quantiser).
+void model_backward(const Model& model, const TrainSequence& seq, const LoraSet& lora,
+                    TrainActs& acts);
 
 }  // namespace trit

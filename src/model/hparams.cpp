@@ -5,16 +5,6 @@
 
 namespace trit {
 
-std::string_view activation_name(Activation a) {
-  return a == Activation::Relu2 ? "relu2" : "silu";
-}
-
-std::optional<Activation> activation_from_name(std::string_view name) {
-  if (name == "relu2" || name == "relu_squared" || name == "squared_relu") return Activation::Relu2;
-  if (name == "silu" || name == "swish") return Activation::Silu;
-  return std::nullopt;
-}
-
 HParams HParams::from_gguf(const GgufFile& f, bool* act_defaulted) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
@@ -139,16 +129,6 @@ std::optional<HParams> hparams_preset(std::string_view name) {
 
 std::vector<std::string> hparams_preset_names() {
   return {"tiny", "125m", "1b", "2b4t", "7b", "13b"};
-}
-
-std::string block_tensor_name(int64_t layer, std::string_view what) {
-  return cat("blk.", layer, ".", what, ".weight");
-}
-
-const std::vector<std::string>& block_linear_names() {
-  static const std::vector<std::string> names = {"attn_q",   "attn_k", "attn_v",  "attn_output",
-                                                 "ffn_gate", "ffn_up", "ffn_down"};
-  return names;
 }
 
 std::pair<int64_t, int64_t> block_linear_shape(const HParams& hp, std::string_view what) {

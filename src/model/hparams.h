@@ -8,12 +8,14 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/backend.h"
+#include "core/activation.h"
+#include "core/tensor_names.h"
+
 namespace trit {
 
 class GgufFile;
 class GgufWriter;
-
-enum class Activation { Relu2, Silu };
 
 struct HParams {
   std::string arch = "bitnet";  // general.architecture: "bitnet" or "bitnet-b1.58"
@@ -32,6 +34,7 @@ struct HParams {
 
   int64_t head_dim() const { return n_embd / n_head; }
   int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
+  AttnShape attn_shape() const { return {n_head, n_head_kv, head_dim(), rope_dim, rope_theta}; }
 
   // Reads <arch>.* keys; vocab size falls back to the token list's or token_embd's length.
   // Throws trit::Error naming the file and key on missing or inconsistent values.
@@ -42,18 +45,10 @@ struct HParams {
   void validate(std::string_view where) const;
 };
 
-std::string_view activation_name(Activation a);
-std::optional<Activation> activation_from_name(std::string_view name);  // relu2, silu, ...
-
 // Presets: tiny, 125m, 1b, 2b4t, 7b, 13b.
 std::optional<HParams> hparams_preset(std::string_view name);
 std::vector<std::string> hparams_preset_names();
 
-// Tensor names (FORMATS.md): "token_embd.weight", "blk.3.attn_q.weight", ...
-std::string block_tensor_name(int64_t layer, std::string_view what);  // what = "attn_q" ...
-// The seven linear layers of a block in a fixed order.
-const std::vector<std::string>&
-block_linear_names();  // attn_q attn_k attn_v attn_output ffn_gate ffn_up ffn_down
 // Shape (n_in, n_out) of a block's linear layer.
 std::pair<int64_t, int64_t> block_linear_shape(const HParams& hp, std::string_view what);
 

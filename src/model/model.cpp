@@ -6,8 +6,7 @@
 #include "core/quant.h"
 #include "core/shape.h"
 #include "io/gguf.h"
-#include "model/lora_apply.h"
-#include "model/merge.h"
+#include "model/embedded_adapter.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit {
@@ -74,8 +73,6 @@ std::unique_ptr<Model> Model::load(const std::string& path, const Warn& warn) {
   if (std::optional<EmbeddedAdapter> e = read_embedded_adapter(f, hp)) {
     m->embedded_ = std::make_unique<LoraAdapter>(std::move(e->adapter));
     m->embedded_scale_ = e->scale;
-    m->embedded_lora_ =
-        std::make_unique<LoraSet>(resolve_lora({{m->embedded_.get(), e->scale}}, hp));
   }
   return m;
 }

@@ -9,36 +9,23 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/kernels.h"
+#include "core/lora.h"
+#include "core/weights.h"
 #include "model/hparams.h"
 
 namespace trit {
 
 class GgufFile;
 class Tokenizer;
-struct LoraAdapter;
-struct LoraSet;
 
-// A linear layer of a block, times out_scale (the optional per-tensor `.scale` of llama.cpp's
-// bitnet files). Ternary (the usual case): y = (T . q(x)) * w_scale / s_x. Float (a merged
-// model, see below): y = W x with the un-quantised x, whatever --act-quant says.
-//
 // Float (f32/f16/bf16) linear weights in a file mean one of two things, told apart by the
-// metadata key trit.linear_weights:
+// metadata key trit.linear_weights (model/embedded_adapter.h):
 //   - absent: float master weights (Hugging Face checkpoints, `trit convert --type f16`, which
 //     writes T * scale): ternarised by absmean at load (DESIGN section 2) and run as ternary
 //     layers, so such a file gives the same logits as its ternary conversion;
-//   - "merged": weights with LoRA adapters folded in (`trit merge`, model/merge.h), used as the
-//     float matrices they are. Ternary layers of such a file stay ternary.
+//   - "merged": weights with LoRA adapters folded in (`trit merge`, tools/merge.h), used as the
+//     float matrices they are (LinearWeight::f). Ternary layers of such a file stay ternary.
 // Any other value is an error naming the file and the key.
-struct LinearWeight {
-  std::string name;
-  TernaryMatrix m;  // ternary weights; m.n_in and m.n_out give the shape of either kind
-  FloatMatrix f;    // float weights (f.data not null) of a merged model
-  float out_scale = 1.0f;
-  bool is_float() const { return f.data != nullptr; }
-};
-
 struct BlockWeights {
   const float* attn_norm = nullptr;      // (n_embd)
   const float* attn_sub_norm = nullptr;  // (n_embd)
@@ -67,13 +54,11 @@ class Model {
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }  // null when the file has none
   const std::string& path() const;
 
-  // The LoRA adapter stored in the file by `trit merge --mode attach` (model/merge.h), or null;
-  // its user scale; and the set that applies it, resolved against this model (null when the
-  // file holds none). model_forward applies embedded_lora() when ForwardOptions::lora is null;
-  // callers that attach more adapters put the embedded one into their own set (cli load_model).
+  // The LoRA adapter stored in the file by `trit merge --mode attach` (tools/merge.h), or null,
+  // and its user scale. Whoever runs the model applies it first, before any adapter of its own
+  // (infer/session.h does).
   const LoraAdapter* embedded_adapter() const { return embedded_.get(); }
   float embedded_adapter_scale() const { return embedded_scale_; }
-  const LoraSet* embedded_lora() const { return embedded_lora_.get(); }
 
  private:
   Model() = default;
@@ -89,7 +74,6 @@ class Model {
   bool merged_linears_ = false;              // trit.linear_weights = "merged"
   std::unique_ptr<LoraAdapter> embedded_;
   float embedded_scale_ = 1.0f;
-  std::unique_ptr<LoraSet> embedded_lora_;
 };
 
 }  // namespace trit

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "backend/cpu/adamw_kernel.h"
+#include "core/adamw.h"
 #include "core/error.h"
 
 namespace trit {

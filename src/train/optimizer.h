@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-#include "backend/backend.h"
+#include "core/adamw.h"
 
 namespace trit {
 

@@ -9,20 +9,23 @@
 #include <nlohmann/json.hpp>
 #include <span>
 
-#include "backend/cpu/thread_pool.h"
 #include "backend/select.h"
 #include "core/error.h"
+#include "core/random.h"
+#include "core/thread_pool.h"
+#include "data/chat_template.h"
+#include "data/dataset.h"
 #include "io/adapter_gguf.h"
 #include "io/file_util.h"
+#include "model/lora_set.h"
 #include "model/model.h"
-#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
-#include "train/dataset.h"
+#include "train/lora_init.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
 #include "train/schedule.h"
-#include "train/train_model.h"
+#include "train/trainable_model.h"
 
 namespace trit {
 namespace fs = std::filesystem;
@@ -34,13 +37,6 @@ double peak_mib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) / 1024.0;
-}
-
-uint64_t mix(uint64_t x) {  // splitmix64
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
 }
 
 std::string strip_gguf(const std::string& path) {
@@ -195,7 +191,7 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
   adapter.dropout = o.dropout;
 
   ThreadPool pool(o.threads);
-  TrainOptions topt;
+  TrainPassOptions topt;
   topt.checkpointing = o.checkpointing;
   topt.act_quant = o.act_quant;
   topt.dropout = o.dropout;
@@ -286,7 +282,7 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
         const int64_t T = b.lengths[size_t(r)];
         if (T <= 0) continue;
         const size_t off = size_t(r * b.T);
-        const uint64_t key = mix(o.seed ^ mix(uint64_t(step) * 1000003u + a * 7919u + uint64_t(r)));
+        const uint64_t key = splitmix64(o.seed ^ splitmix64(uint64_t(step) * 1000003u + a * 7919u + uint64_t(r)));
         loss += tm.forward_backward(b.tokens.data() + off, b.targets.data() + off,
                                     b.mask.data() + off, T, float(norm), key);
         tokens += T;

@@ -1,21 +1,18 @@
 // The CPU implementation of the Backend op set: tensors in host memory, ops split across a
-// thread pool, heavy products through the kernels of kernels.h (scalar, AVX2, AVX-512 VNNI).
+// thread pool, heavy products through the kernels of kernels.h (scalar, AVX2, AVX-512 VNNI),
+// the rest through the reference ops of ops.h. Each op family lives in the file of its name
+// (tensor.cpp, embedding.cpp, norm.cpp, linear.cpp, rope.cpp, attention.cpp, activation.cpp,
+// loss.cpp, optimizer.cpp), as in vulkan/. The CPU runs the fused ops as their default
+// compositions.
 #pragma once
 
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 
 namespace trit {
-
-struct TernaryMatrix;
-
-// y[t * n_out + r] = sum_j T[r, j] * d * x[t * n_in + j] for rows [r0, r1): the bitlinear with
-// float activations (--act-quant none). Scalar.
-void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_tokens, float* y,
-                          int64_t r0, int64_t r1);
 
 class CpuTensor final : public DeviceTensor {
  public:
@@ -36,65 +33,82 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(ThreadPool& pool) : pool_(pool) {}
 
   std::string description() const override;
-  std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols) override;
+
+  // tensor.cpp
+  std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols,
+                                       TensorUse use) override;
   void write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) override;
   void read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) override;
-
-  void embedding(DeviceTensor& out, const FloatMatrix& table, const int32_t* tokens,
-                 int64_t n) override;
-  void rms_norm(DeviceTensor& y, const DeviceTensor& x, const float* g, int64_t n, float eps,
-                DeviceTensor* rstd = nullptr) override;
-  void linear(std::span<const LinearOp> ops, const DeviceTensor& x, int64_t n,
-              bool act_quant) override;
-  void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp, int64_t pos0) override;
-  void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) override;
-  void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                 const DeviceTensor& v_cache, int64_t n, int64_t pos0, const HParams& hp) override;
-  void gated_act(DeviceTensor& out, const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
-                 Activation act) override;
-  void add(DeviceTensor& y, const DeviceTensor& x, int64_t n) override;
-  void head(float* logits, const DeviceTensor& x, int64_t row0, int64_t n, const FloatMatrix& w,
-            const std::vector<LoraTerm>* lora) override;
-
-  // training (cpu_train_ops.cpp)
-  void sum_squares(std::span<const DeviceTensor* const> ts, double* out) override;
-  void adamw(DeviceTensor& p, const DeviceTensor& g, DeviceTensor& m, DeviceTensor& v,
-             const AdamWScalars& k, float grad_scale) override;
   void zero(DeviceTensor& t) override;
   void copy(DeviceTensor& dst, const DeviceTensor& src, int64_t n) override;
-  void lora_forward(DeviceTensor& y, DeviceTensor& xd, DeviceTensor& ax, const DeviceTensor& x,
-                    int64_t n, const LoraBranch& br, float p, uint64_t key) override;
-  void lora_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& xd,
-                     const DeviceTensor& ax, int64_t n, const LoraBranch& br, float p) override;
-  void linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const LinearWeight& w,
-                       int64_t n) override;
+  void add(DeviceTensor& y, const DeviceTensor& x, int64_t n) override;
+  // embedding.cpp
+  void embedding(DeviceTensor& out, const FloatMatrix& table, const int32_t* tokens,
+                 int64_t n) override;
+  // norm.cpp
+  void rms_norm(const NormOp& op, int64_t n) override;
   void rms_norm_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& x,
                          const float* g, const DeviceTensor& rstd, int64_t n) override;
-  void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const HParams& hp,
+  // linear.cpp
+  void linear(std::span<const LinearOp> ops, const DeviceTensor& x, int64_t n,
+              const LinearMode& mode) override;
+  void lora_forward(DeviceTensor& y, const DeviceTensor& x, int64_t n, const LoraBranch& br,
+                    const LoraSaved& saved, float p, uint64_t key) override;
+  void linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const LinearWeight& w,
+                       int64_t n) override;
+  void lora_backward(DeviceTensor& dx, const DeviceTensor& dy, const LoraSaved& saved, int64_t n,
+                     const LoraBranch& br, float p) override;
+  // rope.cpp
+  void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
+            int64_t pos0) override;
+  void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
                      int64_t pos0) override;
+  // attention.cpp
+  void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) override;
+  void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
+                 const DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                 const AttnShape& shape) override;
   void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                           const DeviceTensor& dout, const DeviceTensor& q, const DeviceTensor& k,
-                          const DeviceTensor& v, int64_t n, const HParams& hp) override;
+                          const DeviceTensor& v, int64_t n, const AttnShape& shape) override;
+  // activation.cpp
+  void gated_act(DeviceTensor& out, const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
+                 Activation act) override;
   void gated_act_backward(DeviceTensor& dgate, DeviceTensor& dup, const DeviceTensor& dout,
                           const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
                           Activation act) override;
-  void head_loss(const DeviceTensor& h, int64_t n, const FloatMatrix& w,
-                 std::span<const LoraBranch> lora, const int32_t* targets, const float* mask,
-                 float norm, int64_t chunk, DeviceTensor* dh) override;
+  // loss.cpp
+  void head(const HeadOp& op) override;
   double take_loss() override;
+  // optimizer.cpp
+  void sum_squares(std::span<const DeviceTensor* const> ts, double* out) override;
+  void adamw(DeviceTensor& p, const DeviceTensor& g, DeviceTensor& m, DeviceTensor& v,
+             const AdamWScalars& k, float grad_scale) override;
 
   ThreadPool& pool() { return pool_; }
 
  private:
+  void head_logits(const HeadOp& op, float* logits);  // loss.cpp
+  void head_loss(const HeadOp& op);
+
   ThreadPool& pool_;
   QuantizedActs xq_;           // int8 activations of the current bitlinear input
   std::vector<float> scores_;  // (n_threads, n_keys) attention probabilities
-  double loss_ = 0;            // head_loss since the last take_loss
+  double loss_ = 0;            // head() losses since the last take_loss
+  std::vector<float> lora_xd_, lora_ax_;  // a branch's input and A x when not saved
 };
 
-// The dropout of the LoRA branches: xd = x * keep / (1 - p), keep drawn per element from
-// (key, salt, index) by splitmix64, so masks are a pure function of them.
-uint64_t dropout_mix(uint64_t x);
-void lora_dropout(const float* x, int64_t n, float p, uint64_t key, uint64_t salt, float* xd);
+// The LoRA branch on host arrays (linear.cpp; the head's branches use them too):
+// y (T, n_out) += s * ax B^T, each element's dot product summed in rank order.
+void lora_b_forward(const float* b, const float* ax, int64_t T, int64_t r, int64_t n_out, float s,
+                    float* y, ThreadPool& pool);
+// The branch's backward pass (Backend::lora_backward) on host arrays.
+void lora_backward_host(float* dx, const float* dy, const float* xd, const float* ax,
+                        const float* a, const float* b, float* da, float* db, int64_t T,
+                        int64_t n_in, int64_t n_out, int64_t r, float s, float p,
+                        ThreadPool& pool);
+
+// Throws naming op and the tensor when rows [row0, row0 + n) are not all in t.
+void check_rows(const DeviceTensor& t, int64_t row0, int64_t n, const char* op);
 
 }  // namespace trit

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/weights.h"
 
 namespace trit {
 
@@ -40,20 +41,6 @@ struct QuantizedActs {
 void quantize_acts(const float* x, int64_t n_tokens, int64_t n, QuantizedActs& out,
                    CpuLevel level = active_cpu_level());
 
-// A ternary weight matrix of n_out rows of n_in weights, laid out as its GGUF type.
-struct TernaryMatrix {
-  DType type = DType::TQ2_0;  // TQ2_0 or I2_S
-  const uint8_t* data = nullptr;
-  int64_t n_in = 0;
-  int64_t n_out = 0;
-  // I2_S: the tensor's scale. TQ2_0: the common d of all blocks whose codes are not all zero,
-  // when they share one (files written by absmean always do), else 0 (use per-block d).
-  float uniform_scale = 0;
-};
-
-// Finds TQ2_0's uniform block scale (0 when the blocks disagree); for I2_S reads the tail.
-float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64_t n_out);
-
 // y[t * y_stride + r] = (sum_b d_b * sum_{j in b} T[r, j] * q[t, j]) / scale[t] for rows
 // r in [r0, r1) and every token t. With a uniform scale: d * (sum_j T[r, j] q[t, j]) / scale[t].
 // The integer sums are exact; the float epilogue is the same expression in every version.
@@ -62,12 +49,6 @@ void ternary_matmul(const TernaryMatrix& w, const QuantizedActs& x, float* y, in
 
 // Float weights (f32, f16, bf16, q8_0 or q6_K rows of n_in): y[t * y_stride + r] =
 // sum_k W[r, k] * x[t * n_in + k] for rows r in [r0, r1), with f32 accumulation.
-struct FloatMatrix {
-  DType type = DType::F32;
-  const uint8_t* data = nullptr;
-  int64_t n_in = 0;
-  int64_t n_out = 0;
-};
 void float_matmul(const FloatMatrix& w, const float* x, int64_t n_tokens, float* y,
                   int64_t y_stride, int64_t r0, int64_t r1, CpuLevel level = active_cpu_level());
 

@@ -1,0 +1,169 @@
+// Causal GQA attention forward and backward: the reference (ops.h) and the CPU backend's ops,
+// with the KV store.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+
+namespace trit {
+namespace {
+
+// Dot product in 16 independent f32 lanes (a loop the compiler vectorises without
+// reassociating), the lanes summed pairwise at the end: the same order for every call.
+float dot_f32(const float* a, const float* b, int64_t n) {
+  constexpr int kLanes = 16;
+  float acc[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) {
+    for (int j = 0; j < kLanes; ++j) acc[j] += a[k + j] * b[k + j];
+  }
+  for (int j = 0; k < n; ++k, ++j) acc[j] += a[k] * b[k];
+  for (int w = kLanes / 2; w > 0; w /= 2) {
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  }
+  return acc[0];
+}
+
+// y += a * x over n
+void axpy_f32(float* y, float a, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace
+
+void attention_forward(const float* q, const float* k, const float* v, int64_t kv_stride,
+                       int64_t n_tokens, int64_t pos0, int64_t n_head, int64_t n_head_kv,
+                       int64_t head_dim, int64_t h0, int64_t h1, float* out, float* scratch) {
+  const int64_t group = n_head / n_head_kv;
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const int64_t n_keys = pos0 + t + 1;
+    for (int64_t h = h0; h < h1; ++h) {
+      const float* qh = q + (t * n_head + h) * head_dim;
+      const int64_t kvh = h / group;
+      float max_score = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const float* kj = k + j * kv_stride + kvh * head_dim;
+        float dot = 0;
+        for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
+        scratch[j] = dot * scale;
+        max_score = std::max(max_score, scratch[j]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < n_keys; ++j) {
+        scratch[j] = std::exp(scratch[j] - max_score);
+        sum += scratch[j];
+      }
+      const float inv = 1.0f / sum;
+      float* oh = out + (t * n_head + h) * head_dim;
+      std::fill(oh, oh + head_dim, 0.0f);
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const float p = scratch[j] * inv;
+        const float* vj = v + j * kv_stride + kvh * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) oh[d] += p * vj[d];
+      }
+    }
+  }
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, int64_t kv_stride, int64_t n_tokens,
+                        int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t kvh0,
+                        int64_t kvh1, float* scratch) {
+  if (n_head_kv <= 0 || n_head % n_head_kv != 0) {
+    fail("attention_backward: ", n_head, " query heads are not a multiple of ", n_head_kv,
+         " KV heads");
+  }
+  if (kvh0 < 0 || kvh1 < kvh0 || kvh1 > n_head_kv) {
+    fail("attention_backward: KV heads [", kvh0, ", ", kvh1, ") outside 0..", n_head_kv);
+  }
+  const int64_t group = n_head / n_head_kv;
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  float* p = scratch;              // (n_tokens) softmax row, then dS
+  float* dp = scratch + n_tokens;  // (n_tokens) dout . v_j
+  for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
+    for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const int64_t n_keys = t + 1;
+        const float* qh = q + (t * n_head + h) * head_dim;      // (head_dim)
+        const float* doh = dout + (t * n_head + h) * head_dim;  // (head_dim)
+        float* dqh = dq + (t * n_head + h) * head_dim;          // (head_dim)
+        // P: recomputed exactly as attention_forward does
+        float max_score = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const float* kj = k + j * kv_stride + kvh * head_dim;
+          float dot = 0;
+          for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
+          p[j] = dot * scale;
+          max_score = std::max(max_score, p[j]);
+        }
+        float sum = 0;
+        for (int64_t j = 0; j < n_keys; ++j) {
+          p[j] = std::exp(p[j] - max_score);
+          sum += p[j];
+        }
+        const float inv = 1.0f / sum;
+        // dP = dout v^T and D = sum_j P_j dP_j (= dout . out)
+        float big_d = 0;
+        for (int64_t j = 0; j < n_keys; ++j) {
+          p[j] *= inv;
+          dp[j] = dot_f32(doh, v + j * kv_stride + kvh * head_dim, head_dim);
+          big_d += p[j] * dp[j];
+        }
+        for (int64_t j = 0; j < n_keys; ++j) {
+          float* dvj = dv + j * kv_stride + kvh * head_dim;  // (head_dim)
+          axpy_f32(dvj, p[j], doh, head_dim);
+          p[j] = p[j] * (dp[j] - big_d) * scale;  // dS / sqrt(head_dim)
+        }
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const float* kj = k + j * kv_stride + kvh * head_dim;  // (head_dim)
+          float* dkj = dk + j * kv_stride + kvh * head_dim;      // (head_dim)
+          axpy_f32(dqh, p[j], kj, head_dim);
+          axpy_f32(dkj, p[j], qh, head_dim);
+        }
+      }
+    }
+  }
+}
+
+void CpuBackend::store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) {
+  check_rows(cache, pos0, n, "store_kv");
+  const float* s = cpu_data(src);
+  std::copy(s, s + n * src.cols(), cpu_data(cache) + pos0 * cache.cols());
+}
+
+void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
+                           const DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                           const AttnShape& shape) {
+  const int64_t n_keys = pos0 + n;
+  check_rows(k_cache, 0, n_keys, "attention");
+  check_rows(v_cache, 0, n_keys, "attention");
+  const size_t need = size_t(n_keys) * size_t(std::max(pool_.size(), 1));
+  if (scores_.size() < need) scores_.resize(need);
+  const float* kc = cpu_data(k_cache);
+  const float* vc = cpu_data(v_cache);
+  pool_.parallel_for(shape.n_head, [&](int64_t h0, int64_t h1, int thread) {
+    attention_forward(cpu_data(q), kc, vc, k_cache.cols(), n, pos0, shape.n_head,
+                      shape.n_head_kv, shape.head_dim, h0, h1, cpu_data(out),
+                      scores_.data() + thread * n_keys);
+  });
+}
+
+void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
+                                    const DeviceTensor& dout, const DeviceTensor& q,
+                                    const DeviceTensor& k, const DeviceTensor& v, int64_t T,
+                                    const AttnShape& shape) {
+  const int64_t threads = pool_.size();
+  std::vector<float> scratch(static_cast<size_t>(2 * T * threads));
+  pool_.parallel_for(shape.n_head_kv, [&](int64_t k0, int64_t k1, int thread) {
+    trit::attention_backward(cpu_data(dq), cpu_data(dk), cpu_data(dv), cpu_data(dout), cpu_data(q),
+                             cpu_data(k), cpu_data(v), k.cols(), T, shape.n_head, shape.n_head_kv,
+                             shape.head_dim, k0, k1, scratch.data() + 2 * T * thread);
+  });
+}
+
+}  // namespace trit

@@ -1,0 +1,278 @@
+// The linear family: the bitlinear (ternary weights x int8 or float activations), merged float
+// layers and the LoRA branches, forward and backward, on the CPU; the references of ops.h that
+// belong to it (the f32 products of the LoRA branches, the bitlinear with float activations,
+// the dropout).
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kernels_backward.h"
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "core/random.h"
+
+namespace trit {
+
+using Vec = std::vector<float>;
+
+namespace {
+
+// Trits of one row of a TQ2_0 or I2_S matrix and the scale of each weight's block.
+void decode_ternary_row(const TernaryMatrix& w, int64_t r, int8_t* trits, float* scales) {
+  const int64_t n = w.n_in;
+  if (w.type == DType::TQ2_0) {
+    const uint8_t* row = w.data + r * row_bytes(DType::TQ2_0, n);
+    for (int64_t b = 0; b < n / kQK_K; ++b) {
+      const uint8_t* blk = row + b * 66;
+      uint16_t d16;
+      std::memcpy(&d16, blk + 64, 2);
+      const float d = fp16_to_f32(d16);
+      for (int64_t j = 0; j < kQK_K; ++j) {
+        const int64_t h = j / 128, l = (j % 128) / 32, m = j % 32;
+        trits[b * kQK_K + j] = int8_t(((blk[32 * h + m] >> (2 * l)) & 3) - 1);
+        scales[b * kQK_K + j] = d;
+      }
+    }
+  } else {
+    const uint8_t* row = w.data + r * (n / 4);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t run = j / 128, k = j % 128;
+      trits[j] = int8_t(((row[run * 32 + k % 32] >> (6 - 2 * (k / 32))) & 3) - 1);
+      scales[j] = w.uniform_scale;
+    }
+  }
+}
+
+}  // namespace
+
+// y (T, n_out) += s * ax B^T, each element's dot product summed in rank order.
+void lora_b_forward(const float* b, const float* ax, int64_t T, int64_t r, int64_t n_out, float s,
+                    float* y, ThreadPool& pool) {
+  pool.parallel_for(n_out, [&](int64_t o0, int64_t o1, int) {
+    for (int64_t t = 0; t < T; ++t) {
+      const float* at = ax + t * r;
+      float* yt = y + t * n_out;
+      for (int64_t o = o0; o < o1; ++o) {
+        const float* bo = b + o * r;
+        float acc = 0;
+        for (int64_t k = 0; k < r; ++k) acc += bo[k] * at[k];
+        yt[o] += acc * s;
+      }
+    }
+  });
+}
+
+// The LoRA part of a linear layer's backward pass, on host arrays.
+void lora_backward_host(float* dx, const float* dy, const float* xd, const float* ax,
+                        const float* a, const float* b, float* da, float* db, int64_t T,
+                        int64_t n_in, int64_t n_out, int64_t r, float s, float p,
+                        ThreadPool& pool) {
+  Vec ds(static_cast<size_t>(T * n_out));  // d(branch output before the scale) = s * dy
+  for (int64_t i = 0; i < T * n_out; ++i) ds[size_t(i)] = s * dy[i];
+  pool.parallel_for(n_out, [&](int64_t r0, int64_t r1, int) {
+    matmul_f32_backward_dw(db, ds.data(), ax, T, r, n_out, r0, r1);
+  });
+  Vec dax(size_t(T * r), 0.0f);  // (T, r) = ds B
+  pool.parallel_for(T, [&](int64_t t0, int64_t t1, int) {
+    matmul_f32_backward_dx(dax.data(), ds.data(), b, r, n_out, t0, t1);
+  });
+  pool.parallel_for(r, [&](int64_t r0, int64_t r1, int) {
+    matmul_f32_backward_dw(da, dax.data(), xd, T, n_in, r, r0, r1);
+  });
+  Vec dxd(size_t(T * n_in), 0.0f);
+  pool.parallel_for(T, [&](int64_t t0, int64_t t1, int) {
+    matmul_f32_backward_dx(dxd.data(), dax.data(), a, n_in, r, t0, t1);
+  });
+  // Through the dropout: xd = x * keep / (1 - p), and xd is 0 exactly where dropped.
+  const float inv = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+  for (int64_t i = 0; i < T * n_in; ++i) {
+    if (p > 0 && xd[i] == 0.0f) continue;
+    dx[i] += dxd[size_t(i)] * inv;
+  }
+}
+
+namespace {
+
+void check_branch(const LoraBranch& br, int64_t n_in, int64_t n_out, const char* op) {
+  if (!br.a || !br.b) fail(op, ": LoRA branch without its A or B tensor");
+  const int64_t r = br.a->rows();
+  if (br.a->cols() != n_in || br.b->rows() != n_out || br.b->cols() != r) {
+    fail(op, ": LoRA branch '", br.a->name(), "' (", br.a->rows(), " x ", br.a->cols(), ") and '",
+         br.b->name(), "' (", br.b->rows(), " x ", br.b->cols(), ") on a layer ", n_in, " -> ",
+         n_out);
+  }
+}
+
+}  // namespace
+
+void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_tokens, float* y,
+                          int64_t r0, int64_t r1) {
+  if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {  // e.g. a merged model's float layer
+    fail("ternary_matmul_float: weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
+  }
+  std::vector<int8_t> trits(static_cast<size_t>(w.n_in));
+  std::vector<float> scales(static_cast<size_t>(w.n_in));
+  for (int64_t r = r0; r < r1; ++r) {
+    decode_ternary_row(w, r, trits.data(), scales.data());
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const float* xt = x + t * w.n_in;
+      float acc = 0;
+      for (int64_t j = 0; j < w.n_in; ++j)
+        acc += float(trits[size_t(j)]) * scales[size_t(j)] * xt[j];
+      y[t * w.n_out + r] = acc;
+    }
+  }
+}
+
+void lora_dropout(const float* x, int64_t n, float p, uint64_t key, uint64_t salt, float* xd) {
+  const float inv = 1.0f / (1.0f - p);
+  const uint64_t base = splitmix64(key ^ splitmix64(salt));
+  for (int64_t i = 0; i < n; ++i) {
+    const double u = double(splitmix64(base + uint64_t(i)) >> 11) * 0x1.0p-53;
+    xd[i] = u < p ? 0.0f : x[i] * inv;
+  }
+}
+
+void matmul_f32_forward(const float* x, const float* w, int64_t n_in, int64_t n_out, float* y,
+                        int64_t t0, int64_t t1) {
+  if (t1 <= t0) return;
+  thread_local std::vector<float> wt;  // (n_in, n_out) W^T, so that the product is C += A B
+  wt.resize(size_t(n_in * n_out));
+  for (int64_t o = 0; o < n_out; ++o) {
+    for (int64_t k = 0; k < n_in; ++k) wt[size_t(k * n_out + o)] = w[o * n_in + k];
+  }
+  std::fill(y + t0 * n_out, y + t1 * n_out, 0.0f);
+  gemm_f32_acc(t0, t1, n_out, n_in, x, n_in, 1, wt.data(), n_out, y, n_out);
+}
+
+void matmul_f32_backward_dx(float* dx, const float* dy, const float* w, int64_t n_in, int64_t n_out,
+                            int64_t t0, int64_t t1) {
+  // dx (T, n_in) += dy (T, n_out) W (n_out, n_in)
+  gemm_f32_acc(t0, t1, n_in, n_out, dy, n_out, 1, w, n_in, dx, n_in);
+}
+
+void matmul_f32_backward_dw(float* dw, const float* dy, const float* x, int64_t n_tokens,
+                            int64_t n_in, int64_t n_out, int64_t r0, int64_t r1) {
+  // dW (n_out, n_in) += dy^T (n_out, T) x (T, n_in)
+  gemm_f32_acc(r0, r1, n_in, n_tokens, dy, 1, n_out, x, n_in, dw, n_in);
+}
+
+void matmul_f32_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                         int64_t n_tokens, int64_t n_in, int64_t n_out) {
+  if (dx) matmul_f32_backward_dx(dx, dy, w, n_in, n_out, 0, n_tokens);
+  if (dw) matmul_f32_backward_dw(dw, dy, x, n_tokens, n_in, n_out, 0, n_out);
+}
+
+// Several layers sharing one input: the rows of all of them are split across the threads in
+// one dispatch.
+void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, int64_t T,
+                        const LinearMode& mode) {
+  const bool act_quant = mode.act_quant;
+  const float* x = cpu_data(xt);
+  const int64_t n_in = xt.cols();
+  int64_t total = 0;
+  bool any_ternary = false;
+  for (const LinearOp& j : ops) {
+    total += j.w->m.n_out;
+    any_ternary |= !j.w->is_float();
+  }
+  if (act_quant && any_ternary) quantize_acts(x, T, n_in, xq_);
+  pool_.parallel_for(
+      total,
+      [&](int64_t begin, int64_t end, int) {
+        int64_t base = 0;
+        for (const LinearOp& j : ops) {
+          const int64_t rows = j.w->m.n_out;
+          const int64_t r0 = std::max(begin - base, int64_t(0));
+          const int64_t r1 = std::min(end - base, rows);
+          if (r0 < r1) {
+            float* y = cpu_data(*j.y);
+            if (j.w->is_float()) {  // a merged layer: float weights, un-quantised input
+              float_matmul(j.w->f, x, T, y, rows, r0, r1);
+            } else if (act_quant) {
+              ternary_matmul(j.w->m, xq_, y, rows, r0, r1);
+            } else {
+              ternary_matmul_float(j.w->m, x, T, y, r0, r1);
+            }
+          }
+          base += rows;
+        }
+      },
+      16);
+  for (const LinearOp& j : ops) {
+    float* y = cpu_data(*j.y);
+    if (j.w->out_scale != 1.0f) {
+      const int64_t n = T * j.w->m.n_out;
+      for (int64_t i = 0; i < n; ++i) y[i] *= j.w->out_scale;
+    }
+    // The LoRA branches see the un-quantised input; `.scale` does not multiply them.
+    if (!j.saved.empty() && j.saved.size() != j.lora.size()) {
+      fail("linear ", j.w->name, ": ", j.saved.size(), " saves for ", j.lora.size(), " branches");
+    }
+    for (size_t b = 0; b < j.lora.size(); ++b) {
+      lora_forward(*j.y, xt, T, j.lora[b], j.saved.empty() ? LoraSaved{} : j.saved[b],
+                   mode.dropout, mode.key);
+    }
+  }
+}
+
+void CpuBackend::lora_forward(DeviceTensor& y, const DeviceTensor& x, int64_t T,
+                              const LoraBranch& br, const LoraSaved& saved, float p,
+                              uint64_t key) {
+  const int64_t n_in = x.cols(), r = br.a ? br.a->rows() : 0;
+  check_branch(br, n_in, y.cols(), "lora_forward");
+  if (!(p >= 0.0f && p < 1.0f)) fail("lora_forward: dropout probability ", p, " outside [0, 1)");
+  // xd = dropout(x), or x itself.
+  const float* xdp = cpu_data(x);
+  if (p > 0 || (saved.xd && saved.xd != &x)) {
+    float* dst = saved.xd ? cpu_data(*saved.xd) : nullptr;
+    if (!dst) {
+      lora_xd_.resize(size_t(T * n_in));
+      dst = lora_xd_.data();
+    }
+    if (p > 0) {
+      lora_dropout(cpu_data(x), T * n_in, p, key, br.salt, dst);
+    } else {
+      std::copy(cpu_data(x), cpu_data(x) + T * n_in, dst);
+    }
+    xdp = dst;
+  }
+  float* axp = saved.ax ? cpu_data(*saved.ax) : nullptr;
+  if (!axp) {
+    lora_ax_.resize(size_t(T * r));
+    axp = lora_ax_.data();
+  }
+  const float* a = cpu_data(*br.a);
+  pool_.parallel_for(
+      T, [&](int64_t t0, int64_t t1, int) { matmul_f32_forward(xdp, a, n_in, r, axp, t0, t1); });
+  lora_b_forward(cpu_data(*br.b), axp, T, r, y.cols(), br.scale, cpu_data(y), pool_);
+}
+
+void CpuBackend::lora_backward(DeviceTensor& dx, const DeviceTensor& dy, const LoraSaved& saved,
+                               int64_t T, const LoraBranch& br, float p) {
+  check_branch(br, dx.cols(), dy.cols(), "lora_backward");
+  if (!saved.xd || !saved.ax || !br.da || !br.db) {
+    fail("lora_backward: branch '", br.a->name(), "' without its saved input or gradients");
+  }
+  lora_backward_host(cpu_data(dx), cpu_data(dy), cpu_data(*saved.xd), cpu_data(*saved.ax),
+                     cpu_data(*br.a), cpu_data(*br.b), cpu_data(*br.da), cpu_data(*br.db), T,
+                     dx.cols(), dy.cols(), br.a->rows(), br.scale, p, pool_);
+}
+
+void CpuBackend::linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const LinearWeight& w,
+                                 int64_t T) {
+  if (w.is_float())
+    fail("train: layer ", w.name, " has float (merged) weights; train a base model");
+  const float* dyp = cpu_data(dy);
+  float* dxp = cpu_data(dx);
+  pool_.parallel_for(
+      w.m.n_in,
+      [&](int64_t c0, int64_t c1, int) {
+        ternary_matmul_transposed(w.m, dyp, w.m.n_out, T, w.out_scale, dxp, c0, c1);
+      },
+      256);
+}
+
+}  // namespace trit

@@ -1,0 +1,187 @@
+// The LM head with the cross-entropy loss: the reference loss (ops.h) and the CPU backend's
+// head op (logits to the host, or the loss with its gradient).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+
+namespace trit {
+
+using Vec = std::vector<float>;
+
+namespace {
+
+void check_target(const char* op, const int32_t* targets, int64_t t, int64_t n_vocab) {
+  if (targets[t] < 0 || targets[t] >= n_vocab) {
+    fail(op, ": token ", t, " has target ", targets[t], ", outside the vocabulary of ", n_vocab,
+         " tokens");
+  }
+}
+
+float row_log_sum_exp(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(std::exp(x[i] - m));
+  return float(double(m) + std::log(s));
+}
+
+}  // namespace
+
+double cross_entropy_forward(const float* logits, const int32_t* targets, const float* mask,
+                             int64_t n_tokens, int64_t n_vocab, float norm, float* nll,
+                             float* lse) {
+  const double inv_norm = 1.0 / std::max(double(norm), 1.0);
+  double loss = 0;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float m = mask ? mask[t] : 1.0f;
+    if (m == 0.0f) {
+      if (nll) nll[t] = 0.0f;
+      if (lse) lse[t] = 0.0f;
+      continue;
+    }
+    check_target("cross_entropy_forward", targets, t, n_vocab);
+    const float* row = logits + t * n_vocab;  // (n_vocab)
+    const float l = row_log_sum_exp(row, n_vocab);
+    const float token_nll = l - row[targets[t]];
+    if (nll) nll[t] = token_nll;
+    if (lse) lse[t] = l;
+    loss += double(m) * double(token_nll);
+  }
+  return loss * inv_norm;
+}
+
+void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* targets,
+                            const float* mask, const float* lse, int64_t n_tokens, int64_t n_vocab,
+                            float norm) {
+  const float inv_norm = 1.0f / std::max(norm, 1.0f);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* row = logits + t * n_vocab;  // (n_vocab)
+    float* drow = dlogits + t * n_vocab;      // (n_vocab)
+    const float m = mask ? mask[t] : 1.0f;
+    if (m == 0.0f) {
+      std::fill(drow, drow + n_vocab, 0.0f);
+      continue;
+    }
+    check_target("cross_entropy_backward", targets, t, n_vocab);
+    const float l = lse ? lse[t] : row_log_sum_exp(row, n_vocab);
+    const float w = m * inv_norm;
+    const int64_t target = targets[t];
+    for (int64_t i = 0; i < n_vocab; ++i) {
+      const float p = std::exp(row[i] - l);  // reads row[i] before writing drow[i]
+      drow[i] = w * (i == target ? p - 1.0f : p);
+    }
+  }
+}
+
+void CpuBackend::head(const HeadOp& op) {
+  const DeviceTensor& hf = *op.h;
+  const FloatMatrix& w = *op.w;
+  check_rows(hf, op.row0, op.n, "head");
+  if (w.n_in != hf.cols()) {
+    fail("head: weight ", w.n_in, " -> ", w.n_out, " on tensor '", hf.name(), "' of ", hf.cols(),
+         " columns");
+  }
+  if (op.n == 0) return;
+  if (op.logits) return head_logits(op, op.logits);
+  if (!op.targets) fail("head: neither logits nor targets");
+  head_loss(op);
+}
+
+// logits (n, V) = h W^T + the branches.
+void CpuBackend::head_logits(const HeadOp& op, float* logits) {
+  const FloatMatrix& w = *op.w;
+  const int64_t d = op.h->cols(), n = op.n;
+  const float* h = cpu_data(*op.h) + op.row0 * d;
+  pool_.parallel_for(
+      w.n_out, [&](int64_t r0, int64_t r1, int) { float_matmul(w, h, n, logits, w.n_out, r0, r1); },
+      64);
+  for (const LoraBranch& br : op.lora) {
+    const int64_t r = br.a->rows();
+    lora_ax_.resize(size_t(n * r));
+    pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int) {
+      matmul_f32_forward(h, cpu_data(*br.a), d, r, lora_ax_.data(), t0, t1);
+    });
+    lora_b_forward(cpu_data(*br.b), lora_ax_.data(), n, r, w.n_out, br.scale, logits, pool_);
+  }
+}
+
+// The loss in chunks of op.chunk tokens (HeadOp), and its gradient when op.dh is given.
+void CpuBackend::head_loss(const HeadOp& op) {
+  const DeviceTensor& hf = *op.h;
+  const FloatMatrix& w = *op.w;
+  const std::span<const LoraBranch> lora = op.lora;
+  const int32_t* targets = op.targets;
+  const float* mask = op.mask;
+  const float norm = op.norm;
+  DeviceTensor* dhf = op.dh;
+  const int64_t T = op.n;
+  const int64_t d = hf.cols(), V = w.n_out;
+  const int64_t chunk = std::max<int64_t>(1, op.chunk);
+  if (dhf) check_rows(*dhf, op.row0, op.n, "head");
+  Vec logits;
+  const int threads = pool_.size();
+  std::vector<Vec> dpart(static_cast<size_t>(threads));
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - t0);
+    bool any = false;
+    for (int64_t t = t0; t < t0 + n; ++t) any |= !mask || mask[t] != 0.0f;
+    if (!any) continue;
+    const float* h = cpu_data(hf) + (op.row0 + t0) * d;
+    logits.assign(size_t(n * V), 0.0f);
+    pool_.parallel_for(
+        V, [&](int64_t r0, int64_t r1, int) { float_matmul(w, h, n, logits.data(), V, r0, r1); },
+        64);
+    std::vector<Vec> hax(lora.size());
+    for (size_t j = 0; j < lora.size(); ++j) {
+      const LoraBranch& br = lora[j];
+      const int64_t r = br.a->rows();
+      hax[j].resize(static_cast<size_t>(n * r));
+      matmul_f32_forward(h, cpu_data(*br.a), d, r, hax[j].data(), 0, n);
+      lora_b_forward(cpu_data(*br.b), hax[j].data(), n, r, V, br.scale, logits.data(), pool_);
+    }
+    loss_ +=
+        cross_entropy_forward(logits.data(), targets + t0, mask ? mask + t0 : nullptr, n, V, norm);
+    if (!dhf) continue;
+    cross_entropy_backward(logits.data(), logits.data(), targets + t0, mask ? mask + t0 : nullptr,
+                           nullptr, n, V, norm);
+    // dh = dlogits W: each thread takes rows of W and sums into its own buffer.
+    pool_.parallel_for(V, [&](int64_t r0, int64_t r1, int thread) {
+      Vec& part = dpart[size_t(thread)];
+      part.assign(size_t(n * d), 0.0f);
+      Vec row(static_cast<size_t>(d));
+      for (int64_t r = r0; r < r1; ++r) {
+        float_matrix_row(w, r, row.data());
+        for (int64_t t = 0; t < n; ++t) {
+          const float g = logits[size_t(t * V + r)];
+          if (g == 0.0f) continue;
+          float* out = part.data() + t * d;
+          for (int64_t i = 0; i < d; ++i) out[i] += g * row[size_t(i)];
+        }
+      }
+    });
+    float* dh = cpu_data(*dhf) + (op.row0 + t0) * d;
+    for (int th = 0; th < threads; ++th) {
+      if (dpart[size_t(th)].empty()) continue;
+      for (int64_t i = 0; i < n * d; ++i) dh[i] += dpart[size_t(th)][size_t(i)];
+      dpart[size_t(th)].clear();
+    }
+    for (size_t j = 0; j < lora.size(); ++j) {
+      const LoraBranch& br = lora[j];
+      lora_backward_host(dh, logits.data(), h, hax[j].data(), cpu_data(*br.a), cpu_data(*br.b),
+                         cpu_data(*br.da), cpu_data(*br.db), n, d, V, br.a->rows(), br.scale, 0.0f,
+                         pool_);
+    }
+  }
+}
+
+double CpuBackend::take_loss() {
+  const double l = loss_;
+  loss_ = 0;
+  return l;
+}
+}  // namespace trit

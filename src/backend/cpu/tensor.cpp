@@ -1,0 +1,70 @@
+// The CPU backend's tensors: host vectors, and the row copies and sums over them.
+#include <algorithm>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+
+namespace trit {
+
+void check_rows(const DeviceTensor& t, int64_t row0, int64_t n, const char* op) {
+  if (row0 < 0 || n < 0 || row0 + n > t.rows()) {
+    fail(op, ": rows ", row0, "..", row0 + n, " of tensor '", t.name(), "' with ", t.rows(),
+         " rows");
+  }
+}
+
+CpuTensor::CpuTensor(std::string name, int64_t rows, int64_t cols)
+    : DeviceTensor(std::move(name), rows, cols),
+      data_(static_cast<size_t>(rows) * static_cast<size_t>(cols), 0.0f) {}
+
+float* cpu_data(DeviceTensor& t) {
+  auto* c = dynamic_cast<CpuTensor*>(&t);
+  if (!c) fail("cpu backend: tensor '", t.name(), "' belongs to another backend");
+  return c->data();
+}
+
+const float* cpu_data(const DeviceTensor& t) {
+  return cpu_data(const_cast<DeviceTensor&>(t));
+}
+
+std::string CpuBackend::description() const {
+  return cat("cpu: ", cpu_level_name(active_cpu_level()), ", ", pool_.size(), " threads");
+}
+
+std::unique_ptr<DeviceTensor> CpuBackend::tensor(std::string_view name, int64_t rows,
+                                                 int64_t cols, TensorUse) {
+  if (rows < 0 || cols < 0) fail("cpu backend: tensor '", name, "' of ", rows, " x ", cols);
+  return std::make_unique<CpuTensor>(std::string(name), rows, cols);
+}
+
+void CpuBackend::write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) {
+  check_rows(t, row0, n, "write");
+  std::copy(src, src + n * t.cols(), cpu_data(t) + row0 * t.cols());
+}
+
+void CpuBackend::read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) {
+  check_rows(t, row0, n, "read");
+  const float* s = cpu_data(t) + row0 * t.cols();
+  std::copy(s, s + n * t.cols(), dst);
+}
+
+void CpuBackend::zero(DeviceTensor& t) {
+  std::fill(cpu_data(t), cpu_data(t) + t.rows() * t.cols(), 0.0f);
+}
+
+void CpuBackend::copy(DeviceTensor& dst, const DeviceTensor& src, int64_t n) {
+  if (dst.cols() != src.cols() || n > dst.rows() || n > src.rows()) {
+    fail("copy: ", n, " rows of '", src.name(), "' (", src.rows(), " x ", src.cols(), ") to '",
+         dst.name(), "' (", dst.rows(), " x ", dst.cols(), ")");
+  }
+  std::copy(cpu_data(src), cpu_data(src) + n * src.cols(), cpu_data(dst));
+}
+
+void CpuBackend::add(DeviceTensor& y, const DeviceTensor& x, int64_t n) {
+  float* a = cpu_data(y);
+  const float* b = cpu_data(x);
+  for (int64_t i = 0; i < n * y.cols(); ++i) a[i] += b[i];
+}
+
+}  // namespace trit

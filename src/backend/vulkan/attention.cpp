@@ -1,0 +1,222 @@
+// The Vulkan backend's attention ops: store_kv (buffer copies), causal GQA attention in chunk
+// partials merged in a fixed order, so the result does not depend on the KV tiling, and its
+// backward pass.
+//
+// attention_backward recomputes the softmax from q and k (memory linear in n) in four passes
+// over (query segment, K/V segment) pairs, each sum running in key or query order inside one
+// invocation and carried between segments through memory: the max of each query's scores,
+// then its sums l and E, then dq, then (per query head of a group, query segments in order)
+// dk and dv. No atomics: the results do not depend on how the tensors are tiled.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/vulkan/vk_backend.h"
+
+namespace trit::vk {
+namespace {
+
+constexpr uint32_t kAttnWg = 64;  // attention, attention_combine, attention_backward(_kv)
+
+void check_rows(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) {
+  if (n < 0 || n > t.rows() || t.cols() != cols) {
+    fail(op, ": tensor '", t.name(), "' (", t.rows(), " x ", t.cols(), ") used as ", n, " rows of ",
+         cols);
+  }
+}
+
+}  // namespace
+
+void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, int64_t n,
+                             int64_t pos0) {
+  VkTensor& cache = vk_tensor(cache_t);
+  const VkTensor& src = vk_tensor(src_t);
+  if (n < 0 || pos0 < 0 || pos0 + n > cache.rows() || n > src.rows() ||
+      src.cols() != cache.cols()) {
+    fail("store_kv: rows ", pos0, "..", pos0 + n, " of cache '", cache.name(), "' (", cache.rows(),
+         " x ", cache.cols(), ") from '", src.name(), "' (", src.rows(), " x ", src.cols(), ")");
+  }
+  for (const auto& [a, b] :
+       row_segments({{&src.tiles(), 0}, {&cache.tiles(), uint64_t(pos0)}}, uint64_t(n), 0)) {
+    rec_.seq().copy(rows_range(src.tiles(), a, b),
+               rows_range(cache.tiles(), uint64_t(pos0) + a, uint64_t(pos0) + b));
+  }
+}
+
+void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, const DeviceTensor& k_t,
+                              const DeviceTensor& v_t, int64_t n, int64_t pos0, const AttnShape& shape) {
+  VkTensor& out = vk_tensor(out_t);
+  const VkTensor& q = vk_tensor(q_t);
+  const VkTensor& kc = vk_tensor(k_t);
+  const VkTensor& vc = vk_tensor(v_t);
+  const int64_t hd = shape.head_dim;
+  const int64_t n_head = shape.n_head;
+  if (n < 0 || pos0 < 0 || n > q.rows() || n > out.rows() || q.cols() != n_head * hd ||
+      out.cols() != q.cols() || pos0 + n > kc.rows() || kc.cols() != shape.kv_cols() ||
+      vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
+      vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() || shape.n_head_kv <= 0 ||
+      n_head % shape.n_head_kv != 0) {
+    fail("attention: ", n, " queries at ", pos0, " in '", q.name(), "' (", q.rows(), " x ",
+         q.cols(), ") against '", kc.name(), "' and '", vc.name(), "' (", kc.rows(), " x ",
+         kc.cols(), "), ", n_head, " heads of ", hd, ", ", shape.n_head_kv, " KV heads");
+  }
+  if (n == 0) return;
+  const uint32_t chunk = std::min(kc.kv_chunk(), vc.kv_chunk());
+  const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, chunk, uint32_t(hd)};
+  // Queries per workgroup: one when decoding, tune_.attn_qt for prompts and training (each staged
+  // chunk of keys serves them all).
+  const uint32_t qt = uint64_t(n) >= tune_.attn_qt ? tune_.attn_qt : 1;
+  std::vector<uint32_t> spec_a = spec;
+  spec_a[uint32_t(SpecId::MvTokens)] = qt;
+  const Pipeline& pa = rec_.pipeline("attention", 4, sizeof(AttentionPush), spec_a, 0b0111);
+  const Pipeline& pc = rec_.pipeline("attention_combine", 2, sizeof(AttentionCombinePush), spec, 0b01);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const uint64_t limit = ctx_->binding_limit();
+  const uint32_t max_z = ctx_->caps().info.max_compute_work_group_count[2];
+  scratch_.attn.reset();
+  for (const auto& [a, b] :
+       row_segments({{&q.tiles(), 0}, {&out.tiles(), 0}}, uint64_t(n), rec_.max_seg_rows())) {
+    const BufferRange qr = rows_range(q.tiles(), a, b);
+    const BufferRange outr = rows_range(out.tiles(), a, b);
+    const uint64_t tile_pos0 = uint64_t(pos0) + a;  // position of the segment's row 0
+    // Queries per dispatch: their partials (n_head * n_chunks records of hd + 2 floats each)
+    // fit the binding limit.
+    const uint64_t per_query =
+        uint64_t(n_head) * ceil_div(tile_pos0 + (b - a), chunk) * uint64_t(hd + 2) * 4;
+    if (per_query > limit) {
+      fail("attention: the partials of one query at position ", tile_pos0 + (b - a) - 1, " take ",
+           per_query, " bytes, more than the binding limit of ", limit,
+           " bytes; raise --max-buffer-mb or shorten the context");
+    }
+    const uint64_t step = std::min<uint64_t>(limit / per_query, max_z);
+    for (uint64_t t0 = 0; t0 < b - a; t0 += step) {
+      const uint64_t n_q = std::min(step, b - a - t0);
+      const uint64_t end = tile_pos0 + t0 + n_q;  // keys [0, end) are needed
+      const uint64_t n_chunks = ceil_div(end, chunk);
+      const BufferRange part =
+          scratch_.attn.alloc(n_q * uint64_t(n_head) * n_chunks * uint64_t(hd + 2) * 4);
+      for (size_t i = 0; i < kc.tiles().pieces(); ++i) {
+        const TiledTensor::Piece& piece = kc.tiles().piece(i);
+        if (piece.row0 >= end) break;
+        const uint64_t kv_rows = std::min(piece.row1, end) - piece.row0;
+        const AttentionPush push{uint32_t(n_q),
+                                 uint32_t(t0),
+                                 uint32_t(tile_pos0),
+                                 uint32_t(n_head),
+                                 uint32_t(shape.n_head_kv),
+                                 uint32_t(hd),
+                                 uint32_t(kc.cols()),
+                                 uint32_t(piece.row0),
+                                 uint32_t(kv_rows),
+                                 uint32_t(n_chunks),
+                                 scale};
+        rec_.seq().dispatch(pa, {qr, kc.tiles().range(i), vc.tiles().range(i), part}, push,
+                       uint32_t(ceil_div(kv_rows, chunk)), uint32_t(n_head),
+                       uint32_t(ceil_div(n_q, qt)));
+      }
+      const AttentionCombinePush cpush{uint32_t(n_q),    uint32_t(t0), uint32_t(tile_pos0),
+                                       uint32_t(n_head), uint32_t(hd), uint32_t(n_chunks)};
+      rec_.seq().dispatch(pc, {part, outr}, cpush, uint32_t(n_head), uint32_t(n_q));
+    }
+  }
+}
+
+void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, DeviceTensor& dv_t,
+                                       const DeviceTensor& dout_t, const DeviceTensor& q_t,
+                                       const DeviceTensor& k_t, const DeviceTensor& v_t, int64_t n,
+                                       const AttnShape& shape) {
+  const char* op = "attention_backward";
+  const int64_t hd = shape.head_dim, n_head = shape.n_head, n_kv = shape.n_head_kv;
+  if (n_kv <= 0 || n_head % n_kv != 0) {
+    fail(op, ": ", n_head, " query heads are not a multiple of ", n_kv, " KV heads");
+  }
+  const int64_t q_cols = n_head * hd, kv_cols = shape.kv_cols();
+  for (const DeviceTensor* t : std::initializer_list<const DeviceTensor*>{&dq_t, &dout_t, &q_t})
+    check_rows(*t, n, q_cols, op);
+  for (const DeviceTensor* t : std::initializer_list<const DeviceTensor*>{&dk_t, &dv_t, &k_t, &v_t})
+    check_rows(*t, n, kv_cols, op);
+  if (n == 0) return;
+  VkTensor& dq = vk_tensor(dq_t);
+  VkTensor& dk = vk_tensor(dk_t);
+  VkTensor& dv = vk_tensor(dv_t);
+  const VkTensor& dout = vk_tensor(dout_t);
+  const VkTensor& q = vk_tensor(q_t);
+  const VkTensor& k = vk_tensor(k_t);
+  const VkTensor& v = vk_tensor(v_t);
+  const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, uint32_t(hd)};
+  const Pipeline& pq =
+      rec_.pipeline("attention_backward", 6, sizeof(AttentionBackwardPush), spec, 0b001111);
+  const Pipeline& pkv =
+      rec_.pipeline("attention_backward_kv", 7, sizeof(AttentionBackwardPush), spec, 0b0011111);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const auto q_segs = row_segments({{&q.tiles(), 0}, {&dout.tiles(), 0}, {&dq.tiles(), 0}},
+                                   uint64_t(n), rec_.max_seg_rows());
+  const auto kv_segs =
+      row_segments({{&k.tiles(), 0}, {&v.tiles(), 0}, {&dk.tiles(), 0}, {&dv.tiles(), 0}},
+                   uint64_t(n), rec_.max_seg_rows());
+  auto push = [&](uint64_t qa, uint64_t qb, uint64_t ka, uint64_t kb, uint32_t stage, uint32_t g) {
+    return AttentionBackwardPush{uint32_t(qb - qa),
+                                 uint32_t(qa),
+                                 uint32_t(n_head),
+                                 uint32_t(n_kv),
+                                 uint32_t(hd),
+                                 uint32_t(kv_cols),
+                                 uint32_t(ka),
+                                 uint32_t(kb - ka),
+                                 stage,
+                                 ka == 0 ? 1u : 0u,
+                                 g,
+                                 scale};
+  };
+  scratch_.attn.reset();
+  scratch_.act.reset();
+  // Bindable ranges of every segment (staged copies where a narrow row breaks the alignment).
+  struct QueryRows {
+    BufferRange q, dout, dq;
+  };
+  struct KeyRows {
+    BufferRange k, v, dk, dv;
+  };
+  std::vector<QueryRows> qs;
+  std::vector<KeyRows> kvs;
+  for (const auto& [qa, qb] : q_segs) {
+    qs.push_back({scratch_.bind_rows(rec_, q.tiles(), qa, qb, true), scratch_.bind_rows(rec_, dout.tiles(), qa, qb, true),
+                  scratch_.bind_rows(rec_, dq.tiles(), qa, qb, true)});
+  }
+  for (const auto& [ka, kb] : kv_segs) {
+    kvs.push_back({scratch_.bind_rows(rec_, k.tiles(), ka, kb, true), scratch_.bind_rows(rec_, v.tiles(), ka, kb, true),
+                   scratch_.bind_rows(rec_, dk.tiles(), ka, kb, true), scratch_.bind_rows(rec_, dv.tiles(), ka, kb, true)});
+  }
+  std::vector<BufferRange> stats;  // per query segment: (rows, n_head, 3) [m, l|inv, E|D]
+  for (size_t s = 0; s < q_segs.size(); ++s) {
+    const auto [qa, qb] = q_segs[s];
+    stats.push_back(scratch_.attn.alloc((qb - qa) * uint64_t(n_head) * 3 * 4));
+    for (uint32_t stage = 0; stage < 3; ++stage) {
+      for (size_t c = 0; c < kv_segs.size(); ++c) {
+        const auto [ka, kb] = kv_segs[c];
+        if (ka >= qb) break;  // keys after the segment's last query
+        rec_.seq().dispatch(pq, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], qs[s].dq},
+                       push(qa, qb, ka, kb, stage, 0), uint32_t(n_head), uint32_t(qb - qa));
+      }
+    }
+    scratch_.unbind_rows(rec_, qs[s].dq, dq.tiles(), qa, qb);
+  }
+  // dk, dv: query heads of a group in order, then query segments in order (the CPU's order).
+  for (int64_t g = 0; g < n_head / n_kv; ++g) {
+    for (size_t s = 0; s < q_segs.size(); ++s) {
+      const auto [qa, qb] = q_segs[s];
+      for (size_t c = 0; c < kv_segs.size(); ++c) {
+        const auto [ka, kb] = kv_segs[c];
+        if (ka >= qb) break;
+        rec_.seq().dispatch(pkv,
+                       {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], kvs[c].dk, kvs[c].dv},
+                       push(qa, qb, ka, kb, 0, uint32_t(g)), uint32_t(kb - ka), uint32_t(n_kv));
+      }
+    }
+  }
+  for (size_t c = 0; c < kv_segs.size(); ++c) {
+    scratch_.unbind_rows(rec_, kvs[c].dk, dk.tiles(), kv_segs[c].first, kv_segs[c].second);
+    scratch_.unbind_rows(rec_, kvs[c].dv, dv.tiles(), kv_segs[c].first, kv_segs[c].second);
+  }
+}
+
+}  // namespace trit::vk

@@ -1,0 +1,101 @@
+// The Vulkan backend's rotary embedding: rope and its backward (rope.comp, angles from a table
+// computed exactly as the CPU's rope_forward computes them), and a decoding step's rope with
+// the KV store in one dispatch (rope_kv.comp).
+#include "backend/vulkan/vk_backend.h"
+
+namespace trit::vk {
+namespace {
+
+constexpr uint32_t kWg = 128;  // rope, rope_kv
+
+}  // namespace
+
+void VulkanBackend::rope(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
+                         int64_t pos0) {
+  rope_rows(x, n, n_heads, shape, pos0, /*inverse=*/false);
+}
+
+void VulkanBackend::rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads,
+                                  const AttnShape& shape, int64_t pos0) {
+  rope_rows(x, n, n_heads, shape, pos0, /*inverse=*/true);
+}
+
+// rope.comp over rows [0, n) of x: the angles of positions pos0.., negated when inverse.
+void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t n, int64_t n_heads, const AttnShape& shape,
+                              int64_t pos0, bool inverse) {
+  const char* op = inverse ? "rope_backward" : "rope";
+  VkTensor& x = vk_tensor(x_t);
+  const int64_t head_dim = shape.head_dim;
+  if (n < 0 || n > x.rows() || pos0 < 0 || x.cols() != n_heads * head_dim) {
+    fail(op, ": tensor '", x.name(), "' (", x.rows(), " x ", x.cols(), "), ", n, " rows of ",
+         n_heads, " heads of ", head_dim);
+  }
+  if (shape.rope_dim % 2 != 0 || shape.rope_dim > head_dim) {
+    fail(op, ": rope_dim ", shape.rope_dim, " with head_dim ", head_dim);
+  }
+  if (n == 0 || shape.rope_dim == 0) return;
+  scratch_.act.reset();
+  const TiledTensor& table = weights_.rope_table(pos0 + n, shape.rope_dim, shape.rope_theta);
+  const Pipeline& p = rec_.pipeline("rope", 2, sizeof(RopePush), {kWg}, 0b10);
+  const uint64_t pairs = uint64_t(n_heads) * uint64_t(shape.rope_dim / 2);
+  for (const auto& [a, b] : row_segments({{&x.tiles(), 0}}, uint64_t(n), rec_.max_seg_rows())) {
+    const BufferRange xr = scratch_.bind_rows(rec_, x.tiles(), a, b, true);
+    const uint64_t p0 = uint64_t(pos0) + a, p1 = uint64_t(pos0) + b;
+    for (const PieceRun& run : table.runs(p0, p1)) {
+      const TiledTensor::Piece& piece = table.piece(run.piece);
+      const RopePush push{uint32_t(b - a),        uint32_t(n_heads), uint32_t(head_dim),
+                          uint32_t(shape.rope_dim),  uint32_t(p0),      uint32_t(piece.row0),
+                          uint32_t(piece.rows()), inverse ? 1u : 0u};
+      rec_.seq().dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kWg)),
+                     uint32_t(b - a));
+    }
+    scratch_.unbind_rows(rec_, xr, x.tiles(), a, b);
+  }
+}
+
+void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const DeviceTensor& v_t,
+                                  DeviceTensor& kc_t, DeviceTensor& vc_t, int64_t n, int64_t pos0,
+                                  const AttnShape& shape) {
+  VkTensor& q = vk_tensor(q_t);
+  const VkTensor& k = vk_tensor(k_t);
+  const VkTensor& v = vk_tensor(v_t);
+  VkTensor& kc = vk_tensor(kc_t);
+  VkTensor& vc = vk_tensor(vc_t);
+  const int64_t head_dim = shape.head_dim;
+  // A decoding step's rope and KV store in one dispatch (rope_kv.comp); training, whose
+  // sequence is its own cache, and ops that cross pieces take the default composition.
+  const bool fits = &kc != &k && &vc != &v && tune_.fuse_decode && n >= 1 && uint64_t(n) <= tune_.max_matvec_tokens && pos0 >= 0 &&
+                    shape.rope_dim > 0 && shape.rope_dim % 2 == 0 && shape.rope_dim <= head_dim &&
+                    q.cols() == shape.n_head * head_dim && k.cols() == shape.kv_cols() &&
+                    v.cols() == k.cols() && kc.cols() == k.cols() && vc.cols() == k.cols() &&
+                    n <= q.rows() && n <= k.rows() && n <= v.rows() && pos0 + n <= kc.rows() &&
+                    pos0 + n <= vc.rows() && one_piece(q.tiles(), 0, uint64_t(n)) &&
+                    one_piece(k.tiles(), 0, uint64_t(n)) && one_piece(v.tiles(), 0, uint64_t(n)) &&
+                    one_piece(kc.tiles(), uint64_t(pos0), uint64_t(n)) &&
+                    one_piece(vc.tiles(), uint64_t(pos0), uint64_t(n));
+  if (!fits) {
+    Backend::rope_store_kv(q_t, k_t, v_t, kc_t, vc_t, n, pos0, shape);
+    return;
+  }
+  const TiledTensor& table = weights_.rope_table(pos0 + n, shape.rope_dim, shape.rope_theta);
+  const auto runs = table.runs(uint64_t(pos0), uint64_t(pos0 + n));
+  if (runs.size() != 1) {
+    Backend::rope_store_kv(q_t, k_t, v_t, kc_t, vc_t, n, pos0, shape);
+    return;
+  }
+  const TiledTensor::Piece& piece = table.piece(runs[0].piece);
+  const RopeKvPush push{uint32_t(n),          uint32_t(shape.n_head),   uint32_t(shape.n_head_kv),
+                        uint32_t(head_dim),   uint32_t(shape.rope_dim), uint32_t(pos0),
+                        uint32_t(piece.row0), uint32_t(piece.rows())};
+  const Pipeline& p = rec_.pipeline("rope_kv", 6, sizeof(RopeKvPush), {kWg}, 0b100110);
+  const uint64_t work = uint64_t(shape.n_head) * uint64_t(shape.rope_dim / 2) + 2 * uint64_t(k.cols());
+  const uint64_t end = uint64_t(pos0 + n);
+  rec_.seq().dispatch(
+      p,
+      {rows_range(q.tiles(), 0, uint64_t(n)), rows_range(k.tiles(), 0, uint64_t(n)),
+       rows_range(v.tiles(), 0, uint64_t(n)), rows_range(kc.tiles(), uint64_t(pos0), end),
+       rows_range(vc.tiles(), uint64_t(pos0), end), table.range(runs[0].piece)},
+      push, uint32_t(ceil_div(work, kWg)), uint32_t(n));
+}
+
+}  // namespace trit::vk

@@ -1,0 +1,207 @@
+// The Vulkan backend's weight cache: every host weight is uploaded the first time an op uses
+// it and kept, keyed by its host address (and the rope table, grown as positions are asked). Ternary layers (TQ2_0, I2_S) become T2 codes (the
+// shaders' layout, still 2 bits a weight); float matrices keep their layout, except q6_K,
+// which becomes f32 (exact: every q6_K value d * scale * q is an f32 product computed as the
+// CPU's dequantisation computes it).
+#include <algorithm>
+#include <cstring>
+
+#include <cmath>
+
+#include "backend/vulkan/vk_backend.h"
+#include "core/half.h"
+#include "core/quant.h"
+
+namespace trit::vk {
+namespace {
+
+constexpr uint64_t kUploadChunk = 8ull << 20;  // host bytes converted per upload step
+constexpr uint64_t kMinRopeRows = 256;
+
+uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+// Row r of a TQ2_0 or I2_S matrix as T2 words (n_in / 16): weight j's code at bits 2 * (j % 16)
+// of word j / 16. Codes are copied unchanged (3, invalid, stays 3 as the CPU decodes it).
+void t2_row(const TernaryMatrix& w, int64_t r, uint32_t* out) {
+  const int64_t n = w.n_in;
+  std::fill(out, out + n / 16, 0u);
+  auto put = [&](int64_t j, uint32_t code) { out[j / 16] |= code << (2 * (j % 16)); };
+  if (w.type == DType::TQ2_0) {
+    const uint8_t* row = w.data + r * row_bytes(DType::TQ2_0, n);
+    for (int64_t b = 0; b < n / kQK_K; ++b) {
+      const uint8_t* blk = row + b * 66;  // byte 32h + m: weights 128h + 32l + m at bits 2l
+      for (int64_t h = 0; h < 2; ++h) {
+        for (int64_t m = 0; m < 32; ++m) {
+          const uint32_t byte = blk[32 * h + m];
+          for (int64_t l = 0; l < 4; ++l)
+            put(b * 256 + 128 * h + 32 * l + m, (byte >> (2 * l)) & 3);
+        }
+      }
+    }
+  } else {  // I2_S: byte m of run k holds weights 128k + 32g + m at bits 6 - 2g
+    const uint8_t* row = w.data + r * (n / 4);
+    for (int64_t k = 0; k < n / kI2SRun; ++k) {
+      for (int64_t m = 0; m < 32; ++m) {
+        const uint32_t byte = row[k * 32 + m];
+        for (int64_t g = 0; g < 4; ++g) put(k * 128 + 32 * g + m, (byte >> (6 - 2 * g)) & 3);
+      }
+    }
+  }
+}
+
+// The one scale the CPU kernels use for every block (ternary_view in kernels.cpp), or 0 when
+// the blocks of a TQ2_0 matrix have their own.
+float uniform_d(const TernaryMatrix& w) {
+  float d = w.uniform_scale;
+  if (w.type == DType::I2_S && d == 0.0f) std::memcpy(&d, w.data + w.n_out * (w.n_in / 4), 4);
+  return d;
+}
+
+FloatWeightType shader_type(DType t, const std::string& name) {
+  switch (t) {
+    case DType::F32:
+    case DType::Q6_K:  // converted to f32
+      return FloatWeightType::F32;
+    case DType::F16:
+      return FloatWeightType::F16;
+    case DType::BF16:
+      return FloatWeightType::BF16;
+    case DType::Q8_0:
+      return FloatWeightType::Q8_0;
+    default:
+      fail("vulkan: weight ", name, ": type ", dtype_name(t),
+           " is not a float type the Vulkan backend reads (f32, f16, bf16, q8_0, q6_K)");
+  }
+}
+
+}  // namespace
+
+const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
+  auto it = ternary_.find(&lw);
+  if (it != ternary_.end()) return *it->second;
+  const TernaryMatrix& w = lw.m;
+  if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {
+    fail("vulkan: linear ", lw.name, ": weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
+  }
+  if (w.n_in % 256 != 0) {
+    fail("vulkan: linear ", lw.name, ": rows of ", w.n_in,
+         " weights (the Vulkan kernels need a multiple of 256)");
+  }
+  auto tw = std::make_unique<TernaryWeight>();
+  tw->d = uniform_d(w);
+  const uint64_t row_words = uint64_t(w.n_in) / 16;
+  tw->codes = make_tiled(ctx_, lw.name, uint64_t(w.n_out), row_words * 4);
+  const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / (row_words * 4)));
+  std::vector<uint32_t> words;
+  for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
+    const int64_t r1 = std::min(w.n_out, r0 + chunk);
+    words.resize(size_t(r1 - r0) * row_words);
+    for (int64_t r = r0; r < r1; ++r) t2_row(w, r, words.data() + size_t(r - r0) * row_words);
+    tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), words.data());
+  }
+  if (tw->d == 0.0f) {  // per-block scales, tiled exactly as the codes
+    const int64_t nb = w.n_in / kQK_K;
+    TileOptions o;
+    if (tw->codes.pieces() > 1) o.max_piece_bytes = tw->codes.rows_per_piece() * uint64_t(nb) * 4;
+    tw->dblk = make_tiled(ctx_, lw.name + " block scales", uint64_t(w.n_out), uint64_t(nb) * 4, o);
+    std::vector<float> d(size_t(w.n_out * nb), 0.0f);  // I2_S with a zero scale: zeros
+    if (w.type == DType::TQ2_0) {
+      const int64_t rb = row_bytes(DType::TQ2_0, w.n_in);
+      for (int64_t r = 0; r < w.n_out; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+          d[size_t(r * nb + b)] = fp16_to_f32(load_u16(w.data + r * rb + b * 66 + 64));
+        }
+      }
+    }
+    tw->dblk.upload(0, uint64_t(w.n_out), d.data());
+    if (tw->dblk.rows_per_piece() != tw->codes.rows_per_piece()) {
+      fail("vulkan: linear ", lw.name, ": block scales tiled unlike the codes");
+    }
+  }
+  return *ternary_.emplace(&lw, std::move(tw)).first->second;
+}
+
+FloatRows WeightCache::float_matrix(const FloatMatrix& m, const std::string& name) {
+  auto it = float_.find(m.data);
+  if (it == float_.end()) it = float_.emplace(m.data, upload_float(ctx_, m, name)).first;
+  return {&it->second->rows, it->second->type, m.n_in, m.n_out};
+}
+
+std::unique_ptr<WeightCache::Float> WeightCache::upload_float(Context& ctx, const FloatMatrix& m,
+                                                               const std::string& name) {
+  auto fw = std::make_unique<Float>();
+  fw->type = shader_type(m.type, name);
+  if ((fw->type == FloatWeightType::F16 || fw->type == FloatWeightType::BF16) && m.n_in % 2 != 0) {
+    fail("vulkan: weight ", name, ": ", dtype_name(m.type), " rows of an odd length ", m.n_in);
+  }
+  const uint64_t src_row = uint64_t(row_bytes(m.type, m.n_in));
+  if (m.type == DType::Q6_K) {
+    const uint64_t dst_row = uint64_t(m.n_in) * 4;
+    fw->rows = make_tiled(ctx, name, uint64_t(m.n_out), dst_row);
+    const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / dst_row));
+    std::vector<float> f;
+    for (int64_t r0 = 0; r0 < m.n_out; r0 += chunk) {
+      const int64_t r1 = std::min(m.n_out, r0 + chunk);
+      f.resize(size_t(r1 - r0) * size_t(m.n_in));
+      for (int64_t r = r0; r < r1; ++r) {
+        dequantize_row(DType::Q6_K, m.data + uint64_t(r) * src_row, m.n_in,
+                       f.data() + size_t(r - r0) * size_t(m.n_in));
+      }
+      fw->rows.upload(uint64_t(r0), uint64_t(r1 - r0), f.data());
+    }
+  } else {
+    fw->rows = make_tiled(ctx, name, uint64_t(m.n_out), src_row);
+    fw->rows.upload(0, uint64_t(m.n_out), m.data);
+  }
+  return fw;
+}
+
+const TiledTensor& WeightCache::norm(const float* g, int64_t n) {
+  auto it = norms_.find(g);
+  if (it != norms_.end()) {
+    if (it->second.row_bytes() != uint64_t(n) * 4) {
+      fail("vulkan: rms_norm: the weight at one address used with ", it->second.row_bytes() / 4,
+           " and ", n, " values");
+    }
+    return it->second;
+  }
+  TiledTensor t = make_tiled(ctx_, "norm weight", 1, uint64_t(n) * 4);
+  t.upload(0, 1, g);
+  return norms_.emplace(g, std::move(t)).first->second;
+}
+
+
+const TiledTensor& WeightCache::rope_table(int64_t positions, int64_t rope_dim, float base) {
+  if (rope_.rows() >= uint64_t(positions) && rope_dim_ == rope_dim && rope_base_ == base) {
+    return rope_;
+  }
+  uint64_t rows = kMinRopeRows;
+  while (rows < uint64_t(positions)) rows *= 2;
+  // Row p: cos of float(p) * inv_freq[i] for i < rope_dim / 2, then the sines (rope_forward).
+  const int64_t half = rope_dim / 2;
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    inv_freq[size_t(i)] = 1.0f / std::pow(base, float(2 * i) / float(rope_dim));
+  }
+  std::vector<float> tab(rows * uint64_t(rope_dim));
+  for (uint64_t p = 0; p < rows; ++p) {
+    float* row = tab.data() + p * uint64_t(rope_dim);
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = float(int32_t(p)) * inv_freq[size_t(i)];
+      row[i] = std::cos(angle);
+      row[half + i] = std::sin(angle);
+    }
+  }
+  if (rope_.rows() != 0) rec_.retire(std::move(rope_));  // queued work may read it
+  rope_ = make_tiled(ctx_, "rope table", rows, uint64_t(rope_dim) * 4);
+  rope_.upload(0, rows, tab.data());
+  rope_dim_ = rope_dim;
+  rope_base_ = base;
+  return rope_;
+}
+
+}  // namespace trit::vk

@@ -1,0 +1,47 @@
+// Views of a model's weights as both backends read them: ternary matrices (TQ2_0 or I2_S codes
+// with their scales), float matrices (f32, f16, bf16, q8_0, q6_K rows) and the linear layer of
+// a block that holds one or the other. A view points into memory it does not own (the
+// memory-mapped file, or a buffer its loader keeps).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace trit {
+
+// A ternary weight matrix of n_out rows of n_in weights, laid out as its GGUF type.
+struct TernaryMatrix {
+  DType type = DType::TQ2_0;  // TQ2_0 or I2_S
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+  // I2_S: the tensor's scale. TQ2_0: the common d of all blocks whose codes are not all zero,
+  // when they share one (files written by absmean always do), else 0 (use per-block d).
+  float uniform_scale = 0;
+};
+
+// Finds TQ2_0's uniform block scale (0 when the blocks disagree); for I2_S reads the tail.
+float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64_t n_out);
+
+// Float weights: n_out rows of n_in values of an f32, f16, bf16, q8_0 or q6_K tensor.
+struct FloatMatrix {
+  DType type = DType::F32;
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+};
+
+// A linear layer of a block, times out_scale (the optional per-tensor `.scale` of llama.cpp's
+// bitnet files). Ternary (the usual case): y = (T . q(x)) * w_scale / s_x. Float (a model with
+// adapters merged in): y = W x with the un-quantised x.
+struct LinearWeight {
+  std::string name;  // the tensor's name, for messages
+  TernaryMatrix m;   // ternary weights; m.n_in and m.n_out give the shape of either kind
+  FloatMatrix f;     // float weights (f.data not null) of a merged model
+  float out_scale = 1.0f;
+  bool is_float() const { return f.data != nullptr; }
+};
+
+}  // namespace trit

@@ -1,0 +1,170 @@
+#include "train/trainable_model.h"
+
+#include <cmath>
+
+#include "backend/select.h"
+#include "core/error.h"
+
+namespace trit {
+
+// One adapter tensor as the optimizer sees it.
+struct TrainableModel::Param {
+  std::string name;  // "<layer>.lora_a" / ".lora_b"
+  DeviceTensor* value = nullptr;
+  DeviceTensor* grad = nullptr;
+  std::vector<float>* host = nullptr;  // the LoraAdapter's copy
+  std::vector<float>* host_grad = nullptr;
+  std::unique_ptr<DeviceTensor> m, v;
+  int64_t step = 0;
+};
+
+TrainableModel::TrainableModel(const Model& model, LoraAdapter& adapter, Backend& backend,
+                               TrainPassOptions opts)
+    : model_(model), adapter_(adapter), be_(backend), opts_(opts),
+      acts_(be_, model.hparams(), opts) {
+  init();
+}
+
+TrainableModel::TrainableModel(const Model& model, LoraAdapter& adapter, ThreadPool& pool,
+                               TrainPassOptions opts)
+    : model_(model),
+      adapter_(adapter),
+      owned_backend_(make_cpu_backend(pool)),
+      be_(*owned_backend_),
+      opts_(opts),
+      acts_(be_, model.hparams(), opts) {
+  init();
+}
+
+TrainableModel::~TrainableModel() = default;
+
+void TrainableModel::init() {
+  const HParams& hp = model_.hparams();
+  (void)resolve_lora({{&adapter_, 1.0f}}, hp);  // checks every shape
+  lora_.blocks.resize(size_t(hp.n_layer));
+  uint64_t salt = 1;
+  for (const std::string& name : lora_layer_order(adapter_)) {
+    LoraLayer& L = adapter_.layers.at(name);
+    LoraGrad& g = grads_[name];
+    g.da.assign(L.a.size(), 0.0f);
+    g.db.assign(L.b.size(), 0.0f);
+    auto make = [&](const std::string& tname, int64_t rows, int64_t cols) {
+      tensors_.push_back(be_.tensor(tname, rows, cols));
+      return tensors_.back().get();
+    };
+    LoraBranch br;
+    br.a = make(name + ".lora_a", L.rank, L.n_in);
+    br.b = make(name + ".lora_b", L.n_out, L.rank);
+    br.da = make(name + ".lora_a.grad", L.rank, L.n_in);
+    br.db = make(name + ".lora_b.grad", L.n_out, L.rank);
+    br.scale = adapter_.scaling(L.rank);
+    br.salt = salt++;
+    const auto target = parse_lora_layer_name(name);
+    if (target->layer < 0) {
+      lora_.head.push_back(br);
+    } else {
+      lora_.blocks[size_t(target->layer)][linear_index(target->what)].push_back(br);
+    }
+    for (int which = 0; which < 2; ++which) {
+      Param prm;
+      prm.name = name + (which ? ".lora_b" : ".lora_a");
+      prm.value = which ? br.b : br.a;
+      prm.grad = which ? br.db : br.da;
+      prm.host = which ? &L.b : &L.a;
+      prm.host_grad = which ? &g.db : &g.da;
+      prm.m = be_.tensor(prm.name + ".exp_avg", prm.value->rows(), prm.value->cols());
+      prm.v = be_.tensor(prm.name + ".exp_avg_sq", prm.value->rows(), prm.value->cols());
+      params_.push_back(std::move(prm));
+    }
+  }
+  upload_adapter();
+}
+
+double TrainableModel::forward_backward(const int32_t* tokens, const int32_t* targets,
+                                        const float* mask, int64_t T, float norm,
+                                        uint64_t dropout_key) {
+  const TrainSequence seq{tokens, targets, mask, T, norm, dropout_key};
+  const double loss = model_forward(model_, seq, lora_, acts_, true);
+  model_backward(model_, seq, lora_, acts_);
+  return loss;
+}
+
+double TrainableModel::forward_loss(const int32_t* tokens, const int32_t* targets,
+                                    const float* mask, int64_t T, float norm) {
+  return model_forward(model_, {tokens, targets, mask, T, norm, 0}, lora_, acts_, false);
+}
+
+void TrainableModel::upload_adapter() {
+  for (const Param& p : params_) {
+    if (int64_t(p.host->size()) != p.value->rows() * p.value->cols()) {
+      fail("train: adapter tensor ", p.name, " has ", p.host->size(), " values, ",
+           p.value->rows() * p.value->cols(), " expected");
+    }
+    be_.write(*p.value, 0, p.value->rows(), p.host->data());
+  }
+}
+
+void TrainableModel::sync_adapter() {
+  for (const Param& p : params_) be_.read(*p.value, 0, p.value->rows(), p.host->data());
+}
+
+const std::map<std::string, LoraGrad>& TrainableModel::grads() {
+  for (const Param& p : params_) be_.read(*p.grad, 0, p.grad->rows(), p.host_grad->data());
+  return grads_;
+}
+
+void TrainableModel::zero_grads() {
+  for (const Param& p : params_) be_.zero(*p.grad);
+}
+
+float TrainableModel::optimizer_step(const AdamWOptions& o, double lr, float max_norm) {
+  if (!std::isfinite(lr) || lr < 0) fail("adamw: learning rate must be finite and >= 0, got ", lr);
+  std::vector<const DeviceTensor*> grads;
+  for (const Param& p : params_) grads.push_back(p.grad);
+  std::vector<double> sums(grads.size());
+  be_.sum_squares(grads, sums.data());
+  const GradClip clip = clip_from_sums(sums, max_norm);
+  if (!std::isfinite(clip.norm)) return clip.norm;
+  ++opt_steps_;
+  for (Param& p : params_) {
+    be_.adamw(*p.value, *p.grad, *p.m, *p.v, adamw_scalars(o, lr, ++p.step), clip.scale);
+  }
+  return clip.norm;
+}
+
+void TrainableModel::save_optimizer(AdamW& opt) {
+  std::map<std::string, AdamWMoments> moments;
+  for (const Param& p : params_) {
+    if (p.step == 0) continue;  // as PyTorch: no state before a tensor's first step
+    AdamWMoments& s = moments[p.name];
+    s.step = p.step;
+    s.m.resize(size_t(p.m->rows() * p.m->cols()));
+    s.v.resize(s.m.size());
+    be_.read(*p.m, 0, p.m->rows(), s.m.data());
+    be_.read(*p.v, 0, p.v->rows(), s.v.data());
+  }
+  opt.set_state(opt_steps_, std::move(moments));
+}
+
+void TrainableModel::load_optimizer(const AdamW& opt) {
+  for (Param& p : params_) {
+    const auto it = opt.moments().find(p.name);
+    const int64_t n = p.value->rows() * p.value->cols();
+    if (it == opt.moments().end()) {
+      be_.zero(*p.m);
+      be_.zero(*p.v);
+      p.step = 0;
+      continue;
+    }
+    const AdamWMoments& s = it->second;
+    if (int64_t(s.m.size()) != n || int64_t(s.v.size()) != n) {
+      fail("adamw: parameter ", p.name, " has ", n, " elements but its moments have ", s.m.size());
+    }
+    be_.write(*p.m, 0, p.m->rows(), s.m.data());
+    be_.write(*p.v, 0, p.v->rows(), s.v.data());
+    p.step = s.step;
+  }
+  opt_steps_ = opt.t();
+}
+
+}  // namespace trit
