@@ -35,8 +35,8 @@
 
 namespace {
 
-using trit::CpuLevel;
-using trit::DType;
+using trit::engine::CpuLevel;
+using trit::engine::DType;
 using Clock = std::chrono::steady_clock;
 
 struct Options {
@@ -71,7 +71,7 @@ struct Bytes {
   std::unique_ptr<uint8_t, decltype(&std::free)> p{nullptr, &std::free};
   explicit Bytes(size_t size)
       : p(static_cast<uint8_t*>(std::aligned_alloc(64, (size + 63) / 64 * 64)), &std::free) {
-    if (!p) trit::fail("out of memory");
+    if (!p) trit::engine::fail("out of memory");
   }
   uint8_t* data() const { return p.get(); }
   uint8_t& operator[](size_t i) { return p.get()[i]; }
@@ -80,7 +80,7 @@ struct Bytes {
 // Random valid weights of n_out rows of n_in (one tensor, I2_S tail included).
 Bytes make_weights(DType type, int64_t n_in, int64_t n_out, uint64_t seed) {
   Rng rng(seed);
-  const int64_t bytes = int64_t(*trit::tensor_bytes(type, n_in, n_in * n_out));
+  const int64_t bytes = int64_t(*trit::engine::tensor_bytes(type, n_in, n_in * n_out));
   Bytes w(static_cast<size_t>(bytes));
   // Bytes of four valid 2-bit codes (0, 1, 2).
   uint8_t valid[81];
@@ -95,7 +95,7 @@ Bytes make_weights(DType type, int64_t n_in, int64_t n_out, uint64_t seed) {
   };
   switch (type) {
     case DType::TQ2_0: {
-      const uint16_t d = trit::f32_to_fp16(0.03f);
+      const uint16_t d = trit::engine::f32_to_fp16(0.03f);
       for (int64_t b = 0; b < bytes / 66; ++b) {
         for (int i = 0; i < 64; ++i) w[size_t(b * 66 + i)] = valid[rng.next() % 81];
         put16(&w[size_t(b * 66 + 64)], d);
@@ -128,16 +128,16 @@ Bytes make_weights(DType type, int64_t n_in, int64_t n_out, uint64_t seed) {
     }
     case DType::Q8_0:
       fill(w.data(), bytes);
-      for (int64_t b = 0; b < bytes / 34; ++b) put16(&w[size_t(b * 34)], trit::f32_to_fp16(0.01f));
+      for (int64_t b = 0; b < bytes / 34; ++b) put16(&w[size_t(b * 34)], trit::engine::f32_to_fp16(0.01f));
       break;
     case DType::Q6_K:
       fill(w.data(), bytes);
       for (int64_t b = 0; b < bytes / 210; ++b) {
-        put16(&w[size_t(b * 210 + 208)], trit::f32_to_fp16(0.001f));
+        put16(&w[size_t(b * 210 + 208)], trit::engine::f32_to_fp16(0.001f));
       }
       break;
     default:
-      trit::fail("kernels_bench: no generator for ", trit::dtype_name(type));
+      trit::engine::fail("kernels_bench: no generator for ", trit::engine::dtype_name(type));
   }
   return w;
 }
@@ -148,10 +148,10 @@ struct Job {
 };
 
 std::vector<Job> default_jobs(const std::string& kernel) {
-  const auto t = trit::dtype_from_name(kernel);
-  if (!t) trit::fail("unknown kernel '", kernel, "'");
-  if (trit::dtype_traits(*t).ternary) {
-    if (*t == DType::TQ1_0) trit::fail("tq1_0 is repacked to tq2_0 at load");
+  const auto t = trit::engine::dtype_from_name(kernel);
+  if (!t) trit::engine::fail("unknown kernel '", kernel, "'");
+  if (trit::engine::dtype_traits(*t).ternary) {
+    if (*t == DType::TQ1_0) trit::engine::fail("tq1_0 is repacked to tq2_0 at load");
     return {{*t, 2560, 6912}, {*t, 6912, 2560}};
   }
   return {{*t, 2560, 128256}};
@@ -164,14 +164,14 @@ struct Weights {
 };
 
 Weights make_job_weights(const Job& job, const Options& opt) {
-  const int64_t bytes_one = int64_t(*trit::tensor_bytes(job.type, job.n_in, job.n_in * job.n_out));
+  const int64_t bytes_one = int64_t(*trit::engine::tensor_bytes(job.type, job.n_in, job.n_in * job.n_out));
   const int64_t copies = std::max<int64_t>(1, (opt.ws_mib << 20) / bytes_one);
-  const bool ternary = trit::dtype_traits(job.type).ternary;
+  const bool ternary = trit::engine::dtype_traits(job.type).ternary;
   Weights w;
   for (int64_t c = 0; c < copies; ++c) {
     w.copies.push_back(make_weights(job.type, job.n_in, job.n_out, uint64_t(c + 1)));
     w.uniform.push_back(
-        ternary ? trit::ternary_uniform_scale(job.type, w.copies.back().data(), job.n_in, job.n_out)
+        ternary ? trit::engine::ternary_uniform_scale(job.type, w.copies.back().data(), job.n_in, job.n_out)
                 : 0.0f);
   }
   return w;
@@ -180,15 +180,15 @@ Weights make_job_weights(const Job& job, const Options& opt) {
 // One timed configuration. Returns false when the check against scalar fails.
 bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads, CpuLevel level,
              const Options& opt) {
-  const bool ternary = trit::dtype_traits(job.type).ternary;
+  const bool ternary = trit::engine::dtype_traits(job.type).ternary;
   const int64_t copies = int64_t(weights.copies.size());
   Rng rng(99);
   std::vector<float> x(static_cast<size_t>(tokens * job.n_in));
   for (auto& v : x) v = rng.uniform();
-  trit::QuantizedActs qa;
-  trit::quantize_acts(x.data(), tokens, job.n_in, qa, level);
+  trit::engine::QuantizedActs qa;
+  trit::engine::quantize_acts(x.data(), tokens, job.n_in, qa, level);
   std::vector<float> y(static_cast<size_t>(tokens * job.n_out));
-  trit::ThreadPool pool(threads);
+  trit::engine::ThreadPool pool(threads);
 
   // Scalar is slow: time it on fewer rows.
   int64_t rows = job.n_out;
@@ -200,16 +200,16 @@ bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads
   auto call = [&](int64_t c, int64_t r0, int64_t r1, CpuLevel lv, float* out) {
     const Bytes& w = weights.copies[size_t(c)];
     if (ternary) {
-      trit::TernaryMatrix m;
+      trit::engine::TernaryMatrix m;
       m.type = job.type;
       m.data = w.data();
       m.n_in = job.n_in;
       m.n_out = job.n_out;
       m.uniform_scale = weights.uniform[size_t(c)];
-      trit::ternary_matmul(m, qa, out, job.n_out, r0, r1, lv);
+      trit::engine::ternary_matmul(m, qa, out, job.n_out, r0, r1, lv);
     } else {
-      const trit::FloatMatrix m{job.type, w.data(), job.n_in, job.n_out};
-      trit::float_matmul(m, x.data(), tokens, out, job.n_out, r0, r1, lv);
+      const trit::engine::FloatMatrix m{job.type, w.data(), job.n_in, job.n_out};
+      trit::engine::float_matmul(m, x.data(), tokens, out, job.n_out, r0, r1, lv);
     }
   };
 
@@ -227,8 +227,8 @@ bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads
                                   : std::fabs(u - v) <= 1e-4f * (1.0f + std::fabs(u));
         if (!same) {
           std::printf("MISMATCH %s %s row %lld token %lld: scalar %.9g, got %.9g\n",
-                      std::string(trit::dtype_name(job.type)).c_str(),
-                      std::string(trit::cpu_level_name(level)).c_str(), (long long)r, (long long)t,
+                      std::string(trit::engine::dtype_name(job.type)).c_str(),
+                      std::string(trit::engine::cpu_level_name(level)).c_str(), (long long)r, (long long)t,
                       double(u), double(v));
           ok = false;
           break;
@@ -257,13 +257,13 @@ bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads
     total += s;
     ++iters;
   }
-  const double wbytes = double(rows) * double(trit::row_bytes(job.type, job.n_in));
+  const double wbytes = double(rows) * double(trit::engine::row_bytes(job.type, job.n_in));
   const double ops = 2.0 * double(job.n_in) * double(rows) * double(tokens);
   std::printf(
       "%-6s %-7s %5lldx%-6lld tokens=%-3lld threads=%-2d rows=%-6lld %9.3f ms  %7.2f GB/s  "
       "%8.1f GOPS  (best of %d, mean %.3f ms)%s\n",
-      std::string(trit::dtype_name(job.type)).c_str(),
-      std::string(trit::cpu_level_name(level)).c_str(), (long long)job.n_in, (long long)job.n_out,
+      std::string(trit::engine::dtype_name(job.type)).c_str(),
+      std::string(trit::engine::cpu_level_name(level)).c_str(), (long long)job.n_in, (long long)job.n_out,
       (long long)tokens, threads, (long long)rows, best * 1e3, wbytes / best / 1e9,
       ops / best / 1e9, iters, total / iters * 1e3, ok ? "" : "  CHECK FAILED");
   std::fflush(stdout);
@@ -331,16 +331,16 @@ int main(int argc, char** argv) {
       }
     }
     if (opt.threads.empty()) opt.threads = hw > 1 ? std::vector<int>{1, hw} : std::vector<int>{1};
-    const CpuLevel top = trit::detect_cpu_level();
+    const CpuLevel top = trit::engine::detect_cpu_level();
     const auto wanted = split_list<std::string>(level_arg, [](const std::string& s) { return s; });
     for (CpuLevel l : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512Vnni}) {
       if (l > top) continue;
       for (const std::string& w : wanted) {
-        if (w == "all" || w == trit::cpu_level_name(l)) opt.levels.push_back(l);
+        if (w == "all" || w == trit::engine::cpu_level_name(l)) opt.levels.push_back(l);
       }
     }
-    if (opt.levels.empty()) trit::fail("level '", level_arg, "' not available here");
-    std::printf("cpu: %s; threads:", std::string(trit::cpu_level_name(top)).c_str());
+    if (opt.levels.empty()) trit::engine::fail("level '", level_arg, "' not available here");
+    std::printf("cpu: %s; threads:", std::string(trit::engine::cpu_level_name(top)).c_str());
     for (int t : opt.threads) std::printf(" %d", t);
     std::printf("\n");
 

@@ -6,6 +6,8 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "infer/session.h"
+#include "backend/cpu/kernels.h"
+#include "train/lora_init.h"
 #include "train/optimizer.h"
 #include "train/trainable_model.h"
 
@@ -44,7 +46,7 @@ void bench_training(const BenchArgs& a) {
   const HParams& hp = model->hparams();
   const int threads = thread_count(a.run);
   LoraAdapter adapter = lora_init(hp, "all", a.rank, 16.0f, false, 1);
-  TrainOptions topt;
+  TrainPassOptions topt;
   topt.checkpointing = a.checkpointing;
   TrainableModel tm(*model, adapter, *model.backend, topt);
   const AdamWOptions opt;

@@ -12,8 +12,11 @@
 #include "io/peft.h"
 #include "model/hparams.h"
 #include "core/lora.h"
+#include "model/lora_set.h"
 
 namespace trit::cli {
+
+using namespace trit::engine;  // until the CLI moves onto the public API
 
 namespace {
 

@@ -10,6 +10,8 @@
 
 namespace trit::cli {
 
+using namespace trit::engine;  // until the CLI moves onto the public API
+
 void add_create_command(CLI::App& app) {
   struct Args {
     std::string preset, config, out, type = "tq2_0", embd_type = "f16", act;

@@ -15,6 +15,8 @@
 #include "tools/info.h"
 
 namespace trit::cli {
+
+using namespace trit::engine;  // until the CLI moves onto the public API
 namespace {
 
 std::string cpu_model_name() {

@@ -9,6 +9,8 @@
 
 namespace trit::cli {
 
+using namespace trit::engine;  // until the CLI moves onto the public API
+
 void add_export_peft_command(CLI::App& app) {
   struct Args {
     std::string src, out;

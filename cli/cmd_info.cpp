@@ -10,6 +10,8 @@
 
 namespace trit::cli {
 
+using namespace trit::engine;  // until the CLI moves onto the public API
+
 void add_info_command(CLI::App& app) {
   struct Args {
     std::string path;

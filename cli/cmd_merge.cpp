@@ -9,6 +9,8 @@
 
 namespace trit::cli {
 
+using namespace trit::engine;  // until the CLI moves onto the public API
+
 void add_merge_command(CLI::App& app) {
   struct Args {
     std::string model, out, mode = "float", type = "f16";

@@ -9,6 +9,8 @@
 
 namespace trit::cli {
 
+using namespace trit::engine;  // until the CLI moves onto the public API
+
 void add_quantize_command(CLI::App& app) {
   struct Args {
     std::string in, out, type;

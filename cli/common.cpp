@@ -67,7 +67,7 @@ LoadedModel load_model(const RunOptions& o) {
     attached.emplace_back(&a, scale);
   }
   try {
-    lm.lora = resolve_lora(attached, lm.model->hparams());
+    (void)resolve_lora(attached, lm.model->hparams());
   } catch (const Error& e) {
     fail("--lora: ", e.what());
   }
@@ -78,6 +78,15 @@ LoadedModel load_model(const RunOptions& o) {
     std::fprintf(stderr, "trit: running on the CPU: %s\n", choice.fallback_reason.c_str());
   }
   lm.backend = std::move(choice.backend);
+  if (!o.lora.empty()) {
+    std::vector<std::pair<const DeviceAdapter*, float>> uses;
+    for (const auto& [a, scale] : attached) {
+      lm.device_adapters.push_back(std::make_unique<DeviceAdapter>(
+          *a, lm.model->hparams(), *lm.backend, "--lora"));
+      uses.emplace_back(lm.device_adapters.back().get(), scale);
+    }
+    lm.lora = lora_set(lm.model->hparams(), uses);
+  }
   return lm;
 }
 

@@ -16,6 +16,8 @@
 
 namespace trit::cli {
 
+using namespace trit::engine;  // until the CLI moves onto the public API
+
 struct RunOptions {
   std::string model;
   int threads = 0;
@@ -32,6 +34,7 @@ struct LoadedModel {
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<Backend> backend;  // what --device chose
   std::vector<std::unique_ptr<LoraAdapter>> adapters;
+  std::vector<std::unique_ptr<DeviceAdapter>> device_adapters;
   LoraSet lora;
   bool act_quant = true;
   // Points into this object: take it after the object has its final address.

@@ -1,6 +1,6 @@
 # cmake -DNAME=n -DSPV=file.spv -DOUT=file.cpp -P EmbedSpirv.cmake
 # Writes OUT: the SPIR-V words of SPV (little-endian, as glslc writes them) as
-#   trit::vk::shader_data::NAME[] and NAME_words.
+#   trit::engine::vk::shader_data::NAME[] and NAME_words.
 file(READ ${SPV} hex HEX)
 string(LENGTH "${hex}" n)
 math(EXPR rem "${n} % 8")
@@ -18,10 +18,10 @@ file(WRITE ${OUT}
 #include <cstddef>
 #include <cstdint>
 
-namespace trit::vk::shader_data {
+namespace trit::engine::vk::shader_data {
 extern const uint32_t ${NAME}[] = {
 ${body}
 };
 extern const size_t ${NAME}_words = ${words};
-}  // namespace trit::vk::shader_data
+}  // namespace trit::engine::vk::shader_data
 ")

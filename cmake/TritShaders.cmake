@@ -2,7 +2,7 @@
 #
 # Each src/backend/vulkan/shaders/*.cmake file declares shaders with
 #   trit_shader(NAME SOURCE [DEFINES...])
-# NAME: a C identifier, the key of trit::vk::shader_spirv(); SOURCE: a .comp file relative to
+# NAME: a C identifier, the key of trit::engine::vk::shader_spirv(); SOURCE: a .comp file relative to
 # the shaders folder; DEFINES: NAME=VALUE or NAME (a leading -D is allowed), passed to glslc. Each shader is
 # compiled by glslc (--target-env=vulkan1.1 -O, -I the shaders folder), checked by spirv-val
 # (the build fails on invalid SPIR-V) and embedded as a uint32_t array. A shader recompiles
@@ -89,7 +89,7 @@ function(trit_embed_shaders target)
 
 #include \"backend/vulkan/shaders.h\"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace shader_data {
 ${decls}}  // namespace shader_data
 
@@ -99,7 +99,7 @@ ${rows}  }};
   return table;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk
 ")
   target_sources(${target} PRIVATE ${table} ${sources})
 endfunction()

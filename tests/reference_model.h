@@ -15,7 +15,7 @@
 #include "model/hparams.h"
 #include "core/lora.h"
 
-namespace trit::test {
+namespace trit::engine::test {
 
 using Mat = std::vector<double>;  // row-major
 
@@ -243,4 +243,4 @@ class ReferenceModel {
   std::vector<RefLora> head_lora_;
 };
 
-}  // namespace trit::test
+}  // namespace trit::engine::test

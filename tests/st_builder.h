@@ -10,7 +10,7 @@
 
 #include "core/half.h"
 
-namespace trit::test {
+namespace trit::engine::test {
 
 struct StEntry {
   std::string name;
@@ -70,4 +70,4 @@ inline std::string bf16_bytes(const std::vector<float>& v) {
   return raw_bytes(h);
 }
 
-}  // namespace trit::test
+}  // namespace trit::engine::test

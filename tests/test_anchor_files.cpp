@@ -17,7 +17,7 @@
 #include "model/model.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 struct Rewrite {
@@ -167,4 +167,4 @@ TEST_F(AnchorFiles, WrongShapeAndUnsupportedTypeAreNamed) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -8,7 +8,7 @@
 #include "io/gguf.h"
 #include "data/chat_template.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 const std::vector<ChatMessage> kChat = {
@@ -116,4 +116,4 @@ TEST(ChatTemplate, ForModelFallsBackByArchitecture) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

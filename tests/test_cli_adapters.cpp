@@ -18,7 +18,7 @@
 #include "test_util.h"
 #include "core/lora.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -204,4 +204,4 @@ TEST(CliAdapters, ErrorsAreOneLineAndLeaveNothing) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

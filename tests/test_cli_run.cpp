@@ -14,7 +14,7 @@
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 struct CmdResult {
@@ -152,4 +152,4 @@ TEST_F(CliRun, UnknownDeviceIsRefused) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -10,7 +10,7 @@
 
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::TempDir;
@@ -135,4 +135,4 @@ TEST(CliTools, Devices) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

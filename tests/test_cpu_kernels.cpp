@@ -16,7 +16,7 @@
 #include "core/half.h"
 #include "core/quant.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 bool have(CpuLevel level) {
@@ -635,4 +635,4 @@ TEST(CpuFloatMatmul, RejectsBadInput) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

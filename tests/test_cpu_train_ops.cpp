@@ -18,7 +18,7 @@
 #include "train/optimizer.h"
 #include "vulkan_test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::randn;
@@ -416,4 +416,4 @@ TEST_F(CpuTrainOps, HeadLoss) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -20,7 +20,7 @@
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::TempDir;
@@ -519,4 +519,4 @@ TEST(ModelInfo, OtherArchitecture) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -11,7 +11,7 @@
 #include "tokenizer/tokenizer.h"
 #include "data/dataset.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using Strings = std::vector<std::string>;
@@ -600,4 +600,4 @@ TEST(DatasetBatch, StateJsonAndRestoreErrors) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

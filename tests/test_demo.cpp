@@ -9,7 +9,7 @@
 
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 TEST(Demo, ReducedRunLearnsTheTask) {
@@ -43,4 +43,4 @@ TEST(Demo, ReducedRunLearnsTheTask) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -19,7 +19,7 @@
 #include "data/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::TempDir;
@@ -257,4 +257,4 @@ TEST(EvalCli, JsonReportMatchesTheLibrary) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

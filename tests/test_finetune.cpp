@@ -21,7 +21,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 namespace fs = std::filesystem;
 
@@ -252,4 +252,4 @@ TEST_F(Finetune, SigkillAndSigintThenResumeFinishLikeAnUninterruptedRun) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

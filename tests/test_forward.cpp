@@ -16,7 +16,7 @@
 #include "reference_model.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::Mat;
@@ -158,4 +158,4 @@ TEST(Forward, RejectsOutOfRangeTokensBeforeTouchingTheCache) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 #include "io/gguf.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::TempDir;
@@ -487,4 +487,4 @@ TEST(Gguf, WriterKeyEditing) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -11,7 +11,7 @@
 #include "io/gguf.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::TempDir;
@@ -370,4 +370,4 @@ TEST_F(GgufBadInput, RandomCorruption) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

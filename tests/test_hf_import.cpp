@@ -16,7 +16,7 @@
 #include "st_builder.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using nlohmann::json;
@@ -682,4 +682,4 @@ TEST(HfImport, TokenizerJsonIsCarried) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -20,7 +20,7 @@
 
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -125,4 +125,4 @@ INSTANTIATE_TEST_SUITE_P(Cases, HfReference,
                          });
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

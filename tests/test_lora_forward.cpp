@@ -12,7 +12,7 @@
 #include "reference_model.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 // An adapter with random A and B (B non-zero, unlike a fresh one) on every linear layer
@@ -123,4 +123,4 @@ TEST(LoraForward, MismatchedLayerIsNamed) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

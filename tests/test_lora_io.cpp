@@ -25,7 +25,7 @@
 #include "test_util.h"
 #include "core/lora.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -991,4 +991,4 @@ TEST(Peft, MalformedFoldersNameFileAndField) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -22,7 +22,7 @@
 #include "model/model.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::TempDir;
@@ -464,4 +464,4 @@ TEST(MergeCli, ErrorsAreOneLineNamingTheFile) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -10,7 +10,7 @@
 #include "train/metrics.h"
 #include "train/progress.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::read_file;
@@ -278,4 +278,4 @@ TEST(Progress, MeterEstimatesTheRestFromThisRunsSteps) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

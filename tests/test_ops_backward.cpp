@@ -20,7 +20,7 @@
 #include "core/error.h"
 #include "core/quant.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using Vec = std::vector<double>;
@@ -751,4 +751,4 @@ TEST(OpsBackward, ChainThroughAttention) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -11,7 +11,7 @@
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 // Textbook AdamW (Loshchilov & Hutter, as torch.optim.AdamW documents it), in double:
@@ -305,4 +305,4 @@ TEST(Schedule, ParsesNames) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

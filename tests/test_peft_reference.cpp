@@ -28,7 +28,7 @@
 #include "train/optimizer.h"
 #include "train/trainable_model.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -290,4 +290,4 @@ INSTANTIATE_TEST_SUITE_P(Cases, PeftReference,
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 #include "core/half.h"
 #include "core/quant.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 std::vector<int8_t> random_trits(int64_t n, uint32_t seed) {
@@ -554,4 +554,4 @@ TEST(Errors, BadInputs) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

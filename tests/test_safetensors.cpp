@@ -11,7 +11,7 @@
 #include "st_builder.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::bf16_bytes;
@@ -406,4 +406,4 @@ TEST(SafetensorsBad, RandomCorruption) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -5,7 +5,7 @@
 
 #include "infer/sampler.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 TEST(Sampler, GreedyPicksTheLargestLogitAndTheFirstOnTies) {
@@ -112,4 +112,4 @@ TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -14,7 +14,7 @@
 #include "core/thread_pool.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 struct Call {
@@ -180,4 +180,4 @@ TEST(ThreadPool, DispatchOverhead) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using Ids = std::vector<int32_t>;
@@ -540,4 +540,4 @@ TEST(TokenizerByteLevel, LargeVocabularyLoadsAndEncodesQuickly) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

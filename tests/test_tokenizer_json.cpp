@@ -14,7 +14,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -358,4 +358,4 @@ TEST_F(TokenizerJson, MalformedGgufNamesFileAndKey) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

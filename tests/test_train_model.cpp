@@ -12,7 +12,7 @@
 #include "test_util.h"
 #include "train/trainable_model.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 class TrainModel : public ::testing::Test {
@@ -181,4 +181,4 @@ TEST_F(TrainModel, CheckpointingThreadsAndDropoutKeysAreConsistent) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-namespace trit::test {
+namespace trit::engine::test {
 
 // A fresh folder under /tmp (or $TMPDIR), removed with everything in it when destroyed.
 class TempDir {
@@ -87,4 +87,4 @@ inline RunResult run_trit(const TempDir& dir, const std::vector<std::string>& ar
 }
 #endif
 
-}  // namespace trit::test
+}  // namespace trit::engine::test

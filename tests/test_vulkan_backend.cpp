@@ -37,7 +37,7 @@
 #include "test_util.h"
 #include "vulkan_test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using namespace test;  // NOLINT: the shared Vulkan test helpers
@@ -842,4 +842,4 @@ TEST(VulkanCoopMatrix, TiledProductsGiveThePlainBits) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -18,7 +18,7 @@
 #include "tools/create.h"
 #include "test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using test::RunResult;
@@ -214,4 +214,4 @@ TEST_F(VulkanCli, DevicesListsEveryDeviceWithItsBindingLimit) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

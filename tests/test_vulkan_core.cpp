@@ -24,7 +24,7 @@
 #include "backend/vulkan/spirv_coopmat.h"
 #include "backend/vulkan/tiled_tensor.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint64_t MiB = 1ull << 20;
@@ -748,4 +748,4 @@ TEST_F(VulkanCore, DispatchChecksItsArguments) {
 }
 
 }  // namespace
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -21,7 +21,7 @@
 #include "train/metrics.h"
 #include "vulkan_test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 namespace fs = std::filesystem;
 
@@ -227,4 +227,4 @@ TEST_F(VulkanFinetune, OneMiBBindingLimitGivesTheSameRun) {
 }
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

@@ -20,7 +20,7 @@
 #include "model/model.h"
 #include "vulkan_test_util.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using namespace test;  // NOLINT: the shared Vulkan test helpers
@@ -471,4 +471,4 @@ INSTANTIATE_TEST_SUITE_P(VulkanTrainLimits, VulkanTrainOps,
                          });
 
 }  // namespace
-}  // namespace trit
+}  // namespace trit::engine

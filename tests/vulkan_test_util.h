@@ -23,7 +23,7 @@
 #include "core/quant.h"
 #include "model/model.h"
 
-namespace trit::test {
+namespace trit::engine::test {
 
 inline constexpr uint64_t KiB = 1ull << 10, MiB = 1ull << 20;
 using TensorPtr = std::unique_ptr<DeviceTensor>;
@@ -182,4 +182,4 @@ inline FloatMatrix float_matrix(std::vector<uint8_t>& bytes, DType type, int64_t
   return {type, bytes.data(), n_in, n_out};
 }
 
-}  // namespace trit::test
+}  // namespace trit::engine::test

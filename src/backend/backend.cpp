@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 void Backend::norm_linear(const NormOp& norm, std::span<const LinearOp> ops, int64_t n,
                           const LinearMode& mode, const LinearEpilogue& epilogue) {
@@ -33,4 +33,4 @@ void Backend::rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor
   if (&v_cache != &v) store_kv(v_cache, v, n, pos0);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

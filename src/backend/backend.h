@@ -31,7 +31,7 @@
 #include "core/adamw.h"
 #include "core/weights.h"
 
-namespace trit {
+namespace trit::engine {
 
 // The shape of causal GQA attention and of the rotary embedding of its queries and keys.
 struct AttnShape {
@@ -261,4 +261,4 @@ class Backend {
                      const AdamWScalars& k, float grad_scale) = 0;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -6,7 +6,7 @@
 #include "backend/vulkan/vulkan_backend.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 DeviceRequest parse_device(std::string_view spec) {
   DeviceRequest r;
@@ -57,4 +57,4 @@ std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool) {
   return std::make_unique<CpuBackend>(pool);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

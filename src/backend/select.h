@@ -14,7 +14,7 @@
 #include "backend/backend.h"
 #include "core/thread_pool.h"
 
-namespace trit {
+namespace trit::engine {
 
 struct DeviceRequest {
   enum class Kind { Auto, Cpu, VulkanAny, VulkanIndex };
@@ -37,4 +37,4 @@ BackendChoice make_backend(const DeviceRequest& request, ThreadPool& pool);
 // The CPU backend with the threads of pool (which must outlive it).
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -1,6 +1,6 @@
 #include "core/activation.h"
 
-namespace trit {
+namespace trit::engine {
 
 std::string_view activation_name(Activation a) {
   return a == Activation::Relu2 ? "relu2" : "silu";
@@ -12,4 +12,4 @@ std::optional<Activation> activation_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 // Every f32 operation below is one PyTorch CPU kernel's arithmetic, with std::fma where
@@ -54,4 +54,4 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const
   adamw_update_generic(p, g, m, v, n, k, grad_scale);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-namespace trit {
+namespace trit::engine {
 
 // The f32 scalars of one AdamW step of one tensor (train/optimizer.h computes them as PyTorch
 // does, in double rounded to f32).
@@ -23,4 +23,4 @@ struct AdamWScalars {
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& k,
                   float grad_scale = 1.0f);
 
-}  // namespace trit
+}  // namespace trit::engine

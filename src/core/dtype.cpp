@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 const DTypeTraits kF32{"f32", 1, 4, false};
@@ -150,4 +150,4 @@ int64_t row_bytes(DType t, int64_t ne0) {
   return ne0 / tr.block_elems * tr.block_bytes;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

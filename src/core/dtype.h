@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace trit {
+namespace trit::engine {
 
 // Type ids as llama.cpp numbers them; 36 is bitnet.cpp's I2_S (see DESIGN.md section 3).
 enum class DType : uint32_t {
@@ -51,4 +51,4 @@ std::optional<uint64_t> tensor_bytes(DType t, int64_t ne0, int64_t n_elements);
 // Bytes of one row of ne0 elements (I2_S: ne0 / 4, without the tensor tail).
 int64_t row_bytes(DType t, int64_t ne0);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -1,17 +1,14 @@
-// Errors: library code throws trit::Error with a message that names the file, tensor, field
-// or op; only the CLI's main turns it into one line on stderr and an exit code.
+// Errors: library code throws trit::Error (the public API's exception, include/trit/error.h)
+// with a message that names the file, tensor, field or op; only the shells (the CLI's main, the
+// C API) turn it into a line or a status code.
 #pragma once
 
 #include <sstream>
-#include <stdexcept>
 #include <string>
 
-namespace trit {
+#include "trit/error.h"
 
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace trit::engine {
 
 // Concatenates its arguments with operator<<.
 template <class... Args>
@@ -26,4 +23,4 @@ template <class... Args>
   throw Error(cat(args...));
 }
 
-}  // namespace trit
+}  // namespace trit::engine

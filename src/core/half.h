@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace trit {
+namespace trit::engine {
 
 inline float fp16_to_f32(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000) << 16;
@@ -74,4 +74,4 @@ inline uint16_t f32_to_bf16(float f) {
   return uint16_t(x >> 16);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -11,7 +11,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 struct TargetInfo {
@@ -201,4 +201,4 @@ std::string lora_summary(const LoraAdapter& adapter) {
              "), rank ", rank, ", alpha ", alpha.str(), adapter.rslora ? ", rsLoRA" : "");
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -13,7 +13,7 @@
 
 #include "core/tensor_names.h"
 
-namespace trit {
+namespace trit::engine {
 
 struct LoraLayer {
   int64_t n_in = 0;
@@ -63,4 +63,4 @@ std::vector<std::string> lora_layer_order(const LoraAdapter& adapter);
 // alpha 16, rsLoRA".
 std::string lora_summary(const LoraAdapter& adapter);
 
-}  // namespace trit
+}  // namespace trit::engine

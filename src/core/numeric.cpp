@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-namespace trit {
+namespace trit::engine {
 
 int64_t argmax(const float* x, int64_t n) {
   int64_t best = 0;
@@ -22,4 +22,4 @@ double log_sum_exp(const float* x, int64_t n) {
   return double(m) + std::log(s);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-namespace trit {
+namespace trit::engine {
 
 // Index of the largest value (first on ties).
 int64_t argmax(const float* x, int64_t n);
@@ -11,4 +11,4 @@ int64_t argmax(const float* x, int64_t n);
 // log(sum(exp(x))) computed stably (max subtracted, the sum in double).
 double log_sum_exp(const float* x, int64_t n);
 
-}  // namespace trit
+}  // namespace trit::engine

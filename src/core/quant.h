@@ -7,7 +7,7 @@
 
 #include "core/dtype.h"
 
-namespace trit {
+namespace trit::engine {
 
 // DESIGN section 2: scale = max(mean|W|, 1e-5), T = clamp(round_half_even(W * (1 / scale)),
 // -1, 1), computed as transformers' BitNet weight quantiser does. Returns the scale.
@@ -50,4 +50,4 @@ std::vector<uint8_t> quantize(DType type, const float* x, int64_t n);
 // Converts TQ1_0 rows to TQ2_0 rows (same trits and block scales), for the compute kernels.
 void tq1_0_to_tq2_0(const uint8_t* src, int64_t n, uint8_t* dst);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -8,7 +8,7 @@
 #include "core/half.h"
 #include "core/quant.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 constexpr int64_t kQ8Bytes = 34;   // fp16 d, int8 qs[32]
@@ -267,4 +267,4 @@ std::vector<uint8_t> quantize(DType type, const float* x, int64_t n) {
   return out;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

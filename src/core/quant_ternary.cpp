@@ -8,7 +8,7 @@
 #include "core/half.h"
 #include "core/quant.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 constexpr int64_t kTQ1Bytes = 54;  // qs[48], qh[4], fp16 d at 52
@@ -316,4 +316,4 @@ void tq1_0_to_tq2_0(const uint8_t* src, int64_t n, uint8_t* dst) {
   }
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-namespace trit {
+namespace trit::engine {
 
 constexpr uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -14,4 +14,4 @@ constexpr uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace trit {
+namespace trit::engine {
 
 inline std::string shape_text(const std::vector<int64_t>& dims, char open = '[', char close = ']') {
   std::string s(1, open);
@@ -16,4 +16,4 @@ inline std::string shape_text(const std::vector<int64_t>& dims, char open = '[',
   return s + close;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

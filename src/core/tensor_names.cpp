@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 std::string block_tensor_name(int64_t layer, std::string_view what) {
   return cat("blk.", layer, ".", what, ".weight");
@@ -21,4 +21,4 @@ LinearIndex linear_index(std::string_view what) {
   return LinearIndex(std::find(names.begin(), names.end(), what) - names.begin());
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-namespace trit {
+namespace trit::engine {
 
 // Index of a block's linear layers, in block_linear_names() order.
 enum LinearIndex { kQ, kK, kV, kO, kGate, kUp, kDown, kLinearCount };
@@ -19,4 +19,4 @@ const std::vector<std::string>& block_linear_names();
 // The LinearIndex of "attn_q" ... "ffn_down", or kLinearCount for any other name.
 LinearIndex linear_index(std::string_view what);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -16,7 +16,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 inline void cpu_relax() {
@@ -188,4 +188,4 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   if (first) std::rethrow_exception(first);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -7,7 +7,7 @@
 #include <functional>
 #include <memory>
 
-namespace trit {
+namespace trit::engine {
 
 class ThreadPool {
  public:
@@ -36,4 +36,4 @@ class ThreadPool {
   std::unique_ptr<State> state_;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

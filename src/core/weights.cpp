@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "core/half.h"
 
-namespace trit {
+namespace trit::engine {
 
 float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64_t n_out) {
   if (type == DType::I2_S) {
@@ -36,4 +36,4 @@ float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64
   return found ? common : 0.0f;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -9,7 +9,7 @@
 
 #include "core/dtype.h"
 
-namespace trit {
+namespace trit::engine {
 
 // A ternary weight matrix of n_out rows of n_in weights, laid out as its GGUF type.
 struct TernaryMatrix {
@@ -44,4 +44,4 @@ struct LinearWeight {
   bool is_float() const { return f.data != nullptr; }
 };
 
-}  // namespace trit
+}  // namespace trit::engine

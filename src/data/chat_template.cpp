@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "io/gguf.h"
 
-namespace trit {
+namespace trit::engine {
 
 namespace {
 
@@ -111,4 +111,4 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
   return out;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-namespace trit {
+namespace trit::engine {
 
 class GgufFile;
 
@@ -36,4 +36,4 @@ class ChatTemplate {
   std::string name_;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -14,7 +14,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 
-namespace trit {
+namespace trit::engine {
 
 namespace {
 
@@ -471,4 +471,4 @@ DatasetSplits load_dataset(const std::string& path, const Tokenizer& tok, const 
   return out;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -56,7 +56,7 @@
 
 #include "data/chat_template.h"
 
-namespace trit {
+namespace trit::engine {
 
 class Tokenizer;
 
@@ -186,4 +186,4 @@ class BatchIterator {
   std::vector<int64_t> order_;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

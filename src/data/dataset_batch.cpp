@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "data/dataset.h"
 
-namespace trit {
+namespace trit::engine {
 
 namespace {
 
@@ -162,4 +162,4 @@ void from_json(const nlohmann::json& j, BatchState& s) {
   s.shuffle = shuffle.get<bool>();
 }
 
-}  // namespace trit
+}  // namespace trit::engine

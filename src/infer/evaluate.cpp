@@ -15,7 +15,7 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 // A row prepared for greedy decoding.
@@ -176,4 +176,4 @@ EvalResult evaluate_file(const Model& model, const std::string& path, const Chat
   return r;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -33,7 +33,7 @@
 #include "model/forward.h"
 #include "data/dataset.h"
 
-namespace trit {
+namespace trit::engine {
 
 class Model;
 
@@ -104,4 +104,4 @@ EvalResult evaluate_file(const Model& model, const std::string& path, const Chat
                          const EvalOptions& options, Backend& backend, const ForwardOptions& fwd,
                          const WarnFn& warn = {}, const EvalProgress& progress = {});
 
-}  // namespace trit
+}  // namespace trit::engine

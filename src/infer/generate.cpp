@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -78,4 +78,4 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   return r;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

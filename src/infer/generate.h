@@ -8,7 +8,7 @@
 #include "infer/sampler.h"
 #include "infer/session.h"
 
-namespace trit {
+namespace trit::engine {
 
 class Tokenizer;
 
@@ -45,4 +45,4 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
                             Backend& backend, const ForwardOptions& opts,
                             const std::function<void(int64_t, int64_t, double)>& progress);
 
-}  // namespace trit
+}  // namespace trit::engine

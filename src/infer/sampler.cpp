@@ -4,7 +4,7 @@
 #include <cmath>
 #include <unordered_set>
 
-namespace trit {
+namespace trit::engine {
 
 Sampler::Sampler(SamplerOptions opts) : opts_(opts), rng_(opts.seed) {}
 
@@ -74,4 +74,4 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
   return cand_[dist(rng_)].second;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-namespace trit {
+namespace trit::engine {
 
 struct SamplerOptions {
   float temperature = 0.8f;     // <= 0: greedy
@@ -31,4 +31,4 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> cand_;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -5,7 +5,7 @@
 #include "backend/select.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 Session::Session(const Model& model, int64_t n_ctx, Backend& backend, ForwardOptions opts,
                  int64_t n_batch)
@@ -76,4 +76,4 @@ void Session::truncate(int64_t n) {
   n_past_ = n;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -10,7 +10,7 @@
 #include "model/forward.h"
 #include "model/lora_set.h"
 
-namespace trit {
+namespace trit::engine {
 
 class Session {
  public:
@@ -48,4 +48,4 @@ class Session {
   int64_t n_past_ = 0;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

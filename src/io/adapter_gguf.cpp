@@ -12,7 +12,7 @@
 #include "core/shape.h"
 #include "io/gguf.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 constexpr std::string_view kSuffixA = ".lora_a";
@@ -248,4 +248,4 @@ LoraAdapter adapter_from_gguf(const GgufFile& f) {
   return out;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

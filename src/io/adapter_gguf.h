@@ -15,7 +15,7 @@
 #include "core/dtype.h"
 #include "core/lora.h"
 
-namespace trit {
+namespace trit::engine {
 
 class GgufFile;
 
@@ -37,4 +37,4 @@ LoraAdapter adapter_from_gguf(const GgufFile& file);
 // Other tensors are an error, or skipped when skip_others (a model file with an adapter inside).
 std::map<std::string, LoraLayer> read_lora_tensors(const GgufFile& file, bool skip_others);
 
-}  // namespace trit
+}  // namespace trit::engine

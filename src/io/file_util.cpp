@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 void write_file_atomic(const std::string& path, std::string_view data) {
   const std::string tmp = path + ".tmp";
@@ -39,4 +39,4 @@ std::string read_whole_file(const std::string& path) {
   return out;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-namespace trit {
+namespace trit::engine {
 
 // Writes data to "<path>.tmp", flushes it, and renames it over path. Throws trit::Error
 // naming the path on failure (the temporary file is removed).
@@ -13,4 +13,4 @@ void write_file_atomic(const std::string& path, std::string_view data);
 // The whole file; throws trit::Error naming the path when it cannot be read.
 std::string read_whole_file(const std::string& path);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 static_assert(std::endian::native == std::endian::little, "GGUF is little-endian");
 
@@ -575,4 +575,4 @@ const GgufTensor& GgufFile::tensor(std::string_view name) const {
   return *t;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -14,7 +14,7 @@
 #include "core/dtype.h"
 #include "io/mapped_file.h"
 
-namespace trit {
+namespace trit::engine {
 
 enum class GgufType : uint32_t {
   U8 = 0,
@@ -192,4 +192,4 @@ class GgufWriter {
   uint64_t appended_ = 0;        // tensor bytes appended so far
 };
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "io/gguf.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 constexpr uint64_t kMaxAlignment = uint64_t(1) << 20;  // as the reader
@@ -351,4 +351,4 @@ void GgufWriter::discard() {
   tmp_path_.clear();
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -11,7 +11,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 MappedFile MappedFile::open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -64,4 +64,4 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   return *this;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-namespace trit {
+namespace trit::engine {
 
 class MappedFile {
  public:
@@ -31,4 +31,4 @@ class MappedFile {
   uint64_t size_ = 0;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

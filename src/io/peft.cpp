@@ -24,7 +24,7 @@
 #include "io/safetensors_writer.h"
 #include "core/tensor_names.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -536,4 +536,4 @@ void save_peft(const LoraAdapter& adapter, const std::string& dir) {
   tmp_guard.release();
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 
 #include "core/lora.h"
 
-namespace trit {
+namespace trit::engine {
 
 // Reads a PEFT adapter folder into an adapter keyed by GGUF names (base_arch "bitnet"; the
 // caller sets the base's when it knows it). adapter_config.json: r, lora_alpha, target_modules
@@ -37,4 +37,4 @@ void save_peft(const LoraAdapter& adapter, const std::string& dir);
 std::optional<std::string> peft_module_of(const std::string& gguf_name);
 std::optional<std::string> gguf_name_of_peft_module(const std::string& module);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "core/half.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using nlohmann::json;
@@ -336,4 +336,4 @@ const std::string& SafetensorsSet::file_of(const std::string& name) const {
   return files_[it->second]->path();
 }
 
-}  // namespace trit
+}  // namespace trit::engine

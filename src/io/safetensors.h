@@ -10,7 +10,7 @@
 
 #include "io/mapped_file.h"
 
-namespace trit {
+namespace trit::engine {
 
 enum class StDType { F32, F16, BF16, F64, I8, U8, I16, I32, I64, BOOL };
 
@@ -68,4 +68,4 @@ class SafetensorsSet {
   std::map<std::string, size_t> index_;  // tensor name -> file
 };
 
-}  // namespace trit
+}  // namespace trit::engine

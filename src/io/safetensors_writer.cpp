@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/half.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 std::string u64_le(uint64_t v) {
@@ -126,4 +126,4 @@ void SafetensorsWriter::write(const std::string& path) const {
   }
 }
 
-}  // namespace trit
+}  // namespace trit::engine

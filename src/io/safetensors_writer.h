@@ -12,7 +12,7 @@
 
 #include "io/safetensors.h"
 
-namespace trit {
+namespace trit::engine {
 
 class SafetensorsWriter {
  public:
@@ -43,4 +43,4 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

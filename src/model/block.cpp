@@ -1,6 +1,6 @@
 #include "model/block.h"
 
-namespace trit {
+namespace trit::engine {
 
 void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T, KvView kv,
                    BlockActs& a) {
@@ -74,4 +74,4 @@ void block_backward(Backend& be, const BlockPass& p, const DeviceTensor& x_in, B
   be.copy(dx, *g.dx2, T);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -19,7 +19,7 @@
 #include "backend/backend.h"
 #include "model/model.h"
 
-namespace trit {
+namespace trit::engine {
 
 // The branches of each linear layer of one block (LinearIndex order); empty spans: none.
 using BlockLora = std::array<std::span<const LoraBranch>, kLinearCount>;
@@ -73,4 +73,4 @@ struct BlockGrads {
 void block_backward(Backend& be, const BlockPass& p, const DeviceTensor& x_in, BlockActs& a,
                     BlockGrads& g, DeviceTensor& dx, int64_t T);
 
-}  // namespace trit
+}  // namespace trit::engine

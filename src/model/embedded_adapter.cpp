@@ -8,7 +8,7 @@
 #include "model/hparams.h"
 #include "model/lora_set.h"
 
-namespace trit {
+namespace trit::engine {
 
 std::optional<EmbeddedAdapter> read_embedded_adapter(const GgufFile& f, const HParams& hp) {
   const std::string& path = f.path();
@@ -47,4 +47,4 @@ std::optional<EmbeddedAdapter> read_embedded_adapter(const GgufFile& f, const HP
   return e;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -9,7 +9,7 @@
 
 #include "core/lora.h"
 
-namespace trit {
+namespace trit::engine {
 
 class GgufFile;
 struct HParams;
@@ -35,4 +35,4 @@ struct EmbeddedAdapter {
 // partner, bad types, shapes or values) or does not fit the model of shape hp.
 std::optional<EmbeddedAdapter> read_embedded_adapter(const GgufFile& file, const HParams& hp);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "core/random.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 void check_tokens(const HParams& hp, const int32_t* tokens, int64_t n) {
@@ -255,4 +255,4 @@ void model_backward(const Model& model, const TrainSequence& seq, const LoraSet&
   }
 }
 
-}  // namespace trit
+}  // namespace trit::engine

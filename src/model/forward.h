@@ -16,7 +16,7 @@
 #include "model/lora_set.h"
 #include "model/model.h"
 
-namespace trit {
+namespace trit::engine {
 
 // ---- generation ----
 
@@ -127,4 +127,4 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
 void model_backward(const Model& model, const TrainSequence& seq, const LoraSet& lora,
                     TrainActs& acts);
 
-}  // namespace trit
+}  // namespace trit::engine

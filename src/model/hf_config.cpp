@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using nlohmann::json;
@@ -150,4 +150,4 @@ HParams hf_config_to_hparams(const std::string& config_path, bool has_lm_head) {
   return c.hp;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

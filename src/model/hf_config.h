@@ -8,7 +8,7 @@
 
 #include "model/hparams.h"
 
-namespace trit {
+namespace trit::engine {
 
 // What weight_scale means in the packed layout. Settled on the reference machine
 // (tools/hf_reference.py, transformers 5.17): a float model was exported packed and loaded back
@@ -37,4 +37,4 @@ HfConfig read_hf_config(const std::string& path);
 // !has_lm_head when the key is absent. Throws naming the file and key.
 HParams hf_config_to_hparams(const std::string& config_path, bool has_lm_head);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -3,7 +3,7 @@
 #include "core/error.h"
 #include "io/gguf.h"
 
-namespace trit {
+namespace trit::engine {
 
 HParams HParams::from_gguf(const GgufFile& f, bool* act_defaulted) {
   HParams hp;
@@ -139,4 +139,4 @@ std::pair<int64_t, int64_t> block_linear_shape(const HParams& hp, std::string_vi
   fail("block_linear_shape: unknown layer '", what, "'");
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 #include "core/activation.h"
 #include "core/tensor_names.h"
 
-namespace trit {
+namespace trit::engine {
 
 class GgufFile;
 class GgufWriter;
@@ -52,4 +52,4 @@ std::vector<std::string> hparams_preset_names();
 // Shape (n_in, n_out) of a block's linear layer.
 std::pair<int64_t, int64_t> block_linear_shape(const HParams& hp, std::string_view what);
 
-}  // namespace trit
+}  // namespace trit::engine

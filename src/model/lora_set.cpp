@@ -2,7 +2,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 bool bitnet_family(const std::string& arch) {
@@ -123,4 +123,4 @@ LoraSet lora_set(const HParams& hp,
   return set;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

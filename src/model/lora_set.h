@@ -16,7 +16,7 @@
 #include "core/lora.h"
 #include "model/hparams.h"
 
-namespace trit {
+namespace trit::engine {
 
 // (n_in, n_out) of the base layer an adapter key names, for a model of shape hp; throws naming
 // `where` and the key when it names no linear layer of that model (unknown name, layer out of
@@ -84,4 +84,4 @@ class DeviceAdapter {
 LoraSet lora_set(const HParams& hp,
                  std::span<const std::pair<const DeviceAdapter*, float>> adapters);
 
-}  // namespace trit
+}  // namespace trit::engine

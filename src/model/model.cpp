@@ -9,7 +9,7 @@
 #include "model/embedded_adapter.h"
 #include "tokenizer/tokenizer.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 void check_shape(const GgufFile& f, const GgufTensor& t, std::vector<int64_t> expected) {
@@ -180,4 +180,4 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
   return lw;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

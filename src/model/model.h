@@ -13,7 +13,7 @@
 #include "core/weights.h"
 #include "model/hparams.h"
 
-namespace trit {
+namespace trit::engine {
 
 class GgufFile;
 class Tokenizer;
@@ -76,4 +76,4 @@ class Model {
   float embedded_scale_ = 1.0f;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

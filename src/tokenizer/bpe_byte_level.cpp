@@ -7,7 +7,7 @@
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab.h"
 
-namespace trit::tok {
+namespace trit::engine::tok {
 
 namespace {
 
@@ -185,4 +185,4 @@ std::unique_ptr<Tokenizer> make_byte_level_bpe(const TokenizerData& data, std::s
   return std::make_unique<ByteLevelBpe>(data, where);
 }
 
-}  // namespace trit::tok
+}  // namespace trit::engine::tok

@@ -7,7 +7,7 @@
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab.h"
 
-namespace trit::tok {
+namespace trit::engine::tok {
 
 namespace {
 
@@ -174,4 +174,4 @@ std::unique_ptr<Tokenizer> make_sentencepiece_bpe(const TokenizerData& data,
   return std::make_unique<SentencePieceBpe>(data, where);
 }
 
-}  // namespace trit::tok
+}  // namespace trit::engine::tok

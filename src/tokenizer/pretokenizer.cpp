@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "tokenizer/unicode.h"
 
-namespace trit {
+namespace trit::engine {
 
 // GPT-2 (and every pre-tokenizer name trit does not know: deepseek, falcon, starcoder, ...
 // fall back to it, which splits digits and some punctuation differently from their own).
@@ -120,4 +120,4 @@ void RegexSplitter::split(std::string_view text, std::vector<std::string_view>& 
   pcre2_match_data_free(md);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

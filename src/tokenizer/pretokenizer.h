@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-namespace trit {
+namespace trit::engine {
 
 // The regular expression of a tokenizer.ggml.pre name: the llama-3 pattern for "llama3",
 // "llama-bpe" and their kin, single-digit numbers for "qwen2", GPT-2's for everything else.
@@ -35,4 +35,4 @@ class RegexSplitter {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

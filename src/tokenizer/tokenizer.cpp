@@ -10,7 +10,7 @@
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/vocab.h"
 
-namespace trit {
+namespace trit::engine {
 
 namespace tok {
 
@@ -275,4 +275,4 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
   return create(d, file.path());
 }
 
-}  // namespace trit
+}  // namespace trit::engine

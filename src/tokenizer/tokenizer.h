@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-namespace trit {
+namespace trit::engine {
 
 class GgufFile;
 class GgufWriter;
@@ -73,4 +73,4 @@ class Tokenizer {
 void tokenizer_json_to_gguf(const std::string& tokenizer_json_path,
                             const std::string& tokenizer_config_path, GgufWriter& out);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -9,7 +9,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
 
-namespace trit {
+namespace trit::engine {
 
 namespace {
 
@@ -337,4 +337,4 @@ void tokenizer_json_to_gguf(const std::string& tokenizer_json_path,
   if (!chat_template.empty()) out.set("tokenizer.chat_template", GgufValue::string(chat_template));
 }
 
-}  // namespace trit
+}  // namespace trit::engine

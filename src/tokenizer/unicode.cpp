@@ -2,7 +2,7 @@
 
 #include <array>
 
-namespace trit::unicode {
+namespace trit::engine::unicode {
 
 int utf8_len(uint8_t lead) {
   if (lead < 0x80) return 1;
@@ -102,4 +102,4 @@ int unicode_to_byte(uint32_t cp) {
   return cp < 512 ? byte_table().from_cp[cp] : -1;
 }
 
-}  // namespace trit::unicode
+}  // namespace trit::engine::unicode

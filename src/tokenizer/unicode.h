@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace trit::unicode {
+namespace trit::engine::unicode {
 
 // Length of the UTF-8 sequence that starts with `lead` (1 for bytes that cannot start one).
 int utf8_len(uint8_t lead);
@@ -26,4 +26,4 @@ void append_utf8(std::string& out, uint32_t cp);
 const std::string& byte_to_unicode(uint8_t b);  // the UTF-8 of the mapped character
 int unicode_to_byte(uint32_t cp);               // -1 when cp is not in the table
 
-}  // namespace trit::unicode
+}  // namespace trit::engine::unicode

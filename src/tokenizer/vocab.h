@@ -13,7 +13,7 @@
 
 #include "tokenizer/tokenizer.h"
 
-namespace trit::tok {
+namespace trit::engine::tok {
 
 enum TokenType : int32_t {
   kUndefined = 0,
@@ -75,4 +75,4 @@ std::unique_ptr<Tokenizer> make_byte_level_bpe(const TokenizerData& data, std::s
 std::unique_ptr<Tokenizer> make_sentencepiece_bpe(const TokenizerData& data,
                                                   std::string_view where);
 
-}  // namespace trit::tok
+}  // namespace trit::engine::tok

@@ -16,7 +16,7 @@
 #include "model/hf_config.h"
 #include "tokenizer/tokenizer.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -412,4 +412,4 @@ HfConvertResult convert_hf_model(const HfConvertOptions& options) {
   return c.run();
 }
 
-}  // namespace trit
+}  // namespace trit::engine

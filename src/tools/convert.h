@@ -15,7 +15,7 @@
 #include "core/dtype.h"
 #include "model/hparams.h"
 
-namespace trit {
+namespace trit::engine {
 
 struct HfConvertOptions {
   std::string src_dir;
@@ -46,4 +46,4 @@ HfConvertResult convert_hf_model(const HfConvertOptions& options);
 std::vector<int8_t> unpack_hf_ternary(const uint8_t* packed, int64_t n_out, int64_t n_in,
                                       const std::string& where);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -22,7 +22,7 @@
 #include "core/quant.h"
 #include "io/gguf.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 // ---- random numbers ---------------------------------------------------------------------------
@@ -450,4 +450,4 @@ HParams hparams_from_config_json(const std::string& path) {
   return hp;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -9,7 +9,7 @@
 #include "core/dtype.h"
 #include "model/hparams.h"
 
-namespace trit {
+namespace trit::engine {
 
 class GgufWriter;
 
@@ -50,4 +50,4 @@ void write_byte_tokenizer(GgufWriter& out, int64_t n_vocab);
 // LLAMA_FTYPE_MOSTLY_TQ1_0 36 and TQ2_0 37; bitnet.cpp's I2_S files use 40).
 uint32_t file_type_for(DType ternary_type);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 #include "core/shape.h"
 #include "io/gguf.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 std::string render_scalar(const GgufValue& v) {
@@ -337,4 +337,4 @@ std::string model_info_json(const ModelInfo& info, bool all_tensors) {
   return j.dump(2, ' ', false, json::error_handler_t::replace);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

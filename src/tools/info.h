@@ -11,7 +11,7 @@
 #include "core/dtype.h"
 #include "model/hparams.h"
 
-namespace trit {
+namespace trit::engine {
 
 class GgufFile;
 
@@ -78,4 +78,4 @@ std::string model_info_json(const ModelInfo& info, bool all_tensors);
 // "1.23 GiB", "512 KiB", "77 B".
 std::string format_bytes(uint64_t bytes);
 
-}  // namespace trit
+}  // namespace trit::engine

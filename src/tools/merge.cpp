@@ -23,7 +23,7 @@
 #include "model/embedded_adapter.h"
 #include "model/lora_set.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 constexpr std::string_view kSuffixA = ".lora_a";
@@ -419,4 +419,4 @@ MergeResult merge_adapter_files(const std::string& model_path,
   return merge_model(model_path, sources, out_path, options);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

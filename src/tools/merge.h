@@ -42,7 +42,7 @@
 #include "core/dtype.h"
 #include "core/lora.h"
 
-namespace trit {
+namespace trit::engine {
 
 enum class MergeMode { Float, Attach };
 
@@ -88,4 +88,4 @@ MergeResult merge_adapter_files(const std::string& model_path,
                                 const std::vector<std::string>& specs, const std::string& out_path,
                                 const MergeOptions& options);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -15,7 +15,7 @@
 #include "io/gguf.h"
 #include "tools/create.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 constexpr int64_t kChunk = int64_t(1) << 20;  // weights per chunk, a multiple of 256
@@ -212,4 +212,4 @@ RequantizeResult requantize_model(const std::string& in_path, const std::string&
   return r;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -8,7 +8,7 @@
 
 #include "core/dtype.h"
 
-namespace trit {
+namespace trit::engine {
 
 struct GgufTensor;
 
@@ -38,4 +38,4 @@ float ternary_tensor_scale(DType type, const uint8_t* data, int64_t n, const std
 std::vector<uint8_t> requantize_tensor(DType from, const uint8_t* data, int64_t n, DType to,
                                        const std::string& where);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 // Uniform in [-bound, bound) from 24 random bits: the same numbers with any standard library.
@@ -59,4 +59,4 @@ LoraAdapter lora_init(const HParams& hp, const std::string& targets, int64_t ran
   return out;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -7,7 +7,7 @@
 #include "core/lora.h"
 #include "model/hparams.h"
 
-namespace trit {
+namespace trit::engine {
 
 // A fresh adapter as PEFT initialises one: A kaiming-uniform (a = sqrt(5), i.e. uniform in
 // [-1/sqrt(n_in), 1/sqrt(n_in)]), B zero, for the given targets of every block (and the head
@@ -15,4 +15,4 @@ namespace trit {
 LoraAdapter lora_init(const HParams& hp, const std::string& targets, int64_t rank, float alpha,
                       bool rslora, uint64_t seed);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -15,7 +15,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 namespace {
 
@@ -464,4 +464,4 @@ void write_loss_curve_svg(const std::string& path, const MetricsLog& log, std::s
   write_file_atomic(path, loss_curve_svg(log, title));
 }
 
-}  // namespace trit
+}  // namespace trit::engine

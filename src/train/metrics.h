@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-namespace trit {
+namespace trit::engine {
 
 struct TrainMetrics {
   int64_t step = 0;
@@ -79,4 +79,4 @@ std::string loss_curve_svg(const MetricsLog& log, std::string_view title);
 // Writes loss_curve_svg(...) to path atomically ("<path>.tmp", then renamed).
 void write_loss_curve_svg(const std::string& path, const MetricsLog& log, std::string_view title);
 
-}  // namespace trit
+}  // namespace trit::engine

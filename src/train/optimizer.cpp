@@ -8,7 +8,7 @@
 #include "core/adamw.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 static_assert(std::endian::native == std::endian::little, "the AdamW blob is little-endian");
 
@@ -202,4 +202,4 @@ float clip_grad_norm(std::span<const std::span<float>> grads, float max_norm) {
   return c.norm;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

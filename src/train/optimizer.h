@@ -22,7 +22,7 @@
 
 #include "core/adamw.h"
 
-namespace trit {
+namespace trit::engine {
 
 // One trainable tensor: its values (updated in place) and its gradient (same length). A null
 // grad skips the tensor for this step, as PyTorch skips parameters whose .grad is None.
@@ -93,4 +93,4 @@ GradClip clip_from_sums(std::span<const double> sums, float max_norm);
 // can skip the step.
 float clip_grad_norm(std::span<const std::span<float>> grads, float max_norm);
 
-}  // namespace trit
+}  // namespace trit::engine

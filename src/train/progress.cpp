@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
-namespace trit {
+namespace trit::engine {
 
 namespace {
 
@@ -76,4 +76,4 @@ double ProgressMeter::eta_s(int64_t step) const {
   return seconds_timed_ / double(steps_timed_) * double(left);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-namespace trit {
+namespace trit::engine {
 
 struct StepLine {
   int64_t step = 0;         // optimizer steps done, counting this one (1-based)
@@ -50,4 +50,4 @@ class ProgressMeter {
   double seconds_timed_ = 0;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

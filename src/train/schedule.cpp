@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 ScheduleKind parse_schedule(std::string_view name) {
   if (name == "constant") return ScheduleKind::kConstant;
@@ -52,4 +52,4 @@ double schedule_lr(const ScheduleOptions& opts, int64_t step) {
   return opts.base_lr * schedule_factor(opts, step);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

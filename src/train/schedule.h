@@ -17,7 +17,7 @@
 #include <string>
 #include <string_view>
 
-namespace trit {
+namespace trit::engine {
 
 enum class ScheduleKind { kConstant, kLinear, kCosine };
 
@@ -39,4 +39,4 @@ double schedule_factor(const ScheduleOptions& opts, int64_t step);
 // base_lr * schedule_factor(opts, step).
 double schedule_lr(const ScheduleOptions& opts, int64_t step);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -5,7 +5,7 @@
 #include "backend/select.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 // One adapter tensor as the optimizer sees it.
 struct TrainableModel::Param {
@@ -167,4 +167,4 @@ void TrainableModel::load_optimizer(const AdamW& opt) {
   opt_steps_ = opt.t();
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -23,7 +23,7 @@
 #include "model/model.h"
 #include "train/optimizer.h"
 
-namespace trit {
+namespace trit::engine {
 
 struct LoraGrad {
   std::vector<float> da;  // (rank, n_in), like LoraLayer::a
@@ -84,4 +84,4 @@ class TrainableModel {
   TrainActs acts_;
 };
 
-}  // namespace trit
+}  // namespace trit::engine

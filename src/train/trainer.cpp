@@ -27,7 +27,7 @@
 #include "train/schedule.h"
 #include "train/trainable_model.h"
 
-namespace trit {
+namespace trit::engine {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -330,4 +330,4 @@ FinetuneResult finetune(const FinetuneOptions& o, const LogFn& log, const std::a
   return res;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -8,7 +8,7 @@
 #include <functional>
 #include <string>
 
-namespace trit {
+namespace trit::engine {
 
 struct FinetuneOptions {
   std::string model;  // base GGUF
@@ -64,4 +64,4 @@ using LogFn = std::function<void(const std::string& line)>;
 FinetuneResult finetune(const FinetuneOptions& opts, const LogFn& log,
                         const std::atomic<bool>* stop = nullptr);
 
-}  // namespace trit
+}  // namespace trit::engine

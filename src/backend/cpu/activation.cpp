@@ -6,7 +6,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 void gated_act_forward(const float* gate, const float* up, int64_t n, Activation act, float* out) {
   if (act == Activation::Relu2) {
@@ -48,8 +48,8 @@ void CpuBackend::gated_act(DeviceTensor& out, const DeviceTensor& gate, const De
 void CpuBackend::gated_act_backward(DeviceTensor& dgate, DeviceTensor& dup,
                                     const DeviceTensor& dout, const DeviceTensor& gate,
                                     const DeviceTensor& up, int64_t n, Activation act) {
-  trit::gated_act_backward(cpu_data(dgate), cpu_data(dup), cpu_data(dout), cpu_data(gate),
+  engine::gated_act_backward(cpu_data(dgate), cpu_data(dup), cpu_data(dout), cpu_data(gate),
                            cpu_data(up), n * gate.cols(), act);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -9,7 +9,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 // Dot product in 16 independent f32 lanes (a loop the compiler vectorises without
@@ -160,10 +160,10 @@ void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTe
   const int64_t threads = pool_.size();
   std::vector<float> scratch(static_cast<size_t>(2 * T * threads));
   pool_.parallel_for(shape.n_head_kv, [&](int64_t k0, int64_t k1, int thread) {
-    trit::attention_backward(cpu_data(dq), cpu_data(dk), cpu_data(dv), cpu_data(dout), cpu_data(q),
+    engine::attention_backward(cpu_data(dq), cpu_data(dk), cpu_data(dv), cpu_data(dout), cpu_data(q),
                              cpu_data(k), cpu_data(v), k.cols(), T, shape.n_head, shape.n_head_kv,
                              shape.head_dim, k0, k1, scratch.data() + 2 * T * thread);
   });
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -12,7 +12,7 @@
 #include "backend/cpu/kernels.h"
 #include "core/thread_pool.h"
 
-namespace trit {
+namespace trit::engine {
 
 class CpuTensor final : public DeviceTensor {
  public:
@@ -111,4 +111,4 @@ void lora_backward_host(float* dx, const float* dy, const float* xd, const float
 // Throws naming op and the tensor when rows [row0, row0 + n) are not all in t.
 void check_rows(const DeviceTensor& t, int64_t row0, int64_t n, const char* op);
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -3,7 +3,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 void CpuBackend::embedding(DeviceTensor& out, const FloatMatrix& table, const int32_t* tokens,
                            int64_t n) {
@@ -11,4 +11,4 @@ void CpuBackend::embedding(DeviceTensor& out, const FloatMatrix& table, const in
   for (int64_t t = 0; t < n; ++t) float_matrix_row(table, tokens[t], o + t * out.cols());
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -14,7 +14,7 @@
 #include "core/error.h"
 #include "core/half.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 uint16_t load_u16(const uint8_t* p) {
@@ -411,4 +411,4 @@ void float_matrix_row(const FloatMatrix& w, int64_t r, float* out) {
   dequantize_row_scalar(w.type, w.data + r * row_bytes(w.type, w.n_in), w.n_in, out);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

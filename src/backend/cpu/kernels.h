@@ -14,7 +14,7 @@
 #include "core/dtype.h"
 #include "core/weights.h"
 
-namespace trit {
+namespace trit::engine {
 
 enum class CpuLevel { Scalar = 0, Avx2 = 1, Avx512Vnni = 2 };
 
@@ -55,4 +55,4 @@ void float_matmul(const FloatMatrix& w, const float* x, int64_t n_tokens, float*
 // Row r of a float matrix as f32 (embedding lookup).
 void float_matrix_row(const FloatMatrix& w, int64_t r, float* out);
 
-}  // namespace trit
+}  // namespace trit::engine

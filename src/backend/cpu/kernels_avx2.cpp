@@ -19,7 +19,7 @@
 
 #include "backend/cpu/kernels_impl.h"
 
-namespace trit::cpu {
+namespace trit::engine::cpu {
 namespace {
 
 // ---- helpers (local to this file: see kernels_impl.h) ----
@@ -751,6 +751,6 @@ void float_matmul_avx2(const FloatView& w, const float* x, int64_t n_tokens, flo
   }
 }
 
-}  // namespace trit::cpu
+}  // namespace trit::engine::cpu
 
 #endif

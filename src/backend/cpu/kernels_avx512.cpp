@@ -33,7 +33,7 @@
 
 #include "backend/cpu/kernels_impl.h"
 
-namespace trit::cpu {
+namespace trit::engine::cpu {
 namespace {
 
 // ---- helpers (local to this file: see kernels_impl.h) ----
@@ -695,6 +695,6 @@ void float_matmul_avx512(const FloatView& w, const float* x, int64_t n_tokens, f
   }
 }
 
-}  // namespace trit::cpu
+}  // namespace trit::engine::cpu
 
 #endif

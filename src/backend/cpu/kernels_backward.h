@@ -8,7 +8,7 @@
 
 #include "backend/cpu/kernels.h"
 
-namespace trit {
+namespace trit::engine {
 
 // The bitlinear forward is y = (T . q(x)) * d / s_x (times LinearWeight::out_scale, passed here
 // as `scale`). The straight-through estimator treats q(x) / s_x as the identity, so
@@ -44,4 +44,4 @@ void gemm_f32_acc(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a
                   int64_t a_col, const float* b, int64_t ldb, float* c, int64_t ldc,
                   CpuLevel level = active_cpu_level());
 
-}  // namespace trit
+}  // namespace trit::engine

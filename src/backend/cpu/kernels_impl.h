@@ -12,7 +12,7 @@
 
 #include "backend/cpu/kernels.h"
 
-namespace trit::cpu {
+namespace trit::engine::cpu {
 
 // QuantizedActs as plain pointers (see kernels.h): q (n_tokens, n), scale (n_tokens),
 // sums (n_tokens, runs) where runs = ceil(n / 128), and per-token totals computed by the
@@ -70,4 +70,4 @@ void float_matmul_avx512(const FloatView& w, const float* x, int64_t n_tokens, f
                          int64_t y_stride, int64_t r0, int64_t r1);
 #endif
 
-}  // namespace trit::cpu
+}  // namespace trit::engine::cpu

@@ -13,7 +13,7 @@
 #include "core/half.h"
 #include "core/random.h"
 
-namespace trit {
+namespace trit::engine {
 
 using Vec = std::vector<float>;
 
@@ -275,4 +275,4 @@ void CpuBackend::linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const
       256);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

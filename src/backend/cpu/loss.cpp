@@ -9,7 +9,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 using Vec = std::vector<float>;
 
@@ -184,4 +184,4 @@ double CpuBackend::take_loss() {
   loss_ = 0;
   return l;
 }
-}  // namespace trit
+}  // namespace trit::engine

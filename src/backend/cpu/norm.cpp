@@ -5,7 +5,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 void rms_norm_forward(const float* x, const float* g, int64_t n_rows, int64_t n, float eps,
                       float* y, float* rstd) {
@@ -44,7 +44,7 @@ void CpuBackend::rms_norm(const NormOp& op, int64_t n) {
 
 void CpuBackend::rms_norm_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& x,
                                    const float* g, const DeviceTensor& rstd, int64_t n) {
-  trit::rms_norm_backward(cpu_data(dx), cpu_data(dy), cpu_data(x), g, cpu_data(rstd), n, x.cols());
+  engine::rms_norm_backward(cpu_data(dx), cpu_data(dy), cpu_data(x), g, cpu_data(rstd), n, x.cols());
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -21,7 +21,7 @@
 #include "core/activation.h"
 #include "core/weights.h"
 
-namespace trit {
+namespace trit::engine {
 
 // ---- norm ----
 
@@ -155,4 +155,4 @@ void matmul_f32_backward_dw(float* dw, const float* dy, const float* x, int64_t 
 void matmul_f32_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
                          int64_t n_tokens, int64_t n_in, int64_t n_out);
 
-}  // namespace trit
+}  // namespace trit::engine

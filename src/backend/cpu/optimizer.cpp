@@ -2,7 +2,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 void CpuBackend::sum_squares(std::span<const DeviceTensor* const> ts, double* out) {
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -26,4 +26,4 @@ void CpuBackend::adamw(DeviceTensor& p, const DeviceTensor& g, DeviceTensor& m, 
                grad_scale);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

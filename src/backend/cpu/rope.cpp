@@ -8,7 +8,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 void rope_forward(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t rope_dim,
                   const int32_t* pos, float base) {
@@ -74,8 +74,8 @@ void CpuBackend::rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, cons
                                int64_t pos0) {
   std::vector<int32_t> pos(static_cast<size_t>(n));
   std::iota(pos.begin(), pos.end(), int32_t(pos0));
-  trit::rope_backward(cpu_data(x), n, n_heads, shape.head_dim, shape.rope_dim, pos.data(),
+  engine::rope_backward(cpu_data(x), n, n_heads, shape.head_dim, shape.rope_dim, pos.data(),
                       shape.rope_theta);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -5,7 +5,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 
 void check_rows(const DeviceTensor& t, int64_t row0, int64_t n, const char* op) {
   if (row0 < 0 || n < 0 || row0 + n > t.rows()) {
@@ -67,4 +67,4 @@ void CpuBackend::add(DeviceTensor& y, const DeviceTensor& x, int64_t n) {
   for (int64_t i = 0; i < n * y.cols(); ++i) a[i] += b[i];
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -38,7 +38,7 @@
 #define TRIT_INLINE inline
 #endif
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 constexpr int64_t kTile = 256;       // columns per tile
@@ -358,4 +358,4 @@ void gemm_f32_acc(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a
   }
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -2,7 +2,7 @@
 // backward (gated_act.comp, gated_act_backward.comp).
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kWg = 128;
@@ -90,4 +90,4 @@ void VulkanBackend::gated_act_backward(DeviceTensor& dgate_t, DeviceTensor& dup_
   }
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

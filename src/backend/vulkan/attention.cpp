@@ -12,7 +12,7 @@
 
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kAttnWg = 64;  // attention, attention_combine, attention_backward(_kv)
@@ -219,4 +219,4 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
   }
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 uint64_t binding_limit(const VulkanDeviceInfo& d, uint64_t override_bytes, double heap_fraction) {
   uint64_t limit = UINT64_MAX;
@@ -52,4 +52,4 @@ uint64_t max_buffer_bytes_from_env() {
   return parse_max_buffer_mb(v, "TRIT_VK_MAX_BUFFER_MB");
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

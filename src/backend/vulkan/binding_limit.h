@@ -8,7 +8,7 @@
 
 #include "backend/vulkan/device_info.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 // Every binding limit is a multiple of this (safe for any minStorageBufferOffsetAlignment).
 inline constexpr uint64_t kBindingAlign = 256;
@@ -27,4 +27,4 @@ uint64_t parse_max_buffer_mb(std::string_view text, std::string_view source);
 // The override in TRIT_VK_MAX_BUFFER_MB, in bytes; 0 when unset or empty. Throws on junk.
 uint64_t max_buffer_bytes_from_env();
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -6,7 +6,7 @@
 
 #include "backend/vulkan/context.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 std::string mib(uint64_t bytes) {
@@ -150,4 +150,4 @@ void Buffer::release() {
   mapped_ = nullptr;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -9,7 +9,7 @@
 
 #include "backend/vulkan/vk_loader.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 class Context;
 
@@ -65,4 +65,4 @@ struct BufferRange {
   BufferRange(const Buffer& b, uint64_t off, uint64_t n) : buffer(&b), offset(off), size(n) {}
 };
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

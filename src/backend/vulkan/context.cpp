@@ -12,7 +12,7 @@
 #include "backend/vulkan/profile.h"
 #include "backend/vulkan/shaders.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 std::string list_devices(const std::vector<VulkanDeviceInfo>& devices) {
@@ -305,4 +305,4 @@ void Context::wait_idle() const {
   check(vk_.vkDeviceWaitIdle(device_), "vkDeviceWaitIdle on ", caps_.info.name);
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -16,7 +16,7 @@
 #include "backend/vulkan/device_info.h"
 #include "backend/vulkan/vk_loader.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 class Pipeline;
 class Profile;
@@ -137,4 +137,4 @@ class Context {
   std::unique_ptr<Profile> profile_;
 };
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

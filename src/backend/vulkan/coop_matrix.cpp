@@ -6,7 +6,7 @@
 #include "backend/vulkan/push_constants.h"
 #include "backend/vulkan/vk_loader.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 std::vector<uint32_t> CoopTiles::spec() const {
   std::vector<uint32_t> s(uint32_t(SpecId::CoopK) + 1, 0);
@@ -82,4 +82,4 @@ std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info, CoopChoic
   return t;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -9,7 +9,7 @@
 
 #include "backend/vulkan/device_info.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 // Which cooperative matrix extension to use: Auto takes KHR where the device lists int8 shapes
 // for it, NV otherwise.
@@ -48,4 +48,4 @@ struct CoopTiles {
 std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info,
                                          CoopChoice choice = CoopChoice::Auto);
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -11,7 +11,7 @@
 #include "backend/vulkan/vk_loader.h"
 #include "core/error.h"
 
-namespace trit {
+namespace trit::engine {
 namespace {
 
 using vk::Functions;
@@ -338,4 +338,4 @@ int default_vulkan_device(const std::vector<VulkanDeviceInfo>& devices) {
   return -1;
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-namespace trit {
+namespace trit::engine {
 
 enum class VulkanDeviceType { Other, Integrated, Discrete, Virtual, Cpu };
 
@@ -99,4 +99,4 @@ VulkanDeviceList enumerate_vulkan_devices();
 // -1 when there is none (the CPU backend). Software devices such as lavapipe never count.
 int default_vulkan_device(const std::vector<VulkanDeviceInfo>& devices);
 
-}  // namespace trit
+}  // namespace trit::engine

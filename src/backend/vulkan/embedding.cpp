@@ -3,7 +3,7 @@
 
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kWg = 128;
@@ -47,4 +47,4 @@ void VulkanBackend::embedding(DeviceTensor& out_t, const FloatMatrix& table, con
   }
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

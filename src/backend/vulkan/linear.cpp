@@ -23,7 +23,7 @@
 #include "backend/vulkan/vk_backend.h"
 #include "core/random.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kReadAll3 = 0b111;   // bindings 0..2 read-only
@@ -510,4 +510,4 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   }
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -10,7 +10,7 @@
 
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kLossWg = 256;  // cross_entropy
@@ -175,4 +175,4 @@ double VulkanBackend::take_loss() {
   return loss;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

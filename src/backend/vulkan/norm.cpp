@@ -1,7 +1,7 @@
 // The Vulkan backend's rms_norm forward and backward (rms_norm.comp, rms_norm_backward.comp).
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kWg = 128;  // rms_norm_backward
@@ -93,4 +93,4 @@ void VulkanBackend::rms_norm_backward(DeviceTensor& dx_t, const DeviceTensor& dy
   }
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -6,7 +6,7 @@
 
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kWg = 256;    // adamw
@@ -68,4 +68,4 @@ void VulkanBackend::adamw(DeviceTensor& p_t, const DeviceTensor& g_t, DeviceTens
   }
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -8,7 +8,7 @@
 #include "backend/vulkan/device_info.h"
 #include "backend/vulkan/vk_loader.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 // `instance_version` is the API version the instance was created with: core structs are
 // queried up to the lower of it and the device's version.
@@ -19,4 +19,4 @@ VulkanDeviceInfo describe_physical_device(const Functions& vk, VkPhysicalDevice 
 // (the device offers the extension).
 std::vector<VulkanHeap> read_heaps(const Functions& vk, VkPhysicalDevice pd, bool budget);
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -3,7 +3,7 @@
 
 #include "backend/vulkan/context.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 Pipeline::Pipeline(Context& ctx, std::string name, std::span<const uint32_t> spirv,
                    const PipelineDesc& desc)
@@ -100,4 +100,4 @@ void Pipeline::release() {
   module_ = VK_NULL_HANDLE;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

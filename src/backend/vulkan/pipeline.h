@@ -13,7 +13,7 @@
 
 #include "backend/vulkan/vk_loader.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 class Context;
 
@@ -58,4 +58,4 @@ class Pipeline {
   VkPipeline pipeline_ = VK_NULL_HANDLE;
 };
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -8,7 +8,7 @@
 
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 // gemm_f32: a tile of 64 elements of C per workgroup (one an invocation), shaped to C.
@@ -219,4 +219,4 @@ int64_t check_lora_branch(const LoraBranch& br, int64_t n_in, int64_t n_out, con
   return rank;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

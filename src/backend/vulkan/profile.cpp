@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <vector>
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 bool Profile::wanted() {
   const char* v = std::getenv("TRIT_VK_PROFILE");
@@ -54,4 +54,4 @@ Profile::~Profile() {
   }
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -10,7 +10,7 @@
 #include <map>
 #include <string>
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 class Profile {
  public:
@@ -47,4 +47,4 @@ inline double host_ns() {
                     .count());
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

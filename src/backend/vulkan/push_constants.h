@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 // constant_id values, shared by all shaders (shaders/common.glsl, SPEC_*).
 enum class SpecId : uint32_t {
@@ -263,4 +263,4 @@ struct SumSquaresPush {
 static_assert(sizeof(AdamWPush) == 36);
 static_assert(sizeof(SumSquaresPush) == 8);
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -4,7 +4,7 @@
 
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 Recorder::Recorder(Context& ctx) : ctx_(ctx), seq_(std::make_unique<Sequence>(ctx)) {
   const uint32_t* max = ctx_.caps().info.max_compute_work_group_count;
@@ -35,4 +35,4 @@ void Recorder::retire(TiledTensor t) {
   if (seq_->commands() > 0) retired_.push_back(std::move(t));
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

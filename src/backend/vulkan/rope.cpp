@@ -3,7 +3,7 @@
 // the KV store in one dispatch (rope_kv.comp).
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kWg = 128;  // rope, rope_kv
@@ -98,4 +98,4 @@ void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const De
       push, uint32_t(ceil_div(work, kWg)), uint32_t(n));
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -5,7 +5,7 @@
 
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint64_t MiB = 1ull << 20;
@@ -156,4 +156,4 @@ TiledTensor make_tiled(Context& ctx, const std::string& name, uint64_t rows, uin
   }
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

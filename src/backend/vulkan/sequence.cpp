@@ -9,7 +9,7 @@
 #include "backend/vulkan/pipeline.h"
 #include "backend/vulkan/profile.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr VkPipelineStageFlags kWork =
@@ -373,4 +373,4 @@ void Sequence::reset() {
   barriers_ = 0;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -22,7 +22,7 @@
 #include "backend/vulkan/buffer.h"
 #include "backend/vulkan/vk_loader.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 class Context;
 class Pipeline;
@@ -120,4 +120,4 @@ class Sequence {
   double record_start_ns_ = 0;
 };
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

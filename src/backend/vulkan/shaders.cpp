@@ -9,7 +9,7 @@
 #include "backend/vulkan/spirv_coopmat.h"
 #include "core/error.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 const detail::EmbeddedShader* find_embedded(std::string_view name) {
@@ -50,4 +50,4 @@ std::vector<std::string_view> shader_names() {
   return out;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 // The words of shader `name`; throws trit::Error for a name no trit_shader() declared.
 // NAME_khr is the SPV_KHR_cooperative_matrix form of NAME, a module written with
@@ -27,4 +27,4 @@ struct EmbeddedShader {
 std::span<const EmbeddedShader> embedded_shaders();
 }  // namespace detail
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

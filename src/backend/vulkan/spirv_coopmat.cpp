@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 using namespace spirv;
@@ -188,4 +188,4 @@ std::vector<uint32_t> coopmat_nv_to_khr(std::span<const uint32_t> nv) {
   return out;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -17,7 +17,7 @@
 #include <span>
 #include <vector>
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 // The KHR form of `nv`. Throws trit::Error when the module is not SPIR-V, uses a matrix type in
 // two roles, takes ColumnMajor from anything but a boolean constant, or has no 32-bit integer
@@ -44,4 +44,4 @@ inline constexpr uint32_t kRowMajor = 0, kColumnMajor = 1;
 inline constexpr uint32_t kSignedA = 0x1, kSignedB = 0x2, kSignedC = 0x4, kSignedResult = 0x8;
 }  // namespace spirv
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

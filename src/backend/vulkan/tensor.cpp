@@ -4,7 +4,7 @@
 
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kKvChunk = 64;  // attention chunk C of KV caches (rows per chunk)
@@ -143,4 +143,4 @@ void VulkanBackend::add(DeviceTensor& y_t, const DeviceTensor& x_t, int64_t n) {
 }
 
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -8,7 +8,7 @@
 #include "backend/vulkan/context.h"
 #include "backend/vulkan/sequence.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint64_t kMaxStagingBytes = 32ull << 20;
@@ -151,4 +151,4 @@ void TiledTensor::fill_zero() {
   seq.submit_and_wait();
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -12,7 +12,7 @@
 
 #include "backend/vulkan/buffer.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 class Context;
 
@@ -82,4 +82,4 @@ class TiledTensor {
   std::vector<Piece> pieces_;
 };
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

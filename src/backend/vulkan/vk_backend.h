@@ -36,7 +36,7 @@
 #include "backend/vulkan/tiled_tensor.h"
 #include "backend/vulkan/vulkan_backend.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 // ---- Recorder ----
 
@@ -438,4 +438,4 @@ void Recorder::dispatch_flat(const Pipeline& p, std::initializer_list<BufferRang
   seq_->dispatch(p, b, push, uint32_t(gx), uint32_t(gy));
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

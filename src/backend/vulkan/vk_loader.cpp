@@ -8,7 +8,7 @@
 #include <mutex>
 #include <utility>
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 struct LoaderLibrary {
@@ -220,4 +220,4 @@ std::vector<VkPhysicalDevice> Instance::physical_devices() const {
   return out;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

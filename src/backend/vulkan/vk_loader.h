@@ -126,7 +126,7 @@ typedef VkResult(VKAPI_PTR* PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
   X(vkGetQueryPoolResults, true)         \
   X(vkCmdPushDescriptorSetKHR, false) /* VK_KHR_push_descriptor */
 
-namespace trit::vk {
+namespace trit::engine::vk {
 
 // The one function table. Members keep the Vulkan names; an optional entry point the driver
 // lacks stays null.
@@ -200,4 +200,4 @@ class Instance {
   uint32_t loader_version_ = 0;
 };
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

@@ -10,7 +10,7 @@
 #include "backend/vulkan/binding_limit.h"
 #include "backend/vulkan/vk_backend.h"
 
-namespace trit {
+namespace trit::engine {
 namespace vk {
 namespace {
 
@@ -117,4 +117,4 @@ std::unique_ptr<Backend> make_vulkan_backend(const VulkanRequest& request) {
   return std::make_unique<vk::VulkanBackend>(request);
 }
 
-}  // namespace trit
+}  // namespace trit::engine

@@ -8,7 +8,7 @@
 
 #include "backend/backend.h"
 
-namespace trit {
+namespace trit::engine {
 
 struct VulkanRequest {
   int index = -1;                 // a device number from `trit devices`; -1: the first that suits
@@ -20,4 +20,4 @@ struct VulkanRequest {
 // Opens the device; throws trit::Error saying why when there is none or it fails.
 std::unique_ptr<Backend> make_vulkan_backend(const VulkanRequest& request);
 
-}  // namespace trit
+}  // namespace trit::engine

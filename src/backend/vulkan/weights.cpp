@@ -12,7 +12,7 @@
 #include "core/half.h"
 #include "core/quant.h"
 
-namespace trit::vk {
+namespace trit::engine::vk {
 namespace {
 
 constexpr uint64_t kUploadChunk = 8ull << 20;  // host bytes converted per upload step
@@ -204,4 +204,4 @@ const TiledTensor& WeightCache::rope_table(int64_t positions, int64_t rope_dim, 
   return rope_;
 }
 
-}  // namespace trit::vk
+}  // namespace trit::engine::vk

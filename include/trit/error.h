@@ -1,0 +1,16 @@
+// trit's one exception type. Every function of the C++ API reports bad input and failures by
+// throwing it, with one line a person can act on that names the file, field, option or device
+// ("model.gguf: tensor blk.3.ffn_up.weight: data ends at byte 91 MB, file is 64 MB"). Text
+// taken from files is shown with control characters escaped.
+#pragma once
+
+#include <stdexcept>
+
+namespace trit {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace trit
