@@ -1,15 +1,9 @@
 // trit export-peft: an adapter GGUF to a PEFT adapter folder (adapter_config.json +
 // adapter_model.safetensors) that Hugging Face peft loads with PeftModel.from_pretrained.
-#include <cstdio>
-
 #include "cli/commands.h"
-#include "io/adapter_gguf.h"
-#include "io/peft.h"
-#include "core/lora.h"
+#include "cli/common.h"
 
 namespace trit::cli {
-
-using namespace trit::engine;  // until the CLI moves onto the public API
 
 void add_export_peft_command(CLI::App& app) {
   struct Args {
@@ -26,10 +20,7 @@ void add_export_peft_command(CLI::App& app) {
                   "nothing but a previous export)")
       ->required();
   cmd->callback([args] {
-    const LoraAdapter adapter = load_adapter_gguf(args->src);
-    save_peft(adapter, args->out);
-    std::fprintf(stderr, "trit: wrote %s: PEFT adapter, %s (base architecture %s)\n",
-                 args->out.c_str(), lora_summary(adapter).c_str(), adapter.base_arch.c_str());
+    std::fprintf(stderr, "trit: %s\n", export_peft(args->src, args->out).summary.c_str());
   });
 }
 

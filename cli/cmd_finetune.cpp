@@ -1,77 +1,100 @@
 // trit finetune: LoRA fine-tuning; Ctrl-C (SIGINT) or SIGTERM writes a checkpoint and exits 0.
+#include <atomic>
 #include <csignal>
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "core/error.h"
-#include "train/trainer.h"
 
 namespace trit::cli {
 namespace {
 
-std::atomic<bool> g_stop{false};
+// The running trainer, for the signal handler: Trainer::cancel() is one lock-free atomic store.
+std::atomic<Trainer*> g_trainer{nullptr};
 extern "C" void on_stop_signal(int) {
-  g_stop.store(true);
+  if (Trainer* t = g_trainer.load()) t->cancel();
 }
 
 }  // namespace
 
 void add_finetune_command(CLI::App& app) {
-  auto o = std::make_shared<FinetuneOptions>();
+  struct Args {
+    std::string model, device;
+    int threads = 0;
+    int64_t max_buffer_mb = 0;
+    bool act_quant = true;
+    TrainOptions train;
+  };
+  auto a = std::make_shared<Args>();
+  TrainOptions& o = a->train;
   CLI::App* cmd = app.add_subcommand("finetune", "Fine-tune a LoRA adapter on your data");
-  cmd->add_option("-m,--model", o->model, "Base model (GGUF)")->required();
-  cmd->add_option("--data", o->data, "Folder with train/valid/test.jsonl, or a .jsonl/.txt file")
+  cmd->add_option("-m,--model", a->model, "Base model (GGUF)")->required();
+  cmd->add_option("--data", o.data, "Folder with train/valid/test.jsonl, or a .jsonl/.txt file")
       ->required();
-  cmd->add_option("-o,--output", o->out, "Adapter to write (GGUF)")->required();
-  cmd->add_option("--targets", o->targets, "all, or a list of q,k,v,o,gate,up,down,head");
-  cmd->add_option("--rank", o->rank, "LoRA rank");
-  cmd->add_option("--alpha", o->alpha, "LoRA alpha (scaling alpha / rank)");
-  cmd->add_flag("--rslora", o->rslora, "Scale by alpha / sqrt(rank)");
-  cmd->add_option("--lora-dropout", o->dropout, "Dropout on the LoRA branch input");
-  cmd->add_option("--lora", o->init_adapter, "Adapter to train further");
-  cmd->add_option("--lr", o->lr, "Peak learning rate");
-  cmd->add_option("--schedule", o->schedule, "constant | linear | cosine")
+  cmd->add_option("-o,--output", o.output, "Adapter to write (GGUF)")->required();
+  cmd->add_option("--targets", o.targets, "all, or a list of q,k,v,o,gate,up,down,head");
+  cmd->add_option("--rank", o.rank, "LoRA rank");
+  cmd->add_option("--alpha", o.alpha, "LoRA alpha (scaling alpha / rank)");
+  cmd->add_flag("--rslora", o.rslora, "Scale by alpha / sqrt(rank)");
+  cmd->add_option("--lora-dropout", o.dropout, "Dropout on the LoRA branch input");
+  cmd->add_option("--lora", o.init_adapter, "Adapter to train further");
+  cmd->add_option("--lr", o.lr, "Peak learning rate");
+  cmd->add_option("--schedule", o.schedule, "constant | linear | cosine")
       ->check(CLI::IsMember({"constant", "linear", "cosine"}));
-  cmd->add_option("--warmup", o->warmup, "Warmup steps");
-  cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay");
-  cmd->add_option("--grad-clip", o->grad_clip, "Clip gradients to this global norm (0: off)");
-  cmd->add_option("--epochs", o->epochs, "Passes over the training data");
-  cmd->add_option("--steps", o->steps, "Optimizer steps (overrides --epochs)");
-  cmd->add_option("-c,--ctx", o->ctx, "Context: longer examples are truncated");
-  cmd->add_option("--batch", o->batch, "Sequences per step");
-  cmd->add_option("--grad-accum", o->grad_accum, "Micro-batches per optimizer step");
-  cmd->add_flag("--mask-prompt", o->mask_prompt, "Loss on completions / assistant turns only");
-  cmd->add_option("--chat-template", o->chat_template, "bitnet, chatml or llama3");
-  cmd->add_flag("!--no-grad-checkpointing", o->checkpointing,
+  cmd->add_option("--warmup", o.warmup, "Warmup steps");
+  cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay");
+  cmd->add_option("--grad-clip", o.grad_clip, "Clip gradients to this global norm (0: off)");
+  cmd->add_option("--epochs", o.epochs, "Passes over the training data");
+  cmd->add_option("--steps", o.steps, "Optimizer steps (overrides --epochs)");
+  cmd->add_option("-c,--ctx", o.ctx, "Context: longer examples are truncated");
+  cmd->add_option("--batch", o.batch, "Sequences per step");
+  cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per optimizer step");
+  cmd->add_flag("--mask-prompt", o.mask_prompt, "Loss on completions / assistant turns only");
+  cmd->add_option("--chat-template", o.chat_template, "bitnet, chatml or llama3");
+  cmd->add_flag("!--no-grad-checkpointing", o.grad_checkpointing,
                 "Keep every block's activations instead of recomputing them");
-  cmd->add_option("--val-every", o->val_every, "Validate every N steps (0: start and end)");
-  cmd->add_option("--val-examples", o->val_examples, "Validation examples used (0: all)");
-  cmd->add_option("--save-every", o->save_every, "Checkpoint every N steps");
-  cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
+  cmd->add_option("--val-every", o.val_every, "Validate every N steps (0: start and end)");
+  cmd->add_option("--val-examples", o.val_examples, "Validation examples used (0: all)");
+  cmd->add_option("--save-every", o.save_every, "Checkpoint every N steps");
+  cmd->add_option("--checkpoint-dir", o.checkpoint_dir,
                   "Checkpoints (default <output>.checkpoints)");
-  cmd->add_option("--resume", o->resume, "Continue from a checkpoint folder, or 'latest'")
+  cmd->add_option("--resume", o.resume, "Continue from a checkpoint folder, or 'latest'")
       ->expected(0, 1)
       ->default_str("latest");
-  cmd->add_option("-s,--seed", o->seed, "Random seed");
-  cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
+  cmd->add_option("-s,--seed", o.seed, "Random seed");
+  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)");
   cmd->add_option_function<std::string>(
-         "--act-quant", [o](const std::string& v) { o->act_quant = v != "none"; },
+         "--act-quant", [a](const std::string& v) { a->act_quant = v != "none"; },
          "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
-  add_device_options(cmd, o->device, o->max_buffer_mb);
-  cmd->callback([o, cmd] {
-    if (cmd->count("--resume") && o->resume.empty()) o->resume = "latest";
-    g_stop.store(false);
+  add_device_options(cmd, a->device, a->max_buffer_mb);
+  cmd->callback([a, cmd] {
+    if (cmd->count("--resume") && a->train.resume.empty()) a->train.resume = "latest";
+    ModelOptions mo;
+    mo.device = a->device;
+    mo.threads = a->threads;
+    mo.max_buffer_mb = a->max_buffer_mb;
+    mo.act_quant = a->act_quant;
+    mo.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
+    Model model = Model::open(a->model, mo);
+    Trainer trainer(model, a->train);
+    trainer.on_progress(
+        [](const TrainProgress& p) { std::fprintf(stderr, "%s\n", p.line.c_str()); });
+    g_trainer.store(&trainer);
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
-    const FinetuneResult r = finetune(
-        *o, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }, &g_stop);
-    std::signal(SIGINT, SIG_DFL);
-    std::signal(SIGTERM, SIG_DFL);
+    struct Restore {  // the default handlers again, however run() ends
+      ~Restore() {
+        std::signal(SIGINT, SIG_DFL);
+        std::signal(SIGTERM, SIG_DFL);
+        g_trainer.store(nullptr);
+      }
+    } restore;
+    const TrainResult r = trainer.run();
     std::fprintf(stderr, "adapter: %s\nmetrics: %s\nloss plot: %s\n", r.adapter_path.c_str(),
                  r.metrics_path.c_str(), r.plot_path.c_str());
-    if (r.stopped)
+    if (r.stopped) {
       std::fprintf(stderr, "stopped early; checkpoint: %s\n", r.last_checkpoint.c_str());
+    }
   });
 }
 

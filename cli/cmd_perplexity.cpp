@@ -4,9 +4,6 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "core/error.h"
-#include "infer/generate.h"
-#include "tokenizer/tokenizer.h"
 
 namespace trit::cli {
 
@@ -20,21 +17,23 @@ void add_perplexity_command(CLI::App& app) {
   add_run_options(cmd, args->run);
   cmd->add_option("-f,--file", args->file, "Text file")->required();
   cmd->callback([args] {
-    auto model = load_model(args->run);
-    const Tokenizer* tok = model->tokenizer();
-    if (!tok) fail(model->path(), ": the model has no tokenizer; perplexity needs one");
+    LoadedModel lm = load_model(args->run);
+    if (!lm.model.info().has_tokenizer) {
+      fail(lm.model.info().path + ": the model has no tokenizer; perplexity needs one");
+    }
     std::ifstream in(args->file, std::ios::binary);
-    if (!in) fail(args->file, ": cannot open");
+    if (!in) fail(args->file + ": cannot open");
     std::stringstream ss;
     ss << in.rdbuf();
-    const std::vector<int32_t> tokens = tok->encode(ss.str(), tok->add_bos_default(), false);
     const int64_t n_ctx = args->run.ctx > 0 ? args->run.ctx : 512;
     const double t0 = now_seconds();
     const PerplexityResult r = perplexity(
-        *model, tokens, n_ctx, *model.backend, model.fwd(), [](int64_t c, int64_t n, double ppl) {
+        lm.model, ss.str(), n_ctx,
+        [](int64_t c, int64_t n, double ppl) {
           std::fprintf(stderr, "\rtrit: chunk %lld/%lld, perplexity %.4f",
                        static_cast<long long>(c), static_cast<long long>(n), ppl);
-        });
+        },
+        lm.adapters);
     std::fprintf(stderr, "\n");
     std::printf("perplexity %.4f over %lld tokens (%lld chunks of %lld), %.1f tokens/s\n",
                 r.perplexity, static_cast<long long>(r.n_scored),

@@ -1,15 +1,8 @@
 // trit quantize: re-pack the ternary weights of a model as tq1_0, tq2_0 or i2_s.
-#include <cstdio>
-#include <memory>
-
 #include "cli/commands.h"
-#include "core/error.h"
-#include "tools/info.h"
-#include "tools/requantize.h"
+#include "cli/common.h"
 
 namespace trit::cli {
-
-using namespace trit::engine;  // until the CLI moves onto the public API
 
 void add_quantize_command(CLI::App& app) {
   struct Args {
@@ -20,17 +13,8 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("input", args->in, "Input GGUF model")->required();
   cmd->add_option("output", args->out, "Output GGUF model")->required();
   cmd->add_option("type", args->type, "Target type: tq1_0, tq2_0 or i2_s")->required();
-  cmd->callback([args] {
-    auto type = dtype_from_name(args->type);
-    if (!type || !dtype_traits(*type).ternary) {
-      fail("quantize: type is '", args->type, "', expected tq1_0, tq2_0 or i2_s");
-    }
-    const RequantizeResult r = requantize_model(args->in, args->out, *type);
-    std::printf("wrote %s: %s, %lld tensors re-packed as %s, %lld copied, in %.2f s\n",
-                args->out.c_str(), format_bytes(r.file_bytes).c_str(),
-                static_cast<long long>(r.n_converted), std::string(dtype_name(*type)).c_str(),
-                static_cast<long long>(r.n_copied), r.seconds);
-  });
+  cmd->callback(
+      [args] { std::printf("%s\n", quantize(args->in, args->out, args->type).summary.c_str()); });
 }
 
 }  // namespace trit::cli

@@ -1,22 +1,15 @@
-// Options and helpers shared by the subcommands that run a model.
+// Options and helpers shared by the subcommands that run a model. The CLI is a shell over the
+// public API (include/trit/): it parses flags, calls the library and prints.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <vector>
 
-#include "backend/backend.h"
-#include "core/thread_pool.h"
-#include "infer/sampler.h"
-#include "model/forward.h"
-#include "model/lora_set.h"
-#include "model/model.h"
+#include "trit/trit.hpp"
 
 namespace trit::cli {
-
-using namespace trit::engine;  // until the CLI moves onto the public API
 
 struct RunOptions {
   std::string model;
@@ -28,32 +21,29 @@ struct RunOptions {
   std::vector<std::string> lora;  // ADAPTER.gguf[:SCALE]
 };
 
-// A model with its adapters and the forward options that apply them.
+// A model with the adapters of --lora.
 struct LoadedModel {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<ThreadPool> pool;
-  std::unique_ptr<Backend> backend;  // what --device chose
-  std::vector<std::unique_ptr<LoraAdapter>> adapters;
-  std::vector<std::unique_ptr<DeviceAdapter>> device_adapters;
-  LoraSet lora;
-  bool act_quant = true;
-  // Points into this object: take it after the object has its final address.
-  ForwardOptions fwd() const { return {act_quant, lora.empty() ? nullptr : &lora}; }
-  const Model* operator->() const { return model.get(); }
-  const Model& operator*() const { return *model; }
+  Model model;
+  std::vector<AdapterScale> adapters;
 };
 
-// --device and --max-buffer-mb (the backend choice, select.h).
+// --device and --max-buffer-mb.
 void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_mb);
 // -m, -t, --device, --max-buffer-mb, --act-quant, --lora (and -c when with_ctx).
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true);
-void add_sampler_options(CLI::App* cmd, SamplerOptions& s);
+void add_sampler_options(CLI::App* cmd, SamplingOptions& s);
 
-// Loads the model named by -m and the adapters of --lora, printing load warnings to stderr,
-// and opens the backend --device names (saying on stderr why when the default falls back to
-// the CPU).
+// Opens the model named by -m on the device --device names and loads the adapters of --lora,
+// printing load warnings to stderr (and, when the default device falls back to the CPU, why).
 LoadedModel load_model(const RunOptions& o);
-int thread_count(const RunOptions& o);
+
+// "A.gguf" or "A.gguf:SCALE" (a tail after the last ':' that is not a number stays part of
+// the path), as --lora takes it.
+struct AdapterSpec {
+  std::string path;
+  float scale = 1.0f;
+};
+AdapterSpec parse_adapter_spec(const std::string& spec);
 
 // "1,2,3" -> {1, 2, 3}; throws naming the flag on a bad list.
 std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag);
@@ -62,17 +52,12 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag)
 std::vector<int32_t> prompt_tokens(const Model& m, const std::string& text, const std::string& ids,
                                    bool parse_special);
 
-// Writes token pieces to stdout without splitting UTF-8 characters across flushes.
-class Utf8Printer {
- public:
-  void put(const std::string& bytes);
-  void flush();  // prints whatever is held
-
- private:
-  std::string pending_;
-};
+// Writes text to stdout as it comes, flushing each piece.
+void print_piece(std::string_view piece);
 
 double now_seconds();
-int64_t peak_rss_bytes();
+
+// Throws trit::Error with the concatenated message.
+[[noreturn]] void fail(const std::string& message);
 
 }  // namespace trit::cli

@@ -3,12 +3,13 @@
 #include <new>
 
 #include "cli/commands.h"
-#include "core/error.h"
+#include "trit/error.h"
+#include "trit/version.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"trit: run and fine-tune BitNet b1.58 models on CPUs and GPUs"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "trit 0.1.0");
+  app.set_version_flag("--version", "trit " TRIT_VERSION_STRING);
   trit::cli::add_generate_command(app);
   trit::cli::add_chat_command(app);
   trit::cli::add_logits_command(app);

@@ -6,9 +6,11 @@
 
 #include <stdexcept>
 
+#include "trit/export.h"
+
 namespace trit {
 
-class Error : public std::runtime_error {
+class TRIT_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };

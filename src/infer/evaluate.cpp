@@ -8,8 +8,8 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "core/numeric.h"
 #include "core/error.h"
+#include "core/numeric.h"
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "model/model.h"
@@ -139,12 +139,13 @@ ExactMatchResult evaluate_exact_match(const Model& model, const std::vector<Comp
       m.scored = true;
       session.truncate(0);
       gen.n_predict = p.max_new;
-      generate(session, p.prompt, gen, tok, [&](int32_t id) {
+      gen.on_token = [&](int32_t id) {
         m.generated += tok->token_to_piece(id, true);
         const size_t n = std::min(m.generated.size(), p.reference.size());
         if (m.generated.compare(0, n, p.reference, 0, n) != 0) return false;  // diverged
         return m.generated.size() < p.reference.size();
-      });
+      };
+      generate(session, p.prompt, gen, tok);
       m.matched = m.generated.size() >= p.reference.size() &&
                   m.generated.compare(0, p.reference.size(), p.reference) == 0;
       ++r.n_scored;

@@ -30,8 +30,8 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "model/forward.h"
 #include "data/dataset.h"
+#include "model/forward.h"
 
 namespace trit::engine {
 

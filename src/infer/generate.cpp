@@ -3,8 +3,9 @@
 #include <chrono>
 #include <cmath>
 
-#include "core/numeric.h"
 #include "core/error.h"
+#include "core/numeric.h"
+#include "infer/text_stream.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::engine {
@@ -16,32 +17,80 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-GenerateStats generate(Session& session, const std::vector<int32_t>& prompt,
-                       const GenerateOptions& opts, const Tokenizer* tokenizer,
-                       const std::function<bool(int32_t)>& on_token) {
+GenerateStats generate(Session& session, const std::vector<int32_t>& prompt_in,
+                       const GenerateOptions& opts, const Tokenizer* tokenizer) {
   GenerateStats stats;
-  if (prompt.empty()) fail("generate: the prompt is empty");
+  std::vector<int32_t> prompt = prompt_in;
+  if (prompt.empty()) {
+    if (session.n_past() == 0) fail("generate: the prompt is empty");
+    prompt.push_back(session.tokens().back());  // its logits again
+    session.truncate(session.n_past() - 1);
+  }
   const int64_t n_vocab = session.model().hparams().n_vocab;
   Sampler sampler(opts.sampler);
-  std::vector<int32_t> history = prompt;
+  TextStream stream(opts.stop);
   std::vector<float> logits;
+  auto cancelled = [&] { return opts.cancel && opts.cancel->load(); };
 
   auto t0 = std::chrono::steady_clock::now();
+  stats.n_prompt = int64_t(prompt_in.size());
+  if (cancelled()) {
+    stats.stop_reason = StopReason::Cancelled;
+    return stats;
+  }
   session.eval(prompt, logits);
-  stats.n_prompt = int64_t(prompt.size());
+  std::vector<int32_t> history = session.tokens();  // for the repetition penalty
   stats.prompt_seconds = seconds_since(t0);
 
   t0 = std::chrono::steady_clock::now();
-  while (opts.n_predict < 0 || stats.n_generated < opts.n_predict) {
+  bool text_open = true;  // on_text has not asked to stop
+  while (true) {
+    if (opts.n_predict >= 0 && stats.n_generated >= opts.n_predict) {
+      stats.stop_reason = StopReason::MaxTokens;
+      break;
+    }
+    if (cancelled()) {
+      stats.stop_reason = StopReason::Cancelled;
+      break;
+    }
     const int32_t id = sampler.sample(logits.data(), n_vocab, history);
     ++stats.n_generated;
+    if (opts.stop_at_end && tokenizer && tokenizer->is_end_of_generation(id)) {
+      stats.stop_reason = StopReason::EndOfGeneration;
+      break;
+    }
     history.push_back(id);
-    const bool end = opts.stop_at_end && tokenizer && tokenizer->is_end_of_generation(id);
-    if (end) break;
-    if (!on_token(id)) break;
-    if (session.n_past() >= session.n_ctx()) break;
-    if (opts.n_predict >= 0 && stats.n_generated >= opts.n_predict) break;
+    stats.tokens.push_back(id);
+    if (opts.on_token && !opts.on_token(id)) {
+      stats.stop_reason = StopReason::Callback;
+      break;
+    }
+    if (tokenizer) {
+      const std::string piece = stream.push(tokenizer->token_to_piece(id));
+      if (!piece.empty() && opts.on_text && !opts.on_text(piece)) {
+        text_open = false;
+        stats.stop_reason = StopReason::Callback;
+        break;
+      }
+      if (stream.stopped()) {
+        stats.stop_reason = StopReason::StopString;
+        break;
+      }
+    }
+    if (opts.n_predict >= 0 && stats.n_generated >= opts.n_predict) {
+      stats.stop_reason = StopReason::MaxTokens;
+      break;
+    }
+    if (session.n_past() >= session.n_ctx()) {
+      stats.stop_reason = StopReason::ContextFull;
+      break;
+    }
     session.eval({id}, logits);
+  }
+  if (tokenizer) {
+    const std::string tail = stream.finish();
+    if (!tail.empty() && text_open && opts.on_text) opts.on_text(tail);
+    stats.text = stream.text();
   }
   stats.generate_seconds = seconds_since(t0);
   return stats;

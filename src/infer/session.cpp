@@ -43,9 +43,9 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   const int64_t n = int64_t(tokens.size());
   const int64_t n_vocab = model_.hparams().n_vocab;
   if (n == 0) fail("session: no tokens to evaluate");
-  if (n_past_ + n > cache_.n_ctx) {
-    fail("context is full: ", n_past_, " + ", n, " tokens exceed the context size of ",
-         cache_.n_ctx, " (raise -c)");
+  if (n_past() + n > cache_.n_ctx) {
+    fail("context is full: ", n_past(), " + ", n, " tokens exceed the context size of ",
+         cache_.n_ctx);
   }
   for (int32_t id : tokens) {  // check all before the cache changes
     if (id < 0 || id >= n_vocab) {
@@ -65,15 +65,23 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
       out = logits.data();
       first = len - 1;
     }
-    model_forward(model_, tokens.data() + start, len, n_past_, cache_, arena_, backend_, opts_, out,
-                  first);
-    n_past_ += len;
+    model_forward(model_, tokens.data() + start, len, n_past(), cache_, arena_, backend_, opts_,
+                  out, first);
+    tokens_.insert(tokens_.end(), tokens.begin() + start, tokens.begin() + start + len);
   }
 }
 
 void Session::truncate(int64_t n) {
-  if (n < 0 || n > n_past_) fail("session: cannot truncate to ", n, " of ", n_past_, " positions");
-  n_past_ = n;
+  if (n < 0 || n > n_past())
+    fail("session: cannot truncate to ", n, " of ", n_past(), " positions");
+  tokens_.resize(size_t(n));
+}
+
+int64_t Session::reuse_prefix(const std::vector<int32_t>& tokens) {
+  size_t n = 0;
+  while (n < tokens_.size() && n + 1 < tokens.size() && tokens_[n] == tokens[n]) ++n;
+  tokens_.resize(n);
+  return int64_t(n);
 }
 
 }  // namespace trit::engine

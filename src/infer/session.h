@@ -1,11 +1,13 @@
 // An inference session: one sequence's KV cache over a model, fed token runs of any length
-// (split into batches), returning logits.
+// (split into batches), returning logits. It remembers the tokens its cache holds, so a new
+// prompt that shares a prefix with them reuses the cache for that prefix.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "backend/backend.h"
 #include "core/thread_pool.h"
 #include "model/forward.h"
 #include "model/lora_set.h"
@@ -29,9 +31,17 @@ class Session {
   void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
             bool all_logits = false);
 
-  int64_t n_past() const { return n_past_; }
+  int64_t n_past() const { return int64_t(tokens_.size()); }
   int64_t n_ctx() const { return cache_.n_ctx; }
-  void truncate(int64_t n);  // forget positions n and later
+  const std::vector<int32_t>& tokens() const { return tokens_; }  // what the cache holds
+  void truncate(int64_t n);                                       // forget positions n and later
+  // Keeps the longest prefix of the cache that `tokens` starts with, at most tokens.size() - 1
+  // positions (so at least one token is left to compute logits from), and returns its length:
+  // tokens [n, end) are what the caller still has to evaluate.
+  int64_t reuse_prefix(const std::vector<int32_t>& tokens);
+  // The adapters of the passes from now on (null: none). The cache stays: callers truncate it
+  // when the adapters change what it holds.
+  void set_lora(const LoraSet* lora) { opts_.lora = lora; }
   const Model& model() const { return model_; }
 
  private:
@@ -45,7 +55,7 @@ class Session {
   LoraSet embedded_set_;
   KvCache cache_;
   ForwardArena arena_;
-  int64_t n_past_ = 0;
+  std::vector<int32_t> tokens_;
 };
 
 }  // namespace trit::engine

@@ -1,6 +1,6 @@
-// `trit finetune`: LoRA fine-tuning of a frozen BitNet base on the CPU (DESIGN section 5):
-// data, adapter, AdamW with a schedule and clipping, validation, metrics, checkpoints that
-// resume exactly, and a clean stop on request.
+// LoRA fine-tuning of a frozen BitNet base (DESIGN section 5): data, adapter, AdamW with a
+// schedule and clipping, validation, metrics, checkpoints that resume exactly, pausing and a
+// clean stop on request. The model and its backend are opened by the caller.
 #pragma once
 
 #include <atomic>
@@ -8,12 +8,14 @@
 #include <functional>
 #include <string>
 
+#include "backend/backend.h"
+#include "model/model.h"
+
 namespace trit::engine {
 
 struct FinetuneOptions {
-  std::string model;  // base GGUF
-  std::string data;   // folder with train/valid/test.jsonl, or one .jsonl / .txt
-  std::string out;    // adapter GGUF
+  std::string data;  // folder with train/valid/test.jsonl, or one .jsonl / .txt
+  std::string out;   // adapter GGUF
   // adapter
   std::string targets = "all";
   int64_t rank = 8;
@@ -36,16 +38,35 @@ struct FinetuneOptions {
   std::string chat_template;  // built-in name, or "" for the model's
   bool checkpointing = true;
   uint64_t seed = 0;
-  int threads = 0;
-  bool act_quant = true;      // W1.58A8; false: float activations (--act-quant none)
-  std::string device;         // --device (select.h); "" picks as DESIGN section 4 says
-  int64_t max_buffer_mb = 0;  // --max-buffer-mb (Vulkan); 0: the device's limit
+  bool act_quant = true;  // W1.58A8; false: float activations
   // validation and checkpoints
   int64_t val_every = 50;      // 0: only at the start and the end
   int64_t val_examples = 0;    // validation examples used (0: all)
   int64_t save_every = 0;      // 0: only on a stop request
   std::string checkpoint_dir;  // default: <out>.checkpoints
   std::string resume;          // "": fresh; "latest": newest in checkpoint_dir; else a folder
+};
+
+// Checks the options on their own (before any file is read); errors name the option.
+void check_finetune_options(const FinetuneOptions& o);
+
+// What the run reports as it goes.
+struct FinetuneEvent {
+  enum class Kind { Message, Step, Validation, Checkpoint };
+  Kind kind = Kind::Message;
+  int64_t step = 0, total_steps = 0;
+  double epoch = 0, loss = 0, lr = 0, grad_norm = 0, tokens_per_s = 0, peak_mib = 0;
+  double eta_s = -1, elapsed_s = 0, val_loss = 0;
+  std::string checkpoint;
+  std::string line;  // the progress line, or the message
+};
+
+struct FinetuneControl {
+  std::function<void(const FinetuneEvent&)> on_event;
+  // Polled between steps. stop: a checkpoint is written and the run returns with
+  // stopped = true. pause: the run waits (between steps) until it is cleared or stop is set.
+  const std::atomic<bool>* stop = nullptr;
+  const std::atomic<bool>* pause = nullptr;
 };
 
 struct FinetuneResult {
@@ -56,12 +77,9 @@ struct FinetuneResult {
   std::string adapter_path, metrics_path, plot_path, last_checkpoint;
 };
 
-using LogFn = std::function<void(const std::string& line)>;
-
-// Runs the fine-tuning. stop (may be null) is polled between steps: when set, a checkpoint is
-// written and the run returns with stopped = true. Throws trit::Error naming the file or
-// setting on bad input, and when a resumed run's settings differ from the checkpoint's.
-FinetuneResult finetune(const FinetuneOptions& opts, const LogFn& log,
-                        const std::atomic<bool>* stop = nullptr);
+// Runs the fine-tuning of model on backend. Throws trit::Error naming the file or setting on
+// bad input, and when a resumed run's settings differ from the checkpoint's.
+FinetuneResult finetune(const Model& model, Backend& backend, const FinetuneOptions& opts,
+                        const FinetuneControl& control = {});
 
 }  // namespace trit::engine

@@ -126,7 +126,7 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
   bool quantise = false;
   for (const LinearOp& op : ops) {
     const LinearWeight& w = *op.w;
-    Job j{&op, &vk_tensor(*op.y)};
+    Job j{&op, &vk_tensor(*op.y), nullptr, {}};
     if (w.m.n_in != n_in || j.y->cols() != w.m.n_out || j.y->rows() < n) {
       fail("linear ", w.name, ": weight ", w.m.n_in, " -> ", w.m.n_out, " with input '", x.name(),
            "' (", x.rows(), " x ", n_in, "), output '", j.y->name(), "' (", j.y->rows(), " x ",
