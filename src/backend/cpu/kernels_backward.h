@@ -1,6 +1,6 @@
 // CPU kernels of the backward pass: the transposed ternary product that carries gradients
 // through the frozen bitlinear layers (DESIGN sections 1 and 2), and the f32 product under the
-// LoRA matmuls of ops_backward.h. Both live in ternary_transposed.cpp and share one
+// LoRA matmuls of ops.h. Both live in ternary_transposed.cpp and share one
 // register-tile loop.
 #pragma once
 

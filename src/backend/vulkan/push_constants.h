@@ -169,7 +169,7 @@ static_assert(sizeof(AddPush) == 8);
 // Vulkan guarantees maxPushConstantsSize >= 128 bytes.
 static_assert(sizeof(AttentionPush) <= 128 && sizeof(RopePush) <= 128);
 
-// ---- training (vk_ops_train_*.cpp) ----
+// ---- training (the backward ops of the family files) ----
 
 enum class GemmMode : uint32_t { Set = 0, Accumulate = 1, AddScaled = 2 };
 
@@ -245,7 +245,7 @@ static_assert(sizeof(DropoutPush) == 32);
 static_assert(sizeof(CrossEntropyPush) == 16);
 static_assert(sizeof(AttentionBackwardPush) == 48);
 
-// ---- optimizer (vk_ops_optimizer.cpp) ----
+// ---- optimizer (optimizer.cpp) ----
 
 // adamw.comp.
 struct AdamWPush {

@@ -2,7 +2,7 @@
 // attention: the per-chunk partials of causal GQA attention for query tokens [t0, t0 + n_q)
 // of a token tile against ONE piece of the KV cache (positions [kv_r0, kv_r0 + kv_rows)).
 // attention_combine.comp merges the partials into the output (CPU reference attention_forward
-// in backend/cpu/ops.cpp).
+// in backend/cpu/ops.h).
 //
 // Query token t (tile row) is at position pos0 + t and sees keys 0 .. pos0 + t. Query head h
 // uses KV head h / (n_head / n_head_kv). Keys are taken in fixed chunks of C positions

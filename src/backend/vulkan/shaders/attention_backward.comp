@@ -1,7 +1,7 @@
 #version 450
 // attention_backward: the query side of causal GQA attention's backward pass over a whole
 // sequence (positions 0 .. n - 1; CPU reference attention_backward in
-// backend/cpu/ops_backward.cpp), for query tokens of one segment (rows [0, n_q) at positions
+// backend/cpu/ops.h), for query tokens of one segment (rows [0, n_q) at positions
 // q_pos0 ..) against the keys of ONE segment of K and V (positions [kv_r0, kv_r0 + kv_rows)).
 // The host runs stage 0 over every KV segment, then stage 1, then stage 2; query (t, h) sees
 // keys 0 .. t, with

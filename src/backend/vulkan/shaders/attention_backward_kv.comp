@@ -1,6 +1,6 @@
 #version 450
 // attention_backward_kv: the key side of causal GQA attention's backward pass (CPU reference
-// attention_backward in backend/cpu/ops_backward.cpp), after attention_backward.comp has left
+// attention_backward in backend/cpu/ops.h), after attention_backward.comp has left
 // each query's statistics [m, inv = 1 / l, D] in stats. For the keys of one K/V segment
 // (positions [kv_r0, kv_r0 + kv_rows)), ONE query head h = kvh * group + head_in_group of each
 // KV head kvh, and the queries of one segment (rows [0, n_q) at positions q_pos0 ..):

@@ -1,7 +1,7 @@
 #version 450
 // cross_entropy: the loss of each token of a logits tile and, when write_grad != 0, its
 // gradient written over the logits (CPU reference cross_entropy_forward / _backward in
-// backend/cpu/ops_backward.cpp), one token per workgroup:
+// backend/cpu/ops.h), one token per workgroup:
 //   mask[t] == 0:  nll[t] = 0 (and the row of dlogits = 0)
 //   else: mx = max_i x_i, lse = mx + log(sum_i exp(x_i - mx)) (f32 tree; the CPU sums in
 //         double), nll[t] = lse - x[target],

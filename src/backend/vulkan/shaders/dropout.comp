@@ -1,6 +1,6 @@
 #version 450
 // dropout: the LoRA branch's input dropout and its backward (CPU reference dropout() in
-// train/train_model.cpp), over n elements of a token tile whose element 0 has the global
+// backend/cpu/ops.h), over n elements of a token tile whose element 0 has the global
 // element index i0 (row * n_in + column of the op's whole input).
 //   mode 0 (forward):  xd[i] = keep ? x[i] * inv : 0
 //   mode 1 (backward): dx[i] = dx[i] + dxd[i] * inv   where xd[i] != 0 (everywhere when

@@ -2,7 +2,7 @@
 // gated_act: out[i] = act(gate[i]) * up[i] over n elements (a token tile of (T, n_ff)),
 //   act 0 relu2: r = gate > 0 ? gate : 0, out = (r * r) * up
 //   act 1 silu:  out = (gate / (1 + exp(-gate))) * up
-// (CPU reference gated_act_forward in backend/cpu/ops.cpp; relu2 is bit-exact, silu differs
+// (CPU reference gated_act_forward in backend/cpu/ops.h; relu2 is bit-exact, silu differs
 // by the GPU's exp and division, a few ULP). out may be the same buffer as gate or up.
 //
 // Bindings (set 0):

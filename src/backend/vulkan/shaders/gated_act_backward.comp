@@ -1,6 +1,6 @@
 #version 450
 // gated_act_backward: the gradients of out = act(gate) * up over n elements (CPU reference
-// gated_act_backward in backend/cpu/ops_backward.cpp):
+// gated_act_backward in backend/cpu/ops.h):
 //   relu2 (act 0): r = max(gate, 0);  dgate += ((2 r) up) dout;  dup += (r r) dout
 //   silu  (act 1): s = 1 / (1 + exp(-gate));  dgate += ((s (1 + gate (1 - s))) up) dout;
 //                  dup += (gate s) dout

@@ -1,7 +1,7 @@
 #version 450
 // gemm_f32: a small f32 matrix product with arbitrary strides, for the LoRA branches of
 // training (CPU reference gemm_f32_acc in backend/cpu/ternary_transposed.cpp, through
-// matmul_f32_forward / _backward_dx / _backward_dw in backend/cpu/ops_backward.cpp):
+// matmul_f32_forward / _backward_dx / _backward_dw in backend/cpu/ops.h):
 //   A(i, k) = a[a_off + i * a_row + k * a_col]   (two strides: A, A^T and column ranges)
 //   B(k, j) = b[b_off + k * b_row + j * b_col]
 //   S(i, j) = sum over k = 0 .. K-1 IN ORDER of (a_scale * A(i, k)) * B(k, j)

@@ -1,8 +1,8 @@
 #version 450
 // matmul_float: float weights x f32 activations, one weight piece (output rows
 // [r0, r0 + rows)) against one token tile, f32 accumulation (the LM head, LoRA A and B, merged
-// layers; CPU reference float_matmul_scalar in backend/cpu/kernels.cpp, lora_add in
-// model/lora_apply.cpp):
+// layers; CPU reference float_matmul_scalar in backend/cpu/kernels.cpp, the LoRA branch in
+// backend/cpu/linear.cpp):
 //   y[t, r0 + r] = alpha * dot(W[r, :], x[t, :])                       (beta == 0: y not read)
 //   y[t, r0 + r] = alpha * dot(W[r, :], x[t, :]) + beta * y[t, r0 + r] (beta != 0; LoRA adds
 //                                                   scale * B (A x) into a bitlinear's output)

@@ -7,14 +7,9 @@
 // its squares in that order; wg_sum then adds the partials in a fixed order.
 //
 // The including shader defines WG_SIZE (>= 32, a power of two) and the buffers the macros
-// NORM_X (the row's input) and NORM_G (the norm weight) name, and NORM_RES (a residual added
-// to the input first) when NORM_ADD is 1.
+// NORM_X (the row's input) and NORM_G (the norm weight) name.
 #ifndef TRIT_NORM_ROW_GLSL
 #define TRIT_NORM_ROW_GLSL
-
-#ifndef NORM_ADD
-#define NORM_ADD 0
-#endif
 
 const uint NORM_MAXU = 8;
 const uint NORM_E = 4 * NORM_MAXU;
@@ -67,7 +62,7 @@ float inv_rms(float ss, uint n, float eps) {
   return r;
 }
 
-// The invocation's values of the row at `base` (x, or x + res) into v and the matching norm
+// The invocation's values of the row at `base` into v and the matching norm
 // weights into gv (0 past the row). Every load is issued before anything is stored: the
 // including shader's stores may alias x, and a load after a store would wait for it.
 void norm_load(uint base, uint n, out float v[NORM_E], out float gv[NORM_E]) {
@@ -78,12 +73,7 @@ void norm_load(uint base, uint n, out float v[NORM_E], out float gv[NORM_E]) {
     for (uint j = 0; j < 4; ++j) {
       uint i = 4 * u + j;
       bool in_row = u < units;
-#if NORM_ADD
-      precise float s = in_row ? NORM_X[base + i] + NORM_RES[base + i] : 0.0;
-      v[4 * k + j] = s;
-#else
       v[4 * k + j] = in_row ? NORM_X[base + i] : 0.0;
-#endif
       gv[4 * k + j] = in_row ? NORM_G[i] : 0.0;
     }
   }

@@ -17,15 +17,13 @@ trit_shader(matmul_float matmul_float.comp)
 trit_shader(embedding embedding.comp)
 trit_shader(rms_norm rms_norm.comp)
 trit_shader(rms_norm_quant rms_norm.comp -DQUANT=1)
-trit_shader(add_rms_norm rms_norm.comp -DADD=1)
-trit_shader(add_rms_norm_quant rms_norm.comp -DQUANT=1 -DADD=1)
 trit_shader(rope rope.comp)
 trit_shader(attention attention.comp)
 trit_shader(attention_combine attention_combine.comp)
 trit_shader(gated_act gated_act.comp)
 trit_shader(add add.comp)
 
-# Decoding (one token; vk_ops_decode.cpp): a matvec over several weights with subgroup sums
+# Decoding (one token; norm_linear in linear.cpp): a matvec over several weights with subgroup sums
 # (needs subgroup arithmetic), rope with the KV store.
 trit_shader(matvec_ternary matvec_ternary.comp)
 trit_shader(matvec_ternary_dot matvec_ternary.comp -DINT_DOT=1)
@@ -33,7 +31,7 @@ trit_shader(matvec_norm_ternary matvec_ternary.comp -DNORM=1)
 trit_shader(matvec_norm_ternary_dot matvec_ternary.comp -DNORM=1 -DINT_DOT=1)
 trit_shader(rope_kv rope_kv.comp)
 
-# Training (the backward pass and the loss; vk_ops_train_*.cpp).
+# Training (the backward pass and the loss; the family files).
 trit_shader(gemm_f32 gemm_f32.comp)
 trit_shader(matmul_ternary_t matmul_transposed.comp TERNARY=1)
 trit_shader(matmul_float_t matmul_transposed.comp)
@@ -44,6 +42,6 @@ trit_shader(cross_entropy cross_entropy.comp)
 trit_shader(attention_backward attention_backward.comp)
 trit_shader(attention_backward_kv attention_backward_kv.comp)
 
-# Optimizer (vk_ops_optimizer.cpp).
+# Optimizer (optimizer.cpp).
 trit_shader(adamw adamw.comp)
 trit_shader(sum_squares sum_squares.comp)

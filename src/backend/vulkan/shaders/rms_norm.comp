@@ -1,6 +1,6 @@
 #version 450
 // rms_norm: y[t, :] = (x[t, :] * rstd[t]) * g,  rstd[t] = 1 / sqrt(mean(x[t, :]^2) + eps)
-// (CPU reference rms_norm_forward in backend/cpu/ops.cpp, which sums the squares in double;
+// (CPU reference rms_norm_forward in backend/cpu/ops.h, which sums the squares in double;
 // here f32: each invocation sums its own elements in order, then wg_sum adds the partials in a
 // fixed order, so rstd differs from the CPU's by a few ULP and never depends on the tiling).
 // In place (y and x bound to the same buffer) is allowed.
@@ -18,16 +18,13 @@
 // Dispatch: (n_tokens, 1, 1), one workgroup per token.
 //
 // Speed: a decoding step runs one workgroup per norm, so the row's latency is the kernel's.
-// With NORM_VEC every load (x, the residual, g) is issued before any store: x and y may alias,
+// With NORM_VEC every load (x, g) is issued before any store: x and y may alias,
 // so a load after a store would wait for it.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 #ifndef QUANT
 #define QUANT 0
-#endif
-#ifndef ADD
-#define ADD 0
 #endif
 
 layout(local_size_x_id = SPEC_WG_SIZE) in;
@@ -50,16 +47,6 @@ layout(std430, set = 0, binding = 4) writeonly buffer Q { uint q[]; };
 layout(std430, set = 0, binding = 5) writeonly buffer QScale { float qscale[]; };
 
 #endif
-// Built with -DADD=1 (modules add_rms_norm, add_rms_norm_quant) each row first becomes x + r,
-// written back to x, as add.comp followed by rms_norm computes it (decoding fuses the residual
-// add with the norm that reads the sum):
-//   4 (6 with QUANT) res float[n_tokens * n]  (read)
-#if ADD && QUANT
-layout(std430, set = 0, binding = 6) readonly buffer R { float res[]; };
-#elif ADD
-layout(std430, set = 0, binding = 4) readonly buffer R { float res[]; };
-#endif
-
 layout(push_constant) uniform Push {
   uint n_tokens;
   uint n;
@@ -69,8 +56,6 @@ layout(push_constant) uniform Push {
 
 #define NORM_X x
 #define NORM_G g
-#define NORM_RES res
-#define NORM_ADD ADD
 #include "norm_row.glsl"
 
 // ---- NORM_VEC = 1: the row in registers (norm_row.glsl) ----
@@ -82,14 +67,6 @@ void row_in_registers(uint t) {
   float v[NORM_E];
   float gv[NORM_E];
   norm_load(base, pc.n, v, gv);
-#if ADD
-  for (uint k = 0; k < NORM_MAXU; ++k) {
-    uint u = tid + k * WG_SIZE;
-    if (u < units) {
-      for (uint j = 0; j < 4; ++j) x[base + 4 * u + j] = v[4 * k + j];
-    }
-  }
-#endif
   float r = norm_rstd(v, pc.n, pc.eps);
   if (tid == 0 && pc.write_rstd != 0u) rstd[t] = r;
   float m = norm_apply(v, gv, r);
@@ -117,15 +94,9 @@ void row_from_memory(uint t) {
   uint base = t * pc.n;
   precise float ss = 0.0;
   for (uint i = tid; i < pc.n; i += WG_SIZE) {
-#if ADD
-    precise float v = x[base + i] + res[base + i];
-    x[base + i] = v;
-#else
     float v = x[base + i];
-#endif
     ss += v * v;
   }
-  memoryBarrierBuffer();  // (ADD) other invocations read these sums from x below
   float r = inv_rms(wg_sum(ss), pc.n, pc.eps);
   if (tid == 0 && pc.write_rstd != 0u) rstd[t] = r;
 #if QUANT

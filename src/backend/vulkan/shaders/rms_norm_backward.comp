@@ -1,6 +1,6 @@
 #version 450
 // rms_norm_backward: the gradient of y = x * rstd * g with g frozen (CPU reference
-// rms_norm_backward in backend/cpu/ops_backward.cpp), one token per workgroup:
+// rms_norm_backward in backend/cpu/ops.h), one token per workgroup:
 //   dot = sum_i (dy_i * g_i) * x_i            (f32 partial sums and a tree; the CPU sums in
 //   c = dot * s * s * s / n                    double, so dx differs by rounding, ~1e-6)
 //   dx_i = dx_i + ((s * g_i) * dy_i - c * x_i)  with s = rstd[t] saved by rms_norm
