@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 
 namespace trit::cli {
 
@@ -38,20 +37,6 @@ void add_sampler_options(CLI::App* cmd, SamplingOptions& s) {
   cmd->add_option("--repeat-penalty", s.repeat_penalty, "Repetition penalty (1: off)");
   cmd->add_option("--repeat-last-n", s.repeat_last_n, "Tokens the penalty looks back at");
   cmd->add_option("-s,--seed", s.seed, "Random seed");
-}
-
-AdapterSpec parse_adapter_spec(const std::string& spec) {
-  AdapterSpec s{spec, 1.0f};
-  if (const size_t colon = spec.rfind(':'); colon != std::string::npos) {
-    const std::string tail = spec.substr(colon + 1);
-    char* end = nullptr;
-    const float v = std::strtof(tail.c_str(), &end);
-    if (!tail.empty() && end && *end == '\0') {
-      s.path = spec.substr(0, colon);
-      s.scale = v;
-    }
-  }
-  return s;
 }
 
 LoadedModel load_model(const RunOptions& o) {

@@ -37,14 +37,6 @@ void add_sampler_options(CLI::App* cmd, SamplingOptions& s);
 // printing load warnings to stderr (and, when the default device falls back to the CPU, why).
 LoadedModel load_model(const RunOptions& o);
 
-// "A.gguf" or "A.gguf:SCALE" (a tail after the last ':' that is not a number stays part of
-// the path), as --lora takes it.
-struct AdapterSpec {
-  std::string path;
-  float scale = 1.0f;
-};
-AdapterSpec parse_adapter_spec(const std::string& spec);
-
 // "1,2,3" -> {1, 2, 3}; throws naming the flag on a bad list.
 std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag);
 

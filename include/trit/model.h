@@ -80,6 +80,14 @@ struct AdapterScale {
   float scale = 1.0f;
 };
 
+// "A.gguf" or "A.gguf:SCALE", as the command line's --lora takes it (a tail after the last ':'
+// that is not a number stays part of the path).
+struct AdapterSpec {
+  std::string path;
+  float scale = 1.0f;
+};
+TRIT_API AdapterSpec parse_adapter_spec(const std::string& spec);
+
 class TRIT_API Model {
  public:
   // Opens a GGUF model file and its device. Throws trit::Error naming the file and what is

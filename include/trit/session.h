@@ -90,8 +90,9 @@ class TRIT_API Session {
   std::vector<float> eval(std::span<const int32_t> tokens,
                           std::span<const AdapterScale> adapters = {});
 
-  // From any thread: the running generate() or chat() ends at its next token, with
-  // StopReason::Cancelled (and one not yet started ends at once).
+  // From any thread: the running generate() or chat() ends at its next token (or, in its
+  // prompt, after the batch of n_batch tokens being computed), with StopReason::Cancelled; when
+  // none runs, the next one ends at once.
   void cancel();
   void reset();  // forgets every position
   int64_t n_past() const;

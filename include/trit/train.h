@@ -74,7 +74,9 @@ struct TrainProgress {
 
 struct TrainResult {
   int64_t steps_done = 0;
-  bool stopped = false;  // cancelled before the end (a checkpoint was written)
+  // Cancelled before the end: a checkpoint was written (last_checkpoint), unless the cancel
+  // came before the first step.
+  bool stopped = false;
   double last_loss = 0;
   double last_val_loss = -1;  // -1 without validation data
   std::string adapter_path, metrics_path, plot_path, last_checkpoint;
@@ -97,7 +99,7 @@ class TRIT_API Trainer {
 
   // From any thread. pause() holds the run after its current step until resume();
   // cancel() ends it after its current step with a checkpoint (resumable with
-  // TrainOptions::resume), or before it starts.
+  // TrainOptions::resume), or before it starts; it ends one run (the running one, or the next).
   void pause();
   void resume();
   void cancel();

@@ -10,15 +10,17 @@
  *   }
  *
  * Errors: every function that can fail returns a trit_status and, when it is not TRIT_OK,
- * leaves one line in trit_last_error() that names the file, option or device at fault. No
- * C++ exception ever leaves a function of this header.
+ * leaves one line in trit_last_error() that names the file, option or device at fault (and
+ * the outputs it was given are NULL, 0 or zeroed). A NULL handle or output pointer is
+ * TRIT_ERROR_INVALID_ARGUMENT. No C++ exception ever leaves a function of this header.
  *
  * Memory: a handle is made by its _open/_create function and released by its _close/_free
  * function (NULL is accepted and ignored). Strings and arrays returned through `char**` and
  * `int32_t**` are the caller's, freed with trit_string_free and trit_tokens_free. Strings
- * inside a struct that a handle fills (model info, generation and training results, adapter
- * paths) belong to that handle: they stay valid until the handle's next call of the same
- * verb, or until it is freed. Strings passed in are copied when the call needs them later.
+ * inside structs that a handle fills belong to the handle: model info and adapter paths until
+ * the model is closed; a generation result until the session's next generate or chat, or its
+ * free; a training result until the trainer's next run, or its free. Strings passed in are
+ * copied when the call needs them later.
  *
  * Threads: a model and everything made from it (its adapters, sessions and trainers) are used
  * from one thread at a time; different models may be used on different threads at once.
@@ -55,8 +57,8 @@ typedef enum trit_status {
   TRIT_ERROR_UNKNOWN = 5           /* anything else (a bug: please report the message) */
 } trit_status;
 
-/* The message of the last call on this thread that failed ("" after a call that succeeded).
- * Valid until the next call of this API on the same thread. */
+/* The message of the last call on this thread that returned a trit_status other than TRIT_OK
+ * ("" after one that returned TRIT_OK). Valid until the next call of this API on the thread. */
 TRIT_API const char* trit_last_error(void);
 /* "ok", "invalid argument", "i/o", "device", "out of memory", "unknown". */
 TRIT_API const char* trit_status_name(trit_status status);

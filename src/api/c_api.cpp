@@ -1,6 +1,7 @@
-// The C API (include/trit/trit.h) over the C++ API: handles that own the C++ objects, the C
-// options structs turned into the C++ ones, and every exception turned into a status and the
-// thread's last error.
+// The C API (include/trit/trit.h) over the C++ API: handles that own the C++ objects and the
+// strings of their results, and the C options structs turned into the C++ ones, for models,
+// sessions, training and evaluation (devices and tools: c_api_tools.cpp; statuses and the last
+// error: c_api_guard.h).
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -8,12 +9,12 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
-#include <initializer_list>
-#include <new>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "api/c_api_guard.h"
 #include "trit/trit.h"
 #include "trit/trit.hpp"
 
@@ -30,7 +31,6 @@ struct trit_model {
 };
 
 struct trit_session {
-  trit_model* model;
   trit::Session session;
   trit::GenerateResult last;  // what the last generate or chat returned (the result's strings)
 };
@@ -43,108 +43,16 @@ struct trit_trainer {
   std::array<std::string, 5> files;
 };
 
+using trit::capi::bad_argument;
+using trit::capi::dup;
+using trit::capi::guard;
+using trit::capi::require;
+using trit::capi::require_array;
+using trit::capi::str;
+using trit::capi::view;
+using trit::capi::warning_callback;
+
 namespace {
-
-thread_local std::string last_error;
-
-// A C argument or option the C layer itself rejects (a NULL pointer, a count without its
-// array): always TRIT_ERROR_INVALID_ARGUMENT.
-class ArgumentError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-template <class... Args>
-[[noreturn]] void bad_argument(const Args&... args) {
-  std::string message;
-  (message.append(args), ...);
-  throw ArgumentError(message);
-}
-
-void set_error(const char* message) noexcept {
-  try {
-    last_error = message;
-  } catch (...) {
-    last_error.clear();  // no memory for the message: the status still says what happened
-  }
-}
-
-bool starts_with(std::string_view text, std::string_view prefix) {
-  return !prefix.empty() && text.substr(0, prefix.size()) == prefix;
-}
-
-// The status of a trit::Error. The C++ API has one exception type; its messages start with
-// what failed: the device ("vulkan: ..."), a file's path ("model.gguf: tensor ..."), or else
-// the option or op, which means what the verb's `fallback` says.
-template <class Files>
-trit_status status_of(std::string_view message, trit_status fallback, const Files& files) {
-  if (starts_with(message, "vulkan")) return TRIT_ERROR_DEVICE;
-  for (const auto& f : files) {
-    if (starts_with(message, f)) return TRIT_ERROR_IO;
-  }
-  return fallback;
-}
-
-// Runs a verb's body: TRIT_OK, or the status and message of what it threw. `files` are the
-// paths the verb reads or writes; a trit::Error naming none of them nor the device has status
-// `fallback`.
-template <class Files, class Body>
-trit_status guard(trit_status fallback, const Files& files, Body&& body) noexcept {
-  last_error.clear();
-  try {
-    body();
-    return TRIT_OK;
-  } catch (const ArgumentError& e) {
-    set_error(e.what());
-    return TRIT_ERROR_INVALID_ARGUMENT;
-  } catch (const trit::Error& e) {
-    set_error(e.what());
-    return status_of(e.what(), fallback, files);
-  } catch (const std::bad_alloc&) {
-    set_error("out of memory");
-    return TRIT_ERROR_OUT_OF_MEMORY;
-  } catch (const std::filesystem::filesystem_error& e) {
-    set_error(e.what());
-    return TRIT_ERROR_IO;
-  } catch (const std::exception& e) {
-    set_error(e.what());
-    return TRIT_ERROR_UNKNOWN;
-  } catch (...) {
-    set_error("an exception that is not a std::exception");
-    return TRIT_ERROR_UNKNOWN;
-  }
-}
-
-template <class Body>
-trit_status guard(trit_status fallback, std::initializer_list<std::string_view> files,
-                  Body&& body) noexcept {
-  return guard<std::initializer_list<std::string_view>>(fallback, files, body);
-}
-
-std::string str(const char* s) {
-  return s ? s : "";
-}
-
-// A copy in memory the caller frees with trit_string_free.
-char* dup(const std::string& s) {
-  char* p = static_cast<char*>(std::malloc(s.size() + 1));
-  if (!p) throw std::bad_alloc();
-  std::memcpy(p, s.data(), s.size());
-  p[s.size()] = '\0';
-  return p;
-}
-
-// Checks a pointer argument of the C function `fn`.
-void require(const void* p, const char* fn, const char* name) {
-  if (!p) bad_argument(fn, ": ", name, " is NULL");
-}
-
-// Checks a (pointer, count) pair: the pointer may be NULL only with a count of 0.
-void require_array(const void* p, size_t n, const char* fn, const char* name) {
-  if (!p && n > 0) {
-    bad_argument(fn, ": ", name, " is NULL with ", std::to_string(n), " elements");
-  }
-}
 
 std::vector<trit::AdapterScale> adapter_scales(const trit_adapter_scale* a, size_t n,
                                                const char* fn) {
@@ -170,9 +78,56 @@ std::vector<trit::ChatMessage> chat_messages(const trit_chat_message* m, size_t 
   return out;
 }
 
-std::function<void(const std::string&)> warning_callback(trit_message_callback cb, void* user) {
-  if (!cb) return {};
-  return [cb, user](const std::string& message) { cb(message.c_str(), user); };
+// The C++ options, checked here so that a bad value is an invalid argument rather than a
+// failure of the model's file.
+trit::ModelOptions model_options(const trit_model_options& o, const char* fn) {
+  const std::string device = str(o.device);
+  const bool numbered = device.rfind("vulkan:", 0) == 0 && device.size() > 7 &&
+                        device.find_first_not_of("0123456789", 7) == std::string::npos;
+  if (!(device.empty() || device == "auto" || device == "cpu" || device == "vulkan" || numbered)) {
+    bad_argument(fn, ": device '", device,
+                 "' is not one of auto, cpu, vulkan, vulkan:N (N a number of trit devices)");
+  }
+  if (o.threads < 0) {
+    bad_argument(fn, ": threads is ", std::to_string(o.threads),
+                 ", expected 0 (every core) or more");
+  }
+  if (o.max_buffer_mb < 0) {
+    bad_argument(fn, ": max_buffer_mb is ", std::to_string(o.max_buffer_mb),
+                 ", expected 0 (the device's limit) or more");
+  }
+  trit::ModelOptions mo;
+  mo.device = device;
+  mo.threads = o.threads;
+  mo.max_buffer_mb = o.max_buffer_mb;
+  mo.act_quant = o.act_quant;
+  mo.on_warning = warning_callback(o.on_warning, o.user);
+  return mo;
+}
+
+// The model's info for C, its strings the model's.
+void fill_info(trit_model& m) {
+  m.device = m.model.device();
+  const trit::ModelInfo& i = m.model.info();
+  trit_model_info& c = m.info;
+  c.path = i.path.c_str();
+  c.arch = i.arch.c_str();
+  c.activation = i.activation.c_str();
+  c.n_vocab = i.n_vocab;
+  c.n_embd = i.n_embd;
+  c.n_ff = i.n_ff;
+  c.n_layer = i.n_layer;
+  c.n_head = i.n_head;
+  c.n_head_kv = i.n_head_kv;
+  c.n_ctx_train = i.n_ctx_train;
+  c.tied_head = i.tied_head;
+  c.has_tokenizer = i.has_tokenizer;
+  c.has_embedded_adapter = i.has_embedded_adapter;
+  c.chat_template = i.chat_template.c_str();
+  c.bos = i.has_tokenizer ? m.model.bos() : -1;
+  c.eos = i.has_tokenizer ? m.model.eos() : -1;
+  c.device = m.device.c_str();
+  c.device_fallback = m.model.device_fallback().c_str();
 }
 
 trit::GenerateOptions generate_options(const trit_generate_options& o, const char* fn) {
@@ -297,16 +252,6 @@ trit_train_progress progress_of(const trit::TrainProgress& p) {
   return c;
 }
 
-// A tool's summary line to the caller, when asked for.
-void give_summary(const trit::ToolResult& r, char** summary) {
-  if (summary) *summary = dup(r.summary);
-}
-
-// A C string as a view (NULL: empty, which no message starts with).
-std::string_view view(const char* s) {
-  return s ? std::string_view(s) : std::string_view();
-}
-
 }  // namespace
 
 extern "C" {
@@ -314,7 +259,7 @@ extern "C" {
 // ---- status, errors, memory, version ----
 
 const char* trit_last_error(void) {
-  return last_error.c_str();
+  return trit::capi::last_error.c_str();
 }
 
 const char* trit_status_name(trit_status status) {
@@ -357,56 +302,15 @@ trit_model_options trit_model_options_default(void) {
 
 trit_status trit_model_open(const char* path, const trit_model_options* options,
                             trit_model** model) {
+  const char* const fn = __func__;
   if (model) *model = nullptr;
   return guard(TRIT_ERROR_IO, {view(path)}, [&] {
-    require(path, __func__, "path");
-    require(model, __func__, "model");
-    const trit_model_options o = options ? *options : trit_model_options_default();
-    // Checked here so that a bad value is an invalid argument, not a failure of the file.
-    const std::string device = str(o.device);
-    const bool numbered = device.rfind("vulkan:", 0) == 0 && device.size() > 7 &&
-                          device.find_first_not_of("0123456789", 7) == std::string::npos;
-    if (!(device.empty() || device == "auto" || device == "cpu" || device == "vulkan" ||
-          numbered)) {
-      bad_argument(__func__, ": device '", device,
-                   "' is not one of auto, cpu, vulkan, vulkan:N (N a number of trit devices)");
-    }
-    if (o.threads < 0) {
-      bad_argument(__func__, ": threads is ", std::to_string(o.threads),
-                   ", expected 0 (every core) or more");
-    }
-    if (o.max_buffer_mb < 0) {
-      bad_argument(__func__, ": max_buffer_mb is ", std::to_string(o.max_buffer_mb),
-                   ", expected 0 (the device's limit) or more");
-    }
-    trit::ModelOptions mo;
-    mo.device = device;
-    mo.threads = o.threads;
-    mo.max_buffer_mb = o.max_buffer_mb;
-    mo.act_quant = o.act_quant;
-    mo.on_warning = warning_callback(o.on_warning, o.user);
+    require(path, fn, "path");
+    require(model, fn, "model");
+    const trit::ModelOptions mo =
+        model_options(options ? *options : trit_model_options_default(), fn);
     auto m = std::unique_ptr<trit_model>(new trit_model{trit::Model::open(path, mo), {}, {}, {}});
-    m->device = m->model.device();
-    const trit::ModelInfo& i = m->model.info();
-    trit_model_info& c = m->info;
-    c.path = i.path.c_str();
-    c.arch = i.arch.c_str();
-    c.activation = i.activation.c_str();
-    c.n_vocab = i.n_vocab;
-    c.n_embd = i.n_embd;
-    c.n_ff = i.n_ff;
-    c.n_layer = i.n_layer;
-    c.n_head = i.n_head;
-    c.n_head_kv = i.n_head_kv;
-    c.n_ctx_train = i.n_ctx_train;
-    c.tied_head = i.tied_head;
-    c.has_tokenizer = i.has_tokenizer;
-    c.has_embedded_adapter = i.has_embedded_adapter;
-    c.chat_template = i.chat_template.c_str();
-    c.bos = i.has_tokenizer ? m->model.bos() : -1;
-    c.eos = i.has_tokenizer ? m->model.eos() : -1;
-    c.device = m->device.c_str();
-    c.device_fallback = m->model.device_fallback().c_str();
+    fill_info(*m);
     *model = m.release();
   });
 }
@@ -416,22 +320,24 @@ void trit_model_close(trit_model* model) {
 }
 
 trit_status trit_model_get_info(const trit_model* model, trit_model_info* info) {
+  const char* const fn = __func__;
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {}, [&] {
-    require(model, __func__, "model");
-    require(info, __func__, "info");
+    require(model, fn, "model");
+    require(info, fn, "info");
     *info = model->info;
   });
 }
 
 trit_status trit_model_tokenize(const trit_model* model, const char* text, bool add_bos,
                                 bool parse_special, int32_t** tokens, size_t* n_tokens) {
+  const char* const fn = __func__;
   if (tokens) *tokens = nullptr;
   if (n_tokens) *n_tokens = 0;
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {}, [&] {
-    require(model, __func__, "model");
-    require(text, __func__, "text");
-    require(tokens, __func__, "tokens");
-    require(n_tokens, __func__, "n_tokens");
+    require(model, fn, "model");
+    require(text, fn, "text");
+    require(tokens, fn, "tokens");
+    require(n_tokens, fn, "n_tokens");
     const std::vector<int32_t> t = model->model.tokenize(text, add_bos, parse_special);
     auto* p = static_cast<int32_t*>(std::malloc(std::max<size_t>(t.size(), 1) * sizeof(int32_t)));
     if (!p) throw std::bad_alloc();
@@ -443,12 +349,13 @@ trit_status trit_model_tokenize(const trit_model* model, const char* text, bool 
 
 trit_status trit_model_detokenize(const trit_model* model, const int32_t* tokens, size_t n_tokens,
                                   char** text, size_t* length) {
+  const char* const fn = __func__;
   if (text) *text = nullptr;
   if (length) *length = 0;
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {}, [&] {
-    require(model, __func__, "model");
-    require_array(tokens, n_tokens, __func__, "tokens");
-    require(text, __func__, "text");
+    require(model, fn, "model");
+    require_array(tokens, n_tokens, fn, "tokens");
+    require(text, fn, "text");
     const std::string s = model->model.detokenize({tokens, n_tokens});
     *text = dup(s);
     if (length) *length = s.size();
@@ -458,21 +365,23 @@ trit_status trit_model_detokenize(const trit_model* model, const int32_t* tokens
 trit_status trit_model_render_chat(const trit_model* model, const trit_chat_message* messages,
                                    size_t n_messages, bool add_generation_prompt,
                                    const char* template_name, char** text) {
+  const char* const fn = __func__;
   if (text) *text = nullptr;
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {}, [&] {
-    require(model, __func__, "model");
-    require(text, __func__, "text");
-    const auto m = chat_messages(messages, n_messages, __func__);
+    require(model, fn, "model");
+    require(text, fn, "text");
+    const auto m = chat_messages(messages, n_messages, fn);
     *text = dup(model->model.render_chat(m, add_generation_prompt, str(template_name)));
   });
 }
 
 trit_status trit_model_load_adapter(trit_model* model, const char* path, trit_adapter** adapter) {
+  const char* const fn = __func__;
   if (adapter) *adapter = nullptr;
   return guard(TRIT_ERROR_IO, {view(path)}, [&] {
-    require(model, __func__, "model");
-    require(path, __func__, "path");
-    require(adapter, __func__, "adapter");
+    require(model, fn, "model");
+    require(path, fn, "path");
+    require(adapter, fn, "adapter");
     trit::Adapter a = model->model.load_adapter(path);
     model->adapters.push_back({a, a.path(), a.summary()});
     *adapter = &model->adapters.back();
@@ -496,12 +405,13 @@ trit_session_options trit_session_options_default(void) {
 
 trit_status trit_session_create(trit_model* model, const trit_session_options* options,
                                 trit_session** session) {
+  const char* const fn = __func__;
   if (session) *session = nullptr;
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {}, [&] {
-    require(model, __func__, "model");
-    require(session, __func__, "session");
+    require(model, fn, "model");
+    require(session, fn, "session");
     const trit_session_options o = options ? *options : trit_session_options_default();
-    *session = new trit_session{model, trit::Session(model->model, {o.n_ctx, o.n_batch}), {}};
+    *session = new trit_session{trit::Session(model->model, {o.n_ctx, o.n_batch}), {}};
   });
 }
 
@@ -542,12 +452,13 @@ const char* trit_stop_reason_name(trit_stop_reason reason) {
 trit_status trit_session_generate(trit_session* session, const char* prompt,
                                   const trit_generate_options* options,
                                   trit_generate_result* result) {
+  const char* const fn = __func__;
   if (result) *result = {};
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {}, [&] {
-    require(session, __func__, "session");
-    require(prompt, __func__, "prompt");
+    require(session, fn, "session");
+    require(prompt, fn, "prompt");
     const trit_generate_options o = options ? *options : trit_generate_options_default();
-    const trit::GenerateOptions g = generate_options(o, __func__);
+    const trit::GenerateOptions g = generate_options(o, fn);
     keep_result(session, session->session.generate(std::string_view(prompt), g), result);
   });
 }
@@ -555,12 +466,13 @@ trit_status trit_session_generate(trit_session* session, const char* prompt,
 trit_status trit_session_chat(trit_session* session, const trit_chat_message* messages,
                               size_t n_messages, const trit_generate_options* options,
                               trit_generate_result* result) {
+  const char* const fn = __func__;
   if (result) *result = {};
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {}, [&] {
-    require(session, __func__, "session");
-    const auto m = chat_messages(messages, n_messages, __func__);
+    require(session, fn, "session");
+    const auto m = chat_messages(messages, n_messages, fn);
     const trit_generate_options o = options ? *options : trit_generate_options_default();
-    const trit::GenerateOptions g = generate_options(o, __func__);
+    const trit::GenerateOptions g = generate_options(o, fn);
     keep_result(session, session->session.chat(m, g, str(o.chat_template)), result);
   });
 }
@@ -612,11 +524,12 @@ trit_train_options trit_train_options_default(void) {
 
 trit_status trit_trainer_create(trit_model* model, const trit_train_options* options,
                                 trit_trainer** trainer) {
+  const char* const fn = __func__;
   if (trainer) *trainer = nullptr;
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {}, [&] {
-    require(model, __func__, "model");
-    require(options, __func__, "options");
-    require(trainer, __func__, "trainer");
+    require(model, fn, "model");
+    require(options, fn, "options");
+    require(trainer, fn, "trainer");
     const trit::TrainOptions o = train_options(*options);
     auto t =
         std::unique_ptr<trit_trainer>(new trit_trainer{trit::Trainer(model->model, o), {}, {}});
@@ -684,11 +597,12 @@ trit_eval_options trit_eval_options_default(void) {
 
 trit_status trit_evaluate(trit_model* model, const char* data_file,
                           const trit_eval_options* options, trit_eval_result* result) {
+  const char* const fn = __func__;
   if (result) *result = {};
   return guard(TRIT_ERROR_INVALID_ARGUMENT, {view(data_file)}, [&] {
-    require(model, __func__, "model");
-    require(data_file, __func__, "data_file");
-    require(result, __func__, "result");
+    require(model, fn, "model");
+    require(data_file, fn, "data_file");
+    require(result, fn, "result");
     const trit_eval_options o = options ? *options : trit_eval_options_default();
     trit::EvalOptions e;
     e.ctx = o.ctx;
@@ -696,7 +610,7 @@ trit_status trit_evaluate(trit_model* model, const char* data_file,
     e.chat_template = str(o.chat_template);
     e.exact_match = o.exact_match;
     e.max_new = o.max_new;
-    e.adapters = adapter_scales(o.adapters, o.n_adapters, __func__);
+    e.adapters = adapter_scales(o.adapters, o.n_adapters, fn);
     if (o.on_progress) {
       e.on_progress = [cb = o.on_progress, user = o.user](std::string_view phase, int64_t done,
                                                           int64_t total) {
@@ -715,178 +629,6 @@ trit_status trit_evaluate(trit_model* model, const char* data_file,
     result->exact_scored = r.exact_scored;
     result->exact_matched = r.exact_matched;
     result->exact_accuracy = r.exact_accuracy;
-  });
-}
-
-// ---- devices ----
-
-trit_status trit_list_devices(trit_device_info** devices, size_t* n_devices) {
-  if (devices) *devices = nullptr;
-  if (n_devices) *n_devices = 0;
-  return guard(TRIT_ERROR_DEVICE, {}, [&] {
-    require(devices, __func__, "devices");
-    require(n_devices, __func__, "n_devices");
-    const std::vector<trit::DeviceInfo> list = trit::list_devices();
-    // One block: the array, then every string.
-    size_t bytes = list.size() * sizeof(trit_device_info);
-    for (const trit::DeviceInfo& d : list) {
-      bytes += d.name.size() + d.description.size() + d.kind.size() + d.features.size() + 4;
-    }
-    auto* out = static_cast<trit_device_info*>(std::malloc(std::max<size_t>(bytes, 1)));
-    if (!out) throw std::bad_alloc();
-    char* text = reinterpret_cast<char*>(out + list.size());
-    const auto put = [&text](const std::string& s) {
-      const char* at = text;
-      std::memcpy(text, s.c_str(), s.size() + 1);
-      text += s.size() + 1;
-      return at;
-    };
-    for (size_t i = 0; i < list.size(); ++i) {
-      const trit::DeviceInfo& d = list[i];
-      out[i].name = put(d.name);
-      out[i].description = put(d.description);
-      out[i].kind = put(d.kind);
-      out[i].real_gpu = d.real_gpu;
-      out[i].is_default = d.is_default;
-      out[i].memory_bytes = d.memory_bytes;
-      out[i].binding_limit_bytes = d.binding_limit_bytes;
-      out[i].features = put(d.features);
-    }
-    *devices = out;
-    *n_devices = list.size();
-  });
-}
-
-void trit_devices_free(trit_device_info* devices) {
-  std::free(devices);
-}
-
-trit_status trit_devices_report(char** text) {
-  if (text) *text = nullptr;
-  return guard(TRIT_ERROR_DEVICE, {}, [&] {
-    require(text, __func__, "text");
-    *text = dup(trit::devices_report());
-  });
-}
-
-// ---- tools ----
-
-trit_convert_options trit_convert_options_default(void) {
-  return {};
-}
-
-trit_status trit_convert(const char* source, const char* output,
-                         const trit_convert_options* options, char** summary) {
-  if (summary) *summary = nullptr;
-  const std::string_view base = options ? view(options->base) : std::string_view();
-  return guard(TRIT_ERROR_INVALID_ARGUMENT, {view(source), view(output), base}, [&] {
-    require(source, __func__, "source");
-    require(output, __func__, "output");
-    const trit_convert_options o = options ? *options : trit_convert_options_default();
-    trit::ConvertOptions c;
-    c.type = str(o.type);
-    c.embd_type = str(o.embd_type);
-    c.base = str(o.base);
-    c.on_warning = warning_callback(o.on_warning, o.user);
-    give_summary(trit::convert(source, output, c), summary);
-  });
-}
-
-trit_status trit_quantize(const char* input, const char* output, const char* type, char** summary) {
-  if (summary) *summary = nullptr;
-  return guard(TRIT_ERROR_INVALID_ARGUMENT, {view(input), view(output)}, [&] {
-    require(input, __func__, "input");
-    require(output, __func__, "output");
-    require(type, __func__, "type");
-    give_summary(trit::quantize(input, output, type), summary);
-  });
-}
-
-trit_create_options trit_create_options_default(void) {
-  const trit::CreateOptions d;
-  trit_create_options o{};
-  o.type = "tq2_0";
-  o.embd_type = "f16";
-  o.untied = d.untied;
-  o.seed = d.seed;
-  return o;
-}
-
-trit_status trit_create_model(const char* output, const trit_create_options* options,
-                              char** summary) {
-  if (summary) *summary = nullptr;
-  const std::string_view config = options ? view(options->config) : std::string_view();
-  return guard(TRIT_ERROR_INVALID_ARGUMENT, {view(output), config}, [&] {
-    require(output, __func__, "output");
-    require(options, __func__, "options");
-    const trit::CreateOptions d;
-    trit::CreateOptions c;
-    c.preset = str(options->preset);
-    c.config = str(options->config);
-    c.type = options->type && *options->type ? options->type : d.type;
-    c.embd_type = options->embd_type && *options->embd_type ? options->embd_type : d.embd_type;
-    c.activation = str(options->activation);
-    c.untied = options->untied;
-    c.seed = options->seed;
-    c.vocab = options->vocab;
-    c.layers = options->layers;
-    give_summary(trit::create_model(output, c), summary);
-  });
-}
-
-trit_merge_options trit_merge_options_default(void) {
-  trit_merge_options o{};
-  o.mode = "float";
-  o.type = "f16";
-  return o;
-}
-
-trit_status trit_merge(const char* model, const char* output, const trit_merge_options* options,
-                       char** summary) {
-  if (summary) *summary = nullptr;
-  // The files a failure may name: the model, the output, the adapters ("A.gguf:SCALE": a
-  // message names A.gguf, which the spec starts with); the first few, without allocating.
-  std::array<std::string_view, 10> files{view(model), view(output)};
-  if (options && options->adapters) {
-    for (size_t i = 0; i < std::min<size_t>(options->n_adapters, files.size() - 2); ++i) {
-      files[i + 2] = view(options->adapters[i]);
-      files[i + 2] = files[i + 2].substr(0, files[i + 2].rfind(':'));
-    }
-  }
-  return guard(TRIT_ERROR_INVALID_ARGUMENT, files, [&] {
-    require(model, __func__, "model");
-    require(output, __func__, "output");
-    require(options, __func__, "options");
-    require_array(options->adapters, options->n_adapters, __func__, "options.adapters");
-    trit::MergeOptions m;
-    for (size_t i = 0; i < options->n_adapters; ++i) {
-      if (!options->adapters[i]) {
-        bad_argument(__func__, ": options.adapters[", std::to_string(i), "] is NULL");
-      }
-      m.adapters.emplace_back(options->adapters[i]);
-    }
-    if (options->mode && *options->mode) m.mode = options->mode;
-    if (options->type && *options->type) m.type = options->type;
-    m.threads = options->threads;
-    give_summary(trit::merge(model, output, m), summary);
-  });
-}
-
-trit_status trit_export_peft(const char* adapter, const char* output_dir, char** summary) {
-  if (summary) *summary = nullptr;
-  return guard(TRIT_ERROR_INVALID_ARGUMENT, {view(adapter), view(output_dir)}, [&] {
-    require(adapter, __func__, "adapter");
-    require(output_dir, __func__, "output_dir");
-    give_summary(trit::export_peft(adapter, output_dir), summary);
-  });
-}
-
-trit_status trit_describe_file(const char* path, bool all_tensors, bool json, char** text) {
-  if (text) *text = nullptr;
-  return guard(TRIT_ERROR_IO, {view(path)}, [&] {
-    require(path, __func__, "path");
-    require(text, __func__, "text");
-    *text = dup(trit::describe_file(path, all_tensors, json));
   });
 }
 

@@ -12,6 +12,7 @@
 #include "io/gguf.h"
 #include "io/peft.h"
 #include "tokenizer/tokenizer.h"
+#include "tools/merge.h"
 
 namespace trit {
 
@@ -45,6 +46,11 @@ ModelInfo info_of(const engine::Model& m) {
 }  // namespace
 
 // ---- Adapter ----
+
+AdapterSpec parse_adapter_spec(const std::string& spec) {
+  const engine::AdapterSpec s = engine::parse_adapter_spec(spec);
+  return {s.path, s.scale};
+}
 
 const std::string& Adapter::path() const {
   if (!impl_) throw Error("adapter: an empty handle (load adapters with Model::load_adapter)");
@@ -104,6 +110,7 @@ Model::~Model() = default;
 
 Model Model::open(const std::string& path, const ModelOptions& options) {
   engine::DeviceRequest request = engine::parse_device(options.device);
+  if (options.threads < 0) engine::fail("threads must be 0 (every core) or more, got ", options.threads);
   if (options.max_buffer_mb < 0) {
     engine::fail("max_buffer_mb must be positive, got ", options.max_buffer_mb);
   }

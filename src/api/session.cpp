@@ -132,6 +132,7 @@ Session::~Session() = default;
 
 GenerateResult Session::generate(std::string_view prompt, const GenerateOptions& options) {
   const engine::Tokenizer& tok = impl_->m.tokenizer();
+  impl_->use_adapters(options.adapters);  // a change empties the cache: then the prompt opens it
   const bool bos = impl_->session.n_past() == 0 && tok.add_bos_default();
   return impl_->run(tok.encode(prompt, bos, options.parse_special), true, options);
 }

@@ -114,6 +114,10 @@ TrainResult Trainer::run() {
     }
     t.on_progress(device);
   }
+  struct ClearStop {  // a cancel() ends one run
+    std::atomic<bool>& flag;
+    ~ClearStop() { flag.store(false); }
+  } clear{t.stop};
   const engine::FinetuneResult r = engine::finetune(*t.m.model, *t.m.backend, t.options, control);
   TrainResult out;
   out.steps_done = r.steps_done;

@@ -38,7 +38,11 @@ GenerateStats generate(Session& session, const std::vector<int32_t>& prompt_in,
     stats.stop_reason = StopReason::Cancelled;
     return stats;
   }
-  session.eval(prompt, logits);
+  if (!session.eval(prompt, logits, false, opts.cancel)) {
+    stats.stop_reason = StopReason::Cancelled;
+    stats.prompt_seconds = seconds_since(t0);
+    return stats;
+  }
   std::vector<int32_t> history = session.tokens();  // for the repetition penalty
   stats.prompt_seconds = seconds_since(t0);
 

@@ -38,8 +38,8 @@ void Session::init(int64_t n_ctx, int64_t n_batch) {
   arena_.init(backend_, model_.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)));
 }
 
-void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
-                   bool all_logits) {
+bool Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+                   bool all_logits, const std::atomic<bool>* cancel) {
   const int64_t n = int64_t(tokens.size());
   const int64_t n_vocab = model_.hparams().n_vocab;
   if (n == 0) fail("session: no tokens to evaluate");
@@ -54,6 +54,10 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   }
   logits.assign(static_cast<size_t>((all_logits ? n : 1) * n_vocab), 0.0f);
   for (int64_t start = 0; start < n; start += arena_.n_batch) {
+    if (start > 0 && cancel && cancel->load()) {
+      logits.clear();
+      return false;
+    }
     const int64_t len = std::min(arena_.n_batch, n - start);
     const bool last_chunk = start + len == n;
     float* out = nullptr;
@@ -69,6 +73,7 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
                   out, first);
     tokens_.insert(tokens_.end(), tokens.begin() + start, tokens.begin() + start + len);
   }
+  return true;
 }
 
 void Session::truncate(int64_t n) {

@@ -300,6 +300,11 @@ FinetuneResult FinetuneRun::run() {
   sched_.total_steps = total_;
 
   res_.adapter_path = o_.out;
+  if (const fs::path dir = fs::path(o_.out).parent_path(); !dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) fail(dir.string(), ": cannot create the adapter's folder: ", ec.message());
+  }
   res_.metrics_path = strip_gguf(o_.out) + ".metrics.jsonl";
   res_.plot_path = strip_gguf(o_.out) + ".loss.svg";
   metrics_ = std::make_unique<MetricsWriter>(res_.metrics_path, start > 0 ? start : -1);
