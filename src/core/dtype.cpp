@@ -150,4 +150,12 @@ int64_t row_bytes(DType t, int64_t ne0) {
   return ne0 / tr.block_elems * tr.block_bytes;
 }
 
+void check_block_count(const char* op, DType type, int64_t n) {
+  const int64_t block = dtype_traits(type).block_elems;
+  if (n < 0) fail(op, ": n=", n, " is negative");
+  if (n % block != 0) {
+    fail(op, ": n=", n, " is not a multiple of ", block, " (", dtype_name(type), " block)");
+  }
+}
+
 }  // namespace trit::engine

@@ -48,6 +48,9 @@ std::string describe_unknown_dtype(uint32_t id);
 // multiple of the block size (or for I2_S, of 128), or on overflow.
 std::optional<uint64_t> tensor_bytes(DType t, int64_t ne0, int64_t n_elements);
 
+// Throws naming op unless n >= 0 is a multiple of the type's block.
+void check_block_count(const char* op, DType type, int64_t n);
+
 // Bytes of one row of ne0 elements (I2_S: ne0 / 4, without the tensor tail).
 int64_t row_bytes(DType t, int64_t ne0);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -14,23 +15,6 @@ namespace {
 constexpr int64_t kQ8Bytes = 34;   // fp16 d, int8 qs[32]
 constexpr int64_t kQ6Bytes = 210;  // ql[128], qh[64], int8 scales[16], fp16 d at 208
 constexpr float kGroupMaxEps = 1e-15f;
-
-void check_count(const char* op, DType type, int64_t n) {
-  const int64_t block = dtype_traits(type).block_elems;
-  if (n < 0) fail(op, ": n=", n, " is negative");
-  if (n % block != 0) {
-    fail(op, ": n=", n, " is not a multiple of ", block, " (", dtype_name(type), " block)");
-  }
-}
-
-inline void store_u16(uint8_t* p, uint16_t v) {
-  std::memcpy(p, &v, 2);
-}
-inline uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
 
 inline int nearest_int(float x) {
   return int(std::nearbyint(x));
@@ -191,7 +175,7 @@ void quantize_q6_k(const float* x, int64_t n, uint8_t* out) {
 }
 
 void dequantize_impl(const char* op, DType type, const uint8_t* data, int64_t n, float* out) {
-  check_count(op, type, n);
+  check_block_count(op, type, n);
   if (n == 0) return;
   switch (type) {
     case DType::F32:
@@ -235,7 +219,7 @@ void dequantize_row(DType type, const uint8_t* row, int64_t n, float* out) {
 }
 
 std::vector<uint8_t> quantize(DType type, const float* x, int64_t n) {
-  check_count("quantize", type, n);
+  check_block_count("quantize", type, n);
   const DTypeTraits& tr = dtype_traits(type);
   if (tr.ternary) {
     std::vector<int8_t> trits(static_cast<size_t>(n));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -32,14 +33,6 @@ struct Tq1Lut {
 };
 constexpr Tq1Lut kTq1Lut;
 
-void check_count(const char* op, DType type, int64_t n) {
-  const int64_t block = dtype_traits(type).block_elems;
-  if (n < 0) fail(op, ": n=", n, " is negative");
-  if (n % block != 0) {
-    fail(op, ": n=", n, " is not a multiple of ", block, " (", dtype_name(type), " block)");
-  }
-}
-
 // Code (trit + 1) of trit i, checked to be 0, 1 or 2.
 inline uint8_t code_of(const char* op, const int8_t* trits, int64_t i) {
   const uint8_t c = uint8_t(trits[i] + 1);
@@ -52,15 +45,6 @@ uint16_t scale_to_fp16(const char* op, float scale, int64_t block) {
   const uint16_t h = f32_to_fp16(scale);
   if ((h & 0x7c00) == 0x7c00) fail(op, ": scale ", scale, " of block ", block, " overflows fp16");
   return h;
-}
-
-inline void store_u16(uint8_t* p, uint16_t v) {
-  std::memcpy(p, &v, 2);
-}
-inline uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
 }
 
 // Base-3 value of codes[0..count) (first most significant), padded with zero digits to five,
@@ -123,7 +107,7 @@ inline bool has_code3(uint8_t b) {
 // scales[block * scale_stride] is the scale of each block (stride 0: one scale for all).
 void pack_tq1_0_impl(const char* op, const int8_t* trits, const float* scales, int64_t stride,
                      int64_t n, uint8_t* out) {
-  check_count(op, DType::TQ1_0, n);
+  check_block_count(op, DType::TQ1_0, n);
   uint8_t codes[kQK_K];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     const int64_t base = b * kQK_K;
@@ -134,7 +118,7 @@ void pack_tq1_0_impl(const char* op, const int8_t* trits, const float* scales, i
 
 void pack_tq2_0_impl(const char* op, const int8_t* trits, const float* scales, int64_t stride,
                      int64_t n, uint8_t* out) {
-  check_count(op, DType::TQ2_0, n);
+  check_block_count(op, DType::TQ2_0, n);
   uint8_t codes[kQK_K];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     const int64_t base = b * kQK_K;
@@ -178,7 +162,7 @@ void pack_tq2_0(const int8_t* trits, const float* block_scales, int64_t n, uint8
 
 void pack_i2_s(const int8_t* trits, float scale, int64_t n, uint8_t* out) {
   const char* op = "pack_i2_s";
-  check_count(op, DType::I2_S, n);
+  check_block_count(op, DType::I2_S, n);
   if (!std::isfinite(scale)) fail(op, ": scale is ", scale);
   // Weight j of each run of 128 goes to byte j % 32, bits 7 - 2(j / 32) .. 6 - 2(j / 32).
   for (int64_t r = 0; r < n / kI2SRun; ++r) {
@@ -198,7 +182,7 @@ void pack_i2_s(const int8_t* trits, float scale, int64_t n, uint8_t* out) {
 std::vector<uint8_t> pack_ternary(DType type, const int8_t* trits, int64_t n, float scale) {
   const char* op = "pack_ternary";
   if (!dtype_traits(type).ternary) fail(op, ": ", dtype_name(type), " is not a ternary type");
-  check_count(op, type, n);
+  check_block_count(op, type, n);
   const DTypeTraits& tr = dtype_traits(type);
   std::vector<uint8_t> out(size_t(n / tr.block_elems * tr.block_bytes) +
                            (type == DType::I2_S ? size_t(kI2STail) : 0));
@@ -221,7 +205,7 @@ std::vector<uint8_t> pack_ternary(DType type, const int8_t* trits, int64_t n, fl
 TernaryUnpacked unpack_ternary(DType type, const uint8_t* data, int64_t n) {
   const char* op = "unpack_ternary";
   if (!dtype_traits(type).ternary) fail(op, ": ", dtype_name(type), " is not a ternary type");
-  check_count(op, type, n);
+  check_block_count(op, type, n);
   TernaryUnpacked u;
   u.trits.resize(size_t(n));
   int8_t* t = u.trits.data();
@@ -269,7 +253,7 @@ TernaryUnpacked unpack_ternary(DType type, const uint8_t* data, int64_t n) {
 }
 
 void dequantize_tq1_0(const uint8_t* data, int64_t n, float* out) {
-  check_count("dequantize_tq1_0", DType::TQ1_0, n);
+  check_block_count("dequantize_tq1_0", DType::TQ1_0, n);
   uint8_t codes[kQK_K];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     const uint8_t* in = data + b * kTQ1Bytes;
@@ -280,7 +264,7 @@ void dequantize_tq1_0(const uint8_t* data, int64_t n, float* out) {
 }
 
 void dequantize_tq2_0(const uint8_t* data, int64_t n, float* out) {
-  check_count("dequantize_tq2_0", DType::TQ2_0, n);
+  check_block_count("dequantize_tq2_0", DType::TQ2_0, n);
   uint8_t codes[kQK_K];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     const uint8_t* in = data + b * kTQ2Bytes;
@@ -291,7 +275,7 @@ void dequantize_tq2_0(const uint8_t* data, int64_t n, float* out) {
 }
 
 void dequantize_i2_s(const uint8_t* data, int64_t n, float* out) {
-  check_count("dequantize_i2_s", DType::I2_S, n);
+  check_block_count("dequantize_i2_s", DType::I2_S, n);
   const float scale = i2_s_scale(data, n);
   for (int64_t r = 0; r < n / kI2SRun; ++r) {
     const uint8_t* in = data + r * (kI2SRun / 4);
@@ -307,7 +291,7 @@ void dequantize_i2_s(const uint8_t* data, int64_t n, float* out) {
 }
 
 void tq1_0_to_tq2_0(const uint8_t* src, int64_t n, uint8_t* dst) {
-  check_count("tq1_0_to_tq2_0", DType::TQ1_0, n);
+  check_block_count("tq1_0_to_tq2_0", DType::TQ1_0, n);
   uint8_t codes[kQK_K];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     const uint8_t* in = src + b * kTQ1Bytes;

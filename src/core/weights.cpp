@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/half.h"
 
@@ -25,7 +26,7 @@ float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64
     bool zero = true;
     for (int i = 0; i < 64 && zero; ++i) zero = blk[i] == 0x55;
     if (zero) continue;
-    const float d = fp16_to_f32(uint16_t(blk[64] | (blk[65] << 8)));
+    const float d = fp16_to_f32(load_u16(blk + 64));
     if (!found) {
       common = d;
       found = true;

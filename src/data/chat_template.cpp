@@ -15,7 +15,7 @@ bool contains(std::string_view text, std::string_view what) {
 }
 
 // Jinja's trim: leading and trailing whitespace removed.
-std::string_view trim(std::string_view s) {
+std::string_view jinja_trim(std::string_view s) {
   constexpr std::string_view kSpace = " \t\n\r\v\f";
   const size_t b = s.find_first_not_of(kSpace);
   if (b == std::string_view::npos) return {};
@@ -85,7 +85,7 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
     for (const auto& m : messages) {
       out += capitalize(m.role);
       out += ": ";
-      out += trim(m.content);
+      out += jinja_trim(m.content);
       out += "<|eot_id|>";
     }
     if (add_generation_prompt) out += "Assistant: ";
@@ -94,7 +94,7 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
       out += "<|start_header_id|>";
       out += m.role;
       out += "<|end_header_id|>\n\n";
-      out += trim(m.content);
+      out += jinja_trim(m.content);
       out += "<|eot_id|>";
     }
     if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";

@@ -6,9 +6,12 @@
 
 namespace trit::engine {
 
-// Writes data to "<path>.tmp", flushes it, and renames it over path. Throws trit::Error
+// Writes data to "<path>.tmp", syncs it to disk, and renames it over path. Throws trit::Error
 // naming the path on failure (the temporary file is removed).
 void write_file_atomic(const std::string& path, std::string_view data);
+
+// Whether two paths name the same file (or would, once the second exists).
+bool same_file(const std::string& a, const std::string& b);
 
 // The whole file; throws trit::Error naming the path when it cannot be read.
 std::string read_whole_file(const std::string& path);

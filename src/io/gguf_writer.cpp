@@ -12,9 +12,9 @@
 namespace trit::engine {
 namespace {
 
-constexpr uint64_t kMaxAlignment = uint64_t(1) << 20;  // as the reader
+constexpr uint64_t kWriterMaxAlignment = uint64_t(1) << 20;  // as the reader
 constexpr size_t kMaxNameBytes = 63;                   // llama.cpp's GGML_MAX_NAME - 1
-constexpr size_t kMaxKeyBytes = 65535;
+constexpr size_t kWriterMaxKeyBytes = 65535;
 constexpr size_t kBufferBytes = size_t(4) << 20;
 
 uint64_t align_up(uint64_t x, uint64_t a) {
@@ -22,8 +22,8 @@ uint64_t align_up(uint64_t x, uint64_t a) {
 }
 
 void check_alignment(uint64_t a, std::string_view where) {
-  if (a == 0 || !std::has_single_bit(a) || a > kMaxAlignment) {
-    fail(where, ": general.alignment ", a, " must be a power of two from 1 to ", kMaxAlignment);
+  if (a == 0 || !std::has_single_bit(a) || a > kWriterMaxAlignment) {
+    fail(where, ": general.alignment ", a, " must be a power of two from 1 to ", kWriterMaxAlignment);
   }
 }
 
@@ -58,9 +58,9 @@ GgufWriter::~GgufWriter() {
 
 void GgufWriter::set(std::string key, GgufValue value) {
   if (out_ != nullptr) fail(path_, ": metadata key '", key, "': set after begin()");
-  if (key.empty() || key.size() > kMaxKeyBytes) {
+  if (key.empty() || key.size() > kWriterMaxKeyBytes) {
     fail("gguf writer: metadata key '", key.substr(0, 64), "': length ", key.size(), " must be 1..",
-         kMaxKeyBytes);
+         kWriterMaxKeyBytes);
   }
   check_value(key, value);
   if (key == "general.alignment") {

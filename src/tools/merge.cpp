@@ -17,6 +17,7 @@
 #include "core/half.h"
 #include "core/quant.h"
 #include "core/shape.h"
+#include "io/file_util.h"
 #include "io/adapter_gguf.h"
 #include "io/gguf.h"
 #include "model/hparams.h"
@@ -44,13 +45,6 @@ bool is_adapter_key(std::string_view key) {
 
 bool is_float_type(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16;
-}
-
-bool same_file(const std::string& a, const std::string& b) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::exists(b, ec) && fs::equivalent(a, b, ec)) return true;
-  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
 }
 
 std::string source_label(const MergeSource& s) {

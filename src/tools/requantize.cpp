@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/quant.h"
+#include "io/file_util.h"
 #include "io/gguf.h"
 #include "tools/create.h"
 
@@ -100,13 +101,6 @@ void convert(DType from, const uint8_t* data, int64_t n, DType to, const std::st
     emit(out.data(), out.size());
   }
   if (to == DType::I2_S) emit(tail.data(), tail.size());
-}
-
-bool same_file(const std::string& a, const std::string& b) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::exists(b, ec) && fs::equivalent(a, b, ec)) return true;
-  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "io/file_util.h"
 #include "core/error.h"
 
 namespace trit::engine {
@@ -87,28 +88,6 @@ std::vector<std::string> read_lines(const std::string& path) {
   while (std::getline(in, line)) lines.push_back(std::move(line));
   if (in.bad()) fail(path, ": cannot read metrics file");
   return lines;
-}
-
-// Writes data to "<path>.tmp", syncs it and renames it over path.
-void write_file_atomic(const std::string& path, std::string_view data) {
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) fail(path, ": cannot create ", tmp, ": ", std::strerror(errno));
-  bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
-  ok = std::fflush(f) == 0 && ok;
-  int e = errno;
-  ok = ::fsync(fileno(f)) == 0 && ok;
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok) {
-    if (e == 0) e = errno;
-    std::remove(tmp.c_str());
-    fail(path, ": cannot write ", tmp, ": ", std::strerror(e));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    e = errno;
-    std::remove(tmp.c_str());
-    fail(path, ": cannot rename ", tmp, " into place: ", std::strerror(e));
-  }
 }
 
 }  // namespace

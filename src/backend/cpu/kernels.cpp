@@ -11,17 +11,12 @@
 #include <vector>
 
 #include "backend/cpu/kernels_impl.h"
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/half.h"
 
 namespace trit::engine {
 namespace {
-
-uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
 
 // a * b rounded to float on its own: `acc + product(a, b)` is never fused into an FMA (GCC
 // contracts by default in C++ even under -std=c++20), whatever the target, so every version

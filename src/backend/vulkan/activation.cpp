@@ -5,24 +5,7 @@
 namespace trit::engine::vk {
 namespace {
 
-constexpr uint32_t kWg = 128;
-
-void check_n(const DeviceTensor& t, int64_t n, const char* op) {
-  if (n < 0 || n > t.rows()) fail(op, ": ", n, " rows of tensor '", t.name(), "' with ", t.rows());
-}
-
-void check_same_cols(const DeviceTensor& a, const DeviceTensor& b, const char* op) {
-  if (a.cols() != b.cols()) {
-    fail(op, ": tensor '", a.name(), "' has ", a.cols(), " columns, '", b.name(), "' ", b.cols());
-  }
-}
-
-void check_rows(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) {
-  if (n < 0 || n > t.rows() || t.cols() != cols) {
-    fail(op, ": tensor '", t.name(), "' (", t.rows(), " x ", t.cols(), ") used as ", n, " rows of ",
-         cols);
-  }
-}
+constexpr uint32_t kActWg = 128;
 
 }  // namespace
 
@@ -40,14 +23,14 @@ void VulkanBackend::gated_act(DeviceTensor& out_t, const DeviceTensor& gate_t,
   const uint32_t kind =
       uint32_t(act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
   const Pipeline& p =
-      rec_.pipeline("gated_act", 3, sizeof(GatedActPush), {kWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b011);
+      rec_.pipeline("gated_act", 3, sizeof(GatedActPush), {kActWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b011);
   for (const auto& [a, b] : row_segments({{&out.tiles(), 0}, {&gate.tiles(), 0}, {&up.tiles(), 0}},
                                          uint64_t(n), rec_.max_seg_rows())) {
     const uint64_t count = (b - a) * uint64_t(out.cols());
     rec_.dispatch_flat(p,
                   {rows_range(gate.tiles(), a, b), rows_range(up.tiles(), a, b),
                    rows_range(out.tiles(), a, b)},
-                  GatedActPush{uint32_t(count)}, ceil_div(count, kWg));
+                  GatedActPush{uint32_t(count)}, ceil_div(count, kActWg));
   }
 }
 
@@ -58,7 +41,7 @@ void VulkanBackend::gated_act_backward(DeviceTensor& dgate_t, DeviceTensor& dup_
   const int64_t cols = gate_t.cols();
   for (const DeviceTensor* t :
        std::initializer_list<const DeviceTensor*>{&dgate_t, &dup_t, &dout_t, &gate_t, &up_t}) {
-    check_rows(*t, n, cols, op);
+    check_rows_of(*t, n, cols, op);
   }
   if (n == 0) return;
   VkTensor& dgate = vk_tensor(dgate_t);
@@ -71,7 +54,7 @@ void VulkanBackend::gated_act_backward(DeviceTensor& dgate_t, DeviceTensor& dup_
   const uint32_t kind =
       uint32_t(act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
   const Pipeline& p = rec_.pipeline("gated_act_backward", 5, sizeof(GatedActPush),
-                               {kWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b00111);
+                               {kActWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b00111);
   for (const auto& [a, b] : row_segments({{&dgate.tiles(), 0},
                                           {&dup.tiles(), 0},
                                           {&dout.tiles(), 0},
@@ -84,7 +67,7 @@ void VulkanBackend::gated_act_backward(DeviceTensor& dgate_t, DeviceTensor& dup_
     rec_.dispatch_flat(p,
                   {scratch_.bind_rows(rec_, gate.tiles(), a, b, true), scratch_.bind_rows(rec_, up.tiles(), a, b, true),
                    scratch_.bind_rows(rec_, dout.tiles(), a, b, true), dgr, dur},
-                  GatedActPush{uint32_t(count)}, ceil_div(count, kWg));
+                  GatedActPush{uint32_t(count)}, ceil_div(count, kActWg));
     scratch_.unbind_rows(rec_, dgr, dgate.tiles(), a, b);
     scratch_.unbind_rows(rec_, dur, dup.tiles(), a, b);
   }

@@ -17,13 +17,6 @@ namespace {
 
 constexpr uint32_t kAttnWg = 64;  // attention, attention_combine, attention_backward(_kv)
 
-void check_rows(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) {
-  if (n < 0 || n > t.rows() || t.cols() != cols) {
-    fail(op, ": tensor '", t.name(), "' (", t.rows(), " x ", t.cols(), ") used as ", n, " rows of ",
-         cols);
-  }
-}
-
 }  // namespace
 
 void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, int64_t n,
@@ -131,9 +124,9 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
   }
   const int64_t q_cols = n_head * hd, kv_cols = shape.kv_cols();
   for (const DeviceTensor* t : std::initializer_list<const DeviceTensor*>{&dq_t, &dout_t, &q_t})
-    check_rows(*t, n, q_cols, op);
+    check_rows_of(*t, n, q_cols, op);
   for (const DeviceTensor* t : std::initializer_list<const DeviceTensor*>{&dk_t, &dv_t, &k_t, &v_t})
-    check_rows(*t, n, kv_cols, op);
+    check_rows_of(*t, n, kv_cols, op);
   if (n == 0) return;
   VkTensor& dq = vk_tensor(dq_t);
   VkTensor& dk = vk_tensor(dk_t);

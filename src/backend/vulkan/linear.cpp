@@ -28,7 +28,7 @@ namespace {
 
 constexpr uint32_t kReadAll3 = 0b111;   // bindings 0..2 read-only
 constexpr uint32_t kReadAll4 = 0b1111;  // bindings 0..3 read-only
-constexpr uint32_t kWg = 128;           // matvec_ternary, dropout
+constexpr uint32_t kLinearWg = 128;           // matvec_ternary, dropout
 constexpr uint32_t kMaxSegments = 4;    // weight pieces per matvec_ternary dispatch
 constexpr uint32_t kMatvecReadOnly = 0b111111;              // w0..w3, q, qscale
 constexpr uint32_t kMatvecNormReadOnly = 0b1100000111111;  // and nx, ng
@@ -68,13 +68,6 @@ MatmulPlan plan_ternary_f32(const Tuning& c, uint64_t tokens) {
   p.rows_per_group = mv_rows;
   p.tokens_per_group = mv_tokens;
   return p;
-}
-
-void check_rows(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) {
-  if (n < 0 || n > t.rows() || t.cols() != cols) {
-    fail(op, ": tensor '", t.name(), "' (", t.rows(), " x ", t.cols(), ") used as ", n, " rows of ",
-         cols);
-  }
 }
 
 }  // namespace
@@ -221,10 +214,10 @@ void VulkanBackend::lora_forward(DeviceTensor& y_t, const DeviceTensor& x_t, int
   const char* op = "lora_forward";
   const int64_t n_in = x_t.cols(), n_out = y_t.cols();
   const int64_t rank = check_lora_branch(br, n_in, n_out, op, false);
-  check_rows(x_t, n, n_in, op);
-  check_rows(y_t, n, n_out, op);
-  if (saved.xd) check_rows(*saved.xd, n, n_in, op);
-  if (saved.ax) check_rows(*saved.ax, n, rank, op);
+  check_rows_of(x_t, n, n_in, op);
+  check_rows_of(y_t, n, n_out, op);
+  if (saved.xd) check_rows_of(*saved.xd, n, n_in, op);
+  if (saved.ax) check_rows_of(*saved.ax, n, rank, op);
   if (!(p >= 0.0f && p < 1.0f)) fail(op, ": dropout probability ", p, " outside [0, 1)");
   if (n == 0) return;
   VkTensor& y = vk_tensor(y_t);
@@ -249,7 +242,7 @@ void VulkanBackend::lora_forward(DeviceTensor& y_t, const DeviceTensor& x_t, int
   // u < p exactly when the 53-bit value is below ceil(p * 2^53) (cpu/ops.h's lora_dropout).
   const uint64_t thr = uint64_t(std::ceil(double(p) * 0x1.0p53));
   const uint64_t base = splitmix64(key ^ splitmix64(br.salt));
-  const Pipeline& drop = rec_.pipeline("dropout", 3, sizeof(DropoutPush), {kWg}, 0b011);
+  const Pipeline& drop = rec_.pipeline("dropout", 3, sizeof(DropoutPush), {kLinearWg}, 0b011);
   scratch_.act.reset();
   for (const auto& [a, b] : row_segments(touched, uint64_t(n), rec_.max_seg_rows())) {
     const uint64_t rows = b - a;
@@ -270,7 +263,7 @@ void VulkanBackend::lora_forward(DeviceTensor& y_t, const DeviceTensor& x_t, int
                              uint32_t(thr),
                              uint32_t(thr >> 32),
                              1.0f / (1.0f - p)};
-      rec_.dispatch_flat(drop, {xr, xr, xdr}, push, ceil_div(count, kWg));
+      rec_.dispatch_flat(drop, {xr, xr, xdr}, push, ceil_div(count, kLinearWg));
     } else if (xd) {
       rec_.seq().copy(xr, xdr);
     }
@@ -288,10 +281,10 @@ void VulkanBackend::lora_backward(DeviceTensor& dx_t, const DeviceTensor& dy_t,
   const int64_t n_in = dx_t.cols(), n_out = dy_t.cols();
   const int64_t rank = check_lora_branch(br, n_in, n_out, op, true);
   if (!saved.xd || !saved.ax) fail(op, ": branch '", br.a->name(), "' without its saved input");
-  check_rows(dx_t, n, n_in, op);
-  check_rows(*saved.xd, n, n_in, op);
-  check_rows(*saved.ax, n, rank, op);
-  check_rows(dy_t, n, n_out, op);
+  check_rows_of(dx_t, n, n_in, op);
+  check_rows_of(*saved.xd, n, n_in, op);
+  check_rows_of(*saved.ax, n, rank, op);
+  check_rows_of(dy_t, n, n_out, op);
   if (!(p >= 0.0f && p < 1.0f)) fail(op, ": dropout probability ", p, " outside [0, 1)");
   if (n == 0) return;
   VkTensor& dx = vk_tensor(dx_t);
@@ -314,8 +307,8 @@ void VulkanBackend::lora_backward(DeviceTensor& dx_t, const DeviceTensor& dy_t,
 void VulkanBackend::linear_backward(DeviceTensor& dx_t, const DeviceTensor& dy_t,
                                     const LinearWeight& w, int64_t n) {
   const char* op = "linear_backward";
-  check_rows(dx_t, n, w.m.n_in, op);
-  check_rows(dy_t, n, w.m.n_out, op);
+  check_rows_of(dx_t, n, w.m.n_in, op);
+  check_rows_of(dy_t, n, w.m.n_out, op);
   if (n == 0) return;
   VkTensor& dx = vk_tensor(dx_t);
   const VkTensor& dy = vk_tensor(dy_t);
@@ -432,7 +425,7 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   const bool dot = ctx_->caps().enabled.integer_dot_product;
   const uint32_t kind =
       uint32_t(epi.act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
-  const uint32_t wg = fold_norm ? tune_.norm_wg : kWg;  // with the norm: rms_norm's workgroup
+  const uint32_t wg = fold_norm ? tune_.norm_wg : kLinearWg;  // with the norm: rms_norm's workgroup
   const uint32_t rows_per_group = std::max<uint32_t>(1, wg / tune_.subgroup_size);
   const std::vector<uint32_t> spec = {wg, 0, rows_per_group, 0, 0, 0, 0, 0, 0, kind};
   const Pipeline& p =

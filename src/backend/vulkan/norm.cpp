@@ -4,24 +4,7 @@
 namespace trit::engine::vk {
 namespace {
 
-constexpr uint32_t kWg = 128;  // rms_norm_backward
-
-void check_n(const DeviceTensor& t, int64_t n, const char* op) {
-  if (n < 0 || n > t.rows()) fail(op, ": ", n, " rows of tensor '", t.name(), "' with ", t.rows());
-}
-
-void check_same_cols(const DeviceTensor& a, const DeviceTensor& b, const char* op) {
-  if (a.cols() != b.cols()) {
-    fail(op, ": tensor '", a.name(), "' has ", a.cols(), " columns, '", b.name(), "' ", b.cols());
-  }
-}
-
-void check_rows(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) {
-  if (n < 0 || n > t.rows() || t.cols() != cols) {
-    fail(op, ": tensor '", t.name(), "' (", t.rows(), " x ", t.cols(), ") used as ", n, " rows of ",
-         cols);
-  }
-}
+constexpr uint32_t kNormBackwardWg = 128;  // rms_norm_backward
 
 }  // namespace
 
@@ -67,10 +50,10 @@ void VulkanBackend::rms_norm_backward(DeviceTensor& dx_t, const DeviceTensor& dy
                                       const DeviceTensor& rstd_t, int64_t n) {
   const char* op = "rms_norm_backward";
   const int64_t cols = x_t.cols();
-  check_rows(dx_t, n, cols, op);
-  check_rows(dy_t, n, cols, op);
-  check_rows(x_t, n, cols, op);
-  check_rows(rstd_t, n, 1, op);
+  check_rows_of(dx_t, n, cols, op);
+  check_rows_of(dy_t, n, cols, op);
+  check_rows_of(x_t, n, cols, op);
+  check_rows_of(rstd_t, n, 1, op);
   if (n == 0) return;
   VkTensor& dx = vk_tensor(dx_t);
   const VkTensor& dy = vk_tensor(dy_t);
@@ -78,7 +61,7 @@ void VulkanBackend::rms_norm_backward(DeviceTensor& dx_t, const DeviceTensor& dy
   const VkTensor& rstd = vk_tensor(rstd_t);
   if (&dx == &dy || &dx == &x) fail(op, ": dx '", dx.name(), "' may not be dy or x");
   const BufferRange gr = weights_.norm(g, cols).range(size_t(0));
-  const Pipeline& p = rec_.pipeline("rms_norm_backward", 5, sizeof(RmsNormBackwardPush), {kWg}, 0b01111);
+  const Pipeline& p = rec_.pipeline("rms_norm_backward", 5, sizeof(RmsNormBackwardPush), {kNormBackwardWg}, 0b01111);
   scratch_.act.reset();
   for (const auto& [a, b] :
        row_segments({{&dx.tiles(), 0}, {&dy.tiles(), 0}, {&x.tiles(), 0}, {&rstd.tiles(), 0}},

@@ -9,7 +9,7 @@
 namespace trit::engine::vk {
 namespace {
 
-constexpr uint32_t kWg = 256;    // adamw
+constexpr uint32_t kAdamWWg = 256;    // adamw
 constexpr uint32_t kSumWg = 64;  // sum_squares: one workgroup per row
 
 }  // namespace
@@ -53,7 +53,7 @@ void VulkanBackend::adamw(DeviceTensor& p_t, const DeviceTensor& g_t, DeviceTens
            p.name(), "' ", p.rows(), " x ", p.cols());
     }
   }
-  const Pipeline& pipe = rec_.pipeline("adamw", 4, sizeof(AdamWPush), {kWg}, 0b0001);
+  const Pipeline& pipe = rec_.pipeline("adamw", 4, sizeof(AdamWPush), {kAdamWWg}, 0b0001);
   const uint64_t cols = uint64_t(p.cols());
   for (const auto& [a, b] :
        row_segments({{&p.tiles(), 0}, {&g.tiles(), 0}, {&m.tiles(), 0}, {&v.tiles(), 0}},
@@ -64,7 +64,7 @@ void VulkanBackend::adamw(DeviceTensor& p_t, const DeviceTensor& g_t, DeviceTens
     rec_.dispatch_flat(pipe,
                   {rows_range(g.tiles(), a, b), rows_range(p.tiles(), a, b),
                    rows_range(m.tiles(), a, b), rows_range(v.tiles(), a, b)},
-                  push, ceil_div(n, kWg));
+                  push, ceil_div(n, kAdamWWg));
   }
 }
 

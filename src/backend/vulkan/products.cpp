@@ -20,7 +20,7 @@ constexpr uint32_t kGemmWg = 64;
 constexpr uint32_t kTransWg = 128;
 constexpr uint32_t kTransCols = 64, kTransTokenRuns = 8;  // 16 x 8 invocations
 constexpr uint64_t kTransManyGroups = 256;
-constexpr uint32_t kWg = 128;  // dropout
+constexpr uint32_t kDropoutWg = 128;  // dropout
 
 void check_shape(const DeviceTensor* t, int64_t rows, int64_t cols, const char* what,
                  const char* op) {
@@ -174,8 +174,8 @@ void lora_backward_rows(Kit& k, const LoraBranch& br, BufferRange dx, BufferRang
   const uint64_t count = rows * n_in;
   const DropoutPush push{
       uint32_t(count), 1, p > 0 ? 1u : 0u, 0, 0, 0, 0, p > 0 ? 1.0f / (1.0f - p) : 1.0f};
-  const Pipeline& pl = k.rec.pipeline("dropout", 3, sizeof(DropoutPush), {kWg}, 0b011);
-  k.rec.dispatch_flat(pl, {xd, dxd, dx}, push, ceil_div(count, kWg));
+  const Pipeline& pl = k.rec.pipeline("dropout", 3, sizeof(DropoutPush), {kDropoutWg}, 0b011);
+  k.rec.dispatch_flat(pl, {xd, dxd, dx}, push, ceil_div(count, kDropoutWg));
 }
 
 void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, BufferRange dy,

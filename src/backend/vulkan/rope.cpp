@@ -6,7 +6,7 @@
 namespace trit::engine::vk {
 namespace {
 
-constexpr uint32_t kWg = 128;  // rope, rope_kv
+constexpr uint32_t kRopeWg = 128;  // rope, rope_kv
 
 }  // namespace
 
@@ -36,7 +36,7 @@ void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t n, int64_t n_heads, con
   if (n == 0 || shape.rope_dim == 0) return;
   scratch_.act.reset();
   const TiledTensor& table = weights_.rope_table(pos0 + n, shape.rope_dim, shape.rope_theta);
-  const Pipeline& p = rec_.pipeline("rope", 2, sizeof(RopePush), {kWg}, 0b10);
+  const Pipeline& p = rec_.pipeline("rope", 2, sizeof(RopePush), {kRopeWg}, 0b10);
   const uint64_t pairs = uint64_t(n_heads) * uint64_t(shape.rope_dim / 2);
   for (const auto& [a, b] : row_segments({{&x.tiles(), 0}}, uint64_t(n), rec_.max_seg_rows())) {
     const BufferRange xr = scratch_.bind_rows(rec_, x.tiles(), a, b, true);
@@ -46,7 +46,7 @@ void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t n, int64_t n_heads, con
       const RopePush push{uint32_t(b - a),        uint32_t(n_heads), uint32_t(head_dim),
                           uint32_t(shape.rope_dim),  uint32_t(p0),      uint32_t(piece.row0),
                           uint32_t(piece.rows()), inverse ? 1u : 0u};
-      rec_.seq().dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kWg)),
+      rec_.seq().dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kRopeWg)),
                      uint32_t(b - a));
     }
     scratch_.unbind_rows(rec_, xr, x.tiles(), a, b);
@@ -87,7 +87,7 @@ void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const De
   const RopeKvPush push{uint32_t(n),          uint32_t(shape.n_head),   uint32_t(shape.n_head_kv),
                         uint32_t(head_dim),   uint32_t(shape.rope_dim), uint32_t(pos0),
                         uint32_t(piece.row0), uint32_t(piece.rows())};
-  const Pipeline& p = rec_.pipeline("rope_kv", 6, sizeof(RopeKvPush), {kWg}, 0b100110);
+  const Pipeline& p = rec_.pipeline("rope_kv", 6, sizeof(RopeKvPush), {kRopeWg}, 0b100110);
   const uint64_t work = uint64_t(shape.n_head) * uint64_t(shape.rope_dim / 2) + 2 * uint64_t(k.cols());
   const uint64_t end = uint64_t(pos0 + n);
   rec_.seq().dispatch(
@@ -95,7 +95,7 @@ void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const De
       {rows_range(q.tiles(), 0, uint64_t(n)), rows_range(k.tiles(), 0, uint64_t(n)),
        rows_range(v.tiles(), 0, uint64_t(n)), rows_range(kc.tiles(), uint64_t(pos0), end),
        rows_range(vc.tiles(), uint64_t(pos0), end), table.range(runs[0].piece)},
-      push, uint32_t(ceil_div(work, kWg)), uint32_t(n));
+      push, uint32_t(ceil_div(work, kRopeWg)), uint32_t(n));
 }
 
 }  // namespace trit::engine::vk

@@ -8,7 +8,7 @@ namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kKvChunk = 64;  // attention chunk C of KV caches (rows per chunk)
-constexpr uint32_t kWg = 128;      // add
+constexpr uint32_t kAddWg = 128;      // add
 
 // The largest power of two up to kKvChunk dividing every piece start of a KV cache.
 uint32_t kv_chunk_of(const TiledTensor& t) {
@@ -18,6 +18,8 @@ uint32_t kv_chunk_of(const TiledTensor& t) {
   return c;
 }
 
+
+}  // namespace
 
 void check_n(const DeviceTensor& t, int64_t n, const char* op) {
   if (n < 0 || n > t.rows()) fail(op, ": ", n, " rows of tensor '", t.name(), "' with ", t.rows());
@@ -29,14 +31,12 @@ void check_same_cols(const DeviceTensor& a, const DeviceTensor& b, const char* o
   }
 }
 
-void check_rows(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) {
+void check_rows_of(const DeviceTensor& t, int64_t n, int64_t cols, const char* op) {
   if (n < 0 || n > t.rows() || t.cols() != cols) {
     fail(op, ": tensor '", t.name(), "' (", t.rows(), " x ", t.cols(), ") used as ", n, " rows of ",
          cols);
   }
 }
-
-}  // namespace
 
 const VkTensor& vk_tensor(const DeviceTensor& t) {
   auto* v = dynamic_cast<const VkTensor*>(&t);
@@ -116,8 +116,8 @@ void VulkanBackend::zero(DeviceTensor& t_t) {
 }
 
 void VulkanBackend::copy(DeviceTensor& dst_t, const DeviceTensor& src_t, int64_t n) {
-  check_rows(dst_t, n, src_t.cols(), "copy");
-  check_rows(src_t, n, src_t.cols(), "copy");
+  check_rows_of(dst_t, n, src_t.cols(), "copy");
+  check_rows_of(src_t, n, src_t.cols(), "copy");
   VkTensor& dst = vk_tensor(dst_t);
   const VkTensor& src = vk_tensor(src_t);
   if (n == 0 || &dst == &src) return;
@@ -133,12 +133,12 @@ void VulkanBackend::add(DeviceTensor& y_t, const DeviceTensor& x_t, int64_t n) {
   check_n(y, n, "add");
   check_same_cols(x, y, "add");
   if (n == 0) return;
-  const Pipeline& p = rec_.pipeline("add", 2, sizeof(AddPush), {kWg}, 0b01);
+  const Pipeline& p = rec_.pipeline("add", 2, sizeof(AddPush), {kAddWg}, 0b01);
   for (const auto& [a, b] :
        row_segments({{&x.tiles(), 0}, {&y.tiles(), 0}}, uint64_t(n), rec_.max_seg_rows())) {
     const uint64_t count = (b - a) * uint64_t(y.cols());
     rec_.dispatch_flat(p, {rows_range(x.tiles(), a, b), rows_range(y.tiles(), a, b)},
-                       AddPush{uint32_t(count), 1.0f}, ceil_div(count, kWg));
+                       AddPush{uint32_t(count), 1.0f}, ceil_div(count, kAddWg));
   }
 }
 

@@ -170,6 +170,11 @@ class VkTensor final : public DeviceTensor {
 const VkTensor& vk_tensor(const DeviceTensor& t);
 VkTensor& vk_tensor(DeviceTensor& t);
 
+// Argument checks shared by the ops (errors start with op and name the tensor).
+void check_n(const DeviceTensor& t, int64_t n, const char* op);  // t has n rows at least
+void check_same_cols(const DeviceTensor& a, const DeviceTensor& b, const char* op);
+void check_rows_of(const DeviceTensor& t, int64_t n, int64_t cols, const char* op);  // and cols
+
 // ---- WeightCache ----
 
 // A ternary weight as T2 codes (n_in / 16 words a row) and either one scale d or, when d == 0,

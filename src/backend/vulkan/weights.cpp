@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "backend/vulkan/vk_backend.h"
+#include "core/bytes.h"
 #include "core/half.h"
 #include "core/quant.h"
 
@@ -17,12 +18,6 @@ namespace {
 
 constexpr uint64_t kUploadChunk = 8ull << 20;  // host bytes converted per upload step
 constexpr uint64_t kMinRopeRows = 256;
-
-uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
 
 // Row r of a TQ2_0 or I2_S matrix as T2 words (n_in / 16): weight j's code at bits 2 * (j % 16)
 // of word j / 16. Codes are copied unchanged (3, invalid, stays 3 as the CPU decodes it).
