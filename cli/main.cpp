@@ -1,10 +1,32 @@
 #include <cstdio>
 #include <exception>
+#include <map>
 #include <new>
+#include <string>
 
 #include "cli/commands.h"
 #include "trit/error.h"
 #include "trit/version.h"
+
+namespace {
+
+// The flag of the running command that sets an options field (trit::Error::option): the
+// field's name with dashes ("grad_accum": --grad-accum), or one of the few that differ.
+std::string flag_of(const CLI::App& app, const std::string& field) {
+  static const std::map<std::string, std::string> differ = {{"dropout", "--lora-dropout"},
+                                                            {"n_ctx", "--ctx"},
+                                                            {"n_batch", "--batch"},
+                                                            {"max_buffer_mb", "--max-buffer-mb"}};
+  std::string flag = "--" + field;
+  for (char& c : flag) c = c == '_' ? '-' : c;
+  if (const auto it = differ.find(field); it != differ.end()) flag = it->second;
+  for (const CLI::App* cmd : app.get_subcommands()) {
+    if (cmd->get_option_no_throw(flag)) return flag;
+  }
+  return "";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"trit: run and fine-tune BitNet b1.58 models on CPUs and GPUs"};
@@ -29,7 +51,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const trit::Error& e) {
-    std::fprintf(stderr, "trit: %s\n", e.what());
+    const std::string flag = e.option().empty() ? "" : flag_of(app, e.option());
+    if (flag.empty()) {
+      std::fprintf(stderr, "trit: %s\n", e.what());
+    } else {
+      std::fprintf(stderr, "trit: %s (%s)\n", e.what(), flag.c_str());
+    }
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "trit: out of memory\n");

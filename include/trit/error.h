@@ -5,6 +5,8 @@
 #pragma once
 
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "trit/export.h"
 
@@ -12,7 +14,18 @@ namespace trit {
 
 class TRIT_API Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+  // An error in the value of one field of an options struct (ModelOptions::threads,
+  // FinetuneOptions::rank, ConvertOptions::type, ...): `option` is the field's name, so that
+  // a shell can name it in its own words (the CLI's flag, a JSON request's field).
+  Error(const std::string& message, std::string option)
+      : std::runtime_error(message), option_(std::move(option)) {}
+
+  // The options field at fault; empty when the error is not about one (a file, a device).
+  const std::string& option() const noexcept { return option_; }
+
+ private:
+  std::string option_;
 };
 
 }  // namespace trit

@@ -72,6 +72,7 @@ trit_status guard(trit_status fallback, const Files& files, Body&& body) noexcep
     return TRIT_ERROR_INVALID_ARGUMENT;
   } catch (const trit::Error& e) {
     set_error(e.what());
+    if (!e.option().empty()) return TRIT_ERROR_INVALID_ARGUMENT;  // an option's value
     return status_of(e.what(), fallback, files);
   } catch (const std::bad_alloc&) {
     set_error("out of memory");

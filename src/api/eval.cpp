@@ -12,7 +12,8 @@ namespace trit {
 
 EvalResult evaluate(Model& model, const std::string& data_file, const EvalOptions& options) {
   Model::Impl& m = ApiAccess::impl(model);
-  if (options.ctx < 2) engine::fail("eval: ctx must be at least 2, got ", options.ctx);
+  if (options.ctx < 2)
+    engine::fail_option("ctx", "eval: ctx must be at least 2, got ", options.ctx);
   const engine::ChatTemplate chat = options.chat_template.empty()
                                         ? engine::ChatTemplate::for_model(m.model->file())
                                         : engine::ChatTemplate::builtin(options.chat_template);

@@ -110,9 +110,11 @@ Model::~Model() = default;
 
 Model Model::open(const std::string& path, const ModelOptions& options) {
   engine::DeviceRequest request = engine::parse_device(options.device);
-  if (options.threads < 0) engine::fail("threads must be 0 (every core) or more, got ", options.threads);
+  if (options.threads < 0)
+    engine::fail_option("threads", "threads must be 0 (every core) or more, got ", options.threads);
   if (options.max_buffer_mb < 0) {
-    engine::fail("max_buffer_mb must be positive, got ", options.max_buffer_mb);
+    engine::fail_option("max_buffer_mb", "max_buffer_mb must be positive, got ",
+                        options.max_buffer_mb);
   }
   request.max_buffer_bytes = uint64_t(options.max_buffer_mb) << 20;
   auto impl = std::make_unique<Impl>();

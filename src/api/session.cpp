@@ -119,10 +119,10 @@ GenerateResult Session::Impl::run(const std::vector<int32_t>& tokens, bool conti
 Session::Session(Model& model, const SessionOptions& options) {
   Model::Impl& m = ApiAccess::impl(model);
   int64_t n_ctx = options.n_ctx;
-  if (n_ctx < 0) engine::fail("session: n_ctx must be positive, got ", n_ctx);
+  if (n_ctx < 0) engine::fail_option("n_ctx", "session: n_ctx must be positive, got ", n_ctx);
   if (n_ctx == 0) n_ctx = std::min<int64_t>(m.model->hparams().n_ctx_train, 4096);
   if (options.n_batch <= 0)
-    engine::fail("session: n_batch must be positive, got ", options.n_batch);
+    engine::fail_option("n_batch", "session: n_batch must be positive, got ", options.n_batch);
   impl_ = std::make_unique<Impl>(m, n_ctx, options.n_batch);
 }
 

@@ -30,6 +30,7 @@ namespace fs = std::filesystem;
 using engine::cat;
 using engine::DType;
 using engine::fail;
+using engine::fail_option;
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -49,19 +50,18 @@ uint64_t size_of(const std::string& path) {
 
 // A PEFT adapter folder to an adapter GGUF; with a base model, checked against its shapes and
 // written for its architecture.
-ToolResult convert_peft(const std::string& src, const std::string& out,
-                        const ConvertOptions& o) {
+ToolResult convert_peft(const std::string& src, const std::string& out, const ConvertOptions& o) {
   DType type = DType::F32;
   if (!o.type.empty()) {
     const auto t = engine::dtype_from_name(o.type);
     if (!t || (*t != DType::F32 && *t != DType::F16)) {
-      fail("convert: type '", o.type, "' is not an adapter type (f32 or f16)");
+      fail_option("type", "convert: type '", o.type, "' is not an adapter type (f32 or f16)");
     }
     type = *t;
   }
   if (!o.embd_type.empty()) {
-    fail("convert: an embedding type does not apply to adapters (", src,
-         " holds adapter_config.json)");
+    fail_option("embd_type", "convert: an embedding type does not apply to adapters (", src,
+                " holds adapter_config.json)");
   }
   engine::LoraAdapter adapter = engine::load_peft(src);
   if (!o.base.empty()) {
@@ -96,20 +96,21 @@ ToolResult convert(const std::string& src, const std::string& out, const Convert
     return r;
   }
   if (!o.base.empty()) {
-    fail("convert: a base model is for PEFT adapter folders, and ", src,
-         " holds no adapter_config.json");
+    fail_option("base", "convert: a base model is for PEFT adapter folders, and ", src,
+                " holds no adapter_config.json");
   }
   engine::HfConvertOptions opt;
   opt.src_dir = src;
   opt.out_path = out;
   const std::string type = o.type.empty() ? "tq2_0" : o.type;
   const auto t = engine::dtype_from_name(type);
-  if (!t) fail("convert: type '", type, "' is not one of tq1_0, tq2_0, i2_s, f16");
+  if (!t) fail_option("type", "convert: type '", type, "' is not one of tq1_0, tq2_0, i2_s, f16");
   opt.type = *t;
   const std::string embd_type = o.embd_type.empty() ? "f16" : o.embd_type;
   const auto embd = engine::dtype_from_name(embd_type);
   if (!embd) {
-    fail("convert: embedding type '", embd_type, "' is not one of f16, bf16, f32, q8_0, q6_K");
+    fail_option("embd_type", "convert: embedding type '", embd_type,
+                "' is not one of f16, bf16, f32, q8_0, q6_K");
   }
   opt.embd_type = *embd;
   opt.warn = o.on_warning;
@@ -124,11 +125,11 @@ ToolResult convert(const std::string& src, const std::string& out, const Convert
   r.output = out;
   r.file_bytes = c.file_bytes;
   r.seconds = now_seconds() - t0;
-  r.summary = cat("wrote ", out, ": ", c.n_tensors, " tensors (", types, "), ", mib, " MiB; ",
-                  c.hp.n_layer, " layers, embedding ", c.hp.n_embd, ", vocab ", c.hp.n_vocab, ", ",
-                  engine::activation_name(c.hp.act), ", ", c.hp.tied_head ? "tied" : "separate",
-                  " head", c.packed_source ? ", from packed weights" : "",
-                  c.has_tokenizer ? "" : ", no tokenizer");
+  r.summary =
+      cat("wrote ", out, ": ", c.n_tensors, " tensors (", types, "), ", mib, " MiB; ", c.hp.n_layer,
+          " layers, embedding ", c.hp.n_embd, ", vocab ", c.hp.n_vocab, ", ",
+          engine::activation_name(c.hp.act), ", ", c.hp.tied_head ? "tied" : "separate", " head",
+          c.packed_source ? ", from packed weights" : "", c.has_tokenizer ? "" : ", no tokenizer");
   return r;
 }
 
@@ -203,7 +204,8 @@ ToolResult merge(const std::string& model, const std::string& out, const MergeOp
   if (o.mode != "float" && o.mode != "attach") {
     fail("merge: mode is '", o.mode, "', expected float or attach");
   }
-  if (o.type != "f16" && o.type != "f32") fail("merge: type is '", o.type, "', expected f16 or f32");
+  if (o.type != "f16" && o.type != "f32")
+    fail("merge: type is '", o.type, "', expected f16 or f32");
   if (o.adapters.empty()) fail("merge: no adapters to merge");
   engine::MergeOptions opt;
   opt.mode = o.mode == "attach" ? engine::MergeMode::Attach : engine::MergeMode::Float;

@@ -23,4 +23,10 @@ template <class... Args>
   throw Error(cat(args...));
 }
 
+// An error in one field of a public options struct (trit::Error::option names it).
+template <class... Args>
+[[noreturn]] void fail_option(const char* option, const Args&... args) {
+  throw Error(cat(args...), option);
+}
+
 }  // namespace trit::engine

@@ -206,8 +206,8 @@ void FinetuneRun::train_step(int64_t step) {
       const int64_t T = b.lengths[size_t(r)];
       if (T <= 0) continue;
       const size_t off = size_t(r * b.T);
-      const uint64_t key = splitmix64(
-          o_.seed ^ splitmix64(uint64_t(step) * 1000003u + a * 7919u + uint64_t(r)));
+      const uint64_t key =
+          splitmix64(o_.seed ^ splitmix64(uint64_t(step) * 1000003u + a * 7919u + uint64_t(r)));
       loss += tm_->forward_backward(b.tokens.data() + off, b.targets.data() + off,
                                     b.mask.data() + off, T, float(norm), key);
       tokens += T;
@@ -341,19 +341,30 @@ FinetuneResult FinetuneRun::run() {
 }  // namespace
 
 void check_finetune_options(const FinetuneOptions& o) {
-  if (o.rank <= 0) fail("rank must be positive, got ", o.rank);
-  if (o.batch <= 0) fail("batch must be positive, got ", o.batch);
-  if (o.grad_accum <= 0) fail("grad_accum must be positive, got ", o.grad_accum);
-  if (o.ctx < 2) fail("ctx must be at least 2, got ", o.ctx);
-  if (o.out.empty()) fail("the adapter's output path is empty");
-  if (o.data.empty()) fail("the data path is empty");
+  if (o.rank <= 0) fail_option("rank", "rank must be positive, got ", o.rank);
+  if (o.batch <= 0) fail_option("batch", "batch must be positive, got ", o.batch);
+  if (o.grad_accum <= 0)
+    fail_option("grad_accum", "grad_accum must be positive, got ", o.grad_accum);
+  if (o.ctx < 2) fail_option("ctx", "ctx must be at least 2, got ", o.ctx);
+  if (o.out.empty()) fail_option("output", "the adapter's output path is empty");
+  if (o.data.empty()) fail_option("data", "the data path is empty");
   if (!(o.dropout >= 0.0f && o.dropout < 1.0f)) {
-    fail("lora dropout must be in [0, 1), got ", o.dropout);
+    fail_option("dropout", "lora dropout must be in [0, 1), got ", o.dropout);
   }
-  if (!std::isfinite(o.lr) || o.lr < 0) fail("lr must be finite and >= 0, got ", o.lr);
-  if (o.epochs <= 0 && o.steps <= 0) fail("epochs must be positive (or give steps), got ", o.epochs);
-  (void)parse_schedule(o.schedule);
-  (void)lora_target_suffixes(o.targets);
+  if (!std::isfinite(o.lr) || o.lr < 0) fail_option("lr", "lr must be finite and >= 0, got ", o.lr);
+  if (o.epochs <= 0 && o.steps <= 0)
+    fail_option("epochs", "epochs must be positive (or give steps), got ", o.epochs);
+  // The parsers' messages, with the field they came from.
+  try {
+    (void)parse_schedule(o.schedule);
+  } catch (const Error& e) {
+    throw Error(e.what(), "schedule");
+  }
+  try {
+    (void)lora_target_suffixes(o.targets);
+  } catch (const Error& e) {
+    throw Error(e.what(), "targets");
+  }
 }
 
 FinetuneResult finetune(const Model& model, Backend& backend, const FinetuneOptions& o,

@@ -42,6 +42,17 @@ std::string error_of(Fn&& fn) {
   return "";
 }
 
+// The options field the trit::Error fn throws names ("-" when it throws nothing).
+template <class Fn>
+std::string option_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.option();
+  }
+  return "-";
+}
+
 // A random model of the tiny preset (byte-level tokenizer), made once per test binary.
 const std::string& tiny_model() {
   static TempDir dir;
@@ -106,6 +117,7 @@ TEST(ApiModel, OpenErrorsNameTheProblem) {
   ModelOptions neg = cpu();
   neg.max_buffer_mb = -1;
   EXPECT_NE(error_of([&] { Model::open(kShipped, neg); }).find("max_buffer_mb"), std::string::npos);
+  EXPECT_EQ(option_of([&] { Model::open(kShipped, neg); }), "max_buffer_mb");
   TempDir dir;
   engine::test::write_file(dir.file("junk.gguf"), "not a gguf file at all");
   EXPECT_NE(error_of([&] { Model::open(dir.file("junk.gguf"), cpu()); }).find("junk.gguf"),
@@ -453,15 +465,19 @@ TEST(ApiTrainer, BadOptionsNameTheOption) {
   TrainOptions t = small_run("/tmp/unused.gguf");
   t.rank = 0;
   EXPECT_NE(error_of([&] { Trainer(m, t); }).find("rank"), std::string::npos);
+  EXPECT_EQ(option_of([&] { Trainer(m, t); }), "rank");
   t = small_run("/tmp/unused.gguf");
   t.schedule = "zigzag";
   EXPECT_NE(error_of([&] { Trainer(m, t); }).find("zigzag"), std::string::npos);
+  EXPECT_EQ(option_of([&] { Trainer(m, t); }), "schedule");
   t = small_run("/tmp/unused.gguf");
   t.targets = "q,nose";
   EXPECT_NE(error_of([&] { Trainer(m, t); }).find("nose"), std::string::npos);
+  EXPECT_EQ(option_of([&] { Trainer(m, t); }), "targets");
   t = small_run("/tmp/unused.gguf");
   t.data = "/nonexistent/data";
   EXPECT_NE(error_of([&] { Trainer(m, t).run(); }).find("/nonexistent/data"), std::string::npos);
+  EXPECT_EQ(option_of([&] { Trainer(m, t).run(); }), "");  // a file, not an option's value
   t = small_run("/tmp/unused.gguf");
   t.resume = "/nonexistent/checkpoint";
   EXPECT_NE(error_of([&] { Trainer(m, t).run(); }).find("/nonexistent/checkpoint"),

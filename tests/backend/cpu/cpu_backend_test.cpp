@@ -1,0 +1,437 @@
+// The CPU backend's ops of training (backend.h: the backward ops, the LoRA branches, the head with
+// the loss, the optimizer ops), which the Vulkan parity tests take as their reference: each
+// equals the reference function of cpu/ops.h / kernels_backward.h it wraps, bit for bit,
+// including the adding into prefilled gradients; and on small shapes the
+// gradients agree with finite differences of the backend's own forward ops (directional
+// derivatives, 4-point stencil: float evaluation noise swamps single coordinates).
+#include "backend/cpu/cpu_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/kernels_backward.h"
+#include "backend/cpu/ops.h"
+#include "support/numeric.h"
+#include "support/vulkan.h"
+#include "train/optimizer.h"
+
+namespace trit::engine {
+namespace {
+
+using test::randn;
+using test::TensorPtr;
+using Vec = std::vector<float>;
+
+class CpuTrainOps : public ::testing::Test {
+ protected:
+  TensorPtr up(const char* name, int64_t rows, int64_t cols, const Vec& v) {
+    return test::upload(b_, name, rows, cols, v);
+  }
+  Vec get(const DeviceTensor& t) {
+    Vec v(size_t(t.rows() * t.cols()));
+    b_.read(t, 0, t.rows(), v.data());
+    return v;
+  }
+  // Checks the gradient g of f at 0 (f(v, s) = the loss at params + s v) along g itself (the
+  // derivative must be |g|) and along a random direction (g . v), within tol * |g|.
+  void expect_directional(const Vec& g, const std::function<double(const Vec& v, double s)>& f,
+                          uint64_t seed, const std::string& what, double tol = 2e-3) {
+    double gn = 0;
+    for (float x : g) gn += double(x) * x;
+    gn = std::sqrt(gn);
+    ASSERT_GT(gn, 0) << what;
+    for (int dir = 0; dir < 2; ++dir) {
+      Vec v = dir == 0 ? g : randn(int64_t(g.size()), seed);
+      double vn = 0, want = 0;
+      for (float x : v) vn += double(x) * x;
+      for (size_t i = 0; i < v.size(); ++i)
+        v[i] = float(v[i] / std::sqrt(vn)), want += double(g[i]) * v[i];
+      const double h = 1e-2;
+      const double fd = (8 * (f(v, h) - f(v, -h)) - (f(v, 2 * h) - f(v, -2 * h))) / (12 * h);
+      EXPECT_NEAR(fd, want, tol * gn)
+          << what << (dir == 0 ? " along the gradient" : " along a random direction") << ": |g| "
+          << gn;
+    }
+  }
+  static Vec plus(const Vec& x, const Vec& v, double s) {
+    Vec y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = float(double(x[i]) + s * v[i]);
+    return y;
+  }
+  static double dot(const Vec& a, const Vec& w) {
+    return std::inner_product(a.begin(), a.end(), w.begin(), 0.0);
+  }
+
+  ThreadPool pool_{3};
+  CpuBackend cpu_{pool_};
+  Backend& b_ = cpu_;  // the op set as callers see it
+};
+
+// The backend's optimizer ops, composed as TrainableModel::optimizer_step does, give the host
+// optimizer's bits (clip_grad_norm, then AdamW::step, which matches PyTorch's bit for bit).
+TEST_F(CpuTrainOps, OptimizerOpsEqualTheHostOptimizer) {
+  const int64_t rows[2] = {8, 300}, cols[2] = {96, 8};
+  std::vector<Vec> host_p, host_g;
+  std::vector<TensorPtr> p, g, m, v;
+  for (int i = 0; i < 2; ++i) {
+    const int64_t n = rows[i] * cols[i];
+    host_p.push_back(randn(n, 10 + i, 0.1f));
+    p.push_back(up("p", rows[i], cols[i], host_p.back()));
+    m.push_back(b_.tensor("m", rows[i], cols[i]));
+    v.push_back(b_.tensor("v", rows[i], cols[i]));
+  }
+  AdamWOptions o;
+  o.weight_decay = 0.05;
+  AdamW host(o);
+  for (int step = 1; step <= 3; ++step) {
+    const float max_norm = step == 2 ? 0.5f : 1e3f;  // step 2 clips
+    host_g.clear();
+    g.clear();
+    for (int i = 0; i < 2; ++i) {
+      host_g.push_back(randn(rows[i] * cols[i], 100 * step + i, 0.2f));
+      g.push_back(up("g", rows[i], cols[i], host_g.back()));
+    }
+    std::vector<std::span<float>> spans(host_g.begin(), host_g.end());
+    const float host_norm = clip_grad_norm(spans, max_norm);
+    std::vector<ParamRef> refs;
+    for (int i = 0; i < 2; ++i) {
+      refs.push_back({cat("t", i), host_p[size_t(i)].data(), host_g[size_t(i)].data(),
+                      int64_t(host_p[size_t(i)].size())});
+    }
+    host.step(refs, 1e-3);
+
+    const DeviceTensor* gs[] = {g[0].get(), g[1].get()};
+    double sums[2];
+    b_.sum_squares(gs, sums);
+    const GradClip clip = clip_from_sums(sums, max_norm);
+    EXPECT_EQ(clip.norm, host_norm) << "step " << step;
+    EXPECT_EQ(clip.scale != 1.0f, step == 2) << "step " << step;
+    for (int i = 0; i < 2; ++i) {
+      b_.adamw(*p[size_t(i)], *g[size_t(i)], *m[size_t(i)], *v[size_t(i)],
+               adamw_scalars(o, 1e-3, step), clip.scale);
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    const AdamWMoments& s = host.moments().at(cat("t", i));
+    EXPECT_EQ(get(*p[size_t(i)]), host_p[size_t(i)]) << i;
+    EXPECT_EQ(get(*m[size_t(i)]), s.m) << i;
+    EXPECT_EQ(get(*v[size_t(i)]), s.v) << i;
+  }
+  EXPECT_THROW(b_.adamw(*p[0], *g[1], *m[0], *v[0], adamw_scalars(o, 1e-3, 4), 1.0f), Error);
+}
+
+TEST_F(CpuTrainOps, ZeroAndCopy) {
+  TensorPtr t = up("t", 5, 7, randn(35, 1)), u = up("u", 5, 7, randn(35, 2));
+  const Vec before = get(*t), src = get(*u);
+  b_.copy(*t, *u, 3);
+  Vec want(src.begin(), src.begin() + 21);
+  want.insert(want.end(), before.begin() + 21, before.end());
+  EXPECT_EQ(get(*t), want);
+  b_.zero(*t);
+  EXPECT_EQ(get(*t), Vec(35, 0.0f));
+}
+
+TEST_F(CpuTrainOps, RmsNorm) {
+  const int64_t n = 3, c = 64;
+  const Vec xv = randn(n * c, 3), g = randn(c, 4, 0.1f), w = randn(n * c, 5);
+  TensorPtr x = up("x", n, c, xv), y = b_.tensor("y", n, c), rstd = b_.tensor("rstd", n, 1);
+  b_.rms_norm({.x = x.get(), .g = g.data(), .eps = 1e-5f, .y = y.get(), .rstd = rstd.get()}, n);
+  Vec yr(xv.size()), rr(static_cast<size_t>(n));
+  rms_norm_forward(xv.data(), g.data(), n, c, 1e-5f, yr.data(), rr.data());
+  EXPECT_EQ(get(*y), yr);
+  EXPECT_EQ(get(*rstd), rr);
+  const Vec pre = randn(n * c, 6);
+  TensorPtr dy = up("dy", n, c, w), dx = up("dx", n, c, pre);
+  b_.rms_norm_backward(*dx, *dy, *x, g.data(), *rstd, n);
+  Vec dxr = pre;
+  rms_norm_backward(dxr.data(), w.data(), xv.data(), g.data(), rr.data(), n, c);
+  const Vec got = get(*dx);
+  EXPECT_EQ(got, dxr);
+  Vec grad(got.size());
+  for (size_t i = 0; i < got.size(); ++i) grad[i] = got[i] - pre[i];
+  expect_directional(
+      grad,
+      [&](const Vec& v, double s) {
+        TensorPtr xs = up("xs", n, c, plus(xv, v, s)), ys = b_.tensor("ys", n, c);
+        b_.rms_norm({.x = xs.get(), .g = g.data(), .eps = 1e-5f, .y = ys.get()}, n);
+        return dot(get(*ys), w);
+      },
+      7, "rms_norm dx");
+}
+
+TEST_F(CpuTrainOps, GatedAct) {
+  for (Activation act : {Activation::Relu2, Activation::Silu}) {
+    const int64_t n = 4, c = 32;
+    Vec gv = randn(n * c, 8);
+    for (float& v : gv) v += v > 0 ? 0.1f : -0.1f;  // away from relu2's kink
+    const Vec uv = randn(n * c, 9), w = randn(n * c, 10), p1 = randn(n * c, 11),
+              p2 = randn(n * c, 12);
+    TensorPtr gate = up("gate", n, c, gv), upt = up("up", n, c, uv), dout = up("dout", n, c, w);
+    TensorPtr dg = up("dg", n, c, p1), du = up("du", n, c, p2);
+    b_.gated_act_backward(*dg, *du, *dout, *gate, *upt, n, act);
+    Vec dgr = p1, dur = p2;
+    gated_act_backward(dgr.data(), dur.data(), w.data(), gv.data(), uv.data(), n * c, act);
+    EXPECT_EQ(get(*dg), dgr);
+    EXPECT_EQ(get(*du), dur);
+    Vec ggrad(dgr.size()), ugrad(dur.size());
+    for (size_t i = 0; i < dgr.size(); ++i) ggrad[i] = dgr[i] - p1[i], ugrad[i] = dur[i] - p2[i];
+    auto loss = [&](const Vec& g2, const Vec& u2) {
+      TensorPtr a = up("a", n, c, g2), b = up("b", n, c, u2), o = b_.tensor("o", n, c);
+      b_.gated_act(*o, *a, *b, n, act);
+      return dot(get(*o), w);
+    };
+    const std::string what(activation_name(act));
+    expect_directional(
+        ggrad, [&](const Vec& v, double s) { return loss(plus(gv, v, s), uv); }, 13,
+        what + " dgate");
+    expect_directional(
+        ugrad, [&](const Vec& v, double s) { return loss(gv, plus(uv, v, s)); }, 14, what + " dup");
+  }
+}
+
+TEST_F(CpuTrainOps, Attention) {
+  const AttnShape shape{.n_head = 4, .n_head_kv = 2, .head_dim = 8, .rope_dim = 8};
+  const int64_t n = 6, d = 32, kv = 16;
+  const Vec q = randn(n * d, 20), k = randn(n * kv, 21), v = randn(n * kv, 22),
+            w = randn(n * d, 23);
+  const Vec p1 = randn(n * d, 24), p2 = randn(n * kv, 25), p3 = randn(n * kv, 26);
+  TensorPtr tq = up("q", n, d, q), tk = up("k", n, kv, k), tv = up("v", n, kv, v);
+  TensorPtr dout = up("dout", n, d, w), dq = up("dq", n, d, p1), dk = up("dk", n, kv, p2),
+            dv = up("dv", n, kv, p3);
+  b_.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, n, shape);
+  Vec dqr = p1, dkr = p2, dvr = p3, scratch(size_t(2 * n));
+  attention_backward(dqr.data(), dkr.data(), dvr.data(), w.data(), q.data(), k.data(), v.data(), kv,
+                     n, 4, 2, 8, 0, 2, scratch.data());
+  EXPECT_EQ(get(*dq), dqr);
+  EXPECT_EQ(get(*dk), dkr);
+  EXPECT_EQ(get(*dv), dvr);
+  auto loss = [&](const Vec& q2, const Vec& k2, const Vec& v2) {
+    TensorPtr a = up("q", n, d, q2), b = up("k", n, kv, k2), c = up("v", n, kv, v2);
+    TensorPtr o = b_.tensor("o", n, d);
+    b_.attention(*o, *a, *b, *c, n, 0, shape);
+    return dot(get(*o), w);
+  };
+  auto minus = [](const Vec& a, const Vec& b) {
+    Vec r(a.size());
+    for (size_t i = 0; i < a.size(); ++i) r[i] = a[i] - b[i];
+    return r;
+  };
+  expect_directional(
+      minus(dqr, p1), [&](const Vec& u, double s) { return loss(plus(q, u, s), k, v); }, 27,
+      "attention dq");
+  expect_directional(
+      minus(dkr, p2), [&](const Vec& u, double s) { return loss(q, plus(k, u, s), v); }, 28,
+      "attention dk");
+  expect_directional(
+      minus(dvr, p3), [&](const Vec& u, double s) { return loss(q, k, plus(v, u, s)); }, 29,
+      "attention dv");
+}
+
+TEST_F(CpuTrainOps, RopeBackwardIsTheInverseRotation) {
+  for (int64_t rope_dim : {16, 8}) {
+    const AttnShape shape{
+        .n_head = 4, .n_head_kv = 4, .head_dim = 16, .rope_dim = rope_dim, .rope_theta = 1e4f};
+    const int64_t n = 7;
+    const Vec xv = randn(n * 64, 30);
+    TensorPtr x = up("x", n, 64, xv);
+    b_.rope_backward(*x, n, 4, shape, 0);
+    Vec ref = xv;
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    std::iota(pos.begin(), pos.end(), 0);
+    rope_backward(ref.data(), n, 4, 16, rope_dim, pos.data(), 1e4f);
+    EXPECT_EQ(get(*x), ref);
+    b_.rope(*x, n, 4, shape, 0);
+    const Vec back = get(*x);
+    for (size_t i = 0; i < back.size(); ++i) ASSERT_NEAR(back[i], xv[i], 1e-5) << i;
+  }
+}
+
+TEST_F(CpuTrainOps, LinearBackwardIsTheTransposedTernaryProduct) {
+  for (DType type : {DType::TQ2_0, DType::I2_S}) {
+    auto w = test::ternary_weight(type, 512, 96, type == DType::TQ2_0, 40);
+    w->w.out_scale = 1.5f;
+    const int64_t n = 5;
+    const Vec dy = randn(n * 96, 41), pre = randn(n * 512, 42);
+    TensorPtr tdy = up("dy", n, 96, dy), dx = up("dx", n, 512, pre);
+    b_.linear_backward(*dx, *tdy, w->w, n);
+    Vec ref = pre;
+    ternary_matmul_transposed_ref(w->w.m, dy.data(), 96, n, 1.5f, ref.data(), 0, 512);
+    EXPECT_EQ(get(*dx), ref) << dtype_name(type);
+  }
+}
+
+// The dropout of lora_forward: element i of x is dropped when u < p, u = (mix(mix(key ^
+// mix(salt)) + i) >> 11) * 2^-53, mix = splitmix64 (cpu/ops.h's lora_dropout), written out here.
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+TEST_F(CpuTrainOps, LoraBranch) {
+  const int64_t n = 5, n_in = 16, n_out = 12, r = 4;
+  const uint64_t key = 99;
+  for (float p : {0.0f, 0.3f}) {
+    const Vec x = randn(n * n_in, 50), av = randn(r * n_in, 51, 0.3f),
+              bv = randn(n_out * r, 52, 0.3f);
+    const Vec w = randn(n * n_out, 53), p_dx = randn(n * n_in, 54), p_da = randn(r * n_in, 55),
+              p_db = randn(n_out * r, 56);
+    TensorPtr a = up("a", r, n_in, av), b = up("b", n_out, r, bv), da = up("da", r, n_in, p_da),
+              db = up("db", n_out, r, p_db);
+    const LoraBranch br{a.get(), b.get(), da.get(), db.get(), 2.0f, 7};
+    auto forward = [&](const Vec& x2, TensorPtr* xd, TensorPtr* ax) {
+      TensorPtr tx = up("x", n, n_in, x2), y = up("y", n, n_out, Vec(size_t(n * n_out)));
+      *xd = b_.tensor("xd", n, n_in), *ax = b_.tensor("ax", n, r);
+      b_.lora_forward(*y, *tx, n, br, LoraSaved{xd->get(), ax->get()}, p, key);
+      return get(*y);
+    };
+    TensorPtr xd, ax;
+    const Vec y = forward(x, &xd, &ax), xdv = get(*xd), axv = get(*ax);
+    // xd: the dropout rule; ax = xd A^T; y = 2 ax B^T.
+    const uint64_t base = mix(key ^ mix(7));
+    for (size_t i = 0; i < x.size(); ++i) {
+      const bool drop = double(mix(base + i) >> 11) * 0x1.0p-53 < p;
+      ASSERT_EQ(xdv[i], drop ? 0.0f : x[i] * (1.0f / (1.0f - p))) << "p " << p << " element " << i;
+    }
+    Vec axr(axv.size()), yr(y.size());
+    matmul_f32_forward(xdv.data(), av.data(), n_in, r, axr.data(), 0, n);
+    EXPECT_EQ(axv, axr);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t o = 0; o < n_out; ++o) {
+        double s = 0;
+        for (int64_t k = 0; k < r; ++k) s += double(axv[size_t(t * r + k)]) * bv[size_t(o * r + k)];
+        EXPECT_NEAR(y[size_t(t * n_out + o)], 2 * s, 1e-6) << t << ", " << o;
+      }
+    }
+    // Backward against matmul_f32_backward_* composed by hand.
+    TensorPtr dy = up("dy", n, n_out, w), dx = up("dx", n, n_in, p_dx);
+    b_.lora_backward(*dx, *dy, LoraSaved{xd.get(), ax.get()}, n, br, p);
+    Vec ds(w.size()), dax(size_t(n * r)), dxd(x.size()), dxr = p_dx, dar = p_da, dbr = p_db;
+    for (size_t i = 0; i < w.size(); ++i) ds[i] = 2.0f * w[i];
+    matmul_f32_backward_dw(dbr.data(), ds.data(), axv.data(), n, r, n_out, 0, n_out);
+    matmul_f32_backward_dx(dax.data(), ds.data(), bv.data(), r, n_out, 0, n);
+    matmul_f32_backward_dw(dar.data(), dax.data(), xdv.data(), n, n_in, r, 0, r);
+    matmul_f32_backward_dx(dxd.data(), dax.data(), av.data(), n_in, r, 0, n);
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (p == 0 || xdv[i] != 0) dxr[i] += dxd[i] * (p > 0 ? 1.0f / (1.0f - p) : 1.0f);
+    }
+    const Vec gx = get(*dx), ga = get(*da), gb = get(*db);
+    EXPECT_EQ(gx, dxr) << "p " << p;
+    EXPECT_EQ(ga, dar) << "p " << p;
+    EXPECT_EQ(gb, dbr) << "p " << p;
+    // Finite differences of sum(w * y) in x, A and B (the dropout mask is fixed by the key).
+    Vec gdx(gx.size()), gda(ga.size()), gdb(gb.size());
+    for (size_t i = 0; i < gx.size(); ++i) gdx[i] = gx[i] - p_dx[i];
+    for (size_t i = 0; i < ga.size(); ++i) gda[i] = ga[i] - p_da[i];
+    for (size_t i = 0; i < gb.size(); ++i) gdb[i] = gb[i] - p_db[i];
+    TensorPtr t1, t2;
+    expect_directional(
+        gdx, [&](const Vec& v, double s) { return dot(forward(plus(x, v, s), &t1, &t2), w); }, 57,
+        cat("lora dx, p ", p));
+    auto moved = [&](DeviceTensor& t, const Vec& orig, const Vec& v, double s) {
+      b_.write(t, 0, t.rows(), plus(orig, v, s).data());
+      const double l = dot(forward(x, &t1, &t2), w);
+      b_.write(t, 0, t.rows(), orig.data());
+      return l;
+    };
+    expect_directional(
+        gda, [&](const Vec& v, double s) { return moved(*a, av, v, s); }, 58,
+        cat("lora dA, p ", p));
+    expect_directional(
+        gdb, [&](const Vec& v, double s) { return moved(*b, bv, v, s); }, 59,
+        cat("lora dB, p ", p));
+  }
+}
+
+// The head with the cross-entropy (HeadOp with targets): the loss from the definition in double,
+// the same for any chunk size, and its gradients (dh and the branches') against finite
+// differences.
+TEST_F(CpuTrainOps, HeadLoss) {
+  const int64_t n = 12, d = 16, V = 50, r = 2;
+  std::vector<uint8_t> bytes;
+  const FloatMatrix W = test::float_matrix(bytes, DType::F32, d, V, 60, 0.3f);
+  const Vec wv(reinterpret_cast<const float*>(bytes.data()),
+               reinterpret_cast<const float*>(bytes.data()) + V * d);
+  const Vec hv = randn(n * d, 61), av = randn(r * d, 62, 0.3f), bv = randn(V * r, 63, 0.3f);
+  const Vec p_dh = randn(n * d, 64), p_da = randn(r * d, 65), p_db = randn(V * r, 66);
+  std::vector<float> mask(size_t(n), 1.0f);
+  std::vector<int32_t> targets(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t) {
+    if ((t >= 4 && t < 8) || t == 10) mask[size_t(t)] = 0;  // chunk [4, 8) of 4 is skipped
+    targets[size_t(t)] = mask[size_t(t)] != 0 ? int32_t((t * 7 + 3) % V) : -100;
+  }
+  const float norm = 9;
+  TensorPtr h = up("h", n, d, hv), a = up("a", r, d, av), b = up("b", V, r, bv);
+  TensorPtr da = up("da", r, d, p_da), db = up("db", V, r, p_db);
+  const LoraBranch br{a.get(), b.get(), da.get(), db.get(), 1.5f, 3};
+  // The loss in double from the definition.
+  double want = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    if (mask[size_t(t)] == 0) continue;
+    std::vector<double> z(static_cast<size_t>(V));
+    double mx = -1e300, sum = 0;
+    for (int64_t o = 0; o < V; ++o) {
+      double s = 0, lo = 0;
+      for (int64_t i = 0; i < d; ++i) s += double(hv[size_t(t * d + i)]) * wv[size_t(o * d + i)];
+      for (int64_t k = 0; k < r; ++k) {
+        double ax = 0;
+        for (int64_t i = 0; i < d; ++i) ax += double(hv[size_t(t * d + i)]) * av[size_t(k * d + i)];
+        lo += ax * bv[size_t(o * r + k)];
+      }
+      z[size_t(o)] = s + 1.5 * lo;
+      mx = std::max(mx, z[size_t(o)]);
+    }
+    for (double v : z) sum += std::exp(v - mx);
+    want += mx + std::log(sum) - z[size_t(targets[size_t(t)])];
+  }
+  want /= norm;
+  // The loss of rows [0, n) in chunks of `chunk` tokens; with dh, the gradients too.
+  auto head_loss = [&](int64_t chunk, DeviceTensor* dh) {
+    b_.head({.h = h.get(),
+             .row0 = 0,
+             .n = n,
+             .w = &W,
+             .lora = {&br, 1},
+             .targets = targets.data(),
+             .mask = mask.data(),
+             .norm = norm,
+             .chunk = chunk,
+             .dh = dh});
+  };
+  for (int64_t chunk : {1, 4, 100}) {
+    head_loss(chunk, nullptr);
+    EXPECT_NEAR(b_.take_loss(), want, 1e-6 * want) << "chunk " << chunk;
+    EXPECT_EQ(b_.take_loss(), 0.0);
+  }
+  EXPECT_EQ(get(*da), p_da) << "no dh: no branch gradients";
+  EXPECT_EQ(get(*db), p_db);
+  TensorPtr dh = up("dh", n, d, p_dh);
+  head_loss(4, dh.get());
+  EXPECT_NEAR(b_.take_loss(), want, 1e-6 * want);
+  Vec gh = get(*dh), ga = get(*da), gb = get(*db);
+  for (size_t i = 0; i < gh.size(); ++i) gh[i] -= p_dh[i];
+  for (size_t i = 0; i < ga.size(); ++i) ga[i] -= p_da[i];
+  for (size_t i = 0; i < gb.size(); ++i) gb[i] -= p_db[i];
+  for (int64_t i = 4 * d; i < 8 * d; ++i) EXPECT_EQ(gh[size_t(i)], 0.0f) << "skipped chunk";
+  auto loss_at = [&](DeviceTensor& t, const Vec& orig, const Vec& v, double s) {
+    b_.write(t, 0, t.rows(), plus(orig, v, s).data());
+    head_loss(4, nullptr);
+    b_.write(t, 0, t.rows(), orig.data());
+    return b_.take_loss();
+  };
+  expect_directional(
+      gh, [&](const Vec& v, double s) { return loss_at(*h, hv, v, s); }, 67, "head dh");
+  expect_directional(
+      ga, [&](const Vec& v, double s) { return loss_at(*a, av, v, s); }, 68, "head dA");
+  expect_directional(
+      gb, [&](const Vec& v, double s) { return loss_at(*b, bv, v, s); }, 69, "head dB");
+}
+
+}  // namespace
+}  // namespace trit::engine

@@ -1,0 +1,337 @@
+// Cooperative matrices for the int8 ternary products: without a device, which shape and tiles
+// a device's lists give and the KHR form of the module derived from the NV one; on a device that
+// offers them, the tiled products give the plain path's bits.
+#include "backend/vulkan/coop_matrix.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/vulkan/context.h"
+#include "backend/vulkan/device_info.h"
+#include "backend/vulkan/shaders.h"
+#include "backend/vulkan/spirv_coopmat.h"
+#include "core/error.h"
+#include "support/errors.h"
+#include "support/vulkan.h"
+
+namespace trit::engine::vk {
+namespace {
+
+using test::expect_error;
+using test::ScopedEnv;
+
+// ---- The KHR form of the cooperative-matrix module ------------------------------------------
+
+// A module's instructions: opcode and operand words.
+struct SpirvInst {
+  uint32_t op;
+  std::vector<uint32_t> w;  // operands
+};
+std::vector<SpirvInst> spirv_insts(std::span<const uint32_t> m) {
+  std::vector<SpirvInst> out;
+  for (size_t i = 5; i < m.size();) {
+    const uint32_t n = m[i] >> 16;
+    EXPECT_GT(n, 0u);
+    if (n == 0 || i + n > m.size()) break;
+    out.push_back({m[i] & 0xffff, std::vector<uint32_t>(m.begin() + i + 1, m.begin() + i + n)});
+    i += n;
+  }
+  return out;
+}
+
+TEST(VulkanSpirvCoopmat, KhrFormOfTheCoopModule) {
+  namespace sp = spirv;
+  const std::span<const uint32_t> nv = shader_spirv("matmul_ternary_coop");
+  const std::span<const uint32_t> khr = shader_spirv("matmul_ternary_coop_khr");
+  EXPECT_EQ(khr.data(), shader_spirv("matmul_ternary_coop_khr").data());  // derived once
+  EXPECT_EQ(khr[3], nv[3] + 3);  // three new ids: the constants 0, 1, 2
+  const std::vector<SpirvInst> a = spirv_insts(nv), b = spirv_insts(khr);
+  EXPECT_EQ(b.size(), a.size() + 3);
+  std::map<uint32_t, uint32_t> constant, type_of, use, component;
+  std::map<uint32_t, bool> int_signed;
+  int nv_ops = 0, loads = 0, stores = 0, muladds = 0;
+  bool capability = false, extension = false;
+  for (const SpirvInst& i : b) {
+    if (i.op >= sp::kOpTypeCooperativeMatrixNV && i.op <= sp::kOpCooperativeMatrixLengthNV)
+      ++nv_ops;
+    if (i.op == 17) {  // OpCapability
+      EXPECT_NE(i.w[0], sp::kCapabilityCooperativeMatrixNV);
+      capability |= i.w[0] == sp::kCapabilityCooperativeMatrixKHR;
+    }
+    if (i.op == 10) {  // OpExtension
+      const std::string name(reinterpret_cast<const char*>(i.w.data()));
+      EXPECT_NE(name, "SPV_NV_cooperative_matrix");
+      extension |= name == "SPV_KHR_cooperative_matrix";
+    }
+    if (i.op == 21) int_signed[i.w[0]] = i.w[2] != 0;  // OpTypeInt
+    if (i.op == 43) constant[i.w[1]] = i.w[2];         // OpConstant (32-bit)
+    if (i.op == sp::kOpTypeCooperativeMatrixKHR) {
+      ASSERT_EQ(i.w.size(), 6u);
+      ASSERT_TRUE(constant.count(i.w[5])) << "Use is not a constant declared before the type";
+      use[i.w[0]] = constant[i.w[5]];
+      component[i.w[0]] = i.w[1];
+    }
+    if (i.op == sp::kOpCooperativeMatrixLoadKHR) {
+      ++loads;
+      ASSERT_GE(i.w.size(), 5u);
+      type_of[i.w[1]] = i.w[0];
+      ASSERT_TRUE(constant.count(i.w[3]));
+      // A (weights) is row-major, B (a token's k values in a row) column-major.
+      EXPECT_EQ(constant[i.w[3]], use[i.w[0]] == sp::kUseA ? sp::kRowMajor : sp::kColumnMajor);
+    }
+    if (i.op == sp::kOpCooperativeMatrixStoreKHR) {
+      ++stores;
+      ASSERT_GE(i.w.size(), 4u);
+      EXPECT_EQ(constant[i.w[2]], sp::kColumnMajor);  // the sums, token-major
+    }
+    if (i.op == sp::kOpCooperativeMatrixMulAddKHR) {
+      ++muladds;
+      ASSERT_EQ(i.w.size(), 6u);
+      EXPECT_EQ(use[i.w[0]], sp::kUseAccumulator);
+      EXPECT_EQ(i.w[5], sp::kSignedA | sp::kSignedB | sp::kSignedC | sp::kSignedResult);
+    }
+    if (i.op == 61 && use.count(i.w[0])) type_of[i.w[1]] = i.w[0];  // OpLoad of a matrix
+  }
+  EXPECT_EQ(nv_ops, 0);
+  EXPECT_TRUE(capability);
+  EXPECT_TRUE(extension);
+  EXPECT_GT(loads, 0);
+  EXPECT_GT(stores, 0);
+  EXPECT_GT(muladds, 0);
+  // A and B: int8 matrices of their own types; the accumulator int32.
+  int uses[3] = {0, 0, 0};
+  for (const auto& [type, u] : use) {
+    ASSERT_LT(u, 3u);
+    ++uses[u];
+    EXPECT_TRUE(int_signed.count(component[type]) && int_signed[component[type]]);
+  }
+  EXPECT_EQ(uses[sp::kUseA], 1);
+  EXPECT_EQ(uses[sp::kUseB], 1);
+  EXPECT_EQ(uses[sp::kUseAccumulator], 1);
+}
+
+TEST(VulkanSpirvCoopmat, RefusesWhatItCannotRewrite) {
+  expect_error([] { coopmat_nv_to_khr(std::vector<uint32_t>{1, 2, 3}); }, "not a SPIR-V module");
+  const std::span<const uint32_t> plain = shader_spirv("add");
+  expect_error([&] { coopmat_nv_to_khr(plain); }, "no cooperative matrix");
+  const std::span<const uint32_t> coop = shader_spirv("matmul_ternary_coop");
+  std::vector<uint32_t> bad(coop.begin(), coop.end());
+  bad[5] = 0xffffu << 16 | (bad[5] & 0xffff);  // the first instruction claims 65535 words
+  expect_error([&] { coopmat_nv_to_khr(bad); }, "claims 65535 words");
+  bad.assign(coop.begin(), coop.begin() + 5);  // a header alone
+  expect_error([&] { coopmat_nv_to_khr(bad); }, "no cooperative matrix");
+  expect_error([] { shader_spirv("add_khr"); }, "no cooperative matrix");
+  expect_error([] { shader_spirv("nothing_khr"); }, "no embedded shader");
+}
+
+// A device as the NVIDIA driver describes a recent GPU: int8 shapes 16x8x32 and 16x16x32.
+VulkanDeviceInfo coop_device() {
+  VulkanDeviceInfo d;
+  d.cooperative_matrix_nv = true;
+  d.cooperative_matrix_int8 = {{16, 8, 32}, {16, 16, 32}};
+  d.shader_int8 = true;
+  d.vulkan_memory_model = true;
+  d.subgroup_size = 32;
+  d.subgroup_operations = VK_SUBGROUP_FEATURE_BASIC_BIT;
+  d.max_compute_work_group_invocations = 1024;
+  d.max_compute_work_group_size[0] = 1024;
+  d.max_compute_shared_memory_size = 48 * 1024;
+  return d;
+}
+
+TEST(VulkanCoopTiles, FirstUsableShapeOfTheDevice) {
+  const std::optional<CoopTiles> t = plan_coop_tiles(coop_device());
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->shape, (CoopMatShape{16, 8, 32}));
+  EXPECT_EQ(t->wg, 128u);  // 2 x 2 subgroups of 32
+  EXPECT_EQ(t->frag_m, 2u);
+  EXPECT_EQ(t->frag_n, 4u);
+  EXPECT_EQ(t->shared_bytes(), 4u * 68 * 128);
+  const std::vector<uint32_t> spec = t->spec();
+  ASSERT_EQ(spec.size(), 17u);
+  EXPECT_EQ(spec[0], 128u);
+  EXPECT_EQ(spec[4], 64u);
+  EXPECT_EQ(spec[5], 64u);
+  EXPECT_EQ(spec[6], 2u);
+  EXPECT_EQ(spec[7], 4u);
+  EXPECT_EQ((std::vector<uint32_t>(spec.begin() + 14, spec.end())),
+            (std::vector<uint32_t>{16, 8, 32}));
+  // Small grids: 32 x 32 tiles, 16 x 16 a subgroup.
+  const CoopTiles s = t->small();
+  EXPECT_EQ(s.tile_m, 32u);
+  EXPECT_EQ(s.tile_n, 32u);
+  EXPECT_EQ(s.frag_m, 1u);
+  EXPECT_EQ(s.frag_n, 2u);
+  EXPECT_EQ(s.wg, 128u);
+
+  // Shapes the module cannot tile are passed over: m or n not dividing 32, k not dividing 256.
+  VulkanDeviceInfo d = coop_device();
+  d.cooperative_matrix_int8 = {{64, 8, 32}, {16, 48, 32}, {16, 8, 12}, {8, 8, 16}};
+  const std::optional<CoopTiles> small = plan_coop_tiles(d);
+  ASSERT_TRUE(small.has_value());
+  EXPECT_EQ(small->shape, (CoopMatShape{8, 8, 16}));
+  EXPECT_EQ(small->frag_m, 4u);
+  EXPECT_EQ(small->frag_n, 4u);
+  d.cooperative_matrix_int8 = {{32, 8, 32}};  // too tall for small tiles: it keeps its own
+  ASSERT_TRUE(plan_coop_tiles(d).has_value());
+  EXPECT_EQ(plan_coop_tiles(d)->small().tile_m, 64u);
+  d.cooperative_matrix_int8 = {{64, 8, 32}};
+  EXPECT_FALSE(plan_coop_tiles(d).has_value());
+}
+
+TEST(VulkanCoopTiles, SmallTilesWhereSharedMemoryIsSmall) {
+  VulkanDeviceInfo d = coop_device();
+  d.max_compute_shared_memory_size = 32 * 1024;  // 64 x 64 tiles need 34,816 bytes
+  const std::optional<CoopTiles> t = plan_coop_tiles(d);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->tile_m, 32u);
+  EXPECT_EQ(t->tile_n, 32u);
+  EXPECT_LE(t->shared_bytes(), 32u * 1024);
+  EXPECT_EQ(t->small().tile_m, 32u);
+  d.cooperative_matrix_int8 = {{32, 8, 32}};  // no small tiles for this shape
+  EXPECT_FALSE(plan_coop_tiles(d).has_value());
+}
+
+TEST(VulkanCoopTiles, KhrFirstUnlessChosen) {
+  VulkanDeviceInfo d = coop_device();
+  d.cooperative_matrix_khr = true;
+  d.cooperative_matrix_int8_khr = {{16, 16, 32}};
+  ASSERT_TRUE(plan_coop_tiles(d).has_value());
+  EXPECT_TRUE(plan_coop_tiles(d)->khr);
+  EXPECT_EQ(plan_coop_tiles(d)->shape, (CoopMatShape{16, 16, 32}));
+  EXPECT_EQ(plan_coop_tiles(d)->shader(), "matmul_ternary_coop_khr");
+  EXPECT_FALSE(plan_coop_tiles(d, CoopChoice::Nv)->khr);
+  EXPECT_EQ(plan_coop_tiles(d, CoopChoice::Nv)->shader(), "matmul_ternary_coop");
+  EXPECT_FALSE(plan_coop_tiles(d, CoopChoice::Off).has_value());
+  // KHR without a usable int8 shape: NV under Auto, nothing when KHR is asked for.
+  d.cooperative_matrix_int8_khr = {{16, 16, 12}};
+  EXPECT_FALSE(plan_coop_tiles(d)->khr);
+  EXPECT_FALSE(plan_coop_tiles(d, CoopChoice::Khr).has_value());
+  d.cooperative_matrix_nv = false;
+  EXPECT_FALSE(plan_coop_tiles(d).has_value());
+}
+
+TEST(VulkanCoopTiles, ChoiceFromTheEnvironment) {
+  for (const auto& [value, want] : {std::pair{"0", CoopChoice::Off},
+                                    {"nv", CoopChoice::Nv},
+                                    {"khr", CoopChoice::Khr},
+                                    {"1", CoopChoice::Auto},
+                                    {"", CoopChoice::Auto}}) {
+    ScopedEnv env("TRIT_VK_COOPMAT", value);
+    EXPECT_EQ(coop_choice_from_env(), want) << value;
+  }
+  ScopedEnv unset("TRIT_VK_COOPMAT", nullptr);
+  EXPECT_EQ(coop_choice_from_env(), CoopChoice::Auto);
+}
+
+TEST(VulkanCoopTiles, NoneWithoutEveryFeatureOrRoom) {
+  ASSERT_TRUE(plan_coop_tiles(coop_device()).has_value());
+  std::vector<VulkanDeviceInfo> lacking(8, coop_device());
+  lacking[0].cooperative_matrix_nv = false;
+  lacking[1].cooperative_matrix_int8.clear();
+  lacking[2].shader_int8 = false;
+  lacking[3].vulkan_memory_model = false;
+  lacking[4].subgroup_operations = 0;
+  lacking[5].subgroup_size = 0;
+  lacking[6].max_compute_shared_memory_size = 16 * 1024;  // 17,408 bytes for 32 x 32 tiles
+  lacking[7].subgroup_size = 64;                          // 256 invocations
+  lacking[7].max_compute_work_group_invocations = 128;
+  for (size_t i = 0; i < lacking.size(); ++i) {
+    EXPECT_FALSE(plan_coop_tiles(lacking[i]).has_value()) << "case " << i;
+  }
+}
+
+using namespace test;  // NOLINT: the shared Vulkan test helpers
+
+// ---- On a device ------------------------------------------------------------------------------
+// matmul_ternary_coop sums the int8 products exactly on the device's matrix units and ends as
+// matmul_ternary does, so its outputs equal the plain path's (TRIT_VK_COOPMAT=0) bit for bit.
+// Devices without int8 cooperative matrices (lavapipe) skip this.
+
+// coop: TRIT_VK_COOPMAT ("0" the plain path, "nv", "khr"); small: TRIT_VK_SMALL_TILES for both
+// paths ("0" default tiles, "1" the small ones).
+void open_coop(const char* coop, const char* small, uint64_t limit, bool profile,
+               std::unique_ptr<Backend>* out) {
+  const ScopedEnv choice("TRIT_VK_COOPMAT", coop);
+  const ScopedEnv tiles("TRIT_VK_SMALL_TILES", small);
+  const ScopedEnv table("TRIT_VK_PROFILE", profile ? "1" : nullptr);
+  open_vulkan(limit, out);
+}
+
+// Products over token counts that leave partial tiles (and one just past the matvec path), of
+// both ternary types, with an out_scale, of rows that end inside a tile, and of block scales
+// (which keep the plain path).
+std::vector<Out> coop_products(Backend& b) {
+  static const auto tq2 = ternary_weight(DType::TQ2_0, 768, 300, false, 501);
+  static const auto scaled = ternary_weight(DType::TQ2_0, 768, 130, false, 502);
+  static const auto i2s = ternary_weight(DType::I2_S, 768, 256, false, 503);
+  static const auto blocks = ternary_weight(DType::TQ2_0, 768, 96, true, 504);
+  scaled->w.out_scale = 1.25f;
+  std::vector<Out> outs;
+  for (int64_t n : {301, 9, 64}) {
+    TensorPtr x = upload(b, "x", n, 768, randn(n * 768, 505 + uint64_t(n)));
+    std::vector<TensorPtr> ys;
+    std::vector<LinearOp> ops;
+    for (const HostWeight* w : {tq2.get(), scaled.get(), i2s.get(), blocks.get()}) {
+      ys.push_back(b.tensor(cat("y_", w->w.name), n, w->w.m.n_out));
+      ops.push_back({&w->w, ys.back().get(), {}});
+    }
+    b.linear(ops, *x, n, LinearMode{.act_quant = true});
+    for (const TensorPtr& y : ys) outs.push_back(download(b, *y, n, 0));
+  }
+  return outs;
+}
+
+TEST(VulkanCoopMatrix, TiledProductsGiveThePlainBits) {
+  // Which extensions the device offers for this, independently of the backend's choice.
+  const VulkanDeviceList list = enumerate_vulkan_devices();
+  const VulkanDeviceInfo* info =
+      list.devices.empty() ? nullptr
+                           : &list.devices[choose_device(list.devices, DeviceChoice::any())];
+  int ran = 0;
+  for (const char* ext : {"nv", "khr"}) {
+    const bool khr = ext[0] == 'k';
+    const std::string tag = cat("int8 cooperative matrices (", khr ? "KHR" : "NV", ")");
+    const bool offered = info && plan_coop_tiles(*info, khr ? CoopChoice::Khr : CoopChoice::Nv);
+    // 32 KiB: weights in pieces of 170 rows (the second starts inside a tile), tokens in
+    // segments of 10 (still the tiled path). Small tiles: 32 x 32 (plain: 32 x 16).
+    for (const char* small : {"0", "1"}) {
+      for (uint64_t limit : {uint64_t(0), 32 * KiB}) {
+        const std::string what =
+            cat(ext, " at ", limit_name(limit), small[0] == '1' ? ", small tiles" : "");
+        std::unique_ptr<Backend> plain, coop;
+        open_coop("0", small, limit, false, &plain);
+        if (!plain) return;
+        open_coop(ext, small, limit, false, &coop);
+        ASSERT_EQ(coop->description().find(tag) != std::string::npos, offered)
+            << coop->description();
+        if (!offered) continue;
+        EXPECT_EQ(plain->description().find("cooperative"), std::string::npos);
+        const std::vector<Out> want = coop_products(*plain), got = coop_products(*coop);
+        ASSERT_EQ(want.size(), got.size());
+        for (size_t i = 0; i < want.size(); ++i) expect_match(want[i], got[i].v, 0, what);
+        ++ran;
+      }
+    }
+    ::testing::internal::CaptureStderr();
+    {
+      std::unique_ptr<Backend> vk;
+      open_coop(ext, "0", 0, true, &vk);
+      if (offered) coop_products(*vk);
+    }
+    const std::string table = ::testing::internal::GetCapturedStderr();
+    if (!offered) continue;
+    const std::string pipeline = khr ? "matmul_ternary_coop_khr:" : "matmul_ternary_coop:";
+    EXPECT_NE(table.find(pipeline), std::string::npos) << ext << ":\n" << table;
+  }
+  if (ran == 0) GTEST_SKIP() << "no int8 cooperative matrices on this device";
+}
+
+}  // namespace
+}  // namespace trit::engine::vk

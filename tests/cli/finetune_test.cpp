@@ -1,0 +1,267 @@
+// End-to-end fine-tuning on a small random model: it learns a task it could not do, resumes
+// exactly after a stop request or a SIGKILL, and checks a resumed run's settings.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "backend/select.h"
+#include "core/error.h"
+#include "infer/session.h"
+#include "io/adapter_gguf.h"
+#include "model/lora_set.h"
+#include "support/adapters.h"
+#include "support/cli.h"
+#include "support/files.h"
+#include "support/models.h"
+#include "tokenizer/tokenizer.h"
+#include "tools/create.h"
+#include "train/trainer.h"
+
+namespace trit::engine {
+namespace {
+namespace fs = std::filesystem;
+
+class Finetune : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    test::create_model(dir_, "m.gguf", test::tiny_options(4));
+    fs::create_directories(dir_.file("data"));
+    std::mt19937 rng(1);
+    auto word = [&] {
+      std::string w;
+      const int n = 3 + int(rng() % 5);
+      for (int i = 0; i < n; ++i) w += char('a' + rng() % 26);
+      return w;
+    };
+    for (auto [split, n] : {std::pair{"train", 48}, {"valid", 12}, {"test", 12}}) {
+      std::ofstream f(dir_.file("data/" + std::string(split) + ".jsonl"));
+      for (int i = 0; i < n; ++i) {
+        const std::string w = word();
+        f << R"({"prompt": "Is )" << w << R"( a word?", "completion": " yes!"})"
+          << "\n";
+        if (std::string(split) == "test") held_out_.push_back(w);
+      }
+    }
+  }
+
+  FinetuneOptions options(const std::string& out, int64_t steps) {
+    FinetuneOptions o;
+    o.data = dir_.file("data");
+    o.out = out;
+    o.steps = steps;
+    o.batch = 4;
+    o.lr = 3e-3;
+    o.rank = 4;
+    o.ctx = 64;
+    o.mask_prompt = true;
+    o.val_every = 0;
+    return o;
+  }
+
+  // Fine-tunes the model (the test's own when empty) on the CPU with 2 threads (the Vulkan runs
+  // are cli/vulkan_finetune_test.cpp); on_line gets every line the run reports.
+  FinetuneResult run(const FinetuneOptions& o, const std::string& model = "",
+                     const std::function<void(const std::string&)>& on_line = {},
+                     const std::atomic<bool>* stop = nullptr) {
+    const auto m = Model::load(model.empty() ? dir_.file("m.gguf") : model);
+    ThreadPool pool(2);
+    const std::unique_ptr<Backend> cpu = make_cpu_backend(pool);
+    FinetuneControl control;
+    if (on_line) control.on_event = [&](const FinetuneEvent& e) { on_line(e.line); };
+    control.stop = stop;
+    return finetune(*m, *cpu, o, control);
+  }
+
+  std::string greedy(const Model& m, const LoraAdapter* ad, const std::string& prompt, int n) {
+    const Tokenizer& tok = *m.tokenizer();
+    ThreadPool pool(2);
+    const std::unique_ptr<Backend> cpu = make_cpu_backend(pool);
+    std::vector<std::pair<const LoraAdapter*, float>> adapters;
+    if (ad) adapters.emplace_back(ad, 1.0f);
+    const test::AttachedLora lora = test::attach_lora(*cpu, m.hparams(), adapters);
+    Session s(m, 64, *cpu, ForwardOptions{true, ad ? &lora.set : nullptr});
+    std::vector<float> logits;
+    std::vector<int32_t> ids = tok.encode(prompt, true, false);
+    std::string out;
+    for (int i = 0; i < n; ++i) {
+      s.eval(ids, logits);
+      const int32_t id = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      out += tok.token_to_piece(id);
+      ids = {id};
+    }
+    return out;
+  }
+
+  test::TempDir dir_;
+  std::vector<std::string> held_out_;
+};
+
+TEST_F(Finetune, LearnsATaskTheBaseCannotDo) {
+  std::vector<std::string> lines;
+  FinetuneOptions o = options(dir_.file("a.gguf"), 40);
+  o.val_every = 20;
+  const FinetuneResult r = run(o, "", [&](const std::string& l) { lines.push_back(l); });
+  EXPECT_EQ(r.steps_done, 40);
+  ASSERT_GE(lines.size(), 42u);
+  const auto first = std::find_if(lines.begin(), lines.end(), [](const std::string& l) {
+    return l.find("step 0/40 | val loss") != std::string::npos;
+  });
+  ASSERT_NE(first, lines.end()) << lines[0];
+  const double first_val = std::stod(first->substr(first->find("val loss") + 9));
+  EXPECT_LT(r.last_val_loss, 0.1 * first_val);
+  auto model = Model::load(dir_.file("m.gguf"));
+  const LoraAdapter ad = load_adapter_gguf(o.out);
+  int right_after = 0, right_before = 0;
+  for (const std::string& w : held_out_) {
+    const std::string prompt = "Is " + w + " a word?";
+    right_after += greedy(*model, &ad, prompt, 5) == " yes!";
+    right_before += greedy(*model, nullptr, prompt, 5) == " yes!";
+  }
+  EXPECT_EQ(right_before, 0);
+  EXPECT_GE(right_after, int(held_out_.size()) - 1);
+  // Metrics and the plot are next to the adapter.
+  const std::string metrics = test::read_file(dir_.file("a.metrics.jsonl"));
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 40 + 3);  // steps + 3 validations
+  EXPECT_EQ(test::read_file(dir_.file("a.loss.svg")).rfind("<svg", 0), 0u);
+}
+
+TEST_F(Finetune, StopAndResumeGiveTheSameAdapterBytes) {
+  FinetuneOptions o = options(dir_.file("straight.gguf"), 8);
+  o.grad_accum = 2;
+  o.dropout = 0.1f;
+  o.schedule = "cosine";
+  o.warmup = 2;
+  run(o);
+
+  o.out = dir_.file("resumed.gguf");
+  std::atomic<bool> stop{false};
+  const FinetuneResult first = run(
+      o, "",
+      [&](const std::string& l) {
+        if (l.rfind("step 4/8", 0) == 0) stop = true;
+      },
+      &stop);
+  EXPECT_TRUE(first.stopped);
+  EXPECT_EQ(first.steps_done, 4);
+  EXPECT_TRUE(fs::exists(dir_.file("resumed.checkpoints/checkpoint-4/state.json")));
+  o.resume = "latest";
+  const FinetuneResult second = run(o);
+  EXPECT_EQ(second.steps_done, 8);
+  EXPECT_EQ(test::read_file(dir_.file("straight.gguf")),
+            test::read_file(dir_.file("resumed.gguf")));
+  // The metrics of the resumed run continue the first: one line per step.
+  const std::string m = test::read_file(dir_.file("resumed.metrics.jsonl"));
+  EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 8 + 2);
+}
+
+TEST_F(Finetune, ResumeRefusesOtherSettings) {
+  FinetuneOptions o = options(dir_.file("a.gguf"), 4);
+  o.save_every = 2;
+  run(o);
+  o.resume = "latest";
+  o.lr = 1e-3;
+  try {
+    run(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("setting 'lr'"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Finetune, RefusesMergedAndAttachedModels) {
+  run(options(dir_.file("a.gguf"), 2));
+  for (const std::string mode : {"attach", "float"}) {
+    const std::string merged = dir_.file(mode + ".gguf");
+    const test::RunResult r =
+        test::run_trit(dir_, {"merge", "-m", dir_.file("m.gguf"), "--lora", dir_.file("a.gguf"),
+                              "-o", merged, "--mode", mode});
+    ASSERT_EQ(r.rc, 0) << r.err;
+    try {
+      run(options(dir_.file("b.gguf"), 2), merged);
+      FAIL() << mode;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(merged), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Runs `trit finetune` as a child process; returns its pid.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::freopen(log.c_str(), "w", stderr);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(TRIT_BIN));
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(TRIT_BIN, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+TEST_F(Finetune, SigkillAndSigintThenResumeFinishLikeAnUninterruptedRun) {
+  const std::vector<std::string> common = {"finetune",
+                                           "-m",
+                                           dir_.file("m.gguf"),
+                                           "--data",
+                                           dir_.file("data"),
+                                           "--steps",
+                                           "20",
+                                           "--batch",
+                                           "4",
+                                           "--lr",
+                                           "3e-3",
+                                           "--rank",
+                                           "4",
+                                           "-c",
+                                           "64",
+                                           "-t",
+                                           "2",
+                                           "--save-every",
+                                           "2",
+                                           "--val-every",
+                                           "0"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = common;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  int status = 0;
+  const pid_t straight = spawn(with({"-o", dir_.file("straight.gguf")}), dir_.file("s.log"));
+  waitpid(straight, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::read_file(dir_.file("s.log"));
+
+  for (int sig : {SIGKILL, SIGINT}) {
+    const std::string out = dir_.file(cat("run", sig, ".gguf"));
+    const std::string ckpt = dir_.file(cat("run", sig, ".checkpoints"));
+    const pid_t pid = spawn(with({"-o", out}), dir_.file("k.log"));
+    // Wait for the first checkpoint, then interrupt.
+    for (int i = 0; i < 2000 && !fs::exists(ckpt + "/checkpoint-2"); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    kill(pid, sig);
+    waitpid(pid, &status, 0);
+    if (sig == SIGINT) {
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+          << test::read_file(dir_.file("k.log"));
+    }
+    const pid_t resumed = spawn(with({"-o", out, "--resume"}), dir_.file("r.log"));
+    waitpid(resumed, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << test::read_file(dir_.file("r.log"));
+    EXPECT_EQ(test::read_file(dir_.file("straight.gguf")), test::read_file(out))
+        << "signal " << sig;
+  }
+}
+
+}  // namespace
+}  // namespace trit::engine

@@ -1,0 +1,230 @@
+// `trit finetune --device vulkan` end to end, through the CLI, on a small random model (2 layers,
+// its 4096 x 256 f16 tied head 2 MiB: pieces at --max-buffer-mb 1) with LoRA on every
+// linear layer and the head: the per-step training losses and the validation losses follow the
+// CPU run's; a run resumed from a checkpoint ends with the adapter bytes of an uninterrupted
+// run; and a 1 MiB binding limit changes nothing (DESIGN section 6: the result with any limit
+// equals the untiled result). Without a Vulkan device the tests skip, unless
+// TRIT_REQUIRE_VULKAN=1 makes them fail.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "support/cli.h"
+#include "support/files.h"
+#include "support/vulkan.h"
+#include "train/metrics.h"
+
+namespace trit::engine {
+namespace {
+namespace fs = std::filesystem;
+
+// Marks the current test skipped (GTEST_SKIP returns from the function it is in).
+void skip(const std::string& why) {
+  GTEST_SKIP() << "no Vulkan device: " << why;
+}
+
+struct FinetuneRun {
+  test::RunResult r;
+  MetricsLog metrics;
+  std::string adapter;  // the adapter's bytes
+};
+
+class VulkanFinetune : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir;
+    fs::create_directories(dir_->file("data"));
+    std::mt19937 rng(1);
+    auto word = [&] {
+      std::string w;
+      for (int i = 0, n = 3 + int(rng() % 5); i < n; ++i) w += char('a' + rng() % 26);
+      return w;
+    };
+    // A small random model whose 4096 x 256 f16 head (2 MiB) splits at a 1 MiB limit, fast
+    // enough on a CPU Vulkan driver.
+    const test::RunResult made =
+        test::run_trit(*dir_, {"create", "--preset", "tiny", "--random", "--vocab", "4096",
+                               "--seed", "3", "-o", dir_->file("model.gguf")});
+    if (made.rc != 0) ADD_FAILURE() << "trit create failed: " << made.err;
+    for (auto [split, n] : {std::pair{"train", 32}, {"valid", 8}}) {
+      std::ofstream f(dir_->file("data/" + std::string(split) + ".jsonl"));
+      for (int i = 0; i < n; ++i) {
+        f << R"({"prompt": "Is )" << word() << R"( a word?", "completion": " yes!"})"
+          << "\n";
+      }
+    }
+  }
+  static void TearDownTestSuite() {
+    runs_.clear();
+    delete dir_;
+    dir_ = nullptr;
+  }
+
+  // 8 steps of 4 sequences at lr 5e-4: the losses stay far from 0, where a relative tolerance
+  // would mean little.
+  static std::vector<std::string> args(const std::string& out, std::vector<std::string> extra) {
+    // clang-format off
+    std::vector<std::string> a = {
+        "finetune", "-m", dir_->file("model.gguf"), "--data",
+        dir_->file("data"), "-o", dir_->file(out), "--steps", "8", "--batch", "4", "--lr", "5e-4",
+        "--rank", "4", "--targets", "all,head", "-c", "64", "-t", "2", "--seed", "7",
+        "--val-every", "4", "--mask-prompt"};
+    // clang-format on
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+
+  // Runs `trit finetune` writing <out> (once per test suite for a given out) and reads its
+  // metrics and adapter. On Vulkan without a device: skips (null), or fails under
+  // TRIT_REQUIRE_VULKAN=1. Any other failure fails the test (null).
+  static const FinetuneRun* finetune(const std::string& out,
+                                     const std::vector<std::string>& extra) {
+    auto it = runs_.find(out);
+    if (it != runs_.end()) return &it->second;
+    FinetuneRun run;
+    run.r = test::run_trit(*dir_, args(out, extra));
+    if (run.r.rc != 0) {
+      if (test::says_no_device(run.r.err)) {
+        if (test::vulkan_required()) {
+          ADD_FAILURE() << "TRIT_REQUIRE_VULKAN=1: " << run.r.err;
+          return nullptr;
+        }
+        skip(run.r.err);
+        return nullptr;
+      }
+      ADD_FAILURE() << "trit finetune " << out << " failed (" << run.r.rc << "): " << run.r.err;
+      return nullptr;
+    }
+    run.metrics = read_metrics(dir_->file(strip(out) + ".metrics.jsonl"));
+    run.adapter = test::read_file(dir_->file(out));
+    return &(runs_[out] = std::move(run));
+  }
+  static std::string strip(const std::string& out) { return out.substr(0, out.size() - 5); }
+
+  static test::TempDir* dir_;
+  static std::map<std::string, FinetuneRun> runs_;
+};
+
+test::TempDir* VulkanFinetune::dir_ = nullptr;
+std::map<std::string, FinetuneRun> VulkanFinetune::runs_;
+
+// Per step: |got - want| <= tol * |want|, for the training and the validation losses; prints the
+// largest relative difference of each.
+void expect_losses_close(const MetricsLog& want, const MetricsLog& got, double tol,
+                         const std::string& what) {
+  ASSERT_EQ(got.train.size(), 8u) << what;
+  ASSERT_EQ(want.train.size(), 8u) << what;
+  ASSERT_EQ(got.val.size(), 3u) << what;  // steps 0, 4 and 8
+  ASSERT_EQ(want.val.size(), 3u) << what;
+  double worst_train = 0, worst_val = 0;
+  for (size_t i = 0; i < want.train.size(); ++i) {
+    const double w = want.train[i].loss, g = got.train[i].loss;
+    const double rel = std::isfinite(g) ? std::fabs(g - w) / std::fabs(w) : INFINITY;
+    worst_train = std::max(worst_train, rel);
+    EXPECT_LE(rel, tol) << what << ": step " << want.train[i].step << " loss " << g
+                        << ", the CPU's " << w;
+  }
+  for (size_t i = 0; i < want.val.size(); ++i) {
+    const double w = want.val[i].val_loss, g = got.val[i].val_loss;
+    const double rel = std::isfinite(g) ? std::fabs(g - w) / std::fabs(w) : INFINITY;
+    worst_val = std::max(worst_val, rel);
+    EXPECT_LE(rel, tol) << what << ": step " << want.val[i].step << " val loss " << g
+                        << ", the CPU's " << w;
+  }
+  std::printf("%s: largest relative difference to the CPU: train loss %.3g, val loss %.3g\n",
+              what.c_str(), worst_train, worst_val);
+}
+
+// W1.58A8: a last-bit difference before an activation quantiser flips an int8 rounding tie now
+// and then, which moves a step's loss by up to ~1e-2 relative and the later steps with it.
+TEST_F(VulkanFinetune, LossesFollowTheCpu) {
+  const FinetuneRun* cpu = finetune("cpu.gguf", {"--device", "cpu"});
+  if (!cpu) return;
+  const FinetuneRun* vk = finetune("vk.gguf", {"--device", "vulkan"});
+  if (!vk) return;
+  expect_losses_close(cpu->metrics, vk->metrics, 2e-2, "vulkan W1.58A8");
+}
+
+// Float activations: no rounding ties, so only f32 summation order differs.
+TEST_F(VulkanFinetune, FloatActivationsFollowTheCpuClosely) {
+  const test::RunResult help = test::run_trit(*dir_, {"finetune", "--help"});
+  if (help.out.find("--act-quant") == std::string::npos) {
+    GTEST_SKIP() << "trit finetune has no --act-quant option";
+  }
+  const FinetuneRun* cpu = finetune("cpu_float.gguf", {"--device", "cpu", "--act-quant", "none"});
+  if (!cpu) return;
+  const FinetuneRun* vk = finetune("vk_float.gguf", {"--device", "vulkan", "--act-quant", "none"});
+  if (!vk) return;
+  expect_losses_close(cpu->metrics, vk->metrics, 1e-4, "vulkan float activations");
+}
+
+// With LoRA dropout 0.1 and a cosine schedule (as cli/finetune_test.cpp's resume test): the losses
+// follow the CPU's (the dropout masks are the same); a run that checkpoints every 4 steps equals
+// one that does not (the device is deterministic); then, with its step-8 checkpoint and adapter
+// gone (as if killed after step 4's checkpoint), --resume finishes with the same adapter bytes
+// and the same losses.
+TEST_F(VulkanFinetune, ResumeGivesTheSameAdapterBytes) {
+  const std::vector<std::string> drop = {"--lora-dropout", "0.1",      "--schedule",
+                                         "cosine",         "--warmup", "2"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), drop.begin(), drop.end());
+    return extra;
+  };
+  const FinetuneRun* cpu = finetune("cpu_drop.gguf", with({"--device", "cpu"}));
+  if (!cpu) return;
+  const FinetuneRun* straight = finetune("vk_drop.gguf", with({"--device", "vulkan"}));
+  if (!straight) return;
+  expect_losses_close(cpu->metrics, straight->metrics, 2e-2, "vulkan W1.58A8 with dropout");
+  const std::vector<std::string> saving = with({"--device", "vulkan", "--save-every", "4"});
+  const FinetuneRun* saved = finetune("vk_saved.gguf", saving);
+  if (!saved) return;
+  EXPECT_TRUE(saved->adapter == straight->adapter)
+      << "two uninterrupted Vulkan runs of the same settings give different adapters";
+  const std::string ckpt = dir_->file("vk_saved.checkpoints");
+  ASSERT_TRUE(fs::exists(ckpt + "/checkpoint-4/state.json"));
+  fs::remove_all(ckpt + "/checkpoint-8");
+  fs::remove(dir_->file("vk_saved.gguf"));
+  runs_.erase("vk_saved.gguf");
+  std::vector<std::string> resume = saving;
+  resume.push_back("--resume");
+  const FinetuneRun* resumed = finetune("vk_saved.gguf", resume);
+  if (!resumed) return;
+  EXPECT_NE(resumed->r.err.find("resuming from"), std::string::npos) << resumed->r.err;
+  EXPECT_TRUE(resumed->adapter == straight->adapter)
+      << "the resumed Vulkan run's adapter differs from the uninterrupted run's";
+  ASSERT_EQ(resumed->metrics.train.size(), straight->metrics.train.size());
+  for (size_t i = 0; i < straight->metrics.train.size(); ++i) {
+    EXPECT_EQ(resumed->metrics.train[i].loss, straight->metrics.train[i].loss) << "step " << i + 1;
+  }
+}
+
+// --max-buffer-mb 1 splits the head (4 MiB), the activations of a step and the logits: the
+// losses and the adapter are the same as with the device's own limit.
+TEST_F(VulkanFinetune, OneMiBBindingLimitGivesTheSameRun) {
+  const FinetuneRun* whole = finetune("vk.gguf", {"--device", "vulkan"});
+  if (!whole) return;
+  const FinetuneRun* tiled =
+      finetune("vk_1mib.gguf", {"--device", "vulkan", "--max-buffer-mb", "1"});
+  if (!tiled) return;
+  ASSERT_EQ(tiled->metrics.train.size(), whole->metrics.train.size());
+  for (size_t i = 0; i < whole->metrics.train.size(); ++i) {
+    EXPECT_EQ(tiled->metrics.train[i].loss, whole->metrics.train[i].loss) << "step " << i + 1;
+  }
+  ASSERT_EQ(tiled->metrics.val.size(), whole->metrics.val.size());
+  for (size_t i = 0; i < whole->metrics.val.size(); ++i) {
+    EXPECT_EQ(tiled->metrics.val[i].val_loss, whole->metrics.val[i].val_loss)
+        << "validation at step " << whole->metrics.val[i].step;
+  }
+  EXPECT_TRUE(tiled->adapter == whole->adapter) << "the adapters differ";
+}
+
+}  // namespace
+}  // namespace trit::engine

@@ -1,0 +1,115 @@
+#include "infer/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+namespace trit::engine {
+namespace {
+
+TEST(Sampler, GreedyPicksTheLargestLogitAndTheFirstOnTies) {
+  SamplerOptions o;
+  o.temperature = 0;
+  Sampler s(o);
+  const std::vector<float> logits = {0.1f, 3.0f, -1.0f, 3.0f, 2.9f};
+  EXPECT_EQ(s.sample(logits.data(), 5, {}), 1);
+}
+
+TEST(Sampler, TopKOfOneIsGreedyAtAnyTemperature) {
+  SamplerOptions o;
+  o.temperature = 5;
+  o.top_k = 1;
+  o.min_p = 0;
+  Sampler s(o);
+  const std::vector<float> logits = {0.5f, 0.1f, 0.7f, 0.2f};
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(s.sample(logits.data(), 4, {}), 2);
+}
+
+TEST(Sampler, SameSeedSameSequence) {
+  SamplerOptions o;
+  o.temperature = 1;
+  o.top_k = 0;
+  o.top_p = 1;
+  o.min_p = 0;
+  o.seed = 99;
+  const std::vector<float> logits = {1, 1, 1, 1, 1, 1, 1, 1};
+  Sampler a(o), b(o);
+  std::vector<int32_t> sa, sb;
+  for (int i = 0; i < 64; ++i) {
+    sa.push_back(a.sample(logits.data(), 8, {}));
+    sb.push_back(b.sample(logits.data(), 8, {}));
+  }
+  EXPECT_EQ(sa, sb);
+  o.seed = 100;
+  Sampler c(o);
+  std::vector<int32_t> sc;
+  for (int i = 0; i < 64; ++i) sc.push_back(c.sample(logits.data(), 8, {}));
+  EXPECT_NE(sa, sc);
+}
+
+TEST(Sampler, FrequenciesFollowSoftmaxAtTemperature) {
+  SamplerOptions o;
+  o.temperature = 0.5f;
+  o.top_k = 0;
+  o.top_p = 1;
+  o.min_p = 0;
+  o.seed = 1;
+  Sampler s(o);
+  const std::vector<float> logits = {0.0f, std::log(2.0f) / 2};  // at T=0.5: p = 1/3, 2/3
+  int ones = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) ones += s.sample(logits.data(), 2, {}) == 1;
+  EXPECT_NEAR(double(ones) / n, 2.0 / 3.0, 0.015);
+}
+
+TEST(Sampler, TopPKeepsTheSmallestNucleus) {
+  SamplerOptions o;
+  o.temperature = 1;
+  o.top_k = 0;
+  o.min_p = 0;
+  o.top_p = 0.75f;
+  o.seed = 3;
+  Sampler s(o);
+  // p = 0.5, 0.3, 0.2 (ln weights): the nucleus of 0.75 is {0, 1}.
+  const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.2f)};
+  std::map<int32_t, int> seen;
+  for (int i = 0; i < 3000; ++i) ++seen[s.sample(logits.data(), 3, {})];
+  EXPECT_EQ(seen.count(2), 0u);
+  EXPECT_GT(seen[0], 0);
+  EXPECT_GT(seen[1], 0);
+}
+
+TEST(Sampler, MinPDropsUnlikelyTokens) {
+  SamplerOptions o;
+  o.temperature = 1;
+  o.top_k = 0;
+  o.top_p = 1;
+  o.min_p = 0.3f;
+  o.seed = 4;
+  Sampler s(o);
+  // p relative to the best: 1, 0.5, 0.25: min-p 0.3 drops the last.
+  const std::vector<float> logits = {std::log(4.0f), std::log(2.0f), std::log(1.0f)};
+  for (int i = 0; i < 2000; ++i) EXPECT_NE(s.sample(logits.data(), 3, {}), 2);
+}
+
+TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
+  SamplerOptions o;
+  o.temperature = 0;
+  o.repeat_penalty = 2.0f;
+  Sampler s(o);
+  // Token 0 (logit 3) was seen: 3 / 2 = 1.5 < 2, so token 1 wins.
+  std::vector<float> logits = {3.0f, 2.0f, -1.0f};
+  EXPECT_EQ(s.sample(logits.data(), 3, {0}), 1);
+  // Negative logits get more negative: -0.5 * 2 = -1 < -0.9.
+  logits = {-0.5f, -0.9f, -3.0f};
+  EXPECT_EQ(s.sample(logits.data(), 3, {0}), 1);
+  // Outside the look-back window the penalty does not apply.
+  o.repeat_last_n = 1;
+  Sampler w(o);
+  logits = {3.0f, 2.0f, -1.0f};
+  EXPECT_EQ(w.sample(logits.data(), 3, {0, 2}), 0);
+}
+
+}  // namespace
+}  // namespace trit::engine

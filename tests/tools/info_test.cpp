@@ -1,0 +1,77 @@
+// tools/info: what `trit info` reports of a model file (summary, memory, JSON) and of a file of
+// another architecture.
+#include "tools/info.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "io/gguf.h"
+#include "support/files.h"
+#include "support/models.h"
+#include "tools/create.h"
+
+namespace trit::engine {
+namespace {
+
+using test::TempDir;
+
+TEST(ModelInfo, SummaryAndJson) {
+  TempDir dir;
+  const std::string path = dir.file("tiny.gguf");
+  create_random_model(test::tiny_options(42, DType::TQ1_0), path);
+  auto f = GgufFile::open(path);
+  const ModelInfo info = read_model_info(*f);
+  ASSERT_TRUE(info.hparams.has_value());
+  EXPECT_EQ(info.hparams->n_layer, 2);
+  EXPECT_EQ(info.tokenizer_model, "gpt2");
+  EXPECT_EQ(info.tokenizer_vocab, 512);
+  EXPECT_EQ(info.bos, 256);
+  EXPECT_EQ(info.eos, 257);
+  EXPECT_FALSE(info.chat_template);
+  EXPECT_EQ(info.tensors.size(), f->tensors().size());
+  EXPECT_EQ(info.mem_kv_cache, uint64_t(2 * 2 * 512 * 128 * 4));
+  // TQ1_0 weights count as TQ2_0 (repacked at load).
+  uint64_t ternary_weights = 0;
+  for (const TypeTotals& t : info.type_totals) {
+    if (t.type == DType::TQ1_0) ternary_weights = uint64_t(t.n_elements);
+  }
+  EXPECT_GT(info.mem_weights, info.tensor_bytes);
+  EXPECT_EQ(info.mem_weights - info.tensor_bytes, ternary_weights / 256 * (66 - 54));
+  EXPECT_EQ(info.mem_total, info.mem_weights + info.mem_kv_cache + info.mem_activations);
+
+  const nlohmann::json j = nlohmann::json::parse(model_info_json(info, true));
+  EXPECT_EQ(j["hparams"]["n_layer"], 2);
+  EXPECT_EQ(j["architecture"], "bitnet");
+  EXPECT_EQ(j["tensors"].size(), f->tensors().size());
+  EXPECT_EQ(j["tokenizer"]["vocab_size"], 512);
+  const std::string text = format_model_info(info, true);
+  EXPECT_NE(text.find("blk.1.ffn_down.weight"), std::string::npos);
+  EXPECT_NE(format_model_info(info, false).find("tq1_0"), std::string::npos);
+}
+
+TEST(ModelInfo, OtherArchitecture) {
+  TempDir dir;
+  std::vector<float> x(64, 1.0f);
+  {
+    GgufWriter w;
+    w.set_string("general.architecture", "llama");
+    w.set_u32("llama.block_count", 7);
+    w.add_tensor("x", DType::F32, {64}, x.data());
+    w.write(dir.file("llama.gguf"));
+  }
+  auto f = GgufFile::open(dir.file("llama.gguf"));
+  const ModelInfo info = read_model_info(*f);
+  EXPECT_FALSE(info.hparams.has_value());
+  EXPECT_EQ(info.arch, "llama");
+  const std::string text = format_model_info(info, false);
+  EXPECT_NE(text.find("llama.block_count = 7"), std::string::npos) << text;
+  const nlohmann::json j = nlohmann::json::parse(model_info_json(info, false));
+  EXPECT_TRUE(j["hparams"].is_null());
+  EXPECT_EQ(j["n_tensors"], 1);
+}
+
+}  // namespace
+}  // namespace trit::engine

@@ -1,0 +1,179 @@
+// The training forward/backward pass: its loss equals cross-entropy over the inference
+// logits, its LoRA gradients match finite differences (float activations, where the model is
+// smooth), and gradient checkpointing and thread counts do not change them.
+#include "train/trainable_model.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "model/lora_set.h"
+#include "support/files.h"
+#include "support/models.h"
+#include "train/lora_init.h"
+
+namespace trit::engine {
+namespace {
+
+class TrainModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CreateOptions o = test::tiny_options(21);
+    o.hp.tied_head = false;
+    model_ = Model::load(test::create_model(dir_, "m.gguf", o));
+    adapter_ = lora_init(model_->hparams(), "all,head", 4, 8.0f, false, 5);
+    // Non-zero B so that A gets gradients too.
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    for (auto& [name, L] : adapter_.layers) {
+      for (float& v : L.b) v = nd(rng);
+    }
+    tokens_ = {256, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33};
+    for (size_t t = 0; t < tokens_.size(); ++t) {
+      targets_.push_back(t + 1 < tokens_.size() ? tokens_[t + 1] : 0);
+      mask_.push_back(t + 1 < tokens_.size() && t != 3 ? 1.0f : 0.0f);
+    }
+    norm_ = 0;
+    for (float m : mask_) norm_ += m;
+  }
+
+  // Mean masked NLL from the inference path's logits.
+  double inference_loss(bool act_quant) {
+    const std::vector<float> logits = test::session_logits(
+        *model_, tokens_, {.act_quant = act_quant, .lora = {{&adapter_, 1.0f}}, .n_ctx = 32});
+    const int64_t V = model_->hparams().n_vocab;
+    double loss = 0;
+    for (size_t t = 0; t < tokens_.size(); ++t) {
+      if (mask_[t] == 0) continue;
+      const float* row = logits.data() + t * size_t(V);
+      double m = row[0], z = 0;
+      for (int64_t i = 0; i < V; ++i) m = std::max(m, double(row[i]));
+      for (int64_t i = 0; i < V; ++i) z += std::exp(double(row[i]) - m);
+      loss += m + std::log(z) - row[targets_[t]];
+    }
+    return loss / norm_;
+  }
+
+  double loss(TrainableModel& tm) {
+    return tm.forward_loss(tokens_.data(), targets_.data(), mask_.data(), int64_t(tokens_.size()),
+                           norm_);
+  }
+
+  test::TempDir dir_;
+  std::unique_ptr<Model> model_;
+  LoraAdapter adapter_;
+  std::vector<int32_t> tokens_, targets_;
+  std::vector<float> mask_;
+  float norm_ = 0;
+};
+
+TEST_F(TrainModel, LossEqualsCrossEntropyOfInferenceLogits) {
+  ThreadPool pool(2);
+  for (bool act_quant : {true, false}) {
+    TrainPassOptions o;
+    o.act_quant = act_quant;
+    TrainableModel tm(*model_, adapter_, pool, o);
+    const double expected = inference_loss(act_quant);
+    EXPECT_NEAR(loss(tm), expected, 1e-5 * expected) << "act_quant " << act_quant;
+  }
+}
+
+TEST_F(TrainModel, GradientsMatchFiniteDifferences) {
+  ThreadPool pool(2);
+  TrainPassOptions o;
+  o.act_quant = false;  // smooth in the parameters
+  TrainableModel tm(*model_, adapter_, pool, o);
+  tm.zero_grads();
+  const double l0 = tm.forward_backward(tokens_.data(), targets_.data(), mask_.data(),
+                                        int64_t(tokens_.size()), norm_, 0);
+  EXPECT_NEAR(l0, loss(tm), 1e-6 * l0);
+  // Float evaluation noise swamps single-coordinate differences, so each tensor is moved
+  // along a direction: its own gradient (the derivative must be |g|) and a random one
+  // (the derivative must be g . v).
+  std::mt19937 rng(11);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  int checked = 0;
+  for (const std::string& name :
+       {std::string("blk.0.attn_q.weight"), std::string("blk.0.attn_k.weight"),
+        std::string("blk.0.attn_v.weight"), std::string("blk.1.attn_output.weight"),
+        std::string("blk.0.ffn_gate.weight"), std::string("blk.1.ffn_up.weight"),
+        std::string("blk.0.ffn_down.weight"), std::string("output.weight")}) {
+    LoraLayer& L = adapter_.layers.at(name);
+    const LoraGrad& g = tm.grads().at(name);
+    for (int which = 0; which < 2; ++which) {
+      std::vector<float>& p = which ? L.b : L.a;
+      const std::vector<float>& grad = which ? g.db : g.da;
+      double gnorm = 0;
+      for (float v : grad) gnorm += double(v) * v;
+      gnorm = std::sqrt(gnorm);
+      ASSERT_GT(gnorm, 0) << name;
+      for (int dir = 0; dir < 2; ++dir) {
+        std::vector<double> v(grad.size());
+        double vnorm = 0;
+        for (size_t i = 0; i < v.size(); ++i) {
+          v[i] = dir == 0 ? double(grad[i]) : nd(rng);
+          vnorm += v[i] * v[i];
+        }
+        vnorm = std::sqrt(vnorm);
+        double expected = 0;
+        for (size_t i = 0; i < v.size(); ++i) {
+          v[i] /= vnorm;
+          expected += v[i] * grad[i];
+        }
+        const std::vector<float> keep = p;
+        const double h = 1e-2 / gnorm;  // moves the loss by about 0.01
+        auto at = [&](double step) {
+          for (size_t i = 0; i < p.size(); ++i) p[i] = float(double(keep[i]) + step * v[i]);
+          tm.upload_adapter();
+          const double val = loss(tm);
+          p = keep;
+          tm.upload_adapter();
+          return val;
+        };
+        const double fd = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12.0 * h);
+        EXPECT_NEAR(fd, expected, 1e-2 * gnorm) << name << (which ? " B" : " A") << " dir " << dir;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 32);
+}
+
+TEST_F(TrainModel, CheckpointingThreadsAndDropoutKeysAreConsistent) {
+  auto grads_of = [&](bool ckpt, int threads, float dropout, uint64_t key) {
+    ThreadPool pool(threads);
+    TrainPassOptions o;
+    o.checkpointing = ckpt;
+    o.dropout = dropout;
+    o.head_chunk = 5;
+    TrainableModel tm(*model_, adapter_, pool, o);
+    tm.zero_grads();
+    tm.forward_backward(tokens_.data(), targets_.data(), mask_.data(), int64_t(tokens_.size()),
+                        norm_, key);
+    std::vector<float> all;
+    for (const auto& [name, g] : tm.grads()) {
+      all.insert(all.end(), g.da.begin(), g.da.end());
+      all.insert(all.end(), g.db.begin(), g.db.end());
+    }
+    return all;
+  };
+  const auto base = grads_of(true, 2, 0.0f, 1);
+  EXPECT_EQ(base, grads_of(false, 2, 0.0f, 1));
+  EXPECT_EQ(base, grads_of(true, 2, 0.0f, 99));  // the key only matters with dropout
+  const auto drop = grads_of(true, 2, 0.3f, 7);
+  EXPECT_EQ(drop, grads_of(false, 2, 0.3f, 7));
+  EXPECT_NE(drop, base);
+  EXPECT_NE(drop, grads_of(true, 2, 0.3f, 8));
+  // Another thread count may sum in another order: equal within rounding.
+  const auto three = grads_of(true, 3, 0.0f, 1);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < base.size(); ++i) {
+    num += (double(base[i]) - three[i]) * (double(base[i]) - three[i]);
+    den += double(base[i]) * base[i];
+  }
+  EXPECT_LT(std::sqrt(num / den), 1e-5);
+}
+
+}  // namespace
+}  // namespace trit::engine
