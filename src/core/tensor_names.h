@@ -9,6 +9,10 @@
 
 namespace trit::engine {
 
+// An adapter GGUF's LoRA tensors: "<layer's weight name>.lora_a" (rank x n_in) and ".lora_b".
+inline constexpr std::string_view kLoraSuffixA = ".lora_a";
+inline constexpr std::string_view kLoraSuffixB = ".lora_b";
+
 // Index of a block's linear layers, in block_linear_names() order.
 enum LinearIndex { kQ, kK, kV, kO, kGate, kUp, kDown, kLinearCount };
 

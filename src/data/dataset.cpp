@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "io/file_util.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 
@@ -53,14 +54,6 @@ struct Row {
   std::string completion;
   std::vector<ChatMessage> messages;
 };
-
-std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail(path, ": read error");
-  return data;
-}
 
 // Fails naming `where` (file:line) when `s` is not valid UTF-8.
 void check_utf8(std::string_view s, const std::string& where) {

@@ -3,20 +3,13 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/numeric.h"
 #include "infer/text_stream.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::engine {
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
-
 GenerateStats generate(Session& session, const std::vector<int32_t>& prompt_in,
                        const GenerateOptions& opts, const Tokenizer* tokenizer) {
   GenerateStats stats;

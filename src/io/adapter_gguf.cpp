@@ -10,13 +10,11 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/shape.h"
+#include "core/tensor_names.h"
 #include "io/gguf.h"
 
 namespace trit::engine {
 namespace {
-
-constexpr std::string_view kSuffixA = ".lora_a";
-constexpr std::string_view kSuffixB = ".lora_b";
 
 std::vector<float> tensor_f32(const GgufFile& f, const GgufTensor& t) {
   const int64_t n = t.n_elements();
@@ -109,9 +107,9 @@ void save_adapter_gguf(const LoraAdapter& adapter, const std::string& path, DTyp
   for (const std::string& name : order) {
     const LoraLayer& l = adapter.layers.at(name);
     data.push_back(encode(l.a, type));
-    w.add_tensor(name + std::string(kSuffixA), type, {l.n_in, l.rank}, data.back().data());
+    w.add_tensor(name + std::string(kLoraSuffixA), type, {l.n_in, l.rank}, data.back().data());
     data.push_back(encode(l.b, type));
-    w.add_tensor(name + std::string(kSuffixB), type, {l.rank, l.n_out}, data.back().data());
+    w.add_tensor(name + std::string(kLoraSuffixB), type, {l.rank, l.n_out}, data.back().data());
   }
   w.write(path);
 }
@@ -131,12 +129,12 @@ std::map<std::string, LoraLayer> read_lora_tensors(const GgufFile& f, bool skip_
   std::map<std::string, Pair> pairs;
   for (const GgufTensor& t : f.tensors()) {
     const std::string_view name = t.name;
-    const bool is_a = name.ends_with(kSuffixA), is_b = name.ends_with(kSuffixB);
+    const bool is_a = name.ends_with(kLoraSuffixA), is_b = name.ends_with(kLoraSuffixB);
     if (!is_a && !is_b) {
       if (skip_others) continue;
       fail(path, ": tensor ", t.name, ": not a LoRA tensor (names end in .lora_a or .lora_b)");
     }
-    const std::string base(name.substr(0, name.size() - kSuffixA.size()));
+    const std::string base(name.substr(0, name.size() - kLoraSuffixA.size()));
     if (!parse_lora_layer_name(base)) {
       fail(path, ": tensor ", t.name, ": ", base,
            " is not a linear layer LoRA can adapt (expected blk.N.{attn_q,attn_k,attn_v,"
@@ -146,8 +144,8 @@ std::map<std::string, LoraLayer> read_lora_tensors(const GgufFile& f, bool skip_
   }
   for (const auto& [base, p] : pairs) {
     if (p.a == nullptr || p.b == nullptr) {
-      fail(path, ": tensor ", base, p.a ? kSuffixB : kSuffixA, ": missing (", base,
-           p.a ? kSuffixA : kSuffixB, " has no partner)");
+      fail(path, ": tensor ", base, p.a ? kLoraSuffixB : kLoraSuffixA, ": missing (", base,
+           p.a ? kLoraSuffixA : kLoraSuffixB, " has no partner)");
     }
     int64_t a0, a1, b0, b1;
     if (!p.a->matrix_dims(&a0, &a1)) {

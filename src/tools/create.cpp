@@ -27,7 +27,7 @@ namespace {
 
 // ---- random numbers ---------------------------------------------------------------------------
 
-uint64_t splitmix64(uint64_t& state) {
+uint64_t splitmix_next(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -39,11 +39,11 @@ class Rng {
  public:
   Rng(uint64_t seed, uint64_t tensor, uint64_t chunk) {
     uint64_t sm = seed;
-    uint64_t a = splitmix64(sm);
+    uint64_t a = splitmix_next(sm);
     sm = a ^ (tensor * 0xd1b54a32d192ed03ull);
-    uint64_t b = splitmix64(sm);
+    uint64_t b = splitmix_next(sm);
     sm = b ^ (chunk * 0x8cb92ba72f3d8dd7ull);
-    for (uint64_t& s : s_) s = splitmix64(sm);
+    for (uint64_t& s : s_) s = splitmix_next(sm);
   }
   uint64_t next() {
     const uint64_t result = rotl(s_[1] * 5, 7) * 9;

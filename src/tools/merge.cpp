@@ -12,23 +12,22 @@
 #include <set>
 #include <system_error>
 
-#include "core/thread_pool.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
 #include "core/shape.h"
-#include "io/file_util.h"
+#include "core/tensor_names.h"
+#include "core/thread_pool.h"
 #include "io/adapter_gguf.h"
+#include "io/file_util.h"
 #include "io/gguf.h"
-#include "model/hparams.h"
 #include "model/embedded_adapter.h"
+#include "model/hparams.h"
 #include "model/lora_set.h"
 
 namespace trit::engine {
 namespace {
 
-constexpr std::string_view kSuffixA = ".lora_a";
-constexpr std::string_view kSuffixB = ".lora_b";
 constexpr std::string_view kKeyAlpha = kEmbeddedAlphaKey;
 constexpr std::string_view kKeyRslora = kEmbeddedRsloraKey;
 constexpr std::string_view kKeyScale = kEmbeddedScaleKey;
@@ -36,7 +35,7 @@ constexpr std::string_view kKeyMergedAdapters = "trit.merged_adapters";
 constexpr int64_t kChunkValues = int64_t(1) << 20;  // floats of one chunk of merged rows
 
 bool is_lora_tensor(std::string_view name) {
-  return name.ends_with(kSuffixA) || name.ends_with(kSuffixB);
+  return name.ends_with(kLoraSuffixA) || name.ends_with(kLoraSuffixB);
 }
 
 bool is_adapter_key(std::string_view key) {
@@ -349,10 +348,12 @@ MergeResult merge_model(const std::string& model_path, const std::vector<MergeSo
     }
     for (const std::string& name : lora_layer_order(*stored)) {
       const LoraLayer& L = stored->layers.at(name);
-      OutTensor a{name + std::string(kSuffixA), DType::F32, {L.n_in, L.rank}, Produce::AdapterA};
+      OutTensor a{
+          name + std::string(kLoraSuffixA), DType::F32, {L.n_in, L.rank}, Produce::AdapterA};
       a.lora = &L;
       plan.push_back(std::move(a));
-      OutTensor b{name + std::string(kSuffixB), DType::F32, {L.rank, L.n_out}, Produce::AdapterB};
+      OutTensor b{
+          name + std::string(kLoraSuffixB), DType::F32, {L.rank, L.n_out}, Produce::AdapterB};
       b.lora = &L;
       plan.push_back(std::move(b));
     }

@@ -11,6 +11,7 @@
 #include <span>
 #include <thread>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/random.h"
 #include "data/chat_template.h"
@@ -37,10 +38,6 @@ double peak_mib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) / 1024.0;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 std::string strip_gguf(const std::string& path) {

@@ -16,7 +16,7 @@ uint64_t align_up(uint64_t v, uint64_t a) {
   return (v + a - 1) / a * a;
 }
 
-std::string mib(uint64_t bytes) {
+std::string in_mib(uint64_t bytes) {
   return cat(double(bytes) / double(MiB), " MiB");
 }
 
@@ -28,8 +28,8 @@ std::string heap_summary(const Context& ctx) {
     const VulkanHeap& h = heaps[i];
     if (!h.device_local) continue;
     if (!out.empty()) out += "; ";
-    out += cat("device-local heap ", i, ": ", mib(h.size));
-    if (h.budget != 0) out += cat(" (budget ", mib(h.budget), ", ", mib(h.usage), " in use)");
+    out += cat("device-local heap ", i, ": ", in_mib(h.size));
+    if (h.budget != 0) out += cat(" (budget ", in_mib(h.budget), ", ", in_mib(h.usage), " in use)");
   }
   return out.empty() ? "no device-local heap" : out;
 }
@@ -61,8 +61,8 @@ BufferRange ScratchArena::alloc(uint64_t bytes, uint64_t min_align) {
   try {
     b.buffer = Buffer(ctx_, size, kind_, cat("scratch '", name_, "' block ", blocks_.size()));
   } catch (const OutOfDeviceMemory&) {
-    fail("vulkan: out of device memory for ", mib(size), " of scratch '", name_, "' (",
-         mib(capacity()), " held already); ", heap_summary(ctx_));
+    fail("vulkan: out of device memory for ", in_mib(size), " of scratch '", name_, "' (",
+         in_mib(capacity()), " held already); ", heap_summary(ctx_));
   }
   b.used = bytes;
   blocks_.push_back(std::move(b));
@@ -120,7 +120,8 @@ Scratch::Scratch(Context& ctx)
 BufferRange Scratch::bind_rows(Recorder& rec, const TiledTensor& t, uint64_t r0, uint64_t r1,
                                bool load) {
   const BufferRange r = rows_range(t, r0, r1);
-  const uint64_t align = std::max<uint64_t>(ctx_.caps().info.min_storage_buffer_offset_alignment, 1);
+  const uint64_t align =
+      std::max<uint64_t>(ctx_.caps().info.min_storage_buffer_offset_alignment, 1);
   if (r.offset % align == 0) return r;
   const BufferRange copy = act.alloc(r.size);
   if (load) rec.seq().copy(r, copy);
@@ -146,8 +147,8 @@ TiledTensor make_tiled(Context& ctx, const std::string& name, uint64_t rows, uin
       // Smaller pieces may fit where large ones do not (fragmentation, per-allocation caps).
       const uint64_t next = std::min(piece, bytes) / 2;
       if (next < smallest) {
-        fail("vulkan: out of device memory for tensor '", name, "' (", mib(bytes),
-             " in pieces of up to ", mib(std::min(piece, bytes)), "): ", e.what(), "; ",
+        fail("vulkan: out of device memory for tensor '", name, "' (", in_mib(bytes),
+             " in pieces of up to ", in_mib(std::min(piece, bytes)), "): ", e.what(), "; ",
              heap_summary(ctx));
       }
       piece = next;
