@@ -59,15 +59,16 @@ inline std::vector<float> session_logits(const Model& m, const std::vector<int32
   return logits;
 }
 
-// A prompt of 77 tokens in batches of 32, then 6 tokens decoded one at a time, through a
-// Session of 96 positions on a backend: the logits of every token.
+// A prompt of n_prompt tokens (77 unless said) in batches of 32, then 6 tokens decoded one at a
+// time, through a Session of 96 positions on a backend: the logits of every token.
 struct PromptAndSteps {
-  std::vector<float> prompt;  // (77, n_vocab)
+  std::vector<float> prompt;  // (n_prompt, n_vocab)
   std::vector<float> steps;   // (6, n_vocab)
 };
-inline PromptAndSteps prompt_and_steps(const Model& m, Backend& b, const ForwardOptions& o) {
+inline PromptAndSteps prompt_and_steps(const Model& m, Backend& b, const ForwardOptions& o,
+                                       size_t n_prompt = 77) {
   const int64_t V = m.hparams().n_vocab;
-  std::vector<int32_t> ids(77);
+  std::vector<int32_t> ids(n_prompt);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 131 + 7) % size_t(V));
   Session s(m, 96, b, o, 32);
   PromptAndSteps r;

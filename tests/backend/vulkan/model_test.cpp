@@ -43,23 +43,8 @@ void PrintTo(const ModelCase& c, std::ostream* os) {
   *os << c.name;
 }
 
-// A prompt of 41 tokens in batches of 32 (a whole batch and a partial one), then 6 tokens decoded
-// one at a time, through a Session of 96 positions on a backend: the logits of every token (as
-// prompt_and_steps, with a shorter prompt).
-PromptAndSteps short_prompt_and_steps(const Model& m, Backend& b, const ForwardOptions& o) {
-  const int64_t V = m.hparams().n_vocab;
-  std::vector<int32_t> ids(41);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 131 + 7) % size_t(V));
-  Session s(m, 96, b, o, 32);
-  PromptAndSteps r;
-  s.eval(ids, r.prompt, true);
-  for (int32_t t : {5, 900, 17, 17, 333, 2}) {
-    std::vector<float> l;
-    s.eval({t}, l);
-    r.steps.insert(r.steps.end(), l.begin(), l.end());
-  }
-  return r;
-}
+// The prompt: 41 tokens, a whole batch of 32 and a partial one.
+constexpr size_t kPrompt = 41;
 
 class VulkanModel : public ::testing::TestWithParam<ModelCase> {};
 
@@ -91,10 +76,10 @@ TEST_P(VulkanModel, LogitsMatchCpuAtEveryLimit) {
     const double tol = act_quant ? 3e-2 : 1e-4;
     const std::string what = cat(c.name, act_quant ? " W1.58A8" : " float activations");
     const PromptAndSteps want =
-        short_prompt_and_steps(*model, cpu, ForwardOptions{act_quant, &cpu_lora.set});
+        prompt_and_steps(*model, cpu, ForwardOptions{act_quant, &cpu_lora.set}, kPrompt);
     PromptAndSteps got;
     try {
-      got = short_prompt_and_steps(*model, *vk, ForwardOptions{act_quant, &vk_lora.set});
+      got = prompt_and_steps(*model, *vk, ForwardOptions{act_quant, &vk_lora.set}, kPrompt);
     } catch (const Error& e) {
       if (act_quant || !names_one_of(e.what(), kActWords)) throw;
       std::fprintf(stderr, "note: %s: the Vulkan backend refuses: %s\n", what.c_str(), e.what());
@@ -109,7 +94,7 @@ TEST_P(VulkanModel, LogitsMatchCpuAtEveryLimit) {
       if (!tiled) return;
       const AttachedLora tiled_lora = attach_lora(*tiled, hp, attached);
       const PromptAndSteps t =
-          short_prompt_and_steps(*model, *tiled, ForwardOptions{act_quant, &tiled_lora.set});
+          prompt_and_steps(*model, *tiled, ForwardOptions{act_quant, &tiled_lora.set}, kPrompt);
       const std::string at =
           cat(what, " at binding limit ", limit_name(limit), " against unlimited");
       expect_match({"prompt logits", V, got.prompt}, t.prompt, 0, at);
