@@ -22,15 +22,15 @@ void VulkanBackend::gated_act(DeviceTensor& out_t, const DeviceTensor& gate_t,
   if (n == 0) return;
   const uint32_t kind =
       uint32_t(act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
-  const Pipeline& p =
-      rec_.pipeline("gated_act", 3, sizeof(GatedActPush), {kActWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b011);
+  const Pipeline& p = rec_.pipeline("gated_act", 3, sizeof(GatedActPush),
+                                    {kActWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b011);
   for (const auto& [a, b] : row_segments({{&out.tiles(), 0}, {&gate.tiles(), 0}, {&up.tiles(), 0}},
                                          uint64_t(n), rec_.max_seg_rows())) {
     const uint64_t count = (b - a) * uint64_t(out.cols());
     rec_.dispatch_flat(p,
-                  {rows_range(gate.tiles(), a, b), rows_range(up.tiles(), a, b),
-                   rows_range(out.tiles(), a, b)},
-                  GatedActPush{uint32_t(count)}, ceil_div(count, kActWg));
+                       {rows_range(gate.tiles(), a, b), rows_range(up.tiles(), a, b),
+                        rows_range(out.tiles(), a, b)},
+                       GatedActPush{uint32_t(count)}, ceil_div(count, kActWg));
   }
 }
 
@@ -54,7 +54,7 @@ void VulkanBackend::gated_act_backward(DeviceTensor& dgate_t, DeviceTensor& dup_
   const uint32_t kind =
       uint32_t(act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
   const Pipeline& p = rec_.pipeline("gated_act_backward", 5, sizeof(GatedActPush),
-                               {kActWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b00111);
+                                    {kActWg, 0, 0, 0, 0, 0, 0, 0, 0, kind}, 0b00111);
   for (const auto& [a, b] : row_segments({{&dgate.tiles(), 0},
                                           {&dup.tiles(), 0},
                                           {&dout.tiles(), 0},
@@ -65,9 +65,10 @@ void VulkanBackend::gated_act_backward(DeviceTensor& dgate_t, DeviceTensor& dup_
     const BufferRange dgr = scratch_.bind_rows(rec_, dgate.tiles(), a, b, true);
     const BufferRange dur = scratch_.bind_rows(rec_, dup.tiles(), a, b, true);
     rec_.dispatch_flat(p,
-                  {scratch_.bind_rows(rec_, gate.tiles(), a, b, true), scratch_.bind_rows(rec_, up.tiles(), a, b, true),
-                   scratch_.bind_rows(rec_, dout.tiles(), a, b, true), dgr, dur},
-                  GatedActPush{uint32_t(count)}, ceil_div(count, kActWg));
+                       {scratch_.bind_rows(rec_, gate.tiles(), a, b, true),
+                        scratch_.bind_rows(rec_, up.tiles(), a, b, true),
+                        scratch_.bind_rows(rec_, dout.tiles(), a, b, true), dgr, dur},
+                       GatedActPush{uint32_t(count)}, ceil_div(count, kActWg));
     scratch_.unbind_rows(rec_, dgr, dgate.tiles(), a, b);
     scratch_.unbind_rows(rec_, dur, dup.tiles(), a, b);
   }

@@ -31,12 +31,13 @@ void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, i
   for (const auto& [a, b] :
        row_segments({{&src.tiles(), 0}, {&cache.tiles(), uint64_t(pos0)}}, uint64_t(n), 0)) {
     rec_.seq().copy(rows_range(src.tiles(), a, b),
-               rows_range(cache.tiles(), uint64_t(pos0) + a, uint64_t(pos0) + b));
+                    rows_range(cache.tiles(), uint64_t(pos0) + a, uint64_t(pos0) + b));
   }
 }
 
 void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, const DeviceTensor& k_t,
-                              const DeviceTensor& v_t, int64_t n, int64_t pos0, const AttnShape& shape) {
+                              const DeviceTensor& v_t, int64_t n, int64_t pos0,
+                              const AttnShape& shape) {
   VkTensor& out = vk_tensor(out_t);
   const VkTensor& q = vk_tensor(q_t);
   const VkTensor& kc = vk_tensor(k_t);
@@ -61,7 +62,8 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
   std::vector<uint32_t> spec_a = spec;
   spec_a[uint32_t(SpecId::MvTokens)] = qt;
   const Pipeline& pa = rec_.pipeline("attention", 4, sizeof(AttentionPush), spec_a, 0b0111);
-  const Pipeline& pc = rec_.pipeline("attention_combine", 2, sizeof(AttentionCombinePush), spec, 0b01);
+  const Pipeline& pc =
+      rec_.pipeline("attention_combine", 2, sizeof(AttentionCombinePush), spec, 0b01);
   const float scale = 1.0f / std::sqrt(float(hd));
   const uint64_t limit = ctx_->binding_limit();
   const uint32_t max_z = ctx_->caps().info.max_compute_work_group_count[2];
@@ -103,8 +105,8 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
                                  uint32_t(n_chunks),
                                  scale};
         rec_.seq().dispatch(pa, {qr, kc.tiles().range(i), vc.tiles().range(i), part}, push,
-                       uint32_t(ceil_div(kv_rows, chunk)), uint32_t(n_head),
-                       uint32_t(ceil_div(n_q, qt)));
+                            uint32_t(ceil_div(kv_rows, chunk)), uint32_t(n_head),
+                            uint32_t(ceil_div(n_q, qt)));
       }
       const AttentionCombinePush cpush{uint32_t(n_q),    uint32_t(t0), uint32_t(tile_pos0),
                                        uint32_t(n_head), uint32_t(hd), uint32_t(n_chunks)};
@@ -172,12 +174,15 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
   std::vector<QueryRows> qs;
   std::vector<KeyRows> kvs;
   for (const auto& [qa, qb] : q_segs) {
-    qs.push_back({scratch_.bind_rows(rec_, q.tiles(), qa, qb, true), scratch_.bind_rows(rec_, dout.tiles(), qa, qb, true),
+    qs.push_back({scratch_.bind_rows(rec_, q.tiles(), qa, qb, true),
+                  scratch_.bind_rows(rec_, dout.tiles(), qa, qb, true),
                   scratch_.bind_rows(rec_, dq.tiles(), qa, qb, true)});
   }
   for (const auto& [ka, kb] : kv_segs) {
-    kvs.push_back({scratch_.bind_rows(rec_, k.tiles(), ka, kb, true), scratch_.bind_rows(rec_, v.tiles(), ka, kb, true),
-                   scratch_.bind_rows(rec_, dk.tiles(), ka, kb, true), scratch_.bind_rows(rec_, dv.tiles(), ka, kb, true)});
+    kvs.push_back({scratch_.bind_rows(rec_, k.tiles(), ka, kb, true),
+                   scratch_.bind_rows(rec_, v.tiles(), ka, kb, true),
+                   scratch_.bind_rows(rec_, dk.tiles(), ka, kb, true),
+                   scratch_.bind_rows(rec_, dv.tiles(), ka, kb, true)});
   }
   std::vector<BufferRange> stats;  // per query segment: (rows, n_head, 3) [m, l|inv, E|D]
   for (size_t s = 0; s < q_segs.size(); ++s) {
@@ -188,7 +193,7 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
         const auto [ka, kb] = kv_segs[c];
         if (ka >= qb) break;  // keys after the segment's last query
         rec_.seq().dispatch(pq, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], qs[s].dq},
-                       push(qa, qb, ka, kb, stage, 0), uint32_t(n_head), uint32_t(qb - qa));
+                            push(qa, qb, ka, kb, stage, 0), uint32_t(n_head), uint32_t(qb - qa));
       }
     }
     scratch_.unbind_rows(rec_, qs[s].dq, dq.tiles(), qa, qb);
@@ -200,9 +205,9 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
       for (size_t c = 0; c < kv_segs.size(); ++c) {
         const auto [ka, kb] = kv_segs[c];
         if (ka >= qb) break;
-        rec_.seq().dispatch(pkv,
-                       {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], kvs[c].dk, kvs[c].dv},
-                       push(qa, qb, ka, kb, 0, uint32_t(g)), uint32_t(kb - ka), uint32_t(n_kv));
+        rec_.seq().dispatch(
+            pkv, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], kvs[c].dk, kvs[c].dv},
+            push(qa, qb, ka, kb, 0, uint32_t(g)), uint32_t(kb - ka), uint32_t(n_kv));
       }
     }
   }

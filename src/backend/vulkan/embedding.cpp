@@ -21,7 +21,7 @@ void VulkanBackend::embedding(DeviceTensor& out_t, const FloatMatrix& table, con
   if (n == 0) return;
   const FloatRows tw = weights_.float_matrix(table, "token_embd");
   const Pipeline& p = rec_.pipeline("embedding", 3, sizeof(EmbeddingPush),
-                               {kEmbeddingWg, 0, 0, 0, 0, 0, 0, 0, uint32_t(tw.type)}, 0b011);
+                                    {kEmbeddingWg, 0, 0, 0, 0, 0, 0, 0, uint32_t(tw.type)}, 0b011);
   for (const auto& [a, b] : row_segments({{&out.tiles(), 0}}, uint64_t(n), rec_.max_seg_rows())) {
     const uint64_t rows = b - a;
     const BufferRange ids = scratch_.host.alloc(rows * 4);  // kept until the submission ends
@@ -38,7 +38,7 @@ void VulkanBackend::embedding(DeviceTensor& out_t, const FloatMatrix& table, con
       const EmbeddingPush push{uint32_t(out.cols()), uint32_t(piece.rows()), uint32_t(piece.row0),
                                uint32_t(rows)};
       rec_.seq().dispatch(p, {BufferRange(piece.buffer), ids, o}, push,
-                     uint32_t(ceil_div(uint64_t(out.cols()), kEmbeddingWg)), uint32_t(rows));
+                          uint32_t(ceil_div(uint64_t(out.cols()), kEmbeddingWg)), uint32_t(rows));
     }
   }
 }

@@ -26,17 +26,16 @@
 namespace trit::engine::vk {
 namespace {
 
-constexpr uint32_t kReadAll3 = 0b111;   // bindings 0..2 read-only
-constexpr uint32_t kReadAll4 = 0b1111;  // bindings 0..3 read-only
-constexpr uint32_t kLinearWg = 128;           // matvec_ternary, dropout
-constexpr uint32_t kMaxSegments = 4;    // weight pieces per matvec_ternary dispatch
-constexpr uint32_t kMatvecReadOnly = 0b111111;              // w0..w3, q, qscale
+constexpr uint32_t kReadAll3 = 0b111;           // bindings 0..2 read-only
+constexpr uint32_t kReadAll4 = 0b1111;          // bindings 0..3 read-only
+constexpr uint32_t kLinearWg = 128;             // matvec_ternary, dropout
+constexpr uint32_t kMaxSegments = 4;            // weight pieces per matvec_ternary dispatch
+constexpr uint32_t kMatvecReadOnly = 0b111111;  // w0..w3, q, qscale
 constexpr uint32_t kMatvecNormReadOnly = 0b1100000111111;  // and nx, ng
 
 // Whether tiles of tile_m rows x tile_n tokens would leave a large device idle
 // (Tuning::small_tile_groups): the int8 products then take smaller tiles.
-bool small_grid(const Tuning& c, uint64_t rows, uint64_t tokens, uint32_t tile_m,
-                uint32_t tile_n) {
+bool small_grid(const Tuning& c, uint64_t rows, uint64_t tokens, uint32_t tile_m, uint32_t tile_n) {
   return ceil_div(rows, tile_m) * ceil_div(tokens, tile_n) < c.small_tile_groups;
 }
 
@@ -157,8 +156,7 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
       // Every output column is written: no need to load y.
       const BufferRange yr = scratch_.bind_rows(rec_, j.y->tiles(), a, b, false);
       if (j.t == nullptr) {  // a merged layer: y = (W x) * out_scale, as the CPU's float_matmul
-        matmul_float(kit_, j.f, xr, yr, rows, uint64_t(n), uint64_t(w.m.n_out), w.out_scale,
-                     0.0f);
+        matmul_float(kit_, j.f, xr, yr, rows, uint64_t(n), uint64_t(w.m.n_out), w.out_scale, 0.0f);
       } else {
         const TernaryWeight& tw = *j.t;
         MatmulPlan plan = act_quant ? plan_ternary_int8(tune_, uint64_t(n), uint64_t(w.m.n_out))
@@ -170,8 +168,7 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
           const CoopTiles tiles = coop_tiles(*coop, tune_, uint64_t(n), uint64_t(w.m.n_out));
           plan.rows_per_group = tiles.tile_m;
           plan.tokens_per_group = tiles.tile_n;
-          p = &rec_.pipeline(tiles.shader(), 5, sizeof(MatmulTernaryPush), tiles.spec(),
-                             kReadAll4);
+          p = &rec_.pipeline(tiles.shader(), 5, sizeof(MatmulTernaryPush), tiles.spec(), kReadAll4);
         } else if (act_quant) {
           std::vector<uint32_t> spec(plan.spec.begin(), plan.spec.begin() + 8);
           p = &rec_.pipeline(dot ? "matmul_ternary_dot" : "matmul_ternary", 5,
@@ -298,8 +295,7 @@ void VulkanBackend::lora_backward(DeviceTensor& dx_t, const DeviceTensor& dy_t,
     const BufferRange dxr = scratch_.bind_rows(rec_, dx.tiles(), a, b, true);
     lora_backward_rows(kit_, br, dxr, scratch_.bind_rows(rec_, dy.tiles(), a, b, true),
                        scratch_.bind_rows(rec_, xd.tiles(), a, b, true),
-                       scratch_.bind_rows(rec_, ax.tiles(), a, b, true), b - a, uint64_t(n_out),
-                       p);
+                       scratch_.bind_rows(rec_, ax.tiles(), a, b, true), b - a, uint64_t(n_out), p);
     scratch_.unbind_rows(rec_, dxr, dx.tiles(), a, b);
   }
 }
@@ -336,8 +332,8 @@ void VulkanBackend::norm_linear(const NormOp& norm, std::span<const LinearOp> op
   bool ternary = false;
   for (const LinearOp& op : ops) ternary |= !op.w->is_float();
   // A few tokens with int8 activations: the norm and the quantiser in one dispatch.
-  if (n >= 1 && uint64_t(n) <= tune_.max_matvec_tokens && !norm.rstd && mode.act_quant &&
-      ternary && norm.x != norm.y) {
+  if (n >= 1 && uint64_t(n) <= tune_.max_matvec_tokens && !norm.rstd && mode.act_quant && ternary &&
+      norm.x != norm.y) {
     const VkTensor& nx = vk_tensor(*norm.x);
     if (nx.cols() != x.cols() || n > nx.rows()) {
       fail("rms_norm: tensor '", nx.name(), "' (", nx.rows(), " x ", nx.cols(), ") into '",
@@ -407,8 +403,7 @@ bool VulkanBackend::decode_matvec_applies(const NormOp* norm, std::span<const Li
 
 void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const LinearOp> ops,
                                          const VkTensor& x, const LinearEpilogue& epi) {
-  VkTensor* gated_out =
-      epi.kind == LinearEpilogue::Kind::Gated ? &vk_tensor(*epi.out) : nullptr;
+  VkTensor* gated_out = epi.kind == LinearEpilogue::Kind::Gated ? &vk_tensor(*epi.out) : nullptr;
   VkTensor* add_to =
       epi.kind == LinearEpilogue::Kind::Residual ? &vk_tensor(*epi.residual) : nullptr;
   const uint64_t n_in = uint64_t(x.cols());
@@ -428,11 +423,11 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   const uint32_t wg = fold_norm ? tune_.norm_wg : kLinearWg;  // with the norm: rms_norm's workgroup
   const uint32_t rows_per_group = std::max<uint32_t>(1, wg / tune_.subgroup_size);
   const std::vector<uint32_t> spec = {wg, 0, rows_per_group, 0, 0, 0, 0, 0, 0, kind};
-  const Pipeline& p =
-      fold_norm ? rec_.pipeline(dot ? "matvec_norm_ternary_dot" : "matvec_norm_ternary", 14,
-                                sizeof(MatvecTernaryPush), spec, kMatvecNormReadOnly)
-                : rec_.pipeline(dot ? "matvec_ternary_dot" : "matvec_ternary", 11,
-                                sizeof(MatvecTernaryPush), spec, kMatvecReadOnly);
+  const Pipeline& p = fold_norm
+                          ? rec_.pipeline(dot ? "matvec_norm_ternary_dot" : "matvec_norm_ternary",
+                                          14, sizeof(MatvecTernaryPush), spec, kMatvecNormReadOnly)
+                          : rec_.pipeline(dot ? "matvec_ternary_dot" : "matvec_ternary", 11,
+                                          sizeof(MatvecTernaryPush), spec, kMatvecReadOnly);
   BufferRange nx, ng, nh;
   if (fold_norm) {
     nx = rows_range(vk_tensor(*norm->x).tiles(), 0, 1);
@@ -497,8 +492,8 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
       rec_.dispatch_rows(p, {w(0), w(1), w(2), w(3), q, qs, y(0), y(1), y2, y(3), xo, nx, ng, nh},
                          push, groups, 1);
     } else {
-      rec_.dispatch_rows(p, {w(0), w(1), w(2), w(3), q, qs, y(0), y(1), y2, y(3), xo}, push,
-                         groups, 1);
+      rec_.dispatch_rows(p, {w(0), w(1), w(2), w(3), q, qs, y(0), y(1), y2, y(3), xo}, push, groups,
+                         1);
     }
   }
 }

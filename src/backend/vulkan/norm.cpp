@@ -40,7 +40,7 @@ void VulkanBackend::rms_norm(const NormOp& op, int64_t n_rows) {
     const RmsNormPush push{uint32_t(b - a), uint32_t(x.cols()), eps, rstd ? 1u : 0u};
     const BufferRange rr = rstd ? scratch_.bind_rows(rec_, rstd->tiles(), a, b, false) : gr;
     rec_.seq().dispatch(p, {rows_range(x.tiles(), a, b), gr, rows_range(y.tiles(), a, b), rr}, push,
-                   uint32_t(b - a));
+                        uint32_t(b - a));
     if (rstd) scratch_.unbind_rows(rec_, rr, rstd->tiles(), a, b);
   }
 }
@@ -61,7 +61,8 @@ void VulkanBackend::rms_norm_backward(DeviceTensor& dx_t, const DeviceTensor& dy
   const VkTensor& rstd = vk_tensor(rstd_t);
   if (&dx == &dy || &dx == &x) fail(op, ": dx '", dx.name(), "' may not be dy or x");
   const BufferRange gr = weights_.norm(g, cols).range(size_t(0));
-  const Pipeline& p = rec_.pipeline("rms_norm_backward", 5, sizeof(RmsNormBackwardPush), {kNormBackwardWg}, 0b01111);
+  const Pipeline& p = rec_.pipeline("rms_norm_backward", 5, sizeof(RmsNormBackwardPush),
+                                    {kNormBackwardWg}, 0b01111);
   scratch_.act.reset();
   for (const auto& [a, b] :
        row_segments({{&dx.tiles(), 0}, {&dy.tiles(), 0}, {&x.tiles(), 0}, {&rstd.tiles(), 0}},
@@ -69,9 +70,10 @@ void VulkanBackend::rms_norm_backward(DeviceTensor& dx_t, const DeviceTensor& dy
     const RmsNormBackwardPush push{uint32_t(b - a), uint32_t(cols)};
     const BufferRange dxr = scratch_.bind_rows(rec_, dx.tiles(), a, b, true);
     rec_.seq().dispatch(p,
-                   {scratch_.bind_rows(rec_, dy.tiles(), a, b, true), scratch_.bind_rows(rec_, x.tiles(), a, b, true), gr,
-                    scratch_.bind_rows(rec_, rstd.tiles(), a, b, true), dxr},
-                   push, uint32_t(b - a));
+                        {scratch_.bind_rows(rec_, dy.tiles(), a, b, true),
+                         scratch_.bind_rows(rec_, x.tiles(), a, b, true), gr,
+                         scratch_.bind_rows(rec_, rstd.tiles(), a, b, true), dxr},
+                        push, uint32_t(b - a));
     scratch_.unbind_rows(rec_, dxr, dx.tiles(), a, b);
   }
 }

@@ -9,8 +9,8 @@
 namespace trit::engine::vk {
 namespace {
 
-constexpr uint32_t kAdamWWg = 256;    // adamw
-constexpr uint32_t kSumWg = 64;  // sum_squares: one workgroup per row
+constexpr uint32_t kAdamWWg = 256;  // adamw
+constexpr uint32_t kSumWg = 64;     // sum_squares: one workgroup per row
 
 }  // namespace
 
@@ -23,7 +23,7 @@ void VulkanBackend::sum_squares(std::span<const DeviceTensor* const> ts, double*
     for (const auto& [a, b] : row_segments({{&t.tiles(), 0}}, uint64_t(t.rows()), 0)) {
       const BufferRange part = scratch_.host.alloc((b - a) * sizeof(float));
       rec_.dispatch_rows(p, {rows_range(t.tiles(), a, b), part},
-                    SumSquaresPush{uint32_t(b - a), uint32_t(cols)}, b - a, 1);
+                         SumSquaresPush{uint32_t(b - a), uint32_t(cols)}, b - a, 1);
       partials[i].push_back(part);
     }
   }
@@ -62,9 +62,9 @@ void VulkanBackend::adamw(DeviceTensor& p_t, const DeviceTensor& g_t, DeviceTens
     const AdamWPush push{uint32_t(n),       grad_scale, k.decay, k.one_minus_beta1, k.beta2,
                          k.one_minus_beta2, k.bc2_sqrt, k.eps,   k.neg_step_size};
     rec_.dispatch_flat(pipe,
-                  {rows_range(g.tiles(), a, b), rows_range(p.tiles(), a, b),
-                   rows_range(m.tiles(), a, b), rows_range(v.tiles(), a, b)},
-                  push, ceil_div(n, kAdamWWg));
+                       {rows_range(g.tiles(), a, b), rows_range(p.tiles(), a, b),
+                        rows_range(m.tiles(), a, b), rows_range(v.tiles(), a, b)},
+                       push, ceil_div(n, kAdamWWg));
   }
 }
 

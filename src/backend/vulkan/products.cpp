@@ -78,8 +78,8 @@ void matmul_float(Kit& k, const FloatRows& w, BufferRange x, BufferRange y, uint
                                beta};
     // The whole buffer: q8_0 rows need not end on a word, the shaders read whole words.
     k.rec.dispatch_rows(p, {BufferRange(piece.buffer), x, y}, push,
-                  ceil_div(piece.rows(), plan.rows_per_group),
-                  ceil_div(tokens, plan.tokens_per_group));
+                        ceil_div(piece.rows(), plan.rows_per_group),
+                        ceil_div(tokens, plan.tokens_per_group));
   }
 }
 
@@ -105,12 +105,12 @@ void gemm(Kit& k, BufferRange a, BufferRange b, BufferRange c, const GemmF32Push
   // short k (the rank), whose staging would be mostly padding.
   const uint32_t kb = p.k >= 128 ? 128 : 16;
   const Pipeline& pl = k.rec.pipeline("gemm_f32", 3, sizeof(GemmF32Push),
-                                {kGemmWg, 0, 0, 0, ti, tj, 0, 0, 0, 0, 0, 0, kb}, 0b011);
+                                      {kGemmWg, 0, 0, 0, ti, tj, 0, 0, 0, 0, 0, 0, kb}, 0b011);
   k.rec.dispatch_rows(pl, {a, b, c}, p, ceil_div(p.m, ti), ceil_div(p.n, tj));
 }
 
-void lora_forward_rows(Kit& k, const LoraBranch& br, BufferRange xd, BufferRange ax,
-                       BufferRange y, uint64_t rows, uint64_t y_stride) {
+void lora_forward_rows(Kit& k, const LoraBranch& br, BufferRange xd, BufferRange ax, BufferRange y,
+                       uint64_t rows, uint64_t y_stride) {
   const TiledTensor& a = vk_tensor(*br.a).tiles();  // (rank, n_in)
   const TiledTensor& b = vk_tensor(*br.b).tiles();  // (n_out, rank)
   const uint32_t n_in = uint32_t(br.a->cols()), rank = uint32_t(br.a->rows());
@@ -187,10 +187,11 @@ void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, Buff
   const BufferRange acc = pieces > 1 ? k.scratch.act.alloc(rows * n_in * 4) : dx;
   const uint64_t col_groups = ceil_div(n_in, kTransCols);
   const uint32_t tpt = col_groups * ceil_div(rows, kTransTokenRuns * 4) >= kTransManyGroups ? 4 : 2;
-  const Pipeline& p = t ? k.rec.pipeline("matmul_ternary_t", 5, sizeof(MatmulTransposedPush),
-                                   {kTransWg, 0, 0, 0, 0, 0, 0, tpt}, 0b00111)
-                        : k.rec.pipeline("matmul_float_t", 5, sizeof(MatmulTransposedPush),
-                                   {kTransWg, 0, 0, 0, 0, 0, 0, tpt, uint32_t(f->type)}, 0b00111);
+  const Pipeline& p =
+      t ? k.rec.pipeline("matmul_ternary_t", 5, sizeof(MatmulTransposedPush),
+                         {kTransWg, 0, 0, 0, 0, 0, 0, tpt}, 0b00111)
+        : k.rec.pipeline("matmul_float_t", 5, sizeof(MatmulTransposedPush),
+                         {kTransWg, 0, 0, 0, 0, 0, 0, tpt, uint32_t(f->type)}, 0b00111);
   for (size_t i = 0; i < pieces; ++i) {
     const TiledTensor::Piece& piece = w.piece(i);
     // Float rows: the whole buffer (q8_0 rows need not end on a word).
@@ -201,7 +202,7 @@ void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, Buff
         uint32_t(rows), uint32_t(dy_stride),    t ? t->d : 0.0f,
         scale,          i == 0 ? 1u : 0u,       i + 1 == pieces ? 1u : 0u};
     k.rec.dispatch_rows(p, {wr, dblk, dy, acc, dx}, push, col_groups,
-                  ceil_div(rows, kTransTokenRuns * tpt));
+                        ceil_div(rows, kTransTokenRuns * tpt));
   }
 }
 

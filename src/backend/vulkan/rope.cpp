@@ -43,11 +43,11 @@ void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t n, int64_t n_heads, con
     const uint64_t p0 = uint64_t(pos0) + a, p1 = uint64_t(pos0) + b;
     for (const PieceRun& run : table.runs(p0, p1)) {
       const TiledTensor::Piece& piece = table.piece(run.piece);
-      const RopePush push{uint32_t(b - a),        uint32_t(n_heads), uint32_t(head_dim),
-                          uint32_t(shape.rope_dim),  uint32_t(p0),      uint32_t(piece.row0),
-                          uint32_t(piece.rows()), inverse ? 1u : 0u};
+      const RopePush push{uint32_t(b - a),          uint32_t(n_heads), uint32_t(head_dim),
+                          uint32_t(shape.rope_dim), uint32_t(p0),      uint32_t(piece.row0),
+                          uint32_t(piece.rows()),   inverse ? 1u : 0u};
       rec_.seq().dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kRopeWg)),
-                     uint32_t(b - a));
+                          uint32_t(b - a));
     }
     scratch_.unbind_rows(rec_, xr, x.tiles(), a, b);
   }
@@ -64,8 +64,9 @@ void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const De
   const int64_t head_dim = shape.head_dim;
   // A decoding step's rope and KV store in one dispatch (rope_kv.comp); training, whose
   // sequence is its own cache, and ops that cross pieces take the default composition.
-  const bool fits = &kc != &k && &vc != &v && tune_.fuse_decode && n >= 1 && uint64_t(n) <= tune_.max_matvec_tokens && pos0 >= 0 &&
-                    shape.rope_dim > 0 && shape.rope_dim % 2 == 0 && shape.rope_dim <= head_dim &&
+  const bool fits = &kc != &k && &vc != &v && tune_.fuse_decode && n >= 1 &&
+                    uint64_t(n) <= tune_.max_matvec_tokens && pos0 >= 0 && shape.rope_dim > 0 &&
+                    shape.rope_dim % 2 == 0 && shape.rope_dim <= head_dim &&
                     q.cols() == shape.n_head * head_dim && k.cols() == shape.kv_cols() &&
                     v.cols() == k.cols() && kc.cols() == k.cols() && vc.cols() == k.cols() &&
                     n <= q.rows() && n <= k.rows() && n <= v.rows() && pos0 + n <= kc.rows() &&
@@ -88,7 +89,8 @@ void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const De
                         uint32_t(head_dim),   uint32_t(shape.rope_dim), uint32_t(pos0),
                         uint32_t(piece.row0), uint32_t(piece.rows())};
   const Pipeline& p = rec_.pipeline("rope_kv", 6, sizeof(RopeKvPush), {kRopeWg}, 0b100110);
-  const uint64_t work = uint64_t(shape.n_head) * uint64_t(shape.rope_dim / 2) + 2 * uint64_t(k.cols());
+  const uint64_t work =
+      uint64_t(shape.n_head) * uint64_t(shape.rope_dim / 2) + 2 * uint64_t(k.cols());
   const uint64_t end = uint64_t(pos0 + n);
   rec_.seq().dispatch(
       p,
