@@ -38,8 +38,8 @@ void Session::init(int64_t n_ctx, int64_t n_batch) {
   arena_.init(backend_, model_.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)));
 }
 
-bool Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
-                   bool all_logits, const std::atomic<bool>* cancel) {
+bool Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits, bool all_logits,
+                   const std::atomic<bool>* cancel) {
   const int64_t n = int64_t(tokens.size());
   const int64_t n_vocab = model_.hparams().n_vocab;
   if (n == 0) fail("session: no tokens to evaluate");

@@ -30,8 +30,8 @@ class Session {
   // Appends tokens at positions n_past() ...; logits gets the last token's logits (n_vocab),
   // or every token's ((n, n_vocab)) when all_logits. With cancel set between two batches of
   // the tokens, returns false with the batches so far in the cache and no logits.
-  bool eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
-            bool all_logits = false, const std::atomic<bool>* cancel = nullptr);
+  bool eval(const std::vector<int32_t>& tokens, std::vector<float>& logits, bool all_logits = false,
+            const std::atomic<bool>* cancel = nullptr);
 
   int64_t n_past() const { return int64_t(tokens_.size()); }
   int64_t n_ctx() const { return cache_.n_ctx; }

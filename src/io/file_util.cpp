@@ -2,11 +2,10 @@
 
 #include <unistd.h>
 
-#include <filesystem>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "core/error.h"
 

@@ -13,7 +13,7 @@ namespace trit::engine {
 namespace {
 
 constexpr uint64_t kWriterMaxAlignment = uint64_t(1) << 20;  // as the reader
-constexpr size_t kMaxNameBytes = 63;                   // llama.cpp's GGML_MAX_NAME - 1
+constexpr size_t kMaxNameBytes = 63;                         // llama.cpp's GGML_MAX_NAME - 1
 constexpr size_t kWriterMaxKeyBytes = 65535;
 constexpr size_t kBufferBytes = size_t(4) << 20;
 
@@ -23,7 +23,8 @@ uint64_t align_up(uint64_t x, uint64_t a) {
 
 void check_alignment(uint64_t a, std::string_view where) {
   if (a == 0 || !std::has_single_bit(a) || a > kWriterMaxAlignment) {
-    fail(where, ": general.alignment ", a, " must be a power of two from 1 to ", kWriterMaxAlignment);
+    fail(where, ": general.alignment ", a, " must be a power of two from 1 to ",
+         kWriterMaxAlignment);
   }
 }
 

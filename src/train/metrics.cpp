@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
-#include "io/file_util.h"
 #include "core/error.h"
+#include "io/file_util.h"
 
 namespace trit::engine {
 

@@ -8,7 +8,7 @@ namespace trit::engine::vk {
 namespace {
 
 constexpr uint32_t kKvChunk = 64;  // attention chunk C of KV caches (rows per chunk)
-constexpr uint32_t kAddWg = 128;      // add
+constexpr uint32_t kAddWg = 128;   // add
 
 // The largest power of two up to kKvChunk dividing every piece start of a KV cache.
 uint32_t kv_chunk_of(const TiledTensor& t) {
@@ -17,7 +17,6 @@ uint32_t kv_chunk_of(const TiledTensor& t) {
   while (c > 1 && t.rows_per_piece() % c != 0) c /= 2;
   return c;
 }
-
 
 }  // namespace
 
@@ -141,6 +140,5 @@ void VulkanBackend::add(DeviceTensor& y_t, const DeviceTensor& x_t, int64_t n) {
                        AddPush{uint32_t(count), 1.0f}, ceil_div(count, kAddWg));
   }
 }
-
 
 }  // namespace trit::engine::vk

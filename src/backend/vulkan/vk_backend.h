@@ -295,13 +295,12 @@ void lora_apply_rows(Kit& k, const LoraBranch& br, BufferRange x, BufferRange y,
                      uint64_t op_tokens, uint64_t y_stride);
 // ax = xd A^T, y += scale * ax B^T (y rows of y_stride floats), for one token segment, with
 // gemm_f32's products (training: bit-exact with the CPU).
-void lora_forward_rows(Kit& k, const LoraBranch& br, BufferRange xd, BufferRange ax,
-                       BufferRange y, uint64_t rows, uint64_t y_stride);
+void lora_forward_rows(Kit& k, const LoraBranch& br, BufferRange xd, BufferRange ax, BufferRange y,
+                       uint64_t rows, uint64_t y_stride);
 // db += ds^T ax, da += (ds B)^T xd, dx += (ds B A) / (1 - p) where xd != 0 (ds = scale dy,
 // dy rows of dy_stride floats), for one token segment.
 void lora_backward_rows(Kit& k, const LoraBranch& br, BufferRange dx, BufferRange dy,
-                        BufferRange xd, BufferRange ax, uint64_t rows, uint64_t dy_stride,
-                        float p);
+                        BufferRange xd, BufferRange ax, uint64_t rows, uint64_t dy_stride, float p);
 // dx (rows, n_in) += scale * W^T dy over every piece of a ternary (t) or float (f) weight.
 void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, BufferRange dy,
                         uint64_t dy_stride, BufferRange dx, uint64_t rows, uint64_t n_in,
@@ -350,8 +349,8 @@ class VulkanBackend final : public Backend {
             int64_t pos0) override;
   void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
                      int64_t pos0) override;
-  void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
-                     DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t n, int64_t pos0,
+  void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v, DeviceTensor& k_cache,
+                     DeviceTensor& v_cache, int64_t n, int64_t pos0,
                      const AttnShape& shape) override;
   // attention.cpp
   void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) override;
@@ -383,8 +382,8 @@ class VulkanBackend final : public Backend {
   // output, computed with the quantiser (rms_norm_quant).
   void linear_rows(std::span<const LinearOp> ops, const VkTensor& x, int64_t n,
                    const LinearMode& mode, const NormOp* norm);
-  void quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, const NormOp* norm,
-                     BufferRange q, BufferRange qs);
+  void quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, const NormOp* norm, BufferRange q,
+                     BufferRange qs);
   // One token, int8 activations, at most three ternary layers of uniform scale without LoRA,
   // every tensor in one piece at the token: the decoding matvec applies, with the norm (when
   // given) and the epilogue in its dispatch.
@@ -396,8 +395,8 @@ class VulkanBackend final : public Backend {
   void head_logits(const HeadOp& op);  // loss.cpp
   void head_loss(const HeadOp& op);
   void collect_losses();
-  void rope_rows(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
-                 int64_t pos0, bool inverse);  // rope.cpp
+  void rope_rows(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape, int64_t pos0,
+                 bool inverse);  // rope.cpp
 
   std::unique_ptr<Context> ctx_;
   Recorder rec_;

@@ -1,12 +1,11 @@
 // The Vulkan backend's weight cache: every host weight is uploaded the first time an op uses
-// it and kept, keyed by its host address (and the rope table, grown as positions are asked). Ternary layers (TQ2_0, I2_S) become T2 codes (the
-// shaders' layout, still 2 bits a weight); float matrices keep their layout, except q6_K,
-// which becomes f32 (exact: every q6_K value d * scale * q is an f32 product computed as the
-// CPU's dequantisation computes it).
+// it and kept, keyed by its host address (and the rope table, grown as positions are asked).
+// Ternary layers (TQ2_0, I2_S) become T2 codes (the shaders' layout, still 2 bits a weight); float
+// matrices keep their layout, except q6_K, which becomes f32 (exact: every q6_K value d * scale * q
+// is an f32 product computed as the CPU's dequantisation computes it).
 #include <algorithm>
-#include <cstring>
-
 #include <cmath>
+#include <cstring>
 
 #include "backend/vulkan/vk_backend.h"
 #include "core/bytes.h"
@@ -127,7 +126,7 @@ FloatRows WeightCache::float_matrix(const FloatMatrix& m, const std::string& nam
 }
 
 std::unique_ptr<WeightCache::Float> WeightCache::upload_float(Context& ctx, const FloatMatrix& m,
-                                                               const std::string& name) {
+                                                              const std::string& name) {
   auto fw = std::make_unique<Float>();
   fw->type = shader_type(m.type, name);
   if ((fw->type == FloatWeightType::F16 || fw->type == FloatWeightType::BF16) && m.n_in % 2 != 0) {
@@ -168,7 +167,6 @@ const TiledTensor& WeightCache::norm(const float* g, int64_t n) {
   t.upload(0, 1, g);
   return norms_.emplace(g, std::move(t)).first->second;
 }
-
 
 const TiledTensor& WeightCache::rope_table(int64_t positions, int64_t rope_dim, float base) {
   if (rope_.rows() >= uint64_t(positions) && rope_dim_ == rope_dim && rope_base_ == base) {
