@@ -28,10 +28,10 @@
 #include <vector>
 
 #include "backend/cpu/kernels.h"
-#include "core/thread_pool.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/thread_pool.h"
 
 namespace {
 
@@ -128,7 +128,8 @@ Bytes make_weights(DType type, int64_t n_in, int64_t n_out, uint64_t seed) {
     }
     case DType::Q8_0:
       fill(w.data(), bytes);
-      for (int64_t b = 0; b < bytes / 34; ++b) put16(&w[size_t(b * 34)], trit::engine::f32_to_fp16(0.01f));
+      for (int64_t b = 0; b < bytes / 34; ++b)
+        put16(&w[size_t(b * 34)], trit::engine::f32_to_fp16(0.01f));
       break;
     case DType::Q6_K:
       fill(w.data(), bytes);
@@ -164,15 +165,16 @@ struct Weights {
 };
 
 Weights make_job_weights(const Job& job, const Options& opt) {
-  const int64_t bytes_one = int64_t(*trit::engine::tensor_bytes(job.type, job.n_in, job.n_in * job.n_out));
+  const int64_t bytes_one =
+      int64_t(*trit::engine::tensor_bytes(job.type, job.n_in, job.n_in * job.n_out));
   const int64_t copies = std::max<int64_t>(1, (opt.ws_mib << 20) / bytes_one);
   const bool ternary = trit::engine::dtype_traits(job.type).ternary;
   Weights w;
   for (int64_t c = 0; c < copies; ++c) {
     w.copies.push_back(make_weights(job.type, job.n_in, job.n_out, uint64_t(c + 1)));
-    w.uniform.push_back(
-        ternary ? trit::engine::ternary_uniform_scale(job.type, w.copies.back().data(), job.n_in, job.n_out)
-                : 0.0f);
+    w.uniform.push_back(ternary ? trit::engine::ternary_uniform_scale(
+                                      job.type, w.copies.back().data(), job.n_in, job.n_out)
+                                : 0.0f);
   }
   return w;
 }
@@ -228,8 +230,8 @@ bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads
         if (!same) {
           std::printf("MISMATCH %s %s row %lld token %lld: scalar %.9g, got %.9g\n",
                       std::string(trit::engine::dtype_name(job.type)).c_str(),
-                      std::string(trit::engine::cpu_level_name(level)).c_str(), (long long)r, (long long)t,
-                      double(u), double(v));
+                      std::string(trit::engine::cpu_level_name(level)).c_str(), (long long)r,
+                      (long long)t, double(u), double(v));
           ok = false;
           break;
         }
@@ -263,9 +265,10 @@ bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads
       "%-6s %-7s %5lldx%-6lld tokens=%-3lld threads=%-2d rows=%-6lld %9.3f ms  %7.2f GB/s  "
       "%8.1f GOPS  (best of %d, mean %.3f ms)%s\n",
       std::string(trit::engine::dtype_name(job.type)).c_str(),
-      std::string(trit::engine::cpu_level_name(level)).c_str(), (long long)job.n_in, (long long)job.n_out,
-      (long long)tokens, threads, (long long)rows, best * 1e3, wbytes / best / 1e9,
-      ops / best / 1e9, iters, total / iters * 1e3, ok ? "" : "  CHECK FAILED");
+      std::string(trit::engine::cpu_level_name(level)).c_str(), (long long)job.n_in,
+      (long long)job.n_out, (long long)tokens, threads, (long long)rows, best * 1e3,
+      wbytes / best / 1e9, ops / best / 1e9, iters, total / iters * 1e3,
+      ok ? "" : "  CHECK FAILED");
   std::fflush(stdout);
   return ok;
 }

@@ -89,8 +89,8 @@ struct LoraSaved {
 // One linear layer applied to a shared input: y = layer(x) * out_scale + its LoRA branches.
 struct LinearOp {
   const LinearWeight* w = nullptr;
-  DeviceTensor* y = nullptr;             // (n, w->m.n_out)
-  std::span<const LoraBranch> lora;      // added to y
+  DeviceTensor* y = nullptr;              // (n, w->m.n_out)
+  std::span<const LoraBranch> lora;       // added to y
   std::span<const LoraSaved> saved = {};  // one per branch, or empty: nothing saved
 };
 
@@ -139,7 +139,7 @@ struct HeadOp {
   int64_t row0 = 0, n = 0;
   const FloatMatrix* w = nullptr;  // (n_vocab, h.cols())
   std::span<const LoraBranch> lora;
-  float* logits = nullptr;  // host (n, n_vocab), row-major
+  float* logits = nullptr;           // host (n, n_vocab), row-major
   const int32_t* targets = nullptr;  // host (n); counted targets must be in [0, n_vocab)
   const float* mask = nullptr;       // host (n), or null
   float norm = 1;
@@ -188,9 +188,8 @@ class Backend {
   // y (n, n_out) += scale * ax B^T with xd = dropout(x) (x * keep / (1 - p), keep drawn from
   // (key, salt, element index); x itself when p == 0) and ax = xd A^T; xd and ax are written to
   // `saved` when given (saved.xd may be x when p == 0), else to scratch.
-  virtual void lora_forward(DeviceTensor& y, const DeviceTensor& x, int64_t n,
-                            const LoraBranch& br, const LoraSaved& saved, float p,
-                            uint64_t key) = 0;
+  virtual void lora_forward(DeviceTensor& y, const DeviceTensor& x, int64_t n, const LoraBranch& br,
+                            const LoraSaved& saved, float p, uint64_t key) = 0;
   // The fused op of a BitNet layer: norm, then linear(ops) over its output, then the
   // epilogue (a gated activation of ops[0] and ops[1], or ops[0]'s output added to a
   // residual). The default composes rms_norm, linear, gated_act and add.

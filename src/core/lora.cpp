@@ -60,7 +60,6 @@ std::tuple<int64_t, size_t, std::string> order_key(const std::string& name) {
   return {t->layer < 0 ? INT64_MAX - 1 : t->layer, pos, name};
 }
 
-
 }  // namespace
 
 float LoraAdapter::scaling(int64_t rank) const {

@@ -20,9 +20,9 @@
 
 #include "core/error.h"
 #include "core/shape.h"
+#include "core/tensor_names.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
-#include "core/tensor_names.h"
 
 namespace trit::engine {
 namespace {

@@ -61,7 +61,7 @@ void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T, 
 
 // Scratch for the backward pass of one block. (T tokens)
 struct BlockGrads {
-  DeviceTensor *dx2 = nullptr, *dh1 = nullptr, *dh2 = nullptr, *dh3 = nullptr;  // (T, d)
+  DeviceTensor *dx2 = nullptr, *dh1 = nullptr, *dh2 = nullptr, *dh3 = nullptr;   // (T, d)
   DeviceTensor *datt = nullptr, *dq = nullptr;                                   // (T, d)
   DeviceTensor *dk = nullptr, *dv = nullptr;                                     // (T, dkv)
   DeviceTensor *dh4 = nullptr, *dm = nullptr, *dgate = nullptr, *dup = nullptr;  // (T, ff)

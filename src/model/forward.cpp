@@ -62,8 +62,7 @@ void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t
          " tokens");
   }
   if (opts.lora && int64_t(opts.lora->blocks.size()) != hp.n_layer) {
-    fail("forward: LoRA set for ", opts.lora->blocks.size(), " blocks, the model has ",
-         hp.n_layer);
+    fail("forward: LoRA set for ", opts.lora->blocks.size(), " blocks, the model has ", hp.n_layer);
   }
   check_tokens(hp, tokens, n);
   // Nothing is saved; h serves every norm of attention and the feed-forward's first, gate
@@ -211,8 +210,8 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
       for (auto& saved : a.lora) saved.clear();
     }
     const float p = for_backward ? o.dropout : 0.0f;
-    const BlockPass pass{hp, w.blocks[size_t(l)], bl,
-                         {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
+    const BlockPass pass{
+        hp, w.blocks[size_t(l)], bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
     block_forward(be, pass, *ta.x_, T, {a.k, a.v, 0}, a);
   }
   be.rms_norm({ta.x_.get(), w.output_norm, hp.rms_eps, ta.hf_.get(), ta.rstdf_.get()}, T);
@@ -244,7 +243,9 @@ void model_backward(const Model& model, const TrainSequence& seq, const LoraSet&
   for (int64_t l = hp.n_layer - 1; l >= 0; --l) {
     BlockActs& a = ta.acts(l);
     const BlockLora bl = block_lora(&lora, l);
-    const BlockPass pass{hp, w.blocks[size_t(l)], bl,
+    const BlockPass pass{hp,
+                         w.blocks[size_t(l)],
+                         bl,
                          {o.act_quant, o.dropout, splitmix64(seq.dropout_key + uint64_t(l))}};
     if (o.checkpointing) {  // recompute the block's activations from its input
       ta.bind_lora(l, bl);

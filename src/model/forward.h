@@ -61,7 +61,7 @@ void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t
 // ---- training ----
 
 struct TrainPassOptions {
-  bool act_quant = true;  // W1.58A8 with the straight-through estimator; false: float
+  bool act_quant = true;      // W1.58A8 with the straight-through estimator; false: float
   bool checkpointing = true;  // keep only each block's input; recompute the block backward
   float dropout = 0.0f;       // on the LoRA branches' input
   int64_t head_chunk = 32;    // tokens whose logits are held at once
@@ -89,8 +89,7 @@ class TrainActs {
   const TrainPassOptions& options() const { return opts_; }
 
  private:
-  friend double model_forward(const Model&, const TrainSequence&, const LoraSet&, TrainActs&,
-                              bool);
+  friend double model_forward(const Model&, const TrainSequence&, const LoraSet&, TrainActs&, bool);
   friend void model_backward(const Model&, const TrainSequence&, const LoraSet&, TrainActs&);
   using TensorPtr = std::unique_ptr<DeviceTensor>;
   struct Saved;
@@ -105,7 +104,7 @@ class TrainActs {
   Backend& be_;
   const HParams& hp_;
   TrainPassOptions opts_;
-  int64_t capacity_ = 0;  // tokens the tensors hold
+  int64_t capacity_ = 0;                       // tokens the tensors hold
   std::vector<std::unique_ptr<Saved>> saved_;  // n_layer, or 1 with checkpointing
   std::vector<BlockActs> acts_;                // views of saved_
   std::vector<TensorPtr> inputs_;              // (T, d) every block's input

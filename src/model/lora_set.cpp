@@ -61,9 +61,9 @@ LoraTerms resolve_lora(const std::vector<std::pair<const LoraAdapter*, float>>& 
         fail("adapter layer ", name, ": shape ", layer.n_in, " -> ", layer.n_out,
              ", the model's layer is ", n_in, " -> ", n_out);
       }
-      std::vector<LoraTerm>& slot = target->layer < 0
-                                        ? set.head
-                                        : set.blocks[size_t(target->layer)][linear_index(target->what)];
+      std::vector<LoraTerm>& slot =
+          target->layer < 0 ? set.head
+                            : set.blocks[size_t(target->layer)][linear_index(target->what)];
       slot.push_back({&layer, user_scale * adapter->scaling(layer.rank)});
     }
   }

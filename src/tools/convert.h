@@ -1,8 +1,8 @@
 // Hugging Face BitNet b1.58 checkpoints (config.json + safetensors) to GGUF: the `trit convert`
-// tool (config.json itself is read by model/hf_config.h). Float master weights are ternarised by absmean; the packed 2B4T layout (uint8 codes
-// plus weight_scale) is unpacked and re-packed. Tensors are streamed one at a time into a
-// temporary file renamed into place, so memory stays near one tensor and a failure leaves no
-// output behind.
+// tool (config.json itself is read by model/hf_config.h). Float master weights are ternarised by
+// absmean; the packed 2B4T layout (uint8 codes plus weight_scale) is unpacked and re-packed.
+// Tensors are streamed one at a time into a temporary file renamed into place, so memory stays near
+// one tensor and a failure leaves no output behind.
 #pragma once
 
 #include <cstdint>

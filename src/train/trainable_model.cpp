@@ -20,7 +20,10 @@ struct TrainableModel::Param {
 
 TrainableModel::TrainableModel(const Model& model, LoraAdapter& adapter, Backend& backend,
                                TrainPassOptions opts)
-    : model_(model), adapter_(adapter), be_(backend), opts_(opts),
+    : model_(model),
+      adapter_(adapter),
+      be_(backend),
+      opts_(opts),
       acts_(be_, model.hparams(), opts) {
   init();
 }

@@ -33,11 +33,9 @@ struct LoraGrad {
 class TrainableModel {
  public:
   // On a backend, which must outlive this object.
-  TrainableModel(const Model& model, LoraAdapter& adapter, Backend& backend,
-                 TrainPassOptions opts);
+  TrainableModel(const Model& model, LoraAdapter& adapter, Backend& backend, TrainPassOptions opts);
   // On the CPU, with the threads of pool.
-  TrainableModel(const Model& model, LoraAdapter& adapter, ThreadPool& pool,
-                 TrainPassOptions opts);
+  TrainableModel(const Model& model, LoraAdapter& adapter, ThreadPool& pool, TrainPassOptions opts);
   ~TrainableModel();
 
   // One sequence of T tokens from position 0 (model/forward.h's TrainSequence): adds the

@@ -49,7 +49,7 @@ void CpuBackend::gated_act_backward(DeviceTensor& dgate, DeviceTensor& dup,
                                     const DeviceTensor& dout, const DeviceTensor& gate,
                                     const DeviceTensor& up, int64_t n, Activation act) {
   engine::gated_act_backward(cpu_data(dgate), cpu_data(dup), cpu_data(dout), cpu_data(gate),
-                           cpu_data(up), n * gate.cols(), act);
+                             cpu_data(up), n * gate.cols(), act);
 }
 
 }  // namespace trit::engine

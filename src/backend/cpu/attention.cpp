@@ -147,9 +147,8 @@ void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const Devic
   const float* kc = cpu_data(k_cache);
   const float* vc = cpu_data(v_cache);
   pool_.parallel_for(shape.n_head, [&](int64_t h0, int64_t h1, int thread) {
-    attention_forward(cpu_data(q), kc, vc, k_cache.cols(), n, pos0, shape.n_head,
-                      shape.n_head_kv, shape.head_dim, h0, h1, cpu_data(out),
-                      scores_.data() + thread * n_keys);
+    attention_forward(cpu_data(q), kc, vc, k_cache.cols(), n, pos0, shape.n_head, shape.n_head_kv,
+                      shape.head_dim, h0, h1, cpu_data(out), scores_.data() + thread * n_keys);
   });
 }
 
@@ -160,9 +159,10 @@ void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTe
   const int64_t threads = pool_.size();
   std::vector<float> scratch(static_cast<size_t>(2 * T * threads));
   pool_.parallel_for(shape.n_head_kv, [&](int64_t k0, int64_t k1, int thread) {
-    engine::attention_backward(cpu_data(dq), cpu_data(dk), cpu_data(dv), cpu_data(dout), cpu_data(q),
-                             cpu_data(k), cpu_data(v), k.cols(), T, shape.n_head, shape.n_head_kv,
-                             shape.head_dim, k0, k1, scratch.data() + 2 * T * thread);
+    engine::attention_backward(cpu_data(dq), cpu_data(dk), cpu_data(dv), cpu_data(dout),
+                               cpu_data(q), cpu_data(k), cpu_data(v), k.cols(), T, shape.n_head,
+                               shape.n_head_kv, shape.head_dim, k0, k1,
+                               scratch.data() + 2 * T * thread);
   });
 }
 

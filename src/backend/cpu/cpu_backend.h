@@ -92,9 +92,9 @@ class CpuBackend final : public Backend {
   void head_loss(const HeadOp& op);
 
   ThreadPool& pool_;
-  QuantizedActs xq_;           // int8 activations of the current bitlinear input
-  std::vector<float> scores_;  // (n_threads, n_keys) attention probabilities
-  double loss_ = 0;            // head() losses since the last take_loss
+  QuantizedActs xq_;                      // int8 activations of the current bitlinear input
+  std::vector<float> scores_;             // (n_threads, n_keys) attention probabilities
+  double loss_ = 0;                       // head() losses since the last take_loss
   std::vector<float> lora_xd_, lora_ax_;  // a branch's input and A x when not saved
 };
 
@@ -105,8 +105,7 @@ void lora_b_forward(const float* b, const float* ax, int64_t T, int64_t r, int64
 // The branch's backward pass (Backend::lora_backward) on host arrays.
 void lora_backward_host(float* dx, const float* dy, const float* xd, const float* ax,
                         const float* a, const float* b, float* da, float* db, int64_t T,
-                        int64_t n_in, int64_t n_out, int64_t r, float s, float p,
-                        ThreadPool& pool);
+                        int64_t n_in, int64_t n_out, int64_t r, float s, float p, ThreadPool& pool);
 
 // Throws naming op and the tensor when rows [row0, row0 + n) are not all in t.
 void check_rows(const DeviceTensor& t, int64_t row0, int64_t n, const char* op);

@@ -212,15 +212,14 @@ void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, i
       fail("linear ", j.w->name, ": ", j.saved.size(), " saves for ", j.lora.size(), " branches");
     }
     for (size_t b = 0; b < j.lora.size(); ++b) {
-      lora_forward(*j.y, xt, T, j.lora[b], j.saved.empty() ? LoraSaved{} : j.saved[b],
-                   mode.dropout, mode.key);
+      lora_forward(*j.y, xt, T, j.lora[b], j.saved.empty() ? LoraSaved{} : j.saved[b], mode.dropout,
+                   mode.key);
     }
   }
 }
 
 void CpuBackend::lora_forward(DeviceTensor& y, const DeviceTensor& x, int64_t T,
-                              const LoraBranch& br, const LoraSaved& saved, float p,
-                              uint64_t key) {
+                              const LoraBranch& br, const LoraSaved& saved, float p, uint64_t key) {
   const int64_t n_in = x.cols(), r = br.a ? br.a->rows() : 0;
   check_branch(br, n_in, y.cols(), "lora_forward");
   if (!(p >= 0.0f && p < 1.0f)) fail("lora_forward: dropout probability ", p, " outside [0, 1)");

@@ -44,7 +44,8 @@ void CpuBackend::rms_norm(const NormOp& op, int64_t n) {
 
 void CpuBackend::rms_norm_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& x,
                                    const float* g, const DeviceTensor& rstd, int64_t n) {
-  engine::rms_norm_backward(cpu_data(dx), cpu_data(dy), cpu_data(x), g, cpu_data(rstd), n, x.cols());
+  engine::rms_norm_backward(cpu_data(dx), cpu_data(dy), cpu_data(x), g, cpu_data(rstd), n,
+                            x.cols());
 }
 
 }  // namespace trit::engine

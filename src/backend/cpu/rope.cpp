@@ -75,7 +75,7 @@ void CpuBackend::rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, cons
   std::vector<int32_t> pos(static_cast<size_t>(n));
   std::iota(pos.begin(), pos.end(), int32_t(pos0));
   engine::rope_backward(cpu_data(x), n, n_heads, shape.head_dim, shape.rope_dim, pos.data(),
-                      shape.rope_theta);
+                        shape.rope_theta);
 }
 
 }  // namespace trit::engine

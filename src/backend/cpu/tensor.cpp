@@ -32,8 +32,8 @@ std::string CpuBackend::description() const {
   return cat("cpu: ", cpu_level_name(active_cpu_level()), ", ", pool_.size(), " threads");
 }
 
-std::unique_ptr<DeviceTensor> CpuBackend::tensor(std::string_view name, int64_t rows,
-                                                 int64_t cols, TensorUse) {
+std::unique_ptr<DeviceTensor> CpuBackend::tensor(std::string_view name, int64_t rows, int64_t cols,
+                                                 TensorUse) {
   if (rows < 0 || cols < 0) fail("cpu backend: tensor '", name, "' of ", rows, " x ", cols);
   return std::make_unique<CpuTensor>(std::string(name), rows, cols);
 }

@@ -50,8 +50,8 @@ void VulkanBackend::head_logits(const HeadOp& op) {
   // Logits go straight to host-visible blocks, one per segment, each starting a binding.
   std::vector<std::pair<uint64_t, BufferRange>> blocks;
   scratch_.act.reset();
-  for (const auto& [a, b] :
-       row_segments({{&x.tiles(), uint64_t(row0)}}, uint64_t(n), std::min(fit, rec_.max_seg_rows()))) {
+  for (const auto& [a, b] : row_segments({{&x.tiles(), uint64_t(row0)}}, uint64_t(n),
+                                         std::min(fit, rec_.max_seg_rows()))) {
     const uint64_t rows = b - a;
     const BufferRange xr = rows_range(x.tiles(), uint64_t(row0) + a, uint64_t(row0) + b);
     const BufferRange out = scratch_.host.alloc(rows * row_bytes);
@@ -101,7 +101,8 @@ void VulkanBackend::head_loss(const HeadOp& hop) {
     fail(op, ": one row of ", vocab, " logits is more than the binding limit of ",
          ctx_->binding_limit(), " bytes");
   }
-  const Pipeline& ce = rec_.pipeline("cross_entropy", 4, sizeof(CrossEntropyPush), {kLossWg}, 0b0110);
+  const Pipeline& ce =
+      rec_.pipeline("cross_entropy", 4, sizeof(CrossEntropyPush), {kLossWg}, 0b0110);
   const float inv_norm = 1.0f / std::max(norm, 1.0f);
   chunk = std::max<int64_t>(1, chunk);
   for (int64_t t0 = 0; t0 < n; t0 += chunk) {
@@ -115,9 +116,10 @@ void VulkanBackend::head_loss(const HeadOp& hop) {
     if (mask) std::copy(mask + t0, mask + t0 + cn, pending.mask.begin());
     std::vector<RowsOf> touched = {{&h.tiles(), uint64_t(base + t0)}};
     if (dh) touched.push_back({&dh->tiles(), uint64_t(base + t0)});
-    for (const auto& [a, b] : row_segments(touched, uint64_t(cn), std::min(fit, rec_.max_seg_rows()))) {
+    for (const auto& [a, b] :
+         row_segments(touched, uint64_t(cn), std::min(fit, rec_.max_seg_rows()))) {
       scratch_.act.reset();  // reuse is ordered by the Sequence's barriers
-      const uint64_t rows = b - a, t_a = uint64_t(t0) + a;  // op rows [t_a, t_a + rows)
+      const uint64_t rows = b - a, t_a = uint64_t(t0) + a;       // op rows [t_a, t_a + rows)
       const uint64_t r0 = uint64_t(base) + t_a, r1 = r0 + rows;  // rows of h and dh
       const BufferRange hr = scratch_.bind_rows(rec_, h.tiles(), r0, r1, true);
       // logits (rows, vocab) = h W^T + the branches
@@ -142,7 +144,8 @@ void VulkanBackend::head_loss(const HeadOp& hop) {
       if (!dh) continue;
       // dh += dlogits W + the branches' dx (their da, db too; no dropout)
       const BufferRange dhr = scratch_.bind_rows(rec_, dh->tiles(), r0, r1, true);
-      transposed_product(kit_, nullptr, &hw, logits, uint64_t(vocab), dhr, rows, uint64_t(w.n_in), 1.0f);
+      transposed_product(kit_, nullptr, &hw, logits, uint64_t(vocab), dhr, rows, uint64_t(w.n_in),
+                         1.0f);
       for (size_t j = 0; j < lora.size(); ++j) {
         lora_backward_rows(kit_, lora[j], dhr, logits, hr, ax[j], rows, uint64_t(vocab), 0.0f);
       }

@@ -13,9 +13,8 @@ Recorder::Recorder(Context& ctx) : ctx_(ctx), seq_(std::make_unique<Sequence>(ct
 
 Recorder::~Recorder() = default;
 
-const Pipeline& Recorder::pipeline(std::string_view shader, uint32_t bindings,
-                                   uint32_t push_bytes, std::vector<uint32_t> spec,
-                                   uint32_t readonly) {
+const Pipeline& Recorder::pipeline(std::string_view shader, uint32_t bindings, uint32_t push_bytes,
+                                   std::vector<uint32_t> spec, uint32_t readonly) {
   PipelineDesc d;
   d.shader = shader;
   d.bindings = bindings;

@@ -78,7 +78,6 @@ Tuning tuning_for(const DeviceCaps& caps) {
   return c;
 }
 
-
 VulkanBackend::VulkanBackend(const VulkanRequest& request)
     : ctx_(std::make_unique<Context>(context_options(request))),
       rec_(*ctx_),
