@@ -12,7 +12,8 @@ say() { printf '== [%4d s] %s\n' "$(($(date +%s) - start))" "$*"; }
 export TRIT_REQUIRE_VULKAN=1
 
 # -Og with line tables only: the sanitizers' reports keep file and line; -O1 took twice as long
-# to compile with both sanitizers. The CPU kernels are compiled at -O2 (src/CMakeLists.txt).
+# to compile with both sanitizers. The CPU backend is compiled for speed and the test code is not
+# instrumented (src/CMakeLists.txt, tests/CMakeLists.txt say why).
 say "build (sanitizers)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRIT_SANITIZE=ON \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-Og -g1 -DNDEBUG" -DTRIT_BUILD_BENCH=OFF >/dev/null
