@@ -13,6 +13,17 @@ namespace trit::engine {
 // -1, 1), computed as transformers' BitNet weight quantiser does. Returns the scale.
 float absmean_ternarize(const float* w, int64_t n, int8_t* trits);
 
+// Ternarises float weights as a GGUF file holds them, keeping their values when they are already
+// ternary: when every non-zero weight has one magnitude s (llama.cpp's converter writes BitNet
+// linear weights so, already rounded by absmean, and so do trit's float outputs), the trits are
+// their signs and the scale is s; otherwise absmean_ternarize. (Absmean of a ternary tensor is s
+// times its fraction of non-zeros: the codes would stay, the scale would not.) Returns the scale.
+float ternarize(const float* w, int64_t n, int8_t* trits);
+
+// The bytes of ternary type `type` (TQ1_0, TQ2_0 or I2_S) for n float weights of a GGUF file:
+// pack_ternary of ternarize.
+std::vector<uint8_t> ternarize_float_weights(DType type, const float* w, int64_t n);
+
 // Packs n trits (n a multiple of the type's block) with one scale for the whole tensor.
 // TQ1_0/TQ2_0 store the scale as each block's fp16 d; I2_S stores it once as fp32 in the tail.
 std::vector<uint8_t> pack_ternary(DType type, const int8_t* trits, int64_t n, float scale);

@@ -152,6 +152,29 @@ float absmean_ternarize(const float* w, int64_t n, int8_t* trits) {
   return scale;
 }
 
+float ternarize(const float* w, int64_t n, int8_t* trits) {
+  const float absmean_scale = absmean_ternarize(w, n, trits);
+  float magnitude = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(w[i]);
+    if (a == 0) continue;
+    if (magnitude == 0) {
+      magnitude = a;
+    } else if (a != magnitude) {
+      return absmean_scale;  // master weights
+    }
+  }
+  // Ternary already (absmean gave each non-zero its sign: |w| / absmean >= 1); all zero: the
+  // absmean floor.
+  return magnitude > 0 ? magnitude : absmean_scale;
+}
+
+std::vector<uint8_t> ternarize_float_weights(DType type, const float* w, int64_t n) {
+  std::vector<int8_t> trits(static_cast<size_t>(n));
+  const float scale = ternarize(w, n, trits.data());
+  return pack_ternary(type, trits.data(), n, scale);
+}
+
 void pack_tq1_0(const int8_t* trits, const float* block_scales, int64_t n, uint8_t* out) {
   pack_tq1_0_impl("pack_tq1_0", trits, block_scales, 1, n, out);
 }

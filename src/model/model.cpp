@@ -150,13 +150,14 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
         lw.f = FloatMatrix{t.type, t.data, n_in, n_out};
         break;
       }
-      // float master weights: absmean-ternarise as transformers does online
+      // float weights: ternarised, keeping the values of weights that are ternary already
+      // (core/quant.h ternarize), else by absmean as transformers does online
       if (n_in % kQK_K != 0) {
         fail(f.path(), ": tensor ", name, ": ", n_in, " inputs is not a multiple of ", kQK_K);
       }
       std::vector<float> w(static_cast<size_t>(n));
       dequantize(t.type, t.data, n, w.data());
-      owned_.push_back(quantize(DType::TQ2_0, w.data(), n));
+      owned_.push_back(ternarize_float_weights(DType::TQ2_0, w.data(), n));
       lw.m.type = DType::TQ2_0;
       lw.m.data = owned_.back().data();
       break;

@@ -20,9 +20,11 @@ class Tokenizer;
 
 // Float (f32/f16/bf16) linear weights in a file mean one of two things, told apart by the
 // metadata key trit.linear_weights (model/embedded_adapter.h):
-//   - absent: float master weights (Hugging Face checkpoints, `trit convert --type f16`, which
-//     writes T * scale): ternarised by absmean at load (DESIGN section 2) and run as ternary
-//     layers, so such a file gives the same logits as its ternary conversion;
+//   - absent: BitNet weights to ternarise at load and run as ternary layers. Weights already
+//     ternary (every non-zero of one magnitude: llama.cpp's converter, `trit convert --type
+//     f16`, which write T * scale) keep their values, so such a file gives the logits of its
+//     ternary conversion; others (float master weights) are ternarised by absmean (DESIGN
+//     section 2; core/quant.h ternarize);
 //   - "merged": weights with LoRA adapters folded in (`trit merge`, tools/merge.h), used as the
 //     float matrices they are (LinearWeight::f). Ternary layers of such a file stay ternary.
 // Any other value is an error naming the file and the key.

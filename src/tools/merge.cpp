@@ -113,7 +113,7 @@ struct OutTensor {
 
 // Effective weights of rows [r0, r1) of a linear layer or the head into out ((r1 - r0), n_in):
 // what the forward pass multiplies by, before out_scale. `ternarised` holds the TQ2_0 bytes of
-// a float master weight (the loader's absmean ternarisation), else it is empty.
+// a float master weight (the loader's ternarisation), else it is empty.
 void effective_rows(const GgufTensor& t, const std::vector<uint8_t>& ternarised, int64_t r0,
                     int64_t r1, float* out) {
   const int64_t n_in = t.ne[0];
@@ -149,7 +149,7 @@ void write_merged(GgufWriter& w, const OutTensor& o, bool master, const std::str
   if (master) {
     std::vector<float> all(static_cast<size_t>(t.n_elements()));
     dequantize(t.type, t.data, t.n_elements(), all.data());
-    ternarised = quantize(DType::TQ2_0, all.data(), t.n_elements());
+    ternarised = ternarize_float_weights(DType::TQ2_0, all.data(), t.n_elements());
   }
   const int64_t rows = std::max<int64_t>(1, kChunkValues / n_in);
   std::vector<float> chunk(static_cast<size_t>(std::min(rows, n_out) * n_in));
@@ -379,7 +379,8 @@ MergeResult merge_model(const std::string& model_path, const std::vector<MergeSo
       case Produce::Ternarise: {
         std::vector<float> v(static_cast<size_t>(o.src->n_elements()));
         dequantize(o.src->type, o.src->data, o.src->n_elements(), v.data());
-        const std::vector<uint8_t> bytes = quantize(DType::TQ2_0, v.data(), o.src->n_elements());
+        const std::vector<uint8_t> bytes =
+            ternarize_float_weights(DType::TQ2_0, v.data(), o.src->n_elements());
         w.append(bytes.data(), bytes.size());
         ++r.n_ternarised;
         break;

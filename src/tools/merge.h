@@ -7,7 +7,7 @@
 //     alpha / r (alpha / sqrt(r) with rsLoRA); W' is written as f16 or f32 and the file gets
 //     trit.linear_weights = "merged", so the loader uses those layers as float matrices: y = W' x
 //     with the un-quantised x (model/model.h). Layers no adapter touches keep their bytes, except
-//     float master weights of an input without that key: they are absmean-ternarised as the
+//     float master weights of an input without that key: they are ternarised as the
 //     loader would do and written as TQ2_0, because the key changes what float layers mean.
 //     An adapter on the head of a model with tied embeddings adds output.weight (token_embd +
 //     s B A) in the chosen float type. general.file_type becomes the float type's (1 for f16,

@@ -90,6 +90,48 @@ TEST(Absmean, ScaleIsDoubleMeanAsFloat) {
   }
 }
 
+// ---- ternarize: float weights that may be ternary already -----------------------------------
+
+// llama.cpp's BitNet converter: absmean rounding of master weights, w = trit / (1 / s), in f16.
+TEST(Ternarize, KeepsTheScaleOfWeightsThatAreTernaryAlready) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> master(1024), w(1024);
+  for (float& v : master) v = normal(rng);
+  std::vector<int8_t> want(1024), t(1024);
+  const float s = absmean_ternarize(master.data(), 1024, want.data());
+  const float inv = 1.0f / s;
+  for (size_t i = 0; i < w.size(); ++i) w[i] = fp16_to_f32(f32_to_fp16(float(want[i]) / inv));
+  const float s16 = fp16_to_f32(f32_to_fp16(1.0f / inv));
+  EXPECT_EQ(ternarize(w.data(), 1024, t.data()), s16);
+  EXPECT_EQ(t, want);
+  // Absmean would give s16 times the fraction of non-zeros.
+  int64_t nonzero = 0;
+  for (int8_t v : want) nonzero += v != 0;
+  ASSERT_LT(nonzero, 1024);
+  EXPECT_FLOAT_EQ(absmean_ternarize(w.data(), 1024, t.data()), s16 * float(nonzero) / 1024.0f);
+  // Packed, the values come back unchanged.
+  const std::vector<uint8_t> packed = ternarize_float_weights(DType::TQ2_0, w.data(), 1024);
+  std::vector<float> back(1024);
+  dequantize(DType::TQ2_0, packed.data(), 1024, back.data());
+  EXPECT_EQ(back, w);
+}
+
+TEST(Ternarize, MasterWeightsGoByAbsmean) {
+  std::vector<float> w = {0.5f, -0.5f, 0.25f, 0.0f};  // two magnitudes: not ternary
+  w.resize(256, 0.0f);
+  std::vector<int8_t> t(256), want(256);
+  EXPECT_EQ(ternarize(w.data(), 256, t.data()), absmean_ternarize(w.data(), 256, want.data()));
+  EXPECT_EQ(t, want);
+  std::vector<float> zeros(256, 0.0f);
+  EXPECT_EQ(ternarize(zeros.data(), 256, t.data()), 1e-5f);  // the absmean floor
+  EXPECT_EQ(t, std::vector<int8_t>(256, 0));
+  std::vector<float> one = zeros;
+  one[7] = -0.125f;  // one non-zero: ternary, s = 0.125
+  EXPECT_EQ(ternarize(one.data(), 256, t.data()), 0.125f);
+  EXPECT_EQ(t[7], -1);
+}
+
 // ---- TQ2_0 ---------------------------------------------------------------------------------
 
 TEST(TQ2_0, HandMadeBlock) {

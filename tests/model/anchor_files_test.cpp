@@ -18,6 +18,7 @@
 #include "support/models.h"
 #include "support/numeric.h"
 #include "tools/create.h"
+#include "tools/requantize.h"
 
 namespace trit::engine {
 namespace {
@@ -26,6 +27,11 @@ struct Rewrite {
   std::string arch = "bitnet";
   bool drop_activation = false;
   std::optional<DType> embd_type;  // re-encode token_embd
+  // Re-encode every ternary tensor as floats of this type, as llama.cpp's BitNet converter writes
+  // them: each weight trit / (1 / s) in f32 (its absmean rounding, the scale inverted twice),
+  // then cast; or, with linear_times_scale, trit * s (`trit convert --type f16`'s form).
+  std::optional<DType> linear_float;
+  bool linear_times_scale = false;
   // Extra tensors to add: name -> f32 values.
   std::vector<std::pair<std::string, std::vector<float>>> extra;
   // Values to multiply into a linear layer's block scales (to test `.scale` tensors).
@@ -54,6 +60,17 @@ void rewrite(const std::string& src, const std::string& dst, const Rewrite& rw) 
       dequantize(t.type, t.data, t.n_elements(), x.data());
       bytes = quantize(*rw.embd_type, x.data(), t.n_elements());
       type = *rw.embd_type;
+    }
+    if (rw.linear_float && dtype_traits(t.type).ternary) {
+      const TernaryUnpacked u = unpack_ternary(t.type, t.data, t.n_elements());
+      std::vector<float> x(size_t(t.n_elements()));
+      for (size_t i = 0; i < x.size(); ++i) {
+        const float s = u.block_scales[u.block_scales.size() == 1 ? 0 : i / 256];
+        const float inv = 1.0f / s;
+        x[i] = rw.linear_times_scale ? float(u.trits[i]) * s : float(u.trits[i]) / inv;
+      }
+      bytes = quantize(*rw.linear_float, x.data(), t.n_elements());
+      type = *rw.linear_float;
     }
     if (rw.edit) rw.edit(t.name, bytes);
     keep.push_back(std::move(bytes));
@@ -114,6 +131,38 @@ TEST_F(AnchorFiles, BitnetCppStyleI2SWithItsArchitectureName) {
   auto m = Model::load(out);
   EXPECT_EQ(m->hparams().arch, "bitnet-b1.58");
   EXPECT_EQ(m->weights().blocks[0].q.m.type, DType::I2_S);
+}
+
+// llama.cpp's converter writes BitNet linear weights as F16 (or F32) floats already rounded to
+// three values per tensor, {-s, 0, +s}; llama-quantize packs them as TQ1_0/TQ2_0 with d = s.
+// Files that hold the same numbers give the same logits: the float file's layers keep their s
+// (absmean of them would be s times the fraction of non-zeros, another model).
+TEST_F(AnchorFiles, LlamaConvertStyleTernaryFloatsGiveThePackedModelsLogits) {
+  const std::string tq2 = make(DType::TQ2_0);
+  const std::vector<float> want = logits_of(tq2);
+  for (const DType packed : {DType::TQ1_0, DType::I2_S}) {
+    const std::string path = dir_.file(cat("packed_", dtype_name(packed), ".gguf"));
+    requantize_model(tq2, path, packed);
+    EXPECT_EQ(logits_of(path), want) << dtype_name(packed);
+  }
+  for (const auto& [type, times_scale] :
+       {std::pair{DType::F16, false}, {DType::F32, false}, {DType::F32, true}}) {
+    const std::string what = cat(dtype_name(type), times_scale ? ", trit * s" : ", trit / (1 / s)");
+    const std::string out =
+        dir_.file(cat("floats_", dtype_name(type), times_scale ? "_times_s" : "", ".gguf"));
+    Rewrite rw;
+    rw.linear_float = type;
+    rw.linear_times_scale = times_scale;
+    rewrite(tq2, out, rw);
+    ASSERT_EQ(GgufFile::open(out)->find_tensor("blk.0.attn_q.weight")->type, type) << what;
+    const std::vector<float> got = logits_of(out);
+    if (type == DType::F32 && !times_scale) {
+      // 1 / (1 / s) is s or one f32 step from it: the same model but for that step.
+      EXPECT_LT(test::rel_l2(got, want), 1e-6) << what;
+    } else {
+      EXPECT_EQ(got, want) << what;
+    }
+  }
 }
 
 TEST_F(AnchorFiles, PerTensorScaleMultipliesTheLayerOutput) {
