@@ -153,7 +153,6 @@ float absmean_ternarize(const float* w, int64_t n, int8_t* trits) {
 }
 
 float ternarize(const float* w, int64_t n, int8_t* trits) {
-  const float absmean_scale = absmean_ternarize(w, n, trits);
   float magnitude = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(w[i]);
@@ -161,12 +160,14 @@ float ternarize(const float* w, int64_t n, int8_t* trits) {
     if (magnitude == 0) {
       magnitude = a;
     } else if (a != magnitude) {
-      return absmean_scale;  // master weights
+      return absmean_ternarize(w, n, trits);  // master weights (or a nan or inf: it says so)
     }
   }
-  // Ternary already (absmean gave each non-zero its sign: |w| / absmean >= 1); all zero: the
-  // absmean floor.
-  return magnitude > 0 ? magnitude : absmean_scale;
+  if (magnitude == 0 || !std::isfinite(magnitude)) return absmean_ternarize(w, n, trits);
+  // Ternary already: the signs, whatever the size of s (absmean's 1e-5 floor would zero the
+  // codes of a tensor whose s is below it).
+  for (int64_t i = 0; i < n; ++i) trits[i] = int8_t(int(w[i] > 0) - int(w[i] < 0));
+  return magnitude;
 }
 
 std::vector<uint8_t> ternarize_float_weights(DType type, const float* w, int64_t n) {

@@ -130,6 +130,13 @@ TEST(Ternarize, MasterWeightsGoByAbsmean) {
   one[7] = -0.125f;  // one non-zero: ternary, s = 0.125
   EXPECT_EQ(ternarize(one.data(), 256, t.data()), 0.125f);
   EXPECT_EQ(t[7], -1);
+  // A ternary tensor whose s is below absmean's 1e-5 floor keeps its codes and its s.
+  std::vector<float> small = zeros;
+  small[3] = 2e-6f;
+  small[9] = -2e-6f;
+  EXPECT_EQ(ternarize(small.data(), 256, t.data()), 2e-6f);
+  EXPECT_EQ(t[3], 1);
+  EXPECT_EQ(t[9], -1);
 }
 
 // ---- TQ2_0 ---------------------------------------------------------------------------------
