@@ -23,6 +23,9 @@ void add_create_command(CLI::App& app) {
   cmd->add_option("--embd-type", o.embd_type, "Embeddings: f16, bf16, f32, q8_0 or q6_K")
       ->capture_default_str();
   cmd->add_option("--act", o.activation, "Activation: relu2 or silu (default: the preset's)");
+  cmd->add_option("--arch", o.arch,
+                  "bitnet (BitNet b1.58, default) or llama (ternary Llama blocks, no sub-norms)")
+      ->check(CLI::IsMember({"bitnet", "llama"}));
   cmd->add_flag("--untied", o.untied, "Separate output.weight instead of tied embeddings");
   cmd->add_option("--seed", o.seed, "Random seed")->capture_default_str();
   cmd->add_option("--vocab", o.vocab, "Override the vocabulary size");

@@ -22,6 +22,7 @@ void add_finetune_command(CLI::App& app) {
     int threads = 0;
     int64_t max_buffer_mb = 0;
     bool act_quant = true;
+    std::string activation;
     TrainOptions train;
   };
   auto a = std::make_shared<Args>();
@@ -67,6 +68,7 @@ void add_finetune_command(CLI::App& app) {
          "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
   add_device_options(cmd, a->device, a->max_buffer_mb);
+  add_activation_option(cmd, a->activation);
   cmd->callback([a, cmd] {
     if (cmd->count("--resume") && a->train.resume.empty()) a->train.resume = "latest";
     ModelOptions mo;
@@ -74,6 +76,7 @@ void add_finetune_command(CLI::App& app) {
     mo.threads = a->threads;
     mo.max_buffer_mb = a->max_buffer_mb;
     mo.act_quant = a->act_quant;
+    mo.activation = a->activation;
     mo.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
     Model model = Model::open(a->model, mo);
     Trainer trainer(model, a->train);

@@ -17,6 +17,13 @@ void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_
       ->check(CLI::PositiveNumber);
 }
 
+void add_activation_option(CLI::App* cmd, std::string& activation) {
+  cmd->add_option("--activation", activation,
+                  "Feed-forward activation instead of the file's: relu2 or silu (`trit info` "
+                  "says which the file gives and why)")
+      ->check(CLI::IsMember({"relu2", "silu"}));
+}
+
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx) {
   cmd->add_option("-m,--model", o.model, "Model file (GGUF)")->required();
   cmd->add_option("-t,--threads", o.threads, "Threads (default: all cores)");
@@ -24,6 +31,7 @@ void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx) {
   cmd->add_option("--act-quant", o.act_quant,
                   "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
+  add_activation_option(cmd, o.activation);
   cmd->add_option("--lora", o.lora, "LoRA adapter (GGUF), optionally with a scale: A.gguf:0.5")
       ->take_all();
   if (with_ctx) cmd->add_option("-c,--ctx", o.ctx, "Context size in tokens");
@@ -45,6 +53,7 @@ LoadedModel load_model(const RunOptions& o) {
   mo.threads = o.threads;
   mo.max_buffer_mb = o.max_buffer_mb;
   mo.act_quant = o.act_quant != "none";
+  mo.activation = o.activation;
   mo.on_warning = [](const std::string& w) {
     std::fprintf(stderr, "trit: warning: %s\n", w.c_str());
   };

@@ -17,6 +17,7 @@ struct RunOptions {
   std::string device;
   int64_t max_buffer_mb = 0;  // 0: the device's own binding limit
   std::string act_quant = "int8";
+  std::string activation;         // "": the file's
   int64_t ctx = 0;                // 0: the command's default
   std::vector<std::string> lora;  // ADAPTER.gguf[:SCALE]
 };
@@ -29,7 +30,9 @@ struct LoadedModel {
 
 // --device and --max-buffer-mb.
 void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_mb);
-// -m, -t, --device, --max-buffer-mb, --act-quant, --lora (and -c when with_ctx).
+// --activation (relu2 | silu).
+void add_activation_option(CLI::App* cmd, std::string& activation);
+// -m, -t, --device, --max-buffer-mb, --act-quant, --activation, --lora (and -c when with_ctx).
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true);
 void add_sampler_options(CLI::App* cmd, SamplingOptions& s);
 

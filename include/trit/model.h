@@ -30,6 +30,9 @@ struct ModelOptions {
   // W1.58A8 (int8 activations), as BitNet b1.58 computes; false: float activations, as
   // llama.cpp computes, for comparison.
   bool act_quant = true;
+  // The feed-forward's activation, "relu2" or "silu", instead of the one the file states or
+  // trit decides from it (ModelInfo::activation_source says how); "": the file's.
+  std::string activation;
   // Messages about the file worth a person's attention (an activation assumed because the
   // file does not say, ...). Default: dropped.
   std::function<void(const std::string& message)> on_warning;
@@ -38,8 +41,12 @@ struct ModelOptions {
 // What a model is: its architecture and shape.
 struct ModelInfo {
   std::string path;
-  std::string arch;        // general.architecture: "bitnet" or "bitnet-b1.58"
-  std::string activation;  // "relu2" or "silu"
+  std::string arch;  // general.architecture: "bitnet", "bitnet-b1.58" or "llama"
+  // "bitnet" (BitNet b1.58: sub-norms in every block) or "llama" (a Llama-architecture ternary
+  // model: Falcon3 1.58-bit, Llama3-8B-1.58, Falcon-E)
+  std::string family;
+  std::string activation;         // "relu2" or "silu"
+  std::string activation_source;  // why: "from bitnet.hidden_activation", ...
   int64_t n_vocab = 0, n_embd = 0, n_ff = 0, n_layer = 0, n_head = 0, n_head_kv = 0;
   int64_t n_ctx_train = 0;  // the context the model was trained with
   bool tied_head = true;    // the LM head is the token embedding

@@ -47,8 +47,11 @@ struct CreateOptions {
   std::string config;             // a JSON file of hyperparameters (trit's or Hugging Face's names)
   std::string type = "tq2_0";     // the linear layers: tq1_0, tq2_0 or i2_s
   std::string embd_type = "f16";  // f16, bf16, f32, q8_0 or q6_K
-  std::string activation;         // relu2 or silu; "": the preset's
-  bool untied = false;            // a separate output.weight
+  std::string activation;         // relu2 or silu; "": the preset's (llama: silu)
+  // "bitnet" (sub-norms) or "llama" (a Llama-architecture ternary model, no sub-norms);
+  // "": the config file's, else bitnet
+  std::string arch;
+  bool untied = false;  // a separate output.weight
   uint64_t seed = 42;
   int64_t vocab = 0, layers = 0;  // overrides when not 0
 };

@@ -87,6 +87,9 @@ typedef struct trit_model_options {
   bool act_quant;        /* int8 activations (W1.58A8, default); false: float activations */
   trit_message_callback on_warning; /* NULL: warnings are dropped */
   void* user;                       /* passed to on_warning */
+  /* "relu2" or "silu" instead of the activation the file states or trit decides from it;
+   * NULL or "": the file's */
+  const char* activation;
 } trit_model_options;
 
 /* device NULL, threads 0, max_buffer_mb 0, act_quant true, no callback. */
@@ -100,17 +103,19 @@ TRIT_API void trit_model_close(trit_model* model);
 
 typedef struct trit_model_info {
   const char* path;
-  const char* arch;       /* "bitnet" or "bitnet-b1.58" */
+  const char* arch;       /* "bitnet", "bitnet-b1.58" or "llama" */
   const char* activation; /* "relu2" or "silu" */
   int64_t n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv;
   int64_t n_ctx_train; /* the context the model was trained with */
   bool tied_head;      /* the LM head is the token embedding */
   bool has_tokenizer;
-  bool has_embedded_adapter;   /* `trit merge --mode attach` stored one; it always applies */
-  const char* chat_template;   /* the template's name ("bitnet", "chatml", ...) or "" */
-  int32_t bos, eos;            /* the tokenizer's; -1 when it has none */
-  const char* device;          /* "cpu: avx2, 16 threads", "vulkan: NVIDIA H200 (...)" */
-  const char* device_fallback; /* why "auto" ended on the CPU, or "" */
+  bool has_embedded_adapter;     /* `trit merge --mode attach` stored one; it always applies */
+  const char* chat_template;     /* the template's name ("bitnet", "chatml", ...) or "" */
+  int32_t bos, eos;              /* the tokenizer's; -1 when it has none */
+  const char* device;            /* "cpu: avx2, 16 threads", "vulkan: NVIDIA H200 (...)" */
+  const char* device_fallback;   /* why "auto" ended on the CPU, or "" */
+  const char* family;            /* "bitnet" (sub-norms) or "llama" (a ternary Llama model) */
+  const char* activation_source; /* why the activation is what it is */
 } trit_model_info;
 
 /* Fills *info; its strings belong to the model (valid until it is closed). */

@@ -101,6 +101,7 @@ trit::ModelOptions model_options(const trit_model_options& o, const char* fn) {
   mo.threads = o.threads;
   mo.max_buffer_mb = o.max_buffer_mb;
   mo.act_quant = o.act_quant;
+  mo.activation = o.activation ? o.activation : "";
   mo.on_warning = warning_callback(o.on_warning, o.user);
   return mo;
 }
@@ -113,6 +114,8 @@ void fill_info(trit_model& m) {
   c.path = i.path.c_str();
   c.arch = i.arch.c_str();
   c.activation = i.activation.c_str();
+  c.family = i.family.c_str();
+  c.activation_source = i.activation_source.c_str();
   c.n_vocab = i.n_vocab;
   c.n_embd = i.n_embd;
   c.n_ff = i.n_ff;

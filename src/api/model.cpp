@@ -28,7 +28,9 @@ ModelInfo info_of(const engine::Model& m) {
   ModelInfo i;
   i.path = m.path();
   i.arch = hp.arch;
+  i.family = hp.family() == engine::Family::Llama ? "llama" : "bitnet";
   i.activation = std::string(engine::activation_name(hp.act));
+  i.activation_source = m.activation_source().why;
   i.n_vocab = hp.n_vocab;
   i.n_embd = hp.n_embd;
   i.n_ff = hp.n_ff;
@@ -118,7 +120,15 @@ Model Model::open(const std::string& path, const ModelOptions& options) {
   }
   request.max_buffer_bytes = uint64_t(options.max_buffer_mb) << 20;
   auto impl = std::make_unique<Impl>();
-  impl->model = engine::Model::load(path, options.on_warning);
+  std::optional<engine::Activation> act;
+  if (!options.activation.empty()) {
+    act = engine::activation_from_name(options.activation);
+    if (!act) {
+      engine::fail_option("activation", "activation is '", options.activation,
+                          "', expected relu2 or silu");
+    }
+  }
+  impl->model = engine::Model::load(path, options.on_warning, act);
   impl->pool = std::make_unique<engine::ThreadPool>(options.threads);
   engine::BackendChoice choice = engine::make_backend(request, *impl->pool);
   impl->backend = std::move(choice.backend);

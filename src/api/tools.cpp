@@ -179,6 +179,13 @@ ToolResult create_model(const std::string& out, const CreateOptions& o) {
   }
   opt.type = *type;
   opt.embd_type = *embd;
+  if (!o.arch.empty()) {
+    if (o.arch != "bitnet" && o.arch != "llama") {
+      fail("create: architecture is '", o.arch, "', expected bitnet or llama");
+    }
+    opt.hp.arch = o.arch;
+    if (o.arch == "llama") opt.hp.act = engine::Activation::Silu;
+  }
   if (!o.activation.empty()) {
     const auto act = engine::activation_from_name(o.activation);
     if (!act) fail("create: activation is '", o.activation, "', expected relu2 or silu");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "core/dtype.h"
@@ -19,6 +20,10 @@ float absmean_ternarize(const float* w, int64_t n, int8_t* trits);
 // their signs and the scale is s; otherwise absmean_ternarize. (Absmean of a ternary tensor is s
 // times its fraction of non-zeros: the codes would stay, the scale would not.) Returns the scale.
 float ternarize(const float* w, int64_t n, int8_t* trits);
+
+// s when the n weights are ternary already (at least one non-zero, and every non-zero of
+// magnitude s, finite), else nothing.
+std::optional<float> ternary_magnitude(const float* w, int64_t n);
 
 // The bytes of ternary type `type` (TQ1_0, TQ2_0 or I2_S) for n float weights of a GGUF file:
 // pack_ternary of ternarize.

@@ -152,7 +152,7 @@ float absmean_ternarize(const float* w, int64_t n, int8_t* trits) {
   return scale;
 }
 
-float ternarize(const float* w, int64_t n, int8_t* trits) {
+std::optional<float> ternary_magnitude(const float* w, int64_t n) {
   float magnitude = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(w[i]);
@@ -160,14 +160,21 @@ float ternarize(const float* w, int64_t n, int8_t* trits) {
     if (magnitude == 0) {
       magnitude = a;
     } else if (a != magnitude) {
-      return absmean_ternarize(w, n, trits);  // master weights (or a nan or inf: it says so)
+      return std::nullopt;
     }
   }
-  if (magnitude == 0 || !std::isfinite(magnitude)) return absmean_ternarize(w, n, trits);
+  if (magnitude == 0 || !std::isfinite(magnitude)) return std::nullopt;
+  return magnitude;
+}
+
+float ternarize(const float* w, int64_t n, int8_t* trits) {
+  const std::optional<float> magnitude = ternary_magnitude(w, n);
+  // master weights (or a nan or inf: absmean says so)
+  if (!magnitude) return absmean_ternarize(w, n, trits);
   // Ternary already: the signs, whatever the size of s (absmean's 1e-5 floor would zero the
   // codes of a tensor whose s is below it).
   for (int64_t i = 0; i < n; ++i) trits[i] = int8_t(int(w[i] > 0) - int(w[i] < 0));
-  return magnitude;
+  return *magnitude;
 }
 
 std::vector<uint8_t> ternarize_float_weights(DType type, const float* w, int64_t n) {

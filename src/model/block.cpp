@@ -17,16 +17,26 @@ void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T, 
   be.rope_store_kv(*a.q, *a.k, *a.v, *kv.k, *kv.v, T, kv.pos0, shape);
   be.attention(*a.att, *a.q, *kv.k, *kv.v, T, kv.pos0, shape);
   const LinearOp o[] = {op(kO, w.o, a.o)};
-  be.norm_linear({a.att, w.attn_sub_norm, eps, a.h2, a.rstd2}, o, T, p.mode,
-                 LinearEpilogue::add_to(x));
+  if (w.attn_sub_norm) {
+    be.norm_linear({a.att, w.attn_sub_norm, eps, a.h2, a.rstd2}, o, T, p.mode,
+                   LinearEpilogue::add_to(x));
+  } else {  // a llama block: the projection reads the attention's output itself
+    be.linear(o, *a.att, T, p.mode);
+    be.add(x, *a.o, T);
+  }
   if (a.x2) be.copy(*a.x2, x, T);
   // feed-forward
   const LinearOp gate_up[] = {op(kGate, w.gate, a.gate), op(kUp, w.up, a.up)};
   be.norm_linear({&x, w.ffn_norm, eps, a.h3, a.rstd3}, gate_up, T, p.mode,
                  LinearEpilogue::gated(hp.act, *a.m));
   const LinearOp down[] = {op(kDown, w.down, a.down)};
-  be.norm_linear({a.m, w.ffn_sub_norm, eps, a.h4, a.rstd4}, down, T, p.mode,
-                 LinearEpilogue::add_to(x));
+  if (w.ffn_sub_norm) {
+    be.norm_linear({a.m, w.ffn_sub_norm, eps, a.h4, a.rstd4}, down, T, p.mode,
+                   LinearEpilogue::add_to(x));
+  } else {
+    be.linear(down, *a.m, T, p.mode);
+    be.add(x, *a.down, T);
+  }
 }
 
 void block_backward(Backend& be, const BlockPass& p, const DeviceTensor& x_in, BlockActs& a,
@@ -44,10 +54,14 @@ void block_backward(Backend& be, const BlockPass& p, const DeviceTensor& x_in, B
   };
   // dx holds d(block output) on entry; the residuals pass it through to x2 and x.
   be.copy(*g.dx2, dx, T);
-  be.zero(*g.dh4);
-  linear_back(kDown, w.down, *g.dh4, dx);
   be.zero(*g.dm);
-  be.rms_norm_backward(*g.dm, *g.dh4, *a.m, w.ffn_sub_norm, *a.rstd4, T);
+  if (w.ffn_sub_norm) {
+    be.zero(*g.dh4);
+    linear_back(kDown, w.down, *g.dh4, dx);
+    be.rms_norm_backward(*g.dm, *g.dh4, *a.m, w.ffn_sub_norm, *a.rstd4, T);
+  } else {
+    linear_back(kDown, w.down, *g.dm, dx);
+  }
   be.zero(*g.dgate);
   be.zero(*g.dup);
   be.gated_act_backward(*g.dgate, *g.dup, *g.dm, *a.gate, *a.up, T, hp.act);
@@ -56,10 +70,14 @@ void block_backward(Backend& be, const BlockPass& p, const DeviceTensor& x_in, B
   linear_back(kUp, w.up, *g.dh3, *g.dup);
   be.rms_norm_backward(*g.dx2, *g.dh3, *a.x2, w.ffn_norm, *a.rstd3, T);
   // attention
-  be.zero(*g.dh2);
-  linear_back(kO, w.o, *g.dh2, *g.dx2);
   be.zero(*g.datt);
-  be.rms_norm_backward(*g.datt, *g.dh2, *a.att, w.attn_sub_norm, *a.rstd2, T);
+  if (w.attn_sub_norm) {
+    be.zero(*g.dh2);
+    linear_back(kO, w.o, *g.dh2, *g.dx2);
+    be.rms_norm_backward(*g.datt, *g.dh2, *a.att, w.attn_sub_norm, *a.rstd2, T);
+  } else {
+    linear_back(kO, w.o, *g.datt, *g.dx2);
+  }
   be.zero(*g.dq);
   be.zero(*g.dk);
   be.zero(*g.dv);

@@ -8,7 +8,8 @@
 //   att = attention(q, k_cache, v_cache);  h2 = attn_sub_norm(att);  x += h2 W_o (+ LoRA)
 //   h3 = ffn_norm(x);  m = act(h3 W_gate) * (h3 W_up) (+ LoRA before the activation)
 //   h4 = ffn_sub_norm(m);  x += h4 W_down (+ LoRA)
-// Each line with a norm is one norm_linear op, which a device may run as one kernel.
+// Each line with a norm is one norm_linear op, which a device may run as one kernel. A llama
+// block has no sub-norms: W_o reads att and W_down reads m themselves (h2, h4 unused).
 #pragma once
 
 #include <array>

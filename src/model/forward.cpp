@@ -123,11 +123,15 @@ void TrainActs::reserve(int64_t T, const LoraSet& lora) {
       auto s = std::make_unique<Saved>();
       s->h1 = make("h1", d), s->rstd1 = make("rstd1", 1);
       s->q = make("q", d), s->k = make("k", dkv), s->v = make("v", dkv);
-      s->att = make("att", d), s->h2 = make("h2", d), s->rstd2 = make("rstd2", 1);
+      s->att = make("att", d);
       s->o = make("o", d), s->x2 = make("x2", d), s->h3 = make("h3", d);
       s->rstd3 = make("rstd3", 1);
       s->gate = make("gate", ff), s->up = make("up", ff), s->m = make("m", ff);
-      s->h4 = make("h4", ff), s->rstd4 = make("rstd4", 1), s->down = make("down", d);
+      s->down = make("down", d);
+      if (hp_.sub_norms()) {  // a llama block has none (model/block.h)
+        s->h2 = make("h2", d), s->rstd2 = make("rstd2", 1);
+        s->h4 = make("h4", ff), s->rstd4 = make("rstd4", 1);
+      }
       BlockActs a;
       a.h1 = s->h1.get(), a.rstd1 = s->rstd1.get();
       a.q = s->q.get(), a.k = s->k.get(), a.v = s->v.get();
@@ -147,11 +151,12 @@ void TrainActs::reserve(int64_t T, const LoraSet& lora) {
       grads_.push_back(make(name, cols));
       return grads_.back().get();
     };
-    g_.dx2 = grad("dx2", d), g_.dh1 = grad("dh1", d), g_.dh2 = grad("dh2", d);
+    g_.dx2 = grad("dx2", d), g_.dh1 = grad("dh1", d);
     g_.dh3 = grad("dh3", d), g_.datt = grad("datt", d), g_.dq = grad("dq", d);
     g_.dk = grad("dk", dkv), g_.dv = grad("dv", dkv);
-    g_.dh4 = grad("dh4", ff), g_.dm = grad("dm", ff), g_.dgate = grad("dgate", ff);
+    g_.dm = grad("dm", ff), g_.dgate = grad("dgate", ff);
     g_.dup = grad("dup", ff);
+    if (hp_.sub_norms()) g_.dh2 = grad("dh2", d), g_.dh4 = grad("dh4", ff);
   }
   // What each branch saves: ax (T, rank), and xd (T, n_in) unless it is the input itself
   // (no dropout).
@@ -176,7 +181,10 @@ BlockActs& TrainActs::acts(int64_t l) {
 void TrainActs::bind_lora(int64_t l, const BlockLora& lora) {
   const size_t set = opts_.checkpointing ? 0 : size_t(l);
   BlockActs& a = acts_[set];
-  DeviceTensor* inputs[kLinearCount] = {a.h1, a.h1, a.h1, a.h2, a.h3, a.h3, a.h4};
+  // What each layer reads: without sub-norms, W_o reads att and W_down m themselves.
+  const bool sub = hp_.sub_norms();
+  DeviceTensor* inputs[kLinearCount] = {
+      a.h1, a.h1, a.h1, sub ? a.h2 : a.att, a.h3, a.h3, sub ? a.h4 : a.m};
   for (size_t i = 0; i < size_t(kLinearCount); ++i) {
     a.lora[i].clear();
     for (size_t j = 0; j < lora[i].size(); ++j) {

@@ -81,16 +81,27 @@ HfConfig read_hf_config(const std::string& path) {
   const bool bitnet_arch = std::any_of(archs.begin(), archs.end(), [](const std::string& a) {
     return lower(a).find("bitnet") != std::string::npos;
   });
-  if (model_type != "bitnet" && !bitnet_arch) {
+  const bool llama_arch = model_type == "llama" ||
+                          std::find(archs.begin(), archs.end(), "LlamaForCausalLM") != archs.end();
+  const json* qc = nullptr;
+  if (auto q = j.find("quantization_config"); q != j.end() && q->is_object()) qc = &*q;
+  const std::string quant_method = qc ? lower(get_string(*qc, "quant_method")) : "";
+  // A Llama checkpoint is ternary when transformers' BitNet quantisation runs it (Falcon3
+  // 1.58-bit, Llama3-8B-1.58, Falcon-E); without that it is an ordinary float model.
+  const bool ternary_llama =
+      llama_arch && !bitnet_arch && model_type != "bitnet" && quant_method == "bitnet";
+  if (model_type != "bitnet" && !bitnet_arch && !ternary_llama) {
     std::string list;
     for (const std::string& a : archs) list += (list.empty() ? "" : ", ") + a;
     fail(path, ": model_type '", model_type, "' with architectures [", list,
-         "] is not a BitNet b1.58 model (expected model_type \"bitnet\" or BitNetForCausalLM)");
+         "] is not a ternary model (expected model_type \"bitnet\", BitNetForCausalLM, or a "
+         "LlamaForCausalLM with quantization_config.quant_method \"bitnet\")",
+         llama_arch ? cat("; its quant_method is '", quant_method, "'") : std::string());
   }
 
   HfConfig c;
   HParams& hp = c.hp;
-  hp.arch = "bitnet";
+  hp.arch = ternary_llama ? "llama" : "bitnet";
   hp.n_embd = get_int(j, path, "hidden_size", std::nullopt);
   hp.n_ff = get_int(j, path, "intermediate_size", std::nullopt);
   hp.n_layer = get_int(j, path, "num_hidden_layers", std::nullopt);
@@ -133,11 +144,35 @@ HfConfig read_hf_config(const std::string& path) {
   if (auto it = j.find("tie_word_embeddings"); it != j.end() && it->is_boolean()) {
     c.tie = it->get<bool>();
   }
-  if (auto q = j.find("quantization_config"); q != j.end() && q->is_object()) {
-    c.linear_class = lower(get_string(*q, "linear_class"));
-    const std::string mode = lower(get_string(*q, "quantization_mode"));
+  if (qc) {
+    c.linear_class = lower(get_string(*qc, "linear_class"));
+    const std::string mode = lower(get_string(*qc, "quantization_mode"));
     if (c.linear_class == "autobitlinear" && mode == "offline") {
       c.scale_meaning = HfScaleMeaning::Multiplier;
+    }
+    // An RMSNorm inside every BitLinear (newer transformers' use_rms_norm) is a different
+    // block than the ones trit computes: refused rather than run wrong.
+    if (auto it = qc->find("use_rms_norm");
+        it != qc->end() && it->is_boolean() && it->get<bool>()) {
+      fail(path,
+           ": quantization_config.use_rms_norm is true: a norm inside every linear layer "
+           "is not supported");
+    }
+    // transformers keeps lm_head (always) and these modules as float nn.Linear layers; trit's
+    // block layers are all ternary.
+    if (auto it = qc->find("modules_to_not_convert"); it != qc->end() && it->is_array()) {
+      for (const json& m : *it) {
+        if (!m.is_string()) continue;
+        const std::string name = m.get<std::string>();
+        if (name == "lm_head" || name.empty()) continue;
+        for (const char* layer : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                  "down_proj", "self_attn", "mlp", "layers"}) {
+          if (name.find(layer) != std::string::npos) {
+            fail(path, ": quantization_config.modules_to_not_convert lists '", name,
+                 "': float layers inside the blocks are not supported");
+          }
+        }
+      }
     }
   }
   return c;

@@ -5,12 +5,58 @@
 
 namespace trit::engine {
 
-HParams HParams::from_gguf(const GgufFile& f, bool* act_defaulted) {
+namespace {
+
+// The activation of a file, and why (HParams::from_gguf).
+Activation decide_activation(const GgufFile& f, const HParams& hp,
+                             std::optional<Activation> act_override, ActivationSource& src) {
+  const std::string key = hp.arch + ".hidden_activation";
+  if (act_override) {
+    src.why = "set by the caller (--activation)";
+    return *act_override;
+  }
+  if (f.has(key)) {
+    const std::string& a = f.get_string(key);
+    auto act = activation_from_name(a);
+    if (!act) fail(f.path(), ": ", key, " is '", a, "', expected 'relu2' or 'silu'");
+    src.why = "from " + key;
+    return *act;
+  }
+  src.assumed = true;
+  if (hp.family() == Family::Llama) {
+    src.why = "a llama model's feed-forward is SiLU-gated";
+    return Activation::Silu;
+  }
+  if (hp.arch == "bitnet-b1.58") {
+    src.why = cat("no ", key, "; bitnet-b1.58 is bitnet.cpp's name for the 2B4T layout");
+    return Activation::Relu2;
+  }
+  // llama.cpp writes no activation key and computes every "bitnet" file with SiLU, right for
+  // the 1bitLLM family (SentencePiece vocabulary of 32000); 2B4T (llama-3 BPE vocabulary)
+  // computes relu2.
+  if (f.get_string_or("tokenizer.ggml.model", "") == "llama") {
+    src.why = cat("no ", key,
+                  "; a SentencePiece vocabulary marks the 1bitLLM family, whose feed-forward "
+                  "is SiLU-gated");
+    return Activation::Silu;
+  }
+  src.why = cat("no ", key, "; a vocabulary other than SentencePiece marks the 2B4T layout");
+  return Activation::Relu2;
+}
+
+}  // namespace
+
+std::string_view family_name(Family f) {
+  return f == Family::Llama ? "Llama-architecture ternary" : "BitNet b1.58";
+}
+
+HParams HParams::from_gguf(const GgufFile& f, std::optional<Activation> act_override,
+                           ActivationSource* source) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
-  if (hp.arch != "bitnet" && hp.arch != "bitnet-b1.58") {
+  if (hp.arch != "bitnet" && hp.arch != "bitnet-b1.58" && hp.arch != "llama") {
     fail(f.path(), ": general.architecture is '", hp.arch,
-         "', expected 'bitnet' or 'bitnet-b1.58'");
+         "', expected 'bitnet', 'bitnet-b1.58' or 'llama' (with ternary weights)");
   }
   const std::string p = hp.arch + ".";
   hp.n_layer = f.get_int(p + "block_count");
@@ -33,17 +79,9 @@ HParams HParams::from_gguf(const GgufFile& f, bool* act_defaulted) {
              emb && emb->ne.size() == 2) {
     hp.n_vocab = emb->ne[1];
   }
-  if (act_defaulted) *act_defaulted = false;
-  const std::string act_key = p + "hidden_activation";
-  if (f.has(act_key)) {
-    const std::string& a = f.get_string(act_key);
-    auto act = activation_from_name(a);
-    if (!act) fail(f.path(), ": ", act_key, " is '", a, "', expected 'relu2' or 'silu'");
-    hp.act = *act;
-  } else {
-    hp.act = Activation::Relu2;
-    if (act_defaulted) *act_defaulted = true;
-  }
+  ActivationSource src;
+  hp.act = decide_activation(f, hp, act_override, src);
+  if (source) *source = src;
   hp.tied_head = f.find_tensor("output.weight") == nullptr;
   hp.validate(f.path());
   return hp;
@@ -62,10 +100,16 @@ void HParams::write_gguf(GgufWriter& out) const {
   out.set_f32(p + "attention.layer_norm_rms_epsilon", rms_eps);
   out.set_f32(p + "rope.freq_base", rope_theta);
   out.set_u32(p + "rope.dimension_count", uint32_t(rope_dim));
-  out.set_string(p + "hidden_activation", std::string(activation_name(act)));
+  // llama files compute SiLU by definition and llama.cpp reads no such key for them.
+  if (family() == Family::BitNet || act != Activation::Silu) {
+    out.set_string(p + "hidden_activation", std::string(activation_name(act)));
+  }
 }
 
 void HParams::validate(std::string_view where) const {
+  if (arch != "bitnet" && arch != "bitnet-b1.58" && arch != "llama") {
+    fail(where, ": architecture '", arch, "', expected bitnet, bitnet-b1.58 or llama");
+  }
   auto positive = [&](int64_t v, const char* name, int64_t max) {
     if (v <= 0 || v > max) fail(where, ": ", name, " is ", v, ", expected 1..", max);
   };

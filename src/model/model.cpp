@@ -7,6 +7,7 @@
 #include "core/shape.h"
 #include "io/gguf.h"
 #include "model/embedded_adapter.h"
+#include "model/llama_layout.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::engine {
@@ -27,15 +28,17 @@ const std::string& Model::path() const {
   return file_->path();
 }
 
-std::unique_ptr<Model> Model::load(const std::string& path, const Warn& warn) {
+std::unique_ptr<Model> Model::load(const std::string& path, const Warn& warn,
+                                   std::optional<Activation> act_override) {
   std::unique_ptr<Model> m(new Model());
   m->file_ = GgufFile::open(path);
   const GgufFile& f = *m->file_;
-  bool act_defaulted = false;
-  m->hp_ = HParams::from_gguf(f, &act_defaulted);
-  if (act_defaulted && warn) {
-    warn(cat(path, ": no ", m->hp_.arch,
-             ".hidden_activation in the file; assuming relu2 (BitNet b1.58 2B4T)"));
+  ActivationSource& act_source = m->act_source_;
+  m->hp_ = HParams::from_gguf(f, act_override, &act_source);
+  // llama files state nothing and need no word; a bitnet file without the key is a guess.
+  if (act_source.assumed && m->hp_.family() == Family::BitNet && warn) {
+    warn(cat(path, ": activation ", activation_name(m->hp_.act), " (", act_source.why,
+             "; --activation overrides)"));
   }
   m->tokenizer_ = Tokenizer::from_gguf(f);
   if (m->tokenizer_ && m->tokenizer_->vocab_size() > m->hp_.n_vocab) {
@@ -59,9 +62,11 @@ std::unique_ptr<Model> Model::load(const std::string& path, const Warn& warn) {
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     BlockWeights& b = m->w_.blocks[size_t(l)];
     b.attn_norm = m->load_f32_vector(block_tensor_name(l, "attn_norm"), hp.n_embd);
-    b.attn_sub_norm = m->load_f32_vector(block_tensor_name(l, "attn_sub_norm"), hp.n_embd);
     b.ffn_norm = m->load_f32_vector(block_tensor_name(l, "ffn_norm"), hp.n_embd);
-    b.ffn_sub_norm = m->load_f32_vector(block_tensor_name(l, "ffn_sub_norm"), hp.n_ff);
+    if (hp.sub_norms()) {
+      b.attn_sub_norm = m->load_f32_vector(block_tensor_name(l, "attn_sub_norm"), hp.n_embd);
+      b.ffn_sub_norm = m->load_f32_vector(block_tensor_name(l, "ffn_sub_norm"), hp.n_ff);
+    }
     b.q = m->load_linear(l, "attn_q");
     b.k = m->load_linear(l, "attn_k");
     b.v = m->load_linear(l, "attn_v");
@@ -157,6 +162,13 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
       }
       std::vector<float> w(static_cast<size_t>(n));
       dequantize(t.type, t.data, n, w.data());
+      // A llama file's float layers are ternary models' only when ternary already: anything
+      // else is an ordinary Llama model, which absmean would silently ruin.
+      if (hp_.family() == Family::Llama && !ternary_magnitude(w.data(), n)) {
+        fail(f.path(), ": tensor ", name, ": ", dtype_name(t.type),
+             " weights that are not ternary (values -s, 0, +s) in a llama file: not a ternary "
+             "model (trit runs BitNet b1.58 and ternary Llama-architecture models)");
+      }
       owned_.push_back(ternarize_float_weights(DType::TQ2_0, w.data(), n));
       lw.m.type = DType::TQ2_0;
       lw.m.data = owned_.back().data();
@@ -165,6 +177,16 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
     default:
       fail(f.path(), ": tensor ", name, ": type ", dtype_name(t.type),
            " is not supported for a linear layer (tq1_0, tq2_0, i2_s, or float to ternarise)");
+  }
+  if (rows_permuted_in_file(hp_, what)) {  // llama.cpp's row order: back to Hugging Face's
+    const DType type = lw.is_float() ? lw.f.type : lw.m.type;
+    const uint8_t* src = lw.is_float() ? lw.f.data : lw.m.data;
+    std::vector<uint8_t> rows =
+        reorder_rows(src, *tensor_bytes(type, n_in, n), n_out, size_t(row_bytes(type, n_in)),
+                     hp_.head_dim(), RowOrder::FileToHf);
+    if (src == t.data) f.release(t);
+    owned_.push_back(std::move(rows));
+    (lw.is_float() ? lw.f.data : lw.m.data) = owned_.back().data();
   }
   if (!lw.is_float()) {
     lw.m.uniform_scale = ternary_uniform_scale(lw.m.type, lw.m.data, n_in, n_out);

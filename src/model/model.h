@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,11 +47,14 @@ struct ModelWeights {
 class Model {
  public:
   using Warn = std::function<void(const std::string&)>;
-  // Opens and checks a model; warnings (e.g. a defaulted activation) go to warn.
-  static std::unique_ptr<Model> load(const std::string& path, const Warn& warn = nullptr);
+  // Opens and checks a model; warnings (e.g. an activation the file does not state) go to
+  // warn. act_override replaces the file's activation (HParams::from_gguf).
+  static std::unique_ptr<Model> load(const std::string& path, const Warn& warn = nullptr,
+                                     std::optional<Activation> act_override = {});
   ~Model();
 
   const HParams& hparams() const { return hp_; }
+  const ActivationSource& activation_source() const { return act_source_; }
   const ModelWeights& weights() const { return w_; }
   const GgufFile& file() const { return *file_; }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }  // null when the file has none
@@ -69,6 +73,7 @@ class Model {
   FloatMatrix load_float_matrix(const std::string& name, int64_t n_in, int64_t n_out);
 
   HParams hp_;
+  ActivationSource act_source_;
   std::unique_ptr<GgufFile> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
   ModelWeights w_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/hf_config.h"
+#include "model/llama_layout.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::engine {
@@ -56,6 +58,7 @@ struct Job {
   int64_t n_in = 0;                 // ne[0]
   int64_t n_out = 1;                // ne[1] (1 for norms)
   DType type = DType::F32;
+  bool permute_rows = false;  // W_q, W_k of a llama file (model/llama_layout.h)
 };
 
 class Converter {
@@ -172,6 +175,7 @@ void Converter::add_linear(int64_t layer, const std::string& what, const std::st
   j.n_in = n_in;
   j.n_out = n_out;
   j.type = opt_.type;
+  j.permute_rows = rows_permuted_in_file(cfg_.hp, what);
   const std::string scale_name =
       name.substr(0, name.size() - std::string("weight").size()) + "weight_scale";
   if (j.src->dtype == StDType::U8 || j.src->dtype == StDType::I8) {
@@ -192,6 +196,20 @@ void Converter::add_linear(int64_t layer, const std::string& what, const std::st
     packed_ = true;
   } else if (is_float(j.src->dtype)) {
     check_shape(name, *j.src, {n_out, n_in});
+    // AutoBitLinear offline keeps float ternary codes and multiplies by weight_scale.
+    if (const StTensor* ws = st_.find(scale_name)) {
+      if (cfg_.scale_meaning != HfScaleMeaning::Multiplier) {
+        fail(where(scale_name),
+             ": float weights with a weight_scale need quantization_config "
+             "linear_class \"autobitlinear\" and quantization_mode \"offline\"");
+      }
+      if (ws->n_elements() != 1 || !is_float(ws->dtype)) {
+        fail(where(scale_name), ": expected one float element, found ", st_dtype_name(ws->dtype),
+             " ", shape_text(ws->shape));
+      }
+      j.scale = ws;
+      used_.insert(scale_name);
+    }
   } else {
     fail(where(name), ": dtype ", st_dtype_name(j.src->dtype),
          ", expected float master weights (F32, F16, BF16) or packed U8 codes");
@@ -218,16 +236,20 @@ void Converter::plan() {
     add_linear(l, "attn_v", p + "self_attn.v_proj.weight");
     add_linear(l, "attn_output", p + "self_attn.o_proj.weight");
     // 2B4T spells the sub-norms attn_sub_norm / ffn_sub_norm, 1bitLLM inner_attn_ln /
-    // ffn_layernorm.
-    add_norm(block_tensor_name(l, "attn_sub_norm"),
-             {p + "self_attn.attn_sub_norm.weight", p + "self_attn.inner_attn_ln.weight"},
-             hp.n_embd);
+    // ffn_layernorm; a llama block has none.
+    if (hp.sub_norms()) {
+      add_norm(block_tensor_name(l, "attn_sub_norm"),
+               {p + "self_attn.attn_sub_norm.weight", p + "self_attn.inner_attn_ln.weight"},
+               hp.n_embd);
+    }
     add_norm(block_tensor_name(l, "ffn_norm"), {p + "post_attention_layernorm.weight"}, hp.n_embd);
     add_linear(l, "ffn_gate", p + "mlp.gate_proj.weight");
     add_linear(l, "ffn_up", p + "mlp.up_proj.weight");
     add_linear(l, "ffn_down", p + "mlp.down_proj.weight");
-    add_norm(block_tensor_name(l, "ffn_sub_norm"),
-             {p + "mlp.ffn_sub_norm.weight", p + "mlp.ffn_layernorm.weight"}, hp.n_ff);
+    if (hp.sub_norms()) {
+      add_norm(block_tensor_name(l, "ffn_sub_norm"),
+               {p + "mlp.ffn_sub_norm.weight", p + "mlp.ffn_layernorm.weight"}, hp.n_ff);
+    }
   }
   if (!missing_.empty()) {
     std::string list;
@@ -274,14 +296,18 @@ void Converter::write_linear(const Job& job, GgufWriter& w) {
   const int64_t n = job.n_in * job.n_out;
   std::vector<int8_t> trits;
   float scale = 0;
-  if (job.scale != nullptr) {
-    trits = unpack_hf_ternary(job.src->data, job.n_out, job.n_in, where(job.src_name));
+  auto read_weight_scale = [&] {
     float ws = 0;
     job.scale->read_f32(0, 1, &ws, st_.file_of(job.src_name));
     if (!std::isfinite(ws) || ws <= 0) {
       fail(where(job.src_name.substr(0, job.src_name.size() - 6) + "weight_scale"), ": value ", ws,
            ", expected a positive number");
     }
+    return ws;
+  };
+  if (job.scale != nullptr && !is_float(job.src->dtype)) {
+    trits = unpack_hf_ternary(job.src->data, job.n_out, job.n_in, where(job.src_name));
+    const float ws = read_weight_scale();
     scale = cfg_.scale_meaning == HfScaleMeaning::Inverse ? 1.0f / ws : ws;
   } else {
     const std::vector<float> v = job.src->to_f32(file);
@@ -291,7 +317,26 @@ void Converter::write_linear(const Job& job, GgufWriter& w) {
       }
     }
     trits.resize(size_t(n));
-    scale = absmean_ternarize(v.data(), n, trits.data());
+    if (job.scale != nullptr) {
+      // Offline AutoBitLinear: y = (x_q . W) * weight_scale, W ternary already; any other W
+      // is not a ternary layer.
+      const std::optional<float> m = ternary_magnitude(v.data(), n);
+      if (!m) {
+        fail(where(job.src_name),
+             ": float weights beside a weight_scale must be ternary "
+             "(values -m, 0, +m), and these are not");
+      }
+      ternarize(v.data(), n, trits.data());
+      scale = *m * read_weight_scale();
+    } else {
+      scale = absmean_ternarize(v.data(), n, trits.data());
+    }
+  }
+  if (job.permute_rows) {
+    std::vector<uint8_t> rows =
+        reorder_rows(reinterpret_cast<const uint8_t*>(trits.data()), trits.size(), job.n_out,
+                     size_t(job.n_in), cfg_.hp.head_dim(), RowOrder::HfToFile);
+    std::memcpy(trits.data(), rows.data(), rows.size());
   }
   if (dtype_traits(job.type).ternary) {
     const std::vector<uint8_t> packed = pack_ternary(job.type, trits.data(), n, scale);

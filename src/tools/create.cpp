@@ -316,12 +316,14 @@ CreateResult create_random_model(const CreateOptions& opt, const std::string& pa
     linear("attn_q");
     linear("attn_k");
     linear("attn_v");
-    add(block_tensor_name(l, "attn_sub_norm"), Kind::Norm, DType::F32, hp.n_embd, 1);
+    if (hp.sub_norms())
+      add(block_tensor_name(l, "attn_sub_norm"), Kind::Norm, DType::F32, hp.n_embd, 1);
     linear("attn_output");
     add(block_tensor_name(l, "ffn_norm"), Kind::Norm, DType::F32, hp.n_embd, 1);
     linear("ffn_gate");
     linear("ffn_up");
-    add(block_tensor_name(l, "ffn_sub_norm"), Kind::Norm, DType::F32, hp.n_ff, 1);
+    if (hp.sub_norms())
+      add(block_tensor_name(l, "ffn_sub_norm"), Kind::Norm, DType::F32, hp.n_ff, 1);
     linear("ffn_down");
   }
   add("output_norm.weight", Kind::Norm, DType::F32, hp.n_embd, 1);

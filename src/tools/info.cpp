@@ -128,9 +128,18 @@ ModelInfo read_model_info(const GgufFile& f) {
   for (const auto& [key, value] : f.metadata())
     info.metadata.emplace_back(key, render_scalar(value));
 
-  if (info.arch == "bitnet" || info.arch == "bitnet-b1.58") {
+  // A llama file is one of trit's when its linear layers are ternary (float ones are checked
+  // at load: model/model.h).
+  const GgufTensor* q0 = f.find_tensor("blk.0.attn_q.weight");
+  const bool ternary_llama = info.arch == "llama" && q0 && dtype_traits(q0->type).ternary;
+  if (info.arch == "bitnet" || info.arch == "bitnet-b1.58" || ternary_llama) {
     try {
-      info.hparams = HParams::from_gguf(f, &info.act_defaulted);
+      info.hparams = HParams::from_gguf(f, std::nullopt, &info.act_source);
+      info.family = info.hparams->sub_norms()
+                        ? cat(family_name(info.hparams->family()),
+                              " (sub-norms before the attention output and down projections)")
+                        : cat(family_name(info.hparams->family()),
+                              " (llama blocks without sub-norms, ternary linear layers)");
     } catch (const Error& e) {
       info.hparams_error = e.what();
     }
@@ -202,13 +211,14 @@ std::string format_model_info(const ModelInfo& info, bool all_tensors) {
   }
   if (info.hparams) {
     const HParams& hp = *info.hparams;
+    o << "family:        " << info.family << "\n";
     o << "model:         " << hp.n_layer << " layers, embd " << hp.n_embd << ", ff " << hp.n_ff
       << ", heads " << hp.n_head << " (kv " << hp.n_head_kv << ", head dim " << hp.head_dim()
       << "), vocab " << hp.n_vocab << "\n";
     o << "               context " << hp.n_ctx_train << ", rope theta " << hp.rope_theta << " (dim "
-      << hp.rope_dim << "), rms eps " << hp.rms_eps << ", activation " << activation_name(hp.act)
-      << (info.act_defaulted ? " (not in file: assumed)" : "") << ", "
-      << (hp.tied_head ? "tied" : "separate") << " output head\n";
+      << hp.rope_dim << "), rms eps " << hp.rms_eps << ", " << (hp.tied_head ? "tied" : "separate")
+      << " output head\n";
+    o << "activation:    " << activation_name(hp.act) << " (" << info.act_source.why << ")\n";
   } else if (!info.hparams_error.empty()) {
     o << "model:         hyperparameters unreadable: " << info.hparams_error << "\n";
   }
@@ -285,7 +295,9 @@ std::string model_info_json(const ModelInfo& info, bool all_tensors) {
                     {"rope_theta", clean_double(hp.rope_theta)},
                     {"rms_eps", clean_double(hp.rms_eps)},
                     {"act", std::string(activation_name(hp.act))},
-                    {"act_defaulted", info.act_defaulted},
+                    {"act_defaulted", info.act_source.assumed},
+                    {"act_why", info.act_source.why},
+                    {"family", info.family},
                     {"tied_head", hp.tied_head}};
   } else {
     j["hparams"] = nullptr;

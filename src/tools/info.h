@@ -38,11 +38,13 @@ struct ModelInfo {
   std::string name;  // general.name
   std::optional<uint32_t> file_type;
 
-  // Set when the file is a bitnet model whose hyperparameters read cleanly; otherwise
-  // hparams_error says why not (empty for other architectures).
+  // Set when the file is a model trit runs (bitnet, or llama with ternary linear weights)
+  // whose hyperparameters read cleanly; otherwise hparams_error says why not (empty for
+  // other architectures).
   std::optional<HParams> hparams;
   std::string hparams_error;
-  bool act_defaulted = false;
+  ActivationSource act_source;  // how the activation was decided
+  std::string family;           // "BitNet b1.58 (...)" or "Llama-architecture ternary (...)"
 
   // Every metadata key with a short rendering of its value (arrays as "[type x N]").
   std::vector<std::pair<std::string, std::string>> metadata;

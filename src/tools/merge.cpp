@@ -23,6 +23,7 @@
 #include "io/gguf.h"
 #include "model/embedded_adapter.h"
 #include "model/hparams.h"
+#include "model/llama_layout.h"
 #include "model/lora_set.h"
 
 namespace trit::engine {
@@ -109,6 +110,9 @@ struct OutTensor {
   const std::vector<LoraTerm>* terms = nullptr;  // Merge
   float out_scale = 1.0f;                        // Merge: the base's `.scale`
   const LoraLayer* lora = nullptr;               // AdapterA / AdapterB
+  // Merge into a llama file's W_q or W_k: file rows are permuted (model/llama_layout.h), the
+  // adapters' rows are not; the head dimension, else 0.
+  int64_t permuted_head_dim = 0;
 };
 
 // Effective weights of rows [r0, r1) of a linear layer or the head into out ((r1 - r0), n_in):
@@ -167,11 +171,13 @@ void write_merged(GgufWriter& w, const OutTensor& o, bool master, const std::str
         if (o.out_scale != 1.0f) {
           for (int64_t j = 0; j < n_in; ++j) wr[j] *= o.out_scale;
         }
+        // the adapter's row for file row r
+        const int64_t br = o.permuted_head_dim ? hf_row_of(r, o.permuted_head_dim) : r;
         for (const LoraTerm& term : *o.terms) {
           const LoraLayer& L = *term.layer;
           std::fill(d.begin(), d.end(), 0.0f);
-          for (int64_t k = 0; k < L.rank; ++k) {  // row r of B A
-            const float bk = L.b[size_t(r * L.rank + k)];
+          for (int64_t k = 0; k < L.rank; ++k) {  // row br of B A
+            const float bk = L.b[size_t(br * L.rank + k)];
             const float* ak = L.a.data() + k * n_in;
             for (int64_t j = 0; j < n_in; ++j) d[size_t(j)] += bk * ak[j];
           }
@@ -299,6 +305,7 @@ MergeResult merge_model(const std::string& model_path, const std::vector<MergeSo
           o.how = Produce::Merge;
           o.type = opt.type;
           o.terms = &terms;
+          if (rows_permuted_in_file(hp, target->what)) o.permuted_head_dim = hp.head_dim();
           const std::string scale_name = cat("blk.", target->layer, ".", target->what, ".scale");
           if (const GgufTensor* s = in->find_tensor(scale_name)) {
             if (s->n_elements() != 1) {

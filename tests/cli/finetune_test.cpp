@@ -133,6 +133,28 @@ TEST_F(Finetune, LearnsATaskTheBaseCannotDo) {
   EXPECT_EQ(test::read_file(dir_.file("a.loss.svg")).rfind("<svg", 0), 0u);
 }
 
+// A ternary Llama model (no sub-norms) learns the task as well: the same loop, its own block.
+TEST_F(Finetune, LlamaArchitectureModelLearnsTheTask) {
+  CreateOptions c = test::tiny_options(4);
+  c.hp.arch = "llama";
+  c.hp.act = Activation::Silu;
+  const std::string llama = test::create_model(dir_, "llama.gguf", c);
+  FinetuneOptions o = options(dir_.file("l.gguf"), 40);
+  const FinetuneResult r = run(o, llama);
+  EXPECT_EQ(r.steps_done, 40);
+  auto model = Model::load(llama);
+  const LoraAdapter ad = load_adapter_gguf(o.out);
+  EXPECT_EQ(ad.base_arch, "llama");
+  int right_after = 0, right_before = 0;
+  for (const std::string& w : held_out_) {
+    const std::string prompt = "Is " + w + " a word?";
+    right_after += greedy(*model, &ad, prompt, 5) == " yes!";
+    right_before += greedy(*model, nullptr, prompt, 5) == " yes!";
+  }
+  EXPECT_EQ(right_before, 0);
+  EXPECT_GE(right_after, int(held_out_.size()) - 1);
+}
+
 TEST_F(Finetune, StopAndResumeGiveTheSameAdapterBytes) {
   FinetuneOptions o = options(dir_.file("straight.gguf"), 8);
   o.grad_accum = 2;

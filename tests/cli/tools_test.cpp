@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "support/cli.h"
+#include "support/errors.h"
 #include "support/files.h"
 
 namespace trit::engine {
@@ -62,6 +63,46 @@ TEST(CliTools, CreateInfoQuantize) {
   expect_one_line_error(r, "tiny.gguf");
   r = run_trit(dir, {"quantize", model, dir.file("x.gguf"), "q4_0"});
   expect_one_line_error(r, "q4_0");
+}
+
+// A ternary Llama model through the CLI: `trit info` names the family and the activation and
+// why; generation runs; --activation overrides and is checked.
+TEST(CliTools, LlamaFamilyInfoAndActivationOverride) {
+  TempDir dir;
+  const std::string model = dir.file("llama.gguf");
+  RunResult r = run_trit(dir, {"create", "--preset", "tiny", "--random", "--arch", "llama",
+                               "--type", "i2_s", "-o", model});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run_trit(dir, {"info", model});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_CONTAINS(r.out, "architecture:  llama");
+  EXPECT_CONTAINS(r.out, "family:        Llama-architecture ternary");
+  EXPECT_CONTAINS(r.out, "activation:    silu (a llama model's feed-forward is SiLU-gated)");
+  r = run_trit(dir, {"info", model, "--json"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["hparams"]["act"], "silu");
+  EXPECT_NE(j["hparams"]["family"].get<std::string>().find("Llama"), std::string::npos);
+  std::string logits[2];
+  for (int i = 0; i < 2; ++i) {
+    const std::string out = dir.file("logits" + std::to_string(i) + ".f32");
+    std::vector<std::string> args = {"logits", "-m", model,      "--ids", "256,40,41,42",
+                                     "-o",     out,  "--device", "cpu"};
+    if (i == 1) args.insert(args.end(), {"--activation", "relu2"});
+    r = run_trit(dir, args);
+    ASSERT_EQ(r.rc, 0) << r.err;
+    logits[i] = test::read_file(out);
+    EXPECT_EQ(logits[i].size(), size_t(4 * 512 * 4));
+  }
+  EXPECT_NE(logits[0], logits[1]);  // another activation, another model
+  r = run_trit(dir, {"generate", "-m", model, "-p", "x", "--activation", "gelu"});
+  EXPECT_NE(r.rc, 0);
+  EXPECT_CONTAINS(r.err, "--activation: gelu not in {relu2,silu}");
+  const std::string bitnet = dir.file("bitnet.gguf");
+  ASSERT_EQ(run_trit(dir, {"create", "--preset", "tiny", "--random", "-o", bitnet}).rc, 0);
+  r = run_trit(dir, {"info", bitnet});
+  EXPECT_CONTAINS(r.out, "family:        BitNet b1.58");
+  EXPECT_CONTAINS(r.out, "activation:    relu2 (from bitnet.hidden_activation)");
 }
 
 TEST(CliTools, CreateFromConfig) {

@@ -1,6 +1,11 @@
 // A plain double-precision BitNet b1.58 forward pass (DESIGN section 2) written from the
 // dequantised weights of a GGUF file, sharing no code with src/model, for tests to compare
 // against. LoRA adapters can be attached; their branch sees the un-quantised input.
+// A llama file (a ternary Llama model) is computed as llama.cpp defines that architecture: no
+// sub-norms, W_q and W_k used in the file's row order with rope on adjacent pairs (2i, 2i + 1)
+// (llama.cpp's "normal" rope), not the engine's way (rows put back in Hugging Face's order,
+// NeoX rope); adapters, written in Hugging Face's order, have their q and k rows moved to the
+// file's order here.
 #pragma once
 
 #include <algorithm>
@@ -30,6 +35,7 @@ struct RefLinear {
   Mat w;  // (n_out, n_in)
   int64_t n_in, n_out;
   std::vector<RefLora> lora;
+  int64_t file_order_head_dim = 0;  // llama W_q, W_k: LoRA rows go to the file's order
 };
 
 // A plain implementation of DESIGN section 2 in double, sharing no code with src/model.
@@ -44,17 +50,27 @@ class ReferenceModel {
     for (int64_t l = 0; l < hp_.n_layer; ++l) {
       Layer L;
       L.attn_norm = floats(*f, block_tensor_name(l, "attn_norm"));
-      L.attn_sub_norm = floats(*f, block_tensor_name(l, "attn_sub_norm"));
       L.ffn_norm = floats(*f, block_tensor_name(l, "ffn_norm"));
-      L.ffn_sub_norm = floats(*f, block_tensor_name(l, "ffn_sub_norm"));
+      if (!llama()) {
+        L.attn_sub_norm = floats(*f, block_tensor_name(l, "attn_sub_norm"));
+        L.ffn_sub_norm = floats(*f, block_tensor_name(l, "ffn_sub_norm"));
+      }
       for (const std::string& what : block_linear_names()) {
         const GgufTensor& t = f->tensor(block_tensor_name(l, what));
-        TernaryUnpacked u = unpack_ternary(t.type, t.data, t.n_elements());
-        RefLinear r{Mat(u.trits.size()), t.ne[0], t.ne[1], {}};
-        for (size_t i = 0; i < u.trits.size(); ++i) {
-          const float s = t.type == DType::I2_S ? u.block_scales[0] : u.block_scales[i / 256];
-          r.w[i] = double(u.trits[i]) * double(s);
+        RefLinear r{Mat(size_t(t.n_elements())), t.ne[0], t.ne[1], {}};
+        if (dtype_traits(t.type).ternary) {
+          TernaryUnpacked u = unpack_ternary(t.type, t.data, t.n_elements());
+          for (size_t i = 0; i < u.trits.size(); ++i) {
+            const float s = t.type == DType::I2_S ? u.block_scales[0] : u.block_scales[i / 256];
+            r.w[i] = double(u.trits[i]) * double(s);
+          }
+        } else {  // floats that are ternary already: their values
+          std::vector<float> v(size_t(t.n_elements()));
+          dequantize(t.type, t.data, t.n_elements(), v.data());
+          std::copy(v.begin(), v.end(), r.w.begin());
         }
+        if (llama() && (what == "attn_q" || what == "attn_k"))
+          r.file_order_head_dim = hp_.head_dim();
         L.lin[what] = std::move(r);
       }
       layers_.push_back(std::move(L));
@@ -100,7 +116,8 @@ class ReferenceModel {
           }
         }
       }
-      Mat o = linear(L.lin.at("attn_output"), norm(att, L.attn_sub_norm, n), n, act_quant);
+      Mat o = linear(L.lin.at("attn_output"), llama() ? att : norm(att, L.attn_sub_norm, n), n,
+                     act_quant);
       for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
       h = norm(x, L.ffn_norm, n);
       Mat g = linear(L.lin.at("ffn_gate"), h, n, act_quant);
@@ -110,7 +127,7 @@ class ReferenceModel {
                                                       : g[i] / (1 + std::exp(-g[i]));
         g[i] = a * u[i];
       }
-      Mat dn = linear(L.lin.at("ffn_down"), norm(g, L.ffn_sub_norm, n), n, act_quant);
+      Mat dn = linear(L.lin.at("ffn_down"), llama() ? g : norm(g, L.ffn_sub_norm, n), n, act_quant);
       for (size_t i = 0; i < x.size(); ++i) x[i] += dn[i];
     }
     Mat h = norm(x, out_norm_, n);
@@ -129,6 +146,7 @@ class ReferenceModel {
   }
 
   const HParams& hp() const { return hp_; }
+  bool llama() const { return hp_.arch == "llama"; }
 
   // Attaches an adapter: scale = user_scale * alpha / r (alpha / sqrt(r) with rsLoRA),
   // computed here from the adapter's fields.
@@ -203,8 +221,20 @@ class ReferenceModel {
         for (int64_t i = 0; i < L.n_in; ++i) acc += L.w[size_t(r * L.n_in + i)] * xq[size_t(i)];
         y[size_t(t * L.n_out + r)] = acc / scale;
       }
-      for (const RefLora& lo : L.lora)
-        add_lora_branch(lo, xt, L.n_in, y.data() + t * L.n_out, L.n_out);
+      for (const RefLora& lo : L.lora) {
+        if (L.file_order_head_dim == 0) {
+          add_lora_branch(lo, xt, L.n_in, y.data() + t * L.n_out, L.n_out);
+          continue;
+        }
+        // Hugging Face row h * hd + a * hd / 2 + j is the file's row h * hd + 2 j + a.
+        std::vector<double> hf(size_t(L.n_out), 0.0);
+        add_lora_branch(lo, xt, L.n_in, hf.data(), L.n_out);
+        const int64_t hd = L.file_order_head_dim, half = hd / 2;
+        for (int64_t r = 0; r < L.n_out; ++r) {
+          const int64_t head = r / hd, a = (r % hd) / half, j = r % half;
+          y[size_t(t * L.n_out + head * hd + 2 * j + a)] += hf[size_t(r)];
+        }
+      }
     }
     return y;
   }
@@ -230,9 +260,11 @@ class ReferenceModel {
         for (int64_t i = 0; i < half; ++i) {
           const double ang =
               double(t) * std::pow(double(hp_.rope_theta), -2.0 * double(i) / double(hp_.rope_dim));
-          const double a = v[i], b = v[i + half];
-          v[i] = a * std::cos(ang) - b * std::sin(ang);
-          v[i + half] = b * std::cos(ang) + a * std::sin(ang);
+          // NeoX pairs (i, i + half); llama.cpp's llama pairs (2i, 2i + 1)
+          const int64_t i0 = llama() ? 2 * i : i, i1 = llama() ? 2 * i + 1 : i + half;
+          const double a = v[i0], b = v[i1];
+          v[i0] = a * std::cos(ang) - b * std::sin(ang);
+          v[i1] = b * std::cos(ang) + a * std::sin(ang);
         }
       }
     }

@@ -160,7 +160,9 @@ std::string pack_2b4t(const Linear& l) {
   return raw_bytes(out);
 }
 
-enum class Layout { F32, BF16, PackedInverse, PackedMultiplier };
+// FloatTernaryMultiplier: offline AutoBitLinear with float codes (-1, 0, +1) and weight_scale =
+// mean|W| as a multiplier.
+enum class Layout { F32, BF16, PackedInverse, PackedMultiplier, FloatTernaryMultiplier };
 
 // All tensors of the model as safetensors entries, in the given layout.
 std::vector<StEntry> entries(const Model& m, Layout layout) {
@@ -179,6 +181,10 @@ std::vector<StEntry> entries(const Model& m, Layout layout) {
   for (const auto& [name, l] : m.linears) {
     if (layout == Layout::F32 || layout == Layout::BF16) {
       out.push_back({name + ".weight", fdt, {l.n_out, l.n_in}, fl(l.w)});
+    } else if (layout == Layout::FloatTernaryMultiplier) {
+      const std::vector<float> codes(l.trit.begin(), l.trit.end());
+      out.push_back({name + ".weight", "BF16", {l.n_out, l.n_in}, bf16_bytes(codes)});
+      out.push_back({name + ".weight_scale", "F32", {1}, f32_bytes({float(l.scale)})});
     } else {
       out.push_back({name + ".weight", "U8", {l.n_out / 4, l.n_in}, pack_2b4t(l)});
       const float ws = layout == Layout::PackedInverse ? float(1.0 / l.scale) : float(l.scale);
@@ -233,8 +239,21 @@ Converted convert(const std::string& src, const std::string& out, DType type,
 }
 
 // Every linear layer of the GGUF decodes to the expected codes and scale.
+// A llama file's W_q and W_k hold their rows in llama.cpp's order: within each head of hd
+// rows, file row 2j + a is Hugging Face row a * hd / 2 + j.
+std::vector<int8_t> llama_file_rows(const Linear& lin, int64_t head_dim) {
+  std::vector<int8_t> out(lin.trit.size());
+  const int64_t half = head_dim / 2;
+  for (int64_t r = 0; r < lin.n_out; ++r) {
+    const int64_t head = r / head_dim, a = (r % head_dim) / half, j = r % half;
+    const int64_t file_row = head * head_dim + 2 * j + a;
+    std::copy_n(lin.trit.begin() + r * lin.n_in, lin.n_in, out.begin() + file_row * lin.n_in);
+  }
+  return out;
+}
+
 void expect_linears(const GgufFile& g, const Model& m, DType type, double scale_rel_tol,
-                    bool inverse_bf16 = false) {
+                    bool inverse_bf16 = false, bool llama = false) {
   for (int64_t l = 0; l < m.s.layers; ++l) {
     for (int k = 0; k < 7; ++k) {
       const std::string hf = "model.layers." + std::to_string(l) + "." + kHfLinear[k];
@@ -247,10 +266,16 @@ void expect_linears(const GgufFile& g, const Model& m, DType type, double scale_
       double want = lin.scale;
       if (inverse_bf16) want = 1.0 / double(bf16_to_f32(f32_to_bf16(float(1.0 / lin.scale))));
       const int64_t n = lin.n_in * lin.n_out;
+      const bool permuted = llama && k < 2;  // attn_q, attn_k
+      const std::vector<int8_t> codes =
+          permuted ? llama_file_rows(lin, m.s.hidden / m.s.heads) : lin.trit;
+      if (permuted) {
+        EXPECT_FALSE(codes == lin.trit);
+      }
       if (dtype_traits(type).ternary) {
         const TernaryUnpacked u = unpack_ternary(type, t.data, n);
         ASSERT_EQ(u.trits.size(), lin.trit.size());
-        EXPECT_TRUE(u.trits == lin.trit) << "codes differ";
+        EXPECT_TRUE(u.trits == codes) << "codes differ";
         for (float d : u.block_scales) {
           ASSERT_NEAR(d, want, want * scale_rel_tol);
         }
@@ -258,14 +283,14 @@ void expect_linears(const GgufFile& g, const Model& m, DType type, double scale_
         std::vector<float> v(static_cast<size_t>(n));
         dequantize(type, t.data, n, v.data());
         for (int64_t i = 0; i < n; ++i) {
-          ASSERT_NEAR(v[size_t(i)], lin.trit[size_t(i)] * want, want * scale_rel_tol) << i;
+          ASSERT_NEAR(v[size_t(i)], codes[size_t(i)] * want, want * scale_rel_tol) << i;
         }
       }
     }
   }
 }
 
-void expect_floats(const GgufFile& g, const Model& m, bool bf16_source) {
+void expect_floats(const GgufFile& g, const Model& m, bool bf16_source, bool llama = false) {
   auto check = [&](const std::string& gguf, const std::string& hf, double rel) {
     SCOPED_TRACE(gguf);
     const GgufTensor& t = g.tensor(gguf);
@@ -284,6 +309,11 @@ void expect_floats(const GgufFile& g, const Model& m, bool bf16_source) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     check(block_tensor_name(l, "attn_norm"), p + "input_layernorm.weight", 0);
     check(block_tensor_name(l, "ffn_norm"), p + "post_attention_layernorm.weight", 0);
+    if (llama) {
+      EXPECT_EQ(g.find_tensor(block_tensor_name(l, "attn_sub_norm")), nullptr);
+      EXPECT_EQ(g.find_tensor(block_tensor_name(l, "ffn_sub_norm")), nullptr);
+      continue;
+    }
     check(block_tensor_name(l, "attn_sub_norm"), p + "self_attn.attn_sub_norm.weight", 0);
     check(block_tensor_name(l, "ffn_sub_norm"), p + "mlp.ffn_sub_norm.weight", 0);
     EXPECT_EQ(g.tensor(block_tensor_name(l, "ffn_sub_norm")).type, DType::F32);
@@ -422,6 +452,87 @@ TEST(HfImport, ShardedBf16UntiedOneBitLlmNames) {
   EXPECT_EQ(c.warnings.size(), 1u);
 }
 
+// Llama-architecture ternary checkpoints (Falcon3 1.58-bit, Llama3-8B-1.58, Falcon-E): a
+// LlamaForCausalLM with transformers' BitNet quantisation, no sub-norms, SiLU; packed codes with
+// BitLinear's inverse weight_scale (Falcon3's config names only quant_method), float master
+// weights (online), or float codes with a multiplying weight_scale (offline AutoBitLinear).
+TEST(HfImport, LlamaArchitectureTernaryCheckpoints) {
+  struct Case {
+    Layout layout;
+    json quant;
+  };
+  const Case cases[] = {
+      {Layout::PackedInverse, {{"quant_method", "bitnet"}, {"modules_to_not_convert", nullptr}}},
+      {Layout::F32,
+       {{"quant_method", "bitnet"},
+        {"linear_class", "autobitlinear"},
+        {"quantization_mode", "online"}}},
+      {Layout::FloatTernaryMultiplier,
+       {{"quant_method", "bitnet"},
+        {"linear_class", "autobitlinear"},
+        {"quantization_mode", "offline"},
+        {"modules_to_not_convert", {"lm_head"}}}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.quant.dump());
+    TempDir dir;
+    Model m = make_model(Shape{}, true, 8);
+    for (auto it = m.floats.begin(); it != m.floats.end();) {  // no sub-norms
+      it = it->first.find("sub_norm") != std::string::npos ? m.floats.erase(it) : std::next(it);
+    }
+    json cfg = make_config(m.s, "silu", false);
+    cfg["model_type"] = "llama";
+    cfg["architectures"] = {"LlamaForCausalLM"};
+    cfg["quantization_config"] = c.quant;
+    write_folder(dir.path(), cfg, entries(m, c.layout));
+    for (DType type : {DType::TQ2_0, DType::I2_S}) {
+      SCOPED_TRACE(std::string(dtype_name(type)));
+      const std::string out = dir.file("llama.gguf");
+      const Converted conv = convert(dir.path(), out, type);
+      EXPECT_EQ(conv.warnings.size(), 1u);  // only: no tokenizer.json
+      auto g = GgufFile::open(out);
+      EXPECT_EQ(g->get_string("general.architecture"), "llama");
+      EXPECT_EQ(g->get_int("llama.block_count"), m.s.layers);
+      EXPECT_FALSE(g->has("llama.hidden_activation"));  // SiLU, as every llama
+      EXPECT_EQ(g->tensors().size(), size_t(3 + 9 * m.s.layers));
+      const double tol = type == DType::I2_S ? 1e-5 : 6e-4;
+      expect_linears(*g, m, type, tol, c.layout == Layout::PackedInverse, true);
+      expect_floats(*g, m, false, true);
+      ActivationSource src;
+      const HParams hp = HParams::from_gguf(*g, std::nullopt, &src);
+      EXPECT_EQ(hp.family(), Family::Llama);
+      EXPECT_FALSE(hp.sub_norms());
+      EXPECT_EQ(hp.act, Activation::Silu);
+      EXPECT_CONTAINS(src.why, "llama");
+      EXPECT_FALSE(hp.tied_head);
+    }
+  }
+}
+
+TEST(HfImport, OfflineFloatCodesMustBeTernary) {
+  TempDir dir;
+  Shape s;
+  s.layers = 1;
+  Model m = make_model(s, false, 9);
+  json cfg = make_config(m.s, "relu2", true);
+  cfg["quantization_config"]["quantization_mode"] = "offline";
+  std::vector<StEntry> es = entries(m, Layout::FloatTernaryMultiplier);
+  for (StEntry& e : es) {  // master weights beside a weight_scale: not a ternary layer
+    if (e.name == "model.layers.0.mlp.up_proj.weight") {
+      e.bytes = bf16_bytes(m.linears.at("model.layers.0.mlp.up_proj").w);
+    }
+  }
+  write_folder(dir.path(), cfg, es);
+  const std::string out = dir.file("o.gguf");
+  const std::string msg = error_of([&] { convert(dir.path(), out, DType::TQ2_0); });
+  EXPECT_CONTAINS(msg, "model.layers.0.mlp.up_proj.weight");
+  EXPECT_CONTAINS(msg, "must be ternary");
+  EXPECT_FALSE(test::file_exists(out));
+  cfg["quantization_config"]["linear_class"] = "bitlinear";  // a divisor: floats make no sense
+  write_folder(dir.path(), cfg, entries(m, Layout::FloatTernaryMultiplier));
+  EXPECT_CONTAINS(error_of([&] { convert(dir.path(), out, DType::TQ2_0); }), "autobitlinear");
+}
+
 TEST(HfImport, ConfigReading) {
   TempDir dir;
   Shape s;
@@ -443,9 +554,25 @@ TEST(HfImport, ConfigReading) {
   json bad = cfg;
   bad["model_type"] = "llama";
   bad["architectures"] = {"LlamaForCausalLM"};
+  bad.erase("quantization_config");  // an ordinary float Llama
   std::string msg = error_for(bad);
   EXPECT_CONTAINS(msg, "config.json");
   EXPECT_CONTAINS(msg, "model_type 'llama'");
+  EXPECT_CONTAINS(msg, "quant_method");
+  bad["quantization_config"] = {{"quant_method", "gptq"}};
+  EXPECT_CONTAINS(error_for(bad), "quant_method is 'gptq'");
+  bad["quantization_config"] = {{"quant_method", "bitnet"}, {"use_rms_norm", true}};
+  EXPECT_CONTAINS(error_for(bad), "use_rms_norm");
+  bad["quantization_config"] = {
+      {"quant_method", "bitnet"},
+      {"modules_to_not_convert", {"lm_head", "model.layers.0.mlp.down_proj"}}};
+  EXPECT_CONTAINS(error_for(bad), "modules_to_not_convert lists 'model.layers.0.mlp.down_proj'");
+  bad["quantization_config"] = {{"quant_method", "bitnet"},
+                                {"modules_to_not_convert", {"lm_head"}}};
+  write_file(dir.file("config.json"), bad.dump());
+  const HParams llama = hf_config_to_hparams(dir.file("config.json"), false);
+  EXPECT_EQ(llama.arch, "llama");
+  EXPECT_EQ(llama.act, Activation::Relu2);  // cfg's hidden_act, taken as written
   bad = cfg;
   bad.erase("hidden_size");
   EXPECT_CONTAINS(error_for(bad), "hidden_size");

@@ -186,6 +186,29 @@ TEST(Merge, FloatF32MatchesTheAdapterPathWithinRounding) {
   EXPECT_FALSE(test::file_exists(dir.file("f32.gguf.tmp")));
 }
 
+// A llama file keeps W_q and W_k in llama.cpp's row order (model/llama_layout.h), adapters in
+// Hugging Face's: merging adds each adapter row to the file row that holds it.
+TEST(Merge, LlamaFileRowsGetTheirAdapterRows) {
+  TempDir dir;
+  CreateOptions o = test::tiny_options(9);
+  o.hp.arch = "llama";
+  o.hp.act = Activation::Silu;
+  const std::string base_path = test::create_model(dir, "llama.gguf", o);
+  auto base = Model::load(base_path);
+  const LoraAdapter ad =
+      random_adapter(base->hparams(), {.targets = "q,k,v,o", .rank = 4, .alpha = 8.0f, .seed = 5});
+  const Adapters set = {{&ad, 1.0f}};
+  merge_model(base_path, {{"a.gguf", &ad, 1.0f}}, dir.file("f32.gguf"), float_opts(DType::F32));
+  auto merged = Model::load(dir.file("f32.gguf"));
+  EXPECT_EQ(merged->hparams().arch, "llama");
+  const std::vector<float> want = logits_of(*base, set, false);
+  EXPECT_LT(test::rel_l2(logits_of(*merged, {}, false), want), 2e-6);
+  EXPECT_GT(test::rel_l2(logits_of(*base, {}, false), want), 1e-3);  // not vacuous
+  merge_model(base_path, {{"a.gguf", &ad, 1.0f}}, dir.file("attach.gguf"), attach_opts());
+  EXPECT_EQ(logits_of(*Model::load(dir.file("attach.gguf")), {}, true),
+            logits_of(*base, set, true));
+}
+
 TEST(Merge, FloatF16IsWithinF16Rounding) {
   TempDir dir;
   const std::string base_path = make_model(dir, "m.gguf", DType::I2_S);

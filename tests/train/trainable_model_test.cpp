@@ -1,6 +1,7 @@
 // The training forward/backward pass: its loss equals cross-entropy over the inference
 // logits, its LoRA gradients match finite differences (float activations, where the model is
-// smooth), and gradient checkpointing and thread counts do not change them.
+// smooth), and gradient checkpointing and thread counts do not change them; for both block
+// families (BitNet with sub-norms, ternary Llama without).
 #include "train/trainable_model.h"
 
 #include <gtest/gtest.h>
@@ -16,11 +17,13 @@
 namespace trit::engine {
 namespace {
 
-class TrainModel : public ::testing::Test {
+class TrainModel : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
     CreateOptions o = test::tiny_options(21);
     o.hp.tied_head = false;
+    o.hp.arch = GetParam();
+    if (o.hp.arch == "llama") o.hp.act = Activation::Silu;
     model_ = Model::load(test::create_model(dir_, "m.gguf", o));
     adapter_ = lora_init(model_->hparams(), "all,head", 4, 8.0f, false, 5);
     // Non-zero B so that A gets gradients too.
@@ -68,7 +71,7 @@ class TrainModel : public ::testing::Test {
   float norm_ = 0;
 };
 
-TEST_F(TrainModel, LossEqualsCrossEntropyOfInferenceLogits) {
+TEST_P(TrainModel, LossEqualsCrossEntropyOfInferenceLogits) {
   ThreadPool pool(2);
   for (bool act_quant : {true, false}) {
     TrainPassOptions o;
@@ -79,7 +82,7 @@ TEST_F(TrainModel, LossEqualsCrossEntropyOfInferenceLogits) {
   }
 }
 
-TEST_F(TrainModel, GradientsMatchFiniteDifferences) {
+TEST_P(TrainModel, GradientsMatchFiniteDifferences) {
   ThreadPool pool(2);
   TrainPassOptions o;
   o.act_quant = false;  // smooth in the parameters
@@ -140,7 +143,7 @@ TEST_F(TrainModel, GradientsMatchFiniteDifferences) {
   EXPECT_EQ(checked, 32);
 }
 
-TEST_F(TrainModel, CheckpointingThreadsAndDropoutKeysAreConsistent) {
+TEST_P(TrainModel, CheckpointingThreadsAndDropoutKeysAreConsistent) {
   auto grads_of = [&](bool ckpt, int threads, float dropout, uint64_t key) {
     ThreadPool pool(threads);
     TrainPassOptions o;
@@ -174,6 +177,11 @@ TEST_F(TrainModel, CheckpointingThreadsAndDropoutKeysAreConsistent) {
   }
   EXPECT_LT(std::sqrt(num / den), 1e-5);
 }
+
+INSTANTIATE_TEST_SUITE_P(Families, TrainModel, ::testing::Values("bitnet", "llama"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           return std::string(info.param);
+                         });
 
 }  // namespace
 }  // namespace trit::engine

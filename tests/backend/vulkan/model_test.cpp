@@ -1,12 +1,13 @@
 // Whole random models through Session on the Vulkan backend against the CPU backend (TQ2_0 and
-// I2_S, relu2 and silu, tied and untied heads, several embedding types, with and without LoRA
-// adapters uploaded as the backend's tensors): prompt processing and decoding give the CPU's
-// top-1 and logits within a bound, and the same logits at a small binding limit as unlimited.
-// The models are small (2 layers, 256 wide, ffn 768, 1000 tokens) and the prompt short (41
-// tokens), so that a CPU Vulkan driver (lavapipe) runs each case in seconds. The limit, 64 KiB,
-// splits their tensors: the embedding and head matrices come in 5 (q8_0) to 16 (f32) pieces, a
-// batch's ffn activations in 2 and its logits in segments of 16 tokens. (A limit of 1 MiB, once
-// checked too, splits no tensor of these models: that run was the unlimited one again.)
+// I2_S, relu2 and silu, BitNet and ternary Llama blocks, tied and untied heads, several
+// embedding types, with and without LoRA adapters uploaded as the backend's tensors): prompt
+// processing and decoding give the CPU's top-1 and logits within a bound, and the same logits at a
+// small binding limit as unlimited. The models are small (2 layers, 256 wide, ffn 768, 1000 tokens)
+// and the prompt short (41 tokens), so that a CPU Vulkan driver (lavapipe) runs each case in
+// seconds. The limit, 64 KiB, splits their tensors: the embedding and head matrices come in 5
+// (q8_0) to 16 (f32) pieces, a batch's ffn activations in 2 and its logits in segments of 16
+// tokens. (A limit of 1 MiB, once checked too, splits no tensor of these models: that run was the
+// unlimited one again.)
 #include "model/model.h"
 
 #include <gtest/gtest.h>
@@ -37,6 +38,7 @@ struct ModelCase {
   DType type, embd;
   Activation act;
   bool tied, lora;
+  std::string arch = "bitnet";
 };
 
 void PrintTo(const ModelCase& c, std::ostream* os) {
@@ -56,7 +58,7 @@ TEST_P(VulkanModel, LogitsMatchCpuAtEveryLimit) {
   test::TempDir dir;
   CreateOptions o = tiny_options(5);  // 256 wide, 4 query and 2 KV heads, ffn 768
   o.hp.n_layer = 2, o.hp.n_vocab = 1000, o.hp.act = c.act, o.hp.tied_head = c.tied;
-  o.type = c.type, o.embd_type = c.embd;
+  o.type = c.type, o.embd_type = c.embd, o.hp.arch = c.arch;
   auto model = Model::load(create_model(dir, "m.gguf", o));
   const HParams& hp = model->hparams();
   const LoraAdapter adapter =
@@ -103,16 +105,15 @@ TEST_P(VulkanModel, LogitsMatchCpuAtEveryLimit) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(VulkanModels, VulkanModel,
-                         ::testing::Values(ModelCase{"tq2_0_relu2_f16", DType::TQ2_0, DType::F16,
-                                                     Activation::Relu2, true, false},
-                                           ModelCase{"i2_s_silu_q8_0_untied_lora", DType::I2_S,
-                                                     DType::Q8_0, Activation::Silu, false, true},
-                                           ModelCase{"tq2_0_silu_f32_lora", DType::TQ2_0,
-                                                     DType::F32, Activation::Silu, true, true},
-                                           ModelCase{"i2_s_relu2_bf16", DType::I2_S, DType::BF16,
-                                                     Activation::Relu2, true, false}),
-                         [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    VulkanModels, VulkanModel,
+    ::testing::Values(
+        ModelCase{"tq2_0_relu2_f16", DType::TQ2_0, DType::F16, Activation::Relu2, true, false},
+        ModelCase{"llama_i2_s_q8_0_untied_lora", DType::I2_S, DType::Q8_0, Activation::Silu, false,
+                  true, "llama"},
+        ModelCase{"tq2_0_silu_f32_lora", DType::TQ2_0, DType::F32, Activation::Silu, true, true},
+        ModelCase{"i2_s_relu2_bf16", DType::I2_S, DType::BF16, Activation::Relu2, true, false}),
+    [](const auto& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace trit::engine
