@@ -9,6 +9,15 @@ per case under --out (default tests/data/hf_ref):
   silu_untied  1bitLLM style: SiLU, separate lm_head, bf16 master weights in two shards
   packed       relu2_tied's weights in the offline packed layout of the 2B4T checkpoint
                (uint8 codes of shape (out/4, in) plus a one-element weight_scale)
+  llama_packed Falcon3 1.58-bit layout: LlamaForCausalLM (no sub-norms, SiLU, GQA, separate
+               lm_head) with quantization_config {"quant_method": "bitnet"} only, so
+               transformers runs BitLinear on packed codes and an inverse weight_scale
+  llama_online Llama-architecture with float master weights and AutoBitLinear online
+               quantisation, tied embeddings
+  odd_widths   the 1bitLLM bitnet_b1_58-3B shape in small: hidden 320, feed-forward 864
+               (neither a multiple of 256), SiLU, no GQA, computed by transformers' BitNet
+               model and written with 1bitLLM's names and config (BitnetForCausalLM,
+               inner_attn_ln / ffn_layernorm, no quantization_config)
 
 Each folder holds config.json, the safetensors file(s) (+ index), ids.txt (comma separated),
 logits.f32 (raw little-endian float32, n_tokens x n_vocab, row-major) and info.json.
@@ -46,7 +55,7 @@ import torch
 
 import transformers
 from safetensors.torch import save_file
-from transformers import BitNetConfig, BitNetForCausalLM
+from transformers import BitNetConfig, BitNetForCausalLM, LlamaConfig, LlamaForCausalLM
 
 HIDDEN = 256
 INTERMEDIATE = 512
@@ -79,11 +88,11 @@ def quant_config(linear_class, mode):
     return {"quant_method": "bitnet", "linear_class": linear_class, "quantization_mode": mode}
 
 
-def make_config(act, tied, theta):
+def make_config(act, tied, theta, llama=False, **shape):
     try:
-        cfg = _make_config(act, tied, theta, rope_theta=theta)
+        cfg = _make_config(act, tied, theta, llama, shape, rope_theta=theta)
     except TypeError:  # a transformers that only takes rope_parameters
-        cfg = _make_config(act, tied, theta,
+        cfg = _make_config(act, tied, theta, llama, shape,
                            rope_parameters={"rope_type": "default", "rope_theta": theta})
     # transformers 5 keeps rope_theta inside rope_parameters; set both spellings.
     rp = getattr(cfg, "rope_parameters", None)
@@ -93,18 +102,18 @@ def make_config(act, tied, theta):
         cfg.rope_theta = theta
     except Exception:  # noqa: BLE001
         pass
-    cfg.architectures = ["BitNetForCausalLM"]
+    cfg.architectures = ["LlamaForCausalLM" if llama else "BitNetForCausalLM"]
     return cfg
 
 
-def _make_config(act, tied, theta, **rope):
-    return BitNetConfig(
+def _make_config(act, tied, theta, llama, shape, **rope):
+    kw = dict(
         vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=INTERMEDIATE,
+        hidden_size=shape.get("hidden", HIDDEN),
+        intermediate_size=shape.get("intermediate", INTERMEDIATE),
         num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
+        num_attention_heads=shape.get("heads", HEADS),
+        num_key_value_heads=shape.get("kv_heads", KV_HEADS),
         hidden_act=act,
         max_position_embeddings=512,
         rms_norm_eps=EPS,
@@ -113,13 +122,27 @@ def _make_config(act, tied, theta, **rope):
         eos_token_id=2,
         **rope,
     )
+    if llama:
+        return LlamaConfig(attention_bias=False, mlp_bias=False, **kw)
+    return BitNetConfig(**kw)
+
+
+def is_llama(cfg):
+    return isinstance(cfg, LlamaConfig)
+
+
+def model_class(cfg):
+    return LlamaForCausalLM if is_llama(cfg) else BitNetForCausalLM
 
 
 def config_dict(cfg, qcfg):
     d = cfg.to_dict()
-    d["quantization_config"] = qcfg
-    d["architectures"] = ["BitNetForCausalLM"]
-    d["model_type"] = "bitnet"
+    if qcfg is None:
+        d.pop("quantization_config", None)
+    else:
+        d["quantization_config"] = qcfg
+    d["architectures"] = ["LlamaForCausalLM" if is_llama(cfg) else "BitNetForCausalLM"]
+    d["model_type"] = "llama" if is_llama(cfg) else "bitnet"
     # Spell rope_theta at the top level too, as pre-5 configs (and the 2B4T one) do.
     rp = d.get("rope_parameters")
     if isinstance(rp, dict) and "rope_theta" in rp:
@@ -138,7 +161,9 @@ def grid_linear(shape, gen):
     transformers runs, so the reference test measures the forward pass, not format rounding.
     """
     n = shape[0] * shape[1]
-    assert n & (n - 1) == 0, shape
+    # Every partial sum of |W| / (2^-10 c) is an integer below 2^24: exact in float32 in any
+    # order, and so is mean|W| = 2^-6 c (the quotient of two exact values that is representable).
+    assert 16 * n < 2 ** 24, shape
     c = [0.5, 1.0, 2.0][int(torch.randint(0, 3, (1,), generator=gen))]
     k = torch.round(torch.randn(shape, generator=gen) * 20.05).to(torch.int64)
     sign = torch.where(k < 0, -1, 1)
@@ -167,7 +192,7 @@ def random_state(cfg, seed, embd_std=0.1):
     rounded to values exact in f16 (trit's default embedding type), norms 1 + U(-0.4, 0.4)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = BitNetForCausalLM(cfg).float()
+    model = model_class(cfg)(cfg).float()
     sd = {}
     for name, p in model.state_dict().items():
         if name.endswith("rotary_emb.inv_freq"):
@@ -276,8 +301,8 @@ def packed_state(sd, scale_kind):
     return out
 
 
-def load_model(folder):
-    model = BitNetForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
+def load_model(folder, cls=BitNetForCausalLM):
+    model = cls.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
     model.to("cpu")
     model.eval()
     return model
@@ -301,7 +326,9 @@ def ref64_logits(sd, cfg, ids):
     d = torch.float64
     theta = cfg_theta(cfg)
     act = cfg.hidden_act
-    hd = HIDDEN // HEADS
+    hidden, heads, kv_heads = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = hidden // heads
+    sub_norms = not is_llama(cfg)
 
     def rms(x, g):
         return x / torch.sqrt((x * x).mean(-1, keepdim=True) + EPS) * g.to(d)
@@ -328,24 +355,25 @@ def ref64_logits(sd, cfg, ids):
     for li in range(LAYERS):
         p = f"model.layers.{li}."
         x = rms(h, sd[p + "input_layernorm.weight"])
-        q = bitlin(x, sd[p + "self_attn.q_proj.weight"]).view(T, HEADS, hd)
-        k = bitlin(x, sd[p + "self_attn.k_proj.weight"]).view(T, KV_HEADS, hd)
-        v = bitlin(x, sd[p + "self_attn.v_proj.weight"]).view(T, KV_HEADS, hd)
+        q = bitlin(x, sd[p + "self_attn.q_proj.weight"]).view(T, heads, hd)
+        k = bitlin(x, sd[p + "self_attn.k_proj.weight"]).view(T, kv_heads, hd)
+        v = bitlin(x, sd[p + "self_attn.v_proj.weight"]).view(T, kv_heads, hd)
         q, k = rope(q, pos), rope(k, pos)
-        rep = HEADS // KV_HEADS
+        rep = heads // kv_heads
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
         att = torch.einsum("thd,shd->hts", q, k) / np.sqrt(hd)
         mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
         att = att.masked_fill(mask, float("-inf")).softmax(-1)
-        o = torch.einsum("hts,shd->thd", att, v).reshape(T, HIDDEN)
-        o = rms(o, sd[p + "self_attn.attn_sub_norm.weight"])
+        o = torch.einsum("hts,shd->thd", att, v).reshape(T, hidden)
+        if sub_norms:
+            o = rms(o, sd[p + "self_attn.attn_sub_norm.weight"])
         h = h + bitlin(o, sd[p + "self_attn.o_proj.weight"])
         x = rms(h, sd[p + "post_attention_layernorm.weight"])
         g = bitlin(x, sd[p + "mlp.gate_proj.weight"])
         u = bitlin(x, sd[p + "mlp.up_proj.weight"])
         a = torch.relu(g) ** 2 if act == "relu2" else torch.nn.functional.silu(g)
-        f = rms(a * u, sd[p + "mlp.ffn_sub_norm.weight"])
+        f = rms(a * u, sd[p + "mlp.ffn_sub_norm.weight"]) if sub_norms else a * u
         h = h + bitlin(f, sd[p + "mlp.down_proj.weight"])
     h = rms(h, sd["model.norm.weight"])
     head = sd.get("lm_head.weight", sd["model.embed_tokens.weight"]).to(d)
@@ -395,6 +423,54 @@ def write_outputs(folder, ids, logits, info):
 
 def folder_bytes(folder):
     return sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
+
+
+ONE_BIT_LLM_NAMES = (("self_attn.attn_sub_norm", "self_attn.inner_attn_ln"),
+                     ("mlp.ffn_sub_norm", "mlp.ffn_layernorm"))
+
+
+def family_case(name, cfg, sd, qcfg, stored, ids, out_dir, expect_module, failures,
+                one_bit_llm=False):
+    """Writes `stored` (the state dict as the folder holds it) with cfg and qcfg, loads it
+    through transformers, checks the linear module class and the logits against the float64
+    reference of the float weights `sd`, and writes the outputs. one_bit_llm: after computing,
+    rename the sub-norms and rewrite config.json as 1bitLLM's folders have them (their custom
+    BitnetForCausalLM is the same computation as transformers' BitNet model)."""
+    folder = os.path.join(out_dir, name)
+    os.makedirs(folder)
+    write_config(folder, cfg, qcfg)
+    save_single(folder, stored)
+    model = load_model(folder, model_class(cfg))
+    cls, rep = linear_repr(model)
+    log(f"{name}: q_proj module is {cls}: {rep}")
+    if cls != expect_module:
+        failures.append(f"{name}: expected {expect_module}, got {cls}")
+    logits = run_logits(model, ids)
+    ref = ref64_logits(sd, cfg, ids)
+    err64 = rel_err(logits, ref)
+    log(f"{name}: float64 reference vs transformers: rel err {err64:.3e}, top-1 agree "
+        f"{float((logits.argmax(-1) == ref.argmax(-1)).float().mean()):.3f}")
+    if err64 > 1e-2:
+        failures.append(f"{name}: transformers and the float64 reference differ by {err64:.3e}")
+    sens = sensitivity(model, ids, logits)
+    if one_bit_llm:
+        renamed = {}
+        for n, t in stored.items():
+            for a, b in ONE_BIT_LLM_NAMES:
+                n = n.replace(a, b)
+            renamed[n] = t
+        os.remove(os.path.join(folder, "model.safetensors"))
+        save_single(folder, renamed)
+        d = config_dict(cfg, None)
+        d["architectures"] = ["BitnetForCausalLM"]
+        d["model_type"] = "llama"
+        d.setdefault("rope_theta", cfg_theta(cfg))
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(d, f, indent=2, sort_keys=True)
+    write_outputs(folder, ids, logits, {"case": name, "linear_module": cls,
+                                        "float64_rel_err": err64, "perturbation_rel_err": sens})
+    return folder_bytes(folder)
+
 
 
 def main():
@@ -535,6 +611,26 @@ def main():
         summary["packed"] = folder_bytes(dir_c)
     else:
         failures.append(f"packed: no single weight_scale reading matched: {findings}")
+
+    # (d) llama_packed: Falcon3 1.58-bit's layout and config (only quant_method: BitLinear,
+    # offline), untied head, a rope theta like Falcon3's.
+    cfg_d = make_config("silu", False, 1000042.0, llama=True)
+    sd_d = random_state(cfg_d, seed=4)
+    summary["llama_packed"] = family_case(
+        "llama_packed", cfg_d, sd_d, {"quant_method": "bitnet", "modules_to_not_convert": None},
+        packed_state(sd_d, "inverse"), ids, args.out, "BitLinear", failures)
+
+    # (e) llama_online: float master weights, AutoBitLinear online, tied embeddings.
+    cfg_e = make_config("silu", True, 500000.0, llama=True)
+    sd_e = random_state(cfg_e, seed=5)
+    summary["llama_online"] = family_case("llama_online", cfg_e, sd_e, online, sd_e, ids, args.out,
+                                          "AutoBitLinear", failures)
+
+    # (f) odd_widths: bitnet_b1_58-3B's proportions in small (3200 / 8640 -> 320 / 864).
+    cfg_f = make_config("silu", False, 10000.0, hidden=320, intermediate=864, heads=4, kv_heads=4)
+    sd_f = random_state(cfg_f, seed=6)
+    summary["odd_widths"] = family_case("odd_widths", cfg_f, sd_f, online, sd_f, ids, args.out,
+                                        "AutoBitLinear", failures, one_bit_llm=True)
 
     log("weight_scale findings: " + json.dumps(findings, indent=1))
     total = 0

@@ -145,9 +145,13 @@ ToolResult quantize(const std::string& in, const std::string& out, const std::st
   r.seconds = q.seconds;
   char secs[32];
   std::snprintf(secs, sizeof secs, "%.2f", q.seconds);
-  r.summary = cat("wrote ", out, ": ", engine::format_bytes(q.file_bytes), ", ", q.n_converted,
-                  " tensors re-packed as ", engine::dtype_name(*t), ", ", q.n_copied,
-                  " copied, in ", secs, " s");
+  r.summary =
+      cat("wrote ", out, ": ", engine::format_bytes(q.file_bytes), ", ", q.n_converted,
+          " tensors re-packed as ", engine::dtype_name(*t), ", ", q.n_copied, " copied, in ", secs,
+          " s",
+          q.n_kept > 0 ? cat("; ", q.n_kept, " kept in their type (", q.kept,
+                             ": not a multiple of ", engine::dtype_traits(*t).block_elems, ")")
+                       : std::string());
   return r;
 }
 
@@ -267,7 +271,7 @@ int64_t weight_bytes_per_token(const engine::Model& m) {
   int64_t bytes = 0;
   for (const engine::BlockWeights& b : m.weights().blocks) {
     for (const engine::LinearWeight* w : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) {
-      bytes += engine::row_bytes(w->m.type, w->m.n_in) * w->m.n_out;
+      bytes += engine::row_bytes(w->m.type, w->m.stored_in()) * w->m.n_out;
     }
   }
   const engine::FloatMatrix& head = m.weights().output;

@@ -20,6 +20,20 @@ struct TernaryMatrix {
   // I2_S: the tensor's scale. TQ2_0: the common d of all blocks whose codes are not all zero,
   // when they share one (files written by absmean always do), else 0 (use per-block d).
   float uniform_scale = 0;
+  // The width rows are stored at, when n_in is not a multiple of the type's block (1bitLLM's
+  // 3B model: 3200 and 8640 inputs): n_in rounded up, the codes past n_in zero, so that an
+  // input padded with zeros gives the exact product. 0: n_in.
+  int64_t row_in = 0;
+
+  int64_t stored_in() const { return row_in > 0 ? row_in : n_in; }
+  bool padded() const { return stored_in() != n_in; }
+  // The matrix as the kernels read it: rows of stored_in() weights.
+  TernaryMatrix storage() const {
+    TernaryMatrix s = *this;
+    s.n_in = stored_in();
+    s.row_in = 0;
+    return s;
+  }
 };
 
 // Finds TQ2_0's uniform block scale (0 when the blocks disagree); for I2_S reads the tail.

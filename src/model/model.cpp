@@ -157,9 +157,6 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
       }
       // float weights: ternarised, keeping the values of weights that are ternary already
       // (core/quant.h ternarize), else by absmean as transformers does online
-      if (n_in % kQK_K != 0) {
-        fail(f.path(), ": tensor ", name, ": ", n_in, " inputs is not a multiple of ", kQK_K);
-      }
       std::vector<float> w(static_cast<size_t>(n));
       dequantize(t.type, t.data, n, w.data());
       // A llama file's float layers are ternary models' only when ternary already: anything
@@ -169,7 +166,22 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
              " weights that are not ternary (values -s, 0, +s) in a llama file: not a ternary "
              "model (trit runs BitNet b1.58 and ternary Llama-architecture models)");
       }
-      owned_.push_back(ternarize_float_weights(DType::TQ2_0, w.data(), n));
+      std::vector<int8_t> trits(static_cast<size_t>(n));
+      const float scale = ternarize(w.data(), n, trits.data());
+      w = {};
+      f.release(t);
+      // A width that is not a multiple of TQ2_0's block (1bitLLM's 3B: 3200, 8640) is stored
+      // padded with zero codes (TernaryMatrix::row_in): the same products, exactly.
+      const int64_t row_in = (n_in + kQK_K - 1) / kQK_K * kQK_K;
+      if (row_in != n_in) {
+        std::vector<int8_t> padded(static_cast<size_t>(row_in * n_out), 0);
+        for (int64_t r = 0; r < n_out; ++r) {
+          std::memcpy(padded.data() + r * row_in, trits.data() + r * n_in, size_t(n_in));
+        }
+        trits.swap(padded);
+        lw.m.row_in = row_in;
+      }
+      owned_.push_back(pack_ternary(DType::TQ2_0, trits.data(), row_in * n_out, scale));
       lw.m.type = DType::TQ2_0;
       lw.m.data = owned_.back().data();
       break;
@@ -181,15 +193,16 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
   if (rows_permuted_in_file(hp_, what)) {  // llama.cpp's row order: back to Hugging Face's
     const DType type = lw.is_float() ? lw.f.type : lw.m.type;
     const uint8_t* src = lw.is_float() ? lw.f.data : lw.m.data;
+    const int64_t width = lw.is_float() ? n_in : lw.m.stored_in();
     std::vector<uint8_t> rows =
-        reorder_rows(src, *tensor_bytes(type, n_in, n), n_out, size_t(row_bytes(type, n_in)),
-                     hp_.head_dim(), RowOrder::FileToHf);
+        reorder_rows(src, *tensor_bytes(type, width, width * n_out), n_out,
+                     size_t(row_bytes(type, width)), hp_.head_dim(), RowOrder::FileToHf);
     if (src == t.data) f.release(t);
     owned_.push_back(std::move(rows));
     (lw.is_float() ? lw.f.data : lw.m.data) = owned_.back().data();
   }
   if (!lw.is_float()) {
-    lw.m.uniform_scale = ternary_uniform_scale(lw.m.type, lw.m.data, n_in, n_out);
+    lw.m.uniform_scale = ternary_uniform_scale(lw.m.type, lw.m.data, lw.m.stored_in(), n_out);
   }
   const std::string scale_name = cat("blk.", layer, ".", what, ".scale");
   if (const GgufTensor* s = f.find_tensor(scale_name)) {

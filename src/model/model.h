@@ -25,7 +25,9 @@ class Tokenizer;
 //     ternary (every non-zero of one magnitude: llama.cpp's converter, `trit convert --type
 //     f16`, which write T * scale) keep their values, so such a file gives the logits of its
 //     ternary conversion; others (float master weights) are ternarised by absmean (DESIGN
-//     section 2; core/quant.h ternarize);
+//     section 2; core/quant.h ternarize). A width that is not a multiple of 256 (1bitLLM's
+//     3B: 3200, 8640), which no packed type of its file could hold, is packed into rows padded
+//     with zero codes (TernaryMatrix::row_in);
 //   - "merged": weights with LoRA adapters folded in (`trit merge`, tools/merge.h), used as the
 //     float matrices they are (LinearWeight::f). Ternary layers of such a file stay ternary.
 // Any other value is an error naming the file and the key.

@@ -91,6 +91,8 @@ class Converter {
   std::vector<std::string> missing_;
   bool packed_ = false;
   DType embd_type_ = DType::F16;
+  std::string odd_width_;  // the first linear layer whose width opt_.type cannot hold
+  int64_t n_odd_width_ = 0;
 };
 
 const std::string* Converter::find_any(const std::vector<std::string>& names) const {
@@ -215,10 +217,11 @@ void Converter::add_linear(int64_t layer, const std::string& what, const std::st
          ", expected float master weights (F32, F16, BF16) or packed U8 codes");
   }
   if (!tensor_bytes(j.type, n_in, n_in * n_out)) {
-    const int64_t block = j.type == DType::I2_S ? kI2SRun : dtype_traits(j.type).block_elems;
-    std::string hint = j.type == DType::I2_S ? "f16" : (n_in % kI2SRun == 0 ? "i2_s" : "f16");
-    fail(j.gguf_name, ": ", n_in, " inputs per row are not a multiple of ", block, ", which ",
-         dtype_name(j.type), " needs; try --type ", hint);
+    // A width the packed type cannot hold (1bitLLM's 3B: 3200, 8640): the ternary values as
+    // f16, as llama.cpp's converter writes them, which the loader packs (padded) exactly.
+    if (odd_width_.empty()) odd_width_ = cat(j.gguf_name, ", ", n_in, " inputs");
+    ++n_odd_width_;
+    j.type = DType::F16;
   }
   jobs_.push_back(j);
 }
@@ -250,6 +253,13 @@ void Converter::plan() {
       add_norm(block_tensor_name(l, "ffn_sub_norm"),
                {p + "mlp.ffn_sub_norm.weight", p + "mlp.ffn_layernorm.weight"}, hp.n_ff);
     }
+  }
+  if (n_odd_width_ > 0 && dtype_traits(opt_.type).ternary) {
+    const int64_t block = opt_.type == DType::I2_S ? kI2SRun : dtype_traits(opt_.type).block_elems;
+    warn(cat(n_odd_width_, " linear layer", n_odd_width_ > 1 ? "s" : "", " (", odd_width_,
+             n_odd_width_ > 1 ? ", ..." : "", ") have widths that are not a multiple of ", block,
+             ", which ", dtype_name(opt_.type),
+             " needs: written as f16 ternary values, exact, packed when loaded"));
   }
   if (!missing_.empty()) {
     std::string list;

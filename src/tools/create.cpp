@@ -275,14 +275,10 @@ CreateResult create_random_model(const CreateOptions& opt, const std::string& pa
     fail("create: --embd-type must be f32, f16, bf16, q8_0 or q6_K, not ",
          dtype_name(opt.embd_type));
   }
+  // Linear layers whose width the type cannot hold (1bitLLM's 3B: 3200, 8640) are written as
+  // f16 ternary values, as llama.cpp's converter writes them (the loader packs them padded).
   const int64_t tq_block = opt.type == DType::I2_S ? kI2SRun : kQK_K;
-  for (const auto& [what, n] :
-       {std::pair<const char*, int64_t>{"n_embd", hp.n_embd}, {"n_ff", hp.n_ff}}) {
-    if (n % tq_block != 0) {
-      fail("create: ", what, " is ", n, ", which the ", dtype_name(opt.type),
-           " linear layers need to be a multiple of ", tq_block);
-    }
-  }
+  auto linear_type = [&](int64_t n_in) { return n_in % tq_block == 0 ? opt.type : DType::F16; };
   check_fits(opt.embd_type, hp.n_embd, "n_embd", "the embedding");
 
   GgufWriter w;
@@ -310,7 +306,7 @@ CreateResult create_random_model(const CreateOptions& opt, const std::string& pa
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     auto linear = [&](const char* what) {
       const auto [n_in, n_out] = block_linear_shape(hp, what);
-      add(block_tensor_name(l, what), Kind::Linear, opt.type, n_in, n_out);
+      add(block_tensor_name(l, what), Kind::Linear, linear_type(n_in), n_in, n_out);
     };
     add(block_tensor_name(l, "attn_norm"), Kind::Norm, DType::F32, hp.n_embd, 1);
     linear("attn_q");
@@ -352,8 +348,22 @@ CreateResult create_random_model(const CreateOptions& opt, const std::string& pa
     } else {
       const uint16_t d16 = f32_to_fp16(1.0f / std::sqrt(float(s.n_in)));
       const int64_t n = s.n_in * s.n_out;
-      const DType type = opt.type;
-      if (type == DType::I2_S) {
+      const DType type = linear_type(s.n_in);
+      if (type == DType::F16) {  // trits times the scale, row by row
+        const int64_t rows_per_chunk = std::max<int64_t>(1, kTernaryChunkBlocks * kQK_K / s.n_in);
+        const int64_t n_chunks = (s.n_out + rows_per_chunk - 1) / rows_per_chunk;
+        stream_chunks(w, n_chunks, threads, [&](int64_t c, std::vector<uint8_t>& buf) {
+          const int64_t m = std::min(rows_per_chunk, s.n_out - c * rows_per_chunk) * s.n_in;
+          buf.resize(size_t(m) * 2);
+          Rng rng(seed, ti, uint64_t(c));
+          const uint16_t neg = uint16_t(d16 | 0x8000);
+          for (int64_t i = 0; i < m; ++i) {
+            const uint64_t t = rng.next() % 3;  // -1, 0, +1 alike
+            const uint16_t h = t == 0 ? neg : t == 1 ? uint16_t(0) : d16;
+            std::memcpy(buf.data() + 2 * i, &h, 2);
+          }
+        });
+      } else if (type == DType::I2_S) {
         const int64_t n_bytes = n / 4;
         const int64_t chunk_bytes = kTernaryChunkBlocks * kQK_K / 4;
         const int64_t n_chunks = (n_bytes + chunk_bytes - 1) / chunk_bytes;

@@ -297,6 +297,13 @@ MergeResult merge_model(const std::string& model_path, const std::vector<MergeSo
       const std::optional<LoraTarget> target = parse_lora_layer_name(t.name);
       const bool block_linear = target && target->layer >= 0 && target->layer < hp.n_layer &&
                                 std::count(linear_names.begin(), linear_names.end(), target->what);
+      if (block_linear && master && is_float_type(t.type) && t.ne[0] % kQK_K != 0) {
+        // Its ternary form has no packed type (the loader pads it in memory), and a float
+        // layer of a merged file is used as floats: no file can hold this layer unmerged.
+        fail(model_path, ": tensor ", t.name, ": ", t.ne[0], " inputs is not a multiple of ", kQK_K,
+             ", which a float merge needs for the layers it keeps ternary; use --mode "
+             "attach");
+      }
       if (block_linear) {
         const size_t k = size_t(std::find(linear_names.begin(), linear_names.end(), target->what) -
                                 linear_names.begin());
@@ -315,10 +322,6 @@ MergeResult merge_model(const std::string& model_path, const std::vector<MergeSo
             dequantize(s->type, s->data, 1, &o.out_scale);
           }
         } else if (master && is_float_type(t.type)) {
-          if (t.ne[0] % kQK_K != 0) {
-            fail(model_path, ": tensor ", t.name, ": ", t.ne[0], " inputs is not a multiple of ",
-                 kQK_K);
-          }
           o.how = Produce::Ternarise;
           o.type = DType::TQ2_0;
         }

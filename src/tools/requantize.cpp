@@ -170,19 +170,26 @@ RequantizeResult requantize_model(const std::string& in_path, const std::string&
   std::vector<float> scales;
   for (const GgufTensor& t : in->tensors()) {
     DType to = t.type;
+    float scale = kNoScale;
+    const int64_t ne0 = t.ne.empty() ? 0 : t.ne[0];
     if (dtype_traits(t.type).ternary && t.type != type) {
-      to = type;
-      const std::string where = cat(in_path, ": tensor ", t.name);
-      check_target_fits(to, t.ne.empty() ? 0 : t.ne[0], where);
-      // Fail before writing anything when I2_S cannot hold the tensor's scales.
-      scales.push_back(to == DType::I2_S
-                           ? ternary_tensor_scale(t.type, t.data, t.n_elements(), where)
-                           : kNoScale);
-      ++r.n_converted;
+      if (ne0 % dtype_traits(type).block_elems != 0) {
+        // An I2_S row of 3200 weights (1bitLLM's 3B) has no TQ block layout: it stays I2_S.
+        if (r.kept.empty()) r.kept = cat(t.name, ", ", ne0, " weights per row");
+        ++r.n_kept;
+        ++r.n_copied;
+      } else {
+        to = type;
+        const std::string where = cat(in_path, ": tensor ", t.name);
+        check_target_fits(to, ne0, where);
+        // Fail before writing anything when I2_S cannot hold the tensor's scales.
+        if (to == DType::I2_S) scale = ternary_tensor_scale(t.type, t.data, t.n_elements(), where);
+        ++r.n_converted;
+      }
     } else {
-      scales.push_back(kNoScale);
       ++r.n_copied;
     }
+    scales.push_back(scale);
     w.add_tensor(t.name, to, t.ne);
     out_types.push_back(to);
   }

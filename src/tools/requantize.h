@@ -15,6 +15,10 @@ struct GgufTensor;
 struct RequantizeResult {
   int64_t n_converted = 0;  // ternary tensors re-packed
   int64_t n_copied = 0;     // tensors copied byte for byte
+  // Ternary tensors whose rows the target type cannot hold (copied as they are), and the
+  // first of them
+  int64_t n_kept = 0;
+  std::string kept;
   uint64_t file_bytes = 0;
   double seconds = 0;
 };

@@ -9,12 +9,15 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "backend/select.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
+#include "infer/session.h"
 #include "io/gguf.h"
 #include "model/hf_config.h"
 #include "model/hparams.h"
+#include "model/model.h"
 #include "support/errors.h"
 #include "support/files.h"
 #include "support/safetensors_builder.h"
@@ -80,7 +83,7 @@ const char* kHfLinear[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_
 const char* kGgufLinear[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                              "ffn_gate", "ffn_up", "ffn_down"};
 
-struct Model {
+struct HfModel {
   Shape s;
   std::map<std::string, std::vector<float>> floats;  // norms, embeddings (torch order)
   std::map<std::string, Linear> linears;             // by HF name ("model.layers.0.mlp.up_proj")
@@ -95,8 +98,8 @@ struct Model {
   }
 };
 
-Model make_model(Shape s, bool untied, uint32_t seed) {
-  Model m;
+HfModel make_model(Shape s, bool untied, uint32_t seed) {
+  HfModel m;
   m.s = s;
   m.untied = untied;
   std::mt19937 rng(seed);
@@ -165,7 +168,7 @@ std::string pack_2b4t(const Linear& l) {
 enum class Layout { F32, BF16, PackedInverse, PackedMultiplier, FloatTernaryMultiplier };
 
 // All tensors of the model as safetensors entries, in the given layout.
-std::vector<StEntry> entries(const Model& m, Layout layout) {
+std::vector<StEntry> entries(const HfModel& m, Layout layout) {
   std::vector<StEntry> out;
   auto fl = [&](const std::vector<float>& v) {
     return layout == Layout::BF16 ? bf16_bytes(v) : f32_bytes(v);
@@ -252,7 +255,7 @@ std::vector<int8_t> llama_file_rows(const Linear& lin, int64_t head_dim) {
   return out;
 }
 
-void expect_linears(const GgufFile& g, const Model& m, DType type, double scale_rel_tol,
+void expect_linears(const GgufFile& g, const HfModel& m, DType type, double scale_rel_tol,
                     bool inverse_bf16 = false, bool llama = false) {
   for (int64_t l = 0; l < m.s.layers; ++l) {
     for (int k = 0; k < 7; ++k) {
@@ -290,7 +293,7 @@ void expect_linears(const GgufFile& g, const Model& m, DType type, double scale_
   }
 }
 
-void expect_floats(const GgufFile& g, const Model& m, bool bf16_source, bool llama = false) {
+void expect_floats(const GgufFile& g, const HfModel& m, bool bf16_source, bool llama = false) {
   auto check = [&](const std::string& gguf, const std::string& hf, double rel) {
     SCOPED_TRACE(gguf);
     const GgufTensor& t = g.tensor(gguf);
@@ -326,7 +329,7 @@ void expect_floats(const GgufFile& g, const Model& m, bool bf16_source, bool lla
 
 TEST(HfImport, FloatMasterToEveryTernaryType) {
   TempDir dir;
-  const Model m = make_model(Shape{}, false, 1);
+  const HfModel m = make_model(Shape{}, false, 1);
   write_folder(dir.path(), make_config(m.s, "relu2", true), entries(m, Layout::F32));
   for (DType type : {DType::TQ2_0, DType::TQ1_0, DType::I2_S}) {
     SCOPED_TRACE(std::string(dtype_name(type)));
@@ -372,7 +375,7 @@ TEST(HfImport, FloatTypesHoldTernaryWeightsAsFloats) {
   TempDir dir;
   Shape s;
   s.layers = 1;
-  const Model m = make_model(s, false, 2);
+  const HfModel m = make_model(s, false, 2);
   write_folder(dir.path(), make_config(m.s, "relu2", std::nullopt), entries(m, Layout::F32));
   const Converted c = convert(dir.path(), dir.file("f16.gguf"), DType::F16, DType::F32);
   auto g = GgufFile::open(dir.file("f16.gguf"));
@@ -384,7 +387,7 @@ TEST(HfImport, FloatTypesHoldTernaryWeightsAsFloats) {
 TEST(HfImport, PackedLayoutWeightScaleIsInverse) {
   // linear_class bitlinear (the 2B4T checkpoint's): weight_scale = 1 / mean|W|, stored as bf16.
   TempDir dir;
-  const Model m = make_model(Shape{}, false, 3);
+  const HfModel m = make_model(Shape{}, false, 3);
   json cfg = make_config(m.s, "relu2", true);
   cfg["quantization_config"] = {
       {"quant_method", "bitnet"}, {"linear_class", "bitlinear"}, {"quantization_mode", "offline"}};
@@ -404,7 +407,7 @@ TEST(HfImport, PackedAutoBitLinearOfflineScaleMultiplies) {
   TempDir dir;
   Shape s;
   s.layers = 1;
-  const Model m = make_model(s, false, 4);
+  const HfModel m = make_model(s, false, 4);
   json cfg = make_config(m.s, "relu2", true);
   cfg["quantization_config"]["quantization_mode"] = "offline";
   write_folder(dir.path(), cfg, entries(m, Layout::PackedMultiplier));
@@ -417,7 +420,7 @@ TEST(HfImport, ShardedBf16UntiedOneBitLlmNames) {
   // 1bitLLM-style: model_type llama, BitnetForCausalLM, silu, inner_attn_ln / ffn_layernorm,
   // rope_theta only inside rope_parameters (transformers 5), bf16 in two shards, own lm_head.
   TempDir dir;
-  Model m = make_model(Shape{}, true, 5);
+  HfModel m = make_model(Shape{}, true, 5);
   for (auto& [name, l] : m.linears) {
     for (float& x : l.w) x = bf16_to_f32(f32_to_bf16(x));
     refresh(l);
@@ -476,7 +479,7 @@ TEST(HfImport, LlamaArchitectureTernaryCheckpoints) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.quant.dump());
     TempDir dir;
-    Model m = make_model(Shape{}, true, 8);
+    HfModel m = make_model(Shape{}, true, 8);
     for (auto it = m.floats.begin(); it != m.floats.end();) {  // no sub-norms
       it = it->first.find("sub_norm") != std::string::npos ? m.floats.erase(it) : std::next(it);
     }
@@ -513,7 +516,7 @@ TEST(HfImport, OfflineFloatCodesMustBeTernary) {
   TempDir dir;
   Shape s;
   s.layers = 1;
-  Model m = make_model(s, false, 9);
+  HfModel m = make_model(s, false, 9);
   json cfg = make_config(m.s, "relu2", true);
   cfg["quantization_config"]["quantization_mode"] = "offline";
   std::vector<StEntry> es = entries(m, Layout::FloatTernaryMultiplier);
@@ -617,7 +620,7 @@ class HfImportErrors : public ::testing::Test {
     }
     throw std::runtime_error("no entry " + name);
   }
-  Model model_;
+  HfModel model_;
   json config_;
   std::vector<StEntry> es_;
   TempDir src_, out_;
@@ -677,25 +680,45 @@ TEST_F(HfImportErrors, NanLateInTheFileLeavesNoOutput) {
   EXPECT_FALSE(test::file_exists(out + ".tmp"));
 }
 
-TEST_F(HfImportErrors, BlockSizeSuggestsAnotherType) {
+// Widths a packed type cannot hold (1bitLLM's 3B: 3200, 8640) are written as f16 ternary
+// values, said once, and load as the same model as a conversion to f16 throughout.
+TEST_F(HfImportErrors, WidthsTheTypeCannotHoldAreWrittenAsF16) {
   Shape s;
   s.hidden = 128;
-  s.ff = 384;
+  s.ff = 512;
   s.heads = 2;
   s.kv_heads = 1;
   s.layers = 1;
   model_ = make_model(s, false, 7);
   config_ = make_config(s, "relu2", true);
-  std::string msg = fail_with(entries(model_, Layout::F32), DType::TQ2_0);
-  EXPECT_CONTAINS(msg, "blk.0.attn_q.weight");
-  EXPECT_CONTAINS(msg, "128 inputs per row are not a multiple of 256");
-  EXPECT_CONTAINS(msg, "--type i2_s");
-  // i2_s takes multiples of 128.
-  const Converted c = convert(src_.path(), out_.file("ok.gguf"), DType::I2_S);
-  auto g = GgufFile::open(out_.file("ok.gguf"));
-  expect_linears(*g, model_, DType::I2_S, 1e-5);
+  write_folder(src_.path(), config_, entries(model_, Layout::F32));
+  const Converted c = convert(src_.path(), out_.file("tq2.gguf"), DType::TQ2_0);
+  ASSERT_EQ(c.warnings.size(), 2u);
+  EXPECT_CONTAINS(c.warnings[0], "6 linear layers (blk.0.attn_q.weight, 128 inputs, ...)");
+  EXPECT_CONTAINS(c.warnings[0], "not a multiple of 256");
+  EXPECT_CONTAINS(c.warnings[0], "written as f16 ternary values");
+  auto g = GgufFile::open(out_.file("tq2.gguf"));
+  EXPECT_EQ(g->tensor("blk.0.attn_q.weight").type, DType::F16);
+  EXPECT_EQ(g->tensor("blk.0.ffn_down.weight").type, DType::TQ2_0);  // 512 inputs
+  // i2_s takes multiples of 128: every layer fits.
+  convert(src_.path(), out_.file("ok.gguf"), DType::I2_S);
+  expect_linears(*GgufFile::open(out_.file("ok.gguf")), model_, DType::I2_S, 1e-5);
+  // The f16 layers hold T * fp16(s), which TQ2_0 holds as codes and d = fp16(s).
+  convert(src_.path(), out_.file("f16.gguf"), DType::F16);
+  const std::vector<int32_t> ids = {1, 7, 30, 2, 5};
+  auto logits = [&](const std::string& path) {
+    auto m = engine::Model::load(path);
+    ThreadPool pool(2);
+    auto cpu = make_cpu_backend(pool);
+    Session session(*m, 8, *cpu, ForwardOptions{true, nullptr});
+    std::vector<float> out;
+    session.eval(ids, out, true);
+    return out;
+  };
+  EXPECT_EQ(logits(out_.file("tq2.gguf")), logits(out_.file("f16.gguf")));
   // q6_K embeddings need 256 per row.
-  msg = error_of([&] { convert(src_.path(), out_.file("x.gguf"), DType::I2_S, DType::Q6_K); });
+  const std::string msg =
+      error_of([&] { convert(src_.path(), out_.file("x.gguf"), DType::I2_S, DType::Q6_K); });
   EXPECT_CONTAINS(msg, "token_embd.weight");
   EXPECT_CONTAINS(msg, "256");
 }
@@ -771,7 +794,7 @@ TEST(HfImport, TokenizerJsonIsCarried) {
   TempDir dir;
   Shape s;
   s.layers = 1;
-  const Model m = make_model(s, false, 8);
+  const HfModel m = make_model(s, false, 8);
   write_folder(dir.path(), make_config(s, "relu2", true), entries(m, Layout::F32));
   json vocab = json::object();
   const char* toks[] = {"a", "b", "c", "ab", "Ġ", "Ġa"};

@@ -178,21 +178,35 @@ TEST(Create, UntiedAndEmbeddingTypes) {
   }
 }
 
-TEST(Create, RefusesShapesThatDoNotFitTheBlocks) {
+// Widths a packed type cannot hold (1bitLLM's 3B: 3200, 8640) are written as f16 ternary
+// values (llama.cpp's converter's form), one magnitude per tensor; the rest stay packed.
+TEST(Create, WidthsTheTypeCannotHoldAreF16TernaryValues) {
   TempDir dir;
   CreateOptions opt = test::tiny_options(42, DType::TQ2_0);
   opt.hp.n_embd = 128;  // heads of 32: valid, but not a multiple of 256
   opt.hp.rope_dim = 32;
-  const std::string e = error_of([&] { create_random_model(opt, dir.file("bad.gguf")); });
-  EXPECT_NE(e.find("n_embd"), std::string::npos) << e;
-  EXPECT_NE(e.find("256"), std::string::npos) << e;
-  EXPECT_FALSE(test::file_exists(dir.file("bad.gguf")));
-  EXPECT_FALSE(test::file_exists(dir.file("bad.gguf.tmp")));
+  const std::string path = dir.file("odd.gguf");
+  create_random_model(opt, path);
+  auto f = GgufFile::open(path);
+  EXPECT_EQ(f->tensor("blk.0.attn_q.weight").type, DType::F16);      // 128 inputs
+  EXPECT_EQ(f->tensor("blk.1.ffn_up.weight").type, DType::F16);      // 128 inputs
+  EXPECT_EQ(f->tensor("blk.0.ffn_down.weight").type, DType::TQ2_0);  // 768 inputs
+  const GgufTensor& q = f->tensor("blk.0.attn_q.weight");
+  std::vector<float> v(size_t(q.n_elements()));
+  dequantize(q.type, q.data, q.n_elements(), v.data());
+  const float s = fp16_to_f32(f32_to_fp16(1.0f / std::sqrt(128.0f)));
+  int counts[3] = {0, 0, 0};
+  for (float x : v) {
+    ASSERT_TRUE(x == 0.0f || std::fabs(x) == s) << x;
+    ++counts[x < 0 ? 0 : x == 0 ? 1 : 2];
+  }
+  for (int c : counts) EXPECT_NEAR(double(c) / double(v.size()), 1.0 / 3.0, 0.03);
 
   opt.type = DType::I2_S;  // runs of 128 fit, but q6_K needs 256
   opt.embd_type = DType::Q6_K;
   const std::string e2 = error_of([&] { create_random_model(opt, dir.file("bad.gguf")); });
   EXPECT_NE(e2.find("q6_K"), std::string::npos) << e2;
+  EXPECT_FALSE(test::file_exists(dir.file("bad.gguf")));
 }
 
 TEST(Create, ByteLevelTokenizer) {

@@ -209,6 +209,27 @@ TEST(Merge, LlamaFileRowsGetTheirAdapterRows) {
             logits_of(*base, set, true));
 }
 
+// Layers of 864 inputs (no packed type holds them; the loader pads them): a float merge
+// cannot keep them ternary in a file, so it says so and attach is the way.
+TEST(Merge, OddWidthsMergeByAttachingOnly) {
+  TempDir dir;
+  CreateOptions o = test::tiny_options(4);
+  o.hp.n_ff = 864;
+  const std::string base_path = test::create_model(dir, "odd.gguf", o);
+  auto base = Model::load(base_path);
+  const LoraAdapter ad =
+      random_adapter(base->hparams(), {.targets = "q,v", .rank = 4, .alpha = 8.0f, .seed = 2});
+  const std::string msg = test::error_of([&] {
+    merge_model(base_path, {{"a.gguf", &ad, 1.0f}}, dir.file("f.gguf"), float_opts(DType::F16));
+  });
+  EXPECT_NE(msg.find("blk.0.ffn_down.weight: 864 inputs"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--mode attach"), std::string::npos) << msg;
+  EXPECT_FALSE(test::file_exists(dir.file("f.gguf")));
+  merge_model(base_path, {{"a.gguf", &ad, 1.0f}}, dir.file("attach.gguf"), attach_opts());
+  EXPECT_EQ(logits_of(*Model::load(dir.file("attach.gguf")), {}, true),
+            logits_of(*base, {{&ad, 1.0f}}, true));
+}
+
 TEST(Merge, FloatF16IsWithinF16Rounding) {
   TempDir dir;
   const std::string base_path = make_model(dir, "m.gguf", DType::I2_S);

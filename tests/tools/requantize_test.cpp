@@ -143,6 +143,25 @@ TEST(Quantize, BadCodeNamesTheTensor) {
   EXPECT_FALSE(test::file_exists(dir.file("out.gguf")));
 }
 
+// An I2_S row of 384 weights (runs of 128) has no TQ layout (blocks of 256): such tensors stay
+// I2_S, said in the result; the rest are re-packed and the model is the same.
+TEST(Quantize, RowsTheTargetCannotHoldKeepTheirType) {
+  TempDir dir;
+  CreateOptions o = test::tiny_options(3, DType::I2_S);
+  o.hp.n_embd = 384, o.hp.n_ff = 768, o.hp.rope_dim = 96;
+  const std::string in = test::create_model(dir, "i2s.gguf", o);
+  const RequantizeResult r = requantize_model(in, dir.file("tq2.gguf"), DType::TQ2_0);
+  EXPECT_EQ(r.n_kept, 6 * 2);  // q, k, v, o, gate, up of 2 blocks: 384 inputs
+  EXPECT_EQ(r.kept, "blk.0.attn_q.weight, 384 weights per row");
+  EXPECT_EQ(r.n_converted, 2);  // ffn_down: 768 inputs
+  auto g = GgufFile::open(dir.file("tq2.gguf"));
+  EXPECT_EQ(g->tensor("blk.0.attn_q.weight").type, DType::I2_S);
+  EXPECT_EQ(g->tensor("blk.1.ffn_down.weight").type, DType::TQ2_0);
+  const std::vector<int32_t> ids = {256, 5, 9, 77};
+  EXPECT_EQ(test::session_logits(*Model::load(dir.file("tq2.gguf")), ids),
+            test::session_logits(*Model::load(in), ids));
+}
+
 TEST(Quantize, RefusesSamePathAndNonTernaryTarget) {
   TempDir dir;
   const std::string path = dir.file("m.gguf");

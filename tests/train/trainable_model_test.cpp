@@ -1,7 +1,8 @@
 // The training forward/backward pass: its loss equals cross-entropy over the inference
 // logits, its LoRA gradients match finite differences (float activations, where the model is
 // smooth), and gradient checkpointing and thread counts do not change them; for both block
-// families (BitNet with sub-norms, ternary Llama without).
+// families (BitNet with sub-norms, ternary Llama without) and for widths that are not a multiple
+// of 256 (their rows stored padded).
 #include "train/trainable_model.h"
 
 #include <gtest/gtest.h>
@@ -22,8 +23,13 @@ class TrainModel : public ::testing::TestWithParam<const char*> {
   void SetUp() override {
     CreateOptions o = test::tiny_options(21);
     o.hp.tied_head = false;
-    o.hp.arch = GetParam();
-    if (o.hp.arch == "llama") o.hp.act = Activation::Silu;
+    const std::string family = GetParam();
+    if (family == "llama") {
+      o.hp.arch = "llama";
+      o.hp.act = Activation::Silu;
+    } else if (family == "odd_widths") {  // rows stored padded (TernaryMatrix::row_in)
+      o.hp.n_embd = 320, o.hp.n_ff = 864, o.hp.rope_dim = 80;
+    }
     model_ = Model::load(test::create_model(dir_, "m.gguf", o));
     adapter_ = lora_init(model_->hparams(), "all,head", 4, 8.0f, false, 5);
     // Non-zero B so that A gets gradients too.
@@ -178,7 +184,7 @@ TEST_P(TrainModel, CheckpointingThreadsAndDropoutKeysAreConsistent) {
   EXPECT_LT(std::sqrt(num / den), 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, TrainModel, ::testing::Values("bitnet", "llama"),
+INSTANTIATE_TEST_SUITE_P(Families, TrainModel, ::testing::Values("bitnet", "llama", "odd_widths"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            return std::string(info.param);
                          });

@@ -92,10 +92,11 @@ class CpuBackend final : public Backend {
   void head_loss(const HeadOp& op);
 
   ThreadPool& pool_;
-  QuantizedActs xq_;                      // int8 activations of the current bitlinear input
-  std::vector<float> scores_;             // (n_threads, n_keys) attention probabilities
-  double loss_ = 0;                       // head() losses since the last take_loss
-  std::vector<float> lora_xd_, lora_ax_;  // a branch's input and A x when not saved
+  QuantizedActs xq_;                         // int8 activations of the current bitlinear input
+  std::vector<float> x_padded_, dx_padded_;  // inputs and gradients of padded rows (linear.cpp)
+  std::vector<float> scores_;                // (n_threads, n_keys) attention probabilities
+  double loss_ = 0;                          // head() losses since the last take_loss
+  std::vector<float> lora_xd_, lora_ax_;     // a branch's input and A x when not saved
 };
 
 // The LoRA branch on host arrays (linear.cpp; the head's branches use them too):

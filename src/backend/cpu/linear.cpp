@@ -167,6 +167,18 @@ void matmul_f32_backward(float* dx, float* dw, const float* dy, const float* x, 
 
 // Several layers sharing one input: the rows of all of them are split across the threads in
 // one dispatch.
+namespace {
+
+// x (T, n) as rows of `width` values, the tail of each zero.
+const float* pad_rows(const float* x, int64_t T, int64_t n, int64_t width,
+                      std::vector<float>& buf) {
+  buf.assign(size_t(T * width), 0.0f);
+  for (int64_t t = 0; t < T; ++t) std::copy(x + t * n, x + (t + 1) * n, buf.data() + t * width);
+  return buf.data();
+}
+
+}  // namespace
+
 void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, int64_t T,
                         const LinearMode& mode) {
   const bool act_quant = mode.act_quant;
@@ -174,11 +186,20 @@ void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, i
   const int64_t n_in = xt.cols();
   int64_t total = 0;
   bool any_ternary = false;
+  int64_t width = n_in;  // of the ternary rows: n_in, or padded (TernaryMatrix::row_in)
   for (const LinearOp& j : ops) {
     total += j.w->m.n_out;
-    any_ternary |= !j.w->is_float();
+    if (j.w->is_float()) continue;
+    if (any_ternary && j.w->m.stored_in() != width) {
+      fail("linear ", j.w->name, ": rows stored ", j.w->m.stored_in(), " wide beside rows ", width,
+           " wide on one input");
+    }
+    any_ternary = true;
+    width = j.w->m.stored_in();
   }
-  if (act_quant && any_ternary) quantize_acts(x, T, n_in, xq_);
+  // Padded rows read the input padded with zeros: the same sums, the same absmax.
+  const float* xw = width == n_in ? x : pad_rows(x, T, n_in, width, x_padded_);
+  if (act_quant && any_ternary) quantize_acts(xw, T, width, xq_);
   pool_.parallel_for(
       total,
       [&](int64_t begin, int64_t end, int) {
@@ -192,9 +213,9 @@ void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, i
             if (j.w->is_float()) {  // a merged layer: float weights, un-quantised input
               float_matmul(j.w->f, x, T, y, rows, r0, r1);
             } else if (act_quant) {
-              ternary_matmul(j.w->m, xq_, y, rows, r0, r1);
+              ternary_matmul(j.w->m.storage(), xq_, y, rows, r0, r1);
             } else {
-              ternary_matmul_float(j.w->m, x, T, y, r0, r1);
+              ternary_matmul_float(j.w->m.storage(), xw, T, y, r0, r1);
             }
           }
           base += rows;
@@ -266,12 +287,23 @@ void CpuBackend::linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const
     fail("train: layer ", w.name, " has float (merged) weights; train a base model");
   const float* dyp = cpu_data(dy);
   float* dxp = cpu_data(dx);
+  const TernaryMatrix m = w.m.storage();
+  if (w.m.padded()) {  // into rows of the stored width, then the first n_in of each
+    dx_padded_.assign(size_t(T * m.n_in), 0.0f);
+    dxp = dx_padded_.data();
+  }
   pool_.parallel_for(
       w.m.n_in,
       [&](int64_t c0, int64_t c1, int) {
-        ternary_matmul_transposed(w.m, dyp, w.m.n_out, T, w.out_scale, dxp, c0, c1);
+        ternary_matmul_transposed(m, dyp, w.m.n_out, T, w.out_scale, dxp, c0, c1);
       },
       256);
+  if (w.m.padded()) {
+    float* out = cpu_data(dx);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t c = 0; c < w.m.n_in; ++c) out[t * w.m.n_in + c] += dxp[t * m.n_in + c];
+    }
+  }
 }
 
 }  // namespace trit::engine

@@ -83,7 +83,7 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
   }
   if (w.n_in % 256 != 0) {
     fail("vulkan: linear ", lw.name, ": rows of ", w.n_in,
-         " weights (the Vulkan kernels need a multiple of 256)");
+         " weights (the Vulkan kernels need a multiple of 256; --device cpu runs this model)");
   }
   auto tw = std::make_unique<TernaryWeight>();
   tw->d = uniform_d(w);
