@@ -68,6 +68,19 @@ HParams HParams::from_gguf(const GgufFile& f, std::optional<Activation> act_over
   hp.n_ctx_train = f.has(p + "context_length") ? f.get_int(p + "context_length") : 2048;
   hp.rms_eps = f.get_f32_or(p + "attention.layer_norm_rms_epsilon", 1e-5f);
   hp.rope_theta = f.get_f32_or(p + "rope.freq_base", 10000.0f);
+  // Plain rope only: llama.cpp's bitnet converter writes "linear" with factor 1 (no scaling);
+  // Llama 3.1's long-context rope comes as rope_freqs.weight.
+  const std::string scaling = f.get_string_or(p + "rope.scaling.type", "none");
+  const float factor = f.get_f32_or(p + "rope.scaling.factor", 1.0f);
+  if (!(scaling == "none" || (scaling == "linear" && factor == 1.0f))) {
+    fail(f.path(), ": ", p, "rope.scaling.type is '", scaling, "' with factor ", factor,
+         ": only plain rope is supported");
+  }
+  if (f.find_tensor("rope_freqs.weight")) {
+    fail(f.path(),
+         ": tensor rope_freqs.weight (rope frequency factors, as Llama 3.1 uses): only "
+         "plain rope is supported");
+  }
   if (hp.n_head <= 0) fail(f.path(), ": ", p, "attention.head_count must be positive");
   hp.rope_dim = f.has(p + "rope.dimension_count") ? f.get_int(p + "rope.dimension_count")
                                                   : hp.n_embd / hp.n_head;

@@ -115,6 +115,33 @@ void copy_gguf(const std::string& src, const std::string& dst,
   w.finish();
 }
 
+// Rope scaling changes the model: a file asking for it is refused, not run with plain rope.
+TEST(LlamaFiles, RopeScalingIsRefused) {
+  test::TempDir dir;
+  const std::string base = test::create_model(dir, "b.gguf", llama_options(2, DType::TQ2_0));
+  auto with_keys = [&](const std::string& name, const std::string& type, float factor) {
+    const std::string out = dir.file(name);
+    auto f = GgufFile::open(base);
+    GgufWriter w;
+    for (const auto& [k, v] : f->metadata()) {
+      if (k != "general.alignment") w.set(k, v);
+    }
+    w.set_string("llama.rope.scaling.type", type);
+    w.set_f32("llama.rope.scaling.factor", factor);
+    for (const GgufTensor& t : f->tensors()) w.add_tensor(t.name, t.type, t.ne, t.data);
+    w.write(out);
+    return out;
+  };
+  // llama.cpp's bitnet converter writes linear scaling with factor 1: plain rope.
+  const std::vector<int32_t> ids = llama_test_ids(6, 512);
+  EXPECT_EQ(test::session_logits(*Model::load(with_keys("lin1.gguf", "linear", 1.0f)), ids),
+            test::session_logits(*Model::load(base), ids));
+  const std::string msg =
+      test::error_of([&] { Model::load(with_keys("yarn.gguf", "yarn", 4.0f)); });
+  EXPECT_CONTAINS(msg, "yarn.gguf");
+  EXPECT_CONTAINS(msg, "llama.rope.scaling.type is 'yarn'");
+}
+
 // bitnet.cpp and llama.cpp write some llama conversions with float linear weights already
 // ternary (T * s); they are the packed model. Floats that are not ternary belong to an ordinary
 // Llama, which trit refuses rather than ternarise.
