@@ -130,25 +130,7 @@ Model Model::open(const std::string& path, const ModelOptions& options) {
   }
   impl->model = engine::Model::load(path, options.on_warning, act);
   impl->pool = std::make_unique<engine::ThreadPool>(options.threads);
-  // The Vulkan kernels take rows of a multiple of 256 weights; a model of other widths
-  // (1bitLLM's 3B: 3200, 8640) runs on the CPU, which pads them.
-  std::string width_reason;
-  for (const engine::BlockWeights& b : impl->model->weights().blocks) {
-    for (const engine::LinearWeight* lw : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) {
-      if (width_reason.empty() && !lw->is_float() && lw->m.n_in % 256 != 0) {
-        width_reason = engine::cat("the model's layer ", lw->name, " has ", lw->m.n_in,
-                                   " inputs per row, not a multiple of 256, which the Vulkan "
-                                   "kernels need");
-      }
-    }
-  }
-  if (!width_reason.empty() && request.kind == engine::DeviceRequest::Kind::Auto) {
-    request.kind = engine::DeviceRequest::Kind::Cpu;
-  }
   engine::BackendChoice choice = engine::make_backend(request, *impl->pool);
-  if (!width_reason.empty() && choice.fallback_reason.empty() && options.device != "cpu") {
-    choice.fallback_reason = width_reason;
-  }
   impl->backend = std::move(choice.backend);
   impl->fallback = std::move(choice.fallback_reason);
   impl->act_quant = options.act_quant;

@@ -184,26 +184,32 @@ struct HostWeight {
 };
 
 // Uniform trits, scale ~ 1/sqrt(n_in): one scale for the tensor, or (TQ2_0) one per block.
+// row_in > n_in: rows stored padded with zero codes to row_in (TernaryMatrix::row_in), as the
+// loader packs widths no packed type holds.
 inline std::unique_ptr<HostWeight> ternary_weight(DType type, int64_t n_in, int64_t n_out,
-                                                  bool block_scales, uint64_t seed) {
+                                                  bool block_scales, uint64_t seed,
+                                                  int64_t row_in = 0) {
   auto h = std::make_unique<HostWeight>();
-  const int64_t n = n_in * n_out;
+  const int64_t stored = row_in > 0 ? row_in : n_in;
+  const int64_t n = stored * n_out;
   std::mt19937_64 rng(seed);
   std::vector<int8_t> trits(static_cast<size_t>(n));
-  for (int8_t& t : trits) t = int8_t(int(rng() % 3) - 1);
+  for (int64_t i = 0; i < n; ++i)
+    trits[size_t(i)] = i % stored < n_in ? int8_t(int(rng() % 3) - 1) : 0;
   const float scale = 1.0f / std::sqrt(float(n_in));
   if (block_scales) {
     std::uniform_real_distribution<float> u(0.5f, 1.5f);
     std::vector<float> d(static_cast<size_t>(n / kQK_K));
     for (float& x : d) x = u(rng) * scale;
-    h->bytes.resize(*tensor_bytes(DType::TQ2_0, n_in, n));
+    h->bytes.resize(*tensor_bytes(DType::TQ2_0, stored, n));
     pack_tq2_0(trits.data(), d.data(), n, h->bytes.data());
   } else {
     h->bytes = pack_ternary(type, trits.data(), n, scale);
   }
   h->w.name = cat(dtype_name(type), block_scales ? "_blocks_" : "_", n_out, "x", n_in);
   h->w.m = {type, h->bytes.data(), n_in, n_out,
-            ternary_uniform_scale(type, h->bytes.data(), n_in, n_out)};
+            ternary_uniform_scale(type, h->bytes.data(), stored, n_out)};
+  if (stored != n_in) h->w.m.row_in = stored;
   return h;
 }
 

@@ -74,9 +74,11 @@ MatmulPlan plan_ternary_f32(const Tuning& c, uint64_t tokens) {
 // Quantises rows [a, b) of x into q, qs: with a norm, x is that norm's output, written on the
 // way (rms_norm_quant).
 void VulkanBackend::quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, const NormOp* norm,
-                                  BufferRange q, BufferRange qs) {
+                                  BufferRange q, BufferRange qs, uint64_t q_words) {
   const uint64_t rows = b - a;
   const uint32_t n_in = uint32_t(x.cols());
+  if (q_words == 0) q_words = n_in / 4;
+  if (norm && q_words != n_in / 4) fail("quantize_rows: a fused norm writes unpadded rows");
   const BufferRange xr = rows_range(x.tiles(), a, b);
   if (norm) {
     const BufferRange gr = weights_.norm(norm->g, n_in).range(size_t(0));
@@ -87,7 +89,8 @@ void VulkanBackend::quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, con
     rec_.seq().dispatch(p, {nx, gr, xr, gr, q, qs}, push, uint32_t(rows));
   } else {
     const Pipeline& p = rec_.pipeline("quantize_acts", 3, sizeof(QuantizeActsPush), {128}, 0b001);
-    rec_.seq().dispatch(p, {xr, q, qs}, QuantizeActsPush{uint32_t(rows), n_in}, uint32_t(rows));
+    rec_.seq().dispatch(p, {xr, q, qs}, QuantizeActsPush{uint32_t(rows), n_in, uint32_t(q_words)},
+                        uint32_t(rows));
   }
 }
 
@@ -116,6 +119,8 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
   std::vector<RowsOf> touched = {{&x.tiles(), 0}};
   if (norm) touched.push_back({&vk_tensor(*norm->x).tiles(), 0});
   bool quantise = false;
+  uint64_t width = uint64_t(n_in);  // of the ternary rows on the device (TernaryWeight::n_in)
+  bool any_ternary = false;
   for (const LinearOp& op : ops) {
     const LinearWeight& w = *op.w;
     Job j{&op, &vk_tensor(*op.y), nullptr, {}};
@@ -131,26 +136,53 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
       j.f = weights_.float_matrix(w.f, w.name);
     } else {
       j.t = &weights_.ternary(w);
+      if (any_ternary && j.t->n_in != width) {
+        fail("linear ", w.name, ": device rows of ", j.t->n_in, " weights beside rows of ", width,
+             " on one input");
+      }
+      any_ternary = true;
+      width = j.t->n_in;
       quantise |= act_quant;
     }
     touched.push_back({&j.y->tiles(), 0});
     jobs.push_back(j);
   }
   if (norm && !quantise) fail("linear: a fused norm needs int8 activations of a ternary layer");
+  // Rows padded on the device (a width that is not a multiple of 256) read the input padded
+  // with zeros: the same sums, and the same absmax for the quantiser.
+  const bool padded = width != uint64_t(n_in);
+  if (padded && norm) fail("linear: a fused norm with rows padded to ", width);
   const bool dot = ctx_->caps().enabled.integer_dot_product;
   const std::optional<CoopTiles>& coop = ctx_->caps().enabled.coop_tiles;
   scratch_.act.reset();
-  for (const auto& [a, b] : row_segments(touched, uint64_t(n), rec_.max_seg_rows())) {
+  // Padded float rows take more than x's rows: segments within the binding limit for them.
+  uint64_t seg_rows = rec_.max_seg_rows();
+  if (padded && !act_quant) {
+    const uint64_t fit = std::max<uint64_t>(1, ctx_->binding_limit() / (width * 4));
+    seg_rows = seg_rows == 0 ? fit : std::min(seg_rows, fit);
+  }
+  for (const auto& [a, b] : row_segments(touched, uint64_t(n), seg_rows)) {
     const uint64_t rows = b - a;
     BufferRange q, qs;
     if (quantise) {
-      q = scratch_.act.alloc(rows * uint64_t(n_in));
+      q = scratch_.act.alloc(rows * width);
       qs = scratch_.act.alloc(rows * 4);
-      quantize_rows(x, a, b, norm, q, qs);  // with the norm: writes x first
+      quantize_rows(x, a, b, norm, q, qs, width / 4);  // with the norm: writes x first
     }
     // Rows of a width that is not a multiple of 4 floats may start off the device's binding
     // alignment inside a piece: bind_rows passes those through aligned scratch.
     const BufferRange xr = scratch_.bind_rows(rec_, x.tiles(), a, b, true);
+    // Float activations of padded rows: x copied row by row into zeroed rows of `width`.
+    BufferRange xpad = xr;
+    if (padded && !act_quant) {
+      const uint64_t in_bytes = uint64_t(n_in) * 4, out_bytes = width * 4;
+      xpad = scratch_.act.alloc(rows * out_bytes);
+      rec_.seq().fill_zero(xpad);
+      for (uint64_t r = 0; r < rows; ++r) {
+        rec_.seq().copy(BufferRange(*xr.buffer, xr.offset + r * in_bytes, in_bytes),
+                        BufferRange(*xpad.buffer, xpad.offset + r * out_bytes, in_bytes));
+      }
+    }
     for (const Job& j : jobs) {
       const LinearWeight& w = *j.op->w;
       // Every output column is written: no need to load y.
@@ -181,15 +213,16 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
           const TiledTensor::Piece& piece = tw.codes.piece(i);
           const BufferRange codes = tw.codes.range(i);
           const BufferRange dblk = tw.d == 0.0f ? tw.dblk.range(i) : codes;
-          const MatmulTernaryPush push{uint32_t(n_in), uint32_t(piece.rows()), uint32_t(piece.row0),
-                                       uint32_t(rows), uint32_t(w.m.n_out),    tw.d,
+          const MatmulTernaryPush push{uint32_t(width),      uint32_t(piece.rows()),
+                                       uint32_t(piece.row0), uint32_t(rows),
+                                       uint32_t(w.m.n_out),  tw.d,
                                        w.out_scale};
           const uint64_t gx = ceil_div(piece.rows(), plan.rows_per_group);
           const uint64_t gy = ceil_div(rows, plan.tokens_per_group);
           if (act_quant) {
             rec_.dispatch_rows(*p, {codes, dblk, q, qs, yr}, push, gx, gy);
           } else {
-            rec_.dispatch_rows(*p, {codes, dblk, xr, yr}, push, gx, gy);
+            rec_.dispatch_rows(*p, {codes, dblk, xpad, yr}, push, gx, gy);
           }
         }
       }
@@ -331,9 +364,10 @@ void VulkanBackend::norm_linear(const NormOp& norm, std::span<const LinearOp> op
   }
   bool ternary = false;
   for (const LinearOp& op : ops) ternary |= !op.w->is_float();
-  // A few tokens with int8 activations: the norm and the quantiser in one dispatch.
+  // A few tokens with int8 activations: the norm and the quantiser in one dispatch (rows of a
+  // multiple of 256: the fused quantiser writes unpadded rows).
   if (n >= 1 && uint64_t(n) <= tune_.max_matvec_tokens && !norm.rstd && mode.act_quant && ternary &&
-      norm.x != norm.y) {
+      norm.x != norm.y && x.cols() % 256 == 0) {
     const VkTensor& nx = vk_tensor(*norm.x);
     if (nx.cols() != x.cols() || n > nx.rows()) {
       fail("rms_norm: tensor '", nx.name(), "' (", nx.rows(), " x ", nx.cols(), ") into '",

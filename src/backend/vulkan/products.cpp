@@ -197,10 +197,16 @@ void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, Buff
     // Float rows: the whole buffer (q8_0 rows need not end on a word).
     const BufferRange wr = t ? w.range(i) : BufferRange(piece.buffer);
     const BufferRange dblk = t && t->d == 0.0f ? t->dblk.range(i) : wr;
-    const MatmulTransposedPush push{
-        uint32_t(n_in), uint32_t(piece.rows()), uint32_t(piece.row0),
-        uint32_t(rows), uint32_t(dy_stride),    t ? t->d : 0.0f,
-        scale,          i == 0 ? 1u : 0u,       i + 1 == pieces ? 1u : 0u};
+    const MatmulTransposedPush push{uint32_t(n_in),
+                                    uint32_t(piece.rows()),
+                                    uint32_t(piece.row0),
+                                    uint32_t(rows),
+                                    uint32_t(dy_stride),
+                                    t ? t->d : 0.0f,
+                                    scale,
+                                    i == 0 ? 1u : 0u,
+                                    i + 1 == pieces ? 1u : 0u,
+                                    uint32_t(t ? t->n_in : n_in)};
     k.rec.dispatch_rows(p, {wr, dblk, dy, acc, dx}, push, col_groups,
                         ceil_div(rows, kTransTokenRuns * tpt));
   }

@@ -38,7 +38,8 @@ enum class GatedActKind : uint32_t { Relu2 = 0, Silu = 1 };
 // quantize_acts.comp: x (n_tokens, n) -> int8 q packed 4 a word + qscale (n_tokens).
 struct QuantizeActsPush {
   uint32_t n_tokens;
-  uint32_t n;  // values per token, a multiple of 4
+  uint32_t n;        // values per token, a multiple of 4
+  uint32_t q_words;  // words per q row (>= n / 4); the words past n / 4 are zeroed
 };
 
 // matmul_ternary.comp: T2 weight piece x quantised token tile -> y columns [r0, r0 + rows).
@@ -154,7 +155,7 @@ struct RopeKvPush {
   uint32_t tab_rows;
 };
 
-static_assert(sizeof(QuantizeActsPush) == 8);
+static_assert(sizeof(QuantizeActsPush) == 12);
 static_assert(sizeof(MatvecTernaryPush) == 112);
 static_assert(sizeof(RopeKvPush) == 32);
 static_assert(sizeof(MatmulTernaryPush) == 28);
@@ -196,6 +197,7 @@ struct MatmulTransposedPush {
   float scale;         // dx += scale * sum on the last piece
   uint32_t first;      // nonzero: the sum starts from 0, else from the accumulator
   uint32_t last;       // nonzero: add into dx, else store the accumulator
+  uint32_t row_in;     // ternary: weights per stored row (n_in rounded up to 256)
 };
 
 // rms_norm_backward.comp.
@@ -239,7 +241,7 @@ struct AttentionBackwardPush {
 };
 
 static_assert(sizeof(GemmF32Push) == 56);
-static_assert(sizeof(MatmulTransposedPush) == 36);
+static_assert(sizeof(MatmulTransposedPush) == 40);
 static_assert(sizeof(RmsNormBackwardPush) == 8);
 static_assert(sizeof(DropoutPush) == 32);
 static_assert(sizeof(CrossEntropyPush) == 16);

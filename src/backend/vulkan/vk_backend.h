@@ -183,6 +183,9 @@ struct TernaryWeight {
   TiledTensor codes;  // (n_out, n_in / 4 bytes)
   TiledTensor dblk;   // (n_out, n_in / 256 floats); no rows when d != 0
   float d = 0;
+  // Weights per row on the device: the layer's inputs rounded up to 256, the codes past them
+  // zero (1bitLLM's 3B: 3200 -> 3328), so that an input padded with zeros gives the exact sums.
+  uint64_t n_in = 0;
 };
 
 // Float weight rows as the shaders read them (q6_K is converted to f32 at upload), or a view
@@ -382,8 +385,9 @@ class VulkanBackend final : public Backend {
   // output, computed with the quantiser (rms_norm_quant).
   void linear_rows(std::span<const LinearOp> ops, const VkTensor& x, int64_t n,
                    const LinearMode& mode, const NormOp* norm);
+  // q rows of q_words words (0: x.cols() / 4); words past x.cols() / 4 are zero.
   void quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, const NormOp* norm, BufferRange q,
-                     BufferRange qs);
+                     BufferRange qs, uint64_t q_words = 0);
   // One token, int8 activations, at most three ternary layers of uniform scale without LoRA,
   // every tensor in one piece at the token: the decoding matvec applies, with the norm (when
   // given) and the epilogue in its dispatch.

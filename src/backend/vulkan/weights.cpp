@@ -77,28 +77,28 @@ FloatWeightType shader_type(DType t, const std::string& name) {
 const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
   auto it = ternary_.find(&lw);
   if (it != ternary_.end()) return *it->second;
-  const TernaryMatrix& w = lw.m;
+  // The rows as stored on the host (padded there already when no packed type held them)
+  const TernaryMatrix w = lw.m.storage();
   if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {
     fail("vulkan: linear ", lw.name, ": weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
   }
-  if (w.n_in % 256 != 0) {
-    fail("vulkan: linear ", lw.name, ": rows of ", w.n_in,
-         " weights (the Vulkan kernels need a multiple of 256; --device cpu runs this model)");
-  }
   auto tw = std::make_unique<TernaryWeight>();
   tw->d = uniform_d(w);
-  const uint64_t row_words = uint64_t(w.n_in) / 16;
+  // The shaders take rows of a multiple of 256 weights: an I2_S row of 3200 (runs of 128)
+  // gets zero codes (code 1) up to 3328.
+  tw->n_in = uint64_t(w.n_in + kQK_K - 1) / kQK_K * kQK_K;
+  const uint64_t row_words = tw->n_in / 16;
   tw->codes = make_tiled(ctx_, lw.name, uint64_t(w.n_out), row_words * 4);
   const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / (row_words * 4)));
   std::vector<uint32_t> words;
   for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
     const int64_t r1 = std::min(w.n_out, r0 + chunk);
-    words.resize(size_t(r1 - r0) * row_words);
+    words.assign(size_t(r1 - r0) * row_words, 0x55555555u);
     for (int64_t r = r0; r < r1; ++r) t2_row(w, r, words.data() + size_t(r - r0) * row_words);
     tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), words.data());
   }
   if (tw->d == 0.0f) {  // per-block scales, tiled exactly as the codes
-    const int64_t nb = w.n_in / kQK_K;
+    const int64_t nb = int64_t(tw->n_in) / kQK_K;
     TileOptions o;
     if (tw->codes.pieces() > 1) o.max_piece_bytes = tw->codes.rows_per_piece() * uint64_t(nb) * 4;
     tw->dblk = make_tiled(ctx_, lw.name + " block scales", uint64_t(w.n_out), uint64_t(nb) * 4, o);
@@ -106,7 +106,7 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
     if (w.type == DType::TQ2_0) {
       const int64_t rb = row_bytes(DType::TQ2_0, w.n_in);
       for (int64_t r = 0; r < w.n_out; ++r) {
-        for (int64_t b = 0; b < nb; ++b) {
+        for (int64_t b = 0; b < w.n_in / kQK_K; ++b) {  // padded blocks: scale 0
           d[size_t(r * nb + b)] = fp16_to_f32(load_u16(w.data + r * rb + b * 66 + 64));
         }
       }

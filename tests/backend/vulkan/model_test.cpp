@@ -39,6 +39,7 @@ struct ModelCase {
   Activation act;
   bool tied, lora;
   std::string arch = "bitnet";
+  int64_t n_embd = 256, n_ff = 768;  // other than multiples of 256: rows stored padded
 };
 
 void PrintTo(const ModelCase& c, std::ostream* os) {
@@ -59,6 +60,7 @@ TEST_P(VulkanModel, LogitsMatchCpuAtEveryLimit) {
   CreateOptions o = tiny_options(5);  // 256 wide, 4 query and 2 KV heads, ffn 768
   o.hp.n_layer = 2, o.hp.n_vocab = 1000, o.hp.act = c.act, o.hp.tied_head = c.tied;
   o.type = c.type, o.embd_type = c.embd, o.hp.arch = c.arch;
+  o.hp.n_embd = c.n_embd, o.hp.n_ff = c.n_ff, o.hp.rope_dim = c.n_embd / o.hp.n_head;
   auto model = Model::load(create_model(dir, "m.gguf", o));
   const HParams& hp = model->hparams();
   const LoraAdapter adapter =
@@ -112,7 +114,11 @@ INSTANTIATE_TEST_SUITE_P(
         ModelCase{"llama_i2_s_q8_0_untied_lora", DType::I2_S, DType::Q8_0, Activation::Silu, false,
                   true, "llama"},
         ModelCase{"tq2_0_silu_f32_lora", DType::TQ2_0, DType::F32, Activation::Silu, true, true},
-        ModelCase{"i2_s_relu2_bf16", DType::I2_S, DType::BF16, Activation::Relu2, true, false}),
+        ModelCase{"i2_s_relu2_bf16", DType::I2_S, DType::BF16, Activation::Relu2, true, false},
+        // 1bitLLM 3B's proportions: I2_S rows of 384 (padded on the device), f16 rows of 864
+        // (padded on the host)
+        ModelCase{"odd_widths_i2_s_silu_lora", DType::I2_S, DType::F16, Activation::Silu, true,
+                  true, "bitnet", 384, 864}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

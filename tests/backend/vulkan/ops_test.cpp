@@ -96,13 +96,20 @@ struct OpCase {
 
 // One layer of a linear case: ternary (one scale, or TQ2_0 per-block scales) or merged float.
 struct Layer {
-  Layer(DType t, int64_t n, float s = 1, std::vector<int64_t> r = {}, bool blocks = false)
-      : type(t), n_out(n), out_scale(s), lora_ranks(std::move(r)), block_scales(blocks) {}
+  Layer(DType t, int64_t n, float s = 1, std::vector<int64_t> r = {}, bool blocks = false,
+        int64_t row_in = 0)
+      : type(t),
+        n_out(n),
+        out_scale(s),
+        lora_ranks(std::move(r)),
+        block_scales(blocks),
+        row_in(row_in) {}
   DType type;
   int64_t n_out;
   float out_scale;
   std::vector<int64_t> lora_ranks;
   bool block_scales;
+  int64_t row_in;  // rows stored padded to this width (TernaryMatrix::row_in); 0: the input's
 };
 
 // The layers share one input of n tokens x kIn and run in one linear call. kIn: three blocks of
@@ -111,7 +118,7 @@ struct Layer {
 constexpr int64_t kIn = 768;
 
 OpCase linear_case(std::string name, int64_t n, bool act_quant, double tol,
-                   std::vector<Layer> layers, std::string may_refuse = "") {
+                   std::vector<Layer> layers, std::string may_refuse = "", int64_t n_in = kIn) {
   return {name,
           [=] {
             auto ws = std::make_shared<std::vector<std::unique_ptr<HostWeight>>>();
@@ -119,14 +126,15 @@ OpCase linear_case(std::string name, int64_t n, bool act_quant, double tol,
             auto branches = std::make_shared<std::vector<std::vector<const LoraLayer*>>>();
             for (size_t k = 0; k < layers.size(); ++k) {
               const Layer& l = layers[k];
-              ws->push_back(dtype_traits(l.type).ternary
-                                ? ternary_weight(l.type, kIn, l.n_out, l.block_scales, 80 + k)
-                                : float_weight(l.type, kIn, l.n_out, 80 + k));
+              ws->push_back(
+                  dtype_traits(l.type).ternary
+                      ? ternary_weight(l.type, n_in, l.n_out, l.block_scales, 80 + k, l.row_in)
+                      : float_weight(l.type, n_in, l.n_out, 80 + k));
               ws->back()->w.out_scale = l.out_scale;
-              branches->push_back(lora->add(kIn, l.n_out, l.lora_ranks, 90 + 2 * k));
+              branches->push_back(lora->add(n_in, l.n_out, l.lora_ranks, 90 + 2 * k));
             }
             return Runner([=](Backend& b) {
-              TensorPtr x = upload(b, "x", n + 3, kIn, randn((n + 3) * kIn, 11));  // n count
+              TensorPtr x = upload(b, "x", n + 3, n_in, randn((n + 3) * n_in, 11));  // n count
               std::vector<TensorPtr> ys;
               std::deque<Branches> lora_of;  // the LoRA branches of each layer on b
               std::vector<LinearOp> ops;
@@ -303,6 +311,13 @@ std::vector<OpCase> op_cases() {
   c.push_back(linear_case("linear_i2_s_qkv_out_scale", 45, true, 0,
                           {{I2S, 768}, {I2S, 256, 0.75f}, {I2S, 256}}));
   c.push_back(linear_case("linear_i2_s_768x704", 37, true, 0, {{I2S, 704}}));
+  // Widths no multiple of 256 (1bitLLM's 3B: 3200, 8640): an I2_S row of 384 (runs of 128),
+  // padded on the device, and rows of 864 the host stored padded to 1024, with a LoRA branch.
+  c.push_back(linear_case("linear_i2_s_384_wide", 37, true, 0, {{I2S, 512}}, "", 384));
+  c.push_back(linear_case("linear_tq2_0_864_wide_padded", 37, true, 1e-5,
+                          {{TQ2, 320, 1, {4}, false, 1024}}, "", 864));
+  c.push_back(linear_case("linear_tq2_0_864_wide_padded_float_acts", 9, false, 1e-5,
+                          {{TQ2, 320, 1, {}, false, 1024}}, kActWords, 864));
   c.push_back(linear_case("linear_tq2_0_block_scales", 45, true, 1e-5, {{TQ2, 704, 1, {}, true}}));
   // Float activations (--act-quant none).
   c.push_back(linear_case("linear_tq2_0_float_acts", 37, false, 1e-5,

@@ -190,11 +190,12 @@ TrainCase lora_backward_case(int64_t n, int64_t n_in, int64_t n_out, int64_t r, 
 }
 
 TrainCase linear_backward_case(DType type, bool block_scales, int64_t n, int64_t n_in,
-                               int64_t n_out, float out_scale) {
+                               int64_t n_out, float out_scale, int64_t row_in = 0) {
   return {cat("linear_backward_", dtype_name(type), block_scales ? "_blocks_" : "_", n, "x", n_in,
-              "x", n_out, out_scale != 1 ? "_out_scale" : ""),
+              "x", n_out, out_scale != 1 ? "_out_scale" : "", row_in ? "_padded" : ""),
           [=] {
-            std::shared_ptr<HostWeight> w = ternary_weight(type, n_in, n_out, block_scales, 30);
+            std::shared_ptr<HostWeight> w =
+                ternary_weight(type, n_in, n_out, block_scales, 30, row_in);
             w->w.out_scale = out_scale;
             return Runner([=](Backend& b, const Fill& fill) {
               TensorPtr dy = upload(b, "dy", n + 1, n_out, randn((n + 1) * n_out, 31));
@@ -395,6 +396,8 @@ std::vector<TrainCase> train_cases() {
   c.push_back(linear_backward_case(TQ2, false, 1, 768, 1024, 1));
   c.push_back(linear_backward_case(TQ2, true, 77, 1280, 512, 1));
   c.push_back(linear_backward_case(I2S, false, 77, 1280, 512, 1));
+  c.push_back(linear_backward_case(I2S, false, 77, 384, 512, 1));           // device-padded
+  c.push_back(linear_backward_case(TQ2, false, 77, 864, 320, 0.5f, 1024));  // host-padded
   c.push_back(rope_backward_case(N, 128, 10000.0f));
   c.push_back(rope_backward_case(77, 64, 500000.0f));
   for (int64_t group : {1, 4}) {

@@ -30,7 +30,8 @@
 //                                       first and last                            (read/write)
 //   4 dx   float[n_tokens * n_in]       gradient of the input, added to on the last piece
 // Push constants: MatmulTransposedPush { n_in, rows, r0, n_tokens, dy_stride, d, scale,
-//   first, last }; ternary: n_in a multiple of 256.
+//   first, last, row_in }; ternary: rows of row_in weights (n_in rounded up to 256, the codes
+//   past n_in zero); dx has n_in columns.
 // Spec constants: 0 workgroup size, must be 128; 7 tokens per invocation TPT, 2 or 4 (a
 //   workgroup owns 8 * TPT tokens); 8 weight type (float only: 0 f32, 1 f16, 2 bf16, 3 q8_0).
 // Shared memory: 4 * 32 * (68 + 8 * TPT + 2) bytes (10.8 KiB for TPT = 2, 12.8 KiB for 4).
@@ -60,6 +61,7 @@ layout(push_constant) uniform Push {
   float scale;
   uint first;
   uint last;
+  uint row_in;  // ternary: weights per stored row, n_in rounded up to 256
 } pc;
 
 #include "float_weights.glsl"
@@ -90,8 +92,8 @@ void fetch(uint rb, uint c0, uint t0, uint tid) {
   code_word = 0u;
   code_scale = 0.0;
   if (r < pc.rows) {
-    code_word = wt[r * (pc.n_in / 16) + c0 / 16 + tid % 4];
-    code_scale = pc.d != 0.0 ? pc.d : dblk[r * (pc.n_in / 256) + c0 / 256];
+    code_word = wt[r * (pc.row_in / 16) + c0 / 16 + tid % 4];
+    code_scale = pc.d != 0.0 ? pc.d : dblk[r * (pc.row_in / 256) + c0 / 256];
   }
 #else
   for (uint q = 0; q < raw.length(); ++q) {

@@ -7,9 +7,10 @@
 //
 // Bindings (set 0):
 //   0 x      float[n_tokens * n]        f32 activations of one token tile       (read)
-//   1 q      uint [n_tokens * n / 4]    int8 q, element 4w + k in byte k of word w (write)
+//   1 q      uint [n_tokens * q_words]  int8 q, element 4w + k in byte k of word w; words
+//                                       n / 4 .. q_words - 1 of a row zero (padded rows) (write)
 //   2 qscale float[n_tokens]            s per token                              (write)
-// Push constants: QuantizeActsPush { n_tokens, n }; n a multiple of 4.
+// Push constants: QuantizeActsPush { n_tokens, n, q_words }; n a multiple of 4.
 // Spec constants: 0 workgroup size (power of two).
 // Dispatch: (n_tokens, 1, 1), one workgroup per token; n_tokens <= maxComputeWorkGroupCount[0].
 #extension GL_GOOGLE_include_directive : require
@@ -25,6 +26,7 @@ layout(std430, set = 0, binding = 2) writeonly buffer QScale { float qscale[]; }
 layout(push_constant) uniform Push {
   uint n_tokens;
   uint n;
+  uint q_words;
 } pc;
 
 shared float red[WG_SIZE];
@@ -54,8 +56,8 @@ void main() {
   if (tid == 0) qscale[t] = sc;
 
   uint words = pc.n / 4;
-  for (uint w = tid; w < words; w += WG_SIZE) {
+  for (uint w = tid; w < pc.q_words; w += WG_SIZE) {
     uint e = base + 4 * w;
-    q[t * words + w] = pack4_i8(x[e], x[e + 1], x[e + 2], x[e + 3], sc);
+    q[t * pc.q_words + w] = w < words ? pack4_i8(x[e], x[e + 1], x[e + 2], x[e + 3], sc) : 0u;
   }
 }
