@@ -261,6 +261,22 @@ TEST_F(CApi, OpenModelAndInfo) {
   EXPECT_EQ(info.eos, 257);
   EXPECT_EQ(std::string(info.device).rfind("cpu", 0), 0u) << info.device;
   EXPECT_STREQ(info.device_fallback, "");
+  EXPECT_STREQ(info.family, "bitnet");
+  EXPECT_STREQ(info.activation, "relu2");
+  EXPECT_STREQ(info.activation_source, "from bitnet.hidden_activation");
+  // The override, and a bad value named with its option.
+  trit_model_options o = trit_model_options_default();
+  o.device = "cpu";
+  o.activation = "silu";
+  trit_model* silu = nullptr;
+  ASSERT_EQ(trit_model_open(model_path_.c_str(), &o, &silu), TRIT_OK) << last_error();
+  ASSERT_EQ(trit_model_get_info(silu, &info), TRIT_OK);
+  EXPECT_STREQ(info.activation, "silu");
+  EXPECT_STREQ(info.activation_source, "set by the caller (--activation)");
+  trit_model_close(silu);
+  o.activation = "gelu";
+  EXPECT_FAILS(trit_model_open(model_path_.c_str(), &o, &silu), TRIT_ERROR_INVALID_ARGUMENT,
+               "activation is 'gelu', expected relu2 or silu");
 }
 
 TEST_F(CApi, OpenModelErrors) {
