@@ -406,4 +406,35 @@ void float_matrix_row(const FloatMatrix& w, int64_t r, float* out) {
   dequantize_row_scalar(w.type, w.data + r * row_bytes(w.type, w.n_in), w.n_in, out);
 }
 
+void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out, CpuLevel level) {
+  check_rows("float_matrix_rows", r0, r1, w.n_out);
+  const int64_t block = dtype_traits(w.type).block_elems;
+  if (w.n_in <= 0 || w.n_in % block != 0) {
+    fail("float_matrix_rows: ", dtype_name(w.type), " rows of ", w.n_in, " values");
+  }
+  const cpu::FloatView v{w.type, w.data, w.n_in, row_bytes(w.type, w.n_in)};
+  switch (usable(level)) {
+#ifdef TRIT_CPU_X86
+    case CpuLevel::Avx512Vnni:
+    case CpuLevel::Avx2:
+      switch (w.type) {
+        case DType::F32:
+        case DType::F16:
+        case DType::BF16:
+        case DType::Q8_0:
+        case DType::Q6_K:
+          cpu::float_decode_rows_avx2(v, r0, r1, out);
+          return;
+        default:
+          break;
+      }
+      [[fallthrough]];
+#endif
+    default:
+      for (int64_t r = r0; r < r1; ++r) {
+        dequantize_row_scalar(w.type, w.data + r * v.row_bytes, w.n_in, out + (r - r0) * w.n_in);
+      }
+  }
+}
+
 }  // namespace trit::engine

@@ -54,5 +54,9 @@ void float_matmul(const FloatMatrix& w, const float* x, int64_t n_tokens, float*
 
 // Row r of a float matrix as f32 (embedding lookup).
 void float_matrix_row(const FloatMatrix& w, int64_t r, float* out);
+// Rows [r0, r1) as f32 into out ((r1 - r0) x n_in), vectorised where the processor allows; the
+// same values as float_matrix_row.
+void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out,
+                       CpuLevel level = active_cpu_level());
 
 }  // namespace trit::engine

@@ -751,6 +751,32 @@ void float_matmul_avx2(const FloatView& w, const float* x, int64_t n_tokens, flo
   }
 }
 
+void float_decode_rows_avx2(const FloatView& w, int64_t r0, int64_t r1, float* out) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = w.data + r * w.row_bytes;
+    float* o = out + (r - r0) * w.n_in;
+    switch (w.type) {
+      case DType::F32:
+        std::memcpy(o, row, size_t(w.n_in) * 4);
+        break;
+      case DType::F16:
+        decode_row<DType::F16>(row, w.n_in, o);
+        break;
+      case DType::BF16:
+        decode_row<DType::BF16>(row, w.n_in, o);
+        break;
+      case DType::Q8_0:
+        decode_row<DType::Q8_0>(row, w.n_in, o);
+        break;
+      case DType::Q6_K:
+        decode_row<DType::Q6_K>(row, w.n_in, o);
+        break;
+      default:
+        return;  // rejected by the dispatcher
+    }
+  }
+}
+
 }  // namespace trit::engine::cpu
 
 #endif

@@ -62,6 +62,8 @@ void ternary_matmul_avx2(const TernaryView& w, const ActsView& x, float* y, int6
                          int64_t r0, int64_t r1);
 void float_matmul_avx2(const FloatView& w, const float* x, int64_t n_tokens, float* y,
                        int64_t y_stride, int64_t r0, int64_t r1);
+// Rows [r0, r1) as f32, one after another (the AVX-512 level uses it too).
+void float_decode_rows_avx2(const FloatView& w, int64_t r0, int64_t r1, float* out);
 
 void quantize_acts_avx512(const float* x, int64_t n_tokens, int64_t n, ActsOut out);
 void ternary_matmul_avx512(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kernels_backward.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
@@ -149,19 +150,17 @@ void CpuBackend::head_loss(const HeadOp& op) {
     if (!dhf) continue;
     cross_entropy_backward(logits.data(), logits.data(), targets + t0, mask ? mask + t0 : nullptr,
                            nullptr, n, V, norm);
-    // dh = dlogits W: each thread takes rows of W and sums into its own buffer.
+    // dh = dlogits W: each thread takes rows of W, decodes them a panel at a time and adds
+    // dlogits[:, panel] x panel to its own buffer (the register-tiled f32 product).
     pool_.parallel_for(V, [&](int64_t r0, int64_t r1, int thread) {
       Vec& part = dpart[size_t(thread)];
       part.assign(size_t(n * d), 0.0f);
-      Vec row(static_cast<size_t>(d));
-      for (int64_t r = r0; r < r1; ++r) {
-        float_matrix_row(w, r, row.data());
-        for (int64_t t = 0; t < n; ++t) {
-          const float g = logits[size_t(t * V + r)];
-          if (g == 0.0f) continue;
-          float* out = part.data() + t * d;
-          for (int64_t i = 0; i < d; ++i) out[i] += g * row[size_t(i)];
-        }
+      constexpr int64_t kPanelRows = 64;
+      Vec panel(static_cast<size_t>(std::min(kPanelRows, r1 - r0) * d));
+      for (int64_t p0 = r0; p0 < r1; p0 += kPanelRows) {
+        const int64_t p1 = std::min(r1, p0 + kPanelRows);
+        float_matrix_rows(w, p0, p1, panel.data());
+        gemm_f32_acc(0, n, d, p1 - p0, logits.data() + p0, V, 1, panel.data(), d, part.data(), d);
       }
     });
     float* dh = cpu_data(*dhf) + (op.row0 + t0) * d;

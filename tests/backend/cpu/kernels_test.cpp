@@ -562,6 +562,29 @@ TEST(CpuFloatMatmul, MatrixRowEqualsFormula) {
   }
 }
 
+// Several rows at once (the head's backward pass decodes panels so): at every level the bytes
+// of the formula, rows placed one after another.
+TEST_P(CpuKernelsAnyLevel, MatrixRowsEqualTheFormula) {
+  const CpuLevel level = GetParam();
+  std::mt19937 rng(13);
+  for (const FloatShape& s : kFloatShapes) {
+    const int64_t n_out = 5;
+    const std::vector<uint8_t> data = random_float_matrix(s.type, s.n_in, n_out, rng);
+    const FloatMatrix m{s.type, data.data(), s.n_in, n_out};
+    std::vector<float> got(static_cast<size_t>(3 * s.n_in + 1), -7.0f);
+    float_matrix_rows(m, 1, 4, got.data(), level);
+    for (int64_t r = 1; r < 4; ++r) {
+      const std::vector<float> row(got.begin() + (r - 1) * s.n_in, got.begin() + r * s.n_in);
+      EXPECT_TRUE(same_bytes(row, ref_row(s.type, data, s.n_in, r)))
+          << name(level) << " " << dtype_name(s.type) << " n_in " << s.n_in << " row " << r;
+    }
+    EXPECT_EQ(got.back(), -7.0f) << "wrote past the rows";
+  }
+  const FloatMatrix m{DType::F32, nullptr, 32, 2};
+  std::vector<float> y(64);
+  EXPECT_THROW(float_matrix_rows(m, 1, 3, y.data(), level), Error);
+}
+
 // Each level against a double-precision dot product of the decoded rows, and SIMD levels
 // against scalar, within 1e-5 of the sum of |terms|.
 TEST_P(CpuKernelsAnyLevel, FloatMatmulMatchesDequantizedDot) {
