@@ -206,8 +206,13 @@ ToolResult create_model(const std::string& out, const CreateOptions& o) {
   r.seconds = c.seconds;
   char secs[32];
   std::snprintf(secs, sizeof secs, "%.2f", c.seconds);
-  r.summary = cat("wrote ", out, ": ", engine::format_bytes(c.file_bytes), ", ", c.n_tensors,
-                  " tensors, ", engine::dtype_name(opt.type), " weights, in ", secs, " s");
+  r.summary = cat(
+      "wrote ", out, ": ", engine::format_bytes(c.file_bytes), ", ", c.n_tensors, " tensors, ",
+      engine::dtype_name(opt.type), " weights",
+      c.n_f16_linears > 0
+          ? cat(" (", c.n_f16_linears, " layers f16: widths not a multiple of the type's block)")
+          : std::string(),
+      ", in ", secs, " s");
   return r;
 }
 

@@ -395,6 +395,11 @@ CreateResult create_random_model(const CreateOptions& opt, const std::string& pa
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   r.file_bytes = f ? uint64_t(f.tellg()) : 0;
   r.n_tensors = specs.size();
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    for (const std::string& what : block_linear_names()) {
+      r.n_f16_linears += linear_type(block_linear_shape(hp, what).first) == DType::F16;
+    }
+  }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -24,6 +24,7 @@ struct CreateOptions {
 struct CreateResult {
   uint64_t file_bytes = 0;
   uint64_t n_tensors = 0;
+  uint64_t n_f16_linears = 0;  // linear layers of a width the type cannot hold, written as f16
   double seconds = 0;
 };
 
