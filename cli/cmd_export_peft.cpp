@@ -7,7 +7,7 @@ namespace trit::cli {
 
 void add_export_peft_command(CLI::App& app) {
   struct Args {
-    std::string src, out;
+    std::string src, out, base;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -19,8 +19,11 @@ void add_export_peft_command(CLI::App& app) {
                   "Output folder (created; an existing one is replaced only when it holds "
                   "nothing but a previous export)")
       ->required();
+  cmd->add_option("--base", args->base,
+                  "The base model (GGUF); needed for adapters of llama models");
   cmd->callback([args] {
-    std::fprintf(stderr, "trit: %s\n", export_peft(args->src, args->out).summary.c_str());
+    std::fprintf(stderr, "trit: %s\n",
+                 export_peft(args->src, args->out, args->base).summary.c_str());
   });
 }
 

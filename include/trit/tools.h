@@ -70,7 +70,10 @@ TRIT_API ToolResult merge(const std::string& model, const std::string& output,
                           const MergeOptions& options);
 
 // An adapter GGUF to a PEFT adapter folder that Hugging Face peft loads.
-TRIT_API ToolResult export_peft(const std::string& adapter, const std::string& output_dir);
+// base: the base model, needed for an adapter of a llama model (its q and k rows are stored in
+// llama.cpp's order and need the head size to be put back).
+TRIT_API ToolResult export_peft(const std::string& adapter, const std::string& output_dir,
+                                const std::string& base = "");
 
 // A GGUF file's metadata, hyperparameters, tokenizer, tensors and the memory it needs to run:
 // as text, or as one JSON object; every tensor listed when all_tensors.

@@ -11,6 +11,7 @@
 #include "io/adapter_gguf.h"
 #include "io/gguf.h"
 #include "io/peft.h"
+#include "model/llama_layout.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/merge.h"
 
@@ -206,7 +207,11 @@ Adapter Model::load_adapter(const std::string& path) {
   engine::LoraAdapter host = std::filesystem::is_directory(path, ec)
                                  ? engine::load_peft(path)
                                  : engine::load_adapter_gguf(path);
-  if (std::filesystem::is_directory(path, ec)) host.base_arch = impl_->model->hparams().arch;
+  if (std::filesystem::is_directory(path, ec)) {
+    host.base_arch = impl_->model->hparams().arch;
+  } else {  // a llama model's GGUF adapter: W_q, W_k rows in the file's order
+    engine::adapter_rows_from_file(host, impl_->model->hparams(), path);
+  }
   Adapter::Impl a;
   a.owner = impl_.get();
   a.path = path;

@@ -14,6 +14,7 @@
 #include "io/adapter_gguf.h"
 #include "io/gguf.h"
 #include "io/peft.h"
+#include "model/llama_layout.h"
 #include "model/lora_set.h"
 #include "tools/convert.h"
 #include "tools/create.h"
@@ -70,8 +71,9 @@ ToolResult convert_peft(const std::string& src, const std::string& out, const Co
       fail(o.base, ": is a LoRA adapter; the base must be a model");
     }
     const engine::HParams hp = engine::HParams::from_gguf(*model);
+    adapter.base_arch = hp.arch;  // a PEFT folder names no GGUF architecture: the base's
     engine::check_adapter_against(adapter, hp, o.base);
-    adapter.base_arch = hp.arch;
+    engine::adapter_rows_to_file(adapter, hp, out);  // a llama base: llama.cpp's row order
   }
   engine::save_adapter_gguf(adapter, out, type);
   ToolResult r;
@@ -246,9 +248,21 @@ ToolResult merge(const std::string& model, const std::string& out, const MergeOp
   return r;
 }
 
-ToolResult export_peft(const std::string& adapter_path, const std::string& out) {
+ToolResult export_peft(const std::string& adapter_path, const std::string& out,
+                       const std::string& base) {
   const double t0 = now_seconds();
-  const engine::LoraAdapter adapter = engine::load_adapter_gguf(adapter_path);
+  engine::LoraAdapter adapter = engine::load_adapter_gguf(adapter_path);
+  if (adapter.base_arch == "llama") {  // q, k rows in llama.cpp's order: PEFT has HF's
+    if (base.empty()) {
+      fail_option("base", "export-peft: ", adapter_path,
+                  " is an adapter of a llama model, whose q and k rows need the base model's "
+                  "head size to be put back in Hugging Face's order; give the base model");
+    }
+    const auto model = engine::GgufFile::open(base);
+    const engine::HParams hp = engine::HParams::from_gguf(*model);
+    engine::check_adapter_against(adapter, hp, base);
+    engine::adapter_rows_from_file(adapter, hp, adapter_path);
+  }
   engine::save_peft(adapter, out);
   ToolResult r;
   r.output = out;

@@ -1,6 +1,7 @@
 #include "model/llama_layout.h"
 
 #include <cstring>
+#include <optional>
 
 #include "core/error.h"
 #include "model/hparams.h"
@@ -38,6 +39,35 @@ std::vector<uint8_t> reorder_rows(const uint8_t* data, size_t total_bytes, int64
   const size_t rows_end = size_t(n_rows) * row_bytes;
   std::memcpy(out.data() + rows_end, data + rows_end, total_bytes - rows_end);
   return out;
+}
+
+namespace {
+
+void adapter_rows(LoraAdapter& adapter, const HParams& hp, const std::string& where,
+                  RowOrder order) {
+  if (hp.family() != Family::Llama) return;
+  for (auto& [name, L] : adapter.layers) {
+    const std::optional<LoraTarget> t = parse_lora_layer_name(name);
+    if (!t || !rows_permuted_in_file(hp, t->what)) continue;
+    if (L.n_out % hp.head_dim() != 0 || L.b.size() != size_t(L.n_out * L.rank)) {
+      fail(where, ": layer ", name, ": ", L.n_out, " outputs of rank ", L.rank,
+           " do not fit heads of ", hp.head_dim());
+    }
+    const std::vector<uint8_t> rows =
+        reorder_rows(reinterpret_cast<const uint8_t*>(L.b.data()), L.b.size() * sizeof(float),
+                     L.n_out, size_t(L.rank) * sizeof(float), hp.head_dim(), order);
+    std::memcpy(L.b.data(), rows.data(), rows.size());
+  }
+}
+
+}  // namespace
+
+void adapter_rows_to_file(LoraAdapter& adapter, const HParams& hp, const std::string& where) {
+  adapter_rows(adapter, hp, where, RowOrder::HfToFile);
+}
+
+void adapter_rows_from_file(LoraAdapter& adapter, const HParams& hp, const std::string& where) {
+  adapter_rows(adapter, hp, where, RowOrder::FileToHf);
 }
 
 }  // namespace trit::engine

@@ -9,8 +9,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
+
+#include "core/lora.h"
 
 namespace trit::engine {
 
@@ -28,5 +31,12 @@ int64_t hf_row_of(int64_t file_row, int64_t head_dim);
 enum class RowOrder { FileToHf, HfToFile };
 std::vector<uint8_t> reorder_rows(const uint8_t* data, size_t total_bytes, int64_t n_rows,
                                   size_t row_bytes, int64_t head_dim, RowOrder order);
+
+// An adapter of a llama model in a LoRA GGUF holds the B rows of W_q and W_k in the file's
+// order, as the base's rows are and as llama.cpp's LoRA files have them; in memory (and in
+// PEFT folders) they are in Hugging Face's. These move an adapter between the two (nothing for
+// a BitNet model). `where` names the file in errors.
+void adapter_rows_to_file(LoraAdapter& adapter, const HParams& hp, const std::string& where);
+void adapter_rows_from_file(LoraAdapter& adapter, const HParams& hp, const std::string& where);
 
 }  // namespace trit::engine

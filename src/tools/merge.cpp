@@ -417,10 +417,12 @@ MergeResult merge_adapter_files(const std::string& model_path,
                                 const MergeOptions& options) {
   std::deque<LoraAdapter> adapters;  // stable addresses
   std::vector<MergeSource> sources;
+  const HParams base_hp = HParams::from_gguf(*GgufFile::open(model_path));
   for (const std::string& spec : specs) {
     const AdapterSpec s = parse_adapter_spec(spec);
     adapters.push_back(load_adapter_gguf(s.path));
     sources.push_back({s.path, &adapters.back(), s.scale});
+    adapter_rows_from_file(adapters.back(), base_hp, s.path);
   }
   return merge_model(model_path, sources, out_path, options);
 }

@@ -18,6 +18,7 @@
 #include "data/dataset.h"
 #include "io/adapter_gguf.h"
 #include "io/file_util.h"
+#include "model/llama_layout.h"
 #include "model/lora_set.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
@@ -86,6 +87,12 @@ class FinetuneRun {
   void validate(int64_t step);
   void train_step(int64_t step);
   void save_checkpoint_at(int64_t step);
+  // The adapter as its GGUF holds it (a llama model's q, k rows in the file's order).
+  LoraAdapter file_order(const LoraAdapter& a) const {
+    LoraAdapter f = a;
+    adapter_rows_to_file(f, model_.hparams(), o_.out);
+    return f;
+  }
   // Waits while paused; false when a stop request came meanwhile.
   bool wait_while_paused() const;
   bool stop_requested() const { return control_.stop && control_.stop->load(); }
@@ -135,6 +142,7 @@ void FinetuneRun::make_adapter() {
   if (!o_.init_adapter.empty()) {
     adapter_ = load_adapter_gguf(o_.init_adapter);
     check_adapter_against(adapter_, hp, o_.init_adapter);
+    adapter_rows_from_file(adapter_, hp, o_.init_adapter);
   } else {
     adapter_ = lora_init(hp, o_.targets, o_.rank, o_.alpha, o_.rslora, o_.seed);
   }
@@ -149,6 +157,7 @@ int64_t FinetuneRun::restore() {
   const Checkpoint c = read_checkpoint(dir);
   check_same_settings(c.settings, settings_, dir);
   adapter_ = load_adapter_gguf((fs::path(dir) / "adapter.gguf").string());
+  adapter_rows_from_file(adapter_, model_.hparams(), dir);
   adapter_.dropout = o_.dropout;
   opt_->load(read_whole_file((fs::path(dir) / "optimizer.bin").string()),
              (fs::path(dir) / "optimizer.bin").string());
@@ -251,7 +260,7 @@ void FinetuneRun::save_checkpoint_at(int64_t step) {
   tm_->sync_adapter();
   tm_->save_optimizer(*opt_);
   res_.last_checkpoint =
-      save_checkpoint(ckpt_dir_, step, adapter_, *opt_, batches_->state(), settings_);
+      save_checkpoint(ckpt_dir_, step, file_order(adapter_), *opt_, batches_->state(), settings_);
   if (control_.on_event) {
     FinetuneEvent e;
     e.kind = FinetuneEvent::Kind::Checkpoint;
@@ -330,7 +339,7 @@ FinetuneResult FinetuneRun::run() {
     }
   }
   tm_->sync_adapter();
-  save_adapter_gguf(adapter_, o_.out);
+  save_adapter_gguf(file_order(adapter_), o_.out);
   write_loss_curve_svg(res_.plot_path, read_metrics(res_.metrics_path), "trit finetune: loss");
   return res_;
 }

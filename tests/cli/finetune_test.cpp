@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "infer/session.h"
 #include "io/adapter_gguf.h"
+#include "model/llama_layout.h"
 #include "model/lora_set.h"
 #include "support/adapters.h"
 #include "support/cli.h"
@@ -143,8 +144,9 @@ TEST_F(Finetune, LlamaArchitectureModelLearnsTheTask) {
   const FinetuneResult r = run(o, llama);
   EXPECT_EQ(r.steps_done, 40);
   auto model = Model::load(llama);
-  const LoraAdapter ad = load_adapter_gguf(o.out);
+  LoraAdapter ad = load_adapter_gguf(o.out);
   EXPECT_EQ(ad.base_arch, "llama");
+  adapter_rows_from_file(ad, model->hparams(), o.out);  // the file holds llama.cpp's q, k order
   int right_after = 0, right_before = 0;
   for (const std::string& w : held_out_) {
     const std::string prompt = "Is " + w + " a word?";

@@ -9,7 +9,9 @@
 #include <optional>
 
 #include "core/error.h"
+#include "io/adapter_gguf.h"
 #include "io/gguf.h"
+#include "model/llama_layout.h"
 #include "model/model.h"
 #include "support/adapters.h"
 #include "support/errors.h"
@@ -17,6 +19,8 @@
 #include "support/models.h"
 #include "support/numeric.h"
 #include "support/reference_model.h"
+#include "trit/session.h"
+#include "trit/tools.h"
 
 namespace trit::engine {
 namespace {
@@ -113,6 +117,59 @@ void copy_gguf(const std::string& src, const std::string& dst,
   w.begin(dst);
   for (const auto& b : keep) w.append(b.data(), b.size());
   w.finish();
+}
+
+// A llama model's adapter file holds the B rows of q and k in the file's order, as the base's
+// rows and llama.cpp's LoRA files are; loading it puts them back.
+TEST(LlamaFiles, AdapterFilesHoldQkRowsInTheFilesOrder) {
+  test::TempDir dir;
+  const std::string path = test::create_model(dir, "l.gguf", llama_options(6, DType::TQ2_0));
+  auto model = Model::load(path);
+  const HParams& hp = model->hparams();
+  const LoraAdapter ad =
+      test::random_adapter(hp, {.targets = "q,k,v", .rank = 4, .alpha = 8.0f, .seed = 9});
+  LoraAdapter file = ad;
+  adapter_rows_to_file(file, hp, "test");
+  const int64_t hd = hp.head_dim(), half = hd / 2, r = 4;
+  for (const char* name : {"blk.0.attn_q.weight", "blk.1.attn_k.weight"}) {
+    const LoraLayer& a = ad.layers.at(name);
+    const LoraLayer& f = file.layers.at(name);
+    for (int64_t row = 0; row < a.n_out; ++row) {
+      const int64_t head = row / hd, i = row % hd, file_row = head * hd + 2 * (i % half) + i / half;
+      for (int64_t k = 0; k < r; ++k) {
+        ASSERT_EQ(f.b[size_t(file_row * r + k)], a.b[size_t(row * r + k)]) << name << " " << row;
+      }
+    }
+  }
+  EXPECT_EQ(file.layers.at("blk.0.attn_v.weight").b, ad.layers.at("blk.0.attn_v.weight").b);
+  LoraAdapter back = file;
+  adapter_rows_from_file(back, hp, "test");
+  EXPECT_EQ(back.layers.at("blk.0.attn_q.weight").b, ad.layers.at("blk.0.attn_q.weight").b);
+  // Through the public API: the file loads as the adapter it was made from.
+  const std::string adapter_path = dir.file("a.gguf");
+  save_adapter_gguf(file, adapter_path);
+  trit::ModelOptions cpu;
+  cpu.device = "cpu";
+  trit::Model api = trit::Model::open(path, cpu);
+  const trit::Adapter loaded = api.load_adapter(adapter_path);
+  trit::Session s(api);
+  const std::vector<int32_t> ids = llama_test_ids(7, 512);
+  const std::vector<float> got = s.eval(ids, std::vector<trit::AdapterScale>{{loaded, 1.0f}});
+  const std::vector<float> all = test::session_logits(*model, ids, {.lora = {{&ad, 1.0f}}});
+  const std::vector<float> want(all.end() - 512, all.end());
+  EXPECT_LT(test::rel_l2(got, want), 1e-6);
+  // PEFT folders hold Hugging Face's order: export needs the base's head size, and the way
+  // back gives the same file order.
+  const std::string peft = dir.file("peft");
+  EXPECT_CONTAINS(test::error_of([&] { trit::export_peft(adapter_path, peft); }),
+                  "give the base model");
+  trit::export_peft(adapter_path, peft, path);
+  trit::ConvertOptions co;
+  co.base = path;
+  trit::convert(peft, dir.file("back.gguf"), co);
+  const LoraAdapter round = load_adapter_gguf(dir.file("back.gguf"));
+  EXPECT_EQ(round.layers.at("blk.0.attn_q.weight").b, file.layers.at("blk.0.attn_q.weight").b);
+  EXPECT_EQ(round.layers.at("blk.1.attn_k.weight").b, file.layers.at("blk.1.attn_k.weight").b);
 }
 
 // Rope scaling changes the model: a file asking for it is refused, not run with plain rope.
