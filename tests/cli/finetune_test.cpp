@@ -101,6 +101,14 @@ class Finetune : public ::testing::Test {
     return out;
   }
 
+  // Held-out words for which greedy decoding answers " yes!".
+  int answered_right(const Model& m, const LoraAdapter* ad) {
+    int right = 0;
+    for (const std::string& w : held_out_)
+      right += greedy(m, ad, "Is " + w + " a word?", 5) == " yes!";
+    return right;
+  }
+
   test::TempDir dir_;
   std::vector<std::string> held_out_;
 };
@@ -120,14 +128,8 @@ TEST_F(Finetune, LearnsATaskTheBaseCannotDo) {
   EXPECT_LT(r.last_val_loss, 0.1 * first_val);
   auto model = Model::load(dir_.file("m.gguf"));
   const LoraAdapter ad = load_adapter_gguf(o.out);
-  int right_after = 0, right_before = 0;
-  for (const std::string& w : held_out_) {
-    const std::string prompt = "Is " + w + " a word?";
-    right_after += greedy(*model, &ad, prompt, 5) == " yes!";
-    right_before += greedy(*model, nullptr, prompt, 5) == " yes!";
-  }
-  EXPECT_EQ(right_before, 0);
-  EXPECT_GE(right_after, int(held_out_.size()) - 1);
+  EXPECT_EQ(answered_right(*model, nullptr), 0);
+  EXPECT_GE(answered_right(*model, &ad), int(held_out_.size()) - 1);
   // Metrics and the plot are next to the adapter.
   const std::string metrics = test::read_file(dir_.file("a.metrics.jsonl"));
   EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 40 + 3);  // steps + 3 validations
@@ -147,14 +149,8 @@ TEST_F(Finetune, LlamaArchitectureModelLearnsTheTask) {
   LoraAdapter ad = load_adapter_gguf(o.out);
   EXPECT_EQ(ad.base_arch, "llama");
   adapter_rows_from_file(ad, model->hparams(), o.out);  // the file holds llama.cpp's q, k order
-  int right_after = 0, right_before = 0;
-  for (const std::string& w : held_out_) {
-    const std::string prompt = "Is " + w + " a word?";
-    right_after += greedy(*model, &ad, prompt, 5) == " yes!";
-    right_before += greedy(*model, nullptr, prompt, 5) == " yes!";
-  }
-  EXPECT_EQ(right_before, 0);
-  EXPECT_GE(right_after, int(held_out_.size()) - 1);
+  EXPECT_EQ(answered_right(*model, nullptr), 0);
+  EXPECT_GE(answered_right(*model, &ad), int(held_out_.size()) - 1);
 }
 
 TEST_F(Finetune, StopAndResumeGiveTheSameAdapterBytes) {

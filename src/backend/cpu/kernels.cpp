@@ -189,6 +189,12 @@ void float_matmul_scalar(const cpu::FloatView& w, const float* x, int64_t n_toke
 
 // ---- dispatch helpers ----
 
+// The types the float kernels read.
+bool float_kernel_type(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 ||
+         t == DType::Q6_K;
+}
+
 CpuLevel usable(CpuLevel level) {
   return std::min(level, detect_cpu_level());
 }
@@ -363,16 +369,8 @@ void ternary_matmul(const TernaryMatrix& w, const QuantizedActs& x, float* y, in
 
 void float_matmul(const FloatMatrix& w, const float* x, int64_t n_tokens, float* y,
                   int64_t y_stride, int64_t r0, int64_t r1, CpuLevel level) {
-  switch (w.type) {
-    case DType::F32:
-    case DType::F16:
-    case DType::BF16:
-    case DType::Q8_0:
-    case DType::Q6_K:
-      break;
-    default:
-      fail("float_matmul: unsupported weight type ", dtype_name(w.type));
-  }
+  if (!float_kernel_type(w.type))
+    fail("float_matmul: unsupported weight type ", dtype_name(w.type));
   const int64_t block = dtype_traits(w.type).block_elems;
   if (w.n_in <= 0 || w.n_in % block != 0) {
     fail("float_matmul: ", dtype_name(w.type), " rows of ", w.n_in,
@@ -417,16 +415,9 @@ void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out,
 #ifdef TRIT_CPU_X86
     case CpuLevel::Avx512Vnni:
     case CpuLevel::Avx2:
-      switch (w.type) {
-        case DType::F32:
-        case DType::F16:
-        case DType::BF16:
-        case DType::Q8_0:
-        case DType::Q6_K:
-          cpu::float_decode_rows_avx2(v, r0, r1, out);
-          return;
-        default:
-          break;
+      if (float_kernel_type(w.type)) {
+        cpu::float_decode_rows_avx2(v, r0, r1, out);
+        return;
       }
       [[fallthrough]];
 #endif
