@@ -25,12 +25,12 @@ void Backend::norm_linear(const NormOp& norm, std::span<const LinearOp> ops, int
 }
 
 void Backend::rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
-                            DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t n, int64_t pos0,
-                            const AttnShape& shape) {
-  rope(q, n, shape.n_head, shape, pos0);
-  rope(k, n, shape.n_head_kv, shape, pos0);
-  if (&k_cache != &k) store_kv(k_cache, k, n, pos0);
-  if (&v_cache != &v) store_kv(v_cache, v, n, pos0);
+                            DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t row0, int64_t n,
+                            int64_t pos0, const AttnShape& shape) {
+  rope(q, row0, n, shape.n_head, shape, pos0);
+  rope(k, row0, n, shape.n_head_kv, shape, pos0);
+  if (&k_cache != &k) store_kv(k_cache, k, row0, n, pos0);
+  if (&v_cache != &v) store_kv(v_cache, v, row0, n, pos0);
 }
 
 }  // namespace trit::engine

@@ -69,7 +69,9 @@ class DeviceTensor {
 
 // A LoRA branch on a linear layer of n_in inputs and n_out outputs: y += scale * (xd A^T) B^T
 // with xd = dropout(x). The one representation of an adapter's layer on every backend: in
-// generation (da, db null) and in training (gradients added to da, db).
+// generation (da, db null) and in training (gradients added to da, db). In a batch of several
+// sequences with different adapters, a branch applies to the rows of its sequences only
+// (row0, rows; generation only).
 struct LoraBranch {
   DeviceTensor* a = nullptr;   // (rank, n_in)
   DeviceTensor* b = nullptr;   // (n_out, rank)
@@ -77,6 +79,8 @@ struct LoraBranch {
   DeviceTensor* db = nullptr;  // like b
   float scale = 0;             // user scale * alpha / rank (alpha / sqrt(rank) with rsLoRA)
   uint64_t salt = 0;           // tells the dropout masks of different branches apart
+  int64_t row0 = 0;            // the rows of a pass it applies to: [row0, row0 + rows)
+  int64_t rows = -1;           // -1: every row from row0
 };
 
 // What a branch's forward pass saves for its backward pass (training); both null: nothing.
@@ -205,28 +209,32 @@ class Backend {
                              int64_t n, const LoraBranch& br, float p) = 0;
 
   // ---- rope ----
-  // NeoX rope in place on x viewed as (n, n_heads, shape.head_dim), token t at position
-  // pos0 + t.
-  virtual void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
-                    int64_t pos0) = 0;
+  // NeoX rope in place on rows [row0, row0 + n) of x viewed as (rows, n_heads,
+  // shape.head_dim), row row0 + t at position pos0 + t.
+  virtual void rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
+                    const AttnShape& shape, int64_t pos0) = 0;
   // Rotates the gradient x in place by the negative angles (the inverse of rope).
   virtual void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
                              int64_t pos0) = 0;
-  // A block's rope and KV store together: rope on q and k (n_head and n_head_kv heads), then
-  // cache rows [pos0, pos0 + n) = k and v. k's contents afterwards are unspecified (a device
-  // may write the rotated values only to the cache). When k_cache is k itself (training: a
-  // sequence is its own cache, pos0 = 0), only the rotations run.
+  // A block's rope and KV store together over rows [row0, row0 + n) of q, k and v (one
+  // sequence's tokens at positions pos0 ..): rope on q and k (n_head and n_head_kv heads), then
+  // cache rows [pos0, pos0 + n) = those rows of k and v. k's contents afterwards are
+  // unspecified (a device may write the rotated values only to the cache). When k_cache is k
+  // itself (training: a sequence is its own cache, row0 = pos0 = 0), only the rotations run.
   virtual void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
-                             DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t n, int64_t pos0,
-                             const AttnShape& shape);
+                             DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t row0, int64_t n,
+                             int64_t pos0, const AttnShape& shape);
 
   // ---- attention ----
-  // cache rows [pos0, pos0 + n) = src rows [0, n).
-  virtual void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) = 0;
-  // Causal GQA attention of n query tokens at positions pos0.. against cache rows
-  // [0, pos0 + n).   q, out: (n, q_cols)   k_cache, v_cache: (>= pos0 + n, kv_cols)
+  // cache rows [pos0, pos0 + n) = src rows [row0, row0 + n).
+  virtual void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
+                        int64_t pos0) = 0;
+  // Causal GQA attention of the n query tokens in rows [row0, row0 + n) of q (one sequence's,
+  // at positions pos0 ..) against cache rows [0, pos0 + n), into the same rows of out. A batch
+  // of several sequences calls it once per sequence, each with its own cache.
+  //   q, out: (>= row0 + n, q_cols)   k_cache, v_cache: (>= pos0 + n, kv_cols)
   virtual void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                         const DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                         const DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
                          const AttnShape& shape) = 0;
   // Backward of attention over a whole sequence (positions 0 .. n - 1, keys and values of the
   // same n tokens):   dq, q, dout: (n, q_cols)   dk, dv, k, v: (n, kv_cols)

@@ -2,8 +2,8 @@
 
 namespace trit::engine {
 
-void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T, KvView kv,
-                   BlockActs& a) {
+void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T,
+                   std::span<const KvView> seqs, BlockActs& a) {
   const HParams& hp = p.hp;
   const BlockWeights& w = p.w;
   const AttnShape shape = hp.attn_shape();
@@ -14,8 +14,10 @@ void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T, 
   // attention
   const LinearOp qkv[] = {op(kQ, w.q, a.q), op(kK, w.k, a.k), op(kV, w.v, a.v)};
   be.norm_linear({&x, w.attn_norm, eps, a.h1, a.rstd1}, qkv, T, p.mode, LinearEpilogue::none());
-  be.rope_store_kv(*a.q, *a.k, *a.v, *kv.k, *kv.v, T, kv.pos0, shape);
-  be.attention(*a.att, *a.q, *kv.k, *kv.v, T, kv.pos0, shape);
+  for (const KvView& kv : seqs) {
+    be.rope_store_kv(*a.q, *a.k, *a.v, *kv.k, *kv.v, kv.row0, kv.n, kv.pos0, shape);
+    be.attention(*a.att, *a.q, *kv.k, *kv.v, kv.row0, kv.n, kv.pos0, shape);
+  }
   const LinearOp o[] = {op(kO, w.o, a.o)};
   if (w.attn_sub_norm) {
     be.norm_linear({a.att, w.attn_sub_norm, eps, a.h2, a.rstd2}, o, T, p.mode,

@@ -40,12 +40,16 @@ struct BlockActs {
   std::array<std::vector<LoraSaved>, kLinearCount> lora;  // one per branch, or empty
 };
 
-// Where the block's keys and values go and are read from: rows [0, pos0 + T) of k and v.
-// Generation: the layer's KV cache; training: acts.k and acts.v themselves with pos0 = 0.
+// One sequence's tokens in a pass: rows [row0, row0 + n) of the block's tensors, at positions
+// pos0 .. pos0 + n - 1, whose keys and values go to and are read from rows [0, pos0 + n) of k
+// and v. Generation: the sequence's KV cache of this layer (a batch holds several sequences,
+// each with its own cache); training: acts.k and acts.v themselves with row0 = pos0 = 0.
 struct KvView {
   DeviceTensor* k = nullptr;
   DeviceTensor* v = nullptr;
   int64_t pos0 = 0;
+  int64_t row0 = 0;
+  int64_t n = 0;
 };
 
 // Everything a block's pass needs besides its tensors.
@@ -56,9 +60,10 @@ struct BlockPass {
   LinearMode mode;  // activation quantisation, LoRA dropout and its key for this layer
 };
 
-// x (T, d): the block's input on entry, its output on return.
-void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T, KvView kv,
-                   BlockActs& a);
+// x (T, d): the block's input on entry, its output on return. seqs cover rows [0, T), one
+// entry per sequence; the linear layers run over all T rows at once.
+void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T,
+                   std::span<const KvView> seqs, BlockActs& a);
 
 // Scratch for the backward pass of one block. (T tokens)
 struct BlockGrads {

@@ -51,19 +51,62 @@ void ForwardArena::init(Backend& be, const HParams& hp, int64_t batch) {
   act = be.tensor("act", batch, hp.n_ff);
 }
 
-void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t pos0,
-                   KvCache& cache, ForwardArena& a, Backend& be, const ForwardOptions& opts,
-                   float* logits, int64_t first_logit) {
+namespace {
+
+// Rows [row0, row0 + rows) of a batch that share one sequence's adapters.
+struct LoraRun {
+  const LoraSet* lora = nullptr;
+  int64_t row0 = 0, rows = 0;
+};
+
+// The branches of a batch's rows: one set for every row when the sequences share it, else each
+// run's branches restricted to its rows.
+const LoraSet* batch_lora(const std::vector<LoraRun>& runs, int64_t n_layer, LoraSet& merged) {
+  bool shared = true;
+  for (const LoraRun& r : runs) shared = shared && r.lora == runs.front().lora;
+  if (shared) return runs.empty() ? nullptr : runs.front().lora;
+  merged.blocks.assign(size_t(n_layer), {});
+  merged.head.clear();  // the head's branches go with each HeadOp
+  for (const LoraRun& r : runs) {
+    if (!r.lora) continue;
+    for (size_t l = 0; l < size_t(n_layer); ++l) {
+      for (size_t i = 0; i < size_t(kLinearCount); ++i) {
+        for (LoraBranch br : r.lora->blocks[l][i]) {
+          br.row0 = r.row0;
+          br.rows = r.rows;
+          merged.blocks[l][i].push_back(br);
+        }
+      }
+    }
+  }
+  return &merged;
+}
+
+std::span<const LoraBranch> head_branches(const LoraSet* lora) {
+  return lora ? std::span<const LoraBranch>(lora->head) : std::span<const LoraBranch>();
+}
+
+bool same_branches(std::span<const LoraBranch> a, std::span<const LoraBranch> b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].a != b[i].a || a[i].b != b[i].b || a[i].scale != b[i].scale) return false;
+  }
+  return true;
+}
+
+void check_lora_set(const LoraSet* lora, const HParams& hp) {
+  if (lora && int64_t(lora->blocks.size()) != hp.n_layer) {
+    fail("forward: LoRA set for ", lora->blocks.size(), " blocks, the model has ", hp.n_layer);
+  }
+}
+
+// Embedding, every block (attention per sequence, `seqs` per layer from its caches) and the
+// final norm over n rows; the normalised final hidden states end in a.h.
+void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
+                  const std::vector<std::vector<KvView>>& seqs, const LoraSet* lora,
+                  ForwardArena& a, Backend& be, bool act_quant) {
   const HParams& hp = model.hparams();
   const ModelWeights& w = model.weights();
-  if (n <= 0 || n > a.n_batch) fail("forward: ", n, " tokens for a batch of ", a.n_batch);
-  if (pos0 < 0 || pos0 + n > cache.n_ctx) {
-    fail("forward: positions ", pos0, "..", pos0 + n, " exceed the context of ", cache.n_ctx,
-         " tokens");
-  }
-  if (opts.lora && int64_t(opts.lora->blocks.size()) != hp.n_layer) {
-    fail("forward: LoRA set for ", opts.lora->blocks.size(), " blocks, the model has ", hp.n_layer);
-  }
   check_tokens(hp, tokens, n);
   // Nothing is saved; h serves every norm of attention and the feed-forward's first, gate
   // the last (free once the activation has read it).
@@ -79,20 +122,99 @@ void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t
   acts.m = a.act.get();
   be.embedding(*a.x, w.token_embd, tokens, n);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
-    const BlockPass pass{hp, w.blocks[size_t(l)], block_lora(opts.lora, l), {opts.act_quant}};
-    const KvView kv{cache.k[size_t(l)].get(), cache.v[size_t(l)].get(), pos0};
-    block_forward(be, pass, *a.x, n, kv, acts);
+    const BlockPass pass{hp, w.blocks[size_t(l)], block_lora(lora, l), {act_quant}};
+    block_forward(be, pass, *a.x, n, seqs[size_t(l)], acts);
   }
   be.rms_norm({a.x.get(), w.output_norm, hp.rms_eps, a.h.get()}, n);
-  if (!logits || first_logit >= n) return;
+}
+
+// The head over rows [row0, row0 + n) of a.h with `lora`'s branches.
+void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, int64_t n,
+               std::span<const LoraBranch> lora, float* logits) {
   HeadOp head;
   head.h = a.h.get();
-  head.row0 = first_logit;
-  head.n = n - first_logit;
-  head.w = &w.output;
-  if (opts.lora) head.lora = opts.lora->head;
+  head.row0 = row0;
+  head.n = n;
+  head.w = &model.weights().output;
+  head.lora = lora;
   head.logits = logits;
   be.head(head);
+}
+
+}  // namespace
+
+void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t pos0,
+                   KvCache& cache, ForwardArena& a, Backend& be, const ForwardOptions& opts,
+                   float* logits, int64_t first_logit) {
+  const HParams& hp = model.hparams();
+  if (n <= 0 || n > a.n_batch) fail("forward: ", n, " tokens for a batch of ", a.n_batch);
+  if (pos0 < 0 || pos0 + n > cache.n_ctx) {
+    fail("forward: positions ", pos0, "..", pos0 + n, " exceed the context of ", cache.n_ctx,
+         " tokens");
+  }
+  check_lora_set(opts.lora, hp);
+  std::vector<std::vector<KvView>> seqs(size_t(hp.n_layer));
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    seqs[size_t(l)] = {{cache.k[size_t(l)].get(), cache.v[size_t(l)].get(), pos0, 0, n}};
+  }
+  forward_rows(model, tokens, n, seqs, opts.lora, a, be, opts.act_quant);
+  if (!logits || first_logit >= n) return;
+  head_rows(model, a, be, first_logit, n - first_logit, head_branches(opts.lora), logits);
+}
+
+void model_forward_batch(const Model& model, const int32_t* tokens, std::span<const BatchSeq> seqs,
+                         ForwardArena& a, Backend& be, bool act_quant, float* logits) {
+  const HParams& hp = model.hparams();
+  int64_t n = 0;
+  std::vector<LoraRun> runs;
+  std::vector<std::vector<KvView>> views(size_t(hp.n_layer));
+  for (const BatchSeq& s : seqs) {
+    if (!s.cache || s.n <= 0) fail("forward: a sequence of ", s.n, " tokens in a batch");
+    if (s.pos0 < 0 || s.pos0 + s.n > s.cache->n_ctx) {
+      fail("forward: positions ", s.pos0, "..", s.pos0 + s.n, " exceed the context of ",
+           s.cache->n_ctx, " tokens");
+    }
+    check_lora_set(s.lora, hp);
+    for (int64_t l = 0; l < hp.n_layer; ++l) {
+      views[size_t(l)].push_back(
+          {s.cache->k[size_t(l)].get(), s.cache->v[size_t(l)].get(), s.pos0, n, s.n});
+    }
+    if (!runs.empty() && runs.back().lora == s.lora) {
+      runs.back().rows += s.n;
+    } else {
+      runs.push_back({s.lora, n, s.n});
+    }
+    n += s.n;
+  }
+  if (n <= 0 || n > a.n_batch) fail("forward: ", n, " tokens for a batch of ", a.n_batch);
+  LoraSet merged;
+  forward_rows(model, tokens, n, views, batch_lora(runs, hp.n_layer, merged), a, be, act_quant);
+  if (!logits) return;
+  // The head over runs of adjacent wanted rows that share their head branches.
+  const int64_t n_vocab = hp.n_vocab;
+  int64_t row = 0, out = 0;
+  int64_t run0 = -1, run_n = 0;
+  std::span<const LoraBranch> run_lora;
+  auto flush = [&] {
+    if (run_n > 0) head_rows(model, a, be, run0, run_n, run_lora, logits + out * n_vocab);
+    out += run_n;
+    run_n = 0;
+  };
+  for (const BatchSeq& s : seqs) {
+    row += s.n;
+    if (!s.logits) continue;
+    const int64_t last = row - 1;
+    const std::span<const LoraBranch> br = head_branches(s.lora);
+    if (run_n > 0 && run0 + run_n == last && same_branches(br, run_lora)) {
+      ++run_n;
+      continue;
+    }
+    flush();
+    run0 = last;
+    run_n = 1;
+    run_lora = br;
+  }
+  flush();
 }
 
 // ---- training ----
@@ -220,7 +342,8 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
     const float p = for_backward ? o.dropout : 0.0f;
     const BlockPass pass{
         hp, w.blocks[size_t(l)], bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
-    block_forward(be, pass, *ta.x_, T, {a.k, a.v, 0}, a);
+    const KvView self{a.k, a.v, 0, 0, T};  // the sequence is its own cache
+    block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
   }
   be.rms_norm({ta.x_.get(), w.output_norm, hp.rms_eps, ta.hf_.get(), ta.rstdf_.get()}, T);
   if (for_backward) be.zero(*ta.dhf_);
@@ -258,7 +381,8 @@ void model_backward(const Model& model, const TrainSequence& seq, const LoraSet&
     if (o.checkpointing) {  // recompute the block's activations from its input
       ta.bind_lora(l, bl);
       be.copy(*ta.x_, *ta.inputs_[size_t(l)], T);
-      block_forward(be, pass, *ta.x_, T, {a.k, a.v, 0}, a);
+      const KvView self{a.k, a.v, 0, 0, T};
+      block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
     }
     block_backward(be, pass, *ta.inputs_[size_t(l)], a, ta.g_, *ta.dx_, T);
   }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <tuple>
 #include <vector>
 
@@ -57,6 +58,24 @@ struct ForwardArena {
 void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t pos0,
                    KvCache& cache, ForwardArena& arena, Backend& backend,
                    const ForwardOptions& opts, float* logits, int64_t first_logit);
+
+// One sequence of a batched pass (model_forward_batch): its next n tokens, at positions pos0
+// .., appended to its own cache, with its own adapters.
+struct BatchSeq {
+  KvCache* cache = nullptr;
+  int64_t n = 0;
+  int64_t pos0 = 0;
+  const LoraSet* lora = nullptr;  // null: none
+  bool logits = true;             // whether the logits of its last token are wanted
+};
+
+// Runs the tokens of several sequences as one pass: tokens holds each sequence's n tokens in
+// turn (their sum <= arena.n_batch). The linear layers and the head read their weights once
+// for every row; attention runs per sequence against its cache; each row gets its sequence's
+// LoRA branches. logits gets, in order, the last token's logits of each sequence that wants
+// them ((count, n_vocab), row-major). A batch of one sequence computes what model_forward does.
+void model_forward_batch(const Model& model, const int32_t* tokens, std::span<const BatchSeq> seqs,
+                         ForwardArena& arena, Backend& backend, bool act_quant, float* logits);
 
 // ---- training ----
 

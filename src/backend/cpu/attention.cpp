@@ -130,25 +130,30 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   }
 }
 
-void CpuBackend::store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) {
+void CpuBackend::store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
+                          int64_t pos0) {
   check_rows(cache, pos0, n, "store_kv");
-  const float* s = cpu_data(src);
+  check_rows(src, row0, n, "store_kv");
+  const float* s = cpu_data(src) + row0 * src.cols();
   std::copy(s, s + n * src.cols(), cpu_data(cache) + pos0 * cache.cols());
 }
 
 void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                           const DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                           const DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
                            const AttnShape& shape) {
   const int64_t n_keys = pos0 + n;
   check_rows(k_cache, 0, n_keys, "attention");
   check_rows(v_cache, 0, n_keys, "attention");
+  check_rows(q, row0, n, "attention");
+  check_rows(out, row0, n, "attention");
   const size_t need = size_t(n_keys) * size_t(std::max(pool_.size(), 1));
   if (scores_.size() < need) scores_.resize(need);
   const float* kc = cpu_data(k_cache);
   const float* vc = cpu_data(v_cache);
   pool_.parallel_for(shape.n_head, [&](int64_t h0, int64_t h1, int thread) {
-    attention_forward(cpu_data(q), kc, vc, k_cache.cols(), n, pos0, shape.n_head, shape.n_head_kv,
-                      shape.head_dim, h0, h1, cpu_data(out), scores_.data() + thread * n_keys);
+    attention_forward(cpu_data(q) + row0 * q.cols(), kc, vc, k_cache.cols(), n, pos0, shape.n_head,
+                      shape.n_head_kv, shape.head_dim, h0, h1, cpu_data(out) + row0 * out.cols(),
+                      scores_.data() + thread * n_keys);
   });
 }
 

@@ -59,14 +59,15 @@ class CpuBackend final : public Backend {
   void lora_backward(DeviceTensor& dx, const DeviceTensor& dy, const LoraSaved& saved, int64_t n,
                      const LoraBranch& br, float p) override;
   // rope.cpp
-  void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
+  void rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads, const AttnShape& shape,
             int64_t pos0) override;
   void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
                      int64_t pos0) override;
   // attention.cpp
-  void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) override;
+  void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
+                int64_t pos0) override;
   void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                 const DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                 const DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
                  const AttnShape& shape) override;
   void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                           const DeviceTensor& dout, const DeviceTensor& q, const DeviceTensor& k,

@@ -244,8 +244,17 @@ void CpuBackend::lora_forward(DeviceTensor& y, const DeviceTensor& x, int64_t T,
   const int64_t n_in = x.cols(), r = br.a ? br.a->rows() : 0;
   check_branch(br, n_in, y.cols(), "lora_forward");
   if (!(p >= 0.0f && p < 1.0f)) fail("lora_forward: dropout probability ", p, " outside [0, 1)");
+  // A branch of some rows of a batch (generation): the rows as a pass of their own.
+  const int64_t row0 = br.row0, n_rows = br.rows < 0 ? T - br.row0 : br.rows;
+  if (row0 < 0 || n_rows < 0 || row0 + n_rows > T) {
+    fail("lora_forward: rows [", row0, ", ", row0 + n_rows, ") of a pass of ", T);
+  }
+  if (n_rows != T && (p > 0 || saved.xd || saved.ax)) {
+    fail("lora_forward: a branch of some rows of a batch cannot train");
+  }
+  T = n_rows;
   // xd = dropout(x), or x itself.
-  const float* xdp = cpu_data(x);
+  const float* xdp = cpu_data(x) + row0 * n_in;
   if (p > 0 || (saved.xd && saved.xd != &x)) {
     float* dst = saved.xd ? cpu_data(*saved.xd) : nullptr;
     if (!dst) {
@@ -267,7 +276,8 @@ void CpuBackend::lora_forward(DeviceTensor& y, const DeviceTensor& x, int64_t T,
   const float* a = cpu_data(*br.a);
   pool_.parallel_for(
       T, [&](int64_t t0, int64_t t1, int) { matmul_f32_forward(xdp, a, n_in, r, axp, t0, t1); });
-  lora_b_forward(cpu_data(*br.b), axp, T, r, y.cols(), br.scale, cpu_data(y), pool_);
+  lora_b_forward(cpu_data(*br.b), axp, T, r, y.cols(), br.scale, cpu_data(y) + row0 * y.cols(),
+                 pool_);
 }
 
 void CpuBackend::lora_backward(DeviceTensor& dx, const DeviceTensor& dy, const LoraSaved& saved,

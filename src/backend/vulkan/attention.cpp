@@ -19,24 +19,26 @@ constexpr uint32_t kAttnWg = 64;  // attention, attention_combine, attention_bac
 
 }  // namespace
 
-void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, int64_t n,
-                             int64_t pos0) {
+void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, int64_t row0,
+                             int64_t n, int64_t pos0) {
   VkTensor& cache = vk_tensor(cache_t);
   const VkTensor& src = vk_tensor(src_t);
-  if (n < 0 || pos0 < 0 || pos0 + n > cache.rows() || n > src.rows() ||
+  if (n < 0 || pos0 < 0 || pos0 + n > cache.rows() || row0 < 0 || row0 + n > src.rows() ||
       src.cols() != cache.cols()) {
     fail("store_kv: rows ", pos0, "..", pos0 + n, " of cache '", cache.name(), "' (", cache.rows(),
-         " x ", cache.cols(), ") from '", src.name(), "' (", src.rows(), " x ", src.cols(), ")");
+         " x ", cache.cols(), ") from rows ", row0, "..", row0 + n, " of '", src.name(), "' (",
+         src.rows(), " x ", src.cols(), ")");
   }
+  const uint64_t r0 = uint64_t(row0);
   for (const auto& [a, b] :
-       row_segments({{&src.tiles(), 0}, {&cache.tiles(), uint64_t(pos0)}}, uint64_t(n), 0)) {
-    rec_.seq().copy(rows_range(src.tiles(), a, b),
+       row_segments({{&src.tiles(), r0}, {&cache.tiles(), uint64_t(pos0)}}, uint64_t(n), 0)) {
+    rec_.seq().copy(rows_range(src.tiles(), r0 + a, r0 + b),
                     rows_range(cache.tiles(), uint64_t(pos0) + a, uint64_t(pos0) + b));
   }
 }
 
 void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, const DeviceTensor& k_t,
-                              const DeviceTensor& v_t, int64_t n, int64_t pos0,
+                              const DeviceTensor& v_t, int64_t row0, int64_t n, int64_t pos0,
                               const AttnShape& shape) {
   VkTensor& out = vk_tensor(out_t);
   const VkTensor& q = vk_tensor(q_t);
@@ -44,12 +46,14 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
   const VkTensor& vc = vk_tensor(v_t);
   const int64_t hd = shape.head_dim;
   const int64_t n_head = shape.n_head;
-  if (n < 0 || pos0 < 0 || n > q.rows() || n > out.rows() || q.cols() != n_head * hd ||
+  if (n < 0 || pos0 < 0 || row0 < 0 || row0 + n > q.rows() || row0 + n > out.rows() ||
+      q.cols() != n_head * hd ||
       out.cols() != q.cols() || pos0 + n > kc.rows() || kc.cols() != shape.kv_cols() ||
       vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
       vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() || shape.n_head_kv <= 0 ||
       n_head % shape.n_head_kv != 0) {
-    fail("attention: ", n, " queries at ", pos0, " in '", q.name(), "' (", q.rows(), " x ",
+    fail("attention: ", n, " queries at ", pos0, " in rows ", row0, ".. of '", q.name(), "' (",
+         q.rows(), " x ",
          q.cols(), ") against '", kc.name(), "' and '", vc.name(), "' (", kc.rows(), " x ",
          kc.cols(), "), ", n_head, " heads of ", hd, ", ", shape.n_head_kv, " KV heads");
   }
@@ -68,10 +72,13 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
   const uint64_t limit = ctx_->binding_limit();
   const uint32_t max_z = ctx_->caps().info.max_compute_work_group_count[2];
   scratch_.attn.reset();
+  scratch_.act.reset();
+  const uint64_t r0 = uint64_t(row0);
   for (const auto& [a, b] :
-       row_segments({{&q.tiles(), 0}, {&out.tiles(), 0}}, uint64_t(n), rec_.max_seg_rows())) {
-    const BufferRange qr = rows_range(q.tiles(), a, b);
-    const BufferRange outr = rows_range(out.tiles(), a, b);
+       row_segments({{&q.tiles(), r0}, {&out.tiles(), r0}}, uint64_t(n), rec_.max_seg_rows())) {
+    // A sequence's rows inside a batch: staged copies where their offset breaks the alignment.
+    const BufferRange qr = scratch_.bind_rows(rec_, q.tiles(), r0 + a, r0 + b, true);
+    const BufferRange outr = scratch_.bind_rows(rec_, out.tiles(), r0 + a, r0 + b, false);
     const uint64_t tile_pos0 = uint64_t(pos0) + a;  // position of the segment's row 0
     // Queries per dispatch: their partials (n_head * n_chunks records of hd + 2 floats each)
     // fit the binding limit.
@@ -112,6 +119,7 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
                                        uint32_t(n_head), uint32_t(hd), uint32_t(n_chunks)};
       rec_.seq().dispatch(pc, {part, outr}, cpush, uint32_t(n_head), uint32_t(n_q));
     }
+    scratch_.unbind_rows(rec_, outr, out.tiles(), r0 + a, r0 + b);
   }
 }
 

@@ -249,22 +249,32 @@ void VulkanBackend::lora_forward(DeviceTensor& y_t, const DeviceTensor& x_t, int
   if (saved.xd) check_rows_of(*saved.xd, n, n_in, op);
   if (saved.ax) check_rows_of(*saved.ax, n, rank, op);
   if (!(p >= 0.0f && p < 1.0f)) fail(op, ": dropout probability ", p, " outside [0, 1)");
-  if (n == 0) return;
+  // A branch of some rows of a batch (generation): the rows as a pass of their own.
+  const int64_t row0 = br.row0, n_rows = br.rows < 0 ? n - br.row0 : br.rows;
+  if (row0 < 0 || n_rows < 0 || row0 + n_rows > n) {
+    fail(op, ": rows [", row0, ", ", row0 + n_rows, ") of a pass of ", n);
+  }
+  if (n_rows != n && (p > 0 || saved.xd || saved.ax)) {
+    fail(op, ": a branch of some rows of a batch cannot train");
+  }
+  if (n_rows == 0) return;
   VkTensor& y = vk_tensor(y_t);
   const VkTensor& x = vk_tensor(x_t);
-  std::vector<RowsOf> touched = {{&x.tiles(), 0}, {&y.tiles(), 0}};
   // Generation (nothing saved, no dropout): matmul_float's products, which take the matvec
   // path for a few tokens. Training: gemm_f32's, bit-exact with the CPU.
   if (!saved.xd && !saved.ax && p == 0) {
+    const uint64_t r0 = uint64_t(row0);
     scratch_.act.reset();
-    for (const auto& [a, b] : row_segments(touched, uint64_t(n), rec_.max_seg_rows())) {
-      const BufferRange xr = scratch_.bind_rows(rec_, x.tiles(), a, b, true);
-      const BufferRange yr = scratch_.bind_rows(rec_, y.tiles(), a, b, true);
-      lora_apply_rows(kit_, br, xr, yr, b - a, uint64_t(n), uint64_t(n_out));
-      scratch_.unbind_rows(rec_, yr, y.tiles(), a, b);
+    for (const auto& [a, b] : row_segments({{&x.tiles(), r0}, {&y.tiles(), r0}}, uint64_t(n_rows),
+                                           rec_.max_seg_rows())) {
+      const BufferRange xr = scratch_.bind_rows(rec_, x.tiles(), r0 + a, r0 + b, true);
+      const BufferRange yr = scratch_.bind_rows(rec_, y.tiles(), r0 + a, r0 + b, true);
+      lora_apply_rows(kit_, br, xr, yr, b - a, uint64_t(n_rows), uint64_t(n_out));
+      scratch_.unbind_rows(rec_, yr, y.tiles(), r0 + a, r0 + b);
     }
     return;
   }
+  std::vector<RowsOf> touched = {{&x.tiles(), 0}, {&y.tiles(), 0}};
   VkTensor* xd = saved.xd && saved.xd != &x_t ? &vk_tensor(*saved.xd) : nullptr;
   VkTensor* ax = saved.ax ? &vk_tensor(*saved.ax) : nullptr;
   if (xd) touched.push_back({&xd->tiles(), 0});

@@ -10,25 +10,26 @@ constexpr uint32_t kRopeWg = 128;  // rope, rope_kv
 
 }  // namespace
 
-void VulkanBackend::rope(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
-                         int64_t pos0) {
-  rope_rows(x, n, n_heads, shape, pos0, /*inverse=*/false);
+void VulkanBackend::rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
+                         const AttnShape& shape, int64_t pos0) {
+  rope_rows(x, row0, n, n_heads, shape, pos0, /*inverse=*/false);
 }
 
 void VulkanBackend::rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads,
                                   const AttnShape& shape, int64_t pos0) {
-  rope_rows(x, n, n_heads, shape, pos0, /*inverse=*/true);
+  rope_rows(x, 0, n, n_heads, shape, pos0, /*inverse=*/true);
 }
 
-// rope.comp over rows [0, n) of x: the angles of positions pos0.., negated when inverse.
-void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t n, int64_t n_heads, const AttnShape& shape,
-                              int64_t pos0, bool inverse) {
+// rope.comp over rows [row0, row0 + n) of x: the angles of positions pos0.., negated when
+// inverse.
+void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t row0, int64_t n, int64_t n_heads,
+                              const AttnShape& shape, int64_t pos0, bool inverse) {
   const char* op = inverse ? "rope_backward" : "rope";
   VkTensor& x = vk_tensor(x_t);
   const int64_t head_dim = shape.head_dim;
-  if (n < 0 || n > x.rows() || pos0 < 0 || x.cols() != n_heads * head_dim) {
-    fail(op, ": tensor '", x.name(), "' (", x.rows(), " x ", x.cols(), "), ", n, " rows of ",
-         n_heads, " heads of ", head_dim);
+  if (n < 0 || row0 < 0 || row0 + n > x.rows() || pos0 < 0 || x.cols() != n_heads * head_dim) {
+    fail(op, ": tensor '", x.name(), "' (", x.rows(), " x ", x.cols(), "), rows ", row0, "..",
+         row0 + n, " of ", n_heads, " heads of ", head_dim);
   }
   if (shape.rope_dim % 2 != 0 || shape.rope_dim > head_dim) {
     fail(op, ": rope_dim ", shape.rope_dim, " with head_dim ", head_dim);
@@ -38,8 +39,9 @@ void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t n, int64_t n_heads, con
   const TiledTensor& table = weights_.rope_table(pos0 + n, shape.rope_dim, shape.rope_theta);
   const Pipeline& p = rec_.pipeline("rope", 2, sizeof(RopePush), {kRopeWg}, 0b10);
   const uint64_t pairs = uint64_t(n_heads) * uint64_t(shape.rope_dim / 2);
-  for (const auto& [a, b] : row_segments({{&x.tiles(), 0}}, uint64_t(n), rec_.max_seg_rows())) {
-    const BufferRange xr = scratch_.bind_rows(rec_, x.tiles(), a, b, true);
+  const uint64_t r0 = uint64_t(row0);
+  for (const auto& [a, b] : row_segments({{&x.tiles(), r0}}, uint64_t(n), rec_.max_seg_rows())) {
+    const BufferRange xr = scratch_.bind_rows(rec_, x.tiles(), r0 + a, r0 + b, true);
     const uint64_t p0 = uint64_t(pos0) + a, p1 = uint64_t(pos0) + b;
     for (const PieceRun& run : table.runs(p0, p1)) {
       const TiledTensor::Piece& piece = table.piece(run.piece);
@@ -49,13 +51,13 @@ void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t n, int64_t n_heads, con
       rec_.seq().dispatch(p, {xr, table.range(run.piece)}, push, uint32_t(ceil_div(pairs, kRopeWg)),
                           uint32_t(b - a));
     }
-    scratch_.unbind_rows(rec_, xr, x.tiles(), a, b);
+    scratch_.unbind_rows(rec_, xr, x.tiles(), r0 + a, r0 + b);
   }
 }
 
 void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const DeviceTensor& v_t,
-                                  DeviceTensor& kc_t, DeviceTensor& vc_t, int64_t n, int64_t pos0,
-                                  const AttnShape& shape) {
+                                  DeviceTensor& kc_t, DeviceTensor& vc_t, int64_t row0, int64_t n,
+                                  int64_t pos0, const AttnShape& shape) {
   VkTensor& q = vk_tensor(q_t);
   const VkTensor& k = vk_tensor(k_t);
   const VkTensor& v = vk_tensor(v_t);
@@ -69,19 +71,21 @@ void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const De
                     shape.rope_dim % 2 == 0 && shape.rope_dim <= head_dim &&
                     q.cols() == shape.n_head * head_dim && k.cols() == shape.kv_cols() &&
                     v.cols() == k.cols() && kc.cols() == k.cols() && vc.cols() == k.cols() &&
-                    n <= q.rows() && n <= k.rows() && n <= v.rows() && pos0 + n <= kc.rows() &&
-                    pos0 + n <= vc.rows() && one_piece(q.tiles(), 0, uint64_t(n)) &&
-                    one_piece(k.tiles(), 0, uint64_t(n)) && one_piece(v.tiles(), 0, uint64_t(n)) &&
+                    row0 >= 0 && row0 + n <= q.rows() && row0 + n <= k.rows() &&
+                    row0 + n <= v.rows() && pos0 + n <= kc.rows() && pos0 + n <= vc.rows() &&
+                    one_piece(q.tiles(), uint64_t(row0), uint64_t(n)) &&
+                    one_piece(k.tiles(), uint64_t(row0), uint64_t(n)) &&
+                    one_piece(v.tiles(), uint64_t(row0), uint64_t(n)) &&
                     one_piece(kc.tiles(), uint64_t(pos0), uint64_t(n)) &&
                     one_piece(vc.tiles(), uint64_t(pos0), uint64_t(n));
   if (!fits) {
-    Backend::rope_store_kv(q_t, k_t, v_t, kc_t, vc_t, n, pos0, shape);
+    Backend::rope_store_kv(q_t, k_t, v_t, kc_t, vc_t, row0, n, pos0, shape);
     return;
   }
   const TiledTensor& table = weights_.rope_table(pos0 + n, shape.rope_dim, shape.rope_theta);
   const auto runs = table.runs(uint64_t(pos0), uint64_t(pos0 + n));
   if (runs.size() != 1) {
-    Backend::rope_store_kv(q_t, k_t, v_t, kc_t, vc_t, n, pos0, shape);
+    Backend::rope_store_kv(q_t, k_t, v_t, kc_t, vc_t, row0, n, pos0, shape);
     return;
   }
   const TiledTensor::Piece& piece = table.piece(runs[0].piece);
@@ -92,12 +96,17 @@ void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const De
   const uint64_t work =
       uint64_t(shape.n_head) * uint64_t(shape.rope_dim / 2) + 2 * uint64_t(k.cols());
   const uint64_t end = uint64_t(pos0 + n);
+  // A sequence's rows inside a batch: staged copies where their offset breaks the alignment.
+  const uint64_t r0 = uint64_t(row0), r1 = uint64_t(row0 + n);
+  scratch_.act.reset();
+  const BufferRange qr = scratch_.bind_rows(rec_, q.tiles(), r0, r1, true);
   rec_.seq().dispatch(
       p,
-      {rows_range(q.tiles(), 0, uint64_t(n)), rows_range(k.tiles(), 0, uint64_t(n)),
-       rows_range(v.tiles(), 0, uint64_t(n)), rows_range(kc.tiles(), uint64_t(pos0), end),
+      {qr, scratch_.bind_rows(rec_, k.tiles(), r0, r1, true),
+       scratch_.bind_rows(rec_, v.tiles(), r0, r1, true), rows_range(kc.tiles(), uint64_t(pos0), end),
        rows_range(vc.tiles(), uint64_t(pos0), end), table.range(runs[0].piece)},
       push, uint32_t(ceil_div(work, kRopeWg)), uint32_t(n));
+  scratch_.unbind_rows(rec_, qr, q.tiles(), r0, r1);
 }
 
 }  // namespace trit::engine::vk

@@ -348,17 +348,18 @@ class VulkanBackend final : public Backend {
   void lora_backward(DeviceTensor& dx, const DeviceTensor& dy, const LoraSaved& saved, int64_t n,
                      const LoraBranch& br, float p) override;
   // rope.cpp
-  void rope(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
+  void rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads, const AttnShape& shape,
             int64_t pos0) override;
   void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
                      int64_t pos0) override;
   void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v, DeviceTensor& k_cache,
-                     DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                     DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
                      const AttnShape& shape) override;
   // attention.cpp
-  void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t n, int64_t pos0) override;
+  void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
+                int64_t pos0) override;
   void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                 const DeviceTensor& v_cache, int64_t n, int64_t pos0,
+                 const DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
                  const AttnShape& shape) override;
   void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                           const DeviceTensor& dout, const DeviceTensor& q, const DeviceTensor& k,
@@ -399,8 +400,8 @@ class VulkanBackend final : public Backend {
   void head_logits(const HeadOp& op);  // loss.cpp
   void head_loss(const HeadOp& op);
   void collect_losses();
-  void rope_rows(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape, int64_t pos0,
-                 bool inverse);  // rope.cpp
+  void rope_rows(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads, const AttnShape& shape,
+                 int64_t pos0, bool inverse);  // rope.cpp
 
   std::unique_ptr<Context> ctx_;
   Recorder rec_;

@@ -213,7 +213,7 @@ TEST_F(CpuTrainOps, Attention) {
   auto loss = [&](const Vec& q2, const Vec& k2, const Vec& v2) {
     TensorPtr a = up("q", n, d, q2), b = up("k", n, kv, k2), c = up("v", n, kv, v2);
     TensorPtr o = b_.tensor("o", n, d);
-    b_.attention(*o, *a, *b, *c, n, 0, shape);
+    b_.attention(*o, *a, *b, *c, 0, n, 0, shape);
     return dot(get(*o), w);
   };
   auto minus = [](const Vec& a, const Vec& b) {
@@ -245,7 +245,7 @@ TEST_F(CpuTrainOps, RopeBackwardIsTheInverseRotation) {
     std::iota(pos.begin(), pos.end(), 0);
     rope_backward(ref.data(), n, 4, 16, rope_dim, pos.data(), 1e4f);
     EXPECT_EQ(get(*x), ref);
-    b_.rope(*x, n, 4, shape, 0);
+    b_.rope(*x, 0, n, 4, shape, 0);
     const Vec back = get(*x);
     for (size_t i = 0; i < back.size(); ++i) ASSERT_NEAR(back[i], xv[i], 1e-5) << i;
   }

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "infer/session.h"
 #include "support/adapters.h"
+#include "support/batch.h"
 #include "support/files.h"
 #include "support/models.h"
 #include "support/numeric.h"
@@ -120,6 +121,53 @@ INSTANTIATE_TEST_SUITE_P(
         ModelCase{"odd_widths_i2_s_silu_lora", DType::I2_S, DType::F16, Activation::Silu, true,
                   true, "bitnet", 384, 864}),
     [](const auto& info) { return info.param.name; });
+
+// Several sequences in one pass (model_forward_batch, what the server's continuous batching
+// runs): prompts split over passes and beside decoding rows, different adapters per row. Each
+// sequence's logits on the Vulkan backend equal the CPU's, sequence by sequence, within the
+// bounds of the test above; at a small binding limit (rows of a sequence then start inside a
+// piece and off the buffer-offset alignment) they equal the unlimited ones.
+TEST(VulkanBatch, EverySequenceGetsTheCpuLogitsItGetsAlone) {
+  std::unique_ptr<Backend> vk;
+  open_vulkan(0, &vk);
+  if (!vk) return;
+  test::TempDir dir;
+  CreateOptions o = tiny_options(5);
+  o.hp.n_layer = 2, o.hp.n_vocab = 1000;
+  auto model = Model::load(create_model(dir, "m.gguf", o));
+  const HParams& hp = model->hparams();
+  const LoraAdapter a1 =
+      random_adapter(hp, {.targets = "all,head", .rank = 4, .alpha = 8.0f, .seed = 6});
+  const LoraAdapter a2 = random_adapter(hp, {.targets = "q,v,down", .rank = 2, .seed = 7});
+  const int64_t V = hp.n_vocab;
+  ThreadPool pool(n_threads());
+  CpuBackend cpu(pool);
+  std::unique_ptr<Backend> tiled;
+  open_vulkan(64 * KiB, &tiled);
+  ASSERT_TRUE(tiled);
+  struct Sets {
+    AttachedLora a, b;
+  };
+  auto sets = [&](Backend& be) {
+    return Sets{attach_lora(be, hp, {{&a1, 1.0f}}), attach_lora(be, hp, {{&a1, 0.5f}, {&a2, 2.0f}})};
+  };
+  const Sets on_cpu = sets(cpu), on_vk = sets(*vk), on_tiled = sets(*tiled);
+  for (bool act_quant : {false, true}) {
+    const double tol = act_quant ? 3e-2 : 1e-4;
+    const auto want = separate_logits(*model, cpu, batch_sequences(&on_cpu.a.set, &on_cpu.b.set),
+                                      act_quant, 16);
+    const auto got = batched_logits(*model, *vk, batch_sequences(&on_vk.a.set, &on_vk.b.set),
+                                    batch_schedule(), act_quant, 16);
+    const auto small = batched_logits(*model, *tiled,
+                                      batch_sequences(&on_tiled.a.set, &on_tiled.b.set),
+                                      batch_schedule(), act_quant, 16);
+    for (size_t s = 0; s < want.size(); ++s) {
+      const std::string what = cat("sequence ", s, act_quant ? " W1.58A8" : " float activations");
+      expect_logits_close(want[s], got[s], V, tol, what);
+      expect_match({"logits", V, got[s]}, small[s], 0, what + " at 64 KiB against unlimited");
+    }
+  }
+}
 
 }  // namespace
 }  // namespace trit::engine

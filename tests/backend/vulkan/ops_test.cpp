@@ -206,8 +206,8 @@ OpCase rope_case(int64_t n, int64_t pos0, int64_t rope_dim, float theta) {
                                   .rope_theta = theta};
             TensorPtr q = upload(b, "q", n + 1, 2048, randn((n + 1) * 2048, 41));
             TensorPtr k = upload(b, "k", n + 1, 512, randn((n + 1) * 512, 42));
-            b.rope(*q, n, shape.n_head, shape, pos0);
-            b.rope(*k, n, shape.n_head_kv, shape, pos0);
+            b.rope(*q, 0, n, shape.n_head, shape, pos0);
+            b.rope(*k, 0, n, shape.n_head_kv, shape, pos0);
             return std::vector<Out>{download(b, *q, n, 0), download(b, *k, n, 0)};
           }};
 }
@@ -230,9 +230,9 @@ OpCase attention_case(int64_t group, int64_t n, int64_t pos0) {
             TensorPtr v = upload(b, "v", n + 2, kv, randn((n + 2) * kv, 54));
             TensorPtr q = upload(b, "q", n + 2, d, randn((n + 2) * d, 55));
             TensorPtr out = b.tensor("out", n + 2, d);
-            b.store_kv(*kc, *k, n, pos0);
-            b.store_kv(*vc, *v, n, pos0);
-            b.attention(*out, *q, *kc, *vc, n, pos0, shape);
+            b.store_kv(*kc, *k, 0, n, pos0);
+            b.store_kv(*vc, *v, 0, n, pos0);
+            b.attention(*out, *q, *kc, *vc, 0, n, pos0, shape);
             return std::vector<Out>{download(b, *out, n, 1e-5, true), download(b, *kc, n_ctx, 0),
                                     download(b, *vc, n_ctx, 0)};
           }};
@@ -449,7 +449,7 @@ TEST(VulkanAttention, PromptEqualsItsTokensOneByOne) {
       const std::vector<float> qv = randn(n * n_embd, 603);
       TensorPtr q = upload(*b, "q", n, n_embd, qv);
       TensorPtr out = b->tensor("out", n, n_embd);
-      b->attention(*out, *q, *kc, *vc, n, pos0, shape);
+      b->attention(*out, *q, *kc, *vc, 0, n, pos0, shape);
       const std::vector<float> prompt = download(*b, *out, n, 0).v;
       std::vector<float> one_by_one;
       for (int64_t t = 0; t < n; ++t) {
@@ -457,7 +457,7 @@ TEST(VulkanAttention, PromptEqualsItsTokensOneByOne) {
             upload(*b, "q1", 1, n_embd,
                    std::vector<float>(qv.begin() + t * n_embd, qv.begin() + (t + 1) * n_embd));
         TensorPtr o1 = b->tensor("o1", 1, n_embd);
-        b->attention(*o1, *q1, *kc, *vc, 1, pos0 + t, shape);
+        b->attention(*o1, *q1, *kc, *vc, 0, 1, pos0 + t, shape);
         const std::vector<float> row = download(*b, *o1, 1, 0).v;
         one_by_one.insert(one_by_one.end(), row.begin(), row.end());
       }
