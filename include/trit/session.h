@@ -62,6 +62,8 @@ struct GenerateResult {
   int64_t n_cached = 0;  // of those, taken from the cache instead of computed
   int64_t n_generated = 0;
   double prompt_seconds = 0, generate_seconds = 0;
+  double queue_seconds = 0;  // BatchGenerator: waiting for a free slot
+  std::string error;         // BatchGenerator: not empty when a pass failed (its message)
 };
 
 struct SessionOptions {

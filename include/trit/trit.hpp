@@ -11,6 +11,7 @@
 // (trit/error.h).
 #pragma once
 
+#include "trit/batch.h"
 #include "trit/devices.h"
 #include "trit/error.h"
 #include "trit/eval.h"

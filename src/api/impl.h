@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "core/lora.h"
 #include "core/thread_pool.h"
+#include "infer/generate.h"
 #include "infer/session.h"
 #include "model/lora_set.h"
 #include "model/model.h"
@@ -48,6 +49,11 @@ struct Model::Impl {
   // An identity of a call's adapters and scales: a cache computed with another one is stale.
   std::vector<std::pair<const void*, float>> lora_key(std::span<const AdapterScale> uses) const;
 };
+
+// The engine's generation options for GenerateOptions (sampling, stop strings, limits; the
+// callbacks are the caller's to connect), and the public name of an engine stop reason.
+engine::GenerateOptions engine_generate_options(const GenerateOptions& o);
+StopReason public_stop_reason(engine::StopReason reason);
 
 struct ApiAccess {
   static Model::Impl& impl(Model& m) { return *m.impl_; }

@@ -26,6 +26,35 @@ const char* stop_reason_name(StopReason reason) {
   return "stop";
 }
 
+engine::GenerateOptions engine_generate_options(const GenerateOptions& o) {
+  engine::GenerateOptions g;
+  g.n_predict = o.max_tokens;
+  g.sampler = {o.sampling.temperature, o.sampling.top_k,          o.sampling.top_p,
+               o.sampling.min_p,       o.sampling.repeat_penalty, o.sampling.repeat_last_n,
+               o.sampling.seed};
+  g.stop_at_end = !o.ignore_eos;
+  g.stop = o.stop;
+  return g;
+}
+
+StopReason public_stop_reason(engine::StopReason reason) {
+  switch (reason) {
+    case engine::StopReason::MaxTokens:
+      return StopReason::MaxTokens;
+    case engine::StopReason::EndOfGeneration:
+      return StopReason::EndOfGeneration;
+    case engine::StopReason::StopString:
+      return StopReason::StopString;
+    case engine::StopReason::Callback:
+      return StopReason::Callback;
+    case engine::StopReason::Cancelled:
+      return StopReason::Cancelled;
+    case engine::StopReason::ContextFull:
+      return StopReason::ContextFull;
+  }
+  return StopReason::MaxTokens;
+}
+
 struct Session::Impl {
   Model::Impl& m;
   engine::Session session;
@@ -75,13 +104,7 @@ GenerateResult Session::Impl::run(const std::vector<int32_t>& tokens, bool conti
     engine::fail("the prompt (", session.n_past() + int64_t(prompt.size()),
                  " tokens) does not fit the session's context of ", session.n_ctx(), " tokens");
   }
-  engine::GenerateOptions g;
-  g.n_predict = o.max_tokens;
-  g.sampler = {o.sampling.temperature, o.sampling.top_k,          o.sampling.top_p,
-               o.sampling.min_p,       o.sampling.repeat_penalty, o.sampling.repeat_last_n,
-               o.sampling.seed};
-  g.stop_at_end = !o.ignore_eos;
-  g.stop = o.stop;
+  engine::GenerateOptions g = engine_generate_options(o);
   if (o.on_text) g.on_text = [&](std::string_view piece) { return o.on_text(piece); };
   g.cancel = &cancel;
   const engine::GenerateStats st = engine::generate(session, prompt, g, m.model->tokenizer());
@@ -93,26 +116,7 @@ GenerateResult Session::Impl::run(const std::vector<int32_t>& tokens, bool conti
   r.n_generated = st.n_generated;
   r.prompt_seconds = st.prompt_seconds;
   r.generate_seconds = st.generate_seconds;
-  switch (st.stop_reason) {
-    case engine::StopReason::MaxTokens:
-      r.stop_reason = StopReason::MaxTokens;
-      break;
-    case engine::StopReason::EndOfGeneration:
-      r.stop_reason = StopReason::EndOfGeneration;
-      break;
-    case engine::StopReason::StopString:
-      r.stop_reason = StopReason::StopString;
-      break;
-    case engine::StopReason::Callback:
-      r.stop_reason = StopReason::Callback;
-      break;
-    case engine::StopReason::Cancelled:
-      r.stop_reason = StopReason::Cancelled;
-      break;
-    case engine::StopReason::ContextFull:
-      r.stop_reason = StopReason::ContextFull;
-      break;
-  }
+  r.stop_reason = public_stop_reason(st.stop_reason);
   return r;
 }
 

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "support/api_models.h"
 #include "support/files.h"
 #include "trit/trit.hpp"
 
@@ -19,17 +20,6 @@ namespace {
 
 using engine::test::read_file;
 using engine::test::TempDir;
-
-const std::string kRoot = std::string(TRIT_TEST_DATA) + "/../..";
-const std::string kShipped = kRoot + "/models/austen-tiny.gguf";
-const std::string kDemoData = kRoot + "/data/demo";
-
-ModelOptions cpu() {
-  ModelOptions o;
-  o.device = "cpu";
-  o.threads = 1;
-  return o;
-}
 
 // The message of the trit::Error fn throws ("" when it throws nothing).
 template <class Fn>
@@ -51,39 +41,6 @@ std::string option_of(Fn&& fn) {
     return e.option();
   }
   return "-";
-}
-
-// A random model of the tiny preset (byte-level tokenizer), made once per test binary.
-const std::string& tiny_model() {
-  static TempDir dir;
-  static const std::string path = [] {
-    CreateOptions o;
-    o.preset = "tiny";
-    const std::string p = dir.file("tiny.gguf");
-    create_model(p, o);
-    return p;
-  }();
-  return path;
-}
-
-// An adapter trained for two steps on the demo data, made once.
-const std::string& tiny_adapter() {
-  static TempDir dir;
-  static const std::string path = [] {
-    Model m = Model::open(tiny_model(), cpu());
-    TrainOptions t;
-    t.data = kDemoData;
-    t.output = dir.file("a.gguf");
-    t.steps = 2;
-    t.batch = 2;
-    t.ctx = 32;
-    t.rank = 4;
-    t.lr = 1e-2;
-    t.val_examples = 4;
-    Trainer(m, t).run();
-    return t.output;
-  }();
-  return path;
 }
 
 std::vector<float> last_row(const std::vector<float>& all, int64_t n_vocab) {
@@ -214,13 +171,6 @@ TEST(ApiAdapter, ErrorsNameTheAdapter) {
 }
 
 // ---- sessions ----
-
-GenerateOptions greedy(int64_t max_tokens) {
-  GenerateOptions g;
-  g.max_tokens = max_tokens;
-  g.sampling.temperature = 0;
-  return g;
-}
 
 TEST(ApiSession, GreedyTokensFollowTheLogits) {
   Model m = Model::open(kShipped, cpu());
