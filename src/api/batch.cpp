@@ -34,8 +34,8 @@ BatchGenerator::BatchGenerator(Model& model, const BatchOptions& options) {
     engine::fail_option("n_batch", "batch: n_batch must be positive, got ", options.n_batch);
   }
   limits.n_slots = options.n_slots;
-  limits.n_ctx = options.n_ctx > 0 ? options.n_ctx
-                                   : std::min<int64_t>(m.model->hparams().n_ctx_train, 4096);
+  limits.n_ctx =
+      options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(m.model->hparams().n_ctx_train, 4096);
   limits.n_batch = options.n_batch;
   limits.act_quant = m.act_quant;
   impl_ = std::make_unique<Impl>(m, limits);

@@ -27,7 +27,9 @@ struct BatchGenerator::Active {
   Clock::time_point submitted, admitted, first_token;
 
   explicit Active(BatchJob j)
-      : job(std::move(j)), sampler(job.gen.sampler), stream(job.gen.stop),
+      : job(std::move(j)),
+        sampler(job.gen.sampler),
+        stream(job.gen.stop),
         submitted(Clock::now()) {}
 };
 
@@ -42,7 +44,8 @@ struct BatchGenerator::Slot {
 BatchGenerator::BatchGenerator(const Model& model, Backend& backend, const Tokenizer* tokenizer,
                                BatchLimits limits)
     : model_(model), backend_(backend), tokenizer_(tokenizer), limits_(limits) {
-  if (limits_.n_slots <= 0) fail("batch: the number of slots must be positive, got ", limits_.n_slots);
+  if (limits_.n_slots <= 0)
+    fail("batch: the number of slots must be positive, got ", limits_.n_slots);
   if (limits_.n_ctx <= 0) fail("batch: the context must be positive, got ", limits_.n_ctx);
   if (limits_.n_batch <= 0) fail("batch: n_batch must be positive, got ", limits_.n_batch);
   arena_.init(backend_, model_.hparams(), limits_.n_batch + limits_.n_slots);
@@ -57,8 +60,8 @@ BatchGenerator::~BatchGenerator() = default;
 uint64_t BatchGenerator::submit(BatchJob job) {
   if (job.prompt.empty()) fail("the prompt is empty");
   if (int64_t(job.prompt.size()) >= limits_.n_ctx) {
-    fail("the prompt (", job.prompt.size(), " tokens) does not fit the context of ",
-         limits_.n_ctx, " tokens (one more is needed to generate)");
+    fail("the prompt (", job.prompt.size(), " tokens) does not fit the context of ", limits_.n_ctx,
+         " tokens (one more is needed to generate)");
   }
   const int64_t n_vocab = model_.hparams().n_vocab;
   for (int32_t t : job.prompt) {
@@ -144,7 +147,8 @@ void BatchGenerator::admit() {
       act.history = act.job.prompt;
       act.admitted = Clock::now();
       act.result.n_cached = int64_t(best_prefix);
-      act.result.queue_seconds = std::chrono::duration<double>(act.admitted - act.submitted).count();
+      act.result.queue_seconds =
+          std::chrono::duration<double>(act.admitted - act.submitted).count();
       for (size_t i = 0; i < slots_.size(); ++i) {
         if (slots_[i].get() == best) act.result.slot = int64_t(i);
       }
@@ -244,9 +248,8 @@ bool BatchGenerator::step() {
     if (!s->active) continue;
     (s->active->prompt_done ? decoding : prompting).push_back(s.get());
   }
-  std::stable_sort(decoding.begin(), decoding.end(), [](const Slot* a, const Slot* b) {
-    return a->lora_key < b->lora_key;
-  });
+  std::stable_sort(decoding.begin(), decoding.end(),
+                   [](const Slot* a, const Slot* b) { return a->lora_key < b->lora_key; });
   std::vector<int32_t> tokens;
   std::vector<BatchSeq> seqs;
   std::vector<Slot*> rows_of;  // the slot of each entry of seqs
@@ -254,8 +257,8 @@ bool BatchGenerator::step() {
     Active& a = *s->active;
     tokens.insert(tokens.end(), a.pending.begin(), a.pending.begin() + n);
     const bool last = n == int64_t(a.pending.size());
-    seqs.push_back({&s->cache, n, int64_t(s->tokens.size()), a.job.lora.empty() ? nullptr : &a.job.lora,
-                    last});
+    seqs.push_back({&s->cache, n, int64_t(s->tokens.size()),
+                    a.job.lora.empty() ? nullptr : &a.job.lora, last});
     rows_of.push_back(s);
   };
   for (Slot* s : decoding) add(s, 1);

@@ -27,11 +27,11 @@ class Tokenizer;
 
 // How a request ended, with GenerateStats' figures.
 struct BatchResult {
-  GenerateStats stats;        // tokens, text, stop reason; prompt_seconds from admission
-  int64_t n_cached = 0;       // prompt tokens taken from the slot's cache
-  double queue_seconds = 0;   // from submit() to a slot
-  int64_t slot = -1;          // the slot that ran it
-  std::string error;          // not empty: a pass failed (the message), stats up to there
+  GenerateStats stats;       // tokens, text, stop reason; prompt_seconds from admission
+  int64_t n_cached = 0;      // prompt tokens taken from the slot's cache
+  double queue_seconds = 0;  // from submit() to a slot
+  int64_t slot = -1;         // the slot that ran it
+  std::string error;         // not empty: a pass failed (the message), stats up to there
 };
 
 struct BatchJob {
@@ -47,8 +47,8 @@ struct BatchJob {
 };
 
 struct BatchLimits {
-  int64_t n_slots = 4;  // requests decoded together
-  int64_t n_ctx = 0;    // positions of each slot
+  int64_t n_slots = 4;   // requests decoded together
+  int64_t n_ctx = 0;     // positions of each slot
   int64_t n_batch = 64;  // prompt tokens a step computes beside the decoding rows
   bool act_quant = true;
 };
@@ -83,9 +83,9 @@ class BatchGenerator {
  private:
   struct Active;
   struct Slot;
-  void admit();                                          // queued requests into free slots
+  void admit();  // queued requests into free slots
   void finish(Slot& slot, StopReason reason, const std::string& error = "");
-  bool take_token(Slot& slot, const float* logits);      // false: the request ended
+  bool take_token(Slot& slot, const float* logits);  // false: the request ended
 
   const Model& model_;
   Backend& backend_;

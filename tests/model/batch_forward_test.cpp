@@ -40,10 +40,9 @@ TEST(BatchForward, EverySequenceGetsTheLogitsItGetsAlone) {
       EXPECT_EQ(batched[s], alone[s]) << "sequence " << s << " act_quant " << act_quant;
     }
     // The adapters matter: sequences 1 and 2 share theirs, 3 has others.
-    EXPECT_GT(test::rel_l2(alone[1], test::separate_logits(*model, *cpu, {{seqs[1].prompt,
-                                                                               seqs[1].decoded,
-                                                                               nullptr}},
-                                                           act_quant, 16)[0]),
+    EXPECT_GT(test::rel_l2(alone[1], test::separate_logits(
+                                         *model, *cpu, {{seqs[1].prompt, seqs[1].decoded, nullptr}},
+                                         act_quant, 16)[0]),
               1e-3);
   }
 }

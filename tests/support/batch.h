@@ -35,8 +35,8 @@ using BatchSchedule = std::vector<std::vector<BatchStepPart>>;
 // Every sequence's logits ((1 + decoded, n_vocab) each), computed in the batched steps.
 inline std::vector<std::vector<float>> batched_logits(const Model& m, Backend& be,
                                                       const std::vector<BatchedSequence>& seqs,
-                                                      const BatchSchedule& schedule,
-                                                      bool act_quant, int64_t n_ctx) {
+                                                      const BatchSchedule& schedule, bool act_quant,
+                                                      int64_t n_ctx) {
   const int64_t V = m.hparams().n_vocab;
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<int64_t> fed(seqs.size(), 0);

@@ -67,8 +67,8 @@ void CpuBackend::rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
   check_rows(x, row0, n, "rope");
   std::vector<int32_t> pos(static_cast<size_t>(n));
   std::iota(pos.begin(), pos.end(), int32_t(pos0));
-  rope_forward(cpu_data(x) + row0 * x.cols(), n, n_heads, shape.head_dim, shape.rope_dim, pos.data(),
-               shape.rope_theta);
+  rope_forward(cpu_data(x) + row0 * x.cols(), n, n_heads, shape.head_dim, shape.rope_dim,
+               pos.data(), shape.rope_theta);
 }
 
 void CpuBackend::rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,

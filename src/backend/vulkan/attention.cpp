@@ -47,15 +47,14 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
   const int64_t hd = shape.head_dim;
   const int64_t n_head = shape.n_head;
   if (n < 0 || pos0 < 0 || row0 < 0 || row0 + n > q.rows() || row0 + n > out.rows() ||
-      q.cols() != n_head * hd ||
-      out.cols() != q.cols() || pos0 + n > kc.rows() || kc.cols() != shape.kv_cols() ||
-      vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
+      q.cols() != n_head * hd || out.cols() != q.cols() || pos0 + n > kc.rows() ||
+      kc.cols() != shape.kv_cols() || vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
       vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() || shape.n_head_kv <= 0 ||
       n_head % shape.n_head_kv != 0) {
     fail("attention: ", n, " queries at ", pos0, " in rows ", row0, ".. of '", q.name(), "' (",
-         q.rows(), " x ",
-         q.cols(), ") against '", kc.name(), "' and '", vc.name(), "' (", kc.rows(), " x ",
-         kc.cols(), "), ", n_head, " heads of ", hd, ", ", shape.n_head_kv, " KV heads");
+         q.rows(), " x ", q.cols(), ") against '", kc.name(), "' and '", vc.name(), "' (",
+         kc.rows(), " x ", kc.cols(), "), ", n_head, " heads of ", hd, ", ", shape.n_head_kv,
+         " KV heads");
   }
   if (n == 0) return;
   const uint32_t chunk = std::min(kc.kv_chunk(), vc.kv_chunk());

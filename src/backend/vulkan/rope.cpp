@@ -100,12 +100,12 @@ void VulkanBackend::rope_store_kv(DeviceTensor& q_t, DeviceTensor& k_t, const De
   const uint64_t r0 = uint64_t(row0), r1 = uint64_t(row0 + n);
   scratch_.act.reset();
   const BufferRange qr = scratch_.bind_rows(rec_, q.tiles(), r0, r1, true);
-  rec_.seq().dispatch(
-      p,
-      {qr, scratch_.bind_rows(rec_, k.tiles(), r0, r1, true),
-       scratch_.bind_rows(rec_, v.tiles(), r0, r1, true), rows_range(kc.tiles(), uint64_t(pos0), end),
-       rows_range(vc.tiles(), uint64_t(pos0), end), table.range(runs[0].piece)},
-      push, uint32_t(ceil_div(work, kRopeWg)), uint32_t(n));
+  rec_.seq().dispatch(p,
+                      {qr, scratch_.bind_rows(rec_, k.tiles(), r0, r1, true),
+                       scratch_.bind_rows(rec_, v.tiles(), r0, r1, true),
+                       rows_range(kc.tiles(), uint64_t(pos0), end),
+                       rows_range(vc.tiles(), uint64_t(pos0), end), table.range(runs[0].piece)},
+                      push, uint32_t(ceil_div(work, kRopeWg)), uint32_t(n));
   scratch_.unbind_rows(rec_, qr, q.tiles(), r0, r1);
 }
 

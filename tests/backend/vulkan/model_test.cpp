@@ -149,18 +149,19 @@ TEST(VulkanBatch, EverySequenceGetsTheCpuLogitsItGetsAlone) {
     AttachedLora a, b;
   };
   auto sets = [&](Backend& be) {
-    return Sets{attach_lora(be, hp, {{&a1, 1.0f}}), attach_lora(be, hp, {{&a1, 0.5f}, {&a2, 2.0f}})};
+    return Sets{attach_lora(be, hp, {{&a1, 1.0f}}),
+                attach_lora(be, hp, {{&a1, 0.5f}, {&a2, 2.0f}})};
   };
   const Sets on_cpu = sets(cpu), on_vk = sets(*vk), on_tiled = sets(*tiled);
   for (bool act_quant : {false, true}) {
     const double tol = act_quant ? 3e-2 : 1e-4;
-    const auto want = separate_logits(*model, cpu, batch_sequences(&on_cpu.a.set, &on_cpu.b.set),
-                                      act_quant, 16);
+    const auto want =
+        separate_logits(*model, cpu, batch_sequences(&on_cpu.a.set, &on_cpu.b.set), act_quant, 16);
     const auto got = batched_logits(*model, *vk, batch_sequences(&on_vk.a.set, &on_vk.b.set),
                                     batch_schedule(), act_quant, 16);
-    const auto small = batched_logits(*model, *tiled,
-                                      batch_sequences(&on_tiled.a.set, &on_tiled.b.set),
-                                      batch_schedule(), act_quant, 16);
+    const auto small =
+        batched_logits(*model, *tiled, batch_sequences(&on_tiled.a.set, &on_tiled.b.set),
+                       batch_schedule(), act_quant, 16);
     for (size_t s = 0; s < want.size(); ++s) {
       const std::string what = cat("sequence ", s, act_quant ? " W1.58A8" : " float activations");
       expect_logits_close(want[s], got[s], V, tol, what);

@@ -1,0 +1,88 @@
+// trit serve: the OpenAI-compatible HTTP server (serve/server.h) over the model of -m.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "serve/server.h"
+
+namespace trit::cli {
+
+void add_serve_command(CLI::App& app) {
+  struct Args {
+    RunOptions run;
+    serve::ServeOptions serve;
+    int64_t parallel = 4;
+    int64_t max_body_mb = 16;
+    bool quiet = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "serve", "Serve the model over an OpenAI-compatible HTTP API (loopback by default)");
+  add_run_options(cmd, args->run);
+  cmd->add_option("--host", args->serve.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", args->serve.port, "Port (0: any free one)")->capture_default_str();
+  cmd->add_option("--api-key", args->serve.api_key,
+                  "Requests must send 'Authorization: Bearer KEY' (needed off loopback)");
+  cmd->add_option("-P,--parallel", args->parallel, "Requests decoded together (slots)")
+      ->capture_default_str();
+  cmd->add_option("--queue", args->serve.max_queue,
+                  "Requests that may wait for a slot; more get 503")
+      ->capture_default_str();
+  cmd->add_option("--timeout", args->serve.timeout_seconds, "Seconds a request may take")
+      ->capture_default_str();
+  cmd->add_option("--max-body-mb", args->max_body_mb, "Largest request body")
+      ->capture_default_str();
+  cmd->add_option("--alias", args->serve.model_name, "Model id in /v1/models (default: file name)");
+  cmd->add_flag("--quiet", args->quiet, "Do not log requests");
+  cmd->callback([args] {
+    Args& a = *args;
+    if (a.parallel <= 0) fail("--parallel must be positive, got " + std::to_string(a.parallel));
+    if (a.max_body_mb <= 0) fail("--max-body-mb must be positive");
+    if (a.serve.max_queue < 0) fail("--queue must be 0 or more");
+    if (!(a.serve.timeout_seconds > 0)) fail("--timeout must be positive");
+    if (a.serve.port < 0 || a.serve.port > 65535) {
+      fail("--port must be between 0 and 65535, got " + std::to_string(a.serve.port));
+    }
+    // The signals are taken by one thread (below), none of the server's.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error return, not an exit
+    LoadedModel lm = load_model(a.run);
+    std::vector<serve::ServedAdapter> adapters;
+    for (size_t i = 0; i < lm.adapters.size(); ++i) {
+      adapters.push_back(
+          {lm.adapters[i].adapter, lm.adapters[i].adapter.path(), lm.adapters[i].scale});
+    }
+    a.serve.batch.n_slots = a.parallel;
+    a.serve.batch.n_ctx = a.run.ctx;
+    a.serve.max_body_bytes = a.max_body_mb << 20;
+    if (!a.quiet) {
+      a.serve.log = [](const std::string& line) {
+        std::fprintf(stderr, "trit serve: %s\n", line.c_str());
+      };
+    }
+    auto server = std::make_unique<serve::Server>(lm.model, std::move(adapters), a.serve);
+    const int port = server->bind();
+    std::fprintf(stderr, "trit serve: %s on %s, %lld slots\n", lm.model.info().path.c_str(),
+                 lm.model.device().c_str(), static_cast<long long>(a.parallel));
+    std::fprintf(stderr, "trit serve: listening on http://%s:%d\n", a.serve.host.c_str(), port);
+    std::fflush(stderr);
+    std::thread waiter([&] {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      std::fprintf(stderr, "trit serve: %s, stopping\n",
+                   sig == SIGINT ? "interrupted" : "terminated");
+      server->stop();
+    });
+    server->run();  // returns once the waiter has called stop()
+    waiter.join();
+    std::fprintf(stderr, "trit serve: stopped\n");
+  });
+}
+
+}  // namespace trit::cli

@@ -1,0 +1,274 @@
+#include "serve/openai.h"
+
+#include <cmath>
+
+#include "serve/http_error.h"
+
+namespace trit::serve {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& field, const std::string& what) {
+  throw HttpError(400, "'" + field + "' " + what, field);
+}
+
+const json* field(const json& body, const char* name) {
+  const auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+double number(const json& body, const char* name, double lo, double hi, double fallback) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_number()) bad(name, "must be a number, got " + v->dump());
+  const double x = v->get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi) {
+    bad(name,
+        "must be between " + json(lo).dump() + " and " + json(hi).dump() + ", got " + v->dump());
+  }
+  return x;
+}
+
+int64_t integer(const json& body, const char* name, int64_t lo, int64_t hi, int64_t fallback) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_number_integer()) bad(name, "must be an integer, got " + v->dump());
+  const int64_t x = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX)
+                        ? INT64_MAX
+                        : v->get<int64_t>();
+  if (x < lo || x > hi) {
+    bad(name, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +
+                  v->dump());
+  }
+  return x;
+}
+
+bool boolean(const json& body, const char* name, bool fallback) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_boolean()) bad(name, "must be true or false, got " + v->dump());
+  return v->get<bool>();
+}
+
+// A message's content: a string, or OpenAI's array of parts of which text ones are read.
+std::string content_text(const json& c, const std::string& where) {
+  if (c.is_string()) return c.get<std::string>();
+  if (c.is_null()) return "";
+  if (!c.is_array()) bad(where, "must be a string or an array of text parts");
+  std::string text;
+  for (const json& part : c) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        !part["text"].is_string()) {
+      bad(where, "holds a part that is not {\"type\": \"text\", \"text\": \"...\"}");
+    }
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+std::vector<int32_t> chat_prompt(const json& body, const Model& model) {
+  const json* msgs = field(body, "messages");
+  if (!msgs) bad("messages", "is required");
+  if (!msgs->is_array() || msgs->empty()) bad("messages", "must be a non-empty array");
+  std::vector<ChatMessage> messages;
+  for (size_t i = 0; i < msgs->size(); ++i) {
+    const json& m = (*msgs)[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) bad(where, "must be an object");
+    const json* role = field(m, "role");
+    if (!role || !role->is_string()) bad(where + ".role", "must be a string");
+    const std::string r = role->get<std::string>();
+    if (r != "system" && r != "user" && r != "assistant" && r != "developer") {
+      bad(where + ".role", "must be system, user or assistant, got " + role->dump());
+    }
+    const auto c = m.find("content");
+    messages.push_back({r == "developer" ? "system" : r,
+                        c == m.end() ? "" : content_text(*c, where + ".content")});
+  }
+  const std::string text = model.render_chat(messages, true);
+  return model.tokenize(text, true, true);
+}
+
+std::vector<int32_t> text_prompt(const json& body, const Model& model) {
+  const json* p = field(body, "prompt");
+  if (!p) bad("prompt", "is required");
+  if (p->is_string()) return model.tokenize(p->get<std::string>(), true, true);
+  if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) {
+    return model.tokenize((*p)[0].get<std::string>(), true, true);
+  }
+  if (p->is_array() && !p->empty() && (*p)[0].is_number_integer()) {
+    std::vector<int32_t> ids;
+    for (const json& t : *p) {
+      if (!t.is_number_integer()) bad("prompt", "mixes token ids with other values");
+      const int64_t id = t.get<int64_t>();
+      if (id < 0 || id >= model.info().n_vocab) {
+        bad("prompt", "holds token id " + std::to_string(id) + ", outside the vocabulary of " +
+                          std::to_string(model.info().n_vocab));
+      }
+      ids.push_back(int32_t(id));
+    }
+    return ids;
+  }
+  bad("prompt", "must be a string, an array of one string, or an array of token ids");
+}
+
+}  // namespace
+
+json parse_body(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded()) throw HttpError(400, "the request body is not valid JSON");
+  if (!j.is_object()) throw HttpError(400, "the request body must be a JSON object");
+  return j;
+}
+
+CompletionRequest parse_completion(const std::string& text, bool chat, const Model& model,
+                                   int64_t n_adapters) {
+  const json body = parse_body(text);
+  CompletionRequest r;
+  r.chat = chat;
+  GenerateOptions& g = r.options;
+  // OpenAI's defaults: 16 tokens for a completion, until the end for a chat.
+  const int64_t max_default = chat ? -1 : 16;
+  g.max_tokens = integer(body, "max_tokens", -1, INT32_MAX, max_default);
+  g.max_tokens = integer(body, "max_completion_tokens", -1, INT32_MAX, g.max_tokens);
+  g.max_tokens = integer(body, "n_predict", -1, INT32_MAX, g.max_tokens);  // llama-server's
+  SamplingOptions& s = g.sampling;
+  s.temperature = float(number(body, "temperature", 0, 2, 1.0));
+  s.top_p = float(number(body, "top_p", 0, 1, 1.0));
+  s.top_k = int32_t(integer(body, "top_k", 0, INT32_MAX, 0));
+  s.min_p = float(number(body, "min_p", 0, 1, 0.0));
+  s.repeat_penalty = float(number(body, "repeat_penalty", 0, 10, 1.0));
+  s.seed = uint64_t(integer(body, "seed", INT64_MIN, INT64_MAX, 0));
+  if (const json* n = field(body, "n"); n && (!n->is_number_integer() || n->get<int64_t>() != 1)) {
+    bad("n", "must be 1 (one choice per request), got " + n->dump());
+  }
+  for (const char* zero : {"presence_penalty", "frequency_penalty"}) {
+    if (number(body, zero, -2, 2, 0) != 0) bad(zero, "is not supported; use repeat_penalty");
+  }
+  if (const json* lp = field(body, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>())) {
+    bad("logprobs", "is not supported");
+  }
+  if (const json* stop = field(body, "stop")) {
+    if (stop->is_string()) {
+      g.stop = {stop->get<std::string>()};
+    } else if (stop->is_array() && stop->size() <= 4) {
+      for (const json& s1 : *stop) {
+        if (!s1.is_string() || s1.get<std::string>().empty()) {
+          bad("stop", "must hold non-empty strings");
+        }
+        g.stop.push_back(s1.get<std::string>());
+      }
+    } else {
+      bad("stop", "must be a string or an array of up to 4 strings");
+    }
+    if (g.stop.size() == 1 && g.stop[0].empty()) g.stop.clear();
+  }
+  g.ignore_eos = boolean(body, "ignore_eos", false);
+  r.stream = boolean(body, "stream", false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) bad("stream_options", "must be an object");
+    r.include_usage = boolean(*so, "include_usage", false);
+  }
+  if (const json* lora = field(body, "lora")) {
+    if (!lora->is_array()) bad("lora", "must be an array of {\"id\", \"scale\"}");
+    std::vector<std::pair<int64_t, float>> list;
+    for (const json& e : *lora) {
+      if (!e.is_object()) bad("lora", "must be an array of {\"id\", \"scale\"}");
+      const int64_t id = integer(e, "id", 0, INT64_MAX, -1);
+      if (id < 0) bad("lora", "entries need an \"id\"");
+      if (id >= n_adapters) {
+        bad("lora", "id " + std::to_string(id) + " names no adapter (the server has " +
+                        std::to_string(n_adapters) + ")");
+      }
+      list.emplace_back(id, float(number(e, "scale", -100, 100, 1.0)));
+    }
+    r.lora = std::move(list);
+  }
+  r.prompt = chat ? chat_prompt(body, model) : text_prompt(body, model);
+  return r;
+}
+
+json timings(const GenerateResult& r) {
+  const double prompt_ms = r.prompt_seconds * 1e3, gen_ms = r.generate_seconds * 1e3;
+  return {{"cache_n", r.n_cached},
+          {"prompt_n", r.n_prompt - r.n_cached},
+          {"prompt_ms", prompt_ms},
+          {"prompt_per_second",
+           prompt_ms > 0 ? double(r.n_prompt - r.n_cached) * 1e3 / prompt_ms : 0.0},
+          {"predicted_n", r.n_generated},
+          {"predicted_ms", gen_ms},
+          {"predicted_per_second", gen_ms > 0 ? double(r.n_generated) * 1e3 / gen_ms : 0.0},
+          {"queue_ms", r.queue_seconds * 1e3}};
+}
+
+json usage(const GenerateResult& r) {
+  return {{"prompt_tokens", r.n_prompt},
+          {"completion_tokens", r.n_generated},
+          {"total_tokens", r.n_prompt + r.n_generated},
+          {"prompt_tokens_details", {{"cached_tokens", r.n_cached}}}};
+}
+
+namespace {
+
+json header(const ReplyHeader& h, const char* object) {
+  return {{"id", h.id}, {"object", object}, {"created", h.created}, {"model", h.model}};
+}
+
+}  // namespace
+
+json completion_response(const ReplyHeader& h, const GenerateResult& r) {
+  json j = header(h, h.chat ? "chat.completion" : "text_completion");
+  json choice = {{"index", 0}, {"finish_reason", stop_reason_name(r.stop_reason)}};
+  if (h.chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", r.text}};
+  } else {
+    choice["text"] = r.text;
+    choice["logprobs"] = nullptr;
+  }
+  j["choices"] = json::array({choice});
+  j["usage"] = usage(r);
+  j["timings"] = timings(r);
+  return j;
+}
+
+json text_chunk(const ReplyHeader& h, const std::string& piece, bool first) {
+  json j = header(h, h.chat ? "chat.completion.chunk" : "text_completion");
+  json choice = {{"index", 0}, {"finish_reason", nullptr}};
+  if (h.chat) {
+    choice["delta"] =
+        first ? json{{"role", "assistant"}, {"content", piece}} : json{{"content", piece}};
+  } else {
+    choice["text"] = piece;
+    choice["logprobs"] = nullptr;
+  }
+  j["choices"] = json::array({choice});
+  return j;
+}
+
+json final_chunk(const ReplyHeader& h, const GenerateResult& r) {
+  json j = header(h, h.chat ? "chat.completion.chunk" : "text_completion");
+  json choice = {{"index", 0}, {"finish_reason", stop_reason_name(r.stop_reason)}};
+  if (h.chat) {
+    choice["delta"] = json::object();
+  } else {
+    choice["text"] = "";
+    choice["logprobs"] = nullptr;
+  }
+  j["choices"] = json::array({choice});
+  j["timings"] = timings(r);
+  return j;
+}
+
+json usage_chunk(const ReplyHeader& h, const GenerateResult& r) {
+  json j = header(h, h.chat ? "chat.completion.chunk" : "text_completion");
+  j["choices"] = json::array();
+  j["usage"] = usage(r);
+  return j;
+}
+
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace trit::serve

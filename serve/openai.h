@@ -1,0 +1,60 @@
+// OpenAI's completion and chat requests and responses (and llama-server's extensions: top_k,
+// min_p, repeat_penalty, per-request "lora", "timings"): request bodies checked field by
+// field into the API's GenerateOptions, results into response bodies and stream chunks.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trit/model.h"
+#include "trit/session.h"
+
+namespace trit::serve {
+
+struct CompletionRequest {
+  bool chat = false;
+  std::vector<int32_t> prompt;  // the tokens (a chat rendered with the model's template)
+  GenerateOptions options;      // sampling, limits and stop strings (adapters: the server's)
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  // "lora": [{"id", "scale"}]: adapter scales for this request (unlisted ones 0)
+  std::optional<std::vector<std::pair<int64_t, float>>> lora;
+};
+
+// Parses a /v1/completions (chat false) or /v1/chat/completions body. Throws HttpError 400
+// naming the field for bad JSON, a missing or mistyped field or a value out of range.
+// n_adapters: the server's adapters (ids of "lora" must be below).
+CompletionRequest parse_completion(const std::string& body, bool chat, const Model& model,
+                                   int64_t n_adapters);
+
+// The JSON body of a request (400 when it is not JSON or not an object).
+nlohmann::json parse_body(const std::string& body);
+
+// What every response and chunk of one request shares.
+struct ReplyHeader {
+  std::string id;  // "cmpl-..." or "chatcmpl-..."
+  int64_t created = 0;
+  std::string model;
+  bool chat = false;
+};
+
+// The whole response of a request that did not stream.
+nlohmann::json completion_response(const ReplyHeader& h, const GenerateResult& r);
+// A stream's chunks: a piece of text (the first chat chunk carries the role), the last one
+// with the finish reason, and the usage chunk.
+nlohmann::json text_chunk(const ReplyHeader& h, const std::string& piece, bool first);
+nlohmann::json final_chunk(const ReplyHeader& h, const GenerateResult& r);
+nlohmann::json usage_chunk(const ReplyHeader& h, const GenerateResult& r);
+
+// llama-server's "timings" object and OpenAI's "usage".
+nlohmann::json timings(const GenerateResult& r);
+nlohmann::json usage(const GenerateResult& r);
+
+// JSON text of a value whose strings may hold invalid UTF-8 (replaced, never thrown on).
+std::string dump(const nlohmann::json& j);
+
+}  // namespace trit::serve

@@ -1,0 +1,473 @@
+#include "serve/server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "serve/auth.h"
+#include "serve/http_error.h"
+#include "serve/openai.h"
+
+namespace trit::serve {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// What the worker hands a request's HTTP thread: text pieces as they come, then the result.
+struct Pending {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<std::string> pieces;
+  bool done = false;
+  GenerateResult result;
+  uint64_t id = 0;
+
+  void push(std::string_view piece) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      pieces.emplace_back(piece);
+    }
+    cv.notify_all();
+  }
+  void finish(const GenerateResult& r) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      result = r;
+      done = true;
+    }
+    cv.notify_all();
+  }
+};
+
+void send_json(httplib::Response& res, const json& body, int status = 200) {
+  res.status = status;
+  res.set_content(dump(body), "application/json");
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message,
+                const std::string& param = "") {
+  res.status = status;
+  res.set_content(error_body(status, message, param), "application/json");
+}
+
+std::string sse(const json& j) {
+  return "data: " + dump(j) + "\n\n";
+}
+
+std::string random_id(const char* prefix) {
+  static std::atomic<uint64_t> counter{0};
+  const uint64_t t = uint64_t(std::chrono::system_clock::now().time_since_epoch().count());
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s%016llx%04llx", prefix, static_cast<unsigned long long>(t),
+                static_cast<unsigned long long>(counter++ & 0xffff));
+  return buf;
+}
+
+int64_t unix_time() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Model& model;
+  std::vector<ServedAdapter> adapters;
+  ServeOptions opts;
+  std::string name;
+  int64_t started = unix_time();
+  BatchGenerator gen;
+  httplib::Server http;
+  std::thread worker;
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> worker_stop{false};
+  std::mutex adapters_mutex;  // guards the adapters' global scales
+  std::mutex inflight_mutex;
+  std::condition_variable inflight_cv;
+  std::set<uint64_t> inflight;  // submitted, not yet ended
+
+  Impl(Model& m, std::vector<ServedAdapter> a, ServeOptions o)
+      : model(m), adapters(std::move(a)), opts(std::move(o)), gen(m, opts.batch) {
+    name = opts.model_name.empty() ? std::filesystem::path(model.info().path).filename().string()
+                                   : opts.model_name;
+  }
+
+  void log(const std::string& line) const {
+    if (opts.log) opts.log(line);
+  }
+
+  void routes();
+  bool authorized(const httplib::Request& req, httplib::Response& res) const;
+  void completion(const httplib::Request& req, httplib::Response& res, bool chat);
+  json adapter_list();
+  std::vector<AdapterScale> request_adapters(const CompletionRequest& r);
+  void ended(const Pending& p);  // from the worker, when the request has ended
+};
+
+void Server::Impl::ended(const Pending& p) {
+  {
+    std::lock_guard<std::mutex> lock(inflight_mutex);  // p.id is set under it
+    inflight.erase(p.id);
+  }
+  inflight_cv.notify_all();
+}
+
+bool Server::Impl::authorized(const httplib::Request& req, httplib::Response& res) const {
+  if (opts.api_key.empty() || req.path == "/health") return true;
+  if (bearer_matches(req.get_header_value("Authorization"), opts.api_key)) return true;
+  send_error(res, 401, "invalid or missing API key (send \"Authorization: Bearer <key>\")");
+  return false;
+}
+
+json Server::Impl::adapter_list() {
+  std::lock_guard<std::mutex> lock(adapters_mutex);
+  json list = json::array();
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    list.push_back({{"id", i}, {"path", adapters[i].path}, {"scale", adapters[i].scale}});
+  }
+  return list;
+}
+
+std::vector<AdapterScale> Server::Impl::request_adapters(const CompletionRequest& r) {
+  std::vector<float> scales(adapters.size(), 0.0f);
+  if (r.lora) {  // the request's scales; adapters it does not list get 0
+    for (const auto& [id, scale] : *r.lora) scales[size_t(id)] = scale;
+  } else {
+    std::lock_guard<std::mutex> lock(adapters_mutex);
+    for (size_t i = 0; i < adapters.size(); ++i) scales[i] = adapters[i].scale;
+  }
+  std::vector<AdapterScale> uses;
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    if (scales[i] != 0.0f) uses.push_back({adapters[i].adapter, scales[i]});
+  }
+  return uses;
+}
+
+void Server::Impl::completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const Clock::time_point arrived = Clock::now();
+  if (stopping) throw HttpError(503, "the server is shutting down");
+  CompletionRequest r = parse_completion(req.body, chat, model, int64_t(adapters.size()));
+  if (gen.status().queued >= opts.max_queue) {
+    res.set_header("Retry-After", "1");
+    throw HttpError(503, "the server is busy: " + std::to_string(opts.max_queue) +
+                             " requests are waiting for a slot; retry later");
+  }
+  if (int64_t(r.prompt.size()) >= gen.n_ctx()) {
+    throw HttpError(400,
+                    "the prompt has " + std::to_string(r.prompt.size()) + " tokens; a slot holds " +
+                        std::to_string(gen.n_ctx()) + " (start the server with a larger -c)",
+                    chat ? "messages" : "prompt");
+  }
+  auto pending = std::make_shared<Pending>();
+  BatchRequest b;
+  b.prompt = std::move(r.prompt);
+  b.options = r.options;
+  b.options.adapters = request_adapters(r);
+  b.options.on_text = [pending](std::string_view piece) {
+    pending->push(piece);
+    return true;
+  };
+  b.on_done = [this, pending](const GenerateResult& result) {
+    pending->finish(result);
+    ended(*pending);
+  };
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(inflight_mutex);
+    try {
+      id = gen.submit(std::move(b));
+    } catch (const Error& e) {
+      throw HttpError(400, e.what());
+    }
+    pending->id = id;
+    inflight.insert(id);
+  }
+  const ReplyHeader header{random_id(chat ? "chatcmpl-" : "cmpl-"), unix_time(), name, chat};
+  const auto deadline = arrived + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(opts.timeout_seconds));
+  if (!r.stream) {
+    bool timed_out = false;
+    {
+      std::unique_lock<std::mutex> lock(pending->mutex);
+      if (!pending->cv.wait_until(lock, deadline, [&] { return pending->done; })) {
+        timed_out = true;
+        gen.cancel(id);
+        pending->cv.wait(lock, [&] { return pending->done; });
+      }
+    }
+    const GenerateResult& result = pending->result;
+    if (!result.error.empty()) throw HttpError(500, "generation failed: " + result.error);
+    if (timed_out) {
+      throw HttpError(504, "the request ran longer than the server's timeout of " +
+                               json(opts.timeout_seconds).dump() + " s");
+    }
+    send_json(res, completion_response(header, result));
+    return;
+  }
+  // Streaming: each piece as a chunk; a client that goes away cancels the request.
+  struct StreamState {
+    bool first = true;
+    bool closed = false;
+  };
+  auto state = std::make_shared<StreamState>();
+  const bool include_usage = r.include_usage;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, pending, state, header, deadline, include_usage, id](size_t, httplib::DataSink& sink) {
+        std::deque<std::string> pieces;
+        bool done = false;
+        {
+          std::unique_lock<std::mutex> lock(pending->mutex);
+          pending->cv.wait_for(lock, std::chrono::milliseconds(100),
+                               [&] { return pending->done || !pending->pieces.empty(); });
+          pieces.swap(pending->pieces);
+          done = pending->done;
+        }
+        for (const std::string& p : pieces) {
+          const std::string chunk = sse(text_chunk(header, p, state->first));
+          state->first = false;
+          if (!sink.write(chunk.data(), chunk.size())) {
+            gen.cancel(id);  // the client went away
+            return false;
+          }
+        }
+        if (!done) {
+          if (Clock::now() > deadline) gen.cancel(id);  // ends with the next step
+          return true;
+        }
+        const GenerateResult& result = pending->result;
+        std::string tail;
+        if (!result.error.empty()) {
+          tail += "data: " + error_body(500, "generation failed: " + result.error) + "\n\n";
+        } else {
+          if (state->first) tail += sse(text_chunk(header, "", true));
+          tail += sse(final_chunk(header, result));
+          if (include_usage) tail += sse(usage_chunk(header, result));
+        }
+        tail += "data: [DONE]\n\n";
+        sink.write(tail.data(), tail.size());
+        sink.done();
+        state->closed = true;
+        return true;
+      },
+      [this, id](bool) {
+        gen.cancel(id);  // the response is over: a request still running (client gone) ends
+      });
+}
+
+void Server::Impl::routes() {
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
+                                : httplib::Server::HandlerResponse::Handled;
+  });
+  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    log(req.method + " " + req.path + " " + std::to_string(res.status) + " " + req.remote_addr);
+  });
+  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 404) {
+      send_error(res, 404, "no endpoint " + req.method + " " + req.path);
+    } else if (res.status == 413) {
+      send_error(res, 413,
+                 "the request body is larger than the server's limit of " +
+                     std::to_string(opts.max_body_bytes) + " bytes");
+    } else {
+      send_error(res, res.status, "the request failed (HTTP " + std::to_string(res.status) + ")");
+    }
+  });
+  http.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        try {
+          std::rethrow_exception(ep);
+        } catch (const HttpError& e) {
+          send_error(res, e.status(), e.what(), e.param());
+        } catch (const Error& e) {
+          send_error(res, 400, e.what());
+        } catch (const std::exception& e) {
+          send_error(res, 500, std::string("internal error: ") + e.what());
+        } catch (...) {
+          send_error(res, 500, "internal error");
+        }
+      });
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    const BatchGenerator::Status s = gen.status();
+    send_json(res, {{"status", stopping ? "stopping" : "ok"},
+                    {"slots_idle", s.slots - s.active},
+                    {"slots_processing", s.active},
+                    {"requests_queued", s.queued}});
+  });
+  auto models = [this](const httplib::Request&, httplib::Response& res) {
+    const ModelInfo& i = model.info();
+    json meta = {{"n_vocab", i.n_vocab}, {"n_ctx_train", i.n_ctx_train}, {"n_embd", i.n_embd},
+                 {"n_layer", i.n_layer}, {"n_ctx_slot", gen.n_ctx()},    {"family", i.family}};
+    send_json(res, {{"object", "list"},
+                    {"data", json::array({{{"id", name},
+                                           {"object", "model"},
+                                           {"created", started},
+                                           {"owned_by", "trit"},
+                                           {"meta", meta}}})}});
+  };
+  http.Get("/v1/models", models);
+  http.Get("/models", models);
+  auto completions = [this](const httplib::Request& q, httplib::Response& s) {
+    completion(q, s, false);
+  };
+  auto chats = [this](const httplib::Request& q, httplib::Response& s) { completion(q, s, true); };
+  http.Post("/v1/completions", completions);
+  http.Post("/completions", completions);
+  http.Post("/v1/chat/completions", chats);
+  http.Post("/chat/completions", chats);
+  http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    const json body = parse_body(req.body);
+    const auto content = body.find("content");
+    if (content == body.end() || !content->is_string()) {
+      throw HttpError(400, "'content' must be a string", "content");
+    }
+    auto flag = [&](const char* key, bool fallback) {
+      const auto it = body.find(key);
+      if (it == body.end() || it->is_null()) return fallback;
+      if (!it->is_boolean())
+        throw HttpError(400, std::string("'") + key + "' must be true or false", key);
+      return it->get<bool>();
+    };
+    const std::vector<int32_t> ids = model.tokenize(
+        content->get<std::string>(), flag("add_special", false), flag("parse_special", true));
+    json tokens = json::array();
+    const bool pieces = flag("with_pieces", false);
+    for (int32_t id : ids) {
+      tokens.push_back(pieces ? json{{"id", id}, {"piece", model.token_text(id)}} : json(id));
+    }
+    send_json(res, {{"tokens", tokens}});
+  });
+  http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    const json body = parse_body(req.body);
+    const auto tokens = body.find("tokens");
+    if (tokens == body.end() || !tokens->is_array()) {
+      throw HttpError(400, "'tokens' must be an array of token ids", "tokens");
+    }
+    std::vector<int32_t> ids;
+    for (const json& t : *tokens) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+          t.get<int64_t>() >= model.info().n_vocab) {
+        throw HttpError(400,
+                        "'tokens' holds " + t.dump() + ", not a token id of the vocabulary of " +
+                            std::to_string(model.info().n_vocab),
+                        "tokens");
+      }
+      ids.push_back(t.get<int32_t>());
+    }
+    send_json(res, {{"content", model.detokenize(ids)}});
+  });
+  http.Get("/lora-adapters", [this](const httplib::Request&, httplib::Response& res) {
+    send_json(res, adapter_list());
+  });
+  http.Post("/lora-adapters", [this](const httplib::Request& req, httplib::Response& res) {
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_array()) {
+      throw HttpError(400, "the body must be an array of {\"id\", \"scale\"}");
+    }
+    std::vector<float> scales(adapters.size(), 0.0f);  // unlisted adapters: 0
+    for (const json& e : body) {
+      if (!e.is_object() || !e.contains("id") || !e["id"].is_number_integer()) {
+        throw HttpError(400, "each entry must be {\"id\": N, \"scale\": S}", "id");
+      }
+      const int64_t id = e["id"].get<int64_t>();
+      if (id < 0 || id >= int64_t(adapters.size())) {
+        throw HttpError(400,
+                        "id " + std::to_string(id) + " names no adapter (the server has " +
+                            std::to_string(adapters.size()) + ")",
+                        "id");
+      }
+      const auto s = e.find("scale");
+      if (s == e.end() || !s->is_number() || !std::isfinite(s->get<double>())) {
+        throw HttpError(400, "adapter " + std::to_string(id) + " needs a numeric \"scale\"",
+                        "scale");
+      }
+      scales[size_t(id)] = s->get<float>();
+    }
+    {
+      std::lock_guard<std::mutex> lock(adapters_mutex);
+      for (size_t i = 0; i < adapters.size(); ++i) adapters[i].scale = scales[i];
+    }
+    send_json(res, adapter_list());
+  });
+}
+
+Server::Server(Model& model, std::vector<ServedAdapter> adapters, ServeOptions options) {
+  if (!is_loopback_host(options.host) && options.api_key.empty()) {
+    throw Error("serve: host " + options.host +
+                    " is reachable from other machines: serving there needs an API key (or "
+                    "bind to 127.0.0.1)",
+                "api_key");
+  }
+  if (options.max_queue < 0) throw Error("serve: max_queue must be 0 or more", "max_queue");
+  if (options.max_body_bytes <= 0)
+    throw Error("serve: the body limit must be positive", "max_body");
+  if (!(options.timeout_seconds > 0)) throw Error("serve: the timeout must be positive", "timeout");
+  impl_ = std::make_unique<Impl>(model, std::move(adapters), std::move(options));
+  Impl& s = *impl_;
+  s.http.set_payload_max_length(size_t(s.opts.max_body_bytes));
+  // A thread per connection that waits for its tokens: every slot and every queued request
+  // must have one, with some left for /health and the like.
+  const size_t threads = size_t(s.opts.batch.n_slots + s.opts.max_queue + 8);
+  s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  s.routes();
+}
+
+Server::~Server() {
+  stop();
+  if (impl_->worker.joinable()) {
+    impl_->worker_stop = true;
+    impl_->worker.join();
+  }
+}
+
+int Server::bind() {
+  Impl& s = *impl_;
+  int port = s.opts.port;
+  if (port == 0) {
+    port = s.http.bind_to_any_port(s.opts.host);
+  } else if (!s.http.bind_to_port(s.opts.host, port)) {
+    port = -1;
+  }
+  if (port < 0) {
+    throw Error("serve: cannot listen on " + s.opts.host + ":" + std::to_string(s.opts.port) +
+                " (in use, or not an address of this machine)");
+  }
+  return port;
+}
+
+void Server::run() {
+  Impl& s = *impl_;
+  s.worker = std::thread([&s] {
+    while (!s.worker_stop) {
+      if (!s.gen.step()) s.gen.wait_for_work(50);
+    }
+  });
+  s.http.listen_after_bind();
+  s.worker_stop = true;
+  s.worker.join();
+}
+
+void Server::stop() {
+  Impl& s = *impl_;
+  if (s.stopping.exchange(true)) return;
+  // Running requests end at the next step; their responses close before the listener does.
+  std::unique_lock<std::mutex> lock(s.inflight_mutex);
+  for (uint64_t id : s.inflight) s.gen.cancel(id);
+  s.inflight_cv.wait_for(lock, std::chrono::seconds(10), [&] { return s.inflight.empty(); });
+  lock.unlock();
+  s.http.stop();
+}
+
+}  // namespace trit::serve

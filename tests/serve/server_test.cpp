@@ -1,0 +1,391 @@
+// `trit serve` end to end: the real binary on a free port of 127.0.0.1, real sockets, the
+// shipped model on the CPU. Results are checked against the CLI's own generation (greedy, the
+// same prompt and adapters), and every error against OpenAI's error object.
+#include "support/server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "core/lora.h"
+#include "io/adapter_gguf.h"
+#include "model/model.h"
+#include "support/adapters.h"
+#include "support/cli.h"
+#include "support/files.h"
+
+namespace trit::engine::test {
+namespace {
+
+using nlohmann::json;
+
+const std::string kModel = std::string(TRIT_TEST_DATA) + "/../../models/austen-tiny.gguf";
+const std::string kPrompt = "It is a truth universally acknowledged";
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string retry_after;
+};
+
+Reply post(const ServerProcess& s, const std::string& path, const std::string& body,
+           const httplib::Headers& headers = {}) {
+  httplib::Client c = s.client();
+  auto r = c.Post(path, headers, body, "application/json");
+  if (!r) return {-1, json(), ""};
+  return {r->status, json::parse(r->body, nullptr, false), r->get_header_value("Retry-After")};
+}
+
+Reply get(const ServerProcess& s, const std::string& path, const httplib::Headers& headers = {}) {
+  httplib::Client c = s.client();
+  auto r = c.Get(path, headers);
+  if (!r) return {-1, json(), ""};
+  return {r->status, json::parse(r->body, nullptr, false), ""};
+}
+
+// The data lines of a streamed response; on_event(n) after each (false: hang up).
+std::vector<std::string> stream(const ServerProcess& s, const std::string& path, const json& body,
+                                const std::function<bool(size_t)>& on_event = nullptr) {
+  httplib::Client c = s.client();
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  std::string buffer;
+  std::vector<std::string> events;
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    buffer.append(data, n);
+    for (size_t end; (end = buffer.find("\n\n")) != std::string::npos;) {
+      const std::string event = buffer.substr(0, end);
+      buffer.erase(0, end + 2);
+      if (event.rfind("data: ", 0) == 0) events.push_back(event.substr(6));
+      if (on_event && !on_event(events.size())) return false;
+    }
+    return true;
+  };
+  c.send(req);
+  return events;
+}
+
+// What `trit generate` prints after the prompt, greedy.
+std::string cli_generate(const TempDir& dir, const std::vector<std::string>& extra, int n) {
+  std::vector<std::string> args = {"generate",        "-m",     kModel, "-p",       kPrompt, "-n",
+                                   std::to_string(n), "--temp", "0",    "--device", "cpu"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const RunResult r = run_trit(dir, args);
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.rfind(kPrompt, 0), 0u) << r.out;
+  return r.out.substr(kPrompt.size(), r.out.size() - kPrompt.size() - 1);  // without the "\n"
+}
+
+json completion(int n, const json& extra = json::object()) {
+  json b = {{"prompt", kPrompt}, {"max_tokens", n}, {"temperature", 0}};
+  b.update(extra);
+  return b;
+}
+
+// An adapter of the shipped model's shape with random A and B: it changes what is generated.
+std::string random_adapter_file(const TempDir& dir) {
+  auto model = Model::load(kModel);
+  const std::string path = dir.file("adapter.gguf");
+  save_adapter_gguf(
+      random_adapter(model->hparams(),
+                     {.targets = "all", .rank = 4, .alpha = 8.0f, .sd = 0.2f, .seed = 7}),
+      path);
+  return path;
+}
+
+TEST(Serve, EndpointsAnswerAsOpenAiAndLlamaServerDo) {
+  TempDir dir;
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "--parallel", "2"});
+  ASSERT_GT(s.port(), 0);
+  const Reply health = get(s, "/health");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(health.body["status"], "ok");
+  EXPECT_EQ(health.body["slots_idle"], 2);
+  const Reply models = get(s, "/v1/models");
+  ASSERT_EQ(models.status, 200);
+  EXPECT_EQ(models.body["object"], "list");
+  EXPECT_EQ(models.body["data"][0]["id"], "austen-tiny.gguf");
+  // A completion is the CLI's greedy generation, with usage and timings.
+  const std::string want = cli_generate(dir, {}, 24);
+  const Reply c = post(s, "/v1/completions", completion(24).dump());
+  ASSERT_EQ(c.status, 200) << c.body.dump();
+  EXPECT_EQ(c.body["object"], "text_completion");
+  EXPECT_EQ(c.body["choices"][0]["text"], want);
+  EXPECT_EQ(c.body["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(c.body["usage"]["completion_tokens"], 24);
+  const Reply tok = post(s, "/tokenize", json{{"content", kPrompt}, {"add_special", true}}.dump());
+  ASSERT_EQ(tok.status, 200);
+  EXPECT_EQ(c.body["usage"]["prompt_tokens"], tok.body["tokens"].size());
+  EXPECT_EQ(c.body["timings"]["predicted_n"], 24);
+  const Reply detok =
+      post(s, "/detokenize",
+           json{{"tokens", post(s, "/tokenize", json{{"content", kPrompt}}.dump()).body["tokens"]}}
+               .dump());
+  EXPECT_EQ(detok.body["content"], kPrompt);
+  // A stream carries the same text as the whole response, then the finish reason, the usage
+  // and [DONE].
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "Who is Mr. Darcy?"}}}},
+                     {"max_tokens", 20},
+                     {"temperature", 0}};
+  const Reply whole = post(s, "/v1/chat/completions", chat.dump());
+  ASSERT_EQ(whole.status, 200) << whole.body.dump();
+  EXPECT_EQ(whole.body["object"], "chat.completion");
+  EXPECT_EQ(whole.body["choices"][0]["message"]["role"], "assistant");
+  json streamed = chat;
+  streamed["stream"] = true;
+  streamed["stream_options"] = {{"include_usage", true}};
+  const std::vector<std::string> events = stream(s, "/v1/chat/completions", streamed);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 3 < events.size(); ++i) {
+    const json e = json::parse(events[i]);
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    if (i == 0) {
+      EXPECT_EQ(e["choices"][0]["delta"]["role"], "assistant");
+    }
+    text += e["choices"][0]["delta"]["content"].get<std::string>();
+  }
+  EXPECT_EQ(text, whole.body["choices"][0]["message"]["content"]);
+  EXPECT_EQ(json::parse(events[events.size() - 3])["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(json::parse(events[events.size() - 2])["usage"]["completion_tokens"], 20);
+  // A second turn of the same chat reuses the slot's cache.
+  json next = chat;
+  next["messages"].push_back(whole.body["choices"][0]["message"]);
+  next["messages"].push_back({{"role", "user"}, {"content", "And Elizabeth?"}});
+  const Reply turn = post(s, "/v1/chat/completions", next.dump());
+  ASSERT_EQ(turn.status, 200);
+  EXPECT_GT(turn.body["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 20);
+  // Stop strings end the text before them.
+  const std::string stop = want.substr(6, 4);
+  const Reply stopped = post(s, "/v1/completions", completion(24, {{"stop", {stop}}}).dump());
+  EXPECT_EQ(stopped.body["choices"][0]["text"], want.substr(0, want.find(stop)));
+  EXPECT_EQ(stopped.body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(s.stop(), 0);
+}
+
+TEST(Serve, AdaptersPerRequestMatchGenerateWithLora) {
+  TempDir dir;
+  const std::string adapter = random_adapter_file(dir);
+  // JSON text is UTF-8: the server sends U+FFFD where the model wrote an invalid byte, where
+  // the CLI prints the byte itself.
+  auto as_json = [](const std::string& raw) {
+    return json::parse(json(raw).dump(-1, ' ', false, json::error_handler_t::replace))
+        .get<std::string>();
+  };
+  const std::string plain = as_json(cli_generate(dir, {}, 16));
+  const std::string adapted = as_json(cli_generate(dir, {"--lora", adapter}, 16));
+  const std::string half = as_json(cli_generate(dir, {"--lora", adapter + ":0.5"}, 16));
+  ASSERT_NE(plain, adapted);
+  ASSERT_NE(adapted, half);
+  ServerProcess s(
+      dir, {"-m", kModel, "--device", "cpu", "-t", "1", "--parallel", "4", "--lora", adapter});
+  const Reply list = get(s, "/lora-adapters");
+  ASSERT_EQ(list.status, 200);
+  EXPECT_EQ(list.body, json::parse("[{\"id\": 0, \"path\": \"" + adapter + "\", \"scale\": 1.0}]"));
+  // Concurrent requests with different adapters share the batch; each gets its own output.
+  struct Case {
+    json lora;
+    std::string want;
+  };
+  const std::vector<Case> cases = {{json::array({{{"id", 0}, {"scale", 1.0}}}), adapted},
+                                   {json::array(), plain},
+                                   {json::array({{{"id", 0}, {"scale", 0.5}}}), half},
+                                   {json(), adapted}};  // no "lora": the global scales
+  std::vector<std::string> got(cases.size() * 2);
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < got.size(); ++i) {
+    clients.emplace_back([&, i] {
+      const Case& c = cases[i % cases.size()];
+      json body = completion(16);
+      if (!c.lora.is_null()) body["lora"] = c.lora;
+      const Reply r = post(s, "/v1/completions", body.dump());
+      got[i] = r.status == 200 ? r.body["choices"][0]["text"].get<std::string>() : r.body.dump();
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], cases[i % cases.size()].want) << i;
+  // Global scales: unlisted adapters go to 0.
+  const Reply set = post(s, "/lora-adapters", "[]");
+  ASSERT_EQ(set.status, 200);
+  EXPECT_EQ(set.body[0]["scale"], 0.0);
+  EXPECT_EQ(post(s, "/v1/completions", completion(16).dump()).body["choices"][0]["text"], plain);
+  post(s, "/lora-adapters", R"([{"id": 0, "scale": 0.5}])");
+  EXPECT_EQ(post(s, "/v1/completions", completion(16).dump()).body["choices"][0]["text"], half);
+}
+
+TEST(Serve, ClientThatHangsUpFreesItsSlotAndAFullQueueGets503) {
+  TempDir dir;
+  ServerProcess s(dir,
+                  {"-m", kModel, "--device", "cpu", "-t", "1", "--parallel", "1", "--queue", "1"});
+  const json endless = completion(-1, {{"stream", true}, {"ignore_eos", true}});
+  std::atomic<bool> hang_up{false};
+  std::atomic<size_t> seen{0};
+  std::thread streaming([&] {
+    stream(s, "/v1/completions", endless, [&](size_t n) {
+      seen = n;
+      return !hang_up;
+    });
+  });
+  while (seen < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::thread queued([&] {
+    const Reply r = post(s, "/v1/completions", completion(4).dump());
+    EXPECT_EQ(r.status, 200) << r.body.dump();
+  });
+  for (int i = 0; i < 1000 && get(s, "/health").body["requests_queued"] != 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const Reply busy = post(s, "/v1/completions", completion(4).dump());
+  EXPECT_EQ(busy.status, 503);
+  EXPECT_EQ(busy.retry_after, "1");
+  EXPECT_EQ(busy.body["error"]["type"], "unavailable_error");
+  // The streaming client goes away: its slot serves the queued request at once.
+  hang_up = true;
+  streaming.join();
+  queued.join();
+  for (int i = 0; i < 400 && get(s, "/health").body["slots_processing"] != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(get(s, "/health").body["slots_processing"], 0);
+  EXPECT_NE(s.log().find("POST /v1/completions 503"), std::string::npos);
+}
+
+TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
+  TempDir dir;
+  const std::string adapter = random_adapter_file(dir);
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "-c", "64", "--max-body-mb",
+                        "1", "--lora", adapter});
+  struct Bad {
+    std::string path, body;
+    int status;
+    std::string names;  // what the message must name
+  };
+  const std::string long_prompt(400, 'a');
+  const std::vector<Bad> corpus = {
+      {"/v1/completions", "{bad json", 400, "not valid JSON"},
+      {"/v1/completions", "[1, 2]", 400, "JSON object"},
+      {"/v1/completions", "{}", 400, "'prompt' is required"},
+      {"/v1/completions", R"({"prompt": 5})", 400, "'prompt'"},
+      {"/v1/completions", R"({"prompt": [1, "a"]})", 400, "'prompt'"},
+      {"/v1/completions", R"({"prompt": [1, 99999]})", 400, "99999"},
+      {"/v1/completions", R"({"prompt": "x", "temperature": "hot"})", 400, "'temperature'"},
+      {"/v1/completions", R"({"prompt": "x", "top_p": 2})", 400, "'top_p'"},
+      {"/v1/completions", R"({"prompt": "x", "max_tokens": -5})", 400, "'max_tokens'"},
+      {"/v1/completions", R"({"prompt": "x", "max_tokens": 1.5})", 400, "'max_tokens'"},
+      {"/v1/completions", R"({"prompt": "x", "n": 2})", 400, "'n'"},
+      {"/v1/completions", R"({"prompt": "x", "stop": ["a","b","c","d","e"]})", 400, "'stop'"},
+      {"/v1/completions", R"({"prompt": "x", "stream": "yes"})", 400, "'stream'"},
+      {"/v1/completions", R"({"prompt": "x", "lora": [{"id": 3}]})", 400, "id 3"},
+      {"/v1/completions", R"({"prompt": "x", "lora": {"id": 0}})", 400, "'lora'"},
+      {"/v1/completions", R"({"prompt": "x", "logprobs": 3})", 400, "'logprobs'"},
+      {"/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "-c"},
+      {"/v1/chat/completions", R"({"messages": []})", 400, "'messages'"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "king", "content": "x"}]})", 400,
+       "messages[0].role"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": 7}]})", 400,
+       "messages[0].content"},
+      {"/tokenize", R"({"text": "x"})", 400, "'content'"},
+      {"/detokenize", R"({"tokens": [-1]})", 400, "'tokens'"},
+      {"/lora-adapters", R"([{"id": 9, "scale": 1}])", 400, "id 9"},
+      {"/lora-adapters", R"({"id": 0})", 400, "array"},
+      {"/v1/nothing", "{}", 404, "no endpoint POST /v1/nothing"},
+      {"/v1/completions", std::string(2 << 20, ' '), 413, "limit of 1048576 bytes"},
+  };
+  for (const Bad& b : corpus) {
+    const Reply r = post(s, b.path, b.body);
+    EXPECT_EQ(r.status, b.status) << b.path << " " << b.body.substr(0, 80);
+    ASSERT_TRUE(r.body.is_object() && r.body.contains("error")) << b.body.substr(0, 80);
+    const json& e = r.body["error"];
+    EXPECT_NE(e["message"].get<std::string>().find(b.names), std::string::npos)
+        << e["message"] << " should name " << b.names;
+    EXPECT_EQ(e["type"], b.status == 401 ? "authentication_error" : "invalid_request_error");
+    EXPECT_EQ(e["code"], b.status);
+  }
+  EXPECT_EQ(post(s, "/v1/completions", completion(2).dump()).status, 200);
+  EXPECT_EQ(get(s, "/health").body["status"], "ok");
+}
+
+TEST(Serve, ApiKeyIsCheckedAndOtherMachinesNeedOne) {
+  TempDir dir;
+  {
+    ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "--api-key", "s3cret"});
+    EXPECT_EQ(get(s, "/health").status, 200);  // open, for load balancers and probes
+    const Reply none = get(s, "/v1/models");
+    EXPECT_EQ(none.status, 401);
+    EXPECT_EQ(none.body["error"]["type"], "authentication_error");
+    EXPECT_EQ(get(s, "/v1/models", {{"Authorization", "Bearer s3cret!"}}).status, 401);
+    EXPECT_EQ(get(s, "/v1/models", {{"Authorization", "Bearer s3cre"}}).status, 401);
+    EXPECT_EQ(get(s, "/v1/models", {{"Authorization", "s3cret"}}).status, 401);
+    EXPECT_EQ(get(s, "/v1/models", {{"Authorization", "Bearer s3cret"}}).status, 200);
+    EXPECT_EQ(
+        post(s, "/v1/completions", completion(2).dump(), {{"Authorization", "Bearer x"}}).status,
+        401);
+  }
+  const RunResult open =
+      run_trit(dir, {"serve", "-m", kModel, "--device", "cpu", "--host", "0.0.0.0", "--port", "0"});
+  EXPECT_NE(open.rc, 0);
+  expect_one_line_error(open, "--api-key");
+}
+
+TEST(Serve, SigtermEndsRunningStreamsAndExitsCleanly) {
+  TempDir dir;
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1"});
+  std::atomic<size_t> seen{0};
+  std::vector<std::string> events;
+  std::thread client([&] {
+    events = stream(s, "/v1/completions", completion(-1, {{"stream", true}, {"ignore_eos", true}}),
+                    [&](size_t n) {
+                      seen = n;
+                      return true;
+                    });
+  });
+  while (seen < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(s.stop(SIGTERM), 0);
+  client.join();
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_NE(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"], nullptr);
+  EXPECT_NE(s.log().find("stopped"), std::string::npos);
+}
+
+// Resident memory after many requests stays where it was after the first few.
+TEST(Serve, MemoryStaysFlatAcrossManyRequests) {
+  TempDir dir;
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "--quiet"});
+  auto rss_kib = [&] {
+    const std::string pid = get(s, "/health").status == 200 ? std::to_string(s.pid()) : "";
+    std::ifstream f("/proc/" + pid + "/status");
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return 0L;
+  };
+  auto burst = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      json body = completion(3, {{"prompt", kPrompt + " " + std::to_string(i)}});
+      if (i % 2) body["stream"] = true;
+      if (i % 2) {
+        stream(s, "/v1/completions", body);
+      } else {
+        EXPECT_EQ(post(s, "/v1/completions", body.dump()).status, 200);
+      }
+    }
+  };
+  burst(20);
+  const long before = rss_kib();
+  burst(120);
+  const long after = rss_kib();
+  EXPECT_GT(before, 0);
+  EXPECT_LT(after - before, 4 * 1024) << "RSS grew from " << before << " KiB to " << after;
+}
+
+}  // namespace
+}  // namespace trit::engine::test
