@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cli/bench_serve.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 
@@ -13,6 +14,8 @@ void add_bench_command(CLI::App& app) {
     RunOptions run;
     BenchOptions bench;
     bool json = false;
+    std::string serve;  // "1,4,16,64"
+    int64_t n_batch = 64;
   };
   auto args = std::make_shared<Args>();
   BenchOptions& b = args->bench;
@@ -30,8 +33,25 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--rank", b.rank, "LoRA rank on all seven layers (with --train)");
   cmd->add_flag("!--no-grad-checkpointing", b.grad_checkpointing,
                 "Keep every block's activations (with --train)");
+  cmd->add_option("--serve", args->serve,
+                  "Measure `trit serve` with these numbers of parallel streams (e.g. 1,4,16,64): "
+                  "aggregate tokens/s and time to first token over 127.0.0.1");
+  cmd->add_option("-b,--batch", args->n_batch, "Prompt tokens per step (with --serve)");
   cmd->callback([args] {
     LoadedModel lm = load_model(args->run);
+    if (!args->serve.empty()) {
+      ServeBenchOptions so;
+      for (int32_t n : parse_ids(args->serve, "--serve")) {
+        if (n <= 0) fail("--serve: stream counts must be positive");
+        so.streams.push_back(n);
+      }
+      so.n_prompt = args->bench.n_prompt;
+      so.n_gen = args->bench.n_gen;
+      so.n_batch = args->n_batch;
+      so.json = args->json;
+      run_serve_bench(lm, so);
+      return;
+    }
     const ModelInfo& info = lm.model.info();
     BenchOptions o = args->bench;
     o.adapters = lm.adapters;

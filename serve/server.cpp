@@ -1,6 +1,7 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -434,6 +435,14 @@ Server::~Server() {
 
 int Server::bind() {
   Impl& s = *impl_;
+  // cpp-httplib listens with a backlog of 5: a burst of clients connecting at once (every slot
+  // of --parallel 16) would see connections dropped. The socket's backlog is raised after
+  // bind (listen() again on a listening socket sets it anew).
+  int listener = -1;
+  s.http.set_socket_options([&listener](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listener = sock;
+  });
   int port = s.opts.port;
   if (port == 0) {
     port = s.http.bind_to_any_port(s.opts.host);
@@ -444,6 +453,7 @@ int Server::bind() {
     throw Error("serve: cannot listen on " + s.opts.host + ":" + std::to_string(s.opts.port) +
                 " (in use, or not an address of this machine)");
   }
+  if (listener >= 0) ::listen(listener, SOMAXCONN);
   return port;
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package trit needs to build, test and run its Vulkan backend.
-# Idempotent: apt-get skips what is already there.
+# Installs every Debian package trit needs to build, test and run its Vulkan backend, and the
+# npm packages of its tests (pinned by their package-lock.json files). Idempotent: apt-get
+# skips what is already there, npm ci leaves the locked versions.
 set -euo pipefail
 
 packages=(
@@ -11,6 +12,9 @@ packages=(
   libvulkan-dev glslc spirv-tools mesa-vulkan-drivers vulkan-tools
   python3
 )
+# Node.js and npm: the server's tests drive it with the official openai client. A machine
+# with its own Node (20 or later) keeps it.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -25,3 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 echo "setup: all packages present"
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+npm ci --prefix "$root/tests/serve/openai_client" --no-audit --no-fund --loglevel=error
+echo "setup: npm packages of the tests installed"

@@ -7,6 +7,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -385,6 +386,24 @@ TEST(Serve, MemoryStaysFlatAcrossManyRequests) {
   const long after = rss_kib();
   EXPECT_GT(before, 0);
   EXPECT_LT(after - before, 4 * 1024) << "RSS grew from " << before << " KiB to " << after;
+}
+
+// The official openai npm package (tests/serve/openai_client, installed by tools/setup.sh with
+// npm ci) drives a streamed chat, a whole one and a completion; its completion is the CLI's.
+TEST(Serve, TheOpenAiNpmClientChatsStreamsAndCompletes) {
+  const std::string client = std::string(TRIT_TEST_DATA) + "/../serve/openai_client";
+  ASSERT_TRUE(std::filesystem::exists(client + "/node_modules/openai"))
+      << "the openai package is missing: run tools/setup.sh (npm ci in " << client << ")";
+  TempDir dir;
+  const std::string want = cli_generate(dir, {}, 16);
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "--api-key", "k-123"});
+  const ShellResult r = run_shell("node " + shell_quote(client + "/client_test.mjs") + " " +
+                                  shell_quote(s.url() + "/v1") + " k-123 " + shell_quote(kPrompt));
+  ASSERT_EQ(r.rc, 0) << r.output;
+  const json got = json::parse(r.output.substr(r.output.rfind('{')));
+  EXPECT_EQ(got["model"], "austen-tiny.gguf");
+  EXPECT_EQ(got["completion"], want);
+  EXPECT_FALSE(got["chat"].get<std::string>().empty());
 }
 
 }  // namespace

@@ -1,0 +1,133 @@
+#include "cli/bench_serve.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "serve/server.h"
+
+namespace trit::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct ClientRun {
+  double first_token_s = -1;  // from the start of the run
+  int64_t tokens = 0;
+  bool ok = false;
+  std::string last;  // the last event, or why there was none
+};
+
+// One streaming completion of fixed length: the time of its first chunk and its token count.
+ClientRun stream_one(int port, const nlohmann::json& body, Clock::time_point t0) {
+  ClientRun run;
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(3600, 0);
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  std::string buffer;
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    if (run.first_token_s < 0) {
+      run.first_token_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+    buffer.append(data, n);
+    for (size_t end; (end = buffer.find("\n\n")) != std::string::npos;) {
+      const std::string event = buffer.substr(0, end);
+      buffer.erase(0, end + 2);
+      if (event.rfind("data: {", 0) != 0) continue;
+      run.last = event;
+      const nlohmann::json j = nlohmann::json::parse(event.substr(6), nullptr, false);
+      if (j.is_object() && j.contains("usage")) {
+        run.tokens = j["usage"]["completion_tokens"].get<int64_t>();
+        run.ok = true;
+      }
+    }
+    return true;
+  };
+  const httplib::Result r = c.send(req);
+  if (!r) {
+    run.last = "connection: " + httplib::to_string(r.error()) + " after " +
+               std::to_string(std::chrono::duration<double>(Clock::now() - t0).count()) + " s";
+  }
+  if (r && r->status != 200) run.last = "HTTP " + std::to_string(r->status) + " " + r->body + buffer;
+  return run;
+}
+
+}  // namespace
+
+void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
+  const int64_t n_vocab = lm.model.info().n_vocab;
+  if (!o.json) {
+    std::printf("serve: %lld prompt + %lld generated tokens per stream; %s\n",
+                static_cast<long long>(o.n_prompt), static_cast<long long>(o.n_gen),
+                lm.model.device().c_str());
+    std::printf("%8s %14s %14s %12s %12s\n", "streams", "total tok/s", "per stream", "TTFT p50",
+                "TTFT max");
+  }
+  double single = 0;
+  for (int64_t n : o.streams) {
+    serve::ServeOptions so;
+    so.port = 0;
+    so.batch.n_slots = n;
+    so.batch.n_ctx = o.n_prompt + o.n_gen + 1;
+    so.batch.n_batch = o.n_batch;
+    so.max_queue = n;
+    serve::Server server(lm.model, {}, so);
+    const int port = server.bind();
+    std::thread serving([&] { server.run(); });
+    std::vector<ClientRun> runs(static_cast<size_t>(n));
+    std::vector<std::thread> clients;
+    const Clock::time_point t0 = Clock::now();
+    for (int64_t i = 0; i < n; ++i) {
+      // Prompts differ from the first token on, so no slot reuses another's cache.
+      nlohmann::json prompt = nlohmann::json::array();
+      for (int64_t t = 0; t < o.n_prompt; ++t) prompt.push_back((i * 7919 + t * 131 + 1) % n_vocab);
+      const nlohmann::json body = {{"prompt", prompt},     {"max_tokens", o.n_gen},
+                                   {"temperature", 0},     {"ignore_eos", true},
+                                   {"stream", true},       {"stream_options", {{"include_usage", true}}}};
+      clients.emplace_back([&, i, body] { runs[size_t(i)] = stream_one(port, body, t0); });
+    }
+    for (std::thread& t : clients) t.join();
+    const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    server.stop();
+    serving.join();
+    int64_t tokens = 0;
+    std::vector<double> ttft;
+    for (const ClientRun& r : runs) {
+      if (!r.ok) {
+        throw Error("bench --serve: a stream of " + std::to_string(n) + " ended early: " + r.last);
+      }
+      tokens += r.tokens;
+      ttft.push_back(r.first_token_s);
+    }
+    std::sort(ttft.begin(), ttft.end());
+    const double rate = double(tokens) / wall;
+    if (n == 1) single = rate;
+    if (o.json) {
+      std::printf("%s\n", nlohmann::json{{"streams", n},
+                                         {"tokens_per_s", rate},
+                                         {"per_stream_tokens_per_s", rate / double(n)},
+                                         {"ttft_p50_ms", ttft[ttft.size() / 2] * 1e3},
+                                         {"ttft_max_ms", ttft.back() * 1e3},
+                                         {"n_prompt", o.n_prompt},
+                                         {"n_gen", o.n_gen},
+                                         {"device", lm.model.device()}}
+                                  .dump()
+                                  .c_str());
+    } else {
+      std::printf("%8lld %14.1f %14.1f %9.0f ms %9.0f ms", static_cast<long long>(n), rate,
+                  rate / double(n), ttft[ttft.size() / 2] * 1e3, ttft.back() * 1e3);
+      if (single > 0) std::printf("   (%.2fx one stream)", rate / single);
+      std::printf("\n");
+    }
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace trit::cli
