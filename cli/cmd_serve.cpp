@@ -1,5 +1,6 @@
 // trit serve: the OpenAI-compatible HTTP server (serve/server.h) over the model of -m.
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <thread>
 
@@ -36,6 +37,11 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--alias", args->serve.model_name, "Model id in /v1/models (default: file name)");
   cmd->add_flag("--quiet", args->quiet, "Do not log requests");
+  cmd->add_option("--jobs-dir", args->serve.jobs_dir,
+                  "Folder of fine-tuning jobs and uploaded data (default: "
+                  "$XDG_STATE_HOME/trit/jobs, or ~/.local/state/trit/jobs)");
+  cmd->add_option("--allow-paths", args->serve.allow_paths,
+                  "Fine-tuning jobs may name data under this folder of the server");
   cmd->callback([args] {
     Args& a = *args;
     if (a.parallel <= 0) fail("--parallel must be positive, got " + std::to_string(a.parallel));
@@ -61,6 +67,19 @@ void add_serve_command(CLI::App& app) {
     a.serve.batch.n_slots = a.parallel;
     a.serve.batch.n_ctx = a.run.ctx;
     a.serve.max_body_bytes = a.max_body_mb << 20;
+    if (a.serve.jobs_dir.empty()) {
+      const char* state = std::getenv("XDG_STATE_HOME");
+      const char* home = std::getenv("HOME");
+      a.serve.jobs_dir = state && *state ? std::string(state) + "/trit/jobs"
+                         : home && *home ? std::string(home) + "/.local/state/trit/jobs"
+                                         : std::string("trit-jobs");
+    }
+    a.serve.model_path = a.run.model;
+    a.serve.model_options.device = a.run.device;
+    a.serve.model_options.threads = a.run.threads;
+    a.serve.model_options.max_buffer_mb = a.run.max_buffer_mb;
+    a.serve.model_options.act_quant = a.run.act_quant != "none";
+    a.serve.model_options.activation = a.run.activation;
     if (!a.quiet) {
       a.serve.log = [](const std::string& line) {
         std::fprintf(stderr, "trit serve: %s\n", line.c_str());

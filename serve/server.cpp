@@ -8,12 +8,15 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "serve/auth.h"
 #include "serve/http_error.h"
+#include "serve/jobs.h"
 #include "serve/openai.h"
 
 namespace trit::serve {
@@ -95,6 +98,23 @@ struct Server::Impl {
   std::mutex inflight_mutex;
   std::condition_variable inflight_cv;
   std::set<uint64_t> inflight;  // submitted, not yet ended
+  std::unique_ptr<Jobs> jobs;
+  std::mutex tasks_mutex;
+  std::deque<std::function<void()>> tasks;  // run by the worker between steps (it owns the model)
+
+  void on_worker(std::function<void()> task) {
+    std::lock_guard<std::mutex> lock(tasks_mutex);
+    tasks.push_back(std::move(task));
+  }
+  void run_tasks() {
+    std::deque<std::function<void()>> todo;
+    {
+      std::lock_guard<std::mutex> lock(tasks_mutex);
+      todo.swap(tasks);
+    }
+    for (auto& t : todo) t();
+  }
+  void job_routes();
 
   Impl(Model& m, std::vector<ServedAdapter> a, ServeOptions o)
       : model(m), adapters(std::move(a)), opts(std::move(o)), gen(m, opts.batch) {
@@ -129,6 +149,68 @@ bool Server::Impl::authorized(const httplib::Request& req, httplib::Response& re
   return false;
 }
 
+void Server::Impl::job_routes() {
+  http.Post("/v1/files", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!req.is_multipart_form_data() || !req.has_file("file")) {
+      throw HttpError(400, "upload the JSONL dataset as multipart form data, field 'file'",
+                      "file");
+    }
+    const httplib::MultipartFormData f = req.get_file_value("file");
+    send_json(res, jobs->add_file(f.filename, f.content));
+  });
+  http.Post("/v1/fine_tuning/jobs", [this](const httplib::Request& req, httplib::Response& res) {
+    send_json(res, jobs->create(parse_body(req.body), opts.allow_paths));
+  });
+  http.Get("/v1/fine_tuning/jobs", [this](const httplib::Request&, httplib::Response& res) {
+    send_json(res, jobs->list());
+  });
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+))",
+           [this](const httplib::Request& req, httplib::Response& res) {
+             json j = jobs->get(req.matches[1]);
+             std::lock_guard<std::mutex> lock(adapters_mutex);
+             for (size_t i = 0; i < adapters.size(); ++i) {
+               if (adapters[i].path.find(std::string(req.matches[1]) + "/") != std::string::npos) {
+                 j["adapter_id"] = i;
+               }
+             }
+             send_json(res, j);
+           });
+  http.Post(R"(/v1/fine_tuning/jobs/([^/]+)/cancel)",
+            [this](const httplib::Request& req, httplib::Response& res) {
+              send_json(res, jobs->cancel(req.matches[1]));
+            });
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/adapter)",
+           [this](const httplib::Request& req, httplib::Response& res) {
+             const std::string path = jobs->adapter_path(req.matches[1]);
+             std::ifstream f(path, std::ios::binary);
+             std::stringstream bytes;
+             bytes << f.rdbuf();
+             res.set_content(bytes.str(), "application/octet-stream");
+           });
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/events)",
+           [this](const httplib::Request& req, httplib::Response& res) {
+             const std::string id = req.matches[1];
+             jobs->get(id);  // 404 before the stream opens
+             auto next = std::make_shared<size_t>(0);
+             res.set_header("Cache-Control", "no-cache");
+             res.set_chunked_content_provider(
+                 "text/event-stream", [this, id, next](size_t, httplib::DataSink& sink) {
+                   bool done = false;
+                   for (const json& e : jobs->events(id, *next, 200, done)) {
+                     ++*next;
+                     const std::string chunk = sse(e);
+                     if (!sink.write(chunk.data(), chunk.size())) return false;
+                   }
+                   if (done) {
+                     const std::string end = "data: [DONE]\n\n";
+                     sink.write(end.data(), end.size());
+                     sink.done();
+                   }
+                   return true;
+                 });
+           });
+}
+
 json Server::Impl::adapter_list() {
   std::lock_guard<std::mutex> lock(adapters_mutex);
   json list = json::array();
@@ -139,11 +221,13 @@ json Server::Impl::adapter_list() {
 }
 
 std::vector<AdapterScale> Server::Impl::request_adapters(const CompletionRequest& r) {
+  std::lock_guard<std::mutex> lock(adapters_mutex);
   std::vector<float> scales(adapters.size(), 0.0f);
   if (r.lora) {  // the request's scales; adapters it does not list get 0
-    for (const auto& [id, scale] : *r.lora) scales[size_t(id)] = scale;
+    for (const auto& [id, scale] : *r.lora) {
+      if (size_t(id) < scales.size()) scales[size_t(id)] = scale;
+    }
   } else {
-    std::lock_guard<std::mutex> lock(adapters_mutex);
     for (size_t i = 0; i < adapters.size(); ++i) scales[i] = adapters[i].scale;
   }
   std::vector<AdapterScale> uses;
@@ -156,7 +240,12 @@ std::vector<AdapterScale> Server::Impl::request_adapters(const CompletionRequest
 void Server::Impl::completion(const httplib::Request& req, httplib::Response& res, bool chat) {
   const Clock::time_point arrived = Clock::now();
   if (stopping) throw HttpError(503, "the server is shutting down");
-  CompletionRequest r = parse_completion(req.body, chat, model, int64_t(adapters.size()));
+  int64_t n_adapters = 0;
+  {
+    std::lock_guard<std::mutex> lock(adapters_mutex);
+    n_adapters = int64_t(adapters.size());
+  }
+  CompletionRequest r = parse_completion(req.body, chat, model, n_adapters);
   if (gen.status().queued >= opts.max_queue) {
     res.set_header("Retry-After", "1");
     throw HttpError(503, "the server is busy: " + std::to_string(opts.max_queue) +
@@ -377,6 +466,7 @@ void Server::Impl::routes() {
     if (body.is_discarded() || !body.is_array()) {
       throw HttpError(400, "the body must be an array of {\"id\", \"scale\"}");
     }
+    std::lock_guard<std::mutex> lock(adapters_mutex);
     std::vector<float> scales(adapters.size(), 0.0f);  // unlisted adapters: 0
     for (const json& e : body) {
       if (!e.is_object() || !e.contains("id") || !e["id"].is_number_integer()) {
@@ -396,11 +486,12 @@ void Server::Impl::routes() {
       }
       scales[size_t(id)] = s->get<float>();
     }
-    {
-      std::lock_guard<std::mutex> lock(adapters_mutex);
-      for (size_t i = 0; i < adapters.size(); ++i) adapters[i].scale = scales[i];
+    for (size_t i = 0; i < adapters.size(); ++i) adapters[i].scale = scales[i];
+    json list = json::array();
+    for (size_t i = 0; i < adapters.size(); ++i) {
+      list.push_back({{"id", i}, {"path", adapters[i].path}, {"scale", adapters[i].scale}});
     }
-    send_json(res, adapter_list());
+    send_json(res, list);
   });
 }
 
@@ -423,6 +514,24 @@ Server::Server(Model& model, std::vector<ServedAdapter> adapters, ServeOptions o
   const size_t threads = size_t(s.opts.batch.n_slots + s.opts.max_queue + 8);
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s.routes();
+  if (!s.opts.jobs_dir.empty()) {
+    Impl* impl = &s;
+    s.jobs = std::make_unique<Jobs>(
+        s.opts.jobs_dir, s.opts.model_path, s.opts.model_options,
+        [impl](const std::string& id, const std::string& path) {
+          // A finished job's adapter joins the server's list (scale 0: requests ask for it).
+          impl->on_worker([impl, id, path] {
+            try {
+              Adapter a = impl->model.load_adapter(path);
+              std::lock_guard<std::mutex> lock(impl->adapters_mutex);
+              impl->adapters.push_back({a, path, 0.0f});
+            } catch (const Error& e) {
+              impl->log("fine-tuning job " + id + ": its adapter does not load: " + e.what());
+            }
+          });
+        });
+    s.job_routes();
+  }
 }
 
 Server::~Server() {
@@ -461,7 +570,13 @@ void Server::run() {
   Impl& s = *impl_;
   s.worker = std::thread([&s] {
     while (!s.worker_stop) {
-      if (!s.gen.step()) s.gen.wait_for_work(50);
+      s.run_tasks();
+      const bool worked = s.gen.step();
+      if (s.jobs) {  // serving first: a fine-tuning job waits while requests run
+        const BatchGenerator::Status st = s.gen.status();
+        s.jobs->set_serving(worked || st.active > 0 || st.queued > 0);
+      }
+      if (!worked) s.gen.wait_for_work(50);
     }
   });
   s.http.listen_after_bind();
@@ -477,6 +592,7 @@ void Server::stop() {
   for (uint64_t id : s.inflight) s.gen.cancel(id);
   s.inflight_cv.wait_for(lock, std::chrono::seconds(10), [&] { return s.inflight.empty(); });
   lock.unlock();
+  if (s.jobs) s.jobs->shutdown();  // the running job writes a checkpoint
   s.http.stop();
 }
 

@@ -24,6 +24,12 @@ struct ServeOptions {
   int64_t max_body_bytes = int64_t(16) << 20;
   double timeout_seconds = 600;                      // per request, from its arrival
   std::function<void(const std::string& line)> log;  // one line per request; null: silent
+  // Fine-tuning jobs (serve/jobs.h): their folder ("": no jobs endpoints), the folder under
+  // which a job may name server-side data ("": uploads only), and the model they train on.
+  std::string jobs_dir;
+  std::string allow_paths;
+  std::string model_path;
+  ModelOptions model_options;
 };
 
 // An adapter the server applies: its handle, the path it was loaded from and its global scale.

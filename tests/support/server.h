@@ -23,7 +23,8 @@ class ServerProcess {
  public:
   // Starts `trit serve ARGS --port 0` (stderr to a file of dir) and waits for its "listening
   // on" line; fails the test when it exits first.
-  ServerProcess(const TempDir& dir, std::vector<std::string> args) : log_(dir.file("serve.log")) {
+  ServerProcess(const TempDir& dir, std::vector<std::string> args)
+      : log_(dir.file("serve.log")), state_(dir.file("state")) {
     args.insert(args.begin(), "serve");
     args.insert(args.end(), {"--port", "0"});
     std::fclose(std::fopen(log_.c_str(), "w"));  // there before the child writes to it
@@ -37,6 +38,8 @@ class ServerProcess {
       argv.push_back(nullptr);
       // The CPU is enough for these tests, and leaks of a killed server are not the question.
       setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+      // Fine-tuning jobs live in the test's folder, not the user's.
+      setenv("XDG_STATE_HOME", state_.c_str(), 1);
       execv(TRIT_BIN, argv.data());
       _exit(127);
     }
@@ -96,6 +99,7 @@ class ServerProcess {
 
  private:
   std::string log_;
+  std::string state_;
   pid_t pid_ = -1;
   int port_ = 0;
 };

@@ -1,0 +1,80 @@
+// Fine-tuning jobs of `trit serve` (POST /v1/fine_tuning/jobs): trit's own LoRA fine-tunes
+// (the `trit finetune` options as JSON) run one at a time beside serving, in a folder of their
+// own under the server's jobs folder (job.json, events.jsonl, the adapter and its
+// checkpoints). Policy: serving first: a running job pauses after its current step while any
+// request is decoding or waiting, and goes on when the server is idle. A job interrupted by a
+// stop resumes from its last checkpoint when the server starts again.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "trit/trit.hpp"
+
+namespace trit::serve {
+
+class Jobs {
+ public:
+  // dir: where jobs and uploaded files live (made when missing). model_path and options: the
+  // model jobs train on (opened once, on the jobs' thread; its file pages are shared with the
+  // server's). on_adapter(job id, adapter path) is called when a job succeeds.
+  Jobs(std::string dir, std::string model_path, ModelOptions model_options,
+       std::function<void(const std::string&, const std::string&)> on_adapter);
+  ~Jobs();
+  Jobs(const Jobs&) = delete;
+  Jobs& operator=(const Jobs&) = delete;
+
+  // An uploaded dataset (JSONL): stored, and returned as OpenAI's file object.
+  nlohmann::json add_file(const std::string& name, const std::string& content);
+  // A job from a request body: {"training_file": id} or {"training_path": dir or file under
+  // allow_paths}, optional "validation_file", and "options" with `trit finetune`'s fields
+  // (rank, alpha, lr, steps, epochs, batch, ctx, targets, ...) or OpenAI's "hyperparameters"
+  // (n_epochs, batch_size). Throws HttpError 400 naming the field.
+  nlohmann::json create(const nlohmann::json& body, const std::string& allow_paths);
+  nlohmann::json get(const std::string& id) const;  // 404 when unknown
+  nlohmann::json list() const;
+  nlohmann::json cancel(const std::string& id);
+  std::string adapter_path(const std::string& id) const;  // 404 unless the job succeeded
+  // The job's events from index `from` on, waiting up to timeout_ms for one; done: the job
+  // has ended and every event was returned.
+  std::vector<nlohmann::json> events(const std::string& id, size_t from, int64_t timeout_ms,
+                                     bool& done) const;
+  // Serving first: busy pauses the running job after its step, idle lets it go on.
+  void set_serving(bool busy);
+  // Stops the running job with a checkpoint (it resumes at the next start) and the thread.
+  void shutdown();
+
+  struct Job;
+
+ private:
+  void run_jobs();                    // the jobs' thread
+  void save(const Job& job) const;    // job.json, through a temporary file
+  nlohmann::json describe(const Job& job) const;
+  void add_event(Job& job, nlohmann::json event);
+  Job& find(const std::string& id) const;
+
+  std::string dir_;
+  std::string model_path_;
+  ModelOptions model_options_;
+  std::function<void(const std::string&, const std::string&)> on_adapter_;
+  mutable std::mutex mutex_;
+  mutable std::condition_variable changed_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_;
+  std::deque<std::string> queue_;
+  Trainer* running_ = nullptr;  // the running job's trainer, under mutex_
+  bool paused_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace trit::serve
