@@ -55,7 +55,8 @@ ClientRun stream_one(int port, const nlohmann::json& body, Clock::time_point t0)
     run.last = "connection: " + httplib::to_string(r.error()) + " after " +
                std::to_string(std::chrono::duration<double>(Clock::now() - t0).count()) + " s";
   }
-  if (r && r->status != 200) run.last = "HTTP " + std::to_string(r->status) + " " + r->body + buffer;
+  if (r && r->status != 200)
+    run.last = "HTTP " + std::to_string(r->status) + " " + r->body + buffer;
   return run;
 }
 
@@ -88,9 +89,10 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
       // Prompts differ from the first token on, so no slot reuses another's cache.
       nlohmann::json prompt = nlohmann::json::array();
       for (int64_t t = 0; t < o.n_prompt; ++t) prompt.push_back((i * 7919 + t * 131 + 1) % n_vocab);
-      const nlohmann::json body = {{"prompt", prompt},     {"max_tokens", o.n_gen},
-                                   {"temperature", 0},     {"ignore_eos", true},
-                                   {"stream", true},       {"stream_options", {{"include_usage", true}}}};
+      const nlohmann::json body = {
+          {"prompt", prompt}, {"max_tokens", o.n_gen},
+          {"temperature", 0}, {"ignore_eos", true},
+          {"stream", true},   {"stream_options", {{"include_usage", true}}}};
       clients.emplace_back([&, i, body] { runs[size_t(i)] = stream_one(port, body, t0); });
     }
     for (std::thread& t : clients) t.join();
@@ -118,8 +120,8 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
                                          {"n_prompt", o.n_prompt},
                                          {"n_gen", o.n_gen},
                                          {"device", lm.model.device()}}
-                                  .dump()
-                                  .c_str());
+                              .dump()
+                              .c_str());
     } else {
       std::printf("%8lld %14.1f %14.1f %9.0f ms %9.0f ms", static_cast<long long>(n), rate,
                   rate / double(n), ttft[ttft.size() / 2] * 1e3, ttft.back() * 1e3);

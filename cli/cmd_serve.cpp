@@ -1,7 +1,7 @@
 // trit serve: the OpenAI-compatible HTTP server (serve/server.h) over the model of -m.
 #include <csignal>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "cli/commands.h"

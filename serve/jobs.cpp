@@ -18,8 +18,8 @@ struct Jobs::Job {
   std::string id;
   std::string status = "queued";  // queued, running, succeeded, failed, cancelled
   int64_t created = 0, finished = 0;
-  std::string data;                 // the dataset's path
-  json options = json::object();    // TrainOptions' fields as given
+  std::string data;               // the dataset's path
+  json options = json::object();  // TrainOptions' fields as given
   std::string error;
   int64_t step = 0, total_steps = 0;
   double loss = 0, val_loss = -1;
@@ -60,24 +60,27 @@ TrainOptions train_options(const json& o) {
   TrainOptions t;
   auto num = [&](const char* k, auto& field) {
     if (!o.contains(k)) return;
-    if (!o[k].is_number()) throw HttpError(400, std::string("'options.") + k + "' must be a number", k);
+    if (!o[k].is_number())
+      throw HttpError(400, std::string("'options.") + k + "' must be a number", k);
     field = o[k].get<std::remove_reference_t<decltype(field)>>();
   };
   auto str = [&](const char* k, std::string& field) {
     if (!o.contains(k)) return;
-    if (!o[k].is_string()) throw HttpError(400, std::string("'options.") + k + "' must be a string", k);
+    if (!o[k].is_string())
+      throw HttpError(400, std::string("'options.") + k + "' must be a string", k);
     field = o[k].get<std::string>();
   };
   auto flag = [&](const char* k, bool& field) {
     if (!o.contains(k)) return;
-    if (!o[k].is_boolean()) throw HttpError(400, std::string("'options.") + k + "' must be true or false", k);
+    if (!o[k].is_boolean())
+      throw HttpError(400, std::string("'options.") + k + "' must be true or false", k);
     field = o[k].get<bool>();
   };
   static const std::vector<std::string> known = {
-      "targets", "rank", "alpha", "rslora", "dropout", "lr", "schedule", "warmup",
-      "weight_decay", "grad_clip", "epochs", "steps", "ctx", "batch", "grad_accum",
-      "mask_prompt", "chat_template", "grad_checkpointing", "seed", "val_every", "val_examples",
-      "save_every"};
+      "targets",  "rank",      "alpha",        "rslora",      "dropout",       "lr",
+      "schedule", "warmup",    "weight_decay", "grad_clip",   "epochs",        "steps",
+      "ctx",      "batch",     "grad_accum",   "mask_prompt", "chat_template", "grad_checkpointing",
+      "seed",     "val_every", "val_examples", "save_every"};
   for (const auto& [k, v] : o.items()) {
     if (std::find(known.begin(), known.end(), k) == known.end()) {
       throw HttpError(400, "'options." + k + "' is not a fine-tuning option", k);
@@ -149,7 +152,8 @@ Jobs::Jobs(std::string dir, std::string model_path, ModelOptions model_options,
     job->created = integer("created_at");
     job->finished = integer("finished_at");
     job->data = text("training_path");
-    job->options = j.contains("options") && j["options"].is_object() ? j["options"] : json::object();
+    job->options =
+        j.contains("options") && j["options"].is_object() ? j["options"] : json::object();
     if (j.contains("error") && j["error"].is_object()) job->error = j["error"].value("message", "");
     job->step = integer("step");
     job->total_steps = integer("total_steps");
@@ -191,8 +195,12 @@ json Jobs::add_file(const std::string& name, const std::string& content) {
   if (content.empty()) throw HttpError(400, "the uploaded file is empty", "file");
   const std::string id = new_id("file-");
   write_atomically(dir_ + "/files/" + id + ".jsonl", content);
-  return {{"id", id},           {"object", "file"},     {"bytes", content.size()},
-          {"created_at", unix_now()}, {"filename", name}, {"purpose", "fine-tune"}};
+  return {{"id", id},
+          {"object", "file"},
+          {"bytes", content.size()},
+          {"created_at", unix_now()},
+          {"filename", name},
+          {"purpose", "fine-tune"}};
 }
 
 json Jobs::create(const json& body, const std::string& allow_paths) {
@@ -329,8 +337,7 @@ std::vector<json> Jobs::events(const std::string& id, size_t from, int64_t timeo
   std::unique_lock<std::mutex> lock(mutex_);
   const Job& j = find(id);
   auto ended = [&] {
-    return j.status == "succeeded" || j.status == "failed" || j.status == "cancelled" ||
-           stopping_;
+    return j.status == "succeeded" || j.status == "failed" || j.status == "cancelled" || stopping_;
   };
   changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
                     [&] { return j.events.size() > from || ended(); });
@@ -387,8 +394,10 @@ void Jobs::run_jobs() {
       Trainer trainer(*model, t);
       trainer.on_progress([&](const TrainProgress& p) {
         std::lock_guard<std::mutex> lock(mutex_);
-        json e = {{"object", "fine_tuning.job.event"}, {"step", p.step},
-                  {"total_steps", p.total_steps}, {"message", p.line}};
+        json e = {{"object", "fine_tuning.job.event"},
+                  {"step", p.step},
+                  {"total_steps", p.total_steps},
+                  {"message", p.line}};
         switch (p.kind) {
           case TrainProgress::Kind::Step:
             e["type"] = "metrics";
@@ -439,8 +448,8 @@ void Jobs::run_jobs() {
                        {"type", "status"},
                        {"status", status},
                        {"message", status == "failed"      ? error
-                                   : status == "queued"      ? "stopped; it resumes from its "
-                                                               "last checkpoint at the next start"
+                                   : status == "queued"    ? "stopped; it resumes from its "
+                                                             "last checkpoint at the next start"
                                    : status == "succeeded" ? "the job succeeded"
                                                            : "the job was cancelled"}});
       save(*job);

@@ -13,11 +13,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "trit/trit.hpp"
 
@@ -57,8 +56,8 @@ class Jobs {
   struct Job;
 
  private:
-  void run_jobs();                    // the jobs' thread
-  void save(const Job& job) const;    // job.json, through a temporary file
+  void run_jobs();                  // the jobs' thread
+  void save(const Job& job) const;  // job.json, through a temporary file
   nlohmann::json describe(const Job& job) const;
   void add_event(Job& job, nlohmann::json event);
   Job& find(const std::string& id) const;

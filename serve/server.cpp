@@ -9,15 +9,16 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "serve/auth.h"
 #include "serve/http_error.h"
 #include "serve/jobs.h"
 #include "serve/openai.h"
+#include "serve/peer_socket.h"
 
 namespace trit::serve {
 namespace {
@@ -152,8 +153,7 @@ bool Server::Impl::authorized(const httplib::Request& req, httplib::Response& re
 void Server::Impl::job_routes() {
   http.Post("/v1/files", [this](const httplib::Request& req, httplib::Response& res) {
     if (!req.is_multipart_form_data() || !req.has_file("file")) {
-      throw HttpError(400, "upload the JSONL dataset as multipart form data, field 'file'",
-                      "file");
+      throw HttpError(400, "upload the JSONL dataset as multipart form data, field 'file'", "file");
     }
     const httplib::MultipartFormData f = req.get_file_value("file");
     send_json(res, jobs->add_file(f.filename, f.content));
@@ -286,12 +286,18 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
                                       std::chrono::duration<double>(opts.timeout_seconds));
   if (!r.stream) {
     bool timed_out = false;
+    const int socket = find_peer_socket(req.remote_addr, req.remote_port);
     {
       std::unique_lock<std::mutex> lock(pending->mutex);
-      if (!pending->cv.wait_until(lock, deadline, [&] { return pending->done; })) {
-        timed_out = true;
-        gen.cancel(id);
-        pending->cv.wait(lock, [&] { return pending->done; });
+      // In slices, to see a client that hangs up: its request ends at the next step.
+      while (!pending->cv.wait_for(lock, std::chrono::milliseconds(100),
+                                   [&] { return pending->done; })) {
+        if (Clock::now() > deadline) {
+          timed_out = true;
+          gen.cancel(id);
+        } else if (socket >= 0 && peer_closed(socket)) {
+          gen.cancel(id);
+        }
       }
     }
     const GenerateResult& result = pending->result;

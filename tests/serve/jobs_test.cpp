@@ -7,8 +7,8 @@
 
 #include <atomic>
 #include <nlohmann/json.hpp>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/cli.h"
@@ -71,17 +71,18 @@ std::vector<json> follow(const ServerProcess& s, const std::string& id,
   return events;
 }
 
-const json kOptions = {{"steps", 8},   {"batch", 2}, {"ctx", 64},       {"rank", 4},
-                       {"lr", 0.01},   {"seed", 3},  {"save_every", 2}};
+const json kOptions = {{"steps", 8}, {"batch", 2}, {"ctx", 64},      {"rank", 4},
+                       {"lr", 0.01}, {"seed", 3},  {"save_every", 2}};
 
 // `trit finetune` with the job's options on the same data and threads: the adapter it writes
 // (training sums in an order that depends on the thread count).
 std::string cli_adapter(const TempDir& dir) {
   const std::string out = dir.file("cli.gguf");
-  const RunResult r = run_trit(
-      dir, {"finetune", "-m", kJobModel, "--data", kJobData, "-o", out, "--device", "cpu", "-t", "1",
-            "--steps", "8", "--batch", "2", "-c", "64", "--rank", "4", "--lr", "0.01", "--seed",
-            "3", "--save-every", "2"});
+  const RunResult r =
+      run_trit(dir, {"finetune", "-m",  kJobModel,      "--data", kJobData,  "-o",   out,
+                     "--device", "cpu", "-t",           "1",      "--steps", "8",    "--batch",
+                     "2",        "-c",  "64",           "--rank", "4",       "--lr", "0.01",
+                     "--seed",   "3",   "--save-every", "2"});
   EXPECT_EQ(r.rc, 0) << r.err;
   return read_file(out);
 }
@@ -89,11 +90,11 @@ std::string cli_adapter(const TempDir& dir) {
 TEST(ServeJobs, AJobTrainsTheAdapterTritFinetuneWritesAndTheServerServesIt) {
   TempDir dir;
   const std::string want = cli_adapter(dir);
-  ServerProcess s(dir, {"-m", kJobModel, "--device", "cpu", "-t", "1", "--jobs-dir",
-                        dir.file("jobs")});
+  ServerProcess s(dir,
+                  {"-m", kJobModel, "--device", "cpu", "-t", "1", "--jobs-dir", dir.file("jobs")});
   const std::string file = upload(s);
-  const JobReply created = job_post(s, "/v1/fine_tuning/jobs",
-                                    {{"training_file", file}, {"options", kOptions}});
+  const JobReply created =
+      job_post(s, "/v1/fine_tuning/jobs", {{"training_file", file}, {"options", kOptions}});
   ASSERT_EQ(created.status, 200) << created.body.dump();
   const std::string id = created.body["id"];
   EXPECT_EQ(created.body["object"], "fine_tuning.job");
@@ -119,11 +120,13 @@ TEST(ServeJobs, AJobTrainsTheAdapterTritFinetuneWritesAndTheServerServesIt) {
   EXPECT_EQ(list[0]["scale"], 0.0);
   EXPECT_EQ(job_get(s, "/v1/fine_tuning/jobs/" + id)["adapter_id"], 0);
   write_file(dir.file("downloaded.gguf"), adapter->body);
-  const RunResult gen = run_trit(dir, {"generate", "-m", kJobModel, "--lora",
-                                       dir.file("downloaded.gguf"), "-p", "Emma", "-n", "8",
-                                       "--temp", "0", "--device", "cpu"});
+  const RunResult gen =
+      run_trit(dir, {"generate", "-m", kJobModel, "--lora", dir.file("downloaded.gguf"), "-p",
+                     "Emma", "-n", "8", "--temp", "0", "--device", "cpu"});
   const JobReply served = job_post(s, "/v1/completions",
-                                   {{"prompt", "Emma"}, {"max_tokens", 8}, {"temperature", 0},
+                                   {{"prompt", "Emma"},
+                                    {"max_tokens", 8},
+                                    {"temperature", 0},
                                     {"lora", {{{"id", 0}, {"scale", 1.0}}}}});
   ASSERT_EQ(served.status, 200);
   EXPECT_EQ("Emma" + served.body["choices"][0]["text"].get<std::string>() + "\n", gen.out);
@@ -132,8 +135,8 @@ TEST(ServeJobs, AJobTrainsTheAdapterTritFinetuneWritesAndTheServerServesIt) {
 TEST(ServeJobs, AJobStoppedWithTheServerResumesAtTheNextStart) {
   TempDir dir;
   const std::string want = cli_adapter(dir);
-  const std::vector<std::string> args = {"-m",        kJobModel, "--device", "cpu", "-t", "1",
-                                         "--jobs-dir", dir.file("jobs")};
+  const std::vector<std::string> args = {"-m", kJobModel, "--device",   "cpu",
+                                         "-t", "1",       "--jobs-dir", dir.file("jobs")};
   std::string id;
   {
     ServerProcess s(dir, args);
@@ -161,8 +164,8 @@ TEST(ServeJobs, AJobStoppedWithTheServerResumesAtTheNextStart) {
 
 TEST(ServeJobs, BadJobsAreRefusedAndJobsCancel) {
   TempDir dir;
-  ServerProcess s(dir, {"-m", kJobModel, "--device", "cpu", "-t", "1", "--jobs-dir",
-                        dir.file("jobs")});
+  ServerProcess s(dir,
+                  {"-m", kJobModel, "--device", "cpu", "-t", "1", "--jobs-dir", dir.file("jobs")});
   const std::string file = upload(s);
   struct Bad {
     json body;
@@ -201,8 +204,7 @@ TEST(ServeJobs, BadJobsAreRefusedAndJobsCancel) {
     httplib::Request req;
     req.method = "POST";
     req.path = "/v1/completions";
-    req.body = json{{"prompt", "Emma"}, {"max_tokens", 120}, {"ignore_eos", true},
-                    {"stream", true}}
+    req.body = json{{"prompt", "Emma"}, {"max_tokens", 120}, {"ignore_eos", true}, {"stream", true}}
                    .dump();
     req.set_header("Content-Type", "application/json");
     int chunks = 0;
@@ -218,9 +220,9 @@ TEST(ServeJobs, BadJobsAreRefusedAndJobsCancel) {
   ASSERT_GE(step_at_start, 0);
   ASSERT_GE(step_later, 0);
   EXPECT_LE(step_later - step_at_start, 1) << "the job trained on while a request decoded";
-  EXPECT_EQ(job_post(s, "/v1/fine_tuning/jobs/" + queued + "/cancel", json::object())
-                .body["status"],
-            "cancelled");
+  EXPECT_EQ(
+      job_post(s, "/v1/fine_tuning/jobs/" + queued + "/cancel", json::object()).body["status"],
+      "cancelled");
   job_post(s, "/v1/fine_tuning/jobs/" + running + "/cancel", json::object());
   EXPECT_EQ(follow(s, running).back()["status"], "cancelled");
   EXPECT_EQ(job_get(s, "/v1/fine_tuning/jobs/" + running + "/adapter")["error"]["code"], 404);

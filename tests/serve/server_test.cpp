@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -75,9 +76,12 @@ std::vector<std::string> stream(const ServerProcess& s, const std::string& path,
 
 // What `trit generate` prints after the prompt, greedy.
 std::string cli_generate(const TempDir& dir, const std::vector<std::string>& extra, int n) {
-  std::vector<std::string> args = {"generate",        "-m",     kModel, "-p",       kPrompt, "-n",
-                                   std::to_string(n), "--temp", "0",    "--device", "cpu"};
+  std::vector<std::string> args = {"generate",        "-m",     kModel, "-p", kPrompt, "-n",
+                                   std::to_string(n), "--temp", "0"};
   args.insert(args.end(), extra.begin(), extra.end());
+  if (std::find(extra.begin(), extra.end(), "--device") == extra.end()) {
+    args.insert(args.end(), {"--device", "cpu"});
+  }
   const RunResult r = run_trit(dir, args);
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(r.out.rfind(kPrompt, 0), 0u) << r.out;
@@ -256,6 +260,17 @@ TEST(Serve, ClientThatHangsUpFreesItsSlotAndAFullQueueGets503) {
   }
   EXPECT_EQ(get(s, "/health").body["slots_processing"], 0);
   EXPECT_NE(s.log().find("POST /v1/completions 503"), std::string::npos);
+  // A client of a whole (not streamed) response that gives up frees the slot too.
+  {
+    httplib::Client impatient("127.0.0.1", s.port());
+    impatient.set_read_timeout(0, 300000);  // 0.3 s
+    EXPECT_FALSE(impatient.Post("/v1/completions", completion(-1, {{"ignore_eos", true}}).dump(),
+                                "application/json"));
+  }
+  for (int i = 0; i < 400 && get(s, "/health").body["slots_processing"] != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(get(s, "/health").body["slots_processing"], 0);
 }
 
 TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
@@ -386,6 +401,37 @@ TEST(Serve, MemoryStaysFlatAcrossManyRequests) {
   const long after = rss_kib();
   EXPECT_GT(before, 0);
   EXPECT_LT(after - before, 4 * 1024) << "RSS grew from " << before << " KiB to " << after;
+}
+
+// The server on the Vulkan backend (lavapipe in CI): concurrent requests, with and without an
+// adapter, each as `trit generate --device vulkan` writes it.
+TEST(VulkanServe, ConcurrentRequestsMatchGenerate) {
+  TempDir dir;
+  const RunResult probe = run_trit(dir, {"devices"});
+  if (probe.out.find("vulkan") == std::string::npos && !std::getenv("TRIT_REQUIRE_VULKAN")) {
+    GTEST_SKIP() << "no Vulkan device";
+  }
+  const std::string adapter = random_adapter_file(dir);
+  auto as_json = [](const std::string& raw) {
+    return json::parse(json(raw).dump(-1, ' ', false, json::error_handler_t::replace))
+        .get<std::string>();
+  };
+  const std::string plain = as_json(cli_generate(dir, {"--device", "vulkan"}, 6));
+  const std::string adapted =
+      as_json(cli_generate(dir, {"--device", "vulkan", "--lora", adapter}, 6));
+  ServerProcess s(dir, {"-m", kModel, "--device", "vulkan", "--parallel", "2", "--lora", adapter});
+  std::string got_plain, got_adapted;
+  std::thread a([&] {
+    got_plain = post(s, "/v1/completions", completion(6, {{"lora", json::array()}}).dump())
+                    .body["choices"][0]["text"];
+  });
+  std::thread b([&] {
+    got_adapted = post(s, "/v1/completions", completion(6).dump()).body["choices"][0]["text"];
+  });
+  a.join();
+  b.join();
+  EXPECT_EQ(got_plain, plain);
+  EXPECT_EQ(got_adapted, adapted);
 }
 
 // The official openai npm package (tests/serve/openai_client, installed by tools/setup.sh with
