@@ -99,6 +99,9 @@ struct Server::Impl {
   std::mutex inflight_mutex;
   std::condition_variable inflight_cv;
   std::set<uint64_t> inflight;  // submitted, not yet ended
+  // Completion responses not yet written to their client: the logger, which cpp-httplib calls
+  // after a response's last byte, removes them. stop() waits for both sets to empty.
+  std::set<const httplib::Request*> responding;
   std::unique_ptr<Jobs> jobs;
   std::mutex tasks_mutex;
   std::deque<std::function<void()>> tasks;  // run by the worker between steps (it owns the model)
@@ -240,6 +243,10 @@ std::vector<AdapterScale> Server::Impl::request_adapters(const CompletionRequest
 void Server::Impl::completion(const httplib::Request& req, httplib::Response& res, bool chat) {
   const Clock::time_point arrived = Clock::now();
   if (stopping) throw HttpError(503, "the server is shutting down");
+  {
+    std::lock_guard<std::mutex> lock(inflight_mutex);
+    responding.insert(&req);
+  }
   int64_t n_adapters = 0;
   {
     std::lock_guard<std::mutex> lock(adapters_mutex);
@@ -356,8 +363,10 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
         state->closed = true;
         return true;
       },
-      [this, id](bool) {
+      [this, id, request = &req](bool) {
         gen.cancel(id);  // the response is over: a request still running (client gone) ends
+        std::lock_guard<std::mutex> lock(inflight_mutex);
+        if (responding.erase(request)) inflight_cv.notify_all();
       });
 }
 
@@ -367,6 +376,10 @@ void Server::Impl::routes() {
                                 : httplib::Server::HandlerResponse::Handled;
   });
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    {
+      std::lock_guard<std::mutex> lock(inflight_mutex);
+      if (responding.erase(&req)) inflight_cv.notify_all();
+    }
     log(req.method + " " + req.path + " " + std::to_string(res.status) + " " + req.remote_addr);
   });
   http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -596,7 +609,8 @@ void Server::stop() {
   // Running requests end at the next step; their responses close before the listener does.
   std::unique_lock<std::mutex> lock(s.inflight_mutex);
   for (uint64_t id : s.inflight) s.gen.cancel(id);
-  s.inflight_cv.wait_for(lock, std::chrono::seconds(10), [&] { return s.inflight.empty(); });
+  s.inflight_cv.wait_for(lock, std::chrono::seconds(10),
+                         [&] { return s.inflight.empty() && s.responding.empty(); });
   lock.unlock();
   if (s.jobs) s.jobs->shutdown();  // the running job writes a checkpoint
   s.http.stop();

@@ -22,8 +22,9 @@ namespace trit::engine::test {
 class ServerProcess {
  public:
   // Starts `trit serve ARGS --port 0` (stderr to a file of dir) and waits for its "listening
-  // on" line; fails the test when it exits first.
-  ServerProcess(const TempDir& dir, std::vector<std::string> args)
+  // on" line; fails the test when it exits first. asan_options reach a sanitized build only.
+  ServerProcess(const TempDir& dir, std::vector<std::string> args,
+                std::string asan_options = "detect_leaks=0")
       : log_(dir.file("serve.log")), state_(dir.file("state")) {
     args.insert(args.begin(), "serve");
     args.insert(args.end(), {"--port", "0"});
@@ -37,7 +38,7 @@ class ServerProcess {
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
       // The CPU is enough for these tests, and leaks of a killed server are not the question.
-      setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+      setenv("ASAN_OPTIONS", asan_options.c_str(), 1);
       // Fine-tuning jobs live in the test's folder, not the user's.
       setenv("XDG_STATE_HOME", state_.c_str(), 1);
       execv(TRIT_BIN, argv.data());
