@@ -20,7 +20,9 @@ per case under --out (default tests/data/hf_ref):
                inner_attn_ln / ffn_layernorm, no quantization_config)
 
 Each folder holds config.json, the safetensors file(s) (+ index), ids.txt (comma separated),
-logits.f32 (raw little-endian float32, n_tokens x n_vocab, row-major) and info.json.
+logits.f32 (raw little-endian float32, n_tokens x n_vocab, row-major), logits_float.f32 (the
+same from the script's float64 forward pass with float activations, which transformers has no
+mode for; that pass agrees with transformers to ~1e-6 under W1.58A8) and info.json.
 
 The script also settles what `weight_scale` means in the packed layout by loading variants
 of the packed model through transformers and comparing their logits with the float model,
@@ -323,7 +325,9 @@ def run_logits(model, ids):
 # ---- independent float64 reference (W1.58A8 as DESIGN.md section 2 states it) ----
 
 
-def ref64_logits(sd, cfg, ids):
+def ref64_logits(sd, cfg, ids, quant_acts=True):
+    """The forward pass in float64 from the float weights: W1.58A8 as transformers computes it,
+    or with quant_acts=False float activations (ternary weights times their scale only)."""
     d = torch.float64
     theta = cfg_theta(cfg)
     act = cfg.hidden_act
@@ -337,6 +341,8 @@ def ref64_logits(sd, cfg, ids):
     def bitlin(x, w):
         trits, s = absmean_trits(w)
         m = 1.0 / s.double()
+        if not quant_acts:
+            return (x @ trits.to(d).T) * m
         sx = 127.0 / x.abs().amax(-1, keepdim=True).clamp(min=1e-5)
         q = (x * sx).round().clamp(-128, 127)
         return (q @ trits.to(d).T) * m / sx
@@ -400,12 +406,15 @@ def top1_margin(logits):
     return float((top2[:, 0] - top2[:, 1]).min())
 
 
-def write_outputs(folder, ids, logits, info):
+def write_outputs(folder, ids, logits, info, float_logits):
+    """float_logits: the float64 reference with float activations (transformers has no such
+    mode), written as logits_float.f32 for `trit logits --act-quant none`."""
     with open(os.path.join(folder, "ids.txt"), "w") as f:
         f.write(",".join(str(i) for i in ids) + "\n")
-    arr = logits.numpy().astype("<f4")
-    assert arr.shape == (len(ids), VOCAB)
-    arr.tofile(os.path.join(folder, "logits.f32"))
+    for name, lg in (("logits.f32", logits), ("logits_float.f32", float_logits)):
+        arr = lg.numpy().astype("<f4")
+        assert arr.shape == (len(ids), VOCAB)
+        arr.tofile(os.path.join(folder, name))
     info = dict(info)
     info.update(
         {
@@ -469,7 +478,8 @@ def family_case(name, cfg, sd, qcfg, stored, ids, out_dir, expect_module, failur
         with open(os.path.join(folder, "config.json"), "w") as f:
             json.dump(d, f, indent=2, sort_keys=True)
     write_outputs(folder, ids, logits, {"case": name, "linear_module": cls,
-                                        "float64_rel_err": err64, "perturbation_rel_err": sens})
+                                        "float64_rel_err": err64, "perturbation_rel_err": sens},
+                  ref64_logits(sd, cfg, ids, quant_acts=False))
     return folder_bytes(folder)
 
 
@@ -536,7 +546,8 @@ def main():
     log(f"relu2_tied: rel change of the logits under 1e-6 perturbations of the norms: {sens_a:.3e}")
     write_outputs(dir_a, ids, logits_a, {"case": "relu2_tied", "linear_module": cls,
                                           "float64_rel_err": err64_a,
-                                          "perturbation_rel_err": sens_a})
+                                          "perturbation_rel_err": sens_a},
+                  ref64_logits(sd_a, cfg_a, ids, quant_acts=False))
     summary["relu2_tied"] = folder_bytes(dir_a)
 
     # (b) silu_untied: bf16, two shards
@@ -552,7 +563,8 @@ def main():
     log(f"silu_untied: q_proj module is {cls_b}; lm_head {type(model_b.lm_head).__name__}; "
         f"act {model_b.model.layers[0].mlp.act_fn}")
     logits_b = run_logits(model_b, ids)
-    ref_b = ref64_logits({n: t.float() for n, t in sd_b16.items()}, cfg_b, ids)
+    sd_b32 = {n: t.float() for n, t in sd_b16.items()}
+    ref_b = ref64_logits(sd_b32, cfg_b, ids)
     err64_b = rel_err(logits_b, ref_b)
     log(f"silu_untied: float64 reference vs transformers: rel err {err64_b:.3e}, top-1 agree "
         f"{float((logits_b.argmax(-1) == ref_b.argmax(-1)).float().mean()):.3f}")
@@ -560,7 +572,8 @@ def main():
     log(f"silu_untied: rel change of the logits under 1e-6 perturbations of the norms: {sens_b:.3e}")
     write_outputs(dir_b, ids, logits_b, {"case": "silu_untied", "linear_module": cls_b,
                                           "float64_rel_err": err64_b,
-                                          "perturbation_rel_err": sens_b})
+                                          "perturbation_rel_err": sens_b},
+                  ref64_logits(sd_b32, cfg_b, ids, quant_acts=False))
     summary["silu_untied"] = folder_bytes(dir_b)
 
     # (c) packed: what does weight_scale mean? Try both readings under both linear classes.
@@ -608,7 +621,8 @@ def main():
                                               "weight_scale": "1/mean|W| (divisor)" if kind == "inverse"
                                               else "mean|W| (multiplier)",
                                               "max_abs_diff_vs_relu2_tied": diff,
-                                              "weight_scale_findings": findings})
+                                              "weight_scale_findings": findings},
+                      ref64_logits(sd_a, cfg_a, ids, quant_acts=False))
         summary["packed"] = folder_bytes(dir_c)
     else:
         failures.append(f"packed: no single weight_scale reading matched: {findings}")
