@@ -25,12 +25,14 @@ void Backend::norm_linear(const NormOp& norm, std::span<const LinearOp> ops, int
 }
 
 void Backend::rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
-                            DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t row0, int64_t n,
-                            int64_t pos0, const AttnShape& shape) {
-  rope(q, row0, n, shape.n_head, shape, pos0);
-  rope(k, row0, n, shape.n_head_kv, shape, pos0);
-  if (&k_cache != &k) store_kv(k_cache, k, row0, n, pos0);
-  if (&v_cache != &v) store_kv(v_cache, v, row0, n, pos0);
+                            DeviceTensor& k_cache, DeviceTensor& v_cache,
+                            std::span<const SeqRows> seqs, const AttnShape& shape) {
+  for (const SeqRows& s : seqs) {
+    rope(q, s.row0, s.n, shape.n_head, shape, s.pos0);
+    rope(k, s.row0, s.n, shape.n_head_kv, shape, s.pos0);
+    if (&k_cache != &k) store_kv(k_cache, k, s.row0, s.n, s.base + s.pos0);
+    if (&v_cache != &v) store_kv(v_cache, v, s.row0, s.n, s.base + s.pos0);
+  }
 }
 
 }  // namespace trit::engine

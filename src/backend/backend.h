@@ -44,6 +44,18 @@ struct AttnShape {
   int64_t kv_cols() const { return n_head_kv * head_dim; }
 };
 
+// One sequence's rows in a batch and where its keys and values live: query rows [row0, row0 + n)
+// at positions pos0 .., whose keys and values go to cache rows [base + pos0, base + pos0 + n) and
+// whose attention reads cache rows [base, base + pos0 + n). Sequences of a batch may share one
+// pair of cache tensors at different bases (KvCache::pool); base is a multiple of kKvPoolAlign.
+struct SeqRows {
+  int64_t row0 = 0;
+  int64_t n = 0;
+  int64_t pos0 = 0;
+  int64_t base = 0;
+};
+inline constexpr int64_t kKvPoolAlign = 256;
+
 // What a tensor serves as: KV caches keep their pieces on attention-chunk boundaries on devices
 // that split tensors.
 enum class TensorUse { Activations, KvCache };
@@ -216,25 +228,25 @@ class Backend {
   // Rotates the gradient x in place by the negative angles (the inverse of rope).
   virtual void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
                              int64_t pos0) = 0;
-  // A block's rope and KV store together over rows [row0, row0 + n) of q, k and v (one
-  // sequence's tokens at positions pos0 ..): rope on q and k (n_head and n_head_kv heads), then
-  // cache rows [pos0, pos0 + n) = those rows of k and v. k's contents afterwards are
-  // unspecified (a device may write the rotated values only to the cache). When k_cache is k
-  // itself (training: a sequence is its own cache, row0 = pos0 = 0), only the rotations run.
+  // A block's rope and KV store together, for each sequence of seqs over its rows of q, k and v:
+  // rope on q and k (n_head and n_head_kv heads) at the sequence's positions, then its cache
+  // rows (SeqRows) = those rows of k and v. k's contents afterwards are unspecified (a device
+  // may write the rotated values only to the cache). When k_cache is k itself (training: a
+  // sequence is its own cache, one SeqRows of zeros but n), only the rotations run.
   virtual void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
-                             DeviceTensor& k_cache, DeviceTensor& v_cache, int64_t row0, int64_t n,
-                             int64_t pos0, const AttnShape& shape);
+                             DeviceTensor& k_cache, DeviceTensor& v_cache,
+                             std::span<const SeqRows> seqs, const AttnShape& shape);
 
   // ---- attention ----
   // cache rows [pos0, pos0 + n) = src rows [row0, row0 + n).
   virtual void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
                         int64_t pos0) = 0;
-  // Causal GQA attention of the n query tokens in rows [row0, row0 + n) of q (one sequence's,
-  // at positions pos0 ..) against cache rows [0, pos0 + n), into the same rows of out. A batch
-  // of several sequences calls it once per sequence, each with its own cache.
-  //   q, out: (>= row0 + n, q_cols)   k_cache, v_cache: (>= pos0 + n, kv_cols)
+  // Causal GQA attention, for each sequence of seqs, of its query rows of q against its cache
+  // rows (SeqRows), into the same rows of out. Sequences whose caches are separate tensors
+  // take one call each; a pool's share one call (a device may run them as one dispatch).
+  //   q, out: (>= row0 + n, q_cols)   k_cache, v_cache: (>= base + pos0 + n, kv_cols)
   virtual void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                         const DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
+                         const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
                          const AttnShape& shape) = 0;
   // Backward of attention over a whole sequence (positions 0 .. n - 1, keys and values of the
   // same n tokens):   dq, q, dout: (n, q_cols)   dk, dv, k, v: (n, kv_cols)

@@ -49,9 +49,12 @@ BatchGenerator::BatchGenerator(const Model& model, Backend& backend, const Token
   if (limits_.n_ctx <= 0) fail("batch: the context must be positive, got ", limits_.n_ctx);
   if (limits_.n_batch <= 0) fail("batch: n_batch must be positive, got ", limits_.n_batch);
   arena_.init(backend_, model_.hparams(), limits_.n_batch + limits_.n_slots);
-  for (int64_t s = 0; s < limits_.n_slots; ++s) {
+  // The slots' caches share tensors: a device attends for every slot of a step in one dispatch.
+  std::vector<KvCache> caches =
+      KvCache::pool(backend_, model_.hparams(), limits_.n_ctx, limits_.n_slots);
+  for (KvCache& c : caches) {
     slots_.push_back(std::make_unique<Slot>());
-    slots_.back()->cache.init(backend_, model_.hparams(), limits_.n_ctx);
+    slots_.back()->cache = std::move(c);
   }
 }
 

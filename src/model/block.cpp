@@ -14,9 +14,15 @@ void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T,
   // attention
   const LinearOp qkv[] = {op(kQ, w.q, a.q), op(kK, w.k, a.k), op(kV, w.v, a.v)};
   be.norm_linear({&x, w.attn_norm, eps, a.h1, a.rstd1}, qkv, T, p.mode, LinearEpilogue::none());
-  for (const KvView& kv : seqs) {
-    be.rope_store_kv(*a.q, *a.k, *a.v, *kv.k, *kv.v, kv.row0, kv.n, kv.pos0, shape);
-    be.attention(*a.att, *a.q, *kv.k, *kv.v, kv.row0, kv.n, kv.pos0, shape);
+  // One call per run of sequences whose caches are the same tensors (a pool's slots).
+  std::vector<SeqRows> run;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const KvView& kv = seqs[i];
+    run.push_back({kv.row0, kv.n, kv.pos0, kv.base});
+    if (i + 1 < seqs.size() && seqs[i + 1].k == kv.k && seqs[i + 1].v == kv.v) continue;
+    be.rope_store_kv(*a.q, *a.k, *a.v, *kv.k, *kv.v, run, shape);
+    be.attention(*a.att, *a.q, *kv.k, *kv.v, run, shape);
+    run.clear();
   }
   const LinearOp o[] = {op(kO, w.o, a.o)};
   if (w.attn_sub_norm) {

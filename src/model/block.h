@@ -41,15 +41,17 @@ struct BlockActs {
 };
 
 // One sequence's tokens in a pass: rows [row0, row0 + n) of the block's tensors, at positions
-// pos0 .. pos0 + n - 1, whose keys and values go to and are read from rows [0, pos0 + n) of k
-// and v. Generation: the sequence's KV cache of this layer (a batch holds several sequences,
-// each with its own cache); training: acts.k and acts.v themselves with row0 = pos0 = 0.
+// pos0 .. pos0 + n - 1, whose keys and values go to and are read from rows [base, base + pos0 +
+// n) of k and v. Generation: the sequence's KV cache of this layer (a batch holds several
+// sequences, with caches of their own or rows of one pool); training: acts.k and acts.v
+// themselves with row0 = pos0 = base = 0.
 struct KvView {
   DeviceTensor* k = nullptr;
   DeviceTensor* v = nullptr;
   int64_t pos0 = 0;
   int64_t row0 = 0;
   int64_t n = 0;
+  int64_t base = 0;
 };
 
 // Everything a block's pass needs besides its tensors.

@@ -37,6 +37,27 @@ void KvCache::init(Backend& backend, const HParams& hp, int64_t ctx) {
   }
 }
 
+std::vector<KvCache> KvCache::pool(Backend& backend, const HParams& hp, int64_t ctx, int64_t n) {
+  if (ctx <= 0 || n <= 0) fail("KV pool: ", n, " caches of ", ctx, " positions");
+  const int64_t stride = (ctx + kKvPoolAlign - 1) / kKvPoolAlign * kKvPoolAlign;
+  std::vector<KvCache> caches(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    caches[size_t(i)].n_ctx = ctx;
+    caches[size_t(i)].base = i * stride;
+  }
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    std::shared_ptr<DeviceTensor> k =
+        backend.tensor(cat("pool_k.", l), n * stride, hp.n_embd_kv(), TensorUse::KvCache);
+    std::shared_ptr<DeviceTensor> v =
+        backend.tensor(cat("pool_v.", l), n * stride, hp.n_embd_kv(), TensorUse::KvCache);
+    for (KvCache& c : caches) {
+      c.k.push_back(k);
+      c.v.push_back(v);
+    }
+  }
+  return caches;
+}
+
 void ForwardArena::init(Backend& be, const HParams& hp, int64_t batch) {
   n_batch = batch;
   x = be.tensor("x", batch, hp.n_embd);
@@ -155,7 +176,8 @@ void model_forward(const Model& model, const int32_t* tokens, int64_t n, int64_t
   check_lora_set(opts.lora, hp);
   std::vector<std::vector<KvView>> seqs(size_t(hp.n_layer));
   for (int64_t l = 0; l < hp.n_layer; ++l) {
-    seqs[size_t(l)] = {{cache.k[size_t(l)].get(), cache.v[size_t(l)].get(), pos0, 0, n}};
+    seqs[size_t(l)] = {
+        {cache.k[size_t(l)].get(), cache.v[size_t(l)].get(), pos0, 0, n, cache.base}};
   }
   forward_rows(model, tokens, n, seqs, opts.lora, a, be, opts.act_quant);
   if (!logits || first_logit >= n) return;
@@ -176,8 +198,8 @@ void model_forward_batch(const Model& model, const int32_t* tokens, std::span<co
     }
     check_lora_set(s.lora, hp);
     for (int64_t l = 0; l < hp.n_layer; ++l) {
-      views[size_t(l)].push_back(
-          {s.cache->k[size_t(l)].get(), s.cache->v[size_t(l)].get(), s.pos0, n, s.n});
+      views[size_t(l)].push_back({s.cache->k[size_t(l)].get(), s.cache->v[size_t(l)].get(), s.pos0,
+                                  n, s.n, s.cache->base});
     }
     if (!runs.empty() && runs.back().lora == s.lora) {
       runs.back().rows += s.n;

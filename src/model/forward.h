@@ -27,11 +27,18 @@ struct ForwardOptions {
 };
 
 // Keys (after rope) and values of every layer for positions [0, n_ctx).
+// A sequence's keys and values: rows [base, base + n_ctx) of k and v per layer. A cache of its
+// own (init) starts at row 0; the caches of a pool (several sequences decoded together) share
+// tensors, so that a device can attend for all of them in one dispatch.
 struct KvCache {
   int64_t n_ctx = 0;
-  std::vector<std::unique_ptr<DeviceTensor>> k;  // n_layer x (n_ctx, n_embd_kv)
-  std::vector<std::unique_ptr<DeviceTensor>> v;  // n_layer x (n_ctx, n_embd_kv)
+  int64_t base = 0;
+  std::vector<std::shared_ptr<DeviceTensor>> k;  // n_layer x (>= base + n_ctx, n_embd_kv)
+  std::vector<std::shared_ptr<DeviceTensor>> v;
   void init(Backend& backend, const HParams& hp, int64_t n_ctx);
+  // n caches of n_ctx positions each in one pair of tensors per layer (bases kKvPoolAlign apart
+  // at least).
+  static std::vector<KvCache> pool(Backend& backend, const HParams& hp, int64_t n_ctx, int64_t n);
 };
 
 // Activations for up to n_batch tokens; the block's tensors share memory where their uses do

@@ -30,14 +30,17 @@ TEST(BatchForward, EverySequenceGetsTheLogitsItGetsAlone) {
   const test::AttachedLora lb = test::attach_lora(*cpu, hp, {{&a1, 0.5f}, {&a2, 2.0f}});
   const auto seqs = test::batch_sequences(&la.set, &lb.set);
   for (bool act_quant : {true, false}) {
-    const auto batched =
-        test::batched_logits(*model, *cpu, seqs, test::batch_schedule(), act_quant, 16);
     const auto alone = test::separate_logits(*model, *cpu, seqs, act_quant, 16);
-    ASSERT_EQ(batched.size(), alone.size());
-    for (size_t s = 0; s < seqs.size(); ++s) {
-      ASSERT_EQ(batched[s].size(), alone[s].size()) << "sequence " << s;
-      // Rows are computed independently of each other: the same bits.
-      EXPECT_EQ(batched[s], alone[s]) << "sequence " << s << " act_quant " << act_quant;
+    for (bool pooled : {false, true}) {
+      const auto batched =
+          test::batched_logits(*model, *cpu, seqs, test::batch_schedule(), act_quant, 16, pooled);
+      ASSERT_EQ(batched.size(), alone.size());
+      for (size_t s = 0; s < seqs.size(); ++s) {
+        ASSERT_EQ(batched[s].size(), alone[s].size()) << "sequence " << s;
+        // Rows are computed independently of each other: the same bits.
+        EXPECT_EQ(batched[s], alone[s])
+            << "sequence " << s << " act_quant " << act_quant << " pooled " << pooled;
+      }
     }
     // The adapters matter: sequences 1 and 2 share theirs, 3 has others.
     EXPECT_GT(test::rel_l2(alone[1], test::separate_logits(

@@ -32,18 +32,26 @@ struct BatchStepPart {
 };
 using BatchSchedule = std::vector<std::vector<BatchStepPart>>;
 
-// Every sequence's logits ((1 + decoded, n_vocab) each), computed in the batched steps.
+// Every sequence's logits ((1 + decoded, n_vocab) each), computed in the batched steps; with
+// `pooled`, the caches are rows of one pool (KvCache::pool, sequence i in slot n - 1 - i, so
+// that row order and slot order differ), else tensors of their own.
 inline std::vector<std::vector<float>> batched_logits(const Model& m, Backend& be,
                                                       const std::vector<BatchedSequence>& seqs,
                                                       const BatchSchedule& schedule, bool act_quant,
-                                                      int64_t n_ctx) {
+                                                      int64_t n_ctx, bool pooled = false) {
   const int64_t V = m.hparams().n_vocab;
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<int64_t> fed(seqs.size(), 0);
   std::vector<std::vector<float>> out(seqs.size());
+  std::vector<KvCache> pool;
+  if (pooled) pool = KvCache::pool(be, m.hparams(), n_ctx, int64_t(seqs.size()));
   for (size_t i = 0; i < seqs.size(); ++i) {
     caches.push_back(std::make_unique<KvCache>());
-    caches.back()->init(be, m.hparams(), n_ctx);
+    if (pooled) {
+      *caches.back() = pool[seqs.size() - 1 - i];
+    } else {
+      caches.back()->init(be, m.hparams(), n_ctx);
+    }
   }
   ForwardArena arena;
   arena.init(be, m.hparams(), 32);

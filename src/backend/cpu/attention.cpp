@@ -139,22 +139,25 @@ void CpuBackend::store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t 
 }
 
 void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                           const DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
+                           const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
                            const AttnShape& shape) {
-  const int64_t n_keys = pos0 + n;
-  check_rows(k_cache, 0, n_keys, "attention");
-  check_rows(v_cache, 0, n_keys, "attention");
-  check_rows(q, row0, n, "attention");
-  check_rows(out, row0, n, "attention");
-  const size_t need = size_t(n_keys) * size_t(std::max(pool_.size(), 1));
-  if (scores_.size() < need) scores_.resize(need);
-  const float* kc = cpu_data(k_cache);
-  const float* vc = cpu_data(v_cache);
-  pool_.parallel_for(shape.n_head, [&](int64_t h0, int64_t h1, int thread) {
-    attention_forward(cpu_data(q) + row0 * q.cols(), kc, vc, k_cache.cols(), n, pos0, shape.n_head,
-                      shape.n_head_kv, shape.head_dim, h0, h1, cpu_data(out) + row0 * out.cols(),
-                      scores_.data() + thread * n_keys);
-  });
+  for (const SeqRows& s : seqs) {
+    const int64_t n_keys = s.pos0 + s.n;
+    if (s.base < 0 || s.pos0 < 0) fail("attention: a sequence at base ", s.base, ", ", s.pos0);
+    check_rows(k_cache, s.base, n_keys, "attention");
+    check_rows(v_cache, s.base, n_keys, "attention");
+    check_rows(q, s.row0, s.n, "attention");
+    check_rows(out, s.row0, s.n, "attention");
+    const size_t need = size_t(n_keys) * size_t(std::max(pool_.size(), 1));
+    if (scores_.size() < need) scores_.resize(need);
+    const float* kc = cpu_data(k_cache) + s.base * k_cache.cols();
+    const float* vc = cpu_data(v_cache) + s.base * v_cache.cols();
+    pool_.parallel_for(shape.n_head, [&](int64_t h0, int64_t h1, int thread) {
+      attention_forward(cpu_data(q) + s.row0 * q.cols(), kc, vc, k_cache.cols(), s.n, s.pos0,
+                        shape.n_head, shape.n_head_kv, shape.head_dim, h0, h1,
+                        cpu_data(out) + s.row0 * out.cols(), scores_.data() + thread * n_keys);
+    });
+  }
 }
 
 void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,

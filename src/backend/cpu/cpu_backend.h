@@ -67,7 +67,7 @@ class CpuBackend final : public Backend {
   void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
                 int64_t pos0) override;
   void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                 const DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
+                 const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
                  const AttnShape& shape) override;
   void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                           const DeviceTensor& dout, const DeviceTensor& q, const DeviceTensor& k,

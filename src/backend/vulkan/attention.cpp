@@ -17,6 +17,18 @@ namespace {
 
 constexpr uint32_t kAttnWg = 64;  // attention, attention_combine, attention_backward(_kv)
 
+// The spec constants of attention and attention_combine.
+std::vector<uint32_t> attention_spec(uint32_t chunk, uint32_t head_dim, uint32_t qt,
+                                     bool seq_table) {
+  std::vector<uint32_t> spec(uint32_t(SpecId::SeqTable) + 1, 0);
+  spec[uint32_t(SpecId::WorkgroupSize)] = kAttnWg;
+  spec[uint32_t(SpecId::MvTokens)] = qt;
+  spec[uint32_t(SpecId::AttnChunk)] = chunk;
+  spec[uint32_t(SpecId::MaxHeadDim)] = head_dim;
+  spec[uint32_t(SpecId::SeqTable)] = seq_table ? 1 : 0;
+  return spec;
+}
+
 }  // namespace
 
 void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, int64_t row0,
@@ -38,35 +50,117 @@ void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, i
 }
 
 void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, const DeviceTensor& k_t,
-                              const DeviceTensor& v_t, int64_t row0, int64_t n, int64_t pos0,
+                              const DeviceTensor& v_t, std::span<const SeqRows> seqs,
                               const AttnShape& shape) {
   VkTensor& out = vk_tensor(out_t);
   const VkTensor& q = vk_tensor(q_t);
   const VkTensor& kc = vk_tensor(k_t);
   const VkTensor& vc = vk_tensor(v_t);
+  if (seqs.size() > 1 && attention_decode(out, q, kc, vc, seqs, shape)) return;
+  for (const SeqRows& s : seqs) attention_seq(out, q, kc, vc, s, shape);
+}
+
+bool VulkanBackend::attention_decode(VkTensor& out, const VkTensor& q, const VkTensor& kc,
+                                     const VkTensor& vc, std::span<const SeqRows> seqs,
+                                     const AttnShape& shape) {
+  const int64_t hd = shape.head_dim, n_head = shape.n_head;
+  const uint32_t chunk = std::min(kc.kv_chunk(), vc.kv_chunk());
+  const uint64_t r0 = uint64_t(seqs[0].row0), n_q = seqs.size();
+  // One query per sequence, in consecutive rows; caches on chunk boundaries; the rows of q and
+  // out bindable as they are; the partials within the binding limit.
+  uint64_t n_chunks = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const SeqRows& s = seqs[i];
+    if (s.n != 1 || s.row0 != int64_t(r0 + i) || s.pos0 < 0 || s.base < 0 || s.base % chunk != 0 ||
+        s.base + s.pos0 + 1 > kc.rows()) {
+      return false;
+    }
+    n_chunks = std::max<uint64_t>(n_chunks, uint64_t(s.pos0) / chunk + 1);
+  }
+  if (q.cols() != n_head * hd || out.cols() != q.cols() || kc.cols() != shape.kv_cols() ||
+      vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
+      vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() || shape.n_head_kv <= 0 ||
+      n_head % shape.n_head_kv != 0 || r0 + n_q > uint64_t(q.rows()) ||
+      r0 + n_q > uint64_t(out.rows()) || !one_piece(q.tiles(), r0, n_q) ||
+      !one_piece(out.tiles(), r0, n_q)) {
+    return false;
+  }
+  const uint64_t part_bytes = n_q * uint64_t(n_head) * n_chunks * uint64_t(hd + 2) * 4;
+  if (part_bytes > ctx_->binding_limit() ||
+      n_q > ctx_->caps().info.max_compute_work_group_count[2]) {
+    return false;
+  }
+  const BufferRange qr = rows_range(q.tiles(), r0, r0 + n_q);
+  const BufferRange outr = rows_range(out.tiles(), r0, r0 + n_q);
+  const uint64_t align = ctx_->caps().info.min_storage_buffer_offset_alignment;
+  if ((align > 0 && (qr.offset % align != 0 || outr.offset % align != 0))) return false;
+
+  const Pipeline& pa = rec_.pipeline("attention", 5, sizeof(AttentionPush),
+                                     attention_spec(chunk, uint32_t(hd), 1, true), 0b10111);
+  const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
+                                     attention_spec(chunk, uint32_t(hd), 0, true), 0b101);
+  // (base, pos) per query, in host-visible memory kept until the submission ends.
+  const BufferRange table = scratch_.host.alloc(n_q * 8);
+  auto* t = reinterpret_cast<uint32_t*>(static_cast<unsigned char*>(table.buffer->mapped()) +
+                                        table.offset);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    t[2 * i] = uint32_t(seqs[i].base);
+    t[2 * i + 1] = uint32_t(seqs[i].pos0);
+  }
+  scratch_.attn.reset();
+  const BufferRange part = scratch_.attn.alloc(part_bytes);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  for (size_t i = 0; i < kc.tiles().pieces(); ++i) {
+    const TiledTensor::Piece& piece = kc.tiles().piece(i);
+    bool used = false;  // only pieces that hold keys of some query
+    for (const SeqRows& s : seqs) {
+      used = used || (uint64_t(s.base) < piece.row1 && uint64_t(s.base + s.pos0) >= piece.row0);
+    }
+    if (!used) continue;
+    const AttentionPush push{uint32_t(n_q),
+                             0,
+                             0,
+                             uint32_t(n_head),
+                             uint32_t(shape.n_head_kv),
+                             uint32_t(hd),
+                             uint32_t(kc.cols()),
+                             uint32_t(piece.row0),
+                             uint32_t(piece.rows()),
+                             uint32_t(n_chunks),
+                             scale};
+    rec_.seq().dispatch(pa, {qr, kc.tiles().range(i), vc.tiles().range(i), part, table}, push,
+                        uint32_t(n_chunks), uint32_t(n_head), uint32_t(n_q));
+  }
+  const AttentionCombinePush cpush{uint32_t(n_q),     0, 0, uint32_t(n_head), uint32_t(hd),
+                                   uint32_t(n_chunks)};
+  rec_.seq().dispatch(pc, {part, outr, table}, cpush, uint32_t(n_head), uint32_t(n_q));
+  return true;
+}
+
+void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTensor& kc,
+                                  const VkTensor& vc, const SeqRows& s, const AttnShape& shape) {
   const int64_t hd = shape.head_dim;
   const int64_t n_head = shape.n_head;
-  if (n < 0 || pos0 < 0 || row0 < 0 || row0 + n > q.rows() || row0 + n > out.rows() ||
-      q.cols() != n_head * hd || out.cols() != q.cols() || pos0 + n > kc.rows() ||
+  const int64_t row0 = s.row0, n = s.n, pos0 = s.pos0, base = s.base;
+  const uint32_t chunk = std::min(kc.kv_chunk(), vc.kv_chunk());
+  if (n < 0 || pos0 < 0 || row0 < 0 || base < 0 || row0 + n > q.rows() || row0 + n > out.rows() ||
+      q.cols() != n_head * hd || out.cols() != q.cols() || base + pos0 + n > kc.rows() ||
       kc.cols() != shape.kv_cols() || vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
       vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() || shape.n_head_kv <= 0 ||
-      n_head % shape.n_head_kv != 0) {
+      n_head % shape.n_head_kv != 0 || base % chunk != 0) {
     fail("attention: ", n, " queries at ", pos0, " in rows ", row0, ".. of '", q.name(), "' (",
-         q.rows(), " x ", q.cols(), ") against '", kc.name(), "' and '", vc.name(), "' (",
-         kc.rows(), " x ", kc.cols(), "), ", n_head, " heads of ", hd, ", ", shape.n_head_kv,
-         " KV heads");
+         q.rows(), " x ", q.cols(), ") against rows from ", base, " of '", kc.name(), "' and '",
+         vc.name(), "' (", kc.rows(), " x ", kc.cols(), "), ", n_head, " heads of ", hd, ", ",
+         shape.n_head_kv, " KV heads");
   }
   if (n == 0) return;
-  const uint32_t chunk = std::min(kc.kv_chunk(), vc.kv_chunk());
-  const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, chunk, uint32_t(hd)};
   // Queries per workgroup: one when decoding, tune_.attn_qt for prompts and training (each staged
   // chunk of keys serves them all).
   const uint32_t qt = uint64_t(n) >= tune_.attn_qt ? tune_.attn_qt : 1;
-  std::vector<uint32_t> spec_a = spec;
-  spec_a[uint32_t(SpecId::MvTokens)] = qt;
-  const Pipeline& pa = rec_.pipeline("attention", 4, sizeof(AttentionPush), spec_a, 0b0111);
-  const Pipeline& pc =
-      rec_.pipeline("attention_combine", 2, sizeof(AttentionCombinePush), spec, 0b01);
+  const Pipeline& pa = rec_.pipeline("attention", 5, sizeof(AttentionPush),
+                                     attention_spec(chunk, uint32_t(hd), qt, false), 0b10111);
+  const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
+                                     attention_spec(chunk, uint32_t(hd), 0, false), 0b101);
   const float scale = 1.0f / std::sqrt(float(hd));
   const uint64_t limit = ctx_->binding_limit();
   const uint32_t max_z = ctx_->caps().info.max_compute_work_group_count[2];
@@ -91,14 +185,18 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
     const uint64_t step = std::min<uint64_t>(limit / per_query, max_z);
     for (uint64_t t0 = 0; t0 < b - a; t0 += step) {
       const uint64_t n_q = std::min(step, b - a - t0);
-      const uint64_t end = tile_pos0 + t0 + n_q;  // keys [0, end) are needed
+      const uint64_t end = tile_pos0 + t0 + n_q;  // keys at positions [0, end) are needed
       const uint64_t n_chunks = ceil_div(end, chunk);
       const BufferRange part =
           scratch_.attn.alloc(n_q * uint64_t(n_head) * n_chunks * uint64_t(hd + 2) * 4);
+      // The cache rows [base, base + end) piece by piece; kv_r0 is the position of a piece's
+      // first row used (pieces and bases lie on chunk boundaries).
+      const uint64_t lo = uint64_t(base), hi = uint64_t(base) + end;
       for (size_t i = 0; i < kc.tiles().pieces(); ++i) {
         const TiledTensor::Piece& piece = kc.tiles().piece(i);
-        if (piece.row0 >= end) break;
-        const uint64_t kv_rows = std::min(piece.row1, end) - piece.row0;
+        if (piece.row1 <= lo) continue;
+        if (piece.row0 >= hi) break;
+        const uint64_t p0 = std::max<uint64_t>(piece.row0, lo), p1 = std::min(piece.row1, hi);
         const AttentionPush push{uint32_t(n_q),
                                  uint32_t(t0),
                                  uint32_t(tile_pos0),
@@ -106,17 +204,18 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
                                  uint32_t(shape.n_head_kv),
                                  uint32_t(hd),
                                  uint32_t(kc.cols()),
-                                 uint32_t(piece.row0),
-                                 uint32_t(kv_rows),
+                                 uint32_t(p0 - lo),
+                                 uint32_t(p1 - p0),
                                  uint32_t(n_chunks),
                                  scale};
-        rec_.seq().dispatch(pa, {qr, kc.tiles().range(i), vc.tiles().range(i), part}, push,
-                            uint32_t(ceil_div(kv_rows, chunk)), uint32_t(n_head),
-                            uint32_t(ceil_div(n_q, qt)));
+        rec_.seq().dispatch(
+            pa, {qr, rows_range(kc.tiles(), p0, p1), rows_range(vc.tiles(), p0, p1), part, qr},
+            push, uint32_t(ceil_div(p1 - p0, chunk)), uint32_t(n_head),
+            uint32_t(ceil_div(n_q, qt)));
       }
       const AttentionCombinePush cpush{uint32_t(n_q),    uint32_t(t0), uint32_t(tile_pos0),
                                        uint32_t(n_head), uint32_t(hd), uint32_t(n_chunks)};
-      rec_.seq().dispatch(pc, {part, outr}, cpush, uint32_t(n_head), uint32_t(n_q));
+      rec_.seq().dispatch(pc, {part, outr, part}, cpush, uint32_t(n_head), uint32_t(n_q));
     }
     scratch_.unbind_rows(rec_, outr, out.tiles(), r0 + a, r0 + b);
   }

@@ -29,6 +29,8 @@ enum class SpecId : uint32_t {
   CoopM = 14,         // matmul_ternary_coop: the cooperative matrix shape M x N x K
   CoopN = 15,
   CoopK = 16,
+  SeqTable = 17,  // attention, attention_combine, rope_kv: 1 reads each query's sequence from a
+                  // table (decoding rows of several sequences of one KV pool in one dispatch)
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };

@@ -353,13 +353,13 @@ class VulkanBackend final : public Backend {
   void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
                      int64_t pos0) override;
   void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v, DeviceTensor& k_cache,
-                     DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
+                     DeviceTensor& v_cache, std::span<const SeqRows> seqs,
                      const AttnShape& shape) override;
   // attention.cpp
   void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
                 int64_t pos0) override;
   void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
-                 const DeviceTensor& v_cache, int64_t row0, int64_t n, int64_t pos0,
+                 const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
                  const AttnShape& shape) override;
   void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                           const DeviceTensor& dout, const DeviceTensor& q, const DeviceTensor& k,
@@ -402,6 +402,18 @@ class VulkanBackend final : public Backend {
   void collect_losses();
   void rope_rows(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads, const AttnShape& shape,
                  int64_t pos0, bool inverse);  // rope.cpp
+  // One sequence's rope and store (rope.cpp) and attention (attention.cpp).
+  void rope_store_kv_seq(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
+                         DeviceTensor& k_cache, DeviceTensor& v_cache, const SeqRows& s,
+                         const AttnShape& shape);
+  void attention_seq(VkTensor& out, const VkTensor& q, const VkTensor& kc, const VkTensor& vc,
+                     const SeqRows& s, const AttnShape& shape);
+  // Decoding rows of several sequences of one pool (one query each) in one dispatch per
+  // step: false when they do not qualify (the caller takes them one by one).
+  bool rope_store_kv_decode(VkTensor& q, const VkTensor& k, const VkTensor& v, VkTensor& kc,
+                            VkTensor& vc, std::span<const SeqRows> seqs, const AttnShape& shape);
+  bool attention_decode(VkTensor& out, const VkTensor& q, const VkTensor& kc, const VkTensor& vc,
+                        std::span<const SeqRows> seqs, const AttnShape& shape);
 
   std::unique_ptr<Context> ctx_;
   Recorder rec_;

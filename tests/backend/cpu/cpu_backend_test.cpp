@@ -213,7 +213,7 @@ TEST_F(CpuTrainOps, Attention) {
   auto loss = [&](const Vec& q2, const Vec& k2, const Vec& v2) {
     TensorPtr a = up("q", n, d, q2), b = up("k", n, kv, k2), c = up("v", n, kv, v2);
     TensorPtr o = b_.tensor("o", n, d);
-    b_.attention(*o, *a, *b, *c, 0, n, 0, shape);
+    b_.attention(*o, *a, *b, *c, std::vector<SeqRows>{{0, n, 0, 0}}, shape);
     return dot(get(*o), w);
   };
   auto minus = [](const Vec& a, const Vec& b) {

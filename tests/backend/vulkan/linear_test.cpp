@@ -80,8 +80,8 @@ std::vector<Out> block_steps(Backend& b, Activation act, int64_t n) {
   for (int64_t pos : {int64_t(40), 40 + n}) {
     const LinearOp qkv[] = {{&wq->w, q.get(), {}}, {&wk->w, k.get(), {}}, {&wv->w, v.get(), {}}};
     b.norm_linear({x.get(), g1.data(), 1e-5f, h.get()}, qkv, n, mode, LinearEpilogue::none());
-    b.rope_store_kv(*q, *k, *v, *kc, *vc, 0, n, pos, shape);
-    b.attention(*attn, *q, *kc, *vc, 0, n, pos, shape);
+    b.rope_store_kv(*q, *k, *v, *kc, *vc, std::vector<SeqRows>{{0, n, pos, 0}}, shape);
+    b.attention(*attn, *q, *kc, *vc, std::vector<SeqRows>{{0, n, pos, 0}}, shape);
     const LinearOp o[] = {{&wo->w, proj.get(), {}}};
     b.norm_linear({attn.get(), g1.data(), 1e-5f, h.get()}, o, n, mode, LinearEpilogue::add_to(*x));
     const LinearOp gu[] = {{&wg->w, gate.get(), {}}, {&wu->w, up.get(), {}}};

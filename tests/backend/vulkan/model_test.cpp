@@ -126,7 +126,8 @@ INSTANTIATE_TEST_SUITE_P(
 // runs): prompts split over passes and beside decoding rows, different adapters per row. Each
 // sequence's logits on the Vulkan backend equal the CPU's, sequence by sequence, within the
 // bounds of the test above; at a small binding limit (rows of a sequence then start inside a
-// piece and off the buffer-offset alignment) they equal the unlimited ones.
+// piece and off the buffer-offset alignment) and with the caches in one pool they equal the
+// unlimited ones.
 TEST(VulkanBatch, EverySequenceGetsTheCpuLogitsItGetsAlone) {
   std::unique_ptr<Backend> vk;
   open_vulkan(0, &vk);
@@ -162,10 +163,19 @@ TEST(VulkanBatch, EverySequenceGetsTheCpuLogitsItGetsAlone) {
     const auto small =
         batched_logits(*model, *tiled, batch_sequences(&on_tiled.a.set, &on_tiled.b.set),
                        batch_schedule(), act_quant, 16);
+    // Caches in one pool: decoding rows of several sequences take one dispatch (pieces of the
+    // pool at 64 KiB), with the bits of the sequences one by one.
+    const auto pooled = batched_logits(*model, *vk, batch_sequences(&on_vk.a.set, &on_vk.b.set),
+                                       batch_schedule(), act_quant, 16, true);
+    const auto small_pooled =
+        batched_logits(*model, *tiled, batch_sequences(&on_tiled.a.set, &on_tiled.b.set),
+                       batch_schedule(), act_quant, 16, true);
     for (size_t s = 0; s < want.size(); ++s) {
       const std::string what = cat("sequence ", s, act_quant ? " W1.58A8" : " float activations");
       expect_logits_close(want[s], got[s], V, tol, what);
       expect_match({"logits", V, got[s]}, small[s], 0, what + " at 64 KiB against unlimited");
+      expect_match({"logits", V, got[s]}, pooled[s], 0, what + " pooled against separate caches");
+      expect_match({"logits", V, got[s]}, small_pooled[s], 0, what + " pooled at 64 KiB");
     }
   }
 }

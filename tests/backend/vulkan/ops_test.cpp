@@ -232,7 +232,7 @@ OpCase attention_case(int64_t group, int64_t n, int64_t pos0) {
             TensorPtr out = b.tensor("out", n + 2, d);
             b.store_kv(*kc, *k, 0, n, pos0);
             b.store_kv(*vc, *v, 0, n, pos0);
-            b.attention(*out, *q, *kc, *vc, 0, n, pos0, shape);
+            b.attention(*out, *q, *kc, *vc, std::vector<SeqRows>{{0, n, pos0, 0}}, shape);
             return std::vector<Out>{download(b, *out, n, 1e-5, true), download(b, *kc, n_ctx, 0),
                                     download(b, *vc, n_ctx, 0)};
           }};
@@ -449,7 +449,7 @@ TEST(VulkanAttention, PromptEqualsItsTokensOneByOne) {
       const std::vector<float> qv = randn(n * n_embd, 603);
       TensorPtr q = upload(*b, "q", n, n_embd, qv);
       TensorPtr out = b->tensor("out", n, n_embd);
-      b->attention(*out, *q, *kc, *vc, 0, n, pos0, shape);
+      b->attention(*out, *q, *kc, *vc, std::vector<SeqRows>{{0, n, pos0, 0}}, shape);
       const std::vector<float> prompt = download(*b, *out, n, 0).v;
       std::vector<float> one_by_one;
       for (int64_t t = 0; t < n; ++t) {
@@ -457,7 +457,7 @@ TEST(VulkanAttention, PromptEqualsItsTokensOneByOne) {
             upload(*b, "q1", 1, n_embd,
                    std::vector<float>(qv.begin() + t * n_embd, qv.begin() + (t + 1) * n_embd));
         TensorPtr o1 = b->tensor("o1", 1, n_embd);
-        b->attention(*o1, *q1, *kc, *vc, 0, 1, pos0 + t, shape);
+        b->attention(*o1, *q1, *kc, *vc, std::vector<SeqRows>{{0, 1, pos0 + t, 0}}, shape);
         const std::vector<float> row = download(*b, *o1, 1, 0).v;
         one_by_one.insert(one_by_one.end(), row.begin(), row.end());
       }

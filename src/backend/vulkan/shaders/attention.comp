@@ -34,6 +34,13 @@
 // Dispatch: (ceil(kv_rows / C), n_head, ceil(n_q / QT)); workgroups whose chunk lies in the
 //   future of all their queries return at once. ceil(n_q / QT) <= maxComputeWorkGroupCount[2].
 //
+// SEQ_TABLE = 1 (spec constant 17; QT = 1): the n_q queries are decoding rows of different
+// sequences whose caches are rows of one pool. Binding 4 holds (base, pos) per query: the pool
+// row of the sequence's position 0 (a multiple of C) and the query's position. kv_r0 / kv_rows
+// are then the pool rows of the bound piece, the dispatch is (n_chunks, n_head, n_q) with x the
+// chunk of the query's own sequence, pos0 and t0 are 0, and a chunk outside the piece returns.
+// Without the table, binding 4 is bound but unused.
+//
 // A workgroup stages its chunk's keys in shared memory, 32 dimensions at a time (coalesced
 // loads; thread j then reads key j), and serves QT queries from them; the values are read once
 // for all QT queries. With QT = 1 (decoding) thread j reads key j from memory directly. Every partial is computed with the same operations in the same order
@@ -47,11 +54,13 @@ layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 64;
 layout(constant_id = SPEC_MV_TOKENS) const uint QT = 1;
 layout(constant_id = SPEC_ATTN_CHUNK) const uint C = 64;
 layout(constant_id = SPEC_MAX_HEAD_DIM) const uint MAX_HEAD_DIM = 256;
+layout(constant_id = SPEC_SEQ_TABLE) const uint SEQ_TABLE = 0;
 
 layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Kb { float k[]; };
 layout(std430, set = 0, binding = 2) readonly buffer Vb { float v[]; };
 layout(std430, set = 0, binding = 3) writeonly buffer Partial { float partial[]; };
+layout(std430, set = 0, binding = 4) readonly buffer Seqs { uint seqs[]; };
 
 layout(push_constant) uniform Push {
   uint n_q;
@@ -76,24 +85,40 @@ shared float red[QT * WG_SIZE];
 
 void main() {
   uint tid = gl_LocalInvocationID.x;
-  uint local0 = gl_WorkGroupID.x * C;  // first key of the chunk, relative to the piece
   uint h = gl_WorkGroupID.y;
   uint tq0 = gl_WorkGroupID.z * QT;
-  if (tq0 >= pc.n_q || h >= pc.n_head || local0 >= pc.kv_rows) return;
+  if (tq0 >= pc.n_q || h >= pc.n_head) return;
   uint n_tq = min(QT, pc.n_q - tq0);
-  uint key0 = pc.kv_r0 + local0;
-  if (key0 > pc.pos0 + pc.t0 + tq0 + n_tq - 1) return;  // no query of the group sees the chunk
+  // local0: the chunk's first row in the bound piece; key0: its position; pos_end: the position
+  // where the piece ends; qpos0: the position of the group's first query.
+  uint local0, key0, pos_end, qpos0;
+  if (SEQ_TABLE != 0) {
+    uint base = seqs[2 * tq0];
+    qpos0 = seqs[2 * tq0 + 1];
+    key0 = gl_WorkGroupID.x * C;
+    uint row = base + key0;
+    if (key0 > qpos0 || row < pc.kv_r0 || row >= pc.kv_r0 + pc.kv_rows) return;
+    local0 = row - pc.kv_r0;
+    pos_end = pc.kv_r0 + pc.kv_rows - base;
+  } else {
+    local0 = gl_WorkGroupID.x * C;
+    if (local0 >= pc.kv_rows) return;
+    key0 = pc.kv_r0 + local0;
+    pos_end = pc.kv_r0 + pc.kv_rows;
+    qpos0 = pc.pos0 + pc.t0 + tq0;
+    if (key0 > qpos0 + n_tq - 1) return;  // no query of the group sees the chunk
+  }
   uint c = key0 / C;
   uint hd = pc.head_dim;
   uint kv_off = (h / (pc.n_head / pc.n_head_kv)) * hd;
-  uint rows_here = min(pc.kv_r0 + pc.kv_rows - key0, C);
+  uint rows_here = min(pos_end - key0, C);
 
   // Keys each query sees: 0 for queries past the range or before the chunk.
   uint nk[QT];
   uint nk_max = 0;
   for (uint i = 0; i < QT; ++i) {
-    uint qpos = pc.pos0 + pc.t0 + tq0 + i;
-    nk[i] = i < n_tq && key0 <= qpos ? min(min(pc.kv_r0 + pc.kv_rows, qpos + 1) - key0, C) : 0;
+    uint qpos = qpos0 + i;
+    nk[i] = i < n_tq && key0 <= qpos ? min(min(pos_end, qpos + 1) - key0, C) : 0;
     nk_max = max(nk_max, nk[i]);
   }
   for (uint x = tid; x < QT * hd; x += WG_SIZE) {

@@ -12,6 +12,8 @@
 // Push constants: AttentionCombinePush { n_q, t0, pos0, n_head, head_dim, n_chunks } (the
 //   values given to attention.comp).
 // Spec constants: 0 workgroup size, 10 chunk size C (as for attention.comp).
+// SEQ_TABLE = 1 (spec constant 17): query tq's position is binding 2's entry 2 * tq + 1 (the
+// table of attention.comp); otherwise binding 2 is bound but unused.
 // Dispatch: (n_head, n_q, 1), threads over head_dim. Run after every attention.comp dispatch
 //   of the range, with a compute->compute memory barrier in between.
 #extension GL_GOOGLE_include_directive : require
@@ -20,9 +22,11 @@
 layout(local_size_x_id = SPEC_WG_SIZE) in;
 layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 64;
 layout(constant_id = SPEC_ATTN_CHUNK) const uint C = 64;
+layout(constant_id = SPEC_SEQ_TABLE) const uint SEQ_TABLE = 0;
 
 layout(std430, set = 0, binding = 0) readonly buffer Partial { float partial[]; };
 layout(std430, set = 0, binding = 1) writeonly buffer Out { float out_[]; };
+layout(std430, set = 0, binding = 2) readonly buffer Seqs { uint seqs[]; };
 
 layout(push_constant) uniform Push {
   uint n_q;
@@ -38,7 +42,7 @@ void main() {
   uint tq = gl_WorkGroupID.y;
   if (h >= pc.n_head || tq >= pc.n_q) return;
   uint t = pc.t0 + tq;
-  uint last = (pc.pos0 + t) / C;
+  uint last = (SEQ_TABLE != 0 ? seqs[2 * tq + 1] : pc.pos0 + t) / C;
   uint hd = pc.head_dim;
   uint rs = hd + 2;
   uint base = (tq * pc.n_head + h) * pc.n_chunks * rs;

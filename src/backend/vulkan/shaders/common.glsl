@@ -34,6 +34,7 @@
 #define SPEC_COOP_M 14
 #define SPEC_COOP_N 15
 #define SPEC_COOP_K 16
+#define SPEC_SEQ_TABLE 17
 
 // Float weight types as the shaders number them (push_constants.h, enum FloatWeightType).
 #define WTYPE_F32 0u
