@@ -276,7 +276,8 @@ bool BatchGenerator::step() {
   int64_t wanted = 0;
   for (const BatchSeq& q : seqs) wanted += q.logits ? 1 : 0;
   const int64_t n_vocab = model_.hparams().n_vocab;
-  std::vector<float> logits(size_t(wanted * n_vocab));
+  std::vector<float>& logits = logits_;  // kept between steps: no 8 MB zeroed per step
+  if (logits.size() < size_t(wanted * n_vocab)) logits.resize(size_t(wanted * n_vocab));
   try {
     model_forward_batch(model_, tokens.data(), seqs, arena_, backend_, limits_.act_quant,
                         logits.data());

@@ -92,6 +92,7 @@ class BatchGenerator {
   const Tokenizer* tokenizer_;
   BatchLimits limits_;
   ForwardArena arena_;
+  std::vector<float> logits_;  // the logits of a step's wanted rows
   std::vector<std::unique_ptr<Slot>> slots_;
   uint64_t clock_ = 0;  // steps, for the least recently used free slot
 

@@ -403,7 +403,13 @@ TEST(Serve, MemoryStaysFlatAcrossManyRequests) {
   burst(120);
   const long after = rss_kib();
   EXPECT_GT(before, 0);
-  EXPECT_LT(after - before, 4 * 1024) << "RSS grew from " << before << " KiB to " << after;
+#ifdef TRIT_SANITIZED_BINARY
+  const long limit_kib = 16 * 1024;  // the sanitizer's allocator keeps growing its size classes
+#else
+  const long limit_kib = 4 * 1024;
+#endif
+  // 120 requests: a leak of 140 KiB a request (34 without the sanitizer) would show.
+  EXPECT_LT(after - before, limit_kib) << "RSS grew from " << before << " KiB to " << after;
 }
 
 // The server on the Vulkan backend (lavapipe in CI): concurrent requests, with and without an
