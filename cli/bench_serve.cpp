@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <tuple>
 
 #include "serve/server.h"
 
@@ -22,9 +24,10 @@ struct ClientRun {
 };
 
 // One streaming completion of fixed length: the time of its first chunk and its token count.
-ClientRun stream_one(int port, const nlohmann::json& body, Clock::time_point t0) {
+ClientRun stream_one(const std::string& host, int port, const nlohmann::json& body,
+                     Clock::time_point t0) {
   ClientRun run;
-  httplib::Client c("127.0.0.1", port);
+  httplib::Client c(host, port);
   c.set_read_timeout(3600, 0);
   httplib::Request req;
   req.method = "POST";
@@ -32,6 +35,7 @@ ClientRun stream_one(int port, const nlohmann::json& body, Clock::time_point t0)
   req.body = body.dump();
   req.set_header("Content-Type", "application/json");
   std::string buffer;
+  bool usage = false;
   req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
     if (run.first_token_s < 0) {
       run.first_token_s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -43,14 +47,20 @@ ClientRun stream_one(int port, const nlohmann::json& body, Clock::time_point t0)
       if (event.rfind("data: {", 0) != 0) continue;
       run.last = event;
       const nlohmann::json j = nlohmann::json::parse(event.substr(6), nullptr, false);
-      if (j.is_object() && j.contains("usage")) {
-        run.tokens = j["usage"]["completion_tokens"].get<int64_t>();
+      if (!j.is_object()) continue;
+      if (j.contains("usage") && j["usage"].is_object()) {
+        run.tokens = j["usage"].value("completion_tokens", int64_t(0));
         run.ok = true;
+        usage = true;
+      } else if (!usage && j.contains("choices") && !j["choices"].empty() &&
+                 j["choices"][0].value("text", std::string()).size() > 0) {
+        ++run.tokens;  // a server without usage in its stream: one token a chunk
       }
     }
     return true;
   };
   const httplib::Result r = c.send(req);
+  if (r && r->status == 200 && !usage && run.tokens > 0) run.ok = true;
   if (!r) {
     run.last = "connection: " + httplib::to_string(r.error()) + " after " +
                std::to_string(std::chrono::duration<double>(Clock::now() - t0).count()) + " s";
@@ -60,14 +70,36 @@ ClientRun stream_one(int port, const nlohmann::json& body, Clock::time_point t0)
   return run;
 }
 
+// HOST and PORT of http://HOST:PORT[/].
+std::pair<std::string, int> host_port(const std::string& url) {
+  const std::string prefix = "http://";
+  std::string rest = url.rfind(prefix, 0) == 0 ? url.substr(prefix.size()) : url;
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  const size_t colon = rest.rfind(':');
+  int port = 0;
+  if (colon != std::string::npos) {
+    try {
+      port = std::stoi(rest.substr(colon + 1));
+    } catch (const std::exception&) {
+      port = 0;
+    }
+  }
+  if (colon == std::string::npos || colon == 0 || port <= 0 || port > 65535) {
+    fail("--serve-url: expected http://HOST:PORT, got '" + url + "'");
+  }
+  return {rest.substr(0, colon), port};
+}
+
 }  // namespace
 
 void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
   const int64_t n_vocab = lm.model.info().n_vocab;
+  if (!o.url.empty()) host_port(o.url);  // checked before any output
+  const std::string target = o.url.empty() ? lm.model.device() : "the server at " + o.url;
   if (!o.json) {
     std::printf("serve: %lld prompt + %lld generated tokens per stream; %s\n",
                 static_cast<long long>(o.n_prompt), static_cast<long long>(o.n_gen),
-                lm.model.device().c_str());
+                target.c_str());
     std::printf("%8s %14s %14s %12s %12s\n", "streams", "total tok/s", "per stream", "TTFT p50",
                 "TTFT max");
   }
@@ -79,9 +111,17 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
     so.batch.n_ctx = o.n_prompt + o.n_gen + 1;
     so.batch.n_batch = o.n_batch;
     so.max_queue = n;
-    serve::Server server(lm.model, {}, so);
-    const int port = server.bind();
-    std::thread serving([&] { server.run(); });
+    std::unique_ptr<serve::Server> server;
+    std::thread serving;
+    std::string host = "127.0.0.1";
+    int port = 0;
+    if (o.url.empty()) {
+      server = std::make_unique<serve::Server>(lm.model, std::vector<serve::ServedAdapter>{}, so);
+      port = server->bind();
+      serving = std::thread([&] { server->run(); });
+    } else {
+      std::tie(host, port) = host_port(o.url);
+    }
     // n streams at once; prompts differ from the first token on (and from the warm-up's), so
     // no slot reuses another's cache.
     auto run_streams = [&](int64_t n_gen, int64_t salt) {
@@ -97,7 +137,7 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
             {"prompt", prompt}, {"max_tokens", n_gen},
             {"temperature", 0}, {"ignore_eos", true},
             {"stream", true},   {"stream_options", {{"include_usage", true}}}};
-        clients.emplace_back([&, i, body] { runs[size_t(i)] = stream_one(port, body, t0); });
+        clients.emplace_back([&, i, body] { runs[size_t(i)] = stream_one(host, port, body, t0); });
       }
       for (std::thread& t : clients) t.join();
       return std::pair{runs, std::chrono::duration<double>(Clock::now() - t0).count()};
@@ -105,8 +145,10 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
     // A short untimed round first: a GPU backend builds its pipelines on first use.
     run_streams(2, 7);
     const auto [runs, wall] = run_streams(o.n_gen, 1);
-    server.stop();
-    serving.join();
+    if (server) {
+      server->stop();
+      serving.join();
+    }
     int64_t tokens = 0;
     std::vector<double> ttft;
     for (const ClientRun& r : runs) {
@@ -127,7 +169,7 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
                                          {"ttft_max_ms", ttft.back() * 1e3},
                                          {"n_prompt", o.n_prompt},
                                          {"n_gen", o.n_gen},
-                                         {"device", lm.model.device()}}
+                                         {"device", target}}
                               .dump()
                               .c_str());
     } else {

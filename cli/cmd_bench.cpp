@@ -15,6 +15,7 @@ void add_bench_command(CLI::App& app) {
     BenchOptions bench;
     bool json = false;
     std::string serve;  // "1,4,16,64"
+    std::string serve_url;
     int64_t n_batch = 64;
   };
   auto args = std::make_shared<Args>();
@@ -37,6 +38,9 @@ void add_bench_command(CLI::App& app) {
                   "Measure `trit serve` with these numbers of parallel streams (e.g. 1,4,16,64): "
                   "aggregate tokens/s and time to first token over 127.0.0.1");
   cmd->add_option("-b,--batch", args->n_batch, "Prompt tokens per step (with --serve)");
+  cmd->add_option("--serve-url", args->serve_url,
+                  "With --serve: load another OpenAI-compatible server at http://HOST:PORT "
+                  "instead (e.g. llama-server started with enough --parallel slots)");
   cmd->callback([args] {
     LoadedModel lm = load_model(args->run);
     if (!args->serve.empty()) {
@@ -49,6 +53,7 @@ void add_bench_command(CLI::App& app) {
       so.n_gen = args->bench.n_gen;
       so.n_batch = args->n_batch;
       so.json = args->json;
+      so.url = args->serve_url;
       run_serve_bench(lm, so);
       return;
     }

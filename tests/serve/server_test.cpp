@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "core/lora.h"
@@ -326,6 +327,41 @@ TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
   }
   EXPECT_EQ(post(s, "/v1/completions", completion(2).dump()).status, 200);
   EXPECT_EQ(get(s, "/health").body["status"], "ok");
+}
+
+// `trit bench --serve N --serve-url` loads another server (here a `trit serve` process) with N
+// streaming clients after an untimed round of the same count.
+TEST(Serve, BenchLoadsAnotherServerByUrl) {
+  TempDir dir;
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "-P", "2"});
+  const RunResult r =
+      run_trit(dir, {"bench", "-m", kModel, "--device", "cpu", "-t", "1", "--serve", "1,2", "-p",
+                     "4", "-n", "3", "--json", "--serve-url", s.url()});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  std::vector<json> runs;
+  while (std::getline(lines, line)) runs.push_back(json::parse(line));
+  ASSERT_EQ(runs.size(), 2u) << r.out;
+  EXPECT_EQ(runs[0]["streams"], 1);
+  EXPECT_EQ(runs[1]["streams"], 2);
+  for (const json& j : runs) EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0) << j;
+  // Warm-up and timed rounds: 1 + 1 + 2 + 2 completions reached the server (each logged once
+  // its last byte is out, which can be just after the client has it).
+  auto logged = [&] {
+    const std::string log = s.log();
+    size_t n = 0;
+    for (size_t at = 0; (at = log.find("POST /v1/completions 200", at)) != std::string::npos; ++at)
+      ++n;
+    return n;
+  };
+  for (int i = 0; i < 100 && logged() < 6; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(logged(), 6u) << s.log();
+  expect_one_line_error(run_trit(dir, {"bench", "-m", kModel, "--device", "cpu", "--serve", "1",
+                                       "--serve-url", "x:"}),
+                        "--serve-url");
 }
 
 TEST(Serve, ApiKeyIsCheckedAndOtherMachinesNeedOne) {
