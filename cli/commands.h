@@ -21,5 +21,6 @@ void add_finetune_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+void add_peer_command(CLI::App& app);
 
 }  // namespace trit::cli

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   trit::cli::add_merge_command(app);
   trit::cli::add_eval_command(app);
   trit::cli::add_serve_command(app);
+  trit::cli::add_peer_command(app);
   trit::cli::add_convert_command(app);
   trit::cli::add_export_peft_command(app);
   trit::cli::add_quantize_command(app);

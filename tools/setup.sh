@@ -32,4 +32,6 @@ echo "setup: all packages present"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 npm ci --prefix "$root/tests/serve/openai_client" --no-audit --no-fund --loglevel=error
-echo "setup: npm packages of the tests installed"
+# The delegation bridge (`trit peer`): hyperdht and its dependencies, as locked.
+npm ci --prefix "$root/peer" --no-audit --no-fund --loglevel=error
+echo "setup: npm packages of the tests and of peer/ installed"

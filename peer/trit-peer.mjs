@@ -1,0 +1,239 @@
+#!/usr/bin/env node
+// trit's delegation bridge: a device's `trit serve` reached by public key over HyperDHT.
+//
+//   trit-peer key      [--key-file F]                       create once, print the public key
+//   trit-peer provide  --serve URL [--allow F] [--key-file F] [--bootstrap H:P,...]
+//   trit-peer connect  KEY [--listen HOST:PORT] [--key-file F] [--bootstrap H:P,...]
+//   trit-peer testnet  [--size N]                            a local DHT for tests
+//
+// A provider answers only the public keys of its allow list, refused at the handshake (the
+// firewall runs before any byte of a request is read); the list is read again when the file
+// changes. A consumer forwards every local TCP connection as one encrypted stream to the
+// provider, which forwards it to its local server: the whole HTTP API, streaming included.
+// Every line on stderr starts with "trit peer:"; lines a caller waits for are on stdout.
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { pipeline } from 'node:stream'
+import DHT from 'hyperdht'
+import createTestnet from 'hyperdht/testnet.js'
+
+const say = (line) => process.stderr.write(`trit peer: ${line}\n`)
+
+class UsageError extends Error {}
+
+function fail (message) {
+  throw new UsageError(message)
+}
+
+// --name value pairs and positionals; every option takes a value.
+function parseArgs (argv, known) {
+  const opts = {}
+  const rest = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    if (!a.startsWith('--')) {
+      rest.push(a)
+      continue
+    }
+    const name = a.slice(2)
+    if (!known.includes(name)) fail(`unknown option ${a} (expected one of ${known.map((k) => '--' + k).join(', ')})`)
+    if (i + 1 >= argv.length) fail(`${a} needs a value`)
+    opts[name] = argv[++i]
+  }
+  return { opts, rest }
+}
+
+function configDir () {
+  const base = process.env.XDG_CONFIG_HOME || path.join(os.homedir(), '.config')
+  return path.join(base, 'trit')
+}
+
+function defaultKeyFile () {
+  return path.join(configDir(), 'peer-key')
+}
+
+const HEX64 = /^[0-9a-f]{64}$/
+
+// The key pair of a key file (the 32-byte seed in hex): created with mode 0600 when absent;
+// refused when others may read it.
+function loadKeyPair (file, create) {
+  if (!fs.existsSync(file)) {
+    if (!create) fail(`${file}: no key file (run \`trit peer key\` first)`)
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+    const seed = DHT.keyPair().secretKey.subarray(0, 32)
+    const tmp = `${file}.tmp-${process.pid}`
+    fs.writeFileSync(tmp, seed.toString('hex') + '\n', { mode: 0o600, flag: 'wx' })
+    fs.renameSync(tmp, file) // never a partial key file in place
+  }
+  const st = fs.statSync(file)
+  if ((st.mode & 0o077) !== 0) {
+    fail(`${file}: permissions ${(st.mode & 0o777).toString(8)} let others read the key; expected 600 (chmod 600 ${file})`)
+  }
+  const text = fs.readFileSync(file, 'utf8').trim()
+  if (!HEX64.test(text)) fail(`${file}: expected 64 hexadecimal characters (a 32-byte seed), got ${JSON.stringify(text.slice(0, 16))}…`)
+  return DHT.keyPair(Buffer.from(text, 'hex'))
+}
+
+function parseKey (text, where) {
+  const t = text.trim().toLowerCase()
+  if (!HEX64.test(t)) fail(`${where}: expected a public key of 64 hexadecimal characters, got ${JSON.stringify(text.slice(0, 70))}`)
+  return t
+}
+
+function parseHostPort (text, what) {
+  const at = text.lastIndexOf(':')
+  const port = Number(text.slice(at + 1))
+  if (at <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) fail(`${what}: expected HOST:PORT, got ${JSON.stringify(text)}`)
+  return { host: text.slice(0, at), port }
+}
+
+// A DHT node; a bootstrap list of loopback addresses is a local testnet, which the node joins
+// on 127.0.0.1.
+function makeNode (opts, keyPair) {
+  if (!opts.bootstrap) return new DHT({ keyPair })
+  const bootstrap = opts.bootstrap.split(',').map((b) => parseHostPort(b, '--bootstrap'))
+  const local = bootstrap.every((b) => b.host === '127.0.0.1' || b.host === 'localhost')
+  return new DHT({ keyPair, bootstrap, ...(local ? { host: '127.0.0.1' } : {}) })
+}
+
+// The allow list: one public key a line, `#` comments; read again when the file changes.
+function allowList (file) {
+  let stamp = null
+  let keys = new Set()
+  return () => {
+    let st = null
+    try {
+      st = fs.statSync(file)
+    } catch {
+      if (stamp !== 'missing') say(`allow list ${file} is missing: every peer is refused`)
+      stamp = 'missing'
+      keys = new Set()
+      return keys
+    }
+    const now = `${st.mtimeMs}:${st.size}:${st.ino}`
+    if (now === stamp) return keys
+    const next = new Set()
+    fs.readFileSync(file, 'utf8').split('\n').forEach((line, i) => {
+      const t = line.replace(/#.*/, '').trim()
+      if (!t) return
+      if (HEX64.test(t.toLowerCase())) next.add(t.toLowerCase())
+      else say(`${file}:${i + 1}: not a public key, ignored: ${JSON.stringify(t.slice(0, 70))}`)
+    })
+    keys = next
+    stamp = now
+    say(`allow list ${file}: ${keys.size} key${keys.size === 1 ? '' : 's'}`)
+    return keys
+  }
+}
+
+function short (key) {
+  return key.toString('hex')
+}
+
+async function cmdKey (argv) {
+  const { opts, rest } = parseArgs(argv, ['key-file'])
+  if (rest.length) fail(`key: unexpected argument ${rest[0]}`)
+  const kp = loadKeyPair(opts['key-file'] || defaultKeyFile(), true)
+  process.stdout.write(kp.publicKey.toString('hex') + '\n')
+}
+
+async function cmdProvide (argv) {
+  const { opts, rest } = parseArgs(argv, ['serve', 'allow', 'key-file', 'bootstrap'])
+  if (rest.length) fail(`provide: unexpected argument ${rest[0]}`)
+  if (!opts.serve) fail('provide: --serve http://HOST:PORT is required (the local trit serve)')
+  const target = parseHostPort(opts.serve.replace(/^http:\/\//, '').replace(/\/$/, ''), '--serve')
+  const allowFile = opts.allow || path.join(configDir(), 'peer-allow')
+  const allowed = allowList(allowFile)
+  allowed()
+  const keyPair = loadKeyPair(opts['key-file'] || defaultKeyFile(), true)
+  const node = makeNode(opts, keyPair)
+  const server = node.createServer({
+    // Runs on the handshake, before the stream exists: true refuses.
+    firewall: (remotePublicKey) => {
+      const key = short(remotePublicKey)
+      const ok = allowed().has(key)
+      if (!ok) say(`refused ${key}: not in ${allowFile}`)
+      return !ok
+    }
+  }, (stream) => {
+    const key = short(stream.remotePublicKey)
+    say(`connected ${key}`)
+    const local = net.connect(target.port, target.host)
+    local.on('error', (e) => say(`${opts.serve}: ${e.message}`))
+    stream.on('error', () => {})
+    pipeline(stream, local, stream, () => {})
+  })
+  await server.listen(keyPair)
+  process.stdout.write(`providing ${keyPair.publicKey.toString('hex')} -> ${opts.serve}\n`)
+  await untilSignal(async () => {
+    await server.close()
+    await node.destroy()
+  })
+}
+
+async function cmdConnect (argv) {
+  const { opts, rest } = parseArgs(argv, ['listen', 'key-file', 'bootstrap'])
+  if (rest.length !== 1) fail('connect: expected one argument, the provider\'s public key')
+  const remote = Buffer.from(parseKey(rest[0], 'connect'), 'hex')
+  const listen = parseHostPort(opts.listen || '127.0.0.1:8080', '--listen')
+  const keyPair = loadKeyPair(opts['key-file'] || defaultKeyFile(), true)
+  const node = makeNode(opts, keyPair)
+  // Each local connection is one stream to the provider: a dropped provider costs the requests
+  // in flight, and the next request connects afresh.
+  const local = net.createServer((sock) => {
+    const stream = node.connect(remote, { keyPair })
+    stream.on('error', (e) => {
+      say(`provider ${rest[0]}: ${e.message}`)
+      sock.destroy()
+    })
+    sock.on('error', () => {})
+    pipeline(sock, stream, sock, () => {})
+  })
+  await new Promise((resolve, reject) => {
+    local.once('error', (e) => reject(new UsageError(`--listen ${listen.host}:${listen.port}: ${e.message}`)))
+    local.listen(listen.port, listen.host, resolve)
+  })
+  const port = local.address().port
+  process.stdout.write(`listening on http://${listen.host}:${port} -> ${rest[0]}\n`)
+  await untilSignal(async () => {
+    local.close()
+    await node.destroy()
+  })
+}
+
+async function cmdTestnet (argv) {
+  const { opts, rest } = parseArgs(argv, ['size'])
+  if (rest.length) fail(`testnet: unexpected argument ${rest[0]}`)
+  const size = Number(opts.size || 3)
+  if (!Number.isInteger(size) || size < 1) fail(`--size: expected a positive integer, got ${opts.size}`)
+  const testnet = await createTestnet(size, { host: '127.0.0.1' })
+  process.stdout.write(`bootstrap ${testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')}\n`)
+  await untilSignal(() => testnet.destroy())
+}
+
+function untilSignal (close) {
+  return new Promise((resolve) => {
+    const stop = async () => {
+      await close()
+      resolve()
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+}
+
+const commands = { key: cmdKey, provide: cmdProvide, connect: cmdConnect, testnet: cmdTestnet }
+
+async function main () {
+  const [name, ...argv] = process.argv.slice(2)
+  const cmd = commands[name]
+  if (!cmd) fail(`expected a command: ${Object.keys(commands).join(', ')}${name ? `; got ${JSON.stringify(name)}` : ''}`)
+  await cmd(argv)
+}
+
+main().then(() => process.exit(0), (e) => {
+  say(e instanceof UsageError ? e.message : (e && e.stack) || String(e))
+  process.exit(e instanceof UsageError ? 2 : 1)
+})
