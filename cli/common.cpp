@@ -24,8 +24,9 @@ void add_activation_option(CLI::App* cmd, std::string& activation) {
       ->check(CLI::IsMember({"relu2", "silu"}));
 }
 
-void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx) {
-  cmd->add_option("-m,--model", o.model, "Model file (GGUF)")->required();
+void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx, bool model_required) {
+  CLI::Option* m = cmd->add_option("-m,--model", o.model, "Model file (GGUF)");
+  if (model_required) m->required();
   cmd->add_option("-t,--threads", o.threads, "Threads (default: all cores)");
   add_device_options(cmd, o.device, o.max_buffer_mb);
   cmd->add_option("--act-quant", o.act_quant,

@@ -32,8 +32,10 @@ struct LoadedModel {
 void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_mb);
 // --activation (relu2 | silu).
 void add_activation_option(CLI::App* cmd, std::string& activation);
-// -m, -t, --device, --max-buffer-mb, --act-quant, --activation, --lora (and -c when with_ctx).
-void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true);
+// -m, -t, --device, --max-buffer-mb, --act-quant, --activation, --lora (and -c when with_ctx);
+// -m optional where a command can delegate (it checks itself).
+void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true,
+                     bool model_required = true);
 void add_sampler_options(CLI::App* cmd, SamplingOptions& s);
 
 // Opens the model named by -m on the device --device names and loads the adapters of --lora,

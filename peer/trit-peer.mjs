@@ -181,7 +181,8 @@ async function cmdConnect (argv) {
   const keyPair = loadKeyPair(opts['key-file'] || defaultKeyFile(), true)
   const node = makeNode(opts, keyPair)
   // Each local connection is one stream to the provider: a dropped provider costs the requests
-  // in flight, and the next request connects afresh.
+  // in flight, and the next request connects afresh (a client may retry a request whose
+  // connection failed: the DHT can time out a first attempt, e.g. right after a refusal).
   const local = net.createServer((sock) => {
     const stream = node.connect(remote, { keyPair })
     stream.on('error', (e) => {

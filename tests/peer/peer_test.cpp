@@ -135,6 +135,66 @@ TEST(Peer, AConsumerReachesTheProvidersServerAndOthersAreRefusedUntilAllowed) {
   EXPECT_EQ(provider.stop(), 0);
 }
 
+// `trit generate --delegate KEY`: the provider's server generates, the text streams back and
+// equals this device's own; a provider nobody serves fails naming the key, or with
+// --fallback-local generates here; a request the provider refuses is not retried here.
+TEST(Peer, GenerateRunsOnTheProviderOrFallsBackHere) {
+  TempDir dir;
+  TritProcess testnet(dir, "testnet", {"peer", "testnet"});
+  const std::string line = testnet.wait_line("bootstrap ");
+  ASSERT_GT(line.size(), 10u);
+  const std::string bootstrap = line.substr(10);
+  const std::string provider_key = peer_key(dir, dir.file("provider.key"));
+  const std::string consumer_key = peer_key(dir, dir.file("consumer.key"));
+  const std::string nobody_key = peer_key(dir, dir.file("nobody.key"));
+  std::ofstream(dir.file("allow")) << consumer_key << "\n";
+  test::ServerProcess serve(dir, {"-m", kPeerModel, "--device", "cpu", "-t", "1"});
+  TritProcess provider(dir, "provider",
+                       {"peer", "provide", "--serve", serve.url(), "--allow", dir.file("allow"),
+                        "--key-file", dir.file("provider.key"), "--bootstrap", bootstrap});
+  provider.wait_line("providing ");
+
+  const std::vector<std::string> gen = {"generate", "-p", "It is a truth universally", "-n", "12",
+                                        "--temp",   "0"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = gen;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  const RunResult here = test::run_trit(dir, with({"-m", kPeerModel, "--device", "cpu"}));
+  ASSERT_EQ(here.rc, 0) << here.err;
+  const std::vector<std::string> peer_opts = {"--key-file", dir.file("consumer.key"), "--bootstrap",
+                                              bootstrap};
+  auto delegate_to = [&](const std::string& key, std::vector<std::string> extra) {
+    std::vector<std::string> args = with({"--delegate", key});
+    args.insert(args.end(), peer_opts.begin(), peer_opts.end());
+    args.insert(args.end(), extra.begin(), extra.end());
+    return test::run_trit(dir, args);
+  };
+  const RunResult there = delegate_to(provider_key, {});
+  ASSERT_EQ(there.rc, 0) << there.err;
+  EXPECT_EQ(there.out, here.out);
+  EXPECT_NE(there.err.find("delegated to " + provider_key + ": generated 12 tokens"),
+            std::string::npos)
+      << there.err;
+  EXPECT_TRUE(provider.wait_err("connected " + consumer_key));
+
+  const RunResult unreachable = delegate_to(nobody_key, {});
+  EXPECT_NE(unreachable.rc, 0);
+  EXPECT_NE(unreachable.err.find("--delegate " + nobody_key), std::string::npos) << unreachable.err;
+  const RunResult fallback =
+      delegate_to(nobody_key, {"--fallback-local", "-m", kPeerModel, "--device", "cpu"});
+  ASSERT_EQ(fallback.rc, 0) << fallback.err;
+  EXPECT_EQ(fallback.out, here.out);
+  EXPECT_NE(fallback.err.find("generating here"), std::string::npos) << fallback.err;
+
+  const RunResult refused = delegate_to(
+      provider_key, {"--top-p", "7", "--fallback-local", "-m", kPeerModel, "--device", "cpu"});
+  EXPECT_NE(refused.rc, 0);
+  EXPECT_NE(refused.err.find("top_p"), std::string::npos) << refused.err;
+  EXPECT_EQ(refused.out, "");
+}
+
 TEST(Peer, BadArgumentsAreNamed) {
   TempDir dir;
   const std::string key = dir.file("k");
