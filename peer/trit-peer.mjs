@@ -185,8 +185,10 @@ async function cmdConnect (argv) {
   // connection failed: the DHT can time out a first attempt, e.g. right after a refusal).
   const local = net.createServer((sock) => {
     const stream = node.connect(remote, { keyPair })
+    let connected = false // after the handshake, an error is the connection closing
+    stream.on('connect', () => { connected = true })
     stream.on('error', (e) => {
-      say(`provider ${rest[0]}: ${e.message}`)
+      if (!connected) say(`provider ${rest[0]}: ${e.message}`)
       sock.destroy()
     })
     sock.on('error', () => {})

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -135,8 +137,9 @@ TEST(Peer, AConsumerReachesTheProvidersServerAndOthersAreRefusedUntilAllowed) {
   EXPECT_EQ(provider.stop(), 0);
 }
 
-// `trit generate --delegate KEY`: the provider's server generates, the text streams back and
-// equals this device's own; a provider nobody serves fails naming the key, or with
+// `trit generate --delegate KEY` and `trit chat --delegate KEY`: the provider's server generates,
+// the text streams back and equals this device's own; a provider nobody serves fails naming the
+// key, or with
 // --fallback-local generates here; a request the provider refuses is not retried here.
 TEST(Peer, GenerateRunsOnTheProviderOrFallsBackHere) {
   TempDir dir;
@@ -187,6 +190,38 @@ TEST(Peer, GenerateRunsOnTheProviderOrFallsBackHere) {
   ASSERT_EQ(fallback.rc, 0) << fallback.err;
   EXPECT_EQ(fallback.out, here.out);
   EXPECT_NE(fallback.err.find("generating here"), std::string::npos) << fallback.err;
+
+  // A chat of two turns: the provider's replies equal this device's, also when this device
+  // takes over.
+  const std::string turns = dir.file("turns.txt");
+  std::ofstream(turns) << "Hello there\nAnd then?\n";
+  auto chat = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"chat", "--temp", "0", "-n", "8"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const std::string out = dir.file("chat.out"), err = dir.file("chat.err");
+    const std::string cmd = test::trit_command(args) + " <" + test::shell_quote(turns) + " >" +
+                            test::shell_quote(out) + " 2>" + test::shell_quote(err);
+    RunResult r;
+    r.rc = WEXITSTATUS(std::system(cmd.c_str()));
+    r.out = test::read_file(out);
+    r.err = test::read_file(err);
+    return r;
+  };
+  const RunResult chat_here = chat({"-m", kPeerModel, "--device", "cpu"});
+  ASSERT_EQ(chat_here.rc, 0) << chat_here.err;
+  std::vector<std::string> chat_there_args = {"--delegate", provider_key};
+  chat_there_args.insert(chat_there_args.end(), peer_opts.begin(), peer_opts.end());
+  const RunResult chat_there = chat(chat_there_args);
+  ASSERT_EQ(chat_there.rc, 0) << chat_there.err;
+  EXPECT_EQ(chat_there.out, chat_here.out);
+  std::vector<std::string> chat_fallback_args = {
+      "--delegate", nobody_key, "--fallback-local", "-m", kPeerModel, "--device", "cpu"};
+  chat_fallback_args.insert(chat_fallback_args.end(), peer_opts.begin(), peer_opts.end());
+  const RunResult chat_fallback = chat(chat_fallback_args);
+  ASSERT_EQ(chat_fallback.rc, 0) << chat_fallback.err;
+  EXPECT_EQ(chat_fallback.out, chat_here.out);
+  EXPECT_NE(chat_fallback.err.find("this device answers now"), std::string::npos)
+      << chat_fallback.err;
 
   const RunResult refused = delegate_to(
       provider_key, {"--top-p", "7", "--fallback-local", "-m", kPeerModel, "--device", "cpu"});
