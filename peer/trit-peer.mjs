@@ -12,6 +12,7 @@
 // provider, which forwards it to its local server: the whole HTTP API, streaming included.
 // Every line on stderr starts with "trit peer:"; lines a caller waits for are on stdout.
 import fs from 'node:fs'
+import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -200,9 +201,37 @@ async function cmdConnect (argv) {
   })
   const port = local.address().port
   process.stdout.write(`listening on http://${listen.host}:${port} -> ${rest[0]}\n`)
+  probe(listen.host, port, rest[0])
   await untilSignal(async () => {
     local.close()
     await node.destroy()
+  })
+}
+
+// One GET /health through the tunnel: the provider's device and model, and the round trip
+// (a fresh DHT connection, so it includes the handshake; then a second request on it).
+function probe (host, port, key) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  const get = () => new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint()
+    const req = http.get({ host, port, path: '/health', agent, timeout: 30000 }, (res) => {
+      let body = ''
+      res.on('data', (d) => { body += d })
+      res.on('end', () => resolve({ body, ms: Number(process.hrtime.bigint() - t0) / 1e6 }))
+    })
+    req.on('timeout', () => req.destroy(new Error('no answer in 30 s')))
+    req.on('error', reject)
+  })
+  get().then(async (first) => {
+    const again = await get()
+    let h = {}
+    try { h = JSON.parse(again.body) } catch {}
+    process.stdout.write(`provider ${key}: ${h.device || 'unknown device'}, model ${h.model || 'unknown'}, ` +
+      `round trip ${again.ms.toFixed(1)} ms (first, with the connection: ${first.ms.toFixed(1)} ms)\n`)
+    agent.destroy()
+  }, (e) => {
+    say(`provider ${key} not reachable yet: ${e.message}`)
+    agent.destroy()
   })
 }
 

@@ -411,6 +411,8 @@ void Server::Impl::routes() {
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     const BatchGenerator::Status s = gen.status();
     send_json(res, {{"status", stopping ? "stopping" : "ok"},
+                    {"model", name},
+                    {"device", model.device()},
                     {"slots_idle", s.slots - s.active},
                     {"slots_processing", s.active},
                     {"requests_queued", s.queued}});

@@ -105,6 +105,11 @@ TEST(Peer, AConsumerReachesTheProvidersServerAndOthersAreRefusedUntilAllowed) {
   EXPECT_EQ(json::parse(tunnelled->body)["choices"][0]["text"],
             json::parse(direct->body)["choices"][0]["text"]);
   EXPECT_TRUE(provider.wait_err("connected " + consumer_key));
+  // The consumer reports the provider's device and model and the round trip.
+  const std::string health = consumer.wait_line("provider " + provider_key);
+  EXPECT_NE(health.find(": cpu"), std::string::npos) << health;
+  EXPECT_NE(health.find("model austen-tiny.gguf"), std::string::npos) << health;
+  EXPECT_NE(health.find("round trip "), std::string::npos) << health;
 
   // Streaming: server-sent events come through the tunnel and end with [DONE].
   json stream_body = body;
