@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -85,13 +86,20 @@ PeerTunnel::PeerTunnel(const DelegateOptions& o) {
     if (n <= 0) break;
     line.append(buf, size_t(n));
   }
-  ::close(fds[0]);
   std::smatch m;
   if (!std::regex_search(line, m, std::regex(R"(listening on http://127\.0\.0\.1:(\d+))"))) {
+    ::close(fds[0]);
     stop();
     fail("--delegate " + o.key + ": the peer program did not start (its messages are above)");
   }
   port_ = std::stoi(m[1]);
+  std::string rest = line.substr(line.find('\n') + 1);
+  relay_ = std::thread([fd = fds[0], rest]() {
+    if (!rest.empty()) std::fprintf(stderr, "%s", rest.c_str());
+    char buf[512];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) std::fwrite(buf, 1, size_t(n), stderr);
+    ::close(fd);
+  });
 }
 
 PeerTunnel::~PeerTunnel() {
@@ -99,6 +107,13 @@ PeerTunnel::~PeerTunnel() {
 }
 
 void PeerTunnel::stop() {
+  // The relay ends when the peer program exits (its end of the pipe closes).
+  struct JoinRelay {
+    std::thread& t;
+    ~JoinRelay() {
+      if (t.joinable()) t.join();
+    }
+  } join{relay_};
   if (pid_ <= 0) return;
   ::kill(pid_, SIGTERM);
   for (int i = 0; i < 250; ++i) {

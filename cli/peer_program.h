@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <thread>
 #include <string_view>
 #include <vector>
 
@@ -40,6 +41,9 @@ class PeerTunnel {
   void stop();
   pid_t pid_ = -1;
   int port_ = 0;
+  // Copies the peer program's later stdout lines (the provider's device and round trip) to
+  // stderr until it exits, so that it never writes into a closed pipe.
+  std::thread relay_;
 };
 
 // What a delegated completion did: text streamed through on_text as it came. A provider that

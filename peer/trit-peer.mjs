@@ -21,6 +21,10 @@ import DHT from 'hyperdht'
 import createTestnet from 'hyperdht/testnet.js'
 
 const say = (line) => process.stderr.write(`trit peer: ${line}\n`)
+// A reader that keeps only the first line (trit generate --delegate reads the port and closes
+// the pipe) must not end the program: later lines are information, and losing them is fine.
+process.stdout.on('error', () => {})
+process.stderr.on('error', () => {})
 
 class UsageError extends Error {}
 
@@ -162,6 +166,7 @@ async function cmdProvide (argv) {
     const key = short(stream.remotePublicKey)
     say(`connected ${key}`)
     const local = net.connect(target.port, target.host)
+    local.setNoDelay(true) // small writes (one token an event) go out at once
     local.on('error', (e) => say(`${opts.serve}: ${e.message}`))
     stream.on('error', () => {})
     pipeline(stream, local, stream, () => {})
@@ -181,10 +186,13 @@ async function cmdConnect (argv) {
   const listen = parseHostPort(opts.listen || '127.0.0.1:8080', '--listen')
   const keyPair = loadKeyPair(opts['key-file'] || defaultKeyFile(), true)
   const node = makeNode(opts, keyPair)
+  // Join the DHT before taking local connections: the first request then looks the provider up
+  // at once instead of waiting behind the bootstrap.
+  await node.fullyBootstrapped()
   // Each local connection is one stream to the provider: a dropped provider costs the requests
   // in flight, and the next request connects afresh (a client may retry a request whose
   // connection failed: the DHT can time out a first attempt, e.g. right after a refusal).
-  const local = net.createServer((sock) => {
+  const local = net.createServer({ noDelay: true }, (sock) => {
     const stream = node.connect(remote, { keyPair })
     let connected = false // after the handshake, an error is the connection closing
     stream.on('connect', () => { connected = true })
