@@ -1,9 +1,11 @@
 // trit finetune: LoRA fine-tuning; Ctrl-C (SIGINT) or SIGTERM writes a checkpoint and exits 0.
+// With --delegate, a peer's trit serve trains (cli/finetune_delegate.h).
 #include <atomic>
 #include <csignal>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/finetune_delegate.h"
 
 namespace trit::cli {
 namespace {
@@ -24,11 +26,14 @@ void add_finetune_command(CLI::App& app) {
     bool act_quant = true;
     std::string activation;
     TrainOptions train;
+    DelegateOptions delegate;
   };
   auto a = std::make_shared<Args>();
   TrainOptions& o = a->train;
   CLI::App* cmd = app.add_subcommand("finetune", "Fine-tune a LoRA adapter on your data");
-  cmd->add_option("-m,--model", a->model, "Base model (GGUF)")->required();
+  cmd->add_option("-m,--model", a->model,
+                  "Base model (GGUF); with --delegate, the provider's (and -m the local one for "
+                  "--fallback-local)");
   cmd->add_option("--data", o.data, "Folder with train/valid/test.jsonl, or a .jsonl/.txt file")
       ->required();
   cmd->add_option("-o,--output", o.output, "Adapter to write (GGUF)")->required();
@@ -69,8 +74,20 @@ void add_finetune_command(CLI::App& app) {
       ->check(CLI::IsMember({"int8", "none"}));
   add_device_options(cmd, a->device, a->max_buffer_mb);
   add_activation_option(cmd, a->activation);
+  add_delegate_options(cmd, a->delegate);
   cmd->callback([a, cmd] {
     if (cmd->count("--resume") && a->train.resume.empty()) a->train.resume = "latest";
+    const DelegateOptions& d = a->delegate;
+    if (a->model.empty() && (d.key.empty() || d.fallback_local)) {
+      fail(d.key.empty() ? "--model is required (or --delegate KEY)"
+                         : "--fallback-local needs -m, the model to fine-tune here");
+    }
+    if (!d.key.empty()) {
+      std::string resume_from;
+      if (finetune_delegated(d, a->train, resume_from)) return;
+      // The provider went away: this device goes on from the last checkpoint it sent back.
+      a->train.resume = resume_from;
+    }
     ModelOptions mo;
     mo.device = a->device;
     mo.threads = a->threads;

@@ -16,7 +16,6 @@ import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { pipeline } from 'node:stream'
 import DHT from 'hyperdht'
 import createTestnet from 'hyperdht/testnet.js'
 
@@ -27,6 +26,17 @@ process.stdout.on('error', () => {})
 process.stderr.on('error', () => {})
 
 class UsageError extends Error {}
+
+// Both directions of two duplex streams, each end passed on once its data is through. Not
+// stream.pipeline: it takes a side that closes after its end (an HTTP server answering
+// `Connection: close`) for a failure and destroys the other side with the answer's tail
+// still unsent. An error on either side ends both.
+function splice (a, b) {
+  a.pipe(b)
+  b.pipe(a)
+  a.on('error', () => b.destroy())
+  b.on('error', () => a.destroy())
+}
 
 function fail (message) {
   throw new UsageError(message)
@@ -165,11 +175,11 @@ async function cmdProvide (argv) {
   }, (stream) => {
     const key = short(stream.remotePublicKey)
     say(`connected ${key}`)
-    const local = net.connect(target.port, target.host)
+    const local = net.connect({ port: target.port, host: target.host, allowHalfOpen: true })
     local.setNoDelay(true) // small writes (one token an event) go out at once
     local.on('error', (e) => say(`${opts.serve}: ${e.message}`))
     stream.on('error', () => {})
-    pipeline(stream, local, stream, () => {})
+    splice(stream, local)
   })
   await server.listen(keyPair)
   process.stdout.write(`providing ${keyPair.publicKey.toString('hex')} -> ${opts.serve}\n`)
@@ -192,7 +202,7 @@ async function cmdConnect (argv) {
   // Each local connection is one stream to the provider: a dropped provider costs the requests
   // in flight, and the next request connects afresh (a client may retry a request whose
   // connection failed: the DHT can time out a first attempt, e.g. right after a refusal).
-  const local = net.createServer({ noDelay: true }, (sock) => {
+  const local = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => {
     const stream = node.connect(remote, { keyPair })
     let connected = false // after the handshake, an error is the connection closing
     stream.on('connect', () => { connected = true })
@@ -201,7 +211,7 @@ async function cmdConnect (argv) {
       sock.destroy()
     })
     sock.on('error', () => {})
-    pipeline(sock, stream, sock, () => {})
+    splice(sock, stream)
   })
   await new Promise((resolve, reject) => {
     local.once('error', (e) => reject(new UsageError(`--listen ${listen.host}:${listen.port}: ${e.message}`)))

@@ -111,6 +111,14 @@ TrainOptions train_options(const json& o) {
   return t;
 }
 
+// The files of a checkpoint folder (train/checkpoint.cpp writes them).
+const std::vector<std::string> kCheckpointFiles = {"adapter.gguf", "optimizer.bin", "state.json"};
+
+bool checkpoint_name(const std::string& name) {
+  return name.size() > 11 && name.rfind("checkpoint-", 0) == 0 &&
+         name.find_first_not_of("0123456789", 11) == std::string::npos;
+}
+
 bool has_checkpoint(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return false;
@@ -194,7 +202,9 @@ void Jobs::shutdown() {
 json Jobs::add_file(const std::string& name, const std::string& content) {
   if (content.empty()) throw HttpError(400, "the uploaded file is empty", "file");
   const std::string id = new_id("file-");
-  write_atomically(dir_ + "/files/" + id + ".jsonl", content);
+  // Plain text trains as text (windows of the whole file); anything else is read as JSONL.
+  const bool text = name.size() > 4 && name.compare(name.size() - 4, 4, ".txt") == 0;
+  write_atomically(dir_ + "/files/" + id + (text ? ".txt" : ".jsonl"), content);
   return {{"id", id},
           {"object", "file"},
           {"bytes", content.size()},
@@ -203,19 +213,36 @@ json Jobs::add_file(const std::string& name, const std::string& content) {
           {"purpose", "fine-tune"}};
 }
 
+std::string Jobs::uploaded(const json& id_value, const char* field) const {
+  const std::string id = id_value.is_string() ? id_value.get<std::string>() : "";
+  if (id.empty() || id.find('/') != std::string::npos || id.find("..") != std::string::npos) {
+    throw HttpError(400, std::string("'") + field + "' is not a file id", field);
+  }
+  for (const char* ext : {".jsonl", ".txt"}) {
+    const std::string path = dir_ + "/files/" + id + ext;
+    if (fs::exists(path)) return path;
+  }
+  throw HttpError(400, std::string("'") + field + "' " + id + " was not uploaded (POST /v1/files)",
+                  field);
+}
+
 json Jobs::create(const json& body, const std::string& allow_paths) {
   auto job = std::make_unique<Job>();
+  std::string validation;  // an uploaded validation file: the job's data becomes a folder
   const auto file = body.find("training_file");
   const auto path = body.find("training_path");
+  const auto valid = body.find("validation_file");
+  if (valid != body.end() && !valid->is_null() && file == body.end()) {
+    throw HttpError(400, "'validation_file' goes with 'training_file'", "validation_file");
+  }
   if (file != body.end() && file->is_string()) {
-    const std::string id = file->get<std::string>();
-    if (id.find('/') != std::string::npos || id.find("..") != std::string::npos) {
-      throw HttpError(400, "'training_file' is not a file id", "training_file");
-    }
-    job->data = dir_ + "/files/" + id + ".jsonl";
-    if (!fs::exists(job->data)) {
-      throw HttpError(400, "'training_file' " + id + " was not uploaded (POST /v1/files)",
-                      "training_file");
+    job->data = uploaded(*file, "training_file");
+    if (valid != body.end() && !valid->is_null()) {
+      const std::string v = uploaded(*valid, "validation_file");
+      if (job->data.ends_with(".txt") || v.ends_with(".txt")) {
+        throw HttpError(400, "'validation_file' needs JSONL files for both", "validation_file");
+      }
+      validation = v;
     }
   } else if (path != body.end() && path->is_string()) {
     if (allow_paths.empty()) {
@@ -247,11 +274,27 @@ json Jobs::create(const json& body, const std::string& allow_paths) {
       options["batch"] = (*hp)["batch_size"];
     }
   }
-  train_options(options);  // checks every field now
+  // Every field checked now, so that a bad value is this request's 400, not a failed job.
+  TrainOptions checked = train_options(options);
+  checked.data = job->data;
+  checked.output = job->data + ".adapter.gguf";  // any path: the job's is set when it runs
+  try {
+    check_train_options(checked);
+  } catch (const Error& e) {
+    const std::string field = e.option().empty() ? "options" : e.option();
+    throw HttpError(400, "'options." + field + "': " + e.what(), field);
+  }
   job->options = options;
   job->id = new_id("ftjob-");
   job->created = unix_now();
   fs::create_directories(dir_ + "/" + job->id);
+  if (!validation.empty()) {  // the folder layout `trit finetune --data DIR` reads
+    const std::string data = dir_ + "/" + job->id + "/data";
+    fs::create_directories(data);
+    fs::copy_file(job->data, data + "/train.jsonl", fs::copy_options::overwrite_existing);
+    fs::copy_file(validation, data + "/valid.jsonl", fs::copy_options::overwrite_existing);
+    job->data = data;
+  }
   json out;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -330,6 +373,56 @@ std::string Jobs::adapter_path(const std::string& id) const {
     throw HttpError(404, "job " + id + " has no adapter (it is " + j.status + ")", "id");
   }
   return dir_ + "/" + id + "/adapter.gguf";
+}
+
+std::string Jobs::result_path(const std::string& id, const std::string& what) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  find(id);
+  const std::string path =
+      dir_ + "/" + id + (what == "metrics" ? "/adapter.metrics.jsonl" : "/adapter.loss.svg");
+  if (!fs::exists(path)) throw HttpError(404, "job " + id + " has no " + what + " yet", "id");
+  return path;
+}
+
+json Jobs::checkpoints(const std::string& id) const {
+  std::string dir;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    find(id);
+    dir = dir_ + "/" + id + "/adapter.checkpoints";
+  }
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!checkpoint_name(name) || !fs::exists(e.path() / "state.json")) continue;  // complete
+    found.emplace_back(std::stoll(name.substr(11)), name);
+  }
+  std::sort(found.begin(), found.end());
+  json data = json::array();
+  for (const auto& [step, name] : found) {
+    data.push_back({{"object", "fine_tuning.job.checkpoint"},
+                    {"id", name},
+                    {"fine_tuning_job_id", id},
+                    {"step_number", step},
+                    {"files", kCheckpointFiles}});
+  }
+  return {{"object", "list"}, {"data", data}, {"has_more", false}};
+}
+
+std::string Jobs::checkpoint_file(const std::string& id, const std::string& checkpoint,
+                                  const std::string& file) const {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    find(id);
+  }
+  const std::string path = dir_ + "/" + id + "/adapter.checkpoints/" + checkpoint + "/" + file;
+  if (!checkpoint_name(checkpoint) ||
+      std::find(kCheckpointFiles.begin(), kCheckpointFiles.end(), file) == kCheckpointFiles.end() ||
+      !fs::exists(path)) {
+    throw HttpError(404, "job " + id + " has no checkpoint file " + checkpoint + "/" + file, "id");
+  }
+  return path;
 }
 
 std::vector<json> Jobs::events(const std::string& id, size_t from, int64_t timeout_ms,
@@ -413,6 +506,7 @@ void Jobs::run_jobs() {
             break;
           case TrainProgress::Kind::Checkpoint:
             e["type"] = "checkpoint";
+            e["checkpoint"] = fs::path(p.checkpoint).filename().string();
             break;
           case TrainProgress::Kind::Message:
             e["type"] = "message";

@@ -36,14 +36,22 @@ class Jobs {
   // An uploaded dataset (JSONL): stored, and returned as OpenAI's file object.
   nlohmann::json add_file(const std::string& name, const std::string& content);
   // A job from a request body: {"training_file": id} or {"training_path": dir or file under
-  // allow_paths}, optional "validation_file", and "options" with `trit finetune`'s fields
-  // (rank, alpha, lr, steps, epochs, batch, ctx, targets, ...) or OpenAI's "hyperparameters"
-  // (n_epochs, batch_size). Throws HttpError 400 naming the field.
+  // allow_paths}, optional "validation_file" (an uploaded file's id), and "options" with `trit
+  // finetune`'s fields (rank, alpha, lr, steps, epochs, batch, ctx, targets, ...) or OpenAI's
+  // "hyperparameters" (n_epochs, batch_size). Throws HttpError 400 naming the field.
   nlohmann::json create(const nlohmann::json& body, const std::string& allow_paths);
   nlohmann::json get(const std::string& id) const;  // 404 when unknown
   nlohmann::json list() const;
   nlohmann::json cancel(const std::string& id);
   std::string adapter_path(const std::string& id) const;  // 404 unless the job succeeded
+  // The job's metrics (JSONL, growing as it runs) or loss plot (SVG, at its end); 404 before.
+  std::string result_path(const std::string& id, const std::string& what) const;
+  // The job's complete checkpoints so far (OpenAI's fine_tuning.job.checkpoint objects, with
+  // the files each holds), and one such file's path: a delegating device keeps a copy of each
+  // to resume from if the provider goes away. 404 for unknown names.
+  nlohmann::json checkpoints(const std::string& id) const;
+  std::string checkpoint_file(const std::string& id, const std::string& checkpoint,
+                              const std::string& file) const;
   // The job's events from index `from` on, waiting up to timeout_ms for one; done: the job
   // has ended and every event was returned.
   std::vector<nlohmann::json> events(const std::string& id, size_t from, int64_t timeout_ms,
@@ -61,6 +69,8 @@ class Jobs {
   nlohmann::json describe(const Job& job) const;
   void add_event(Job& job, nlohmann::json event);
   Job& find(const std::string& id) const;
+  // The path of an uploaded file by its id (".jsonl" or ".txt"); 400 naming field otherwise.
+  std::string uploaded(const nlohmann::json& id, const char* field) const;
 
   std::string dir_;
   std::string model_path_;

@@ -182,13 +182,32 @@ void Server::Impl::job_routes() {
             [this](const httplib::Request& req, httplib::Response& res) {
               send_json(res, jobs->cancel(req.matches[1]));
             });
+  auto send_file = [](httplib::Response& res, const std::string& path, const char* type) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream bytes;
+    bytes << f.rdbuf();
+    res.set_content(bytes.str(), type);
+  };
   http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/adapter)",
+           [this, send_file](const httplib::Request& req, httplib::Response& res) {
+             send_file(res, jobs->adapter_path(req.matches[1]), "application/octet-stream");
+           });
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/metrics)",
+           [this, send_file](const httplib::Request& req, httplib::Response& res) {
+             send_file(res, jobs->result_path(req.matches[1], "metrics"), "application/jsonl");
+           });
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/plot)",
+           [this, send_file](const httplib::Request& req, httplib::Response& res) {
+             send_file(res, jobs->result_path(req.matches[1], "plot"), "image/svg+xml");
+           });
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/checkpoints)",
            [this](const httplib::Request& req, httplib::Response& res) {
-             const std::string path = jobs->adapter_path(req.matches[1]);
-             std::ifstream f(path, std::ios::binary);
-             std::stringstream bytes;
-             bytes << f.rdbuf();
-             res.set_content(bytes.str(), "application/octet-stream");
+             send_json(res, jobs->checkpoints(req.matches[1]));
+           });
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/checkpoints/([^/]+)/([^/]+))",
+           [this, send_file](const httplib::Request& req, httplib::Response& res) {
+             send_file(res, jobs->checkpoint_file(req.matches[1], req.matches[2], req.matches[3]),
+                       "application/octet-stream");
            });
   http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/events)",
            [this](const httplib::Request& req, httplib::Response& res) {

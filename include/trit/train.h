@@ -82,6 +82,10 @@ struct TrainResult {
   std::string adapter_path, metrics_path, plot_path, last_checkpoint;
 };
 
+// Checks the options on their own, before any file is read (what the Trainer's constructor
+// checks): throws trit::Error whose option() names the field at fault.
+TRIT_API void check_train_options(const TrainOptions& options);
+
 class TRIT_API Trainer {
  public:
   // The model must outlive the trainer. Checks the options (errors name the option).

@@ -84,6 +84,10 @@ TrainProgress progress_of(const engine::FinetuneEvent& e) {
 
 }  // namespace
 
+void check_train_options(const TrainOptions& options) {
+  engine::check_finetune_options(engine_options(options, true));
+}
+
 Trainer::Trainer(Model& model, const TrainOptions& options) {
   Model::Impl& m = ApiAccess::impl(model);
   impl_ = std::make_unique<Impl>(m, engine_options(options, m.act_quant));

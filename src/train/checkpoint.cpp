@@ -72,9 +72,18 @@ Checkpoint read_checkpoint(const std::string& dir) {
 void check_same_settings(const json& saved, const json& now, const std::string& where) {
   // Settings added after checkpoints were first written, with the value older runs had.
   static const json kAddedLater = {{"act_quant", true}};
+  // Checkpoints written before the model was named by file name and size and the data by its
+  // tokens hold absolute paths: the model's file name is compared, the data cannot be.
+  const bool paths = saved.contains("data") && saved["data"].is_string() &&
+                     saved["data"].get<std::string>().rfind("tokens:", 0) != 0;
   for (auto it = now.begin(); it != now.end(); ++it) {
     if (!saved.contains(it.key()) && kAddedLater.contains(it.key()) &&
         kAddedLater[it.key()] == it.value()) {
+      continue;
+    }
+    if (paths && (it.key() == "data" || it.key() == "model_bytes")) continue;
+    if (paths && it.key() == "model" && saved["model"].is_string() &&
+        fs::path(saved["model"].get<std::string>()).filename() == it.value().get<std::string>()) {
       continue;
     }
     if (!saved.contains(it.key())) fail(where, ": the checkpoint has no setting '", it.key(), "'");

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -47,10 +48,38 @@ std::string strip_gguf(const std::string& path) {
              : path;
 }
 
-// The settings a resumed run must share with the checkpoint it continues.
-json run_settings(const std::string& model_path, const FinetuneOptions& o, int64_t total_steps) {
-  return {{"model", fs::absolute(model_path).string()},
-          {"data", fs::absolute(o.data).string()},
+// What the run trains on, independent of where the files lie (a checkpoint written on another
+// device resumes here): FNV-1a over the train and validation examples' tokens and masks.
+std::string data_digest(const DatasetSplits& d) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const void* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 1099511628211ull;
+  };
+  for (const Dataset* set : {&d.train, &d.valid}) {
+    const uint64_t n = set->examples.size();
+    mix(&n, sizeof n);
+    for (const Example& e : set->examples) {
+      const uint64_t len = e.tokens.size();
+      mix(&len, sizeof len);
+      mix(e.tokens.data(), e.tokens.size() * sizeof(int32_t));
+      mix(e.loss_mask.data(), e.loss_mask.size());
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return std::string("tokens:") + hex;
+}
+
+// The settings a resumed run must share with the checkpoint it continues. The model by its
+// file name and size and the data by its tokens, not their paths: a delegated run's checkpoints
+// come from another device's copies of the same files.
+json run_settings(const std::string& model_path, const DatasetSplits& data,
+                  const FinetuneOptions& o, int64_t total_steps) {
+  std::error_code ec;
+  const auto model_bytes = fs::file_size(model_path, ec);
+  return {{"model", fs::path(model_path).filename().string()},
+          {"model_bytes", ec ? 0 : int64_t(model_bytes)},
+          {"data", data_digest(data)},
           {"targets", o.targets},
           {"rank", o.rank},
           {"alpha", o.alpha},
@@ -286,7 +315,7 @@ FinetuneResult FinetuneRun::run() {
   per_epoch_ = std::max<int64_t>(
       1, (int64_t(data_.train.examples.size()) + o_.batch - 1) / o_.batch / o_.grad_accum);
   total_ = o_.steps > 0 ? o_.steps : o_.epochs * per_epoch_;
-  settings_ = run_settings(model_.path(), o_, total_);
+  settings_ = run_settings(model_.path(), data_, o_, total_);
   ckpt_dir_ = o_.checkpoint_dir.empty() ? strip_gguf(o_.out) + ".checkpoints" : o_.checkpoint_dir;
   batches_ = std::make_unique<BatchIterator>(data_.train, o_.batch, o_.seed);
   aopt_.weight_decay = o_.weight_decay;

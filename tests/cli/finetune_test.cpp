@@ -196,6 +196,52 @@ TEST_F(Finetune, ResumeRefusesOtherSettings) {
   }
 }
 
+// A checkpoint names the model by file name and size and the data by its tokens: a copy of
+// both elsewhere (another device's) resumes it to the same bytes, other data does not, and a
+// checkpoint written with absolute paths (before) still resumes.
+TEST_F(Finetune, ResumeFollowsTheFilesNotTheirPaths) {
+  FinetuneOptions o = options(dir_.file("a.gguf"), 4);
+  run(o);
+  const std::string want = test::read_file(dir_.file("a.gguf"));
+  o.out = dir_.file("b.gguf");
+  o.save_every = 2;
+  run(o);
+  const std::string ckpt = dir_.file("b.checkpoints/checkpoint-2");
+  ASSERT_TRUE(fs::exists(ckpt + "/state.json"));
+  fs::create_directories(dir_.file("elsewhere/data"));
+  fs::copy(dir_.file("data"), dir_.file("elsewhere/data"), fs::copy_options::recursive);
+  fs::copy_file(dir_.file("m.gguf"), dir_.file("elsewhere/m.gguf"));
+  FinetuneOptions moved = o;
+  moved.data = dir_.file("elsewhere/data");
+  moved.out = dir_.file("elsewhere/c.gguf");
+  moved.resume = ckpt;
+  run(moved, dir_.file("elsewhere/m.gguf"));
+  EXPECT_TRUE(test::read_file(dir_.file("elsewhere/c.gguf")) == want);
+
+  // Other data: refused, naming the setting.
+  std::ofstream(dir_.file("elsewhere/data/train.jsonl"), std::ios::app)
+      << R"({"prompt": "one more", "completion": " row"})"
+      << "\n";
+  try {
+    run(moved, dir_.file("elsewhere/m.gguf"));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("setting 'data'"), std::string::npos) << e.what();
+  }
+
+  // A checkpoint of the path-naming format: the model's file name is compared, no more.
+  nlohmann::json state = nlohmann::json::parse(test::read_file(ckpt + "/state.json"));
+  state["settings"]["model"] = fs::absolute(dir_.file("m.gguf")).string();
+  state["settings"]["data"] = fs::absolute(dir_.file("data")).string();
+  state["settings"].erase("model_bytes");
+  test::write_file(ckpt + "/state.json", state.dump(2));
+  FinetuneOptions old = o;
+  old.out = dir_.file("d.gguf");
+  old.resume = ckpt;
+  run(old);
+  EXPECT_TRUE(test::read_file(dir_.file("d.gguf")) == want);
+}
+
 TEST_F(Finetune, RefusesMergedAndAttachedModels) {
   run(options(dir_.file("a.gguf"), 2));
   for (const std::string mode : {"attach", "float"}) {

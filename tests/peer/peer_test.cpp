@@ -7,10 +7,12 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/cli.h"
@@ -233,6 +235,83 @@ TEST(Peer, GenerateRunsOnTheProviderOrFallsBackHere) {
   EXPECT_NE(refused.rc, 0);
   EXPECT_NE(refused.err.find("top_p"), std::string::npos) << refused.err;
   EXPECT_EQ(refused.out, "");
+}
+
+// A delegated fine-tune: the dataset goes up, progress comes back, the adapter equals this
+// device's own run; checkpoints come back as they are written, and when the provider dies the
+// run resumes here from the last of them and still ends with the same adapter.
+TEST(Peer, FinetuneRunsOnTheProviderAndResumesHereWhenItDies) {
+  TempDir dir;
+  TritProcess testnet(dir, "testnet", {"peer", "testnet"});
+  const std::string line = testnet.wait_line("bootstrap ");
+  ASSERT_GT(line.size(), 10u);
+  const std::string bootstrap = line.substr(10);
+  const std::string provider_key = peer_key(dir, dir.file("provider.key"));
+  const std::string consumer_key = peer_key(dir, dir.file("consumer.key"));
+  std::ofstream(dir.file("allow")) << consumer_key << "\n";
+  const std::string data = std::string(TRIT_TEST_DATA) + "/../../data/demo";
+  // Enough steps that the provider is still training when the test stops it.
+  const std::vector<std::string> train = {
+      "finetune", "--data",         data, "--steps", "10",   "--batch", "2", "-c",
+      "32",       "--rank",         "4",  "--lr",    "0.01", "-s",      "3", "--save-every",
+      "2",        "--val-examples", "4",  "-t",      "1"};
+  auto with = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> args = train;
+    args.insert(args.end(), {"-o", dir.file(out)});
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  const RunResult here =
+      test::run_trit(dir, with("here.gguf", {"-m", kPeerModel, "--device", "cpu"}));
+  ASSERT_EQ(here.rc, 0) << here.err;
+  const std::string want = test::read_file(dir.file("here.gguf"));
+
+  const std::vector<std::string> delegate = {
+      "--delegate", provider_key, "--key-file", dir.file("consumer.key"), "--bootstrap", bootstrap};
+  {
+    test::ServerProcess serve(
+        dir, {"-m", kPeerModel, "--device", "cpu", "-t", "1", "--jobs-dir", dir.file("jobs")});
+    TritProcess provider(dir, "provider",
+                         {"peer", "provide", "--serve", serve.url(), "--allow", dir.file("allow"),
+                          "--key-file", dir.file("provider.key"), "--bootstrap", bootstrap});
+    provider.wait_line("providing ");
+    const RunResult there = test::run_trit(dir, with("there.gguf", delegate));
+    ASSERT_EQ(there.rc, 0) << there.err;
+    EXPECT_TRUE(test::read_file(dir.file("there.gguf")) == want)
+        << "the provider's adapter differs from this device's";
+    EXPECT_NE(there.err.find("step 10/10"), std::string::npos) << there.err;
+    EXPECT_NE(test::read_file(dir.file("there.metrics.jsonl")).find("\"step\":10"),
+              std::string::npos);
+    EXPECT_NE(test::read_file(dir.file("there.loss.svg")).find("<svg"), std::string::npos);
+    EXPECT_EQ(test::read_file(dir.file("there.checkpoints/checkpoint-10/adapter.gguf")), want);
+    EXPECT_TRUE(std::filesystem::exists(dir.file("there.checkpoints/checkpoint-6/optimizer.bin")));
+    // A job the provider refuses (an empty dataset) is reported, not run here.
+    std::ofstream(dir.file("empty.jsonl")).flush();
+    std::vector<std::string> bad = with("refused.gguf", delegate);
+    bad[2] = dir.file("empty.jsonl");  // --data's value
+    bad.insert(bad.end(), {"--fallback-local", "-m", kPeerModel});
+    const RunResult refused = test::run_trit(dir, bad);
+    EXPECT_NE(refused.rc, 0);
+    EXPECT_NE(refused.err.find("refused the job"), std::string::npos) << refused.err;
+    EXPECT_NE(refused.err.find("empty"), std::string::npos) << refused.err;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("refused.gguf")));
+
+    // The provider dies after the first checkpoint came back: this device takes over.
+    std::vector<std::string> args = with("taken.gguf", delegate);
+    args.insert(args.end(), {"--fallback-local", "-m", kPeerModel, "--device", "cpu"});
+    TritProcess taken(dir, "taken", args);
+    bool copied = false;
+    for (int i = 0; i < 3000 && !copied; ++i) {
+      copied = std::filesystem::exists(dir.file("taken.checkpoints/checkpoint-2/state.json"));
+      if (!copied) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_TRUE(copied) << taken.err();
+    serve.stop(SIGKILL);
+    EXPECT_EQ(taken.wait_exit(), 0) << taken.err();
+    EXPECT_NE(taken.err().find("resuming here from checkpoint-"), std::string::npos) << taken.err();
+    EXPECT_TRUE(test::read_file(dir.file("taken.gguf")) == want)
+        << "the resumed adapter differs from an uninterrupted run's";
+  }
 }
 
 TEST(Peer, BadArgumentsAreNamed) {

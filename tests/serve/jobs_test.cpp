@@ -179,6 +179,10 @@ TEST(ServeJobs, BadJobsAreRefusedAndJobsCancel) {
       {{{"training_file", file}, {"options", {{"rnk", 4}}}}, "options.rnk"},
       {{{"training_file", file}, {"options", {{"rank", "four"}}}}, "options.rank"},
       {{{"training_file", file}, {"options", 3}}, "'options'"},
+      {{{"training_file", file}, {"options", {{"rank", 0}}}}, "'options.rank': rank must be"},
+      {{{"training_file", file}, {"options", {{"schedule", "wavy"}}}}, "options.schedule"},
+      {{{"training_file", file}, {"validation_file", "file-nope"}}, "'validation_file' file-nope"},
+      {{{"validation_file", file}}, "'validation_file' goes with 'training_file'"},
   };
   for (const Bad& b : corpus) {
     const JobReply r = job_post(s, "/v1/fine_tuning/jobs", b.body);
@@ -227,6 +231,20 @@ TEST(ServeJobs, BadJobsAreRefusedAndJobsCancel) {
   EXPECT_EQ(follow(s, running).back()["status"], "cancelled");
   EXPECT_EQ(job_get(s, "/v1/fine_tuning/jobs/" + running + "/adapter")["error"]["code"], 404);
   EXPECT_EQ(job_get(s, "/v1/fine_tuning/jobs")["data"].size(), 2u);
+  // Checkpoint files by name only: no other file of the job's folder, no other folder.
+  const std::string ckpts = "/v1/fine_tuning/jobs/" + running + "/checkpoints";
+  const json list = job_get(s, ckpts);
+  ASSERT_FALSE(list["data"].empty()) << list.dump();  // at least the one the cancel wrote
+  const std::string first = list["data"][0]["id"];
+  httplib::Client c = s.client();
+  auto got = c.Get(ckpts + "/" + first + "/state.json");
+  ASSERT_TRUE(got && got->status == 200);
+  EXPECT_EQ(json::parse(got->body)["step"], list["data"][0]["step_number"]);
+  for (const std::string& bad : std::vector<std::string>{
+           ckpts + "/" + first + "/job.json", ckpts + "/..%2F/job.json",
+           ckpts + "/checkpoint-x/state.json", "/v1/fine_tuning/jobs/ftjob-none/checkpoints"}) {
+    EXPECT_EQ(job_get(s, bad)["error"]["code"], 404) << bad;
+  }
 }
 
 }  // namespace

@@ -83,6 +83,21 @@ class TritProcess {
     return false;
   }
 
+  // Waits for the process to exit on its own: its exit code, or -1 (a signal, or still
+  // running after timeout_s, when it is killed).
+  int wait_exit(int timeout_s = 120) {
+    for (int i = 0; pid_ > 0 && i < timeout_s * 50; ++i) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << "still running after " << timeout_s << " s: " << err();
+    return stop(SIGKILL, 5);
+  }
+
   // Sends sig and waits; the exit code, or -1 (killed by a signal, or still running).
   int stop(int sig = SIGTERM, int timeout_s = 30) {
     if (pid_ <= 0) return -1;
