@@ -4,6 +4,7 @@
 // conversation when the provider cannot be reached or drops.
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -17,7 +18,8 @@ namespace trit::cli {
 namespace {
 
 // The conversation as a chat completion request.
-std::string chat_body(const std::vector<ChatMessage>& messages, const GenerateOptions& g) {
+std::string chat_body(const std::vector<ChatMessage>& messages, const GenerateOptions& g,
+                      const std::string& model) {
   nlohmann::json msgs = nlohmann::json::array();
   for (const ChatMessage& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
   nlohmann::json body = {{"messages", msgs},
@@ -29,6 +31,7 @@ std::string chat_body(const std::vector<ChatMessage>& messages, const GenerateOp
                          {"min_p", g.sampling.min_p},
                          {"seed", g.sampling.seed}};
   if (g.max_tokens >= 0) body["max_tokens"] = g.max_tokens;
+  if (!model.empty()) body["model"] = model;
   return body.dump();
 }
 
@@ -110,7 +113,10 @@ void add_chat_command(CLI::App& app) {
         text += piece;
         print_piece(piece);
       };
-      const std::string body = chat_body(messages, gen);
+      // -m NAME picks the provider's model; with --fallback-local, -m is this device's file.
+      const std::string body = chat_body(
+          messages, gen,
+          d.fallback_local ? "" : std::filesystem::path(args->run.model).filename().string());
       DelegateResult r = delegate_stream(tunnel->port(), "/v1/chat/completions", body, on_text);
       if (!r.ok && r.status == 0 && text.empty()) {  // the DHT can time out a first attempt
         r = delegate_stream(tunnel->port(), "/v1/chat/completions", body, on_text);

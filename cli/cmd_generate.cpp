@@ -1,5 +1,6 @@
 // trit generate: streamed text generation, then speed figures; with --delegate, on a peer's
 // trit serve (`trit peer provide`), falling back to this device with --fallback-local.
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -41,7 +42,8 @@ bool generate_delegated(const DelegateOptions& d, const std::string& model,
   const std::vector<int32_t> id_list =
       ids.empty() ? std::vector<int32_t>{} : parse_ids(ids, "--ids");
   // With -m and --fallback-local, -m names the local file; the provider serves its own model.
-  const std::string name = d.fallback_local ? std::string() : model;
+  const std::string name =
+      d.fallback_local ? std::string() : std::filesystem::path(model).filename().string();
   bool printed = false;  // the prompt goes out with the first piece: a fallback prints it once
   auto on_text = [&](std::string_view piece) {
     if (!printed && !prompt.empty()) print_piece(prompt);

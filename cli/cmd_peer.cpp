@@ -3,6 +3,7 @@
 // codes are the program's own.
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -15,13 +16,17 @@ namespace trit::cli {
 void add_peer_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "peer",
-      "Delegate to a stronger device of yours over HyperDHT: key | provide --serve URL [--allow "
-      "FILE] | connect KEY [--listen HOST:PORT] | testnet; each takes --key-file PATH and "
-      "--bootstrap HOST:PORT[,...]");
+      "Delegate to a stronger device of yours over HyperDHT: key | provide (--serve URL | -m "
+      "MODEL [-- serve options]) [--allow FILE] | connect KEY [--listen HOST:PORT] | testnet; "
+      "each takes --key-file PATH and --bootstrap HOST:PORT[,...]");
   cmd->prefix_command();  // everything after `peer` goes to the program as it is
   cmd->allow_extras();
   cmd->callback([cmd] {
     std::vector<std::string> argv = peer_argv(cmd->remaining());
+    // `provide -m MODEL` starts this trit's serve.
+    char self[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) ::setenv("TRIT_BIN", std::string(self, size_t(n)).c_str(), 0);
     std::vector<char*> c;
     for (std::string& a : argv) c.push_back(a.data());
     c.push_back(nullptr);

@@ -3,6 +3,7 @@
 //
 //   trit-peer key      [--key-file F]                       create once, print the public key
 //   trit-peer provide  --serve URL [--allow F] [--key-file F] [--bootstrap H:P,...]
+//   trit-peer provide  -m MODEL [...] [-- trit serve options]   starts its own trit serve
 //   trit-peer connect  KEY [--listen HOST:PORT] [--key-file F] [--bootstrap H:P,...]
 //   trit-peer testnet  [--size N]                            a local DHT for tests
 //
@@ -11,6 +12,7 @@
 // changes. A consumer forwards every local TCP connection as one encrypted stream to the
 // provider, which forwards it to its local server: the whole HTTP API, streaming included.
 // Every line on stderr starts with "trit peer:"; lines a caller waits for are on stdout.
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
@@ -42,12 +44,19 @@ function fail (message) {
   throw new UsageError(message)
 }
 
-// --name value pairs and positionals; every option takes a value.
+// --name value pairs and positionals; every option takes a value (-m is --model). What
+// follows `--` is returned as passed.
 function parseArgs (argv, known) {
   const opts = {}
   const rest = []
+  const passed = []
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
+    let a = argv[i]
+    if (a === '--') {
+      passed.push(...argv.slice(i + 1))
+      break
+    }
+    if (a === '-m' && known.includes('model')) a = '--model'
     if (!a.startsWith('--')) {
       rest.push(a)
       continue
@@ -57,7 +66,7 @@ function parseArgs (argv, known) {
     if (i + 1 >= argv.length) fail(`${a} needs a value`)
     opts[name] = argv[++i]
   }
-  return { opts, rest }
+  return { opts, rest, passed }
 }
 
 function configDir () {
@@ -154,10 +163,48 @@ async function cmdKey (argv) {
   process.stdout.write(kp.publicKey.toString('hex') + '\n')
 }
 
+// `trit serve -m MODEL --port 0 ARGS` as a child: resolves with its URL once it listens; its
+// stderr passes through. The provider ends when it does.
+function startServe (model, args) {
+  const bin = process.env.TRIT_BIN || 'trit'
+  const child = spawn(bin, ['serve', '-m', model, '--host', '127.0.0.1', '--port', '0', ...args], {
+    stdio: ['ignore', 'inherit', 'pipe']
+  })
+  return new Promise((resolve, reject) => {
+    let text = ''
+    let url = null
+    child.stderr.on('data', (d) => {
+      process.stderr.write(d)
+      if (url) return
+      text += d.toString()
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(text)
+      if (m) {
+        url = m[1]
+        resolve({ child, url })
+      }
+    })
+    child.on('error', (e) => reject(new UsageError(`-m: cannot start ${bin} serve: ${e.message}`)))
+    child.on('exit', (code, signal) => {
+      if (!url) reject(new UsageError(`-m ${model}: trit serve exited (${signal || code}) before listening`))
+      else if (!stopping) {
+        say(`trit serve exited (${signal || code}); stopping`)
+        process.exit(1)
+      }
+    })
+  })
+}
+let stopping = false
+
 async function cmdProvide (argv) {
-  const { opts, rest } = parseArgs(argv, ['serve', 'allow', 'key-file', 'bootstrap'])
+  const { opts, rest, passed } = parseArgs(argv, ['serve', 'model', 'allow', 'key-file', 'bootstrap'])
   if (rest.length) fail(`provide: unexpected argument ${rest[0]}`)
-  if (!opts.serve) fail('provide: --serve http://HOST:PORT is required (the local trit serve)')
+  if (!opts.serve && !opts.model) {
+    fail('provide: give --serve http://HOST:PORT (a running trit serve) or -m MODEL (one is started)')
+  }
+  if (opts.serve && opts.model) fail('provide: --serve and -m exclude each other')
+  if (passed.length && !opts.model) fail('provide: options after -- go to the trit serve that -m starts')
+  const served = opts.model ? await startServe(opts.model, passed) : null
+  if (served) opts.serve = served.url
   const target = parseHostPort(opts.serve.replace(/^http:\/\//, '').replace(/\/$/, ''), '--serve')
   const allowFile = opts.allow || path.join(configDir(), 'peer-allow')
   const allowed = allowList(allowFile)
@@ -184,8 +231,14 @@ async function cmdProvide (argv) {
   await server.listen(keyPair)
   process.stdout.write(`providing ${keyPair.publicKey.toString('hex')} -> ${opts.serve}\n`)
   await untilSignal(async () => {
+    stopping = true
     await server.close()
     await node.destroy()
+    if (served && served.child.exitCode === null) {
+      const exited = new Promise((resolve) => served.child.once('exit', resolve))
+      served.child.kill('SIGTERM') // running answers end and a job checkpoints
+      await exited
+    }
   })
 }
 

@@ -1,6 +1,7 @@
 #include "serve/openai.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "serve/http_error.h"
 
@@ -123,8 +124,22 @@ json parse_body(const std::string& body) {
 }
 
 CompletionRequest parse_completion(const std::string& text, bool chat, const Model& model,
-                                   int64_t n_adapters) {
+                                   int64_t n_adapters, const std::string& served) {
   const json body = parse_body(text);
+  // A request naming another model is not this server's to answer (OpenAI's 404): the model's
+  // id, its file name and the file name without .gguf all name it; no "model" means this one.
+  if (const auto m = body.find("model"); m != body.end() && !m->is_null() && !served.empty()) {
+    if (!m->is_string()) throw HttpError(400, "'model' must be a string", "model");
+    const std::string want = *m;
+    const std::string file = std::filesystem::path(model.info().path).filename().string();
+    const std::string stem = std::filesystem::path(file).stem().string();
+    if (!want.empty() && want != served && want != file && want != stem) {
+      throw HttpError(404,
+                      "the model '" + want + "' is not served here; this server serves '" + served +
+                          "' (GET /v1/models)",
+                      "model");
+    }
+  }
   CompletionRequest r;
   r.chat = chat;
   GenerateOptions& g = r.options;

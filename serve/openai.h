@@ -27,9 +27,10 @@ struct CompletionRequest {
 
 // Parses a /v1/completions (chat false) or /v1/chat/completions body. Throws HttpError 400
 // naming the field for bad JSON, a missing or mistyped field or a value out of range.
-// n_adapters: the server's adapters (ids of "lora" must be below).
+// n_adapters: the server's adapters (ids of "lora" must be below). served: the model's id; a
+// request naming another model gets 404 (empty: any name goes).
 CompletionRequest parse_completion(const std::string& body, bool chat, const Model& model,
-                                   int64_t n_adapters);
+                                   int64_t n_adapters, const std::string& served = "");
 
 // The JSON body of a request (400 when it is not JSON or not an object).
 nlohmann::json parse_body(const std::string& body);

@@ -271,7 +271,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
     std::lock_guard<std::mutex> lock(adapters_mutex);
     n_adapters = int64_t(adapters.size());
   }
-  CompletionRequest r = parse_completion(req.body, chat, model, n_adapters);
+  CompletionRequest r = parse_completion(req.body, chat, model, n_adapters, name);
   if (gen.status().queued >= opts.max_queue) {
     res.set_header("Retry-After", "1");
     throw HttpError(503, "the server is busy: " + std::to_string(opts.max_queue) +
@@ -435,6 +435,25 @@ void Server::Impl::routes() {
                     {"slots_idle", s.slots - s.active},
                     {"slots_processing", s.active},
                     {"requests_queued", s.queued}});
+  });
+  // trit's own: the devices of this machine (what `trit devices` prints, and as a list), and
+  // the one serving; `trit devices --delegate KEY` shows a provider's.
+  http.Get("/v1/devices", [this](const httplib::Request&, httplib::Response& res) {
+    json list = json::array();
+    for (const DeviceInfo& d : list_devices()) {
+      list.push_back({{"name", d.name},
+                      {"description", d.description},
+                      {"kind", d.kind},
+                      {"real_gpu", d.real_gpu},
+                      {"default", d.is_default},
+                      {"memory_bytes", d.memory_bytes},
+                      {"binding_limit_bytes", d.binding_limit_bytes},
+                      {"features", d.features}});
+    }
+    send_json(res, {{"object", "list"},
+                    {"serving", model.device()},
+                    {"data", list},
+                    {"report", devices_report()}});
   });
   auto models = [this](const httplib::Request&, httplib::Response& res) {
     const ModelInfo& i = model.info();

@@ -314,6 +314,57 @@ TEST(Peer, FinetuneRunsOnTheProviderAndResumesHereWhenItDies) {
   }
 }
 
+// `provide -m MODEL -- SERVE OPTIONS` runs its own trit serve; the consumer lists the
+// provider's devices, picks its model by name (another name is refused there), and the
+// server stops with the provider.
+TEST(Peer, ProvideStartsItsOwnServerAndConsumersSeeItsDevices) {
+  TempDir dir;
+  TritProcess testnet(dir, "testnet", {"peer", "testnet"});
+  const std::string line = testnet.wait_line("bootstrap ");
+  ASSERT_GT(line.size(), 10u);
+  const std::string bootstrap = line.substr(10);
+  const std::string provider_key = peer_key(dir, dir.file("provider.key"));
+  const std::string consumer_key = peer_key(dir, dir.file("consumer.key"));
+  std::ofstream(dir.file("allow")) << consumer_key << "\n";
+  TritProcess provider(dir, "provider",
+                       {"peer", "provide", "-m", kPeerModel, "--allow", dir.file("allow"),
+                        "--key-file", dir.file("provider.key"), "--bootstrap", bootstrap, "--",
+                        "--device", "cpu", "-t", "1", "--parallel", "2"});
+  provider.wait_line("providing ");
+  const std::vector<std::string> peer_opts = {
+      "--delegate", provider_key, "--key-file", dir.file("consumer.key"), "--bootstrap", bootstrap};
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.end(), peer_opts.begin(), peer_opts.end());
+    return test::run_trit(dir, args);
+  };
+  const RunResult devices = run({"devices"});
+  ASSERT_EQ(devices.rc, 0) << devices.err;
+  EXPECT_NE(devices.out.find("provider " + provider_key + ", serving on cpu"), std::string::npos)
+      << devices.out;
+  EXPECT_NE(devices.out.find("default device:"), std::string::npos) << devices.out;
+
+  const std::vector<std::string> gen = {"generate", "-p", "It is a truth", "-n", "8",
+                                        "--temp",   "0"};
+  std::vector<std::string> local = gen;
+  local.insert(local.end(), {"-m", kPeerModel, "--device", "cpu"});
+  const RunResult here = test::run_trit(dir, local);
+  ASSERT_EQ(here.rc, 0) << here.err;
+  std::vector<std::string> named = gen;
+  named.insert(named.end(), {"-m", "austen-tiny"});
+  const RunResult there = run(named);
+  ASSERT_EQ(there.rc, 0) << there.err;
+  EXPECT_EQ(there.out, here.out);
+  std::vector<std::string> other = gen;
+  other.insert(other.end(), {"-m", "llama-70b.gguf"});
+  const RunResult refused = run(other);
+  EXPECT_NE(refused.rc, 0);
+  EXPECT_NE(refused.err.find("'llama-70b.gguf' is not served here"), std::string::npos)
+      << refused.err;
+
+  EXPECT_EQ(provider.stop(SIGTERM), 0) << provider.err();
+  EXPECT_NE(provider.err().find("trit serve: stopped"), std::string::npos) << provider.err();
+}
+
 TEST(Peer, BadArgumentsAreNamed) {
   TempDir dir;
   const std::string key = dir.file("k");
@@ -331,6 +382,25 @@ TEST(Peer, BadArgumentsAreNamed) {
             std::string::npos);
   EXPECT_NE(err_of({"fly"}).find("expected a command"), std::string::npos);
   EXPECT_NE(err_of({"key", "--colour", "red"}).find("unknown option --colour"), std::string::npos);
+  EXPECT_NE(err_of({"provide", "--serve", "http://127.0.0.1:1", "-m", "m.gguf", "--key-file", key})
+                .find("exclude each other"),
+            std::string::npos);
+  EXPECT_NE(err_of({"provide", "--serve", "http://127.0.0.1:1", "--key-file", key, "--", "-t", "2"})
+                .find("options after --"),
+            std::string::npos);
+  EXPECT_NE(err_of({"provide", "-m", dir.file("missing.gguf"), "--key-file", key})
+                .find("exited (1) before listening"),
+            std::string::npos);
+  // --delegate commands check their own arguments before reaching out.
+  const RunResult r =
+      test::run_trit(dir, {"finetune", "--delegate", std::string(64, 'a'), "--data",
+                           dir.file("d.jsonl"), "-o", dir.file("a.gguf"), "--rank", "0"});
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("rank must be positive"), std::string::npos) << r.err;
+  const RunResult no_model =
+      test::run_trit(dir, {"finetune", "--delegate", std::string(64, 'a'), "--fallback-local",
+                           "--data", dir.file("d.jsonl"), "-o", dir.file("a.gguf")});
+  EXPECT_NE(no_model.err.find("--fallback-local needs -m"), std::string::npos) << no_model.err;
 }
 
 }  // namespace
