@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -112,12 +114,15 @@ class JobClient {
     return r->body;
   }
 
-  // The job's events as they come; false when the stream broke before its end.
-  bool follow(const std::string& id, const std::function<void(const json&)>& on_event) {
+  // The job's events after the first `seen`, as they come (seen counts them); false when the
+  // stream broke before its end, or when stop() asked to leave it (after an event).
+  bool follow(const std::string& id, size_t& seen, const std::function<void(const json&)>& on_event,
+              const std::function<bool()>& stop) {
     std::string buffer;
     bool ended = false;
     const httplib::Result r = c_.Get(
-        "/v1/fine_tuning/jobs/" + id + "/events", [](const httplib::Response&) { return true; },
+        "/v1/fine_tuning/jobs/" + id + "/events?from=" + std::to_string(seen),
+        [](const httplib::Response&) { return true; },
         [&](const char* data, size_t n) {
           buffer.append(data, n);
           for (size_t end; (end = buffer.find("\n\n")) != std::string::npos;) {
@@ -129,12 +134,13 @@ class JobClient {
               continue;
             }
             const json j = json::parse(event.substr(6), nullptr, false);
+            ++seen;
             if (j.is_object()) on_event(j);
           }
-          return true;
+          return ended || !stop();
         });
     if (r && r->status != 200) throw Failure{r->status, error_message(r)};
-    return r && ended;
+    return ended;
   }
 
  private:
@@ -151,6 +157,15 @@ std::pair<std::string, std::string> data_files(const std::string& data) {
   const std::string valid = (fs::path(data) / "valid.jsonl").string();
   if (!fs::exists(train)) fail("--data " + data + ": no train.jsonl in the folder");
   return {train, fs::exists(valid) ? valid : ""};
+}
+
+// Ctrl-C (or SIGTERM) while the provider trains: the job is cancelled there, which writes a
+// checkpoint, and that checkpoint is copied here, as a local run writes one. A second Ctrl-C
+// ends this program at once (the handler is restored by the first).
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int sig) {
+  g_interrupted = true;
+  std::signal(sig, SIG_DFL);
 }
 
 }  // namespace
@@ -198,7 +213,7 @@ bool finetune_delegated(const DelegateOptions& d, const TrainOptions& o, std::st
       last_copied = name;
       write_local(metrics, c.get(job + "/metrics"));
     };
-    const bool ended = c.follow(job_id, [&](const json& e) {
+    auto on_event = [&](const json& e) {
       const std::string type = e.value("type", "");
       if (type == "status") {
         status = e.value("status", "");
@@ -209,7 +224,30 @@ bool finetune_delegated(const DelegateOptions& d, const TrainOptions& o, std::st
         std::fprintf(stderr, "%s\n", e["message"].get<std::string>().c_str());
       }
       if (type == "checkpoint") copy_checkpoint(e.value("checkpoint", ""));
-    });
+    };
+    g_interrupted = false;
+    std::signal(SIGINT, on_interrupt);
+    std::signal(SIGTERM, on_interrupt);
+    struct Restore {
+      ~Restore() {
+        std::signal(SIGINT, SIG_DFL);
+        std::signal(SIGTERM, SIG_DFL);
+      }
+    } restore;
+    size_t seen = 0;
+    bool ended = c.follow(job_id, seen, on_event, [] { return g_interrupted.load(); });
+    if (!ended && g_interrupted) {
+      std::fprintf(stderr, "trit: stopping job %s on the provider (it writes a checkpoint)\n",
+                   job_id.c_str());
+      c.post(job + "/cancel", json::object());
+      ended = c.follow(job_id, seen, on_event, [] { return false; });
+      if (ended && status.rfind("cancelled", 0) == 0) {
+        std::fprintf(
+            stderr, "stopped early; checkpoint: %s\n",
+            last_copied.empty() ? "none came back" : (fs::path(ckpt_dir) / last_copied).c_str());
+        return true;
+      }
+    }
     if (ended && status == "succeeded") {
       write_local(o.output, c.get(job + "/adapter"));
       write_local(metrics, c.get(job + "/metrics"));

@@ -4,6 +4,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,6 +68,12 @@ PeerTunnel::PeerTunnel(const DelegateOptions& o) {
   pid_ = ::fork();
   if (pid_ < 0) fail("--delegate: cannot start the peer program");
   if (pid_ == 0) {
+    // A process group of its own: Ctrl-C at the terminal reaches this program, which may
+    // still need the tunnel (to cancel a delegated job), and not the tunnel; it ends with us.
+    ::setpgid(0, 0);
+#ifdef __linux__
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
     ::dup2(fds[1], STDOUT_FILENO);
     ::close(fds[0]);
     ::close(fds[1]);

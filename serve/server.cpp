@@ -213,7 +213,16 @@ void Server::Impl::job_routes() {
            [this](const httplib::Request& req, httplib::Response& res) {
              const std::string id = req.matches[1];
              jobs->get(id);  // 404 before the stream opens
-             auto next = std::make_shared<size_t>(0);
+             // ?from=N: the events after the first N (a client that reconnects).
+             size_t from = 0;
+             if (req.has_param("from")) {
+               try {
+                 from = size_t(std::stoull(req.get_param_value("from")));
+               } catch (const std::exception&) {
+                 throw HttpError(400, "'from' must be a number of events", "from");
+               }
+             }
+             auto next = std::make_shared<size_t>(from);
              res.set_header("Cache-Control", "no-cache");
              res.set_chunked_content_provider(
                  "text/event-stream", [this, id, next](size_t, httplib::DataSink& sink) {

@@ -121,7 +121,15 @@ TEST(Peer, AConsumerReachesTheProvidersServerAndOthersAreRefusedUntilAllowed) {
   EXPECT_EQ(streamed->get_header_value("Content-Type"), "text/event-stream");
   EXPECT_NE(streamed->body.find("data: [DONE]"), std::string::npos) << streamed->body;
 
-  // A key not on the list is refused at the handshake: no request reaches the server.
+  // A key not on the list is refused at the handshake: no request reaches the server (its
+  // log has a line for every request it answers).
+  auto requests = [&] {
+    const std::string log = serve.log();
+    size_t n = 0;
+    for (size_t at = 0; (at = log.find(" 127.0.0.1\n", at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  const size_t before = requests();
   TritProcess stranger(dir, "stranger",
                        {"peer", "connect", provider_key, "--listen", "127.0.0.1:0", "--key-file",
                         dir.file("stranger.key"), "--bootstrap", bootstrap});
@@ -129,6 +137,7 @@ TEST(Peer, AConsumerReachesTheProvidersServerAndOthersAreRefusedUntilAllowed) {
   const httplib::Result refused = complete(stranger_port, body);
   EXPECT_FALSE(refused && refused->status == 200);
   EXPECT_TRUE(provider.wait_err("refused " + stranger_key));
+  EXPECT_EQ(requests(), before) << serve.log();
 
   // The list is read again when it changes: the stranger, now listed, gets through (the DHT
   // may time out a first attempt right after a refusal).
@@ -295,6 +304,25 @@ TEST(Peer, FinetuneRunsOnTheProviderAndResumesHereWhenItDies) {
     EXPECT_NE(refused.err.find("refused the job"), std::string::npos) << refused.err;
     EXPECT_NE(refused.err.find("empty"), std::string::npos) << refused.err;
     EXPECT_FALSE(std::filesystem::exists(dir.file("refused.gguf")));
+
+    // Ctrl-C here cancels the job there, whose last checkpoint comes back, as a local run's.
+    {
+      TritProcess stopped(dir, "stopped", with("stopped.gguf", delegate));
+      bool started = false;
+      for (int i = 0; i < 3000 && !started; ++i) {
+        started = std::filesystem::exists(dir.file("stopped.checkpoints/checkpoint-2/state.json"));
+        if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      ASSERT_TRUE(started) << stopped.err();
+      EXPECT_EQ(stopped.stop(SIGINT), 0) << stopped.err();
+      EXPECT_NE(stopped.err().find("stopped early; checkpoint: "), std::string::npos)
+          << stopped.err();
+      EXPECT_FALSE(std::filesystem::exists(dir.file("stopped.gguf")));
+      httplib::Client c = serve.client();
+      const auto jobs = c.Get("/v1/fine_tuning/jobs");
+      ASSERT_TRUE(jobs && jobs->status == 200);
+      EXPECT_EQ(json::parse(jobs->body)["data"].back()["status"], "cancelled") << jobs->body;
+    }
 
     // The provider dies after the first checkpoint came back: this device takes over.
     std::vector<std::string> args = with("taken.gguf", delegate);
