@@ -16,6 +16,7 @@ void add_serve_command(CLI::App& app) {
     serve::ServeOptions serve;
     int64_t parallel = 4;
     int64_t max_body_mb = 16;
+    int64_t max_upload_mb = 256;
     bool quiet = false;
   };
   auto args = std::make_shared<Args>();
@@ -33,6 +34,8 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--timeout", args->serve.timeout_seconds, "Seconds a request may take")
       ->capture_default_str();
+  cmd->add_option("--max-upload-mb", args->max_upload_mb,
+                  "Largest dataset upload (POST /v1/files; streamed to disk)");
   cmd->add_option("--max-body-mb", args->max_body_mb, "Largest request body")
       ->capture_default_str();
   cmd->add_option("--alias", args->serve.model_name, "Model id in /v1/models (default: file name)");
@@ -46,6 +49,7 @@ void add_serve_command(CLI::App& app) {
     Args& a = *args;
     if (a.parallel <= 0) fail("--parallel must be positive, got " + std::to_string(a.parallel));
     if (a.max_body_mb <= 0) fail("--max-body-mb must be positive");
+    if (a.max_upload_mb <= 0) fail("--max-upload-mb must be positive");
     if (a.serve.max_queue < 0) fail("--queue must be 0 or more");
     if (!(a.serve.timeout_seconds > 0)) fail("--timeout must be positive");
     if (a.serve.port < 0 || a.serve.port > 65535) {
@@ -67,6 +71,7 @@ void add_serve_command(CLI::App& app) {
     a.serve.batch.n_slots = a.parallel;
     a.serve.batch.n_ctx = a.run.ctx;
     a.serve.max_body_bytes = a.max_body_mb << 20;
+    a.serve.max_upload_bytes = a.max_upload_mb << 20;
     if (a.serve.jobs_dir.empty()) {
       const char* state = std::getenv("XDG_STATE_HOME");
       const char* home = std::getenv("HOME");

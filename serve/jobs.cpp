@@ -200,17 +200,50 @@ void Jobs::shutdown() {
 }
 
 json Jobs::add_file(const std::string& name, const std::string& content) {
-  if (content.empty()) throw HttpError(400, "the uploaded file is empty", "file");
+  Upload up = begin_upload();
+  up.write(content.data(), content.size());
+  return finish_upload(up, name);
+}
+
+Jobs::Upload::Upload(std::string path)
+    : path_(std::move(path)),
+      out_(std::make_unique<std::ofstream>(path_, std::ios::binary | std::ios::trunc)) {
+  if (!*out_) throw Error(path_ + ": cannot write");
+}
+
+Jobs::Upload::~Upload() {
+  if (path_.empty()) return;  // moved from, or put in place
+  out_.reset();
+  std::error_code ec;
+  fs::remove(path_, ec);
+}
+
+void Jobs::Upload::write(const char* data, size_t n) {
+  out_->write(data, std::streamsize(n));
+  if (!*out_) throw Error(path_ + ": cannot write (is the disk full?)");
+  bytes_ += int64_t(n);
+}
+
+void Jobs::Upload::close() {
+  out_->close();
+  if (!*out_) throw Error(path_ + ": cannot write (is the disk full?)");
+}
+
+Jobs::Upload Jobs::begin_upload() const {
+  return Upload(dir_ + "/files/." + new_id("upload-") + ".part");
+}
+
+json Jobs::finish_upload(Upload& up, const std::string& name) {
+  up.close();
+  if (up.bytes() == 0) throw HttpError(400, "the uploaded file is empty", "file");
   const std::string id = new_id("file-");
   // Plain text trains as text (windows of the whole file); anything else is read as JSONL.
   const bool text = name.size() > 4 && name.compare(name.size() - 4, 4, ".txt") == 0;
-  write_atomically(dir_ + "/files/" + id + (text ? ".txt" : ".jsonl"), content);
-  return {{"id", id},
-          {"object", "file"},
-          {"bytes", content.size()},
-          {"created_at", unix_now()},
-          {"filename", name},
-          {"purpose", "fine-tune"}};
+  fs::rename(up.path(), dir_ + "/files/" + id + (text ? ".txt" : ".jsonl"));
+  const int64_t bytes = up.bytes();
+  up.keep();
+  return {{"id", id},         {"object", "file"},      {"bytes", bytes}, {"created_at", unix_now()},
+          {"filename", name}, {"purpose", "fine-tune"}};
 }
 
 std::string Jobs::uploaded(const json& id_value, const char* field) const {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "trit/trit.hpp"
@@ -33,8 +35,31 @@ class Jobs {
   Jobs(const Jobs&) = delete;
   Jobs& operator=(const Jobs&) = delete;
 
-  // An uploaded dataset (JSONL): stored, and returned as OpenAI's file object.
+  // An uploaded dataset (JSONL, or plain text when its name ends in .txt): stored, and
+  // returned as OpenAI's file object.
   nlohmann::json add_file(const std::string& name, const std::string& content);
+  // The same, written piece by piece as it arrives: a temporary file of the jobs folder that
+  // finish_upload() puts in place (removed if the upload goes before that).
+  class Upload {
+   public:
+    explicit Upload(std::string path);
+    Upload(Upload&& o) noexcept
+        : path_(std::exchange(o.path_, {})), out_(std::move(o.out_)), bytes_(o.bytes_) {}
+    Upload& operator=(Upload&&) = delete;
+    ~Upload();
+    void write(const char* data, size_t n);
+    const std::string& path() const { return path_; }
+    int64_t bytes() const { return bytes_; }
+    void close();
+    void keep() { path_.clear(); }  // the file was put in place
+
+   private:
+    std::string path_;
+    std::unique_ptr<std::ofstream> out_;
+    int64_t bytes_ = 0;
+  };
+  Upload begin_upload() const;
+  nlohmann::json finish_upload(Upload& upload, const std::string& name);
   // A job from a request body: {"training_file": id} or {"training_path": dir or file under
   // allow_paths}, optional "validation_file" (an uploaded file's id), and "options" with `trit
   // finetune`'s fields (rank, alpha, lr, steps, epochs, batch, ctx, targets, ...) or OpenAI's

@@ -3,9 +3,11 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -131,6 +133,8 @@ struct Server::Impl {
   }
 
   void routes();
+  // The request's body, or 413 when it is over max_body_bytes.
+  const std::string& body_of(const httplib::Request& req) const;
   bool authorized(const httplib::Request& req, httplib::Response& res) const;
   void completion(const httplib::Request& req, httplib::Response& res, bool chat);
   json adapter_list();
@@ -146,6 +150,14 @@ void Server::Impl::ended(const Pending& p) {
   inflight_cv.notify_all();
 }
 
+const std::string& Server::Impl::body_of(const httplib::Request& req) const {
+  if (int64_t(req.body.size()) > opts.max_body_bytes) {
+    throw HttpError(413, "the request body is larger than the server's limit of " +
+                             std::to_string(opts.max_body_bytes) + " bytes (--max-body-mb)");
+  }
+  return req.body;
+}
+
 bool Server::Impl::authorized(const httplib::Request& req, httplib::Response& res) const {
   if (opts.api_key.empty() || req.path == "/health") return true;
   if (bearer_matches(req.get_header_value("Authorization"), opts.api_key)) return true;
@@ -154,15 +166,35 @@ bool Server::Impl::authorized(const httplib::Request& req, httplib::Response& re
 }
 
 void Server::Impl::job_routes() {
-  http.Post("/v1/files", [this](const httplib::Request& req, httplib::Response& res) {
-    if (!req.is_multipart_form_data() || !req.has_file("file")) {
+  // The dataset streams to a file of the jobs folder (datasets can be larger than memory).
+  http.Post("/v1/files", [this](const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader) {
+    if (!req.is_multipart_form_data()) {
       throw HttpError(400, "upload the JSONL dataset as multipart form data, field 'file'", "file");
     }
-    const httplib::MultipartFormData f = req.get_file_value("file");
-    send_json(res, jobs->add_file(f.filename, f.content));
+    Jobs::Upload up = jobs->begin_upload();
+    std::string field, filename;
+    bool found = false;
+    reader(
+        [&](const httplib::MultipartFormData& part) {
+          field = part.name;
+          if (field == "file" && !found) {
+            found = true;
+            filename = part.filename;
+          }
+          return true;
+        },
+        [&](const char* data, size_t n) {
+          if (field == "file") up.write(data, n);
+          return true;
+        });
+    if (!found) {
+      throw HttpError(400, "upload the JSONL dataset as multipart form data, field 'file'", "file");
+    }
+    send_json(res, jobs->finish_upload(up, filename));
   });
   http.Post("/v1/fine_tuning/jobs", [this](const httplib::Request& req, httplib::Response& res) {
-    send_json(res, jobs->create(parse_body(req.body), opts.allow_paths));
+    send_json(res, jobs->create(parse_body(body_of(req)), opts.allow_paths));
   });
   http.Get("/v1/fine_tuning/jobs", [this](const httplib::Request&, httplib::Response& res) {
     send_json(res, jobs->list());
@@ -280,7 +312,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
     std::lock_guard<std::mutex> lock(adapters_mutex);
     n_adapters = int64_t(adapters.size());
   }
-  CompletionRequest r = parse_completion(req.body, chat, model, n_adapters, name);
+  CompletionRequest r = parse_completion(body_of(req), chat, model, n_adapters, name);
   if (gen.status().queued >= opts.max_queue) {
     res.set_header("Retry-After", "1");
     throw HttpError(503, "the server is busy: " + std::to_string(opts.max_queue) +
@@ -399,9 +431,21 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
 }
 
 void Server::Impl::routes() {
+  // An upload declared larger than its limit is refused before its body is read; the body
+  // left unread, the connection closes. Other bodies are read (up to the upload limit) and
+  // held to max_body_bytes by body_of(), so that their clients get the 413.
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
-                                : httplib::Server::HandlerResponse::Handled;
+    if (!authorized(req, res)) return httplib::Server::HandlerResponse::Handled;
+    const std::string length = req.get_header_value("Content-Length");
+    if (req.path == "/v1/files" && !length.empty() &&
+        std::strtoll(length.c_str(), nullptr, 10) > opts.max_upload_bytes) {
+      send_error(res, 413,
+                 "the upload is larger than the server's limit of " +
+                     std::to_string(opts.max_upload_bytes) + " bytes (--max-upload-mb)");
+      res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
   });
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     {
@@ -417,7 +461,9 @@ void Server::Impl::routes() {
     } else if (res.status == 413) {
       send_error(res, 413,
                  "the request body is larger than the server's limit of " +
-                     std::to_string(opts.max_body_bytes) + " bytes");
+                     std::to_string(req.path == "/v1/files" ? opts.max_upload_bytes
+                                                            : opts.max_body_bytes) +
+                     " bytes");
     } else {
       send_error(res, res.status, "the request failed (HTTP " + std::to_string(res.status) + ")");
     }
@@ -486,7 +532,7 @@ void Server::Impl::routes() {
   http.Post("/v1/chat/completions", chats);
   http.Post("/chat/completions", chats);
   http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req.body);
+    const json body = parse_body(body_of(req));
     const auto content = body.find("content");
     if (content == body.end() || !content->is_string()) {
       throw HttpError(400, "'content' must be a string", "content");
@@ -508,7 +554,7 @@ void Server::Impl::routes() {
     send_json(res, {{"tokens", tokens}});
   });
   http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req.body);
+    const json body = parse_body(body_of(req));
     const auto tokens = body.find("tokens");
     if (tokens == body.end() || !tokens->is_array()) {
       throw HttpError(400, "'tokens' must be an array of token ids", "tokens");
@@ -530,7 +576,7 @@ void Server::Impl::routes() {
     send_json(res, adapter_list());
   });
   http.Post("/lora-adapters", [this](const httplib::Request& req, httplib::Response& res) {
-    json body = json::parse(req.body, nullptr, false);
+    json body = json::parse(body_of(req), nullptr, false);
     if (body.is_discarded() || !body.is_array()) {
       throw HttpError(400, "the body must be an array of {\"id\", \"scale\"}");
     }
@@ -576,7 +622,10 @@ Server::Server(Model& model, std::vector<ServedAdapter> adapters, ServeOptions o
   if (!(options.timeout_seconds > 0)) throw Error("serve: the timeout must be positive", "timeout");
   impl_ = std::make_unique<Impl>(model, std::move(adapters), std::move(options));
   Impl& s = *impl_;
-  s.http.set_payload_max_length(size_t(s.opts.max_body_bytes));
+  // httplib's limit is the larger one (uploads); other requests are held to max_body_bytes by
+  // their declared length before their body is read (Impl::routes' pre-routing handler).
+  s.http.set_payload_max_length(size_t(
+      std::max(s.opts.max_body_bytes, s.opts.jobs_dir.empty() ? 0 : s.opts.max_upload_bytes)));
   // Without it a kept-alive connection waits ~40 ms for each answer (Nagle against delayed ACK).
   s.http.set_tcp_nodelay(true);
   // A thread per connection that waits for its tokens: every slot and every queued request

@@ -22,6 +22,8 @@ struct ServeOptions {
   BatchOptions batch;      // --parallel slots, -c context per slot
   int64_t max_queue = 64;  // requests waiting for a slot; more get 503
   int64_t max_body_bytes = int64_t(16) << 20;
+  // A dataset uploaded with POST /v1/files streams to disk, up to this size.
+  int64_t max_upload_bytes = int64_t(256) << 20;
   double timeout_seconds = 600;                      // per request, from its arrival
   std::function<void(const std::string& line)> log;  // one line per request; null: silent
   // Fine-tuning jobs (serve/jobs.h): their folder ("": no jobs endpoints), the folder under
