@@ -6,8 +6,8 @@
 
 #include <functional>
 #include <string>
-#include <thread>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "cli/common.h"

@@ -50,6 +50,20 @@ httplib::Result complete(int port, const json& body) {
   return c.Post("/v1/completions", body.dump(), "application/json");
 }
 
+// A testnet on 127.0.0.1 and two identities, provider.key and consumer.key in dir; the file
+// "allow" lists the consumer.
+struct TwoPeers {
+  explicit TwoPeers(const TempDir& dir)
+      : testnet(dir, "testnet", {"peer", "testnet"}),
+        bootstrap(testnet.wait_line("bootstrap ").substr(std::string("bootstrap ").size())),
+        provider_key(peer_key(dir, dir.file("provider.key"))),
+        consumer_key(peer_key(dir, dir.file("consumer.key"))) {
+    std::ofstream(dir.file("allow")) << consumer_key << "\n";
+  }
+  TritProcess testnet;
+  std::string bootstrap, provider_key, consumer_key;
+};
+
 TEST(PeerKey, CreatedOnceWithOwnerOnlyPermissionsAndRefusedWhenOthersCanRead) {
   TempDir dir;
   const std::string file = dir.file("cfg/trit/peer-key");
@@ -251,13 +265,10 @@ TEST(Peer, GenerateRunsOnTheProviderOrFallsBackHere) {
 // run resumes here from the last of them and still ends with the same adapter.
 TEST(Peer, FinetuneRunsOnTheProviderAndResumesHereWhenItDies) {
   TempDir dir;
-  TritProcess testnet(dir, "testnet", {"peer", "testnet"});
-  const std::string line = testnet.wait_line("bootstrap ");
-  ASSERT_GT(line.size(), 10u);
-  const std::string bootstrap = line.substr(10);
-  const std::string provider_key = peer_key(dir, dir.file("provider.key"));
-  const std::string consumer_key = peer_key(dir, dir.file("consumer.key"));
-  std::ofstream(dir.file("allow")) << consumer_key << "\n";
+  TwoPeers peers(dir);
+  ASSERT_FALSE(peers.bootstrap.empty());
+  const std::string& bootstrap = peers.bootstrap;
+  const std::string& provider_key = peers.provider_key;
   const std::string data = std::string(TRIT_TEST_DATA) + "/../../data/demo";
   // Enough steps that the provider is still training when the test stops it.
   const std::vector<std::string> train = {
@@ -347,13 +358,10 @@ TEST(Peer, FinetuneRunsOnTheProviderAndResumesHereWhenItDies) {
 // server stops with the provider.
 TEST(Peer, ProvideStartsItsOwnServerAndConsumersSeeItsDevices) {
   TempDir dir;
-  TritProcess testnet(dir, "testnet", {"peer", "testnet"});
-  const std::string line = testnet.wait_line("bootstrap ");
-  ASSERT_GT(line.size(), 10u);
-  const std::string bootstrap = line.substr(10);
-  const std::string provider_key = peer_key(dir, dir.file("provider.key"));
-  const std::string consumer_key = peer_key(dir, dir.file("consumer.key"));
-  std::ofstream(dir.file("allow")) << consumer_key << "\n";
+  TwoPeers peers(dir);
+  ASSERT_FALSE(peers.bootstrap.empty());
+  const std::string& bootstrap = peers.bootstrap;
+  const std::string& provider_key = peers.provider_key;
   TritProcess provider(dir, "provider",
                        {"peer", "provide", "-m", kPeerModel, "--allow", dir.file("allow"),
                         "--key-file", dir.file("provider.key"), "--bootstrap", bootstrap, "--",
