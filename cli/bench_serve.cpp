@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 #include "serve/server.h"
 
@@ -17,7 +18,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct ClientRun {
-  double first_token_s = -1;  // from the start of the run
+  double first_token_s = -1;    // from the start of the run
+  std::vector<double> token_s;  // when each chunk of text arrived, from the start of the run
   int64_t tokens = 0;
   bool ok = false;
   std::string last;  // the last event, or why there was none
@@ -52,9 +54,10 @@ ClientRun stream_one(const std::string& host, int port, const nlohmann::json& bo
         run.tokens = j["usage"].value("completion_tokens", int64_t(0));
         run.ok = true;
         usage = true;
-      } else if (!usage && j.contains("choices") && !j["choices"].empty() &&
+      } else if (j.contains("choices") && !j["choices"].empty() &&
                  j["choices"][0].value("text", std::string()).size() > 0) {
-        ++run.tokens;  // a server without usage in its stream: one token a chunk
+        run.token_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+        if (!usage) ++run.tokens;  // a server without usage in its stream: one token a chunk
       }
     }
     return true;
@@ -68,6 +71,23 @@ ClientRun stream_one(const std::string& host, int port, const nlohmann::json& bo
   if (r && r->status != 200)
     run.last = "HTTP " + std::to_string(r->status) + " " + r->body + buffer;
   return run;
+}
+
+// The rate while every stream decodes: chunks of text (a token each, or fewer where a token
+// ends inside a character) that arrive between the last stream's first chunk and the first
+// stream's last, per second; 0 when that window is too short to time (under 10 chunks).
+double steady_rate(const std::vector<ClientRun>& runs) {
+  double from = 0, to = 1e300;
+  for (const ClientRun& r : runs) {
+    if (r.token_s.empty()) return 0;
+    from = std::max(from, r.token_s.front());
+    to = std::min(to, r.token_s.back());
+  }
+  int64_t chunks = 0;
+  for (const ClientRun& r : runs) {
+    for (double t : r.token_s) chunks += t > from && t <= to ? 1 : 0;
+  }
+  return chunks >= 10 && to > from ? double(chunks) / (to - from) : 0;
 }
 
 // HOST and PORT of http://HOST:PORT[/].
@@ -100,10 +120,10 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
     std::printf("serve: %lld prompt + %lld generated tokens per stream; %s\n",
                 static_cast<long long>(o.n_prompt), static_cast<long long>(o.n_gen),
                 target.c_str());
-    std::printf("%8s %14s %14s %12s %12s\n", "streams", "total tok/s", "per stream", "TTFT p50",
-                "TTFT max");
+    std::printf("%8s %14s %14s %12s %12s %14s\n", "streams", "total tok/s", "per stream",
+                "TTFT p50", "TTFT max", "decoding tok/s");
   }
-  double single = 0;
+  double single = 0, single_steady = 0;
   for (int64_t n : o.streams) {
     serve::ServeOptions so;
     so.port = 0;
@@ -160,13 +180,15 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
     }
     std::sort(ttft.begin(), ttft.end());
     const double rate = double(tokens) / wall;
-    if (n == 1) single = rate;
+    const double steady = steady_rate(runs);
+    if (n == 1) single = rate, single_steady = steady;
     if (o.json) {
       std::printf("%s\n", nlohmann::json{{"streams", n},
                                          {"tokens_per_s", rate},
                                          {"per_stream_tokens_per_s", rate / double(n)},
                                          {"ttft_p50_ms", ttft[ttft.size() / 2] * 1e3},
                                          {"ttft_max_ms", ttft.back() * 1e3},
+                                         {"decoding_tokens_per_s", steady},
                                          {"n_prompt", o.n_prompt},
                                          {"n_gen", o.n_gen},
                                          {"device", target}}
@@ -175,7 +197,16 @@ void run_serve_bench(LoadedModel& lm, const ServeBenchOptions& o) {
     } else {
       std::printf("%8lld %14.1f %14.1f %9.0f ms %9.0f ms", static_cast<long long>(n), rate,
                   rate / double(n), ttft[ttft.size() / 2] * 1e3, ttft.back() * 1e3);
-      if (single > 0) std::printf("   (%.2fx one stream)", rate / single);
+      if (steady > 0) {
+        std::printf(" %14.1f", steady);
+      } else {
+        std::printf(" %14s", "-");
+      }
+      if (single > 0) std::printf("   (%.2fx one stream", rate / single);
+      if (single > 0 && single_steady > 0 && steady > 0) {
+        std::printf("; decoding %.2fx", steady / single_steady);
+      }
+      if (single > 0) std::printf(")");
       std::printf("\n");
     }
     std::fflush(stdout);

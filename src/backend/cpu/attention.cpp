@@ -46,13 +46,25 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t k
       const float* qh = q + (t * n_head + h) * head_dim;
       const int64_t kvh = h / group;
       float max_score = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float* kj = k + j * kv_stride + kvh * head_dim;
+      // Each key's dot product is summed in order over d; eight keys at a time keep eight
+      // independent sums in flight (one sum alone waits on each addition's latency).
+      constexpr int64_t kKeys = 8;
+      const float* kh = k + kvh * head_dim;
+      int64_t j = 0;
+      for (; j + kKeys <= n_keys; j += kKeys) {
+        float dot[kKeys] = {};
+        for (int64_t d = 0; d < head_dim; ++d) {
+          for (int64_t l = 0; l < kKeys; ++l) dot[l] += qh[d] * kh[(j + l) * kv_stride + d];
+        }
+        for (int64_t l = 0; l < kKeys; ++l) scratch[j + l] = dot[l] * scale;
+      }
+      for (; j < n_keys; ++j) {
+        const float* kj = kh + j * kv_stride;
         float dot = 0;
         for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
         scratch[j] = dot * scale;
-        max_score = std::max(max_score, scratch[j]);
       }
+      for (j = 0; j < n_keys; ++j) max_score = std::max(max_score, scratch[j]);
       float sum = 0;
       for (int64_t j = 0; j < n_keys; ++j) {
         scratch[j] = std::exp(scratch[j] - max_score);
@@ -141,6 +153,7 @@ void CpuBackend::store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t 
 void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
                            const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
                            const AttnShape& shape) {
+  int64_t most_keys = 0;
   for (const SeqRows& s : seqs) {
     const int64_t n_keys = s.pos0 + s.n;
     if (s.base < 0 || s.pos0 < 0) fail("attention: a sequence at base ", s.base, ", ", s.pos0);
@@ -148,16 +161,25 @@ void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const Devic
     check_rows(v_cache, s.base, n_keys, "attention");
     check_rows(q, s.row0, s.n, "attention");
     check_rows(out, s.row0, s.n, "attention");
-    const size_t need = size_t(n_keys) * size_t(std::max(pool_.size(), 1));
-    if (scores_.size() < need) scores_.resize(need);
-    const float* kc = cpu_data(k_cache) + s.base * k_cache.cols();
-    const float* vc = cpu_data(v_cache) + s.base * v_cache.cols();
-    pool_.parallel_for(shape.n_head, [&](int64_t h0, int64_t h1, int thread) {
-      attention_forward(cpu_data(q) + s.row0 * q.cols(), kc, vc, k_cache.cols(), s.n, s.pos0,
-                        shape.n_head, shape.n_head_kv, shape.head_dim, h0, h1,
-                        cpu_data(out) + s.row0 * out.cols(), scores_.data() + thread * n_keys);
-    });
+    most_keys = std::max(most_keys, n_keys);
   }
+  const size_t need = size_t(most_keys) * size_t(std::max(pool_.size(), 1));
+  if (scores_.size() < need) scores_.resize(need);
+  // One split over every (sequence, head) pair: a decoding step of many sequences is one
+  // parallel loop, not one per sequence. Each pair's values do not depend on the split.
+  const int64_t H = shape.n_head;
+  pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
+    for (int64_t u = u0; u < u1;) {
+      const SeqRows& s = seqs[size_t(u / H)];
+      const int64_t h0 = u % H, h1 = std::min(H, h0 + (u1 - u));
+      attention_forward(cpu_data(q) + s.row0 * q.cols(),
+                        cpu_data(k_cache) + s.base * k_cache.cols(),
+                        cpu_data(v_cache) + s.base * v_cache.cols(), k_cache.cols(), s.n, s.pos0,
+                        shape.n_head, shape.n_head_kv, shape.head_dim, h0, h1,
+                        cpu_data(out) + s.row0 * out.cols(), scores_.data() + thread * most_keys);
+      u += h1 - h0;
+    }
+  });
 }
 
 void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,

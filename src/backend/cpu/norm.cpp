@@ -38,8 +38,12 @@ void rms_norm_backward(float* dx, const float* dy, const float* x, const float* 
 }
 
 void CpuBackend::rms_norm(const NormOp& op, int64_t n) {
-  rms_norm_forward(cpu_data(*op.x), op.g, n, op.x->cols(), op.eps, cpu_data(*op.y),
-                   op.rstd ? cpu_data(*op.rstd) : nullptr);
+  const int64_t cols = op.x->cols();
+  // Rows are independent: split over the threads (a batch of decoding sequences).
+  pool_.parallel_for(n, [&](int64_t r0, int64_t r1, int) {
+    rms_norm_forward(cpu_data(*op.x) + r0 * cols, op.g, r1 - r0, cols, op.eps,
+                     cpu_data(*op.y) + r0 * cols, op.rstd ? cpu_data(*op.rstd) + r0 : nullptr);
+  });
 }
 
 void CpuBackend::rms_norm_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& x,

@@ -10,11 +10,12 @@
 // norm_linear's fused forms (every fused kernel computes each value with the expression of the
 // ops it replaces, so the results are the same bits; the tests compare them with the fusions
 // off, TRIT_VK_DECODE_FUSION=0):
-//   - a decoding step (one token, int8 activations, up to three ternary layers of one scale
-//     each, no LoRA branches): one matvec_ternary dispatch over up to four weight pieces, in
-//     which every workgroup normalises and quantises the input row itself
-//     (matvec_norm_ternary); a gated epilogue (gate and up) or a residual one (o, down) joins
-//     the same dispatch;
+//   - a decoding step (up to max_fused_tokens tokens, int8 activations, up to three ternary
+//     layers of one scale each, no LoRA branches): one matvec_ternary dispatch over up to four
+//     weight pieces, which reads each code word once for every token; a gated epilogue (gate
+//     and up) or a residual one (o, down) joins the same dispatch. With one token every
+//     workgroup also normalises and quantises the input row itself (matvec_norm_ternary);
+//     several tokens' norm and quantiser are one rms_norm_quant dispatch before it;
 //   - a few tokens (up to max_matvec_tokens) with int8 activations: the norm writes its output
 //     and the quantised activations in one dispatch (rms_norm_quant).
 #include <algorithm>
@@ -97,7 +98,7 @@ void VulkanBackend::quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, con
 void VulkanBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& x, int64_t n,
                            const LinearMode& mode) {
   if (decode_matvec_applies(nullptr, ops, x, n, mode, LinearEpilogue::none())) {
-    record_decode_linear(nullptr, ops, vk_tensor(x), LinearEpilogue::none());
+    record_decode_linear(nullptr, ops, vk_tensor(x), n, LinearEpilogue::none());
     return;
   }
   linear_rows(ops, vk_tensor(x), n, mode, nullptr);
@@ -369,7 +370,7 @@ void VulkanBackend::norm_linear(const NormOp& norm, std::span<const LinearOp> op
                                 const LinearMode& mode, const LinearEpilogue& epilogue) {
   const VkTensor& x = vk_tensor(*norm.y);
   if (decode_matvec_applies(&norm, ops, x, n, mode, epilogue)) {
-    record_decode_linear(&norm, ops, x, epilogue);
+    record_decode_linear(&norm, ops, x, n, epilogue);
     return;
   }
   bool ternary = false;
@@ -398,19 +399,24 @@ bool VulkanBackend::decode_matvec_applies(const NormOp* norm, std::span<const Li
                                           const DeviceTensor& x_t, int64_t n,
                                           const LinearMode& mode, const LinearEpilogue& epi) {
   const VkTensor& x = vk_tensor(x_t);
-  if (!tune_.fuse_decode || n != 1 || !mode.act_quant || ops.empty() || ops.size() > 3 ||
-      !one_piece(x.tiles(), 0, 1) || x.cols() % 256 != 0 || x.rows() < 1) {
+  const uint64_t rows = uint64_t(n);
+  if (!tune_.fuse_decode || n < 1 || rows > tune_.max_fused_tokens || !mode.act_quant ||
+      ops.empty() || ops.size() > 3 || !one_piece(x.tiles(), 0, rows) || x.cols() % 256 != 0 ||
+      x.rows() < n) {
     return false;
   }
   if (norm) {
     const VkTensor& nx = vk_tensor(*norm->x);
-    if (norm->rstd || nx.cols() != x.cols() || !one_piece(nx.tiles(), 0, 1)) return false;
+    if (norm->rstd || nx.cols() != x.cols() || nx.rows() < n || !one_piece(nx.tiles(), 0, rows)) {
+      return false;
+    }
   }
+  auto fits = [&](const VkTensor& t) { return t.rows() >= n && one_piece(t.tiles(), 0, rows); };
   for (const LinearOp& op : ops) {
     const LinearWeight& w = *op.w;
     if (w.is_float() || !op.lora.empty() || w.m.n_in != x.cols()) return false;
     const VkTensor& y = vk_tensor(*op.y);
-    if (y.cols() != w.m.n_out || !one_piece(y.tiles(), 0, 1) || &y == &x) return false;
+    if (y.cols() != w.m.n_out || !fits(y) || &y == &x) return false;
     if (norm && &y == norm->x) return false;
     if (weights_.ternary(w).d == 0.0f) return false;
   }
@@ -421,7 +427,7 @@ bool VulkanBackend::decode_matvec_applies(const NormOp* norm, std::span<const Li
       // gate and up: equal shapes and weight pieces, outputs apart from x, each other and out
       if (ops.size() != 2 || ops[0].y == ops[1].y) return false;
       const VkTensor& out = vk_tensor(*epi.out);
-      if (!one_piece(out.tiles(), 0, 1) || &out == &x || (norm && &out == norm->x) ||
+      if (!fits(out) || &out == &x || (norm && &out == norm->x) ||
           out.cols() != ops[0].w->m.n_out || epi.out == ops[0].y || epi.out == ops[1].y) {
         return false;
       }
@@ -438,35 +444,39 @@ bool VulkanBackend::decode_matvec_applies(const NormOp* norm, std::span<const Li
     case LinearEpilogue::Kind::Residual: {
       if (ops.size() != 1) return false;
       const VkTensor& r = vk_tensor(*epi.residual);
-      return one_piece(r.tiles(), 0, 1) && &r != &x && (!norm || &r != norm->x) &&
-             r.cols() == ops[0].w->m.n_out && epi.residual != ops[0].y;
+      return fits(r) && &r != &x && (!norm || &r != norm->x) && r.cols() == ops[0].w->m.n_out &&
+             epi.residual != ops[0].y;
     }
   }
   return false;
 }
 
 void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const LinearOp> ops,
-                                         const VkTensor& x, const LinearEpilogue& epi) {
+                                         const VkTensor& x, int64_t n, const LinearEpilogue& epi) {
   VkTensor* gated_out = epi.kind == LinearEpilogue::Kind::Gated ? &vk_tensor(*epi.out) : nullptr;
   VkTensor* add_to =
       epi.kind == LinearEpilogue::Kind::Residual ? &vk_tensor(*epi.residual) : nullptr;
-  const uint64_t n_in = uint64_t(x.cols());
-  // The norm goes into the matvec unless it works in place (workgroup 0 writes its output
-  // while the others read its input).
-  const bool fold_norm = norm && norm->x != norm->y && n_in <= tune_.norm_vec_width();
+  const uint64_t n_in = uint64_t(x.cols()), tokens = uint64_t(n);
+  // One token's norm goes into the matvec unless it works in place (workgroup 0 writes its
+  // output while the others read its input); several tokens' is rms_norm_quant's dispatch.
+  const bool fold_norm =
+      tokens == 1 && norm && norm->x != norm->y && n_in <= tune_.norm_vec_width();
   BufferRange q, qs;
   scratch_.act.reset();
   if (!fold_norm) {
-    q = scratch_.act.alloc(n_in, 16);  // read as uvec4
-    qs = scratch_.act.alloc(4);
-    quantize_rows(x, 0, 1, norm, q, qs);
+    q = scratch_.act.alloc(tokens * n_in, 16);  // read as uvec4
+    qs = scratch_.act.alloc(tokens * 4);
+    quantize_rows(x, 0, tokens, norm, q, qs);
   }
+  // The accumulators are sized for a power of two of tokens: few pipelines serve every count.
+  uint32_t mv_tokens = 1;
+  while (mv_tokens < tokens) mv_tokens *= 2;
   const bool dot = ctx_->caps().enabled.integer_dot_product;
   const uint32_t kind =
       uint32_t(epi.act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
   const uint32_t wg = fold_norm ? tune_.norm_wg : kLinearWg;  // with the norm: rms_norm's workgroup
   const uint32_t rows_per_group = std::max<uint32_t>(1, wg / tune_.subgroup_size);
-  const std::vector<uint32_t> spec = {wg, 0, rows_per_group, 0, 0, 0, 0, 0, 0, kind};
+  const std::vector<uint32_t> spec = {wg, 0, rows_per_group, mv_tokens, 0, 0, 0, 0, 0, kind};
   const Pipeline& p = fold_norm
                           ? rec_.pipeline(dot ? "matvec_norm_ternary_dot" : "matvec_norm_ternary",
                                           14, sizeof(MatvecTernaryPush), spec, kMatvecNormReadOnly)
@@ -483,22 +493,23 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   // One segment per weight piece; gated: gate piece i and up piece i, two at a time.
   struct Segment {
     BufferRange w, y;
-    uint32_t rows = 0, r0 = 0;
+    uint32_t rows = 0, r0 = 0, y_stride = 0;
     float d = 0, out_scale = 0;
   };
   std::vector<Segment> segs;
   for (const LinearOp& op : ops) {
     const TernaryWeight& tw = weights_.ternary(*op.w);
-    const BufferRange y = rows_range(vk_tensor(*op.y).tiles(), 0, 1);
+    const VkTensor& yt = vk_tensor(*op.y);
+    const BufferRange y = rows_range(yt.tiles(), 0, tokens);
     for (size_t i = 0; i < tw.codes.pieces(); ++i) {
       const TiledTensor::Piece& piece = tw.codes.piece(i);
-      segs.push_back({tw.codes.range(i), y, uint32_t(piece.rows()), uint32_t(piece.row0), tw.d,
-                      op.w->out_scale});
+      segs.push_back({tw.codes.range(i), y, uint32_t(piece.rows()), uint32_t(piece.row0),
+                      uint32_t(yt.cols()), tw.d, op.w->out_scale});
     }
   }
   const size_t per_pieces = gated_out ? segs.size() / 2 : 0;  // gate pieces, then up pieces
-  const BufferRange out = gated_out ? rows_range(gated_out->tiles(), 0, 1) : BufferRange();
-  const BufferRange xo = add_to ? rows_range(add_to->tiles(), 0, 1) : segs[0].y;
+  const BufferRange out = gated_out ? rows_range(gated_out->tiles(), 0, tokens) : BufferRange();
+  const BufferRange xo = add_to ? rows_range(add_to->tiles(), 0, tokens) : segs[0].y;
   const size_t batches = gated_out ? per_pieces : ceil_div(segs.size(), kMaxSegments);
   for (size_t bi = 0; bi < batches; ++bi) {
     Segment batch[kMaxSegments];
@@ -517,6 +528,7 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
     push.gated = gated_out ? 1u : 0u;
     push.add = add_to ? 1u : 0u;
     push.eps = norm ? norm->eps : 0.0f;
+    push.n_tokens = uint32_t(tokens);
     uint32_t groups = 0;
     for (uint32_t s = 0; s < kMaxSegments; ++s) {
       const Segment& g = batch[s < count ? s : 0];
@@ -525,6 +537,7 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
       push.group0[s] = groups;
       push.d[s] = g.d;
       push.out_scale[s] = g.out_scale;
+      push.y_stride[s] = g.y_stride;
       if (s < count && !(gated_out && s == 1)) {
         groups += uint32_t(ceil_div(g.rows, rows_per_group));
       }

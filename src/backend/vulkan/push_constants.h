@@ -130,19 +130,21 @@ struct AddPush {
   float alpha;
 };
 
-// matvec_ternary.comp: one token against up to four T2 weight pieces (decoding).
+// matvec_ternary.comp: a few tokens against up to four T2 weight pieces (decoding).
 struct MatvecTernaryPush {
   uint32_t n_in;      // a multiple of 256
   uint32_t segments;  // 1..4
   uint32_t gated;     // nonzero: segments 0, 1 are gate and up; y_2 gets act(gate) * up
   uint32_t add;       // nonzero: the outputs are added to binding 10 as well
   float eps;          // the input norm's (matvec_norm_ternary)
-  uint32_t pad[3] = {0, 0, 0};
+  uint32_t n_tokens;  // rows of q (1 with the norm)
+  uint32_t pad[2] = {0, 0};
   uint32_t rows[4];    // rows of each segment's piece
   uint32_t r0[4];      // output column of each piece's first row
   uint32_t group0[4];  // first workgroup of each segment
   float d[4];          // uniform weight scales (nonzero)
   float out_scale[4];
+  uint32_t y_stride[4];  // floats between one token's outputs and the next's, per segment
 };
 
 // rope_kv.comp: rope on q in place, rope(k) and v stored into cache rows pos0...
@@ -158,7 +160,7 @@ struct RopeKvPush {
 };
 
 static_assert(sizeof(QuantizeActsPush) == 12);
-static_assert(sizeof(MatvecTernaryPush) == 112);
+static_assert(sizeof(MatvecTernaryPush) == 128);  // the least maxPushConstantsSize
 static_assert(sizeof(RopeKvPush) == 32);
 static_assert(sizeof(MatmulTernaryPush) == 28);
 static_assert(sizeof(MatmulFloatPush) == 28);

@@ -242,6 +242,10 @@ struct Tuning {
   // The fused decoding kernels of norm_linear and rope_store_kv: they need subgroup
   // arithmetic (matvec_ternary sums with subgroupAdd); TRIT_VK_DECODE_FUSION=0 turns them off.
   bool fuse_decode = false;
+  // Decoding steps of up to this many tokens (a server's slots) take the fused matvec: each
+  // code word is read once for all of them, and q, k, v (or gate, up and the activation, or a
+  // projection and its residual) are one dispatch. 16 int32 sums a token per lane at most.
+  uint32_t max_fused_tokens = 16;
   // rms_norm.comp's workgroup: 256 invocations, or the device's largest power of two below.
   uint32_t norm_wg = 256;
   uint32_t subgroup_size = 32;  // for matvec_ternary's rows per workgroup
@@ -389,14 +393,14 @@ class VulkanBackend final : public Backend {
   // q rows of q_words words (0: x.cols() / 4); words past x.cols() / 4 are zero.
   void quantize_rows(const VkTensor& x, uint64_t a, uint64_t b, const NormOp* norm, BufferRange q,
                      BufferRange qs, uint64_t q_words = 0);
-  // One token, int8 activations, at most three ternary layers of uniform scale without LoRA,
-  // every tensor in one piece at the token: the decoding matvec applies, with the norm (when
-  // given) and the epilogue in its dispatch.
+  // Up to max_fused_tokens tokens, int8 activations, at most three ternary layers of uniform
+  // scale without LoRA, every tensor in one piece over the tokens: the decoding matvec applies,
+  // with the epilogue in its dispatch and (one token) the norm too.
   bool decode_matvec_applies(const NormOp* norm, std::span<const LinearOp> ops,
                              const DeviceTensor& x, int64_t n, const LinearMode& mode,
                              const LinearEpilogue& epilogue);
   void record_decode_linear(const NormOp* norm, std::span<const LinearOp> ops, const VkTensor& x,
-                            const LinearEpilogue& epilogue);
+                            int64_t n, const LinearEpilogue& epilogue);
   void head_logits(const HeadOp& op);  // loss.cpp
   void head_loss(const HeadOp& op);
   void collect_losses();

@@ -66,6 +66,11 @@ Tuning tuning_for(const DeviceCaps& caps) {
   c.fuse_decode =
       (caps.info.subgroup_operations & needed) == needed && !(fusion && std::string(fusion) == "0");
   if (caps.info.subgroup_size > 0) c.subgroup_size = caps.info.subgroup_size;
+  // Tuning knob: TRIT_VK_FUSED_TOKENS=<n> (1..16) caps the tokens of the fused matvec.
+  if (const char* e = std::getenv("TRIT_VK_FUSED_TOKENS")) {
+    const int n = std::atoi(e);
+    if (n >= 1 && n <= 16) c.max_fused_tokens = uint32_t(n);
+  }
   if (const char* e = std::getenv("TRIT_VK_ATTN_QT")) {
     const int qt = std::atoi(e);
     if (qt >= 1 && qt <= 16) c.attn_qt = uint32_t(qt);

@@ -1,15 +1,16 @@
 #version 450
-// matvec_ternary: the decoding bitlinear, one token against up to four T2 weight pieces that
-// share its int8 activations (q, k and v of a block; gate and up), each subgroup taking one
-// output row at a time and adding its lanes' exact int32 partial sums with subgroupAdd (an
-// integer sum: any order gives the same value). Per row (uniform scale d only):
-//   y_s[r0_s + r] = div_rn(d_s * float(isum), qscale) * out_scale_s
+// matvec_ternary: the decoding bitlinear, a few tokens (n_tokens <= MV_TOKENS; one with NORM)
+// against up to four T2 weight pieces that share their int8 activations (q, k and v of a block; gate and up), each subgroup taking one
+// output row at a time for every token (each code word is read once for all of them) and adding
+// its lanes' exact int32 partial sums with subgroupAdd (an integer sum: any order gives the same
+// value). Per token t and row (uniform scale d only):
+//   y_s[t * y_stride_s + r0_s + r] = div_rn(d_s * float(isum), qscale[t]) * out_scale_s
 // the expression matmul_ternary.comp's matvec path stores, so the results are its bits (and
 // the CPU's). Gated (gated != 0; segments 0 and 1 are the gate and up pieces, of equal rows and
 // r0): each row computes both sums, writes both outputs to y_0 and y_1 and
-// y_2[r0_0 + r] = gated_value(ACTIVATION, gate, up), gated_act.comp's value of the two.
+// y_2[t * y_stride_0 + r0_0 + r] = gated_value(ACTIVATION, gate, up), gated_act.comp's value.
 //
-// Residual (add != 0, not gated): xo[r0_s + r] = xo[r0_s + r] + y, add.comp's sum.
+// Residual (add != 0, not gated): xo[t * y_stride_0 + r0_s + r] += y, add.comp's sum.
 // Normalising (-DNORM=1, modules matvec_norm_ternary[_dot]): the input is an f32 row nx that
 // every workgroup normalises (rms_norm with weight ng and eps, norm_row.glsl: rms_norm.comp's
 // bits) and quantises into shared memory (rms_norm_quant's bits) before its rows; workgroup 0
@@ -17,17 +18,19 @@
 //
 // Bindings (set 0):
 //   0..3 w_s    uvec4[rows_s * n_in / 64]  T2 codes of segment s's weight piece     (read)
-//   4    q      uvec4[n_in / 16]           the token's int8 activations, 16 a uvec4 (read;
-//                                          unused with NORM)
-//   5    qscale float[1]                   its activation scale            (read; as q)
+//   4    q      uvec4[n_tokens * n_in / 16] the tokens' int8 activations, 16 a uvec4, a token's
+//                                          row after another (read; unused with NORM)
+//   5    qscale float[n_tokens]            their activation scales         (read; as q)
 //   6..9 y_s    float[]                    segment s's output row (columns r0_s..)  (write)
 //   10   xo     float[]                    the residual row added to when add != 0  (read/write)
 //   NORM: 11 nx float[n_in] (read), 12 ng float[n_in] (read), 13 nh float[n_in] (write)
 // Unused segments' bindings (and xo without add) may repeat any buffer.
-// Push constants: MatvecTernaryPush { n_in, segments, gated, add, eps, pad[3], rows[4], r0[4],
-//   group0[4], d[4], out_scale[4] }; n_in a multiple of 256, d_s != 0; NORM: n_in <= 32 * WG.
+// Push constants: MatvecTernaryPush { n_in, segments, gated, add, eps, n_tokens, pad[2], rows[4],
+//   r0[4], group0[4], d[4], out_scale[4], y_stride[4] }; n_in a multiple of 256, d_s != 0;
+//   NORM: n_in <= 32 * WG and n_tokens 1.
 // Spec constants: 0 workgroup size (NORM: rms_norm_spec's, 256), 2 ROWS output rows per
-//   workgroup (per segment; a segment starts a workgroup), 9 activation (gated).
+//   workgroup (per segment; a segment starts a workgroup), 3 MV_TOKENS the most tokens (sizes
+//   the accumulators; 1 with NORM), 9 activation (gated).
 // Needs subgroup arithmetic (Vulkan 1.1 subgroup operations basic + arithmetic in compute).
 // Dispatch: group0[segments - 1] + ceil(rows_last / ROWS) workgroups, split over x and z when
 //   more than maxComputeWorkGroupCount[0]. group0[0] = 0, group0[s + 1] = group0[s] +
@@ -41,6 +44,7 @@
 layout(local_size_x_id = SPEC_WG_SIZE) in;
 layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 128;
 layout(constant_id = SPEC_MV_ROWS) const uint ROWS = 4;
+layout(constant_id = SPEC_MV_TOKENS) const uint MV_TOKENS = 1;
 layout(constant_id = SPEC_ACTIVATION) const uint ACTIVATION = 0;
 
 layout(std430, set = 0, binding = 0) readonly buffer W0 { uvec4 w0[]; };
@@ -69,7 +73,7 @@ layout(push_constant) uniform Push {
   uint gated;
   uint add;
   float eps;
-  uint pad0;
+  uint n_tokens;
   uint pad1;
   uint pad2;
   uvec4 rows;
@@ -77,6 +81,7 @@ layout(push_constant) uniform Push {
   uvec4 group0;
   vec4 d;
   vec4 out_scale;
+  uvec4 y_stride;
 } pc;
 
 // s is uniform over the workgroup, so these branches are too.
@@ -84,7 +89,8 @@ uvec4 code_words(uint s, uint i) {
   return s == 0u ? w0[i] : s == 1u ? w1[i] : s == 2u ? w2[i] : w3[i];
 }
 
-void store(uint s, uint i, float v) {
+void store(uint s, uint t, uint row, float v) {
+  uint i = t * pc.y_stride[s] + pc.r0[s] + row;
   if (s == 0u) {
     y0[i] = v;
   } else if (s == 1u) {
@@ -106,19 +112,19 @@ int dot16(uint word, uvec4 qv) {
 #define NORM_G ng
 #include "norm_row.glsl"
 shared uint qsh[NORM_E / 4 * WG_SIZE];  // the quantised row, 4 values a word
-uvec4 qv(uint i) {
+uvec4 qv(uint t, uint i) {
   return uvec4(qsh[4 * i], qsh[4 * i + 1], qsh[4 * i + 2], qsh[4 * i + 3]);
 }
 #else
-uvec4 qv(uint i) {
-  return q[i];
+uvec4 qv(uint t, uint i) {
+  return q[t * (pc.n_in / 16) + i];
 }
 #endif
 
-// The 64 weights of 4 code words against activations 64k..64k+63.
-int dot64(uvec4 words, uint k) {
-  return dot16(words.x, qv(4 * k)) + dot16(words.y, qv(4 * k + 1)) + dot16(words.z, qv(4 * k + 2)) +
-         dot16(words.w, qv(4 * k + 3));
+// The 64 weights of 4 code words against token t's activations 64k..64k+63.
+int dot64(uvec4 words, uint k, uint t) {
+  return dot16(words.x, qv(t, 4 * k)) + dot16(words.y, qv(t, 4 * k + 1)) +
+         dot16(words.z, qv(t, 4 * k + 2)) + dot16(words.w, qv(t, 4 * k + 3));
 }
 
 // The output of segment s for the integer sum isum (matmul_ternary's store()).
@@ -140,7 +146,7 @@ void main() {
   uint n_vec = pc.n_in / 64;  // uvec4s of codes a row
   uint lane = gl_SubgroupInvocationID;
 #if NORM
-  float qs;
+  float qs_norm;
   {
     uint tid = gl_LocalInvocationID.x;
     uint units = pc.n_in / 4;
@@ -149,11 +155,11 @@ void main() {
     norm_load(0, pc.n_in, v, gv);
     float r = norm_rstd(v, pc.n_in, pc.eps);
     float m = wg_max(norm_apply(v, gv, r));
-    qs = div_rn(127.0, m > 1e-5 ? m : 1e-5);
+    qs_norm = div_rn(127.0, m > 1e-5 ? m : 1e-5);
     for (uint k = 0; k < NORM_MAXU; ++k) {
       uint u = tid + k * WG_SIZE;
       if (u < units) {
-        qsh[u] = pack4_i8(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3], qs);
+        qsh[u] = pack4_i8(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3], qs_norm);
         if (group == 0u) {
           for (uint j = 0; j < 4; ++j) nh[4 * u + j] = v[4 * k + j];
         }
@@ -161,39 +167,63 @@ void main() {
     }
     barrier();
   }
+#define token_scale(t) qs_norm
 #else
-  float qs = qscale[0];
+#define token_scale(t) qscale[t]
 #endif
+  const uint nt = NORM != 0 ? 1u : pc.n_tokens;
   for (uint rr = gl_SubgroupID; rr < ROWS; rr += gl_NumSubgroups) {
     uint row = row_base + rr;
     if (row >= pc.rows[s]) break;
     uint base = row * n_vec;
     if (pc.gated == 0u) {
-      int acc = 0;
-      for (uint k = lane; k < n_vec; k += gl_SubgroupSize) acc += dot64(code_words(s, base + k), k);
-      int isum = subgroupAdd(acc);
-      if (subgroupElect()) {
-        float v = output_value(s, isum, qs);
-        store(s, pc.r0[s] + row, v);
-        if (pc.add != 0u) {
-          precise float sum = xo[pc.r0[s] + row] + v;
-          xo[pc.r0[s] + row] = sum;
+      int acc[MV_TOKENS];
+      for (uint t = 0; t < MV_TOKENS; ++t) acc[t] = 0;
+      for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
+        uvec4 words = code_words(s, base + k);
+        for (uint t = 0; t < MV_TOKENS; ++t) {
+          if (t < nt) acc[t] += dot64(words, k, t);
+        }
+      }
+      for (uint t = 0; t < nt; ++t) {
+        int isum = subgroupAdd(acc[t]);
+        if (subgroupElect()) {
+          float v = output_value(s, isum, token_scale(t));
+          store(s, t, row, v);
+          if (pc.add != 0u) {
+            uint o = t * pc.y_stride[0] + pc.r0[s] + row;
+            precise float sum = xo[o] + v;
+            xo[o] = sum;
+          }
         }
       }
     } else {
-      int acc_g = 0, acc_u = 0;
-      for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
-        acc_g += dot64(w0[base + k], k);
-        acc_u += dot64(w1[base + k], k);
+      int acc_g[MV_TOKENS], acc_u[MV_TOKENS];
+      for (uint t = 0; t < MV_TOKENS; ++t) {
+        acc_g[t] = 0;
+        acc_u[t] = 0;
       }
-      int sum_g = subgroupAdd(acc_g);
-      int sum_u = subgroupAdd(acc_u);
-      if (subgroupElect()) {
-        float g = output_value(0u, sum_g, qs);
-        float u = output_value(1u, sum_u, qs);
-        y0[pc.r0[0] + row] = g;
-        y1[pc.r0[0] + row] = u;
-        y2[pc.r0[0] + row] = gated_value(ACTIVATION, g, u);
+      for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
+        uvec4 wgate = w0[base + k], wup = w1[base + k];
+        for (uint t = 0; t < MV_TOKENS; ++t) {
+          if (t < nt) {
+            acc_g[t] += dot64(wgate, k, t);
+            acc_u[t] += dot64(wup, k, t);
+          }
+        }
+      }
+      for (uint t = 0; t < nt; ++t) {
+        int sum_g = subgroupAdd(acc_g[t]);
+        int sum_u = subgroupAdd(acc_u[t]);
+        if (subgroupElect()) {
+          float qs = token_scale(t);
+          float g = output_value(0u, sum_g, qs);
+          float u = output_value(1u, sum_u, qs);
+          uint o = t * pc.y_stride[0] + pc.r0[0] + row;
+          y0[o] = g;
+          y1[o] = u;
+          y2[o] = gated_value(ACTIVATION, g, u);
+        }
       }
     }
   }
