@@ -174,7 +174,7 @@ void Server::Impl::job_routes() {
     }
     Jobs::Upload up = jobs->begin_upload();
     std::string field, filename;
-    bool found = false;
+    bool found = false, too_large = false;
     reader(
         [&](const httplib::MultipartFormData& part) {
           field = part.name;
@@ -185,9 +185,20 @@ void Server::Impl::job_routes() {
           return true;
         },
         [&](const char* data, size_t n) {
+          // A compressed upload's declared length is not what it inflates to.
+          if (up.bytes() + int64_t(n) > opts.max_upload_bytes) {
+            too_large = true;
+            return false;
+          }
           if (field == "file") up.write(data, n);
           return true;
         });
+    if (too_large) {
+      res.set_header("Connection", "close");
+      throw HttpError(413, "the upload is larger than the server's limit of " +
+                               std::to_string(opts.max_upload_bytes) +
+                               " bytes (--max-upload-mb)");
+    }
     if (!found) {
       throw HttpError(400, "upload the JSONL dataset as multipart form data, field 'file'", "file");
     }
@@ -442,6 +453,16 @@ void Server::Impl::routes() {
       send_error(res, 413,
                  "the upload is larger than the server's limit of " +
                      std::to_string(opts.max_upload_bytes) + " bytes (--max-upload-mb)");
+      res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // httplib inflates gzip and brotli bodies without a bound on what they inflate to: only an
+    // upload may come compressed, and its reader counts the inflated bytes against its limit.
+    const std::string encoding = req.get_header_value("Content-Encoding");
+    if (!encoding.empty() && encoding != "identity" && req.path != "/v1/files") {
+      send_error(res, 415,
+                 "a compressed request body (Content-Encoding) is accepted on POST /v1/files "
+                 "only");
       res.set_header("Connection", "close");
       return httplib::Server::HandlerResponse::Handled;
     }

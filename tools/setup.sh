@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   clang-format
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libpcre2-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libpcre2-dev zlib1g-dev
   libvulkan-dev glslc spirv-tools mesa-vulkan-drivers vulkan-tools
   python3
 )

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <filesystem>
@@ -211,6 +212,65 @@ TEST(ServeJobs, UploadsStreamToDiskUnderTheirOwnLimit) {
   close(fd);
   EXPECT_NE(answer.find("HTTP/1.1 413"), std::string::npos) << answer;
   EXPECT_NE(answer.find("--max-upload-mb"), std::string::npos) << answer;
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("jobs") + "/files")) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 1u);
+}
+
+// gzip of `data` (zlib's own encoder: another implementation than the server's inflater).
+std::string gzip(const std::string& data) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, uLong(data.size())), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = uInt(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = uInt(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// A multipart body with one part, field "file".
+std::string multipart_file(const std::string& name, const std::string& content) {
+  return "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + name +
+         "\"\r\nContent-Type: application/jsonl\r\n\r\n" + content + "\r\n--b--\r\n";
+}
+
+// A compressed upload is stored inflated and held to --max-upload-mb by what it inflates to
+// (a few KiB that inflate past the limit are refused, nothing kept); a compressed body
+// anywhere else is refused (415) before it is inflated.
+TEST(ServeJobs, CompressedUploadsAreHeldToTheirLimitInflated) {
+  TempDir dir;
+  ServerProcess s(dir, {"-m", kJobModel, "--device", "cpu", "-t", "1", "--jobs-dir",
+                        dir.file("jobs"), "--max-upload-mb", "1"});
+  httplib::Client c = s.client();
+  const httplib::Headers gz = {{"Content-Encoding", "gzip"}};
+  std::string rows;
+  for (int i = 0; rows.size() < 300000; ++i) rows += "{\"text\": \"row " + std::to_string(i) + "\"}\n";
+  auto r = c.Post("/v1/files", gz, gzip(multipart_file("rows.jsonl", rows)),
+                  "multipart/form-data; boundary=b");
+  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no reply");
+  const std::string id = json::parse(r->body)["id"];
+  EXPECT_EQ(json::parse(r->body)["bytes"], rows.size());
+  EXPECT_TRUE(read_file(dir.file("jobs") + "/files/" + id + ".jsonl") == rows);
+  const std::string bomb = gzip(multipart_file("bomb.jsonl", std::string(8 << 20, 'a')));
+  ASSERT_LT(bomb.size(), size_t(64) << 10);
+  httplib::Client c2 = s.client();
+  auto big = c2.Post("/v1/files", gz, bomb, "multipart/form-data; boundary=b");
+  ASSERT_TRUE(big) << "no reply";
+  EXPECT_EQ(big->status, 413);
+  EXPECT_NE(big->body.find("--max-upload-mb"), std::string::npos) << big->body;
+  httplib::Client c3 = s.client();
+  auto other = c3.Post("/v1/completions", gz, gzip(json{{"prompt", "Hello"}}.dump()),
+                       "application/json");
+  ASSERT_TRUE(other) << "no reply";
+  EXPECT_EQ(other->status, 415);
+  EXPECT_NE(other->body.find("/v1/files only"), std::string::npos) << other->body;
   size_t files = 0;
   for (const auto& e : std::filesystem::directory_iterator(dir.file("jobs") + "/files")) {
     (void)e;

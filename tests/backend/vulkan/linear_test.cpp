@@ -35,6 +35,8 @@ using namespace test;  // NOLINT: the shared test helpers
 // written to stderr when the backend closes.
 void open_fusion(bool fused, uint64_t limit, bool profile, std::unique_ptr<Backend>* out) {
   const ScopedEnv fusion("TRIT_VK_DECODE_FUSION", fused ? "1" : "0");
+  // The fused matvec at every token count it takes (by default it takes fewer).
+  const ScopedEnv tokens("TRIT_VK_FUSED_TOKENS", fused ? "16" : nullptr);
   const ScopedEnv table("TRIT_VK_PROFILE", profile ? "1" : nullptr);
   open_vulkan(limit, out);
 }
