@@ -16,8 +16,8 @@
 //     and up) or a residual one (o, down) joins the same dispatch. With one token every
 //     workgroup also normalises and quantises the input row itself (matvec_norm_ternary);
 //     several tokens' norm and quantiser are one rms_norm_quant dispatch before it;
-//   - a few tokens (up to max_matvec_tokens) with int8 activations: the norm writes its output
-//     and the quantised activations in one dispatch (rms_norm_quant).
+//   - more tokens with int8 activations (a batch of decoding sequences, a prompt): the norm
+//     writes its output and the quantised activations in one dispatch (rms_norm_quant).
 #include <algorithm>
 #include <cmath>
 
@@ -375,10 +375,11 @@ void VulkanBackend::norm_linear(const NormOp& norm, std::span<const LinearOp> op
   }
   bool ternary = false;
   for (const LinearOp& op : ops) ternary |= !op.w->is_float();
-  // A few tokens with int8 activations: the norm and the quantiser in one dispatch (rows of a
-  // multiple of 256: the fused quantiser writes unpadded rows).
-  if (n >= 1 && uint64_t(n) <= tune_.max_matvec_tokens && !norm.rstd && mode.act_quant && ternary &&
-      norm.x != norm.y && x.cols() % 256 == 0) {
+  // Tokens with int8 activations (not training: no rstd kept): the norm and the quantiser in
+  // one dispatch of a workgroup a row (rows of a multiple of 256: the fused quantiser writes
+  // unpadded rows).
+  if (n >= 1 && n <= 65535 && !norm.rstd && mode.act_quant && ternary && norm.x != norm.y &&
+      x.cols() % 256 == 0) {
     const VkTensor& nx = vk_tensor(*norm.x);
     if (nx.cols() != x.cols() || n > nx.rows()) {
       fail("rms_norm: tensor '", nx.name(), "' (", nx.rows(), " x ", nx.cols(), ") into '",
