@@ -229,8 +229,9 @@ TEST(Serve, AdaptersPerRequestMatchGenerateWithLora) {
 
 TEST(Serve, ClientThatHangsUpFreesItsSlotAndAFullQueueGets503) {
   TempDir dir;
-  ServerProcess s(dir,
-                  {"-m", kModel, "--device", "cpu", "-t", "1", "--parallel", "1", "--queue", "1"});
+  // A slot of 8192 tokens: the request the impatient client leaves below would run for seconds.
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "--parallel", "1", "--queue",
+                        "1", "-c", "8192"});
   const json endless = completion(-1, {{"stream", true}, {"ignore_eos", true}});
   std::atomic<bool> hang_up{false};
   std::atomic<size_t> seen{0};
