@@ -196,8 +196,7 @@ void Server::Impl::job_routes() {
     if (too_large) {
       res.set_header("Connection", "close");
       throw HttpError(413, "the upload is larger than the server's limit of " +
-                               std::to_string(opts.max_upload_bytes) +
-                               " bytes (--max-upload-mb)");
+                               std::to_string(opts.max_upload_bytes) + " bytes (--max-upload-mb)");
     }
     if (!found) {
       throw HttpError(400, "upload the JSONL dataset as multipart form data, field 'file'", "file");

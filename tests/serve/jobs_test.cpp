@@ -251,7 +251,8 @@ TEST(ServeJobs, CompressedUploadsAreHeldToTheirLimitInflated) {
   httplib::Client c = s.client();
   const httplib::Headers gz = {{"Content-Encoding", "gzip"}};
   std::string rows;
-  for (int i = 0; rows.size() < 300000; ++i) rows += "{\"text\": \"row " + std::to_string(i) + "\"}\n";
+  for (int i = 0; rows.size() < 300000; ++i)
+    rows += "{\"text\": \"row " + std::to_string(i) + "\"}\n";
   auto r = c.Post("/v1/files", gz, gzip(multipart_file("rows.jsonl", rows)),
                   "multipart/form-data; boundary=b");
   ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no reply");
@@ -266,8 +267,8 @@ TEST(ServeJobs, CompressedUploadsAreHeldToTheirLimitInflated) {
   EXPECT_EQ(big->status, 413);
   EXPECT_NE(big->body.find("--max-upload-mb"), std::string::npos) << big->body;
   httplib::Client c3 = s.client();
-  auto other = c3.Post("/v1/completions", gz, gzip(json{{"prompt", "Hello"}}.dump()),
-                       "application/json");
+  auto other =
+      c3.Post("/v1/completions", gz, gzip(json{{"prompt", "Hello"}}.dump()), "application/json");
   ASSERT_TRUE(other) << "no reply";
   EXPECT_EQ(other->status, 415);
   EXPECT_NE(other->body.find("/v1/files only"), std::string::npos) << other->body;
