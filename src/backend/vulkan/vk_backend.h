@@ -244,10 +244,10 @@ struct Tuning {
   bool fuse_decode = false;
   // Decoding steps of up to this many tokens (a server's slots) take the fused matvec: each
   // code word is read once for all of them, and q, k, v (or gate, up and the activation, or a
-  // projection and its residual) are one dispatch. Its subgroups read every token's
-  // activations for each row, so its cost grows with the tokens: on an H100 (docs/PERF.md) two
-  // tokens gained 20% over the separate products, four broke even, eight and sixteen lost.
-  // Up to 16 (TRIT_VK_FUSED_TOKENS).
+  // projection and its residual) are one dispatch. Its cost grows with the tokens (on an H100,
+  // docs/PERF.md: 11 us a dispatch at two, 26 at eight, 52 at sixteen): two tokens gained 20%
+  // over the separate products, four broke even, eight and sixteen lost. Up to 16
+  // (TRIT_VK_FUSED_TOKENS).
   uint32_t max_fused_tokens = 2;
   // rms_norm.comp's workgroup: 256 invocations, or the device's largest power of two below.
   uint32_t norm_wg = 256;
