@@ -80,6 +80,28 @@ TEST(Sampler, TopPKeepsTheSmallestNucleus) {
   EXPECT_GT(seen[1], 0);
 }
 
+// A nucleus longer than the first candidates sorted (256): 600 equally likely tokens among
+// 4096, top-p 0.499 keeps the first 300 of them (299 reach 0.4983; ties go to the lower id), no
+// more, no fewer.
+TEST(Sampler, TopPNucleusBeyondTheFirstSortedCandidates) {
+  SamplerOptions o;
+  o.temperature = 1;
+  o.top_k = 0;
+  o.min_p = 0;
+  o.top_p = 0.499f;
+  o.seed = 7;
+  Sampler s(o);
+  std::vector<float> logits(4096, -100.0f);
+  for (int i = 0; i < 600; ++i) logits[size_t(i) * 5 + 3] = 2.0f;  // ids 3, 8, ..., 2998
+  std::map<int32_t, int> seen;
+  for (int i = 0; i < 30000; ++i) ++seen[s.sample(logits.data(), 4096, {})];
+  for (const auto& [id, count] : seen) {
+    EXPECT_EQ(id % 5, 3) << id;
+    EXPECT_LT(id, 300 * 5) << id;  // the first 300 of the 600
+  }
+  EXPECT_EQ(seen.size(), 300u);  // each of them, about 100 times
+}
+
 TEST(Sampler, MinPDropsUnlikelyTokens) {
   SamplerOptions o;
   o.temperature = 1;
