@@ -53,14 +53,14 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
   for (size_t i = 1; i < n; ++i) max_l = std::max(max_l, double(cand_[i].first));
   double sum = 0;
   for (size_t i = 0; i < n; ++i) sum += std::exp(double(cand_[i].first) - max_l);
-  auto prob = [&](size_t i) { return std::exp(double(cand_[i].first) - max_l) / sum; };
+  auto prob = [&](const std::pair<float, int32_t>& c) {
+    return std::exp(double(c.first) - max_l) / sum;
+  };
   if (opts_.min_p > 0) {  // p >= p_max * min_p: the candidates before them stay in front
     const size_t considered = n;
     const double floor = (1.0 / sum) * opts_.min_p;
     n = size_t(std::partition(cand_.begin(), cand_.begin() + std::ptrdiff_t(n),
-                              [&](const auto& c) {
-                                return std::exp(double(c.first) - max_l) / sum >= floor;
-                              }) -
+                              [&](const auto& c) { return prob(c) >= floor; }) -
                cand_.begin());
     if (n == 0) {  // min_p above 1: the best candidate alone, as with min_p 1
       std::iter_swap(
@@ -75,7 +75,7 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
                         cand_.begin() + std::ptrdiff_t(n), by_logit);
       double cum = 0;
       size_t keep = 0;
-      while (keep < k && cum < opts_.top_p) cum += prob(keep++);
+      while (keep < k && cum < opts_.top_p) cum += prob(cand_[keep++]);
       if (cum >= opts_.top_p || k == n) {
         n = keep;
         break;

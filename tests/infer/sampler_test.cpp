@@ -8,6 +8,17 @@
 namespace trit::engine {
 namespace {
 
+// Sampling options: temperature, top-k, top-p, min-p and seed (the rest at their defaults).
+SamplerOptions sampling(float temperature, int32_t top_k, float top_p, float min_p, uint64_t seed) {
+  SamplerOptions o;
+  o.temperature = temperature;
+  o.top_k = top_k;
+  o.top_p = top_p;
+  o.min_p = min_p;
+  o.seed = seed;
+  return o;
+}
+
 TEST(Sampler, GreedyPicksTheLargestLogitAndTheFirstOnTies) {
   SamplerOptions o;
   o.temperature = 0;
@@ -27,12 +38,7 @@ TEST(Sampler, TopKOfOneIsGreedyAtAnyTemperature) {
 }
 
 TEST(Sampler, SameSeedSameSequence) {
-  SamplerOptions o;
-  o.temperature = 1;
-  o.top_k = 0;
-  o.top_p = 1;
-  o.min_p = 0;
-  o.seed = 99;
+  SamplerOptions o = sampling(1, 0, 1, 0, 99);
   const std::vector<float> logits = {1, 1, 1, 1, 1, 1, 1, 1};
   Sampler a(o), b(o);
   std::vector<int32_t> sa, sb;
@@ -49,12 +55,7 @@ TEST(Sampler, SameSeedSameSequence) {
 }
 
 TEST(Sampler, FrequenciesFollowSoftmaxAtTemperature) {
-  SamplerOptions o;
-  o.temperature = 0.5f;
-  o.top_k = 0;
-  o.top_p = 1;
-  o.min_p = 0;
-  o.seed = 1;
+  SamplerOptions o = sampling(0.5f, 0, 1, 0, 1);
   Sampler s(o);
   const std::vector<float> logits = {0.0f, std::log(2.0f) / 2};  // at T=0.5: p = 1/3, 2/3
   int ones = 0;
@@ -64,12 +65,7 @@ TEST(Sampler, FrequenciesFollowSoftmaxAtTemperature) {
 }
 
 TEST(Sampler, TopPKeepsTheSmallestNucleus) {
-  SamplerOptions o;
-  o.temperature = 1;
-  o.top_k = 0;
-  o.min_p = 0;
-  o.top_p = 0.75f;
-  o.seed = 3;
+  SamplerOptions o = sampling(1, 0, 0.75f, 0, 3);
   Sampler s(o);
   // p = 0.5, 0.3, 0.2 (ln weights): the nucleus of 0.75 is {0, 1}.
   const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.2f)};
@@ -84,12 +80,7 @@ TEST(Sampler, TopPKeepsTheSmallestNucleus) {
 // 4096, top-p 0.499 keeps the first 300 of them (299 reach 0.4983; ties go to the lower id), no
 // more, no fewer.
 TEST(Sampler, TopPNucleusBeyondTheFirstSortedCandidates) {
-  SamplerOptions o;
-  o.temperature = 1;
-  o.top_k = 0;
-  o.min_p = 0;
-  o.top_p = 0.499f;
-  o.seed = 7;
+  SamplerOptions o = sampling(1, 0, 0.499f, 0, 7);
   Sampler s(o);
   std::vector<float> logits(4096, -100.0f);
   for (int i = 0; i < 600; ++i) logits[size_t(i) * 5 + 3] = 2.0f;  // ids 3, 8, ..., 2998
@@ -103,12 +94,7 @@ TEST(Sampler, TopPNucleusBeyondTheFirstSortedCandidates) {
 }
 
 TEST(Sampler, MinPDropsUnlikelyTokens) {
-  SamplerOptions o;
-  o.temperature = 1;
-  o.top_k = 0;
-  o.top_p = 1;
-  o.min_p = 0.3f;
-  o.seed = 4;
+  SamplerOptions o = sampling(1, 0, 1, 0.3f, 4);
   Sampler s(o);
   // p relative to the best: 1, 0.5, 0.25: min-p 0.3 drops the last.
   const std::vector<float> logits = {std::log(4.0f), std::log(2.0f), std::log(1.0f)};

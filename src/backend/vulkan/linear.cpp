@@ -378,7 +378,8 @@ void VulkanBackend::norm_linear(const NormOp& norm, std::span<const LinearOp> op
   // Tokens with int8 activations (not training: no rstd kept): the norm and the quantiser in
   // one dispatch of a workgroup a row (rows of a multiple of 256: the fused quantiser writes
   // unpadded rows).
-  if (n >= 1 && n <= 65535 && !norm.rstd && mode.act_quant && ternary && norm.x != norm.y &&
+  constexpr int64_t kMostRows = 65535;  // a workgroup a row: the least maxComputeWorkGroupCount
+  if (n >= 1 && n <= kMostRows && !norm.rstd && mode.act_quant && ternary && norm.x != norm.y &&
       x.cols() % 256 == 0) {
     const VkTensor& nx = vk_tensor(*norm.x);
     if (nx.cols() != x.cols() || n > nx.rows()) {
