@@ -77,6 +77,7 @@ layout(push_constant) uniform Push {
 } pc;
 
 const uint KD = 32;  // key dimensions staged per step
+const uint UNROLL = 8;  // loads of keys and values issued before their products
 const uint KS = KD + 1;
 shared float qs[QT * MAX_HEAD_DIM];
 shared float ks[QT > 1 ? C * KS : 1];  // decoding (QT = 1) stages nothing
@@ -133,8 +134,19 @@ void main() {
     // Decoding: nothing to share, so no staging (the same products in the same order).
     barrier();  // qs written
     if (tid < nk_max) {
+      // UNROLL loads issued together, then summed in order: the loop bound is a push
+      // constant, so a plain loop waits for each load before the next (~30 us a dispatch).
       uint kb = (local0 + tid) * pc.kv_stride + kv_off;
-      for (uint d = 0; d < hd; ++d) {
+      uint d = 0;
+      for (; d + UNROLL <= hd; d += UNROLL) {
+        float kk[UNROLL];
+        for (uint u = 0; u < UNROLL; ++u) kk[u] = k[kb + d + u];
+        for (uint u = 0; u < UNROLL; ++u) {
+          precise float prod = qs[d + u] * kk[u];
+          dot[0] = dot[0] + prod;
+        }
+      }
+      for (; d < hd; ++d) {
         precise float prod = qs[d] * k[kb + d];
         dot[0] = dot[0] + prod;
       }
@@ -213,12 +225,19 @@ void main() {
   for (uint d = tid; d < hd; d += WG_SIZE) {
     precise float acc[QT];
     for (uint i = 0; i < QT; ++i) acc[i] = 0.0;
-    for (uint j = 0; j < nk_max; ++j) {
-      float vv = v[(local0 + j) * pc.kv_stride + kv_off + d];
-      for (uint i = 0; i < QT; ++i) {
-        if (j < nk[i]) {
-          precise float prod = sc[i * C + j] * vv;
-          acc[i] = acc[i] + prod;
+    // Values UNROLL keys at a time: their loads in flight together, the sums in key order.
+    for (uint j0 = 0; j0 < nk_max; j0 += UNROLL) {
+      float vv[UNROLL];
+      for (uint u = 0; u < UNROLL; ++u) {
+        vv[u] = j0 + u < nk_max ? v[(local0 + j0 + u) * pc.kv_stride + kv_off + d] : 0.0;
+      }
+      for (uint u = 0; u < UNROLL; ++u) {
+        uint j = j0 + u;
+        for (uint i = 0; i < QT; ++i) {
+          if (j < nk[i]) {
+            precise float prod = sc[i * C + j] * vv[u];
+            acc[i] = acc[i] + prod;
+          }
         }
       }
     }
