@@ -63,7 +63,15 @@ void dequantize_row(DType type, const uint8_t* row, int64_t n, float* out);
 // ternary type by absmean (pack_ternary of absmean_ternarize). Returns tensor_bytes() bytes.
 std::vector<uint8_t> quantize(DType type, const float* x, int64_t n);
 
-// Converts TQ1_0 rows to TQ2_0 rows (same trits and block scales), for the compute kernels.
+// Converts TQ1_0 rows to TQ2_0 rows (same trits and block scales).
 void tq1_0_to_tq2_0(const uint8_t* src, int64_t n, uint8_t* dst);
+
+// TQ1_0 blocks of 256 weights: qs[48] (five base-3 digits a byte: digit n of qs[m] is weight
+// m + 32n for m < 32, weight 160 + (m - 32) + 16n for m >= 32), qh[4] (four digits a byte:
+// weight 240 + m + 4n), fp16 d at byte 52. Digit n of byte b is ((uint8)(b * 3^n) * 3) >> 8.
+constexpr int64_t kTQ1BlockBytes = 54;
+constexpr int64_t kTQ1DOffset = 52;
+// The 256 codes (trit + 1, 0..2) of one TQ1_0 block.
+void decode_tq1_0_block(const uint8_t* block, uint8_t* codes);
 
 }  // namespace trit::engine

@@ -12,9 +12,7 @@
 namespace trit::engine {
 namespace {
 
-constexpr int64_t kTQ1Bytes = 54;  // qs[48], qh[4], fp16 d at 52
 constexpr int64_t kTQ2Bytes = 66;  // qs[64], fp16 d at 64
-constexpr int64_t kTQ1D = 52;
 constexpr int64_t kTQ2D = 64;
 
 // Decoded base-3 digits of every TQ1_0 byte: digit n of byte b is ((uint8)(b * 3^n) * 3) >> 8,
@@ -60,23 +58,7 @@ void encode_tq1_block(const uint8_t* codes, uint16_t d, uint8_t* out) {
   for (int m = 0; m < 32; ++m) out[m] = tq1_byte(codes + m, 32, 5);
   for (int m = 0; m < 16; ++m) out[32 + m] = tq1_byte(codes + 160 + m, 16, 5);
   for (int m = 0; m < 4; ++m) out[48 + m] = tq1_byte(codes + 240 + m, 4, 4);
-  store_u16(out + kTQ1D, d);
-}
-
-// 256 codes (0..2) of one TQ1_0 block.
-void decode_tq1_block(const uint8_t* in, uint8_t* codes) {
-  for (int m = 0; m < 32; ++m) {
-    const auto& c = kTq1Lut.code[in[m]];
-    for (int n = 0; n < 5; ++n) codes[m + 32 * n] = c[n];
-  }
-  for (int m = 0; m < 16; ++m) {
-    const auto& c = kTq1Lut.code[in[32 + m]];
-    for (int n = 0; n < 5; ++n) codes[160 + m + 16 * n] = c[n];
-  }
-  for (int m = 0; m < 4; ++m) {
-    const auto& c = kTq1Lut.code[in[48 + m]];
-    for (int n = 0; n < 4; ++n) codes[240 + m + 4 * n] = c[n];
-  }
+  store_u16(out + kTQ1DOffset, d);
 }
 
 // One TQ2_0 block from 256 codes (0..2): byte 32h + m holds weight 128h + 32l + m at bits 2l.
@@ -112,7 +94,7 @@ void pack_tq1_0_impl(const char* op, const int8_t* trits, const float* scales, i
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     const int64_t base = b * kQK_K;
     for (int64_t i = 0; i < kQK_K; ++i) codes[i] = code_of(op, trits, base + i);
-    encode_tq1_block(codes, scale_to_fp16(op, scales[b * stride], b), out + b * kTQ1Bytes);
+    encode_tq1_block(codes, scale_to_fp16(op, scales[b * stride], b), out + b * kTQ1BlockBytes);
   }
 }
 
@@ -245,12 +227,12 @@ TernaryUnpacked unpack_ternary(DType type, const uint8_t* data, int64_t n) {
     case DType::TQ1_0:
     case DType::TQ2_0: {
       const bool tq1 = type == DType::TQ1_0;
-      const int64_t bytes = tq1 ? kTQ1Bytes : kTQ2Bytes;
+      const int64_t bytes = tq1 ? kTQ1BlockBytes : kTQ2Bytes;
       u.block_scales.resize(size_t(n / kQK_K));
       for (int64_t b = 0; b < n / kQK_K; ++b) {
         const uint8_t* in = data + b * bytes;
         if (tq1) {
-          decode_tq1_block(in, codes);
+          decode_tq1_0_block(in, codes);
         } else {
           for (int i = 0; i < 64; ++i) {
             if (has_code3(in[i])) fail(op, ": tq2_0 block ", b, " byte ", i, " holds code 3");
@@ -258,7 +240,7 @@ TernaryUnpacked unpack_ternary(DType type, const uint8_t* data, int64_t n) {
           decode_tq2_block(in, codes);
         }
         for (int64_t i = 0; i < kQK_K; ++i) t[b * kQK_K + i] = int8_t(codes[i] - 1);
-        u.block_scales[size_t(b)] = fp16_to_f32(load_u16(in + (tq1 ? kTQ1D : kTQ2D)));
+        u.block_scales[size_t(b)] = fp16_to_f32(load_u16(in + (tq1 ? kTQ1DOffset : kTQ2D)));
       }
       break;
     }
@@ -287,9 +269,9 @@ void dequantize_tq1_0(const uint8_t* data, int64_t n, float* out) {
   check_block_count("dequantize_tq1_0", DType::TQ1_0, n);
   uint8_t codes[kQK_K];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
-    const uint8_t* in = data + b * kTQ1Bytes;
-    const float d = fp16_to_f32(load_u16(in + kTQ1D));
-    decode_tq1_block(in, codes);
+    const uint8_t* in = data + b * kTQ1BlockBytes;
+    const float d = fp16_to_f32(load_u16(in + kTQ1DOffset));
+    decode_tq1_0_block(in, codes);
     for (int64_t i = 0; i < kQK_K; ++i) out[b * kQK_K + i] = float(int(codes[i]) - 1) * d;
   }
 }
@@ -325,9 +307,24 @@ void tq1_0_to_tq2_0(const uint8_t* src, int64_t n, uint8_t* dst) {
   check_block_count("tq1_0_to_tq2_0", DType::TQ1_0, n);
   uint8_t codes[kQK_K];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
-    const uint8_t* in = src + b * kTQ1Bytes;
-    decode_tq1_block(in, codes);
-    encode_tq2_block(codes, load_u16(in + kTQ1D), dst + b * kTQ2Bytes);
+    const uint8_t* in = src + b * kTQ1BlockBytes;
+    decode_tq1_0_block(in, codes);
+    encode_tq2_block(codes, load_u16(in + kTQ1DOffset), dst + b * kTQ2Bytes);
+  }
+}
+
+void decode_tq1_0_block(const uint8_t* in, uint8_t* codes) {
+  for (int m = 0; m < 32; ++m) {
+    const auto& c = kTq1Lut.code[in[m]];
+    for (int n = 0; n < 5; ++n) codes[m + 32 * n] = c[n];
+  }
+  for (int m = 0; m < 16; ++m) {
+    const auto& c = kTq1Lut.code[in[32 + m]];
+    for (int n = 0; n < 5; ++n) codes[160 + m + 16 * n] = c[n];
+  }
+  for (int m = 0; m < 4; ++m) {
+    const auto& c = kTq1Lut.code[in[48 + m]];
+    for (int n = 0; n < 4; ++n) codes[240 + m + 4 * n] = c[n];
   }
 }
 

@@ -5,6 +5,7 @@
 #include "core/bytes.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/quant.h"
 
 namespace trit::engine {
 
@@ -14,19 +15,27 @@ float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64
     std::memcpy(&s, data + n_out * (n_in / 4), 4);
     return s;
   }
-  if (type != DType::TQ2_0) {
-    fail("ternary_uniform_scale: type ", dtype_name(type), " is not tq2_0 or i2_s");
+  if (type != DType::TQ2_0 && type != DType::TQ1_0) {
+    fail("ternary_uniform_scale: type ", dtype_name(type), " is not tq1_0, tq2_0 or i2_s");
   }
-  // Blocks whose trits are all zero (every code 1: bytes 0x55) take any d; skip them.
+  // Blocks whose trits are all zero (every code 1; TQ2_0: bytes 0x55) take any d; skip them.
+  const bool tq1 = type == DType::TQ1_0;
   const int64_t blocks = n_in / kQK_K * n_out;
+  const int64_t block_bytes = tq1 ? kTQ1BlockBytes : 66, d_at = tq1 ? kTQ1DOffset : 64;
   bool found = false;
   float common = 0.0f;
+  uint8_t codes[kQK_K];
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* blk = data + b * 66;
+    const uint8_t* blk = data + b * block_bytes;
     bool zero = true;
-    for (int i = 0; i < 64 && zero; ++i) zero = blk[i] == 0x55;
+    if (tq1) {
+      decode_tq1_0_block(blk, codes);
+      for (int i = 0; i < kQK_K && zero; ++i) zero = codes[i] == 1;
+    } else {
+      for (int i = 0; i < 64 && zero; ++i) zero = blk[i] == 0x55;
+    }
     if (zero) continue;
-    const float d = fp16_to_f32(load_u16(blk + 64));
+    const float d = fp16_to_f32(load_u16(blk + d_at));
     if (!found) {
       common = d;
       found = true;

@@ -13,11 +13,11 @@ namespace trit::engine {
 
 // A ternary weight matrix of n_out rows of n_in weights, laid out as its GGUF type.
 struct TernaryMatrix {
-  DType type = DType::TQ2_0;  // TQ2_0 or I2_S
+  DType type = DType::TQ2_0;  // TQ1_0, TQ2_0 or I2_S
   const uint8_t* data = nullptr;
   int64_t n_in = 0;
   int64_t n_out = 0;
-  // I2_S: the tensor's scale. TQ2_0: the common d of all blocks whose codes are not all zero,
+  // I2_S: the tensor's scale. TQ1_0/TQ2_0: the common d of all blocks whose codes are not all zero,
   // when they share one (files written by absmean always do), else 0 (use per-block d).
   float uniform_scale = 0;
   // The width rows are stored at, when n_in is not a multiple of the type's block (1bitLLM's
@@ -36,7 +36,8 @@ struct TernaryMatrix {
   }
 };
 
-// Finds TQ2_0's uniform block scale (0 when the blocks disagree); for I2_S reads the tail.
+// Finds the uniform block scale of TQ1_0 or TQ2_0 (0 when the blocks disagree); for I2_S reads
+// the tail.
 float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64_t n_out);
 
 // Float weights: n_out rows of n_in values of an f32, f16, bf16, q8_0 or q6_K tensor.

@@ -13,6 +13,7 @@
 #include "backend/cpu/kernels_impl.h"
 #include "core/bytes.h"
 #include "core/error.h"
+#include "core/quant.h"
 #include "core/half.h"
 
 namespace trit::engine {
@@ -65,7 +66,13 @@ void quantize_row_scalar(const float* x, int64_t n, int8_t* q, float* scale, int
 // Codes c in {0, 1, 2} (3 never appears in valid data; it decodes as c - 1 = 2 everywhere).
 // Writes the n_in trits of one row.
 void decode_ternary_row(const cpu::TernaryView& w, const uint8_t* row, int8_t* t) {
-  if (w.type == DType::TQ2_0) {
+  if (w.type == DType::TQ1_0) {
+    uint8_t codes[kQK_K];
+    for (int64_t b = 0; b < w.n_in / kQK_K; ++b) {
+      decode_tq1_0_block(row + b * kTQ1BlockBytes, codes);
+      for (int j = 0; j < kQK_K; ++j) t[b * kQK_K + j] = static_cast<int8_t>(codes[j] - 1);
+    }
+  } else if (w.type == DType::TQ2_0) {
     // Byte 32h + m of a block holds weights 128h + 32l + m at bits 2l.
     for (int64_t b = 0; b < w.n_in / kQK_K; ++b) {
       const uint8_t* qs = row + b * 66;
@@ -112,14 +119,16 @@ void ternary_matmul_scalar(const cpu::TernaryView& w, const cpu::ActsView& x, fl
           total += sum;
         }
         out = w.d * float(total) / x.scale[t];
-      } else {  // TQ2_0 with per-block scales, summed in block order
+      } else {  // TQ1_0 or TQ2_0 with per-block scales, summed in block order
+        const bool tq1 = w.type == DType::TQ1_0;
+        const int64_t block_bytes = tq1 ? kTQ1BlockBytes : 66, d_at = tq1 ? kTQ1DOffset : 64;
         float acc = 0.0f;
         for (int64_t b = 0; b < n / kQK_K; ++b) {
           const int8_t* tb = trits.data() + b * 256;
           const int8_t* qb = q + b * 256;
           int32_t dot = 0;
           for (int j = 0; j < 256; ++j) dot += int32_t(tb[j]) * qb[j];
-          const float d = fp16_to_f32(load_u16(row + b * 66 + 64));
+          const float d = fp16_to_f32(load_u16(row + b * block_bytes + d_at));
           acc += product(d, float(dot));
         }
         out = acc / x.scale[t];
@@ -200,10 +209,10 @@ CpuLevel usable(CpuLevel level) {
 }
 
 cpu::TernaryView ternary_view(const TernaryMatrix& w) {
-  if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {
-    fail("ternary_matmul: weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
+  if (w.type != DType::TQ1_0 && w.type != DType::TQ2_0 && w.type != DType::I2_S) {
+    fail("ternary_matmul: weight type ", dtype_name(w.type), " is not tq1_0, tq2_0 or i2_s");
   }
-  const int64_t block = w.type == DType::TQ2_0 ? kQK_K : kI2SRun;
+  const int64_t block = w.type == DType::I2_S ? kI2SRun : kQK_K;
   if (w.n_in <= 0 || w.n_in % block != 0) {
     fail("ternary_matmul: ", dtype_name(w.type), " rows of ", w.n_in,
          " weights (must be a positive multiple of ", block, ")");

@@ -1,5 +1,5 @@
 // CPU compute kernels for the hot loops: activation quantisation, ternary x int8 matrix
-// products (TQ2_0 and I2_S used in place; TQ1_0 is repacked to TQ2_0 at load), and float
+// products (TQ1_0, TQ2_0 and I2_S read in place), and float
 // matrix products for the LM head and LoRA (f32, f16, bf16, q8_0, q6_K weights).
 //
 // Every kernel has a portable scalar version (the reference) and, where it pays, AVX2 and

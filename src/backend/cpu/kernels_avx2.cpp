@@ -146,18 +146,62 @@ void quantize_row(const float* x, int64_t n, int8_t* q, float* scale, int32_t* s
 
 // ---- ternary x int8 ----
 
-template <bool kI2S>
+// Row layouts of the ternary kernels.
+enum Layout { kTq2 = 0, kI2s = 1, kTq1 = 2 };
+
+template <int kLayout>
 inline int64_t run_offset(int64_t k) {
-  return kI2S ? 32 * k : 66 * (k >> 1) + 32 * (k & 1);
+  if constexpr (kLayout == kI2s) return 32 * k;
+  if constexpr (kLayout == kTq1) return 54 * (k >> 1);  // runs 2b and 2b + 1 share block b
+  return 66 * (k >> 1) + 32 * (k & 1);
 }
 
+// Base-3 digits of TQ1_0 bytes: both bytes of each 16-bit lane at the lane's multiplier m
+// (3^n for digit n): ((uint8)(b * 3^n) * 3) >> 8.
+inline __m256i tq1_digits(__m256i v, __m256i m) {
+  const __m256i three = _mm256_set1_epi16(3);
+  const __m256i lo = _mm256_slli_epi16(_mm256_mullo_epi16(v, m), 8);
+  const __m256i hi =
+      _mm256_mullo_epi16(_mm256_and_si256(v, _mm256_set1_epi16(int16_t(0xff00))), m);
+  return _mm256_or_si256(_mm256_mulhi_epu16(lo, three),
+                         _mm256_slli_epi16(_mm256_mulhi_epu16(hi, three), 8));
+}
+
+inline __m256i pow3_halves(int a, int b) {
+  return _mm256_set_m128i(_mm_set1_epi16(int16_t(b)), _mm_set1_epi16(int16_t(a)));
+}
+
+// The codes of group g (weights 32g..32g + 31) of run k of a TQ1_0 row. Run 2b is digits 0..3
+// of qs[0..32); run 2b + 1 is digit 4 of qs[0..32), then digits 0..4 of qs[32..48) two at a
+// time (16 weights each), then the four digits of qh[0..4) (weights 240 + 4n + m).
+inline __m256i tq1_group(const uint8_t* blk, int64_t k, int g) {
+  static const int kPow3[5] = {1, 3, 9, 27, 81};
+  if ((k & 1) == 0 || g == 0) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
+    const __m256i p = _mm256_set1_epi16(int16_t(kPow3[(k & 1) ? 4 : g]));
+    return tq1_digits(v, p);
+  }
+  const __m128i b16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32));
+  if (g < 3) {
+    const __m256i p = pow3_halves(kPow3[2 * g - 2], kPow3[2 * g - 1]);
+    return tq1_digits(_mm256_set_m128i(b16, b16), p);
+  }
+  int32_t qh;
+  std::memcpy(&qh, blk + 48, 4);
+  const __m256i v = _mm256_set_m128i(_mm_set1_epi32(qh), b16);
+  // Lane l of the high half holds bytes 2l, 2l + 1 of qh repeated: digit l / 2.
+  const __m256i p = _mm256_set_epi16(27, 27, 9, 9, 3, 3, 1, 1, 81, 81, 81, 81, 81, 81, 81, 81);
+  return tq1_digits(v, p);
+}
+
+
 // Adds sum(c * q) of run k of R rows and T tokens to acc[i * T + j].
-template <bool kI2S, int R, int T>
+template <int kLayout, int R, int T>
 inline void ternary_run(__m256i* acc, const uint8_t* const* rows, const int8_t* const* qs,
                         int64_t k, int64_t prefetch) {
   const __m256i m3 = _mm256_set1_epi8(3);
   const __m256i ones = _mm256_set1_epi16(1);
-  const int64_t off = run_offset<kI2S>(k);
+  const int64_t off = run_offset<kLayout>(k);
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
     _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), _MM_HINT_T0);
@@ -165,11 +209,16 @@ inline void ternary_run(__m256i* acc, const uint8_t* const* rows, const int8_t* 
   __m256i acc16[R * T];
 #pragma GCC unroll 16
   for (int g = 0; g < 4; ++g) {
-    const int shift = kI2S ? 6 - 2 * g : 2 * g;
+    const int shift = kLayout == kI2s ? 6 - 2 * g : 2 * g;
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + off));
-      const __m256i c = _mm256_and_si256(_mm256_srli_epi16(w, shift), m3);
+      __m256i c;
+      if constexpr (kLayout == kTq1) {
+        c = tq1_group(rows[i] + off, k, g);
+      } else {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + off));
+        c = _mm256_and_si256(_mm256_srli_epi16(w, shift), m3);
+      }
 #pragma GCC unroll 16
       for (int j = 0; j < T; ++j) {
         const __m256i a =
@@ -213,7 +262,7 @@ inline void store_uniform(const int32_t* dots, float d, const ActsView& x, float
   }
 }
 
-template <bool kI2S, bool kPerBlock, int R, int T>
+template <int kLayout, bool kPerBlock, int R, int T>
 void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t, float* y,
                   int64_t y_stride) {
   const int64_t n = w.n_in;
@@ -235,22 +284,22 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
   if constexpr (!kPerBlock) {
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_si256();
-    for (int64_t k = 0; k < runs; ++k) ternary_run<kI2S, R, T>(acc, rows, qs, k, pf);
+    for (int64_t k = 0; k < runs; ++k) ternary_run<kLayout, R, T>(acc, rows, qs, k, pf);
     reduce_all_epi32(acc, R * T, dots);
     store_uniform<R, T>(dots, w.d, x, y, y_stride, r, t);
-  } else {  // TQ2_0, one fp16 d per block of 256 (two runs), summed in block order
+  } else {  // TQ1_0 or TQ2_0, one fp16 d per block of 256 (two runs), summed in block order
     float accf[R * T];
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; ++i) accf[i] = 0.0f;
     for (int64_t b = 0; b < runs / 2; ++b) {
 #pragma GCC unroll 16
       for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_si256();
-      ternary_run<kI2S, R, T>(acc, rows, qs, 2 * b, pf);
-      ternary_run<kI2S, R, T>(acc, rows, qs, 2 * b + 1, pf);
+      ternary_run<kLayout, R, T>(acc, rows, qs, 2 * b, pf);
+      ternary_run<kLayout, R, T>(acc, rows, qs, 2 * b + 1, pf);
       reduce_all_epi32(acc, R * T, dots);
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        const float d = half_at(rows[i] + 66 * b + 64);
+        const float d = kLayout == kTq1 ? half_at(rows[i] + 54 * b + 52) : half_at(rows[i] + 66 * b + 64);
 #pragma GCC unroll 16
         for (int j = 0; j < T; ++j) {
           const int32_t dot = dots[i * T + j] - (sums[j][2 * b] + sums[j][2 * b + 1]);
@@ -267,37 +316,37 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
 }
 
 // Rows [r, r + 4) (or fewer) and tokens [t, t + T): sub-tiles sized to the 16 registers.
-template <bool kI2S, bool kPerBlock>
+template <int kLayout, bool kPerBlock>
 void ternary_block(int rows, int T, const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
                    float* y, int64_t y_stride) {
   if (rows == 4 && T == 1) {
-    ternary_tile<kI2S, kPerBlock, 4, 1>(w, x, r, t, y, y_stride);
+    ternary_tile<kLayout, kPerBlock, 4, 1>(w, x, r, t, y, y_stride);
     return;
   }
   if (rows == 4 && T == 2) {
-    ternary_tile<kI2S, kPerBlock, 2, 2>(w, x, r, t, y, y_stride);
-    ternary_tile<kI2S, kPerBlock, 2, 2>(w, x, r + 2, t, y, y_stride);
+    ternary_tile<kLayout, kPerBlock, 2, 2>(w, x, r, t, y, y_stride);
+    ternary_tile<kLayout, kPerBlock, 2, 2>(w, x, r + 2, t, y, y_stride);
     return;
   }
   for (int i = 0; i < rows; ++i) {
     switch (T) {
       case 1:
-        ternary_tile<kI2S, kPerBlock, 1, 1>(w, x, r + i, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, 1, 1>(w, x, r + i, t, y, y_stride);
         break;
       case 2:
-        ternary_tile<kI2S, kPerBlock, 1, 2>(w, x, r + i, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, 1, 2>(w, x, r + i, t, y, y_stride);
         break;
       case 3:
-        ternary_tile<kI2S, kPerBlock, 1, 3>(w, x, r + i, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, 1, 3>(w, x, r + i, t, y, y_stride);
         break;
       default:
-        ternary_tile<kI2S, kPerBlock, 1, 4>(w, x, r + i, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, 1, 4>(w, x, r + i, t, y, y_stride);
         break;
     }
   }
 }
 
-template <bool kI2S, bool kPerBlock>
+template <int kLayout, bool kPerBlock>
 void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
                   int64_t r1) {
   const int64_t nt = x.n_tokens;
@@ -305,7 +354,7 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
     const int rows = int(r1 - r < 4 ? r1 - r : 4);
     for (int64_t t = 0; t < nt; t += 4) {
       const int T = int(nt - t < 4 ? nt - t : 4);
-      ternary_block<kI2S, kPerBlock>(rows, T, w, x, r, t, y, y_stride);
+      ternary_block<kLayout, kPerBlock>(rows, T, w, x, r, t, y, y_stride);
     }
   }
 }
@@ -720,11 +769,17 @@ void quantize_acts_avx2(const float* x, int64_t n_tokens, int64_t n, ActsOut out
 void ternary_matmul_avx2(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,
                          int64_t r0, int64_t r1) {
   if (w.type == DType::I2_S) {
-    ternary_rows<true, false>(w, x, y, y_stride, r0, r1);
+    ternary_rows<kI2s, false>(w, x, y, y_stride, r0, r1);
+  } else if (w.type == DType::TQ1_0) {
+    if (w.uniform) {
+      ternary_rows<kTq1, false>(w, x, y, y_stride, r0, r1);
+    } else {
+      ternary_rows<kTq1, true>(w, x, y, y_stride, r0, r1);
+    }
   } else if (w.uniform) {
-    ternary_rows<false, false>(w, x, y, y_stride, r0, r1);
+    ternary_rows<kTq2, false>(w, x, y, y_stride, r0, r1);
   } else {
-    ternary_rows<false, true>(w, x, y, y_stride, r0, r1);
+    ternary_rows<kTq2, true>(w, x, y, y_stride, r0, r1);
   }
 }
 

@@ -228,6 +228,76 @@ inline void finish(__m512i* acc, int32_t* out) {
   reduce_all_epi32(acc, N, out);
 }
 
+// TQ1_0 (layout kTq1): the codes of half h of run k (weights 64h..64h + 63 of the run) are
+// base-3 digits of the block's bytes: run 2b is digits 0..3 of qs[0..32); run 2b + 1 is digit
+// 4 of qs[0..32), digits 0..4 of qs[32..48) (16 weights each) and the four digits of qh[0..4)
+// (weight 240 + 4n + m is digit n of qh[m]). Digit n of byte b is ((uint8)(b * 3^n) * 3) >> 8;
+// kTq1Mul holds 3^n for each 16-bit lane of the four byte vectors built in ternary_run_tq1.
+enum Layout { kTq2 = 0, kI2s = 1, kTq1 = 2 };
+
+alignas(64) constexpr int16_t kTq1Mul[4][32] = {
+    {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
+    {9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,
+     27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27},
+    {81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81,
+     1,  1,  1,  1,  1,  1,  1,  1,  3,  3,  3,  3,  3,  3,  3,  3},
+    {9,  9,  9,  9,  9,  9,  9,  9,  27, 27, 27, 27, 27, 27, 27, 27,
+     81, 81, 81, 81, 81, 81, 81, 81, 1,  1,  3,  3,  9,  9,  27, 27}};
+
+// Digit codes of the bytes of v, each 16-bit lane's two bytes at the lane's multiplier m.
+inline __m512i tq1_digits(__m512i v, __m512i m) {
+  const __m512i three = _mm512_set1_epi16(3);
+  const __m512i lo = _mm512_slli_epi16(_mm512_mullo_epi16(v, m), 8);
+  const __m512i hi =
+      _mm512_mullo_epi16(_mm512_and_si512(v, _mm512_set1_epi16(int16_t(0xff00))), m);
+  return _mm512_or_si512(_mm512_mulhi_epu16(lo, three),
+                         _mm512_slli_epi16(_mm512_mulhi_epu16(hi, three), 8));
+}
+
+// Adds sum(c * q) of run k of R TQ1_0 rows and T tokens to acc[i * T + j] (codes exact: no
+// factors to remove).
+template <int R, int T>
+inline void ternary_run_tq1(__m512i* acc, const uint8_t* const* rows, const int8_t* const* qs,
+                            int64_t k, int64_t prefetch) {
+  const int64_t off = 54 * (k >> 1);
+  const int odd = int(k & 1);
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), _MM_HINT_T0);
+  }
+#pragma GCC unroll 2
+  for (int half = 0; half < 2; ++half) {
+    const __m512i m = _mm512_load_si512(kTq1Mul[2 * odd + half]);
+    __m512i c[R];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const uint8_t* blk = rows[i] + off;
+      __m512i v;
+      if (!odd) {
+        v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+      } else {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32));
+        if (half == 0) {
+          v = _mm512_inserti64x4(
+              _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk))),
+              _mm256_broadcastsi128_si256(b), 1);
+        } else {
+          int32_t qh;
+          std::memcpy(&qh, blk + 48, 4);
+          v = _mm512_inserti32x4(_mm512_broadcast_i32x4(b), _mm_set1_epi32(qh), 3);
+        }
+      }
+      c[i] = tq1_digits(v, m);
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) {
+      const __m512i a = _mm512_loadu_si512(qs[j] + 128 * k + 64 * half);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[i * T + j] = _mm512_dpbusd_epi32(acc[i * T + j], c[i], a);
+    }
+  }
+}
+
 // y = d * float(dot - total) / scale for a tile, four lanes at a time: vector conversion,
 // multiplication and division round each lane exactly as the scalar expression does.
 template <int R, int T>
@@ -257,7 +327,7 @@ inline void store_uniform(const int32_t* dots, float d, const ActsView& x, float
 }
 
 // Rows [r, r + R) and tokens [t, t + T).
-template <bool kI2S, bool kPerBlock, int R, int T>
+template <int kLayout, bool kPerBlock, int R, int T>
 void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t, float* y,
                   int64_t y_stride) {
   const int64_t n = w.n_in;
@@ -272,30 +342,46 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
     qs[j] = x.q + (t + j) * n;
     sums[j] = x.sums + (t + j) * runs;
   }
-  const __m512i mask = code_mask<kI2S>();
   const int64_t pf = prefetch_distance(w.row_bytes);
   __m512i acc[R * T];
   int32_t dots[R * T];
+  constexpr bool kI2S = kLayout == kI2s;
+  const __m512i mask = code_mask<kI2S>();
+  auto run = [&](int64_t k) {
+    if constexpr (kLayout == kTq1) {
+      ternary_run_tq1<R, T>(acc, rows, qs, k, pf);
+    } else {
+      ternary_run<kI2S, R, T>(acc, rows, qs, k, mask, pf);
+    }
+  };
+  auto sum_up = [&] {
+    if constexpr (kLayout == kTq1) {
+      reduce_all_epi32(acc, R * T, dots);
+    } else {
+      finish<kI2S, R * T>(acc, dots);
+    }
+  };
 
   if constexpr (!kPerBlock) {
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; ++i) acc[i] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < runs; ++k) ternary_run<kI2S, R, T>(acc, rows, qs, k, mask, pf);
-    finish<kI2S, R * T>(acc, dots);
+    for (int64_t k = 0; k < runs; ++k) run(k);
+    sum_up();
     store_uniform<R, T>(dots, w.d, x, y, y_stride, r, t);
-  } else {  // TQ2_0, one fp16 d per block of 256 (two runs), summed in block order
+  } else {  // TQ1_0 or TQ2_0, one fp16 d per block of 256 (two runs), summed in block order
     float accf[R * T];
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; ++i) accf[i] = 0.0f;
     for (int64_t b = 0; b < runs / 2; ++b) {
 #pragma GCC unroll 16
       for (int i = 0; i < R * T; ++i) acc[i] = _mm512_setzero_si512();
-      ternary_run<kI2S, R, T>(acc, rows, qs, 2 * b, mask, pf);
-      ternary_run<kI2S, R, T>(acc, rows, qs, 2 * b + 1, mask, pf);
-      finish<kI2S, R * T>(acc, dots);
+      run(2 * b);
+      run(2 * b + 1);
+      sum_up();
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        const float d = half_at(rows[i] + 66 * b + 64);
+        const float d =
+            kLayout == kTq1 ? half_at(rows[i] + 54 * b + 52) : half_at(rows[i] + 66 * b + 64);
 #pragma GCC unroll 16
         for (int j = 0; j < T; ++j) {
           const int32_t dot = dots[i * T + j] - (sums[j][2 * b] + sums[j][2 * b + 1]);
@@ -314,21 +400,21 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
 using TernaryTileFn = void (*)(const TernaryView&, const ActsView&, int64_t, int64_t, float*,
                                int64_t);
 
-template <bool kI2S, bool kPerBlock, int R>
+template <int kLayout, bool kPerBlock, int R>
 TernaryTileFn ternary_tile_for(int T) {
   switch (T) {
     case 1:
-      return ternary_tile<kI2S, kPerBlock, R, 1>;
+      return ternary_tile<kLayout, kPerBlock, R, 1>;
     case 2:
-      return ternary_tile<kI2S, kPerBlock, R, 2>;
+      return ternary_tile<kLayout, kPerBlock, R, 2>;
     case 3:
-      return ternary_tile<kI2S, kPerBlock, R, 3>;
+      return ternary_tile<kLayout, kPerBlock, R, 3>;
     default:
-      return ternary_tile<kI2S, kPerBlock, R, 4>;
+      return ternary_tile<kLayout, kPerBlock, R, 4>;
   }
 }
 
-template <bool kI2S, bool kPerBlock>
+template <int kLayout, bool kPerBlock>
 void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
                   int64_t r1) {
   constexpr int kRows = 4, kTokens = 4;
@@ -337,13 +423,13 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
   for (; r + kRows <= r1; r += kRows) {
     for (int64_t t = 0; t < nt; t += kTokens) {
       const int T = int(nt - t < kTokens ? nt - t : kTokens);
-      ternary_tile_for<kI2S, kPerBlock, kRows>(T)(w, x, r, t, y, y_stride);
+      ternary_tile_for<kLayout, kPerBlock, kRows>(T)(w, x, r, t, y, y_stride);
     }
   }
   for (; r < r1; ++r) {
     for (int64_t t = 0; t < nt; t += kTokens) {
       const int T = int(nt - t < kTokens ? nt - t : kTokens);
-      ternary_tile_for<kI2S, kPerBlock, 1>(T)(w, x, r, t, y, y_stride);
+      ternary_tile_for<kLayout, kPerBlock, 1>(T)(w, x, r, t, y, y_stride);
     }
   }
 }
@@ -664,11 +750,17 @@ void quantize_acts_avx512(const float* x, int64_t n_tokens, int64_t n, ActsOut o
 void ternary_matmul_avx512(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,
                            int64_t r0, int64_t r1) {
   if (w.type == DType::I2_S) {
-    ternary_rows<true, false>(w, x, y, y_stride, r0, r1);
+    ternary_rows<kI2s, false>(w, x, y, y_stride, r0, r1);
+  } else if (w.type == DType::TQ1_0) {
+    if (w.uniform) {
+      ternary_rows<kTq1, false>(w, x, y, y_stride, r0, r1);
+    } else {
+      ternary_rows<kTq1, true>(w, x, y, y_stride, r0, r1);
+    }
   } else if (w.uniform) {
-    ternary_rows<false, false>(w, x, y, y_stride, r0, r1);
+    ternary_rows<kTq2, false>(w, x, y, y_stride, r0, r1);
   } else {
-    ternary_rows<false, true>(w, x, y, y_stride, r0, r1);
+    ternary_rows<kTq2, true>(w, x, y, y_stride, r0, r1);
   }
 }
 

@@ -376,8 +376,26 @@ TernaryCase make_ternary(DType type, int64_t n_in, int64_t n_out, int mode, std:
     c.block_d[1] = 0.0f;
     for (int j = 0; j < 256; ++j) c.trits[256 + size_t(j)] = 0;
   }
-  c.data = local_pack_tq2_0(c.trits, c.block_d);
+  if (type == DType::TQ1_0) {
+    c.data.resize(size_t(blocks * 54));
+    pack_tq1_0(c.trits.data(), c.block_d.data(), n_in * n_out, c.data.data());
+  } else {
+    c.data = local_pack_tq2_0(c.trits, c.block_d);
+  }
   return c;
+}
+
+// The same trits and block scales as another type's case.
+TernaryCase retyped(const TernaryCase& c, DType type) {
+  TernaryCase o = c;
+  o.type = type;
+  if (type == DType::TQ1_0) {
+    o.data.resize(c.block_d.size() * 54);
+    pack_tq1_0(c.trits.data(), c.block_d.data(), c.n_in * c.n_out, o.data.data());
+  } else {
+    o.data = local_pack_tq2_0(c.trits, c.block_d);
+  }
+  return o;
 }
 
 TEST(CpuTernaryMatmul, UniformScale) {
@@ -397,6 +415,19 @@ TEST(CpuTernaryMatmul, UniformScale) {
   std::fill(trits.begin(), trits.end(), int8_t(-1));
   d[2] = 0.125f;
   EXPECT_EQ(ternary_uniform_scale(DType::TQ2_0, local_pack_tq2_0(trits, d).data(), 512, 6), 0.0f);
+  // TQ1_0: the same rules (zero blocks skipped, one disagreeing block gives 0).
+  TernaryCase u1 = make_ternary(DType::TQ1_0, 512, 6, 0, rng);
+  EXPECT_EQ(ternary_uniform_scale(DType::TQ1_0, u1.data.data(), 512, 6), u1.block_d[0]);
+  TernaryCase p1 = make_ternary(DType::TQ1_0, 512, 6, 1, rng);
+  EXPECT_EQ(ternary_uniform_scale(DType::TQ1_0, p1.data.data(), 512, 6), 0.0f);
+  std::vector<uint8_t> tq1(12 * 54);
+  d[2] = 0.5f;
+  d[7] = 0.25f;
+  pack_tq1_0(trits.data(), d.data(), 512 * 6, tq1.data());
+  EXPECT_EQ(ternary_uniform_scale(DType::TQ1_0, tq1.data(), 512, 6), 0.0f);
+  std::fill(trits.begin() + 7 * 256, trits.begin() + 8 * 256, int8_t(0));  // block 7 now zero
+  pack_tq1_0(trits.data(), d.data(), 512 * 6, tq1.data());
+  EXPECT_EQ(ternary_uniform_scale(DType::TQ1_0, tq1.data(), 512, 6), 0.5f);
   TernaryCase i2 = make_ternary(DType::I2_S, 384, 5, 0, rng);
   EXPECT_EQ(ternary_uniform_scale(DType::I2_S, i2.data.data(), 384, 5), 0.0123f);
 }
@@ -415,7 +446,7 @@ std::vector<float> run_ternary(const TernaryCase& c, const QuantizedActs& qa, Cp
 
 TEST(CpuTernaryMatmul, ScalarMatchesReference) {
   std::mt19937 rng(4);
-  for (DType type : {DType::TQ2_0, DType::I2_S}) {
+  for (DType type : {DType::TQ1_0, DType::TQ2_0, DType::I2_S}) {
     for (int mode : {0, 1}) {
       if (type == DType::I2_S && mode == 1) continue;
       for (int64_t n_in : {256, 512, 2560}) {
@@ -461,7 +492,7 @@ TEST(CpuTernaryMatmul, ScalarMatchesReference) {
 TEST_P(CpuKernelsSimdLevel, TernaryEqualsScalar) {
   const CpuLevel level = GetParam();
   std::mt19937 rng(5);
-  for (DType type : {DType::TQ2_0, DType::I2_S}) {
+  for (DType type : {DType::TQ1_0, DType::TQ2_0, DType::I2_S}) {
     for (int mode : {0, 1}) {
       if (type == DType::I2_S && mode == 1) continue;
       std::vector<int64_t> sizes = {256, 512, 768, 1280, 2560, 4096};
@@ -496,7 +527,7 @@ TEST_P(CpuKernelsSimdLevel, TernaryArbitraryBytesEqualsScalar) {
   // block scales (subnormals, infinities, NaNs) go through the same float epilogue.
   std::mt19937 rng(8);
   std::uniform_int_distribution<int> byte(0, 255);
-  for (DType type : {DType::TQ2_0, DType::I2_S}) {
+  for (DType type : {DType::TQ1_0, DType::TQ2_0, DType::I2_S}) {
     for (int64_t n_in : {256, 1280}) {
       const int64_t n_out = 6, nt = 5;
       TernaryCase c;
@@ -515,6 +546,30 @@ TEST_P(CpuKernelsSimdLevel, TernaryArbitraryBytesEqualsScalar) {
       const std::vector<float> a = run_ternary(c, qa, CpuLevel::Scalar, 2);
       const std::vector<float> b = run_ternary(c, qa, level, 2);
       EXPECT_TRUE(same_bytes(a, b)) << name(level) << " " << dtype_name(type) << " " << n_in;
+    }
+  }
+}
+
+// TQ1_0 is read in place: its products equal those of the same trits and block scales as
+// TQ2_0 (what the kernels computed from TQ1_0 files repacked at load), bit for bit.
+TEST_P(CpuKernelsAnyLevel, Tq1EqualsTq2) {
+  const CpuLevel level = GetParam();
+  std::mt19937 rng(9);
+  for (int mode : {0, 1}) {
+    for (int64_t n_in : {256, 768, 2560}) {
+      for (int64_t n_out : {1, 4, 7}) {
+        const TernaryCase c2 = make_ternary(DType::TQ2_0, n_in, n_out, mode, rng);
+        const TernaryCase c1 = retyped(c2, DType::TQ1_0);
+        for (int64_t nt : {1, 3, 4, 9}) {
+          std::vector<float> x = biased_acts(nt * n_in, rng);
+          QuantizedActs qa;
+          quantize_acts(x.data(), nt, n_in, qa, level);
+          const std::vector<float> a = run_ternary(c2, qa, level, n_out / 2);
+          const std::vector<float> b = run_ternary(c1, qa, level, n_out / 2);
+          ASSERT_TRUE(same_bytes(a, b)) << name(level) << " mode " << mode << " n_in " << n_in
+                                        << " n_out " << n_out << " tokens " << nt;
+        }
+      }
     }
   }
 }
