@@ -131,20 +131,12 @@ LinearWeight Model::load_linear(int64_t layer, const std::string& what) {
   lw.m.n_out = n_out;
   const int64_t n = n_in * n_out;
   switch (t.type) {
+    case DType::TQ1_0:  // every backend reads the file's bytes as they are
     case DType::TQ2_0:
     case DType::I2_S:
       lw.m.type = t.type;
       lw.m.data = t.data;
       break;
-    case DType::TQ1_0: {  // the kernels read 2-bit codes: repack once at load
-      std::vector<uint8_t> buf(*tensor_bytes(DType::TQ2_0, n_in, n));
-      tq1_0_to_tq2_0(t.data, n, buf.data());
-      f.release(t);  // the file's TQ1_0 bytes are not read again
-      owned_.push_back(std::move(buf));
-      lw.m.type = DType::TQ2_0;
-      lw.m.data = owned_.back().data();
-      break;
-    }
     case DType::F32:
     case DType::F16:
     case DType::BF16: {

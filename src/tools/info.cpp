@@ -179,11 +179,8 @@ ModelInfo read_model_info(const GgufFile& f) {
     ++tt->n_tensors;
     tt->n_elements += t.n_elements();
     tt->nbytes += t.nbytes;
-    // Weights as the engine holds them: TQ1_0 is repacked to TQ2_0 at load, the rest mapped.
-    info.mem_weights +=
-        t.type == DType::TQ1_0
-            ? uint64_t(t.n_elements() / kQK_K * dtype_traits(DType::TQ2_0).block_bytes)
-            : t.nbytes;
+    // Weights as the engine holds them: mapped from the file and read in place.
+    info.mem_weights += t.nbytes;
   }
 
   if (info.hparams) {

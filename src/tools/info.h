@@ -61,7 +61,7 @@ struct ModelInfo {
   int64_t n_params = 0;
   uint64_t tensor_bytes = 0;
 
-  // Memory to run (bytes): weights as loaded (TQ1_0 is repacked to TQ2_0 at load), the KV
+  // Memory to run (bytes): the weights (every type read in place from the file), the KV
   // cache at the trained context in f32 (2 * n_layer * n_ctx * n_embd_kv * 4), and activation
   // buffers for one token at that context. Zero when hparams are unknown.
   uint64_t mem_weights = 0;

@@ -183,7 +183,8 @@ struct HostWeight {
   LinearWeight w;
 };
 
-// Uniform trits, scale ~ 1/sqrt(n_in): one scale for the tensor, or (TQ2_0) one per block.
+// Uniform trits, scale ~ 1/sqrt(n_in): one scale for the tensor, or (TQ1_0, TQ2_0) one per
+// block.
 // row_in > n_in: rows stored padded with zero codes to row_in (TernaryMatrix::row_in), as the
 // loader packs widths no packed type holds.
 inline std::unique_ptr<HostWeight> ternary_weight(DType type, int64_t n_in, int64_t n_out,
@@ -201,8 +202,12 @@ inline std::unique_ptr<HostWeight> ternary_weight(DType type, int64_t n_in, int6
     std::uniform_real_distribution<float> u(0.5f, 1.5f);
     std::vector<float> d(static_cast<size_t>(n / kQK_K));
     for (float& x : d) x = u(rng) * scale;
-    h->bytes.resize(*tensor_bytes(DType::TQ2_0, stored, n));
-    pack_tq2_0(trits.data(), d.data(), n, h->bytes.data());
+    h->bytes.resize(*tensor_bytes(type, stored, n));
+    if (type == DType::TQ1_0) {
+      pack_tq1_0(trits.data(), d.data(), n, h->bytes.data());
+    } else {
+      pack_tq2_0(trits.data(), d.data(), n, h->bytes.data());
+    }
   } else {
     h->bytes = pack_ternary(type, trits.data(), n, scale);
   }

@@ -298,22 +298,36 @@ CpuLevel active_cpu_level() {
 
 // ---- scratch ----
 
-float* cpu::float_scratch(int64_t floats) {
-  struct Buffer {
-    float* p = nullptr;
-    int64_t cap = 0;
-    ~Buffer() { std::free(p); }
-  };
-  thread_local Buffer buf;
-  if (floats > buf.cap) {
-    std::free(buf.p);
-    buf.cap = 0;
-    const size_t bytes = (size_t(floats) * 4 + 63) / 64 * 64;
-    buf.p = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (buf.p == nullptr) fail("cpu kernels: out of memory for ", bytes, " bytes of scratch");
-    buf.cap = floats;
+namespace {
+
+// A thread's growing buffer, 64-byte aligned.
+struct ScratchBuffer {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~ScratchBuffer() { std::free(p); }
+  void* get(size_t bytes) {
+    if (bytes > cap) {
+      std::free(p);
+      cap = 0;
+      const size_t rounded = (bytes + 63) / 64 * 64;
+      p = std::aligned_alloc(64, rounded);
+      if (p == nullptr) fail("cpu kernels: out of memory for ", rounded, " bytes of scratch");
+      cap = rounded;
+    }
+    return p;
   }
-  return buf.p;
+};
+
+}  // namespace
+
+float* cpu::float_scratch(int64_t floats) {
+  thread_local ScratchBuffer buf;
+  return static_cast<float*>(buf.get(size_t(floats) * 4));
+}
+
+uint8_t* cpu::ternary_scratch(int64_t bytes) {
+  thread_local ScratchBuffer buf;
+  return static_cast<uint8_t*>(buf.get(size_t(bytes)));
 }
 
 // ---- public kernels ----

@@ -350,6 +350,25 @@ template <int kLayout, bool kPerBlock>
 void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
                   int64_t r1) {
   const int64_t nt = x.n_tokens;
+  if constexpr (kLayout == kTq1) {
+    if (nt > 4) {  // more than one token tile: decode each block of rows once, as TQ2_0
+      TernaryView t2 = w;
+      t2.type = DType::TQ2_0;
+      t2.row_bytes = w.n_in / 256 * 66;
+      uint8_t* buf = ternary_scratch(4 * t2.row_bytes);
+      t2.data = buf;
+      for (int64_t r = r0; r < r1; r += 4) {
+        const int rows = int(r1 - r < 4 ? r1 - r : 4);
+        tq1_to_tq2_rows_avx2(w.data + r * w.row_bytes, w.row_bytes, w.n_in, rows, buf,
+                             t2.row_bytes);
+        for (int64_t t = 0; t < nt; t += 4) {
+          const int T = int(nt - t < 4 ? nt - t : 4);
+          ternary_block<kTq2, kPerBlock>(rows, T, t2, x, 0, t, y + r, y_stride);
+        }
+      }
+      return;
+    }
+  }
   for (int64_t r = r0; r < r1; r += 4) {
     const int rows = int(r1 - r < 4 ? r1 - r : 4);
     for (int64_t t = 0; t < nt; t += 4) {
@@ -763,6 +782,24 @@ void quantize_acts_avx2(const float* x, int64_t n_tokens, int64_t n, ActsOut out
   const int64_t runs = (n + 127) / 128;
   for (int64_t t = 0; t < n_tokens; ++t) {
     quantize_row(x + t * n, n, out.q + t * n, out.scale + t, out.sums + t * runs);
+  }
+}
+
+void tq1_to_tq2_rows_avx2(const uint8_t* src, int64_t src_pitch, int64_t n_in, int rows,
+                          uint8_t* dst, int64_t dst_pitch) {
+  for (int i = 0; i < rows; ++i) {
+    for (int64_t b = 0; b < n_in / 256; ++b) {
+      const uint8_t* blk = src + i * src_pitch + 54 * b;
+      uint8_t* out = dst + i * dst_pitch + 66 * b;
+      for (int k = 0; k < 2; ++k) {  // TQ2_0 byte 32k + m: weights 128k + 32g + m at bits 2g
+        __m256i v = tq1_group(blk, k, 0);
+        for (int g = 1; g < 4; ++g) {
+          v = _mm256_or_si256(v, _mm256_slli_epi16(tq1_group(blk, k, g), 2 * g));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * k), v);
+      }
+      std::memcpy(out + 64, blk + 52, 2);
+    }
   }
 }
 

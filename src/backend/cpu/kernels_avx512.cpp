@@ -419,6 +419,31 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
                   int64_t r1) {
   constexpr int kRows = 4, kTokens = 4;
   const int64_t nt = x.n_tokens;
+  if constexpr (kLayout == kTq1) {
+    if (nt > kTokens) {  // more than one token tile: decode each block of rows once, as TQ2_0
+      TernaryView t2 = w;
+      t2.type = DType::TQ2_0;
+      t2.row_bytes = w.n_in / 256 * 66;
+      uint8_t* buf = ternary_scratch(kRows * t2.row_bytes);
+      t2.data = buf;
+      for (int64_t r = r0; r < r1; r += kRows) {
+        const int rows = int(r1 - r < kRows ? r1 - r : kRows);
+        tq1_to_tq2_rows_avx2(w.data + r * w.row_bytes, w.row_bytes, w.n_in, rows, buf,
+                             t2.row_bytes);
+        for (int64_t t = 0; t < nt; t += kTokens) {
+          const int T = int(nt - t < kTokens ? nt - t : kTokens);
+          if (rows == kRows) {
+            ternary_tile_for<kTq2, kPerBlock, kRows>(T)(t2, x, 0, t, y + r, y_stride);
+          } else {
+            for (int i = 0; i < rows; ++i) {
+              ternary_tile_for<kTq2, kPerBlock, 1>(T)(t2, x, i, t, y + r, y_stride);
+            }
+          }
+        }
+      }
+      return;
+    }
+  }
   int64_t r = r0;
   for (; r + kRows <= r1; r += kRows) {
     for (int64_t t = 0; t < nt; t += kTokens) {

@@ -53,6 +53,8 @@ struct FloatView {
 // Scratch memory of a float kernel: at least `floats` floats, 64-byte aligned, owned by the
 // caller's thread (kernels.cpp keeps one buffer per thread).
 float* float_scratch(int64_t floats);
+// The same for the ternary kernels (TQ1_0 rows decoded for many tokens).
+uint8_t* ternary_scratch(int64_t bytes);
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define TRIT_CPU_X86 1
@@ -64,6 +66,11 @@ void float_matmul_avx2(const FloatView& w, const float* x, int64_t n_tokens, flo
                        int64_t y_stride, int64_t r0, int64_t r1);
 // Rows [r0, r1) as f32, one after another (the AVX-512 level uses it too).
 void float_decode_rows_avx2(const FloatView& w, int64_t r0, int64_t r1, float* out);
+
+// `rows` TQ1_0 rows of n_in weights (pitch src_pitch) as TQ2_0 rows (pitch dst_pitch): the
+// same codes and block scales (the AVX-512 level uses it too).
+void tq1_to_tq2_rows_avx2(const uint8_t* src, int64_t src_pitch, int64_t n_in, int rows,
+                          uint8_t* dst, int64_t dst_pitch);
 
 void quantize_acts_avx512(const float* x, int64_t n_tokens, int64_t n, ActsOut out);
 void ternary_matmul_avx512(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,

@@ -11,6 +11,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/quant.h"
 #include "core/random.h"
 
 namespace trit::engine {
@@ -19,10 +20,24 @@ using Vec = std::vector<float>;
 
 namespace {
 
-// Trits of one row of a TQ2_0 or I2_S matrix and the scale of each weight's block.
+// Trits of one row of a TQ1_0, TQ2_0 or I2_S matrix and the scale of each weight's block.
 void decode_ternary_row(const TernaryMatrix& w, int64_t r, int8_t* trits, float* scales) {
   const int64_t n = w.n_in;
-  if (w.type == DType::TQ2_0) {
+  if (w.type == DType::TQ1_0) {
+    const uint8_t* row = w.data + r * row_bytes(DType::TQ1_0, n);
+    uint8_t codes[kQK_K];
+    for (int64_t b = 0; b < n / kQK_K; ++b) {
+      const uint8_t* blk = row + b * kTQ1BlockBytes;
+      uint16_t d16;
+      std::memcpy(&d16, blk + kTQ1DOffset, 2);
+      const float d = fp16_to_f32(d16);
+      decode_tq1_0_block(blk, codes);
+      for (int64_t j = 0; j < kQK_K; ++j) {
+        trits[b * kQK_K + j] = int8_t(codes[j] - 1);
+        scales[b * kQK_K + j] = d;
+      }
+    }
+  } else if (w.type == DType::TQ2_0) {
     const uint8_t* row = w.data + r * row_bytes(DType::TQ2_0, n);
     for (int64_t b = 0; b < n / kQK_K; ++b) {
       const uint8_t* blk = row + b * 66;
@@ -109,8 +124,10 @@ void check_branch(const LoraBranch& br, int64_t n_in, int64_t n_out, const char*
 
 void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_tokens, float* y,
                           int64_t r0, int64_t r1) {
-  if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {  // e.g. a merged model's float layer
-    fail("ternary_matmul_float: weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
+  if (w.type != DType::TQ1_0 && w.type != DType::TQ2_0 && w.type != DType::I2_S) {
+    // e.g. a merged model's float layer
+    fail("ternary_matmul_float: weight type ", dtype_name(w.type),
+         " is not tq1_0, tq2_0 or i2_s");
   }
   std::vector<int8_t> trits(static_cast<size_t>(w.n_in));
   std::vector<float> scales(static_cast<size_t>(w.n_in));

@@ -31,6 +31,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/quant.h"
 
 #if defined(__GNUC__)
 #define TRIT_INLINE inline __attribute__((always_inline))
@@ -56,10 +57,10 @@ struct View {
 };
 
 View make_view(const TernaryMatrix& w, const char* op, int64_t c0, int64_t c1) {
-  if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {
-    fail(op, ": weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
+  if (w.type != DType::TQ1_0 && w.type != DType::TQ2_0 && w.type != DType::I2_S) {
+    fail(op, ": weight type ", dtype_name(w.type), " is not tq1_0, tq2_0 or i2_s");
   }
-  const int64_t block = w.type == DType::TQ2_0 ? 256 : 128;
+  const int64_t block = w.type == DType::I2_S ? 128 : 256;
   if (w.n_in <= 0 || w.n_in % block != 0 || w.n_out < 0) {
     fail(op, ": ", dtype_name(w.type), " matrix of ", w.n_out, " rows of ", w.n_in,
          " weights (rows must be a positive multiple of ", block, ")");
@@ -86,7 +87,7 @@ View make_view(const TernaryMatrix& w, const char* op, int64_t c0, int64_t c1) {
 TRIT_INLINE float block_d(const View& w, const uint8_t* blk) {
   if (w.uniform) return w.d;
   uint16_t h;
-  std::memcpy(&h, blk + 64, 2);
+  std::memcpy(&h, blk + (w.type == DType::TQ1_0 ? kTQ1DOffset : 64), 2);
   return fp16_to_f32(h);
 }
 
@@ -95,7 +96,13 @@ float weight_at(const View& w, int64_t r, int64_t c) {
   const uint8_t* row = w.data + r * w.row_bytes;
   int code;
   float d;
-  if (w.type == DType::TQ2_0) {
+  if (w.type == DType::TQ1_0) {
+    const uint8_t* blk = row + (c / 256) * kTQ1BlockBytes;
+    uint8_t codes[256];
+    decode_tq1_0_block(blk, codes);
+    code = codes[c % 256];
+    d = block_d(w, blk);
+  } else if (w.type == DType::TQ2_0) {
     const uint8_t* blk = row + (c / 256) * 66;
     const int64_t j = c % 256, h = j / 128, l = (j % 128) / 32, m = j % 32;
     code = (blk[32 * h + m] >> (2 * l)) & 3;
@@ -116,7 +123,13 @@ TRIT_INLINE void decode_panel(const View& w, int64_t r0, int64_t n_rows, int64_t
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* row = w.data + (r0 + r) * w.row_bytes;
     float* out = panel + r * kTile;  // (kTile)
-    if (w.type == DType::TQ2_0) {    // byte 32h + m holds weights 128h + 32l + m at bits 2l
+    if (w.type == DType::TQ1_0) {
+      const uint8_t* blk = row + (tile_start / 256) * kTQ1BlockBytes;
+      const float d = block_d(w, blk);
+      uint8_t codes[256];
+      decode_tq1_0_block(blk, codes);
+      for (int j = 0; j < 256; ++j) out[j] = d * float(int(codes[j]) - 1);
+    } else if (w.type == DType::TQ2_0) {  // byte 32h + m holds weights 128h + 32l + m at bits 2l
       const uint8_t* blk = row + (tile_start / 256) * 66;
       const float d = block_d(w, blk);
       for (int h = 0; h < 2; ++h) {

@@ -1,6 +1,6 @@
 // The Vulkan backend's weight cache: every host weight is uploaded the first time an op uses
 // it and kept, keyed by its host address (and the rope table, grown as positions are asked).
-// Ternary layers (TQ2_0, I2_S) become T2 codes (the shaders' layout, still 2 bits a weight); float
+// Ternary layers (TQ1_0, TQ2_0, I2_S) become T2 codes (the shaders' layout, still 2 bits a weight); float
 // matrices keep their layout, except q6_K, which becomes f32 (exact: every q6_K value d * scale * q
 // is an f32 product computed as the CPU's dequantisation computes it).
 #include <algorithm>
@@ -18,13 +18,20 @@ namespace {
 constexpr uint64_t kUploadChunk = 8ull << 20;  // host bytes converted per upload step
 constexpr uint64_t kMinRopeRows = 256;
 
-// Row r of a TQ2_0 or I2_S matrix as T2 words (n_in / 16): weight j's code at bits 2 * (j % 16)
+// Row r of a TQ1_0, TQ2_0 or I2_S matrix as T2 words (n_in / 16): weight j's code at bits 2 * (j % 16)
 // of word j / 16. Codes are copied unchanged (3, invalid, stays 3 as the CPU decodes it).
 void t2_row(const TernaryMatrix& w, int64_t r, uint32_t* out) {
   const int64_t n = w.n_in;
   std::fill(out, out + n / 16, 0u);
   auto put = [&](int64_t j, uint32_t code) { out[j / 16] |= code << (2 * (j % 16)); };
-  if (w.type == DType::TQ2_0) {
+  if (w.type == DType::TQ1_0) {
+    const uint8_t* row = w.data + r * row_bytes(DType::TQ1_0, n);
+    uint8_t codes[kQK_K];
+    for (int64_t b = 0; b < n / kQK_K; ++b) {
+      decode_tq1_0_block(row + b * kTQ1BlockBytes, codes);
+      for (int64_t j = 0; j < kQK_K; ++j) put(b * 256 + j, codes[j]);
+    }
+  } else if (w.type == DType::TQ2_0) {
     const uint8_t* row = w.data + r * row_bytes(DType::TQ2_0, n);
     for (int64_t b = 0; b < n / kQK_K; ++b) {
       const uint8_t* blk = row + b * 66;  // byte 32h + m: weights 128h + 32l + m at bits 2l
@@ -48,7 +55,7 @@ void t2_row(const TernaryMatrix& w, int64_t r, uint32_t* out) {
 }
 
 // The one scale the CPU kernels use for every block (ternary_view in kernels.cpp), or 0 when
-// the blocks of a TQ2_0 matrix have their own.
+// the blocks of a TQ1_0 or TQ2_0 matrix have their own.
 float uniform_d(const TernaryMatrix& w) {
   float d = w.uniform_scale;
   if (w.type == DType::I2_S && d == 0.0f) std::memcpy(&d, w.data + w.n_out * (w.n_in / 4), 4);
@@ -79,8 +86,9 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
   if (it != ternary_.end()) return *it->second;
   // The rows as stored on the host (padded there already when no packed type held them)
   const TernaryMatrix w = lw.m.storage();
-  if (w.type != DType::TQ2_0 && w.type != DType::I2_S) {
-    fail("vulkan: linear ", lw.name, ": weight type ", dtype_name(w.type), " is not tq2_0 or i2_s");
+  if (w.type != DType::TQ1_0 && w.type != DType::TQ2_0 && w.type != DType::I2_S) {
+    fail("vulkan: linear ", lw.name, ": weight type ", dtype_name(w.type),
+         " is not tq1_0, tq2_0 or i2_s");
   }
   auto tw = std::make_unique<TernaryWeight>();
   tw->d = uniform_d(w);
@@ -103,11 +111,13 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
     if (tw->codes.pieces() > 1) o.max_piece_bytes = tw->codes.rows_per_piece() * uint64_t(nb) * 4;
     tw->dblk = make_tiled(ctx_, lw.name + " block scales", uint64_t(w.n_out), uint64_t(nb) * 4, o);
     std::vector<float> d(size_t(w.n_out * nb), 0.0f);  // I2_S with a zero scale: zeros
-    if (w.type == DType::TQ2_0) {
-      const int64_t rb = row_bytes(DType::TQ2_0, w.n_in);
+    if (w.type != DType::I2_S) {
+      const bool tq1 = w.type == DType::TQ1_0;
+      const int64_t rb = row_bytes(w.type, w.n_in);
+      const int64_t block = tq1 ? kTQ1BlockBytes : 66, d_at = tq1 ? kTQ1DOffset : 64;
       for (int64_t r = 0; r < w.n_out; ++r) {
         for (int64_t b = 0; b < w.n_in / kQK_K; ++b) {  // padded blocks: scale 0
-          d[size_t(r * nb + b)] = fp16_to_f32(load_u16(w.data + r * rb + b * 66 + 64));
+          d[size_t(r * nb + b)] = fp16_to_f32(load_u16(w.data + r * rb + b * block + d_at));
         }
       }
     }

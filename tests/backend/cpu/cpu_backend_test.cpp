@@ -252,8 +252,8 @@ TEST_F(CpuTrainOps, RopeBackwardIsTheInverseRotation) {
 }
 
 TEST_F(CpuTrainOps, LinearBackwardIsTheTransposedTernaryProduct) {
-  for (DType type : {DType::TQ2_0, DType::I2_S}) {
-    auto w = test::ternary_weight(type, 512, 96, type == DType::TQ2_0, 40);
+  for (DType type : {DType::TQ1_0, DType::TQ2_0, DType::I2_S}) {
+    auto w = test::ternary_weight(type, 512, 96, type != DType::I2_S, 40);
     w->w.out_scale = 1.5f;
     const int64_t n = 5;
     const Vec dy = randn(n * 96, 41), pre = randn(n * 512, 42);

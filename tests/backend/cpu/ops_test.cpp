@@ -494,11 +494,16 @@ TernaryCase make_ternary(DType type, int64_t n_in, int64_t n_out, bool uniform, 
   std::vector<int8_t> trits(sz(n_in * n_out));
   for (int8_t& t : trits) t = int8_t(int(rng() % 3) - 1);
   const float scales[] = {0.5f, 0.25f, 1.0f, 2.0f};
-  if (type == DType::TQ2_0) {
+  if (type == DType::TQ2_0 || type == DType::TQ1_0) {
     std::vector<float> d(sz(n_in * n_out / 256));
     for (float& s : d) s = uniform ? 0.5f : scales[rng() % 4];
-    c.bytes.resize(sz(n_in * n_out / 256 * 66));
-    pack_tq2_0(trits.data(), d.data(), n_in * n_out, c.bytes.data());
+    if (type == DType::TQ1_0) {
+      c.bytes.resize(sz(n_in * n_out / 256 * 54));
+      pack_tq1_0(trits.data(), d.data(), n_in * n_out, c.bytes.data());
+    } else {
+      c.bytes.resize(sz(n_in * n_out / 256 * 66));
+      pack_tq2_0(trits.data(), d.data(), n_in * n_out, c.bytes.data());
+    }
     for (size_t i = 0; i < trits.size(); ++i) c.dense[i] = trits[i] * double(d[i / 256]);
   } else {
     c.bytes.resize(sz(n_in * n_out / 4 + 32));
@@ -506,7 +511,7 @@ TernaryCase make_ternary(DType type, int64_t n_in, int64_t n_out, bool uniform, 
     for (size_t i = 0; i < trits.size(); ++i) c.dense[i] = trits[i] * 0.25;
   }
   c.uniform_scale = ternary_uniform_scale(type, c.bytes.data(), n_in, n_out);
-  if (type == DType::TQ2_0) {
+  if (type != DType::I2_S) {
     EXPECT_EQ(c.uniform_scale != 0.0f, uniform);
   }
   return c;
@@ -538,6 +543,8 @@ TEST(TernaryTransposed, ExactOnIntegerData) {
   cases.push_back(make_ternary(DType::TQ2_0, 512, 300, false, 20));
   cases.push_back(make_ternary(DType::TQ2_0, 256, 40, true, 21));
   cases.push_back(make_ternary(DType::I2_S, 384, 70, true, 22));
+  cases.push_back(make_ternary(DType::TQ1_0, 512, 300, false, 20));
+  cases.push_back(make_ternary(DType::TQ1_0, 256, 40, true, 21));
   for (const TernaryCase& c : cases) {
     std::mt19937 rng(23);
     FVec dy(sz(T * c.n_out));
@@ -564,7 +571,8 @@ TEST(TernaryTransposed, ExactOnIntegerData) {
 TEST(TernaryTransposed, FastMatchesReferenceBitForBit) {
   const int64_t T = 21;
   for (const TernaryCase& c : {make_ternary(DType::TQ2_0, 768, 270, false, 30),
-                               make_ternary(DType::I2_S, 640, 33, true, 31)}) {
+                               make_ternary(DType::I2_S, 640, 33, true, 31),
+                               make_ternary(DType::TQ1_0, 768, 270, false, 30)}) {
     // dy rows with a stride: the first n_out of each row of n_out + 5 are used
     const int64_t stride = c.n_out + 5;
     const FVec dy = random_floats(sz(T * stride), 32);

@@ -319,6 +319,9 @@ std::vector<OpCase> op_cases() {
   c.push_back(linear_case("linear_tq2_0_864_wide_padded_float_acts", 9, false, 1e-5,
                           {{TQ2, 320, 1, {}, false, 1024}}, kActWords, 864));
   c.push_back(linear_case("linear_tq2_0_block_scales", 45, true, 1e-5, {{TQ2, 704, 1, {}, true}}));
+  // TQ1_0 read from its own layout (converted to the shaders' codes at upload).
+  c.push_back(linear_case("linear_tq1_0_qkv_blocks", 45, true, 1e-5,
+                          {{DType::TQ1_0, 512, 1, {}, true}, {DType::TQ1_0, 256}}));
   // Float activations (--act-quant none).
   c.push_back(linear_case("linear_tq2_0_float_acts", 37, false, 1e-5,
                           {{TQ2, 352}, {TQ2, 128, 0.5f}, {TQ2, 128, 1, {}, true}}, kActWords));

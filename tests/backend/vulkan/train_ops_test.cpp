@@ -393,6 +393,7 @@ std::vector<TrainCase> train_cases() {
   c.push_back(linear_backward_case(TQ2, false, N, 768, 1024, 1));
   c.push_back(linear_backward_case(TQ2, true, N, 768, 1024, 1.25f));
   c.push_back(linear_backward_case(I2S, false, N, 768, 1024, 0.75f));
+  c.push_back(linear_backward_case(DType::TQ1_0, true, N, 768, 1024, 1));
   c.push_back(linear_backward_case(TQ2, false, 1, 768, 1024, 1));
   c.push_back(linear_backward_case(TQ2, true, 77, 1280, 512, 1));
   c.push_back(linear_backward_case(I2S, false, 77, 1280, 512, 1));
