@@ -174,6 +174,11 @@ class Backend {
   // A zero-filled tensor.
   virtual std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols,
                                                TensorUse use = TensorUse::Activations) = 0;
+  // A tensor over the caller's host memory (rows x cols floats that outlive it), for backends
+  // that compute in host memory; nullptr where the device needs its own copy.
+  virtual std::unique_ptr<DeviceTensor> host_view(std::string_view, float*, int64_t, int64_t) {
+    return nullptr;
+  }
   // Copies rows [row0, row0 + n) between the host (row-major, t.cols() floats a row) and t.
   virtual void write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) = 0;
   virtual void read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) = 0;

@@ -48,16 +48,26 @@ void TrainableModel::init() {
   uint64_t salt = 1;
   for (const std::string& name : lora_layer_order(adapter_)) {
     LoraLayer& L = adapter_.layers.at(name);
-    LoraGrad& g = grads_[name];
-    g.da.assign(L.a.size(), 0.0f);
-    g.db.assign(L.b.size(), 0.0f);
+    LoraGrad& g = grads_[name];  // filled by grads() (tests): no host copy otherwise
     auto make = [&](const std::string& tname, int64_t rows, int64_t cols) {
       tensors_.push_back(be_.tensor(tname, rows, cols));
       return tensors_.back().get();
     };
+    // The values: the adapter's own memory where the backend computes in host memory (one
+    // copy of a 13B model's rank-16 adapter is 250 MB), else a device copy kept in sync.
+    auto values = [&](const std::string& tname, std::vector<float>& host, int64_t rows,
+                      int64_t cols) {
+      if (int64_t(host.size()) == rows * cols) {
+        if (auto v = be_.host_view(tname, host.data(), rows, cols)) {
+          tensors_.push_back(std::move(v));
+          return tensors_.back().get();
+        }
+      }
+      return make(tname, rows, cols);
+    };
     LoraBranch br;
-    br.a = make(name + ".lora_a", L.rank, L.n_in);
-    br.b = make(name + ".lora_b", L.n_out, L.rank);
+    br.a = values(name + ".lora_a", L.a, L.rank, L.n_in);
+    br.b = values(name + ".lora_b", L.b, L.n_out, L.rank);
     br.da = make(name + ".lora_a.grad", L.rank, L.n_in);
     br.db = make(name + ".lora_b.grad", L.n_out, L.rank);
     br.scale = adapter_.scaling(L.rank);
@@ -112,7 +122,10 @@ void TrainableModel::sync_adapter() {
 }
 
 const std::map<std::string, LoraGrad>& TrainableModel::grads() {
-  for (const Param& p : params_) be_.read(*p.grad, 0, p.grad->rows(), p.host_grad->data());
+  for (const Param& p : params_) {
+    p.host_grad->resize(size_t(p.grad->rows() * p.grad->cols()));
+    be_.read(*p.grad, 0, p.grad->rows(), p.host_grad->data());
+  }
   return grads_;
 }
 

@@ -17,11 +17,14 @@ namespace trit::engine {
 class CpuTensor final : public DeviceTensor {
  public:
   CpuTensor(std::string name, int64_t rows, int64_t cols);
-  float* data() { return data_.data(); }
-  const float* data() const { return data_.data(); }
+  // Over memory the caller owns (Backend::host_view).
+  CpuTensor(std::string name, int64_t rows, int64_t cols, float* data);
+  float* data() { return data_; }
+  const float* data() const { return data_; }
 
  private:
-  std::vector<float> data_;  // (rows, cols)
+  std::vector<float> owned_;  // (rows, cols), unless the tensor views the caller's memory
+  float* data_ = nullptr;
 };
 
 // The host data of a tensor made by a CpuBackend (throws naming the tensor otherwise).
@@ -33,6 +36,8 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(ThreadPool& pool) : pool_(pool) {}
 
   std::string description() const override;
+  std::unique_ptr<DeviceTensor> host_view(std::string_view name, float* data, int64_t rows,
+                                          int64_t cols) override;
 
   // tensor.cpp
   std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols,

@@ -16,7 +16,11 @@ void check_rows(const DeviceTensor& t, int64_t row0, int64_t n, const char* op) 
 
 CpuTensor::CpuTensor(std::string name, int64_t rows, int64_t cols)
     : DeviceTensor(std::move(name), rows, cols),
-      data_(static_cast<size_t>(rows) * static_cast<size_t>(cols), 0.0f) {}
+      owned_(static_cast<size_t>(rows) * static_cast<size_t>(cols), 0.0f),
+      data_(owned_.data()) {}
+
+CpuTensor::CpuTensor(std::string name, int64_t rows, int64_t cols, float* data)
+    : DeviceTensor(std::move(name), rows, cols), data_(data) {}
 
 float* cpu_data(DeviceTensor& t) {
   auto* c = dynamic_cast<CpuTensor*>(&t);
@@ -38,15 +42,26 @@ std::unique_ptr<DeviceTensor> CpuBackend::tensor(std::string_view name, int64_t 
   return std::make_unique<CpuTensor>(std::string(name), rows, cols);
 }
 
+std::unique_ptr<DeviceTensor> CpuBackend::host_view(std::string_view name, float* data,
+                                                    int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0 || (!data && rows * cols > 0)) {
+    fail("cpu backend: view '", name, "' of ", rows, " x ", cols);
+  }
+  return std::make_unique<CpuTensor>(std::string(name), rows, cols, data);
+}
+
+// A view written from or read into its own memory copies nothing (std::copy onto itself would
+// be an overlapping copy).
 void CpuBackend::write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) {
   check_rows(t, row0, n, "write");
-  std::copy(src, src + n * t.cols(), cpu_data(t) + row0 * t.cols());
+  float* d = cpu_data(t) + row0 * t.cols();
+  if (d != src) std::copy(src, src + n * t.cols(), d);
 }
 
 void CpuBackend::read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) {
   check_rows(t, row0, n, "read");
   const float* s = cpu_data(t) + row0 * t.cols();
-  std::copy(s, s + n * t.cols(), dst);
+  if (s != dst) std::copy(s, s + n * t.cols(), dst);
 }
 
 void CpuBackend::zero(DeviceTensor& t) {
