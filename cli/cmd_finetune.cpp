@@ -23,6 +23,7 @@ void add_finetune_command(CLI::App& app) {
     std::string model, device;
     int threads = 0;
     int64_t max_buffer_mb = 0;
+    int64_t mem_budget_mb = 0;
     bool act_quant = true;
     std::string activation;
     TrainOptions train;
@@ -73,6 +74,7 @@ void add_finetune_command(CLI::App& app) {
          "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
   add_device_options(cmd, a->device, a->max_buffer_mb);
+  add_mem_budget_option(cmd, a->mem_budget_mb);
   add_activation_option(cmd, a->activation);
   add_delegate_options(cmd, a->delegate);
   cmd->callback([a, cmd] {
@@ -92,6 +94,7 @@ void add_finetune_command(CLI::App& app) {
     mo.device = a->device;
     mo.threads = a->threads;
     mo.max_buffer_mb = a->max_buffer_mb;
+    mo.mem_budget_mb = a->mem_budget_mb;
     mo.act_quant = a->act_quant;
     mo.activation = a->activation;
     mo.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };

@@ -17,6 +17,13 @@ void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_
       ->check(CLI::PositiveNumber);
 }
 
+void add_mem_budget_option(CLI::App* cmd, int64_t& mem_budget_mb) {
+  cmd->add_option("--mem-budget", mem_budget_mb,
+                  "Memory budget in MiB (CPU): below the model's size the weights stream from "
+                  "the file a block at a time")
+      ->check(CLI::PositiveNumber);
+}
+
 void add_activation_option(CLI::App* cmd, std::string& activation) {
   cmd->add_option("--activation", activation,
                   "Feed-forward activation instead of the file's: relu2 or silu (`trit info` "
@@ -29,6 +36,7 @@ void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx, bool model_req
   if (model_required) m->required();
   cmd->add_option("-t,--threads", o.threads, "Threads (default: all cores)");
   add_device_options(cmd, o.device, o.max_buffer_mb);
+  add_mem_budget_option(cmd, o.mem_budget_mb);
   cmd->add_option("--act-quant", o.act_quant,
                   "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
@@ -53,6 +61,7 @@ LoadedModel load_model(const RunOptions& o) {
   mo.device = o.device;
   mo.threads = o.threads;
   mo.max_buffer_mb = o.max_buffer_mb;
+  mo.mem_budget_mb = o.mem_budget_mb;
   mo.act_quant = o.act_quant != "none";
   mo.activation = o.activation;
   mo.on_warning = [](const std::string& w) {

@@ -16,6 +16,7 @@ struct RunOptions {
   int threads = 0;
   std::string device;
   int64_t max_buffer_mb = 0;  // 0: the device's own binding limit
+  int64_t mem_budget_mb = 0;  // 0: none
   std::string act_quant = "int8";
   std::string activation;         // "": the file's
   int64_t ctx = 0;                // 0: the command's default
@@ -28,6 +29,8 @@ struct LoadedModel {
   std::vector<AdapterScale> adapters;
 };
 
+// --mem-budget MiB.
+void add_mem_budget_option(CLI::App* cmd, int64_t& mem_budget_mb);
 // --device and --max-buffer-mb.
 void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_mb);
 // --activation (relu2 | silu).

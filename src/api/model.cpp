@@ -135,6 +135,19 @@ Model Model::open(const std::string& path, const ModelOptions& options) {
   impl->backend = std::move(choice.backend);
   impl->fallback = std::move(choice.fallback_reason);
   impl->act_quant = options.act_quant;
+  if (options.mem_budget_mb < 0) {
+    engine::fail_option("mem_budget_mb", "mem_budget_mb must be 0 (none) or more, got ",
+                        options.mem_budget_mb);
+  }
+  if (options.mem_budget_mb > 0) {
+    if (!impl->backend->host_memory()) {
+      engine::fail_option("mem_budget_mb",
+                          "a memory budget is kept on the CPU only (--device "
+                          "cpu); ",
+                          impl->backend->description(), " holds the weights itself");
+    }
+    impl->model->set_mem_budget(uint64_t(options.mem_budget_mb) << 20);
+  }
   impl->info = info_of(*impl->model);
   return Model(std::move(impl));
 }

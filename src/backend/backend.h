@@ -174,6 +174,9 @@ class Backend {
   // A zero-filled tensor.
   virtual std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols,
                                                TensorUse use = TensorUse::Activations) = 0;
+  // True for a backend that computes in host memory as the calls come (the CPU): the model's
+  // weights are read where they are mapped, so streaming them keeps a memory budget.
+  virtual bool host_memory() const { return false; }
   // A tensor over the caller's host memory (rows x cols floats that outlive it), for backends
   // that compute in host memory; nullptr where the device needs its own copy.
   virtual std::unique_ptr<DeviceTensor> host_view(std::string_view, float*, int64_t, int64_t) {

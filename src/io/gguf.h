@@ -113,6 +113,11 @@ class GgufFile {
   const GgufTensor& tensor(std::string_view name) const;  // throws "<file>: missing tensor X"
   // Drops a tensor's pages from memory after its data was converted (MappedFile::release).
   void release(const GgufTensor& t) const { file_.release(t.data, t.nbytes); }
+  // The same for any bytes of the mapping, and read-ahead of them (MappedFile::prefetch).
+  void release(const uint8_t* p, uint64_t n) const { file_.release(p, n); }
+  void prefetch(const uint8_t* p, uint64_t n) const { file_.prefetch(p, n); }
+  bool maps(const uint8_t* p) const { return file_.contains(p); }
+  const MappedFile& mapping() const { return file_; }
 
  private:
   GgufFile() = default;

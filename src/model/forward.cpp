@@ -144,7 +144,9 @@ void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
   be.embedding(*a.x, w.token_embd, tokens, n);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const BlockPass pass{hp, w.blocks[size_t(l)], block_lora(lora, l), {act_quant}};
+    model.block_in(l, l + 1);
     block_forward(be, pass, *a.x, n, seqs[size_t(l)], acts);
+    model.block_out(l);
   }
   be.rms_norm({a.x.get(), w.output_norm, hp.rms_eps, a.h.get()}, n);
 }
@@ -159,7 +161,10 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
   head.w = &model.weights().output;
   head.lora = lora;
   head.logits = logits;
+  const int64_t n_layer = model.hparams().n_layer;
+  model.block_in(n_layer, 0);  // the next pass starts at block 0
   be.head(head);
+  model.block_out(n_layer);
 }
 
 }  // namespace
@@ -365,7 +370,9 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
     const BlockPass pass{
         hp, w.blocks[size_t(l)], bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
     const KvView self{a.k, a.v, 0, 0, T};  // the sequence is its own cache
+    model.block_in(l, l + 1);
     block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
+    model.block_out(l);
   }
   be.rms_norm({ta.x_.get(), w.output_norm, hp.rms_eps, ta.hf_.get(), ta.rstdf_.get()}, T);
   if (for_backward) be.zero(*ta.dhf_);
@@ -379,7 +386,9 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
   head.norm = seq.norm;
   head.chunk = o.head_chunk;
   head.dh = for_backward ? ta.dhf_.get() : nullptr;
+  model.block_in(hp.n_layer, for_backward ? hp.n_layer - 1 : 0);  // backward starts at the end
   be.head(head);
+  model.block_out(hp.n_layer);
   return be.take_loss();  // one submission for the whole pass on a device
 }
 
@@ -400,6 +409,7 @@ void model_backward(const Model& model, const TrainSequence& seq, const LoraSet&
                          w.blocks[size_t(l)],
                          bl,
                          {o.act_quant, o.dropout, splitmix64(seq.dropout_key + uint64_t(l))}};
+    model.block_in(l, l > 0 ? l - 1 : 0);
     if (o.checkpointing) {  // recompute the block's activations from its input
       ta.bind_lora(l, bl);
       be.copy(*ta.x_, *ta.inputs_[size_t(l)], T);
@@ -407,6 +417,7 @@ void model_backward(const Model& model, const TrainSequence& seq, const LoraSet&
       block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
     }
     block_backward(be, pass, *ta.inputs_[size_t(l)], a, ta.g_, *ta.dx_, T);
+    model.block_out(l);
   }
 }
 

@@ -68,6 +68,28 @@ class Model {
   const LoraAdapter* embedded_adapter() const { return embedded_.get(); }
   float embedded_adapter_scale() const { return embedded_scale_; }
 
+  // Streaming, for a memory budget smaller than the weights on the CPU: a pass calls
+  // block_in(l, next) before block l computes (the file's pages of block `next` are read
+  // ahead meanwhile) and block_out(l) after (its pages leave the resident set; they are read
+  // again when touched). Block n_layer is the LM head. No-ops unless streaming is on, and only
+  // for a backend that computes in host memory as the calls come (the CPU's).
+  bool streaming() const { return streaming_; }
+  // A memory budget in bytes (0: none). Streaming turns on when the budget is below what the
+  // whole model needs resident; a budget below min_stream_bytes() is refused (trit::Error
+  // naming the smallest that works).
+  void set_mem_budget(uint64_t bytes);
+  uint64_t mem_budget() const { return mem_budget_; }
+  // The least any run of this model needs while streaming: the process itself, the weights
+  // converted at load (they stay resident), and the largest pair of neighbouring blocks (one
+  // computing, one read ahead; the head counts as a block).
+  uint64_t min_stream_bytes() const;
+  // The same without streaming: every weight resident.
+  uint64_t resident_run_bytes() const;
+  void block_in(int64_t l, int64_t next) const;
+  void block_out(int64_t l) const;
+  // The bytes of the file one block (or the head, l = n_layer) reads in place.
+  uint64_t block_bytes(int64_t l) const;
+
  private:
   Model() = default;
   const float* load_f32_vector(const std::string& name, int64_t n);
@@ -83,6 +105,14 @@ class Model {
   bool merged_linears_ = false;              // trit.linear_weights = "merged"
   std::unique_ptr<LoraAdapter> embedded_;
   float embedded_scale_ = 1.0f;
+  struct Span {
+    const uint8_t* p = nullptr;
+    uint64_t n = 0;
+  };
+  void find_spans();
+  std::vector<Span> spans_;  // per block, then the head: the mapped bytes each reads in place
+  bool streaming_ = false;
+  uint64_t mem_budget_ = 0;
 };
 
 }  // namespace trit::engine

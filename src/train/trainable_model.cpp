@@ -90,7 +90,29 @@ void TrainableModel::init() {
       params_.push_back(std::move(prm));
     }
   }
+  check_budget();
   upload_adapter();
+}
+
+void TrainableModel::check_budget() const {
+  const uint64_t budget = model_.mem_budget();
+  if (budget == 0) return;
+  // The adapter's values, gradients and two AdamW moments, four bytes a parameter each.
+  uint64_t params = 0;
+  for (const Param& p : params_) params += uint64_t(p.value->rows() * p.value->cols());
+  const uint64_t state = params * 16;
+  const uint64_t weights =
+      model_.streaming() ? model_.min_stream_bytes() : model_.resident_run_bytes();
+  if (weights + state > budget) {
+    auto mib = [](uint64_t b) { return (b + (1 << 20) - 1) >> 20; };
+    fail(model_.path(), ": a memory budget of ", mib(budget),
+         " MiB cannot hold this fine-tune: ", "its adapter of ", params, " parameters takes ",
+         mib(state),
+         " MiB with gradients and AdamW moments; the smallest budget that could work is ",
+         mib(weights + state),
+         " MiB (activations not counted; fewer targets or a lower rank "
+         "need less)");
+  }
 }
 
 double TrainableModel::forward_backward(const int32_t* tokens, const int32_t* targets,

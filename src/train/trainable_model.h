@@ -68,6 +68,8 @@ class TrainableModel {
  private:
   struct Param;
   void init();
+  // Refuses an adapter whose training state does not fit the model's memory budget.
+  void check_budget() const;
 
   const Model& model_;
   LoraAdapter& adapter_;

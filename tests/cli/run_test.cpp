@@ -128,6 +128,38 @@ TEST_F(CliRun, BenchPrintsJson) {
   EXPECT_NE(r.output.find("\"peak_rss_mib\""), std::string::npos) << r.output;
 }
 
+// --mem-budget: a budget below the model's size streams its weights and gives the same
+// logits; one too small is refused naming the smallest that works; a GPU is refused (its weights
+// live on the device).
+TEST_F(CliRun, MemoryBudgetStreamsOrIsRefusedClearly) {
+  CreateOptions o = test::tiny_options(12, DType::TQ1_0);
+  o.hp.n_layer = 12;
+  const std::string deep = test::create_model(dir_, "deep.gguf", o);
+  auto model = Model::load(deep);
+  const int64_t least = int64_t((model->min_stream_bytes() + (1 << 20) - 1) >> 20);
+  model->set_mem_budget(uint64_t(least) << 20);
+  ASSERT_TRUE(model->streaming()) << least << " MiB";
+  const std::string logits = "logits -m " + deep + " --device cpu -t 2 --ids 1,5,9,300,7 -o ";
+  test::ShellResult r = run(logits + dir_.file("plain.f32"));
+  ASSERT_EQ(r.rc, 0) << r.output;
+  r = run(logits + dir_.file("streamed.f32") + " --mem-budget " + std::to_string(least));
+  ASSERT_EQ(r.rc, 0) << r.output;
+  const std::string plain = test::read_file(dir_.file("plain.f32"));
+  EXPECT_FALSE(plain.empty());
+  EXPECT_TRUE(plain == test::read_file(dir_.file("streamed.f32")));
+  r = run("bench -m " + deep + " --device cpu -p 8 -n 4 -r 1 --mem-budget " +
+          std::to_string(least - 1));
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.output.find("the smallest that works is " + std::to_string(least) + " MiB"),
+            std::string::npos)
+      << r.output;
+  r = run("generate -m " + deep + " --device vulkan -p hi -n 2 --mem-budget 500");
+  EXPECT_NE(r.rc, 0);
+  if (r.output.find("Vulkan") == std::string::npos || r.output.find("no ") == std::string::npos) {
+    EXPECT_NE(r.output.find("kept on the CPU only"), std::string::npos) << r.output;
+  }
+}
+
 TEST_F(CliRun, UnknownDeviceIsRefused) {
   test::ShellResult r = run("generate -m " + model_ + " -p hi -n 2 --device tpu");
   EXPECT_NE(r.rc, 0);

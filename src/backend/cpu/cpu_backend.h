@@ -36,6 +36,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(ThreadPool& pool) : pool_(pool) {}
 
   std::string description() const override;
+  bool host_memory() const override { return true; }
   std::unique_ptr<DeviceTensor> host_view(std::string_view name, float* data, int64_t rows,
                                           int64_t cols) override;
 

@@ -1,0 +1,138 @@
+// A memory budget below the model's size streams the weights (Model::set_mem_budget): the
+// results do not change, bit for bit, in inference and in training, and after a pass the
+// file's pages are out of the process's resident set (the mapping's Rss in /proc/self/smaps),
+// where without streaming they stay. Budgets too small to run are refused, naming the smallest.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "support/files.h"
+#include "support/models.h"
+#include "train/lora_init.h"
+#include "train/trainable_model.h"
+
+namespace trit::engine {
+namespace {
+
+// Resident bytes of the process's mappings of `path` (the Rss lines of /proc/self/smaps).
+uint64_t mapped_rss(const std::string& path) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  uint64_t kib = 0;
+  while (std::getline(smaps, line)) {
+    std::istringstream in(line);
+    std::string first;
+    in >> first;
+    if (first.find('-') != std::string::npos && first.back() != ':') {  // a mapping's header
+      inside = line.size() >= path.size() &&
+               line.compare(line.size() - path.size(), path.size(), path) == 0;
+    } else if (inside && first == "Rss:") {
+      uint64_t v = 0;
+      in >> v;
+      kib += v;
+    }
+  }
+  return kib << 10;
+}
+
+class Streaming : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CreateOptions o = test::tiny_options(31, DType::TQ1_0);
+    o.hp.n_layer = 12;
+    o.hp.tied_head = false;
+    path_ = test::create_model(dir_, "m.gguf", o);
+  }
+  test::TempDir dir_;
+  std::string path_;
+  const std::vector<int32_t> tokens_ = {256, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108};
+};
+
+TEST_F(Streaming, InferenceGivesTheSameLogitsAndLeavesTheWeightsOut) {
+  auto model = Model::load(path_);
+  uint64_t blocks = 0, largest = 0;
+  for (int64_t l = 0; l <= model->hparams().n_layer; ++l) {
+    blocks += model->block_bytes(l);
+    largest = std::max(largest, model->block_bytes(l));
+  }
+  ASSERT_GT(blocks, 6 * largest);
+  const std::vector<float> plain = test::session_logits(*model, tokens_, {.n_ctx = 32});
+  EXPECT_GE(mapped_rss(path_), blocks - 64 * 1024) << "a plain pass keeps its weights mapped";
+
+  model->set_mem_budget(model->min_stream_bytes());
+  ASSERT_TRUE(model->streaming());
+  const std::vector<float> streamed = test::session_logits(*model, tokens_, {.n_ctx = 32});
+  ASSERT_EQ(plain.size(), streamed.size());
+  EXPECT_EQ(0, std::memcmp(plain.data(), streamed.data(), plain.size() * sizeof(float)));
+  // Every block and the head handed back; at most a page at each end of a span stays.
+  EXPECT_LE(mapped_rss(path_), largest + 16 * 4096) << "of " << blocks << " bytes of weights";
+}
+
+TEST_F(Streaming, TrainingGivesTheSameLossAndGradients) {
+  auto run = [&](bool stream) {
+    auto model = Model::load(path_);
+    // A small adapter (rank 1 on three layers: 196 KB with its training state) in a budget
+    // that streams.
+    if (stream) model->set_mem_budget(model->min_stream_bytes() + (512 << 10));
+    EXPECT_EQ(model->streaming(), stream);
+    LoraAdapter adapter = lora_init(model->hparams(), "q,v,down", 1, 8.0f, false, 5);
+    for (auto& [name, L] : adapter.layers) {
+      for (size_t i = 0; i < L.b.size(); ++i) L.b[i] = 0.01f * float(int(i % 7) - 3);
+    }
+    ThreadPool pool(2);
+    TrainableModel tm(*model, adapter, pool, TrainPassOptions{});
+    std::vector<int32_t> targets(tokens_.begin() + 1, tokens_.end());
+    targets.push_back(0);
+    const std::vector<float> mask(tokens_.size(), 1.0f);
+    tm.zero_grads();
+    const double loss = tm.forward_backward(tokens_.data(), targets.data(), mask.data(),
+                                            int64_t(tokens_.size()), float(tokens_.size()), 7);
+    std::vector<float> grads;
+    for (const auto& [name, g] : tm.grads()) {
+      grads.insert(grads.end(), g.da.begin(), g.da.end());
+      grads.insert(grads.end(), g.db.begin(), g.db.end());
+    }
+    return std::pair{loss, grads};
+  };
+  const auto [loss, grads] = run(false);
+  const auto [sloss, sgrads] = run(true);
+  EXPECT_EQ(loss, sloss);
+  ASSERT_EQ(grads.size(), sgrads.size());
+  EXPECT_EQ(0, std::memcmp(grads.data(), sgrads.data(), grads.size() * sizeof(float)));
+}
+
+TEST_F(Streaming, BudgetsTooSmallAreRefusedWithTheSmallestThatWorks) {
+  auto model = Model::load(path_);
+  const uint64_t least = model->min_stream_bytes();
+  try {
+    model->set_mem_budget(least - (1 << 20));
+    FAIL() << "a budget below the least was taken";
+  } catch (const Error& e) {
+    const std::string want =
+        "the smallest that works is " + std::to_string((least + (1 << 20) - 1) >> 20) + " MiB";
+    EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(model->streaming());
+  // A budget above what the whole model needs does not stream.
+  model->set_mem_budget(model->resident_run_bytes());
+  EXPECT_FALSE(model->streaming());
+  // A fine-tune whose adapter state cannot fit: refused before any work, naming its size.
+  model->set_mem_budget(least);
+  LoraAdapter adapter = lora_init(model->hparams(), "all", 64, 8.0f, false, 5);
+  ThreadPool pool(1);
+  try {
+    TrainableModel tm(*model, adapter, pool, TrainPassOptions{});
+    FAIL() << "an adapter larger than the budget was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot hold this fine-tune"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace trit::engine
