@@ -90,9 +90,12 @@ typedef struct trit_model_options {
   /* "relu2" or "silu" instead of the activation the file states or trit decides from it;
    * NULL or "": the file's */
   const char* activation;
+  /* A memory budget in MiB, kept on the CPU (0: none): below the model's size its weights
+   * stream from the file a block at a time; a budget too small to run is refused. */
+  int64_t mem_budget_mb;
 } trit_model_options;
 
-/* device NULL, threads 0, max_buffer_mb 0, act_quant true, no callback. */
+/* device NULL, threads 0, max_buffer_mb 0, act_quant true, no callback, no memory budget. */
 TRIT_API trit_model_options trit_model_options_default(void);
 /* Opens a GGUF model on a device (options NULL: the defaults). TRIT_ERROR_IO: the file;
  * TRIT_ERROR_DEVICE: the device; TRIT_ERROR_INVALID_ARGUMENT: an option. */

@@ -96,10 +96,15 @@ trit::ModelOptions model_options(const trit_model_options& o, const char* fn) {
     bad_argument(fn, ": max_buffer_mb is ", std::to_string(o.max_buffer_mb),
                  ", expected 0 (the device's limit) or more");
   }
+  if (o.mem_budget_mb < 0) {
+    bad_argument(fn, ": mem_budget_mb is ", std::to_string(o.mem_budget_mb),
+                 ", expected 0 (none) or more");
+  }
   trit::ModelOptions mo;
   mo.device = device;
   mo.threads = o.threads;
   mo.max_buffer_mb = o.max_buffer_mb;
+  mo.mem_budget_mb = o.mem_budget_mb;
   mo.act_quant = o.act_quant;
   mo.activation = o.activation ? o.activation : "";
   mo.on_warning = warning_callback(o.on_warning, o.user);

@@ -117,7 +117,6 @@ class GgufFile {
   void release(const uint8_t* p, uint64_t n) const { file_.release(p, n); }
   void prefetch(const uint8_t* p, uint64_t n) const { file_.prefetch(p, n); }
   bool maps(const uint8_t* p) const { return file_.contains(p); }
-  const MappedFile& mapping() const { return file_; }
 
  private:
   GgufFile() = default;

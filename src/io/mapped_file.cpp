@@ -56,19 +56,6 @@ void MappedFile::prefetch(const uint8_t* p, uint64_t n) const {
   madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
 }
 
-void MappedFile::populate(const uint8_t* p, uint64_t n) const {
-  if (data_ == nullptr || n == 0 || p < data_ || p + n > data_ + size_) return;
-  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = uintptr_t(p) / page * page;
-  const uintptr_t end = (uintptr_t(p) + n + page - 1) / page * page;
-#ifndef MADV_POPULATE_READ
-  constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14
-#endif
-  if (madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ) != 0) {
-    madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
-  }
-}
-
 MappedFile::~MappedFile() {
   if (data_ != nullptr) munmap(const_cast<uint8_t*>(data_), size_t(size_));
 }

@@ -24,10 +24,6 @@ class MappedFile {
   void release(const uint8_t* p, uint64_t n) const;
   // Asks the kernel to start reading the pages of [p, p + n) (read-ahead); returns at once.
   void prefetch(const uint8_t* p, uint64_t n) const;
-  // Maps the pages of [p, p + n) into the resident set now (reading them if needed), in one
-  // call rather than a fault a page; returns when done. Read-ahead only where the kernel lacks
-  // MADV_POPULATE_READ (before Linux 5.14).
-  void populate(const uint8_t* p, uint64_t n) const;
   bool contains(const uint8_t* p) const { return data_ && p >= data_ && p < data_ + size_; }
 
   const uint8_t* data() const { return data_; }

@@ -163,6 +163,7 @@ TEST_F(CApi, DefaultsMirrorTheCppApi) {
   EXPECT_EQ(m.device, nullptr);
   EXPECT_EQ(m.threads, 0);
   EXPECT_EQ(m.max_buffer_mb, 0);
+  EXPECT_EQ(m.mem_budget_mb, 0);
   EXPECT_TRUE(m.act_quant);
   const trit_session_options s = trit_session_options_default();
   EXPECT_EQ(s.n_ctx, 0);
@@ -308,6 +309,10 @@ TEST_F(CApi, OpenModelErrors) {
   o.max_buffer_mb = -1;
   EXPECT_FAILS(trit_model_open(model_path_.c_str(), &o, &m), TRIT_ERROR_INVALID_ARGUMENT,
                "max_buffer_mb is -1");
+  o.max_buffer_mb = 0;
+  o.mem_budget_mb = -5;
+  EXPECT_FAILS(trit_model_open(model_path_.c_str(), &o, &m), TRIT_ERROR_INVALID_ARGUMENT,
+               "mem_budget_mb is -5");
   EXPECT_EQ(m, nullptr);
 }
 
