@@ -54,7 +54,8 @@ void TrainableModel::init() {
       return tensors_.back().get();
     };
     // The values: the adapter's own memory where the backend computes in host memory (one
-    // copy of a 13B model's rank-16 adapter is 250 MB), else a device copy kept in sync.
+    // copy of a 13B model's rank-16 adapter is 250 MB), else a device copy kept in sync. The
+    // adapter's arrays must then keep their size and place while this object lives.
     auto values = [&](const std::string& tname, std::vector<float>& host, int64_t rows,
                       int64_t cols) {
       if (int64_t(host.size()) == rows * cols) {
