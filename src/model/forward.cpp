@@ -146,7 +146,7 @@ void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
     const BlockPass pass{hp, w.blocks[size_t(l)], block_lora(lora, l), {act_quant}};
     model.block_in(l, l + 1);
     block_forward(be, pass, *a.x, n, seqs[size_t(l)], acts);
-    model.block_out(l);
+    model.block_out(l, !be.host_memory());
   }
   be.rms_norm({a.x.get(), w.output_norm, hp.rms_eps, a.h.get()}, n);
 }
@@ -164,7 +164,7 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
   const int64_t n_layer = model.hparams().n_layer;
   model.block_in(n_layer, 0);  // the next pass starts at block 0
   be.head(head);
-  model.block_out(n_layer);
+  model.block_out(n_layer, !be.host_memory());
 }
 
 }  // namespace
@@ -372,7 +372,7 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
     const KvView self{a.k, a.v, 0, 0, T};  // the sequence is its own cache
     model.block_in(l, l + 1);
     block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
-    model.block_out(l);
+    model.block_out(l, !be.host_memory());
   }
   be.rms_norm({ta.x_.get(), w.output_norm, hp.rms_eps, ta.hf_.get(), ta.rstdf_.get()}, T);
   if (for_backward) be.zero(*ta.dhf_);
@@ -388,7 +388,7 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
   head.dh = for_backward ? ta.dhf_.get() : nullptr;
   model.block_in(hp.n_layer, for_backward ? hp.n_layer - 1 : 0);  // backward starts at the end
   be.head(head);
-  model.block_out(hp.n_layer);
+  model.block_out(hp.n_layer, !be.host_memory());
   return be.take_loss();  // one submission for the whole pass on a device
 }
 
@@ -417,7 +417,7 @@ void model_backward(const Model& model, const TrainSequence& seq, const LoraSet&
       block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
     }
     block_backward(be, pass, *ta.inputs_[size_t(l)], a, ta.g_, *ta.dx_, T);
-    model.block_out(l);
+    model.block_out(l, !be.host_memory());
   }
 }
 

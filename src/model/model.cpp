@@ -243,6 +243,7 @@ void Model::find_spans() {
   }
   const FloatMatrix& h = w_.output;
   spans_.push_back(span_of({{h.data, *tensor_bytes(h.type, h.n_in, h.n_in * h.n_out)}}));
+  dropped_ = std::make_unique<std::atomic<bool>[]>(spans_.size());
 }
 
 namespace {
@@ -294,9 +295,12 @@ void Model::block_in(int64_t l, int64_t next) const {
   file_->prefetch(spans_[size_t(next)].p, spans_[size_t(next)].n);
 }
 
-void Model::block_out(int64_t l) const {
-  if (!streaming_ || l < 0 || l >= int64_t(spans_.size())) return;
-  file_->release(spans_[size_t(l)].p, spans_[size_t(l)].n);
+void Model::block_out(int64_t l, bool device_copy) const {
+  if (l < 0 || l >= int64_t(spans_.size())) return;
+  // A device uploads a block's weights while its first pass records the block.
+  if (streaming_ || (device_copy && !dropped_[size_t(l)].exchange(true))) {
+    file_->release(spans_[size_t(l)].p, spans_[size_t(l)].n);
+  }
 }
 
 }  // namespace trit::engine

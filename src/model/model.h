@@ -3,6 +3,7 @@
 // compute kernels can use their layout in place.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -72,7 +73,8 @@ class Model {
   // block_in(l, next) before block l computes (the file's pages of block `next` are read
   // ahead meanwhile) and block_out(l) after (its pages leave the resident set; they are read
   // again when touched). Block n_layer is the LM head. No-ops unless streaming is on, and only
-  // for a backend that computes in host memory as the calls come (the CPU's).
+  // for a backend that computes in host memory as the calls come (the CPU's), except the
+  // release of a device's uploaded weights (block_out's device_copy).
   bool streaming() const { return streaming_; }
   // A memory budget in bytes (0: none). Streaming turns on when the budget is below what the
   // whole model needs resident; a budget below min_stream_bytes() is refused (trit::Error
@@ -86,7 +88,9 @@ class Model {
   // The same without streaming: every weight resident.
   uint64_t resident_run_bytes() const;
   void block_in(int64_t l, int64_t next) const;
-  void block_out(int64_t l) const;
+  // device_copy: the backend keeps its own copy of the weights (a GPU), so the block's file
+  // pages leave the host's resident set the first time, streaming or not.
+  void block_out(int64_t l, bool device_copy = false) const;
   // The bytes of the file one block (or the head, l = n_layer) reads in place.
   uint64_t block_bytes(int64_t l) const;
 
@@ -113,6 +117,7 @@ class Model {
   std::vector<Span> spans_;  // per block, then the head: the mapped bytes each reads in place
   bool streaming_ = false;
   uint64_t mem_budget_ = 0;
+  std::unique_ptr<std::atomic<bool>[]> dropped_;  // per span: released for a device copy
 };
 
 }  // namespace trit::engine

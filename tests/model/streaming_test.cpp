@@ -10,8 +10,10 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "infer/session.h"
 #include "support/files.h"
 #include "support/models.h"
+#include "support/vulkan.h"
 #include "train/lora_init.h"
 #include "train/trainable_model.h"
 
@@ -71,6 +73,26 @@ TEST_F(Streaming, InferenceGivesTheSameLogitsAndLeavesTheWeightsOut) {
   EXPECT_EQ(0, std::memcmp(plain.data(), streamed.data(), plain.size() * sizeof(float)));
   // Every block and the head handed back; at most a page at each end of a span stays.
   EXPECT_LE(mapped_rss(path_), largest + 16 * 4096) << "of " << blocks << " bytes of weights";
+}
+
+// A device keeps its own copy of the weights: after its first pass the file's pages leave the
+// host's resident set, with or without a budget, and the next pass gives the same logits.
+TEST_F(Streaming, ADeviceCopyLeavesTheFilePagesOut) {
+  auto model = Model::load(path_);
+  uint64_t largest = 0;
+  for (int64_t l = 0; l <= model->hparams().n_layer; ++l) {
+    largest = std::max(largest, model->block_bytes(l));
+  }
+  std::unique_ptr<Backend> vk;
+  test::open_vulkan(0, &vk);
+  if (!vk) return;
+  Session s(*model, 32, *vk);
+  std::vector<float> first, second;
+  s.eval(tokens_, first, true);
+  EXPECT_LE(mapped_rss(path_), largest + 16 * 4096);
+  s.truncate(0);
+  s.eval(tokens_, second, true);
+  EXPECT_EQ(first, second);
 }
 
 TEST_F(Streaming, TrainingGivesTheSameLossAndGradients) {
