@@ -13,8 +13,8 @@
 #include "backend/cpu/kernels_impl.h"
 #include "core/bytes.h"
 #include "core/error.h"
-#include "core/quant.h"
 #include "core/half.h"
+#include "core/quant.h"
 
 namespace trit::engine {
 namespace {

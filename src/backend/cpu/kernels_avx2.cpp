@@ -161,8 +161,7 @@ inline int64_t run_offset(int64_t k) {
 inline __m256i tq1_digits(__m256i v, __m256i m) {
   const __m256i three = _mm256_set1_epi16(3);
   const __m256i lo = _mm256_slli_epi16(_mm256_mullo_epi16(v, m), 8);
-  const __m256i hi =
-      _mm256_mullo_epi16(_mm256_and_si256(v, _mm256_set1_epi16(int16_t(0xff00))), m);
+  const __m256i hi = _mm256_mullo_epi16(_mm256_and_si256(v, _mm256_set1_epi16(int16_t(0xff00))), m);
   return _mm256_or_si256(_mm256_mulhi_epu16(lo, three),
                          _mm256_slli_epi16(_mm256_mulhi_epu16(hi, three), 8));
 }
@@ -193,7 +192,6 @@ inline __m256i tq1_group(const uint8_t* blk, int64_t k, int g) {
   const __m256i p = _mm256_set_epi16(27, 27, 9, 9, 3, 3, 1, 1, 81, 81, 81, 81, 81, 81, 81, 81);
   return tq1_digits(v, p);
 }
-
 
 // Adds sum(c * q) of run k of R rows and T tokens to acc[i * T + j].
 template <int kLayout, int R, int T>
@@ -299,7 +297,8 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
       reduce_all_epi32(acc, R * T, dots);
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        const float d = kLayout == kTq1 ? half_at(rows[i] + 54 * b + 52) : half_at(rows[i] + 66 * b + 64);
+        const float d =
+            kLayout == kTq1 ? half_at(rows[i] + 54 * b + 52) : half_at(rows[i] + 66 * b + 64);
 #pragma GCC unroll 16
         for (int j = 0; j < T; ++j) {
           const int32_t dot = dots[i * T + j] - (sums[j][2 * b] + sums[j][2 * b + 1]);

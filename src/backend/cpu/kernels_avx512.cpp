@@ -236,7 +236,8 @@ inline void finish(__m512i* acc, int32_t* out) {
 enum Layout { kTq2 = 0, kI2s = 1, kTq1 = 2 };
 
 alignas(64) constexpr int16_t kTq1Mul[4][32] = {
-    {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
+    {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
     {9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,
      27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27},
     {81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81,
@@ -248,8 +249,7 @@ alignas(64) constexpr int16_t kTq1Mul[4][32] = {
 inline __m512i tq1_digits(__m512i v, __m512i m) {
   const __m512i three = _mm512_set1_epi16(3);
   const __m512i lo = _mm512_slli_epi16(_mm512_mullo_epi16(v, m), 8);
-  const __m512i hi =
-      _mm512_mullo_epi16(_mm512_and_si512(v, _mm512_set1_epi16(int16_t(0xff00))), m);
+  const __m512i hi = _mm512_mullo_epi16(_mm512_and_si512(v, _mm512_set1_epi16(int16_t(0xff00))), m);
   return _mm512_or_si512(_mm512_mulhi_epu16(lo, three),
                          _mm512_slli_epi16(_mm512_mulhi_epu16(hi, three), 8));
 }

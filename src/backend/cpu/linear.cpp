@@ -126,8 +126,7 @@ void ternary_matmul_float(const TernaryMatrix& w, const float* x, int64_t n_toke
                           int64_t r0, int64_t r1) {
   if (w.type != DType::TQ1_0 && w.type != DType::TQ2_0 && w.type != DType::I2_S) {
     // e.g. a merged model's float layer
-    fail("ternary_matmul_float: weight type ", dtype_name(w.type),
-         " is not tq1_0, tq2_0 or i2_s");
+    fail("ternary_matmul_float: weight type ", dtype_name(w.type), " is not tq1_0, tq2_0 or i2_s");
   }
   std::vector<int8_t> trits(static_cast<size_t>(w.n_in));
   std::vector<float> scales(static_cast<size_t>(w.n_in));

@@ -1,8 +1,8 @@
 // The Vulkan backend's weight cache: every host weight is uploaded the first time an op uses
 // it and kept, keyed by its host address (and the rope table, grown as positions are asked).
-// Ternary layers (TQ1_0, TQ2_0, I2_S) become T2 codes (the shaders' layout, still 2 bits a weight); float
-// matrices keep their layout, except q6_K, which becomes f32 (exact: every q6_K value d * scale * q
-// is an f32 product computed as the CPU's dequantisation computes it).
+// Ternary layers (TQ1_0, TQ2_0, I2_S) become T2 codes (the shaders' layout, still 2 bits a weight);
+// float matrices keep their layout, except q6_K, which becomes f32 (exact: every q6_K value d *
+// scale * q is an f32 product computed as the CPU's dequantisation computes it).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -18,8 +18,8 @@ namespace {
 constexpr uint64_t kUploadChunk = 8ull << 20;  // host bytes converted per upload step
 constexpr uint64_t kMinRopeRows = 256;
 
-// Row r of a TQ1_0, TQ2_0 or I2_S matrix as T2 words (n_in / 16): weight j's code at bits 2 * (j % 16)
-// of word j / 16. Codes are copied unchanged (3, invalid, stays 3 as the CPU decodes it).
+// Row r of a TQ1_0, TQ2_0 or I2_S matrix as T2 words (n_in / 16): weight j's code at bits 2 * (j %
+// 16) of word j / 16. Codes are copied unchanged (3, invalid, stays 3 as the CPU decodes it).
 void t2_row(const TernaryMatrix& w, int64_t r, uint32_t* out) {
   const int64_t n = w.n_in;
   std::fill(out, out + n / 16, 0u);
