@@ -6,7 +6,7 @@
 #include "core/bytes.h"
 #include "core/error.h"
 #include "core/half.h"
-#include "core/quant.h"
+#include "core/quant.h"  // kTQ1BlockBytes, kTQ1DOffset
 
 namespace trit::engine {
 
@@ -25,39 +25,25 @@ float ternary_uniform_scale(DType type, const uint8_t* data, int64_t n_in, int64
   const int64_t block_bytes = tq1 ? kTQ1BlockBytes : 66, d_at = tq1 ? kTQ1DOffset : 64;
   bool found = false;
   float common = 0.0f;
-  uint8_t codes[kQK_K];
-  static const std::array<uint8_t, kTQ1BlockBytes> tq1_zero = [] {
-    std::array<uint8_t, kTQ1BlockBytes> z{};
-    const std::array<int8_t, kQK_K> trits{};
-    const float one = 1.0f;
-    pack_tq1_0(trits.data(), &one, kQK_K, z.data());
-    return z;
-  }();
-  // A byte that decodes to a digit other than 1 in any of its five places: not a zero block.
-  static const std::array<bool, 256> nonzero_byte = [] {
-    std::array<bool, 256> nz{};
-    for (int b = 0; b < 256; ++b) {
-      for (uint32_t n = 0, p = 1; n < 5; ++n, p *= 3)
-        nz[size_t(b)] |= (((b * p) & 0xff) * 3) >> 8 != 1;
+  // TQ1_0: whether a byte's base-3 digits are all 1 (trit 0): [0] its five (a qs byte), [1]
+  // its first four (a qh byte). Digit n of byte b is ((uint8)(b * 3^n) * 3) >> 8.
+  static const std::array<std::array<bool, 256>, 2> all_ones = [] {
+    std::array<std::array<bool, 256>, 2> t{};
+    for (uint32_t b = 0; b < 256; ++b) {
+      bool ones = true;
+      for (uint32_t n = 0, p = 1; n < 5; ++n, p *= 3) {
+        ones = ones && (((b * p) & 0xff) * 3) >> 8 == 1;
+        if (n == 3) t[1][b] = ones;
+      }
+      t[0][b] = ones;
     }
-    return nz;
+    return t;
   }();
-  auto known_nonzero = [&](const uint8_t* blk) {
-    for (int i = 0; i < 48; ++i) {
-      if (nonzero_byte[blk[i]]) return true;
-    }
-    return false;
-  };
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = data + b * block_bytes;
     bool zero = true;
-    if (tq1) {  // the bytes a writer gives 256 zero trits; others are decoded to be sure
-      zero = std::memcmp(blk, tq1_zero.data(), kTQ1DOffset) == 0;
-      if (!zero && !known_nonzero(blk)) {
-        decode_tq1_0_block(blk, codes);
-        zero = true;
-        for (int i = 0; i < kQK_K && zero; ++i) zero = codes[i] == 1;
-      }
+    if (tq1) {
+      for (int i = 0; i < kTQ1DOffset && zero; ++i) zero = all_ones[i < 48 ? 0 : 1][blk[i]];
     } else {
       for (int i = 0; i < 64 && zero; ++i) zero = blk[i] == 0x55;
     }

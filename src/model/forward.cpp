@@ -144,7 +144,7 @@ void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
   be.embedding(*a.x, w.token_embd, tokens, n);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const BlockPass pass{hp, w.blocks[size_t(l)], block_lora(lora, l), {act_quant}};
-    model.block_in(l, l + 1);
+    model.read_ahead(l + 1);
     block_forward(be, pass, *a.x, n, seqs[size_t(l)], acts);
     model.block_out(l, !be.host_memory());
   }
@@ -162,7 +162,7 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
   head.lora = lora;
   head.logits = logits;
   const int64_t n_layer = model.hparams().n_layer;
-  model.block_in(n_layer, 0);  // the next pass starts at block 0
+  model.read_ahead(0);  // the next pass starts at block 0
   be.head(head);
   model.block_out(n_layer, !be.host_memory());
 }
@@ -370,7 +370,7 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
     const BlockPass pass{
         hp, w.blocks[size_t(l)], bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
     const KvView self{a.k, a.v, 0, 0, T};  // the sequence is its own cache
-    model.block_in(l, l + 1);
+    model.read_ahead(l + 1);
     block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
     model.block_out(l, !be.host_memory());
   }
@@ -386,7 +386,7 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
   head.norm = seq.norm;
   head.chunk = o.head_chunk;
   head.dh = for_backward ? ta.dhf_.get() : nullptr;
-  model.block_in(hp.n_layer, for_backward ? hp.n_layer - 1 : 0);  // backward starts at the end
+  model.read_ahead(for_backward ? hp.n_layer - 1 : 0);  // backward starts at the end
   be.head(head);
   model.block_out(hp.n_layer, !be.host_memory());
   return be.take_loss();  // one submission for the whole pass on a device
@@ -409,7 +409,7 @@ void model_backward(const Model& model, const TrainSequence& seq, const LoraSet&
                          w.blocks[size_t(l)],
                          bl,
                          {o.act_quant, o.dropout, splitmix64(seq.dropout_key + uint64_t(l))}};
-    model.block_in(l, l > 0 ? l - 1 : 0);
+    model.read_ahead(l - 1);
     if (o.checkpointing) {  // recompute the block's activations from its input
       ta.bind_lora(l, bl);
       be.copy(*ta.x_, *ta.inputs_[size_t(l)], T);

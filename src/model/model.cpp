@@ -256,20 +256,23 @@ std::string mib_text(uint64_t bytes) {
 }
 }  // namespace
 
-uint64_t Model::min_stream_bytes() const {
+uint64_t Model::owned_bytes() const {
   uint64_t owned = 0;
   for (const auto& o : owned_) owned += o.size();
+  return owned;
+}
+
+uint64_t Model::min_stream_bytes() const {
   uint64_t pair = 0;
   const size_t n = spans_.size();
   for (size_t i = 0; i < n; ++i) pair = std::max(pair, spans_[i].n + spans_[(i + 1) % n].n);
-  return kProcessBytes + owned + pair;
+  return kProcessBytes + owned_bytes() + pair;
 }
 
 uint64_t Model::resident_run_bytes() const {
-  uint64_t owned = 0, mapped = 0;
-  for (const auto& o : owned_) owned += o.size();
+  uint64_t mapped = 0;
   for (const Span& sp : spans_) mapped += sp.n;
-  return kProcessBytes + owned + mapped;
+  return kProcessBytes + owned_bytes() + mapped;
 }
 
 void Model::set_mem_budget(uint64_t bytes) {
@@ -286,13 +289,12 @@ uint64_t Model::block_bytes(int64_t l) const {
   return l >= 0 && l < int64_t(spans_.size()) ? spans_[size_t(l)].n : 0;
 }
 
-void Model::block_in(int64_t l, int64_t next) const {
-  (void)l;  // its pages fault in as the threads read them
-  // The next block read from the file meanwhile (it may have left the page cache too). Mapping
-  // a block in one call before it computes (MADV_POPULATE_READ) was slower: 1B decoding at
-  // 15.1 against 17.4 tokens/s on two cores (and slower still from a thread of its own).
-  if (!streaming_ || next < 0 || next >= int64_t(spans_.size())) return;
-  file_->prefetch(spans_[size_t(next)].p, spans_[size_t(next)].n);
+void Model::read_ahead(int64_t l) const {
+  // Pages fault in as the threads read them. Mapping a block in one call before it computes
+  // (MADV_POPULATE_READ) was slower: 1B decoding at 15.1 against 17.4 tokens/s on two cores
+  // (and slower still from a thread of its own).
+  if (!streaming_ || l < 0 || l >= int64_t(spans_.size())) return;
+  file_->prefetch(spans_[size_t(l)].p, spans_[size_t(l)].n);
 }
 
 void Model::block_out(int64_t l, bool device_copy) const {

@@ -70,11 +70,15 @@ class Model {
   float embedded_adapter_scale() const { return embedded_scale_; }
 
   // Streaming, for a memory budget smaller than the weights on the CPU: a pass calls
-  // block_in(l, next) before block l computes (the file's pages of block `next` are read
-  // ahead meanwhile) and block_out(l) after (its pages leave the resident set; they are read
-  // again when touched). Block n_layer is the LM head. No-ops unless streaming is on, and only
-  // for a backend that computes in host memory as the calls come (the CPU's), except the
-  // release of a device's uploaded weights (block_out's device_copy).
+  // read_ahead(next) before a block computes (the file's pages of block `next` are read from
+  // the file meanwhile) and block_out(l) after block l (its pages leave the resident set; they
+  // fault in again when touched). Block n_layer is the LM head. No-ops unless streaming is on,
+  // which only a backend that computes in host memory as the calls come (the CPU's) allows,
+  // except the release of a device's uploaded weights (block_out's device_copy).
+  void read_ahead(int64_t l) const;
+  // device_copy: the backend keeps its own copy of the weights (a GPU), so the block's file
+  // pages leave the host's resident set the first time, streaming or not.
+  void block_out(int64_t l, bool device_copy = false) const;
   bool streaming() const { return streaming_; }
   // A memory budget in bytes (0: none). Streaming turns on when the budget is below what the
   // whole model needs resident; a budget below min_stream_bytes() is refused (trit::Error
@@ -87,10 +91,6 @@ class Model {
   uint64_t min_stream_bytes() const;
   // The same without streaming: every weight resident.
   uint64_t resident_run_bytes() const;
-  void block_in(int64_t l, int64_t next) const;
-  // device_copy: the backend keeps its own copy of the weights (a GPU), so the block's file
-  // pages leave the host's resident set the first time, streaming or not.
-  void block_out(int64_t l, bool device_copy = false) const;
   // The bytes of the file one block (or the head, l = n_layer) reads in place.
   uint64_t block_bytes(int64_t l) const;
 
@@ -114,7 +114,8 @@ class Model {
     uint64_t n = 0;
   };
   void find_spans();
-  std::vector<Span> spans_;  // per block, then the head: the mapped bytes each reads in place
+  uint64_t owned_bytes() const;  // weights converted at load (they stay resident)
+  std::vector<Span> spans_;      // per block, then the head: the mapped bytes each reads in place
   bool streaming_ = false;
   uint64_t mem_budget_ = 0;
   std::unique_ptr<std::atomic<bool>[]> dropped_;  // per span: released for a device copy
