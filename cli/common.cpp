@@ -41,6 +41,10 @@ void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx, bool model_req
                   "Activation quantisation: int8 (W1.58A8, default) or none (float)")
       ->check(CLI::IsMember({"int8", "none"}));
   add_activation_option(cmd, o.activation);
+  cmd->add_option("--cache-type", o.cache_type,
+                  "KV cache elements: f32 (default) or f16 (half the memory; attention reads "
+                  "values rounded to half)")
+      ->check(CLI::IsMember({"f32", "f16"}));
   cmd->add_option("--lora", o.lora, "LoRA adapter (GGUF), optionally with a scale: A.gguf:0.5")
       ->take_all();
   if (with_ctx) cmd->add_option("-c,--ctx", o.ctx, "Context size in tokens");
@@ -64,6 +68,7 @@ LoadedModel load_model(const RunOptions& o) {
   mo.mem_budget_mb = o.mem_budget_mb;
   mo.act_quant = o.act_quant != "none";
   mo.activation = o.activation;
+  mo.cache_type = o.cache_type;
   mo.on_warning = [](const std::string& w) {
     std::fprintf(stderr, "trit: warning: %s\n", w.c_str());
   };

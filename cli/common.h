@@ -18,9 +18,10 @@ struct RunOptions {
   int64_t max_buffer_mb = 0;  // 0: the device's own binding limit
   int64_t mem_budget_mb = 0;  // 0: none
   std::string act_quant = "int8";
-  std::string activation;         // "": the file's
-  int64_t ctx = 0;                // 0: the command's default
-  std::vector<std::string> lora;  // ADAPTER.gguf[:SCALE]
+  std::string activation;          // "": the file's
+  std::string cache_type = "f32";  // --cache-type
+  int64_t ctx = 0;                 // 0: the command's default
+  std::vector<std::string> lora;   // ADAPTER.gguf[:SCALE]
 };
 
 // A model with the adapters of --lora.
@@ -35,7 +36,8 @@ void add_mem_budget_option(CLI::App* cmd, int64_t& mem_budget_mb);
 void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_mb);
 // --activation (relu2 | silu).
 void add_activation_option(CLI::App* cmd, std::string& activation);
-// -m, -t, --device, --max-buffer-mb, --act-quant, --activation, --lora (and -c when with_ctx);
+// -m, -t, --device, --max-buffer-mb, --mem-budget, --act-quant, --activation, --cache-type,
+// --lora (and -c when with_ctx);
 // -m optional where a command can delegate (it checks itself).
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true,
                      bool model_required = true);

@@ -34,6 +34,9 @@ struct ModelOptions {
   // W1.58A8 (int8 activations), as BitNet b1.58 computes; false: float activations, as
   // llama.cpp computes, for comparison.
   bool act_quant = true;
+  // The elements of the KV caches of sessions, batch generators and evaluations: "f32" (or "")
+  // or "f16", which halves their memory (attention then reads values rounded to half).
+  std::string cache_type;
   // The feed-forward's activation, "relu2" or "silu", instead of the one the file states or
   // trit decides from it (ModelInfo::activation_source says how); "": the file's.
   std::string activation;

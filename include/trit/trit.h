@@ -93,9 +93,13 @@ typedef struct trit_model_options {
   /* A memory budget in MiB, kept on the CPU (0: none): below the model's size its weights
    * stream from the file a block at a time; a budget too small to run is refused. */
   int64_t mem_budget_mb;
+  /* The KV caches' elements: NULL, "" or "f32"; "f16" halves their memory (attention reads
+   * values rounded to half). */
+  const char* cache_type;
 } trit_model_options;
 
-/* device NULL, threads 0, max_buffer_mb 0, act_quant true, no callback, no memory budget. */
+/* device NULL, threads 0, max_buffer_mb 0, act_quant true, no callback, no memory budget, f32
+ * caches. */
 TRIT_API trit_model_options trit_model_options_default(void);
 /* Opens a GGUF model on a device (options NULL: the defaults). TRIT_ERROR_IO: the file;
  * TRIT_ERROR_DEVICE: the device; TRIT_ERROR_INVALID_ARGUMENT: an option. */

@@ -38,6 +38,7 @@ BatchGenerator::BatchGenerator(Model& model, const BatchOptions& options) {
       options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(m.model->hparams().n_ctx_train, 4096);
   limits.n_batch = options.n_batch;
   limits.act_quant = m.act_quant;
+  limits.kv_type = m.kv_type;
   impl_ = std::make_unique<Impl>(m, limits);
 }
 

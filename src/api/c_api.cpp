@@ -107,6 +107,7 @@ trit::ModelOptions model_options(const trit_model_options& o, const char* fn) {
   mo.mem_budget_mb = o.mem_budget_mb;
   mo.act_quant = o.act_quant;
   mo.activation = o.activation ? o.activation : "";
+  mo.cache_type = o.cache_type ? o.cache_type : "";
   mo.on_warning = warning_callback(o.on_warning, o.user);
   return mo;
 }

@@ -24,7 +24,7 @@ EvalResult evaluate(Model& model, const std::string& data_file, const EvalOption
   opt.exact_match = options.exact_match;
   const engine::LoraSet set = m.lora_set(options.adapters);
   const engine::EvalResult r =
-      engine::evaluate_file(*m.model, data_file, chat, opt, *m.backend, {m.act_quant, &set},
+      engine::evaluate_file(*m.model, data_file, chat, opt, *m.backend, m.forward_options(&set),
                             options.on_warning, options.on_progress);
   EvalResult out;
   out.data = r.source;
@@ -49,7 +49,7 @@ PerplexityResult perplexity(Model& model, std::string_view text, int64_t ctx,
   const std::vector<int32_t> tokens = tok.encode(text, tok.add_bos_default(), false);
   const engine::LoraSet set = m.lora_set(adapters);
   const engine::PerplexityResult r =
-      engine::perplexity(*m.model, tokens, ctx, *m.backend, {m.act_quant, &set}, progress);
+      engine::perplexity(*m.model, tokens, ctx, *m.backend, m.forward_options(&set), progress);
   return {r.perplexity, r.mean_nll, r.n_scored, r.n_chunks};
 }
 

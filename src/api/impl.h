@@ -34,11 +34,16 @@ struct Model::Impl {
   std::unique_ptr<engine::Backend> backend;  // after pool, before every tensor of it
   std::string fallback;
   bool act_quant = true;
+  engine::KvType kv_type = engine::KvType::F32;  // ModelOptions::cache_type
   ModelInfo info;
   // The model's own adapter (trit merge --mode attach), uploaded when first used.
   std::unique_ptr<engine::DeviceAdapter> embedded;
   std::deque<Adapter::Impl> adapters;  // a deque: handles keep pointing at their entry
 
+  // How generation passes compute, with these adapters (null: none).
+  engine::ForwardOptions forward_options(const engine::LoraSet* lora) const {
+    return {act_quant, lora, kv_type};
+  }
   const engine::Tokenizer& tokenizer() const;  // throws naming the file when it has none
   // Model::render_chat.
   std::string render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,

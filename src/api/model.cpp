@@ -135,6 +135,12 @@ Model Model::open(const std::string& path, const ModelOptions& options) {
   impl->backend = std::move(choice.backend);
   impl->fallback = std::move(choice.fallback_reason);
   impl->act_quant = options.act_quant;
+  if (options.cache_type == "f16") {
+    impl->kv_type = engine::KvType::F16;
+  } else if (!options.cache_type.empty() && options.cache_type != "f32") {
+    engine::fail_option("cache_type", "cache_type is '", options.cache_type,
+                        "', expected f32 or f16");
+  }
   if (options.mem_budget_mb < 0) {
     engine::fail_option("mem_budget_mb", "mem_budget_mb must be 0 (none) or more, got ",
                         options.mem_budget_mb);
@@ -240,7 +246,7 @@ std::vector<float> Model::logits(std::span<const int32_t> tokens,
   if (tokens.empty()) engine::fail("logits: no tokens");
   const engine::LoraSet set = impl_->lora_set(adapters);
   engine::Session session(*impl_->model, int64_t(tokens.size()), *impl_->backend,
-                          {impl_->act_quant, &set});
+                          impl_->forward_options(&set));
   std::vector<float> out;
   session.eval(std::vector<int32_t>(tokens.begin(), tokens.end()), out, true);
   return out;

@@ -64,7 +64,7 @@ struct Session::Impl {
 
   Impl(Model::Impl& model, int64_t n_ctx, int64_t n_batch)
       : m(model),
-        session(*model.model, n_ctx, *model.backend, {model.act_quant, nullptr}, n_batch),
+        session(*model.model, n_ctx, *model.backend, model.forward_options(nullptr), n_batch),
         lora(model.lora_set({})) {
     session.set_lora(&lora);
   }

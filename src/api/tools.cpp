@@ -350,7 +350,7 @@ BenchResult bench(Model& model, const BenchOptions& o) {
   }
   const int64_t n_ctx = std::max<int64_t>(1, o.n_prompt + o.n_gen);
   const engine::LoraSet lora = m.lora_set(o.adapters);
-  engine::Session session(*m.model, n_ctx, *m.backend, {m.act_quant, &lora}, 512);
+  engine::Session session(*m.model, n_ctx, *m.backend, m.forward_options(&lora), 512);
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> pick(0, int32_t(m.model->hparams().n_vocab - 1));
   std::vector<float> logits;

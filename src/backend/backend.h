@@ -57,14 +57,22 @@ struct SeqRows {
 inline constexpr int64_t kKvPoolAlign = 256;
 
 // What a tensor serves as: KV caches keep their pieces on attention-chunk boundaries on devices
-// that split tensors.
-enum class TensorUse { Activations, KvCache };
+// that split tensors. A KvCacheF16 tensor holds IEEE half values (rounded to nearest even when
+// stored): store_kv, rope_store_kv and attention take it where they take an f32 cache, read and
+// write convert, copy and zero work on it; other ops refuse it. Its cols must be even.
+enum class TensorUse { Activations, KvCache, KvCacheF16 };
 
-// An f32 matrix of rows x cols living on one backend.
+// What a KV cache's elements are.
+enum class KvType { F32, F16 };
+inline TensorUse kv_use(KvType t) {
+  return t == KvType::F16 ? TensorUse::KvCacheF16 : TensorUse::KvCache;
+}
+
+// An f32 matrix of rows x cols living on one backend (f16: a KvCacheF16 tensor).
 class DeviceTensor {
  public:
-  DeviceTensor(std::string name, int64_t rows, int64_t cols)
-      : name_(std::move(name)), rows_(rows), cols_(cols) {}
+  DeviceTensor(std::string name, int64_t rows, int64_t cols, bool f16 = false)
+      : name_(std::move(name)), rows_(rows), cols_(cols), f16_(f16) {}
   virtual ~DeviceTensor() = default;
   DeviceTensor(const DeviceTensor&) = delete;
   DeviceTensor& operator=(const DeviceTensor&) = delete;
@@ -72,11 +80,13 @@ class DeviceTensor {
   const std::string& name() const { return name_; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
+  bool f16() const { return f16_; }
 
  private:
   std::string name_;
   int64_t rows_;
   int64_t cols_;
+  bool f16_;
 };
 
 // A LoRA branch on a linear layer of n_in inputs and n_out outputs: y += scale * (xd A^T) B^T

@@ -51,7 +51,7 @@ BatchGenerator::BatchGenerator(const Model& model, Backend& backend, const Token
   arena_.init(backend_, model_.hparams(), limits_.n_batch + limits_.n_slots);
   // The slots' caches share tensors: a device attends for every slot of a step in one dispatch.
   std::vector<KvCache> caches =
-      KvCache::pool(backend_, model_.hparams(), limits_.n_ctx, limits_.n_slots);
+      KvCache::pool(backend_, model_.hparams(), limits_.n_ctx, limits_.n_slots, limits_.kv_type);
   for (KvCache& c : caches) {
     slots_.push_back(std::make_unique<Slot>());
     slots_.back()->cache = std::move(c);

@@ -51,6 +51,7 @@ struct BatchLimits {
   int64_t n_ctx = 0;     // positions of each slot
   int64_t n_batch = 64;  // prompt tokens a step computes beside the decoding rows
   bool act_quant = true;
+  KvType kv_type = KvType::F32;  // the elements of the slots' caches
 };
 
 class BatchGenerator {

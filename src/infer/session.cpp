@@ -34,7 +34,7 @@ void Session::init(int64_t n_ctx, int64_t n_batch) {
     embedded_set_ = lora_set(model_.hparams(), one);
     opts_.lora = &embedded_set_;
   }
-  cache_.init(backend_, model_.hparams(), n_ctx);
+  cache_.init(backend_, model_.hparams(), n_ctx, opts_.kv_type);
   arena_.init(backend_, model_.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)));
 }
 

@@ -27,17 +27,18 @@ BlockLora block_lora(const LoraSet* lora, int64_t layer) {
 
 // ---- generation ----
 
-void KvCache::init(Backend& backend, const HParams& hp, int64_t ctx) {
+void KvCache::init(Backend& backend, const HParams& hp, int64_t ctx, KvType type) {
   n_ctx = ctx;
   k.clear();
   v.clear();
   for (int64_t l = 0; l < hp.n_layer; ++l) {
-    k.push_back(backend.tensor(cat("cache_k.", l), ctx, hp.n_embd_kv(), TensorUse::KvCache));
-    v.push_back(backend.tensor(cat("cache_v.", l), ctx, hp.n_embd_kv(), TensorUse::KvCache));
+    k.push_back(backend.tensor(cat("cache_k.", l), ctx, hp.n_embd_kv(), kv_use(type)));
+    v.push_back(backend.tensor(cat("cache_v.", l), ctx, hp.n_embd_kv(), kv_use(type)));
   }
 }
 
-std::vector<KvCache> KvCache::pool(Backend& backend, const HParams& hp, int64_t ctx, int64_t n) {
+std::vector<KvCache> KvCache::pool(Backend& backend, const HParams& hp, int64_t ctx, int64_t n,
+                                   KvType type) {
   if (ctx <= 0 || n <= 0) fail("KV pool: ", n, " caches of ", ctx, " positions");
   const int64_t stride = (ctx + kKvPoolAlign - 1) / kKvPoolAlign * kKvPoolAlign;
   std::vector<KvCache> caches(static_cast<size_t>(n));
@@ -47,9 +48,9 @@ std::vector<KvCache> KvCache::pool(Backend& backend, const HParams& hp, int64_t 
   }
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     std::shared_ptr<DeviceTensor> k =
-        backend.tensor(cat("pool_k.", l), n * stride, hp.n_embd_kv(), TensorUse::KvCache);
+        backend.tensor(cat("pool_k.", l), n * stride, hp.n_embd_kv(), kv_use(type));
     std::shared_ptr<DeviceTensor> v =
-        backend.tensor(cat("pool_v.", l), n * stride, hp.n_embd_kv(), TensorUse::KvCache);
+        backend.tensor(cat("pool_v.", l), n * stride, hp.n_embd_kv(), kv_use(type));
     for (KvCache& c : caches) {
       c.k.push_back(k);
       c.v.push_back(v);

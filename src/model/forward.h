@@ -24,6 +24,7 @@ namespace trit::engine {
 struct ForwardOptions {
   bool act_quant = true;  // W1.58A8; false computes with float activations (--act-quant none)
   const LoraSet* lora = nullptr;  // branches added to the linear layers; null: none
+  KvType kv_type = KvType::F32;   // the elements of the caches a Session makes
 };
 
 // Keys (after rope) and values of every layer for positions [0, n_ctx).
@@ -35,10 +36,11 @@ struct KvCache {
   int64_t base = 0;
   std::vector<std::shared_ptr<DeviceTensor>> k;  // n_layer x (>= base + n_ctx, n_embd_kv)
   std::vector<std::shared_ptr<DeviceTensor>> v;
-  void init(Backend& backend, const HParams& hp, int64_t n_ctx);
+  void init(Backend& backend, const HParams& hp, int64_t n_ctx, KvType type = KvType::F32);
   // n caches of n_ctx positions each in one pair of tensors per layer (bases kKvPoolAlign apart
   // at least).
-  static std::vector<KvCache> pool(Backend& backend, const HParams& hp, int64_t n_ctx, int64_t n);
+  static std::vector<KvCache> pool(Backend& backend, const HParams& hp, int64_t n_ctx, int64_t n,
+                                   KvType type = KvType::F32);
 };
 
 // Activations for up to n_batch tokens; the block's tensors share memory where their uses do

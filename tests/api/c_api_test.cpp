@@ -164,6 +164,7 @@ TEST_F(CApi, DefaultsMirrorTheCppApi) {
   EXPECT_EQ(m.threads, 0);
   EXPECT_EQ(m.max_buffer_mb, 0);
   EXPECT_EQ(m.mem_budget_mb, 0);
+  EXPECT_EQ(m.cache_type, nullptr);
   EXPECT_TRUE(m.act_quant);
   const trit_session_options s = trit_session_options_default();
   EXPECT_EQ(s.n_ctx, 0);
@@ -302,6 +303,10 @@ TEST_F(CApi, OpenModelErrors) {
   EXPECT_FAILS(trit_model_open(model_path_.c_str(), &o, &m), TRIT_ERROR_INVALID_ARGUMENT,
                "device 'vulkan:x'");
   o.device = "cpu";
+  o.cache_type = "f8";
+  EXPECT_FAILS(trit_model_open(model_path_.c_str(), &o, &m), TRIT_ERROR_INVALID_ARGUMENT,
+               "cache_type is 'f8'");
+  o.cache_type = nullptr;
   o.threads = -2;
   EXPECT_FAILS(trit_model_open(model_path_.c_str(), &o, &m), TRIT_ERROR_INVALID_ARGUMENT,
                "threads is -2");

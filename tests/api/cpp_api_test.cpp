@@ -75,6 +75,11 @@ TEST(ApiModel, OpenErrorsNameTheProblem) {
   neg.max_buffer_mb = -1;
   EXPECT_NE(error_of([&] { Model::open(kShipped, neg); }).find("max_buffer_mb"), std::string::npos);
   EXPECT_EQ(option_of([&] { Model::open(kShipped, neg); }), "max_buffer_mb");
+  ModelOptions q4 = cpu();
+  q4.cache_type = "q4_0";
+  EXPECT_NE(error_of([&] { Model::open(kShipped, q4); }).find("'q4_0', expected f32 or f16"),
+            std::string::npos);
+  EXPECT_EQ(option_of([&] { Model::open(kShipped, q4); }), "cache_type");
   TempDir dir;
   engine::test::write_file(dir.file("junk.gguf"), "not a gguf file at all");
   EXPECT_NE(error_of([&] { Model::open(dir.file("junk.gguf"), cpu()); }).find("junk.gguf"),

@@ -11,6 +11,7 @@
 #include "support/cli.h"
 #include "support/files.h"
 #include "support/models.h"
+#include "support/numeric.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/create.h"
 
@@ -158,6 +159,28 @@ TEST_F(CliRun, MemoryBudgetStreamsOrIsRefusedClearly) {
   if (r.output.find("Vulkan") == std::string::npos || r.output.find("no ") == std::string::npos) {
     EXPECT_NE(r.output.find("kept on the CPU only"), std::string::npos) << r.output;
   }
+}
+
+// --cache-type f16: the logits of a prompt stay within the f32 cache's bound (KvCache tests),
+// differ from them, and a type other than f32 or f16 is refused by name.
+TEST_F(CliRun, CacheTypeF16IsCloseToF32AndOthersAreRefused) {
+  const std::string logits = "logits -m " + model_ + " -t 1 --ids 1,5,9,300,7,8,200 -o ";
+  test::ShellResult r = run(logits + dir_.file("f32.f32"));
+  ASSERT_EQ(r.rc, 0) << r.output;
+  r = run(logits + dir_.file("f16.f32") + " --cache-type f16");
+  ASSERT_EQ(r.rc, 0) << r.output;
+  const std::string a = test::read_file(dir_.file("f32.f32")),
+                    b = test::read_file(dir_.file("f16.f32"));
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  EXPECT_NE(a, b);
+  std::vector<float> fa(a.size() / 4), fb(b.size() / 4);
+  std::memcpy(fa.data(), a.data(), a.size());
+  std::memcpy(fb.data(), b.data(), b.size());
+  test::expect_logits_close(fa, fb, int64_t(fa.size() / 7), 2e-2, "--cache-type f16");
+  r = run("generate -m " + model_ + " -p hi -n 2 --cache-type q4_0");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.output.find("--cache-type"), std::string::npos) << r.output;
 }
 
 TEST_F(CliRun, UnknownDeviceIsRefused) {

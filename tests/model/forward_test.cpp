@@ -7,6 +7,7 @@
 #include <map>
 #include <numeric>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/quant.h"
 #include "infer/session.h"
@@ -102,6 +103,33 @@ TEST(KvCache, IncrementalDecodingEqualsRecomputation) {
       ASSERT_NEAR(logits[size_t(i)], all[t * size_t(V) + size_t(i)],
                   1e-5 * (1 + std::fabs(all[t * size_t(V) + size_t(i)])))
           << "position " << t << " logit " << i;
+    }
+  }
+}
+
+// The f16 cache option: logits of a prompt and of decoding steps within a stated bound of the
+// f32 cache's (relative to the logits' range), on the shipped model and a random one, with
+// float and int8 activations. Halves hold 11 significant bits: keys and values move by up to
+// 2^-12 of their size; with int8 activations such a move flips an activation's rounding now
+// and then (as any last-bit difference does), so its bound is wider.
+TEST(KvCache, F16CacheStaysWithinItsBoundOfF32) {
+  test::TempDir dir;
+  const std::string shipped = std::string(TRIT_TEST_DATA) + "/../../models/austen-tiny.gguf";
+  CreateOptions o = test::tiny_options(8);
+  o.hp.n_vocab = 1000;  // prompt_and_steps' tokens
+  for (const std::string& path : {shipped, test::create_model(dir, "random.gguf", o)}) {
+    auto model = Model::load(path);
+    const int64_t V = model->hparams().n_vocab;
+    ThreadPool pool(2);
+    CpuBackend cpu(pool);
+    for (bool act_quant : {false, true}) {
+      const auto f32 = test::prompt_and_steps(*model, cpu, {act_quant, nullptr, KvType::F32}, 60);
+      const auto f16 = test::prompt_and_steps(*model, cpu, {act_quant, nullptr, KvType::F16}, 60);
+      const double tol = act_quant ? 2e-2 : 1e-3;  // measured: 7.9e-3, 1.5e-4
+      const std::string what = cat(path, act_quant ? " W1.58A8" : " float activations");
+      test::expect_logits_close(f32.prompt, f16.prompt, V, tol, what + " prompt");
+      test::expect_logits_close(f32.steps, f16.steps, V, tol, what + " decoding");
+      EXPECT_NE(f32.steps, f16.steps) << what << ": the f16 cache changed nothing";
     }
   }
 }

@@ -37,14 +37,15 @@ void axpy_f32(float* y, float a, const float* x, int64_t n) {
 
 void attention_forward(const float* q, const float* k, const float* v, int64_t kv_stride,
                        int64_t n_tokens, int64_t pos0, int64_t n_head, int64_t n_head_kv,
-                       int64_t head_dim, int64_t h0, int64_t h1, float* out, float* scratch) {
+                       int64_t head_dim, int64_t h0, int64_t h1, float* out, float* scratch,
+                       int64_t kv_head0) {
   const int64_t group = n_head / n_head_kv;
   const float scale = 1.0f / std::sqrt(float(head_dim));
   for (int64_t t = 0; t < n_tokens; ++t) {
     const int64_t n_keys = pos0 + t + 1;
     for (int64_t h = h0; h < h1; ++h) {
       const float* qh = q + (t * n_head + h) * head_dim;
-      const int64_t kvh = h / group;
+      const int64_t kvh = h / group - kv_head0;
       float max_score = -std::numeric_limits<float>::infinity();
       // Each key's dot product is summed in order over d; eight keys at a time keep eight
       // independent sums in flight (one sum alone waits on each addition's latency).
@@ -146,9 +147,29 @@ void CpuBackend::store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t 
                           int64_t pos0) {
   check_rows(cache, pos0, n, "store_kv");
   check_rows(src, row0, n, "store_kv");
+  if (cache.cols() != src.cols()) {
+    fail("store_kv: cache '", cache.name(), "' has ", cache.cols(), " columns, '", src.name(), "' ",
+         src.cols());
+  }
   const float* s = cpu_data(src) + row0 * src.cols();
+  if (cache.f16()) {
+    float_to_half(s, cpu_half(cache) + pos0 * cache.cols(), n * src.cols());
+    return;
+  }
   std::copy(s, s + n * src.cols(), cpu_data(cache) + pos0 * cache.cols());
 }
+
+namespace {
+
+// One KV head's keys or values, rows [0, n) of an f16 cache from row r0, as f32 rows of
+// head_dim.
+void head_to_f32(const DeviceTensor& cache, int64_t r0, int64_t n, int64_t kvh, int64_t hd,
+                 float* out) {
+  const uint16_t* c = cpu_half(cache) + r0 * cache.cols() + kvh * hd;
+  for (int64_t j = 0; j < n; ++j) half_to_float(c + j * cache.cols(), out + j * hd, hd);
+}
+
+}  // namespace
 
 void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
                            const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
@@ -163,20 +184,43 @@ void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const Devic
     check_rows(out, s.row0, s.n, "attention");
     most_keys = std::max(most_keys, n_keys);
   }
-  const size_t need = size_t(most_keys) * size_t(std::max(pool_.size(), 1));
-  if (scores_.size() < need) scores_.resize(need);
+  if (k_cache.f16() != v_cache.f16()) {
+    fail("attention: cache '", k_cache.name(), "' and '", v_cache.name(), "' differ in type");
+  }
+  const bool f16 = k_cache.f16();
+  const int64_t threads = std::max(pool_.size(), 1);
+  const int64_t hd = shape.head_dim, group = shape.n_head / std::max<int64_t>(shape.n_head_kv, 1);
+  if (scores_.size() < size_t(most_keys * threads)) scores_.resize(size_t(most_keys * threads));
+  if (f16 && kv_f32_.size() < size_t(2 * most_keys * hd * threads)) {
+    kv_f32_.resize(size_t(2 * most_keys * hd * threads));
+  }
   // One split over every (sequence, head) pair: a decoding step of many sequences is one
   // parallel loop, not one per sequence. Each pair's values do not depend on the split.
   const int64_t H = shape.n_head;
   pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
+    float* scores = scores_.data() + thread * most_keys;
     for (int64_t u = u0; u < u1;) {
       const SeqRows& s = seqs[size_t(u / H)];
       const int64_t h0 = u % H, h1 = std::min(H, h0 + (u1 - u));
-      attention_forward(cpu_data(q) + s.row0 * q.cols(),
-                        cpu_data(k_cache) + s.base * k_cache.cols(),
-                        cpu_data(v_cache) + s.base * v_cache.cols(), k_cache.cols(), s.n, s.pos0,
-                        shape.n_head, shape.n_head_kv, shape.head_dim, h0, h1,
-                        cpu_data(out) + s.row0 * out.cols(), scores_.data() + thread * most_keys);
+      const float* qs = cpu_data(q) + s.row0 * q.cols();
+      float* os = cpu_data(out) + s.row0 * out.cols();
+      if (!f16) {
+        attention_forward(qs, cpu_data(k_cache) + s.base * k_cache.cols(),
+                          cpu_data(v_cache) + s.base * v_cache.cols(), k_cache.cols(), s.n, s.pos0,
+                          shape.n_head, shape.n_head_kv, hd, h0, h1, os, scores);
+      } else {
+        // f16 caches: each KV head's keys and values as f32 rows, then the f32 attention over
+        // them (the same operations on the stored values).
+        const int64_t n_keys = s.pos0 + s.n;
+        float* kf = kv_f32_.data() + 2 * most_keys * hd * thread;
+        float* vf = kf + most_keys * hd;
+        for (int64_t g = h0 / group; g * group < h1; ++g) {
+          head_to_f32(k_cache, s.base, n_keys, g, hd, kf);
+          head_to_f32(v_cache, s.base, n_keys, g, hd, vf);
+          attention_forward(qs, kf, vf, hd, s.n, s.pos0, shape.n_head, shape.n_head_kv, hd,
+                            std::max(h0, g * group), std::min(h1, (g + 1) * group), os, scores, g);
+        }
+      }
       u += h1 - h0;
     }
   });

@@ -16,20 +16,26 @@ namespace trit::engine {
 
 class CpuTensor final : public DeviceTensor {
  public:
-  CpuTensor(std::string name, int64_t rows, int64_t cols);
+  CpuTensor(std::string name, int64_t rows, int64_t cols, bool f16 = false);
   // Over memory the caller owns (Backend::host_view).
   CpuTensor(std::string name, int64_t rows, int64_t cols, float* data);
-  float* data() { return data_; }
+  float* data() { return data_; }  // null for an f16 tensor
   const float* data() const { return data_; }
+  uint16_t* half_data() { return half_.data(); }  // an f16 tensor's values
 
  private:
   std::vector<float> owned_;  // (rows, cols), unless the tensor views the caller's memory
   float* data_ = nullptr;
+  std::vector<uint16_t> half_;  // (rows, cols) of an f16 tensor (KvCacheF16)
 };
 
-// The host data of a tensor made by a CpuBackend (throws naming the tensor otherwise).
+// The host data of a tensor made by a CpuBackend (throws naming the tensor otherwise, and for
+// an f16 tensor, which only the ops that take KV caches read).
 float* cpu_data(DeviceTensor& t);
 const float* cpu_data(const DeviceTensor& t);
+// An f16 tensor's values (throws naming the tensor for an f32 one).
+uint16_t* cpu_half(DeviceTensor& t);
+const uint16_t* cpu_half(const DeviceTensor& t);
 
 class CpuBackend final : public Backend {
  public:
@@ -102,8 +108,9 @@ class CpuBackend final : public Backend {
   QuantizedActs xq_;                         // int8 activations of the current bitlinear input
   std::vector<float> x_padded_, dx_padded_;  // inputs and gradients of padded rows (linear.cpp)
   std::vector<float> scores_;                // (n_threads, n_keys) attention probabilities
-  double loss_ = 0;                          // head() losses since the last take_loss
-  std::vector<float> lora_xd_, lora_ax_;     // a branch's input and A x when not saved
+  std::vector<float> kv_f32_;  // (n_threads, 2, n_keys, head_dim): one head of f16 caches
+  double loss_ = 0;            // head() losses since the last take_loss
+  std::vector<float> lora_xd_, lora_ax_;  // a branch's input and A x when not saved
 };
 
 // The LoRA branch on host arrays (linear.cpp; the head's branches use them too):

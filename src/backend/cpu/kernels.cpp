@@ -451,4 +451,24 @@ void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out,
   }
 }
 
+void half_to_float(const uint16_t* src, float* dst, int64_t n, CpuLevel level) {
+#ifdef TRIT_CPU_X86
+  if (usable(level) != CpuLevel::Scalar) {
+    cpu::half_to_float_avx2(src, dst, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_f32(src[i]);
+}
+
+void float_to_half(const float* src, uint16_t* dst, int64_t n, CpuLevel level) {
+#ifdef TRIT_CPU_X86
+  if (usable(level) != CpuLevel::Scalar) {
+    cpu::float_to_half_avx2(src, dst, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_fp16(src[i]);
+}
+
 }  // namespace trit::engine

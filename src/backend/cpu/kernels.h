@@ -59,4 +59,9 @@ void float_matrix_row(const FloatMatrix& w, int64_t r, float* out);
 void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out,
                        CpuLevel level = active_cpu_level());
 
+// IEEE half <-> f32 over n values (round to nearest even; core/half.h's values, vectorised
+// where the processor allows): the KV caches of TensorUse::KvCacheF16.
+void half_to_float(const uint16_t* src, float* dst, int64_t n, CpuLevel level = active_cpu_level());
+void float_to_half(const float* src, uint16_t* dst, int64_t n, CpuLevel level = active_cpu_level());
+
 }  // namespace trit::engine

@@ -868,6 +868,37 @@ void float_decode_rows_avx2(const FloatView& w, int64_t r0, int64_t r1, float* o
   }
 }
 
+void half_to_float_avx2(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(dst + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  }
+  if (i < n) {  // the tail through a padded block (no scalar helper shared with other files)
+    alignas(32) uint16_t h[8] = {};
+    alignas(32) float f[8];
+    std::memcpy(h, src + i, size_t(n - i) * 2);
+    _mm256_store_ps(f, _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h))));
+    std::memcpy(dst + i, f, size_t(n - i) * 4);
+  }
+}
+
+void float_to_half_avx2(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  if (i < n) {
+    alignas(32) float f[8] = {};
+    alignas(32) uint16_t h[8];
+    std::memcpy(f, src + i, size_t(n - i) * 4);
+    _mm_store_si128(reinterpret_cast<__m128i*>(h),
+                    _mm256_cvtps_ph(_mm256_load_ps(f), _MM_FROUND_TO_NEAREST_INT));
+    std::memcpy(dst + i, h, size_t(n - i) * 2);
+  }
+}
+
 }  // namespace trit::engine::cpu
 
 #endif

@@ -72,6 +72,10 @@ void float_decode_rows_avx2(const FloatView& w, int64_t r0, int64_t r1, float* o
 void tq1_to_tq2_rows_avx2(const uint8_t* src, int64_t src_pitch, int64_t n_in, int rows,
                           uint8_t* dst, int64_t dst_pitch);
 
+// IEEE half <-> f32 over n values (round to nearest even), as core/half.h converts them.
+void half_to_float_avx2(const uint16_t* src, float* dst, int64_t n);
+void float_to_half_avx2(const float* src, uint16_t* dst, int64_t n);
+
 void quantize_acts_avx512(const float* x, int64_t n_tokens, int64_t n, ActsOut out);
 void ternary_matmul_avx512(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,
                            int64_t r0, int64_t r1);

@@ -71,10 +71,12 @@ void gated_act_backward(float* dgate, float* dup, const float* dout, const float
 //   k,v: (n_kv_positions, n_head_kv, head_dim), row stride kv_stride floats per position
 //   out: (n_tokens, n_head, head_dim)
 //   scratch: at least pos0 + n_tokens floats
-// Only query heads [h0, h1) are computed (for splitting across threads).
+// Only query heads [h0, h1) are computed (for splitting across threads). k and v may hold KV
+// heads from kv_head0 on only (column 0 is head kv_head0's first), for heads h0..h1 of them.
 void attention_forward(const float* q, const float* k, const float* v, int64_t kv_stride,
                        int64_t n_tokens, int64_t pos0, int64_t n_head, int64_t n_head_kv,
-                       int64_t head_dim, int64_t h0, int64_t h1, float* out, float* scratch);
+                       int64_t head_dim, int64_t h0, int64_t h1, float* out, float* scratch,
+                       int64_t kv_head0 = 0);
 
 // Backward of attention_forward for a whole sequence of n_tokens tokens at positions
 // 0 .. n_tokens - 1 (training; no cache offset). The softmax of each query row is recomputed

@@ -14,22 +14,48 @@ void check_rows(const DeviceTensor& t, int64_t row0, int64_t n, const char* op) 
   }
 }
 
-CpuTensor::CpuTensor(std::string name, int64_t rows, int64_t cols)
-    : DeviceTensor(std::move(name), rows, cols),
-      owned_(static_cast<size_t>(rows) * static_cast<size_t>(cols), 0.0f),
-      data_(owned_.data()) {}
+CpuTensor::CpuTensor(std::string name, int64_t rows, int64_t cols, bool f16)
+    : DeviceTensor(std::move(name), rows, cols, f16) {
+  const size_t count = static_cast<size_t>(rows) * static_cast<size_t>(cols);
+  if (f16) {
+    half_.assign(count, 0);
+  } else {
+    owned_.assign(count, 0.0f);
+    data_ = owned_.data();
+  }
+}
 
 CpuTensor::CpuTensor(std::string name, int64_t rows, int64_t cols, float* data)
     : DeviceTensor(std::move(name), rows, cols), data_(data) {}
 
-float* cpu_data(DeviceTensor& t) {
+namespace {
+
+CpuTensor& cpu_tensor(DeviceTensor& t) {
   auto* c = dynamic_cast<CpuTensor*>(&t);
   if (!c) fail("cpu backend: tensor '", t.name(), "' belongs to another backend");
-  return c->data();
+  return *c;
+}
+
+}  // namespace
+
+float* cpu_data(DeviceTensor& t) {
+  CpuTensor& c = cpu_tensor(t);
+  if (t.f16()) fail("cpu backend: tensor '", t.name(), "' holds f16 values; this op takes f32");
+  return c.data();
 }
 
 const float* cpu_data(const DeviceTensor& t) {
   return cpu_data(const_cast<DeviceTensor&>(t));
+}
+
+uint16_t* cpu_half(DeviceTensor& t) {
+  CpuTensor& c = cpu_tensor(t);
+  if (!t.f16()) fail("cpu backend: tensor '", t.name(), "' holds f32 values, not f16");
+  return c.half_data();
+}
+
+const uint16_t* cpu_half(const DeviceTensor& t) {
+  return cpu_half(const_cast<DeviceTensor&>(t));
 }
 
 std::string CpuBackend::description() const {
@@ -37,9 +63,9 @@ std::string CpuBackend::description() const {
 }
 
 std::unique_ptr<DeviceTensor> CpuBackend::tensor(std::string_view name, int64_t rows, int64_t cols,
-                                                 TensorUse) {
+                                                 TensorUse use) {
   if (rows < 0 || cols < 0) fail("cpu backend: tensor '", name, "' of ", rows, " x ", cols);
-  return std::make_unique<CpuTensor>(std::string(name), rows, cols);
+  return std::make_unique<CpuTensor>(std::string(name), rows, cols, use == TensorUse::KvCacheF16);
 }
 
 std::unique_ptr<DeviceTensor> CpuBackend::host_view(std::string_view name, float* data,
@@ -51,27 +77,44 @@ std::unique_ptr<DeviceTensor> CpuBackend::host_view(std::string_view name, float
 }
 
 // A view written from or read into its own memory copies nothing (std::copy onto itself would
-// be an overlapping copy).
+// be an overlapping copy). An f16 tensor converts.
 void CpuBackend::write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) {
   check_rows(t, row0, n, "write");
+  if (t.f16()) {
+    float_to_half(src, cpu_half(t) + row0 * t.cols(), n * t.cols());
+    return;
+  }
   float* d = cpu_data(t) + row0 * t.cols();
   if (d != src) std::copy(src, src + n * t.cols(), d);
 }
 
 void CpuBackend::read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst) {
   check_rows(t, row0, n, "read");
+  if (t.f16()) {
+    half_to_float(cpu_half(t) + row0 * t.cols(), dst, n * t.cols());
+    return;
+  }
   const float* s = cpu_data(t) + row0 * t.cols();
   if (s != dst) std::copy(s, s + n * t.cols(), dst);
 }
 
 void CpuBackend::zero(DeviceTensor& t) {
+  if (t.f16()) {
+    std::fill(cpu_half(t), cpu_half(t) + t.rows() * t.cols(), uint16_t(0));
+    return;
+  }
   std::fill(cpu_data(t), cpu_data(t) + t.rows() * t.cols(), 0.0f);
 }
 
 void CpuBackend::copy(DeviceTensor& dst, const DeviceTensor& src, int64_t n) {
-  if (dst.cols() != src.cols() || n > dst.rows() || n > src.rows()) {
-    fail("copy: ", n, " rows of '", src.name(), "' (", src.rows(), " x ", src.cols(), ") to '",
-         dst.name(), "' (", dst.rows(), " x ", dst.cols(), ")");
+  if (dst.cols() != src.cols() || n > dst.rows() || n > src.rows() || dst.f16() != src.f16()) {
+    fail("copy: ", n, " rows of '", src.name(), "' (", src.rows(), " x ", src.cols(),
+         src.f16() ? " f16" : "", ") to '", dst.name(), "' (", dst.rows(), " x ", dst.cols(),
+         dst.f16() ? " f16" : "", ")");
+  }
+  if (src.f16()) {
+    std::copy(cpu_half(src), cpu_half(src) + n * src.cols(), cpu_half(dst));
+    return;
   }
   std::copy(cpu_data(src), cpu_data(src) + n * src.cols(), cpu_data(dst));
 }

@@ -15,12 +15,14 @@
 namespace trit::engine::vk {
 namespace {
 
-constexpr uint32_t kAttnWg = 64;  // attention, attention_combine, attention_backward(_kv)
+constexpr uint32_t kAttnWg = 64;      // attention, attention_combine, attention_backward(_kv)
+constexpr uint32_t kStoreKvWg = 128;  // store_kv_f16
 
 // The spec constants of attention and attention_combine.
-std::vector<uint32_t> attention_spec(uint32_t chunk, uint32_t head_dim, uint32_t qt,
-                                     bool seq_table) {
-  std::vector<uint32_t> spec(uint32_t(SpecId::SeqTable) + 1, 0);
+std::vector<uint32_t> attention_spec(uint32_t chunk, uint32_t head_dim, uint32_t qt, bool seq_table,
+                                     bool kv_f16 = false) {
+  std::vector<uint32_t> spec(uint32_t(SpecId::KvF16) + 1, 0);
+  spec[uint32_t(SpecId::KvF16)] = kv_f16 ? 1 : 0;
   spec[uint32_t(SpecId::WorkgroupSize)] = kAttnWg;
   spec[uint32_t(SpecId::MvTokens)] = qt;
   spec[uint32_t(SpecId::AttnChunk)] = chunk;
@@ -41,11 +43,29 @@ void VulkanBackend::store_kv(DeviceTensor& cache_t, const DeviceTensor& src_t, i
          " x ", cache.cols(), ") from rows ", row0, "..", row0 + n, " of '", src.name(), "' (",
          src.rows(), " x ", src.cols(), ")");
   }
-  const uint64_t r0 = uint64_t(row0);
+  const uint64_t r0 = uint64_t(row0), c0 = uint64_t(pos0);
+  if (src.f16()) fail("store_kv: source '", src.name(), "' holds f16 values");
+  if (!cache.f16()) {
+    for (const auto& [a, b] :
+         row_segments({{&src.tiles(), r0}, {&cache.tiles(), c0}}, uint64_t(n), 0)) {
+      rec_.seq().copy(rows_range(src.tiles(), r0 + a, r0 + b),
+                      rows_range(cache.tiles(), c0 + a, c0 + b));
+    }
+    return;
+  }
+  // f16: converted by a dispatch that binds the cache's whole piece (rows of halves need not
+  // start at a bindable offset) and the source rows (staged where theirs do not).
+  const Pipeline& p = rec_.pipeline("store_kv_f16", 2, sizeof(StoreKvF16Push), {kStoreKvWg}, 0b01);
+  scratch_.act.reset();
   for (const auto& [a, b] :
-       row_segments({{&src.tiles(), r0}, {&cache.tiles(), uint64_t(pos0)}}, uint64_t(n), 0)) {
-    rec_.seq().copy(rows_range(src.tiles(), r0 + a, r0 + b),
-                    rows_range(cache.tiles(), uint64_t(pos0) + a, uint64_t(pos0) + b));
+       row_segments({{&src.tiles(), r0}, {&cache.tiles(), c0}}, uint64_t(n), rec_.max_seg_rows())) {
+    const TiledTensor& ct = cache.tiles();
+    const size_t piece = ct.piece_of(c0 + a);
+    const uint64_t words = (b - a) * uint64_t(cache.cols()) / 2;
+    const uint64_t dst0 = (c0 + a - ct.piece(piece).row0) * uint64_t(cache.cols()) / 2;
+    rec_.dispatch_flat(
+        p, {scratch_.bind_rows(rec_, src.tiles(), r0 + a, r0 + b, true), ct.range(piece)},
+        StoreKvF16Push{uint32_t(words), uint32_t(dst0)}, ceil_div(words, kStoreKvWg));
   }
 }
 
@@ -78,7 +98,7 @@ bool VulkanBackend::attention_decode(VkTensor& out, const VkTensor& q, const VkT
     n_chunks = std::max<uint64_t>(n_chunks, uint64_t(s.pos0) / chunk + 1);
   }
   if (q.cols() != n_head * hd || out.cols() != q.cols() || kc.cols() != shape.kv_cols() ||
-      vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
+      vc.rows() != kc.rows() || vc.cols() != kc.cols() || vc.f16() != kc.f16() ||
       vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() || shape.n_head_kv <= 0 ||
       n_head % shape.n_head_kv != 0 || r0 + n_q > uint64_t(q.rows()) ||
       r0 + n_q > uint64_t(out.rows()) || !one_piece(q.tiles(), r0, n_q) ||
@@ -95,8 +115,9 @@ bool VulkanBackend::attention_decode(VkTensor& out, const VkTensor& q, const VkT
   const uint64_t align = ctx_->caps().info.min_storage_buffer_offset_alignment;
   if ((align > 0 && (qr.offset % align != 0 || outr.offset % align != 0))) return false;
 
-  const Pipeline& pa = rec_.pipeline("attention", 5, sizeof(AttentionPush),
-                                     attention_spec(chunk, uint32_t(hd), 1, true), 0b10111);
+  const Pipeline& pa =
+      rec_.pipeline("attention", 5, sizeof(AttentionPush),
+                    attention_spec(chunk, uint32_t(hd), 1, true, kc.f16()), 0b10111);
   const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
                                      attention_spec(chunk, uint32_t(hd), 0, true), 0b101);
   // (base, pos) per query, in host-visible memory kept until the submission ends.
@@ -146,8 +167,8 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
   if (n < 0 || pos0 < 0 || row0 < 0 || base < 0 || row0 + n > q.rows() || row0 + n > out.rows() ||
       q.cols() != n_head * hd || out.cols() != q.cols() || base + pos0 + n > kc.rows() ||
       kc.cols() != shape.kv_cols() || vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
-      vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() || shape.n_head_kv <= 0 ||
-      n_head % shape.n_head_kv != 0 || base % chunk != 0) {
+      vc.f16() != kc.f16() || vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() ||
+      shape.n_head_kv <= 0 || n_head % shape.n_head_kv != 0 || base % chunk != 0) {
     fail("attention: ", n, " queries at ", pos0, " in rows ", row0, ".. of '", q.name(), "' (",
          q.rows(), " x ", q.cols(), ") against rows from ", base, " of '", kc.name(), "' and '",
          vc.name(), "' (", kc.rows(), " x ", kc.cols(), "), ", n_head, " heads of ", hd, ", ",
@@ -157,8 +178,9 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
   // Queries per workgroup: one when decoding, tune_.attn_qt for prompts and training (each staged
   // chunk of keys serves them all).
   const uint32_t qt = uint64_t(n) >= tune_.attn_qt ? tune_.attn_qt : 1;
-  const Pipeline& pa = rec_.pipeline("attention", 5, sizeof(AttentionPush),
-                                     attention_spec(chunk, uint32_t(hd), qt, false), 0b10111);
+  const Pipeline& pa =
+      rec_.pipeline("attention", 5, sizeof(AttentionPush),
+                    attention_spec(chunk, uint32_t(hd), qt, false, kc.f16()), 0b10111);
   const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
                                      attention_spec(chunk, uint32_t(hd), 0, false), 0b101);
   const float scale = 1.0f / std::sqrt(float(hd));

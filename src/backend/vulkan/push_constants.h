@@ -31,6 +31,7 @@ enum class SpecId : uint32_t {
   CoopK = 16,
   SeqTable = 17,  // attention, attention_combine, rope_kv: 1 reads each query's sequence from a
                   // table (decoding rows of several sequences of one KV pool in one dispatch)
+  KvF16 = 18,     // attention, rope_kv: 1 when the KV cache holds halves (two a word)
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };
@@ -157,6 +158,12 @@ struct RopeKvPush {
   uint32_t pos0;
   uint32_t tab_r0;
   uint32_t tab_rows;
+};
+
+// store_kv_f16.comp: rows of f32 values into an f16 cache, two halves a word.
+struct StoreKvF16Push {
+  uint32_t n_words;
+  uint32_t dst0;  // the first word written in the bound piece
 };
 
 static_assert(sizeof(QuantizeActsPush) == 12);

@@ -11,11 +11,18 @@ namespace {
 
 constexpr uint32_t kRopeWg = 128;  // rope, rope_kv
 
-std::vector<uint32_t> rope_kv_spec(bool seq_table) {
-  std::vector<uint32_t> spec(uint32_t(SpecId::SeqTable) + 1, 0);
+std::vector<uint32_t> rope_kv_spec(bool seq_table, bool kv_f16) {
+  std::vector<uint32_t> spec(uint32_t(SpecId::KvF16) + 1, 0);
   spec[uint32_t(SpecId::WorkgroupSize)] = kRopeWg;
   spec[uint32_t(SpecId::SeqTable)] = seq_table ? 1 : 0;
+  spec[uint32_t(SpecId::KvF16)] = kv_f16 ? 1 : 0;
   return spec;
+}
+
+// The invocations of rope_kv: q's rotated pairs, then the words of k and v written.
+uint64_t rope_kv_work(const AttnShape& shape, int64_t kv_cols, bool kv_f16) {
+  return uint64_t(shape.n_head) * uint64_t(shape.rope_dim / 2) +
+         (kv_f16 ? 1 : 2) * uint64_t(kv_cols);
 }
 
 }  // namespace
@@ -96,10 +103,10 @@ bool VulkanBackend::rope_store_kv_decode(VkTensor& q, const VkTensor& k, const V
   if (!tune_.fuse_decode || shape.rope_dim <= 0 || shape.rope_dim % 2 != 0 ||
       shape.rope_dim > head_dim || q.cols() != shape.n_head * head_dim ||
       k.cols() != shape.kv_cols() || v.cols() != k.cols() || kc.cols() != k.cols() ||
-      vc.cols() != k.cols() || vc.rows() != kc.rows() || kc.tiles().pieces() != 1 ||
-      vc.tiles().pieces() != 1 || r0 + n > uint64_t(q.rows()) || r0 + n > uint64_t(k.rows()) ||
-      r0 + n > uint64_t(v.rows()) || !one_piece(q.tiles(), r0, n) || !one_piece(k.tiles(), r0, n) ||
-      !one_piece(v.tiles(), r0, n)) {
+      vc.cols() != k.cols() || vc.rows() != kc.rows() || vc.f16() != kc.f16() ||
+      kc.tiles().pieces() != 1 || vc.tiles().pieces() != 1 || r0 + n > uint64_t(q.rows()) ||
+      r0 + n > uint64_t(k.rows()) || r0 + n > uint64_t(v.rows()) || !one_piece(q.tiles(), r0, n) ||
+      !one_piece(k.tiles(), r0, n) || !one_piece(v.tiles(), r0, n)) {
     return false;
   }
   const BufferRange qr = rows_range(q.tiles(), r0, r0 + n);
@@ -124,9 +131,8 @@ bool VulkanBackend::rope_store_kv_decode(VkTensor& q, const VkTensor& k, const V
                         uint32_t(head_dim),   uint32_t(shape.rope_dim), 0,
                         uint32_t(piece.row0), uint32_t(piece.rows())};
   const Pipeline& p =
-      rec_.pipeline("rope_kv", 7, sizeof(RopeKvPush), rope_kv_spec(true), 0b1100110);
-  const uint64_t work =
-      uint64_t(shape.n_head) * uint64_t(shape.rope_dim / 2) + 2 * uint64_t(k.cols());
+      rec_.pipeline("rope_kv", 7, sizeof(RopeKvPush), rope_kv_spec(true, kc.f16()), 0b1100110);
+  const uint64_t work = rope_kv_work(shape, k.cols(), kc.f16());
   rec_.seq().dispatch(
       p,
       {qr, kr, vr, kc.tiles().range(0), vc.tiles().range(0), table.range(runs[0].piece), seq_table},
@@ -145,6 +151,11 @@ void VulkanBackend::rope_store_kv_seq(DeviceTensor& q_t, DeviceTensor& k_t, cons
   const int64_t head_dim = shape.head_dim;
   const int64_t row0 = s.row0, n = s.n, pos0 = s.pos0;
   const int64_t c0 = s.base + pos0;  // the first cache row written
+  // Cache rows bound as they are (rows of halves can start off the device's alignment).
+  const uint64_t align = ctx_->caps().info.min_storage_buffer_offset_alignment;
+  auto bindable = [&](const TiledTensor& t, int64_t r0, int64_t rows) {
+    return align == 0 || rows_range(t, uint64_t(r0), uint64_t(r0 + rows)).offset % align == 0;
+  };
   // A decoding step's rope and KV store in one dispatch (rope_kv.comp); training, whose
   // sequence is its own cache, and ops that cross pieces take the default composition.
   const bool fits = &kc != &k && &vc != &v && tune_.fuse_decode && n >= 1 &&
@@ -158,7 +169,8 @@ void VulkanBackend::rope_store_kv_seq(DeviceTensor& q_t, DeviceTensor& k_t, cons
                     one_piece(k.tiles(), uint64_t(row0), uint64_t(n)) &&
                     one_piece(v.tiles(), uint64_t(row0), uint64_t(n)) &&
                     one_piece(kc.tiles(), uint64_t(c0), uint64_t(n)) &&
-                    one_piece(vc.tiles(), uint64_t(c0), uint64_t(n));
+                    one_piece(vc.tiles(), uint64_t(c0), uint64_t(n)) && vc.f16() == kc.f16() &&
+                    bindable(kc.tiles(), c0, n) && bindable(vc.tiles(), c0, n);
   const SeqRows one[] = {s};
   if (!fits) {
     Backend::rope_store_kv(q_t, k_t, v_t, kc_t, vc_t, one, shape);
@@ -175,9 +187,8 @@ void VulkanBackend::rope_store_kv_seq(DeviceTensor& q_t, DeviceTensor& k_t, cons
                         uint32_t(head_dim),   uint32_t(shape.rope_dim), uint32_t(pos0),
                         uint32_t(piece.row0), uint32_t(piece.rows())};
   const Pipeline& p =
-      rec_.pipeline("rope_kv", 7, sizeof(RopeKvPush), rope_kv_spec(false), 0b1100110);
-  const uint64_t work =
-      uint64_t(shape.n_head) * uint64_t(shape.rope_dim / 2) + 2 * uint64_t(k.cols());
+      rec_.pipeline("rope_kv", 7, sizeof(RopeKvPush), rope_kv_spec(false, kc.f16()), 0b1100110);
+  const uint64_t work = rope_kv_work(shape, k.cols(), kc.f16());
   const uint64_t end = uint64_t(c0 + n);
   // A sequence's rows inside a batch: staged copies where their offset breaks the alignment.
   const uint64_t r0 = uint64_t(row0), r1 = uint64_t(row0 + n);

@@ -1,8 +1,10 @@
 // The Vulkan backend's tensors: making them (zero-filled, KV caches on attention-chunk
 // boundaries), host transfers, and the row copies, fills and sums over them.
 #include <cstring>
+#include <vector>
 
 #include "backend/vulkan/vk_backend.h"
+#include "core/half.h"
 
 namespace trit::engine::vk {
 namespace {
@@ -51,15 +53,20 @@ std::unique_ptr<DeviceTensor> VulkanBackend::tensor(std::string_view name, int64
                                                     int64_t cols, TensorUse use) {
   if (rows < 0 || cols <= 0) fail("vulkan backend: tensor '", name, "' of ", rows, " x ", cols);
   // KV caches keep their pieces on attention chunk boundaries (attention.comp's kv_r0).
-  const bool kv = use == TensorUse::KvCache;
+  const bool kv = use == TensorUse::KvCache || use == TensorUse::KvCacheF16;
+  const bool f16 = use == TensorUse::KvCacheF16;
+  if (f16 && cols % 2 != 0) {
+    fail("vulkan backend: f16 cache '", name, "' of ", cols, " columns (an even number needed)");
+  }
+  const uint64_t row_bytes = uint64_t(cols) * (f16 ? 2 : 4);
   TileOptions o;
-  if (kv && uint64_t(cols) * 4 * kKvChunk <= ctx_->binding_limit()) o.row_align = kKvChunk;
-  TiledTensor t = make_tiled(*ctx_, std::string(name), uint64_t(rows), uint64_t(cols) * 4, o);
+  if (kv && row_bytes * kKvChunk <= ctx_->binding_limit()) o.row_align = kKvChunk;
+  TiledTensor t = make_tiled(*ctx_, std::string(name), uint64_t(rows), row_bytes, o);
   // Zero, as the CPU backend's tensors start: queued with the other work (a trainer makes
   // hundreds of tensors; a submission and wait for each took seconds on a GPU).
   for (size_t i = 0; i < t.pieces(); ++i) rec_.seq().fill_zero(t.range(i));
   const uint32_t chunk = kv_chunk_of(t);
-  return std::make_unique<VkTensor>(std::string(name), rows, cols, std::move(t), chunk, &rec_);
+  return std::make_unique<VkTensor>(std::string(name), rows, cols, std::move(t), chunk, &rec_, f16);
 }
 
 VkTensor::~VkTensor() {
@@ -80,6 +87,14 @@ void VulkanBackend::write(DeviceTensor& t, int64_t row0, int64_t n, const float*
   }
   if (n == 0) return;
   TiledTensor& tiles = vk_tensor(t).tiles();
+  std::vector<uint16_t> halves;  // an f16 tensor's rows, converted on the host
+  if (t.f16()) {
+    halves.resize(size_t(n * t.cols()));
+    for (size_t i = 0; i < halves.size(); ++i) halves[i] = f32_to_fp16(src[i]);
+    flush();
+    tiles.upload(uint64_t(row0), uint64_t(n), halves.data());
+    return;
+  }
   const uint64_t bytes = uint64_t(n) * tiles.row_bytes();
   if (bytes > kQueuedWriteBytes) {  // large: staged in chunks, synchronously
     flush();                        // queued ops that use t run first
@@ -106,6 +121,12 @@ void VulkanBackend::read(const DeviceTensor& t, int64_t row0, int64_t n, float* 
          " rows");
   }
   flush();
+  if (t.f16()) {
+    std::vector<uint16_t> halves(size_t(n * t.cols()));
+    vk_tensor(t).tiles().download(uint64_t(row0), uint64_t(n), halves.data());
+    for (size_t i = 0; i < halves.size(); ++i) dst[i] = fp16_to_f32(halves[i]);
+    return;
+  }
   vk_tensor(t).tiles().download(uint64_t(row0), uint64_t(n), dst);
 }
 
@@ -119,6 +140,9 @@ void VulkanBackend::copy(DeviceTensor& dst_t, const DeviceTensor& src_t, int64_t
   check_rows_of(src_t, n, src_t.cols(), "copy");
   VkTensor& dst = vk_tensor(dst_t);
   const VkTensor& src = vk_tensor(src_t);
+  if (dst.f16() != src.f16()) {
+    fail("copy: '", src.name(), "' and '", dst.name(), "' hold different element types");
+  }
   if (n == 0 || &dst == &src) return;
   for (const auto& [a, b] : row_segments({{&src.tiles(), 0}, {&dst.tiles(), 0}}, uint64_t(n), 0)) {
     rec_.seq().copy(rows_range(src.tiles(), a, b), rows_range(dst.tiles(), a, b));

@@ -143,13 +143,14 @@ TiledTensor make_tiled(Context& ctx, const std::string& name, uint64_t rows, uin
 
 // ---- tensors ----
 
-// An f32 matrix (rows, cols) of the Vulkan backend. Destroyed while queued work may still use
-// it, it hands its buffers to the recorder, which frees them after the next submission ends.
+// An f32 matrix (rows, cols) of the Vulkan backend (f16: a KV cache of halves, two a word).
+// Destroyed while queued work may still use it, it hands its buffers to the recorder, which frees
+// them after the next submission ends.
 class VkTensor final : public DeviceTensor {
  public:
   VkTensor(std::string name, int64_t rows, int64_t cols, TiledTensor t, uint32_t kv_chunk,
-           Recorder* owner)
-      : DeviceTensor(std::move(name), rows, cols),
+           Recorder* owner, bool f16 = false)
+      : DeviceTensor(std::move(name), rows, cols, f16),
         t_(std::move(t)),
         kv_chunk_(kv_chunk),
         owner_(owner) {}

@@ -16,6 +16,8 @@
 
 #include "backend/cpu/kernels_backward.h"
 #include "backend/cpu/ops.h"
+#include "core/error.h"
+#include "core/half.h"
 #include "support/numeric.h"
 #include "support/vulkan.h"
 #include "train/optimizer.h"
@@ -230,6 +232,42 @@ TEST_F(CpuTrainOps, Attention) {
   expect_directional(
       minus(dvr, p3), [&](const Vec& u, double s) { return loss(q, k, plus(v, u, s)); }, 29,
       "attention dv");
+}
+
+// f16 KV caches (TensorUse::KvCacheF16): store_kv rounds to nearest even, read gives the
+// halves back, and attention over them equals attention over f32 caches holding the rounded
+// values, bit for bit, for sequences of a pool at different bases (GQA, prompt and decoding).
+TEST_F(CpuTrainOps, F16CachesAttendAsF32CachesOfTheirRoundedValues) {
+  const AttnShape shape{.n_head = 6, .n_head_kv = 2, .head_dim = 16, .rope_dim = 16};
+  const int64_t n_ctx = 600, kv = shape.kv_cols(), d = shape.q_cols(), n = 9;
+  const Vec kvals = randn(n_ctx * kv, 30, 3.0f), vvals = randn(n_ctx * kv, 31, 3.0f);
+  Vec kr(kvals.size()), vr(vvals.size());
+  for (size_t i = 0; i < kr.size(); ++i) {
+    kr[i] = fp16_to_f32(f32_to_fp16(kvals[i]));
+    vr[i] = fp16_to_f32(f32_to_fp16(vvals[i]));
+  }
+  TensorPtr kh = b_.tensor("k16", n_ctx, kv, TensorUse::KvCacheF16);
+  TensorPtr vh = b_.tensor("v16", n_ctx, kv, TensorUse::KvCacheF16);
+  ASSERT_TRUE(kh->f16());
+  TensorPtr ksrc = up("k", n_ctx, kv, kvals), vsrc = up("v", n_ctx, kv, vvals);
+  b_.store_kv(*kh, *ksrc, 0, n_ctx, 0);
+  b_.store_kv(*vh, *vsrc, 0, n_ctx, 0);
+  EXPECT_EQ(get(*kh), kr);
+  EXPECT_EQ(get(*vh), vr);
+  TensorPtr kf = up("k32", n_ctx, kv, kr), vf = up("v32", n_ctx, kv, vr);
+  TensorPtr q = up("q", n + 2, d, randn((n + 2) * d, 32));
+  const std::vector<SeqRows> seqs = {{0, n, 20, 0}, {n, 1, 250, 256}, {n + 1, 1, 0, 512}};
+  TensorPtr o16 = b_.tensor("o16", n + 2, d), o32 = b_.tensor("o32", n + 2, d);
+  b_.attention(*o16, *q, *kh, *vh, seqs, shape);
+  b_.attention(*o32, *q, *kf, *vf, seqs, shape);
+  EXPECT_EQ(get(*o16), get(*o32));
+  // An op that takes f32 tensors refuses an f16 one by name.
+  try {
+    b_.add(*kh, *kf, 1);
+    FAIL() << "add took an f16 cache";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'k16' holds f16"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(CpuTrainOps, RopeBackwardIsTheInverseRotation) {

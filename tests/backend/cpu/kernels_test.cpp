@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -698,6 +699,53 @@ TEST(CpuKernelsFormats, AgreeWithCoreQuant) {
     std::vector<float> got(static_cast<size_t>(s.n_in));
     dequantize_row(s.type, data.data() + row_bytes(s.type, s.n_in), s.n_in, got.data());
     EXPECT_TRUE(same_bytes(got, ref_row(s.type, data, s.n_in, 1))) << dtype_name(s.type);
+  }
+}
+
+// The KV caches' conversions at every level equal core/half.h's (round to nearest even):
+// every half to f32, and floats near each rounding boundary (ties, subnormals, overflow) to
+// half, over lengths with and without a tail. NaNs only need to stay NaNs.
+TEST_P(CpuKernelsAnyLevel, HalfConversionsEqualCoreHalf) {
+  const CpuLevel level = GetParam();
+  std::vector<uint16_t> halves(65536 + 5);
+  for (size_t i = 0; i < halves.size(); ++i) halves[i] = uint16_t(i);
+  std::vector<float> got(halves.size());
+  half_to_float(halves.data(), got.data(), int64_t(halves.size()), level);
+  for (size_t i = 0; i < halves.size(); ++i) {
+    const float want = fp16_to_f32(halves[i]);
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(got[i])) << i;
+    } else {
+      EXPECT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want))
+          << name(level) << " " << i;
+    }
+  }
+  std::vector<float> floats;
+  std::mt19937 rng(21);
+  for (uint32_t h = 0; h < 0x7c00; h += 7) {  // each half, half an ulp away, and a tie
+    const float f = fp16_to_f32(uint16_t(h)), g = fp16_to_f32(uint16_t(h + 1));
+    for (float x :
+         {f, (f + g) / 2, std::nextafter((f + g) / 2, 0.0f), std::nextafter((f + g) / 2, 1e9f)}) {
+      floats.push_back(x);
+      floats.push_back(-x);
+    }
+  }
+  for (float x : {65504.0f, 65519.0f, 65520.0f, 1e9f, 1e-9f, 3e-8f, 6e-8f,
+                  std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()})
+    floats.push_back(x);
+  std::normal_distribution<float> nd(0, 3);
+  for (int i = 0; i < 1001; ++i) floats.push_back(nd(rng));
+  for (int64_t n : {int64_t(floats.size()), int64_t(13)}) {
+    std::vector<uint16_t> h(size_t(n), 0xffff);
+    float_to_half(floats.data(), h.data(), n, level);
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t want = f32_to_fp16(floats[size_t(i)]);
+      if (std::isnan(floats[size_t(i)])) {
+        EXPECT_TRUE(std::isnan(fp16_to_f32(h[size_t(i)])));
+      } else {
+        EXPECT_EQ(h[size_t(i)], want) << name(level) << " " << floats[size_t(i)];
+      }
+    }
   }
 }
 

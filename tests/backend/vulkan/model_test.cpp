@@ -41,6 +41,7 @@ struct ModelCase {
   bool tied, lora;
   std::string arch = "bitnet";
   int64_t n_embd = 256, n_ff = 768;  // other than multiples of 256: rows stored padded
+  KvType kv = KvType::F32;           // the caches' elements (both backends)
 };
 
 void PrintTo(const ModelCase& c, std::ostream* os) {
@@ -81,10 +82,10 @@ TEST_P(VulkanModel, LogitsMatchCpuAtEveryLimit) {
     const double tol = act_quant ? 3e-2 : 1e-4;
     const std::string what = cat(c.name, act_quant ? " W1.58A8" : " float activations");
     const PromptAndSteps want =
-        prompt_and_steps(*model, cpu, ForwardOptions{act_quant, &cpu_lora.set}, kPrompt);
+        prompt_and_steps(*model, cpu, ForwardOptions{act_quant, &cpu_lora.set, c.kv}, kPrompt);
     PromptAndSteps got;
     try {
-      got = prompt_and_steps(*model, *vk, ForwardOptions{act_quant, &vk_lora.set}, kPrompt);
+      got = prompt_and_steps(*model, *vk, ForwardOptions{act_quant, &vk_lora.set, c.kv}, kPrompt);
     } catch (const Error& e) {
       if (act_quant || !names_one_of(e.what(), kActWords)) throw;
       std::fprintf(stderr, "note: %s: the Vulkan backend refuses: %s\n", what.c_str(), e.what());
@@ -98,8 +99,8 @@ TEST_P(VulkanModel, LogitsMatchCpuAtEveryLimit) {
       open_vulkan(limit, &tiled);
       if (!tiled) return;
       const AttachedLora tiled_lora = attach_lora(*tiled, hp, attached);
-      const PromptAndSteps t =
-          prompt_and_steps(*model, *tiled, ForwardOptions{act_quant, &tiled_lora.set}, kPrompt);
+      const PromptAndSteps t = prompt_and_steps(
+          *model, *tiled, ForwardOptions{act_quant, &tiled_lora.set, c.kv}, kPrompt);
       const std::string at =
           cat(what, " at binding limit ", limit_name(limit), " against unlimited");
       expect_match({"prompt logits", V, got.prompt}, t.prompt, 0, at);
@@ -119,7 +120,10 @@ INSTANTIATE_TEST_SUITE_P(
         // 1bitLLM 3B's proportions: I2_S rows of 384 (padded on the device), f16 rows of 864
         // (padded on the host)
         ModelCase{"odd_widths_i2_s_silu_lora", DType::I2_S, DType::F16, Activation::Silu, true,
-                  true, "bitnet", 384, 864}),
+                  true, "bitnet", 384, 864},
+        // f16 KV caches on both backends
+        ModelCase{"tq2_0_silu_f16_cache_lora", DType::TQ2_0, DType::F16, Activation::Silu, true,
+                  true, "bitnet", 256, 768, KvType::F16}),
     [](const auto& info) { return info.param.name; });
 
 // Several sequences in one pass (model_forward_batch, what the server's continuous batching

@@ -6,7 +6,8 @@
 // of 2050 x 256, KV caches of 520 positions; the limits are scaled down with them, so that the
 // weights, activations, caches and logits still come in several pieces (with partial last pieces
 // and odd row counts for the edge tiles). DESIGN sections 2 and 6: a quantised ternary matmul with
-// a uniform scale, rope, relu2, add, embedding and store_kv are bit-identical to the CPU;
+// a uniform scale, rope, relu2, add, embedding and store_kv (f32 and f16 caches) are
+// bit-identical to the CPU;
 // rms_norm, float matmuls, LoRA branches, attention and silu agree to 1e-5 of the largest value;
 // nothing that is bit-identical, nor attention (its chunk merge order is fixed), depends on the
 // limit. Also: queued writes keep the order of the work, and a prompt's attention equals that of
@@ -218,14 +219,19 @@ OpCase rope_case(int64_t n, int64_t pos0, int64_t rope_dim, float theta) {
 // each piece at 64 KiB, so that the chunks, and the order their partials merge in, are those of
 // the unlimited run. At 64 KiB the caches come in 9 (group 1) or 5 (group 4) pieces, q and out of
 // 77 tokens in 2 or 3; at 512 KiB the caches of group 1 in 2.
-OpCase attention_case(int64_t group, int64_t n, int64_t pos0) {
-  return {cat("attention_group", group, "_n", n, "_pos", pos0), [=](Backend& b) {
+// With f16 caches (KvType::F16) the stored halves are bit-identical too (both round to nearest
+// even), and attention reads them as the CPU does.
+OpCase attention_case(int64_t group, int64_t n, int64_t pos0, KvType type = KvType::F32) {
+  return {cat("attention_group", group, "_n", n, "_pos", pos0, type == KvType::F16 ? "_f16" : ""),
+          [=](Backend& b) {
             const int64_t n_kv = std::min<int64_t>(4, 8 / group);
             const AttnShape shape{
                 .n_head = group * n_kv, .n_head_kv = n_kv, .head_dim = 64, .rope_dim = 64};
             const int64_t n_ctx = 520, kv = shape.kv_cols(), d = shape.q_cols();
-            TensorPtr kc = upload(b, "k_cache", n_ctx, kv, randn(n_ctx * kv, 51));
-            TensorPtr vc = upload(b, "v_cache", n_ctx, kv, randn(n_ctx * kv, 52));
+            TensorPtr kc = b.tensor("k_cache", n_ctx, kv, kv_use(type));
+            TensorPtr vc = b.tensor("v_cache", n_ctx, kv, kv_use(type));
+            b.write(*kc, 0, n_ctx, randn(n_ctx * kv, 51).data());
+            b.write(*vc, 0, n_ctx, randn(n_ctx * kv, 52).data());
             TensorPtr k = upload(b, "k", n + 2, kv, randn((n + 2) * kv, 53));
             TensorPtr v = upload(b, "v", n + 2, kv, randn((n + 2) * kv, 54));
             TensorPtr q = upload(b, "q", n + 2, d, randn((n + 2) * d, 55));
@@ -234,6 +240,49 @@ OpCase attention_case(int64_t group, int64_t n, int64_t pos0) {
             b.store_kv(*vc, *v, 0, n, pos0);
             b.attention(*out, *q, *kc, *vc, std::vector<SeqRows>{{0, n, pos0, 0}}, shape);
             return std::vector<Out>{download(b, *out, n, 1e-5, true), download(b, *kc, n_ctx, 0),
+                                    download(b, *vc, n_ctx, 0)};
+          }};
+}
+
+// One decoding row for each of 4 sequences of one pool (bases 128 apart, on chunk boundaries),
+// f32 or f16: on a device, one dispatch for all of them.
+OpCase attention_decode_case(KvType type) {
+  return {cat("attention_decode", type == KvType::F16 ? "_f16" : ""), [=](Backend& b) {
+            const AttnShape shape{.n_head = 8, .n_head_kv = 2, .head_dim = 64, .rope_dim = 64};
+            const int64_t n_ctx = 520, kv = shape.kv_cols(), d = shape.q_cols();
+            TensorPtr kc = b.tensor("k_cache", n_ctx, kv, kv_use(type));
+            TensorPtr vc = b.tensor("v_cache", n_ctx, kv, kv_use(type));
+            b.write(*kc, 0, n_ctx, randn(n_ctx * kv, 63).data());
+            b.write(*vc, 0, n_ctx, randn(n_ctx * kv, 64).data());
+            TensorPtr q = upload(b, "q", 4, d, randn(4 * d, 65));
+            TensorPtr out = b.tensor("out", 4, d);
+            const std::vector<SeqRows> seqs = {
+                {0, 1, 5, 0}, {1, 1, 100, 128}, {2, 1, 64, 256}, {3, 1, 127, 384}};
+            b.attention(*out, *q, *kc, *vc, seqs, shape);
+            return std::vector<Out>{download(b, *out, 4, 1e-5, true)};
+          }};
+}
+
+// A decoding step's rope and KV store for 5 sequences of one pool (rows 128 apart, positions
+// 0..100), then for one sequence of 7 tokens: q rotated and the caches' rows, f32 or f16.
+OpCase rope_store_kv_case(KvType type) {
+  return {cat("rope_store_kv", type == KvType::F16 ? "_f16" : ""), [=](Backend& b) {
+            const AttnShape shape{
+                .n_head = 8, .n_head_kv = 2, .head_dim = 64, .rope_dim = 64, .rope_theta = 1e4f};
+            const int64_t n_ctx = 640, kv = shape.kv_cols(), d = shape.q_cols(), n = 7;
+            TensorPtr kc = b.tensor("k_cache", n_ctx, kv, kv_use(type));
+            TensorPtr vc = b.tensor("v_cache", n_ctx, kv, kv_use(type));
+            TensorPtr q = upload(b, "q", n, d, randn(n * d, 56));
+            TensorPtr k = upload(b, "k", n, kv, randn(n * kv, 57));
+            TensorPtr v = upload(b, "v", n, kv, randn(n * kv, 58));
+            std::vector<SeqRows> decode;
+            for (int64_t i = 0; i < 5; ++i) decode.push_back({i, 1, i * 25, i * 128});
+            b.rope_store_kv(*q, *k, *v, *kc, *vc, decode, shape);
+            // k's contents after the op are unspecified: the prompt's keys are a fresh copy.
+            TensorPtr k2 = upload(b, "k2", n, kv, randn(n * kv, 59));
+            const SeqRows prompt[] = {{0, n, 3, 512}};
+            b.rope_store_kv(*q, *k2, *v, *kc, *vc, prompt, shape);
+            return std::vector<Out>{download(b, *q, n, 0), download(b, *kc, n_ctx, 0),
                                     download(b, *vc, n_ctx, 0)};
           }};
 }
@@ -340,7 +389,13 @@ std::vector<OpCase> op_cases() {
     for (auto [n, pos0] :
          std::vector<std::pair<int64_t, int64_t>>{{1, 0}, {1, 1}, {1, 500}, {77, 0}, {77, 200}})
       c.push_back(attention_case(group, n, pos0));
+    c.push_back(attention_case(group, 1, 500, KvType::F16));
+    c.push_back(attention_case(group, 77, 200, KvType::F16));
   }
+  c.push_back(attention_decode_case(KvType::F32));
+  c.push_back(attention_decode_case(KvType::F16));
+  c.push_back(rope_store_kv_case(KvType::F32));
+  c.push_back(rope_store_kv_case(KvType::F16));
   c.push_back(gated_act_case(Activation::Relu2));
   c.push_back(gated_act_case(Activation::Silu));
   c.push_back({"add", [](Backend& b) {

@@ -41,6 +41,10 @@
 // chunk of the query's own sequence, pos0 and t0 are 0, and a chunk outside the piece returns.
 // Without the table, binding 4 is bound but unused.
 //
+// KV_F16 = 1 (spec constant 18): the K and V pieces hold halves, two a 32-bit word (element
+// i in word i / 2, the even element in the low half); indices and kv_stride count elements
+// as with f32 caches.
+//
 // A workgroup stages its chunk's keys in shared memory, 32 dimensions at a time (coalesced
 // loads; thread j then reads key j), and serves QT queries from them; the values are read once
 // for all QT queries. With QT = 1 (decoding) thread j reads key j from memory directly. Every partial is computed with the same operations in the same order
@@ -55,10 +59,11 @@ layout(constant_id = SPEC_MV_TOKENS) const uint QT = 1;
 layout(constant_id = SPEC_ATTN_CHUNK) const uint C = 64;
 layout(constant_id = SPEC_MAX_HEAD_DIM) const uint MAX_HEAD_DIM = 256;
 layout(constant_id = SPEC_SEQ_TABLE) const uint SEQ_TABLE = 0;
+layout(constant_id = SPEC_KV_F16) const uint KV_F16 = 0;
 
 layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
-layout(std430, set = 0, binding = 1) readonly buffer Kb { float k[]; };
-layout(std430, set = 0, binding = 2) readonly buffer Vb { float v[]; };
+layout(std430, set = 0, binding = 1) readonly buffer Kb { uint k[]; };  // f32 bits or 2 halves
+layout(std430, set = 0, binding = 2) readonly buffer Vb { uint v[]; };
 layout(std430, set = 0, binding = 3) writeonly buffer Partial { float partial[]; };
 layout(std430, set = 0, binding = 4) readonly buffer Seqs { uint seqs[]; };
 
@@ -75,6 +80,22 @@ layout(push_constant) uniform Push {
   uint n_chunks;
   float scale;
 } pc;
+
+// Element i of the K or V piece.
+float k_at(uint i) {
+  if (KV_F16 != 0) {
+    vec2 p = f16x2(k[i >> 1]);
+    return (i & 1u) == 0u ? p.x : p.y;
+  }
+  return uintBitsToFloat(k[i]);
+}
+float v_at(uint i) {
+  if (KV_F16 != 0) {
+    vec2 p = f16x2(v[i >> 1]);
+    return (i & 1u) == 0u ? p.x : p.y;
+  }
+  return uintBitsToFloat(v[i]);
+}
 
 const uint KD = 32;  // key dimensions staged per step
 const uint UNROLL = 8;  // loads of keys and values issued before their products
@@ -140,14 +161,14 @@ void main() {
       uint d = 0;
       for (; d + UNROLL <= hd; d += UNROLL) {
         float kk[UNROLL];
-        for (uint u = 0; u < UNROLL; ++u) kk[u] = k[kb + d + u];
+        for (uint u = 0; u < UNROLL; ++u) kk[u] = k_at(kb + d + u);
         for (uint u = 0; u < UNROLL; ++u) {
           precise float prod = qs[d + u] * kk[u];
           dot[0] = dot[0] + prod;
         }
       }
       for (; d < hd; ++d) {
-        precise float prod = qs[d] * k[kb + d];
+        precise float prod = qs[d] * k_at(kb + d);
         dot[0] = dot[0] + prod;
       }
     }
@@ -157,7 +178,7 @@ void main() {
     barrier();  // qs written / the last block read
     for (uint x = tid; x < C * KD; x += WG_SIZE) {
       uint j = x / KD, dd = x % KD;
-      ks[j * KS + dd] = j < rows_here && dd < dn ? k[(local0 + j) * pc.kv_stride + kv_off + d0 + dd] : 0.0;
+      ks[j * KS + dd] = j < rows_here && dd < dn ? k_at((local0 + j) * pc.kv_stride + kv_off + d0 + dd) : 0.0;
     }
     barrier();
     if (tid < nk_max) {
@@ -229,7 +250,7 @@ void main() {
     for (uint j0 = 0; j0 < nk_max; j0 += UNROLL) {
       float vv[UNROLL];
       for (uint u = 0; u < UNROLL; ++u) {
-        vv[u] = j0 + u < nk_max ? v[(local0 + j0 + u) * pc.kv_stride + kv_off + d] : 0.0;
+        vv[u] = j0 + u < nk_max ? v_at((local0 + j0 + u) * pc.kv_stride + kv_off + d) : 0.0;
       }
       for (uint u = 0; u < UNROLL; ++u) {
         uint j = j0 + u;

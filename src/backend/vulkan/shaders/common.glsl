@@ -13,7 +13,8 @@
 //   0 workgroup size, 1 matmul path, 2 rows per workgroup (matvec), 3 tokens per workgroup
 //   (matvec), 4 tile rows, 5 tile tokens, 6 rows per thread, 7 tokens per thread,
 //   8 float weight type, 9 activation kind, 10 attention chunk, 11 max head_dim, 12 gemm k block,
-//   13 rms_norm row in registers, 14..16 cooperative matrix shape M, N, K.
+//   13 rms_norm row in registers, 14..16 cooperative matrix shape M, N, K, 17 sequence table,
+//   18 f16 KV cache.
 #ifndef TRIT_COMMON_GLSL
 #define TRIT_COMMON_GLSL
 
@@ -35,6 +36,7 @@
 #define SPEC_COOP_N 15
 #define SPEC_COOP_K 16
 #define SPEC_SEQ_TABLE 17
+#define SPEC_KV_F16 18
 
 // Float weight types as the shaders number them (push_constants.h, enum FloatWeightType).
 #define WTYPE_F32 0u
@@ -61,6 +63,32 @@ uint group_x_y() {
 // Two 16-bit values stored in a little-endian uint: .x = low half (the even element).
 vec2 f16x2(uint word) { return unpackHalf2x16(word); }
 vec2 bf16x2(uint word) { return vec2(uintBitsToFloat(word << 16), uintBitsToFloat(word & 0xFFFF0000u)); }
+
+// f as an IEEE half, rounded to nearest even, as the CPU's f32_to_fp16 (core/half.h) rounds it
+// (packHalf2x16 leaves the rounding to the implementation).
+uint f16_bits(float f) {
+  uint x = floatBitsToUint(f);
+  uint sign = (x >> 16) & 0x8000u;
+  uint a = x & 0x7FFFFFFFu;
+  if (a >= 0x7F800000u) return sign | 0x7C00u | (a > 0x7F800000u ? 0x200u : 0u);
+  if (a >= 0x477FF000u) return sign | 0x7C00u;  // rounds to infinity
+  if (a < 0x38800000u) {                        // a subnormal half or zero
+    if (a < 0x33000000u) return sign;
+    uint shift = 126u - (a >> 23);  // 14..24
+    uint m = (a & 0x7FFFFFu) | 0x800000u;
+    uint r = m >> shift;
+    uint rem = m & ((1u << shift) - 1u);
+    uint half_ulp = 1u << (shift - 1u);
+    if (rem > half_ulp || (rem == half_ulp && (r & 1u) != 0u)) r += 1u;
+    return sign | r;
+  }
+  uint r = (a >> 13) - ((127u - 15u) << 10);
+  uint rem = a & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1u) != 0u)) r += 1u;
+  return sign | r;
+}
+// Two values as the halves of one word (a the low, even, element).
+uint f16x2_bits(float a, float b) { return f16_bits(a) | (f16_bits(b) << 16); }
 
 // ---- correctly rounded division ----
 //

@@ -30,6 +30,7 @@ trit_shader(matvec_ternary_dot matvec_ternary.comp -DINT_DOT=1)
 trit_shader(matvec_norm_ternary matvec_ternary.comp -DNORM=1)
 trit_shader(matvec_norm_ternary_dot matvec_ternary.comp -DNORM=1 -DINT_DOT=1)
 trit_shader(rope_kv rope_kv.comp)
+trit_shader(store_kv_f16 store_kv_f16.comp)
 
 # Training (the backward pass and the loss; the family files).
 trit_shader(gemm_f32 gemm_f32.comp)
