@@ -75,10 +75,21 @@ TRIT_API ToolResult merge(const std::string& model, const std::string& output,
 TRIT_API ToolResult export_peft(const std::string& adapter, const std::string& output_dir,
                                 const std::string& base = "");
 
-// A GGUF file's metadata, hyperparameters, tokenizer, tensors and the memory it needs to run:
-// as text, or as one JSON object; every tensor listed when all_tensors.
+// The runs whose memory describe_file estimates (on the CPU: the peak resident set).
+struct MemoryQuery {
+  int64_t ctx = 0;          // generation: 0, the trained context (at most 4096)
+  std::string cache_type;   // generation: "f32" (or "") or "f16"
+  int64_t train_ctx = 512;  // fine-tuning, as `trit finetune`'s defaults
+  int64_t rank = 8;
+  std::string targets = "all";
+  int64_t batch = 4;  // sequences run one after another: the estimate does not grow with it
+  bool grad_checkpointing = true;
+};
+
+// A GGUF file's metadata, hyperparameters, tokenizer, tensors and the memory it needs to run
+// and to fine-tune: as text, or as one JSON object; every tensor listed when all_tensors.
 TRIT_API std::string describe_file(const std::string& path, bool all_tensors = false,
-                                   bool json = false);
+                                   bool json = false, const MemoryQuery& memory = {});
 
 struct BenchOptions {
   int64_t n_prompt = 128, n_gen = 64;  // inference: prompt and generated tokens (0: skip)

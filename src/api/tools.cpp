@@ -11,6 +11,7 @@
 #include "api/impl.h"
 #include "backend/cpu/kernels.h"
 #include "core/error.h"
+#include "core/lora.h"
 #include "io/adapter_gguf.h"
 #include "io/gguf.h"
 #include "io/peft.h"
@@ -273,12 +274,35 @@ ToolResult export_peft(const std::string& adapter_path, const std::string& out,
   return r;
 }
 
-std::string describe_file(const std::string& path, bool all_tensors, bool json) {
+std::string describe_file(const std::string& path, bool all_tensors, bool json,
+                          const MemoryQuery& memory) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail(path, ": no such file");
   if (fs::is_directory(path, ec)) fail(path, ": is a folder, not a file");
+  engine::MemoryQuery q;
+  q.run_ctx = memory.ctx;
+  if (memory.cache_type == "f16") {
+    q.kv = engine::KvType::F16;
+  } else if (!memory.cache_type.empty() && memory.cache_type != "f32") {
+    engine::fail_option("cache_type", "cache_type is '", memory.cache_type,
+                        "', expected f32 or f16");
+  }
+  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"ctx", memory.ctx},
+                                {"train_ctx", memory.train_ctx},
+                                {"rank", memory.rank},
+                                {"batch", memory.batch}}) {
+    if (v < 0 || (v == 0 && std::string_view(name) != "ctx")) {
+      engine::fail_option(name, name, " is ", v, ", expected a positive number");
+    }
+  }
+  engine::lora_target_suffixes(memory.targets);  // throws naming an unknown target
+  q.train_ctx = memory.train_ctx;
+  q.rank = memory.rank;
+  q.batch = memory.batch;
+  q.targets = memory.targets;
+  q.checkpointing = memory.grad_checkpointing;
   const std::unique_ptr<engine::GgufFile> f = engine::GgufFile::open(path);
-  const engine::ModelInfo info = engine::read_model_info(*f);
+  const engine::ModelInfo info = engine::read_model_info(*f, q);
   return json ? engine::model_info_json(info, all_tensors) + "\n"
               : engine::format_model_info(info, all_tensors);
 }

@@ -9,6 +9,7 @@
 #include "io/gguf.h"
 #include "model/embedded_adapter.h"
 #include "model/llama_layout.h"
+#include "model/memory_estimate.h"
 #include "tokenizer/tokenizer.h"
 
 namespace trit::engine {
@@ -247,9 +248,6 @@ void Model::find_spans() {
 }
 
 namespace {
-// What a trit process holds besides its model: code, libraries, thread stacks, allocator
-// (a 10 MB model runs in 23 MiB).
-constexpr uint64_t kProcessBytes = 24ull << 20;
 
 std::string mib_text(uint64_t bytes) {
   return cat((bytes + (1 << 20) - 1) >> 20, " MiB");

@@ -113,7 +113,7 @@ std::string format_bytes(uint64_t bytes) {
   return buf;
 }
 
-ModelInfo read_model_info(const GgufFile& f) {
+ModelInfo read_model_info(const GgufFile& f, const MemoryQuery& memory) {
   ModelInfo info;
   info.path = f.path();
   info.file_size = f.file_size();
@@ -179,20 +179,18 @@ ModelInfo read_model_info(const GgufFile& f) {
     ++tt->n_tensors;
     tt->n_elements += t.n_elements();
     tt->nbytes += t.nbytes;
-    // Weights as the engine holds them: mapped from the file and read in place.
-    info.mem_weights += t.nbytes;
   }
 
+  info.memory = memory;
   if (info.hparams) {
     const HParams& hp = *info.hparams;
-    info.mem_kv_cache =
-        2ull * uint64_t(hp.n_layer) * uint64_t(hp.n_ctx_train) * uint64_t(hp.n_embd_kv()) * 4ull;
-    // One token: residual and normalised streams, q/k/v/attention output, ffn gate/up, the
-    // attention scores over the context and the logits, all f32, plus int8 copies.
-    const uint64_t floats = uint64_t(6 * hp.n_embd + 2 * hp.n_embd_kv() + 3 * hp.n_ff +
-                                     hp.n_head * hp.n_ctx_train + hp.n_vocab);
-    info.mem_activations = floats * 4 + uint64_t(hp.n_embd + hp.n_ff);
-    info.mem_total = info.mem_weights + info.mem_kv_cache + info.mem_activations;
+    MemoryQuery& q = info.memory;
+    if (q.run_ctx <= 0) q.run_ctx = std::min<int64_t>(hp.n_ctx_train, 4096);
+    // Weights as the engine holds them: mapped from the file and read in place (the tensors a
+    // load copies, norms and a llama file's q and k rows, leave their file pages).
+    info.run = run_memory(hp, info.tensor_bytes, q.run_ctx, q.run_batch, q.kv);
+    info.finetune =
+        finetune_memory(hp, info.tensor_bytes, q.train_ctx, q.rank, q.targets, q.checkpointing);
   }
   return info;
 }
@@ -260,10 +258,22 @@ std::string format_model_info(const ModelInfo& info, bool all_tensors) {
     o << "  (--tensors lists every tensor)\n";
   }
   if (info.hparams) {
-    o << "memory to run: about " << format_bytes(info.mem_total) << " = weights "
-      << format_bytes(info.mem_weights) << " + KV cache " << format_bytes(info.mem_kv_cache)
-      << " (f32, " << info.hparams->n_ctx_train << " tokens) + activations "
-      << format_bytes(info.mem_activations) << "\n";
+    const MemoryQuery& q = info.memory;
+    const MemoryEstimate& r = info.run;
+    const MemoryEstimate& f = info.finetune;
+    o << "memory on the CPU (peak resident set, estimated):\n";
+    o << "  to run (ctx " << q.run_ctx << ", " << (q.kv == KvType::F16 ? "f16" : "f32")
+      << " KV cache): " << format_bytes(r.total()) << " = weights " << format_bytes(r.weights)
+      << " + KV cache " << format_bytes(r.kv_cache) << " + activations "
+      << format_bytes(r.activations) << " + tokenizer " << format_bytes(r.tokenizer)
+      << " + process " << format_bytes(r.process) << "\n";
+    o << "  to fine-tune (ctx " << q.train_ctx << ", LoRA rank " << q.rank << " on " << q.targets
+      << ", batch " << q.batch << ", gradient checkpointing " << (q.checkpointing ? "on" : "off")
+      << "): " << format_bytes(f.total()) << " = weights " << format_bytes(f.weights)
+      << " + adapter " << format_bytes(f.adapter)
+      << " (values, gradients, AdamW moments) + activations " << format_bytes(f.activations)
+      << " + tokenizer " << format_bytes(f.tokenizer) << " + process " << format_bytes(f.process)
+      << "\n";
   }
   return o.str();
 }
@@ -335,10 +345,22 @@ std::string model_info_json(const ModelInfo& info, bool all_tensors) {
     j["tensors"] = ts;
   }
   if (info.hparams) {
-    j["memory"] = {{"weights", info.mem_weights},
-                   {"kv_cache", info.mem_kv_cache},
-                   {"activations", info.mem_activations},
-                   {"total", info.mem_total}};
+    auto parts = [](const MemoryEstimate& m) {
+      return json{
+          {"process", m.process},   {"weights", m.weights},         {"tokenizer", m.tokenizer},
+          {"kv_cache", m.kv_cache}, {"activations", m.activations}, {"adapter", m.adapter},
+          {"total", m.total()}};
+    };
+    const MemoryQuery& q = info.memory;
+    json run = parts(info.run), ft = parts(info.finetune);
+    run["ctx"] = q.run_ctx;
+    run["cache_type"] = q.kv == KvType::F16 ? "f16" : "f32";
+    ft["ctx"] = q.train_ctx;
+    ft["rank"] = q.rank;
+    ft["targets"] = q.targets;
+    ft["batch"] = q.batch;
+    ft["checkpointing"] = q.checkpointing;
+    j["memory"] = {{"run", run}, {"finetune", ft}};
   } else {
     j["memory"] = nullptr;
   }

@@ -10,6 +10,7 @@
 
 #include "core/dtype.h"
 #include "model/hparams.h"
+#include "model/memory_estimate.h"
 
 namespace trit::engine {
 
@@ -27,6 +28,16 @@ struct TypeTotals {
   int64_t n_tensors = 0;
   int64_t n_elements = 0;
   uint64_t nbytes = 0;
+};
+
+// The runs `trit info` estimates memory for.
+struct MemoryQuery {
+  int64_t run_ctx = 0;  // 0: the trained context, at most 4096 (a session's default)
+  int64_t run_batch = 64;
+  KvType kv = KvType::F32;
+  int64_t train_ctx = 512, rank = 8, batch = 4;  // `trit finetune`'s defaults
+  std::string targets = "all";
+  bool checkpointing = true;
 };
 
 struct ModelInfo {
@@ -61,16 +72,14 @@ struct ModelInfo {
   int64_t n_params = 0;
   uint64_t tensor_bytes = 0;
 
-  // Memory to run (bytes): the weights (every type read in place from the file), the KV
-  // cache at the trained context in f32 (2 * n_layer * n_ctx * n_embd_kv * 4), and activation
-  // buffers for one token at that context. Zero when hparams are unknown.
-  uint64_t mem_weights = 0;
-  uint64_t mem_kv_cache = 0;
-  uint64_t mem_activations = 0;
-  uint64_t mem_total = 0;
+  // Memory on the CPU (model/memory_estimate.h) to run and to fine-tune with the settings of
+  // `memory`; weights counts every tensor, read in place from the file. Zero when hparams are
+  // unknown.
+  MemoryQuery memory;
+  MemoryEstimate run, finetune;
 };
 
-ModelInfo read_model_info(const GgufFile& file);
+ModelInfo read_model_info(const GgufFile& file, const MemoryQuery& memory = {});
 
 // Human-readable report; all_tensors lists every tensor, otherwise totals per type.
 std::string format_model_info(const ModelInfo& info, bool all_tensors);

@@ -32,24 +32,43 @@ TEST(ModelInfo, SummaryAndJson) {
   EXPECT_EQ(info.eos, 257);
   EXPECT_FALSE(info.chat_template);
   EXPECT_EQ(info.tensors.size(), f->tensors().size());
-  EXPECT_EQ(info.mem_kv_cache, uint64_t(2 * 2 * 512 * 128 * 4));
+  // The estimates at the defaults: a run at the trained context (512) with an f32 cache, a
+  // fine-tune at `trit finetune`'s (ctx 512, rank 8 on all).
+  EXPECT_EQ(info.memory.run_ctx, 512);
+  EXPECT_EQ(info.run.kv_cache, uint64_t(2 * 2 * 512 * 128 * 4));
+  EXPECT_EQ(info.run.adapter, 0u);
+  EXPECT_EQ(info.finetune.kv_cache, 0u);
+  EXPECT_EQ(info.finetune.adapter,
+            lora_parameters(*info.hparams, 8, "all") * 16);  // values, grads, two moments
   // TQ1_0 weights count at their own size (read in place, 54 bytes a block of 256).
   uint64_t ternary_bytes = 0;
   for (const TypeTotals& t : info.type_totals) {
     if (t.type == DType::TQ1_0) ternary_bytes = t.nbytes;
   }
   EXPECT_GT(ternary_bytes, 0u);
-  EXPECT_EQ(info.mem_weights, info.tensor_bytes);
-  EXPECT_EQ(info.mem_total, info.mem_weights + info.mem_kv_cache + info.mem_activations);
+  EXPECT_EQ(info.run.weights, info.tensor_bytes);
+  EXPECT_EQ(info.finetune.weights, info.tensor_bytes);
+  // Another query: an f16 cache halves the cache, a rank twice as high doubles the adapter.
+  MemoryQuery q;
+  q.run_ctx = 100;
+  q.kv = KvType::F16;
+  q.rank = 16;
+  const ModelInfo other = read_model_info(*f, q);
+  EXPECT_EQ(other.run.kv_cache, uint64_t(2 * 2 * 100 * 128 * 2));
+  EXPECT_EQ(other.finetune.adapter, 2 * info.finetune.adapter);
 
   const nlohmann::json j = nlohmann::json::parse(model_info_json(info, true));
   EXPECT_EQ(j["hparams"]["n_layer"], 2);
   EXPECT_EQ(j["architecture"], "bitnet");
   EXPECT_EQ(j["tensors"].size(), f->tensors().size());
   EXPECT_EQ(j["tokenizer"]["vocab_size"], 512);
+  EXPECT_EQ(j["memory"]["run"]["total"], info.run.total());
+  EXPECT_EQ(j["memory"]["finetune"]["adapter"], info.finetune.adapter);
+  EXPECT_EQ(j["memory"]["finetune"]["rank"], 8);
   const std::string text = format_model_info(info, true);
   EXPECT_NE(text.find("blk.1.ffn_down.weight"), std::string::npos);
   EXPECT_NE(format_model_info(info, false).find("tq1_0"), std::string::npos);
+  EXPECT_NE(text.find("to fine-tune (ctx 512, LoRA rank 8 on all"), std::string::npos) << text;
 }
 
 TEST(ModelInfo, OtherArchitecture) {
