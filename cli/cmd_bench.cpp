@@ -31,7 +31,10 @@ void add_bench_command(CLI::App& app) {
                 "Measure LoRA training (forward, backward, AdamW) instead of inference");
   cmd->add_option("-c,--ctx", b.train_ctx, "Training sequence length (with --train)");
   cmd->add_option("--steps", b.train_steps, "Training steps timed (with --train)");
-  cmd->add_option("--rank", b.rank, "LoRA rank on all seven layers (with --train)");
+  cmd->add_option("--rank", b.rank, "LoRA rank (with --train)");
+  cmd->add_option("--targets", b.targets,
+                  "LoRA targets: all (the seven layers of every block) or a list of q, k, v, o, "
+                  "gate, up, down, head (with --train)");
   cmd->add_flag("!--no-grad-checkpointing", b.grad_checkpointing,
                 "Keep every block's activations (with --train)");
   cmd->add_option("--serve", args->serve,
@@ -73,20 +76,26 @@ void add_bench_command(CLI::App& app) {
                                   {"device", r.device},
                                   {"ctx", o.train_ctx},
                                   {"rank", o.rank},
+                                  {"targets", o.targets},
                                   {"checkpointing", o.grad_checkpointing},
                                   {"train_tokens_per_s", r.train_tokens_per_s},
-                                  {"peak_rss_mib", r.peak_rss_mib}};
+                                  {"peak_rss_mib", r.peak_rss_mib},
+                                  {"device_memory_mib", r.device_memory_mib}};
         std::printf("%s\n", j.dump().c_str());
         return;
       }
-      std::printf("model %s: %lld layers, %lld embd; %d threads; LoRA rank %lld on all layers\n",
+      std::printf("model %s: %lld layers, %lld embd; %d threads; LoRA rank %lld on %s\n",
                   args->run.model.c_str(), static_cast<long long>(info.n_layer),
-                  static_cast<long long>(info.n_embd), threads, static_cast<long long>(o.rank));
+                  static_cast<long long>(info.n_embd), threads, static_cast<long long>(o.rank),
+                  o.targets.c_str());
       std::printf("device: %s\n", r.device.c_str());
       std::printf("training (ctx %lld, gradient checkpointing %s): %.1f tokens/s\n",
                   static_cast<long long>(o.train_ctx), o.grad_checkpointing ? "on" : "off",
                   r.train_tokens_per_s);
       std::printf("peak memory (RSS): %.1f MiB\n", r.peak_rss_mib);
+      if (r.device_memory_mib > 0) {
+        std::printf("device memory (the driver's count): %.1f MiB\n", r.device_memory_mib);
+      }
       return;
     }
     if (args->json) {
@@ -99,7 +108,8 @@ void add_bench_command(CLI::App& app) {
                                 {"pp_tokens_per_s", r.prompt_tokens_per_s},
                                 {"tg_tokens_per_s", r.gen_tokens_per_s},
                                 {"weight_bytes_per_token", r.weight_bytes_per_token},
-                                {"peak_rss_mib", r.peak_rss_mib}};
+                                {"peak_rss_mib", r.peak_rss_mib},
+                                {"device_memory_mib", r.device_memory_mib}};
       std::printf("%s\n", j.dump().c_str());
       return;
     }
@@ -119,6 +129,9 @@ void add_bench_command(CLI::App& app) {
                   bytes * r.gen_tokens_per_s / 1e9);
     }
     std::printf("peak memory (RSS): %.1f MiB\n", r.peak_rss_mib);
+    if (r.device_memory_mib > 0) {
+      std::printf("device memory (the driver's count): %.1f MiB\n", r.device_memory_mib);
+    }
   });
 }
 

@@ -96,6 +96,7 @@ struct BenchOptions {
   int repetitions = 3;                 // the best is reported
   bool train = false;                  // measure LoRA training (forward, backward, AdamW) instead
   int64_t train_ctx = 128, train_steps = 3, rank = 8;
+  std::string targets = "all";  // LoRA targets of the training measured
   bool grad_checkpointing = true;
   std::vector<AdapterScale> adapters;                    // inference: applied to every token
   std::function<void(const std::string& line)> on_line;  // per-step timings of training
@@ -108,6 +109,9 @@ struct BenchResult {
   int64_t weight_bytes_per_token = 0;  // read by each generated token
   double train_tokens_per_s = 0;
   double peak_rss_mib = 0;
+  // A GPU's memory in use by this process at the end of the run, as its driver reports it
+  // (VK_EXT_memory_budget; 0 on the CPU or when the driver does not say).
+  double device_memory_mib = 0;
 };
 // Throughput and peak memory of a model on its device.
 TRIT_API BenchResult bench(Model& model, const BenchOptions& options);

@@ -324,10 +324,10 @@ int64_t weight_bytes_per_token(const engine::Model& m) {
 }
 
 // One training step per sequence of ctx random tokens: forward, backward and an AdamW update
-// of a rank-r adapter on all seven linear layers; the first step is a warm-up.
-double bench_training(Model::Impl& m, const BenchOptions& o) {
+// of a rank-r adapter on the targets; the first step is a warm-up.
+double bench_training(Model::Impl& m, const BenchOptions& o, double& device_mib) {
   const engine::HParams& hp = m.model->hparams();
-  engine::LoraAdapter adapter = engine::lora_init(hp, "all", o.rank, 16.0f, false, 1);
+  engine::LoraAdapter adapter = engine::lora_init(hp, o.targets, o.rank, 16.0f, false, 1);
   engine::TrainPassOptions topt;
   topt.checkpointing = o.grad_checkpointing;
   topt.act_quant = m.act_quant;
@@ -347,6 +347,7 @@ double bench_training(Model::Impl& m, const BenchOptions& o) {
     tm.optimizer_step(opt, 1e-4, 1.0f);
     const double dt = now_seconds() - t0;
     if (s > 0) seconds += dt;
+    device_mib = std::max(device_mib, double(m.backend->device_memory_used()) / double(1 << 20));
     if (o.on_line) {
       char line[64];
       std::snprintf(line, sizeof line, "step %lld%s: %.3f s", static_cast<long long>(s),
@@ -368,7 +369,7 @@ BenchResult bench(Model& model, const BenchOptions& o) {
     if (o.train_ctx < 1 || o.train_steps < 1 || o.rank < 1) {
       fail("bench: ctx, steps and rank must be positive");
     }
-    r.train_tokens_per_s = bench_training(m, o);
+    r.train_tokens_per_s = bench_training(m, o, r.device_memory_mib);
     r.peak_rss_mib = peak_rss_mib();
     return r;
   }
@@ -401,6 +402,7 @@ BenchResult bench(Model& model, const BenchOptions& o) {
   }
   r.weight_bytes_per_token = weight_bytes_per_token(*m.model);
   r.peak_rss_mib = peak_rss_mib();
+  r.device_memory_mib = double(m.backend->device_memory_used()) / double(1 << 20);
   return r;
 }
 

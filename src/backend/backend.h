@@ -187,6 +187,9 @@ class Backend {
   // True for a backend that computes in host memory as the calls come (the CPU): the model's
   // weights are read where they are mapped, so streaming them keeps a memory budget.
   virtual bool host_memory() const { return false; }
+  // Bytes of device memory this process uses, as the device's driver reports them; 0 where the
+  // backend computes in host memory or the driver does not say.
+  virtual uint64_t device_memory_used() const { return 0; }
   // A tensor over the caller's host memory (rows x cols floats that outlive it), for backends
   // that compute in host memory; nullptr where the device needs its own copy.
   virtual std::unique_ptr<DeviceTensor> host_view(std::string_view, float*, int64_t, int64_t) {

@@ -329,6 +329,7 @@ class VulkanBackend final : public Backend {
   ~VulkanBackend() override;
 
   std::string description() const override;
+  uint64_t device_memory_used() const override;
   // tensor.cpp
   std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols,
                                        TensorUse use) override;

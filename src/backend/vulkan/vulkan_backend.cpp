@@ -99,6 +99,14 @@ VulkanBackend::~VulkanBackend() {
   ctx_->wait_idle();
 }
 
+uint64_t VulkanBackend::device_memory_used() const {
+  uint64_t used = 0;
+  for (const VulkanHeap& h : ctx_->heaps()) {
+    if (h.device_local) used += h.usage;
+  }
+  return used;
+}
+
 std::string VulkanBackend::description() const {
   const DeviceCaps& caps = ctx_->caps();
   const VulkanDeviceInfo& d = caps.info;
