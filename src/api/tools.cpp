@@ -332,6 +332,7 @@ double bench_training(Model::Impl& m, const BenchOptions& o, double& device_mib)
   topt.checkpointing = o.grad_checkpointing;
   topt.act_quant = m.act_quant;
   engine::TrainableModel tm(*m.model, adapter, *m.backend, topt);
+  tm.check_budget(o.train_ctx);
   const engine::AdamWOptions opt;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> pick(0, int32_t(hp.n_vocab - 1));

@@ -1,9 +1,11 @@
 #include "train/trainable_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/select.h"
 #include "core/error.h"
+#include "model/memory_estimate.h"
 
 namespace trit::engine {
 
@@ -91,28 +93,38 @@ void TrainableModel::init() {
       params_.push_back(std::move(prm));
     }
   }
-  check_budget();
+  check_budget(0);
   upload_adapter();
 }
 
-void TrainableModel::check_budget() const {
+void TrainableModel::check_budget(int64_t max_tokens) const {
   const uint64_t budget = model_.mem_budget();
   if (budget == 0) return;
   // The adapter's values, gradients and two AdamW moments, four bytes a parameter each.
   uint64_t params = 0;
-  for (const Param& p : params_) params += uint64_t(p.value->rows() * p.value->cols());
+  int64_t rank = 0;
+  for (const Param& p : params_) {
+    params += uint64_t(p.value->rows() * p.value->cols());
+    rank = std::max(rank, std::min(p.value->rows(), p.value->cols()));
+  }
   const uint64_t state = params * 16;
   const uint64_t weights =
       model_.streaming() ? model_.min_stream_bytes() : model_.resident_run_bytes();
-  if (weights + state > budget) {
+  // The passes' tensors for sequences of max_tokens (an upper bound: every layer's branches
+  // at the adapter's largest rank).
+  const uint64_t acts = max_tokens > 0 ? finetune_memory(model_.hparams(), 0, max_tokens, rank,
+                                                         "all", opts_.checkpointing, opts_.dropout)
+                                             .activations
+                                       : 0;
+  if (weights + state + acts > budget) {
     auto mib = [](uint64_t b) { return (b + (1 << 20) - 1) >> 20; };
     fail(model_.path(), ": a memory budget of ", mib(budget),
-         " MiB cannot hold this fine-tune: ", "its adapter of ", params, " parameters takes ",
-         mib(state),
-         " MiB with gradients and AdamW moments; the smallest budget that could work is ",
-         mib(weights + state),
-         " MiB (activations not counted; fewer targets or a lower rank "
-         "need less)");
+         " MiB cannot hold this fine-tune: its adapter of ", params, " parameters takes ",
+         mib(state), " MiB with gradients and AdamW moments",
+         max_tokens > 0 ? cat(", its passes over ", max_tokens, " tokens ", mib(acts), " MiB")
+                        : std::string(),
+         "; the smallest budget that could work is ", mib(weights + state + acts),
+         " MiB (fewer targets, a lower rank or a shorter context need less)");
   }
 }
 

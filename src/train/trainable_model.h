@@ -63,13 +63,15 @@ class TrainableModel {
   void sync_adapter();
   void upload_adapter();
   const LoraAdapter& adapter() const { return adapter_; }
+  // Refuses a fine-tune that cannot fit the model's memory budget: the adapter's training
+  // state, and with max_tokens > 0 the passes over sequences of that many tokens (the
+  // constructor checks the state alone).
+  void check_budget(int64_t max_tokens) const;
   Backend& backend() { return be_; }
 
  private:
   struct Param;
   void init();
-  // Refuses an adapter whose training state does not fit the model's memory budget.
-  void check_budget() const;
 
   const Model& model_;
   LoraAdapter& adapter_;

@@ -327,6 +327,7 @@ FinetuneResult FinetuneRun::run() {
   topt.act_quant = o_.act_quant;
   topt.dropout = o_.dropout;
   tm_ = std::make_unique<TrainableModel>(model_, adapter_, be_, topt);
+  tm_->check_budget(o_.ctx);
   tm_->load_optimizer(*opt_);
 
   sched_.kind = parse_schedule(o_.schedule);

@@ -154,6 +154,29 @@ TEST_F(Streaming, BudgetsTooSmallAreRefusedWithTheSmallestThatWorks) {
     EXPECT_NE(std::string(e.what()).find("cannot hold this fine-tune"), std::string::npos)
         << e.what();
   }
+  // One whose state fits but whose passes over 512 tokens do not: refused by check_budget
+  // (the trainer calls it with its ctx before the first step), naming the smallest budget,
+  // which then holds it. The activations are model/memory_estimate's.
+  LoraAdapter small = lora_init(model->hparams(), "q,v", 2, 8.0f, false, 5);
+  const uint64_t state = 16 * lora_parameters(model->hparams(), 2, "q,v");
+  const uint64_t acts = finetune_memory(model->hparams(), 0, 512, 2, "all", true).activations;
+  // (The activations outweigh this small model: budgets that hold them hold it whole.)
+  const uint64_t need = model->resident_run_bytes() + state + acts;
+  ASSERT_GT(need - acts / 2, model->resident_run_bytes());
+  model->set_mem_budget(need - acts / 2);
+  TrainableModel tm(*model, small, pool, TrainPassOptions{});  // the state alone fits
+  try {
+    tm.check_budget(512);
+    FAIL() << "passes over 512 tokens were taken in a budget that cannot hold them";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("its passes over 512 tokens"), std::string::npos) << what;
+    const std::string want =
+        "smallest budget that could work is " + std::to_string((need + (1 << 20) - 1) >> 20);
+    EXPECT_NE(what.find(want), std::string::npos) << what;
+  }
+  model->set_mem_budget(need);
+  EXPECT_NO_THROW(tm.check_budget(512));
 }
 
 }  // namespace
