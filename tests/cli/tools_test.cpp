@@ -34,7 +34,25 @@ TEST(CliTools, CreateInfoQuantize) {
   EXPECT_EQ(j["hparams"]["n_embd"], 256);
   EXPECT_EQ(j["file_type"], 37);
   EXPECT_EQ(j["tokenizer"]["vocab_size"], 512);
-  EXPECT_GT(j["memory"]["total"].get<uint64_t>(), j["file_size"].get<uint64_t>() / 2);
+  EXPECT_GT(j["memory"]["run"]["total"].get<uint64_t>(), j["file_size"].get<uint64_t>() / 2);
+  EXPECT_GT(j["memory"]["finetune"]["adapter"].get<uint64_t>(), 0u);
+  // The estimates' settings from the command line; an unknown target is refused by name.
+  r = run_trit(dir, {"info", model, "--json", "-c", "64", "--rank", "4", "--cache-type", "f16",
+                     "--targets", "q,v"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json q = nlohmann::json::parse(r.out);
+  EXPECT_EQ(q["memory"]["run"]["ctx"], 64);
+  EXPECT_EQ(q["memory"]["run"]["cache_type"], "f16");
+  // Halves at 64 positions against floats at the default context.
+  const uint64_t default_ctx = j["memory"]["run"]["ctx"].get<uint64_t>();
+  EXPECT_EQ(q["memory"]["run"]["kv_cache"].get<uint64_t>() * 2 * default_ctx,
+            j["memory"]["run"]["kv_cache"].get<uint64_t>() * 64);
+  EXPECT_EQ(q["memory"]["finetune"]["ctx"], 64);
+  EXPECT_EQ(q["memory"]["finetune"]["rank"], 4);
+  EXPECT_EQ(q["memory"]["finetune"]["targets"], "q,v");
+  r = run_trit(dir, {"info", model, "--targets", "q,x"});
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("'x'"), std::string::npos) << r.err;
 
   r = run_trit(dir, {"info", model, "--tensors"});
   ASSERT_EQ(r.rc, 0) << r.err;

@@ -161,7 +161,15 @@ void main() {
       uint d = 0;
       for (; d + UNROLL <= hd; d += UNROLL) {
         float kk[UNROLL];
-        for (uint u = 0; u < UNROLL; ++u) kk[u] = k_at(kb + d + u);
+        if (KV_F16 != 0) {  // pairs of halves: one word for two (kb + d is even)
+          for (uint u = 0; u < UNROLL; u += 2) {
+            vec2 p = f16x2(k[(kb + d + u) >> 1]);
+            kk[u] = p.x;
+            kk[u + 1] = p.y;
+          }
+        } else {
+          for (uint u = 0; u < UNROLL; ++u) kk[u] = k_at(kb + d + u);
+        }
         for (uint u = 0; u < UNROLL; ++u) {
           precise float prod = qs[d + u] * kk[u];
           dot[0] = dot[0] + prod;
