@@ -28,6 +28,9 @@ struct Adapter::Impl {
   std::unique_ptr<engine::DeviceAdapter> device;
 };
 
+// A cache_type option ("", "f32" or "f16"); throws naming the option otherwise.
+engine::KvType kv_type_of(const std::string& cache_type);
+
 struct Model::Impl {
   std::unique_ptr<engine::Model> model;
   std::unique_ptr<engine::ThreadPool> pool;

@@ -135,12 +135,7 @@ Model Model::open(const std::string& path, const ModelOptions& options) {
   impl->backend = std::move(choice.backend);
   impl->fallback = std::move(choice.fallback_reason);
   impl->act_quant = options.act_quant;
-  if (options.cache_type == "f16") {
-    impl->kv_type = engine::KvType::F16;
-  } else if (!options.cache_type.empty() && options.cache_type != "f32") {
-    engine::fail_option("cache_type", "cache_type is '", options.cache_type,
-                        "', expected f32 or f16");
-  }
+  impl->kv_type = kv_type_of(options.cache_type);
   if (options.mem_budget_mb < 0) {
     engine::fail_option("mem_budget_mb", "mem_budget_mb must be 0 (none) or more, got ",
                         options.mem_budget_mb);
@@ -156,6 +151,14 @@ Model Model::open(const std::string& path, const ModelOptions& options) {
   }
   impl->info = info_of(*impl->model);
   return Model(std::move(impl));
+}
+
+engine::KvType kv_type_of(const std::string& cache_type) {
+  if (cache_type == "f16") return engine::KvType::F16;
+  if (!cache_type.empty() && cache_type != "f32") {
+    engine::fail_option("cache_type", "cache_type is '", cache_type, "', expected f32 or f16");
+  }
+  return engine::KvType::F32;
 }
 
 const ModelInfo& Model::info() const {

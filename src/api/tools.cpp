@@ -281,12 +281,7 @@ std::string describe_file(const std::string& path, bool all_tensors, bool json,
   if (fs::is_directory(path, ec)) fail(path, ": is a folder, not a file");
   engine::MemoryQuery q;
   q.run_ctx = memory.ctx;
-  if (memory.cache_type == "f16") {
-    q.kv = engine::KvType::F16;
-  } else if (!memory.cache_type.empty() && memory.cache_type != "f32") {
-    engine::fail_option("cache_type", "cache_type is '", memory.cache_type,
-                        "', expected f32 or f16");
-  }
+  q.kv = kv_type_of(memory.cache_type);
   for (const auto& [name, v] : {std::pair<const char*, int64_t>{"ctx", memory.ctx},
                                 {"train_ctx", memory.train_ctx},
                                 {"rank", memory.rank},
