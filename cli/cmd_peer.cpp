@@ -17,8 +17,10 @@ void add_peer_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "peer",
       "Delegate to a stronger device of yours over HyperDHT: key | provide (--serve URL | -m "
-      "MODEL [-- serve options]) [--allow FILE] | connect KEY [--listen HOST:PORT] | testnet; "
-      "each takes --key-file PATH and --bootstrap HOST:PORT[,...]");
+      "MODEL [-- serve options]) [--allow FILE] | connect KEY [--listen HOST:PORT] | relay "
+      "[--allow FILE] | testnet; each takes --key-file PATH and --bootstrap HOST:PORT[,...]; "
+      "provide and connect take --relay KEY[,...] (a blind relay for peers that cannot reach "
+      "each other) and --no-direct (the relay only)");
   cmd->prefix_command();  // everything after `peer` goes to the program as it is
   cmd->allow_extras();
   cmd->callback([cmd] {

@@ -56,12 +56,16 @@ void add_delegate_options(CLI::App* cmd, DelegateOptions& o) {
   cmd->add_option("--key-file", o.key_file, "With --delegate: this device's key file");
   cmd->add_option("--bootstrap", o.bootstrap,
                   "With --delegate: HOST:PORT[,...] of a private DHT instead of the public one");
+  cmd->add_option("--relay", o.relay,
+                  "With --delegate: KEY[,...] of blind relays (`trit peer relay`) to go through "
+                  "when no direct path to the provider opens");
 }
 
 PeerTunnel::PeerTunnel(const DelegateOptions& o) {
   std::vector<std::string> args = {"connect", o.key, "--listen", "127.0.0.1:0"};
   if (!o.key_file.empty()) args.insert(args.end(), {"--key-file", o.key_file});
   if (!o.bootstrap.empty()) args.insert(args.end(), {"--bootstrap", o.bootstrap});
+  if (!o.relay.empty()) args.insert(args.end(), {"--relay", o.relay});
   std::vector<std::string> argv = peer_argv(args);
   int fds[2];
   if (::pipe(fds) != 0) fail("--delegate: cannot make a pipe");

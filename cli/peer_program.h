@@ -23,6 +23,7 @@ struct DelegateOptions {
   std::string key;        // the provider's public key; empty: run here
   std::string key_file;   // this device's identity (default: the peer program's)
   std::string bootstrap;  // HOST:PORT[,...] of a private DHT
+  std::string relay;      // KEY[,...] of blind relays for when no direct path opens
   bool fallback_local = false;
 };
 void add_delegate_options(CLI::App* cmd, DelegateOptions& o);

@@ -3,14 +3,21 @@
 //
 //   trit-peer key      [--key-file F]                       create once, print the public key
 //   trit-peer provide  --serve URL [--allow F] [--key-file F] [--bootstrap H:P,...]
+//                      [--relay KEY[,KEY...]] [--no-direct]
 //   trit-peer provide  -m MODEL [...] [-- trit serve options]   starts its own trit serve
 //   trit-peer connect  KEY [--listen HOST:PORT] [--key-file F] [--bootstrap H:P,...]
+//                      [--relay KEY[,KEY...]] [--no-direct]
+//   trit-peer relay    [--allow F] [--key-file F] [--bootstrap H:P,...]   a blind relay
 //   trit-peer testnet  [--size N]                            a local DHT for tests
 //
 // A provider answers only the public keys of its allow list, refused at the handshake (the
 // firewall runs before any byte of a request is read); the list is read again when the file
 // changes. A consumer forwards every local TCP connection as one encrypted stream to the
 // provider, which forwards it to its local server: the whole HTTP API, streaming included.
+// Peers that cannot reach each other (both behind firewalls that defeat hole punching) meet
+// through a blind relay (`relay`, on any reachable machine): with --relay, a stream opens
+// through it when no direct path wins the race; the relay forwards the Noise-encrypted packets
+// and cannot read them. --no-direct skips the direct paths altogether.
 // Every line on stderr starts with "trit peer:"; lines a caller waits for are on stdout.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
@@ -20,7 +27,9 @@ import os from 'node:os'
 import path from 'node:path'
 import DHT from 'hyperdht'
 import createTestnet from 'hyperdht/testnet.js'
+import BlindRelay from 'blind-relay'
 
+const RelayServer = BlindRelay.Server
 const say = (line) => process.stderr.write(`trit peer: ${line}\n`)
 // A reader that keeps only the first line (trit generate --delegate reads the port and closes
 // the pipe) must not end the program: later lines are information, and losing them is fine.
@@ -44,9 +53,9 @@ function fail (message) {
   throw new UsageError(message)
 }
 
-// --name value pairs and positionals; every option takes a value (-m is --model). What
-// follows `--` is returned as passed.
-function parseArgs (argv, known) {
+// --name value pairs, --flag switches (true when present) and positionals (-m is --model).
+// What follows `--` is returned as passed.
+function parseArgs (argv, known, flags = []) {
   const opts = {}
   const rest = []
   const passed = []
@@ -62,7 +71,11 @@ function parseArgs (argv, known) {
       continue
     }
     const name = a.slice(2)
-    if (!known.includes(name)) fail(`unknown option ${a} (expected one of ${known.map((k) => '--' + k).join(', ')})`)
+    if (flags.includes(name)) {
+      opts[name] = true
+      continue
+    }
+    if (!known.includes(name)) fail(`unknown option ${a} (expected one of ${[...known, ...flags].map((k) => '--' + k).join(', ')})`)
     if (i + 1 >= argv.length) fail(`${a} needs a value`)
     opts[name] = argv[++i]
   }
@@ -156,6 +169,22 @@ function short (key) {
   return key.toString('hex')
 }
 
+// --relay KEY[,KEY...] and --no-direct: the blind relays a stream may go through (one picked at
+// random a connection) and whether the direct paths (hole punching, the LAN) are skipped.
+function relayOptions (opts) {
+  const relays = opts.relay
+    ? opts.relay.split(',').map((k) => Buffer.from(parseKey(k, '--relay'), 'hex'))
+    : null
+  if (opts['no-direct'] && !relays) fail('--no-direct needs --relay KEY: without a direct path a stream can only go through a relay')
+  return { relays, direct: !opts['no-direct'] }
+}
+
+function describeRelays ({ relays, direct }) {
+  if (!relays) return ''
+  const keys = relays.map(short).join(',')
+  return direct ? ` (relay ${keys} when no direct path opens)` : ` (through relay ${keys} only)`
+}
+
 async function cmdKey (argv) {
   const { opts, rest } = parseArgs(argv, ['key-file'])
   if (rest.length) fail(`key: unexpected argument ${rest[0]}`)
@@ -196,8 +225,9 @@ function startServe (model, args) {
 let stopping = false
 
 async function cmdProvide (argv) {
-  const { opts, rest, passed } = parseArgs(argv, ['serve', 'model', 'allow', 'key-file', 'bootstrap'])
+  const { opts, rest, passed } = parseArgs(argv, ['serve', 'model', 'allow', 'key-file', 'bootstrap', 'relay'], ['no-direct'])
   if (rest.length) fail(`provide: unexpected argument ${rest[0]}`)
+  const relay = relayOptions(opts)
   if (!opts.serve && !opts.model) {
     fail('provide: give --serve http://HOST:PORT (a running trit serve) or -m MODEL (one is started)')
   }
@@ -218,7 +248,10 @@ async function cmdProvide (argv) {
       const ok = allowed().has(key)
       if (!ok) say(`refused ${key}: not in ${allowFile}`)
       return !ok
-    }
+    },
+    ...(relay.relays ? { relayThrough: relay.relays } : {}),
+    // No hole punching and no local addresses shared: only the relay can carry a stream.
+    ...(relay.direct ? {} : { holepunch: false, shareLocalAddress: false })
   }, (stream) => {
     const key = short(stream.remotePublicKey)
     say(`connected ${key}`)
@@ -229,7 +262,7 @@ async function cmdProvide (argv) {
     splice(stream, local)
   })
   await server.listen(keyPair)
-  process.stdout.write(`providing ${keyPair.publicKey.toString('hex')} -> ${opts.serve}\n`)
+  process.stdout.write(`providing ${keyPair.publicKey.toString('hex')} -> ${opts.serve}${describeRelays(relay)}\n`)
   await untilSignal(async () => {
     stopping = true
     await server.close()
@@ -243,11 +276,18 @@ async function cmdProvide (argv) {
 }
 
 async function cmdConnect (argv) {
-  const { opts, rest } = parseArgs(argv, ['listen', 'key-file', 'bootstrap'])
+  const { opts, rest } = parseArgs(argv, ['listen', 'key-file', 'bootstrap', 'relay'], ['no-direct'])
   if (rest.length !== 1) fail('connect: expected one argument, the provider\'s public key')
+  const relay = relayOptions(opts)
   const remote = Buffer.from(parseKey(rest[0], 'connect'), 'hex')
   const listen = parseHostPort(opts.listen || '127.0.0.1:8080', '--listen')
   const keyPair = loadKeyPair(opts['key-file'] || defaultKeyFile(), true)
+  const connectOptions = {
+    keyPair,
+    ...(relay.relays ? { relayThrough: relay.relays } : {}),
+    // No hole punching, no LAN shortcut, no fast open: only the relay can carry the stream.
+    ...(relay.direct ? {} : { holepunch: () => false, localConnection: false, fastOpen: false })
+  }
   const node = makeNode(opts, keyPair)
   // Join the DHT before taking local connections: the first request then looks the provider up
   // at once instead of waiting behind the bootstrap.
@@ -256,7 +296,7 @@ async function cmdConnect (argv) {
   // in flight, and the next request connects afresh (a client may retry a request whose
   // connection failed: the DHT can time out a first attempt, e.g. right after a refusal).
   const local = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => {
-    const stream = node.connect(remote, { keyPair })
+    const stream = node.connect(remote, connectOptions)
     let connected = false // after the handshake, an error is the connection closing
     stream.on('connect', () => { connected = true })
     stream.on('error', (e) => {
@@ -271,7 +311,7 @@ async function cmdConnect (argv) {
     local.listen(listen.port, listen.host, resolve)
   })
   const port = local.address().port
-  process.stdout.write(`listening on http://${listen.host}:${port} -> ${rest[0]}\n`)
+  process.stdout.write(`listening on http://${listen.host}:${port} -> ${rest[0]}${describeRelays(relay)}\n`)
   probe(listen.host, port, rest[0])
   await untilSignal(async () => {
     local.close()
@@ -306,6 +346,43 @@ function probe (host, port, key) {
   })
 }
 
+// A blind relay: pairs the two halves of a stream whose peers asked for it (by a token they
+// share) and forwards their packets, which stay encrypted end to end. With --allow, only the
+// listed keys may use it.
+async function cmdRelay (argv) {
+  const { opts, rest } = parseArgs(argv, ['allow', 'key-file', 'bootstrap'])
+  if (rest.length) fail(`relay: unexpected argument ${rest[0]}`)
+  const allowed = opts.allow ? allowList(opts.allow) : null
+  if (allowed) allowed()
+  const keyPair = loadKeyPair(opts['key-file'] || defaultKeyFile(), true)
+  const node = makeNode(opts, keyPair)
+  const relay = new RelayServer({
+    createStream: (o) => node.createRawStream({ ...o, framed: true })
+  })
+  const server = node.createServer({
+    firewall: (remotePublicKey) => {
+      if (!allowed) return false
+      const key = short(remotePublicKey)
+      const ok = allowed().has(key)
+      if (!ok) say(`refused ${key}: not in ${opts.allow}`)
+      return !ok
+    }
+  }, (socket) => {
+    const key = short(socket.remotePublicKey)
+    const session = relay.accept(socket, { id: socket.remotePublicKey })
+    session.on('pair', (isInitiator) => say(`paired ${key} (${isInitiator ? 'initiator' : 'follower'})`))
+    session.on('error', (e) => say(`${key}: ${e.message}`))
+    socket.on('error', () => {})
+  })
+  await server.listen(keyPair)
+  process.stdout.write(`relaying ${keyPair.publicKey.toString('hex')}${allowed ? ` for the keys of ${opts.allow}` : ' for any peer'}\n`)
+  await untilSignal(async () => {
+    await server.close()
+    relay.close()
+    await node.destroy()
+  })
+}
+
 async function cmdTestnet (argv) {
   const { opts, rest } = parseArgs(argv, ['size'])
   if (rest.length) fail(`testnet: unexpected argument ${rest[0]}`)
@@ -327,7 +404,7 @@ function untilSignal (close) {
   })
 }
 
-const commands = { key: cmdKey, provide: cmdProvide, connect: cmdConnect, testnet: cmdTestnet }
+const commands = { key: cmdKey, provide: cmdProvide, connect: cmdConnect, relay: cmdRelay, testnet: cmdTestnet }
 
 async function main () {
   const [name, ...argv] = process.argv.slice(2)

@@ -401,6 +401,48 @@ TEST(Peer, ProvideStartsItsOwnServerAndConsumersSeeItsDevices) {
   EXPECT_NE(provider.err().find("trit serve: stopped"), std::string::npos) << provider.err();
 }
 
+// Peers that cannot reach each other meet through a blind relay: a provider with --no-direct
+// neither punches holes nor shares its addresses, so every stream goes through the relay (its
+// log names both halves of each pairing); a delegated generate still equals this device's own.
+TEST(Peer, ABlindRelayCarriesTheStreamsWhenNoDirectPathIsAllowed) {
+  TempDir dir;
+  TwoPeers peers(dir);
+  ASSERT_FALSE(peers.bootstrap.empty());
+  const std::string relay_key = peer_key(dir, dir.file("relay.key"));
+  std::ofstream(dir.file("relay-allow")) << peers.provider_key << "\n"
+                                         << peers.consumer_key << "\n";
+  TritProcess relay(dir, "relay",
+                    {"peer", "relay", "--allow", dir.file("relay-allow"), "--key-file",
+                     dir.file("relay.key"), "--bootstrap", peers.bootstrap});
+  EXPECT_NE(relay.wait_line("relaying ").find(relay_key + " for the keys of"), std::string::npos);
+  test::ServerProcess serve(dir, {"-m", kPeerModel, "--device", "cpu", "-t", "1"});
+  TritProcess provider(dir, "provider",
+                       {"peer", "provide", "--serve", serve.url(), "--allow", dir.file("allow"),
+                        "--key-file", dir.file("provider.key"), "--bootstrap", peers.bootstrap,
+                        "--relay", relay_key, "--no-direct"});
+  EXPECT_NE(provider.wait_line("providing ").find("through relay " + relay_key + " only"),
+            std::string::npos);
+
+  const std::vector<std::string> gen = {"generate", "-p", "It is a truth", "-n", "8",
+                                        "--temp",   "0"};
+  std::vector<std::string> local = gen;
+  local.insert(local.end(), {"-m", kPeerModel, "--device", "cpu"});
+  const RunResult here = test::run_trit(dir, local);
+  ASSERT_EQ(here.rc, 0) << here.err;
+  std::vector<std::string> delegated = gen;
+  delegated.insert(delegated.end(),
+                   {"--delegate", peers.provider_key, "--key-file", dir.file("consumer.key"),
+                    "--bootstrap", peers.bootstrap, "--relay", relay_key});
+  const RunResult there = test::run_trit(dir, delegated);
+  ASSERT_EQ(there.rc, 0) << there.err << provider.err() << relay.err();
+  EXPECT_EQ(there.out, here.out);
+  EXPECT_TRUE(relay.wait_err("paired " + peers.provider_key)) << relay.err();
+  EXPECT_TRUE(relay.wait_err("paired " + peers.consumer_key)) << relay.err();
+  EXPECT_TRUE(provider.wait_err("connected " + peers.consumer_key));
+  EXPECT_EQ(provider.stop(), 0);
+  EXPECT_EQ(relay.stop(), 0);
+}
+
 TEST(Peer, BadArgumentsAreNamed) {
   TempDir dir;
   const std::string key = dir.file("k");
@@ -417,6 +459,11 @@ TEST(Peer, BadArgumentsAreNamed) {
                 .find("--listen"),
             std::string::npos);
   EXPECT_NE(err_of({"fly"}).find("expected a command"), std::string::npos);
+  EXPECT_NE(err_of({"connect", std::string(64, 'a'), "--no-direct", "--key-file", key})
+                .find("--no-direct needs --relay"),
+            std::string::npos);
+  EXPECT_NE(err_of({"relay", "--relay", "x", "--key-file", key}).find("unknown option --relay"),
+            std::string::npos);
   EXPECT_NE(err_of({"key", "--colour", "red"}).find("unknown option --colour"), std::string::npos);
   EXPECT_NE(err_of({"provide", "--serve", "http://127.0.0.1:1", "-m", "m.gguf", "--key-file", key})
                 .find("exclude each other"),
