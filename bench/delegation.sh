@@ -6,7 +6,8 @@
 #
 #   bench/delegation.sh [MODEL] [UPLOAD_MIB] [-- trit serve options]
 #
-# Needs curl. Everything runs in a temporary folder that is removed at the end.
+# Ends with the transport alone (bench/hyperdht_raw.mjs: one HyperDHT stream, no HTTP), the
+# ceiling of any tunnel on this machine. Needs curl. Everything runs in a temporary folder that is removed at the end.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 trit=${TRIT:-$root/build/trit}
@@ -83,3 +84,6 @@ done | awk '{ print; t[$1] += $2; n[$1]++ }
   END { printf "mean: direct %.3f s, tunnel %.3f s: tunnel at %.0f%% of direct\n",
         t["direct"] / n["direct"], t["tunnel"] / n["tunnel"],
         100 * (t["direct"] / n["direct"]) / (t["tunnel"] / n["tunnel"]) }'
+
+echo "== the transport alone: one HyperDHT stream between two processes, ${mib} MiB (3 times)"
+node "$root/bench/hyperdht_raw.mjs" "$mib" 3

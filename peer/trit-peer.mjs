@@ -255,11 +255,21 @@ async function cmdProvide (argv) {
   }, (stream) => {
     const key = short(stream.remotePublicKey)
     say(`connected ${key}`)
-    const local = net.connect({ port: target.port, host: target.host, allowHalfOpen: true })
-    local.setNoDelay(true) // small writes (one token an event) go out at once
-    local.on('error', (e) => say(`${opts.serve}: ${e.message}`))
     stream.on('error', () => {})
-    splice(stream, local)
+    // The server is reached at the stream's first byte: a consumer keeps a spare stream open
+    // ahead of its next request, which must not hold a connection of the server meanwhile.
+    let spliced = false
+    stream.once('data', (first) => {
+      spliced = true
+      stream.pause()
+      const local = net.connect({ port: target.port, host: target.host, allowHalfOpen: true })
+      local.setNoDelay(true) // small writes (one token an event) go out at once
+      local.on('error', (e) => say(`${opts.serve}: ${e.message}`))
+      local.write(first)
+      splice(stream, local)
+      stream.resume()
+    })
+    stream.once('end', () => { if (!spliced) stream.end() }) // a spare that was never used
   })
   await server.listen(keyPair)
   process.stdout.write(`providing ${keyPair.publicKey.toString('hex')} -> ${opts.serve}${describeRelays(relay)}\n`)
@@ -295,9 +305,12 @@ async function cmdConnect (argv) {
   // Each local connection is one stream to the provider: a dropped provider costs the requests
   // in flight, and the next request connects afresh (a client may retry a request whose
   // connection failed: the DHT can time out a first attempt, e.g. right after a refusal).
+  // A spare stream is opened ahead of the next connection, so that a request does not wait
+  // for the DHT's handshake (milliseconds on a LAN, a second or more through a relay).
+  const spares = spareStreams(() => node.connect(remote, connectOptions))
   const local = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => {
-    const stream = node.connect(remote, connectOptions)
-    let connected = false // after the handshake, an error is the connection closing
+    const { stream, opened } = spares.take()
+    let connected = opened // after the handshake, an error is the connection closing
     stream.on('connect', () => { connected = true })
     stream.on('error', (e) => {
       if (!connected) say(`provider ${rest[0]}: ${e.message}`)
@@ -315,8 +328,63 @@ async function cmdConnect (argv) {
   probe(listen.host, port, rest[0])
   await untilSignal(async () => {
     local.close()
+    spares.close()
     await node.destroy()
   })
+}
+
+// One stream kept open ahead of need. take() returns it (or a new stream when there is none
+// or it closed) and opens the next spare. A spare that fails (the provider gone, or refusing)
+// is tried again after a pause that doubles up to 30 s, and only once a connection takes it,
+// so an unreachable provider costs nothing while nobody asks.
+function spareStreams (open) {
+  let spare = null
+  let opened = false
+  let failures = 0
+  let closed = false
+  const make = () => {
+    const s = open()
+    let isOpen = false
+    s.on('connect', () => {
+      isOpen = true
+      if (s === spare) opened = true
+      failures = 0
+    })
+    s.on('error', () => {
+      if (s === spare && !isOpen) failures++
+    })
+    s.on('close', () => {
+      if (s === spare) spare = null
+    })
+    return s
+  }
+  const refill = () => {
+    if (closed || spare) return
+    spare = make()
+    opened = false
+  }
+  let timer = null
+  const scheduleRefill = () => {
+    if (failures === 0) return refill()
+    if (timer) return
+    timer = setTimeout(() => { timer = null; refill() }, Math.min(30000, 500 * 2 ** failures))
+  }
+  return {
+    take () {
+      const fresh = !spare || spare.destroyed
+      const stream = fresh ? make() : spare
+      const wasOpened = !fresh && opened
+      spare = null
+      scheduleRefill()
+      return { stream, opened: wasOpened }
+    },
+    close () {
+      closed = true
+      if (timer) clearTimeout(timer)
+      if (spare) spare.destroy()
+      spare = null
+    }
+  }
 }
 
 // One GET /health through the tunnel: the provider's device and model, and the round trip

@@ -1,5 +1,8 @@
 #include "train/checkpoint.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+
 #include <filesystem>
 
 #include "core/error.h"
@@ -45,6 +48,15 @@ std::string save_checkpoint(const std::string& dir, int64_t step, const LoraAdap
   write_file_atomic((tmp / "optimizer.bin").string(), opt.save());
   const json state = {{"version", 1}, {"step", step}, {"data", data_state}, {"settings", settings}};
   write_file_atomic((tmp / "state.json").string(), state.dump(2));
+  // A checkpoint of the same step already there (a run resumed from an earlier one) is swapped
+  // out in one step, so that a reader never finds the folder missing or half written.
+#ifdef RENAME_EXCHANGE
+  if (fs::exists(final_dir, ec) &&
+      ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(tmp, ec);
+    return final_dir.string();
+  }
+#endif
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir);
   return final_dir.string();

@@ -133,6 +133,7 @@ class FinetuneRun {
   DatasetSplits data_;
   LoraAdapter adapter_;
   int64_t per_epoch_ = 1, total_ = 0;
+  int64_t saved_step_ = -1;  // the step of the checkpoint written last
   json settings_;
   std::string ckpt_dir_;
   std::unique_ptr<BatchIterator> batches_;
@@ -286,6 +287,10 @@ void FinetuneRun::train_step(int64_t step) {
 }
 
 void FinetuneRun::save_checkpoint_at(int64_t step) {
+  // A stop while paused comes right after the step's own checkpoint: writing it again would
+  // replace the folder under a reader that the first one's event sent to it.
+  if (step == saved_step_) return;
+  saved_step_ = step;
   tm_->sync_adapter();
   tm_->save_optimizer(*opt_);
   res_.last_checkpoint =
