@@ -115,9 +115,12 @@ class SentencePieceBpe final : public VocabTokenizer {
 
   void encode_piece(std::string_view s, Work& w, std::vector<int32_t>& out) const {
     w.symbols.clear();
+    uint32_t cp = 0;
     for (size_t pos = 0; pos < s.size();) {
-      const size_t len =
-          std::min<size_t>(unicode::utf8_len(static_cast<uint8_t>(s[pos])), s.size() - pos);
+      // A well-formed character is one symbol, any other byte one of its own: a lead byte's
+      // length alone would swallow the start of the character after it (a space's U+2581
+      // after invalid UTF-8 came back as its three bytes, not as a space).
+      const size_t len = std::max<size_t>(unicode::decode_utf8(s, pos, cp), 1);
       const auto i = static_cast<int32_t>(w.symbols.size());
       w.symbols.push_back({static_cast<int32_t>(pos), static_cast<int32_t>(len), i - 1, i + 1});
       pos += len;

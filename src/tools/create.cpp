@@ -17,6 +17,7 @@
 #define TRIT_CREATE_F16C 1
 #endif
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -143,7 +144,7 @@ __attribute__((target("f16c,avx"))) void f32_to_f16_f16c(const float* x, int64_t
 
 std::vector<uint8_t> encode_floats(DType type, const std::vector<float>& x) {
 #ifdef TRIT_CREATE_F16C
-  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  static const bool f16c = cpu_has_f16c() && __builtin_cpu_supports("avx");
   if (type == DType::F16 && f16c) {
     std::vector<uint8_t> out(x.size() * 2);
     f32_to_f16_f16c(x.data(), int64_t(x.size()), out.data());

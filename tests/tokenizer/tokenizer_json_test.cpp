@@ -244,6 +244,18 @@ TEST_F(TokenizerJson, SentencePieceStyle) {
   EXPECT_EQ(ChatTemplate::for_model(*file).name(), "chatml");
 }
 
+// A byte that starts no valid character is a symbol of its own: its lead-byte length must not
+// swallow the start of the space marker after it (found by fuzzing: "\xC3 " came back with
+// the marker's three bytes instead of the space).
+TEST_F(TokenizerJson, SentencePieceInvalidUtf8KeepsTheSpaceAfterIt) {
+  auto file = convert(write("tokenizer.json", kSpmJson), "", "llama");
+  auto tok = Tokenizer::from_gguf(*file);
+  ASSERT_TRUE(tok);
+  EXPECT_EQ(tok->encode("\xC3 ", false, false), (Ids{6, 4, 6}));  // ▁ <0xC3> ▁
+  EXPECT_EQ(tok->decode(tok->encode("\xC3 ", false, false)), "\xC3 ");
+  EXPECT_EQ(tok->encode("\xC3\xA9 ", false, false), (Ids{6, 4, 5, 6}));  // é is one symbol
+}
+
 TEST_F(TokenizerJson, MalformedInputNamesTheField) {
   EXPECT_NE(error_of(dir_.file("absent.json")).find("absent.json: cannot open"), std::string::npos);
   EXPECT_NE(error_of(write("bad.json", "{\"model\": ")).find("bad.json: not valid JSON"),

@@ -12,6 +12,7 @@
 
 #include "backend/cpu/kernels_impl.h"
 #include "core/bytes.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -261,8 +262,8 @@ CpuLevel detect_cpu_level() {
   static const CpuLevel level = [] {
 #if defined(TRIT_CPU_X86) && defined(__GNUC__)
     __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      __builtin_cpu_supports("f16c");
+    const bool avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");

@@ -24,7 +24,9 @@
 // GCC 12.1-12.2 warn falsely inside the AVX-512 intrinsics (_mm512_undefined_*; GCC bug 105593).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
