@@ -62,6 +62,10 @@ void add_finetune_command(CLI::App& app) {
   cmd->add_option("--val-every", o.val_every, "Validate every N steps (0: start and end)");
   cmd->add_option("--val-examples", o.val_examples, "Validation examples used (0: all)");
   cmd->add_option("--save-every", o.save_every, "Checkpoint every N steps");
+  cmd->add_option("--max-bad-steps", o.max_bad_steps,
+                  "Stop after N steps in a row with a non-finite loss or gradient (each is "
+                  "skipped), with a checkpoint of the last good state (0: never)")
+      ->capture_default_str();
   cmd->add_option("--checkpoint-dir", o.checkpoint_dir,
                   "Checkpoints (default <output>.checkpoints)");
   cmd->add_option("--resume", o.resume, "Continue from a checkpoint folder, or 'latest'")

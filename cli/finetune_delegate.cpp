@@ -62,7 +62,8 @@ json job_options(const TrainOptions& o) {
           {"seed", o.seed},
           {"val_every", o.val_every},
           {"val_examples", o.val_examples},
-          {"save_every", o.save_every}};
+          {"save_every", o.save_every},
+          {"max_bad_steps", o.max_bad_steps}};
 }
 
 // An HTTP failure: status 0 when the provider could not be reached or the connection broke

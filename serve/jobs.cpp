@@ -80,7 +80,7 @@ TrainOptions train_options(const json& o) {
       "targets",  "rank",      "alpha",        "rslora",      "dropout",       "lr",
       "schedule", "warmup",    "weight_decay", "grad_clip",   "epochs",        "steps",
       "ctx",      "batch",     "grad_accum",   "mask_prompt", "chat_template", "grad_checkpointing",
-      "seed",     "val_every", "val_examples", "save_every"};
+      "seed",     "val_every", "val_examples", "save_every",  "max_bad_steps"};
   for (const auto& [k, v] : o.items()) {
     if (std::find(known.begin(), known.end(), k) == known.end()) {
       throw HttpError(400, "'options." + k + "' is not a fine-tuning option", k);
@@ -108,6 +108,7 @@ TrainOptions train_options(const json& o) {
   num("val_every", t.val_every);
   num("val_examples", t.val_examples);
   num("save_every", t.save_every);
+  num("max_bad_steps", t.max_bad_steps);
   return t;
 }
 

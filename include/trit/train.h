@@ -41,9 +41,12 @@ struct TrainOptions {
   bool grad_checkpointing = true;  // recompute each block in the backward pass (less memory)
   uint64_t seed = 0;
   // validation and checkpoints
-  int64_t val_every = 50;      // 0: only at the start and the end
-  int64_t val_examples = 0;    // validation examples used; 0: all
-  int64_t save_every = 0;      // 0: only when stopped early
+  int64_t val_every = 50;    // 0: only at the start and the end
+  int64_t val_examples = 0;  // validation examples used; 0: all
+  int64_t save_every = 0;    // 0: only when stopped early
+  // Steps in a row whose loss or gradient is not finite (each is skipped) before the run stops
+  // with a checkpoint of the last good state and an error; 0: never stop.
+  int64_t max_bad_steps = 5;
   std::string checkpoint_dir;  // default: <output without .gguf>.checkpoints
   std::string resume;          // "": a fresh run; "latest": the newest checkpoint; or a folder
 };

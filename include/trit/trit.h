@@ -325,6 +325,7 @@ typedef struct trit_train_options {
   int64_t val_every;          /* 50; 0: only at the start and the end */
   int64_t val_examples;       /* 0: all */
   int64_t save_every;         /* 0: only when stopped early */
+  int64_t max_bad_steps;      /* 5: non-finite steps in a row before stopping; 0: never */
   const char* checkpoint_dir; /* default: <output without .gguf>.checkpoints */
   const char* resume;         /* "": a fresh run; "latest": the newest checkpoint; or a folder */
   /* progress */

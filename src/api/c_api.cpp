@@ -224,6 +224,7 @@ trit::TrainOptions train_options(const trit_train_options& o) {
   t.val_every = o.val_every;
   t.val_examples = o.val_examples;
   t.save_every = o.save_every;
+  t.max_bad_steps = o.max_bad_steps;
   t.checkpoint_dir = str(o.checkpoint_dir);
   t.resume = str(o.resume);
   return t;
@@ -528,6 +529,7 @@ trit_train_options trit_train_options_default(void) {
   o.val_every = d.val_every;
   o.val_examples = d.val_examples;
   o.save_every = d.save_every;
+  o.max_bad_steps = d.max_bad_steps;
   return o;
 }
 

@@ -45,6 +45,7 @@ engine::FinetuneOptions engine_options(const TrainOptions& o, bool act_quant) {
   e.val_every = o.val_every;
   e.val_examples = o.val_examples;
   e.save_every = o.save_every;
+  e.max_bad_steps = o.max_bad_steps;
   e.checkpoint_dir = o.checkpoint_dir;
   e.resume = o.resume;
   return e;

@@ -81,7 +81,9 @@ Checkpoint read_checkpoint(const std::string& dir) {
   return c;
 }
 
-void check_same_settings(const json& saved, const json& now, const std::string& where) {
+std::vector<std::string> check_same_settings(const json& saved, const json& now,
+                                             const std::string& where) {
+  std::vector<std::string> changed;
   // Settings added after checkpoints were first written, with the value older runs had.
   static const json kAddedLater = {{"act_quant", true}};
   // Checkpoints written before the model was named by file name and size and the data by its
@@ -99,11 +101,17 @@ void check_same_settings(const json& saved, const json& now, const std::string& 
       continue;
     }
     if (!saved.contains(it.key())) fail(where, ": the checkpoint has no setting '", it.key(), "'");
-    if (saved[it.key()] != it.value()) {
-      fail(where, ": setting '", it.key(), "' is ", saved[it.key()].dump(),
-           " in the checkpoint but ", it.value().dump(), " now; resume with the same settings");
+    if (saved[it.key()] == it.value()) continue;
+    if (it.key() == "lr" || it.key() == "grad_clip") {
+      changed.push_back(cat(it.key(), " changes from ", saved[it.key()].dump(), " to ",
+                            it.value().dump(), " from here on"));
+      continue;
     }
+    fail(where, ": setting '", it.key(), "' is ", saved[it.key()].dump(), " in the checkpoint but ",
+         it.value().dump(),
+         " now; resume with the same settings (only lr and grad_clip may change)");
   }
+  return changed;
 }
 
 }  // namespace trit::engine

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "core/lora.h"
 #include "data/dataset.h"
@@ -32,8 +33,10 @@ std::string save_checkpoint(const std::string& dir, int64_t step, const LoraAdap
 Checkpoint read_checkpoint(const std::string& dir);
 
 // Throws naming `where` when a setting of `now` differs from the checkpoint's (settings added
-// after checkpoints were first written count with the value older runs had).
-void check_same_settings(const nlohmann::json& saved, const nlohmann::json& now,
-                         const std::string& where);
+// after checkpoints were first written count with the value older runs had). The learning rate
+// and the clipping norm may change (the way out of a run that diverged): each change is
+// returned as a line to show.
+std::vector<std::string> check_same_settings(const nlohmann::json& saved, const nlohmann::json& now,
+                                             const std::string& where);
 
 }  // namespace trit::engine

@@ -36,8 +36,10 @@ std::string format_eta(double seconds) {
 
 std::string format_step_line(const StepLine& l) {
   return step_prefix(l.step, l.total_steps) +
-         printf_string(" | loss %.4f | lr %.2e | %.0f tok/s | peak %.0f MiB | ETA ", l.loss, l.lr,
-                       l.tokens_per_s, l.peak_mib) +
+         // fabs: a NaN loss prints as "nan", whatever its sign bit.
+         printf_string(" | loss %.4f | lr %.2e | %.0f tok/s | peak %.0f MiB | ETA ",
+                       std::isnan(l.loss) ? std::fabs(l.loss) : l.loss, l.lr, l.tokens_per_s,
+                       l.peak_mib) +
          format_eta(l.eta_s);
 }
 

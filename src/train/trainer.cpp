@@ -134,6 +134,7 @@ class FinetuneRun {
   LoraAdapter adapter_;
   int64_t per_epoch_ = 1, total_ = 0;
   int64_t saved_step_ = -1;  // the step of the checkpoint written last
+  int64_t bad_in_row_ = 0;   // steps just before this one whose loss or gradient was not finite
   json settings_;
   std::string ckpt_dir_;
   std::unique_ptr<BatchIterator> batches_;
@@ -185,7 +186,9 @@ int64_t FinetuneRun::restore() {
   const std::string dir = o_.resume == "latest" ? latest_checkpoint(ckpt_dir_) : o_.resume;
   if (dir.empty()) fail(ckpt_dir_, ": no checkpoint to resume from");
   const Checkpoint c = read_checkpoint(dir);
-  check_same_settings(c.settings, settings_, dir);
+  for (const std::string& line : check_same_settings(c.settings, settings_, dir)) {
+    message("resuming: " + line);
+  }
   adapter_ = load_adapter_gguf((fs::path(dir) / "adapter.gguf").string());
   adapter_rows_from_file(adapter_, model_.hparams(), dir);
   adapter_.dropout = o_.dropout;
@@ -250,9 +253,16 @@ void FinetuneRun::train_step(int64_t step) {
     }
   }
   const double lr = schedule_lr(sched_, step);
-  const float gnorm = tm_->optimizer_step(aopt_, lr, float(o_.grad_clip));
-  if (!std::isfinite(gnorm)) {
-    message(cat("warning: step ", step + 1, ": gradient norm is not finite; the step is skipped"));
+  // A non-finite loss or gradient norm leaves the adapter and the optimizer as they were (an
+  // absurd learning rate, or data that overflows the activations).
+  const bool loss_ok = std::isfinite(loss);
+  const float gnorm = loss_ok ? tm_->optimizer_step(aopt_, lr, float(o_.grad_clip)) : std::nanf("");
+  if (!loss_ok || !std::isfinite(gnorm)) {
+    ++bad_in_row_;
+    message(cat("warning: step ", step + 1, ": the ", loss_ok ? "gradient norm" : "loss",
+                " is not finite; the step is skipped (", bad_in_row_, " in a row)"));
+  } else {
+    bad_in_row_ = 0;
   }
   const double secs = seconds_since(t0);
   TrainMetrics m;
@@ -361,6 +371,15 @@ FinetuneResult FinetuneRun::run() {
       break;
     }
     train_step(step);
+    if (o_.max_bad_steps > 0 && bad_in_row_ >= o_.max_bad_steps) {
+      save_checkpoint_at(step + 1);  // the adapter of the last good step, the data after the bad
+      fail("stopped at step ", step + 1, ": ", bad_in_row_,
+           " steps in a row had a non-finite loss or gradient (each was skipped); the adapter of "
+           "the last step that had neither is in ",
+           res_.last_checkpoint,
+           ". Check the data, or resume from it (--resume) with a lower --lr (or from an earlier "
+           "checkpoint if that step had already diverged)");
+    }
     const bool last = step + 1 == total_;
     if ((o_.val_every > 0 && (step + 1) % o_.val_every == 0) || last) validate(step + 1);
     const bool stopping = stop_requested();
@@ -393,6 +412,9 @@ void check_finetune_options(const FinetuneOptions& o) {
     fail_option("dropout", "lora dropout must be in [0, 1), got ", o.dropout);
   }
   if (!std::isfinite(o.lr) || o.lr < 0) fail_option("lr", "lr must be finite and >= 0, got ", o.lr);
+  if (o.max_bad_steps < 0) {
+    fail_option("max_bad_steps", "max_bad_steps must be >= 0, got ", o.max_bad_steps);
+  }
   if (o.epochs <= 0 && o.steps <= 0)
     fail_option("epochs", "epochs must be positive (or give steps), got ", o.epochs);
   // The parsers' messages, with the field they came from.

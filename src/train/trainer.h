@@ -43,6 +43,7 @@ struct FinetuneOptions {
   int64_t val_every = 50;      // 0: only at the start and the end
   int64_t val_examples = 0;    // validation examples used (0: all)
   int64_t save_every = 0;      // 0: only on a stop request
+  int64_t max_bad_steps = 5;   // non-finite steps in a row before stopping; 0: never
   std::string checkpoint_dir;  // default: <out>.checkpoints
   std::string resume;          // "": fresh; "latest": newest in checkpoint_dir; else a folder
 };

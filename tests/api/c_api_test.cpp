@@ -192,6 +192,7 @@ TEST_F(CApi, DefaultsMirrorTheCppApi) {
   EXPECT_EQ(t.grad_accum, 1);
   EXPECT_TRUE(t.grad_checkpointing);
   EXPECT_EQ(t.val_every, 50);
+  EXPECT_EQ(t.max_bad_steps, 5);
   const trit_eval_options e = trit_eval_options_default();
   EXPECT_EQ(e.ctx, 512);
   EXPECT_TRUE(e.exact_match);

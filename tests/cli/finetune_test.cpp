@@ -182,18 +182,80 @@ TEST_F(Finetune, StopAndResumeGiveTheSameAdapterBytes) {
   EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 8 + 2);
 }
 
-TEST_F(Finetune, ResumeRefusesOtherSettings) {
+// A resumed run keeps the checkpoint's settings, except the learning rate and the clipping norm
+// (the way out of a run that diverged), whose change it reports.
+TEST_F(Finetune, ResumeRefusesOtherSettingsButTheLearningRate) {
   FinetuneOptions o = options(dir_.file("a.gguf"), 4);
   o.save_every = 2;
+  o.steps = 2;
   run(o);
+  o.steps = 4;  // the schedule's length is a setting too
   o.resume = "latest";
-  o.lr = 1e-3;
   try {
     run(o);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("setting 'lr'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("setting 'total_steps'"), std::string::npos) << e.what();
   }
+  o.steps = 2;
+  o.rank = 8;
+  try {
+    run(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("setting 'rank'"), std::string::npos) << e.what();
+  }
+  o.rank = 4;
+  o.lr = 1e-3;
+  std::string lines;
+  run(o, "", [&](const std::string& l) { lines += l + "\n"; });
+  EXPECT_NE(lines.find("resuming: lr changes from 0.003 to 0.001"), std::string::npos) << lines;
+}
+
+// A step whose loss or gradient is not finite (here: a learning rate that makes the first
+// update overflow the next forward pass) is skipped and leaves the adapter as it was; after
+// max_bad_steps of them in a row the run stops with an error and a checkpoint of that adapter.
+TEST_F(Finetune, NonFiniteStepsAreSkippedAndTooManyInARowStopTheRun) {
+  FinetuneOptions one = options(dir_.file("one.gguf"), 1);
+  one.lr = 1e30;
+  run(one);
+  const LoraAdapter after_first = load_adapter_gguf(dir_.file("one.gguf"));
+
+  FinetuneOptions o = options(dir_.file("a.gguf"), 12);
+  o.lr = 1e30;
+  o.max_bad_steps = 3;
+  std::string lines;
+  try {
+    run(o, "", [&](const std::string& l) { lines += l + "\n"; });
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("stopped at step 4: 3 steps in a row had a non-finite"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NE(lines.find("warning: step 2: the loss is not finite; the step is skipped (1 in a row)"),
+            std::string::npos)
+      << lines;
+  const std::string ckpt = dir_.file("a.checkpoints/checkpoint-4/adapter.gguf");
+  ASSERT_TRUE(fs::exists(ckpt));
+  const LoraAdapter saved = load_adapter_gguf(ckpt);
+  ASSERT_EQ(saved.layers.size(), after_first.layers.size());
+  for (const auto& [name, l] : after_first.layers) {
+    EXPECT_EQ(saved.layers.at(name).a, l.a) << name;
+    EXPECT_EQ(saved.layers.at(name).b, l.b) << name;
+  }
+  // The metrics hold the skipped steps' losses as null.
+  const std::string m = test::read_file(dir_.file("a.metrics.jsonl"));
+  EXPECT_NE(m.find(R"({"step":2,"epoch")"), std::string::npos);
+  EXPECT_NE(m.find(R"("loss":null)"), std::string::npos) << m;
+
+  // max_bad_steps 0: the run goes on to its end, every bad step skipped.
+  o.out = dir_.file("b.gguf");
+  o.steps = 5;
+  o.max_bad_steps = 0;
+  EXPECT_EQ(run(o).steps_done, 5);
+  const LoraAdapter end = load_adapter_gguf(dir_.file("b.gguf"));
+  for (const auto& [name, l] : after_first.layers) EXPECT_EQ(end.layers.at(name).b, l.b) << name;
 }
 
 // A checkpoint names the model by file name and size and the data by its tokens: a copy of
