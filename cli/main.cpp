@@ -1,3 +1,4 @@
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -29,6 +30,9 @@ std::string flag_of(const CLI::App& app, const std::string& field) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) makes a write fail with EFBIG, reported with the file's name
+  // and the previous file left in place, instead of killing the program halfway.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"trit: run and fine-tune BitNet b1.58 models on CPUs and GPUs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "trit " TRIT_VERSION_STRING);

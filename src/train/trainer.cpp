@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/clock.h"
+#include "core/digest.h"
 #include "core/error.h"
 #include "core/random.h"
 #include "data/chat_template.h"
@@ -51,10 +52,8 @@ std::string strip_gguf(const std::string& path) {
 // What the run trains on, independent of where the files lie (a checkpoint written on another
 // device resumes here): FNV-1a over the train and validation examples' tokens and masks.
 std::string data_digest(const DatasetSplits& d) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&](const void* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 1099511628211ull;
-  };
+  Fnv1a64 h;
+  auto mix = [&](const void* p, size_t n) { h.update(p, n); };
   for (const Dataset* set : {&d.train, &d.valid}) {
     const uint64_t n = set->examples.size();
     mix(&n, sizeof n);
@@ -65,9 +64,7 @@ std::string data_digest(const DatasetSplits& d) {
       mix(e.loss_mask.data(), e.loss_mask.size());
     }
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return std::string("tokens:") + hex;
+  return "tokens:" + h.hex();
 }
 
 // The settings a resumed run must share with the checkpoint it continues. The model by its
@@ -183,8 +180,20 @@ void FinetuneRun::make_adapter() {
 
 int64_t FinetuneRun::restore() {
   if (o_.resume.empty()) return 0;
-  const std::string dir = o_.resume == "latest" ? latest_checkpoint(ckpt_dir_) : o_.resume;
-  if (dir.empty()) fail(ckpt_dir_, ": no checkpoint to resume from");
+  std::string dir = o_.resume;
+  if (o_.resume == "latest") {
+    // The newest checkpoint that is whole: a damaged one (a flipped byte, a truncated file) is
+    // passed over, and the run says so.
+    std::vector<std::string> damaged;
+    dir = newest_good_checkpoint(ckpt_dir_, [&](const std::string& why) {
+      damaged.push_back(why);
+      message("warning: " + why + "; trying an older checkpoint");
+    });
+    if (dir.empty() && !damaged.empty()) {
+      fail(ckpt_dir_, ": every checkpoint is damaged (the newest: ", damaged.front(), ")");
+    }
+    if (dir.empty()) fail(ckpt_dir_, ": no checkpoint to resume from");
+  }
   const Checkpoint c = read_checkpoint(dir);
   for (const std::string& line : check_same_settings(c.settings, settings_, dir)) {
     message("resuming: " + line);

@@ -2,6 +2,7 @@
 // exactly after a stop request or a SIGKILL, and checks a resumed run's settings.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "backend/select.h"
@@ -24,6 +26,7 @@
 #include "support/models.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/create.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 
 namespace trit::engine {
@@ -182,6 +185,54 @@ TEST_F(Finetune, StopAndResumeGiveTheSameAdapterBytes) {
   EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 8 + 2);
 }
 
+// --resume latest passes over a damaged checkpoint (its checksum tells), says so, and resumes
+// from the one before: the run still ends with the uninterrupted run's bytes.
+TEST_F(Finetune, ResumeLatestPassesOverADamagedCheckpointAndSaysSo) {
+  FinetuneOptions o = options(dir_.file("straight.gguf"), 6);
+  run(o);
+  o.out = dir_.file("resumed.gguf");
+  o.save_every = 2;
+  std::atomic<bool> stop{false};
+  run(
+      o, "",
+      [&](const std::string& l) {
+        if (l.rfind("step 4/6", 0) == 0) stop = true;
+      },
+      &stop);
+  const std::string two = dir_.file("resumed.checkpoints/checkpoint-2");
+  const std::string four = dir_.file("resumed.checkpoints/checkpoint-4");
+  ASSERT_TRUE(fs::exists(four + "/optimizer.bin"));
+  std::string bytes = test::read_file(four + "/optimizer.bin");
+  bytes[bytes.size() / 2] = char(bytes[bytes.size() / 2] ^ 1);
+  test::write_file(four + "/optimizer.bin", bytes);
+
+  o.resume = "latest";
+  std::string lines;
+  run(o, "", [&](const std::string& l) { lines += l + "\n"; });
+  EXPECT_NE(lines.find("warning: " + four +
+                       "/optimizer.bin: its checksum does not match (the file is damaged); "
+                       "trying an older checkpoint"),
+            std::string::npos)
+      << lines;
+  EXPECT_NE(lines.find("resuming from " + two + " at step 2"), std::string::npos) << lines;
+  EXPECT_EQ(test::read_file(dir_.file("straight.gguf")),
+            test::read_file(dir_.file("resumed.gguf")));
+  // A checkpoint named on its own is refused, naming the file (the resumed run wrote
+  // checkpoint-4 again: damage it again).
+  bytes = test::read_file(four + "/optimizer.bin");
+  bytes[bytes.size() / 2] = char(bytes[bytes.size() / 2] ^ 1);
+  test::write_file(four + "/optimizer.bin", bytes);
+  o.resume = four;
+  try {
+    run(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(four + "/optimizer.bin: its checksum does not match"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // A resumed run keeps the checkpoint's settings, except the learning rate and the clipping norm
 // (the way out of a run that diverged), whose change it reports.
 TEST_F(Finetune, ResumeRefusesOtherSettingsButTheLearningRate) {
@@ -296,6 +347,8 @@ TEST_F(Finetune, ResumeFollowsTheFilesNotTheirPaths) {
   state["settings"]["model"] = fs::absolute(dir_.file("m.gguf")).string();
   state["settings"]["data"] = fs::absolute(dir_.file("data")).string();
   state["settings"].erase("model_bytes");
+  state.erase("digest");  // nor did those carry checksums
+  state.erase("files");
   test::write_file(ckpt + "/state.json", state.dump(2));
   FinetuneOptions old = o;
   old.out = dir_.file("d.gguf");
@@ -334,6 +387,105 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
     _exit(127);
   }
   return pid;
+}
+
+// spawn() under a file-size limit (RLIMIT_FSIZE, bytes): a write past it fails with EFBIG, as
+// on a full disk.
+pid_t spawn_limited(const std::vector<std::string>& args, const std::string& log,
+                    rlim_t max_file_bytes) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::freopen(log.c_str(), "w", stderr);
+    const rlimit limit{max_file_bytes, max_file_bytes};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(TRIT_BIN));
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(TRIT_BIN, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int exit_code(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// The disk fills (a file-size limit) while a checkpoint is written, then while the adapter is:
+// each time a clear error naming what could not be written, no partial file left, the earlier
+// checkpoint whole and an earlier adapter at the output path untouched; the run then resumes
+// to the uninterrupted run's bytes.
+TEST_F(Finetune, AFullDiskLosesNothingAndTheRunResumes) {
+  const std::vector<std::string> common = {"finetune",
+                                           "-m",
+                                           dir_.file("m.gguf"),
+                                           "--data",
+                                           dir_.file("data"),
+                                           "--steps",
+                                           "4",
+                                           "--batch",
+                                           "4",
+                                           "--lr",
+                                           "3e-3",
+                                           "--rank",
+                                           "4",
+                                           "-c",
+                                           "64",
+                                           "-t",
+                                           "2",
+                                           "--val-every",
+                                           "0"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = common;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  ASSERT_EQ(exit_code(spawn(with({"-o", dir_.file("straight.gguf")}), dir_.file("s.log"))), 0)
+      << test::read_file(dir_.file("s.log"));
+  const std::string straight = test::read_file(dir_.file("straight.gguf"));
+
+  // A run stopped after checkpoint-2: a whole run with checkpoints every 2 steps, its
+  // checkpoint-4 and adapter removed (a 2-step run would be another run: steps is a setting).
+  const std::string out = dir_.file("a.gguf");
+  const std::string ckpt = dir_.file("a.checkpoints");
+  ASSERT_EQ(exit_code(spawn(with({"-o", out, "--save-every", "2"}), dir_.file("a.log"))), 0);
+  fs::remove_all(ckpt + "/checkpoint-4");
+  fs::remove(out);
+  const rlim_t limit = fs::file_size(ckpt + "/checkpoint-2/adapter.gguf") / 2;
+
+  // The checkpoint at step 4 cannot be written.
+  EXPECT_EQ(exit_code(spawn_limited(with({"-o", out, "--save-every", "2", "--resume"}),
+                                    dir_.file("b.log"), limit)),
+            1);
+  const std::string b = test::read_file(dir_.file("b.log"));
+  EXPECT_NE(b.find("trit: cannot write the checkpoint " + ckpt + "/checkpoint-4 ("),
+            std::string::npos)
+      << b;
+  EXPECT_NE(b.find("File too large); the earlier checkpoints are as they were"), std::string::npos)
+      << b;
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(ckpt)) left.push_back(e.path().filename());
+  EXPECT_EQ(left, std::vector<std::string>{"checkpoint-2"});
+  EXPECT_EQ(checkpoint_damage(ckpt + "/checkpoint-2"), "");
+  EXPECT_FALSE(fs::exists(out));
+
+  // The adapter cannot be written (no checkpoints this time): an earlier file there stays.
+  test::write_file(out, "an earlier adapter");
+  EXPECT_EQ(exit_code(spawn_limited(with({"-o", out, "--resume"}), dir_.file("c.log"), limit)), 1);
+  const std::string c = test::read_file(dir_.file("c.log"));
+  EXPECT_NE(c.find("trit: " + out + ": cannot write " + out + ".tmp: File too large"),
+            std::string::npos)
+      << c;
+  EXPECT_EQ(test::read_file(out), "an earlier adapter");
+  EXPECT_FALSE(fs::exists(out + ".tmp"));
+
+  // With room again, the run resumes from checkpoint-2 and ends as the uninterrupted one.
+  ASSERT_EQ(exit_code(spawn(with({"-o", out, "--resume"}), dir_.file("d.log"))), 0)
+      << test::read_file(dir_.file("d.log"));
+  EXPECT_EQ(test::read_file(out), straight);
 }
 
 TEST_F(Finetune, SigkillAndSigintThenResumeFinishLikeAnUninterruptedRun) {
@@ -390,6 +542,95 @@ TEST_F(Finetune, SigkillAndSigintThenResumeFinishLikeAnUninterruptedRun) {
     EXPECT_EQ(test::read_file(dir_.file("straight.gguf")), test::read_file(out))
         << "signal " << sig;
   }
+}
+
+// SIGKILL at ten moments drawn at random (a fixed seed) over one fine-tune that checkpoints
+// every step: while it loads, or at a random point of a step 1 to 3 steps on (training or
+// writing a checkpoint). After each kill the run resumes from its newest checkpoint (or starts
+// again when there is none yet); the adapter it ends with equals an uninterrupted run's, byte
+// for byte.
+TEST_F(Finetune, TenSigkillsAtRandomMomentsThenResumeFinishLikeAnUninterruptedRun) {
+  const int64_t steps = 24;
+  const std::vector<std::string> common = {"finetune",
+                                           "-m",
+                                           dir_.file("m.gguf"),
+                                           "--data",
+                                           dir_.file("data"),
+                                           "--steps",
+                                           cat(steps),
+                                           "--batch",
+                                           "4",
+                                           "--lr",
+                                           "3e-3",
+                                           "--rank",
+                                           "4",
+                                           "-c",
+                                           "64",
+                                           "-t",
+                                           "2",
+                                           "--save-every",
+                                           "1",
+                                           "--val-every",
+                                           "0"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = common;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  int status = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t straight = spawn(with({"-o", dir_.file("straight.gguf")}), dir_.file("s.log"));
+  waitpid(straight, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::read_file(dir_.file("s.log"));
+  const int64_t step_ms = std::max<int64_t>(
+      1,
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+              .count() /
+          steps);
+
+  const std::string out = dir_.file("killed.gguf");
+  const std::string ckpt = dir_.file("killed.checkpoints");
+  std::mt19937 rng(20261205);
+  auto draw = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  auto step_done = [&] {
+    const std::string c = latest_checkpoint(ckpt);
+    return c.empty() ? int64_t(0) : int64_t(std::stoll(fs::path(c).filename().string().substr(11)));
+  };
+  int killed_mid_run = 0;
+  std::string story;  // each kill's moment and the step reached, for a failure's message
+  std::set<int64_t> steps_seen;
+  for (int k = 0; k < 10; ++k) {
+    const int64_t before = step_done();
+    const pid_t pid =
+        spawn(before == 0 ? with({"-o", out}) : with({"-o", out, "--resume"}), dir_.file("k.log"));
+    std::string when;
+    if (draw(0, 3) == 0) {  // while it starts
+      const int64_t ms = draw(1, 30);
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      when = cat(ms, " ms after the start");
+    } else {  // within the step after a checkpoint 1 to 3 steps on
+      const int64_t target = std::min(steps - 1, before + draw(1, 3));
+      for (int i = 0; i < 20000 && step_done() < target; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      const int64_t ms = draw(0, step_ms);
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      when = cat(ms, " ms after checkpoint-", target);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) ++killed_mid_run;
+    steps_seen.insert(step_done());
+    story += cat("kill ", k + 1, " ", when, ": newest checkpoint ", step_done(), "\n");
+  }
+  const pid_t last = spawn(with({"-o", out, "--resume"}), dir_.file("r.log"));
+  waitpid(last, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::read_file(dir_.file("r.log"));
+  EXPECT_EQ(test::read_file(dir_.file("straight.gguf")), test::read_file(out)) << story;
+  EXPECT_GE(killed_mid_run, 9) << "the kills should land while the run is going\n" << story;
+  EXPECT_GE(steps_seen.size(), 5u) << "the kills should spread over the run\n" << story;
 }
 
 }  // namespace
