@@ -102,21 +102,40 @@ void add_finetune_command(CLI::App& app) {
     mo.act_quant = a->act_quant;
     mo.activation = a->activation;
     mo.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
-    Model model = Model::open(a->model, mo);
-    Trainer trainer(model, a->train);
-    trainer.on_progress(
-        [](const TrainProgress& p) { std::fprintf(stderr, "%s\n", p.line.c_str()); });
-    g_trainer.store(&trainer);
-    std::signal(SIGINT, on_stop_signal);
-    std::signal(SIGTERM, on_stop_signal);
-    struct Restore {  // the default handlers again, however run() ends
-      ~Restore() {
-        std::signal(SIGINT, SIG_DFL);
-        std::signal(SIGTERM, SIG_DFL);
-        g_trainer.store(nullptr);
+    auto train = [&](const ModelOptions& opts, const TrainOptions& t) {
+      Model model = Model::open(a->model, opts);
+      Trainer trainer(model, t);
+      trainer.on_progress(
+          [](const TrainProgress& p) { std::fprintf(stderr, "%s\n", p.line.c_str()); });
+      g_trainer.store(&trainer);
+      std::signal(SIGINT, on_stop_signal);
+      std::signal(SIGTERM, on_stop_signal);
+      struct Restore {  // the default handlers again, however run() ends
+        ~Restore() {
+          std::signal(SIGINT, SIG_DFL);
+          std::signal(SIGTERM, SIG_DFL);
+          g_trainer.store(nullptr);
+        }
+      } restore;
+      return trainer.run();
+    };
+    TrainResult r;
+    try {
+      r = train(mo, a->train);
+    } catch (const DeviceLost& e) {
+      // A GPU lost mid-run (a driver reset, a hang): open it again, or the CPU when it does not
+      // come back, and go on from the newest checkpoint (from the start when there is none).
+      std::fprintf(stderr, "trit: %s\ntrit: opening the device again to go on\n", e.what());
+      try {
+        (void)Model::open(a->model, mo);
+      } catch (const Error& again) {
+        std::fprintf(stderr, "trit: it does not open (%s); going on on the CPU\n", again.what());
+        mo.device = "cpu";
       }
-    } restore;
-    const TrainResult r = trainer.run();
+      TrainOptions t = a->train;
+      if (has_checkpoint(checkpoint_dir_of(t))) t.resume = "latest";
+      r = train(mo, t);
+    }
     std::fprintf(stderr, "adapter: %s\nmetrics: %s\nloss plot: %s\n", r.adapter_path.c_str(),
                  r.metrics_path.c_str(), r.plot_path.c_str());
     if (r.stopped) {

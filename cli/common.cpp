@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 namespace trit::cli {
 
@@ -128,6 +129,22 @@ void print_piece(std::string_view piece) {
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string strip_gguf(const std::string& path) {
+  return path.size() > 5 && path.ends_with(".gguf") ? path.substr(0, path.size() - 5) : path;
+}
+
+std::string checkpoint_dir_of(const TrainOptions& o) {
+  return o.checkpoint_dir.empty() ? strip_gguf(o.output) + ".checkpoints" : o.checkpoint_dir;
+}
+
+bool has_checkpoint(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.is_directory() && e.path().filename().string().rfind("checkpoint-", 0) == 0) return true;
+  }
+  return false;
 }
 
 }  // namespace trit::cli

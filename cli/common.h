@@ -59,6 +59,13 @@ void print_piece(std::string_view piece);
 
 double now_seconds();
 
+// The output path without ".gguf" (the stem of its metrics, plot and checkpoints).
+std::string strip_gguf(const std::string& path);
+// Where a fine-tune's checkpoints go: checkpoint_dir, or <output without .gguf>.checkpoints.
+std::string checkpoint_dir_of(const TrainOptions& o);
+// True when dir holds a checkpoint-<step> folder.
+bool has_checkpoint(const std::string& dir);
+
 // Throws trit::Error with the concatenated message.
 [[noreturn]] void fail(const std::string& message);
 

@@ -16,10 +16,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string strip_gguf(const std::string& path) {
-  return path.size() > 5 && path.ends_with(".gguf") ? path.substr(0, path.size() - 5) : path;
-}
-
 std::string read_local(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("finetune --delegate: cannot read " + path);
@@ -180,8 +176,7 @@ bool finetune_delegated(const DelegateOptions& d, const TrainOptions& o, std::st
   }
   check_train_options(o);  // this device's word on its own options, before anything goes out
   const auto [train, valid] = data_files(o.data);
-  const std::string ckpt_dir =
-      o.checkpoint_dir.empty() ? strip_gguf(o.output) + ".checkpoints" : o.checkpoint_dir;
+  const std::string ckpt_dir = checkpoint_dir_of(o);
   const std::string metrics = strip_gguf(o.output) + ".metrics.jsonl";
   const std::string plot = strip_gguf(o.output) + ".loss.svg";
   const std::string where = "finetune --delegate " + d.key;

@@ -28,4 +28,17 @@ class TRIT_API Error : public std::runtime_error {
   std::string option_;
 };
 
+// A GPU that cannot go on: lost (reset by its driver, removed, hung). Whatever it held is
+// gone; a Model opened again (on it, once it is back, or on the CPU) goes on from a checkpoint.
+class TRIT_API DeviceLost : public Error {
+ public:
+  using Error::Error;
+};
+
+// A GPU without the memory an allocation or a submission needed; the device still works.
+class TRIT_API DeviceOutOfMemory : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace trit

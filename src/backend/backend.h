@@ -190,6 +190,11 @@ class Backend {
   // Bytes of device memory this process uses, as the device's driver reports them; 0 where the
   // backend computes in host memory or the driver does not say.
   virtual uint64_t device_memory_used() const { return 0; }
+  // Runs the work recorded so far and waits for it (a GPU's queue; the CPU has none).
+  virtual void finish() {}
+  // Forgets work recorded but not run, after a device error: nothing of a failed step runs
+  // later with the next one's.
+  virtual void abandon() {}
   // A tensor over the caller's host memory (rows x cols floats that outlive it), for backends
   // that compute in host memory; nullptr where the device needs its own copy.
   virtual std::unique_ptr<DeviceTensor> host_view(std::string_view, float*, int64_t, int64_t) {

@@ -176,10 +176,17 @@ float TrainableModel::optimizer_step(const AdamWOptions& o, double lr, float max
   be_.sum_squares(grads, sums.data());
   const GradClip clip = clip_from_sums(sums, max_norm);
   if (!std::isfinite(clip.norm)) return clip.norm;
-  ++opt_steps_;
+  updating_ = true;
   for (Param& p : params_) {
-    be_.adamw(*p.value, *p.grad, *p.m, *p.v, adamw_scalars(o, lr, ++p.step), clip.scale);
+    be_.adamw(*p.value, *p.grad, *p.m, *p.v, adamw_scalars(o, lr, p.step + 1), clip.scale);
   }
+  // The update runs before the step counts as done: a device error anywhere in a step leaves
+  // the adapter, its moments and these counts as the step before (a checkpoint of them is then
+  // the run up to there).
+  be_.finish();
+  ++opt_steps_;
+  for (Param& p : params_) ++p.step;
+  updating_ = false;
   return clip.norm;
 }
 

@@ -55,6 +55,9 @@ class TrainableModel {
   // ("<layer>.lora_a" / ".lora_b"), all on the backend. Returns the norm before clipping; a
   // non-finite norm skips the step and leaves everything as it was.
   float optimizer_step(const AdamWOptions& o, double lr, float max_norm);
+  // True when an optimizer_step was cut short by a device error: part of its update may have
+  // run, so the adapter and moments on the device are not any step's.
+  bool update_interrupted() const { return updating_; }
   // The optimizer state as a host AdamW holds it (checkpoints), and back (resume): moments
   // of tensors the adapter lacks are ignored, tensors without moments start from zero.
   void save_optimizer(AdamW& opt);
@@ -82,6 +85,7 @@ class TrainableModel {
   std::vector<std::unique_ptr<DeviceTensor>> tensors_;  // a, b, da, db of every layer
   std::vector<Param> params_;  // a and b of every layer, with their moments
   int64_t opt_steps_ = 0;      // AdamW::t(): optimizer steps taken
+  bool updating_ = false;      // an update was recorded and has not finished running
   LoraSet lora_;               // the adapter's branches, with their gradients
   TrainActs acts_;
 };

@@ -379,7 +379,34 @@ FinetuneResult FinetuneRun::run() {
       message(cat("stopped at step ", step, "; resume with --resume"));
       break;
     }
-    train_step(step);
+    const BatchState before = batches_->state();
+    try {
+      train_step(step);
+    } catch (const DeviceOutOfMemory& e) {
+      // The device still works and holds the adapter and moments of the last step (an update
+      // counts once it ran: TrainableModel::optimizer_step): they are checkpointed with the
+      // data as it was before this step, once what the failed step recorded is dropped.
+      be_.abandon();
+      if (tm_->update_interrupted()) {
+        // The failure came while the update ran: part of it may have run. The newest
+        // checkpoint on disk is where the run can go on.
+        const std::string newest = newest_good_checkpoint(ckpt_dir_, nullptr);
+        fail(e.what(), " at step ", step + 1, ", during the optimizer's update; ",
+             newest.empty() ? std::string("no checkpoint was written yet")
+                            : "resume from the newest checkpoint, " + newest + " (--resume)");
+      }
+      batches_->restore(before);
+      save_checkpoint_at(step);
+      fail(e.what(), " at step ", step + 1, "; ", res_.last_checkpoint,
+           " holds the run up to step ", step,
+           ": resume from it (--resume), on the CPU with --device cpu");
+    } catch (const DeviceLost& e) {
+      // What the device held is gone: the newest checkpoint on disk is where the run can go on.
+      const std::string newest = newest_good_checkpoint(ckpt_dir_, nullptr);
+      throw DeviceLost(cat(e.what(), " at step ", step + 1, "; ",
+                           newest.empty() ? std::string("no checkpoint was written yet")
+                                          : "the newest checkpoint is " + newest));
+    }
     if (o_.max_bad_steps > 0 && bad_in_row_ >= o_.max_bad_steps) {
       save_checkpoint_at(step + 1);  // the adapter of the last good step, the data after the bad
       fail("stopped at step ", step + 1, ": ", bad_in_row_,

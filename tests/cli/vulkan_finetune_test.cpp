@@ -225,5 +225,40 @@ TEST_F(VulkanFinetune, OneMiBLimitAndResumeGiveTheSameRun) {
   }
 }
 
+// Faults injected into the device (TRIT_VK_FAULT: the N-th queue submission of the process
+// fails as the driver's error would). A lost device mid-run: the CLI opens it again and goes
+// on from the newest checkpoint, ending with the uninterrupted run's adapter. Out of device
+// memory mid-run: a checkpoint of the steps done and an error that names it; resumed, the run
+// ends with the same adapter.
+TEST_F(VulkanFinetune, ALostDeviceIsOpenedAgainAndOutOfMemoryLeavesACheckpoint) {
+  const FinetuneRun* straight = finetune("vk.gguf", {"--device", "vulkan"});
+  if (!straight) return;
+  const test::RunResult lost =
+      test::run_trit(*dir_, args("vk_lost.gguf", {"--device", "vulkan", "--save-every", "2"}),
+                     "TRIT_VK_FAULT=lost@14");
+  ASSERT_EQ(lost.rc, 0) << lost.err;
+  EXPECT_NE(lost.err.find("VK_ERROR_DEVICE_LOST at step "), std::string::npos) << lost.err;
+  EXPECT_NE(lost.err.find("trit: opening the device again to go on"), std::string::npos)
+      << lost.err;
+  EXPECT_NE(lost.err.find("resuming from " + dir_->file("vk_lost.checkpoints/checkpoint-")),
+            std::string::npos)
+      << lost.err;
+  EXPECT_TRUE(test::read_file(dir_->file("vk_lost.gguf")) == straight->adapter)
+      << "the run that lost its device ends with another adapter";
+
+  const std::vector<std::string> oom_args = args("vk_oom.gguf", {"--device", "vulkan"});
+  const test::RunResult oom = test::run_trit(*dir_, oom_args, "TRIT_VK_FAULT=oom@14");
+  EXPECT_EQ(oom.rc, 1) << oom.err;
+  EXPECT_NE(oom.err.find("VK_ERROR_OUT_OF_DEVICE_MEMORY at step "), std::string::npos) << oom.err;
+  EXPECT_NE(oom.err.find(" holds the run up to step "), std::string::npos) << oom.err;
+  EXPECT_FALSE(fs::exists(dir_->file("vk_oom.gguf")));
+  std::vector<std::string> resume = oom_args;
+  resume.push_back("--resume");
+  const test::RunResult resumed = test::run_trit(*dir_, resume);
+  ASSERT_EQ(resumed.rc, 0) << resumed.err;
+  EXPECT_TRUE(test::read_file(dir_->file("vk_oom.gguf")) == straight->adapter)
+      << "the run resumed after running out of device memory ends with another adapter";
+}
+
 }  // namespace
 }  // namespace trit::engine

@@ -2,9 +2,12 @@
 #include "backend/vulkan/context.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <set>
+#include <string>
 
 #include "backend/vulkan/binding_limit.h"
 #include "backend/vulkan/physical_device.h"
@@ -303,6 +306,26 @@ const Pipeline& Context::pipeline(const PipelineDesc& desc) {
 
 void Context::wait_idle() const {
   check(vk_.vkDeviceWaitIdle(device_), "vkDeviceWaitIdle on ", caps_.info.name);
+}
+
+VkResult Context::injected_fault() {
+  if (injected_lost_) return VK_ERROR_DEVICE_LOST;
+  // "lost@N" or "oom@N"; read once. The count is the process's: a context opened after the
+  // fault (a run going on) is not hit again.
+  static const std::pair<VkResult, int64_t> fault = [] {
+    const char* v = std::getenv("TRIT_VK_FAULT");
+    const std::string s = v ? v : "";
+    const size_t at = s.find('@');
+    if (at == std::string::npos) return std::pair<VkResult, int64_t>{VK_SUCCESS, 0};
+    const VkResult r = s.substr(0, at) == "lost"  ? VK_ERROR_DEVICE_LOST
+                       : s.substr(0, at) == "oom" ? VK_ERROR_OUT_OF_DEVICE_MEMORY
+                                                  : VK_SUCCESS;
+    return std::pair<VkResult, int64_t>{r, std::atoll(s.c_str() + at + 1)};
+  }();
+  static std::atomic<int64_t> submissions{0};
+  if (fault.first == VK_SUCCESS || ++submissions != fault.second) return VK_SUCCESS;
+  if (fault.first == VK_ERROR_DEVICE_LOST) injected_lost_ = true;
+  return fault.first;
 }
 
 }  // namespace trit::engine::vk

@@ -118,7 +118,14 @@ class Context {
   // printed when the context closes; null otherwise.
   Profile* profile() const { return profile_.get(); }
 
+  // Fault injection for tests (TRIT_VK_FAULT=lost@N or oom@N): the result the N-th queue
+  // submission of the process gets instead of running, as if the driver had returned
+  // VK_ERROR_DEVICE_LOST (then every later submission of this context too) or
+  // VK_ERROR_OUT_OF_DEVICE_MEMORY (that one only); VK_SUCCESS otherwise.
+  VkResult injected_fault();
+
  private:
+  bool injected_lost_ = false;
   void create_device();
   void destroy();
 

@@ -30,6 +30,11 @@ void Recorder::submit() {
   retired_.clear();
 }
 
+void Recorder::abandon() {
+  seq_->reset();
+  retired_.clear();
+}
+
 void Recorder::retire(TiledTensor t) {
   if (seq_->commands() > 0) retired_.push_back(std::move(t));
 }

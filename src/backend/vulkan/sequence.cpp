@@ -338,6 +338,7 @@ void Sequence::submit_and_wait() {
   si.commandBufferCount = uint32_t(chunks_) - first;
   si.pCommandBuffers = cmds_.data() + first;
   // The fence signals once these and everything submitted before them have finished.
+  check(ctx_.injected_fault(), "vkQueueSubmit of ", commands_, " commands");
   check(vk.vkQueueSubmit(ctx_.queue(), 1, &si, fence_), "vkQueueSubmit of ", commands_,
         " commands");
   check(vk.vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX),

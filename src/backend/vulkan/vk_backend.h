@@ -62,6 +62,8 @@ class Recorder {
 
   // Submits what is queued and waits; then starts a new recording and frees retired buffers.
   void submit();
+  // Drops what is recorded and not run (after a failed submission) and frees retired buffers.
+  void abandon();
   // Keeps t's buffers alive until queued work has run.
   void retire(TiledTensor t);
 
@@ -330,6 +332,8 @@ class VulkanBackend final : public Backend {
 
   std::string description() const override;
   uint64_t device_memory_used() const override;
+  void finish() override;
+  void abandon() override;
   // tensor.cpp
   std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols,
                                        TensorUse use) override;

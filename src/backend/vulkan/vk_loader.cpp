@@ -120,6 +120,7 @@ std::string vk_result_name(VkResult r) {
 void fail_call(VkResult r, const std::string& what) {
   const std::string msg = cat("vulkan: ", what, ": ", vk_result_name(r));
   if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY) throw OutOfDeviceMemory(msg);
+  if (r == VK_ERROR_DEVICE_LOST) throw DeviceLost(msg);
   throw Error(msg);
 }
 

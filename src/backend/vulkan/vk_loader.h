@@ -154,14 +154,15 @@ PFN_vkGetInstanceProcAddr open_loader(std::string* why);
 std::string vk_result_name(VkResult r);
 
 // Thrown when the device has no memory for an allocation, so that a planner can retry with
-// smaller pieces or tiles. Every other Vulkan failure is a plain trit::Error.
-class OutOfDeviceMemory : public Error {
+// smaller pieces or tiles. A lost device throws trit::DeviceLost; every other Vulkan failure is
+// a plain trit::Error.
+class OutOfDeviceMemory : public DeviceOutOfMemory {
  public:
-  using Error::Error;
+  using DeviceOutOfMemory::DeviceOutOfMemory;
 };
 
 // Throws for a failed call: "vulkan: <what>: VK_ERROR_...". OutOfDeviceMemory for
-// VK_ERROR_OUT_OF_DEVICE_MEMORY.
+// VK_ERROR_OUT_OF_DEVICE_MEMORY, DeviceLost for VK_ERROR_DEVICE_LOST.
 [[noreturn]] void fail_call(VkResult r, const std::string& what);
 
 // Throws when r is an error code (negative); the arguments name the call and its object.

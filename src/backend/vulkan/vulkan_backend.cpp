@@ -99,6 +99,19 @@ VulkanBackend::~VulkanBackend() {
   ctx_->wait_idle();
 }
 
+void VulkanBackend::finish() {
+  rec_.submit();
+}
+
+void VulkanBackend::abandon() {
+  // Chunks of the failed recording may be running: they finish before their buffers go.
+  try {
+    ctx_->wait_idle();
+  } catch (const Error&) {  // a lost device runs nothing more
+  }
+  rec_.abandon();
+}
+
 uint64_t VulkanBackend::device_memory_used() const {
   uint64_t used = 0;
   for (const VulkanHeap& h : ctx_->heaps()) {
