@@ -8,6 +8,7 @@
 #
 # --keep DIR keeps each target's grown corpus and log in DIR/<target>/ (long runs: the inputs
 # found are worth starting from next time); otherwise they go to a temporary folder.
+# TRIT_FUZZ_BUILD names another build folder (a long run beside the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=20
@@ -20,7 +21,8 @@ while [ $# -gt 0 ]; do
     *) seconds=$1; shift ;;
   esac
 done
-CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+build=${TRIT_FUZZ_BUILD:-build-fuzz}
+CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DTRIT_FUZZ=ON -DTRIT_BUILD_TESTS=OFF \
   -DTRIT_BUILD_BENCH=OFF >/dev/null
 targets=()
@@ -28,7 +30,7 @@ for src in fuzz/*_fuzz.cpp; do
   t=$(basename "$src" .cpp)
   [ -z "$only" ] || [[ ",$only," == *",$t,"* ]] && targets+=("$t")
 done
-cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}"
+cmake --build "$build" -j"$(nproc)" --target "${targets[@]}"
 
 work=${keep:-$(mktemp -d)}
 mkdir -p "$work"
@@ -41,7 +43,7 @@ run_one() {
   # -timeout: one input may take 10 s; -rss_limit_mb: a parser may not take 2 GiB; a refused
   # allocation above 1 GiB (-malloc_limit_mb) counts as a finding.
   if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    build-fuzz/fuzz/"$t" "$dir/corpus" -max_total_time="$seconds" -timeout=10 \
+    "$build/fuzz/$t" "$dir/corpus" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -artifact_prefix="$dir/crashes/" \
     -print_final_stats=1 >"$dir/log" 2>&1; then
     echo "$t: $(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$dir/log" |
@@ -50,13 +52,13 @@ run_one() {
     echo "$t: FAILED"
     grep -E "ERROR|SUMMARY|came back|^  " "$dir/log" | head -20
     for c in "$dir"/crashes/*; do
-      [ -e "$c" ] && echo "  input: $c (replay: build-fuzz/fuzz/$t $c)"
+      [ -e "$c" ] && echo "  input: $c (replay: $build/fuzz/$t $c)"
     done
     return 1
   fi
 }
 export -f run_one
-export work seconds
+export work seconds build
 status=0
 printf '%s\n' "${targets[@]}" | xargs -P 2 -I{} bash -c 'run_one {}' || status=1
 exit $status
