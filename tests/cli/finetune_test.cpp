@@ -375,29 +375,45 @@ TEST_F(Finetune, RefusesMergedAndAttachedModels) {
 }
 
 // Runs `trit finetune` as a child process; returns its pid.
-pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    std::freopen(log.c_str(), "w", stderr);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(TRIT_BIN));
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(TRIT_BIN, argv.data());
-    _exit(127);
-  }
-  return pid;
+
+// `trit finetune` on the fixture's model and data (batch 4, lr 3e-3, rank 4, ctx 64, 2 threads,
+// no validation) for `steps` steps, then `extra`.
+std::vector<std::string> finetune_args(const test::TempDir& dir, int64_t steps,
+                                       const std::vector<std::string>& extra) {
+  std::vector<std::string> a = {"finetune",
+                                "-m",
+                                dir.file("m.gguf"),
+                                "--data",
+                                dir.file("data"),
+                                "--steps",
+                                cat(steps),
+                                "--batch",
+                                "4",
+                                "--lr",
+                                "3e-3",
+                                "--rank",
+                                "4",
+                                "-c",
+                                "64",
+                                "-t",
+                                "2",
+                                "--val-every",
+                                "0"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
 }
 
-// spawn() under a file-size limit (RLIMIT_FSIZE, bytes): a write past it fails with EFBIG, as
-// on a full disk.
-pid_t spawn_limited(const std::vector<std::string>& args, const std::string& log,
-                    rlim_t max_file_bytes) {
+// Starts `trit ARGS` with its stderr in log, under a file-size limit when one is given
+// (RLIMIT_FSIZE, bytes: a write past it fails with EFBIG, as on a full disk).
+pid_t spawn(const std::vector<std::string>& args, const std::string& log,
+            rlim_t max_file_bytes = RLIM_INFINITY) {
   const pid_t pid = fork();
   if (pid == 0) {
     std::freopen(log.c_str(), "w", stderr);
-    const rlimit limit{max_file_bytes, max_file_bytes};
-    setrlimit(RLIMIT_FSIZE, &limit);
+    if (max_file_bytes != RLIM_INFINITY) {
+      const rlimit limit{max_file_bytes, max_file_bytes};
+      setrlimit(RLIMIT_FSIZE, &limit);
+    }
     std::vector<char*> argv;
     argv.push_back(const_cast<char*>(TRIT_BIN));
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -419,30 +435,7 @@ int exit_code(pid_t pid) {
 // checkpoint whole and an earlier adapter at the output path untouched; the run then resumes
 // to the uninterrupted run's bytes.
 TEST_F(Finetune, AFullDiskLosesNothingAndTheRunResumes) {
-  const std::vector<std::string> common = {"finetune",
-                                           "-m",
-                                           dir_.file("m.gguf"),
-                                           "--data",
-                                           dir_.file("data"),
-                                           "--steps",
-                                           "4",
-                                           "--batch",
-                                           "4",
-                                           "--lr",
-                                           "3e-3",
-                                           "--rank",
-                                           "4",
-                                           "-c",
-                                           "64",
-                                           "-t",
-                                           "2",
-                                           "--val-every",
-                                           "0"};
-  auto with = [&](std::vector<std::string> extra) {
-    std::vector<std::string> a = common;
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
-  };
+  auto with = [&](const std::vector<std::string>& extra) { return finetune_args(dir_, 4, extra); };
   ASSERT_EQ(exit_code(spawn(with({"-o", dir_.file("straight.gguf")}), dir_.file("s.log"))), 0)
       << test::read_file(dir_.file("s.log"));
   const std::string straight = test::read_file(dir_.file("straight.gguf"));
@@ -457,8 +450,8 @@ TEST_F(Finetune, AFullDiskLosesNothingAndTheRunResumes) {
   const rlim_t limit = fs::file_size(ckpt + "/checkpoint-2/adapter.gguf") / 2;
 
   // The checkpoint at step 4 cannot be written.
-  EXPECT_EQ(exit_code(spawn_limited(with({"-o", out, "--save-every", "2", "--resume"}),
-                                    dir_.file("b.log"), limit)),
+  EXPECT_EQ(exit_code(spawn(with({"-o", out, "--save-every", "2", "--resume"}), dir_.file("b.log"),
+                            limit)),
             1);
   const std::string b = test::read_file(dir_.file("b.log"));
   EXPECT_NE(b.find("trit: cannot write the checkpoint " + ckpt + "/checkpoint-4 ("),
@@ -474,7 +467,7 @@ TEST_F(Finetune, AFullDiskLosesNothingAndTheRunResumes) {
 
   // The adapter cannot be written (no checkpoints this time): an earlier file there stays.
   test::write_file(out, "an earlier adapter");
-  EXPECT_EQ(exit_code(spawn_limited(with({"-o", out, "--resume"}), dir_.file("c.log"), limit)), 1);
+  EXPECT_EQ(exit_code(spawn(with({"-o", out, "--resume"}), dir_.file("c.log"), limit)), 1);
   const std::string c = test::read_file(dir_.file("c.log"));
   EXPECT_NE(c.find("trit: " + out + ": cannot write " + out + ".tmp: File too large"),
             std::string::npos)
@@ -489,31 +482,9 @@ TEST_F(Finetune, AFullDiskLosesNothingAndTheRunResumes) {
 }
 
 TEST_F(Finetune, SigkillAndSigintThenResumeFinishLikeAnUninterruptedRun) {
-  const std::vector<std::string> common = {"finetune",
-                                           "-m",
-                                           dir_.file("m.gguf"),
-                                           "--data",
-                                           dir_.file("data"),
-                                           "--steps",
-                                           "20",
-                                           "--batch",
-                                           "4",
-                                           "--lr",
-                                           "3e-3",
-                                           "--rank",
-                                           "4",
-                                           "-c",
-                                           "64",
-                                           "-t",
-                                           "2",
-                                           "--save-every",
-                                           "2",
-                                           "--val-every",
-                                           "0"};
   auto with = [&](std::vector<std::string> extra) {
-    std::vector<std::string> a = common;
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
+    extra.insert(extra.begin(), {"--save-every", "2"});
+    return finetune_args(dir_, 20, extra);
   };
   int status = 0;
   const pid_t straight = spawn(with({"-o", dir_.file("straight.gguf")}), dir_.file("s.log"));
@@ -551,31 +522,9 @@ TEST_F(Finetune, SigkillAndSigintThenResumeFinishLikeAnUninterruptedRun) {
 // for byte.
 TEST_F(Finetune, TenSigkillsAtRandomMomentsThenResumeFinishLikeAnUninterruptedRun) {
   const int64_t steps = 24;
-  const std::vector<std::string> common = {"finetune",
-                                           "-m",
-                                           dir_.file("m.gguf"),
-                                           "--data",
-                                           dir_.file("data"),
-                                           "--steps",
-                                           cat(steps),
-                                           "--batch",
-                                           "4",
-                                           "--lr",
-                                           "3e-3",
-                                           "--rank",
-                                           "4",
-                                           "-c",
-                                           "64",
-                                           "-t",
-                                           "2",
-                                           "--save-every",
-                                           "1",
-                                           "--val-every",
-                                           "0"};
   auto with = [&](std::vector<std::string> extra) {
-    std::vector<std::string> a = common;
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
+    extra.insert(extra.begin(), {"--save-every", "1"});
+    return finetune_args(dir_, steps, extra);
   };
   int status = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -612,12 +561,20 @@ TEST_F(Finetune, TenSigkillsAtRandomMomentsThenResumeFinishLikeAnUninterruptedRu
       when = cat(ms, " ms after the start");
     } else {  // within the step after a checkpoint 1 to 3 steps on
       const int64_t target = std::min(steps - 1, before + draw(1, 3));
-      for (int i = 0; i < 20000 && step_done() < target; ++i) {
+      // (Until the run writes it, or ends: a run that failed is told by its status below.)
+      bool ended = false;
+      for (int i = 0; i < 60000 && step_done() < target && !ended; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        ended = waitpid(pid, &status, WNOHANG) == pid;
       }
       const int64_t ms = draw(0, step_ms);
-      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-      when = cat(ms, " ms after checkpoint-", target);
+      if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      when = cat(ms, " ms after checkpoint-", target, ended ? " (the run had ended)" : "");
+      if (ended) {
+        story += cat("kill ", k + 1, " ", when, ": ", test::read_file(dir_.file("k.log")), "\n");
+        steps_seen.insert(step_done());
+        continue;
+      }
     }
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
