@@ -50,6 +50,13 @@ httplib::Result complete(int port, const json& body) {
   return c.Post("/v1/completions", body.dump(), "application/json");
 }
 
+// `trit generate` of a fixed greedy prompt with extra arguments (a model, a delegate).
+RunResult greedy_generate(const TempDir& dir, const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"generate", "-p", "It is a truth", "-n", "8", "--temp", "0"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return test::run_trit(dir, args);
+}
+
 // A testnet on 127.0.0.1 and two identities, provider.key and consumer.key in dir; the file
 // "allow" lists the consumer.
 struct TwoPeers {
@@ -381,9 +388,7 @@ TEST(Peer, ProvideStartsItsOwnServerAndConsumersSeeItsDevices) {
 
   const std::vector<std::string> gen = {"generate", "-p", "It is a truth", "-n", "8",
                                         "--temp",   "0"};
-  std::vector<std::string> local = gen;
-  local.insert(local.end(), {"-m", kPeerModel, "--device", "cpu"});
-  const RunResult here = test::run_trit(dir, local);
+  const RunResult here = greedy_generate(dir, {"-m", kPeerModel, "--device", "cpu"});
   ASSERT_EQ(here.rc, 0) << here.err;
   std::vector<std::string> named = gen;
   named.insert(named.end(), {"-m", "austen-tiny"});
@@ -423,17 +428,11 @@ TEST(Peer, ABlindRelayCarriesTheStreamsWhenNoDirectPathIsAllowed) {
   EXPECT_NE(provider.wait_line("providing ").find("through relay " + relay_key + " only"),
             std::string::npos);
 
-  const std::vector<std::string> gen = {"generate", "-p", "It is a truth", "-n", "8",
-                                        "--temp",   "0"};
-  std::vector<std::string> local = gen;
-  local.insert(local.end(), {"-m", kPeerModel, "--device", "cpu"});
-  const RunResult here = test::run_trit(dir, local);
+  const RunResult here = greedy_generate(dir, {"-m", kPeerModel, "--device", "cpu"});
   ASSERT_EQ(here.rc, 0) << here.err;
-  std::vector<std::string> delegated = gen;
-  delegated.insert(delegated.end(),
-                   {"--delegate", peers.provider_key, "--key-file", dir.file("consumer.key"),
-                    "--bootstrap", peers.bootstrap, "--relay", relay_key});
-  const RunResult there = test::run_trit(dir, delegated);
+  const RunResult there = greedy_generate(
+      dir, {"--delegate", peers.provider_key, "--key-file", dir.file("consumer.key"), "--bootstrap",
+            peers.bootstrap, "--relay", relay_key});
   ASSERT_EQ(there.rc, 0) << there.err << provider.err() << relay.err();
   EXPECT_EQ(there.out, here.out);
   EXPECT_TRUE(relay.wait_err("paired " + peers.provider_key)) << relay.err();
