@@ -227,6 +227,22 @@ TEST(Serve, AdaptersPerRequestMatchGenerateWithLora) {
   EXPECT_EQ(post(s, "/v1/completions", completion(16).dump()).body["choices"][0]["text"], half);
 }
 
+// -b/--batch-size: a prompt computed 3 tokens a step (over several steps, beside the decoding
+// rows) gives the CLI's greedy generation; a size of 0 is refused naming the flag.
+TEST(Serve, PromptsInSmallChunksGiveTheSameText) {
+  TempDir dir;
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "--parallel", "2", "-b", "3"});
+  ASSERT_GT(s.port(), 0);
+  const std::string want = cli_generate(dir, {}, 16);
+  const Reply c = post(s, "/v1/completions", completion(16).dump());
+  ASSERT_EQ(c.status, 200) << c.body.dump();
+  EXPECT_EQ(c.body["choices"][0]["text"], want);
+  const RunResult r =
+      run_trit(dir, {"serve", "-m", kModel, "--device", "cpu", "--port", "0", "--batch-size", "0"});
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("n_batch must be positive, got 0 (--batch)"), std::string::npos) << r.err;
+}
+
 TEST(Serve, ClientThatHangsUpFreesItsSlotAndAFullQueueGets503) {
   TempDir dir;
   // A slot of 8192 tokens: the request the impatient client leaves below would run for seconds.
