@@ -3,7 +3,8 @@
 # --mem-budget B` of a 24-layer TQ1_0 model (1b widths, 8,000-token vocabulary: a 250 MB file)
 # runs in a memory cgroup limited to B (page cache included: the kernel must reclaim the
 # model's pages) and ends with its adapter written; its peak RSS is at most B. Without a memory
-# cgroup to use (not root, no cgroup v1 memory controller) it checks the peak RSS alone.
+# cgroup to use (not root, no cgroup v1 memory controller) it checks the peak RSS alone. Then
+# runs under address-space limits too small for them are refused, naming the limit.
 #
 #   bench/memory_limit.sh [BUILD_DIR] [BUDGET_MIB]     (default: build, 200)
 #
@@ -57,3 +58,28 @@ fi
 echo "fine-tune completed (cgroup: $limited); peak RSS $peak MiB, budget $budget MiB"
 awk -v p="$peak" -v b="$budget" 'BEGIN { exit !(p <= b) }' ||
   { echo "memory_limit: peak RSS $peak MiB is over the budget" >&2; exit 1; }
+
+# An address-space limit (ulimit -v) too small for the run: refused with the limit named (exit
+# 1), never killed by a signal or stopped without a reason. The shipped model (10 MiB) under 25
+# MiB (on this machine its mapping fails), 30 MiB (its threads do not start) and a fine-tune
+# under 50 MiB (its first allocations fail).
+small=$root/models/austen-tiny.gguf
+expect_refused() {
+  local as=$1 want=$2
+  shift 2
+  local rc=0
+  (ulimit -v $((as << 10)) && exec "$@") >/dev/null 2>"$work/as.err" || rc=$?
+  if [ "$rc" != 1 ] || ! grep -q "$want" "$work/as.err"; then
+    echo "memory_limit: under ulimit -v $as MiB: exit $rc, expected 1 and '$want':" >&2
+    cat "$work/as.err" >&2
+    exit 1
+  fi
+  echo "ulimit -v $as MiB: $(tail -1 "$work/as.err")"
+}
+expect_refused 25 "the address space is limited to 25 MiB" \
+  "$trit" generate -m "$small" -p "It is" -n 4 --device cpu -t 2
+expect_refused 30 "the address space is limited to 30 MiB" \
+  "$trit" generate -m "$small" -p "It is" -n 4 --device cpu -t 2
+expect_refused 50 "the address space is limited to 50 MiB" \
+  "$trit" finetune -m "$small" --data "$root/data/demo" -o "$work/as.gguf" --steps 2 -c 64 \
+  --rank 16 -t 2 --device cpu

@@ -1,3 +1,5 @@
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <exception>
@@ -65,6 +67,15 @@ int main(int argc, char** argv) {
     }
     return 1;
   } catch (const std::bad_alloc&) {
+    // The limit, when there is one, is what to raise; trit info estimates what a run needs.
+    rlimit r{};
+    if (getrlimit(RLIMIT_AS, &r) == 0 && r.rlim_cur != RLIM_INFINITY) {
+      std::fprintf(stderr,
+                   "trit: out of memory: the address space is limited to %llu MiB (ulimit -v); "
+                   "`trit info MODEL` estimates what a run needs\n",
+                   static_cast<unsigned long long>(r.rlim_cur >> 20));
+      return 1;
+    }
     std::fprintf(stderr, "trit: out of memory\n");
     return 1;
   } catch (const std::exception& e) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #endif
 
 #include "core/error.h"
+#include "core/memory_limits.h"
 
 namespace trit::engine {
 namespace {
@@ -142,8 +144,16 @@ ThreadPool::ThreadPool(int n_threads) : state_(std::make_unique<State>()) {
   state_->spin = hw <= 0 || n_threads <= hw;
   state_->errors.resize(size_t(n_threads));
   state_->workers.reserve(size_t(n_threads - 1));
-  for (int t = 1; t < n_threads; ++t) {
-    state_->workers.emplace_back([s = state_.get(), t] { s->worker(t); });
+  try {
+    for (int t = 1; t < n_threads; ++t) {
+      state_->workers.emplace_back([s = state_.get(), t] { s->worker(t); });
+    }
+  } catch (const std::system_error& e) {
+    // The threads started end before the error leaves (a joinable thread may not be destroyed).
+    state_->stop = true;
+    state_->start();
+    for (auto& w : state_->workers) w.join();
+    fail("cannot start ", n_threads, " threads: ", e.what(), address_space_note());
   }
 }
 

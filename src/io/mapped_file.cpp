@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/memory_limits.h"
 
 namespace trit::engine {
 
@@ -32,7 +33,9 @@ MappedFile MappedFile::open(const std::string& path) {
     void* m = mmap(nullptr, size_t(f.size_), PROT_READ, MAP_PRIVATE, fd, 0);
     const int e = errno;
     ::close(fd);
-    if (m == MAP_FAILED) fail(path, ": cannot map ", f.size_, " bytes: ", std::strerror(e));
+    if (m == MAP_FAILED) {
+      fail(path, ": cannot map ", f.size_, " bytes: ", std::strerror(e), address_space_note());
+    }
     f.data_ = static_cast<const uint8_t*>(m);
   } else {
     ::close(fd);
