@@ -268,6 +268,16 @@ def main():
         }
         for name, body in bodies.items():
             put("server_body_fuzz", name + ".json", json.dumps(body))
+
+        # Fine-tuning job options.
+        put("job_options_fuzz", "all_fields.json", json.dumps({
+            "targets": "q,v", "rank": 8, "alpha": 16, "rslora": False, "dropout": 0.05,
+            "lr": 0.0001, "schedule": "cosine", "warmup": 10, "weight_decay": 0.01,
+            "grad_clip": 1.0, "epochs": 2, "steps": 0, "ctx": 256, "batch": 4, "grad_accum": 2,
+            "mask_prompt": True, "chat_template": "chatml", "grad_checkpointing": True,
+            "seed": 3, "val_every": 50, "val_examples": 0, "save_every": 20,
+            "max_bad_steps": 5}))
+        put("job_options_fuzz", "few.json", json.dumps({"rank": 4, "steps": 10}))
     finally:
         shutil.rmtree(tmp)
 

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include "serve/http_error.h"
 #include "serve/openai.h"
@@ -55,14 +58,56 @@ void write_atomically(const std::string& path, const std::string& bytes) {
   fs::rename(tmp, path);
 }
 
-// TrainOptions from a job's "options": every field typed as `trit finetune` takes it.
-TrainOptions train_options(const json& o) {
+// The files of a checkpoint folder (train/checkpoint.cpp writes them).
+const std::vector<std::string> kCheckpointFiles = {"adapter.gguf", "optimizer.bin", "state.json"};
+
+bool checkpoint_name(const std::string& name) {
+  return name.size() > 11 && name.rfind("checkpoint-", 0) == 0 &&
+         name.find_first_not_of("0123456789", 11) == std::string::npos;
+}
+
+bool has_checkpoint(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return false;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().filename().string().rfind("checkpoint-", 0) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TrainOptions job_train_options(const json& o) {
   TrainOptions t;
+  // Integer fields take integers within their type, float fields finite numbers within theirs
+  // (a cast of an out-of-range number is undefined; found by fuzzing: "rank": 1e300).
   auto num = [&](const char* k, auto& field) {
+    using T = std::remove_reference_t<decltype(field)>;
     if (!o.contains(k)) return;
-    if (!o[k].is_number())
-      throw HttpError(400, std::string("'options.") + k + "' must be a number", k);
-    field = o[k].get<std::remove_reference_t<decltype(field)>>();
+    const json& v = o[k];
+    auto bad = [&](const std::string& what) {
+      throw HttpError(400, std::string("'options.") + k + "' must be " + what + ", got " + v.dump(),
+                      k);
+    };
+    if constexpr (std::is_integral_v<T>) {
+      if (!v.is_number_integer()) bad("an integer");
+      if (v.is_number_unsigned()) {
+        const uint64_t u = v.get<uint64_t>();
+        if (u > uint64_t(std::numeric_limits<T>::max())) bad("an integer in range");
+        field = T(u);
+      } else {
+        const int64_t i = v.get<int64_t>();
+        if (i < 0 && std::is_unsigned_v<T>) bad("an integer of 0 or more");
+        field = T(i);
+      }
+    } else {
+      if (!v.is_number()) bad("a number");
+      const double d = v.get<double>();
+      if (!std::isfinite(d) || std::fabs(d) > double(std::numeric_limits<T>::max())) {
+        bad("a finite number in range");
+      }
+      field = T(d);
+    }
   };
   auto str = [&](const char* k, std::string& field) {
     if (!o.contains(k)) return;
@@ -111,25 +156,6 @@ TrainOptions train_options(const json& o) {
   num("max_bad_steps", t.max_bad_steps);
   return t;
 }
-
-// The files of a checkpoint folder (train/checkpoint.cpp writes them).
-const std::vector<std::string> kCheckpointFiles = {"adapter.gguf", "optimizer.bin", "state.json"};
-
-bool checkpoint_name(const std::string& name) {
-  return name.size() > 11 && name.rfind("checkpoint-", 0) == 0 &&
-         name.find_first_not_of("0123456789", 11) == std::string::npos;
-}
-
-bool has_checkpoint(const std::string& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return false;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.path().filename().string().rfind("checkpoint-", 0) == 0) return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 Jobs::Jobs(std::string dir, std::string model_path, ModelOptions model_options,
            std::function<void(const std::string&, const std::string&)> on_adapter)
@@ -309,7 +335,7 @@ json Jobs::create(const json& body, const std::string& allow_paths) {
     }
   }
   // Every field checked now, so that a bad value is this request's 400, not a failed job.
-  TrainOptions checked = train_options(options);
+  TrainOptions checked = job_train_options(options);
   checked.data = job->data;
   checked.output = job->data + ".adapter.gguf";  // any path: the job's is set when it runs
   try {
@@ -506,7 +532,7 @@ void Jobs::run_jobs() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job = jobs_[id].get();
-      t = train_options(job->options);
+      t = job_train_options(job->options);
       t.data = job->data;
       t.output = dir_ + "/" + id + "/adapter.gguf";
       if (has_checkpoint(dir_ + "/" + id + "/adapter.checkpoints")) t.resume = "latest";

@@ -24,6 +24,11 @@
 
 namespace trit::serve {
 
+// TrainOptions from a job's "options": every field typed as `trit finetune` takes it. Throws
+// HttpError 400 naming a field that is unknown or of the wrong type (values are checked by
+// check_train_options).
+TrainOptions job_train_options(const nlohmann::json& options);
+
 class Jobs {
  public:
   // dir: where jobs and uploaded files live (made when missing). model_path and options: the
