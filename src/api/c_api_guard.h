@@ -70,6 +70,12 @@ trit_status guard(trit_status fallback, const Files& files, Body&& body) noexcep
   } catch (const ArgumentError& e) {
     set_error(e.what());
     return TRIT_ERROR_INVALID_ARGUMENT;
+  } catch (const trit::DeviceLost& e) {  // a GPU lost or out of memory mid-run
+    set_error(e.what());
+    return TRIT_ERROR_DEVICE;
+  } catch (const trit::DeviceOutOfMemory& e) {
+    set_error(e.what());
+    return TRIT_ERROR_DEVICE;
   } catch (const trit::Error& e) {
     set_error(e.what());
     if (!e.option().empty()) return TRIT_ERROR_INVALID_ARGUMENT;  // an option's value
