@@ -268,6 +268,11 @@ def main():
         }
         for name, body in bodies.items():
             put("server_body_fuzz", name + ".json", json.dumps(body))
+        put("server_body_fuzz", "tokenize.json", json.dumps(
+            {"content": "It is a truth <|eot_id|>", "add_special": True, "with_pieces": True}))
+        put("server_body_fuzz", "detokenize.json", json.dumps({"tokens": [1, 2, 300, 4095]}))
+        put("server_body_fuzz", "lora_adapters.json",
+            json.dumps([{"id": 0, "scale": 0.5}, {"id": 1, "scale": 2}]))
 
         # Fine-tuning job options.
         put("job_options_fuzz", "all_fields.json", json.dumps({

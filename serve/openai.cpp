@@ -1,7 +1,9 @@
 #include "serve/openai.h"
 
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
+#include <limits>
 
 #include "serve/http_error.h"
 
@@ -121,6 +123,85 @@ json parse_body(const std::string& body) {
   if (j.is_discarded()) throw HttpError(400, "the request body is not valid JSON");
   if (!j.is_object()) throw HttpError(400, "the request body must be a JSON object");
   return j;
+}
+
+TokenizeRequest parse_tokenize(const std::string& text) {
+  const json body = parse_body(text);
+  const auto content = body.find("content");
+  if (content == body.end() || !content->is_string()) {
+    throw HttpError(400, "'content' must be a string", "content");
+  }
+  auto flag = [&](const char* key, bool fallback) {
+    const auto it = body.find(key);
+    if (it == body.end() || it->is_null()) return fallback;
+    if (!it->is_boolean()) {
+      throw HttpError(400, std::string("'") + key + "' must be true or false", key);
+    }
+    return it->get<bool>();
+  };
+  TokenizeRequest t;
+  t.content = content->get<std::string>();
+  t.add_special = flag("add_special", false);
+  t.parse_special = flag("parse_special", true);
+  t.with_pieces = flag("with_pieces", false);
+  return t;
+}
+
+std::vector<int32_t> parse_detokenize(const std::string& text, int64_t n_vocab) {
+  const json body = parse_body(text);
+  const auto tokens = body.find("tokens");
+  if (tokens == body.end() || !tokens->is_array()) {
+    throw HttpError(400, "'tokens' must be an array of token ids", "tokens");
+  }
+  std::vector<int32_t> ids;
+  for (const json& t : *tokens) {
+    const bool in_vocab =
+        t.is_number_integer() &&
+        (t.is_number_unsigned() ? t.get<uint64_t>() < uint64_t(n_vocab)
+                                : t.get<int64_t>() >= 0 && t.get<int64_t>() < n_vocab);
+    if (!in_vocab) {
+      throw HttpError(400,
+                      "'tokens' holds " + t.dump() + ", not a token id of the vocabulary of " +
+                          std::to_string(n_vocab),
+                      "tokens");
+    }
+    ids.push_back(t.get<int32_t>());
+  }
+  return ids;
+}
+
+std::vector<float> parse_adapter_scales(const std::string& text, size_t n_adapters) {
+  const json body = json::parse(text, nullptr, false);
+  if (body.is_discarded() || !body.is_array()) {
+    throw HttpError(400, "the body must be an array of {\"id\", \"scale\"}");
+  }
+  std::vector<float> scales(n_adapters, 0.0f);  // unlisted adapters: 0
+  for (const json& e : body) {
+    if (!e.is_object() || !e.contains("id") || !e["id"].is_number_integer()) {
+      throw HttpError(400, "each entry must be {\"id\": N, \"scale\": S}", "id");
+    }
+    const int64_t id = e["id"].is_number_unsigned() && e["id"].get<uint64_t>() > uint64_t(INT64_MAX)
+                           ? INT64_MAX
+                           : e["id"].get<int64_t>();
+    if (id < 0 || id >= int64_t(n_adapters)) {
+      throw HttpError(400,
+                      "id " + e["id"].dump() + " names no adapter (the server has " +
+                          std::to_string(n_adapters) + ")",
+                      "id");
+    }
+    // A float holds the scale: a number beyond its range would not convert (undefined).
+    const auto s = e.find("scale");
+    if (s == e.end() || !s->is_number() || !std::isfinite(s->get<double>()) ||
+        std::fabs(s->get<double>()) > double(std::numeric_limits<float>::max())) {
+      throw HttpError(400,
+                      "adapter " + std::to_string(id) +
+                          " needs a numeric \"scale\" within "
+                          "a float's range",
+                      "scale");
+    }
+    scales[size_t(id)] = s->get<float>();
+  }
+  return scales;
 }
 
 CompletionRequest parse_completion(const std::string& text, bool chat, const Model& model,

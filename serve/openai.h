@@ -35,6 +35,18 @@ CompletionRequest parse_completion(const std::string& body, bool chat, const Mod
 // The JSON body of a request (400 when it is not JSON or not an object).
 nlohmann::json parse_body(const std::string& body);
 
+// llama-server's POST /tokenize: {"content", "add_special", "parse_special", "with_pieces"}.
+struct TokenizeRequest {
+  std::string content;
+  bool add_special = false, parse_special = true, with_pieces = false;
+};
+TokenizeRequest parse_tokenize(const std::string& body);
+// POST /detokenize: {"tokens": [ids]}, each an id of a vocabulary of n_vocab tokens.
+std::vector<int32_t> parse_detokenize(const std::string& body, int64_t n_vocab);
+// POST /lora-adapters: [{"id", "scale"}] for a server of n_adapters adapters; the scale of each
+// adapter (unlisted ones 0).
+std::vector<float> parse_adapter_scales(const std::string& body, size_t n_adapters);
+
 // What every response and chunk of one request shares.
 struct ReplyHeader {
   std::string id;  // "cmpl-..." or "chatcmpl-..."

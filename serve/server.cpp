@@ -552,74 +552,26 @@ void Server::Impl::routes() {
   http.Post("/v1/chat/completions", chats);
   http.Post("/chat/completions", chats);
   http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(body_of(req));
-    const auto content = body.find("content");
-    if (content == body.end() || !content->is_string()) {
-      throw HttpError(400, "'content' must be a string", "content");
-    }
-    auto flag = [&](const char* key, bool fallback) {
-      const auto it = body.find(key);
-      if (it == body.end() || it->is_null()) return fallback;
-      if (!it->is_boolean())
-        throw HttpError(400, std::string("'") + key + "' must be true or false", key);
-      return it->get<bool>();
-    };
-    const std::vector<int32_t> ids = model.tokenize(
-        content->get<std::string>(), flag("add_special", false), flag("parse_special", true));
+    const TokenizeRequest t = parse_tokenize(body_of(req));
+    const std::vector<int32_t> ids = model.tokenize(t.content, t.add_special, t.parse_special);
     json tokens = json::array();
-    const bool pieces = flag("with_pieces", false);
     for (int32_t id : ids) {
-      tokens.push_back(pieces ? json{{"id", id}, {"piece", model.token_text(id)}} : json(id));
+      tokens.push_back(t.with_pieces ? json{{"id", id}, {"piece", model.token_text(id)}}
+                                     : json(id));
     }
     send_json(res, {{"tokens", tokens}});
   });
   http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(body_of(req));
-    const auto tokens = body.find("tokens");
-    if (tokens == body.end() || !tokens->is_array()) {
-      throw HttpError(400, "'tokens' must be an array of token ids", "tokens");
-    }
-    std::vector<int32_t> ids;
-    for (const json& t : *tokens) {
-      if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
-          t.get<int64_t>() >= model.info().n_vocab) {
-        throw HttpError(400,
-                        "'tokens' holds " + t.dump() + ", not a token id of the vocabulary of " +
-                            std::to_string(model.info().n_vocab),
-                        "tokens");
-      }
-      ids.push_back(t.get<int32_t>());
-    }
+    const std::vector<int32_t> ids = parse_detokenize(body_of(req), model.info().n_vocab);
     send_json(res, {{"content", model.detokenize(ids)}});
   });
   http.Get("/lora-adapters", [this](const httplib::Request&, httplib::Response& res) {
     send_json(res, adapter_list());
   });
   http.Post("/lora-adapters", [this](const httplib::Request& req, httplib::Response& res) {
-    json body = json::parse(body_of(req), nullptr, false);
-    if (body.is_discarded() || !body.is_array()) {
-      throw HttpError(400, "the body must be an array of {\"id\", \"scale\"}");
-    }
+    const std::string body = body_of(req);
     std::lock_guard<std::mutex> lock(adapters_mutex);
-    std::vector<float> scales(adapters.size(), 0.0f);  // unlisted adapters: 0
-    for (const json& e : body) {
-      if (!e.is_object() || !e.contains("id") || !e["id"].is_number_integer()) {
-        throw HttpError(400, "each entry must be {\"id\": N, \"scale\": S}", "id");
-      }
-      const int64_t id = e["id"].get<int64_t>();
-      if (id < 0 || id >= int64_t(adapters.size())) {
-        throw HttpError(400,
-                        "id " + std::to_string(id) + " names no adapter (the server has " +
-                            std::to_string(adapters.size()) + ")",
-                        "id");
-      }
-      const auto s = e.find("scale");
-      if (s == e.end() || !s->is_number() || !std::isfinite(s->get<double>())) {
-        throw HttpError(400, "adapter " + std::to_string(id) + " needs a numeric \"scale\"",
-                        "scale");
-      }
-      scales[size_t(id)] = s->get<float>();
-    }
+    const std::vector<float> scales = parse_adapter_scales(body, adapters.size());
     for (size_t i = 0; i < adapters.size(); ++i) adapters[i].scale = scales[i];
     json list = json::array();
     for (size_t i = 0; i < adapters.size(); ++i) {

@@ -225,6 +225,11 @@ TEST(Serve, AdaptersPerRequestMatchGenerateWithLora) {
   EXPECT_EQ(post(s, "/v1/completions", completion(16).dump()).body["choices"][0]["text"], plain);
   post(s, "/lora-adapters", R"([{"id": 0, "scale": 0.5}])");
   EXPECT_EQ(post(s, "/v1/completions", completion(16).dump()).body["choices"][0]["text"], half);
+  // A scale beyond a float's range is refused (its conversion was undefined), the scales kept.
+  const Reply huge = post(s, "/lora-adapters", R"([{"id": 0, "scale": 1e300}])");
+  EXPECT_EQ(huge.status, 400);
+  EXPECT_NE(huge.body.dump().find("within a float's range"), std::string::npos) << huge.body.dump();
+  EXPECT_EQ(get(s, "/lora-adapters").body[0]["scale"], 0.5);
 }
 
 // -b/--batch-size: a prompt computed 3 tokens a step (over several steps, beside the decoding
@@ -327,6 +332,7 @@ TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
        "messages[0].content"},
       {"/tokenize", R"({"text": "x"})", 400, "'content'"},
       {"/detokenize", R"({"tokens": [-1]})", 400, "'tokens'"},
+      {"/detokenize", R"({"tokens": [18446744073709551615]})", 400, "'tokens'"},
       {"/lora-adapters", R"([{"id": 9, "scale": 1}])", 400, "id 9"},
       {"/lora-adapters", R"({"id": 0})", 400, "array"},
       {"/v1/nothing", "{}", 404, "no endpoint POST /v1/nothing"},
