@@ -193,10 +193,11 @@ const mean = (xs) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)
 const window = Math.min(60, seconds / 3)
 const first = samples.filter(([t]) => t <= window).map(([, k]) => k)
 const last = samples.filter(([t]) => t >= seconds - window).map(([, k]) => k)
-const growth = mean(last) / mean(first) - 1
+// Samples come every 2 s: a run too short for one in each window cannot judge memory.
+const growth = first.length && last.length ? mean(last) / mean(first) - 1 : null
 if (serverGone) failures.push('the server process is gone')
 // A leak grows; memory handed back after the first minute's peak is not one.
-if (pid && growth > 0.05) failures.push(`resident memory grew ${(100 * growth).toFixed(1)}% from the first ${window} s to the last`)
+if (pid && growth !== null && growth > 0.05) failures.push(`resident memory grew ${(100 * growth).toFixed(1)}% from the first ${window} s to the last`)
 for (const [kind, outcomes] of Object.entries(tally)) {
   console.log(`${kind.padEnd(15)} ${Object.entries(outcomes).map(([o, n]) => `${o}: ${n}`).join(', ')}`)
 }
@@ -206,7 +207,7 @@ const summary = {
   requests,
   rss_first_mib: +(mean(first) / 1024).toFixed(1),
   rss_last_mib: +(mean(last) / 1024).toFixed(1),
-  rss_growth_pct: +(100 * growth).toFixed(2),
+  rss_growth_pct: growth === null ? null : +(100 * growth).toFixed(2),
   failures
 }
 console.log(JSON.stringify(summary))

@@ -14,7 +14,12 @@ clients=${pos[1]:-64}
 model=${pos[2]:-$root/models/austen-tiny.gguf}
 work=$(mktemp -d)
 server=""
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
+# The server is normally reaped before this runs: a failing kill must not set the exit status.
+cleanup() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 "$trit" serve -m "$model" --port 0 --parallel 4 --queue 16 --max-body-mb 1 --timeout 60 --quiet \
   "$@" 2>"$work/serve.err" &
 server=$!
