@@ -32,6 +32,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-c,--ctx", b.train_ctx, "Training sequence length (with --train)");
   cmd->add_option("--steps", b.train_steps, "Training steps timed (with --train)");
   cmd->add_option("--rank", b.rank, "LoRA rank (with --train)");
+  cmd->add_option("--train-batch", b.train_batch, "Sequences per training step (with --train)");
+  cmd->add_option("--pack-tokens", b.pack_tokens,
+                  "Tokens of one training pass, as trit finetune's (with --train)");
   cmd->add_option("--targets", b.targets,
                   "LoRA targets: all (the seven layers of every block) or a list of q, k, v, o, "
                   "gate, up, down, head (with --train)");
@@ -75,6 +78,7 @@ void add_bench_command(CLI::App& app) {
                                   {"threads", threads},
                                   {"device", r.device},
                                   {"ctx", o.train_ctx},
+                                  {"batch", o.train_batch},
                                   {"rank", o.rank},
                                   {"targets", o.targets},
                                   {"checkpointing", o.grad_checkpointing},
@@ -89,9 +93,9 @@ void add_bench_command(CLI::App& app) {
                   static_cast<long long>(info.n_embd), threads, static_cast<long long>(o.rank),
                   o.targets.c_str());
       std::printf("device: %s\n", r.device.c_str());
-      std::printf("training (ctx %lld, gradient checkpointing %s): %.1f tokens/s\n",
-                  static_cast<long long>(o.train_ctx), o.grad_checkpointing ? "on" : "off",
-                  r.train_tokens_per_s);
+      std::printf("training (ctx %lld, batch %lld, gradient checkpointing %s): %.1f tokens/s\n",
+                  static_cast<long long>(o.train_ctx), static_cast<long long>(o.train_batch),
+                  o.grad_checkpointing ? "on" : "off", r.train_tokens_per_s);
       std::printf("peak memory (RSS): %.1f MiB\n", r.peak_rss_mib);
       if (r.device_memory_mib > 0) {
         std::printf("device memory (the driver's count): %.1f MiB\n", r.device_memory_mib);

@@ -52,6 +52,7 @@ json job_options(const TrainOptions& o) {
           {"ctx", o.ctx},
           {"batch", o.batch},
           {"grad_accum", o.grad_accum},
+          {"pack_tokens", o.pack_tokens},
           {"mask_prompt", o.mask_prompt},
           {"chat_template", o.chat_template},
           {"grad_checkpointing", o.grad_checkpointing},

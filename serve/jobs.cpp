@@ -125,7 +125,7 @@ TrainOptions job_train_options(const json& o) {
       "targets",  "rank",      "alpha",        "rslora",      "dropout",       "lr",
       "schedule", "warmup",    "weight_decay", "grad_clip",   "epochs",        "steps",
       "ctx",      "batch",     "grad_accum",   "mask_prompt", "chat_template", "grad_checkpointing",
-      "seed",     "val_every", "val_examples", "save_every",  "max_bad_steps"};
+      "seed",     "val_every", "val_examples", "save_every",  "max_bad_steps", "pack_tokens"};
   for (const auto& [k, v] : o.items()) {
     if (std::find(known.begin(), known.end(), k) == known.end()) {
       throw HttpError(400, "'options." + k + "' is not a fine-tuning option", k);
@@ -146,6 +146,7 @@ TrainOptions job_train_options(const json& o) {
   num("ctx", t.ctx);
   num("batch", t.batch);
   num("grad_accum", t.grad_accum);
+  num("pack_tokens", t.pack_tokens);
   flag("mask_prompt", t.mask_prompt);
   str("chat_template", t.chat_template);
   flag("grad_checkpointing", t.grad_checkpointing);

@@ -96,6 +96,8 @@ struct BenchOptions {
   int repetitions = 3;                 // the best is reported
   bool train = false;                  // measure LoRA training (forward, backward, AdamW) instead
   int64_t train_ctx = 128, train_steps = 3, rank = 8;
+  int64_t train_batch = 1;      // sequences of train_ctx tokens per step
+  int64_t pack_tokens = -1;     // as TrainOptions::pack_tokens
   std::string targets = "all";  // LoRA targets of the training measured
   bool grad_checkpointing = true;
   std::vector<AdapterScale> adapters;                    // inference: applied to every token

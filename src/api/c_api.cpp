@@ -217,6 +217,7 @@ trit::TrainOptions train_options(const trit_train_options& o) {
   t.ctx = o.ctx;
   t.batch = o.batch;
   t.grad_accum = o.grad_accum;
+  t.pack_tokens = o.pack_tokens;
   t.mask_prompt = o.mask_prompt;
   t.chat_template = str(o.chat_template);
   t.grad_checkpointing = o.grad_checkpointing;
@@ -523,6 +524,7 @@ trit_train_options trit_train_options_default(void) {
   o.ctx = d.ctx;
   o.batch = d.batch;
   o.grad_accum = d.grad_accum;
+  o.pack_tokens = d.pack_tokens;
   o.mask_prompt = d.mask_prompt;
   o.grad_checkpointing = d.grad_checkpointing;
   o.seed = d.seed;

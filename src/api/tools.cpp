@@ -24,6 +24,7 @@
 #include "tools/requantize.h"
 #include "train/lora_init.h"
 #include "train/trainable_model.h"
+#include "train/trainer.h"
 
 namespace trit {
 namespace {
@@ -318,8 +319,9 @@ int64_t weight_bytes_per_token(const engine::Model& m) {
   return bytes;
 }
 
-// One training step per sequence of ctx random tokens: forward, backward and an AdamW update
-// of a rank-r adapter on the targets; the first step is a warm-up.
+// Training steps of train_batch sequences of ctx random tokens each, packed into passes as a
+// fine-tune packs them: forward, backward and an AdamW update of a rank-r adapter on the
+// targets; the first step is a warm-up.
 double bench_training(Model::Impl& m, const BenchOptions& o, double& device_mib) {
   const engine::HParams& hp = m.model->hparams();
   engine::LoraAdapter adapter = engine::lora_init(hp, o.targets, o.rank, 16.0f, false, 1);
@@ -327,19 +329,26 @@ double bench_training(Model::Impl& m, const BenchOptions& o, double& device_mib)
   topt.checkpointing = o.grad_checkpointing;
   topt.act_quant = m.act_quant;
   engine::TrainableModel tm(*m.model, adapter, *m.backend, topt);
-  tm.check_budget(o.train_ctx);
+  const int64_t T = o.train_ctx, B = o.train_batch;
+  const int64_t pack = engine::pack_tokens_for(*m.backend, o.pack_tokens, T);
+  const int64_t per_pass = std::max<int64_t>(1, std::min(B, pack / T));  // sequences a pass
+  tm.check_budget(per_pass * T);
   const engine::AdamWOptions opt;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> pick(0, int32_t(hp.n_vocab - 1));
-  const int64_t T = o.train_ctx;
-  std::vector<int32_t> tokens(static_cast<size_t>(T + 1));
-  std::vector<float> mask(static_cast<size_t>(T), 1.0f);
+  std::vector<int32_t> tokens(static_cast<size_t>(per_pass * T + 1));
+  std::vector<float> mask(static_cast<size_t>(per_pass * T), 1.0f);
   double seconds = 0;
   for (int64_t s = 0; s <= o.train_steps; ++s) {
-    for (int32_t& t : tokens) t = pick(rng);
     const double t0 = now_seconds();
     tm.zero_grads();
-    tm.forward_backward(tokens.data(), tokens.data() + 1, mask.data(), T, float(T), uint64_t(s));
+    for (int64_t b0 = 0; b0 < B; b0 += per_pass) {
+      const int64_t n = std::min(per_pass, B - b0);
+      for (int32_t& t : tokens) t = pick(rng);
+      const std::vector<int64_t> lengths(static_cast<size_t>(n), T);
+      tm.forward_backward(tokens.data(), tokens.data() + 1, mask.data(), n * T, float(B * T),
+                          uint64_t(s), lengths);
+    }
     tm.optimizer_step(opt, 1e-4, 1.0f);
     const double dt = now_seconds() - t0;
     if (s > 0) seconds += dt;
@@ -351,7 +360,7 @@ double bench_training(Model::Impl& m, const BenchOptions& o, double& device_mib)
       o.on_line(line);
     }
   }
-  return double(T * o.train_steps) / std::max(seconds, 1e-9);
+  return double(B * T * o.train_steps) / std::max(seconds, 1e-9);
 }
 
 }  // namespace
@@ -362,9 +371,10 @@ BenchResult bench(Model& model, const BenchOptions& o) {
   r.device = m.backend->description();
   r.cpu_kernels = std::string(engine::cpu_level_name(engine::active_cpu_level()));
   if (o.train) {
-    if (o.train_ctx < 1 || o.train_steps < 1 || o.rank < 1) {
-      fail("bench: ctx, steps and rank must be positive");
+    if (o.train_ctx < 1 || o.train_steps < 1 || o.rank < 1 || o.train_batch < 1) {
+      fail("bench: ctx, steps, rank and batch must be positive");
     }
+    if (o.pack_tokens < -1) fail("bench: pack tokens must be >= 0 (or -1: the device decides)");
     r.train_tokens_per_s = bench_training(m, o, r.device_memory_mib);
     r.peak_rss_mib = peak_rss_mib();
     return r;

@@ -37,6 +37,7 @@ engine::FinetuneOptions engine_options(const TrainOptions& o, bool act_quant) {
   e.ctx = o.ctx;
   e.batch = o.batch;
   e.grad_accum = o.grad_accum;
+  e.pack_tokens = o.pack_tokens;
   e.mask_prompt = o.mask_prompt;
   e.chat_template = o.chat_template;
   e.checkpointing = o.grad_checkpointing;

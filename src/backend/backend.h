@@ -251,9 +251,10 @@ class Backend {
   // shape.head_dim), row row0 + t at position pos0 + t.
   virtual void rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
                     const AttnShape& shape, int64_t pos0) = 0;
-  // Rotates the gradient x in place by the negative angles (the inverse of rope).
-  virtual void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
-                             int64_t pos0) = 0;
+  // Rotates the gradient rows [row0, row0 + n) of x in place by the negative angles of
+  // positions pos0 .. (the inverse of rope).
+  virtual void rope_backward(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
+                             const AttnShape& shape, int64_t pos0) = 0;
   // A block's rope and KV store together, for each sequence of seqs over its rows of q, k and v:
   // rope on q and k (n_head and n_head_kv heads) at the sequence's positions, then its cache
   // rows (SeqRows) = those rows of k and v. k's contents afterwards are unspecified (a device
@@ -274,12 +275,14 @@ class Backend {
   virtual void attention(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
                          const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
                          const AttnShape& shape) = 0;
-  // Backward of attention over a whole sequence (positions 0 .. n - 1, keys and values of the
-  // same n tokens):   dq, q, dout: (n, q_cols)   dk, dv, k, v: (n, kv_cols)
+  // Backward of attention for each sequence of seqs, a whole sequence of training whose keys
+  // and values are its own rows: rows [row0, row0 + n) of every tensor at positions 0 .. n - 1
+  // (pos0 == 0, base == row0; sequences do not overlap).
+  //   dq, q, dout: (>= row0 + n, q_cols)   dk, dv, k, v: (>= row0 + n, kv_cols)
   virtual void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                                   const DeviceTensor& dout, const DeviceTensor& q,
-                                  const DeviceTensor& k, const DeviceTensor& v, int64_t n,
-                                  const AttnShape& shape) = 0;
+                                  const DeviceTensor& k, const DeviceTensor& v,
+                                  std::span<const SeqRows> seqs, const AttnShape& shape) = 0;
 
   // ---- activation ----
   // out = act(gate) * up elementwise over (n, cols).

@@ -139,6 +139,20 @@ struct Batch {
 // more), else the longest example's input length (its tokens - 1).
 Batch make_batch(const Dataset& data, std::span<const int64_t> indices, int64_t pad_to = 0);
 
+// Rows of a batch packed one after another without their padding, to be computed as one pass
+// (model/forward.h's TrainBatch): tokens, targets and mask of sum(lengths) positions.
+struct PackedRows {
+  std::vector<int32_t> tokens, targets;
+  std::vector<float> mask;
+  std::vector<int64_t> lengths;  // each packed row's positions
+  int64_t first_row = 0;         // the batch row of the first of them
+  int64_t tokens_total() const { return int64_t(tokens.size()); }
+};
+
+// The non-empty rows of b in order, in passes of at most max_tokens positions each (a row
+// longer than that is a pass of its own); max_tokens <= 0: one row a pass.
+std::vector<PackedRows> pack_rows(const Batch& b, int64_t max_tokens);
+
 // Where a BatchIterator stands: the next batch starts at position `index` of epoch `epoch`'s
 // order. Serialised into checkpoints with nlohmann::json (to_json / from_json below).
 struct BatchState {

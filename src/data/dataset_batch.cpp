@@ -58,6 +58,27 @@ Batch make_batch(const Dataset& data, std::span<const int64_t> indices, int64_t 
   return b;
 }
 
+std::vector<PackedRows> pack_rows(const Batch& b, int64_t max_tokens) {
+  std::vector<PackedRows> passes;
+  for (int64_t r = 0; r < b.B; ++r) {
+    const int64_t len = b.lengths[size_t(r)];
+    if (len <= 0) continue;
+    const bool fits =
+        !passes.empty() && max_tokens > 0 && passes.back().tokens_total() + len <= max_tokens;
+    if (!fits) {
+      passes.emplace_back();
+      passes.back().first_row = r;
+    }
+    PackedRows& p = passes.back();
+    const auto from = ptrdiff_t(r * b.T), to = from + ptrdiff_t(len);
+    p.tokens.insert(p.tokens.end(), b.tokens.begin() + from, b.tokens.begin() + to);
+    p.targets.insert(p.targets.end(), b.targets.begin() + from, b.targets.begin() + to);
+    p.mask.insert(p.mask.end(), b.mask.begin() + from, b.mask.begin() + to);
+    p.lengths.push_back(len);
+  }
+  return passes;
+}
+
 std::vector<int64_t> BatchIterator::epoch_order(int64_t n, uint64_t seed, int64_t epoch,
                                                 bool shuffle) {
   std::vector<int64_t> order(size_t(std::max<int64_t>(n, 0)));

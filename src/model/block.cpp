@@ -48,7 +48,7 @@ void block_forward(Backend& be, const BlockPass& p, DeviceTensor& x, int64_t T,
 }
 
 void block_backward(Backend& be, const BlockPass& p, const DeviceTensor& x_in, BlockActs& a,
-                    BlockGrads& g, DeviceTensor& dx, int64_t T) {
+                    BlockGrads& g, DeviceTensor& dx, int64_t T, std::span<const SeqRows> seqs) {
   const HParams& hp = p.hp;
   const BlockWeights& w = p.w;
   const AttnShape shape = hp.attn_shape();
@@ -89,9 +89,11 @@ void block_backward(Backend& be, const BlockPass& p, const DeviceTensor& x_in, B
   be.zero(*g.dq);
   be.zero(*g.dk);
   be.zero(*g.dv);
-  be.attention_backward(*g.dq, *g.dk, *g.dv, *g.datt, *a.q, *a.k, *a.v, T, shape);
-  be.rope_backward(*g.dq, T, hp.n_head, shape, 0);
-  be.rope_backward(*g.dk, T, hp.n_head_kv, shape, 0);
+  be.attention_backward(*g.dq, *g.dk, *g.dv, *g.datt, *a.q, *a.k, *a.v, seqs, shape);
+  for (const SeqRows& s : seqs) {
+    be.rope_backward(*g.dq, s.row0, s.n, hp.n_head, shape, 0);
+    be.rope_backward(*g.dk, s.row0, s.n, hp.n_head_kv, shape, 0);
+  }
   be.zero(*g.dh1);
   linear_back(kQ, w.q, *g.dh1, *g.dq);
   linear_back(kK, w.k, *g.dh1, *g.dk);

@@ -75,10 +75,11 @@ struct BlockGrads {
   DeviceTensor *dh4 = nullptr, *dm = nullptr, *dgate = nullptr, *dup = nullptr;  // (T, ff)
 };
 
-// Backward pass of block_forward over a whole sequence from position 0: x_in is the block's
-// input and `a` what its forward pass saved; dx (T, d) holds d(output) on entry and d(input)
-// on return. The branches' da and db get their gradients added.
+// Backward pass of block_forward over whole sequences of training packed in rows [0, T), each
+// from position 0 and its own keys (seqs: row0 = base, pos0 = 0): x_in is the block's input and
+// `a` what its forward pass saved; dx (T, d) holds d(output) on entry and d(input) on return.
+// The branches' da and db get their gradients added.
 void block_backward(Backend& be, const BlockPass& p, const DeviceTensor& x_in, BlockActs& a,
-                    BlockGrads& g, DeviceTensor& dx, int64_t T);
+                    BlockGrads& g, DeviceTensor& dx, int64_t T, std::span<const SeqRows> seqs);
 
 }  // namespace trit::engine

@@ -344,13 +344,39 @@ void TrainActs::bind_lora(int64_t l, const BlockLora& lora) {
   }
 }
 
-double model_forward(const Model& model, const TrainSequence& seq, const LoraSet& lora,
-                     TrainActs& ta, bool for_backward) {
+namespace {
+
+// Each sequence's rows of a packed batch: row0 = base (its keys are its own rows), pos0 = 0.
+std::vector<SeqRows> sequence_rows(const TrainBatch& b) {
+  std::vector<SeqRows> rows;
+  if (b.lengths.empty()) return {{0, b.T, 0, 0}};
+  int64_t row = 0;
+  for (const int64_t n : b.lengths) {
+    if (n <= 0) fail("train: a sequence of ", n, " tokens in a batch");
+    rows.push_back({row, n, 0, row});
+    row += n;
+  }
+  if (row != b.T) fail("train: sequences of ", row, " tokens in a batch of ", b.T);
+  return rows;
+}
+
+// Training attends within each sequence: its keys and values are its own rows of a.k, a.v.
+std::vector<KvView> sequence_views(std::span<const SeqRows> rows, BlockActs& a) {
+  std::vector<KvView> views;
+  for (const SeqRows& r : rows) views.push_back({a.k, a.v, 0, r.row0, r.n, r.base});
+  return views;
+}
+
+}  // namespace
+
+double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& lora, TrainActs& ta,
+                     bool for_backward) {
   const HParams& hp = model.hparams();
   const ModelWeights& w = model.weights();
   Backend& be = ta.be_;
   const int64_t T = seq.T;
   if (T <= 0) fail("train: empty sequence");
+  const std::vector<SeqRows> rows = sequence_rows(seq);
   if (int64_t(lora.blocks.size()) != hp.n_layer) {
     fail("train: LoRA set for ", lora.blocks.size(), " blocks, the model has ", hp.n_layer);
   }
@@ -370,9 +396,8 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
     const float p = for_backward ? o.dropout : 0.0f;
     const BlockPass pass{
         hp, w.blocks[size_t(l)], bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
-    const KvView self{a.k, a.v, 0, 0, T};  // the sequence is its own cache
     model.read_ahead(l + 1);
-    block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
+    block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
     model.block_out(l, !be.host_memory());
   }
   be.rms_norm({ta.x_.get(), w.output_norm, hp.rms_eps, ta.hf_.get(), ta.rstdf_.get()}, T);
@@ -393,12 +418,12 @@ double model_forward(const Model& model, const TrainSequence& seq, const LoraSet
   return be.take_loss();  // one submission for the whole pass on a device
 }
 
-void model_backward(const Model& model, const TrainSequence& seq, const LoraSet& lora,
-                    TrainActs& ta) {
+void model_backward(const Model& model, const TrainBatch& seq, const LoraSet& lora, TrainActs& ta) {
   const HParams& hp = model.hparams();
   const ModelWeights& w = model.weights();
   Backend& be = ta.be_;
   const int64_t T = seq.T;
+  const std::vector<SeqRows> rows = sequence_rows(seq);
   const TrainPassOptions& o = ta.opts_;
   if (T > ta.capacity_) fail("train: model_backward of ", T, " tokens without its forward pass");
   be.zero(*ta.dx_);
@@ -414,10 +439,9 @@ void model_backward(const Model& model, const TrainSequence& seq, const LoraSet&
     if (o.checkpointing) {  // recompute the block's activations from its input
       ta.bind_lora(l, bl);
       be.copy(*ta.x_, *ta.inputs_[size_t(l)], T);
-      const KvView self{a.k, a.v, 0, 0, T};
-      block_forward(be, pass, *ta.x_, T, {&self, 1}, a);
+      block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
     }
-    block_backward(be, pass, *ta.inputs_[size_t(l)], a, ta.g_, *ta.dx_, T);
+    block_backward(be, pass, *ta.inputs_[size_t(l)], a, ta.g_, *ta.dx_, T, rows);
     model.block_out(l, !be.host_memory());
   }
 }

@@ -1,7 +1,8 @@
 // The whole model's passes (DESIGN sections 1 and 2), over the one block of model/block.h:
 //   - generation: runs of tokens of one sequence appended to a KV cache, logits out;
-//   - training: one sequence from position 0 scored against its targets (the loss, and with
-//     it the head's gradient), then model_backward through every block to the LoRA branches.
+//   - training: sequences from position 0, packed in the rows of one pass, scored against
+//     their targets (the loss, and with it the head's gradient), then model_backward through
+//     every block to the LoRA branches.
 // Every buffer a pass writes is a named tensor of ForwardArena or TrainActs.
 #pragma once
 
@@ -95,17 +96,21 @@ struct TrainPassOptions {
   int64_t head_chunk = 32;    // tokens whose logits are held at once
 };
 
-// One sequence of T tokens from position 0: token t is scored on targets[t] with weight
-// mask[t]; the loss is sum_t mask[t] * nll_t / norm (norm: the counted tokens of the whole
-// step). dropout_key makes the dropout masks a pure function of (key, layer, position), so
-// recomputation and resumed runs draw the same ones.
-struct TrainSequence {
+// Sequences of training packed one after another in T rows, each from position 0 (lengths:
+// their tokens; empty: one sequence of T). Token t is scored on targets[t] with weight mask[t];
+// the loss is sum_t mask[t] * nll_t / norm (norm: the counted tokens of the whole step). The
+// linear layers and the head run over all T rows at once; attention keeps to each sequence.
+// dropout_key makes the dropout masks a pure function of (key, layer, row), so recomputation
+// and resumed runs draw the same ones (a sequence packed with others draws other masks than
+// alone).
+struct TrainBatch {
   const int32_t* tokens = nullptr;
   const int32_t* targets = nullptr;
   const float* mask = nullptr;
   int64_t T = 0;
   float norm = 1;
   uint64_t dropout_key = 0;
+  std::span<const int64_t> lengths = {};
 };
 
 // The tensors of training passes: each block's input, its saved activations (every block's,
@@ -117,8 +122,8 @@ class TrainActs {
   const TrainPassOptions& options() const { return opts_; }
 
  private:
-  friend double model_forward(const Model&, const TrainSequence&, const LoraSet&, TrainActs&, bool);
-  friend void model_backward(const Model&, const TrainSequence&, const LoraSet&, TrainActs&);
+  friend double model_forward(const Model&, const TrainBatch&, const LoraSet&, TrainActs&, bool);
+  friend void model_backward(const Model&, const TrainBatch&, const LoraSet&, TrainActs&);
   using TensorPtr = std::unique_ptr<DeviceTensor>;
   struct Saved;
   // Makes room for T tokens; `lora` sizes what the branches save.
@@ -143,15 +148,15 @@ class TrainActs {
   BlockGrads g_;
 };
 
-// The loss of one sequence (TrainSequence). With for_backward, the pass also saves what
+// The loss of a batch's sequences (TrainBatch). With for_backward, the pass also saves what
 // model_backward reads and adds the head's gradients (its LoRA branches' da, db and the
 // gradient of the final hidden states); without, no dropout applies (validation).
-double model_forward(const Model& model, const TrainSequence& seq, const LoraSet& lora,
+double model_forward(const Model& model, const TrainBatch& batch, const LoraSet& lora,
                      TrainActs& acts, bool for_backward);
-// After model_forward(..., true) of the same sequence: adds the gradients of its loss to the
+// After model_forward(..., true) of the same batch: adds the gradients of its loss to the
 // da, db of every branch of `lora`, through the frozen ternary layers (straight-through for
 // the activation quantiser).
-void model_backward(const Model& model, const TrainSequence& seq, const LoraSet& lora,
+void model_backward(const Model& model, const TrainBatch& batch, const LoraSet& lora,
                     TrainActs& acts);
 
 }  // namespace trit::engine

@@ -130,16 +130,17 @@ void TrainableModel::check_budget(int64_t max_tokens) const {
 
 double TrainableModel::forward_backward(const int32_t* tokens, const int32_t* targets,
                                         const float* mask, int64_t T, float norm,
-                                        uint64_t dropout_key) {
-  const TrainSequence seq{tokens, targets, mask, T, norm, dropout_key};
-  const double loss = model_forward(model_, seq, lora_, acts_, true);
-  model_backward(model_, seq, lora_, acts_);
+                                        uint64_t dropout_key, std::span<const int64_t> lengths) {
+  const TrainBatch batch{tokens, targets, mask, T, norm, dropout_key, lengths};
+  const double loss = model_forward(model_, batch, lora_, acts_, true);
+  model_backward(model_, batch, lora_, acts_);
   return loss;
 }
 
 double TrainableModel::forward_loss(const int32_t* tokens, const int32_t* targets,
-                                    const float* mask, int64_t T, float norm) {
-  return model_forward(model_, {tokens, targets, mask, T, norm, 0}, lora_, acts_, false);
+                                    const float* mask, int64_t T, float norm,
+                                    std::span<const int64_t> lengths) {
+  return model_forward(model_, {tokens, targets, mask, T, norm, 0, lengths}, lora_, acts_, false);
 }
 
 void TrainableModel::upload_adapter() {

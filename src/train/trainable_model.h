@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,13 +39,15 @@ class TrainableModel {
   TrainableModel(const Model& model, LoraAdapter& adapter, ThreadPool& pool, TrainPassOptions opts);
   ~TrainableModel();
 
-  // One sequence of T tokens from position 0 (model/forward.h's TrainSequence): adds the
-  // gradients of its loss to grads() and returns the loss.
+  // Sequences of T tokens in all, each from position 0, computed as one pass (model/forward.h's
+  // TrainBatch; lengths empty: one sequence): adds the gradients of their loss to grads() and
+  // returns the loss.
   double forward_backward(const int32_t* tokens, const int32_t* targets, const float* mask,
-                          int64_t T, float norm, uint64_t dropout_key);
+                          int64_t T, float norm, uint64_t dropout_key,
+                          std::span<const int64_t> lengths = {});
   // The same loss without gradients and without dropout (validation).
   double forward_loss(const int32_t* tokens, const int32_t* targets, const float* mask, int64_t T,
-                      float norm);
+                      float norm, std::span<const int64_t> lengths = {});
 
   void zero_grads();
   // The gradients, read back from the backend (tests and tools; training needs no copy).

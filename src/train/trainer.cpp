@@ -132,6 +132,7 @@ class FinetuneRun {
   int64_t per_epoch_ = 1, total_ = 0;
   int64_t saved_step_ = -1;  // the step of the checkpoint written last
   int64_t bad_in_row_ = 0;   // steps just before this one whose loss or gradient was not finite
+  int64_t pack_tokens_ = 0;  // tokens of one pass (pack_tokens_for)
   json settings_;
   std::string ckpt_dir_;
   std::unique_ptr<BatchIterator> batches_;
@@ -217,12 +218,16 @@ void FinetuneRun::validate(int64_t step) {
   double norm = 0;
   for (int64_t i = 0; i < n; ++i) norm += double(valid.examples[size_t(i)].n_targets());
   double loss = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t idx[1] = {i};
-    const Batch b = make_batch(valid, std::span<const int64_t>(idx, 1));
-    if (b.n_targets == 0) continue;
-    loss += tm_->forward_loss(b.tokens.data(), b.targets.data(), b.mask.data(), b.lengths[0],
-                              float(norm));
+  // Groups of `batch` examples, packed into passes as training's.
+  for (int64_t i0 = 0; i0 < n; i0 += o_.batch) {
+    std::vector<int64_t> idx;
+    for (int64_t i = i0; i < std::min(n, i0 + o_.batch); ++i) idx.push_back(i);
+    const Batch b = make_batch(valid, idx);
+    for (const PackedRows& p : pack_rows(b, pack_tokens_)) {
+      if (std::none_of(p.mask.begin(), p.mask.end(), [](float m) { return m != 0; })) continue;
+      loss += tm_->forward_loss(p.tokens.data(), p.targets.data(), p.mask.data(), p.tokens_total(),
+                                float(norm), p.lengths);
+    }
   }
   metrics_->write(ValMetrics{step, loss, std::exp(loss)});
   res_.last_val_loss = loss;
@@ -249,16 +254,13 @@ void FinetuneRun::train_step(int64_t step) {
   double loss = 0;
   int64_t tokens = 0;
   for (size_t a = 0; a < micro.size(); ++a) {
-    const Batch& b = micro[a];
-    for (int64_t r = 0; r < b.B; ++r) {
-      const int64_t T = b.lengths[size_t(r)];
-      if (T <= 0) continue;
-      const size_t off = size_t(r * b.T);
-      const uint64_t key =
-          splitmix64(o_.seed ^ splitmix64(uint64_t(step) * 1000003u + a * 7919u + uint64_t(r)));
-      loss += tm_->forward_backward(b.tokens.data() + off, b.targets.data() + off,
-                                    b.mask.data() + off, T, float(norm), key);
-      tokens += T;
+    for (const PackedRows& p : pack_rows(micro[a], pack_tokens_)) {
+      // The dropout key of the pass's first row (a pass of one row draws what it always has).
+      const uint64_t key = splitmix64(
+          o_.seed ^ splitmix64(uint64_t(step) * 1000003u + a * 7919u + uint64_t(p.first_row)));
+      loss += tm_->forward_backward(p.tokens.data(), p.targets.data(), p.mask.data(),
+                                    p.tokens_total(), float(norm), key, p.lengths);
+      tokens += p.tokens_total();
     }
   }
   const double lr = schedule_lr(sched_, step);
@@ -351,7 +353,8 @@ FinetuneResult FinetuneRun::run() {
   topt.act_quant = o_.act_quant;
   topt.dropout = o_.dropout;
   tm_ = std::make_unique<TrainableModel>(model_, adapter_, be_, topt);
-  tm_->check_budget(o_.ctx);
+  pack_tokens_ = pack_tokens_for(be_, o_.pack_tokens, o_.ctx);
+  tm_->check_budget(std::max(o_.ctx, std::min(pack_tokens_, o_.ctx * o_.batch)));
   tm_->load_optimizer(*opt_);
 
   sched_.kind = parse_schedule(o_.schedule);
@@ -436,8 +439,17 @@ FinetuneResult FinetuneRun::run() {
 
 }  // namespace
 
+int64_t pack_tokens_for(const Backend& be, int64_t requested, int64_t ctx) {
+  if (requested >= 0) return requested;
+  return be.host_memory() ? 0 : std::max(kAutoPackTokens, ctx);
+}
+
 void check_finetune_options(const FinetuneOptions& o) {
   if (o.rank <= 0) fail_option("rank", "rank must be positive, got ", o.rank);
+  if (o.pack_tokens < -1) {
+    fail_option("pack_tokens", "pack_tokens must be >= 0 (or -1: the device decides), got ",
+                o.pack_tokens);
+  }
   if (o.batch <= 0) fail_option("batch", "batch must be positive, got ", o.batch);
   if (o.grad_accum <= 0)
     fail_option("grad_accum", "grad_accum must be positive, got ", o.grad_accum);

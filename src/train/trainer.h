@@ -34,6 +34,10 @@ struct FinetuneOptions {
   int64_t ctx = 512;
   int64_t batch = 4;
   int64_t grad_accum = 1;
+  // The sequences of a micro-batch computed together as one pass (their rows one matrix), up
+  // to this many tokens a pass; 0: one sequence a pass; < 0: the device decides
+  // (pack_tokens_for).
+  int64_t pack_tokens = -1;
   bool mask_prompt = false;
   std::string chat_template;  // built-in name, or "" for the model's
   bool checkpointing = true;
@@ -50,6 +54,13 @@ struct FinetuneOptions {
 
 // Checks the options on their own (before any file is read); errors name the option.
 void check_finetune_options(const FinetuneOptions& o);
+
+// The tokens a training pass takes on a backend: `requested` when >= 0, else what suits the
+// device: a GPU computes a micro-batch's sequences together (up to kAutoPackTokens, or one
+// sequence of ctx when longer), the CPU one sequence at a time (a pass of more rows is no
+// faster there and holds more memory).
+inline constexpr int64_t kAutoPackTokens = 4096;
+int64_t pack_tokens_for(const Backend& be, int64_t requested, int64_t ctx);
 
 // What the run reports as it goes.
 struct FinetuneEvent {

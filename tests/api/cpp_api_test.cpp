@@ -415,12 +415,54 @@ TEST(ApiTrainer, CancelAndPauseResumeToTheSameBytes) {
   EXPECT_EQ(read_file(paused.output), read_file(whole.output));
 }
 
+// A step's sequences computed as one packed pass train what they train one by one: the same
+// losses at every step and validation, and the same adapter, within float rounding (the
+// gradients' sums run in another order).
+TEST(ApiTrainer, PackedPassesTrainWhatSequencesOneByOneTrain) {
+  TempDir dir;
+  Model m = Model::open(tiny_model(), cpu());
+  auto losses = [&](int64_t pack, const std::string& out) {
+    TrainOptions t = small_run(dir.file(out));
+    t.batch = 3;
+    t.grad_accum = 2;
+    t.save_every = 0;
+    t.pack_tokens = pack;
+    Trainer tr(m, t);
+    std::vector<double> l;
+    tr.on_progress([&](const TrainProgress& p) {
+      if (p.kind == TrainProgress::Kind::Step) l.push_back(p.loss);
+      if (p.kind == TrainProgress::Kind::Validation) l.push_back(p.val_loss);
+    });
+    tr.run();
+    return l;
+  };
+  const std::vector<double> one = losses(0, "one.gguf"), packed = losses(1000, "packed.gguf");
+  ASSERT_EQ(one.size(), 7u);  // 4 steps, validation at 0, 2 and 4
+  ASSERT_EQ(packed.size(), one.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(packed[i], one[i], 1e-4 * one[i]) << i;
+  const Adapter a = m.load_adapter(dir.file("one.gguf")),
+                b = m.load_adapter(dir.file("packed.gguf"));
+  const int32_t ids[] = {256, 80, 97, 110};
+  const AdapterScale ua[] = {{a, 1.0f}}, ub[] = {{b, 1.0f}};
+  const std::vector<float> la = m.logits(ids, ua), lb = m.logits(ids, ub), base = m.logits(ids);
+  double diff = 0, moved = 0;
+  for (size_t i = 0; i < la.size(); ++i) {
+    diff = std::max(diff, std::fabs(double(la[i]) - lb[i]));
+    moved = std::max(moved, std::fabs(double(la[i]) - base[i]));
+  }
+  EXPECT_GT(moved, 1e-2);         // the adapter learned something
+  EXPECT_LT(diff, 1e-3 * moved);  // and both runs learned the same
+}
+
 TEST(ApiTrainer, BadOptionsNameTheOption) {
   Model m = Model::open(tiny_model(), cpu());
   TrainOptions t = small_run("/tmp/unused.gguf");
   t.rank = 0;
   EXPECT_NE(error_of([&] { Trainer(m, t); }).find("rank"), std::string::npos);
   EXPECT_EQ(option_of([&] { Trainer(m, t); }), "rank");
+  t = small_run("/tmp/unused.gguf");
+  t.pack_tokens = -2;
+  EXPECT_EQ(option_of([&] { Trainer(m, t); }), "pack_tokens");
   t = small_run("/tmp/unused.gguf");
   t.schedule = "zigzag";
   EXPECT_NE(error_of([&] { Trainer(m, t); }).find("zigzag"), std::string::npos);

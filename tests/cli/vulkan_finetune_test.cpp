@@ -247,7 +247,7 @@ TEST_F(VulkanFinetune, ALostDeviceIsOpenedAgainAndOutOfMemoryLeavesACheckpoint) 
       << "the run that lost its device ends with another adapter";
 
   const std::vector<std::string> oom_args = args("vk_oom.gguf", {"--device", "vulkan"});
-  const test::RunResult oom = test::run_trit(*dir_, oom_args, "TRIT_VK_FAULT=oom@14");
+  const test::RunResult oom = test::run_trit(*dir_, oom_args, "TRIT_VK_FAULT=oom@13");
   EXPECT_EQ(oom.rc, 1) << oom.err;
   EXPECT_NE(oom.err.find("VK_ERROR_OUT_OF_DEVICE_MEMORY at step "), std::string::npos) << oom.err;
   EXPECT_NE(oom.err.find(" holds the run up to step "), std::string::npos) << oom.err;

@@ -10,9 +10,11 @@
 #include <cmath>
 #include <random>
 
+#include "backend/select.h"
 #include "model/lora_set.h"
 #include "support/files.h"
 #include "support/models.h"
+#include "support/vulkan.h"
 #include "train/lora_init.h"
 
 namespace trit::engine {
@@ -182,6 +184,70 @@ TEST_P(TrainModel, CheckpointingThreadsAndDropoutKeysAreConsistent) {
     den += double(base[i]) * base[i];
   }
   EXPECT_LT(std::sqrt(num / den), 1e-5);
+}
+
+// Sequences packed in the rows of one pass (TrainBatch) give the loss and gradients of the
+// same sequences computed one by one, on the CPU and on Vulkan (whole tensors, and tiled at a
+// small binding limit so that sequences start inside pieces and off the attention chunks).
+TEST_P(TrainModel, PackedSequencesEqualTheSequencesOneByOne) {
+  // Three sequences of 13, 1 and 9 tokens, the last two cut from the first with other masks.
+  std::vector<int64_t> lengths = {13, 1, 9};
+  std::vector<int32_t> tokens, targets;
+  std::vector<float> mask;
+  for (int64_t n : lengths) {
+    for (int64_t t = 0; t < n; ++t) {
+      tokens.push_back(tokens_[size_t((t + n) % 13)]);
+      targets.push_back(tokens_[size_t((t + n + 1) % 13)]);
+      mask.push_back((t + n) % 4 == 1 ? 0.0f : 1.0f);
+    }
+  }
+  float norm = 0;
+  for (float m : mask) norm += m;
+  const int64_t total = int64_t(tokens.size());
+  auto run = [&](Backend& be, bool packed, double& loss) {
+    TrainPassOptions o;
+    o.head_chunk = 4;
+    TrainableModel tm(*model_, adapter_, be, o);
+    tm.zero_grads();
+    loss = 0;
+    if (packed) {
+      loss =
+          tm.forward_backward(tokens.data(), targets.data(), mask.data(), total, norm, 3, lengths);
+    } else {
+      for (size_t i = 0, off = 0; i < lengths.size(); off += size_t(lengths[i]), ++i) {
+        loss += tm.forward_backward(tokens.data() + off, targets.data() + off, mask.data() + off,
+                                    lengths[i], norm, 3);
+      }
+    }
+    std::vector<float> all;
+    for (const auto& [name, g] : tm.grads()) {
+      all.insert(all.end(), g.da.begin(), g.da.end());
+      all.insert(all.end(), g.db.begin(), g.db.end());
+    }
+    return all;
+  };
+  auto compare = [&](Backend& be, const std::string& where) {
+    double l1 = 0, l2 = 0;
+    const std::vector<float> one = run(be, false, l1), packed = run(be, true, l2);
+    EXPECT_NEAR(l2, l1, 1e-6 * l1) << where;
+    ASSERT_EQ(one.size(), packed.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < one.size(); ++i) {
+      num += (double(one[i]) - packed[i]) * (double(one[i]) - packed[i]);
+      den += double(one[i]) * one[i];
+    }
+    ASSERT_GT(den, 0) << where;
+    EXPECT_LT(std::sqrt(num / den), 1e-5) << where;
+  };
+  ThreadPool pool(2);
+  auto cpu = make_cpu_backend(pool);
+  compare(*cpu, "cpu");
+  for (uint64_t limit : {uint64_t(0), uint64_t(16) << 10}) {
+    std::unique_ptr<Backend> vk;
+    test::open_vulkan(limit, &vk);
+    if (!vk) return;
+    compare(*vk, cat("vulkan, binding limit ", limit));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, TrainModel, ::testing::Values("bitnet", "llama", "odd_widths"),

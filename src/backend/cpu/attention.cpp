@@ -2,6 +2,7 @@
 // with the KV store.
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <vector>
 
@@ -228,15 +229,46 @@ void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const Devic
 
 void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                                     const DeviceTensor& dout, const DeviceTensor& q,
-                                    const DeviceTensor& k, const DeviceTensor& v, int64_t T,
-                                    const AttnShape& shape) {
-  const int64_t threads = pool_.size();
-  std::vector<float> scratch(static_cast<size_t>(2 * T * threads));
-  pool_.parallel_for(shape.n_head_kv, [&](int64_t k0, int64_t k1, int thread) {
-    engine::attention_backward(cpu_data(dq), cpu_data(dk), cpu_data(dv), cpu_data(dout),
-                               cpu_data(q), cpu_data(k), cpu_data(v), k.cols(), T, shape.n_head,
-                               shape.n_head_kv, shape.head_dim, k0, k1,
-                               scratch.data() + 2 * T * thread);
+                                    const DeviceTensor& k, const DeviceTensor& v,
+                                    std::span<const SeqRows> seqs, const AttnShape& shape) {
+  for (const DeviceTensor* t :
+       std::initializer_list<const DeviceTensor*>{&dq, &dout, &q, &dk, &dv, &k, &v}) {
+    const bool kv = t == &dk || t == &dv || t == &k || t == &v;
+    if (t->cols() != (kv ? shape.kv_cols() : shape.q_cols())) {
+      fail("attention_backward: tensor '", t->name(), "' has ", t->cols(), " columns, ",
+           kv ? shape.kv_cols() : shape.q_cols(), " expected");
+    }
+  }
+  int64_t longest = 0;
+  for (const SeqRows& s : seqs) {
+    if (s.pos0 != 0 || s.base != s.row0) {
+      fail("attention_backward: a sequence at rows ", s.row0,
+           ".. must start at position 0 and be "
+           "its own keys (position ",
+           s.pos0, ", keys from row ", s.base, ")");
+    }
+    for (const DeviceTensor* t :
+         std::initializer_list<const DeviceTensor*>{&dq, &dout, &q, &dk, &dv, &k, &v}) {
+      check_rows(*t, s.row0, s.n, "attention_backward");
+    }
+    longest = std::max(longest, s.n);
+  }
+  const int64_t threads = std::max(pool_.size(), 1);
+  std::vector<float> scratch(static_cast<size_t>(2 * longest * threads));
+  // One split over every (sequence, KV head) pair; each pair's sums do not depend on the split.
+  const int64_t H = shape.n_head_kv, qc = q.cols(), kc = k.cols();
+  pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
+    for (int64_t u = u0; u < u1;) {
+      const SeqRows& s = seqs[size_t(u / H)];
+      const int64_t h0 = u % H, h1 = std::min(H, h0 + (u1 - u));
+      const int64_t r = s.row0;
+      engine::attention_backward(cpu_data(dq) + r * qc, cpu_data(dk) + r * kc,
+                                 cpu_data(dv) + r * kc, cpu_data(dout) + r * qc,
+                                 cpu_data(q) + r * qc, cpu_data(k) + r * kc, cpu_data(v) + r * kc,
+                                 kc, s.n, shape.n_head, shape.n_head_kv, shape.head_dim, h0, h1,
+                                 scratch.data() + 2 * longest * thread);
+      u += h1 - h0;
+    }
   });
 }
 

@@ -73,8 +73,8 @@ class CpuBackend final : public Backend {
   // rope.cpp
   void rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads, const AttnShape& shape,
             int64_t pos0) override;
-  void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
-                     int64_t pos0) override;
+  void rope_backward(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
+                     const AttnShape& shape, int64_t pos0) override;
   // attention.cpp
   void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
                 int64_t pos0) override;
@@ -83,7 +83,8 @@ class CpuBackend final : public Backend {
                  const AttnShape& shape) override;
   void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                           const DeviceTensor& dout, const DeviceTensor& q, const DeviceTensor& k,
-                          const DeviceTensor& v, int64_t n, const AttnShape& shape) override;
+                          const DeviceTensor& v, std::span<const SeqRows> seqs,
+                          const AttnShape& shape) override;
   // activation.cpp
   void gated_act(DeviceTensor& out, const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
                  Activation act) override;

@@ -71,12 +71,13 @@ void CpuBackend::rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
                pos.data(), shape.rope_theta);
 }
 
-void CpuBackend::rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
-                               int64_t pos0) {
+void CpuBackend::rope_backward(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
+                               const AttnShape& shape, int64_t pos0) {
+  check_rows(x, row0, n, "rope_backward");
   std::vector<int32_t> pos(static_cast<size_t>(n));
   std::iota(pos.begin(), pos.end(), int32_t(pos0));
-  engine::rope_backward(cpu_data(x), n, n_heads, shape.head_dim, shape.rope_dim, pos.data(),
-                        shape.rope_theta);
+  engine::rope_backward(cpu_data(x) + row0 * x.cols(), n, n_heads, shape.head_dim, shape.rope_dim,
+                        pos.data(), shape.rope_theta);
 }
 
 }  // namespace trit::engine

@@ -168,13 +168,44 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
       q.cols() != n_head * hd || out.cols() != q.cols() || base + pos0 + n > kc.rows() ||
       kc.cols() != shape.kv_cols() || vc.rows() != kc.rows() || vc.cols() != kc.cols() ||
       vc.f16() != kc.f16() || vc.tiles().rows_per_piece() != kc.tiles().rows_per_piece() ||
-      shape.n_head_kv <= 0 || n_head % shape.n_head_kv != 0 || base % chunk != 0) {
+      shape.n_head_kv <= 0 || n_head % shape.n_head_kv != 0) {
     fail("attention: ", n, " queries at ", pos0, " in rows ", row0, ".. of '", q.name(), "' (",
          q.rows(), " x ", q.cols(), ") against rows from ", base, " of '", kc.name(), "' and '",
          vc.name(), "' (", kc.rows(), " x ", kc.cols(), "), ", n_head, " heads of ", hd, ", ",
          shape.n_head_kv, " KV heads");
   }
   if (n == 0) return;
+  // The keys' pieces: the cache's own, whose rows from base lie on chunk boundaries; a base off
+  // them (a packed training sequence) takes a copy of its keys and values in one scratch range.
+  struct KeyPiece {
+    uint64_t row0, row1;
+    BufferRange k, v;  // the piece's rows [row0, row1), or empty: bind the cache's own rows
+  };
+  std::vector<KeyPiece> key_pieces;
+  scratch_.attn.reset();
+  scratch_.act.reset();
+  if (uint64_t(base) % chunk == 0) {
+    for (size_t i = 0; i < kc.tiles().pieces(); ++i) {
+      key_pieces.push_back({kc.tiles().piece(i).row0, kc.tiles().piece(i).row1, {}, {}});
+    }
+  } else {
+    const uint64_t lo = uint64_t(base), hi = uint64_t(base + pos0 + n);
+    const uint64_t row_bytes = kc.tiles().row_bytes(), bytes = (hi - lo) * row_bytes;
+    if (bytes > ctx_->binding_limit()) {
+      fail("attention: the ", hi - lo, " keys of a sequence at row ", base, " of '", kc.name(),
+           "' take ", bytes, " bytes, more than the binding limit of ", ctx_->binding_limit(),
+           " bytes; raise --max-buffer-mb or shorten the context");
+    }
+    KeyPiece kp{lo, hi, scratch_.act.alloc(bytes), scratch_.act.alloc(bytes)};
+    for (const auto& [a, b] : row_segments({{&kc.tiles(), lo}, {&vc.tiles(), lo}}, hi - lo, 0)) {
+      const uint64_t off = a * row_bytes, size = (b - a) * row_bytes;
+      rec_.seq().copy(rows_range(kc.tiles(), lo + a, lo + b),
+                      BufferRange(*kp.k.buffer, kp.k.offset + off, size));
+      rec_.seq().copy(rows_range(vc.tiles(), lo + a, lo + b),
+                      BufferRange(*kp.v.buffer, kp.v.offset + off, size));
+    }
+    key_pieces.push_back(kp);
+  }
   // Queries per workgroup: one when decoding, tune_.attn_qt for prompts and training (each staged
   // chunk of keys serves them all).
   const uint32_t qt = uint64_t(n) >= tune_.attn_qt ? tune_.attn_qt : 1;
@@ -186,8 +217,6 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
   const float scale = 1.0f / std::sqrt(float(hd));
   const uint64_t limit = ctx_->binding_limit();
   const uint32_t max_z = ctx_->caps().info.max_compute_work_group_count[2];
-  scratch_.attn.reset();
-  scratch_.act.reset();
   const uint64_t r0 = uint64_t(row0);
   for (const auto& [a, b] :
        row_segments({{&q.tiles(), r0}, {&out.tiles(), r0}}, uint64_t(n), rec_.max_seg_rows())) {
@@ -214,11 +243,13 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
       // The cache rows [base, base + end) piece by piece; kv_r0 is the position of a piece's
       // first row used (pieces and bases lie on chunk boundaries).
       const uint64_t lo = uint64_t(base), hi = uint64_t(base) + end;
-      for (size_t i = 0; i < kc.tiles().pieces(); ++i) {
-        const TiledTensor::Piece& piece = kc.tiles().piece(i);
+      for (const KeyPiece& piece : key_pieces) {
         if (piece.row1 <= lo) continue;
         if (piece.row0 >= hi) break;
         const uint64_t p0 = std::max<uint64_t>(piece.row0, lo), p1 = std::min(piece.row1, hi);
+        const bool own = piece.k.buffer == nullptr;
+        const BufferRange kr = own ? rows_range(kc.tiles(), p0, p1) : piece.k;
+        const BufferRange vr = own ? rows_range(vc.tiles(), p0, p1) : piece.v;
         const AttentionPush push{uint32_t(n_q),
                                  uint32_t(t0),
                                  uint32_t(tile_pos0),
@@ -230,10 +261,8 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
                                  uint32_t(p1 - p0),
                                  uint32_t(n_chunks),
                                  scale};
-        rec_.seq().dispatch(
-            pa, {qr, rows_range(kc.tiles(), p0, p1), rows_range(vc.tiles(), p0, p1), part, qr},
-            push, uint32_t(ceil_div(p1 - p0, chunk)), uint32_t(n_head),
-            uint32_t(ceil_div(n_q, qt)));
+        rec_.seq().dispatch(pa, {qr, kr, vr, part, qr}, push, uint32_t(ceil_div(p1 - p0, chunk)),
+                            uint32_t(n_head), uint32_t(ceil_div(n_q, qt)));
       }
       const AttentionCombinePush cpush{uint32_t(n_q),    uint32_t(t0), uint32_t(tile_pos0),
                                        uint32_t(n_head), uint32_t(hd), uint32_t(n_chunks)};
@@ -245,37 +274,51 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
 
 void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, DeviceTensor& dv_t,
                                        const DeviceTensor& dout_t, const DeviceTensor& q_t,
-                                       const DeviceTensor& k_t, const DeviceTensor& v_t, int64_t n,
-                                       const AttnShape& shape) {
+                                       const DeviceTensor& k_t, const DeviceTensor& v_t,
+                                       std::span<const SeqRows> seqs, const AttnShape& shape) {
   const char* op = "attention_backward";
-  const int64_t hd = shape.head_dim, n_head = shape.n_head, n_kv = shape.n_head_kv;
+  const int64_t n_head = shape.n_head, n_kv = shape.n_head_kv;
   if (n_kv <= 0 || n_head % n_kv != 0) {
     fail(op, ": ", n_head, " query heads are not a multiple of ", n_kv, " KV heads");
   }
-  const int64_t q_cols = n_head * hd, kv_cols = shape.kv_cols();
-  for (const DeviceTensor* t : std::initializer_list<const DeviceTensor*>{&dq_t, &dout_t, &q_t})
-    check_rows_of(*t, n, q_cols, op);
-  for (const DeviceTensor* t : std::initializer_list<const DeviceTensor*>{&dk_t, &dv_t, &k_t, &v_t})
-    check_rows_of(*t, n, kv_cols, op);
-  if (n == 0) return;
-  VkTensor& dq = vk_tensor(dq_t);
-  VkTensor& dk = vk_tensor(dk_t);
-  VkTensor& dv = vk_tensor(dv_t);
-  const VkTensor& dout = vk_tensor(dout_t);
-  const VkTensor& q = vk_tensor(q_t);
-  const VkTensor& k = vk_tensor(k_t);
-  const VkTensor& v = vk_tensor(v_t);
+  for (const SeqRows& s : seqs) {
+    if (s.pos0 != 0 || s.base != s.row0 || s.row0 < 0 || s.n < 0) {
+      fail(op, ": a sequence at rows ", s.row0, ".. must start at position 0 and be its own keys ",
+           "(position ", s.pos0, ", keys from row ", s.base, ")");
+    }
+    const int64_t end = s.row0 + s.n;
+    for (const DeviceTensor* t : std::initializer_list<const DeviceTensor*>{&dq_t, &dout_t, &q_t})
+      check_rows_of(*t, end, shape.q_cols(), op);
+    for (const DeviceTensor* t :
+         std::initializer_list<const DeviceTensor*>{&dk_t, &dv_t, &k_t, &v_t})
+      check_rows_of(*t, end, shape.kv_cols(), op);
+  }
+  for (const SeqRows& s : seqs) {
+    if (s.n == 0) continue;
+    attention_backward_seq(vk_tensor(dq_t), vk_tensor(dk_t), vk_tensor(dv_t), vk_tensor(dout_t),
+                           vk_tensor(q_t), vk_tensor(k_t), vk_tensor(v_t), uint64_t(s.row0),
+                           uint64_t(s.n), shape);
+  }
+}
+
+void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor& dv,
+                                           const VkTensor& dout, const VkTensor& q,
+                                           const VkTensor& k, const VkTensor& v, uint64_t row0,
+                                           uint64_t n, const AttnShape& shape) {
+  const int64_t hd = shape.head_dim, n_head = shape.n_head, n_kv = shape.n_head_kv;
+  const int64_t kv_cols = shape.kv_cols();
   const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, uint32_t(hd)};
   const Pipeline& pq =
       rec_.pipeline("attention_backward", 6, sizeof(AttentionBackwardPush), spec, 0b001111);
   const Pipeline& pkv =
       rec_.pipeline("attention_backward_kv", 7, sizeof(AttentionBackwardPush), spec, 0b0011111);
   const float scale = 1.0f / std::sqrt(float(hd));
-  const auto q_segs = row_segments({{&q.tiles(), 0}, {&dout.tiles(), 0}, {&dq.tiles(), 0}},
-                                   uint64_t(n), rec_.max_seg_rows());
-  const auto kv_segs =
-      row_segments({{&k.tiles(), 0}, {&v.tiles(), 0}, {&dk.tiles(), 0}, {&dv.tiles(), 0}},
-                   uint64_t(n), rec_.max_seg_rows());
+  // Segments in positions of the sequence (its rows from row0).
+  const auto q_segs = row_segments({{&q.tiles(), row0}, {&dout.tiles(), row0}, {&dq.tiles(), row0}},
+                                   n, rec_.max_seg_rows());
+  const auto kv_segs = row_segments(
+      {{&k.tiles(), row0}, {&v.tiles(), row0}, {&dk.tiles(), row0}, {&dv.tiles(), row0}}, n,
+      rec_.max_seg_rows());
   auto push = [&](uint64_t qa, uint64_t qb, uint64_t ka, uint64_t kb, uint32_t stage, uint32_t g) {
     return AttentionBackwardPush{uint32_t(qb - qa),
                                  uint32_t(qa),
@@ -302,15 +345,15 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
   std::vector<QueryRows> qs;
   std::vector<KeyRows> kvs;
   for (const auto& [qa, qb] : q_segs) {
-    qs.push_back({scratch_.bind_rows(rec_, q.tiles(), qa, qb, true),
-                  scratch_.bind_rows(rec_, dout.tiles(), qa, qb, true),
-                  scratch_.bind_rows(rec_, dq.tiles(), qa, qb, true)});
+    qs.push_back({scratch_.bind_rows(rec_, q.tiles(), row0 + qa, row0 + qb, true),
+                  scratch_.bind_rows(rec_, dout.tiles(), row0 + qa, row0 + qb, true),
+                  scratch_.bind_rows(rec_, dq.tiles(), row0 + qa, row0 + qb, true)});
   }
   for (const auto& [ka, kb] : kv_segs) {
-    kvs.push_back({scratch_.bind_rows(rec_, k.tiles(), ka, kb, true),
-                   scratch_.bind_rows(rec_, v.tiles(), ka, kb, true),
-                   scratch_.bind_rows(rec_, dk.tiles(), ka, kb, true),
-                   scratch_.bind_rows(rec_, dv.tiles(), ka, kb, true)});
+    kvs.push_back({scratch_.bind_rows(rec_, k.tiles(), row0 + ka, row0 + kb, true),
+                   scratch_.bind_rows(rec_, v.tiles(), row0 + ka, row0 + kb, true),
+                   scratch_.bind_rows(rec_, dk.tiles(), row0 + ka, row0 + kb, true),
+                   scratch_.bind_rows(rec_, dv.tiles(), row0 + ka, row0 + kb, true)});
   }
   std::vector<BufferRange> stats;  // per query segment: (rows, n_head, 3) [m, l|inv, E|D]
   for (size_t s = 0; s < q_segs.size(); ++s) {
@@ -324,7 +367,7 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
                             push(qa, qb, ka, kb, stage, 0), uint32_t(n_head), uint32_t(qb - qa));
       }
     }
-    scratch_.unbind_rows(rec_, qs[s].dq, dq.tiles(), qa, qb);
+    scratch_.unbind_rows(rec_, qs[s].dq, dq.tiles(), row0 + qa, row0 + qb);
   }
   // dk, dv: query heads of a group in order, then query segments in order (the CPU's order).
   for (int64_t g = 0; g < n_head / n_kv; ++g) {
@@ -340,8 +383,9 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
     }
   }
   for (size_t c = 0; c < kv_segs.size(); ++c) {
-    scratch_.unbind_rows(rec_, kvs[c].dk, dk.tiles(), kv_segs[c].first, kv_segs[c].second);
-    scratch_.unbind_rows(rec_, kvs[c].dv, dv.tiles(), kv_segs[c].first, kv_segs[c].second);
+    const uint64_t a = row0 + kv_segs[c].first, b = row0 + kv_segs[c].second;
+    scratch_.unbind_rows(rec_, kvs[c].dk, dk.tiles(), a, b);
+    scratch_.unbind_rows(rec_, kvs[c].dv, dv.tiles(), a, b);
   }
 }
 

@@ -32,9 +32,9 @@ void VulkanBackend::rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_hea
   rope_rows(x, row0, n, n_heads, shape, pos0, /*inverse=*/false);
 }
 
-void VulkanBackend::rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads,
+void VulkanBackend::rope_backward(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
                                   const AttnShape& shape, int64_t pos0) {
-  rope_rows(x, 0, n, n_heads, shape, pos0, /*inverse=*/true);
+  rope_rows(x, row0, n, n_heads, shape, pos0, /*inverse=*/true);
 }
 
 // rope.comp over rows [row0, row0 + n) of x: the angles of positions pos0.., negated when

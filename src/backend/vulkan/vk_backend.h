@@ -363,8 +363,8 @@ class VulkanBackend final : public Backend {
   // rope.cpp
   void rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads, const AttnShape& shape,
             int64_t pos0) override;
-  void rope_backward(DeviceTensor& x, int64_t n, int64_t n_heads, const AttnShape& shape,
-                     int64_t pos0) override;
+  void rope_backward(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
+                     const AttnShape& shape, int64_t pos0) override;
   void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v, DeviceTensor& k_cache,
                      DeviceTensor& v_cache, std::span<const SeqRows> seqs,
                      const AttnShape& shape) override;
@@ -376,7 +376,8 @@ class VulkanBackend final : public Backend {
                  const AttnShape& shape) override;
   void attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                           const DeviceTensor& dout, const DeviceTensor& q, const DeviceTensor& k,
-                          const DeviceTensor& v, int64_t n, const AttnShape& shape) override;
+                          const DeviceTensor& v, std::span<const SeqRows> seqs,
+                          const AttnShape& shape) override;
   // activation.cpp
   void gated_act(DeviceTensor& out, const DeviceTensor& gate, const DeviceTensor& up, int64_t n,
                  Activation act) override;
@@ -421,6 +422,10 @@ class VulkanBackend final : public Backend {
                          const AttnShape& shape);
   void attention_seq(VkTensor& out, const VkTensor& q, const VkTensor& kc, const VkTensor& vc,
                      const SeqRows& s, const AttnShape& shape);
+  // attention_backward of one sequence at rows [row0, row0 + n) of every tensor.
+  void attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor& dv, const VkTensor& dout,
+                              const VkTensor& q, const VkTensor& k, const VkTensor& v,
+                              uint64_t row0, uint64_t n, const AttnShape& shape);
   // Decoding rows of several sequences of one pool (one query each) in one dispatch per
   // step: false when they do not qualify (the caller takes them one by one).
   bool rope_store_kv_decode(VkTensor& q, const VkTensor& k, const VkTensor& v, VkTensor& kc,

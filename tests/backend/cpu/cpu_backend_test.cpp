@@ -205,7 +205,8 @@ TEST_F(CpuTrainOps, Attention) {
   TensorPtr tq = up("q", n, d, q), tk = up("k", n, kv, k), tv = up("v", n, kv, v);
   TensorPtr dout = up("dout", n, d, w), dq = up("dq", n, d, p1), dk = up("dk", n, kv, p2),
             dv = up("dv", n, kv, p3);
-  b_.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, n, shape);
+  const SeqRows whole{0, n, 0, 0};
+  b_.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, {&whole, 1}, shape);
   Vec dqr = p1, dkr = p2, dvr = p3, scratch(size_t(2 * n));
   attention_backward(dqr.data(), dkr.data(), dvr.data(), w.data(), q.data(), k.data(), v.data(), kv,
                      n, 4, 2, 8, 0, 2, scratch.data());
@@ -232,6 +233,39 @@ TEST_F(CpuTrainOps, Attention) {
   expect_directional(
       minus(dvr, p3), [&](const Vec& u, double s) { return loss(q, k, plus(v, u, s)); }, 29,
       "attention dv");
+}
+
+// Sequences of training packed in the rows of one pass (each its own keys): attention_backward
+// over all of them at once equals the reference over each sequence's rows alone, bit for bit,
+// and rope_backward from a sequence's first row rotates those rows as the reference does.
+TEST_F(CpuTrainOps, PackedSequencesAttendAndRotateAsEachAlone) {
+  const AttnShape shape{.n_head = 4, .n_head_kv = 2, .head_dim = 8, .rope_dim = 8};
+  const int64_t n = 12, d = shape.q_cols(), kv = shape.kv_cols();
+  const std::vector<SeqRows> seqs = {{0, 5, 0, 0}, {5, 1, 0, 5}, {6, 6, 0, 6}};
+  const Vec q = randn(n * d, 40), k = randn(n * kv, 41), v = randn(n * kv, 42),
+            w = randn(n * d, 43);
+  TensorPtr tq = up("q", n, d, q), tk = up("k", n, kv, k), tv = up("v", n, kv, v);
+  TensorPtr dout = up("dout", n, d, w), dq = b_.tensor("dq", n, d), dk = b_.tensor("dk", n, kv),
+            dv = b_.tensor("dv", n, kv);
+  b_.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, seqs, shape);
+  for (const SeqRows& s : seqs) b_.rope_backward(*dq, s.row0, s.n, shape.n_head, shape, 0);
+  Vec dqr(q.size()), dkr(k.size()), dvr(v.size()), scratch(size_t(2 * n));
+  for (const SeqRows& s : seqs) {
+    const int64_t r = s.row0;
+    attention_backward(dqr.data() + r * d, dkr.data() + r * kv, dvr.data() + r * kv,
+                       w.data() + r * d, q.data() + r * d, k.data() + r * kv, v.data() + r * kv, kv,
+                       s.n, 4, 2, 8, 0, 2, scratch.data());
+    std::vector<int32_t> pos(size_t(s.n));
+    std::iota(pos.begin(), pos.end(), 0);
+    rope_backward(dqr.data() + r * d, s.n, 4, 8, 8, pos.data(), shape.rope_theta);
+  }
+  EXPECT_EQ(get(*dq), dqr);
+  EXPECT_EQ(get(*dk), dkr);
+  EXPECT_EQ(get(*dv), dvr);
+  // A sequence that does not start at position 0 or is not its own keys is refused.
+  const SeqRows shifted{5, 1, 3, 5};
+  EXPECT_THROW(b_.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, {&shifted, 1}, shape),
+               Error);
 }
 
 // f16 KV caches (TensorUse::KvCacheF16): store_kv rounds to nearest even, read gives the
@@ -277,7 +311,7 @@ TEST_F(CpuTrainOps, RopeBackwardIsTheInverseRotation) {
     const int64_t n = 7;
     const Vec xv = randn(n * 64, 30);
     TensorPtr x = up("x", n, 64, xv);
-    b_.rope_backward(*x, n, 4, shape, 0);
+    b_.rope_backward(*x, 0, n, 4, shape, 0);
     Vec ref = xv;
     std::vector<int32_t> pos(static_cast<size_t>(n));
     std::iota(pos.begin(), pos.end(), 0);

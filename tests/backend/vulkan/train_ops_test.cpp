@@ -216,8 +216,8 @@ TrainCase rope_backward_case(int64_t n, int64_t rope_dim, float theta) {
             const AttnShape shape = rope_shape(rope_dim, theta);
             TensorPtr dq = upload(b, "dq", n + 1, 2048, randn((n + 1) * 2048, 41));
             TensorPtr dk = upload(b, "dk", n + 1, 512, randn((n + 1) * 512, 42));
-            b.rope_backward(*dq, n, shape.n_head, shape, 0);
-            b.rope_backward(*dk, n, shape.n_head_kv, shape, 0);
+            b.rope_backward(*dq, 0, n, shape.n_head, shape, 0);
+            b.rope_backward(*dk, 0, n, shape.n_head_kv, shape, 0);
             return std::vector<Out>{download(b, *dq, n + 1, 1e-5), download(b, *dk, n + 1, 1e-5)};
           }};
 }
@@ -236,9 +236,37 @@ TrainCase attention_backward_case(int64_t group, int64_t n) {
             TensorPtr dout = upload(b, "dout", n + 1, d, randn((n + 1) * d, 54));
             TensorPtr dq = fill(b, "dq", n + 1, d, 55), dk = fill(b, "dk", n + 1, kv, 56);
             TensorPtr dv = fill(b, "dv", n + 1, kv, 57);
-            b.attention_backward(*dq, *dk, *dv, *dout, *q, *k, *v, n, shape);
+            const SeqRows whole{0, n, 0, 0};
+            b.attention_backward(*dq, *dk, *dv, *dout, *q, *k, *v, {&whole, 1}, shape);
             return std::vector<Out>{download(b, *dq, n + 1, 1e-5), download(b, *dk, n + 1, 1e-5),
                                     download(b, *dv, n + 1, 1e-5)};
+          }};
+}
+
+// Training's packed sequences (lengths 37, 1 and 50 in rows 0..88, each its own keys from a
+// row off the attention chunks): attention forward, rope's backward from each sequence's first
+// row and attention backward over all three at once.
+TrainCase packed_attention_case(int64_t group) {
+  return {cat("packed_attention_group", group), [=](Backend& b, const Fill& fill) {
+            const AttnShape shape{
+                .n_head = 8, .n_head_kv = 8 / group, .head_dim = 64, .rope_dim = 64};
+            const int64_t d = shape.q_cols(), kv = shape.kv_cols(), n = 89;
+            const std::vector<SeqRows> seqs = {{0, 37, 0, 0}, {37, 1, 0, 37}, {38, 50, 0, 38}};
+            TensorPtr q = upload(b, "q", n, d, randn(n * d, 71));
+            TensorPtr k = upload(b, "k", n, kv, randn(n * kv, 72));
+            TensorPtr v = upload(b, "v", n, kv, randn(n * kv, 73));
+            TensorPtr att = upload(b, "att", n, d, std::vector<float>(size_t(n * d)));
+            b.attention(*att, *q, *k, *v, seqs, shape);
+            TensorPtr dout = upload(b, "dout", n, d, randn(n * d, 74));
+            TensorPtr dq = fill(b, "dq", n, d, 75), dk = fill(b, "dk", n, kv, 76);
+            TensorPtr dv = fill(b, "dv", n, kv, 77);
+            b.attention_backward(*dq, *dk, *dv, *dout, *q, *k, *v, seqs, shape);
+            for (const SeqRows& s : seqs) {
+              b.rope_backward(*dq, s.row0, s.n, shape.n_head, shape, 0);
+              b.rope_backward(*dk, s.row0, s.n, shape.n_head_kv, shape, 0);
+            }
+            return std::vector<Out>{download(b, *att, n, 1e-5), download(b, *dq, n, 1e-5),
+                                    download(b, *dk, n, 1e-5), download(b, *dv, n, 1e-5)};
           }};
 }
 
@@ -403,6 +431,7 @@ std::vector<TrainCase> train_cases() {
   c.push_back(rope_backward_case(77, 64, 500000.0f));
   for (int64_t group : {1, 4}) {
     for (int64_t n : {1, 33, 77}) c.push_back(attention_backward_case(group, n));
+    c.push_back(packed_attention_case(group));
   }
   c.push_back(gated_act_backward_case(Activation::Relu2));
   c.push_back(gated_act_backward_case(Activation::Silu));
