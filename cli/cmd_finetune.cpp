@@ -2,18 +2,37 @@
 // With --delegate, a peer's trit serve trains (cli/finetune_delegate.h).
 #include <atomic>
 #include <csignal>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/finetune_delegate.h"
+#include "cli/mpi_ranks.h"
 
 namespace trit::cli {
 namespace {
 
 // The running trainer, for the signal handler: Trainer::cancel() is one lock-free atomic store.
 std::atomic<Trainer*> g_trainer{nullptr};
+std::atomic<bool> g_stop_signal{false};  // for data-parallel ranks waiting on the others
 extern "C" void on_stop_signal(int) {
+  g_stop_signal.store(true);
   if (Trainer* t = g_trainer.load()) t->cancel();
+}
+
+// Under mpirun: "vulkan:auto" spreads the ranks of a host over its GPUs, and a CPU rank takes
+// its share of the cores.
+void place_rank(ModelOptions& mo) {
+  if (mo.device == "vulkan:auto") {
+    int gpus = 0;
+    for (const DeviceInfo& d : list_devices()) gpus += d.name.rfind("vulkan:", 0) == 0 ? 1 : 0;
+    if (gpus == 0) fail("--device vulkan:auto: no Vulkan device");
+    mo.device = "vulkan:" + std::to_string(MpiRanks::local_rank() % gpus);
+  }
+  if (mo.threads <= 0) {
+    const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+    mo.threads = std::max(1, hw / std::max(1, MpiRanks::local_size()));
+  }
 }
 
 }  // namespace
@@ -97,6 +116,9 @@ void add_finetune_command(CLI::App& app) {
       // The provider went away: this device goes on from the last checkpoint it sent back.
       a->train.resume = resume_from;
     }
+    // `mpirun -np N trit finetune ...`: this process is one rank of a data-parallel run.
+    std::unique_ptr<MpiRanks> ranks = MpiRanks::from_launcher(&g_stop_signal);
+    if (ranks && !d.key.empty()) fail("--delegate does not run under mpirun");
     ModelOptions mo;
     mo.device = a->device;
     mo.threads = a->threads;
@@ -105,9 +127,12 @@ void add_finetune_command(CLI::App& app) {
     mo.act_quant = a->act_quant;
     mo.activation = a->activation;
     mo.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
+    if (ranks) place_rank(mo);
+    if (mo.device == "vulkan:auto") mo.device = "vulkan:0";
     auto train = [&](const ModelOptions& opts, const TrainOptions& t) {
       Model model = Model::open(a->model, opts);
       Trainer trainer(model, t);
+      trainer.set_data_parallel(ranks.get());
       trainer.on_progress(
           [](const TrainProgress& p) { std::fprintf(stderr, "%s\n", p.line.c_str()); });
       g_trainer.store(&trainer);
@@ -139,6 +164,8 @@ void add_finetune_command(CLI::App& app) {
       if (has_checkpoint(checkpoint_dir_of(t))) t.resume = "latest";
       r = train(mo, t);
     }
+    if (ranks) ranks->done();
+    if (ranks && ranks->rank() != 0) return;  // rank 0 wrote the files and says so
     std::fprintf(stderr, "adapter: %s\nmetrics: %s\nloss plot: %s\n", r.adapter_path.c_str(),
                  r.metrics_path.c_str(), r.plot_path.c_str());
     if (r.stopped) {

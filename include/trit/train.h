@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "trit/export.h"
@@ -93,6 +94,22 @@ struct TrainResult {
 // checks): throws trit::Error whose option() names the field at fault.
 TRIT_API void check_train_options(const TrainOptions& options);
 
+// The ranks of a data-parallel fine-tune, over the application's communicator (the CLI's is
+// MPI's: `mpirun -np N trit finetune ...`). Every rank runs the same Trainer on the same model
+// and data and takes its share of each batch (rows r with r % size() == rank()); the ranks sum
+// their losses and LoRA gradients each optimizer step and so take the same update. Rank 0
+// writes the metrics, checkpoints and adapter and reports progress; the others report nothing.
+class TRIT_API DataParallel {
+ public:
+  virtual ~DataParallel() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Sums v over the ranks in place; afterwards every rank must hold the same values, bit for
+  // bit. Throws (trit::Error) when the other ranks do not answer in bounded time.
+  virtual void sum(std::span<double> v) = 0;
+  virtual void sum(std::span<float> v) = 0;
+};
+
 class TRIT_API Trainer {
  public:
   // The model must outlive the trainer. Checks the options (errors name the option).
@@ -103,6 +120,9 @@ class TRIT_API Trainer {
 
   // Called on the thread that runs run().
   void on_progress(std::function<void(const TrainProgress&)> callback);
+  // Makes the run one rank of a data-parallel fine-tune (null: this process alone). The ranks
+  // object must outlive run().
+  void set_data_parallel(DataParallel* ranks);
   // Trains to the end, or until cancel(); writes the adapter, metrics.jsonl and a loss plot
   // beside it. Throws trit::Error naming the file or option on bad input, and when a resumed
   // run's settings differ from its checkpoint's.

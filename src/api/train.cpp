@@ -1,6 +1,8 @@
 // trit::Trainer over the engine's fine-tuning run (train/trainer.h), on the model's backend.
 #include "trit/train.h"
 
+#include <optional>
+
 #include "api/impl.h"
 #include "core/error.h"
 #include "train/trainer.h"
@@ -13,7 +15,37 @@ struct Trainer::Impl {
   engine::FinetuneOptions options;
   std::function<void(const TrainProgress&)> on_progress;
   std::atomic<bool> stop{false}, pause{false};
+  DataParallel* ranks = nullptr;
 };
+
+namespace {
+
+// The application's ranks as the engine's trainer takes them.
+class RanksOf final : public engine::Collective {
+ public:
+  explicit RanksOf(DataParallel& r) : r_(r) {}
+  int rank() const override { return r_.rank(); }
+  int size() const override { return r_.size(); }
+  void sum(std::span<double> v) override {
+    lost_if_throws([&] { r_.sum(v); });
+  }
+  void sum(std::span<float> v) override {
+    lost_if_throws([&] { r_.sum(v); });
+  }
+
+ private:
+  template <class F>
+  static void lost_if_throws(F f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      throw engine::RanksLost(e.what());
+    }
+  }
+  DataParallel& r_;
+};
+
+}  // namespace
 
 namespace {
 
@@ -104,12 +136,18 @@ void Trainer::on_progress(std::function<void(const TrainProgress&)> callback) {
   impl_->on_progress = std::move(callback);
 }
 
+void Trainer::set_data_parallel(DataParallel* ranks) {
+  impl_->ranks = ranks;
+}
+
 TrainResult Trainer::run() {
   Impl& t = *impl_;
   engine::FinetuneControl control;
   control.stop = &t.stop;
   control.pause = &t.pause;
-  if (t.on_progress) {
+  std::optional<RanksOf> ranks;
+  if (t.ranks && t.ranks->size() > 1) control.collective = &ranks.emplace(*t.ranks);
+  if (t.on_progress && (!t.ranks || t.ranks->rank() == 0)) {
     control.on_event = [&](const engine::FinetuneEvent& e) { t.on_progress(progress_of(e)); };
     TrainProgress device;
     device.line = "device: " + t.m.backend->description();

@@ -150,8 +150,10 @@ struct PackedRows {
 };
 
 // The non-empty rows of b in order, in passes of at most max_tokens positions each (a row
-// longer than that is a pass of its own); max_tokens <= 0: one row a pass.
-std::vector<PackedRows> pack_rows(const Batch& b, int64_t max_tokens);
+// longer than that is a pass of its own); max_tokens <= 0: one row a pass. Only the rows r with
+// r % n_shares == share (a rank's share of a data-parallel batch).
+std::vector<PackedRows> pack_rows(const Batch& b, int64_t max_tokens, int64_t share = 0,
+                                  int64_t n_shares = 1);
 
 // Where a BatchIterator stands: the next batch starts at position `index` of epoch `epoch`'s
 // order. Serialised into checkpoints with nlohmann::json (to_json / from_json below).

@@ -58,11 +58,12 @@ Batch make_batch(const Dataset& data, std::span<const int64_t> indices, int64_t 
   return b;
 }
 
-std::vector<PackedRows> pack_rows(const Batch& b, int64_t max_tokens) {
+std::vector<PackedRows> pack_rows(const Batch& b, int64_t max_tokens, int64_t share,
+                                  int64_t n_shares) {
   std::vector<PackedRows> passes;
   for (int64_t r = 0; r < b.B; ++r) {
     const int64_t len = b.lengths[size_t(r)];
-    if (len <= 0) continue;
+    if (len <= 0 || r % n_shares != share) continue;
     const bool fits =
         !passes.empty() && max_tokens > 0 && passes.back().tokens_total() + len <= max_tokens;
     if (!fits) {

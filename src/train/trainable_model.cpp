@@ -165,6 +165,23 @@ const std::map<std::string, LoraGrad>& TrainableModel::grads() {
   return grads_;
 }
 
+void TrainableModel::sum_grads(Collective& ranks) {
+  size_t n = 0;
+  for (const Param& p : params_) n += size_t(p.grad->rows() * p.grad->cols());
+  std::vector<float> all(n);
+  size_t at = 0;
+  for (const Param& p : params_) {
+    be_.read(*p.grad, 0, p.grad->rows(), all.data() + at);
+    at += size_t(p.grad->rows() * p.grad->cols());
+  }
+  ranks.sum(all);
+  at = 0;
+  for (const Param& p : params_) {
+    be_.write(*p.grad, 0, p.grad->rows(), all.data() + at);
+    at += size_t(p.grad->rows() * p.grad->cols());
+  }
+}
+
 void TrainableModel::zero_grads() {
   for (const Param& p : params_) be_.zero(*p.grad);
 }

@@ -22,6 +22,7 @@
 #include "model/forward.h"
 #include "model/lora_set.h"
 #include "model/model.h"
+#include "train/collective.h"
 #include "train/optimizer.h"
 
 namespace trit::engine {
@@ -50,6 +51,8 @@ class TrainableModel {
                       float norm, std::span<const int64_t> lengths = {});
 
   void zero_grads();
+  // Data-parallel: every gradient summed with the other ranks' (the same sums on every rank).
+  void sum_grads(Collective& ranks);
   // The gradients, read back from the backend (tests and tools; training needs no copy).
   const std::map<std::string, LoraGrad>& grads();
 

@@ -101,7 +101,16 @@ class FinetuneRun {
  public:
   FinetuneRun(const Model& model, Backend& backend, const FinetuneOptions& o,
               const FinetuneControl& control)
-      : model_(model), be_(backend), o_(o), control_(control) {}
+      : model_(model), be_(backend), o_(o), control_(control) {
+    if (Collective* c = control.collective) {
+      rank_ = c->rank();
+      ranks_ = c->size();
+      if (ranks_ < 1 || rank_ < 0 || rank_ >= ranks_) {
+        fail("data-parallel: rank ", rank_, " of ", ranks_, " ranks");
+      }
+      if (rank_ != 0) control_.on_event = nullptr;  // rank 0 reports for every rank
+    }
+  }
 
   FinetuneResult run();
 
@@ -122,11 +131,23 @@ class FinetuneRun {
   // Waits while paused; false when a stop request came meanwhile.
   bool wait_while_paused() const;
   bool stop_requested() const { return control_.stop && control_.stop->load(); }
+  // Data-parallel: rank 0 writes the files; every rank sums its share of a step with the others'.
+  bool lead() const { return rank_ == 0; }
+  void sum_over_ranks(std::span<double> v) const {
+    if (ranks_ > 1) control_.collective->sum(v);
+  }
+  // A stop request of any rank stops every rank at the same step.
+  bool stop_agreed() const {
+    double flag = stop_requested() ? 1 : 0;
+    sum_over_ranks({&flag, 1});
+    return flag > 0;
+  }
 
   const Model& model_;
   Backend& be_;
   const FinetuneOptions& o_;
-  const FinetuneControl& control_;
+  FinetuneControl control_;
+  int rank_ = 0, ranks_ = 1;
   DatasetSplits data_;
   LoraAdapter adapter_;
   int64_t per_epoch_ = 1, total_ = 0;
@@ -223,13 +244,14 @@ void FinetuneRun::validate(int64_t step) {
     std::vector<int64_t> idx;
     for (int64_t i = i0; i < std::min(n, i0 + o_.batch); ++i) idx.push_back(i);
     const Batch b = make_batch(valid, idx);
-    for (const PackedRows& p : pack_rows(b, pack_tokens_)) {
+    for (const PackedRows& p : pack_rows(b, pack_tokens_, rank_, ranks_)) {
       if (std::none_of(p.mask.begin(), p.mask.end(), [](float m) { return m != 0; })) continue;
       loss += tm_->forward_loss(p.tokens.data(), p.targets.data(), p.mask.data(), p.tokens_total(),
                                 float(norm), p.lengths);
     }
   }
-  metrics_->write(ValMetrics{step, loss, std::exp(loss)});
+  sum_over_ranks({&loss, 1});
+  if (lead()) metrics_->write(ValMetrics{step, loss, std::exp(loss)});
   res_.last_val_loss = loss;
   if (control_.on_event) {
     FinetuneEvent e;
@@ -254,7 +276,7 @@ void FinetuneRun::train_step(int64_t step) {
   double loss = 0;
   int64_t tokens = 0;
   for (size_t a = 0; a < micro.size(); ++a) {
-    for (const PackedRows& p : pack_rows(micro[a], pack_tokens_)) {
+    for (const PackedRows& p : pack_rows(micro[a], pack_tokens_, rank_, ranks_)) {
       // The dropout key of the pass's first row (a pass of one row draws what it always has).
       const uint64_t key = splitmix64(
           o_.seed ^ splitmix64(uint64_t(step) * 1000003u + a * 7919u + uint64_t(p.first_row)));
@@ -262,6 +284,13 @@ void FinetuneRun::train_step(int64_t step) {
                                     p.tokens_total(), float(norm), key, p.lengths);
       tokens += p.tokens_total();
     }
+  }
+  if (ranks_ > 1) {  // the step's loss, tokens and gradients: every rank's share summed
+    double sums[2] = {loss, double(tokens)};
+    sum_over_ranks(sums);
+    loss = sums[0];
+    tokens = int64_t(sums[1]);
+    tm_->sum_grads(*control_.collective);
   }
   const double lr = schedule_lr(sched_, step);
   // A non-finite loss or gradient norm leaves the adapter and the optimizer as they were (an
@@ -285,7 +314,7 @@ void FinetuneRun::train_step(int64_t step) {
   m.tokens_per_s = double(tokens) / std::max(secs, 1e-9);
   m.peak_mib = peak_mib();
   m.elapsed_s = seconds_since(t_begin_);
-  metrics_->write(m);
+  if (lead()) metrics_->write(m);
   const std::string line = meter_->step_line(step + 1, loss, lr, tokens, secs, m.peak_mib);
   res_.last_loss = loss;
   res_.steps_done = step + 1;
@@ -310,7 +339,7 @@ void FinetuneRun::train_step(int64_t step) {
 void FinetuneRun::save_checkpoint_at(int64_t step) {
   // A stop while paused comes right after the step's own checkpoint: writing it again would
   // replace the folder under a reader that the first one's event sent to it.
-  if (step == saved_step_) return;
+  if (step == saved_step_ || !lead()) return;
   saved_step_ = step;
   tm_->sync_adapter();
   tm_->save_optimizer(*opt_);
@@ -370,7 +399,7 @@ FinetuneResult FinetuneRun::run() {
   }
   res_.metrics_path = strip_gguf(o_.out) + ".metrics.jsonl";
   res_.plot_path = strip_gguf(o_.out) + ".loss.svg";
-  metrics_ = std::make_unique<MetricsWriter>(res_.metrics_path, start > 0 ? start : -1);
+  if (lead()) metrics_ = std::make_unique<MetricsWriter>(res_.metrics_path, start > 0 ? start : -1);
   meter_ = std::make_unique<ProgressMeter>(total_, start);
 
   if (start == 0) validate(0);
@@ -403,6 +432,15 @@ FinetuneResult FinetuneRun::run() {
       fail(e.what(), " at step ", step + 1, "; ", res_.last_checkpoint,
            " holds the run up to step ", step,
            ": resume from it (--resume), on the CPU with --device cpu");
+    } catch (const RanksLost& e) {
+      // Data-parallel: the step's sums did not complete (a rank is gone); the adapter and
+      // moments are the step before's, checkpointed with the data as it was before this step.
+      batches_->restore(before);
+      save_checkpoint_at(step);
+      fail(e.what(), " at step ", step + 1, "; ",
+           lead() ? res_.last_checkpoint + " holds the run up to step " + std::to_string(step) +
+                        ": resume from it (--resume), with any number of ranks"
+                  : std::string("rank 0 checkpoints the run up to step ") + std::to_string(step));
     } catch (const DeviceLost& e) {
       // What the device held is gone: the newest checkpoint on disk is where the run can go on.
       const std::string newest = newest_good_checkpoint(ckpt_dir_, nullptr);
@@ -421,7 +459,14 @@ FinetuneResult FinetuneRun::run() {
     }
     const bool last = step + 1 == total_;
     if ((o_.val_every > 0 && (step + 1) % o_.val_every == 0) || last) validate(step + 1);
-    const bool stopping = stop_requested();
+    bool stopping = stop_requested();
+    if (ranks_ > 1) {
+      try {
+        stopping = stop_agreed();
+      } catch (const RanksLost&) {
+        stopping = true;  // this rank's update ran: the checkpoint below holds it
+      }
+    }
     if ((o_.save_every > 0 && (step + 1) % o_.save_every == 0) || stopping) {
       save_checkpoint_at(step + 1);
     }
@@ -432,6 +477,7 @@ FinetuneResult FinetuneRun::run() {
     }
   }
   tm_->sync_adapter();
+  if (!lead()) return res_;
   save_adapter_gguf(file_order(adapter_), o_.out);
   write_loss_curve_svg(res_.plot_path, read_metrics(res_.metrics_path), "trit finetune: loss");
   return res_;

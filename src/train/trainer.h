@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "model/model.h"
+#include "train/collective.h"
 
 namespace trit::engine {
 
@@ -79,6 +80,9 @@ struct FinetuneControl {
   // stopped = true. pause: the run waits (between steps) until it is cleared or stop is set.
   const std::atomic<bool>* stop = nullptr;
   const std::atomic<bool>* pause = nullptr;
+  // Data-parallel ranks (train/collective.h), or null: this process alone. Rank 0 writes the
+  // metrics, checkpoints and the adapter and reports events; the others report nothing.
+  Collective* collective = nullptr;
 };
 
 struct FinetuneResult {
