@@ -136,6 +136,14 @@ class FinetuneRun {
   void sum_over_ranks(std::span<double> v) const {
     if (ranks_ > 1) control_.collective->sum(v);
   }
+  // The other ranks are gone: a checkpoint of the run up to `step` (rank 0), then the error.
+  [[noreturn]] void ranks_lost(const RanksLost& e, int64_t step, const std::string& when) {
+    save_checkpoint_at(step);
+    fail(e.what(), when, "; ",
+         lead() ? res_.last_checkpoint + " holds the run up to step " + std::to_string(step) +
+                      ": resume from it (--resume), with any number of ranks"
+                : "rank 0 checkpoints the run up to step " + std::to_string(step));
+  }
   // A stop request of any rank stops every rank at the same step.
   bool stop_agreed() const {
     double flag = stop_requested() ? 1 : 0;
@@ -436,11 +444,7 @@ FinetuneResult FinetuneRun::run() {
       // Data-parallel: the step's sums did not complete (a rank is gone); the adapter and
       // moments are the step before's, checkpointed with the data as it was before this step.
       batches_->restore(before);
-      save_checkpoint_at(step);
-      fail(e.what(), " at step ", step + 1, "; ",
-           lead() ? res_.last_checkpoint + " holds the run up to step " + std::to_string(step) +
-                        ": resume from it (--resume), with any number of ranks"
-                  : std::string("rank 0 checkpoints the run up to step ") + std::to_string(step));
+      ranks_lost(e, step, " at step " + std::to_string(step + 1));
     } catch (const DeviceLost& e) {
       // What the device held is gone: the newest checkpoint on disk is where the run can go on.
       const std::string newest = newest_good_checkpoint(ckpt_dir_, nullptr);
@@ -463,8 +467,10 @@ FinetuneResult FinetuneRun::run() {
     if (ranks_ > 1) {
       try {
         stopping = stop_agreed();
-      } catch (const RanksLost&) {
-        stopping = true;  // this rank's update ran: the checkpoint below holds it
+      } catch (const RanksLost& e) {
+        // This step's update ran on every rank: its checkpoint holds the run. An error, not a
+        // stop: the job is broken (finishing MPI with a rank gone could wait forever).
+        ranks_lost(e, step + 1, " after step " + std::to_string(step + 1));
       }
     }
     if ((o_.save_every > 0 && (step + 1) % o_.save_every == 0) || stopping) {
