@@ -16,7 +16,7 @@ void add_bench_command(CLI::App& app) {
     bool json = false;
     std::string serve;  // "1,4,16,64"
     std::string serve_url;
-    int64_t n_batch = 64;
+    int64_t n_batch = 0;  // trit serve's: 512 on a GPU, 64 on the CPU
   };
   auto args = std::make_shared<Args>();
   BenchOptions& b = args->bench;

@@ -29,9 +29,11 @@ void add_serve_command(CLI::App& app) {
                   "Requests must send 'Authorization: Bearer KEY' (needed off loopback)");
   cmd->add_option("-P,--parallel", args->parallel, "Requests decoded together (slots)")
       ->capture_default_str();
-  cmd->add_option("-b,--batch,--batch-size", args->serve.batch.n_batch,
-                  "Prompt tokens a step computes beside the decoding rows (llama-server's "
-                  "--batch-size): more starts prompts sooner, fewer keeps decoding streams even")
+  cmd->add_option(
+         "-b,--batch,--batch-size", args->serve.batch.n_batch,
+         "Prompt tokens a step computes beside the decoding rows (llama-server's "
+         "--batch-size): more starts prompts sooner, fewer keeps decoding streams even; 0: "
+         "512 on a GPU, 64 on the CPU")
       ->capture_default_str();
   cmd->add_option("--queue", args->serve.max_queue,
                   "Requests that may wait for a slot; more get 503")

@@ -21,9 +21,12 @@
 namespace trit {
 
 struct BatchOptions {
-  int64_t n_slots = 4;   // requests decoded together
-  int64_t n_ctx = 0;     // positions each slot holds; 0: the model's, at most 4096
-  int64_t n_batch = 64;  // prompt tokens a step computes beside the decoding rows
+  int64_t n_slots = 4;  // requests decoded together
+  int64_t n_ctx = 0;    // positions each slot holds; 0: the model's, at most 4096
+  // Prompt tokens a step computes beside the decoding rows; 0: 512 on a GPU (a prompt costs
+  // little beside the weights' read), 64 on the CPU (where a long prompt would stall every
+  // decoding stream).
+  int64_t n_batch = 0;
 };
 
 struct BatchRequest {

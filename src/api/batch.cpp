@@ -30,13 +30,14 @@ BatchGenerator::BatchGenerator(Model& model, const BatchOptions& options) {
   if (options.n_ctx < 0) {
     engine::fail_option("n_ctx", "batch: n_ctx must be positive, got ", options.n_ctx);
   }
-  if (options.n_batch <= 0) {
-    engine::fail_option("n_batch", "batch: n_batch must be positive, got ", options.n_batch);
+  if (options.n_batch < 0) {
+    engine::fail_option("n_batch", "batch: n_batch must be positive (or 0: automatic), got ",
+                        options.n_batch);
   }
   limits.n_slots = options.n_slots;
   limits.n_ctx =
       options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(m.model->hparams().n_ctx_train, 4096);
-  limits.n_batch = options.n_batch;
+  limits.n_batch = options.n_batch > 0 ? options.n_batch : m.backend->host_memory() ? 64 : 512;
   limits.act_quant = m.act_quant;
   limits.kv_type = m.kv_type;
   impl_ = std::make_unique<Impl>(m, limits);

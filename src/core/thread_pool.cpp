@@ -78,14 +78,16 @@ void wake(std::atomic<T>& a, const std::atomic<int>& sleepers, bool all) {
   }
 }
 
-// TRIT_FTZ=1 (a measurement switch, off by default): every thread of a pool, the caller's
-// included, flushes denormal results and inputs to zero, so that a processor that handles them
-// in microcode assists does not.
+// Every thread of a pool, the caller's included, flushes denormal results and inputs to zero
+// (as GPUs do): an Intel Xeon handles them in microcode assists, and the backward pass of a
+// model whose attention scores spread widely makes many (softmax weights below 1e-38). Measured
+// on a 16-core Xeon: 125m training 1.49x faster at 2 threads, 1.2x at 16; no change on AMD.
+// TRIT_FTZ=0 keeps IEEE denormals.
 void maybe_flush_denormals() {
 #if defined(__x86_64__) || defined(__i386__)
   static const bool on = [] {
     const char* e = std::getenv("TRIT_FTZ");
-    return e && e[0] == '1';
+    return !(e && e[0] == '0');
   }();
   if (on) _mm_setcsr(_mm_getcsr() | 0x8040);  // FTZ (bit 15) and DAZ (bit 6)
 #endif

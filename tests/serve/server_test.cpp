@@ -233,7 +233,7 @@ TEST(Serve, AdaptersPerRequestMatchGenerateWithLora) {
 }
 
 // -b/--batch-size: a prompt computed 3 tokens a step (over several steps, beside the decoding
-// rows) gives the CLI's greedy generation; a size of 0 is refused naming the flag.
+// rows) gives the CLI's greedy generation; a negative size is refused naming the flag.
 TEST(Serve, PromptsInSmallChunksGiveTheSameText) {
   TempDir dir;
   ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1", "--parallel", "2", "-b", "3"});
@@ -242,10 +242,12 @@ TEST(Serve, PromptsInSmallChunksGiveTheSameText) {
   const Reply c = post(s, "/v1/completions", completion(16).dump());
   ASSERT_EQ(c.status, 200) << c.body.dump();
   EXPECT_EQ(c.body["choices"][0]["text"], want);
-  const RunResult r =
-      run_trit(dir, {"serve", "-m", kModel, "--device", "cpu", "--port", "0", "--batch-size", "0"});
+  const RunResult r = run_trit(
+      dir, {"serve", "-m", kModel, "--device", "cpu", "--port", "0", "--batch-size", "-1"});
   EXPECT_NE(r.rc, 0);
-  EXPECT_NE(r.err.find("n_batch must be positive, got 0 (--batch)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("n_batch must be positive (or 0: automatic), got -1 (--batch)"),
+            std::string::npos)
+      << r.err;
 }
 
 TEST(Serve, ClientThatHangsUpFreesItsSlotAndAFullQueueGets503) {

@@ -307,7 +307,12 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
                                            uint64_t n, const AttnShape& shape) {
   const int64_t hd = shape.head_dim, n_head = shape.n_head, n_kv = shape.n_head_kv;
   const int64_t kv_cols = shape.kv_cols();
-  const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, uint32_t(hd)};
+  // Rows staged in shared memory per barrier: as many as fit (q and dout, or k and v, and
+  // three statistics a row), at most one per invocation.
+  uint32_t tile = kAttnWg;
+  const uint64_t shared = ctx_->caps().info.max_compute_shared_memory_size;
+  while (tile > 1 && uint64_t(tile) * (2 * uint64_t(hd) + 3) * 4 > shared) tile /= 2;
+  const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, tile, uint32_t(hd)};
   const Pipeline& pq =
       rec_.pipeline("attention_backward", 6, sizeof(AttentionBackwardPush), spec, 0b001111);
   const Pipeline& pkv =
@@ -364,13 +369,17 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
         const auto [ka, kb] = kv_segs[c];
         if (ka >= qb) break;  // keys after the segment's last query
         rec_.seq().dispatch(pq, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], qs[s].dq},
-                            push(qa, qb, ka, kb, stage, 0), uint32_t(n_head), uint32_t(qb - qa));
+                            push(qa, qb, ka, kb, stage, 0), uint32_t(n_head),
+                            uint32_t(ceil_div(qb - qa, kAttnWg)));
       }
     }
     scratch_.unbind_rows(rec_, qs[s].dq, dq.tiles(), row0 + qa, row0 + qb);
   }
-  // dk, dv: query heads of a group in order, then query segments in order (the CPU's order).
-  for (int64_t g = 0; g < n_head / n_kv; ++g) {
+  // dk, dv: query heads of a group in order, then query segments in order (the CPU's order);
+  // with the queries in one segment a dispatch takes every head of the group.
+  const int64_t group = n_head / n_kv;
+  const int64_t heads_a_pass = q_segs.size() == 1 ? group : 1;
+  for (int64_t g = 0; g < group; g += heads_a_pass) {
     for (size_t s = 0; s < q_segs.size(); ++s) {
       const auto [qa, qb] = q_segs[s];
       for (size_t c = 0; c < kv_segs.size(); ++c) {
@@ -378,7 +387,8 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
         if (ka >= qb) break;
         rec_.seq().dispatch(
             pkv, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], kvs[c].dk, kvs[c].dv},
-            push(qa, qb, ka, kb, 0, uint32_t(g)), uint32_t(kb - ka), uint32_t(n_kv));
+            push(qa, qb, ka, kb, uint32_t(heads_a_pass), uint32_t(g)),
+            uint32_t(ceil_div(kb - ka, kAttnWg)), uint32_t(n_kv));
       }
     }
   }

@@ -241,11 +241,11 @@ struct AttentionBackwardPush {
   uint32_t q_pos0;  // position of its row 0
   uint32_t n_head;
   uint32_t n_head_kv;
-  uint32_t head_dim;       // <= MaxHeadDim
+  uint32_t head_dim;       // attention: <= MaxHeadDim; attention_backward(_kv): == MaxHeadDim
   uint32_t kv_stride;      // floats per K/V row (n_embd_kv)
   uint32_t kv_r0;          // position of the K/V segment's row 0
   uint32_t kv_rows;        // rows of the K/V segment
-  uint32_t stage;          // attention_backward: 0 max, 1 sums, 2 dq
+  uint32_t stage;          // attention_backward: 0 max, 1 sums, 2 dq; _kv: heads of a group
   uint32_t first;          // the K/V segment holds key 0
   uint32_t head_in_group;  // attention_backward_kv: which query head of each KV head
   float scale;             // 1 / sqrt(float(head_dim))

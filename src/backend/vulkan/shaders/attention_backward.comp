@@ -15,6 +15,10 @@
 // stats and dq, so the results do not depend on how the tensors are split into pieces.
 // attention_backward_kv.comp then computes dk and dv from the same statistics.
 //
+// One invocation per query: its q and dout rows (and dq in stage 2) stay in registers while
+// the workgroup's keys pass through shared memory KEY_TILE at a time, each key read once for
+// WG_SIZE queries (every invocation reads the same key element at once: a broadcast).
+//
 // Stats record of query tq, head h: stats[(tq * n_head + h) * 3 + {0, 1, 2}]; the first
 // segment (first != 0) writes it, later ones update it.
 //
@@ -27,14 +31,17 @@
 //   5 dq    float[n_q * n_head * head_dim]     (read/write; stage 2)
 // Push constants: AttentionBackwardPush { n_q, q_pos0, n_head, n_head_kv, head_dim, kv_stride,
 //   kv_r0, kv_rows, stage, first, head_in_group (unused), scale }; scale = 1 / sqrt(head_dim).
-// Spec constants: 0 workgroup size (power of two), 11 MAX_HEAD_DIM (>= head_dim).
-// Dispatch: (n_head, n_q, 1); workgroups whose query sees no key of the segment return.
+// Spec constants: 0 workgroup size (queries per workgroup), 10 KEY_TILE (keys staged per
+//   barrier), 11 MAX_HEAD_DIM (== head_dim: the loops over a row unroll into registers).
+// Dispatch: (n_head, ceil(n_q / WG_SIZE), 1); workgroups whose queries see no key of the
+//   segment return.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(local_size_x_id = SPEC_WG_SIZE) in;
 layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 64;
-layout(constant_id = SPEC_MAX_HEAD_DIM) const uint MAX_HEAD_DIM = 256;
+layout(constant_id = SPEC_ATTN_CHUNK) const uint KEY_TILE = 32;
+layout(constant_id = SPEC_MAX_HEAD_DIM) const uint MAX_HEAD_DIM = 64;
 
 layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Dob { float dout[]; };
@@ -58,136 +65,108 @@ layout(push_constant) uniform Push {
   float scale;
 } pc;
 
-const uint DPT = (MAX_HEAD_DIM + WG_SIZE - 1) / WG_SIZE;  // head dims per invocation
-shared float qs[MAX_HEAD_DIM];
-shared float dos[MAX_HEAD_DIM];
-shared float sc[WG_SIZE];
-shared float dpv[WG_SIZE];
-shared float red[WG_SIZE];
-shared float sh_m, sh_inv, sh_d;
-
-float score(uint j, uint kv_off) {  // s_j for the key at segment row j
-  precise float dot = 0.0;
-  for (uint d = 0; d < pc.head_dim; ++d) {
-    precise float p = qs[d] * k[j * pc.kv_stride + kv_off + d];
-    dot += p;
-  }
-  precise float s = dot * pc.scale;
-  return s;
-}
-
-float dot_dout_v(uint j, uint kv_off) {
-  precise float dot = 0.0;
-  for (uint d = 0; d < pc.head_dim; ++d) {
-    precise float p = dos[d] * v[j * pc.kv_stride + kv_off + d];
-    dot += p;
-  }
-  return dot;
-}
+shared float ks[KEY_TILE * MAX_HEAD_DIM];
+shared float vs[KEY_TILE * MAX_HEAD_DIM];
 
 void main() {
+  const uint HD = MAX_HEAD_DIM;
   uint tid = gl_LocalInvocationID.x;
   uint h = gl_WorkGroupID.x;
-  uint tq = gl_WorkGroupID.y;
-  if (h >= pc.n_head || tq >= pc.n_q) return;
-  uint qpos = pc.q_pos0 + tq;
-  if (pc.kv_r0 > qpos) return;
-  uint n_keys = min(pc.kv_rows, qpos + 1 - pc.kv_r0);
-  uint hd = pc.head_dim;
-  uint kv_off = (h / (pc.n_head / pc.n_head_kv)) * hd;
-  uint row = (tq * pc.n_head + h) * hd;
-  uint rec = (tq * pc.n_head + h) * 3;
-  for (uint d = tid; d < hd; d += WG_SIZE) {
-    qs[d] = q[row + d];
-    dos[d] = dout[row + d];
+  uint tq0 = gl_WorkGroupID.y * WG_SIZE;  // the workgroup's first query
+  if (h >= pc.n_head || tq0 >= pc.n_q) return;
+  uint last_pos = pc.q_pos0 + min(pc.n_q, tq0 + WG_SIZE) - 1;
+  if (pc.kv_r0 > last_pos) return;  // the whole workgroup: no key of this segment is seen
+  uint block_keys = min(pc.kv_rows, last_pos + 1 - pc.kv_r0);
+  uint tq = tq0 + tid;
+  bool live = tq < pc.n_q && pc.kv_r0 <= pc.q_pos0 + tq;
+  uint n_keys = live ? min(pc.kv_rows, pc.q_pos0 + tq + 1 - pc.kv_r0) : 0u;
+  uint kv_off = (h / (pc.n_head / pc.n_head_kv)) * HD;
+  uint row = (min(tq, pc.n_q - 1) * pc.n_head + h) * HD;
+  uint rec = (min(tq, pc.n_q - 1) * pc.n_head + h) * 3;
+
+  float qr[MAX_HEAD_DIM], dr[MAX_HEAD_DIM];
+  precise float acc[MAX_HEAD_DIM];
+  for (uint d = 0; d < HD; ++d) {
+    qr[d] = q[row + d];
+    dr[d] = pc.stage == 0u ? 0.0 : dout[row + d];
+    acc[d] = 0.0;
   }
-  if (tid == 0) {
-    sh_m = pc.first != 0u && pc.stage == 0u ? 0.0 : stats[rec];
+  float m = 0.0, inv = 0.0, dd = 0.0;
+  precise float l = 0.0, e_sum = 0.0;
+  float mx = uintBitsToFloat(0xFF800000u);  // -inf
+  if (live) {
+    if (pc.stage != 0u || pc.first == 0u) m = stats[rec];
+    if (pc.stage == 0u && pc.first == 0u) mx = m;
+    if (pc.stage == 1u && pc.first == 0u) {
+      l = stats[rec + 1];
+      e_sum = stats[rec + 2];
+    }
     if (pc.stage == 2u) {
       if (pc.first != 0u) {
-        precise float inv = 1.0 / stats[rec + 1];
-        precise float dd = stats[rec + 2] * inv;
-        stats[rec + 1] = inv;
-        stats[rec + 2] = dd;
-        sh_inv = inv;
-        sh_d = dd;
+        precise float i = 1.0 / stats[rec + 1];
+        precise float e = stats[rec + 2] * i;
+        inv = i;
+        dd = e;
       } else {
-        sh_inv = stats[rec + 1];
-        sh_d = stats[rec + 2];
+        inv = stats[rec + 1];
+        dd = stats[rec + 2];
       }
+      for (uint d = 0; d < HD; ++d) acc[d] = dq[row + d];
     }
   }
-  barrier();
 
-  if (pc.stage == 0u) {
-    float mx = uintBitsToFloat(0xFF800000u);  // -inf
-    for (uint j = tid; j < n_keys; j += WG_SIZE) mx = max(mx, score(j, kv_off));
-    red[tid] = mx;
+  for (uint t0 = 0; t0 < block_keys; t0 += KEY_TILE) {
+    uint cnt = min(KEY_TILE, block_keys - t0);
+    barrier();  // the previous tile is read by every invocation
+    for (uint i = tid; i < cnt * HD; i += WG_SIZE) {
+      uint j = i / HD, d = i % HD;
+      uint src = (t0 + j) * pc.kv_stride + kv_off + d;
+      ks[i] = k[src];
+      if (pc.stage != 0u) vs[i] = v[src];
+    }
     barrier();
-    for (uint s = WG_SIZE / 2; s > 0; s >>= 1) {
-      if (tid < s) red[tid] = max(red[tid], red[tid + s]);
-      barrier();
-    }
-    if (tid == 0) stats[rec] = pc.first != 0u ? red[0] : max(sh_m, red[0]);
-    return;
-  }
-
-  float m = sh_m;
-  precise float l = 0.0, e_sum = 0.0;  // stage 1, invocation 0
-  if (pc.stage == 1u && tid == 0 && pc.first == 0u) {
-    l = stats[rec + 1];
-    e_sum = stats[rec + 2];
-  }
-  precise float acc[DPT];  // stage 2: dq of dims tid, tid + WG, ...
-  for (uint i = 0; i < DPT; ++i) {
-    uint d = tid + i * WG_SIZE;
-    acc[i] = pc.stage == 2u && d < hd ? dq[row + d] : 0.0;
-  }
-  for (uint j0 = 0; j0 < n_keys; j0 += WG_SIZE) {
-    uint j = j0 + tid;
-    if (j < n_keys) {
-      precise float e = exp(score(j, kv_off) - m);
-      float dp = dot_dout_v(j, kv_off);
+    uint mine = n_keys > t0 ? min(cnt, n_keys - t0) : 0u;
+    for (uint j = 0; j < mine; ++j) {
+      precise float dot = 0.0, dp = 0.0;
+      for (uint d = 0; d < HD; ++d) {
+        precise float p = qr[d] * ks[j * HD + d];
+        dot += p;
+      }
+      precise float s = dot * pc.scale;
+      if (pc.stage == 0u) {
+        mx = max(mx, s);
+        continue;
+      }
+      for (uint d = 0; d < HD; ++d) {
+        precise float p = dr[d] * vs[j * HD + d];
+        dp += p;
+      }
+      precise float e = exp(s - m);
       if (pc.stage == 1u) {
-        sc[tid] = e;
-        dpv[tid] = dp;
+        l += e;
+        precise float ed = e * dp;
+        e_sum += ed;
       } else {
-        precise float p = e * sh_inv;
-        precise float ds = (p * (dp - sh_d)) * pc.scale;
-        sc[tid] = ds;
-      }
-    }
-    barrier();
-    uint cnt = min(WG_SIZE, n_keys - j0);
-    if (pc.stage == 1u) {
-      if (tid == 0) {
-        for (uint jj = 0; jj < cnt; ++jj) {
-          l += sc[jj];
-          precise float ed = sc[jj] * dpv[jj];
-          e_sum += ed;
-        }
-      }
-    } else {
-      for (uint i = 0; i < DPT; ++i) {
-        uint d = tid + i * WG_SIZE;
-        if (d >= hd) break;
-        for (uint jj = 0; jj < cnt; ++jj) {
-          precise float p = sc[jj] * k[(j0 + jj) * pc.kv_stride + kv_off + d];
-          acc[i] += p;
+        precise float p = e * inv;
+        precise float ds = (p * (dp - dd)) * pc.scale;
+        for (uint d = 0; d < HD; ++d) {
+          precise float t = ds * ks[j * HD + d];
+          acc[d] += t;
         }
       }
     }
-    barrier();
   }
-  if (pc.stage == 1u) {
-    if (tid == 0) {
-      stats[rec + 1] = l;
-      stats[rec + 2] = e_sum;
-    }
+  if (!live) return;
+  if (pc.stage == 0u) {
+    stats[rec] = mx;
+  } else if (pc.stage == 1u) {
+    stats[rec + 1] = l;
+    stats[rec + 2] = e_sum;
   } else {
-    for (uint i = 0; i < DPT; ++i) {
-      uint d = tid + i * WG_SIZE;
-      if (d < hd) dq[row + d] = acc[i];
+    if (pc.first != 0u) {
+      stats[rec + 1] = inv;
+      stats[rec + 2] = dd;
     }
+    for (uint d = 0; d < HD; ++d) dq[row + d] = acc[d];
   }
 }

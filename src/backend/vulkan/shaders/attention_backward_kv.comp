@@ -2,14 +2,19 @@
 // attention_backward_kv: the key side of causal GQA attention's backward pass (CPU reference
 // attention_backward in backend/cpu/ops.h), after attention_backward.comp has left
 // each query's statistics [m, inv = 1 / l, D] in stats. For the keys of one K/V segment
-// (positions [kv_r0, kv_r0 + kv_rows)), ONE query head h = kvh * group + head_in_group of each
-// KV head kvh, and the queries of one segment (rows [0, n_q) at positions q_pos0 ..):
-//   for the queries t >= key j, in order:  s = (q_t . k_j) * scale (as attention_backward),
+// (positions [kv_r0, kv_r0 + kv_rows)), the query heads h = kvh * group + g of each KV head
+// kvh for g = head_in_group .. head_in_group + stage - 1, and the queries of one segment
+// (rows [0, n_q) at positions q_pos0 ..):
+//   for each head g in order, for the queries t >= key j in order:
+//     s = (q_t . k_j) * scale (as attention_backward),
 //     P = exp(s - m_t) * inv_t,  dS = (P (dp - D_t)) * scale with dp = dout_t . v_j,
 //     dv_j[d] = dv_j[d] + P dout_t[d],  dk_j[d] = dk_j[d] + dS q_t[d]
-// The host dispatches head_in_group = 0 .. group - 1 and, for each, every query segment in
-// order, so dk and dv sum their terms in the CPU's order (head, then query), the same
-// whatever the tiling, without atomics.
+// The host dispatches every head of a group at once when the queries are one segment, else
+// one head at a time and, for each, every query segment in order, so dk and dv sum their
+// terms in the CPU's order (head, then query), the same whatever the tiling, without atomics.
+//
+// One invocation per key: its k and v rows and its dk and dv sums stay in registers while the
+// queries pass through shared memory KEY_TILE at a time, each read once for WG_SIZE keys.
 //
 // Bindings (set 0):
 //   0 q     float[n_q * n_head * head_dim]   (read)
@@ -19,15 +24,18 @@
 //   4 stats float[n_q * n_head * 3]          (read)
 //   5 dk    float[kv_rows * kv_stride]       (read/write)
 //   6 dv    float[kv_rows * kv_stride]       (read/write)
-// Push constants: AttentionBackwardPush (stage and first unused).
-// Spec constants: 0 workgroup size (power of two), 11 MAX_HEAD_DIM (>= head_dim).
-// Dispatch: (kv_rows, n_head_kv, 1); keys after the segment's last query return.
+// Push constants: AttentionBackwardPush (stage: the number of heads of a group; first unused).
+// Spec constants: 0 workgroup size (keys per workgroup), 10 KEY_TILE (queries staged per
+//   barrier), 11 MAX_HEAD_DIM (== head_dim).
+// Dispatch: (ceil(kv_rows / WG_SIZE), n_head_kv, 1); workgroups whose keys all come after the
+//   segment's last query return.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(local_size_x_id = SPEC_WG_SIZE) in;
 layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 64;
-layout(constant_id = SPEC_MAX_HEAD_DIM) const uint MAX_HEAD_DIM = 256;
+layout(constant_id = SPEC_ATTN_CHUNK) const uint KEY_TILE = 32;
+layout(constant_id = SPEC_MAX_HEAD_DIM) const uint MAX_HEAD_DIM = 64;
 
 layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Dob { float dout[]; };
@@ -52,74 +60,76 @@ layout(push_constant) uniform Push {
   float scale;
 } pc;
 
-const uint DPT = (MAX_HEAD_DIM + WG_SIZE - 1) / WG_SIZE;
-shared float ks[MAX_HEAD_DIM];
-shared float vs[MAX_HEAD_DIM];
-shared float sp[WG_SIZE];
-shared float sd[WG_SIZE];
+shared float qs[KEY_TILE * MAX_HEAD_DIM];
+shared float dos[KEY_TILE * MAX_HEAD_DIM];
+shared float st[KEY_TILE * 3];
 
 void main() {
+  const uint HD = MAX_HEAD_DIM;
   uint tid = gl_LocalInvocationID.x;
-  uint j = gl_WorkGroupID.x;
+  uint j0 = gl_WorkGroupID.x * WG_SIZE;  // the workgroup's first key
   uint kvh = gl_WorkGroupID.y;
-  if (j >= pc.kv_rows || kvh >= pc.n_head_kv) return;
+  if (j0 >= pc.kv_rows || kvh >= pc.n_head_kv) return;
+  uint kp0 = pc.kv_r0 + j0;
+  if (kp0 >= pc.q_pos0 + pc.n_q) return;  // the whole workgroup: after the last query
+  uint tq_first = kp0 > pc.q_pos0 ? kp0 - pc.q_pos0 : 0u;
+  uint j = j0 + tid;
+  bool live = j < pc.kv_rows;
   uint kpos = pc.kv_r0 + j;
-  if (kpos >= pc.q_pos0 + pc.n_q) return;
-  uint tq0 = kpos > pc.q_pos0 ? kpos - pc.q_pos0 : 0u;
-  uint hd = pc.head_dim;
-  uint h = kvh * (pc.n_head / pc.n_head_kv) + pc.head_in_group;
-  uint kv = j * pc.kv_stride + kvh * hd;
-  for (uint d = tid; d < hd; d += WG_SIZE) {
-    ks[d] = k[kv + d];
-    vs[d] = v[kv + d];
+  uint kv = min(j, pc.kv_rows - 1) * pc.kv_stride + kvh * HD;
+
+  float kr[MAX_HEAD_DIM], vr[MAX_HEAD_DIM];
+  precise float acc_k[MAX_HEAD_DIM], acc_v[MAX_HEAD_DIM];
+  for (uint d = 0; d < HD; ++d) {
+    kr[d] = k[kv + d];
+    vr[d] = v[kv + d];
+    acc_k[d] = dk[kv + d];
+    acc_v[d] = dv[kv + d];
   }
-  precise float acc_k[DPT], acc_v[DPT];
-  for (uint i = 0; i < DPT; ++i) {
-    uint d = tid + i * WG_SIZE;
-    acc_k[i] = d < hd ? dk[kv + d] : 0.0;
-    acc_v[i] = d < hd ? dv[kv + d] : 0.0;
+  uint group = pc.n_head / pc.n_head_kv;
+  for (uint g = pc.head_in_group; g < pc.head_in_group + pc.stage; ++g) {
+    uint h = kvh * group + g;
+    for (uint b0 = tq_first; b0 < pc.n_q; b0 += KEY_TILE) {
+      uint cnt = min(KEY_TILE, pc.n_q - b0);
+      barrier();  // the previous tile is read by every invocation
+      for (uint i = tid; i < cnt * HD; i += WG_SIZE) {
+        uint t = i / HD, d = i % HD;
+        uint src = ((b0 + t) * pc.n_head + h) * HD + d;
+        qs[i] = q[src];
+        dos[i] = dout[src];
+      }
+      for (uint i = tid; i < cnt * 3; i += WG_SIZE) {
+        st[i] = stats[((b0 + i / 3) * pc.n_head + h) * 3 + i % 3];
+      }
+      barrier();
+      if (!live) continue;
+      // Queries before this key contribute nothing (causal): start at the first one it sees.
+      uint first = kpos > pc.q_pos0 + b0 ? min(cnt, kpos - pc.q_pos0 - b0) : 0u;
+      for (uint t = first; t < cnt; ++t) {
+        precise float dot = 0.0, dp = 0.0;
+        for (uint d = 0; d < HD; ++d) {
+          precise float a = qs[t * HD + d] * kr[d];
+          dot += a;
+        }
+        for (uint d = 0; d < HD; ++d) {
+          precise float a = dos[t * HD + d] * vr[d];
+          dp += a;
+        }
+        precise float s = dot * pc.scale;
+        precise float p = exp(s - st[t * 3]) * st[t * 3 + 1];
+        precise float ds = (p * (dp - st[t * 3 + 2])) * pc.scale;
+        for (uint d = 0; d < HD; ++d) {
+          precise float pv = p * dos[t * HD + d];
+          acc_v[d] += pv;
+          precise float pk = ds * qs[t * HD + d];
+          acc_k[d] += pk;
+        }
+      }
+    }
   }
-  barrier();
-  for (uint b0 = tq0; b0 < pc.n_q; b0 += WG_SIZE) {
-    uint tq = b0 + tid;
-    if (tq < pc.n_q) {
-      uint row = (tq * pc.n_head + h) * hd;
-      uint rec = (tq * pc.n_head + h) * 3;
-      precise float dot = 0.0, dp = 0.0;
-      for (uint d = 0; d < hd; ++d) {
-        precise float a = q[row + d] * ks[d];
-        dot += a;
-      }
-      for (uint d = 0; d < hd; ++d) {
-        precise float a = dout[row + d] * vs[d];
-        dp += a;
-      }
-      precise float s = dot * pc.scale;
-      precise float p = exp(s - stats[rec]) * stats[rec + 1];
-      precise float ds = (p * (dp - stats[rec + 2])) * pc.scale;
-      sp[tid] = p;
-      sd[tid] = ds;
-    }
-    barrier();
-    uint cnt = min(WG_SIZE, pc.n_q - b0);
-    for (uint i = 0; i < DPT; ++i) {
-      uint d = tid + i * WG_SIZE;
-      if (d >= hd) break;
-      for (uint ii = 0; ii < cnt; ++ii) {
-        uint row = ((b0 + ii) * pc.n_head + h) * hd;
-        precise float pv = sp[ii] * dout[row + d];
-        acc_v[i] += pv;
-        precise float pk = sd[ii] * q[row + d];
-        acc_k[i] += pk;
-      }
-    }
-    barrier();
-  }
-  for (uint i = 0; i < DPT; ++i) {
-    uint d = tid + i * WG_SIZE;
-    if (d < hd) {
-      dk[kv + d] = acc_k[i];
-      dv[kv + d] = acc_v[i];
-    }
+  if (!live) return;
+  for (uint d = 0; d < HD; ++d) {
+    dk[kv + d] = acc_k[d];
+    dv[kv + d] = acc_v[d];
   }
 }
