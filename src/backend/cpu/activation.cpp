@@ -54,8 +54,14 @@ void CpuBackend::gated_act(DeviceTensor& out, const DeviceTensor& gate, const De
 void CpuBackend::gated_act_backward(DeviceTensor& dgate, DeviceTensor& dup,
                                     const DeviceTensor& dout, const DeviceTensor& gate,
                                     const DeviceTensor& up, int64_t n, Activation act) {
-  engine::gated_act_backward(cpu_data(dgate), cpu_data(dup), cpu_data(dout), cpu_data(gate),
-                             cpu_data(up), n * gate.cols(), act);
+  float *dg = cpu_data(dgate), *du = cpu_data(dup);
+  const float *d = cpu_data(dout), *g = cpu_data(gate), *u = cpu_data(up);
+  pool_.parallel_for(
+      n * gate.cols(),
+      [&](int64_t i0, int64_t i1, int) {
+        engine::gated_act_backward(dg + i0, du + i0, d + i0, g + i0, u + i0, i1 - i0, act);
+      },
+      16);
 }
 
 }  // namespace trit::engine

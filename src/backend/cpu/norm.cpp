@@ -48,8 +48,11 @@ void CpuBackend::rms_norm(const NormOp& op, int64_t n) {
 
 void CpuBackend::rms_norm_backward(DeviceTensor& dx, const DeviceTensor& dy, const DeviceTensor& x,
                                    const float* g, const DeviceTensor& rstd, int64_t n) {
-  engine::rms_norm_backward(cpu_data(dx), cpu_data(dy), cpu_data(x), g, cpu_data(rstd), n,
-                            x.cols());
+  const int64_t cols = x.cols();
+  pool_.parallel_for(n, [&](int64_t r0, int64_t r1, int) {
+    engine::rms_norm_backward(cpu_data(dx) + r0 * cols, cpu_data(dy) + r0 * cols,
+                              cpu_data(x) + r0 * cols, g, cpu_data(rstd) + r0, r1 - r0, cols);
+  });
 }
 
 }  // namespace trit::engine

@@ -67,8 +67,12 @@ void CpuBackend::rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
   check_rows(x, row0, n, "rope");
   std::vector<int32_t> pos(static_cast<size_t>(n));
   std::iota(pos.begin(), pos.end(), int32_t(pos0));
-  rope_forward(cpu_data(x) + row0 * x.cols(), n, n_heads, shape.head_dim, shape.rope_dim,
-               pos.data(), shape.rope_theta);
+  // Tokens are independent (each computes its own angles): split over the threads.
+  const int64_t cols = x.cols();
+  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int) {
+    rope_forward(cpu_data(x) + (row0 + t0) * cols, t1 - t0, n_heads, shape.head_dim,
+                 shape.rope_dim, pos.data() + t0, shape.rope_theta);
+  });
 }
 
 void CpuBackend::rope_backward(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
@@ -76,8 +80,11 @@ void CpuBackend::rope_backward(DeviceTensor& x, int64_t row0, int64_t n, int64_t
   check_rows(x, row0, n, "rope_backward");
   std::vector<int32_t> pos(static_cast<size_t>(n));
   std::iota(pos.begin(), pos.end(), int32_t(pos0));
-  engine::rope_backward(cpu_data(x) + row0 * x.cols(), n, n_heads, shape.head_dim, shape.rope_dim,
-                        pos.data(), shape.rope_theta);
+  const int64_t cols = x.cols();
+  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int) {
+    engine::rope_backward(cpu_data(x) + (row0 + t0) * cols, t1 - t0, n_heads, shape.head_dim,
+                          shape.rope_dim, pos.data() + t0, shape.rope_theta);
+  });
 }
 
 }  // namespace trit::engine

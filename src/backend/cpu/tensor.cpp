@@ -122,7 +122,11 @@ void CpuBackend::copy(DeviceTensor& dst, const DeviceTensor& src, int64_t n) {
 void CpuBackend::add(DeviceTensor& y, const DeviceTensor& x, int64_t n) {
   float* a = cpu_data(y);
   const float* b = cpu_data(x);
-  for (int64_t i = 0; i < n * y.cols(); ++i) a[i] += b[i];
+  pool_.parallel_for(
+      n * y.cols(), [&](int64_t i0, int64_t i1, int) {
+        for (int64_t i = i0; i < i1; ++i) a[i] += b[i];
+      },
+      16);
 }
 
 }  // namespace trit::engine
