@@ -333,31 +333,45 @@ uint8_t* cpu::ternary_scratch(int64_t bytes) {
 
 // ---- public kernels ----
 
-void quantize_acts(const float* x, int64_t n_tokens, int64_t n, QuantizedActs& out,
-                   CpuLevel level) {
+void size_quantized_acts(QuantizedActs& out, int64_t n_tokens, int64_t n) {
   if (n_tokens < 0 || n <= 0) fail("quantize_acts: bad shape ", n_tokens, " x ", n);
-  const int64_t runs = (n + 127) / 128;
   out.n_tokens = n_tokens;
   out.n = n;
   out.q.resize(size_t(n_tokens * n));
   out.scale.resize(size_t(n_tokens));
-  out.sums.resize(size_t(n_tokens * runs));
-  if (n_tokens == 0) return;
-  const cpu::ActsOut o{out.q.data(), out.scale.data(), out.sums.data()};
+  out.sums.resize(size_t(n_tokens * ((n + 127) / 128)));
+}
+
+void quantize_acts_rows(const float* x, int64_t t0, int64_t t1, QuantizedActs& out,
+                        CpuLevel level) {
+  const int64_t n = out.n, runs = (n + 127) / 128;
+  if (t0 < 0 || t1 > out.n_tokens || t0 > t1) {
+    fail("quantize_acts: rows ", t0, "..", t1, " of ", out.n_tokens);
+  }
+  if (t0 == t1) return;
+  const cpu::ActsOut o{out.q.data() + t0 * n, out.scale.data() + t0, out.sums.data() + t0 * runs};
+  const float* xr = x + t0 * n;
+  const int64_t rows = t1 - t0;
   switch (usable(level)) {
 #ifdef TRIT_CPU_X86
     case CpuLevel::Avx512Vnni:
-      cpu::quantize_acts_avx512(x, n_tokens, n, o);
+      cpu::quantize_acts_avx512(xr, rows, n, o);
       return;
     case CpuLevel::Avx2:
-      cpu::quantize_acts_avx2(x, n_tokens, n, o);
+      cpu::quantize_acts_avx2(xr, rows, n, o);
       return;
 #endif
     default:
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        quantize_row_scalar(x + t * n, n, o.q + t * n, o.scale + t, o.sums + t * runs);
+      for (int64_t t = 0; t < rows; ++t) {
+        quantize_row_scalar(xr + t * n, n, o.q + t * n, o.scale + t, o.sums + t * runs);
       }
   }
+}
+
+void quantize_acts(const float* x, int64_t n_tokens, int64_t n, QuantizedActs& out,
+                   CpuLevel level) {
+  size_quantized_acts(out, n_tokens, n);
+  quantize_acts_rows(x, 0, n_tokens, out, level);
 }
 
 void ternary_matmul(const TernaryMatrix& w, const QuantizedActs& x, float* y, int64_t y_stride,

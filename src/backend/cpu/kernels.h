@@ -40,6 +40,11 @@ struct QuantizedActs {
 };
 void quantize_acts(const float* x, int64_t n_tokens, int64_t n, QuantizedActs& out,
                    CpuLevel level = active_cpu_level());
+// The same in two parts, so that threads can take rows: size `out` for n_tokens rows of n, then
+// quantise rows [t0, t1) of x (row 0 at x) into it.
+void size_quantized_acts(QuantizedActs& out, int64_t n_tokens, int64_t n);
+void quantize_acts_rows(const float* x, int64_t t0, int64_t t1, QuantizedActs& out,
+                        CpuLevel level = active_cpu_level());
 
 // y[t * y_stride + r] = (sum_b d_b * sum_{j in b} T[r, j] * q[t, j]) / scale[t] for rows
 // r in [r0, r1) and every token t. With a uniform scale: d * (sum_j T[r, j] q[t, j]) / scale[t].

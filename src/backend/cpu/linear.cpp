@@ -227,7 +227,10 @@ void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, i
   }
   // Padded rows read the input padded with zeros: the same sums, the same absmax.
   const float* xw = width == n_in ? x : pad_rows(x, T, n_in, width, x_padded_);
-  if (act_quant && any_ternary) quantize_acts(xw, T, width, xq_);
+  if (act_quant && any_ternary) {  // rows on their own: split over the threads
+    size_quantized_acts(xq_, T, width);
+    pool_.parallel_for(T, [&](int64_t t0, int64_t t1, int) { quantize_acts_rows(xw, t0, t1, xq_); });
+  }
   pool_.parallel_for(
       total,
       [&](int64_t begin, int64_t end, int) {

@@ -124,7 +124,7 @@ void CpuBackend::head_loss(const HeadOp& op) {
   const int64_t d = hf.cols(), V = w.n_out;
   const int64_t chunk = std::max<int64_t>(1, op.chunk);
   if (dhf) check_rows(*dhf, op.row0, op.n, "head");
-  Vec logits;
+  Vec logits, nll;
   const int threads = pool_.size();
   std::vector<Vec> dpart(static_cast<size_t>(threads));
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
@@ -145,11 +145,24 @@ void CpuBackend::head_loss(const HeadOp& op) {
       matmul_f32_forward(h, cpu_data(*br.a), d, r, hax[j].data(), 0, n);
       lora_b_forward(cpu_data(*br.b), hax[j].data(), n, r, V, br.scale, logits.data(), pool_);
     }
-    loss_ +=
-        cross_entropy_forward(logits.data(), targets + t0, mask ? mask + t0 : nullptr, n, V, norm);
+    // Each token's log-sum-exp on the threads, the loss summed in token order as
+    // cross_entropy_forward sums it (the same bits at any thread count).
+    const float* m = mask ? mask + t0 : nullptr;
+    nll.assign(size_t(n), 0.0f);
+    pool_.parallel_for(n, [&](int64_t a, int64_t b, int) {
+      cross_entropy_forward(logits.data() + a * V, targets + t0 + a, m ? m + a : nullptr, b - a, V,
+                            norm, nll.data() + a);
+    });
+    double sum = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      if (!m || m[t] != 0.0f) sum += double(m ? m[t] : 1.0f) * double(nll[size_t(t)]);
+    }
+    loss_ += sum * (1.0 / std::max(double(norm), 1.0));
     if (!dhf) continue;
-    cross_entropy_backward(logits.data(), logits.data(), targets + t0, mask ? mask + t0 : nullptr,
-                           nullptr, n, V, norm);
+    pool_.parallel_for(n, [&](int64_t a, int64_t b, int) {
+      cross_entropy_backward(logits.data() + a * V, logits.data() + a * V, targets + t0 + a,
+                             m ? m + a : nullptr, nullptr, b - a, V, norm);
+    });
     // dh = dlogits W: each thread takes rows of W, decodes them a panel at a time and adds
     // dlogits[:, panel] x panel to its own buffer (the register-tiled f32 product).
     pool_.parallel_for(V, [&](int64_t r0, int64_t r1, int thread) {
