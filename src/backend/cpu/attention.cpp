@@ -34,6 +34,68 @@ void axpy_f32(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+// The backward pass's score s_tj = (q_t . k_j) * scale, out of line so that the reference and
+// both halves of the split backward (which recompute it) run the very same instructions.
+[[gnu::noinline]] float backward_score(const float* qh, const float* kj, int64_t head_dim,
+                                       float scale) {
+  float dot = 0;
+  for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
+  return dot * scale;
+}
+
+// The split backward pass (the reference's values, computed by query rows and then by key
+// rows so that threads can share one sequence's heads). Query t of head h: its softmax
+// statistics [max, 1 / sum, D] go to stats[0..2] and dq_t gets every dS_tj k_j, keys in order.
+void backward_query(float* dqh, float* stats, const float* qh, const float* doh, const float* k,
+                    const float* v, int64_t kv_stride, int64_t n_keys, int64_t head_dim,
+                    float scale, float* p, float* dp) {
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n_keys; ++j) {
+    p[j] = backward_score(qh, k + j * kv_stride, head_dim, scale);
+    max_score = std::max(max_score, p[j]);
+  }
+  float sum = 0;
+  for (int64_t j = 0; j < n_keys; ++j) {
+    p[j] = std::exp(p[j] - max_score);
+    sum += p[j];
+  }
+  const float inv = 1.0f / sum;
+  float big_d = 0;
+  for (int64_t j = 0; j < n_keys; ++j) {
+    p[j] *= inv;
+    dp[j] = dot_f32(doh, v + j * kv_stride, head_dim);
+    big_d += p[j] * dp[j];
+  }
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const float ds = p[j] * (dp[j] - big_d) * scale;
+    axpy_f32(dqh, ds, k + j * kv_stride, head_dim);
+  }
+  stats[0] = max_score;
+  stats[1] = inv;
+  stats[2] = big_d;
+}
+
+// Key j of one KV head: dv_j and dk_j get their terms from the group's query heads in order
+// and, for each, the queries t >= j in order (the reference's order), P and dS recomputed from
+// the statistics as the reference computed them.
+void backward_key(float* dkj, float* dvj, const float* kj, const float* vj, const float* q,
+                  const float* dout, const float* stats, int64_t j, int64_t n_tokens,
+                  int64_t n_head, int64_t h0, int64_t h1, int64_t head_dim, float scale) {
+  for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t t = j; t < n_tokens; ++t) {
+      const float* qh = q + (t * n_head + h) * head_dim;
+      const float* doh = dout + (t * n_head + h) * head_dim;
+      const float* st = stats + (t * n_head + h) * 3;
+      float pj = std::exp(backward_score(qh, kj, head_dim, scale) - st[0]);
+      pj *= st[1];
+      const float dpj = dot_f32(doh, vj, head_dim);
+      axpy_f32(dvj, pj, doh, head_dim);
+      const float ds = pj * (dpj - st[2]) * scale;
+      axpy_f32(dkj, ds, qh, head_dim);
+    }
+  }
+}
+
 }  // namespace
 
 void attention_forward(const float* q, const float* k, const float* v, int64_t kv_stride,
@@ -109,10 +171,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         // P: recomputed exactly as attention_forward does
         float max_score = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < n_keys; ++j) {
-          const float* kj = k + j * kv_stride + kvh * head_dim;
-          float dot = 0;
-          for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
-          p[j] = dot * scale;
+          p[j] = backward_score(qh, k + j * kv_stride + kvh * head_dim, head_dim, scale);
           max_score = std::max(max_score, p[j]);
         }
         float sum = 0;
@@ -255,8 +314,12 @@ void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTe
   }
   const int64_t threads = std::max(pool_.size(), 1);
   std::vector<float> scratch(static_cast<size_t>(2 * longest * threads));
-  // One split over every (sequence, KV head) pair; each pair's sums do not depend on the split.
   const int64_t H = shape.n_head_kv, qc = q.cols(), kc = k.cols();
+  if (int64_t(seqs.size()) * H < 2 * threads) {
+    attention_backward_split(dq, dk, dv, dout, q, k, v, seqs, shape, scratch, longest);
+    return;
+  }
+  // One split over every (sequence, KV head) pair; each pair's sums do not depend on the split.
   pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
     for (int64_t u = u0; u < u1;) {
       const SeqRows& s = seqs[size_t(u / H)];
@@ -268,6 +331,76 @@ void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTe
                                  kc, s.n, shape.n_head, shape.n_head_kv, shape.head_dim, h0, h1,
                                  scratch.data() + 2 * longest * thread);
       u += h1 - h0;
+    }
+  });
+}
+
+}  // namespace trit::engine
+
+namespace trit::engine {
+
+// Fewer (sequence, KV head) pairs than threads want: the query rows of every head first (their
+// statistics and dq), then the key rows of every KV head (dk, dv), each in blocks of rows
+// paired with their mirror block so that every unit has about the same work (a causal row's
+// work grows with its position). The scores and softmax weights of the second half are
+// recomputed from the first's statistics with the reference's operations: the same bits.
+void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
+                                          const DeviceTensor& dout, const DeviceTensor& q,
+                                          const DeviceTensor& k, const DeviceTensor& v,
+                                          std::span<const SeqRows> seqs, const AttnShape& shape,
+                                          std::vector<float>& scratch, int64_t longest) {
+  const int64_t n_head = shape.n_head, H = shape.n_head_kv, hd = shape.head_dim;
+  const int64_t group = n_head / H, qc = q.cols(), kc = k.cols();
+  const float scale = 1.0f / std::sqrt(float(hd));
+  constexpr int64_t kBlock = 8;
+  struct Unit {
+    size_t seq;
+    int64_t head, block;  // rows [block * kBlock, ...) and the mirror block
+  };
+  auto units_of = [&](int64_t heads) {
+    std::vector<Unit> u;
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const int64_t blocks = (seqs[s].n + kBlock - 1) / kBlock;
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t b = 0; b < (blocks + 1) / 2; ++b) u.push_back({s, h, b});
+      }
+    }
+    return u;
+  };
+  // Calls fn(row) for the rows of a unit's block and of its mirror block.
+  auto rows_of = [&](const Unit& u, auto&& fn) {
+    const int64_t n = seqs[u.seq].n, blocks = (n + kBlock - 1) / kBlock;
+    for (int64_t b : {u.block, blocks - 1 - u.block}) {
+      for (int64_t t = b * kBlock; t < std::min(n, (b + 1) * kBlock); ++t) fn(t);
+      if (b == blocks - 1 - u.block) break;  // the middle block of an odd count, once
+    }
+  };
+  std::vector<float> stats(size_t(q.rows() * n_head * 3));
+  const std::vector<Unit> qu = units_of(n_head);
+  pool_.parallel_for(int64_t(qu.size()), [&](int64_t u0, int64_t u1, int thread) {
+    float* p = scratch.data() + 2 * longest * thread;
+    for (int64_t i = u0; i < u1; ++i) {
+      const Unit& u = qu[size_t(i)];
+      const int64_t r = seqs[u.seq].row0, kvh = u.head / group;
+      rows_of(u, [&](int64_t t) {
+        const int64_t row = (r + t) * n_head + u.head;
+        backward_query(cpu_data(dq) + row * hd, stats.data() + row * 3, cpu_data(q) + row * hd,
+                       cpu_data(dout) + row * hd, cpu_data(k) + r * kc + kvh * hd,
+                       cpu_data(v) + r * kc + kvh * hd, kc, t + 1, hd, scale, p, p + longest);
+      });
+    }
+  });
+  const std::vector<Unit> ku = units_of(H);
+  pool_.parallel_for(int64_t(ku.size()), [&](int64_t u0, int64_t u1, int) {
+    for (int64_t i = u0; i < u1; ++i) {
+      const Unit& u = ku[size_t(i)];
+      const int64_t r = seqs[u.seq].row0, n = seqs[u.seq].n, off = u.head * hd;
+      rows_of(u, [&](int64_t j) {
+        const int64_t kr = (r + j) * kc + off;
+        backward_key(cpu_data(dk) + kr, cpu_data(dv) + kr, cpu_data(k) + kr, cpu_data(v) + kr,
+                     cpu_data(q) + r * qc, cpu_data(dout) + r * qc, stats.data() + r * n_head * 3,
+                     j, n, n_head, u.head * group, (u.head + 1) * group, hd, scale);
+      });
     }
   });
 }

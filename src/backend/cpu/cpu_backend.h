@@ -104,6 +104,12 @@ class CpuBackend final : public Backend {
  private:
   void head_logits(const HeadOp& op, float* logits);  // loss.cpp
   void head_loss(const HeadOp& op);
+  // attention.cpp: attention_backward split by query rows, then by key rows
+  void attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
+                                const DeviceTensor& dout, const DeviceTensor& q,
+                                const DeviceTensor& k, const DeviceTensor& v,
+                                std::span<const SeqRows> seqs, const AttnShape& shape,
+                                std::vector<float>& scratch, int64_t longest);
 
   ThreadPool& pool_;
   QuantizedActs xq_;                         // int8 activations of the current bitlinear input

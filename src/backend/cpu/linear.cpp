@@ -229,7 +229,8 @@ void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, i
   const float* xw = width == n_in ? x : pad_rows(x, T, n_in, width, x_padded_);
   if (act_quant && any_ternary) {  // rows on their own: split over the threads
     size_quantized_acts(xq_, T, width);
-    pool_.parallel_for(T, [&](int64_t t0, int64_t t1, int) { quantize_acts_rows(xw, t0, t1, xq_); });
+    pool_.parallel_for(T,
+                       [&](int64_t t0, int64_t t1, int) { quantize_acts_rows(xw, t0, t1, xq_); });
   }
   pool_.parallel_for(
       total,

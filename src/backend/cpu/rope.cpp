@@ -70,8 +70,8 @@ void CpuBackend::rope(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
   // Tokens are independent (each computes its own angles): split over the threads.
   const int64_t cols = x.cols();
   pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int) {
-    rope_forward(cpu_data(x) + (row0 + t0) * cols, t1 - t0, n_heads, shape.head_dim,
-                 shape.rope_dim, pos.data() + t0, shape.rope_theta);
+    rope_forward(cpu_data(x) + (row0 + t0) * cols, t1 - t0, n_heads, shape.head_dim, shape.rope_dim,
+                 pos.data() + t0, shape.rope_theta);
   });
 }
 

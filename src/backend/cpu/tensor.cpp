@@ -123,7 +123,8 @@ void CpuBackend::add(DeviceTensor& y, const DeviceTensor& x, int64_t n) {
   float* a = cpu_data(y);
   const float* b = cpu_data(x);
   pool_.parallel_for(
-      n * y.cols(), [&](int64_t i0, int64_t i1, int) {
+      n * y.cols(),
+      [&](int64_t i0, int64_t i1, int) {
         for (int64_t i = i0; i < i1; ++i) a[i] += b[i];
       },
       16);

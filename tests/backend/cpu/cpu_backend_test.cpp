@@ -268,6 +268,43 @@ TEST_F(CpuTrainOps, PackedSequencesAttendAndRotateAsEachAlone) {
                Error);
 }
 
+// With fewer (sequence, KV head) pairs than threads want, the backward pass splits by query
+// rows and then by key rows: bit for bit the reference, one sequence or several, any group.
+TEST_F(CpuTrainOps, AttentionBackwardSplitByRowsIsTheReference) {
+  ThreadPool pool(4);
+  CpuBackend cpu(pool);
+  for (int64_t n_kv : {1, 2}) {
+    const AttnShape shape{.n_head = 6, .n_head_kv = n_kv, .head_dim = 16, .rope_dim = 16};
+    const int64_t n = 60, d = shape.q_cols(), kv = shape.kv_cols();
+    const std::vector<SeqRows> one = {{0, 37, 0, 0}};
+    const std::vector<SeqRows> three = {{0, 37, 0, 0}, {37, 1, 0, 37}, {38, 22, 0, 38}};
+    for (const auto* seqs : {&one, &three}) {
+      const Vec q = randn(n * d, 50), k = randn(n * kv, 51, 2.0f), v = randn(n * kv, 52),
+                w = randn(n * d, 53), g0 = randn(n * d, 54), gk0 = randn(n * kv, 55);
+      TensorPtr tq = test::upload(cpu, "q", n, d, q), tk = test::upload(cpu, "k", n, kv, k),
+                tv = test::upload(cpu, "v", n, kv, v), dout = test::upload(cpu, "dout", n, d, w);
+      // The gradients add to what the tensors hold.
+      TensorPtr dq = test::upload(cpu, "dq", n, d, g0), dk = test::upload(cpu, "dk", n, kv, gk0),
+                dv = test::upload(cpu, "dv", n, kv, gk0);
+      cpu.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, *seqs, shape);
+      Vec dqr = g0, dkr = gk0, dvr = gk0, scratch(size_t(2 * n));
+      for (const SeqRows& s : *seqs) {
+        const int64_t r = s.row0;
+        attention_backward(dqr.data() + r * d, dkr.data() + r * kv, dvr.data() + r * kv,
+                           w.data() + r * d, q.data() + r * d, k.data() + r * kv, v.data() + r * kv,
+                           kv, s.n, 6, n_kv, 16, 0, n_kv, scratch.data());
+      }
+      Vec got(size_t(n * d)), gk(size_t(n * kv)), gv(size_t(n * kv));
+      cpu.read(*dq, 0, n, got.data());
+      cpu.read(*dk, 0, n, gk.data());
+      cpu.read(*dv, 0, n, gv.data());
+      EXPECT_EQ(got, dqr) << n_kv << " KV heads, " << seqs->size() << " sequences";
+      EXPECT_EQ(gk, dkr) << n_kv << " KV heads, " << seqs->size() << " sequences";
+      EXPECT_EQ(gv, dvr) << n_kv << " KV heads, " << seqs->size() << " sequences";
+    }
+  }
+}
+
 // f16 KV caches (TensorUse::KvCacheF16): store_kv rounds to nearest even, read gives the
 // halves back, and attention over them equals attention over f32 caches holding the rounded
 // values, bit for bit, for sequences of a pool at different bases (GQA, prompt and decoding).
