@@ -477,7 +477,8 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   const uint32_t kind =
       uint32_t(epi.act == Activation::Silu ? GatedActKind::Silu : GatedActKind::Relu2);
   const uint32_t wg = fold_norm ? tune_.norm_wg : kLinearWg;  // with the norm: rms_norm's workgroup
-  const uint32_t rows_per_group = std::max<uint32_t>(1, wg / tune_.subgroup_size);
+  const uint32_t rows_per_group =
+      std::max<uint32_t>(1, wg / tune_.subgroup_size) * tune_.fused_rows_per_subgroup;
   const std::vector<uint32_t> spec = {wg, 0, rows_per_group, mv_tokens, 0, 0, 0, 0, 0, kind};
   const Pipeline& p = fold_norm
                           ? rec_.pipeline(dot ? "matvec_norm_ternary_dot" : "matvec_norm_ternary",

@@ -255,6 +255,10 @@ struct Tuning {
   // rms_norm.comp's workgroup: 256 invocations, or the device's largest power of two below.
   uint32_t norm_wg = 256;
   uint32_t subgroup_size = 32;  // for matvec_ternary's rows per workgroup
+  // Rows each subgroup of the fused matvec takes in turn (a workgroup: its subgroups times
+  // this). More rows share one normalisation of the input row (matvec_norm_ternary computes it
+  // in every workgroup) and give fewer, longer workgroups. TRIT_VK_FUSED_ROWS=1..64 to tune.
+  uint32_t fused_rows_per_subgroup = 1;
   // attention.comp's queries per workgroup for prompts (TRIT_VK_ATTN_QT=1..16 to tune).
   uint32_t attn_qt = 8;
   // rms_norm.comp's specialization for rows of n values (every module of that source, and
