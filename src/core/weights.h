@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/dtype.h"
+#include "core/host_pages.h"
 
 namespace trit::engine {
 
@@ -46,6 +47,9 @@ struct FloatMatrix {
   const uint8_t* data = nullptr;
   int64_t n_in = 0;
   int64_t n_out = 0;
+  // Set when data lies in a file mapping: a device uploading the matrix releases each piece's
+  // pages once copied, so that a large embedding never sits whole in the host's memory.
+  const HostPages* pages = nullptr;
 };
 
 // A linear layer of a block, times out_scale (the optional per-tensor `.scale` of llama.cpp's

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/host_pages.h"
 #include "io/mapped_file.h"
 
 namespace trit::engine {
@@ -75,7 +76,7 @@ struct GgufTensor {
   bool matrix_dims(int64_t* ne0, int64_t* ne1) const;
 };
 
-class GgufFile {
+class GgufFile final : public HostPages {
  public:
   // Maps and validates the whole file: header, every metadata item, tensor infos (types known,
   // shapes positive, sizes consistent, data inside the file, offsets aligned, names unique).
@@ -114,7 +115,7 @@ class GgufFile {
   // Drops a tensor's pages from memory after its data was converted (MappedFile::release).
   void release(const GgufTensor& t) const { file_.release(t.data, t.nbytes); }
   // The same for any bytes of the mapping, and read-ahead of them (MappedFile::prefetch).
-  void release(const uint8_t* p, uint64_t n) const { file_.release(p, n); }
+  void release(const uint8_t* p, uint64_t n) const override { file_.release(p, n); }
   void prefetch(const uint8_t* p, uint64_t n) const { file_.prefetch(p, n); }
   bool maps(const uint8_t* p) const { return file_.contains(p); }
 

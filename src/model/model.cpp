@@ -119,7 +119,7 @@ FloatMatrix Model::load_float_matrix(const std::string& name, int64_t n_in, int6
       fail(f.path(), ": tensor ", name, ": type ", dtype_name(t.type),
            " is not supported for embeddings or the head (f32, f16, bf16, q8_0, q6_K)");
   }
-  return FloatMatrix{t.type, t.data, n_in, n_out};
+  return FloatMatrix{t.type, t.data, n_in, n_out, file_.get()};
 }
 
 LinearWeight Model::load_linear(int64_t layer, const std::string& what) {

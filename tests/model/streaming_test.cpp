@@ -9,7 +9,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "infer/session.h"
 #include "support/files.h"
 #include "support/models.h"
@@ -93,6 +95,38 @@ TEST_F(Streaming, ADeviceCopyLeavesTheFilePagesOut) {
   s.truncate(0);
   s.eval(tokens_, second, true);
   EXPECT_EQ(first, second);
+}
+
+// A device uploads an embedding table a piece at a time and gives each piece's file pages back
+// once copied: right after the first lookup (before the pass would hand back the head's span)
+// the table is out of the host's resident set, and the rows looked up are the CPU's.
+TEST(DeviceUpload, TheEmbeddingTableLeavesTheHostAPieceAtATime) {
+  test::TempDir dir;
+  CreateOptions o = test::tiny_options(32);
+  o.hp.n_vocab = 40000;  // a 128-wide f16 table of 9.8 MiB: several upload pieces
+  const std::string path = test::create_model(dir, "big-vocab.gguf", o);
+  auto model = Model::load(path);
+  const FloatMatrix& table = model->weights().token_embd;
+  ASSERT_NE(table.pages, nullptr);
+  const uint64_t table_bytes = uint64_t(row_bytes(table.type, table.n_in)) * table.n_out;
+  ASSERT_GT(table_bytes, 9u << 20);
+  std::unique_ptr<Backend> vk;
+  test::open_vulkan(0, &vk);
+  if (!vk) return;
+  const std::vector<int32_t> ids = {0, 39999, 17, 20000};
+  auto out = vk->tensor("x", int64_t(ids.size()), table.n_in);
+  vk->embedding(*out, table, ids.data(), int64_t(ids.size()));
+  std::vector<float> got(ids.size() * size_t(table.n_in));
+  vk->read(*out, 0, int64_t(ids.size()), got.data());
+  EXPECT_LT(mapped_rss(path), table_bytes / 4) << "of a table of " << table_bytes << " bytes";
+  ThreadPool pool(1);
+  CpuBackend cpu_backend(pool);
+  Backend& cpu = cpu_backend;
+  auto want_t = cpu.tensor("x", int64_t(ids.size()), table.n_in);
+  cpu.embedding(*want_t, table, ids.data(), int64_t(ids.size()));
+  std::vector<float> want(got.size());
+  cpu.read(*want_t, 0, int64_t(ids.size()), want.data());
+  EXPECT_EQ(got, want);
 }
 
 TEST_F(Streaming, TrainingGivesTheSameLossAndGradients) {

@@ -156,10 +156,17 @@ std::unique_ptr<WeightCache::Float> WeightCache::upload_float(Context& ctx, cons
                        f.data() + size_t(r - r0) * size_t(m.n_in));
       }
       fw->rows.upload(uint64_t(r0), uint64_t(r1 - r0), f.data());
+      if (m.pages) m.pages->release(m.data + uint64_t(r0) * src_row, uint64_t(r1 - r0) * src_row);
     }
   } else {
     fw->rows = make_tiled(ctx, name, uint64_t(m.n_out), src_row);
-    fw->rows.upload(0, uint64_t(m.n_out), m.data);
+    const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / src_row));
+    for (int64_t r0 = 0; r0 < m.n_out; r0 += chunk) {
+      const int64_t r1 = std::min(m.n_out, r0 + chunk);
+      const uint8_t* rows = m.data + uint64_t(r0) * src_row;
+      fw->rows.upload(uint64_t(r0), uint64_t(r1 - r0), rows);
+      if (m.pages) m.pages->release(rows, uint64_t(r1 - r0) * src_row);  // copied: not read again
+    }
   }
   return fw;
 }
