@@ -179,6 +179,12 @@ void from_json(const nlohmann::json& j, BatchState& s) {
   s.index = integer("index");
   s.n_examples = integer("n_examples");
   s.batch = integer("batch");
+  if (s.epoch < 0) fail("data position: 'epoch' is ", s.epoch, ", not a count");
+  if (s.n_examples < 0) fail("data position: 'n_examples' is ", s.n_examples, ", not a count");
+  if (s.batch < 0) fail("data position: 'batch' is ", s.batch, ", not a count");
+  if (s.index < 0 || s.index > s.n_examples) {
+    fail("data position: 'index' is ", s.index, ", outside 0..", s.n_examples, " (n_examples)");
+  }
   const nlohmann::json& shuffle = field("shuffle");
   if (!shuffle.is_boolean()) fail("data position: 'shuffle' must be true or false");
   s.shuffle = shuffle.get<bool>();

@@ -188,7 +188,11 @@ Checkpoint read_checkpoint(const std::string& dir) {
   }
   Checkpoint c;
   try {
-    c.step = j.at("step").get<int64_t>();
+    const json& step = j.at("step");
+    if (!step.is_number_integer() || step.get<int64_t>() < 0) {
+      fail(path, ": 'step' must be a non-negative integer, not ", step.dump().substr(0, 40));
+    }
+    c.step = step.get<int64_t>();
     c.settings = j.at("settings");
     c.data_state = j.at("data").get<BatchState>();
   } catch (const json::exception& e) {

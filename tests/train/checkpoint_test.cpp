@@ -8,11 +8,13 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
 #include "io/adapter_gguf.h"
 #include "support/adapters.h"
+#include "support/errors.h"
 #include "support/files.h"
 #include "train/optimizer.h"
 
@@ -44,6 +46,23 @@ TEST(Checkpoint, TheSameStepWrittenAgainReplacesTheFolderWhole) {
   EXPECT_EQ(test::read_file(path + "/adapter.gguf"), test::read_file(dir.file("second.gguf")));
   EXPECT_NE(test::read_file(path + "/adapter.gguf"), first_bytes);
   EXPECT_EQ(read_checkpoint(path).data_state.index, 5);
+  // A state.json without its checksum (as checkpoints before checksums were written) whose
+  // numbers are out of range is refused naming the field.
+  const std::string state = test::read_file(path + "/state.json");
+  for (const auto& [key, value, why] :
+       std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+           {"step", -3, "'step' must be a non-negative integer, not -3"},
+           {"step", 2.5, "'step' must be a non-negative integer, not 2.5"},
+           {"index", 11, "'index' is 11, outside 0..10 (n_examples)"},
+           {"epoch", -1, "'epoch' is -1, not a count"}}) {
+    nlohmann::json j = nlohmann::json::parse(state);
+    j.erase("digest");
+    (key == "step" ? j["step"] : j["data"][key]) = value;
+    test::write_file(path + "/state.json", j.dump());
+    const std::string err = test::error_or_none([&] { (void)read_checkpoint(path); });
+    EXPECT_NE(err.find(why), std::string::npos) << key << ": " << err;
+  }
+  test::write_file(path + "/state.json", state);
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(ckpt)) names.push_back(e.path().filename());
   EXPECT_EQ(names, std::vector<std::string>{"checkpoint-2"});
