@@ -257,6 +257,10 @@ void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const Devic
   // One split over every (sequence, head) pair: a decoding step of many sequences is one
   // parallel loop, not one per sequence. Each pair's values do not depend on the split.
   const int64_t H = shape.n_head;
+  if (!f16 && int64_t(seqs.size()) * H < 2 * threads) {
+    attention_split(out, q, k_cache, v_cache, seqs, shape, most_keys);
+    return;
+  }
   pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
     float* scores = scores_.data() + thread * most_keys;
     for (int64_t u = u0; u < u1;) {
@@ -401,6 +405,49 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
                      cpu_data(q) + r * qc, cpu_data(dout) + r * qc, stats.data() + r * n_head * 3,
                      j, n, n_head, u.head * group, (u.head + 1) * group, hd, scale);
       });
+    }
+  });
+}
+
+}  // namespace trit::engine
+
+namespace trit::engine {
+
+// Fewer (sequence, head) pairs than threads want (one training sequence of a model with few
+// heads): units of one head and two blocks of query rows, a block and its mirror, so that
+// every unit has about the same work. Each row's values are computed as attention_forward
+// computes them whatever rows it is given: the same bits.
+void CpuBackend::attention_split(DeviceTensor& out, const DeviceTensor& q,
+                                 const DeviceTensor& k_cache, const DeviceTensor& v_cache,
+                                 std::span<const SeqRows> seqs, const AttnShape& shape,
+                                 int64_t most_keys) {
+  constexpr int64_t kBlock = 8;
+  struct Unit {
+    size_t seq;
+    int64_t head, block;
+  };
+  std::vector<Unit> units;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const int64_t blocks = (seqs[s].n + kBlock - 1) / kBlock;
+    for (int64_t h = 0; h < shape.n_head; ++h) {
+      for (int64_t b = 0; b < (blocks + 1) / 2; ++b) units.push_back({s, h, b});
+    }
+  }
+  const int64_t qc = q.cols(), oc = out.cols(), kc = k_cache.cols();
+  pool_.parallel_for(int64_t(units.size()), [&](int64_t u0, int64_t u1, int thread) {
+    float* scores = scores_.data() + thread * most_keys;
+    for (int64_t i = u0; i < u1; ++i) {
+      const Unit& u = units[size_t(i)];
+      const SeqRows& s = seqs[u.seq];
+      const int64_t blocks = (s.n + kBlock - 1) / kBlock, mirror = blocks - 1 - u.block;
+      for (int64_t b : {u.block, mirror}) {
+        const int64_t t0 = b * kBlock, t1 = std::min(s.n, t0 + kBlock);
+        attention_forward(cpu_data(q) + (s.row0 + t0) * qc, cpu_data(k_cache) + s.base * kc,
+                          cpu_data(v_cache) + s.base * kc, kc, t1 - t0, s.pos0 + t0, shape.n_head,
+                          shape.n_head_kv, shape.head_dim, u.head, u.head + 1,
+                          cpu_data(out) + (s.row0 + t0) * oc, scores);
+        if (b == mirror) break;  // the middle block of an odd count, once
+      }
     }
   });
 }

@@ -104,7 +104,11 @@ class CpuBackend final : public Backend {
  private:
   void head_logits(const HeadOp& op, float* logits);  // loss.cpp
   void head_loss(const HeadOp& op);
-  // attention.cpp: attention_backward split by query rows, then by key rows
+  // attention.cpp: attention split by query rows; attention_backward by query rows, then by
+  // key rows
+  void attention_split(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
+                       const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
+                       const AttnShape& shape, int64_t most_keys);
   void attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                                 const DeviceTensor& dout, const DeviceTensor& q,
                                 const DeviceTensor& k, const DeviceTensor& v,

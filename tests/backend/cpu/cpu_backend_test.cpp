@@ -305,6 +305,27 @@ TEST_F(CpuTrainOps, AttentionBackwardSplitByRowsIsTheReference) {
   }
 }
 
+// With fewer (sequence, head) pairs than threads want, attention splits by query rows: bit for
+// bit the reference over the whole sequence, at a position past a cached prefix and a base.
+TEST_F(CpuTrainOps, AttentionSplitByRowsIsTheReference) {
+  ThreadPool pool(4);
+  CpuBackend cpu_backend(pool);
+  Backend& cpu = cpu_backend;
+  const AttnShape shape{.n_head = 6, .n_head_kv = 2, .head_dim = 16, .rope_dim = 16};
+  const int64_t n = 37, pos0 = 5, base = 3, cache = base + pos0 + n;
+  const int64_t d = shape.q_cols(), kv = shape.kv_cols();
+  const Vec q = randn(n * d, 60), k = randn(cache * kv, 61, 2.0f), v = randn(cache * kv, 62);
+  TensorPtr tq = test::upload(cpu, "q", n, d, q), tk = test::upload(cpu, "k", cache, kv, k),
+            tv = test::upload(cpu, "v", cache, kv, v), out = cpu.tensor("out", n, d);
+  const SeqRows seq{0, n, pos0, base};
+  cpu.attention(*out, *tq, *tk, *tv, {&seq, 1}, shape);
+  Vec want(static_cast<size_t>(n * d)), got(want.size()), scratch(static_cast<size_t>(cache));
+  attention_forward(q.data(), k.data() + base * kv, v.data() + base * kv, kv, n, pos0, 6, 2, 16, 0,
+                    6, want.data(), scratch.data());
+  cpu.read(*out, 0, n, got.data());
+  EXPECT_EQ(got, want);
+}
+
 // f16 KV caches (TensorUse::KvCacheF16): store_kv rounds to nearest even, read gives the
 // halves back, and attention over them equals attention over f32 caches holding the rounded
 // values, bit for bit, for sequences of a pool at different bases (GQA, prompt and decoding).
