@@ -43,6 +43,23 @@ void axpy_f32(float* y, float a, const float* x, int64_t n) {
   return dot * scale;
 }
 
+// s_j = backward_score(qh, k_j) for keys j in [0, n) (k_j at k + j * stride): eight keys at a
+// time keep eight sums in flight, each summed in order over d with its products rounded on
+// their own (-ffp-contract=off), so every value is backward_score's.
+void backward_scores(const float* qh, const float* k, int64_t stride, int64_t n, int64_t head_dim,
+                     float scale, float* s) {
+  constexpr int64_t kKeys = 8;
+  int64_t j = 0;
+  for (; j + kKeys <= n; j += kKeys) {
+    float dot[kKeys] = {};
+    for (int64_t d = 0; d < head_dim; ++d) {
+      for (int64_t l = 0; l < kKeys; ++l) dot[l] += qh[d] * k[(j + l) * stride + d];
+    }
+    for (int64_t l = 0; l < kKeys; ++l) s[j + l] = dot[l] * scale;
+  }
+  for (; j < n; ++j) s[j] = backward_score(qh, k + j * stride, head_dim, scale);
+}
+
 // The split backward pass (the reference's values, computed by query rows and then by key
 // rows so that threads can share one sequence's heads). Query t of head h: its softmax
 // statistics [max, 1 / sum, D] go to stats[0..2] and dq_t gets every dS_tj k_j, keys in order.
@@ -50,10 +67,8 @@ void backward_query(float* dqh, float* stats, const float* qh, const float* doh,
                     const float* v, int64_t kv_stride, int64_t n_keys, int64_t head_dim,
                     float scale, float* p, float* dp) {
   float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n_keys; ++j) {
-    p[j] = backward_score(qh, k + j * kv_stride, head_dim, scale);
-    max_score = std::max(max_score, p[j]);
-  }
+  backward_scores(qh, k, kv_stride, n_keys, head_dim, scale, p);
+  for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, p[j]);
   float sum = 0;
   for (int64_t j = 0; j < n_keys; ++j) {
     p[j] = std::exp(p[j] - max_score);
@@ -81,12 +96,32 @@ void backward_query(float* dqh, float* stats, const float* qh, const float* doh,
 void backward_key(float* dkj, float* dvj, const float* kj, const float* vj, const float* q,
                   const float* dout, const float* stats, int64_t j, int64_t n_tokens,
                   int64_t n_head, int64_t h0, int64_t h1, int64_t head_dim, float scale) {
+  constexpr int64_t kQueries = 8;
+  float s[kQueries];
   for (int64_t h = h0; h < h1; ++h) {
     for (int64_t t = j; t < n_tokens; ++t) {
       const float* qh = q + (t * n_head + h) * head_dim;
       const float* doh = dout + (t * n_head + h) * head_dim;
       const float* st = stats + (t * n_head + h) * 3;
-      float pj = std::exp(backward_score(qh, kj, head_dim, scale) - st[0]);
+      // The scores of the next eight queries at once (eight sums in flight; see backward_scores).
+      const int64_t l = (t - j) % kQueries;
+      if (l == 0) {
+        const int64_t m = std::min(kQueries, n_tokens - t);
+        if (m == kQueries) {
+          float dot[kQueries] = {};
+          for (int64_t d = 0; d < head_dim; ++d) {
+            for (int64_t i = 0; i < kQueries; ++i) {
+              dot[i] += q[((t + i) * n_head + h) * head_dim + d] * kj[d];
+            }
+          }
+          for (int64_t i = 0; i < kQueries; ++i) s[i] = dot[i] * scale;
+        } else {
+          for (int64_t i = 0; i < m; ++i) {
+            s[i] = backward_score(q + ((t + i) * n_head + h) * head_dim, kj, head_dim, scale);
+          }
+        }
+      }
+      float pj = std::exp(s[l] - st[0]);
       pj *= st[1];
       const float dpj = dot_f32(doh, vj, head_dim);
       axpy_f32(dvj, pj, doh, head_dim);
@@ -170,10 +205,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         float* dqh = dq + (t * n_head + h) * head_dim;          // (head_dim)
         // P: recomputed exactly as attention_forward does
         float max_score = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < n_keys; ++j) {
-          p[j] = backward_score(qh, k + j * kv_stride + kvh * head_dim, head_dim, scale);
-          max_score = std::max(max_score, p[j]);
-        }
+        backward_scores(qh, k + kvh * head_dim, kv_stride, n_keys, head_dim, scale, p);
+        for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, p[j]);
         float sum = 0;
         for (int64_t j = 0; j < n_keys; ++j) {
           p[j] = std::exp(p[j] - max_score);
