@@ -60,33 +60,44 @@ void backward_scores(const float* qh, const float* k, int64_t stride, int64_t n,
   for (; j < n; ++j) s[j] = backward_score(qh, k + j * stride, head_dim, scale);
 }
 
+// The softmax of one query's backward pass, recomputed as attention_forward computes it: P_j
+// for keys 0 .. n_keys - 1 in p and dP_j = dout . v_j in dp; returns D = sum_j P_j dP_j, with
+// the scores' max and 1 / sum in *max_score and *inv.
+float backward_softmax(const float* qh, const float* doh, const float* k, const float* v,
+                       int64_t kv_stride, int64_t n_keys, int64_t head_dim, float scale, float* p,
+                       float* dp, float* max_score, float* inv) {
+  float m = -std::numeric_limits<float>::infinity();
+  backward_scores(qh, k, kv_stride, n_keys, head_dim, scale, p);
+  for (int64_t j = 0; j < n_keys; ++j) m = std::max(m, p[j]);
+  float sum = 0;
+  for (int64_t j = 0; j < n_keys; ++j) {
+    p[j] = std::exp(p[j] - m);
+    sum += p[j];
+  }
+  const float r = 1.0f / sum;
+  float big_d = 0;
+  for (int64_t j = 0; j < n_keys; ++j) {
+    p[j] *= r;
+    dp[j] = dot_f32(doh, v + j * kv_stride, head_dim);
+    big_d += p[j] * dp[j];
+  }
+  *max_score = m;
+  *inv = r;
+  return big_d;
+}
+
 // The split backward pass (the reference's values, computed by query rows and then by key
 // rows so that threads can share one sequence's heads). Query t of head h: its softmax
 // statistics [max, 1 / sum, D] go to stats[0..2] and dq_t gets every dS_tj k_j, keys in order.
 void backward_query(float* dqh, float* stats, const float* qh, const float* doh, const float* k,
                     const float* v, int64_t kv_stride, int64_t n_keys, int64_t head_dim,
                     float scale, float* p, float* dp) {
-  float max_score = -std::numeric_limits<float>::infinity();
-  backward_scores(qh, k, kv_stride, n_keys, head_dim, scale, p);
-  for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, p[j]);
-  float sum = 0;
-  for (int64_t j = 0; j < n_keys; ++j) {
-    p[j] = std::exp(p[j] - max_score);
-    sum += p[j];
-  }
-  const float inv = 1.0f / sum;
-  float big_d = 0;
-  for (int64_t j = 0; j < n_keys; ++j) {
-    p[j] *= inv;
-    dp[j] = dot_f32(doh, v + j * kv_stride, head_dim);
-    big_d += p[j] * dp[j];
-  }
+  const float big_d = backward_softmax(qh, doh, k, v, kv_stride, n_keys, head_dim, scale, p, dp,
+                                       &stats[0], &stats[1]);
   for (int64_t j = 0; j < n_keys; ++j) {
     const float ds = p[j] * (dp[j] - big_d) * scale;
     axpy_f32(dqh, ds, k + j * kv_stride, head_dim);
   }
-  stats[0] = max_score;
-  stats[1] = inv;
   stats[2] = big_d;
 }
 
@@ -203,23 +214,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         const float* qh = q + (t * n_head + h) * head_dim;      // (head_dim)
         const float* doh = dout + (t * n_head + h) * head_dim;  // (head_dim)
         float* dqh = dq + (t * n_head + h) * head_dim;          // (head_dim)
-        // P: recomputed exactly as attention_forward does
-        float max_score = -std::numeric_limits<float>::infinity();
-        backward_scores(qh, k + kvh * head_dim, kv_stride, n_keys, head_dim, scale, p);
-        for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, p[j]);
-        float sum = 0;
-        for (int64_t j = 0; j < n_keys; ++j) {
-          p[j] = std::exp(p[j] - max_score);
-          sum += p[j];
-        }
-        const float inv = 1.0f / sum;
-        // dP = dout v^T and D = sum_j P_j dP_j (= dout . out)
-        float big_d = 0;
-        for (int64_t j = 0; j < n_keys; ++j) {
-          p[j] *= inv;
-          dp[j] = dot_f32(doh, v + j * kv_stride + kvh * head_dim, head_dim);
-          big_d += p[j] * dp[j];
-        }
+        // P: recomputed exactly as attention_forward does; dP = dout v^T and
+        // D = sum_j P_j dP_j (= dout . out)
+        float max_score = 0, inv = 0;
+        const float big_d =
+            backward_softmax(qh, doh, k + kvh * head_dim, v + kvh * head_dim, kv_stride, n_keys,
+                             head_dim, scale, p, dp, &max_score, &inv);
         for (int64_t j = 0; j < n_keys; ++j) {
           float* dvj = dv + j * kv_stride + kvh * head_dim;  // (head_dim)
           axpy_f32(dvj, p[j], doh, head_dim);
