@@ -84,9 +84,9 @@ void wake(std::atomic<T>& a, const std::atomic<int>& sleepers, bool all) {
 // training 1.49x faster at 2 threads, 1.2x at 16; no change on AMD. TRIT_FTZ=0 keeps IEEE
 // denormals. The workers set it once; the caller's thread only while it runs a parallel_for
 // (an application's own thread keeps its floating-point mode).
-constexpr unsigned kFlushBits = 0x8040;  // MXCSR: FTZ (bit 15) and DAZ (bit 6)
+[[maybe_unused]] constexpr unsigned kFlushBits = 0x8040;  // MXCSR: FTZ (bit 15) and DAZ (bit 6)
 
-bool flush_denormals() {
+[[maybe_unused]] bool flush_denormals() {
   static const bool on = [] {
     const char* e = std::getenv("TRIT_FTZ");
     return !(e && e[0] == '0');
