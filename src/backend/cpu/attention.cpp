@@ -34,20 +34,20 @@ void axpy_f32(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-// The backward pass's score s_tj = (q_t . k_j) * scale, out of line so that the reference and
-// both halves of the split backward (which recompute it) run the very same instructions.
-[[gnu::noinline]] float backward_score(const float* qh, const float* kj, int64_t head_dim,
-                                       float scale) {
+// The score s_tj = (q_t . k_j) * scale, out of line so that the forward pass, the backward
+// reference and both halves of the split backward (which recompute it) run the same operations.
+[[gnu::noinline]] float attention_score(const float* qh, const float* kj, int64_t head_dim,
+                                        float scale) {
   float dot = 0;
   for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
   return dot * scale;
 }
 
-// s_j = backward_score(qh, k_j) for keys j in [0, n) (k_j at k + j * stride): eight keys at a
+// s_j = attention_score(qh, k_j) for keys j in [0, n) (k_j at k + j * stride): eight keys at a
 // time keep eight sums in flight, each summed in order over d with its products rounded on
 // their own (-ffp-contract=off), so every value is backward_score's.
-void backward_scores(const float* qh, const float* k, int64_t stride, int64_t n, int64_t head_dim,
-                     float scale, float* s) {
+void attention_scores(const float* qh, const float* k, int64_t stride, int64_t n, int64_t head_dim,
+                      float scale, float* s) {
   constexpr int64_t kKeys = 8;
   int64_t j = 0;
   for (; j + kKeys <= n; j += kKeys) {
@@ -57,7 +57,7 @@ void backward_scores(const float* qh, const float* k, int64_t stride, int64_t n,
     }
     for (int64_t l = 0; l < kKeys; ++l) s[j + l] = dot[l] * scale;
   }
-  for (; j < n; ++j) s[j] = backward_score(qh, k + j * stride, head_dim, scale);
+  for (; j < n; ++j) s[j] = attention_score(qh, k + j * stride, head_dim, scale);
 }
 
 // The softmax of one query's backward pass, recomputed as attention_forward computes it: P_j
@@ -67,7 +67,7 @@ float backward_softmax(const float* qh, const float* doh, const float* k, const 
                        int64_t kv_stride, int64_t n_keys, int64_t head_dim, float scale, float* p,
                        float* dp, float* max_score, float* inv) {
   float m = -std::numeric_limits<float>::infinity();
-  backward_scores(qh, k, kv_stride, n_keys, head_dim, scale, p);
+  attention_scores(qh, k, kv_stride, n_keys, head_dim, scale, p);
   for (int64_t j = 0; j < n_keys; ++j) m = std::max(m, p[j]);
   float sum = 0;
   for (int64_t j = 0; j < n_keys; ++j) {
@@ -128,7 +128,7 @@ void backward_key(float* dkj, float* dvj, const float* kj, const float* vj, cons
           for (int64_t i = 0; i < kQueries; ++i) s[i] = dot[i] * scale;
         } else {
           for (int64_t i = 0; i < m; ++i) {
-            s[i] = backward_score(q + ((t + i) * n_head + h) * head_dim, kj, head_dim, scale);
+            s[i] = attention_score(q + ((t + i) * n_head + h) * head_dim, kj, head_dim, scale);
           }
         }
       }
@@ -156,25 +156,8 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t k
       const float* qh = q + (t * n_head + h) * head_dim;
       const int64_t kvh = h / group - kv_head0;
       float max_score = -std::numeric_limits<float>::infinity();
-      // Each key's dot product is summed in order over d; eight keys at a time keep eight
-      // independent sums in flight (one sum alone waits on each addition's latency).
-      constexpr int64_t kKeys = 8;
-      const float* kh = k + kvh * head_dim;
-      int64_t j = 0;
-      for (; j + kKeys <= n_keys; j += kKeys) {
-        float dot[kKeys] = {};
-        for (int64_t d = 0; d < head_dim; ++d) {
-          for (int64_t l = 0; l < kKeys; ++l) dot[l] += qh[d] * kh[(j + l) * kv_stride + d];
-        }
-        for (int64_t l = 0; l < kKeys; ++l) scratch[j + l] = dot[l] * scale;
-      }
-      for (; j < n_keys; ++j) {
-        const float* kj = kh + j * kv_stride;
-        float dot = 0;
-        for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
-        scratch[j] = dot * scale;
-      }
-      for (j = 0; j < n_keys; ++j) max_score = std::max(max_score, scratch[j]);
+      attention_scores(qh, k + kvh * head_dim, kv_stride, n_keys, head_dim, scale, scratch);
+      for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, scratch[j]);
       float sum = 0;
       for (int64_t j = 0; j < n_keys; ++j) {
         scratch[j] = std::exp(scratch[j] - max_score);
