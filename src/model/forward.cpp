@@ -383,6 +383,7 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
   check_tokens(hp, seq.tokens, T);
   ta.reserve(T, lora);
   const TrainPassOptions& o = ta.opts_;
+  const bool stream = o.stream_weights && be.host_memory();
   be.embedding(*ta.x_, w.token_embd, seq.tokens, T);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     if (for_backward) be.copy(*ta.inputs_[size_t(l)], *ta.x_, T);
@@ -396,9 +397,9 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
     const float p = for_backward ? o.dropout : 0.0f;
     const BlockPass pass{
         hp, w.blocks[size_t(l)], bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
-    model.read_ahead(l + 1);
+    model.read_ahead(l + 1, stream);
     block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
-    model.block_out(l, !be.host_memory());
+    model.block_out(l, !be.host_memory(), stream);
   }
   be.rms_norm({ta.x_.get(), w.output_norm, hp.rms_eps, ta.hf_.get(), ta.rstdf_.get()}, T);
   if (for_backward) be.zero(*ta.dhf_);
@@ -412,9 +413,9 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
   head.norm = seq.norm;
   head.chunk = o.head_chunk;
   head.dh = for_backward ? ta.dhf_.get() : nullptr;
-  model.read_ahead(for_backward ? hp.n_layer - 1 : 0);  // backward starts at the end
+  model.read_ahead(for_backward ? hp.n_layer - 1 : 0, stream);  // backward starts at the end
   be.head(head);
-  model.block_out(hp.n_layer, !be.host_memory());
+  model.block_out(hp.n_layer, !be.host_memory(), stream);
   return be.take_loss();  // one submission for the whole pass on a device
 }
 
@@ -425,6 +426,7 @@ void model_backward(const Model& model, const TrainBatch& seq, const LoraSet& lo
   const int64_t T = seq.T;
   const std::vector<SeqRows> rows = sequence_rows(seq);
   const TrainPassOptions& o = ta.opts_;
+  const bool stream = o.stream_weights && be.host_memory();
   if (T > ta.capacity_) fail("train: model_backward of ", T, " tokens without its forward pass");
   be.zero(*ta.dx_);
   be.rms_norm_backward(*ta.dx_, *ta.dhf_, *ta.x_, w.output_norm, *ta.rstdf_, T);
@@ -435,14 +437,14 @@ void model_backward(const Model& model, const TrainBatch& seq, const LoraSet& lo
                          w.blocks[size_t(l)],
                          bl,
                          {o.act_quant, o.dropout, splitmix64(seq.dropout_key + uint64_t(l))}};
-    model.read_ahead(l - 1);
+    model.read_ahead(l - 1, stream);
     if (o.checkpointing) {  // recompute the block's activations from its input
       ta.bind_lora(l, bl);
       be.copy(*ta.x_, *ta.inputs_[size_t(l)], T);
       block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
     }
     block_backward(be, pass, *ta.inputs_[size_t(l)], a, ta.g_, *ta.dx_, T, rows);
-    model.block_out(l, !be.host_memory());
+    model.block_out(l, !be.host_memory(), stream);
   }
 }
 

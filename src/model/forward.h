@@ -94,6 +94,10 @@ struct TrainPassOptions {
   bool checkpointing = true;  // keep only each block's input; recompute the block backward
   float dropout = 0.0f;       // on the LoRA branches' input
   int64_t head_chunk = 32;    // tokens whose logits are held at once
+  // On a backend computing in host memory (the CPU), each block's file pages leave the resident
+  // set after the block's pass and fault in again for the next (Model::block_out): a step
+  // computes over all its tokens per page brought in, so the weights need not stay resident.
+  bool stream_weights = true;
 };
 
 // Sequences of training packed one after another in T rows, each from position 0 (lengths:

@@ -287,18 +287,18 @@ uint64_t Model::block_bytes(int64_t l) const {
   return l >= 0 && l < int64_t(spans_.size()) ? spans_[size_t(l)].n : 0;
 }
 
-void Model::read_ahead(int64_t l) const {
+void Model::read_ahead(int64_t l, bool pass_streams) const {
   // Pages fault in as the threads read them. Mapping a block in one call before it computes
   // (MADV_POPULATE_READ) was slower: 1B decoding at 15.1 against 17.4 tokens/s on two cores
   // (and slower still from a thread of its own).
-  if (!streaming_ || l < 0 || l >= int64_t(spans_.size())) return;
+  if (!(streaming_ || pass_streams) || l < 0 || l >= int64_t(spans_.size())) return;
   file_->prefetch(spans_[size_t(l)].p, spans_[size_t(l)].n);
 }
 
-void Model::block_out(int64_t l, bool device_copy) const {
+void Model::block_out(int64_t l, bool device_copy, bool pass_streams) const {
   if (l < 0 || l >= int64_t(spans_.size())) return;
   // A device uploads a block's weights while its first pass records the block.
-  if (streaming_ || (device_copy && !dropped_[size_t(l)].exchange(true))) {
+  if (streaming_ || pass_streams || (device_copy && !dropped_[size_t(l)].exchange(true))) {
     file_->release(spans_[size_t(l)].p, spans_[size_t(l)].n);
   }
 }

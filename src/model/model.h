@@ -75,10 +75,12 @@ class Model {
   // fault in again when touched). Block n_layer is the LM head. No-ops unless streaming is on,
   // which only a backend that computes in host memory as the calls come (the CPU's) allows,
   // except the release of a device's uploaded weights (block_out's device_copy).
-  void read_ahead(int64_t l) const;
+  // A pass may stream on its own (`pass_streams`) with the model's streaming off: a fine-tune on
+  // the CPU does, since a step computes over many tokens per page brought in.
+  void read_ahead(int64_t l, bool pass_streams = false) const;
   // device_copy: the backend keeps its own copy of the weights (a GPU), so the block's file
   // pages leave the host's resident set the first time, streaming or not.
-  void block_out(int64_t l, bool device_copy = false) const;
+  void block_out(int64_t l, bool device_copy = false, bool pass_streams = false) const;
   bool streaming() const { return streaming_; }
   // A memory budget in bytes (0: none). Streaming turns on when the budget is below what the
   // whole model needs resident; a budget below min_stream_bytes() is refused (trit::Error

@@ -73,7 +73,8 @@ struct ModelInfo {
   uint64_t tensor_bytes = 0;
 
   // Memory on the CPU (model/memory_estimate.h) to run and to fine-tune with the settings of
-  // `memory`; weights counts every tensor, read in place from the file. Zero when hparams are
+  // `memory`; a run's weights count every tensor, read in place from the file, a fine-tune's the
+  // two largest neighbouring blocks (its passes stream the weights). Zero when hparams are
   // unknown.
   MemoryQuery memory;
   MemoryEstimate run, finetune;

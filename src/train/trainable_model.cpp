@@ -108,8 +108,8 @@ void TrainableModel::check_budget(int64_t max_tokens) const {
     rank = std::max(rank, std::min(p.value->rows(), p.value->cols()));
   }
   const uint64_t state = params * 16;
-  const uint64_t weights =
-      model_.streaming() ? model_.min_stream_bytes() : model_.resident_run_bytes();
+  const bool streams = model_.streaming() || (opts_.stream_weights && be_.host_memory());
+  const uint64_t weights = streams ? model_.min_stream_bytes() : model_.resident_run_bytes();
   // The passes' tensors for sequences of max_tokens (an upper bound: every layer's branches
   // at the adapter's largest rank).
   const uint64_t acts = max_tokens > 0 ? finetune_memory(model_.hparams(), 0, max_tokens, rank,
