@@ -307,16 +307,22 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
                                            uint64_t n, const AttnShape& shape) {
   const int64_t hd = shape.head_dim, n_head = shape.n_head, n_kv = shape.n_head_kv;
   const int64_t kv_cols = shape.kv_cols();
+  // An invocation per query (and per key), or for short sequences a workgroup per query.
+  const bool per_invocation = n * 64 >= tune_.attn_bwd_rows * uint64_t(hd);
   // Rows staged in shared memory per barrier: as many as fit (q and dout, or k and v, and
   // three statistics a row), at most one per invocation.
   uint32_t tile = kAttnWg;
   const uint64_t shared = ctx_->caps().info.max_compute_shared_memory_size;
   while (tile > 1 && uint64_t(tile) * (2 * uint64_t(hd) + 3) * 4 > shared) tile /= 2;
-  const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, tile, uint32_t(hd)};
+  const std::vector<uint32_t> spec = {
+      kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, per_invocation ? tile : 0, uint32_t(hd)};
   const Pipeline& pq =
-      rec_.pipeline("attention_backward", 6, sizeof(AttentionBackwardPush), spec, 0b001111);
+      rec_.pipeline(per_invocation ? "attention_backward" : "attention_backward_wg", 6,
+                    sizeof(AttentionBackwardPush), spec, 0b001111);
   const Pipeline& pkv =
-      rec_.pipeline("attention_backward_kv", 7, sizeof(AttentionBackwardPush), spec, 0b0011111);
+      rec_.pipeline(per_invocation ? "attention_backward_kv" : "attention_backward_kv_wg", 7,
+                    sizeof(AttentionBackwardPush), spec, 0b0011111);
+  const uint64_t per_group = per_invocation ? kAttnWg : 1;  // queries or keys a workgroup
   const float scale = 1.0f / std::sqrt(float(hd));
   // Segments in positions of the sequence (its rows from row0).
   const auto q_segs = row_segments({{&q.tiles(), row0}, {&dout.tiles(), row0}, {&dq.tiles(), row0}},
@@ -370,7 +376,7 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
         if (ka >= qb) break;  // keys after the segment's last query
         rec_.seq().dispatch(pq, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], qs[s].dq},
                             push(qa, qb, ka, kb, stage, 0), uint32_t(n_head),
-                            uint32_t(ceil_div(qb - qa, kAttnWg)));
+                            uint32_t(ceil_div(qb - qa, per_group)));
       }
     }
     scratch_.unbind_rows(rec_, qs[s].dq, dq.tiles(), row0 + qa, row0 + qb);
@@ -378,7 +384,7 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
   // dk, dv: query heads of a group in order, then query segments in order (the CPU's order);
   // with the queries in one segment a dispatch takes every head of the group.
   const int64_t group = n_head / n_kv;
-  const int64_t heads_a_pass = q_segs.size() == 1 ? group : 1;
+  const int64_t heads_a_pass = per_invocation && q_segs.size() == 1 ? group : 1;
   for (int64_t g = 0; g < group; g += heads_a_pass) {
     for (size_t s = 0; s < q_segs.size(); ++s) {
       const auto [qa, qb] = q_segs[s];
@@ -388,7 +394,7 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
         rec_.seq().dispatch(
             pkv, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], kvs[c].dk, kvs[c].dv},
             push(qa, qb, ka, kb, uint32_t(heads_a_pass), uint32_t(g)),
-            uint32_t(ceil_div(kb - ka, kAttnWg)), uint32_t(n_kv));
+            uint32_t(ceil_div(kb - ka, per_group)), uint32_t(n_kv));
       }
     }
   }

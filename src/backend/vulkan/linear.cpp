@@ -122,6 +122,7 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
   bool quantise = false;
   uint64_t width = uint64_t(n_in);  // of the ternary rows on the device (TernaryWeight::n_in)
   bool any_ternary = false;
+  uint32_t ternary_jobs = 0;  // each holds its own T2 slot (WeightCache::t2)
   for (const LinearOp& op : ops) {
     const LinearWeight& w = *op.w;
     Job j{&op, &vk_tensor(*op.y), nullptr, {}};
@@ -136,7 +137,7 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
     if (w.is_float()) {
       j.f = weights_.float_matrix(w.f, w.name);
     } else {
-      j.t = &weights_.ternary(w);
+      j.t = &weights_.t2(w, ternary_jobs++);
       if (any_ternary && j.t->n_in != width) {
         fail("linear ", w.name, ": device rows of ", j.t->n_in, " weights beside rows of ", width,
              " on one input");
@@ -213,7 +214,7 @@ void VulkanBackend::linear_rows(std::span<const LinearOp> ops, const VkTensor& x
         for (size_t i = 0; i < tw.codes.pieces(); ++i) {
           const TiledTensor::Piece& piece = tw.codes.piece(i);
           const BufferRange codes = tw.codes.range(i);
-          const BufferRange dblk = tw.d == 0.0f ? tw.dblk.range(i) : codes;
+          const BufferRange dblk = tw.d == 0.0f ? tw.block_scales().range(i) : codes;
           const MatmulTernaryPush push{uint32_t(width),      uint32_t(piece.rows()),
                                        uint32_t(piece.row0), uint32_t(rows),
                                        uint32_t(w.m.n_out),  tw.d,
@@ -352,7 +353,7 @@ void VulkanBackend::linear_backward(DeviceTensor& dx_t, const DeviceTensor& dy_t
   if (n == 0) return;
   VkTensor& dx = vk_tensor(dx_t);
   const VkTensor& dy = vk_tensor(dy_t);
-  const TernaryWeight* t = w.is_float() ? nullptr : &weights_.ternary(w);
+  const TernaryWeight* t = w.is_float() ? nullptr : &weights_.t2(w);
   const FloatRows f = w.is_float() ? weights_.float_matrix(w.f, w.name) : FloatRows{};
   scratch_.act.reset();
   for (const auto& [a, b] :
@@ -421,6 +422,8 @@ bool VulkanBackend::decode_matvec_applies(const NormOp* norm, std::span<const Li
     if (y.cols() != w.m.n_out || !fits(y) || &y == &x) return false;
     if (norm && &y == norm->x) return false;
     if (weights_.ternary(w).d == 0.0f) return false;
+    // One pipeline reads every weight: T2 codes or TQ1_0 in place, not both.
+    if (weights_.ternary(w).tq1 != weights_.ternary(*ops[0].w).tq1) return false;
   }
   switch (epi.kind) {
     case LinearEpilogue::Kind::None:
@@ -480,11 +483,11 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   const uint32_t rows_per_group =
       std::max<uint32_t>(1, wg / tune_.subgroup_size) * tune_.fused_rows_per_subgroup;
   const std::vector<uint32_t> spec = {wg, 0, rows_per_group, mv_tokens, 0, 0, 0, 0, 0, kind};
-  const Pipeline& p = fold_norm
-                          ? rec_.pipeline(dot ? "matvec_norm_ternary_dot" : "matvec_norm_ternary",
-                                          14, sizeof(MatvecTernaryPush), spec, kMatvecNormReadOnly)
-                          : rec_.pipeline(dot ? "matvec_ternary_dot" : "matvec_ternary", 11,
-                                          sizeof(MatvecTernaryPush), spec, kMatvecReadOnly);
+  const std::string module = cat(fold_norm ? "matvec_norm_ternary" : "matvec_ternary",
+                                 weights_.ternary(*ops[0].w).tq1 ? "_tq1" : "", dot ? "_dot" : "");
+  const Pipeline& p =
+      fold_norm ? rec_.pipeline(module, 14, sizeof(MatvecTernaryPush), spec, kMatvecNormReadOnly)
+                : rec_.pipeline(module, 11, sizeof(MatvecTernaryPush), spec, kMatvecReadOnly);
   BufferRange nx, ng, nh;
   if (fold_norm) {
     nx = rows_range(vk_tensor(*norm->x).tiles(), 0, 1);

@@ -196,7 +196,7 @@ void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, Buff
     const TiledTensor::Piece& piece = w.piece(i);
     // Float rows: the whole buffer (q8_0 rows need not end on a word).
     const BufferRange wr = t ? w.range(i) : BufferRange(piece.buffer);
-    const BufferRange dblk = t && t->d == 0.0f ? t->dblk.range(i) : wr;
+    const BufferRange dblk = t && t->d == 0.0f ? t->block_scales().range(i) : wr;
     const MatmulTransposedPush push{uint32_t(n_in),
                                     uint32_t(piece.rows()),
                                     uint32_t(piece.row0),

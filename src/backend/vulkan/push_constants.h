@@ -131,6 +131,11 @@ struct AddPush {
   float alpha;
 };
 
+// tq1_codes.comp: T2 words of TQ1_0 rows kept in place.
+struct Tq1CodesPush {
+  uint32_t words;
+};
+
 // matvec_ternary.comp: a few tokens against up to four T2 weight pieces (decoding).
 struct MatvecTernaryPush {
   uint32_t n_in;      // a multiple of 256
@@ -178,6 +183,7 @@ static_assert(sizeof(AttentionPush) == 44);
 static_assert(sizeof(AttentionCombinePush) == 24);
 static_assert(sizeof(GatedActPush) == 4);
 static_assert(sizeof(AddPush) == 8);
+static_assert(sizeof(Tq1CodesPush) == 4);
 // Vulkan guarantees maxPushConstantsSize >= 128 bytes.
 static_assert(sizeof(AttentionPush) <= 128 && sizeof(RopePush) <= 128);
 

@@ -22,8 +22,10 @@
 #include <cstdint>
 #include <deque>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -183,12 +185,18 @@ void check_rows_of(const DeviceTensor& t, int64_t n, int64_t cols, const char* o
 // A ternary weight as T2 codes (n_in / 16 words a row) and either one scale d or, when d == 0,
 // per-256-block scales tiled exactly like the codes.
 struct TernaryWeight {
-  TiledTensor codes;  // (n_out, n_in / 4 bytes)
-  TiledTensor dblk;   // (n_out, n_in / 256 floats); no rows when d != 0
+  // (n_out, n_in / 4 bytes) of T2 codes, or with tq1 (n_out, n_in / 256 * 52 bytes): TQ1_0 rows
+  // kept in place (common.glsl), tiled into the same rows per piece as their T2 codes would be.
+  TiledTensor codes;
+  TiledTensor dblk;  // (n_out, n_in / 256 floats); no rows when d != 0
   float d = 0;
   // Weights per row on the device: the layer's inputs rounded up to 256, the codes past them
   // zero (1bitLLM's 3B: 3200 -> 3328), so that an input padded with zeros gives the exact sums.
   uint64_t n_in = 0;
+  bool tq1 = false;
+  // A T2 view of a tq1 weight (WeightCache::t2) reads the stored weight's block scales.
+  const TiledTensor* scales_of = nullptr;
+  const TiledTensor& block_scales() const { return scales_of ? *scales_of : dblk; }
 };
 
 // Float weight rows as the shaders read them (q6_K is converted to f32 at upload), or a view
@@ -203,8 +211,15 @@ struct FloatRows {
 // address.
 class WeightCache {
  public:
-  WeightCache(Context& ctx, Recorder& rec) : ctx_(ctx), rec_(rec) {}
+  // TRIT_VK_TQ1_IN_PLACE=0 converts TQ1_0 to T2 codes at upload instead (a comparison aid).
+  WeightCache(Context& ctx, Recorder& rec);
+  // The weight as stored (T2 codes, or TQ1_0 rows in place: tq1).
   const TernaryWeight& ternary(const LinearWeight& w);
+  // Its T2 codes, for the products that read those: the stored weight, or for a tq1 one a view
+  // whose codes a tq1_codes dispatch recorded now writes into scratch slot `slot` of its shape
+  // (a caller holding several views at once gives each its own slot; the recording orders a
+  // slot's reuse after the reads before it).
+  const TernaryWeight& t2(const LinearWeight& w, uint32_t slot = 0);
   FloatRows float_matrix(const FloatMatrix& m, const std::string& name);
   const TiledTensor& norm(const float* g, int64_t n);  // one row of n floats
   // (positions, rope_dim): cos then sin of each position's angles, computed as the CPU's
@@ -221,6 +236,8 @@ class WeightCache {
   Context& ctx_;
   Recorder& rec_;
   std::unordered_map<const void*, std::unique_ptr<TernaryWeight>> ternary_;
+  std::map<std::tuple<uint64_t, uint64_t, uint32_t>, std::unique_ptr<TernaryWeight>> t2_slots_;
+  bool tq1_in_place_ = true;
   std::unordered_map<const void*, std::unique_ptr<Float>> float_;
   std::unordered_map<const void*, TiledTensor> norms_;
   TiledTensor rope_;
@@ -261,6 +278,13 @@ struct Tuning {
   uint32_t fused_rows_per_subgroup = 1;
   // attention.comp's queries per workgroup for prompts (TRIT_VK_ATTN_QT=1..16 to tune).
   uint32_t attn_qt = 8;
+  // The attention backward of sequences of at least this many tokens per 64 of head_dim takes an
+  // invocation per query (attention_backward.comp); shorter ones a workgroup per query (_wg),
+  // which fills a large GPU better. H100, packed batches of 8 (docs/PERF.md): head_dim 64 (1b)
+  // _wg 1.17x faster at ctx 128, 0.88x at 256, 0.63x at 512; head_dim 128 (2b4t, whose rows
+  // hold twice the registers) 1.40x at 128, 1.13x at 256, 0.85x at 512. Same bits either way.
+  // TRIT_VK_ATTN_BWD_ROWS=<n> to tune (0: always per invocation).
+  uint64_t attn_bwd_rows = 256;
   // rms_norm.comp's specialization for rows of n values (every module of that source, and
   // matvec_norm_ternary, takes the same, so that they sum alike): the row is held in registers
   // when it fits (n <= norm_vec_width()). `tag` (constant 1, unused by the shader) keeps

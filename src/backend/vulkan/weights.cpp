@@ -1,10 +1,13 @@
 // The Vulkan backend's weight cache: every host weight is uploaded the first time an op uses
 // it and kept, keyed by its host address (and the rope table, grown as positions are asked).
-// Ternary layers (TQ1_0, TQ2_0, I2_S) become T2 codes (the shaders' layout, still 2 bits a weight);
+// Ternary layers (TQ2_0, I2_S) become T2 codes (the shaders' layout, still 2 bits a weight), TQ1_0
+// stays as it is (1.6 bits a weight: the decoding matvec reads it, t2() gives the other products
+// T2 codes of one layer at a time);
 // float matrices keep their layout, except q6_K, which becomes f32 (exact: every q6_K value d *
 // scale * q is an f32 product computed as the CPU's dequantisation computes it).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/vulkan/vk_backend.h"
@@ -17,6 +20,7 @@ namespace {
 
 constexpr uint64_t kUploadChunk = 8ull << 20;  // host bytes converted per upload step
 constexpr uint64_t kMinRopeRows = 256;
+constexpr int64_t kTQ1Words = kTQ1DOffset / 4;  // a TQ1_0 block's qs and qh bytes, as words
 
 // Row r of a TQ1_0, TQ2_0 or I2_S matrix as T2 words (n_in / 16): weight j's code at bits 2 * (j %
 // 16) of word j / 16. Codes are copied unchanged (3, invalid, stays 3 as the CPU decodes it).
@@ -81,6 +85,11 @@ FloatWeightType shader_type(DType t, const std::string& name) {
 
 }  // namespace
 
+WeightCache::WeightCache(Context& ctx, Recorder& rec) : ctx_(ctx), rec_(rec) {
+  const char* e = std::getenv("TRIT_VK_TQ1_IN_PLACE");
+  tq1_in_place_ = !(e && std::string(e) == "0");
+}
+
 const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
   auto it = ternary_.find(&lw);
   if (it != ternary_.end()) return *it->second;
@@ -96,14 +105,39 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
   // gets zero codes (code 1) up to 3328.
   tw->n_in = uint64_t(w.n_in + kQK_K - 1) / kQK_K * kQK_K;
   const uint64_t row_words = tw->n_in / 16;
-  tw->codes = make_tiled(ctx_, lw.name, uint64_t(w.n_out), row_words * 4);
-  const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / (row_words * 4)));
-  std::vector<uint32_t> words;
-  for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
-    const int64_t r1 = std::min(w.n_out, r0 + chunk);
-    words.assign(size_t(r1 - r0) * row_words, 0x55555555u);
-    for (int64_t r = r0; r < r1; ++r) t2_row(w, r, words.data() + size_t(r - r0) * row_words);
-    tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), words.data());
+  if (w.type == DType::TQ1_0 && tq1_in_place_) {
+    // Kept as it is: each block's qs and qh bytes (52), in pieces of the rows a piece of its T2
+    // codes would hold, so that t2() converts piece for piece.
+    tw->tq1 = true;
+    const int64_t nb = w.n_in / kQK_K;
+    const uint64_t tq1_row = uint64_t(nb) * kTQ1Words * 4;
+    TileOptions o;
+    o.max_piece_bytes = std::max<uint64_t>(1, ctx_.binding_limit() / (row_words * 4)) * tq1_row;
+    tw->codes = make_tiled(ctx_, lw.name, uint64_t(w.n_out), tq1_row, o);
+    const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / tq1_row));
+    const int64_t rb = row_bytes(DType::TQ1_0, w.n_in);
+    std::vector<uint8_t> bytes;
+    for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
+      const int64_t r1 = std::min(w.n_out, r0 + chunk);
+      bytes.resize(size_t(r1 - r0) * tq1_row);
+      uint8_t* out = bytes.data();
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t b = 0; b < nb; ++b, out += kTQ1Words * 4) {
+          std::memcpy(out, w.data + r * rb + b * kTQ1BlockBytes, kTQ1Words * 4);
+        }
+      }
+      tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), bytes.data());
+    }
+  } else {
+    tw->codes = make_tiled(ctx_, lw.name, uint64_t(w.n_out), row_words * 4);
+    const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / (row_words * 4)));
+    std::vector<uint32_t> words;
+    for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
+      const int64_t r1 = std::min(w.n_out, r0 + chunk);
+      words.assign(size_t(r1 - r0) * row_words, 0x55555555u);
+      for (int64_t r = r0; r < r1; ++r) t2_row(w, r, words.data() + size_t(r - r0) * row_words);
+      tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), words.data());
+    }
   }
   if (tw->d == 0.0f) {  // per-block scales, tiled exactly as the codes
     const int64_t nb = int64_t(tw->n_in) / kQK_K;
@@ -127,6 +161,31 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
     }
   }
   return *ternary_.emplace(&lw, std::move(tw)).first->second;
+}
+
+const TernaryWeight& WeightCache::t2(const LinearWeight& lw, uint32_t slot) {
+  const TernaryWeight& tw = ternary(lw);
+  if (!tw.tq1) return tw;
+  const uint64_t n_out = tw.codes.rows(), row_bytes = tw.n_in / 4;
+  std::unique_ptr<TernaryWeight>& view = t2_slots_[{n_out, tw.n_in, slot}];
+  if (!view) {
+    view = std::make_unique<TernaryWeight>();
+    view->codes =
+        make_tiled(ctx_, cat("T2 codes ", n_out, " x ", tw.n_in, " slot ", slot), n_out, row_bytes);
+    if (view->codes.rows_per_piece() != tw.codes.rows_per_piece()) {
+      fail("vulkan: linear ", lw.name, ": T2 codes tiled unlike the TQ1_0 rows");
+    }
+  }
+  view->d = tw.d;
+  view->n_in = tw.n_in;
+  view->scales_of = &tw.dblk;
+  const Pipeline& p = rec_.pipeline("tq1_codes", 2, sizeof(Tq1CodesPush), {256}, 0b01);
+  for (size_t i = 0; i < tw.codes.pieces(); ++i) {
+    const uint64_t words = tw.codes.piece(i).rows() * (row_bytes / 4);
+    rec_.dispatch_rows(p, {tw.codes.range(i), view->codes.range(i)}, Tq1CodesPush{uint32_t(words)},
+                       ceil_div(words, 256), 1);
+  }
+  return *view;
 }
 
 FloatRows WeightCache::float_matrix(const FloatMatrix& m, const std::string& name) {

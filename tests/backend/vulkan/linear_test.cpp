@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -57,15 +58,25 @@ std::string profiled(uint64_t limit, Run run) {
 // rope, an out_scale and relu2 or silu, composed as model/block.cpp composes them; the outputs of
 // every op. The first step's sub-norm before ffn_down works in place (the norm cannot go into the
 // matvec then), the second's writes the gate's tensor, as generation does.
-std::vector<Out> block_steps(Backend& b, Activation act, int64_t n) {
-  static const auto wq = ternary_weight(DType::TQ2_0, 2048, 2048, false, 301);
-  static const auto wk = ternary_weight(DType::I2_S, 2048, 512, false, 302);
-  static const auto wv = ternary_weight(DType::TQ2_0, 2048, 512, false, 303);
-  static const auto wo = ternary_weight(DType::TQ2_0, 2048, 2048, false, 304);
-  static const auto wg = ternary_weight(DType::TQ2_0, 2048, 2816, false, 305);
-  static const auto wu = ternary_weight(DType::TQ2_0, 2048, 2816, false, 306);
-  static const auto wd = ternary_weight(DType::TQ2_0, 2816, 2048, false, 307);
-  wk->w.out_scale = 1.25f;
+// The weights are TQ2_0 (k: I2_S) or all TQ1_0 (kept in place on the device: the decoding matvec
+// reads it, the other products its T2 codes).
+std::vector<Out> block_steps(Backend& b, Activation act, int64_t n, DType type = DType::TQ2_0) {
+  using W = decltype(ternary_weight(type, 256, 256, false, 0));
+  static std::map<DType, std::vector<W>> weights;
+  std::vector<W>& ws = weights[type];
+  if (ws.empty()) {
+    const DType k_type = type == DType::TQ1_0 ? type : DType::I2_S;
+    const struct {
+      DType t;
+      int64_t n_in, n_out;
+    } shapes[] = {{type, 2048, 2048}, {k_type, 2048, 512}, {type, 2048, 512}, {type, 2048, 2048},
+                  {type, 2048, 2816}, {type, 2048, 2816},  {type, 2816, 2048}};
+    uint32_t seed = 301;
+    for (const auto& sh : shapes)
+      ws.push_back(ternary_weight(sh.t, sh.n_in, sh.n_out, false, seed++));
+    ws[1]->w.out_scale = 1.25f;
+  }
+  const W &wq = ws[0], &wk = ws[1], &wv = ws[2], &wo = ws[3], &wg = ws[4], &wu = ws[5], &wd = ws[6];
   const AttnShape shape{
       .n_head = 16, .n_head_kv = 4, .head_dim = 128, .rope_dim = 96, .rope_theta = 10000};
   const LinearMode mode{.act_quant = true};
@@ -106,17 +117,18 @@ std::vector<Out> block_steps(Backend& b, Activation act, int64_t n) {
 
 // The block's steps with the fusions on and off, at 64 KiB (every weight in pieces, so the
 // matvec takes several segments per dispatch) and unlimited: the same bits.
-void expect_fused_block_bits(int64_t n, bool both_activations = true) {
+void expect_fused_block_bits(int64_t n, bool both_activations = true, DType type = DType::TQ2_0) {
   for (Activation act : {Activation::Relu2, Activation::Silu}) {
     if (act == Activation::Silu && !both_activations) break;
     for (uint64_t limit : {uint64_t(0), 64 * KiB}) {
-      const std::string what = cat(activation_name(act), ", ", n, " tokens at ", limit_name(limit));
+      const std::string what = cat(dtype_name(type), ", ", activation_name(act), ", ", n,
+                                   " tokens at ", limit_name(limit));
       std::unique_ptr<Backend> plain, fused;
       open_fusion(false, limit, false, &plain);
       if (!plain) return;
       open_fusion(true, limit, false, &fused);
-      const std::vector<Out> want = block_steps(*plain, act, n);
-      const std::vector<Out> got = block_steps(*fused, act, n);
+      const std::vector<Out> want = block_steps(*plain, act, n, type);
+      const std::vector<Out> got = block_steps(*fused, act, n, type);
       ASSERT_EQ(want.size(), got.size());
       for (size_t i = 0; i < want.size(); ++i) expect_match(want[i], got[i].v, 0, what);
     }
@@ -135,6 +147,21 @@ TEST(VulkanDecodeFusion, BlockGivesTheBitsOfTheUnfusedOps) {
   }
   for (const char* replaced : {"gated_act", " add:", "rope:", "quantize_acts"}) {
     EXPECT_EQ(table.find(replaced), std::string::npos) << replaced << " ran:\n" << table;
+  }
+}
+
+// TQ1_0 kept in place: the fused matvec reads its five-trit bytes, the unfused ops (and the
+// matvec of the in-place norm's step) take the T2 codes tq1_codes writes from them; one token
+// and three.
+TEST(VulkanDecodeFusion, TQ1InPlaceGivesTheBitsOfTheUnfusedOps) {
+  for (int64_t n : {1, 3}) {
+    expect_fused_block_bits(n, n == 1, DType::TQ1_0);
+    if (HasFatalFailure() || IsSkipped()) return;
+  }
+  const std::string table =
+      profiled(0, [](Backend& b) { block_steps(b, Activation::Silu, 1, DType::TQ1_0); });
+  for (const char* fused : {"matvec_norm_ternary_tq1", "matvec_ternary_tq1"}) {
+    EXPECT_NE(table.find(fused), std::string::npos) << fused << " did not run:\n" << table;
   }
 }
 
@@ -202,7 +229,8 @@ TEST(VulkanDecodeFusion, WideRowsGiveTheBitsOfTheUnfusedOps) {
 TEST(VulkanDecodeFusion, ModelsGiveTheBitsOfTheUnfusedOps) {
   test::TempDir dir;
   for (auto [type, act] :
-       {std::pair{DType::TQ2_0, Activation::Relu2}, std::pair{DType::I2_S, Activation::Silu}}) {
+       {std::pair{DType::TQ2_0, Activation::Relu2}, std::pair{DType::I2_S, Activation::Silu},
+        std::pair{DType::TQ1_0, Activation::Relu2}}) {
     CreateOptions o = tiny_options(9);
     o.hp.n_layer = 2, o.hp.n_vocab = 1000, o.hp.act = act;
     o.type = type;

@@ -1,5 +1,5 @@
-// Whole random models through Session on the Vulkan backend against the CPU backend (TQ2_0 and
-// I2_S, relu2 and silu, BitNet and ternary Llama blocks, tied and untied heads, several
+// Whole random models through Session on the Vulkan backend against the CPU backend (TQ2_0,
+// TQ1_0 and I2_S, relu2 and silu, BitNet and ternary Llama blocks, tied and untied heads, several
 // embedding types, with and without LoRA adapters uploaded as the backend's tensors): prompt
 // processing and decoding give the CPU's top-1 and logits within a bound, and the same logits at a
 // small binding limit as unlimited. The models are small (2 layers, 256 wide, ffn 768, 1000 tokens)
@@ -113,6 +113,8 @@ INSTANTIATE_TEST_SUITE_P(
     VulkanModels, VulkanModel,
     ::testing::Values(
         ModelCase{"tq2_0_relu2_f16", DType::TQ2_0, DType::F16, Activation::Relu2, true, false},
+        // TQ1_0 kept in place on the device (decoding reads it; prompts read its T2 codes)
+        ModelCase{"tq1_0_silu_f16", DType::TQ1_0, DType::F16, Activation::Silu, true, false},
         ModelCase{"llama_i2_s_q8_0_untied_lora", DType::I2_S, DType::Q8_0, Activation::Silu, false,
                   true, "llama"},
         ModelCase{"tq2_0_silu_f32_lora", DType::TQ2_0, DType::F32, Activation::Silu, true, true},

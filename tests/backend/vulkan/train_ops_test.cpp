@@ -512,6 +512,38 @@ TEST_P(VulkanTrainOps, MatchCpuAndUntiled) {
   }
 }
 
+// The attention backward's two layouts (an invocation per query, which sequences of 256 tokens or
+// more take, and a workgroup per query) give the same bits, with and without pieces: the cases
+// above, short, check the second against the CPU.
+TEST(VulkanAttentionBackward, BothLayoutsGiveTheSameBits) {
+  std::vector<TrainCase> cases;
+  for (int64_t group : {1, 4}) {
+    cases.push_back(attention_backward_case(group, 77));
+    cases.push_back(packed_attention_case(group));
+  }
+  for (const TrainCase& c : cases) {
+    const Runner run = c.build();
+    Fill fill;  // the gradients start from values of their size (the sums add to them)
+    for (uint64_t limit : {uint64_t(0), 128 * KiB}) {
+      std::vector<Out> got[2];
+      for (int per_invocation : {0, 1}) {
+        std::unique_ptr<Backend> vk;
+        {
+          const ScopedEnv rows("TRIT_VK_ATTN_BWD_ROWS", per_invocation ? "0" : "1000000");
+          open_vulkan(limit, &vk);
+        }
+        if (!vk) return;
+        if (limit == 0 && per_invocation == 0) fill.learn(run(*vk, fill));
+        got[per_invocation] = run(*vk, fill);
+      }
+      ASSERT_EQ(got[0].size(), got[1].size());
+      for (size_t k = 0; k < got[0].size(); ++k) {
+        expect_match(got[0][k], got[1][k].v, 0, cat(c.name, " at ", limit_name(limit)));
+      }
+    }
+  }
+}
+
 // 128 KiB forces pieces on every case but the attention of 1 and 33 tokens; the forward ops' suite
 // (ops_test.cpp) runs 64 and 512 KiB. Each case runs once per limit on a CPU Vulkan driver, so the
 // list stays short.

@@ -170,6 +170,43 @@ uint trits4(uint word, int g) {
   return ((u | 0x80808080u) - 0x01010101u) ^ 0x80808080u;  // bytes c - 1, no borrow between
 }
 
+// ---- TQ1_0 read in place (five trits a byte) ----
+//
+// A TQ1_0 row on the device is its blocks of 256 weights, 13 words each: the block's 48 qs and
+// 4 qh bytes as in the file (its f16 scale is kept apart: block scales, or the tensor's one).
+// A weight's code is base-3 digit n of a byte, taken as the CPU takes it: ((b * 3^n mod 256) *
+// 3) >> 8. Weights 16w + 4e .. 16w + 4e + 3 of a block (e = 0..3; a T2 word w holds 16) are
+// digit n of the four bytes of word tq1_source(w, e).
+const uint TQ1_BLOCK_WORDS = 13u;
+
+// The block's word (0..12) and the digit n of weights 16w + 4e .. + 3: w < 10: weights 32n + m
+// of qs byte m < 32; w < 15: weights 160 + 16n + m of qs byte 32 + m; w = 15: weights 240 +
+// 4n + m of qh byte m.
+uvec2 tq1_source(uint w, uint e) {
+  if (w < 10u) return uvec2(4u * (w & 1u) + e, w >> 1);
+  if (w < 15u) return uvec2(8u + e, w - 10u);
+  return uvec2(12u, e);
+}
+
+// The codes (0..2) of digit n of the four bytes of x, one a byte.
+uint tq1_codes4(uint x, uint n) {
+  uint pow3 = n == 0u ? 1u : n == 1u ? 3u : n == 2u ? 9u : n == 3u ? 27u : 81u;
+  uint lo = ((x & 0x00FF00FFu) * pow3) & 0x00FF00FFu;  // bytes 0 and 2, each mod 256
+  uint hi = (((x >> 8) & 0x00FF00FFu) * pow3) & 0x00FF00FFu;
+  return (((lo * 3u) >> 8) & 0x00030003u) | ((((hi * 3u) >> 8) & 0x00030003u) << 8);
+}
+
+// Four codes one a byte as the packed int8x4 trits c - 1 (trits4's form).
+uint codes4_trits(uint c) {
+  return ((c | 0x80808080u) - 0x01010101u) ^ 0x80808080u;
+}
+
+// Four codes one a byte as the 8 bits of a T2 word (code j at bits 2j).
+uint codes4_t2(uint c) {
+  uint t = c | (c >> 6);
+  return (t & 0xFu) | ((t >> 12) & 0xF0u);
+}
+
 // int8 quantisation of v with scale s as the CPU's quantize_acts does it (NaN ends at -128).
 int quantize_i8(float v, float s) {
   float y = v * s;

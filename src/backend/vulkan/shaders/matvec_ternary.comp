@@ -18,6 +18,7 @@
 //
 // Bindings (set 0):
 //   0..3 w_s    uvec4[rows_s * n_in / 64]  T2 codes of segment s's weight piece     (read)
+//               (-DTQ1=1: uint[rows_s * n_in / 256 * 13], TQ1_0 rows kept in place)
 //   4    q      uvec4[n_tokens * n_in / 16] the tokens' int8 activations, 16 a uvec4, a token's
 //                                          row after another (read; unused with NORM)
 //   5    qscale float[n_tokens]            their activation scales         (read; as q)
@@ -35,7 +36,8 @@
 // Dispatch: group0[segments - 1] + ceil(rows_last / ROWS) workgroups, split over x and z when
 //   more than maxComputeWorkGroupCount[0]. group0[0] = 0, group0[s + 1] = group0[s] +
 //   ceil(rows_s / ROWS).
-// Variants: plain, and -DINT_DOT=1 (OpSDotKHR, needs shaderIntegerDotProduct).
+// Variants: plain, and -DINT_DOT=1 (OpSDotKHR, needs shaderIntegerDotProduct); each also with
+// -DTQ1=1 (the same sums: a weight's trit is the same from either layout).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -47,10 +49,20 @@ layout(constant_id = SPEC_MV_ROWS) const uint ROWS = 4;
 layout(constant_id = SPEC_MV_TOKENS) const uint MV_TOKENS = 1;
 layout(constant_id = SPEC_ACTIVATION) const uint ACTIVATION = 0;
 
+#ifndef TQ1
+#define TQ1 0
+#endif
+#if TQ1
+layout(std430, set = 0, binding = 0) readonly buffer W0 { uint w0[]; };
+layout(std430, set = 0, binding = 1) readonly buffer W1 { uint w1[]; };
+layout(std430, set = 0, binding = 2) readonly buffer W2 { uint w2[]; };
+layout(std430, set = 0, binding = 3) readonly buffer W3 { uint w3[]; };
+#else
 layout(std430, set = 0, binding = 0) readonly buffer W0 { uvec4 w0[]; };
 layout(std430, set = 0, binding = 1) readonly buffer W1 { uvec4 w1[]; };
 layout(std430, set = 0, binding = 2) readonly buffer W2 { uvec4 w2[]; };
 layout(std430, set = 0, binding = 3) readonly buffer W3 { uvec4 w3[]; };
+#endif
 layout(std430, set = 0, binding = 4) readonly buffer Q { uvec4 q[]; };
 layout(std430, set = 0, binding = 5) readonly buffer QScale { float qscale[]; };
 layout(std430, set = 0, binding = 6) writeonly buffer Y0 { float y0[]; };
@@ -85,9 +97,15 @@ layout(push_constant) uniform Push {
 } pc;
 
 // s is uniform over the workgroup, so these branches are too.
+#if TQ1
+uint code_word(uint s, uint i) {
+  return s == 0u ? w0[i] : s == 1u ? w1[i] : s == 2u ? w2[i] : w3[i];
+}
+#else
 uvec4 code_words(uint s, uint i) {
   return s == 0u ? w0[i] : s == 1u ? w1[i] : s == 2u ? w2[i] : w3[i];
 }
+#endif
 
 void store(uint s, uint t, uint row, float v) {
   uint i = t * pc.y_stride[s] + pc.r0[s] + row;
@@ -127,6 +145,31 @@ int dot64(uvec4 words, uint k, uint t) {
          dot16(words.z, qv(t, 4 * k + 2)) + dot16(words.w, qv(t, 4 * k + 3));
 }
 
+#if TQ1
+// The trits of weights 64k..64k+63 of a TQ1_0 row of segment s starting at word `base`, as 16
+// packed int8x4 words (4 weights each, in order).
+void tq1_trits64(uint s, uint base, uint k, out uint tr[16]) {
+  uint block = base + (k >> 2) * TQ1_BLOCK_WORDS;
+  for (uint u = 0u; u < 4u; ++u) {
+    for (uint e = 0u; e < 4u; ++e) {
+      uvec2 at = tq1_source(4u * (k & 3u) + u, e);
+      tr[4u * u + e] = codes4_trits(tq1_codes4(code_word(s, block + at.x), at.y));
+    }
+  }
+}
+
+// The 64 weights' trits against token t's activations 64k..64k+63.
+int dot64_trits(uint tr[16], uint k, uint t) {
+  int sum = 0;
+  for (uint u = 0u; u < 4u; ++u) {
+    uvec4 a = qv(t, 4u * k + u);
+    sum += dot4(tr[4u * u], a.x) + dot4(tr[4u * u + 1u], a.y) + dot4(tr[4u * u + 2u], a.z) +
+           dot4(tr[4u * u + 3u], a.w);
+  }
+  return sum;
+}
+#endif
+
 // The output of segment s for the integer sum isum (matmul_ternary's store()).
 // Every step is `precise`: the value must not be reassociated with what uses it (gated_value).
 float output_value(uint s, int isum, float qs) {
@@ -143,7 +186,7 @@ void main() {
   }
   uint row_base = (group - pc.group0[s]) * ROWS;
   if (s >= pc.segments || row_base >= pc.rows[s]) return;
-  uint n_vec = pc.n_in / 64;  // uvec4s of codes a row
+  uint n_vec = pc.n_in / 64;  // groups of 64 weights a row (T2: uvec4s of codes)
   uint lane = gl_SubgroupInvocationID;
 #if NORM
   float qs_norm;
@@ -175,15 +218,27 @@ void main() {
   for (uint rr = gl_SubgroupID; rr < ROWS; rr += gl_NumSubgroups) {
     uint row = row_base + rr;
     if (row >= pc.rows[s]) break;
+#if TQ1
+    uint base = row * (pc.n_in / 256) * TQ1_BLOCK_WORDS;
+#else
     uint base = row * n_vec;
+#endif
     if (pc.gated == 0u) {
       int acc[MV_TOKENS];
       for (uint t = 0; t < MV_TOKENS; ++t) acc[t] = 0;
       for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
+#if TQ1
+        uint tr[16];
+        tq1_trits64(s, base, k, tr);
+        for (uint t = 0; t < MV_TOKENS; ++t) {
+          if (t < nt) acc[t] += dot64_trits(tr, k, t);
+        }
+#else
         uvec4 words = code_words(s, base + k);
         for (uint t = 0; t < MV_TOKENS; ++t) {
           if (t < nt) acc[t] += dot64(words, k, t);
         }
+#endif
       }
       for (uint t = 0; t < nt; ++t) {
         int isum = subgroupAdd(acc[t]);
@@ -204,6 +259,17 @@ void main() {
         acc_u[t] = 0;
       }
       for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
+#if TQ1
+        uint tg[16], tu[16];
+        tq1_trits64(0u, base, k, tg);
+        tq1_trits64(1u, base, k, tu);
+        for (uint t = 0; t < MV_TOKENS; ++t) {
+          if (t < nt) {
+            acc_g[t] += dot64_trits(tg, k, t);
+            acc_u[t] += dot64_trits(tu, k, t);
+          }
+        }
+#else
         uvec4 wgate = w0[base + k], wup = w1[base + k];
         for (uint t = 0; t < MV_TOKENS; ++t) {
           if (t < nt) {
@@ -211,6 +277,7 @@ void main() {
             acc_u[t] += dot64(wup, k, t);
           }
         }
+#endif
       }
       for (uint t = 0; t < nt; ++t) {
         int sum_g = subgroupAdd(acc_g[t]);

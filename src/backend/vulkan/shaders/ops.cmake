@@ -22,6 +22,8 @@ trit_shader(attention attention.comp)
 trit_shader(attention_combine attention_combine.comp)
 trit_shader(gated_act gated_act.comp)
 trit_shader(add add.comp)
+# TQ1_0 kept in place on the device: its T2 codes for the products that read those.
+trit_shader(tq1_codes tq1_codes.comp)
 
 # Decoding (one token; norm_linear in linear.cpp): a matvec over several weights with subgroup sums
 # (needs subgroup arithmetic), rope with the KV store.
@@ -29,6 +31,10 @@ trit_shader(matvec_ternary matvec_ternary.comp)
 trit_shader(matvec_ternary_dot matvec_ternary.comp -DINT_DOT=1)
 trit_shader(matvec_norm_ternary matvec_ternary.comp -DNORM=1)
 trit_shader(matvec_norm_ternary_dot matvec_ternary.comp -DNORM=1 -DINT_DOT=1)
+trit_shader(matvec_ternary_tq1 matvec_ternary.comp -DTQ1=1)
+trit_shader(matvec_ternary_tq1_dot matvec_ternary.comp -DTQ1=1 -DINT_DOT=1)
+trit_shader(matvec_norm_ternary_tq1 matvec_ternary.comp -DTQ1=1 -DNORM=1)
+trit_shader(matvec_norm_ternary_tq1_dot matvec_ternary.comp -DTQ1=1 -DNORM=1 -DINT_DOT=1)
 trit_shader(rope_kv rope_kv.comp)
 trit_shader(store_kv_f16 store_kv_f16.comp)
 
@@ -42,6 +48,8 @@ trit_shader(dropout dropout.comp)
 trit_shader(cross_entropy cross_entropy.comp)
 trit_shader(attention_backward attention_backward.comp)
 trit_shader(attention_backward_kv attention_backward_kv.comp)
+trit_shader(attention_backward_wg attention_backward_wg.comp)
+trit_shader(attention_backward_kv_wg attention_backward_kv_wg.comp)
 
 # Optimizer (optimizer.cpp).
 trit_shader(adamw adamw.comp)
