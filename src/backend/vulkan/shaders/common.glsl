@@ -188,12 +188,20 @@ uvec2 tq1_source(uint w, uint e) {
   return uvec2(12u, e);
 }
 
-// The codes (0..2) of digit n of the four bytes of x, one a byte.
-uint tq1_codes4(uint x, uint n) {
-  uint pow3 = n == 0u ? 1u : n == 1u ? 3u : n == 2u ? 9u : n == 3u ? 27u : 81u;
+uint tq1_pow3(uint n) {
+  return n == 0u ? 1u : n == 1u ? 3u : n == 2u ? 9u : n == 3u ? 27u : 81u;
+}
+
+// The codes (0..2) of the digit of the four bytes of x whose 3^n is pow3, one a byte.
+uint tq1_codes4_pow(uint x, uint pow3) {
   uint lo = ((x & 0x00FF00FFu) * pow3) & 0x00FF00FFu;  // bytes 0 and 2, each mod 256
   uint hi = (((x >> 8) & 0x00FF00FFu) * pow3) & 0x00FF00FFu;
   return (((lo * 3u) >> 8) & 0x00030003u) | ((((hi * 3u) >> 8) & 0x00030003u) << 8);
+}
+
+// The codes (0..2) of digit n of the four bytes of x, one a byte.
+uint tq1_codes4(uint x, uint n) {
+  return tq1_codes4_pow(x, tq1_pow3(n));
 }
 
 // Four codes one a byte as the packed int8x4 trits c - 1 (trits4's form).

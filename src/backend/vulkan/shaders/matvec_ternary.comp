@@ -146,14 +146,42 @@ int dot64(uvec4 words, uint k, uint t) {
 }
 
 #if TQ1
-// The trits of weights 64k..64k+63 of a TQ1_0 row of segment s starting at word `base`, as 16
-// packed int8x4 words (4 weights each, in order).
-void tq1_trits64(uint s, uint base, uint k, out uint tr[16]) {
-  uint block = base + (k >> 2) * TQ1_BLOCK_WORDS;
+// Where part j of a block (weights 64j..64j+63) comes from: its u-th 16 weights are the digit
+// of multiplier mul[u] of words off[u] + e (e = 0..3); with tail (j = 3) the last 16 are word
+// 12's digits 0..3.
+struct Tq1Part {
+  uvec4 off;
+  uvec4 mul;
+  bool tail;
+};
+
+Tq1Part tq1_part(uint j) {
+  Tq1Part p;
   for (uint u = 0u; u < 4u; ++u) {
+    uvec2 at = tq1_source(4u * j + u, 0u);
+    p.off[u] = at.x;
+    p.mul[u] = tq1_pow3(at.y);
+  }
+  p.tail = j == 3u;
+  return p;
+}
+
+// The trits of part `part` of the TQ1_0 block of segment s at word `block`, as 16 packed int8x4
+// words (4 weights each, in order).
+void tq1_trits64(uint s, uint block, Tq1Part part, out uint tr[16]) {
+  for (uint u = 0u; u < 3u; ++u) {
     for (uint e = 0u; e < 4u; ++e) {
-      uvec2 at = tq1_source(4u * (k & 3u) + u, e);
-      tr[4u * u + e] = codes4_trits(tq1_codes4(code_word(s, block + at.x), at.y));
+      tr[4u * u + e] =
+          codes4_trits(tq1_codes4_pow(code_word(s, block + part.off[u] + e), part.mul[u]));
+    }
+  }
+  if (part.tail) {
+    uint x = code_word(s, block + 12u);
+    for (uint e = 0u; e < 4u; ++e) tr[12u + e] = codes4_trits(tq1_codes4_pow(x, tq1_pow3(e)));
+  } else {
+    for (uint e = 0u; e < 4u; ++e) {
+      tr[12u + e] =
+          codes4_trits(tq1_codes4_pow(code_word(s, block + part.off[3] + e), part.mul[3]));
     }
   }
 }
@@ -220,6 +248,12 @@ void main() {
     if (row >= pc.rows[s]) break;
 #if TQ1
     uint base = row * (pc.n_in / 256) * TQ1_BLOCK_WORDS;
+    // A lane's k advances by the subgroup size: its part of a block (k % 4) stays the same when
+    // that is a multiple of 4, so the part's words and digits are worked out once.
+    const bool same_part = (gl_SubgroupSize & 3u) == 0u;
+    const Tq1Part lane_part = tq1_part(lane & 3u);
+#define TQ1_BLOCK(k) (base + ((k) >> 2) * TQ1_BLOCK_WORDS)
+#define TQ1_PART(k) (same_part ? lane_part : tq1_part((k)&3u))
 #else
     uint base = row * n_vec;
 #endif
@@ -229,7 +263,7 @@ void main() {
       for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
 #if TQ1
         uint tr[16];
-        tq1_trits64(s, base, k, tr);
+        tq1_trits64(s, TQ1_BLOCK(k), TQ1_PART(k), tr);
         for (uint t = 0; t < MV_TOKENS; ++t) {
           if (t < nt) acc[t] += dot64_trits(tr, k, t);
         }
@@ -261,8 +295,9 @@ void main() {
       for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
 #if TQ1
         uint tg[16], tu[16];
-        tq1_trits64(0u, base, k, tg);
-        tq1_trits64(1u, base, k, tu);
+        const Tq1Part part = TQ1_PART(k);
+        tq1_trits64(0u, TQ1_BLOCK(k), part, tg);
+        tq1_trits64(1u, TQ1_BLOCK(k), part, tu);
         for (uint t = 0; t < MV_TOKENS; ++t) {
           if (t < nt) {
             acc_g[t] += dot64_trits(tg, k, t);
