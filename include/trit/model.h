@@ -27,9 +27,11 @@ struct ModelOptions {
   std::string device;
   int threads = 0;            // CPU threads; 0: every core
   int64_t max_buffer_mb = 0;  // Vulkan: the largest buffer binding in MiB; 0: the device's own
-  // A memory budget in MiB (0: none), kept on the CPU: below what the whole model needs, the
-  // weights stream from the file a block at a time (read ahead, dropped after use). A budget
-  // too small for any run is refused, naming the smallest that works.
+  // A memory budget in MiB (0: none): below what the whole model needs, the weights stream a
+  // block at a time, on the CPU from the file (read ahead, dropped after use), on a GPU through
+  // the device (each block uploaded for its pass, dropped after it; a fine-tune on a GPU streams
+  // under any budget). A budget too small for any run is refused, naming the smallest that
+  // works.
   int64_t mem_budget_mb = 0;
   // W1.58A8 (int8 activations), as BitNet b1.58 computes; false: float activations, as
   // llama.cpp computes, for comparison.

@@ -141,12 +141,8 @@ Model Model::open(const std::string& path, const ModelOptions& options) {
                         options.mem_budget_mb);
   }
   if (options.mem_budget_mb > 0) {
-    if (!impl->backend->host_memory()) {
-      engine::fail_option("mem_budget_mb",
-                          "a memory budget is kept on the CPU only (--device "
-                          "cpu); ",
-                          impl->backend->description(), " holds the weights itself");
-    }
+    // On a GPU the blocks then stream through the device: each uploaded for its pass and
+    // dropped after it (Backend::release_weights).
     impl->model->set_mem_budget(uint64_t(options.mem_budget_mb) << 20);
   }
   impl->info = info_of(*impl->model);

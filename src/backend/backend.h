@@ -192,6 +192,10 @@ class Backend {
   virtual uint64_t device_memory_used() const { return 0; }
   // Runs the work recorded so far and waits for it (a GPU's queue; the CPU has none).
   virtual void finish() {}
+  // Drops the device's copies of these weights once the work recorded so far has run (a memory
+  // budget smaller than the model streams blocks through the device: the next use uploads them
+  // again); nothing where the backend reads the weights in host memory.
+  virtual void release_weights(std::span<const LinearWeight* const>) {}
   // Forgets work recorded but not run, after a device error: nothing of a failed step runs
   // later with the next one's.
   virtual void abandon() {}

@@ -122,6 +122,23 @@ void check_lora_set(const LoraSet* lora, const HParams& hp) {
   }
 }
 
+// Whether a training pass streams the weights: always on the CPU (forward.h), on a device
+// under a memory budget.
+bool streams_weights(const Model& model, const Backend& be, const TrainPassOptions& o) {
+  return o.stream_weights && (be.host_memory() || model.mem_budget() > 0);
+}
+
+// After block l's pass: its file pages leave the resident set where the model streams
+// (Model::block_out), and a device streaming the model drops its copy of the block's weights.
+void block_done(const Model& model, Backend& be, int64_t l, bool pass_streams = false) {
+  model.block_out(l, !be.host_memory(), pass_streams);
+  if ((model.streaming() || pass_streams) && !be.host_memory()) {
+    const BlockWeights& b = model.weights().blocks[size_t(l)];
+    const LinearWeight* ws[] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
+    be.release_weights(ws);
+  }
+}
+
 // Embedding, every block (attention per sequence, `seqs` per layer from its caches) and the
 // final norm over n rows; the normalised final hidden states end in a.h.
 void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
@@ -147,7 +164,7 @@ void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
     const BlockPass pass{hp, w.blocks[size_t(l)], block_lora(lora, l), {act_quant}};
     model.read_ahead(l + 1);
     block_forward(be, pass, *a.x, n, seqs[size_t(l)], acts);
-    model.block_out(l, !be.host_memory());
+    block_done(model, be, l);
   }
   be.rms_norm({a.x.get(), w.output_norm, hp.rms_eps, a.h.get()}, n);
 }
@@ -383,7 +400,7 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
   check_tokens(hp, seq.tokens, T);
   ta.reserve(T, lora);
   const TrainPassOptions& o = ta.opts_;
-  const bool stream = o.stream_weights && be.host_memory();
+  const bool stream = streams_weights(model, be, o);
   be.embedding(*ta.x_, w.token_embd, seq.tokens, T);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     if (for_backward) be.copy(*ta.inputs_[size_t(l)], *ta.x_, T);
@@ -399,7 +416,7 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
         hp, w.blocks[size_t(l)], bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
     model.read_ahead(l + 1, stream);
     block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
-    model.block_out(l, !be.host_memory(), stream);
+    block_done(model, be, l, stream);
   }
   be.rms_norm({ta.x_.get(), w.output_norm, hp.rms_eps, ta.hf_.get(), ta.rstdf_.get()}, T);
   if (for_backward) be.zero(*ta.dhf_);
@@ -426,7 +443,7 @@ void model_backward(const Model& model, const TrainBatch& seq, const LoraSet& lo
   const int64_t T = seq.T;
   const std::vector<SeqRows> rows = sequence_rows(seq);
   const TrainPassOptions& o = ta.opts_;
-  const bool stream = o.stream_weights && be.host_memory();
+  const bool stream = streams_weights(model, be, o);
   if (T > ta.capacity_) fail("train: model_backward of ", T, " tokens without its forward pass");
   be.zero(*ta.dx_);
   be.rms_norm_backward(*ta.dx_, *ta.dhf_, *ta.x_, w.output_norm, *ta.rstdf_, T);
@@ -444,7 +461,7 @@ void model_backward(const Model& model, const TrainBatch& seq, const LoraSet& lo
       block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
     }
     block_backward(be, pass, *ta.inputs_[size_t(l)], a, ta.g_, *ta.dx_, T, rows);
-    model.block_out(l, !be.host_memory(), stream);
+    block_done(model, be, l, stream);
   }
 }
 

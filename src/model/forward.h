@@ -96,7 +96,9 @@ struct TrainPassOptions {
   int64_t head_chunk = 32;    // tokens whose logits are held at once
   // On a backend computing in host memory (the CPU), each block's file pages leave the resident
   // set after the block's pass and fault in again for the next (Model::block_out): a step
-  // computes over all its tokens per page brought in, so the weights need not stay resident.
+  // computes over all its tokens per page brought in, so the weights need not stay resident. On
+  // a device under a memory budget each block's device copy is dropped after its pass and
+  // uploaded again for the next (Backend::release_weights).
   bool stream_weights = true;
 };
 

@@ -108,7 +108,7 @@ void TrainableModel::check_budget(int64_t max_tokens) const {
     rank = std::max(rank, std::min(p.value->rows(), p.value->cols()));
   }
   const uint64_t state = params * 16;
-  const bool streams = model_.streaming() || (opts_.stream_weights && be_.host_memory());
+  const bool streams = model_.streaming() || opts_.stream_weights;  // (forward.cpp)
   const uint64_t weights = streams ? model_.min_stream_bytes() : model_.resident_run_bytes();
   // The passes' tensors for sequences of max_tokens (an upper bound: every layer's branches
   // at the adapter's largest rank).

@@ -225,6 +225,19 @@ TEST_F(VulkanFinetune, OneMiBLimitAndResumeGiveTheSameRun) {
   }
 }
 
+// Under a memory budget a fine-tune on a device streams the blocks through it (each block's
+// weights uploaded for its pass and dropped after it): the same run, bit for bit.
+TEST_F(VulkanFinetune, AMemoryBudgetStreamsTheBlocksWithTheSameRun) {
+  const FinetuneRun* straight = finetune("vk.gguf", {"--device", "vulkan"});
+  if (!straight) return;
+  const FinetuneRun* streamed =
+      finetune("vk_budget.gguf", {"--device", "vulkan", "--mem-budget", "500"});
+  if (!streamed) return;
+  expect_same_losses(straight->metrics, streamed->metrics, "--mem-budget 500");
+  EXPECT_TRUE(streamed->adapter == straight->adapter)
+      << "the run under a memory budget gives another adapter";
+}
+
 // Faults injected into the device (TRIT_VK_FAULT: the N-th queue submission of the process
 // fails as the driver's error would). A lost device mid-run: the CLI opens it again and goes
 // on from the newest checkpoint, ending with the uninterrupted run's adapter. Out of device

@@ -80,6 +80,11 @@ void VulkanBackend::flush(bool keep_host) {
   if (!keep_host) scratch_.host.reset();
 }
 
+void VulkanBackend::release_weights(std::span<const LinearWeight* const> ws) {
+  flush(true);  // the queued work that reads them runs first
+  for (const LinearWeight* w : ws) weights_.drop(*w);
+}
+
 void VulkanBackend::write(DeviceTensor& t, int64_t row0, int64_t n, const float* src) {
   if (row0 < 0 || n < 0 || row0 + n > t.rows()) {
     fail("write: rows ", row0, "..", row0 + n, " of tensor '", t.name(), "' with ", t.rows(),

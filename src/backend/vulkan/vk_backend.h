@@ -215,6 +215,9 @@ class WeightCache {
   WeightCache(Context& ctx, Recorder& rec);
   // The weight as stored (T2 codes, or TQ1_0 rows in place: tq1).
   const TernaryWeight& ternary(const LinearWeight& w);
+  // Forgets w's device copy (its buffers freed now: the caller has waited for the work that
+  // read them); the next use uploads it again.
+  void drop(const LinearWeight& w);
   // Its T2 codes, for the products that read those: the stored weight, or for a tq1 one a view
   // whose codes a tq1_codes dispatch recorded now writes into scratch slot `slot` of its shape
   // (a caller holding several views at once gives each its own slot; the recording orders a
@@ -362,6 +365,7 @@ class VulkanBackend final : public Backend {
   uint64_t device_memory_used() const override;
   void finish() override;
   void abandon() override;
+  void release_weights(std::span<const LinearWeight* const> ws) override;
   // tensor.cpp
   std::unique_ptr<DeviceTensor> tensor(std::string_view name, int64_t rows, int64_t cols,
                                        TensorUse use) override;

@@ -188,6 +188,14 @@ const TernaryWeight& WeightCache::t2(const LinearWeight& lw, uint32_t slot) {
   return *view;
 }
 
+void WeightCache::drop(const LinearWeight& lw) {
+  if (lw.is_float()) {
+    float_.erase(lw.f.data);
+  } else {
+    ternary_.erase(&lw);
+  }
+}
+
 FloatRows WeightCache::float_matrix(const FloatMatrix& m, const std::string& name) {
   auto it = float_.find(m.data);
   if (it == float_.end()) it = float_.emplace(m.data, upload_float(ctx_, m, name)).first;
