@@ -10,6 +10,7 @@
 #include <string>
 
 #include "backend/vulkan/binding_limit.h"
+#include "backend/vulkan/buffer.h"
 #include "backend/vulkan/physical_device.h"
 #include "backend/vulkan/pipeline.h"
 #include "backend/vulkan/profile.h"
@@ -258,11 +259,20 @@ void Context::create_device() {
   }
 }
 
+Buffer& Context::staging(uint64_t bytes) {
+  if (!staging_ || staging_->size() < bytes) {
+    staging_.reset();  // the old one goes first
+    staging_ = std::make_unique<Buffer>(*this, bytes, MemoryKind::Host, "staging");
+  }
+  return *staging_;
+}
+
 void Context::destroy() {
   if (device_ != VK_NULL_HANDLE) {
     vk_.vkDeviceWaitIdle(device_);
     pipelines_.clear();
     profile_.reset();
+    staging_.reset();
     if (pipeline_cache_ != VK_NULL_HANDLE)
       vk_.vkDestroyPipelineCache(device_, pipeline_cache_, nullptr);
     if (command_pool_ != VK_NULL_HANDLE) vk_.vkDestroyCommandPool(device_, command_pool_, nullptr);

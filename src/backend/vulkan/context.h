@@ -85,6 +85,8 @@ struct DeviceCaps {
   bool uma = false;            // device-local memory is host-visible and coherent
 };
 
+class Buffer;
+
 class Context {
  public:
   explicit Context(const ContextOptions& options = {});
@@ -114,6 +116,11 @@ class Context {
 
   void wait_idle() const;
 
+  // A host-visible buffer of at least `bytes` for staged transfers (TiledTensor uploads and
+  // downloads, one at a time), kept for the next: a streamed model uploads every block on
+  // every pass, and allocating device memory each time cost more than the copies.
+  Buffer& staging(uint64_t bytes);
+
   // Per-pipeline GPU times of every submission when TRIT_VK_PROFILE is set (profile.h),
   // printed when the context closes; null otherwise.
   Profile* profile() const { return profile_.get(); }
@@ -142,6 +149,7 @@ class Context {
   DeviceCaps caps_;
   std::map<std::string, std::unique_ptr<Pipeline>> pipelines_;
   std::unique_ptr<Profile> profile_;
+  std::unique_ptr<Buffer> staging_;
 };
 
 }  // namespace trit::engine::vk

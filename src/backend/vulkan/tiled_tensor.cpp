@@ -102,7 +102,7 @@ void TiledTensor::transfer(uint64_t row0, uint64_t n, void* host, bool to_device
   // Staged chunks of whole rows, each within the limit; created only if a piece is unmapped.
   const uint64_t chunk_rows =
       std::max<uint64_t>(1, std::min(limit_, kMaxStagingBytes) / row_bytes_);
-  Buffer staging;
+  Buffer* staging = nullptr;
   std::unique_ptr<Sequence> seq;
   for (uint64_t c0 = row0; c0 < row0 + n; c0 += chunk_rows) {
     const uint64_t c1 = std::min(row0 + n, c0 + chunk_rows);
@@ -117,15 +117,14 @@ void TiledTensor::transfer(uint64_t row0, uint64_t n, void* host, bool to_device
         continue;
       }
       if (!staging) {
-        staging = Buffer(*ctx_, std::min(n, chunk_rows) * row_bytes_, MemoryKind::Host,
-                         cat("'", name_, "' staging"));
+        staging = &ctx_->staging(std::min(n, chunk_rows) * row_bytes_);
         seq = std::make_unique<Sequence>(*ctx_, /*profiled=*/false);
       }
       if (!staged) seq->reset();
       staged = true;
-      const BufferRange st(staging, (run.row0 - c0) * row_bytes_, dev.size);
+      const BufferRange st(*staging, (run.row0 - c0) * row_bytes_, dev.size);
       if (to_device) {
-        std::memcpy(static_cast<unsigned char*>(staging.mapped()) + st.offset, h, dev.size);
+        std::memcpy(static_cast<unsigned char*>(staging->mapped()) + st.offset, h, dev.size);
         seq->copy(st, dev);
       } else {
         seq->copy(dev, st);
@@ -137,7 +136,7 @@ void TiledTensor::transfer(uint64_t row0, uint64_t n, void* host, bool to_device
       for (const PieceRun& run : runs(c0, c1)) {
         if (range(run).buffer->mapped()) continue;
         const uint64_t off = (run.row0 - c0) * row_bytes_;
-        std::memcpy(chunk_host + off, static_cast<unsigned char*>(staging.mapped()) + off,
+        std::memcpy(chunk_host + off, static_cast<unsigned char*>(staging->mapped()) + off,
                     run.rows() * row_bytes_);
       }
     }

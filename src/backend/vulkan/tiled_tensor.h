@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/vulkan/buffer.h"
@@ -48,6 +49,7 @@ class TiledTensor {
   TiledTensor& operator=(TiledTensor&&) noexcept = default;
 
   const std::string& name() const { return name_; }
+  void rename(std::string name) { name_ = std::move(name); }  // buffers taken for another use
   uint64_t rows() const { return rows_; }
   uint64_t row_bytes() const { return row_bytes_; }
   uint64_t bytes() const { return rows_ * row_bytes_; }

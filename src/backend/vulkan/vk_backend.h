@@ -194,6 +194,7 @@ struct TernaryWeight {
   // zero (1bitLLM's 3B: 3200 -> 3328), so that an input padded with zeros gives the exact sums.
   uint64_t n_in = 0;
   bool tq1 = false;
+  uint64_t codes_piece = 0, dblk_piece = 0;  // the TileOptions::max_piece_bytes they took
   // A T2 view of a tq1 weight (WeightCache::t2) reads the stored weight's block scales.
   const TiledTensor* scales_of = nullptr;
   const TiledTensor& block_scales() const { return scales_of ? *scales_of : dblk; }
@@ -240,6 +241,11 @@ class WeightCache {
   Recorder& rec_;
   std::unordered_map<const void*, std::unique_ptr<TernaryWeight>> ternary_;
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, std::unique_ptr<TernaryWeight>> t2_slots_;
+  // Buffers of dropped weights, keyed by (rows, row bytes, max_piece_bytes): the next weight of
+  // that shape (a streamed model's next block) takes them instead of allocating.
+  std::multimap<std::tuple<uint64_t, uint64_t, uint64_t>, TiledTensor> spare_;
+  TiledTensor tiled(const std::string& name, uint64_t rows, uint64_t row_bytes,
+                    const TileOptions& o = {});
   bool tq1_in_place_ = true;
   std::unordered_map<const void*, std::unique_ptr<Float>> float_;
   std::unordered_map<const void*, TiledTensor> norms_;

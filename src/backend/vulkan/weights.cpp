@@ -113,7 +113,8 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
     const uint64_t tq1_row = uint64_t(nb) * kTQ1Words * 4;
     TileOptions o;
     o.max_piece_bytes = std::max<uint64_t>(1, ctx_.binding_limit() / (row_words * 4)) * tq1_row;
-    tw->codes = make_tiled(ctx_, lw.name, uint64_t(w.n_out), tq1_row, o);
+    tw->codes = tiled(lw.name, uint64_t(w.n_out), tq1_row, o);
+    tw->codes_piece = o.max_piece_bytes;
     const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / tq1_row));
     const int64_t rb = row_bytes(DType::TQ1_0, w.n_in);
     std::vector<uint8_t> bytes;
@@ -129,7 +130,7 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
       tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), bytes.data());
     }
   } else {
-    tw->codes = make_tiled(ctx_, lw.name, uint64_t(w.n_out), row_words * 4);
+    tw->codes = tiled(lw.name, uint64_t(w.n_out), row_words * 4);
     const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / (row_words * 4)));
     std::vector<uint32_t> words;
     for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
@@ -143,7 +144,8 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
     const int64_t nb = int64_t(tw->n_in) / kQK_K;
     TileOptions o;
     if (tw->codes.pieces() > 1) o.max_piece_bytes = tw->codes.rows_per_piece() * uint64_t(nb) * 4;
-    tw->dblk = make_tiled(ctx_, lw.name + " block scales", uint64_t(w.n_out), uint64_t(nb) * 4, o);
+    tw->dblk = tiled(lw.name + " block scales", uint64_t(w.n_out), uint64_t(nb) * 4, o);
+    tw->dblk_piece = o.max_piece_bytes;
     std::vector<float> d(size_t(w.n_out * nb), 0.0f);  // I2_S with a zero scale: zeros
     if (w.type != DType::I2_S) {
       const bool tq1 = w.type == DType::TQ1_0;
@@ -188,12 +190,31 @@ const TernaryWeight& WeightCache::t2(const LinearWeight& lw, uint32_t slot) {
   return *view;
 }
 
+TiledTensor WeightCache::tiled(const std::string& name, uint64_t rows, uint64_t row_bytes,
+                               const TileOptions& o) {
+  auto it = spare_.find({rows, row_bytes, o.max_piece_bytes});
+  if (it == spare_.end()) return make_tiled(ctx_, name, rows, row_bytes, o);
+  TiledTensor t = std::move(it->second);
+  spare_.erase(it);
+  t.rename(name);
+  return t;
+}
+
 void WeightCache::drop(const LinearWeight& lw) {
   if (lw.is_float()) {
     float_.erase(lw.f.data);
-  } else {
-    ternary_.erase(&lw);
+    return;
   }
+  auto it = ternary_.find(&lw);
+  if (it == ternary_.end()) return;
+  TernaryWeight& tw = *it->second;
+  spare_.emplace(std::tuple{tw.codes.rows(), tw.codes.row_bytes(), tw.codes_piece},
+                 std::move(tw.codes));
+  if (tw.dblk.rows() > 0) {
+    spare_.emplace(std::tuple{tw.dblk.rows(), tw.dblk.row_bytes(), tw.dblk_piece},
+                   std::move(tw.dblk));
+  }
+  ternary_.erase(it);
 }
 
 FloatRows WeightCache::float_matrix(const FloatMatrix& m, const std::string& name) {
