@@ -4,6 +4,7 @@
 // runs range 0 itself and waits for the others the same way.
 #include "core/thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 
 #include "core/error.h"
 #include "core/memory_limits.h"
+#include "core/pool_profile.h"
 
 namespace trit::engine {
 namespace {
@@ -145,6 +147,8 @@ struct ThreadPool::State {
   std::atomic<int> caller_sleeping{0};
   std::atomic<bool> busy{false};           // a parallel_for is in progress
   std::vector<std::exception_ptr> errors;  // one slot per thread
+  std::unique_ptr<PoolProfile> profile;    // TRIT_POOL_PROFILE=1
+  std::vector<uint64_t> busy_ns;           // with a profile: each thread's time in the job
 
   // Range of thread `t`: units of `align` split as evenly as possible, earlier threads
   // taking the extra units.
@@ -161,11 +165,13 @@ struct ThreadPool::State {
     int64_t begin, end;
     range(t, begin, end);
     if (begin >= end) return;
+    const uint64_t t0 = profile ? pool_clock_ns() : 0;
     try {
       (*fn)(begin, end, t);
     } catch (...) {
       errors[size_t(t)] = std::current_exception();
     }
+    if (profile) busy_ns[size_t(t)] = pool_clock_ns() - t0;
   }
 
   void worker(int t) {
@@ -191,6 +197,8 @@ ThreadPool::ThreadPool(int n_threads) : state_(std::make_unique<State>()) {
   state_->n_threads = n_threads;
   state_->spin = hw <= 0 || n_threads <= hw;
   state_->errors.resize(size_t(n_threads));
+  state_->profile.reset(PoolProfile::from_env(n_threads));
+  state_->busy_ns.assign(size_t(n_threads), 0);
   state_->workers.reserve(size_t(n_threads - 1));
   try {
     for (int t = 1; t < n_threads; ++t) {
@@ -216,13 +224,18 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                              int64_t align) {
+                              int64_t align, std::source_location where) {
   if (n <= 0) return;
   if (align < 1) align = 1;
   State& s = *state_;
   const CallerFlush flush;
+  const uint64_t t0 = s.profile ? pool_clock_ns() : 0;
   if (n_threads_ == 1) {
     fn(0, n, 0);
+    if (s.profile) {
+      const uint64_t wall = pool_clock_ns() - t0;
+      s.profile->add(where, wall, wall, wall);
+    }
     return;
   }
   if (s.busy.exchange(true, std::memory_order_acquire)) {
@@ -240,6 +253,15 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     p = wait_while_equal(s.pending, p, s.caller_sleeping, s.spin);
   }
 
+  if (s.profile) {
+    uint64_t sum = 0, most = 0;
+    for (uint64_t& b : s.busy_ns) {
+      sum += b;
+      most = std::max(most, b);
+      b = 0;
+    }
+    s.profile->add(where, pool_clock_ns() - t0, sum, most);
+  }
   std::exception_ptr first;
   for (auto& e : s.errors) {
     if (e && !first) first = e;

@@ -206,4 +206,44 @@ TEST(ThreadPool, ThreadsFlushDenormalsToZero) {
 }
 #endif
 }  // namespace
+
+// TRIT_POOL_PROFILE=1: the table printed when the pool goes names each call site with its calls
+// and the time its threads were busy, which this test makes nearly all of the wall time.
+TEST(ThreadPool, ProfileNamesEachCallSite) {
+  ::setenv("TRIT_POOL_PROFILE", "1", 1);
+  ::testing::internal::CaptureStderr();
+  unsigned line = 0;
+  {
+    ThreadPool pool(2);
+    ::unsetenv("TRIT_POOL_PROFILE");
+    for (int i = 0; i < 3; ++i) {
+      line = __LINE__ + 1;
+      pool.parallel_for(2, [](int64_t, int64_t, int) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      });
+    }
+  }
+  const std::string table = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(table.find("thread pool profile (2 threads)"), std::string::npos) << table;
+  const std::string site = "thread_pool_test.cpp:" + std::to_string(line);
+  const size_t at = table.find(site);
+  ASSERT_NE(at, std::string::npos) << table;
+  // The row: wall ms, calls (3), busy % (both threads slept the whole wall time: near 100).
+  const size_t row = table.rfind('\n', at) + 1;
+  double wall = 0, busy = 0;
+  unsigned long long calls = 0;
+  ASSERT_EQ(std::sscanf(table.c_str() + row, "%lf %llu %lf", &wall, &calls, &busy), 3) << table;
+  EXPECT_EQ(calls, 3u);
+  EXPECT_GE(wall, 60.0);
+  EXPECT_GT(busy, 80.0);
+  // Without the variable: no table.
+  ::testing::internal::CaptureStderr();
+  {
+    ThreadPool quiet(2);
+    quiet.parallel_for(2, [](int64_t, int64_t, int) {});
+  }
+  EXPECT_EQ(::testing::internal::GetCapturedStderr().find("thread pool profile"),
+            std::string::npos);
+}
+
 }  // namespace trit::engine

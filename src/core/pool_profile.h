@@ -1,0 +1,39 @@
+// TRIT_POOL_PROFILE=1: where a thread pool's time goes, for finding what keeps a many-core CPU
+// from scaling. Each parallel_for call site (file and line) sums its calls, its wall time as the
+// caller waits, and its threads' busy time; the pool's life minus its parallel time is the
+// serial part (one thread computing, the others idle). The table goes to stderr when the pool
+// is destroyed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <source_location>
+#include <string>
+#include <utility>
+
+namespace trit::engine {
+
+class PoolProfile {
+ public:
+  // Null unless TRIT_POOL_PROFILE=1.
+  static PoolProfile* from_env(int threads);
+  explicit PoolProfile(int threads);
+  ~PoolProfile();  // prints the table
+  // One parallel_for at `where`: its wall time and the sum and largest of its threads' busy time.
+  void add(const std::source_location& where, uint64_t wall_ns, uint64_t busy_ns,
+           uint64_t max_busy_ns);
+
+ private:
+  struct Site {
+    uint64_t calls = 0, wall_ns = 0, busy_ns = 0, max_busy_ns = 0;
+  };
+  int threads_;
+  uint64_t start_ns_;
+  std::mutex mutex_;
+  std::map<std::pair<std::string, unsigned>, Site> sites_;
+};
+
+uint64_t pool_clock_ns();
+
+}  // namespace trit::engine
