@@ -22,12 +22,12 @@ PoolProfile* PoolProfile::from_env(int threads) {
 
 PoolProfile::PoolProfile(int threads) : threads_(threads), start_ns_(pool_clock_ns()) {}
 
-void PoolProfile::add(const std::source_location& where, uint64_t wall_ns, uint64_t busy_ns,
+void PoolProfile::add(const char* file_name, unsigned line, uint64_t wall_ns, uint64_t busy_ns,
                       uint64_t max_busy_ns) {
-  std::string file = where.file_name();
+  std::string file = file_name;
   if (const size_t src = file.rfind("/src/"); src != std::string::npos) file = file.substr(src + 5);
   const std::lock_guard<std::mutex> lock(mutex_);
-  Site& s = sites_[{file, unsigned(where.line())}];
+  Site& s = sites_[{file, line}];
   ++s.calls;
   s.wall_ns += wall_ns;
   s.busy_ns += busy_ns;

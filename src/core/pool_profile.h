@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
-#include <source_location>
 #include <string>
 #include <utility>
 
@@ -20,8 +19,9 @@ class PoolProfile {
   static PoolProfile* from_env(int threads);
   explicit PoolProfile(int threads);
   ~PoolProfile();  // prints the table
-  // One parallel_for at `where`: its wall time and the sum and largest of its threads' busy time.
-  void add(const std::source_location& where, uint64_t wall_ns, uint64_t busy_ns,
+  // One parallel_for at file:line: its wall time and the sum and largest of its threads' busy
+  // time.
+  void add(const char* file, unsigned line, uint64_t wall_ns, uint64_t busy_ns,
            uint64_t max_busy_ns);
 
  private:

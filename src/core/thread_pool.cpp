@@ -224,7 +224,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                              int64_t align, std::source_location where) {
+                              int64_t align, const char* file, unsigned line) {
   if (n <= 0) return;
   if (align < 1) align = 1;
   State& s = *state_;
@@ -234,7 +234,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(0, n, 0);
     if (s.profile) {
       const uint64_t wall = pool_clock_ns() - t0;
-      s.profile->add(where, wall, wall, wall);
+      s.profile->add(file, line, wall, wall, wall);
     }
     return;
   }
@@ -260,7 +260,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
       most = std::max(most, b);
       b = 0;
     }
-    s.profile->add(where, pool_clock_ns() - t0, sum, most);
+    s.profile->add(file, line, pool_clock_ns() - t0, sum, most);
   }
   std::exception_ptr first;
   for (auto& e : s.errors) {

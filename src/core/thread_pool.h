@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <source_location>
 
 namespace trit::engine {
 
@@ -28,10 +27,10 @@ class ThreadPool {
   // If fn throws, the exception of the lowest thread index is rethrown here once all are done.
   // Not reentrant: calling parallel_for from inside fn, or from two threads at once, throws
   // trit::Error (a pool of size 1 just runs fn inline).
-  // `where` names the call site in TRIT_POOL_PROFILE's table (core/pool_profile.h).
+  // `file` and `line` name the call site in TRIT_POOL_PROFILE's table (core/pool_profile.h).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                    int64_t align = 1,
-                    std::source_location where = std::source_location::current());
+                    int64_t align = 1, const char* file = __builtin_FILE(),
+                    unsigned line = __builtin_LINE());
 
  private:
   struct State;
