@@ -334,12 +334,32 @@ void CpuBackend::linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const
     dx_padded_.assign(size_t(T * m.n_in), 0.0f);
     dxp = dx_padded_.data();
   }
-  pool_.parallel_for(
-      w.m.n_in,
-      [&](int64_t c0, int64_t c1, int) {
-        ternary_matmul_transposed(m, dyp, w.m.n_out, T, w.out_scale, dxp, c0, c1);
-      },
-      256);
+  // Tasks of a 256-column panel and a block of tokens. A layer of few panels (125m's 768
+  // inputs: 3) would leave most threads idle with panels alone; its tokens are then split too,
+  // into the blocks that share the work out most evenly, at least 8 tokens each (each block
+  // decodes the panel's weights again). Every dx value sums over the rows in the same order
+  // whatever the split, so the result does not depend on it.
+  const int64_t panels = (w.m.n_in + 255) / 256, threads = pool_.size();
+  int64_t parts = 1;
+  if (panels < 2 * threads && T > 8) {
+    const int64_t least = (threads + panels - 1) / panels, most = std::max(least, (T + 7) / 8);
+    double best = 0;
+    for (int64_t p = least; p <= std::min(most, 4 * least); ++p) {
+      const int64_t tasks = panels * p;
+      const double use = double(tasks) / double((tasks + threads - 1) / threads * threads);
+      if (use > best + 1e-9) best = use, parts = p;
+    }
+  }
+  const int64_t block = (T + parts - 1) / parts;
+  parts = (T + block - 1) / block;
+  pool_.parallel_for(panels * parts, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t c0 = i / parts * 256, c1 = std::min(w.m.n_in, c0 + 256);
+      const int64_t t0 = i % parts * block, t1 = std::min(T, t0 + block);
+      ternary_matmul_transposed(m, dyp + t0 * w.m.n_out, w.m.n_out, t1 - t0, w.out_scale,
+                                dxp + t0 * m.n_in, c0, c1);
+    }
+  });
   if (w.m.padded()) {
     float* out = cpu_data(dx);
     for (int64_t t = 0; t < T; ++t) {

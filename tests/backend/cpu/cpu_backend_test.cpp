@@ -395,6 +395,25 @@ TEST_F(CpuTrainOps, LinearBackwardIsTheTransposedTernaryProduct) {
   }
 }
 
+// A layer of few 256-column panels (768 inputs: 3) splits its tokens over the threads too: the
+// reference's bits at every thread count.
+TEST_F(CpuTrainOps, LinearBackwardSplitByTokensIsTheReference) {
+  auto w = test::ternary_weight(DType::TQ2_0, 768, 200, false, 43);
+  const int64_t n = 100;
+  const Vec dy = randn(n * 200, 44), pre = randn(n * 768, 45);
+  Vec ref = pre;
+  ternary_matmul_transposed_ref(w->w.m, dy.data(), 200, n, 1.0f, ref.data(), 0, 768);
+  for (int threads : {1, 2, 3, 16}) {
+    ThreadPool pool(threads);
+    CpuBackend cpu(pool);
+    TensorPtr tdy = test::upload(cpu, "dy", n, 200, dy), dx = test::upload(cpu, "dx", n, 768, pre);
+    cpu.linear_backward(*dx, *tdy, w->w, n);
+    Vec got(ref.size());
+    cpu.read(*dx, 0, n, got.data());
+    EXPECT_EQ(got, ref) << threads << " threads";
+  }
+}
+
 // The dropout of lora_forward: element i of x is dropped when u < p, u = (mix(mix(key ^
 // mix(salt)) + i) >> 11) * 2^-53, mix = splitmix64 (cpu/ops.h's lora_dropout), written out here.
 uint64_t mix(uint64_t x) {
