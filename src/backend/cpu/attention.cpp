@@ -60,21 +60,31 @@ void attention_scores(const float* qh, const float* k, int64_t stride, int64_t n
   for (; j < n; ++j) s[j] = attention_score(qh, k + j * stride, head_dim, scale);
 }
 
+// A query's scores s_j for keys [0, n) (attention_scores), then e_j = exp(s_j - max) in their
+// place; returns 1 / sum_j e_j, with the max in *max_score. Forward and backward share it, so
+// the backward's recomputed softmax is the forward's to the bit.
+float softmax_numerators(const float* qh, const float* k, int64_t stride, int64_t n,
+                         int64_t head_dim, float scale, float* s, float* max_score) {
+  float m = -std::numeric_limits<float>::infinity();
+  attention_scores(qh, k, stride, n, head_dim, scale, s);
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  float sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - m);
+    sum += s[j];
+  }
+  *max_score = m;
+  return 1.0f / sum;
+}
+
 // The softmax of one query's backward pass, recomputed as attention_forward computes it: P_j
 // for keys 0 .. n_keys - 1 in p and dP_j = dout . v_j in dp; returns D = sum_j P_j dP_j, with
 // the scores' max and 1 / sum in *max_score and *inv.
 float backward_softmax(const float* qh, const float* doh, const float* k, const float* v,
                        int64_t kv_stride, int64_t n_keys, int64_t head_dim, float scale, float* p,
                        float* dp, float* max_score, float* inv) {
-  float m = -std::numeric_limits<float>::infinity();
-  attention_scores(qh, k, kv_stride, n_keys, head_dim, scale, p);
-  for (int64_t j = 0; j < n_keys; ++j) m = std::max(m, p[j]);
-  float sum = 0;
-  for (int64_t j = 0; j < n_keys; ++j) {
-    p[j] = std::exp(p[j] - m);
-    sum += p[j];
-  }
-  const float r = 1.0f / sum;
+  float m = 0;
+  const float r = softmax_numerators(qh, k, kv_stride, n_keys, head_dim, scale, p, &m);
   float big_d = 0;
   for (int64_t j = 0; j < n_keys; ++j) {
     p[j] *= r;
@@ -155,15 +165,9 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t k
     for (int64_t h = h0; h < h1; ++h) {
       const float* qh = q + (t * n_head + h) * head_dim;
       const int64_t kvh = h / group - kv_head0;
-      float max_score = -std::numeric_limits<float>::infinity();
-      attention_scores(qh, k + kvh * head_dim, kv_stride, n_keys, head_dim, scale, scratch);
-      for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, scratch[j]);
-      float sum = 0;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        scratch[j] = std::exp(scratch[j] - max_score);
-        sum += scratch[j];
-      }
-      const float inv = 1.0f / sum;
+      float max_score = 0;
+      const float inv = softmax_numerators(qh, k + kvh * head_dim, kv_stride, n_keys, head_dim,
+                                           scale, scratch, &max_score);
       float* oh = out + (t * n_head + h) * head_dim;
       std::fill(oh, oh + head_dim, 0.0f);
       for (int64_t j = 0; j < n_keys; ++j) {
