@@ -36,14 +36,24 @@ void t2_row(const TernaryMatrix& w, int64_t r, uint32_t* out) {
       for (int64_t j = 0; j < kQK_K; ++j) put(b * 256 + j, codes[j]);
     }
   } else if (w.type == DType::TQ2_0) {
+    // Byte 32h + m of a block holds weights 128h + 32l + m at bits 2l: T2 word 8h + 2l + g
+    // (weights 128h + 32l + 16g ..) is field l of bytes 32h + 16g .. + 15, four bytes a step.
     const uint8_t* row = w.data + r * row_bytes(DType::TQ2_0, n);
     for (int64_t b = 0; b < n / kQK_K; ++b) {
-      const uint8_t* blk = row + b * 66;  // byte 32h + m: weights 128h + 32l + m at bits 2l
+      const uint8_t* blk = row + b * 66;
+      uint32_t* words = out + b * 16;
       for (int64_t h = 0; h < 2; ++h) {
-        for (int64_t m = 0; m < 32; ++m) {
-          const uint32_t byte = blk[32 * h + m];
-          for (int64_t l = 0; l < 4; ++l)
-            put(b * 256 + 128 * h + 32 * l + m, (byte >> (2 * l)) & 3);
+        for (int64_t l = 0; l < 4; ++l) {
+          for (int64_t g = 0; g < 2; ++g) {
+            uint32_t word = 0;
+            for (int64_t e = 0; e < 4; ++e) {
+              const uint32_t x = load_u32(blk + 32 * h + 16 * g + 4 * e);
+              const uint32_t c = (x >> (2 * l)) & 0x03030303u;  // one code a byte
+              const uint32_t t = c | (c >> 6);                  // codes 0, 1 at bits 0..3
+              word |= ((t & 0xFu) | ((t >> 12) & 0xF0u)) << (8 * e);
+            }
+            words[8 * h + 2 * l + g] = word;
+          }
         }
       }
     }
