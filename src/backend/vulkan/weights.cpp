@@ -22,6 +22,18 @@ constexpr uint64_t kUploadChunk = 8ull << 20;  // host bytes converted per uploa
 constexpr uint64_t kMinRopeRows = 256;
 constexpr int64_t kTQ1Words = kTQ1DOffset / 4;  // a TQ1_0 block's qs and qh bytes, as words
 
+// The T2 word of the 2-bit fields at bit `shift` of 16 bytes (field k: weight k's code), four
+// bytes at a time.
+uint32_t t2_word(const uint8_t* bytes, int64_t shift) {
+  uint32_t word = 0;
+  for (int64_t e = 0; e < 4; ++e) {
+    const uint32_t c = (load_u32(bytes + 4 * e) >> shift) & 0x03030303u;  // a code a byte
+    const uint32_t t = c | (c >> 6);                                      // codes 0, 1: bits 0..3
+    word |= ((t & 0xFu) | ((t >> 12) & 0xF0u)) << (8 * e);
+  }
+  return word;
+}
+
 // Row r of a TQ1_0, TQ2_0 or I2_S matrix as T2 words (n_in / 16): weight j's code at bits 2 * (j %
 // 16) of word j / 16. Codes are copied unchanged (3, invalid, stays 3 as the CPU decodes it).
 void t2_row(const TernaryMatrix& w, int64_t r, uint32_t* out) {
@@ -37,22 +49,13 @@ void t2_row(const TernaryMatrix& w, int64_t r, uint32_t* out) {
     }
   } else if (w.type == DType::TQ2_0) {
     // Byte 32h + m of a block holds weights 128h + 32l + m at bits 2l: T2 word 8h + 2l + g
-    // (weights 128h + 32l + 16g ..) is field l of bytes 32h + 16g .. + 15, four bytes a step.
+    // (weights 128h + 32l + 16g ..) is field l of bytes 32h + 16g .. + 15.
     const uint8_t* row = w.data + r * row_bytes(DType::TQ2_0, n);
     for (int64_t b = 0; b < n / kQK_K; ++b) {
-      const uint8_t* blk = row + b * 66;
-      uint32_t* words = out + b * 16;
       for (int64_t h = 0; h < 2; ++h) {
         for (int64_t l = 0; l < 4; ++l) {
           for (int64_t g = 0; g < 2; ++g) {
-            uint32_t word = 0;
-            for (int64_t e = 0; e < 4; ++e) {
-              const uint32_t x = load_u32(blk + 32 * h + 16 * g + 4 * e);
-              const uint32_t c = (x >> (2 * l)) & 0x03030303u;  // one code a byte
-              const uint32_t t = c | (c >> 6);                  // codes 0, 1 at bits 0..3
-              word |= ((t & 0xFu) | ((t >> 12) & 0xF0u)) << (8 * e);
-            }
-            words[8 * h + 2 * l + g] = word;
+            out[b * 16 + 8 * h + 2 * l + g] = t2_word(row + b * 66 + 32 * h + 16 * g, 2 * l);
           }
         }
       }
@@ -60,9 +63,10 @@ void t2_row(const TernaryMatrix& w, int64_t r, uint32_t* out) {
   } else {  // I2_S: byte m of run k holds weights 128k + 32g + m at bits 6 - 2g
     const uint8_t* row = w.data + r * (n / 4);
     for (int64_t k = 0; k < n / kI2SRun; ++k) {
-      for (int64_t m = 0; m < 32; ++m) {
-        const uint32_t byte = row[k * 32 + m];
-        for (int64_t g = 0; g < 4; ++g) put(k * 128 + 32 * g + m, (byte >> (6 - 2 * g)) & 3);
+      for (int64_t g = 0; g < 4; ++g) {
+        for (int64_t q = 0; q < 2; ++q) {
+          out[k * 8 + 2 * g + q] = t2_word(row + k * 32 + 16 * q, 6 - 2 * g);
+        }
       }
     }
   }
