@@ -89,8 +89,30 @@ void tokenizer_json_to_gguf(const std::string& tokenizer_json_path,
   if (!vocab) fail(path, ": model.vocab: missing");
   if (!vocab->is_object()) fail(path, ": model.vocab: expected an object of token: id");
 
-  // Tokens by id; ids must be unique. Holes (rare) become unused "[PAD<id>]" tokens.
+  // Tokens by id; ids must be unique. Holes (rare) become unused "[PAD<id>]" tokens, but a file
+  // whose ids leave most of their range empty is refused before anything is built: one id of
+  // millions among a few hundred tokens would make millions of placeholders (found by fuzzing:
+  // 15 s and 1.2 GB under the sanitizers for an id of 2,544,838).
   constexpr int64_t kMaxTokens = 1 << 24;
+  {
+    int64_t given = 0, most = -1;
+    auto count = [&](const json& id) {
+      if (!id.is_number_integer()) return;
+      ++given;
+      most = std::max(most, id.get<int64_t>());
+    };
+    for (auto it = vocab->begin(); it != vocab->end(); ++it) count(it.value());
+    if (const json* added = member(root, "added_tokens"); added && added->is_array()) {
+      for (const json& a : *added) {
+        if (const json* id = member(a, "id")) count(*id);
+      }
+    }
+    if (most >= 2 * given + 1024) {
+      fail(path, ": token ids run to ", most, " but only ", given,
+           " tokens are given: ", most + 1 - given,
+           " ids would have no token (at most half of them may)");
+    }
+  }
   std::vector<std::string> tokens;
   std::vector<int32_t> types;
   std::vector<bool> present;

@@ -287,6 +287,16 @@ TEST_F(TokenizerJson, MalformedInputNamesTheField) {
   EXPECT_NE(error_of(write("t5.json", j.dump())).find("t5.json: model.vocab: "), std::string::npos);
   EXPECT_NE(error_of(write("t5.json", j.dump())).find("both have id 5"), std::string::npos);
 
+  // An id far past the tokens given (found by fuzzing: millions of placeholders to build).
+  j = llama3_style();
+  j["model"]["vocab"]["far"] = 2544838;
+  EXPECT_NE(
+      error_of(write("t8.json", j.dump())).find("t8.json: token ids run to 2544838 but only "),
+      std::string::npos);
+  j = llama3_style();  // a few holes are fine
+  j["model"]["vocab"]["near"] = int64_t(j["model"]["vocab"].size()) + 20;
+  EXPECT_EQ(error_of(write("t9.json", j.dump())), "(no error)");
+
   j = llama3_style();
   j["pre_tokenizer"] = nullptr;
   j["decoder"] = nullptr;
