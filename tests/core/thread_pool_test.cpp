@@ -208,7 +208,9 @@ TEST(ThreadPool, ThreadsFlushDenormalsToZero) {
 }  // namespace
 
 // TRIT_POOL_PROFILE=1: the table printed when the pool goes names each call site with its calls
-// and the time its threads were busy, which this test makes nearly all of the wall time.
+// and the time its threads were busy: both sleep 100 ms a call, so busy is above 50% of the two
+// threads' wall time unless a thread's time were missed (one thread's alone is below 50%)
+// or the worker woke 100 ms late (a loaded machine wakes it within a few ms).
 TEST(ThreadPool, ProfileNamesEachCallSite) {
   ::setenv("TRIT_POOL_PROFILE", "1", 1);
   ::testing::internal::CaptureStderr();
@@ -219,7 +221,7 @@ TEST(ThreadPool, ProfileNamesEachCallSite) {
     for (int i = 0; i < 3; ++i) {
       line = __LINE__ + 1;
       pool.parallel_for(2, [](int64_t, int64_t, int) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
       });
     }
   }
@@ -228,14 +230,15 @@ TEST(ThreadPool, ProfileNamesEachCallSite) {
   const std::string site = "thread_pool_test.cpp:" + std::to_string(line);
   const size_t at = table.find(site);
   ASSERT_NE(at, std::string::npos) << table;
-  // The row: wall ms, calls (3), busy % (both threads slept the whole wall time: near 100).
+  // The row: wall ms, calls (3), busy %.
   const size_t row = table.rfind('\n', at) + 1;
   double wall = 0, busy = 0;
   unsigned long long calls = 0;
   ASSERT_EQ(std::sscanf(table.c_str() + row, "%lf %llu %lf", &wall, &calls, &busy), 3) << table;
   EXPECT_EQ(calls, 3u);
-  EXPECT_GE(wall, 60.0);
-  EXPECT_GT(busy, 80.0);
+  EXPECT_GE(wall, 300.0);
+  EXPECT_GT(busy, 50.0);
+  EXPECT_LE(busy, 100.0);
   // Without the variable: no table.
   ::testing::internal::CaptureStderr();
   {
