@@ -91,8 +91,8 @@ void tokenizer_json_to_gguf(const std::string& tokenizer_json_path,
 
   // Tokens by id; ids must be unique. Holes (rare) become unused "[PAD<id>]" tokens, but a file
   // whose ids leave most of their range empty is refused before anything is built: one id of
-  // millions among a few hundred tokens would make millions of placeholders (found by fuzzing:
-  // 15 s and 1.2 GB under the sanitizers for an id of 2,544,838).
+  // millions among a few hundred tokens would make millions of "[PAD<id>]" tokens (found by
+  // fuzzing: 15 s and 1.2 GB under the sanitizers for an id of 2,544,838).
   constexpr int64_t kMaxTokens = 1 << 24;
   {
     int64_t given = 0, most = -1;
