@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -139,6 +140,8 @@ void print_device(std::string& out, const engine::VulkanDeviceInfo& d) {
   appendf(out, "                int8 cooperative matrices: KHR %s; NV %s; Vulkan memory model %s\n",
           shapes(d.cooperative_matrix_int8_khr).c_str(), shapes(d.cooperative_matrix_int8).c_str(),
           yes_no(d.vulkan_memory_model));
+  appendf(out, "                f16 cooperative matrices: KHR %s; NV %s\n",
+          shapes(d.cooperative_matrix_f16_khr).c_str(), shapes(d.cooperative_matrix_f16).c_str());
   // As the backend will choose (TRIT_VK_COOPMAT honoured).
   const std::optional<engine::vk::CoopTiles> coop =
       engine::vk::plan_coop_tiles(d, engine::vk::coop_choice_from_env());
@@ -147,6 +150,16 @@ void print_device(std::string& out, const engine::VulkanDeviceInfo& d) {
                              coop->shape.m, "x", coop->shape.n, "x", coop->shape.k)
                      .c_str()
                : "integer dot products or plain integer arithmetic");
+  // As training will (TRIT_VK_EXACT=1: the exact products).
+  const char* exact = std::getenv("TRIT_VK_EXACT");
+  const std::optional<engine::vk::CoopF16Tiles> f16 =
+      coop && !(exact && std::string(exact) == "1") ? engine::vk::plan_coop_f16_tiles(d, coop->khr)
+                                                    : std::nullopt;
+  appendf(out, "                training's transposed products: %s\n",
+          f16 ? engine::cat("f16 cooperative matrices (", f16->khr ? "KHR" : "NV", ") ",
+                            f16->shape.m, "x", f16->shape.n, "x", f16->shape.k)
+                    .c_str()
+              : "f32, the CPU's bits");
 }
 
 }  // namespace

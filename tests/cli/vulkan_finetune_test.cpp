@@ -167,6 +167,36 @@ TEST_F(VulkanFinetune, FloatActivationsFollowTheCpuClosely) {
   expect_losses_close(cpu->metrics, vk->metrics, 1e-4, "vulkan float activations");
 }
 
+// The fast path of a device with f16 cooperative matrices (TRIT_VK_EXACT=0: the transposed
+// products of the backward pass in halves, DESIGN section 2) against the CPU: float activations
+// (no rounding ties) within 1e-3 of the CPU's losses, W1.58A8 within the 2e-2 above. Devices
+// without such matrices (lavapipe) skip this.
+TEST_F(VulkanFinetune, F16ProductsFollowTheCpu) {
+  const FinetuneRun* cpu_float =
+      finetune("cpu_float.gguf", {"--device", "cpu", "--act-quant", "none"});
+  if (!cpu_float) return;
+  const FinetuneRun *vk_float = nullptr, *vk = nullptr;
+  {
+    const test::ScopedEnv fast("TRIT_VK_EXACT", "0");
+    vk_float = finetune("vk_f16_float.gguf", {"--device", "vulkan", "--act-quant", "none"});
+    if (!vk_float) return;
+    if (vk_float->r.err.find("f16 training products") == std::string::npos) {
+      GTEST_SKIP() << "no f16 cooperative matrices on this device: " << vk_float->r.err;
+    }
+    vk = finetune("vk_f16.gguf", {"--device", "vulkan"});
+    if (!vk) return;
+  }
+  expect_losses_close(cpu_float->metrics, vk_float->metrics, 1e-3, "vulkan f16, float activations");
+  const FinetuneRun* cpu = finetune("cpu.gguf", {"--device", "cpu"});
+  if (!cpu) return;
+  expect_losses_close(cpu->metrics, vk->metrics, 2e-2, "vulkan f16 W1.58A8");
+  // The adapter differs from the exact path's (or the fast path did not run).
+  const FinetuneRun* exact =
+      finetune("vk_float.gguf", {"--device", "vulkan", "--act-quant", "none"});
+  if (!exact) return;
+  EXPECT_NE(exact->adapter, vk_float->adapter);
+}
+
 // Per step: the same training and validation losses, bit for bit.
 void expect_same_losses(const MetricsLog& want, const MetricsLog& got, const std::string& what) {
   ASSERT_EQ(got.train.size(), want.train.size()) << what;

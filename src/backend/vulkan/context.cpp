@@ -201,6 +201,9 @@ void Context::create_device() {
   VkPhysicalDeviceVulkanMemoryModelFeatures vmm{};
   vmm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
   en.coop_tiles = coop;
+  if (coop && en.shader_float16 && !options_.exact_training) {
+    en.coop_f16_tiles = plan_coop_f16_tiles(info, coop->khr);
+  }
   if (coop) {
     vmm.vulkanMemoryModel = VK_TRUE;
     chain(head, vmm);

@@ -58,6 +58,9 @@ struct ContextOptions {
   // Cooperative matrices for the int8 tiled product where the device has them (the backend
   // takes TRIT_VK_COOPMAT: 0 off, nv, khr; tests and benchmarks compare the paths).
   CoopChoice cooperative_matrix = CoopChoice::Auto;
+  // Keep training's float products on the paths that give the CPU's bits (the backend takes
+  // TRIT_VK_EXACT=1): no f16 cooperative matrices (DESIGN section 2).
+  bool exact_training = false;
 };
 
 // Optional features this context enabled (each only when the device offers it).
@@ -73,6 +76,9 @@ struct EnabledFeatures {
   // VK_KHR_ or VK_NV_cooperative_matrix with vulkanMemoryModel and shaderInt8, for
   // matmul_ternary_coop with these tiles (coop_matrix.h).
   std::optional<CoopTiles> coop_tiles;
+  // The same extension with f16 shapes and shaderFloat16, unless exact_training: the transposed
+  // ternary product of training on matrix units (matmul_ternary_t_coop with these tiles).
+  std::optional<CoopF16Tiles> coop_f16_tiles;
 };
 
 struct DeviceCaps {

@@ -82,4 +82,38 @@ std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info, CoopChoic
   return t;
 }
 
+std::vector<uint32_t> CoopF16Tiles::spec() const {
+  std::vector<uint32_t> s(uint32_t(SpecId::CoopK) + 1, 0);
+  s[uint32_t(SpecId::WorkgroupSize)] = wg;
+  s[uint32_t(SpecId::ThreadM)] = frag_m;
+  s[uint32_t(SpecId::ThreadN)] = frag_n;
+  s[uint32_t(SpecId::CoopM)] = shape.m;
+  s[uint32_t(SpecId::CoopN)] = shape.n;
+  s[uint32_t(SpecId::CoopK)] = shape.k;
+  return s;
+}
+
+std::optional<CoopF16Tiles> plan_coop_f16_tiles(const VulkanDeviceInfo& info, bool khr) {
+  if (!info.shader_float16 || !info.vulkan_memory_model ||
+      !(info.subgroup_operations & VK_SUBGROUP_FEATURE_BASIC_BIT) || info.subgroup_size == 0 ||
+      !(khr ? info.cooperative_matrix_khr : info.cooperative_matrix_nv)) {
+    return std::nullopt;
+  }
+  const uint32_t wg = 4 * info.subgroup_size;
+  if (wg > info.max_compute_work_group_invocations || wg > info.max_compute_work_group_size[0] ||
+      CoopF16Tiles::shared_bytes() > info.max_compute_shared_memory_size) {
+    return std::nullopt;
+  }
+  auto divides = [](uint32_t a, uint32_t b) { return a != 0 && b % a == 0; };
+  for (const CoopMatShape& s :
+       khr ? info.cooperative_matrix_f16_khr : info.cooperative_matrix_f16) {
+    if (!divides(s.m, 32) || !divides(s.n, 64) || s.n % 8 != 0 || !divides(s.k, 32) ||
+        s.k % 8 != 0) {
+      continue;
+    }
+    return CoopF16Tiles{.shape = s, .wg = wg, .frag_m = 32 / s.m, .frag_n = 64 / s.n, .khr = khr};
+  }
+  return std::nullopt;
+}
+
 }  // namespace trit::engine::vk

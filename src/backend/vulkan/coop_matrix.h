@@ -48,4 +48,31 @@ struct CoopTiles {
 std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info,
                                          CoopChoice choice = CoopChoice::Auto);
 
+// The transposed products of training (ternary and f16 weights) on f16 cooperative matrices
+// (matmul_ternary_t_coop, matmul_float_t_coop: matmul_transposed_coop.comp): a workgroup of four
+// subgroups computes 64 tokens x 128 columns of dx, each subgroup 32 x 64 as frag_m x frag_n
+// matrices of `shape` (m tokens, n columns, k weight rows).
+struct CoopF16Tiles {
+  CoopMatShape shape;
+  uint32_t wg = 0;  // invocations: four subgroups
+  uint32_t frag_m = 0, frag_n = 0;
+  bool khr = false;
+  static constexpr uint32_t kTokens = 64, kColumns = 128;
+  // The ternary module, or (float_rows) the one for f16 weight rows.
+  std::string_view shader(bool float_rows = false) const {
+    if (float_rows) return khr ? "matmul_float_t_coop_khr" : "matmul_float_t_coop";
+    return khr ? "matmul_ternary_t_coop_khr" : "matmul_ternary_t_coop";
+  }
+  std::vector<uint32_t> spec() const;  // constant_id 0..16
+  // Shared memory of one workgroup, bytes (the module's header).
+  static constexpr uint32_t shared_bytes() { return 4 * 64 * 132; }
+};
+
+// The tiles for the first of the device's f16 x f16 -> f32 shapes of the extension `khr`
+// names whose m divides 32, n divides 64 and is a multiple of 8, and k divides 32 and is a
+// multiple of 8. nullopt when none does, when the device lacks shaderFloat16, the extension,
+// vulkanMemoryModel, basic subgroup operations or a known subgroup size, or when a workgroup
+// would exceed its limits.
+std::optional<CoopF16Tiles> plan_coop_f16_tiles(const VulkanDeviceInfo& info, bool khr);
+
 }  // namespace trit::engine::vk

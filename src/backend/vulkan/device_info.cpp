@@ -23,11 +23,12 @@ void chain(void*& head, T& s) {
   head = &s;
 }
 
-// The int8 x int8 -> int32 subgroup shapes a cooperative matrix extension lists (Props:
-// VkCooperativeMatrixPropertiesNV or ...KHR, whose fields and values agree on these).
+// The subgroup shapes a cooperative matrix extension lists whose A and B components are `ab`
+// and whose C and result are `cd` (Props: VkCooperativeMatrixPropertiesNV or ...KHR, whose
+// fields and values agree on these): int8 x int8 -> int32, f16 x f16 -> f32.
 template <class Props, class Query>
-std::vector<CoopMatShape> int8_coop_shapes(Query query, VkStructureType stype,
-                                           VkPhysicalDevice pd) {
+std::vector<CoopMatShape> coop_shapes(Query query, VkStructureType stype, VkPhysicalDevice pd,
+                                      VkComponentTypeNV ab, VkComponentTypeNV cd) {
   std::vector<CoopMatShape> out;
   uint32_t n = 0;
   if (!query || query(pd, &n, nullptr) != VK_SUCCESS) return out;
@@ -37,12 +38,12 @@ std::vector<CoopMatShape> int8_coop_shapes(Query query, VkStructureType stype,
   for (uint32_t i = 0; i < n && i < list.size(); ++i) {
     const Props& p = list[i];
     if constexpr (std::is_same_v<Props, VkCooperativeMatrixPropertiesKHR>) {
-      if (p.ResultType != VK_COMPONENT_TYPE_SINT32_NV || p.saturatingAccumulation) continue;
+      if (uint32_t(p.ResultType) != uint32_t(cd) || p.saturatingAccumulation) continue;
     } else {
-      if (p.DType != VK_COMPONENT_TYPE_SINT32_NV) continue;
+      if (p.DType != cd) continue;
     }
-    if (p.AType == VK_COMPONENT_TYPE_SINT8_NV && p.BType == VK_COMPONENT_TYPE_SINT8_NV &&
-        p.CType == VK_COMPONENT_TYPE_SINT32_NV && p.scope == VK_SCOPE_SUBGROUP_NV) {
+    if (uint32_t(p.AType) == uint32_t(ab) && uint32_t(p.BType) == uint32_t(ab) &&
+        uint32_t(p.CType) == uint32_t(cd) && uint32_t(p.scope) == uint32_t(VK_SCOPE_SUBGROUP_NV)) {
       out.push_back({p.MSize, p.NSize, p.KSize});
     }
   }
@@ -206,15 +207,21 @@ VulkanDeviceInfo vk::describe_physical_device(const Functions& vk, VkPhysicalDev
   d.cooperative_matrix_nv = d.cooperative_matrix_nv && cmnv.cooperativeMatrix == VK_TRUE;
   d.cooperative_matrix_khr = d.cooperative_matrix_khr && cmkhr.cooperativeMatrix == VK_TRUE;
   d.vulkan_memory_model = want_vmm && vmm.vulkanMemoryModel == VK_TRUE;
+  const VkComponentTypeNV i8 = VK_COMPONENT_TYPE_SINT8_NV, i32 = VK_COMPONENT_TYPE_SINT32_NV;
+  const VkComponentTypeNV f16 = VK_COMPONENT_TYPE_FLOAT16_NV, f32 = VK_COMPONENT_TYPE_FLOAT32_NV;
   if (d.cooperative_matrix_nv) {
-    d.cooperative_matrix_int8 = int8_coop_shapes<VkCooperativeMatrixPropertiesNV>(
-        vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV,
-        VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV, pd);
+    const auto q = vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV;
+    const VkStructureType st = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+    d.cooperative_matrix_int8 = coop_shapes<VkCooperativeMatrixPropertiesNV>(q, st, pd, i8, i32);
+    d.cooperative_matrix_f16 = coop_shapes<VkCooperativeMatrixPropertiesNV>(q, st, pd, f16, f32);
   }
   if (d.cooperative_matrix_khr) {
-    d.cooperative_matrix_int8_khr = int8_coop_shapes<VkCooperativeMatrixPropertiesKHR>(
-        vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR,
-        VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR, pd);
+    const auto q = vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR;
+    const VkStructureType st = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR;
+    d.cooperative_matrix_int8_khr =
+        coop_shapes<VkCooperativeMatrixPropertiesKHR>(q, st, pd, i8, i32);
+    d.cooperative_matrix_f16_khr =
+        coop_shapes<VkCooperativeMatrixPropertiesKHR>(q, st, pd, f16, f32);
   }
 
   d.heaps = read_heaps(vk, pd, d.has_memory_budget);

@@ -74,6 +74,10 @@ struct VulkanDeviceInfo {
   // of preference: VK_NV_cooperative_matrix's and VK_KHR_cooperative_matrix's.
   std::vector<CoopMatShape> cooperative_matrix_int8;
   std::vector<CoopMatShape> cooperative_matrix_int8_khr;
+  // Shapes with f16 A and B and f32 C and result at subgroup scope (the float products of
+  // training), likewise.
+  std::vector<CoopMatShape> cooperative_matrix_f16;
+  std::vector<CoopMatShape> cooperative_matrix_f16_khr;
   bool vulkan_memory_model = false;  // vulkanMemoryModel (1.2 or VK_KHR_vulkan_memory_model)
   bool subgroup_size_control = false;
 

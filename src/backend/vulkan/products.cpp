@@ -21,6 +21,11 @@ constexpr uint32_t kTransWg = 128;
 constexpr uint32_t kTransCols = 64, kTransTokenRuns = 8;  // 16 x 8 invocations
 constexpr uint64_t kTransManyGroups = 256;
 constexpr uint32_t kDropoutWg = 128;  // dropout
+constexpr uint32_t kDyToF16Wg = 128;  // dy_to_f16: one workgroup a token
+// matmul_transposed_coop split over its rows: about this many workgroups, each over at least
+// this many rows; transposed_reduce's workgroup.
+constexpr uint64_t kTransCoopGroups = 256, kTransCoopSplitRows = 512;
+constexpr uint32_t kReduceWg = 256;
 
 void check_shape(const DeviceTensor* t, int64_t rows, int64_t cols, const char* what,
                  const char* op) {
@@ -178,9 +183,72 @@ void lora_backward_rows(Kit& k, const LoraBranch& br, BufferRange dx, BufferRang
   k.rec.dispatch_flat(pl, {xd, dxd, dx}, push, ceil_div(count, kDropoutWg));
 }
 
+// The transposed product on f16 cooperative matrices (matmul_transposed_coop.comp) of a
+// ternary weight (t) or of f16 rows (f): dy's rows as halves once (dy_to_f16.comp), then the
+// product piece by piece. False, having recorded nothing, where the device has no such matrices
+// (or TRIT_VK_EXACT=1), for other float types or an odd width, or where a piece starts on an
+// odd row (the module reads dy's halves a word at a time).
+bool transposed_product_f16(Kit& k, const TernaryWeight* t, const FloatRows* f, BufferRange dy,
+                            uint64_t dy_stride, BufferRange dx, uint64_t tokens, uint64_t n_in,
+                            float scale) {
+  const std::optional<CoopF16Tiles>& tiles = k.ctx.caps().enabled.coop_f16_tiles;
+  if (!tiles || (t ? t->tq1 : (f->type != FloatWeightType::F16 || n_in % 2 != 0))) return false;
+  const TiledTensor& w = t ? t->codes : *f->rows;
+  for (size_t i = 0; i < w.pieces(); ++i) {
+    if (w.piece(i).row0 % 2 != 0) return false;
+  }
+  const uint64_t n = w.rows(), words = ceil_div(n, 2);
+  const BufferRange dyh = k.scratch.act.alloc(tokens * words * 4);
+  const BufferRange tscale = k.scratch.act.alloc(tokens * 4);
+  const BufferRange acc = w.pieces() > 1 ? k.scratch.act.alloc(tokens * n_in * 4) : dx;
+  const Pipeline& half = k.rec.pipeline("dy_to_f16", 3, sizeof(DyToF16Push), {kDyToF16Wg}, 0b001);
+  k.rec.dispatch_flat(
+      half, {dy, dyh, tscale},
+      DyToF16Push{uint32_t(tokens), uint32_t(n), uint32_t(dy_stride), uint32_t(words)}, tokens);
+  const Pipeline& p = k.rec.pipeline(tiles->shader(t == nullptr), 6,
+                                     sizeof(MatmulTransposedCoopPush), tiles->spec(), 0b001111);
+  const uint64_t col_groups = ceil_div(n_in, CoopF16Tiles::kColumns);
+  const uint64_t token_groups = ceil_div(tokens, CoopF16Tiles::kTokens);
+  const float dq = t && t->d != 0.0f ? t->d : 1.0f;
+  for (size_t i = 0; i < w.pieces(); ++i) {
+    const TiledTensor::Piece& piece = w.piece(i);
+    const BufferRange wr = w.range(i);
+    const BufferRange dblk = t && t->d == 0.0f ? t->block_scales().range(i) : wr;
+    const bool first = i == 0, last = i + 1 == w.pieces();
+    MatmulTransposedCoopPush push{{uint32_t(n_in), uint32_t(piece.rows()), uint32_t(piece.row0),
+                                   uint32_t(tokens), uint32_t(words), t ? t->d : 0.0f, scale,
+                                   first ? 1u : 0u, last ? 1u : 0u, uint32_t(t ? t->n_in : n_in)},
+                                  0};
+    // A small grid over many rows (the head's 128 tokens over its vocabulary) leaves most of a
+    // large GPU idle: split the rows so that about kTransCoopGroups workgroups run, each over at
+    // least kTransCoopSplitRows rows, their sums added in order by transposed_reduce.
+    uint64_t splits = std::min(ceil_div(kTransCoopGroups, col_groups * token_groups),
+                               ceil_div(piece.rows(), kTransCoopSplitRows));
+    const uint64_t part_row = tokens * n_in * 4;
+    splits = std::min(splits, k.ctx.binding_limit() / part_row);
+    if (splits <= 1) {
+      k.rec.dispatch_rows(p, {wr, dblk, dyh, tscale, acc, dx}, push, col_groups, token_groups);
+      continue;
+    }
+    const uint64_t split_rows = ceil_div(ceil_div(piece.rows(), splits), 32) * 32;
+    splits = ceil_div(piece.rows(), split_rows);
+    push.split_rows = uint32_t(split_rows);
+    const BufferRange part = k.scratch.act.alloc(splits * part_row);
+    k.rec.dispatch_rows(p, {wr, dblk, dyh, tscale, part, dx}, push, col_groups,
+                        token_groups * splits);
+    const Pipeline& reduce =
+        k.rec.pipeline("transposed_reduce", 4, sizeof(TransposedReducePush), {kReduceWg}, 0b0011);
+    const TransposedReducePush rp{uint32_t(tokens), uint32_t(n_in), uint32_t(splits), dq, scale,
+                                  first ? 1u : 0u,  last ? 1u : 0u};
+    k.rec.dispatch_flat(reduce, {part, tscale, acc, dx}, rp, ceil_div(tokens * n_in, kReduceWg));
+  }
+  return true;
+}
+
 void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, BufferRange dy,
                         uint64_t dy_stride, BufferRange dx, uint64_t rows, uint64_t n_in,
                         float scale) {
+  if (transposed_product_f16(k, t, f, dy, dy_stride, dx, rows, n_in, scale)) return;
   const TiledTensor& w = t ? t->codes : *f->rows;
   const size_t pieces = w.pieces();
   // Several pieces sum through an accumulator tile, in piece (row) order.

@@ -217,6 +217,32 @@ struct MatmulTransposedPush {
   uint32_t row_in;     // ternary: weights per stored row (n_in rounded up to 256)
 };
 
+// matmul_ternary_t_coop / matmul_float_t_coop (matmul_transposed_coop.comp): the transposed
+// product on f16 cooperative matrices, one piece, optionally split over its rows.
+struct MatmulTransposedCoopPush {
+  MatmulTransposedPush base;  // dy_stride: words of dyh per row
+  uint32_t split_rows;        // rows a workgroup sums (a multiple of 32); 0: all of them
+};
+
+// transposed_reduce.comp: the splits of a split transposed product, added in order.
+struct TransposedReducePush {
+  uint32_t n_tokens;
+  uint32_t n_in;
+  uint32_t splits;
+  float dq;     // the weight's uniform scale, or 1
+  float scale;  // dx += scale * ...
+  uint32_t first;
+  uint32_t last;
+};
+
+// dy_to_f16.comp: dy rows as halves scaled by a power of two each.
+struct DyToF16Push {
+  uint32_t n_tokens;
+  uint32_t n;          // values a row
+  uint32_t dy_stride;  // floats per dy row
+  uint32_t dyh_words;  // words per dyh row (2 * dyh_words >= n)
+};
+
 // rms_norm_backward.comp.
 struct RmsNormBackwardPush {
   uint32_t n_tokens;

@@ -351,7 +351,9 @@ void lora_forward_rows(Kit& k, const LoraBranch& br, BufferRange xd, BufferRange
 // dy rows of dy_stride floats), for one token segment.
 void lora_backward_rows(Kit& k, const LoraBranch& br, BufferRange dx, BufferRange dy,
                         BufferRange xd, BufferRange ax, uint64_t rows, uint64_t dy_stride, float p);
-// dx (rows, n_in) += scale * W^T dy over every piece of a ternary (t) or float (f) weight.
+// dx (rows, n_in) += scale * W^T dy over every piece of a ternary (t) or float (f) weight:
+// bit-exact (matmul_transposed.comp), or for a ternary or f16 weight on a device with f16
+// cooperative matrices (EnabledFeatures::coop_f16_tiles) within the tolerance its module states.
 void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, BufferRange dy,
                         uint64_t dy_stride, BufferRange dx, uint64_t rows, uint64_t n_in,
                         float scale);

@@ -22,6 +22,8 @@ ContextOptions context_options(const VulkanRequest& r) {
   o.max_buffer_bytes = r.max_buffer_bytes;
   if (env != 0 && (o.max_buffer_bytes == 0 || env < o.max_buffer_bytes)) o.max_buffer_bytes = env;
   o.cooperative_matrix = coop_choice_from_env();
+  const char* exact = std::getenv("TRIT_VK_EXACT");
+  o.exact_training = exact && std::string(exact) == "1";
   return o;
 }
 
@@ -139,8 +141,12 @@ std::string VulkanBackend::description() const {
       coop ? cat(", int8 cooperative matrices (", coop->khr ? "KHR" : "NV", ") ", coop->shape.m,
                  "x", coop->shape.n, "x", coop->shape.k)
            : std::string();
+  const std::optional<CoopF16Tiles>& f16 = caps.enabled.coop_f16_tiles;
+  const std::string f16_text =
+      f16 ? cat(", f16 training products ", f16->shape.m, "x", f16->shape.n, "x", f16->shape.k)
+          : std::string();
   return cat("vulkan: ", d.name, " (", vulkan_device_type_name(d.type), ", driver ", driver,
-             caps.enabled.integer_dot_product ? ", int8 dot product" : "", coop_text,
+             caps.enabled.integer_dot_product ? ", int8 dot product" : "", coop_text, f16_text,
              ", binding limit ", ctx_->binding_limit() >> 20, " MiB)");
 }
 

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -17,6 +20,7 @@
 #include "backend/vulkan/shaders.h"
 #include "backend/vulkan/spirv_coopmat.h"
 #include "core/error.h"
+#include "core/quant.h"
 #include "support/errors.h"
 #include "support/vulkan.h"
 
@@ -247,6 +251,46 @@ TEST(VulkanCoopTiles, NoneWithoutEveryFeatureOrRoom) {
   }
 }
 
+// The f16 tiles: the first shape whose m divides 32, n divides 64 (a multiple of 8) and k
+// divides 32 (a multiple of 8), of the extension asked for; nothing without shaderFloat16.
+TEST(VulkanCoopTiles, F16ShapesForTheTransposedProduct) {
+  VulkanDeviceInfo d = coop_device();
+  d.shader_float16 = true;
+  d.cooperative_matrix_f16 = {{16, 16, 16}, {16, 8, 16}};
+  std::optional<CoopF16Tiles> t = plan_coop_f16_tiles(d, false);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->shape, (CoopMatShape{16, 16, 16}));
+  EXPECT_EQ(t->wg, 128u);
+  EXPECT_EQ(t->frag_m, 2u);  // 32 tokens a subgroup
+  EXPECT_EQ(t->frag_n, 4u);  // 64 columns
+  EXPECT_EQ(t->shader(), "matmul_ternary_t_coop");
+  const std::vector<uint32_t> spec = t->spec();
+  ASSERT_EQ(spec.size(), 17u);
+  EXPECT_EQ(spec[0], 128u);
+  EXPECT_EQ(spec[6], 2u);
+  EXPECT_EQ(spec[7], 4u);
+  EXPECT_EQ((std::vector<uint32_t>(spec.begin() + 14, spec.end())),
+            (std::vector<uint32_t>{16, 16, 16}));
+  d.cooperative_matrix_f16 = {{16, 4, 16}, {16, 16, 12}, {64, 8, 16}, {8, 8, 8}};
+  t = plan_coop_f16_tiles(d, false);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->shape, (CoopMatShape{8, 8, 8}));
+  EXPECT_EQ(t->frag_m, 4u);
+  EXPECT_EQ(t->frag_n, 8u);
+  EXPECT_FALSE(plan_coop_f16_tiles(d, true).has_value());  // no KHR extension
+  d.cooperative_matrix_khr = true;
+  d.cooperative_matrix_f16_khr = {{16, 8, 16}};
+  ASSERT_TRUE(plan_coop_f16_tiles(d, true).has_value());
+  EXPECT_EQ(plan_coop_f16_tiles(d, true)->shader(), "matmul_ternary_t_coop_khr");
+  d.shader_float16 = false;
+  EXPECT_FALSE(plan_coop_f16_tiles(d, false).has_value());
+  EXPECT_FALSE(plan_coop_f16_tiles(d, true).has_value());
+  // The module's KHR form: A (tokens x k), B (k x columns) and the f32 sums take one use each.
+  const std::vector<uint32_t> khr = coopmat_nv_to_khr(shader_spirv("matmul_ternary_t_coop"));
+  EXPECT_GT(khr.size(), 100u);
+  EXPECT_FALSE(shader_spirv("matmul_ternary_t_coop_khr").empty());
+}
+
 using namespace test;  // NOLINT: the shared Vulkan test helpers
 
 // ---- On a device ------------------------------------------------------------------------------
@@ -331,6 +375,117 @@ TEST(VulkanCoopMatrix, TiledProductsGiveThePlainBits) {
     EXPECT_NE(table.find(pipeline), std::string::npos) << ext << ":\n" << table;
   }
   if (ran == 0) GTEST_SKIP() << "no int8 cooperative matrices on this device";
+}
+
+// ---- The f16 transposed product of training ----------------------------------------------------
+// matmul_ternary_t_coop (TRIT_VK_EXACT=0 on a device with f16 cooperative matrices) against the
+// sums in double: dx = dx0 + out_scale * sum_r dy[t, r] w(r, c) within 2^-9 of
+// out_scale * sum_r |dy[t, r] w(r, c)| (dy rounds to a half, 2^-12 relative; the sums are f32),
+// and the row past the op's tokens untouched; without a limit and at 32 KiB (weights in pieces,
+// tokens in segments). Both ternary types, block scales, TQ1_0 (its T2 view), an out_scale, an
+// odd number of rows, f16 rows (matmul_float_t_coop, the LM head's product), gradients of very
+// different sizes per token. Devices without such
+// matrices (lavapipe) skip this.
+
+struct F16Case {
+  DType type;
+  bool blocks;
+  int64_t n, n_in, n_out;
+  float out_scale;
+};
+
+// w: the case's weight, which outlives the backend (a device caches what it uploaded).
+void check_f16_transposed(Backend& b, const F16Case& c, const HostWeight* w,
+                          const std::string& where) {
+  std::vector<float> wf(size_t(c.n_in * c.n_out));
+  dequantize(c.type, w->bytes.data(), c.n_in * c.n_out, wf.data());
+  std::vector<float> dy = randn((c.n + 1) * c.n_out, 602);
+  // Each token's gradient at its own size, 2^-30 .. 2^20 (the scaling per row is what keeps
+  // the small ones).
+  for (int64_t t = 0; t <= c.n; ++t) {
+    const float size = std::ldexp(1.0f, int(t % 51) - 30);
+    for (int64_t r = 0; r < c.n_out; ++r) dy[size_t(t * c.n_out + r)] *= size;
+  }
+  const std::vector<float> dx0 = randn((c.n + 1) * c.n_in, 603);
+  TensorPtr dyt = upload(b, "dy", c.n + 1, c.n_out, dy);
+  TensorPtr dxt = upload(b, "dx", c.n + 1, c.n_in, dx0);
+  b.linear_backward(*dxt, *dyt, w->w, c.n);
+  std::vector<float> got(dx0.size());
+  b.read(*dxt, 0, c.n + 1, got.data());
+  int64_t bad = 0;
+  double worst = 0;
+  for (int64_t t = 0; t <= c.n; ++t) {
+    for (int64_t col = 0; col < c.n_in; ++col) {
+      const size_t o = size_t(t * c.n_in + col);
+      if (t == c.n) {
+        if (got[o] != dx0[o]) ++bad;
+        continue;
+      }
+      double sum = 0, mag = 0;
+      for (int64_t r = 0; r < c.n_out; ++r) {
+        const double p = double(dy[size_t(t * c.n_out + r)]) * wf[size_t(r * c.n_in + col)];
+        sum += p;
+        mag += std::fabs(p);
+      }
+      const double want = dx0[o] + c.out_scale * sum;
+      const double bound = std::ldexp(c.out_scale * mag, -9) + std::ldexp(std::fabs(want), -22);
+      const double err = std::fabs(double(got[o]) - want);
+      if (!(err <= bound)) {
+        if (bad++ < 5) {
+          ADD_FAILURE() << where << ": dx[" << t << ", " << col << "] = " << got[o] << ", want "
+                        << want << " within " << bound << " (dx0 " << dx0[o] << ", product "
+                        << c.out_scale * sum << ", got " << double(got[o]) - dx0[o] << ", dy of 2^"
+                        << int(t % 51) - 30 << ")";
+        }
+      }
+      worst = std::max(worst, err / bound);
+    }
+  }
+  EXPECT_EQ(bad, 0) << where;
+  std::printf("%s: largest error / its bound = %.3g\n", where.c_str(), worst);
+}
+
+TEST(VulkanCoopMatrix, F16TransposedProductWithinItsBound) {
+  const std::vector<F16Case> cases = {
+      {DType::TQ2_0, false, 77, 768, 1024, 1.25f}, {DType::TQ2_0, true, 130, 1280, 512, 1.0f},
+      {DType::I2_S, false, 64, 768, 512, 0.5f},    {DType::TQ1_0, true, 33, 768, 300, 1.0f},
+      {DType::TQ2_0, false, 9, 256, 301, 1.0f},    {DType::F16, false, 77, 768, 1030, 1.0f}};
+  std::vector<std::unique_ptr<HostWeight>> weights;
+  for (const F16Case& c : cases) {
+    if (c.type == DType::F16) {  // f16 rows: the LM head's form
+      auto h = std::make_unique<HostWeight>();
+      h->w.f = float_matrix(h->bytes, c.type, c.n_in, c.n_out, 604, 0.05f);
+      h->w.name = cat("f16_", c.n_out, "x", c.n_in);
+      h->w.m = {c.type, nullptr, c.n_in, c.n_out, 0};
+      weights.push_back(std::move(h));
+    } else {
+      weights.push_back(ternary_weight(c.type, c.n_in, c.n_out, c.blocks, 601 + uint64_t(c.n)));
+    }
+    weights.back()->w.out_scale = c.out_scale;
+  }
+  ::testing::internal::CaptureStderr();
+  bool offered = false;
+  for (uint64_t limit : {uint64_t(0), 32 * KiB}) {
+    std::unique_ptr<Backend> vk;
+    {
+      const ScopedEnv fast("TRIT_VK_EXACT", "0");
+      const ScopedEnv table("TRIT_VK_PROFILE", "1");
+      open_vulkan(limit, &vk);
+    }
+    if (!vk) break;
+    offered = vk->description().find("f16 training products") != std::string::npos;
+    if (!offered) break;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const F16Case& c = cases[i];
+      check_f16_transposed(*vk, c, weights[i].get(),
+                           cat(dtype_name(c.type), c.blocks ? " blocks " : " ", c.n, "x", c.n_in,
+                               "x", c.n_out, " at ", limit_name(limit)));
+    }
+  }
+  const std::string table = ::testing::internal::GetCapturedStderr();
+  if (!offered) GTEST_SKIP() << "no f16 cooperative matrices on this device";
+  EXPECT_NE(table.find("matmul_ternary_t_coop"), std::string::npos) << table;
+  EXPECT_NE(table.find("matmul_float_t_coop"), std::string::npos) << table;
 }
 
 }  // namespace

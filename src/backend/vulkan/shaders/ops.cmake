@@ -42,6 +42,13 @@ trit_shader(store_kv_f16 store_kv_f16.comp)
 trit_shader(gemm_f32 gemm_f32.comp)
 trit_shader(matmul_ternary_t matmul_transposed.comp TERNARY=1)
 trit_shader(matmul_float_t matmul_transposed.comp)
+# Their fast paths (ternary and f16 weights) on f16 cooperative matrices (need
+# VK_NV_cooperative_matrix with f16 shapes, shaderFloat16 and vulkanMemoryModel; TRIT_VK_EXACT=1
+# keeps the ones above), and the halves of dy they read.
+trit_shader(matmul_ternary_t_coop matmul_transposed_coop.comp)
+trit_shader(matmul_float_t_coop matmul_transposed_coop.comp FLOAT_F16=1)
+trit_shader(dy_to_f16 dy_to_f16.comp)
+trit_shader(transposed_reduce transposed_reduce.comp)
 trit_shader(rms_norm_backward rms_norm_backward.comp)
 trit_shader(gated_act_backward gated_act_backward.comp)
 trit_shader(dropout dropout.comp)
