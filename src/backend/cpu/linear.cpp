@@ -105,8 +105,16 @@ void lora_backward_host(float* dx, const float* dy, const float* xd, const float
   pool.parallel_for(T, [&](int64_t t0, int64_t t1, int) {
     matmul_f32_backward_dx(dax.data(), ds.data(), b, r, n_out, t0, t1);
   });
-  pool.parallel_for(r, [&](int64_t r0, int64_t r1, int) {
-    matmul_f32_backward_dw(da, dax.data(), xd, T, n_in, r, r0, r1);
+  // da (r, n_in): r rows are fewer tasks than a large machine's threads, so the columns are
+  // split too (each element still sums over the tokens in order: the same bits).
+  constexpr int64_t kCols = 256;
+  const int64_t col_blocks = (n_in + kCols - 1) / kCols;
+  pool.parallel_for(r * col_blocks, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t row = i / col_blocks, c0 = i % col_blocks * kCols;
+      gemm_f32_acc(row, row + 1, std::min(kCols, n_in - c0), T, dax.data(), 1, r, xd + c0, n_in,
+                   da + c0, n_in);
+    }
   });
   Vec dxd(size_t(T * n_in), 0.0f);
   pool.parallel_for(T, [&](int64_t t0, int64_t t1, int) {

@@ -414,6 +414,36 @@ TEST_F(CpuTrainOps, LinearBackwardSplitByTokensIsTheReference) {
   }
 }
 
+// lora_backward's da splits its rank rows by 256-column blocks too (rank 16 is fewer rows than
+// a large machine's threads); each element still sums over the tokens in order: the unsplit
+// product's bits at any thread count, widths with a partial block included.
+TEST_F(CpuTrainOps, LoraBackwardSplitByColumnsIsTheReference) {
+  const int64_t n = 37, n_in = 600, n_out = 40, r = 16;
+  const Vec av = randn(r * n_in, 60, 0.3f), bv = randn(n_out * r, 61, 0.3f);
+  const Vec xd = randn(n * n_in, 62), ax = randn(n * r, 63), dyv = randn(n * n_out, 64);
+  const Vec p_da = randn(r * n_in, 65);
+  Vec ds(dyv.size()), dax(size_t(n * r)), want = p_da;
+  for (size_t i = 0; i < dyv.size(); ++i) ds[i] = 2.0f * dyv[i];
+  matmul_f32_backward_dx(dax.data(), ds.data(), bv.data(), r, n_out, 0, n);
+  matmul_f32_backward_dw(want.data(), dax.data(), xd.data(), n, n_in, r, 0, r);
+  for (int threads : {1, 2, 16}) {
+    ThreadPool pool(threads);
+    CpuBackend cpu(pool);
+    auto put = [&](const char* name, int64_t rows, int64_t cols, const Vec& v) {
+      return test::upload(cpu, name, rows, cols, v);
+    };
+    TensorPtr a = put("a", r, n_in, av), b = put("b", n_out, r, bv), da = put("da", r, n_in, p_da),
+              db = put("db", n_out, r, Vec(size_t(n_out * r)));
+    TensorPtr txd = put("xd", n, n_in, xd), tax = put("ax", n, r, ax), dy = put("dy", n, n_out, dyv),
+              dx = put("dx", n, n_in, Vec(size_t(n * n_in)));
+    const LoraBranch br{a.get(), b.get(), da.get(), db.get(), 2.0f, 7};
+    cpu.lora_backward(*dx, *dy, LoraSaved{txd.get(), tax.get()}, n, br, 0.0f);
+    Vec got(want.size());
+    cpu.read(*da, 0, r, got.data());
+    EXPECT_EQ(got, want) << threads << " threads";
+  }
+}
+
 // The dropout of lora_forward: element i of x is dropped when u < p, u = (mix(mix(key ^
 // mix(salt)) + i) >> 11) * 2^-53, mix = splitmix64 (cpu/ops.h's lora_dropout), written out here.
 uint64_t mix(uint64_t x) {
