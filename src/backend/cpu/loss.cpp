@@ -176,12 +176,16 @@ void CpuBackend::head_loss(const HeadOp& op) {
         gemm_f32_acc(0, n, d, p1 - p0, logits.data() + p0, V, 1, panel.data(), d, part.data(), d);
       }
     });
+    // dh += the threads' parts in thread order, each element on its own (over the threads).
     float* dh = cpu_data(*dhf) + (op.row0 + t0) * d;
-    for (int th = 0; th < threads; ++th) {
-      if (dpart[size_t(th)].empty()) continue;
-      for (int64_t i = 0; i < n * d; ++i) dh[i] += dpart[size_t(th)][size_t(i)];
-      dpart[size_t(th)].clear();
-    }
+    pool_.parallel_for(n * d, [&](int64_t i0, int64_t i1, int) {
+      for (int th = 0; th < threads; ++th) {
+        const Vec& part = dpart[size_t(th)];
+        if (part.empty()) continue;
+        for (int64_t i = i0; i < i1; ++i) dh[i] += part[size_t(i)];
+      }
+    });
+    for (Vec& part : dpart) part.clear();
     for (size_t j = 0; j < lora.size(); ++j) {
       const LoraBranch& br = lora[j];
       lora_backward_host(dh, logits.data(), h, hax[j].data(), cpu_data(*br.a), cpu_data(*br.b),
