@@ -265,17 +265,18 @@ void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, i
             } else {
               ternary_matmul_float(j.w->m.storage(), xw, T, y, r0, r1);
             }
+            // The layer's scale tensor (llama.cpp's BitNet files), on the rows just computed.
+            if (j.w->out_scale != 1.0f) {
+              for (int64_t t = 0; t < T; ++t) {
+                for (int64_t r = r0; r < r1; ++r) y[t * rows + r] *= j.w->out_scale;
+              }
+            }
           }
           base += rows;
         }
       },
       16);
   for (const LinearOp& j : ops) {
-    float* y = cpu_data(*j.y);
-    if (j.w->out_scale != 1.0f) {
-      const int64_t n = T * j.w->m.n_out;
-      for (int64_t i = 0; i < n; ++i) y[i] *= j.w->out_scale;
-    }
     // The LoRA branches see the un-quantised input; `.scale` does not multiply them.
     if (!j.saved.empty() && j.saved.size() != j.lora.size()) {
       fail("linear ", j.w->name, ": ", j.saved.size(), " saves for ", j.lora.size(), " branches");
