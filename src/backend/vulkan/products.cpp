@@ -183,6 +183,8 @@ void lora_backward_rows(Kit& k, const LoraBranch& br, BufferRange dx, BufferRang
   k.rec.dispatch_flat(pl, {xd, dxd, dx}, push, ceil_div(count, kDropoutWg));
 }
 
+namespace {
+
 // The transposed product on f16 cooperative matrices (matmul_transposed_coop.comp) of a
 // ternary weight (t) or of f16 rows (f): dy's rows as halves once (dy_to_f16.comp), then the
 // product piece by piece. False, having recorded nothing, where the device has no such matrices
@@ -244,6 +246,8 @@ bool transposed_product_f16(Kit& k, const TernaryWeight* t, const FloatRows* f, 
   }
   return true;
 }
+
+}  // namespace
 
 void transposed_product(Kit& k, const TernaryWeight* t, const FloatRows* f, BufferRange dy,
                         uint64_t dy_stride, BufferRange dx, uint64_t rows, uint64_t n_in,
