@@ -17,9 +17,14 @@
 
 #include "backend/vulkan/context.h"
 #include "backend/vulkan/device_info.h"
+#include "backend/vulkan/pipeline.h"
+#include "backend/vulkan/push_constants.h"
+#include "backend/vulkan/sequence.h"
 #include "backend/vulkan/shaders.h"
 #include "backend/vulkan/spirv_coopmat.h"
+#include "backend/vulkan/tiled_tensor.h"
 #include "core/error.h"
+#include "core/half.h"
 #include "core/quant.h"
 #include "support/errors.h"
 #include "support/vulkan.h"
@@ -289,6 +294,119 @@ TEST(VulkanCoopTiles, F16ShapesForTheTransposedProduct) {
   const std::vector<uint32_t> khr = coopmat_nv_to_khr(shader_spirv("matmul_ternary_t_coop"));
   EXPECT_GT(khr.size(), 100u);
   EXPECT_FALSE(shader_spirv("matmul_ternary_t_coop_khr").empty());
+}
+
+// ---- The fast path's plain modules, on any device (lavapipe in CI) --------------------------
+// dy_to_f16 and transposed_reduce need no cooperative matrix: their arithmetic is checked here
+// against the host, so that CI covers them.
+
+std::unique_ptr<Context> open_context() {
+  ContextOptions o;
+  o.device = DeviceChoice::any();
+  return std::make_unique<Context>(o);
+}
+
+std::vector<float> download_floats(const TiledTensor& t, uint64_t n) {
+  std::vector<float> v(n);
+  t.download(0, 1, v.data());
+  return v;
+}
+
+// Each row's scale: the power of two that brings its largest magnitude into [2^14, 2^15)
+// (frexp on the host), 1 for rows of zeros, infinities or NaNs; the halves rounded to nearest
+// even as the CPU rounds them (f32_to_fp16), zeros past the row's end.
+TEST(VulkanF16Prepass, DyRowsBecomeScaledHalves) {
+  REQUIRE_VULKAN_DEVICE();
+  const auto ctx = open_context();
+  const uint32_t tokens = 7, n = 301, stride = 305, words = 152;  // one word of padding a row
+  std::vector<float> dy = test::randn(int64_t(tokens) * stride, 701);
+  const float sizes[tokens] = {0x1p-30f, 1.0f, 0x1p20f, 0.0f, 1.0f, 1.0f, 0x1p-100f};
+  for (uint32_t t = 0; t < tokens; ++t) {
+    for (uint32_t j = 0; j < stride; ++j) dy[t * stride + j] *= sizes[t];
+  }
+  dy[4 * stride + 17] = std::nanf("");
+  dy[5 * stride + 3] = -INFINITY;
+  TiledTensor tdy(*ctx, "dy", 1, dy.size() * 4), tdyh(*ctx, "dyh", 1, tokens * words * 4),
+      tscale(*ctx, "tscale", 1, tokens * 4);
+  tdy.upload(0, 1, dy.data());
+  const Pipeline& p = ctx->pipeline({.shader = "dy_to_f16",
+                                     .bindings = 3,
+                                     .push_bytes = sizeof(DyToF16Push),
+                                     .spec = {128},
+                                     .readonly = 0b001});
+  Sequence seq(*ctx);
+  seq.dispatch(p, {tdy.range(0), tdyh.range(0), tscale.range(0)},
+               DyToF16Push{tokens, n, stride, words}, tokens);
+  seq.submit_and_wait();
+  std::vector<uint32_t> dyh(tokens * words);
+  tdyh.download(0, 1, dyh.data());
+  const std::vector<float> scale = download_floats(tscale, tokens);
+  for (uint32_t t = 0; t < tokens; ++t) {
+    float m = 0;
+    bool finite = true;
+    for (uint32_t j = 0; j < n; ++j) {
+      const float a = std::fabs(dy[t * stride + j]);
+      finite = finite && std::isfinite(a);
+      m = std::max(m, a);
+    }
+    int k = 0;
+    std::frexp(m, &k);
+    const int e = m > 0 && finite ? std::clamp(15 - k, -100, 100) : 0;
+    EXPECT_EQ(scale[t], std::ldexp(1.0f, -e)) << "token " << t;
+    for (uint32_t j = 0; j < 2 * words; ++j) {
+      const float v = j < n ? std::ldexp(dy[t * stride + j], e) : 0.0f;
+      const uint16_t got = uint16_t(dyh[t * words + j / 2] >> (16 * (j % 2)));
+      if (std::isnan(v)) {
+        EXPECT_TRUE(std::isnan(fp16_to_f32(got))) << "token " << t << " value " << j;
+      } else {
+        ASSERT_EQ(got, f32_to_fp16(v)) << "token " << t << " value " << j << " (" << v << ")";
+      }
+    }
+  }
+}
+
+// transposed_reduce: s = (first ? 0 : acc) + the splits in order; the last piece adds
+// scale * (dq * (tscale * s)) to dx, the others store s in acc.
+TEST(VulkanF16Prepass, TheSplitsAddUpInOrder) {
+  REQUIRE_VULKAN_DEVICE();
+  const auto ctx = open_context();
+  const uint32_t tokens = 5, n_in = 300, splits = 3, count = tokens * n_in;
+  const std::vector<float> part = test::randn(splits * count, 711), acc0 = test::randn(count, 712),
+                           dx0 = test::randn(count, 713);
+  const std::vector<float> ts = {0.5f, 0x1p-20f, 2.0f, 1.0f, 0x1p-40f};
+  const float dq = 0.03125f, scale = 1.25f;
+  const Pipeline& p = ctx->pipeline({.shader = "transposed_reduce",
+                                     .bindings = 4,
+                                     .push_bytes = sizeof(TransposedReducePush),
+                                     .spec = {256},
+                                     .readonly = 0b0011});
+  for (const auto& [first, last] : {std::pair{1u, 1u}, {0u, 1u}, {1u, 0u}}) {
+    TiledTensor tpart(*ctx, "part", 1, part.size() * 4), tts(*ctx, "ts", 1, tokens * 4),
+        tacc(*ctx, "acc", 1, count * 4), tdx(*ctx, "dx", 1, count * 4);
+    tpart.upload(0, 1, part.data());
+    tts.upload(0, 1, ts.data());
+    tacc.upload(0, 1, acc0.data());
+    tdx.upload(0, 1, dx0.data());
+    Sequence seq(*ctx);
+    seq.dispatch(p, {tpart.range(0), tts.range(0), tacc.range(0), tdx.range(0)},
+                 TransposedReducePush{tokens, n_in, splits, dq, scale, first, last},
+                 (count + 255) / 256);
+    seq.submit_and_wait();
+    const std::vector<float> acc = download_floats(tacc, count), dx = download_floats(tdx, count);
+    for (uint32_t o = 0; o < count; ++o) {
+      float s = first ? 0.0f : acc0[o];
+      for (uint32_t k = 0; k < splits; ++k) s += part[k * count + o];
+      if (last) {
+        const float want = dx0[o] + scale * (dq * (ts[o / n_in] * s));
+        // A device may fuse the last multiply and add: within a rounding of the result.
+        ASSERT_NEAR(dx[o], want, 1e-6 * std::fabs(want) + 1e-30) << first << last << " " << o;
+        ASSERT_EQ(acc[o], acc0[o]) << o;
+      } else {
+        ASSERT_EQ(acc[o], s) << o;
+        ASSERT_EQ(dx[o], dx0[o]) << o;
+      }
+    }
+  }
 }
 
 using namespace test;  // NOLINT: the shared Vulkan test helpers
