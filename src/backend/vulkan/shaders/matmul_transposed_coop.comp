@@ -9,7 +9,7 @@
 //   dx[t, c] += scale * d * tscale[t] * (sum of S over the pieces)     (d = 1 for block scales)
 // with dyh and tscale from dy_to_f16.comp (each dy row scaled by a power of two into halves).
 // Errors: dy rounded to a half (relative 2^-12), f32 sums in the matrix units' order; tests
-// hold the result to 2^-9 of sum_r |dy[t, r] * w(r, c)| against the CPU.
+// hold the result to 2^-9 of sum_r |dy[t, r] * w(r, c)| of the sums in double.
 //
 // Split over the rows (split_rows != 0: a small grid over many rows, as the LM head's 128 tokens
 // over 128,256 rows): workgroup y takes token tile y % ceil(n_tokens / TT) and rows
