@@ -8,17 +8,29 @@
 
 namespace trit::engine::vk {
 
-std::vector<uint32_t> CoopTiles::spec() const {
+namespace {
+
+// The specialization constants both cooperative-matrix modules take: the workgroup size, the
+// matrices per subgroup along each side and the matrix shape (constant_id 0..16, the rest 0).
+std::vector<uint32_t> coop_spec(uint32_t wg, uint32_t frag_m, uint32_t frag_n,
+                                const CoopMatShape& shape) {
   std::vector<uint32_t> s(uint32_t(SpecId::CoopK) + 1, 0);
   s[uint32_t(SpecId::WorkgroupSize)] = wg;
-  s[uint32_t(SpecId::MatmulPath)] = uint32_t(MatmulPath::Tiled);
-  s[uint32_t(SpecId::TileM)] = tile_m;
-  s[uint32_t(SpecId::TileN)] = tile_n;
   s[uint32_t(SpecId::ThreadM)] = frag_m;
   s[uint32_t(SpecId::ThreadN)] = frag_n;
   s[uint32_t(SpecId::CoopM)] = shape.m;
   s[uint32_t(SpecId::CoopN)] = shape.n;
   s[uint32_t(SpecId::CoopK)] = shape.k;
+  return s;
+}
+
+}  // namespace
+
+std::vector<uint32_t> CoopTiles::spec() const {
+  std::vector<uint32_t> s = coop_spec(wg, frag_m, frag_n, shape);
+  s[uint32_t(SpecId::MatmulPath)] = uint32_t(MatmulPath::Tiled);
+  s[uint32_t(SpecId::TileM)] = tile_m;
+  s[uint32_t(SpecId::TileN)] = tile_n;
   return s;
 }
 
@@ -83,14 +95,7 @@ std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info, CoopChoic
 }
 
 std::vector<uint32_t> CoopF16Tiles::spec() const {
-  std::vector<uint32_t> s(uint32_t(SpecId::CoopK) + 1, 0);
-  s[uint32_t(SpecId::WorkgroupSize)] = wg;
-  s[uint32_t(SpecId::ThreadM)] = frag_m;
-  s[uint32_t(SpecId::ThreadN)] = frag_n;
-  s[uint32_t(SpecId::CoopM)] = shape.m;
-  s[uint32_t(SpecId::CoopN)] = shape.n;
-  s[uint32_t(SpecId::CoopK)] = shape.k;
-  return s;
+  return coop_spec(wg, frag_m, frag_n, shape);
 }
 
 std::optional<CoopF16Tiles> plan_coop_f16_tiles(const VulkanDeviceInfo& info, bool khr) {

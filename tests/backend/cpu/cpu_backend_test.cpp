@@ -434,8 +434,8 @@ TEST_F(CpuTrainOps, LoraBackwardSplitByColumnsIsTheReference) {
     };
     TensorPtr a = put("a", r, n_in, av), b = put("b", n_out, r, bv), da = put("da", r, n_in, p_da),
               db = put("db", n_out, r, Vec(size_t(n_out * r)));
-    TensorPtr txd = put("xd", n, n_in, xd), tax = put("ax", n, r, ax), dy = put("dy", n, n_out, dyv),
-              dx = put("dx", n, n_in, Vec(size_t(n * n_in)));
+    TensorPtr txd = put("xd", n, n_in, xd), tax = put("ax", n, r, ax),
+              dy = put("dy", n, n_out, dyv), dx = put("dx", n, n_in, Vec(size_t(n * n_in)));
     const LoraBranch br{a.get(), b.get(), da.get(), db.get(), 2.0f, 7};
     cpu.lora_backward(*dx, *dy, LoraSaved{txd.get(), tax.get()}, n, br, 0.0f);
     Vec got(want.size());
