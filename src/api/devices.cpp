@@ -4,7 +4,6 @@
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -151,10 +150,9 @@ void print_device(std::string& out, const engine::VulkanDeviceInfo& d) {
                      .c_str()
                : "integer dot products or plain integer arithmetic");
   // As training will (TRIT_VK_EXACT=1: the exact products).
-  const char* exact = std::getenv("TRIT_VK_EXACT");
   const std::optional<engine::vk::CoopF16Tiles> f16 =
-      coop && !(exact && std::string(exact) == "1") ? engine::vk::plan_coop_f16_tiles(d, coop->khr)
-                                                    : std::nullopt;
+      coop && !engine::vk::exact_training_from_env() ? engine::vk::plan_coop_f16_tiles(d, coop->khr)
+                                                     : std::nullopt;
   appendf(out, "                training's transposed products: %s\n",
           f16 ? engine::cat("f16 cooperative matrices (", f16->khr ? "KHR" : "NV", ") ",
                             f16->shape.m, "x", f16->shape.n, "x", f16->shape.k)

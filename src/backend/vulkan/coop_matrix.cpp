@@ -79,6 +79,11 @@ CoopChoice coop_choice_from_env() {
   return CoopChoice::Auto;
 }
 
+bool exact_training_from_env() {
+  const char* e = std::getenv("TRIT_VK_EXACT");
+  return e && std::string(e) == "1";
+}
+
 std::optional<CoopTiles> plan_coop_tiles(const VulkanDeviceInfo& info, CoopChoice choice) {
   if (choice == CoopChoice::Off || !info.shader_int8 || !info.vulkan_memory_model ||
       !(info.subgroup_operations & VK_SUBGROUP_FEATURE_BASIC_BIT) || info.subgroup_size == 0) {

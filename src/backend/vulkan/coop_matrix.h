@@ -18,6 +18,9 @@ enum class CoopChoice { Off, Auto, Nv, Khr };
 // TRIT_VK_COOPMAT: "0" off, "nv", "khr", anything else (or unset) Auto.
 CoopChoice coop_choice_from_env();
 
+// TRIT_VK_EXACT=1: training keeps the products that give the CPU's bits (no f16 matrices).
+bool exact_training_from_env();
+
 // A workgroup of 2 x 2 subgroups, each computing (tile_m / 2) rows x (tile_n / 2) tokens of
 // output as frag_m x frag_n cooperative matrices of `shape`.
 struct CoopTiles {

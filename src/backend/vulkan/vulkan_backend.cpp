@@ -22,8 +22,7 @@ ContextOptions context_options(const VulkanRequest& r) {
   o.max_buffer_bytes = r.max_buffer_bytes;
   if (env != 0 && (o.max_buffer_bytes == 0 || env < o.max_buffer_bytes)) o.max_buffer_bytes = env;
   o.cooperative_matrix = coop_choice_from_env();
-  const char* exact = std::getenv("TRIT_VK_EXACT");
-  o.exact_training = exact && std::string(exact) == "1";
+  o.exact_training = exact_training_from_env();
   return o;
 }
 

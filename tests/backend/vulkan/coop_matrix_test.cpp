@@ -237,6 +237,13 @@ TEST(VulkanCoopTiles, ChoiceFromTheEnvironment) {
   }
   ScopedEnv unset("TRIT_VK_COOPMAT", nullptr);
   EXPECT_EQ(coop_choice_from_env(), CoopChoice::Auto);
+  for (const auto& [value, want] :
+       {std::pair{"1", true}, {"0", false}, {"yes", false}, {"", false}}) {
+    ScopedEnv env("TRIT_VK_EXACT", value);
+    EXPECT_EQ(exact_training_from_env(), want) << value;
+  }
+  ScopedEnv no_exact("TRIT_VK_EXACT", nullptr);
+  EXPECT_FALSE(exact_training_from_env());
 }
 
 TEST(VulkanCoopTiles, NoneWithoutEveryFeatureOrRoom) {
