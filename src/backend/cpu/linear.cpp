@@ -69,11 +69,13 @@ void decode_ternary_row(const TernaryMatrix& w, int64_t r, int8_t* trits, float*
 void lora_b_forward(const float* b, const float* ax, int64_t T, int64_t r, int64_t n_out, float s,
                     float* y, ThreadPool& pool) {
   constexpr int64_t kBlock = 256;  // outputs whose sums and B^T rows stay in L1
-  Vec bt(static_cast<size_t>(r * n_out));
-  for (int64_t o = 0; o < n_out; ++o) {
-    for (int64_t k = 0; k < r; ++k) bt[size_t(k * n_out + o)] = b[o * r + k];
-  }
   pool.parallel_for(n_out, [&](int64_t o0, int64_t o1, int) {
+    // B^T's columns [o0, o1), transposed by the thread that uses them.
+    const int64_t w = o1 - o0;
+    Vec bt(static_cast<size_t>(r * w));
+    for (int64_t o = o0; o < o1; ++o) {
+      for (int64_t k = 0; k < r; ++k) bt[size_t(k * w + o - o0)] = b[o * r + k];
+    }
     float acc[kBlock];
     for (int64_t ob = o0; ob < o1; ob += kBlock) {
       const int64_t m = std::min(kBlock, o1 - ob);
@@ -82,7 +84,7 @@ void lora_b_forward(const float* b, const float* ax, int64_t T, int64_t r, int64
         std::fill(acc, acc + m, 0.0f);
         for (int64_t k = 0; k < r; ++k) {
           const float a = at[k];
-          const float* bk = bt.data() + k * n_out + ob;
+          const float* bk = bt.data() + k * w + (ob - o0);
           for (int64_t i = 0; i < m; ++i) acc[i] += bk[i] * a;
         }
         float* yt = y + t * n_out + ob;
