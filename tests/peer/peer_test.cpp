@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -150,6 +151,19 @@ TEST(Peer, AConsumerReachesTheProvidersServerAndOthersAreRefusedUntilAllowed) {
     for (size_t at = 0; (at = log.find(" 127.0.0.1\n", at)) != std::string::npos; ++at) ++n;
     return n;
   };
+  // The server writes a streamed request's line once the stream has ended, which may be after
+  // the client read [DONE]: wait for the three completions' lines before counting.
+  auto completions = [&] {
+    const std::string log = serve.log();
+    size_t n = 0;
+    for (size_t at = 0; (at = log.find("POST /v1/completions ", at)) != std::string::npos; ++at)
+      ++n;
+    return n;
+  };
+  for (int i = 0; i < 100 && completions() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(completions(), 3u) << serve.log();
   const size_t before = requests();
   TritProcess stranger(dir, "stranger",
                        {"peer", "connect", provider_key, "--listen", "127.0.0.1:0", "--key-file",
