@@ -145,25 +145,10 @@ TEST(Peer, AConsumerReachesTheProvidersServerAndOthersAreRefusedUntilAllowed) {
 
   // A key not on the list is refused at the handshake: no request reaches the server (its
   // log has a line for every request it answers).
-  auto requests = [&] {
-    const std::string log = serve.log();
-    size_t n = 0;
-    for (size_t at = 0; (at = log.find(" 127.0.0.1\n", at)) != std::string::npos; ++at) ++n;
-    return n;
-  };
+  auto requests = [&] { return serve.count_in_log(" 127.0.0.1\n"); };
   // The server writes a streamed request's line once the stream has ended, which may be after
   // the client read [DONE]: wait for the three completions' lines before counting.
-  auto completions = [&] {
-    const std::string log = serve.log();
-    size_t n = 0;
-    for (size_t at = 0; (at = log.find("POST /v1/completions ", at)) != std::string::npos; ++at)
-      ++n;
-    return n;
-  };
-  for (int i = 0; i < 100 && completions() < 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_EQ(completions(), 3u) << serve.log();
+  ASSERT_EQ(serve.wait_in_log("POST /v1/completions ", 3), 3u) << serve.log();
   const size_t before = requests();
   TritProcess stranger(dir, "stranger",
                        {"peer", "connect", provider_key, "--listen", "127.0.0.1:0", "--key-file",

@@ -373,17 +373,7 @@ TEST(Serve, BenchLoadsAnotherServerByUrl) {
   for (const json& j : runs) EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0) << j;
   // Warm-up and timed rounds: 1 + 1 + 2 + 2 completions reached the server (each logged once
   // its last byte is out, which can be just after the client has it).
-  auto logged = [&] {
-    const std::string log = s.log();
-    size_t n = 0;
-    for (size_t at = 0; (at = log.find("POST /v1/completions 200", at)) != std::string::npos; ++at)
-      ++n;
-    return n;
-  };
-  for (int i = 0; i < 100 && logged() < 6; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_EQ(logged(), 6u) << s.log();
+  EXPECT_EQ(s.wait_in_log("POST /v1/completions 200", 6), 6u) << s.log();
   expect_one_line_error(run_trit(dir, {"bench", "-m", kModel, "--device", "cpu", "--serve", "1",
                                        "--serve-url", "x:"}),
                         "--serve-url");

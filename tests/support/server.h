@@ -76,6 +76,23 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string log() const { return read_file(log_); }
+  // How many times `text` occurs in the log (the server writes a line per request answered).
+  size_t count_in_log(const std::string& text) const {
+    const std::string l = log();
+    size_t n = 0;
+    for (size_t at = 0; (at = l.find(text, at)) != std::string::npos; ++at) ++n;
+    return n;
+  }
+  // Waits up to 2 s for `text` to occur n times: a streamed request is logged once its last
+  // byte is out, which can be just after the client has it. Returns the count seen last.
+  size_t wait_in_log(const std::string& text, size_t n) const {
+    size_t seen = count_in_log(text);
+    for (int i = 0; i < 100 && seen < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      seen = count_in_log(text);
+    }
+    return seen;
+  }
   httplib::Client client() const {
     httplib::Client c("127.0.0.1", port_);
     c.set_read_timeout(120, 0);
