@@ -6,7 +6,9 @@
 // over (query segment, K/V segment) pairs, each sum running in key or query order inside one
 // invocation and carried between segments through memory: the max of each query's scores,
 // then its sums l and E, then dq, then (per query head of a group, query segments in order)
-// dk and dv. No atomics: the results do not depend on how the tensors are tiled.
+// dk and dv. No atomics: the results do not depend on how the tensors are tiled. A batch whose
+// tensors are each one piece (the usual case) takes every sequence at once in register tiles
+// (attention_backward_tiled.comp, the same sums in the same order).
 #include <algorithm>
 #include <cmath>
 
@@ -15,7 +17,7 @@
 namespace trit::engine::vk {
 namespace {
 
-constexpr uint32_t kAttnWg = 64;      // attention, attention_combine, attention_backward(_kv)
+constexpr uint32_t kAttnWg = 64;      // attention, attention_combine, attention_backward_wg
 constexpr uint32_t kStoreKvWg = 128;  // store_kv_f16
 
 // The spec constants of attention and attention_combine.
@@ -293,6 +295,10 @@ void VulkanBackend::attention_backward(DeviceTensor& dq_t, DeviceTensor& dk_t, D
          std::initializer_list<const DeviceTensor*>{&dk_t, &dv_t, &k_t, &v_t})
       check_rows_of(*t, end, shape.kv_cols(), op);
   }
+  if (attention_backward_tiled(vk_tensor(dq_t), vk_tensor(dk_t), vk_tensor(dv_t), vk_tensor(dout_t),
+                               vk_tensor(q_t), vk_tensor(k_t), vk_tensor(v_t), seqs, shape)) {
+    return;
+  }
   for (const SeqRows& s : seqs) {
     if (s.n == 0) continue;
     attention_backward_seq(vk_tensor(dq_t), vk_tensor(dk_t), vk_tensor(dv_t), vk_tensor(dout_t),
@@ -307,22 +313,12 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
                                            uint64_t n, const AttnShape& shape) {
   const int64_t hd = shape.head_dim, n_head = shape.n_head, n_kv = shape.n_head_kv;
   const int64_t kv_cols = shape.kv_cols();
-  // An invocation per query (and per key), or for short sequences a workgroup per query.
-  const bool per_invocation = n * 64 >= tune_.attn_bwd_rows * uint64_t(hd);
-  // Rows staged in shared memory per barrier: as many as fit (q and dout, or k and v, and
-  // three statistics a row), at most one per invocation.
-  uint32_t tile = kAttnWg;
-  const uint64_t shared = ctx_->caps().info.max_compute_shared_memory_size;
-  while (tile > 1 && uint64_t(tile) * (2 * uint64_t(hd) + 3) * 4 > shared) tile /= 2;
-  const std::vector<uint32_t> spec = {
-      kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, per_invocation ? tile : 0, uint32_t(hd)};
+  // A workgroup per query (and per key), one sequence and one query head of a group at a time.
+  const std::vector<uint32_t> spec = {kAttnWg, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, uint32_t(hd)};
   const Pipeline& pq =
-      rec_.pipeline(per_invocation ? "attention_backward" : "attention_backward_wg", 6,
-                    sizeof(AttentionBackwardPush), spec, 0b001111);
+      rec_.pipeline("attention_backward_wg", 6, sizeof(AttentionBackwardPush), spec, 0b001111);
   const Pipeline& pkv =
-      rec_.pipeline(per_invocation ? "attention_backward_kv" : "attention_backward_kv_wg", 7,
-                    sizeof(AttentionBackwardPush), spec, 0b0011111);
-  const uint64_t per_group = per_invocation ? kAttnWg : 1;  // queries or keys a workgroup
+      rec_.pipeline("attention_backward_kv_wg", 7, sizeof(AttentionBackwardPush), spec, 0b0011111);
   const float scale = 1.0f / std::sqrt(float(hd));
   // Segments in positions of the sequence (its rows from row0).
   const auto q_segs = row_segments({{&q.tiles(), row0}, {&dout.tiles(), row0}, {&dq.tiles(), row0}},
@@ -375,17 +371,14 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
         const auto [ka, kb] = kv_segs[c];
         if (ka >= qb) break;  // keys after the segment's last query
         rec_.seq().dispatch(pq, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], qs[s].dq},
-                            push(qa, qb, ka, kb, stage, 0), uint32_t(n_head),
-                            uint32_t(ceil_div(qb - qa, per_group)));
+                            push(qa, qb, ka, kb, stage, 0), uint32_t(n_head), uint32_t(qb - qa));
       }
     }
     scratch_.unbind_rows(rec_, qs[s].dq, dq.tiles(), row0 + qa, row0 + qb);
   }
-  // dk, dv: query heads of a group in order, then query segments in order (the CPU's order);
-  // with the queries in one segment a dispatch takes every head of the group.
+  // dk, dv: query heads of a group in order, then query segments in order (the CPU's order).
   const int64_t group = n_head / n_kv;
-  const int64_t heads_a_pass = per_invocation && q_segs.size() == 1 ? group : 1;
-  for (int64_t g = 0; g < group; g += heads_a_pass) {
+  for (int64_t g = 0; g < group; ++g) {
     for (size_t s = 0; s < q_segs.size(); ++s) {
       const auto [qa, qb] = q_segs[s];
       for (size_t c = 0; c < kv_segs.size(); ++c) {
@@ -393,8 +386,7 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
         if (ka >= qb) break;
         rec_.seq().dispatch(
             pkv, {qs[s].q, qs[s].dout, kvs[c].k, kvs[c].v, stats[s], kvs[c].dk, kvs[c].dv},
-            push(qa, qb, ka, kb, uint32_t(heads_a_pass), uint32_t(g)),
-            uint32_t(ceil_div(kb - ka, per_group)), uint32_t(n_kv));
+            push(qa, qb, ka, kb, 1, uint32_t(g)), uint32_t(kb - ka), uint32_t(n_kv));
       }
     }
   }
@@ -403,6 +395,77 @@ void VulkanBackend::attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor&
     scratch_.unbind_rows(rec_, kvs[c].dk, dk.tiles(), a, b);
     scratch_.unbind_rows(rec_, kvs[c].dv, dv.tiles(), a, b);
   }
+}
+
+bool VulkanBackend::attention_backward_tiled(VkTensor& dq, VkTensor& dk, VkTensor& dv,
+                                             const VkTensor& dout, const VkTensor& q,
+                                             const VkTensor& k, const VkTensor& v,
+                                             std::span<const SeqRows> seqs,
+                                             const AttnShape& shape) {
+  const auto& info = ctx_->caps().info;
+  const int64_t hd = shape.head_dim;
+  // Register tiles: 256 invocations, head_dim a multiple of the 16 dimensions staged at a time
+  // and at most 128 (dk and dv of four keys in registers), 29 KiB of shared memory (tiles of
+  // 64 queries x 32 keys on the query side, 64 keys x 32 queries on the key side).
+  constexpr uint32_t kWg = 256, kQueries = 64, kKeys = 64, kKeyTile = 32;
+  constexpr uint64_t kShared = 29696;
+  if (!tune_.attn_bwd_tiled || hd % 16 != 0 || hd > 128 || seqs.empty() ||
+      info.max_compute_work_group_invocations < kWg || info.max_compute_work_group_size[0] < kWg ||
+      info.max_compute_shared_memory_size < kShared ||
+      seqs.size() > info.max_compute_work_group_count[2]) {
+    return false;
+  }
+  for (const VkTensor* t :
+       std::initializer_list<const VkTensor*>{&dq, &dk, &dv, &dout, &q, &k, &v}) {
+    if (t->tiles().pieces() != 1 || t->f16()) return false;
+  }
+  uint64_t longest = 0;
+  for (const SeqRows& s : seqs) longest = std::max(longest, uint64_t(s.n));
+  if (longest == 0) return true;
+  if (ceil_div(longest, kQueries) > info.max_compute_work_group_count[1] ||
+      ceil_div(longest, kKeys) > info.max_compute_work_group_count[0] ||
+      uint64_t(shape.n_head) > info.max_compute_work_group_count[0]) {
+    return false;
+  }
+  const uint64_t rows = uint64_t(q.rows());
+  const uint64_t stats_bytes = rows * uint64_t(shape.n_head) * 3 * 4;
+  if (stats_bytes > ctx_->binding_limit()) return false;
+
+  auto spec = [&](uint32_t stage) {
+    std::vector<uint32_t> s(uint32_t(SpecId::AttnStage) + 1, 0);
+    s[uint32_t(SpecId::WorkgroupSize)] = kWg;
+    s[uint32_t(SpecId::AttnChunk)] = kKeyTile;
+    s[uint32_t(SpecId::MaxHeadDim)] = uint32_t(hd);
+    s[uint32_t(SpecId::AttnStage)] = stage;
+    return s;
+  };
+  // (first row, length) of each sequence, in host-visible memory kept until the submission ends.
+  const BufferRange table = scratch_.host.alloc(seqs.size() * 8);
+  auto* t = reinterpret_cast<uint32_t*>(static_cast<unsigned char*>(table.buffer->mapped()) +
+                                        table.offset);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    t[2 * i] = uint32_t(seqs[i].row0);
+    t[2 * i + 1] = uint32_t(seqs[i].n);
+  }
+  scratch_.attn.reset();
+  const BufferRange stats = scratch_.attn.alloc(stats_bytes);
+  const AttentionBackwardTiledPush push{uint32_t(shape.n_head), uint32_t(shape.n_head_kv),
+                                        uint32_t(shape.kv_cols()), 1.0f / std::sqrt(float(hd))};
+  const BufferRange qr = q.tiles().range(0), dor = dout.tiles().range(0);
+  const BufferRange kr = k.tiles().range(0), vr = v.tiles().range(0);
+  const BufferRange dqr = dq.tiles().range(0);
+  for (uint32_t stage = 0; stage < 3; ++stage) {
+    const Pipeline& p = rec_.pipeline("attention_backward_tiled", 7,
+                                      sizeof(AttentionBackwardTiledPush), spec(stage), 0b1001111);
+    rec_.seq().dispatch(p, {qr, dor, kr, vr, stats, dqr, table}, push, uint32_t(shape.n_head),
+                        uint32_t(ceil_div(longest, kQueries)), uint32_t(seqs.size()));
+  }
+  const Pipeline& pkv = rec_.pipeline("attention_backward_kv_tiled", 8,
+                                      sizeof(AttentionBackwardTiledPush), spec(0), 0b10011111);
+  rec_.seq().dispatch(
+      pkv, {qr, dor, kr, vr, stats, dk.tiles().range(0), dv.tiles().range(0), table}, push,
+      uint32_t(ceil_div(longest, kKeys)), uint32_t(shape.n_head_kv), uint32_t(seqs.size()));
+  return true;
 }
 
 }  // namespace trit::engine::vk

@@ -29,9 +29,10 @@ enum class SpecId : uint32_t {
   CoopM = 14,         // matmul_ternary_coop: the cooperative matrix shape M x N x K
   CoopN = 15,
   CoopK = 16,
-  SeqTable = 17,  // attention, attention_combine, rope_kv: 1 reads each query's sequence from a
-                  // table (decoding rows of several sequences of one KV pool in one dispatch)
-  KvF16 = 18,     // attention, rope_kv: 1 when the KV cache holds halves (two a word)
+  SeqTable = 17,   // attention, attention_combine, rope_kv: 1 reads each query's sequence from a
+                   // table (decoding rows of several sequences of one KV pool in one dispatch)
+  KvF16 = 18,      // attention, rope_kv: 1 when the KV cache holds halves (two a word)
+  AttnStage = 19,  // attention_backward_tiled: 0 max, 1 sums, 2 dq
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };
@@ -267,7 +268,7 @@ struct CrossEntropyPush {
   uint32_t write_grad;
 };
 
-// attention_backward.comp (stages 0..2) and attention_backward_kv.comp.
+// attention_backward_wg.comp (stages 0..2) and attention_backward_kv_wg.comp.
 struct AttentionBackwardPush {
   uint32_t n_q;     // query tokens of the segment
   uint32_t q_pos0;  // position of its row 0
@@ -281,6 +282,15 @@ struct AttentionBackwardPush {
   uint32_t first;          // the K/V segment holds key 0
   uint32_t head_in_group;  // attention_backward_kv: which query head of each KV head
   float scale;             // 1 / sqrt(float(head_dim))
+};
+
+// attention_backward_tiled.comp (stages 0..2) and attention_backward_kv_tiled.comp: every
+// sequence of a batch in one dispatch (a table binding gives each one's rows).
+struct AttentionBackwardTiledPush {
+  uint32_t n_head;
+  uint32_t n_head_kv;
+  uint32_t kv_stride;  // floats per K/V row (n_embd_kv)
+  float scale;         // 1 / sqrt(float(head_dim))
 };
 
 static_assert(sizeof(GemmF32Push) == 56);

@@ -287,13 +287,11 @@ struct Tuning {
   uint32_t fused_rows_per_subgroup = 1;
   // attention.comp's queries per workgroup for prompts (TRIT_VK_ATTN_QT=1..16 to tune).
   uint32_t attn_qt = 8;
-  // The attention backward of sequences of at least this many tokens per 64 of head_dim takes an
-  // invocation per query (attention_backward.comp); shorter ones a workgroup per query (_wg),
-  // which fills a large GPU better. H100, packed batches of 8 (docs/PERF.md): head_dim 64 (1b)
-  // _wg 1.17x faster at ctx 128, 0.88x at 256, 0.63x at 512; head_dim 128 (2b4t, whose rows
-  // hold twice the registers) 1.40x at 128, 1.13x at 256, 0.85x at 512. Same bits either way.
-  // TRIT_VK_ATTN_BWD_ROWS=<n> to tune (0: always per invocation).
-  uint64_t attn_bwd_rows = 256;
+  // Batches whose tensors are each one piece take the attention backward in register tiles,
+  // every sequence in one dispatch a stage (attention_backward_tiled.comp); others a workgroup
+  // per query and per key, one sequence at a time (attention_backward_wg.comp). Same bits.
+  // TRIT_VK_ATTN_BWD_TILED=0 takes the second for every batch (tests compare the two).
+  bool attn_bwd_tiled = true;
   // rms_norm.comp's specialization for rows of n values (every module of that source, and
   // matvec_norm_ternary, takes the same, so that they sum alike): the row is held in registers
   // when it fits (n <= norm_vec_width()). `tag` (constant 1, unused by the shader) keeps
@@ -466,6 +464,12 @@ class VulkanBackend final : public Backend {
   void attention_backward_seq(VkTensor& dq, VkTensor& dk, VkTensor& dv, const VkTensor& dout,
                               const VkTensor& q, const VkTensor& k, const VkTensor& v,
                               uint64_t row0, uint64_t n, const AttnShape& shape);
+  // attention_backward of every sequence at once (attention_backward_tiled.comp, the same
+  // bits): false when the tensors or the device do not qualify (the caller takes them one by
+  // one).
+  bool attention_backward_tiled(VkTensor& dq, VkTensor& dk, VkTensor& dv, const VkTensor& dout,
+                                const VkTensor& q, const VkTensor& k, const VkTensor& v,
+                                std::span<const SeqRows> seqs, const AttnShape& shape);
   // Decoding rows of several sequences of one pool (one query each) in one dispatch per
   // step: false when they do not qualify (the caller takes them one by one).
   bool rope_store_kv_decode(VkTensor& q, const VkTensor& k, const VkTensor& v, VkTensor& kc,

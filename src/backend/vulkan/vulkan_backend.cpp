@@ -76,9 +76,8 @@ Tuning tuning_for(const DeviceCaps& caps) {
     const int n = std::atoi(e);
     if (n >= 1 && n <= 64) c.fused_rows_per_subgroup = uint32_t(n);
   }
-  if (const char* e = std::getenv("TRIT_VK_ATTN_BWD_ROWS")) {
-    const long long n = std::atoll(e);
-    if (n >= 0) c.attn_bwd_rows = uint64_t(n);
+  if (const char* e = std::getenv("TRIT_VK_ATTN_BWD_TILED")) {
+    c.attn_bwd_tiled = std::string(e) != "0";
   }
   if (const char* e = std::getenv("TRIT_VK_ATTN_QT")) {
     const int qt = std::atoi(e);

@@ -222,25 +222,28 @@ TrainCase rope_backward_case(int64_t n, int64_t rope_dim, float theta) {
           }};
 }
 
-// 8 query heads of 64 over 8 / group KV heads (at 128 KiB q, dout and dq of more than 64 tokens
-// come in pieces, and with group 1 k, v, dk and dv too). 1e-5 holds although dS = P * (dP -
-// rowsum(P * dP)) cancels and a GPU's exp need not be correctly rounded (lavapipe: 4e-7).
-TrainCase attention_backward_case(int64_t group, int64_t n) {
-  return {cat("attention_backward_group", group, "_n", n), [=](Backend& b, const Fill& fill) {
-            const AttnShape shape{
-                .n_head = 8, .n_head_kv = 8 / group, .head_dim = 64, .rope_dim = 64};
-            const int64_t d = shape.q_cols(), kv = shape.kv_cols();
-            TensorPtr q = upload(b, "q", n + 1, d, randn((n + 1) * d, 51));
-            TensorPtr k = upload(b, "k", n + 1, kv, randn((n + 1) * kv, 52));
-            TensorPtr v = upload(b, "v", n + 1, kv, randn((n + 1) * kv, 53));
-            TensorPtr dout = upload(b, "dout", n + 1, d, randn((n + 1) * d, 54));
-            TensorPtr dq = fill(b, "dq", n + 1, d, 55), dk = fill(b, "dk", n + 1, kv, 56);
-            TensorPtr dv = fill(b, "dv", n + 1, kv, 57);
-            const SeqRows whole{0, n, 0, 0};
-            b.attention_backward(*dq, *dk, *dv, *dout, *q, *k, *v, {&whole, 1}, shape);
-            return std::vector<Out>{download(b, *dq, n + 1, 1e-5), download(b, *dk, n + 1, 1e-5),
-                                    download(b, *dv, n + 1, 1e-5)};
-          }};
+// 8 query heads of head_dim (64 unless given) over 8 / group KV heads (at 128 KiB q, dout and dq
+// of more than 64 tokens come in pieces, and with group 1 k, v, dk and dv too). 1e-5 holds
+// although dS = P * (dP - rowsum(P * dP)) cancels and a GPU's exp need not be correctly rounded
+// (lavapipe: 4e-7).
+TrainCase attention_backward_case(int64_t group, int64_t n, int64_t head_dim = 64) {
+  return {
+      cat("attention_backward_group", group, "_n", n, head_dim == 64 ? "" : cat("_hd", head_dim)),
+      [=](Backend& b, const Fill& fill) {
+        const AttnShape shape{
+            .n_head = 8, .n_head_kv = 8 / group, .head_dim = head_dim, .rope_dim = head_dim};
+        const int64_t d = shape.q_cols(), kv = shape.kv_cols();
+        TensorPtr q = upload(b, "q", n + 1, d, randn((n + 1) * d, 51));
+        TensorPtr k = upload(b, "k", n + 1, kv, randn((n + 1) * kv, 52));
+        TensorPtr v = upload(b, "v", n + 1, kv, randn((n + 1) * kv, 53));
+        TensorPtr dout = upload(b, "dout", n + 1, d, randn((n + 1) * d, 54));
+        TensorPtr dq = fill(b, "dq", n + 1, d, 55), dk = fill(b, "dk", n + 1, kv, 56);
+        TensorPtr dv = fill(b, "dv", n + 1, kv, 57);
+        const SeqRows whole{0, n, 0, 0};
+        b.attention_backward(*dq, *dk, *dv, *dout, *q, *k, *v, {&whole, 1}, shape);
+        return std::vector<Out>{download(b, *dq, n + 1, 1e-5), download(b, *dk, n + 1, 1e-5),
+                                download(b, *dv, n + 1, 1e-5)};
+      }};
 }
 
 // Training's packed sequences (lengths 37, 1 and 50 in rows 0..88, each its own keys from a
@@ -433,6 +436,7 @@ std::vector<TrainCase> train_cases() {
     for (int64_t n : {1, 33, 77}) c.push_back(attention_backward_case(group, n));
     c.push_back(packed_attention_case(group));
   }
+  c.push_back(attention_backward_case(1, 150, 128));  // three query tiles of the one-piece path
   c.push_back(gated_act_backward_case(Activation::Relu2));
   c.push_back(gated_act_backward_case(Activation::Silu));
   const DType F16 = DType::F16, Q8 = DType::Q8_0;
@@ -512,29 +516,33 @@ TEST_P(VulkanTrainOps, MatchCpuAndUntiled) {
   }
 }
 
-// The attention backward's two layouts (an invocation per query, which sequences of 256 tokens or
-// more take, and a workgroup per query) give the same bits, with and without pieces: the cases
-// above, short, check the second against the CPU.
+// The attention backward's two layouts (register tiles over every sequence at once, which
+// batches in one piece take; a workgroup per query and per key, one sequence at a time) give the
+// same bits, with and without pieces (where the tiles step aside). head_dim 128 with 150 tokens
+// (three query tiles, five key tiles) and head_dim 32 reach the tiles' other loop lengths.
 TEST(VulkanAttentionBackward, BothLayoutsGiveTheSameBits) {
   std::vector<TrainCase> cases;
   for (int64_t group : {1, 4}) {
     cases.push_back(attention_backward_case(group, 77));
     cases.push_back(packed_attention_case(group));
   }
+  cases.push_back(attention_backward_case(1, 150, 128));
+  cases.push_back(attention_backward_case(2, 77, 128));
+  cases.push_back(attention_backward_case(4, 40, 32));
   for (const TrainCase& c : cases) {
     const Runner run = c.build();
     Fill fill;  // the gradients start from values of their size (the sums add to them)
     for (uint64_t limit : {uint64_t(0), 128 * KiB}) {
       std::vector<Out> got[2];
-      for (int per_invocation : {0, 1}) {
+      for (int tiled : {0, 1}) {
         std::unique_ptr<Backend> vk;
         {
-          const ScopedEnv rows("TRIT_VK_ATTN_BWD_ROWS", per_invocation ? "0" : "1000000");
+          const ScopedEnv env("TRIT_VK_ATTN_BWD_TILED", tiled ? "1" : "0");
           open_vulkan(limit, &vk);
         }
         if (!vk) return;
-        if (limit == 0 && per_invocation == 0) fill.learn(run(*vk, fill));
-        got[per_invocation] = run(*vk, fill);
+        if (limit == 0 && tiled == 0) fill.learn(run(*vk, fill));
+        got[tiled] = run(*vk, fill);
       }
       ASSERT_EQ(got[0].size(), got[1].size());
       for (size_t k = 0; k < got[0].size(); ++k) {

@@ -1,10 +1,9 @@
 #version 450
-// attention_backward_kv_wg: attention_backward_kv.comp's sums (the same values and bits) with a
-// workgroup per key and ONE query head of each group a dispatch (stage unused), for short
-// sequences as attention_backward_wg.comp.
+// attention_backward_kv_wg: a workgroup per key and ONE query head of each group a dispatch
+// (stage unused), for tensors split into pieces as attention_backward_wg.comp.
 //
 // The key side of causal GQA attention's backward pass (CPU reference
-// attention_backward in backend/cpu/ops.h), after attention_backward.comp has left
+// attention_backward in backend/cpu/ops.h), after attention_backward_wg.comp has left
 // each query's statistics [m, inv = 1 / l, D] in stats. For the keys of one K/V segment
 // (positions [kv_r0, kv_r0 + kv_rows)), ONE query head h = kvh * group + head_in_group of each
 // KV head kvh, and the queries of one segment (rows [0, n_q) at positions q_pos0 ..):

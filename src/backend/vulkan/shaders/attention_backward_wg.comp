@@ -1,8 +1,6 @@
 #version 450
-// attention_backward_wg: attention_backward.comp's sums (the same values, bits and stages) with a
-// workgroup per query instead of an invocation: n_head x n_q workgroups fill a large GPU where
-// sequences are short (a training step's 128 tokens), where one invocation per query leaves it
-// mostly idle. The host picks by sequence length (Tuning::attn_bwd_rows).
+// attention_backward_wg: a workgroup per query, for tensors split into pieces (one-piece
+// batches take attention_backward_tiled.comp, the same bits).
 //
 // The query side of causal GQA attention's backward pass over a whole
 // sequence (positions 0 .. n - 1; CPU reference attention_backward in
@@ -18,7 +16,7 @@
 //          dq[d] = dq[d] + dS_0 k_0[d] + dS_1 k_1[d] + ... (keys in order, read-modify-write)
 // Each sum runs in key order in one invocation and carries over between segments through
 // stats and dq, so the results do not depend on how the tensors are split into pieces.
-// attention_backward_kv.comp then computes dk and dv from the same statistics.
+// attention_backward_kv_wg.comp then computes dk and dv from the same statistics.
 //
 // Stats record of query tq, head h: stats[(tq * n_head + h) * 3 + {0, 1, 2}]; the first
 // segment (first != 0) writes it, later ones update it.

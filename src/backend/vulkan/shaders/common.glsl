@@ -14,7 +14,7 @@
 //   (matvec), 4 tile rows, 5 tile tokens, 6 rows per thread, 7 tokens per thread,
 //   8 float weight type, 9 activation kind, 10 attention chunk, 11 max head_dim, 12 gemm k block,
 //   13 rms_norm row in registers, 14..16 cooperative matrix shape M, N, K, 17 sequence table,
-//   18 f16 KV cache.
+//   18 f16 KV cache, 19 attention backward stage.
 #ifndef TRIT_COMMON_GLSL
 #define TRIT_COMMON_GLSL
 
@@ -37,6 +37,7 @@
 #define SPEC_COOP_K 16
 #define SPEC_SEQ_TABLE 17
 #define SPEC_KV_F16 18
+#define SPEC_ATTN_STAGE 19
 
 // Float weight types as the shaders number them (push_constants.h, enum FloatWeightType).
 #define WTYPE_F32 0u

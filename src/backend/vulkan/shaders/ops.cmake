@@ -53,10 +53,10 @@ trit_shader(rms_norm_backward rms_norm_backward.comp)
 trit_shader(gated_act_backward gated_act_backward.comp)
 trit_shader(dropout dropout.comp)
 trit_shader(cross_entropy cross_entropy.comp)
-trit_shader(attention_backward attention_backward.comp)
-trit_shader(attention_backward_kv attention_backward_kv.comp)
 trit_shader(attention_backward_wg attention_backward_wg.comp)
 trit_shader(attention_backward_kv_wg attention_backward_kv_wg.comp)
+trit_shader(attention_backward_tiled attention_backward_tiled.comp)
+trit_shader(attention_backward_kv_tiled attention_backward_kv_tiled.comp)
 
 # Optimizer (optimizer.cpp).
 trit_shader(adamw adamw.comp)
