@@ -321,7 +321,7 @@ void Context::wait_idle() const {
   check(vk_.vkDeviceWaitIdle(device_), "vkDeviceWaitIdle on ", caps_.info.name);
 }
 
-VkResult Context::injected_fault() {
+VkResult Context::injected_fault(bool counted) {
   if (injected_lost_) return VK_ERROR_DEVICE_LOST;
   // "lost@N" or "oom@N"; read once. The count is the process's: a context opened after the
   // fault (a run going on) is not hit again.
@@ -336,7 +336,7 @@ VkResult Context::injected_fault() {
     return std::pair<VkResult, int64_t>{r, std::atoll(s.c_str() + at + 1)};
   }();
   static std::atomic<int64_t> submissions{0};
-  if (fault.first == VK_SUCCESS || ++submissions != fault.second) return VK_SUCCESS;
+  if (fault.first == VK_SUCCESS || !counted || ++submissions != fault.second) return VK_SUCCESS;
   if (fault.first == VK_ERROR_DEVICE_LOST) injected_lost_ = true;
   return fault.first;
 }

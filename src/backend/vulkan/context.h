@@ -132,10 +132,12 @@ class Context {
   Profile* profile() const { return profile_.get(); }
 
   // Fault injection for tests (TRIT_VK_FAULT=lost@N or oom@N): the result the N-th queue
-  // submission of the process gets instead of running, as if the driver had returned
-  // VK_ERROR_DEVICE_LOST (then every later submission of this context too) or
-  // VK_ERROR_OUT_OF_DEVICE_MEMORY (that one only); VK_SUCCESS otherwise.
-  VkResult injected_fault();
+  // submission of recorded work of the process gets instead of running, as if the driver had
+  // returned VK_ERROR_DEVICE_LOST (then every later submission of this context too, transfers
+  // included) or VK_ERROR_OUT_OF_DEVICE_MEMORY (that one only); VK_SUCCESS otherwise. Staged
+  // uploads and downloads (counted = false) do not count: how many there are depends on
+  // whether the device's memory is mapped, and the tests' N should not.
+  VkResult injected_fault(bool counted);
 
  private:
   bool injected_lost_ = false;

@@ -24,7 +24,7 @@ constexpr VkAccessFlags kAll = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRIT
 
 }  // namespace
 
-Sequence::Sequence(Context& ctx, bool profiled) : ctx_(ctx) {
+Sequence::Sequence(Context& ctx, bool profiled) : ctx_(ctx), fault_counted_(profiled) {
   const Functions& vk = ctx.vk();
   VkFenceCreateInfo fci{};
   fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
@@ -338,7 +338,7 @@ void Sequence::submit_and_wait() {
   si.commandBufferCount = uint32_t(chunks_) - first;
   si.pCommandBuffers = cmds_.data() + first;
   // The fence signals once these and everything submitted before them have finished.
-  check(ctx_.injected_fault(), "vkQueueSubmit of ", commands_, " commands");
+  check(ctx_.injected_fault(fault_counted_), "vkQueueSubmit of ", commands_, " commands");
   check(vk.vkQueueSubmit(ctx_.queue(), 1, &si, fence_), "vkQueueSubmit of ", commands_,
         " commands");
   check(vk.vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX),

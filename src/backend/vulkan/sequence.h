@@ -29,8 +29,8 @@ class Pipeline;
 
 class Sequence {
  public:
-  // profiled: time each command when the context profiles (Context::profile); transfers
-  // pass false.
+  // profiled: time each command when the context profiles (Context::profile) and count its
+  // submissions for fault injection (Context::injected_fault); transfers pass false.
   explicit Sequence(Context& ctx, bool profiled = true);
   ~Sequence();
   Sequence(const Sequence&) = delete;
@@ -95,6 +95,7 @@ class Sequence {
   }
   size_t first_chunk_ = kFirstChunk, max_chunk_ = kChunkCommands;
   bool host_profiled_ = false;  // the context profiles and this sequence counts
+  bool fault_counted_ = true;   // submissions count toward TRIT_VK_FAULT's N (not transfers)
   std::vector<VkCommandBuffer> cmds_;
   size_t chunk_ = 0;           // the chunk being recorded (chunks before it are submitted)
   size_t chunks_ = 0;          // chunks of the ended recording
