@@ -404,12 +404,12 @@ bool VulkanBackend::attention_backward_tiled(VkTensor& dq, VkTensor& dk, VkTenso
                                              const AttnShape& shape) {
   const auto& info = ctx_->caps().info;
   const int64_t hd = shape.head_dim;
-  // Register tiles: 256 invocations, head_dim a multiple of the 16 dimensions staged at a time
+  // Register tiles: 256 invocations, head_dim a multiple of the 32 dimensions staged at a time
   // and at most 128 (dk and dv of four keys in registers), 29 KiB of shared memory (tiles of
   // 64 queries x 32 keys on the query side, 64 keys x 32 queries on the key side).
   constexpr uint32_t kWg = 256, kQueries = 64, kKeys = 64, kKeyTile = 32;
-  constexpr uint64_t kShared = 29696;
-  if (!tune_.attn_bwd_tiled || hd % 16 != 0 || hd > 128 || seqs.empty() ||
+  constexpr uint64_t kShared = 29824;
+  if (!tune_.attn_bwd_tiled || hd % 32 != 0 || hd > 128 || seqs.empty() ||
       info.max_compute_work_group_invocations < kWg || info.max_compute_work_group_size[0] < kWg ||
       info.max_compute_shared_memory_size < kShared ||
       seqs.size() > info.max_compute_work_group_count[2]) {

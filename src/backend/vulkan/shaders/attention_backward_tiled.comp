@@ -14,11 +14,16 @@
 // the keys in order inside the invocation that owns the query, and dq[d] over the keys in order
 // inside the invocation that owns (query, d). So the bits do not depend on the tiling.
 //
-// Layout: 256 invocations; invocation (tq, tk) = (id % 16, id / 16) holds queries tq * 4 ..
-// tq * 4 + 3 of the workgroup's 64 and keys tk, tk + 16, ... of the tile (scores and dp in
-// registers), and in stage 2 dq of its four queries at dimensions tk, tk + 16, ...
+// Layout: 256 invocations; invocation (tq, tk) holds queries tq * 4 .. tq * 4 + 3 of the
+// workgroup's 64 and keys tk * 2, tk * 2 + 1 of the tile (scores and dp in registers, a vec4
+// over its queries per key), and in stage 2 dq of its four queries at dimensions tk * 2,
+// tk * 2 + 1 of every 32 (a vec4 per dimension). No register arrays: an index the compiler
+// does not resolve would put one in memory, and unrolling by the SPIR-V optimizer loses
+// `precise` (it fuses the copies' multiply-adds). A subgroup of 32
+// spans 4 values of tq and 8 of tk, so each staged read serves many invocations at once.
 // q and dout (then k and v) pass through shared memory 16 dimensions at a time; stage 1's e and
-// e dp and stage 2's dS pass through a [keys x queries] tile.
+// e dp and stage 2's dS pass through a [keys x queries] tile; stage 2 then reads k again, 32
+// dimensions at a time.
 //
 // Bindings (set 0): the whole tensors of the batch, rows as in the forward pass
 //   0 q     float[rows * n_head * head_dim]   (read)
@@ -29,7 +34,7 @@
 //   5 dq    float[rows * n_head * head_dim]   (read/write; stage 2)
 //   6 seqs  uint[2 * sequences]: first row and length of each sequence (its own keys)
 // Push constants: AttentionBackwardTiledPush { n_head, n_head_kv, kv_stride, scale }.
-// Spec constants: 10 BK (keys a tile, a multiple of 16), 11 HD (head_dim, a multiple of 16),
+// Spec constants: 10 BK (keys a tile: 32), 11 HD (head_dim, a multiple of 32),
 //   19 STAGE.
 // Dispatch: (n_head, ceil(longest / 64), sequences); workgroups past a sequence's end return.
 #extension GL_GOOGLE_include_directive : require
@@ -41,11 +46,12 @@ layout(constant_id = SPEC_MAX_HEAD_DIM) const uint HD = 64;
 layout(constant_id = SPEC_ATTN_STAGE) const uint STAGE = 0;
 
 const uint WG = 256;
-const uint BQ = 64;          // queries a workgroup
-const uint DC = 16;          // dimensions staged per barrier
-const uint RK = BK / 16;     // keys an invocation holds
-const uint NC = HD / DC;     // chunks of a row
-const uint QP4 = BQ / 4 + 1; // a staged dimension's queries, as vec4, padded
+const uint BQ = 64;           // queries a workgroup
+const uint DC = 16;           // dimensions staged per barrier (scores)
+const uint DB = 32;           // dimensions staged per barrier (stage 2's dq += dS k)
+const uint NB = HD / DB;      // chunks of a row in stage 2 (at most 4)
+const uint QP4 = BQ / 4 + 1;  // a staged dimension's queries, as vec4, padded
+const uint KP2 = BK / 2 + 1;  // a staged dimension's keys, as vec2, padded
 
 layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Dob { float dout[]; };
@@ -62,111 +68,148 @@ layout(push_constant) uniform Push {
   float scale;
 } pc;
 
-shared vec4 qs4[DC * QP4];    // [d][query / 4]
+shared vec4 qs4[DC * QP4];  // [d][query / 4]; stage 2's second pass: k as [key][d / 4]
 shared vec4 dos4[DC * QP4];
-shared float ks[DC * (BK + 1)];  // [d][key]; stage 2's second pass: [key][d]
-shared float vs[DC * (BK + 1)];
+shared vec2 ks2[DC * KP2];  // [d][key / 2]
+shared vec2 vs2[DC * KP2];
 shared vec4 t0[BK * (BQ / 4)];  // [key][query / 4]: e (stage 1), dS (stage 2), maxima (stage 0)
 shared vec4 t1[BK * (BQ / 4)];  // e dp (stage 1)
 
+uint tid, tq, tk, h, q0, row0, n, qstride, kv_off;
+uvec4 qp;      // this invocation's queries (positions in the sequence)
+vec4 m, inv, dd;
+// dq at dimensions c * 32 + tk * 2 + {0, 1}: a<c><e>, one vec4 over the four queries.
+precise vec4 a00, a01, a10, a11, a20, a21, a30, a31;
+
+// dq rows of the four queries (clamped to the sequence) at dimension d.
+vec4 dq_at(uint d) {
+  vec4 r;
+  for (uint i = 0; i < 4; ++i) r[i] = dq[(row0 + min(qp[i], n - 1)) * qstride + h * HD + d];
+  return r;
+}
+void dq_store(uint d, vec4 val) {
+  for (uint i = 0; i < 4; ++i) {
+    if (qp[i] < n) dq[(row0 + qp[i]) * qstride + h * HD + d] = val[i];
+  }
+}
+
+// dq += dS k over the tile's keys [k0, k0 + BK) in order, dimensions c * 32 .. c * 32 + 31.
+#define DQ_CHUNK(C, A0, A1)                                                          \
+  if (C < NB) {                                                                      \
+    barrier(); /* dS is written; the previous chunk of k is read */                 \
+    for (uint x = 0; x < 4; ++x) {                                                   \
+      const uint j = tid / DB + 8 * x, d = tid % DB;                                 \
+      qs4[j * (DB / 4) + d / 4][d % 4] =                                             \
+          k[(row0 + min(k0 + j, n - 1)) * pc.kv_stride + kv_off + C * DB + d];       \
+    }                                                                                \
+    barrier();                                                                       \
+    for (uint j = 0; j < BK; ++j) {                                                  \
+      const vec4 kw = qs4[j * (DB / 4) + tk / 2];                                    \
+      const vec2 kk = tk % 2 == 0 ? kw.xy : kw.zw;                                   \
+      const vec4 w = t0[j * (BQ / 4) + tq];                                          \
+      const bvec4 seen = lessThanEqual(uvec4(k0 + j), qp);                           \
+      precise vec4 t = w * kk.x;                                                     \
+      precise vec4 u = A0 + t;                                                       \
+      A0 = mix(A0, u, seen);                                                         \
+      precise vec4 t2 = w * kk.y;                                                    \
+      precise vec4 u2 = A1 + t2;                                                     \
+      A1 = mix(A1, u2, seen);                                                        \
+    }                                                                                \
+  }
+
 void main() {
-  const uint tid = gl_LocalInvocationID.x;
-  const uint tq = tid % 16, tk = tid / 16;
-  const uint h = gl_WorkGroupID.x;
-  const uint q0 = gl_WorkGroupID.y * BQ;
-  const uint row0 = seqs[2 * gl_WorkGroupID.z], n = seqs[2 * gl_WorkGroupID.z + 1];
+  tid = gl_LocalInvocationID.x;
+  const uint lane = tid % 32, warp = tid / 32;
+  tq = (warp % 4) * 4 + lane / 8;
+  tk = (warp / 4) * 8 + lane % 8;
+  h = gl_WorkGroupID.x;
+  q0 = gl_WorkGroupID.y * BQ;
+  row0 = seqs[2 * gl_WorkGroupID.z];
+  n = seqs[2 * gl_WorkGroupID.z + 1];
   if (h >= pc.n_head || q0 >= n) return;
-  const uint qstride = pc.n_head * HD;
-  const uint kv_off = (h / (pc.n_head / pc.n_head_kv)) * HD;
+  qstride = pc.n_head * HD;
+  kv_off = (h / (pc.n_head / pc.n_head_kv)) * HD;
   const uint kend = min(n, q0 + BQ);  // keys [0, kend) are seen by some query of the tile
 
-  // This invocation's queries (positions in the sequence) and their statistics.
-  uint qp[4];
-  float m[4], inv[4], dd[4];
-  float mx[4];
-  precise float acc[4][NC];
-  for (uint r = 0; r < 4; ++r) {
-    qp[r] = q0 + tq * 4 + r;
-    const uint rec = ((row0 + min(qp[r], n - 1)) * pc.n_head + h) * 3;
-    mx[r] = uintBitsToFloat(0xFF800000u);  // -inf
-    m[r] = STAGE != 0 ? stats[rec] : 0.0;
-    inv[r] = 0.0;
-    dd[r] = 0.0;
+  qp = uvec4(q0 + tq * 4) + uvec4(0, 1, 2, 3);
+  vec4 mx = vec4(uintBitsToFloat(0xFF800000u));  // -inf
+  m = vec4(0.0);
+  inv = vec4(0.0);
+  dd = vec4(0.0);
+  for (uint i = 0; i < 4; ++i) {
+    const uint rec = ((row0 + min(qp[i], n - 1)) * pc.n_head + h) * 3;
+    if (STAGE != 0) m[i] = stats[rec];
     if (STAGE == 2) {
-      precise float i = 1.0 / stats[rec + 1];
-      precise float e = stats[rec + 2] * i;
-      inv[r] = i;
-      dd[r] = e;
-      const uint dqrow = (row0 + min(qp[r], n - 1)) * qstride + h * HD + tk;
-      for (uint c = 0; c < NC; ++c) acc[r][c] = dq[dqrow + c * DC];
+      precise float li = 1.0 / stats[rec + 1];
+      precise float e = stats[rec + 2] * li;
+      inv[i] = li;
+      dd[i] = e;
     }
+  }
+  if (STAGE == 2) {
+    a00 = dq_at(0 * DB + tk * 2), a01 = dq_at(0 * DB + tk * 2 + 1);
+    if (1 < NB) a10 = dq_at(1 * DB + tk * 2), a11 = dq_at(1 * DB + tk * 2 + 1);
+    if (2 < NB) a20 = dq_at(2 * DB + tk * 2), a21 = dq_at(2 * DB + tk * 2 + 1);
+    if (3 < NB) a30 = dq_at(3 * DB + tk * 2), a31 = dq_at(3 * DB + tk * 2 + 1);
   }
   // Stage 1: invocation tid < 64 owns query q0 + tid's sums.
   const uint own = q0 + tid;
   precise float l = 0.0, e_sum = 0.0;
 
   for (uint k0 = 0; k0 < kend; k0 += BK) {
-    precise float s[4][RK], dp[4][RK];
-    for (uint r = 0; r < 4; ++r) {
-      for (uint c = 0; c < RK; ++c) {
-        s[r][c] = 0.0;
-        dp[r][c] = 0.0;
-      }
-    }
-    for (uint c = 0; c < NC; ++c) {
+    // Scores and dp of this invocation's queries against keys k0 + tk * 2 + {0, 1}.
+    precise vec4 s0 = vec4(0.0), s1 = vec4(0.0), p0 = vec4(0.0), p1 = vec4(0.0);
+    for (uint c = 0; c < HD / DC; ++c) {
       barrier();  // the previous chunk (or tile) is read by every invocation
-      for (uint e = tid; e < BQ * DC; e += WG) {
-        const uint i = e / DC, d = e % DC;
+      for (uint x = 0; x < 4; ++x) {
+        const uint i = tid / DC + 16 * x, d = tid % DC;
         const uint src = (row0 + min(q0 + i, n - 1)) * qstride + h * HD + c * DC + d;
         qs4[d * QP4 + i / 4][i % 4] = q[src];
         if (STAGE != 0) dos4[d * QP4 + i / 4][i % 4] = dout[src];
       }
-      for (uint e = tid; e < BK * DC; e += WG) {
-        const uint j = e / DC, d = e % DC;
+      for (uint x = 0; x < 2; ++x) {
+        const uint j = tid / DC + 16 * x, d = tid % DC;
         const uint src = (row0 + min(k0 + j, n - 1)) * pc.kv_stride + kv_off + c * DC + d;
-        ks[d * (BK + 1) + j] = k[src];
-        if (STAGE != 0) vs[d * (BK + 1) + j] = v[src];
+        ks2[d * KP2 + j / 2][j % 2] = k[src];
+        if (STAGE != 0) vs2[d * KP2 + j / 2][j % 2] = v[src];
       }
       barrier();
       for (uint d = 0; d < DC; ++d) {
         const vec4 a = qs4[d * QP4 + tq];
-        const vec4 g = STAGE != 0 ? dos4[d * QP4 + tq] : vec4(0.0);
-        for (uint c2 = 0; c2 < RK; ++c2) {
-          const float kk = ks[d * (BK + 1) + tk + 16 * c2];
-          const float vv = STAGE != 0 ? vs[d * (BK + 1) + tk + 16 * c2] : 0.0;
-          for (uint r = 0; r < 4; ++r) {
-            precise float p = a[r] * kk;
-            s[r][c2] += p;
-            if (STAGE != 0) {
-              precise float pd = g[r] * vv;
-              dp[r][c2] += pd;
-            }
-          }
+        const vec2 kk = ks2[d * KP2 + tk];
+        precise vec4 x0 = a * kk.x;
+        s0 += x0;
+        precise vec4 x1 = a * kk.y;
+        s1 += x1;
+        if (STAGE != 0) {
+          const vec4 g = dos4[d * QP4 + tq];
+          const vec2 vv = vs2[d * KP2 + tk];
+          precise vec4 y0 = g * vv.x;
+          p0 += y0;
+          precise vec4 y1 = g * vv.y;
+          p1 += y1;
         }
       }
     }
-    for (uint c2 = 0; c2 < RK; ++c2) {
-      const uint j = tk + 16 * c2;
-      vec4 w0 = vec4(0.0), w1 = vec4(0.0);
-      for (uint r = 0; r < 4; ++r) {
-        precise float sv = s[r][c2] * pc.scale;
-        if (STAGE == 0) {
-          if (k0 + j <= qp[r] && qp[r] < n) mx[r] = max(mx[r], sv);
+    for (uint c2 = 0; c2 < 2; ++c2) {
+      const uint j = tk * 2 + c2;
+      precise vec4 sv = (c2 == 0 ? s0 : s1) * pc.scale;
+      if (STAGE == 0) {
+        const bvec4 seen = bvec4(uvec4(lessThanEqual(uvec4(k0 + j), qp)) & uvec4(lessThan(qp, uvec4(n))));
+        mx = mix(mx, max(mx, sv), seen);
+      } else {
+        precise vec4 e = exp(sv - m);
+        if (STAGE == 1) {
+          precise vec4 ed = e * (c2 == 0 ? p0 : p1);
+          t0[j * (BQ / 4) + tq] = e;
+          t1[j * (BQ / 4) + tq] = ed;
         } else {
-          precise float e = exp(sv - m[r]);
-          if (STAGE == 1) {
-            precise float ed = e * dp[r][c2];
-            w0[r] = e;
-            w1[r] = ed;
-          } else {
-            precise float p = e * inv[r];
-            precise float ds = (p * (dp[r][c2] - dd[r])) * pc.scale;
-            w0[r] = ds;
-          }
+          precise vec4 pr = e * inv;
+          precise vec4 diff = (c2 == 0 ? p0 : p1) - dd;
+          precise vec4 ds = (pr * diff) * pc.scale;
+          t0[j * (BQ / 4) + tq] = ds;
         }
       }
-      if (STAGE != 0) t0[j * (BQ / 4) + tq] = w0;
-      if (STAGE == 1) t1[j * (BQ / 4) + tq] = w1;
     }
     if (STAGE == 1) {
       barrier();
@@ -179,31 +222,16 @@ void main() {
       }
     }
     if (STAGE == 2) {
-      // dq += dS K over the tile's keys in order, 16 dimensions at a time.
-      for (uint c = 0; c < NC; ++c) {
-        barrier();  // dS is written; the previous chunk of k is read
-        for (uint e = tid; e < BK * DC; e += WG) {
-          const uint j = e / DC, d = e % DC;
-          ks[j * DC + d] = k[(row0 + min(k0 + j, n - 1)) * pc.kv_stride + kv_off + c * DC + d];
-        }
-        barrier();
-        for (uint j = 0; j < BK; ++j) {
-          const float kk = ks[j * DC + tk];
-          const vec4 w = t0[j * (BQ / 4) + tq];
-          for (uint r = 0; r < 4; ++r) {
-            if (k0 + j <= qp[r]) {
-              precise float t = w[r] * kk;
-              acc[r][c] += t;
-            }
-          }
-        }
-      }
+      DQ_CHUNK(0, a00, a01)
+      DQ_CHUNK(1, a10, a11)
+      DQ_CHUNK(2, a20, a21)
+      DQ_CHUNK(3, a30, a31)
     }
   }
 
   if (STAGE == 0) {
     barrier();
-    t0[tk * (BQ / 4) + tq] = vec4(mx[0], mx[1], mx[2], mx[3]);
+    t0[tk * (BQ / 4) + tq] = mx;
     barrier();
     if (tid < BQ && own < n) {
       float v = t0[tid / 4][tid % 4];
@@ -217,15 +245,17 @@ void main() {
       stats[rec + 2] = e_sum;
     }
   } else {
-    for (uint r = 0; r < 4; ++r) {
-      if (qp[r] >= n) continue;
-      if (tk == 0) {
-        const uint rec = ((row0 + qp[r]) * pc.n_head + h) * 3;
-        stats[rec + 1] = inv[r];
-        stats[rec + 2] = dd[r];
+    if (tk == 0) {
+      for (uint i = 0; i < 4; ++i) {
+        if (qp[i] >= n) continue;
+        const uint rec = ((row0 + qp[i]) * pc.n_head + h) * 3;
+        stats[rec + 1] = inv[i];
+        stats[rec + 2] = dd[i];
       }
-      const uint dqrow = (row0 + qp[r]) * qstride + h * HD + tk;
-      for (uint c = 0; c < NC; ++c) dq[dqrow + c * DC] = acc[r][c];
     }
+    dq_store(0 * DB + tk * 2, a00), dq_store(0 * DB + tk * 2 + 1, a01);
+    if (1 < NB) dq_store(1 * DB + tk * 2, a10), dq_store(1 * DB + tk * 2 + 1, a11);
+    if (2 < NB) dq_store(2 * DB + tk * 2, a20), dq_store(2 * DB + tk * 2 + 1, a21);
+    if (3 < NB) dq_store(3 * DB + tk * 2, a30), dq_store(3 * DB + tk * 2 + 1, a31);
   }
 }
