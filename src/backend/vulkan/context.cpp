@@ -215,6 +215,14 @@ void Context::create_device() {
       chain(head, cm_nv);
     }
   }
+  VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pep{};
+  pep.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR;
+  const char* stats = std::getenv("TRIT_VK_PIPELINE_STATS");
+  if (stats && std::string(stats) == "1" && want("VK_KHR_pipeline_executable_properties")) {
+    pep.pipelineExecutableInfo = VK_TRUE;
+    chain(head, pep);
+    en.pipeline_statistics = true;
+  }
   f2.pNext = head;
 
   const float priority = 1.0f;
@@ -234,6 +242,9 @@ void Context::create_device() {
   const std::string missing = vk_.load_device(device_);
   if (!missing.empty()) fail("vulkan: ", info.name, ": ", missing);
   if (!vk_.vkCmdPushDescriptorSetKHR) en.push_descriptor = false;
+  if (!vk_.vkGetPipelineExecutableStatisticsKHR || !vk_.vkGetPipelineExecutablePropertiesKHR) {
+    en.pipeline_statistics = false;
+  }
   vk_.vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
 
   VkCommandPoolCreateInfo cpi{};

@@ -73,6 +73,9 @@ struct EnabledFeatures {
   bool integer_dot_product = false;  // shaderIntegerDotProduct (1.3 or the KHR extension)
   bool memory_budget = false;        // VK_EXT_memory_budget
   bool push_descriptor = false;      // VK_KHR_push_descriptor
+  // VK_KHR_pipeline_executable_properties, asked for by TRIT_VK_PIPELINE_STATS=1: each pipeline
+  // prints the driver's statistics of its code (registers, spilled memory) as it is created.
+  bool pipeline_statistics = false;
   // VK_KHR_ or VK_NV_cooperative_matrix with vulkanMemoryModel and shaderInt8, for
   // matmul_ternary_coop with these tiles (coop_matrix.h).
   std::optional<CoopTiles> coop_tiles;

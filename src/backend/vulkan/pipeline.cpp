@@ -1,6 +1,8 @@
 // Pipeline creation and teardown.
 #include "backend/vulkan/pipeline.h"
 
+#include <cstdio>
+
 #include "backend/vulkan/context.h"
 
 namespace trit::engine::vk {
@@ -75,11 +77,68 @@ Pipeline::Pipeline(Context& ctx, std::string name, std::span<const uint32_t> spi
     cpi.stage.pName = "main";
     cpi.stage.pSpecializationInfo = desc.spec.empty() ? nullptr : &spec;
     cpi.layout = layout_;
+    if (ctx.caps().enabled.pipeline_statistics) {
+      cpi.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
+    }
     check(vk.vkCreateComputePipelines(dev, ctx.pipeline_cache(), 1, &cpi, nullptr, &pipeline_),
           "vkCreateComputePipelines for ", name_);
+    if (ctx.caps().enabled.pipeline_statistics) print_statistics();
   } catch (...) {
     release();
     throw;
+  }
+}
+
+// One line a pipeline executable: its name and the driver's statistics (TRIT_VK_PIPELINE_STATS=1,
+// a tuning aid: a register count near the limit or spilled bytes explain a slow kernel).
+void Pipeline::print_statistics() const {
+  const Functions& vk = ctx_.vk();
+  VkPipelineInfoKHR pi{};
+  pi.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR;
+  pi.pipeline = pipeline_;
+  uint32_t n = 0;
+  if (vk.vkGetPipelineExecutablePropertiesKHR(ctx_.device(), &pi, &n, nullptr) != VK_SUCCESS)
+    return;
+  std::vector<VkPipelineExecutablePropertiesKHR> props(n);
+  for (auto& p : props) p.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR;
+  if (vk.vkGetPipelineExecutablePropertiesKHR(ctx_.device(), &pi, &n, props.data()) != VK_SUCCESS) {
+    return;
+  }
+  for (uint32_t e = 0; e < n; ++e) {
+    VkPipelineExecutableInfoKHR ei{};
+    ei.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR;
+    ei.pipeline = pipeline_;
+    ei.executableIndex = e;
+    uint32_t m = 0;
+    if (vk.vkGetPipelineExecutableStatisticsKHR(ctx_.device(), &ei, &m, nullptr) != VK_SUCCESS) {
+      continue;
+    }
+    std::vector<VkPipelineExecutableStatisticKHR> st(m);
+    for (auto& s : st) s.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR;
+    if (vk.vkGetPipelineExecutableStatisticsKHR(ctx_.device(), &ei, &m, st.data()) != VK_SUCCESS) {
+      continue;
+    }
+    std::string line = "pipeline " + name_ + ":";
+    for (const auto& s : st) {
+      line += std::string(" ") + s.name + "=";
+      switch (s.format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+          line += s.value.b32 ? "yes" : "no";
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+          line += std::to_string(s.value.i64);
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+          line += std::to_string(s.value.u64);
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_FLOAT64_KHR:
+          line += std::to_string(s.value.f64);
+          break;
+        default:
+          line += "?";
+      }
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
   }
 }
 

@@ -47,6 +47,7 @@ class Pipeline {
 
  private:
   void release();
+  void print_statistics() const;
   const Context& ctx_;
   std::string name_;
   uint32_t bindings_ = 0;

@@ -72,59 +72,61 @@ typedef VkResult(VKAPI_PTR* PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
   X(vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR, false)
 
 // Resolved with vkGetDeviceProcAddr(device, ...): everything the compute backend records.
-#define TRIT_VK_DEVICE_FUNCTIONS(X)      \
-  X(vkDestroyDevice, true)               \
-  X(vkGetDeviceQueue, true)              \
-  X(vkQueueSubmit, true)                 \
-  X(vkQueueWaitIdle, true)               \
-  X(vkDeviceWaitIdle, true)              \
-  X(vkCreateBuffer, true)                \
-  X(vkDestroyBuffer, true)               \
-  X(vkGetBufferMemoryRequirements, true) \
-  X(vkAllocateMemory, true)              \
-  X(vkFreeMemory, true)                  \
-  X(vkBindBufferMemory, true)            \
-  X(vkMapMemory, true)                   \
-  X(vkUnmapMemory, true)                 \
-  X(vkCreateShaderModule, true)          \
-  X(vkDestroyShaderModule, true)         \
-  X(vkCreateDescriptorSetLayout, true)   \
-  X(vkDestroyDescriptorSetLayout, true)  \
-  X(vkCreatePipelineLayout, true)        \
-  X(vkDestroyPipelineLayout, true)       \
-  X(vkCreatePipelineCache, true)         \
-  X(vkDestroyPipelineCache, true)        \
-  X(vkCreateComputePipelines, true)      \
-  X(vkDestroyPipeline, true)             \
-  X(vkCreateDescriptorPool, true)        \
-  X(vkDestroyDescriptorPool, true)       \
-  X(vkResetDescriptorPool, true)         \
-  X(vkAllocateDescriptorSets, true)      \
-  X(vkUpdateDescriptorSets, true)        \
-  X(vkCreateCommandPool, true)           \
-  X(vkDestroyCommandPool, true)          \
-  X(vkAllocateCommandBuffers, true)      \
-  X(vkFreeCommandBuffers, true)          \
-  X(vkBeginCommandBuffer, true)          \
-  X(vkEndCommandBuffer, true)            \
-  X(vkResetCommandBuffer, true)          \
-  X(vkCmdBindPipeline, true)             \
-  X(vkCmdBindDescriptorSets, true)       \
-  X(vkCmdPushConstants, true)            \
-  X(vkCmdDispatch, true)                 \
-  X(vkCmdPipelineBarrier, true)          \
-  X(vkCmdCopyBuffer, true)               \
-  X(vkCmdFillBuffer, true)               \
-  X(vkCreateFence, true)                 \
-  X(vkDestroyFence, true)                \
-  X(vkWaitForFences, true)               \
-  X(vkResetFences, true)                 \
-  X(vkCreateQueryPool, true)             \
-  X(vkDestroyQueryPool, true)            \
-  X(vkCmdResetQueryPool, true)           \
-  X(vkCmdWriteTimestamp, true)           \
-  X(vkGetQueryPoolResults, true)         \
-  X(vkCmdPushDescriptorSetKHR, false) /* VK_KHR_push_descriptor */
+#define TRIT_VK_DEVICE_FUNCTIONS(X)                                                          \
+  X(vkDestroyDevice, true)                                                                   \
+  X(vkGetDeviceQueue, true)                                                                  \
+  X(vkQueueSubmit, true)                                                                     \
+  X(vkQueueWaitIdle, true)                                                                   \
+  X(vkDeviceWaitIdle, true)                                                                  \
+  X(vkCreateBuffer, true)                                                                    \
+  X(vkDestroyBuffer, true)                                                                   \
+  X(vkGetBufferMemoryRequirements, true)                                                     \
+  X(vkAllocateMemory, true)                                                                  \
+  X(vkFreeMemory, true)                                                                      \
+  X(vkBindBufferMemory, true)                                                                \
+  X(vkMapMemory, true)                                                                       \
+  X(vkUnmapMemory, true)                                                                     \
+  X(vkCreateShaderModule, true)                                                              \
+  X(vkDestroyShaderModule, true)                                                             \
+  X(vkCreateDescriptorSetLayout, true)                                                       \
+  X(vkDestroyDescriptorSetLayout, true)                                                      \
+  X(vkCreatePipelineLayout, true)                                                            \
+  X(vkDestroyPipelineLayout, true)                                                           \
+  X(vkCreatePipelineCache, true)                                                             \
+  X(vkDestroyPipelineCache, true)                                                            \
+  X(vkCreateComputePipelines, true)                                                          \
+  X(vkDestroyPipeline, true)                                                                 \
+  X(vkCreateDescriptorPool, true)                                                            \
+  X(vkDestroyDescriptorPool, true)                                                           \
+  X(vkResetDescriptorPool, true)                                                             \
+  X(vkAllocateDescriptorSets, true)                                                          \
+  X(vkUpdateDescriptorSets, true)                                                            \
+  X(vkCreateCommandPool, true)                                                               \
+  X(vkDestroyCommandPool, true)                                                              \
+  X(vkAllocateCommandBuffers, true)                                                          \
+  X(vkFreeCommandBuffers, true)                                                              \
+  X(vkBeginCommandBuffer, true)                                                              \
+  X(vkEndCommandBuffer, true)                                                                \
+  X(vkResetCommandBuffer, true)                                                              \
+  X(vkCmdBindPipeline, true)                                                                 \
+  X(vkCmdBindDescriptorSets, true)                                                           \
+  X(vkCmdPushConstants, true)                                                                \
+  X(vkCmdDispatch, true)                                                                     \
+  X(vkCmdPipelineBarrier, true)                                                              \
+  X(vkCmdCopyBuffer, true)                                                                   \
+  X(vkCmdFillBuffer, true)                                                                   \
+  X(vkCreateFence, true)                                                                     \
+  X(vkDestroyFence, true)                                                                    \
+  X(vkWaitForFences, true)                                                                   \
+  X(vkResetFences, true)                                                                     \
+  X(vkCreateQueryPool, true)                                                                 \
+  X(vkDestroyQueryPool, true)                                                                \
+  X(vkCmdResetQueryPool, true)                                                               \
+  X(vkCmdWriteTimestamp, true)                                                               \
+  X(vkGetQueryPoolResults, true)                                                             \
+  X(vkCmdPushDescriptorSetKHR, false)            /* VK_KHR_push_descriptor */                \
+  X(vkGetPipelineExecutablePropertiesKHR, false) /* VK_KHR_pipeline_executable_properties */ \
+  X(vkGetPipelineExecutableStatisticsKHR, false)
 
 namespace trit::engine::vk {
 
