@@ -1,6 +1,8 @@
 // Kernel sandbox: times ternary_matmul (TQ2_0, I2_S) and float_matmul (F16, Q6_K, Q8_0, ...)
 // at each CPU level, at decode (1 token) and batch (64 tokens) shapes of BitNet b1.58 2B4T,
-// after checking each level against the scalar reference.
+// after checking each level against the scalar reference. Kernel names with a _t suffix
+// (tq2_0_t, i2_s_t) time training's transposed product dx += W^T dy instead (f32 dy; threads
+// split the columns as the CPU backend does), checked bit for bit against its reference.
 //
 //   kernels_bench [-t N[,N...]] [--level scalar,avx2,avx512|all] [--kernel NAME[,NAME...]]
 //                 [--shape N_INxN_OUT] [--tokens N[,N...]] [--ws MIB] [--time SECONDS]
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/kernels_backward.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -146,15 +149,21 @@ Bytes make_weights(DType type, int64_t n_in, int64_t n_out, uint64_t seed) {
 struct Job {
   DType type;
   int64_t n_in, n_out;
+  bool transposed = false;  // dx += W^T dy (training's backward pass)
 };
 
 std::vector<Job> default_jobs(const std::string& kernel) {
-  const auto t = trit::engine::dtype_from_name(kernel);
+  const bool transposed = kernel.size() > 2 && kernel.substr(kernel.size() - 2) == "_t";
+  const auto t =
+      trit::engine::dtype_from_name(transposed ? kernel.substr(0, kernel.size() - 2) : kernel);
   if (!t) trit::engine::fail("unknown kernel '", kernel, "'");
   if (trit::engine::dtype_traits(*t).ternary) {
-    if (*t == DType::TQ1_0) trit::engine::fail("tq1_0 is repacked to tq2_0 at load");
-    return {{*t, 2560, 6912}, {*t, 6912, 2560}};
+    if (*t == DType::TQ1_0 && !transposed) {
+      trit::engine::fail("tq1_0 is repacked to tq2_0 at load");
+    }
+    return {{*t, 2560, 6912, transposed}, {*t, 6912, 2560, transposed}};
   }
+  if (transposed) trit::engine::fail("'", kernel, "': only ternary kernels have a _t form");
   return {{*t, 2560, 128256}};
 }
 
@@ -179,9 +188,80 @@ Weights make_job_weights(const Job& job, const Options& opt) {
   return w;
 }
 
+trit::engine::TernaryMatrix ternary_of(const Job& job, const Bytes& w, float uniform) {
+  trit::engine::TernaryMatrix m;
+  m.type = job.type;
+  m.data = w.data();
+  m.n_in = job.n_in;
+  m.n_out = job.n_out;
+  m.uniform_scale = uniform;
+  return m;
+}
+
+// The transposed product: dx (tokens, n_in) += W^T dy, dy (tokens, n_out).
+bool run_transposed(const Job& job, const Weights& weights, int64_t tokens, int threads,
+                    CpuLevel level, const Options& opt) {
+  const int64_t copies = int64_t(weights.copies.size());
+  Rng rng(98);
+  std::vector<float> dy(static_cast<size_t>(tokens * job.n_out));
+  for (auto& v : dy) v = rng.uniform();
+  std::vector<float> dx(static_cast<size_t>(tokens * job.n_in), 0.0f);
+  trit::engine::ThreadPool pool(threads);
+  auto matrix = [&](int64_t c) {
+    return ternary_of(job, weights.copies[size_t(c)], weights.uniform[size_t(c)]);
+  };
+  // Check the first 300 columns against the reference, bit for bit.
+  bool ok = true;
+  {
+    const int64_t check = std::min<int64_t>(job.n_in, 300);
+    std::vector<float> a(dx.size(), 0.0f), b(dx.size(), 0.0f);
+    trit::engine::ternary_matmul_transposed_ref(matrix(0), dy.data(), job.n_out, tokens, 1.0f,
+                                                a.data(), 0, check);
+    trit::engine::ternary_matmul_transposed(matrix(0), dy.data(), job.n_out, tokens, 1.0f, b.data(),
+                                            0, check, level);
+    ok = std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+  }
+  int64_t copy = 0;
+  auto once = [&] {
+    const int64_t c = copy;
+    copy = (copy + 1) % copies;
+    pool.parallel_for(
+        job.n_in,
+        [&](int64_t c0, int64_t c1, int) {
+          trit::engine::ternary_matmul_transposed(matrix(c), dy.data(), job.n_out, tokens, 1.0f,
+                                                  dx.data(), c0, c1, level);
+        },
+        256);
+  };
+  once();
+  double best = 1e30, total = 0;
+  int iters = 0;
+  const auto start = Clock::now();
+  while (iters < 3 || (std::chrono::duration<double>(Clock::now() - start).count() < opt.seconds &&
+                       iters < 100000)) {
+    const auto t0 = Clock::now();
+    once();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::min(best, s);
+    total += s;
+    ++iters;
+  }
+  const double ops = 2.0 * double(job.n_in) * double(job.n_out) * double(tokens);
+  std::printf(
+      "%-8s %-7s %5lldx%-6lld tokens=%-3lld threads=%-2d %9.3f ms  %8.1f GFLOPS  "
+      "(best of %d, mean %.3f ms)%s\n",
+      (std::string(trit::engine::dtype_name(job.type)) + "_t").c_str(),
+      std::string(trit::engine::cpu_level_name(level)).c_str(), (long long)job.n_in,
+      (long long)job.n_out, (long long)tokens, threads, best * 1e3, ops / best / 1e9, iters,
+      total / iters * 1e3, ok ? "" : "  CHECK FAILED");
+  std::fflush(stdout);
+  return ok;
+}
+
 // One timed configuration. Returns false when the check against scalar fails.
 bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads, CpuLevel level,
              const Options& opt) {
+  if (job.transposed) return run_transposed(job, weights, tokens, threads, level, opt);
   const bool ternary = trit::engine::dtype_traits(job.type).ternary;
   const int64_t copies = int64_t(weights.copies.size());
   Rng rng(99);
@@ -291,7 +371,7 @@ std::vector<T> split_list(const std::string& s, F parse) {
 [[noreturn]] void usage() {
   std::fprintf(stderr,
                "usage: kernels_bench [-t THREADS[,THREADS]] [--level scalar,avx2,avx512|all]\n"
-               "                     [--kernel tq2_0,i2_s,f16,q6_k,q8_0,bf16,f32]\n"
+               "                     [--kernel tq2_0,i2_s,f16,q6_k,q8_0,bf16,f32,tq2_0_t,i2_s_t]\n"
                "                     [--shape N_INxN_OUT] [--tokens 1,64] [--ws MIB] [--time S]\n");
   std::exit(2);
 }
@@ -351,7 +431,7 @@ int main(int argc, char** argv) {
     for (const std::string& k :
          split_list<std::string>(kernel_arg, [](const std::string& s) { return s; })) {
       std::vector<Job> jobs = default_jobs(k);
-      if (opt.n_in > 0) jobs = {{jobs[0].type, opt.n_in, opt.n_out}};
+      if (opt.n_in > 0) jobs = {{jobs[0].type, opt.n_in, opt.n_out, jobs[0].transposed}};
       for (const Job& job : jobs) {
         const Weights weights = make_job_weights(job, opt);
         for (int64_t tokens : opt.tokens) {
