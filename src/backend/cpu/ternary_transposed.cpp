@@ -173,6 +173,21 @@ TRIT_INLINE void decode_panel(const View& w, int64_t r0, int64_t n_rows, int64_t
   }
 }
 
+// Asks for the tile's bytes of rows [r0, r0 + n_rows) ahead of decode_panel: one row's block
+// lies a row apart from the next (up to 1.5 KB in a 1B model's down projection), so the
+// hardware's prefetchers, which stop at page boundaries, leave most of them to miss.
+TRIT_INLINE void prefetch_panel(const View& w, int64_t r0, int64_t n_rows, int64_t tile_start) {
+  const int64_t at = w.type == DType::TQ1_0   ? (tile_start / 256) * kTQ1BlockBytes
+                     : w.type == DType::TQ2_0 ? (tile_start / 256) * 66
+                                              : (tile_start / 128) * 32;
+  const int64_t len = w.type == DType::TQ1_0 ? kTQ1BlockBytes : w.type == DType::TQ2_0 ? 66 : 64;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* p = w.data + (r0 + r) * w.row_bytes + at;
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + len - 1);
+  }
+}
+
 // ---- the f32 product C += A B that both kernels run ----
 
 // C[i, j] += sum_k A[i * a_row + k * a_col] * B[k * ldb + j] for TG rows and W columns,
@@ -290,6 +305,15 @@ TRIT_INLINE void transposed_impl(const View& w, const float* dy, int64_t dy_stri
       for (int64_t r0 = 0; r0 < w.n_out; r0 += kRowBlock) {
         const int64_t nr = std::min(kRowBlock, w.n_out - r0);
         decode_panel(w, r0, nr, tile_start, tw, panel, row_d);
+        // The next panel's bytes arrive while this one is summed: the next row block, else
+        // the first of the next token chunk or tile.
+        if (r0 + kRowBlock < w.n_out) {
+          prefetch_panel(w, r0 + kRowBlock, std::min(kRowBlock, w.n_out - r0 - kRowBlock),
+                         tile_start);
+        } else if (t0 + kTokenChunk < n_tokens || tile_start + kTile < c1) {
+          prefetch_panel(w, 0, std::min(kRowBlock, w.n_out),
+                         t0 + kTokenChunk < n_tokens ? tile_start : tile_start + kTile);
+        }
         for (int64_t i = 0; i < nt; ++i) {  // dyd (nt, nr) = dy * d, the reference's dy * d
           const float* dyt = dy + (t0 + i) * dy_stride + r0;
           for (int64_t r = 0; r < nr; ++r) dyd[i * kRowBlock + r] = dyt[r] * row_d[r];
