@@ -114,14 +114,16 @@ void lora_backward_host(float* dx, const float* dy, const float* xd, const float
     matmul_f32_backward_dx(dax.data(), ds.get(), b, r, n_out, t0, t1);
   });
   // da (r, n_in): r rows are fewer tasks than a large machine's threads, so the columns are
-  // split too (each element still sums over the tokens in order: the same bits).
-  constexpr int64_t kCols = 256;
-  const int64_t col_blocks = (n_in + kCols - 1) / kCols;
-  pool.parallel_for(r * col_blocks, [&](int64_t i0, int64_t i1, int) {
+  // split too (each element still sums over the tokens in order: the same bits). Rows go in
+  // groups of 8, the register tile's height: one row at a time read each row of xd's column
+  // block once per row of da, from a cache line of its own.
+  constexpr int64_t kCols = 256, kRows = 8;
+  const int64_t col_blocks = (n_in + kCols - 1) / kCols, row_groups = (r + kRows - 1) / kRows;
+  pool.parallel_for(row_groups * col_blocks, [&](int64_t i0, int64_t i1, int) {
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t row = i / col_blocks, c0 = i % col_blocks * kCols;
-      gemm_f32_acc(row, row + 1, std::min(kCols, n_in - c0), T, dax.data(), 1, r, xd + c0, n_in,
-                   da + c0, n_in);
+      const int64_t row = i / col_blocks * kRows, c0 = i % col_blocks * kCols;
+      gemm_f32_acc(row, std::min(r, row + kRows), std::min(kCols, n_in - c0), T, dax.data(), 1, r,
+                   xd + c0, n_in, da + c0, n_in);
     }
   });
   // dx += (dax A) / (1 - p) through the dropout (xd = x * keep / (1 - p), 0 exactly where
