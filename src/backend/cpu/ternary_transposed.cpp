@@ -136,11 +136,31 @@ float weight_at(const View& w, int64_t r, int64_t c) {
 
 // ---- blocked version ----
 
+// Asks for the tile's bytes of rows [r0, r0 + n_rows) ahead of their decoding: one row's block
+// lies a row apart from the next (up to 1.5 KB in a 1B model's down projection), so the
+// hardware's prefetchers, which stop at page boundaries, leave most of them to miss.
+// decode_panel asks for the row kAhead rows on as it decodes each; transposed_impl asks for
+// the first rows of the next tile or token chunk.
+constexpr int64_t kAhead = 32;
+TRIT_INLINE void prefetch_panel(const View& w, int64_t r0, int64_t n_rows, int64_t tile_start) {
+  const int64_t at = w.type == DType::TQ1_0   ? (tile_start / 256) * kTQ1BlockBytes
+                     : w.type == DType::TQ2_0 ? (tile_start / 256) * 66
+                                              : (tile_start / 128) * 32;
+  const int64_t len = w.type == DType::TQ1_0 ? kTQ1BlockBytes : w.type == DType::TQ2_0 ? 66 : 64;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* p = w.data + (r0 + r) * w.row_bytes + at;
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + len - 1);
+  }
+}
+
 // panel (n_rows, kTile) = T and row_d (n_rows) = d for rows [r0, r0 + n_rows) and the tile's tw
 // columns (a tile is one TQ1_0/TQ2_0 block a row, or two I2_S runs under one scale).
 TRIT_INLINE void decode_panel(const View& w, int64_t r0, int64_t n_rows, int64_t tile_start,
                               int64_t tw, float* panel, float* row_d) {
   for (int64_t r = 0; r < n_rows; ++r) {
+    // The tile's bytes of the row kAhead rows on (into the next panel at the end).
+    if (r0 + r + kAhead < w.n_out) prefetch_panel(w, r0 + r + kAhead, 1, tile_start);
     const uint8_t* row = w.data + (r0 + r) * w.row_bytes;
     float* out = panel + r * kTile;  // (kTile)
     if (w.type == DType::TQ1_0) {
@@ -170,21 +190,6 @@ TRIT_INLINE void decode_panel(const View& w, int64_t r0, int64_t n_rows, int64_t
         }
       }
     }
-  }
-}
-
-// Asks for the tile's bytes of rows [r0, r0 + n_rows) ahead of decode_panel: one row's block
-// lies a row apart from the next (up to 1.5 KB in a 1B model's down projection), so the
-// hardware's prefetchers, which stop at page boundaries, leave most of them to miss.
-TRIT_INLINE void prefetch_panel(const View& w, int64_t r0, int64_t n_rows, int64_t tile_start) {
-  const int64_t at = w.type == DType::TQ1_0   ? (tile_start / 256) * kTQ1BlockBytes
-                     : w.type == DType::TQ2_0 ? (tile_start / 256) * 66
-                                              : (tile_start / 128) * 32;
-  const int64_t len = w.type == DType::TQ1_0 ? kTQ1BlockBytes : w.type == DType::TQ2_0 ? 66 : 64;
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const uint8_t* p = w.data + (r0 + r) * w.row_bytes + at;
-    __builtin_prefetch(p);
-    __builtin_prefetch(p + len - 1);
   }
 }
 
@@ -305,13 +310,10 @@ TRIT_INLINE void transposed_impl(const View& w, const float* dy, int64_t dy_stri
       for (int64_t r0 = 0; r0 < w.n_out; r0 += kRowBlock) {
         const int64_t nr = std::min(kRowBlock, w.n_out - r0);
         decode_panel(w, r0, nr, tile_start, tw, panel, row_d);
-        // The next panel's bytes arrive while this one is summed: the next row block, else
-        // the first of the next token chunk or tile.
-        if (r0 + kRowBlock < w.n_out) {
-          prefetch_panel(w, r0 + kRowBlock, std::min(kRowBlock, w.n_out - r0 - kRowBlock),
-                         tile_start);
-        } else if (t0 + kTokenChunk < n_tokens || tile_start + kTile < c1) {
-          prefetch_panel(w, 0, std::min(kRowBlock, w.n_out),
+        // After the last row block, the first rows of the next token chunk or tile arrive
+        // while this one is summed (decode_panel asks for the rest as it goes).
+        if (r0 + kRowBlock >= w.n_out && (t0 + kTokenChunk < n_tokens || tile_start + kTile < c1)) {
+          prefetch_panel(w, 0, std::min(kAhead, w.n_out),
                          t0 + kTokenChunk < n_tokens ? tile_start : tile_start + kTile);
         }
         for (int64_t i = 0; i < nt; ++i) {  // dyd (nt, nr) = dy * d, the reference's dy * d
