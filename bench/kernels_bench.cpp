@@ -188,6 +188,27 @@ Weights make_job_weights(const Job& job, const Options& opt) {
   return w;
 }
 
+// Calls `once` at least 3 times and for `seconds`: the best and total times of the calls.
+struct Timing {
+  double best = 1e30, total = 0;
+  int iters = 0;
+};
+template <class F>
+Timing time_calls(F&& once, double seconds) {
+  Timing t;
+  const auto start = Clock::now();
+  while (t.iters < 3 || (std::chrono::duration<double>(Clock::now() - start).count() < seconds &&
+                         t.iters < 100000)) {
+    const auto t0 = Clock::now();
+    once();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    t.best = std::min(t.best, s);
+    t.total += s;
+    ++t.iters;
+  }
+  return t;
+}
+
 trit::engine::TernaryMatrix ternary_of(const Job& job, const Bytes& w, float uniform) {
   trit::engine::TernaryMatrix m;
   m.type = job.type;
@@ -234,18 +255,9 @@ bool run_transposed(const Job& job, const Weights& weights, int64_t tokens, int 
         256);
   };
   once();
-  double best = 1e30, total = 0;
-  int iters = 0;
-  const auto start = Clock::now();
-  while (iters < 3 || (std::chrono::duration<double>(Clock::now() - start).count() < opt.seconds &&
-                       iters < 100000)) {
-    const auto t0 = Clock::now();
-    once();
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::min(best, s);
-    total += s;
-    ++iters;
-  }
+  const Timing tm = time_calls(once, opt.seconds);
+  const double best = tm.best, total = tm.total;
+  const int iters = tm.iters;
   const double ops = 2.0 * double(job.n_in) * double(job.n_out) * double(tokens);
   std::printf(
       "%-8s %-7s %5lldx%-6lld tokens=%-3lld threads=%-2d %9.3f ms  %8.1f GFLOPS  "
@@ -327,18 +339,9 @@ bool run_job(const Job& job, const Weights& weights, int64_t tokens, int threads
         rows, [&](int64_t r0, int64_t r1, int) { call(c, r0, r1, level, y.data()); }, 4);
   };
   once();  // warm up (and fault in pages)
-  double best = 1e30, total = 0;
-  int iters = 0;
-  const auto start = Clock::now();
-  while (iters < 3 || (std::chrono::duration<double>(Clock::now() - start).count() < opt.seconds &&
-                       iters < 100000)) {
-    const auto t0 = Clock::now();
-    once();
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::min(best, s);
-    total += s;
-    ++iters;
-  }
+  const Timing tm = time_calls(once, opt.seconds);
+  const double best = tm.best, total = tm.total;
+  const int iters = tm.iters;
   const double wbytes = double(rows) * double(trit::engine::row_bytes(job.type, job.n_in));
   const double ops = 2.0 * double(job.n_in) * double(rows) * double(tokens);
   std::printf(

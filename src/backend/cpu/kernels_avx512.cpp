@@ -21,17 +21,10 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512VNNI__) && defined(__AVX512DQ__) && defined(__F16C__)
 
-// GCC 12.1-12.2 warn falsely inside the AVX-512 intrinsics (_mm512_undefined_*; GCC bug 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#ifndef __clang__
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <cmath>
 #include <cstring>
+
+#include "backend/cpu/x86_intrinsics.h"
 
 #include "backend/cpu/kernels_impl.h"
 

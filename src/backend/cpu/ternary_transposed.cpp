@@ -36,14 +36,7 @@
 #include <vector>
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-// GCC 12.1-12.2 warn falsely inside the AVX-512 intrinsics (_mm512_undefined_*; GCC bug 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#ifndef __clang__
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "backend/cpu/x86_intrinsics.h"
 #endif
 
 #include "backend/cpu/kernels_backward.h"

@@ -123,13 +123,8 @@ bool VulkanBackend::attention_decode(VkTensor& out, const VkTensor& q, const VkT
   const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
                                      attention_spec(chunk, uint32_t(hd), 0, true), 0b101);
   // (base, pos) per query, in host-visible memory kept until the submission ends.
-  const BufferRange table = scratch_.host.alloc(n_q * 8);
-  auto* t = reinterpret_cast<uint32_t*>(static_cast<unsigned char*>(table.buffer->mapped()) +
-                                        table.offset);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    t[2 * i] = uint32_t(seqs[i].base);
-    t[2 * i + 1] = uint32_t(seqs[i].pos0);
-  }
+  const BufferRange table =
+      scratch_.host.pairs(n_q, [&](size_t i) { return std::pair(seqs[i].base, seqs[i].pos0); });
   scratch_.attn.reset();
   const BufferRange part = scratch_.attn.alloc(part_bytes);
   const float scale = 1.0f / std::sqrt(float(hd));
@@ -440,13 +435,8 @@ bool VulkanBackend::attention_backward_tiled(VkTensor& dq, VkTensor& dk, VkTenso
     return s;
   };
   // (first row, length) of each sequence, in host-visible memory kept until the submission ends.
-  const BufferRange table = scratch_.host.alloc(seqs.size() * 8);
-  auto* t = reinterpret_cast<uint32_t*>(static_cast<unsigned char*>(table.buffer->mapped()) +
-                                        table.offset);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    t[2 * i] = uint32_t(seqs[i].row0);
-    t[2 * i + 1] = uint32_t(seqs[i].n);
-  }
+  const BufferRange table = scratch_.host.pairs(
+      seqs.size(), [&](size_t i) { return std::pair(seqs[i].row0, seqs[i].n); });
   scratch_.attn.reset();
   const BufferRange stats = scratch_.attn.alloc(stats_bytes);
   const AttentionBackwardTiledPush push{uint32_t(shape.n_head), uint32_t(shape.n_head_kv),

@@ -120,13 +120,8 @@ bool VulkanBackend::rope_store_kv_decode(VkTensor& q, const VkTensor& k, const V
   const auto runs = table.runs(uint64_t(min_pos), uint64_t(max_pos + 1));
   if (runs.size() != 1) return false;
   const TiledTensor::Piece& piece = table.piece(runs[0].piece);
-  const BufferRange seq_table = scratch_.host.alloc(n * 8);
-  auto* t = reinterpret_cast<uint32_t*>(static_cast<unsigned char*>(seq_table.buffer->mapped()) +
-                                        seq_table.offset);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    t[2 * i] = uint32_t(seqs[i].base);
-    t[2 * i + 1] = uint32_t(seqs[i].pos0);
-  }
+  const BufferRange seq_table =
+      scratch_.host.pairs(n, [&](size_t i) { return std::pair(seqs[i].base, seqs[i].pos0); });
   const RopeKvPush push{uint32_t(n),          uint32_t(shape.n_head),   uint32_t(shape.n_head_kv),
                         uint32_t(head_dim),   uint32_t(shape.rope_dim), 0,
                         uint32_t(piece.row0), uint32_t(piece.rows())};

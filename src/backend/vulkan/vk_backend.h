@@ -87,6 +87,20 @@ class ScratchArena {
       : ctx_(ctx), name_(std::move(name)), kind_(kind) {}
   // align: a larger alignment than the device's offset alignment (0: none).
   BufferRange alloc(uint64_t bytes, uint64_t align = 0);
+  // n pairs of words, pair(i) -> {first, second}, written into a fresh range of a host arena
+  // (the shaders' per-sequence tables).
+  template <class Pair>
+  BufferRange pairs(size_t n, Pair pair) {
+    const BufferRange r = alloc(n * 8);
+    auto* t =
+        reinterpret_cast<uint32_t*>(static_cast<unsigned char*>(r.buffer->mapped()) + r.offset);
+    for (size_t i = 0; i < n; ++i) {
+      const auto [a, b] = pair(i);
+      t[2 * i] = uint32_t(a);
+      t[2 * i + 1] = uint32_t(b);
+    }
+    return r;
+  }
   void reset();
   uint64_t capacity() const;
 
