@@ -24,9 +24,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "backend/cpu/x86_intrinsics.h"
-
 #include "backend/cpu/kernels_impl.h"
+#include "backend/cpu/x86_intrinsics.h"
 
 namespace trit::engine::cpu {
 namespace {
