@@ -105,14 +105,17 @@ inline void reduce_all_epi32(const __m512i* v, int n, int32_t* out) {
   }
 }
 
-// Software prefetch distance for weight streams: the same offset in a row that many bytes
-// (whole rows) ahead. A tile reads R rows side by side, which the hardware prefetchers follow
-// poorly; prefetching ~16 KB ahead doubles the single-thread streaming rate on AMD Zen
-// (measured with bench/kernels_bench: plateau from 12 KB on).
+// Software prefetch of weight streams: the same offset in a row that many bytes (whole rows)
+// ahead. A tile reads several rows side by side, which the hardware prefetchers follow poorly
+// (bench/kernels_bench: plateau from 12 KB on).
 inline int64_t prefetch_distance(int64_t row_bytes) {
   constexpr int64_t kBytes = 16384;
   return (kBytes + row_bytes - 1) / row_bytes * row_bytes;
 }
+// Into L2, not L1: a prefetch to L1 holds one of L1's few miss buffers until its line arrives,
+// which capped one thread's stream at 10 GB/s on AMD Zen 4 (26 GB/s with the hint below, as
+// fast as a plain read of memory; bench/kernels_bench, 2560 x 6912 matrix-vector).
+constexpr _mm_hint kWeightHint = _MM_HINT_T1;
 
 // ---- activation quantisation ----
 
@@ -191,7 +194,7 @@ inline void ternary_run(__m512i* acc, const uint8_t* const* rows, const int8_t* 
   const int64_t off = run_offset<kI2S>(k);
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), kWeightHint);
   }
 #pragma GCC unroll 2
   for (int half = 0; half < 2; ++half) {  // weights 0..63, then 64..127 of the run
@@ -257,7 +260,7 @@ inline void ternary_run_tq1(__m512i* acc, const uint8_t* const* rows, const int8
   const int odd = int(k & 1);
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), kWeightHint);
   }
 #pragma GCC unroll 2
   for (int half = 0; half < 2; ++half) {
@@ -563,7 +566,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         const char* next = reinterpret_cast<const char*>(rows[i] + b * 210 + pf);
-        for (int line = 0; line < 4; ++line) _mm_prefetch(next + 64 * line, _MM_HINT_T0);
+        for (int line = 0; line < 4; ++line) _mm_prefetch(next + 64 * line, kWeightHint);
         q6k_scales(rows[i] + b * 210, ds[i]);
       }
 #pragma GCC unroll 16
@@ -592,7 +595,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         const uint8_t* blk = rows[i] + b * 34;
-        _mm_prefetch(reinterpret_cast<const char*>(blk + pf), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(blk + pf), kWeightHint);
         const __m512 d = _mm512_set1_ps(half_at(blk));
         const __m128i* q = reinterpret_cast<const __m128i*>(blk + 2);
         w0[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d);
@@ -616,7 +619,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
       __m512 wf[R];
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep + pf), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep + pf), kWeightHint);
         wf[i] = load16<kType>(rows[i], k, mask);
       }
 #pragma GCC unroll 16
