@@ -1,5 +1,6 @@
 // The gated activations relu2(gate) * up and silu(gate) * up, forward and backward: the
 // reference (ops.h) and the CPU backend's ops.
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
@@ -8,11 +9,26 @@
 
 namespace trit::engine {
 
-void gated_act_forward(const float* gate, const float* up, int64_t n, Activation act, float* out) {
+namespace {
+
+// relu(g) = g > 0 ? g : 0 (NaN and -0 give +0) for a run of at most kRun values. A loop of its
+// own, so that the compiler makes it a vector select: folded into the products that follow,
+// it became a branch on the sign of every value, half of them mispredicted.
+constexpr int64_t kRun = 64;
+inline void relu_run(const float* __restrict g, int64_t n, float* __restrict r) {
+  for (int64_t j = 0; j < n; ++j) r[j] = g[j] > 0 ? g[j] : 0.0f;
+}
+
+}  // namespace
+
+void gated_act_forward(const float* __restrict gate, const float* __restrict up, int64_t n,
+                       Activation act, float* __restrict out) {
   if (act == Activation::Relu2) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float r = gate[i] > 0 ? gate[i] : 0.0f;
-      out[i] = r * r * up[i];
+    float r[kRun];
+    for (int64_t i0 = 0; i0 < n; i0 += kRun) {
+      const int64_t m = std::min(kRun, n - i0);
+      relu_run(gate + i0, m, r);
+      for (int64_t j = 0; j < m; ++j) out[i0 + j] = r[j] * r[j] * up[i0 + j];
     }
   } else {
     for (int64_t i = 0; i < n; ++i) {
@@ -22,13 +38,19 @@ void gated_act_forward(const float* gate, const float* up, int64_t n, Activation
   }
 }
 
-void gated_act_backward(float* dgate, float* dup, const float* dout, const float* gate,
-                        const float* up, int64_t n, Activation act) {
+void gated_act_backward(float* __restrict dgate, float* __restrict dup,
+                        const float* __restrict dout, const float* __restrict gate,
+                        const float* __restrict up, int64_t n, Activation act) {
   if (act == Activation::Relu2) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float r = gate[i] > 0 ? gate[i] : 0.0f;
-      dgate[i] += 2.0f * r * up[i] * dout[i];
-      dup[i] += r * r * dout[i];
+    float r[kRun];
+    for (int64_t i0 = 0; i0 < n; i0 += kRun) {
+      const int64_t m = std::min(kRun, n - i0);
+      relu_run(gate + i0, m, r);
+      for (int64_t j = 0; j < m; ++j) {
+        const int64_t i = i0 + j;
+        dgate[i] += 2.0f * r[j] * up[i] * dout[i];
+        dup[i] += r[j] * r[j] * dout[i];
+      }
     }
   } else {
     for (int64_t i = 0; i < n; ++i) {
