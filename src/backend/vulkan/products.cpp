@@ -168,6 +168,14 @@ void lora_backward_rows(Kit& k, const LoraBranch& br, BufferRange dx, BufferRang
          {uint32_t(pc.rows()), n_in, t, uint32_t(pc.row0), 1, rank, 0, n_in, 1, 0, n_in, accumulate,
           1.0f, 1.0f});
   }
+  // Without dropout (and A in one piece) dx += dax A is one product: dx + S * 1 is what the
+  // dropout kernel would add (dxd * 1 is dxd), without writing dxd and reading it back.
+  if (p == 0 && a.pieces() == 1) {
+    gemm(k, dax, a.range(0), dx,
+         {t, n_in, rank, uint32_t(a.piece(0).row0), rank, 1, 0, n_in, 1, 0, n_in,
+          uint32_t(GemmMode::AddScaled), 1.0f, 1.0f});
+    return;
+  }
   // dxd (rows, n_in) = dax A, then dx += dxd / (1 - p) where xd != 0.
   const BufferRange dxd = k.scratch.act.alloc(rows * n_in * 4);
   for (size_t i = 0; i < a.pieces(); ++i) {
