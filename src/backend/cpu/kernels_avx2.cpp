@@ -80,8 +80,11 @@ inline int64_t prefetch_distance(int64_t row_bytes) {
 }
 // Into L2, not L1: a prefetch to L1 holds one of L1's few miss buffers until its line arrives,
 // which capped one thread's stream at 10 GB/s on AMD Zen 4 (26 GB/s with the hint below, as
-// fast as a plain read of memory; bench/kernels_bench, 2560 x 6912 matrix-vector).
-constexpr _mm_hint kWeightHint = _MM_HINT_T1;
+// fast as a plain read of memory; bench/kernels_bench, 2560 x 6912 matrix-vector). Locality 2 is
+// prefetcht1 (the L2) in GCC and Clang.
+inline void prefetch_weights(const void* p) {
+  __builtin_prefetch(p, 0, 2);
+}  // prefetcht1
 
 // ---- activation quantisation ----
 
@@ -206,7 +209,7 @@ inline void ternary_run(__m256i* acc, const uint8_t* const* rows, const int8_t* 
   const int64_t off = run_offset<kLayout>(k);
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), kWeightHint);
+    prefetch_weights(reinterpret_cast<const char*>(rows[i] + off + prefetch));
   }
   __m256i acc16[R * T];
 #pragma GCC unroll 16
@@ -513,7 +516,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         const char* next = reinterpret_cast<const char*>(rows[i] + b * 210 + pf);
-        for (int line = 0; line < 4; ++line) _mm_prefetch(next + 64 * line, kWeightHint);
+        for (int line = 0; line < 4; ++line) prefetch_weights(next + 64 * line);
         q6k_scales(rows[i] + b * 210, ds[i]);
       }
 #pragma GCC unroll 16
@@ -546,7 +549,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
       __m256 d[R];
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(rows[i] + b * 34 + pf), kWeightHint);
+        prefetch_weights(reinterpret_cast<const char*>(rows[i] + b * 34 + pf));
         d[i] = _mm256_set1_ps(half_at(rows[i] + b * 34));
       }
 #pragma GCC unroll 4
@@ -574,8 +577,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         if ((k & 8) == 0) {  // one prefetch per 16 weights
-          _mm_prefetch(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep2 + pf),
-                       kWeightHint);
+          prefetch_weights(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep2 + pf));
         }
         wf[i] = load8<kType>(rows[i], k);
       }

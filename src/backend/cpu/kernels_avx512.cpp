@@ -114,8 +114,11 @@ inline int64_t prefetch_distance(int64_t row_bytes) {
 }
 // Into L2, not L1: a prefetch to L1 holds one of L1's few miss buffers until its line arrives,
 // which capped one thread's stream at 10 GB/s on AMD Zen 4 (26 GB/s with the hint below, as
-// fast as a plain read of memory; bench/kernels_bench, 2560 x 6912 matrix-vector).
-constexpr _mm_hint kWeightHint = _MM_HINT_T1;
+// fast as a plain read of memory; bench/kernels_bench, 2560 x 6912 matrix-vector). Locality 2 is
+// prefetcht1 (the L2) in GCC and Clang.
+inline void prefetch_weights(const void* p) {
+  __builtin_prefetch(p, 0, 2);
+}  // prefetcht1
 
 // ---- activation quantisation ----
 
@@ -194,7 +197,7 @@ inline void ternary_run(__m512i* acc, const uint8_t* const* rows, const int8_t* 
   const int64_t off = run_offset<kI2S>(k);
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), kWeightHint);
+    prefetch_weights(reinterpret_cast<const char*>(rows[i] + off + prefetch));
   }
 #pragma GCC unroll 2
   for (int half = 0; half < 2; ++half) {  // weights 0..63, then 64..127 of the run
@@ -260,7 +263,7 @@ inline void ternary_run_tq1(__m512i* acc, const uint8_t* const* rows, const int8
   const int odd = int(k & 1);
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(rows[i] + off + prefetch), kWeightHint);
+    prefetch_weights(reinterpret_cast<const char*>(rows[i] + off + prefetch));
   }
 #pragma GCC unroll 2
   for (int half = 0; half < 2; ++half) {
@@ -566,7 +569,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         const char* next = reinterpret_cast<const char*>(rows[i] + b * 210 + pf);
-        for (int line = 0; line < 4; ++line) _mm_prefetch(next + 64 * line, kWeightHint);
+        for (int line = 0; line < 4; ++line) prefetch_weights(next + 64 * line);
         q6k_scales(rows[i] + b * 210, ds[i]);
       }
 #pragma GCC unroll 16
@@ -595,7 +598,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         const uint8_t* blk = rows[i] + b * 34;
-        _mm_prefetch(reinterpret_cast<const char*>(blk + pf), kWeightHint);
+        prefetch_weights(reinterpret_cast<const char*>(blk + pf));
         const __m512 d = _mm512_set1_ps(half_at(blk));
         const __m128i* q = reinterpret_cast<const __m128i*>(blk + 2);
         w0[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d);
@@ -619,7 +622,7 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
       __m512 wf[R];
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep + pf), kWeightHint);
+        prefetch_weights(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep + pf));
         wf[i] = load16<kType>(rows[i], k, mask);
       }
 #pragma GCC unroll 16
