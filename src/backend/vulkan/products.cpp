@@ -13,6 +13,8 @@ namespace {
 
 // gemm_f32: a tile of 64 elements of C per workgroup (one an invocation), shaped to C.
 constexpr uint32_t kGemmWg = 64;
+// gemm_f32_short_k: k up to kShortK; 64 columns x kShortKRows rows of C a workgroup.
+constexpr uint32_t kShortK = 32, kShortKWg = 128, kShortKRows = 32;
 // matmul_transposed: 64 columns x 8 * tpt tokens a workgroup, 4 columns x tpt tokens an
 // invocation; tpt = 4 (fewer shared loads a product) where that still makes kTransManyGroups
 // workgroups, else 2: a 128-token step of a 1B model (n_in 2048) then runs 256 workgroups of
@@ -101,7 +103,21 @@ void lora_apply_rows(Kit& k, const LoraBranch& br, BufferRange x, BufferRange y,
   matmul_float(k, lora_rows(*br.b), ax, y, tokens, op_tokens, y_stride, br.scale, 1.0f);
 }
 
-void gemm(Kit& k, BufferRange a, BufferRange b, BufferRange c, const GemmF32Push& p) {
+// site: which product of a LoRA branch this is (1 x A^T, 2 y += ax B^T, 3 db, 4 dy B, 5 da,
+// 6 dx += dax A), in a specialisation slot the shaders do not read, so that each site has a
+// pipeline name of its own in TRIT_VK_PROFILE's table; 0 when not profiling.
+void gemm(Kit& k, BufferRange a, BufferRange b, BufferRange c, const GemmF32Push& p,
+          uint32_t site) {
+  if (!k.ctx.profile()) site = 0;
+  // A short k (the rank: y += (x A^T) B^T, dx += (dy B) A) over a large C: a column an
+  // invocation, its k values of B in registers (gemm_f32_short_k.comp; the same bits).
+  if (p.k >= 1 && p.k <= kShortK && k.tune.gemm_short_k) {
+    const Pipeline& pl =
+        k.rec.pipeline("gemm_f32_short_k", 3, sizeof(GemmF32Push),
+                       {kShortKWg, 0, 0, 0, kShortKRows, 0, 0, site, 0, 0, 0, 0, p.k}, 0b011);
+    k.rec.dispatch_rows(pl, {a, b, c}, p, ceil_div(p.m, kShortKRows), ceil_div(p.n, 64));
+    return;
+  }
   // Tiles of 64 leave many workgroups where C is small: a rank-8 product over 128 tokens whose
   // k runs over n_in or n_out (one long chain of adds an element) spreads over 16 of them.
   // A thin C (the rank on one side) takes a thin tile, so that no invocation idles.
@@ -110,7 +126,7 @@ void gemm(Kit& k, BufferRange a, BufferRange b, BufferRange c, const GemmF32Push
   // short k (the rank), whose staging would be mostly padding.
   const uint32_t kb = p.k >= 128 ? 128 : 16;
   const Pipeline& pl = k.rec.pipeline("gemm_f32", 3, sizeof(GemmF32Push),
-                                      {kGemmWg, 0, 0, 0, ti, tj, 0, 0, 0, 0, 0, 0, kb}, 0b011);
+                                      {kGemmWg, 0, 0, 0, ti, tj, 0, site, 0, 0, 0, 0, kb}, 0b011);
   k.rec.dispatch_rows(pl, {a, b, c}, p, ceil_div(p.m, ti), ceil_div(p.n, tj));
 }
 
@@ -124,14 +140,16 @@ void lora_forward_rows(Kit& k, const LoraBranch& br, BufferRange xd, BufferRange
     const TiledTensor::Piece& pc = a.piece(i);
     gemm(k, xd, a.range(i), ax,
          {uint32_t(rows), uint32_t(pc.rows()), n_in, 0, n_in, 1, 0, 1, n_in, uint32_t(pc.row0),
-          rank, uint32_t(GemmMode::Set), 1.0f, 1.0f});
+          rank, uint32_t(GemmMode::Set), 1.0f, 1.0f},
+         1);
   }
   // y += (ax B^T) * scale: columns [o0, o1) of y from each piece of B.
   for (size_t i = 0; i < b.pieces(); ++i) {
     const TiledTensor::Piece& pc = b.piece(i);
     gemm(k, ax, b.range(i), y,
          {uint32_t(rows), uint32_t(pc.rows()), rank, 0, rank, 1, 0, 1, rank, uint32_t(pc.row0),
-          uint32_t(y_stride), uint32_t(GemmMode::AddScaled), 1.0f, br.scale});
+          uint32_t(y_stride), uint32_t(GemmMode::AddScaled), 1.0f, br.scale},
+         2);
   }
 }
 
@@ -151,7 +169,8 @@ void lora_backward_rows(Kit& k, const LoraBranch& br, BufferRange dx, BufferRang
     const TiledTensor::Piece& pc = db.piece(i);
     gemm(k, dy, ax, db.range(i),
          {uint32_t(pc.rows()), rank, t, uint32_t(pc.row0), 1, ys, 0, rank, 1, 0, rank, accumulate,
-          s, 1.0f});
+          s, 1.0f},
+         3);
   }
   // dax (rows, rank) = (s dy) B, summed over the pieces of B in order.
   const BufferRange dax = k.scratch.act.alloc(rows * rank * 4);
@@ -159,21 +178,24 @@ void lora_backward_rows(Kit& k, const LoraBranch& br, BufferRange dx, BufferRang
     const TiledTensor::Piece& pc = b.piece(i);
     gemm(k, dy, b.range(i), dax,
          {t, rank, uint32_t(pc.rows()), uint32_t(pc.row0), ys, 1, 0, rank, 1, 0, rank,
-          i == 0 ? set : accumulate, s, 1.0f});
+          i == 0 ? set : accumulate, s, 1.0f},
+         4);
   }
   // da[j, c] += sum_t dax[t, j] xd[t, c]
   for (size_t i = 0; i < da.pieces(); ++i) {
     const TiledTensor::Piece& pc = da.piece(i);
     gemm(k, dax, xd, da.range(i),
          {uint32_t(pc.rows()), n_in, t, uint32_t(pc.row0), 1, rank, 0, n_in, 1, 0, n_in, accumulate,
-          1.0f, 1.0f});
+          1.0f, 1.0f},
+         5);
   }
   // Without dropout (and A in one piece) dx += dax A is one product: dx + S * 1 is what the
   // dropout kernel would add (dxd * 1 is dxd), without writing dxd and reading it back.
   if (p == 0 && a.pieces() == 1) {
     gemm(k, dax, a.range(0), dx,
          {t, n_in, rank, uint32_t(a.piece(0).row0), rank, 1, 0, n_in, 1, 0, n_in,
-          uint32_t(GemmMode::AddScaled), 1.0f, 1.0f});
+          uint32_t(GemmMode::AddScaled), 1.0f, 1.0f},
+         6);
     return;
   }
   // dxd (rows, n_in) = dax A, then dx += dxd / (1 - p) where xd != 0.

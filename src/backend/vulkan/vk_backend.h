@@ -299,6 +299,9 @@ struct Tuning {
   // this). More rows share one normalisation of the input row (matvec_norm_ternary computes it
   // in every workgroup) and give fewer, longer workgroups. TRIT_VK_FUSED_ROWS=1..64 to tune.
   uint32_t fused_rows_per_subgroup = 1;
+  // The LoRA products with a short k take gemm_f32_short_k (TRIT_VK_SHORT_K=0: gemm_f32's
+  // tiles, to compare).
+  bool gemm_short_k = true;
   // attention.comp's queries per workgroup for prompts (TRIT_VK_ATTN_QT=1..16 to tune).
   uint32_t attn_qt = 8;
   // Batches whose tensors are each one piece take the attention backward in register tiles,
@@ -347,8 +350,10 @@ MatmulPlan plan_matmul(const Tuning& c, uint64_t tokens, FloatWeightType type);
 void matmul_float(Kit& k, const FloatRows& w, BufferRange x, BufferRange y, uint64_t tokens,
                   uint64_t op_tokens, uint64_t y_stride, float alpha, float beta);
 // gemm_f32 over p.m x p.n (p's offsets and strides index the three ranges): each element adds
-// its products in the CPU's order (bit-exact with the CPU's gemm_f32_acc).
-void gemm(Kit& k, BufferRange a, BufferRange b, BufferRange c, const GemmF32Push& p);
+// its products in the CPU's order (bit-exact with the CPU's gemm_f32_acc). site: which LoRA
+// product it is, for profiles (products.cpp).
+void gemm(Kit& k, BufferRange a, BufferRange b, BufferRange c, const GemmF32Push& p,
+          uint32_t site = 0);
 // The f32 tiles of a LoRA branch's A and B.
 FloatRows lora_rows(const DeviceTensor& t);
 // y += scale * (x A^T) B^T for a segment of `tokens` rows of an op over `op_tokens` rows, with

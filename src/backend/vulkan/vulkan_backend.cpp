@@ -76,6 +76,7 @@ Tuning tuning_for(const DeviceCaps& caps) {
     const int n = std::atoi(e);
     if (n >= 1 && n <= 64) c.fused_rows_per_subgroup = uint32_t(n);
   }
+  if (const char* e = std::getenv("TRIT_VK_SHORT_K")) c.gemm_short_k = std::string(e) != "0";
   if (const char* e = std::getenv("TRIT_VK_ATTN_BWD_TILED")) {
     c.attn_bwd_tiled = std::string(e) != "0";
   }

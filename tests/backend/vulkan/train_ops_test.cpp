@@ -419,6 +419,12 @@ std::vector<TrainCase> train_cases() {
     c.push_back(lora_forward_case(N, 512, 2048, 16, p));
     c.push_back(lora_backward_case(N, 512, 2048, 16, p));
   }
+  // Widths and token counts that leave the short-k product's 64-column and 32-row blocks part
+  // full; rank 32 (its largest k) and 48 (gemm_f32's tiles).
+  for (int64_t r : {7, 32, 48}) {
+    c.push_back(lora_forward_case(77, 320, 200, r, 0.0f));
+    c.push_back(lora_backward_case(77, 200, 320, r, 0.0f));
+  }
   // Codes of 192 B a row (768 inputs; 1024 rows: 2 pieces) and of 320 B (1280 inputs, five
   // blocks of 256; 512 rows: 2 pieces).
   c.push_back(linear_backward_case(TQ2, false, N, 768, 1024, 1));

@@ -40,6 +40,7 @@ trit_shader(store_kv_f16 store_kv_f16.comp)
 
 # Training (the backward pass and the loss; the family files).
 trit_shader(gemm_f32 gemm_f32.comp)
+trit_shader(gemm_f32_short_k gemm_f32_short_k.comp)
 trit_shader(matmul_ternary_t matmul_transposed.comp TERNARY=1)
 trit_shader(matmul_float_t matmul_transposed.comp)
 # Their fast paths (ternary and f16 weights) on f16 cooperative matrices (need
