@@ -105,21 +105,6 @@ inline void reduce_all_epi32(const __m512i* v, int n, int32_t* out) {
   }
 }
 
-// Software prefetch of weight streams: the same offset in a row that many bytes (whole rows)
-// ahead. A tile reads several rows side by side, which the hardware prefetchers follow poorly
-// (bench/kernels_bench: plateau from 12 KB on).
-inline int64_t prefetch_distance(int64_t row_bytes) {
-  constexpr int64_t kBytes = 16384;
-  return (kBytes + row_bytes - 1) / row_bytes * row_bytes;
-}
-// Into L2, not L1: a prefetch to L1 holds one of L1's few miss buffers until its line arrives,
-// which capped one thread's stream at 10 GB/s on AMD Zen 4 (26 GB/s with the hint below, as
-// fast as a plain read of memory; bench/kernels_bench, 2560 x 6912 matrix-vector). Locality 2 is
-// prefetcht1 (the L2) in GCC and Clang.
-inline void prefetch_weights(const void* p) {
-  __builtin_prefetch(p, 0, 2);
-}  // prefetcht1
-
 // ---- activation quantisation ----
 
 void quantize_row(const float* x, int64_t n, int8_t* q, float* scale, int32_t* sums) {

@@ -56,6 +56,21 @@ float* float_scratch(int64_t floats);
 // The same for the ternary kernels (TQ1_0 rows decoded for many tokens).
 uint8_t* ternary_scratch(int64_t bytes);
 
+// Software prefetch of weight streams: the same offset in a row that many bytes (whole rows)
+// ahead. A tile reads several rows side by side, which the hardware prefetchers follow poorly
+// (bench/kernels_bench: plateau from 12 KB on).
+inline int64_t prefetch_distance(int64_t row_bytes) {
+  constexpr int64_t kBytes = 16384;
+  return (kBytes + row_bytes - 1) / row_bytes * row_bytes;
+}
+// Into L2, not L1: a prefetch to L1 holds one of L1's few miss buffers until its line arrives,
+// which capped one thread's stream at 10 GB/s on AMD Zen 4 (26 GB/s into L2, as fast as a
+// plain read of memory; bench/kernels_bench, 2560 x 6912 matrix-vector). Locality 2 is
+// prefetcht1 (the L2) in GCC and Clang.
+inline void prefetch_weights(const void* p) {
+  __builtin_prefetch(p, 0, 2);
+}
+
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define TRIT_CPU_X86 1
 

@@ -142,7 +142,7 @@ TRIT_INLINE void prefetch_panel(const View& w, int64_t r0, int64_t n_rows, int64
   const int64_t len = w.type == DType::TQ1_0 ? kTQ1BlockBytes : w.type == DType::TQ2_0 ? 66 : 64;
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* p = w.data + (r0 + r) * w.row_bytes + at;
-    __builtin_prefetch(p, 0, 2);  // into L2: see prefetch_weights in kernels_avx512.cpp
+    __builtin_prefetch(p, 0, 2);  // into L2: see prefetch_weights in kernels_impl.h
     __builtin_prefetch(p + len - 1, 0, 2);
   }
 }
