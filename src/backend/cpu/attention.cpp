@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/attention_rows.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
@@ -154,26 +155,49 @@ void backward_key(float* dkj, float* dvj, const float* kj, const float* vj, cons
 
 }  // namespace
 
+int64_t attention_forward_scratch(int64_t n_keys, int64_t head_dim) {
+  return attention_tile_floats(head_dim) + kAttnRows * n_keys;
+}
+
 void attention_forward(const float* q, const float* k, const float* v, int64_t kv_stride,
                        int64_t n_tokens, int64_t pos0, int64_t n_head, int64_t n_head_kv,
                        int64_t head_dim, int64_t h0, int64_t h1, float* out, float* scratch,
                        int64_t kv_head0) {
   const int64_t group = n_head / n_head_kv;
   const float scale = 1.0f / std::sqrt(float(head_dim));
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    const int64_t n_keys = pos0 + t + 1;
-    for (int64_t h = h0; h < h1; ++h) {
-      const float* qh = q + (t * n_head + h) * head_dim;
-      const int64_t kvh = h / group - kv_head0;
-      float max_score = 0;
-      const float inv = softmax_numerators(qh, k + kvh * head_dim, kv_stride, n_keys, head_dim,
-                                           scale, scratch, &max_score);
-      float* oh = out + (t * n_head + h) * head_dim;
-      std::fill(oh, oh + head_dim, 0.0f);
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float p = scratch[j] * inv;
-        const float* vj = v + j * kv_stride + kvh * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) oh[d] += p * vj[d];
+  const int64_t ld = pos0 + n_tokens;  // the most keys a row has
+  float* tile = scratch;
+  float* scores = scratch + attention_tile_floats(head_dim);
+  for (int64_t g = h0 / group; g * group < h1; ++g) {
+    const int64_t ha = std::max(h0, g * group), hb = std::min(h1, (g + 1) * group);
+    const int64_t nh = hb - ha, n_rows = n_tokens * nh;
+    const float* kg = k + (g - kv_head0) * head_dim;
+    const float* vg = v + (g - kv_head0) * head_dim;
+    // The group's (token, head) rows, heads fastest, kAttnRows at a time: they share each tile
+    // of transposed keys (attention_rows.h).
+    for (int64_t r0 = 0; r0 < n_rows; r0 += kAttnRows) {
+      const int64_t nr = std::min(kAttnRows, n_rows - r0);
+      const float* qs[kAttnRows];
+      int64_t n_keys[kAttnRows];
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t t = (r0 + i) / nh, h = ha + (r0 + i) % nh;
+        qs[i] = q + (t * n_head + h) * head_dim;
+        n_keys[i] = pos0 + t + 1;
+      }
+      attention_rows_scores(qs, n_keys, nr, kg, kv_stride, head_dim, scale, scores, ld, tile);
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t t = (r0 + i) / nh, h = ha + (r0 + i) % nh;
+        // exp(s_j - max) in order and their sum, as softmax_numerators
+        float* s = scores + i * ld;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < n_keys[i]; ++j) m = std::max(m, s[j]);
+        float sum = 0;
+        for (int64_t j = 0; j < n_keys[i]; ++j) {
+          s[j] = std::exp(s[j] - m);
+          sum += s[j];
+        }
+        attention_weighted_values(out + (t * n_head + h) * head_dim, s, 1.0f / sum, vg, kv_stride,
+                                  n_keys[i], head_dim);
       }
     }
   }
@@ -270,7 +294,8 @@ void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const Devic
   const bool f16 = k_cache.f16();
   const int64_t threads = std::max(pool_.size(), 1);
   const int64_t hd = shape.head_dim, group = shape.n_head / std::max<int64_t>(shape.n_head_kv, 1);
-  if (scores_.size() < size_t(most_keys * threads)) scores_.resize(size_t(most_keys * threads));
+  const int64_t scratch = attention_forward_scratch(most_keys, hd);
+  if (scores_.size() < size_t(scratch * threads)) scores_.resize(size_t(scratch * threads));
   if (f16 && kv_f32_.size() < size_t(2 * most_keys * hd * threads)) {
     kv_f32_.resize(size_t(2 * most_keys * hd * threads));
   }
@@ -278,11 +303,11 @@ void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const Devic
   // parallel loop, not one per sequence. Each pair's values do not depend on the split.
   const int64_t H = shape.n_head;
   if (!f16 && int64_t(seqs.size()) * H < 2 * threads) {
-    attention_split(out, q, k_cache, v_cache, seqs, shape, most_keys);
+    attention_split(out, q, k_cache, v_cache, seqs, shape, scratch);
     return;
   }
   pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
-    float* scores = scores_.data() + thread * most_keys;
+    float* scores = scores_.data() + thread * scratch;
     for (int64_t u = u0; u < u1;) {
       const SeqRows& s = seqs[size_t(u / H)];
       const int64_t h0 = u % H, h1 = std::min(H, h0 + (u1 - u));
@@ -440,7 +465,7 @@ namespace trit::engine {
 void CpuBackend::attention_split(DeviceTensor& out, const DeviceTensor& q,
                                  const DeviceTensor& k_cache, const DeviceTensor& v_cache,
                                  std::span<const SeqRows> seqs, const AttnShape& shape,
-                                 int64_t most_keys) {
+                                 int64_t scratch_floats) {
   constexpr int64_t kBlock = 8;
   struct Unit {
     size_t seq;
@@ -455,7 +480,7 @@ void CpuBackend::attention_split(DeviceTensor& out, const DeviceTensor& q,
   }
   const int64_t qc = q.cols(), oc = out.cols(), kc = k_cache.cols();
   pool_.parallel_for(int64_t(units.size()), [&](int64_t u0, int64_t u1, int thread) {
-    float* scores = scores_.data() + thread * most_keys;
+    float* scores = scores_.data() + thread * scratch_floats;
     for (int64_t i = u0; i < u1; ++i) {
       const Unit& u = units[size_t(i)];
       const SeqRows& s = seqs[u.seq];

@@ -108,7 +108,7 @@ class CpuBackend final : public Backend {
   // key rows
   void attention_split(DeviceTensor& out, const DeviceTensor& q, const DeviceTensor& k_cache,
                        const DeviceTensor& v_cache, std::span<const SeqRows> seqs,
-                       const AttnShape& shape, int64_t most_keys);
+                       const AttnShape& shape, int64_t scratch_floats);
   void attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
                                 const DeviceTensor& dout, const DeviceTensor& q,
                                 const DeviceTensor& k, const DeviceTensor& v,

@@ -590,9 +590,12 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
   store_sums<R, T>(acc, y, y_stride, r, t);
 }
 
+// f32 rows (already decoded) x tokens [t, t + T); writes rows [r, r + R). ahead (R rows of
+// row_bytes, or nullptr): the encoded rows decoded next, prefetched at the same pace, so that
+// the memory streams them while this tile computes.
 template <int R, int T>
 void float_tile_f32(const float* const* wr, int64_t n, const float* x, float* y, int64_t y_stride,
-                    int64_t r, int64_t t) {
+                    int64_t r, int64_t t, const uint8_t* const* ahead, int64_t row_bytes) {
   const float* xs[T];
 #pragma GCC unroll 16
   for (int j = 0; j < T; ++j) xs[j] = x + (t + j) * n;
@@ -601,6 +604,10 @@ void float_tile_f32(const float* const* wr, int64_t n, const float* x, float* y,
   for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) {
+    if (ahead && k % 16 == 0) {
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) prefetch_weights(ahead[i] + k * row_bytes / n);
+    }
     __m256 wf[R];
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wf[i] = _mm256_loadu_ps(wr[i] + k);
@@ -697,39 +704,42 @@ void float_fused_block(int rows, int T, const FloatView& w, const float* x, floa
   }
 }
 
-// Decoded rows wr[0..rows) x tokens [t, t + T), T <= 4.
+// Decoded rows wr[0..rows) x tokens [t, t + T), T <= 4; ahead as float_tile_f32's (rows of
+// them, or nullptr).
 void float_f32_block(int rows, int T, const float* const* wr, int64_t n, const float* x, float* y,
-                     int64_t y_stride, int64_t r, int64_t t) {
+                     int64_t y_stride, int64_t r, int64_t t, const uint8_t* const* ahead,
+                     int64_t row_bytes) {
+  const auto pf = [&](int i) { return ahead ? ahead + i : nullptr; };
   int i = 0;
   for (; i + 2 <= rows; i += 2) {
     switch (T) {
       case 1:
-        float_tile_f32<2, 1>(wr + i, n, x, y, y_stride, r + i, t);
+        float_tile_f32<2, 1>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
         break;
       case 2:
-        float_tile_f32<2, 2>(wr + i, n, x, y, y_stride, r + i, t);
+        float_tile_f32<2, 2>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
         break;
       case 3:
-        float_tile_f32<2, 3>(wr + i, n, x, y, y_stride, r + i, t);
+        float_tile_f32<2, 3>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
         break;
       default:
-        float_tile_f32<2, 4>(wr + i, n, x, y, y_stride, r + i, t);
+        float_tile_f32<2, 4>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
         break;
     }
   }
   for (; i < rows; ++i) {
     switch (T) {
       case 1:
-        float_tile_f32<1, 1>(wr + i, n, x, y, y_stride, r + i, t);
+        float_tile_f32<1, 1>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
         break;
       case 2:
-        float_tile_f32<1, 2>(wr + i, n, x, y, y_stride, r + i, t);
+        float_tile_f32<1, 2>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
         break;
       case 3:
-        float_tile_f32<1, 3>(wr + i, n, x, y, y_stride, r + i, t);
+        float_tile_f32<1, 3>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
         break;
       default:
-        float_tile_f32<1, 4>(wr + i, n, x, y, y_stride, r + i, t);
+        float_tile_f32<1, 4>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
         break;
     }
   }
@@ -760,8 +770,13 @@ void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_
         wr[i] = scratch + i * pitch;
       }
     }
+    // The next panel's rows stream in while the first group of tokens computes on this one.
+    const bool next = kType != DType::F32 && r + 2 * kRows <= r1;
+    const uint8_t* ahead[kRows] = {};
+    for (int i = 0; next && i < kRows; ++i) ahead[i] = w.data + (r + kRows + i) * w.row_bytes;
     for (int64_t t = 0; t < nt; t += 4) {
-      float_f32_block(rows, int(nt - t < 4 ? nt - t : 4), wr, n, x, y, y_stride, r, t);
+      float_f32_block(rows, int(nt - t < 4 ? nt - t : 4), wr, n, x, y, y_stride, r, t,
+                      next && t == 0 ? ahead : nullptr, w.row_bytes);
     }
   }
 }

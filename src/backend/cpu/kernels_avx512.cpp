@@ -621,10 +621,13 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
   store_sums<R, T>(acc, y, y_stride, r, t);
 }
 
-// f32 rows (already decoded) x tokens [t, t + T); writes rows [r, r + R).
+// f32 rows (already decoded) x tokens [t, t + T); writes rows [r, r + R). ahead (R rows of
+// row_bytes, or nullptr): the encoded rows decoded next, prefetched at the same pace, so that
+// the memory streams them while this tile computes.
 template <int R, int T>
 void float_tile_f32(const float* const* wr, int64_t n, const float* x, float* y, int64_t y_stride,
-                    int64_t r, int64_t t) {
+                    int64_t r, int64_t t, const uint8_t* const* ahead = nullptr,
+                    int64_t row_bytes = 0) {
   const float* xs[T];
 #pragma GCC unroll 16
   for (int j = 0; j < T; ++j) xs[j] = x + (t + j) * n;
@@ -632,6 +635,10 @@ void float_tile_f32(const float* const* wr, int64_t n, const float* x, float* y,
 #pragma GCC unroll 16
   for (int i = 0; i < R * T; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t k = 0; k < n; k += 16) {
+    if (ahead) {
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) prefetch_weights(ahead[i] + k * row_bytes / n);
+    }
     const __mmask16 mask = tail_mask16(n - k);
     __m512 wf[R];
 #pragma GCC unroll 16
@@ -689,19 +696,20 @@ void float_fused_for(int T, const FloatView& w, const float* x, float* y, int64_
 
 template <int R>
 void float_f32_for(int T, const float* const* wr, int64_t n, const float* x, float* y,
-                   int64_t y_stride, int64_t r, int64_t t) {
+                   int64_t y_stride, int64_t r, int64_t t, const uint8_t* const* ahead = nullptr,
+                   int64_t row_bytes = 0) {
   switch (T) {
     case 1:
-      float_tile_f32<R, 1>(wr, n, x, y, y_stride, r, t);
+      float_tile_f32<R, 1>(wr, n, x, y, y_stride, r, t, ahead, row_bytes);
       return;
     case 2:
-      float_tile_f32<R, 2>(wr, n, x, y, y_stride, r, t);
+      float_tile_f32<R, 2>(wr, n, x, y, y_stride, r, t, ahead, row_bytes);
       return;
     case 3:
-      float_tile_f32<R, 3>(wr, n, x, y, y_stride, r, t);
+      float_tile_f32<R, 3>(wr, n, x, y, y_stride, r, t, ahead, row_bytes);
       return;
     default:
-      float_tile_f32<R, 4>(wr, n, x, y, y_stride, r, t);
+      float_tile_f32<R, 4>(wr, n, x, y, y_stride, r, t, ahead, row_bytes);
       return;
   }
 }
@@ -737,10 +745,15 @@ void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_
         wr[i] = dst;
       }
     }
+    // The next panel's rows stream in while the first group of tokens computes on this one.
+    const bool next = kType != DType::F32 && r + 2 * kRows <= r1;
+    const uint8_t* ahead[kRows] = {};
+    for (int i = 0; next && i < kRows; ++i) ahead[i] = w.data + (r + kRows + i) * w.row_bytes;
     for (int64_t t = 0; t < nt; t += 4) {
       const int T = int(nt - t < 4 ? nt - t : 4);
       if (R == kRows) {
-        float_f32_for<kRows>(T, wr, n, x, y, y_stride, r, t);
+        float_f32_for<kRows>(T, wr, n, x, y, y_stride, r, t, next && t == 0 ? ahead : nullptr,
+                             w.row_bytes);
       } else {
         for (int i = 0; i < R; ++i) float_f32_for<1>(T, wr + i, n, x, y, y_stride, r + i, t);
       }

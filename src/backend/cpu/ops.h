@@ -70,13 +70,15 @@ void gated_act_backward(float* dgate, float* dup, const float* dout, const float
 //   q:   (n_tokens, n_head, head_dim)
 //   k,v: (n_kv_positions, n_head_kv, head_dim), row stride kv_stride floats per position
 //   out: (n_tokens, n_head, head_dim)
-//   scratch: at least pos0 + n_tokens floats
+//   scratch: attention_forward_scratch(pos0 + n_tokens, head_dim) floats
 // Only query heads [h0, h1) are computed (for splitting across threads). k and v may hold KV
 // heads from kv_head0 on only (column 0 is head kv_head0's first), for heads h0..h1 of them.
 void attention_forward(const float* q, const float* k, const float* v, int64_t kv_stride,
                        int64_t n_tokens, int64_t pos0, int64_t n_head, int64_t n_head_kv,
                        int64_t head_dim, int64_t h0, int64_t h1, float* out, float* scratch,
                        int64_t kv_head0 = 0);
+// The scratch attention_forward needs for rows of up to n_keys keys.
+int64_t attention_forward_scratch(int64_t n_keys, int64_t head_dim);
 
 // Backward of attention_forward for a whole sequence of n_tokens tokens at positions
 // 0 .. n_tokens - 1 (training; no cache offset). The softmax of each query row is recomputed

@@ -319,7 +319,8 @@ TEST_F(CpuTrainOps, AttentionSplitByRowsIsTheReference) {
             tv = test::upload(cpu, "v", cache, kv, v), out = cpu.tensor("out", n, d);
   const SeqRows seq{0, n, pos0, base};
   cpu.attention(*out, *tq, *tk, *tv, {&seq, 1}, shape);
-  Vec want(static_cast<size_t>(n * d)), got(want.size()), scratch(static_cast<size_t>(cache));
+  Vec want(static_cast<size_t>(n * d)), got(want.size()),
+      scratch(static_cast<size_t>(attention_forward_scratch(cache, 16)));
   attention_forward(q.data(), k.data() + base * kv, v.data() + base * kv, kv, n, pos0, 6, 2, 16, 0,
                     6, want.data(), scratch.data());
   cpu.read(*out, 0, n, got.data());

@@ -1,0 +1,319 @@
+// attention_rows.h: attention's score and value loops with vector lanes.
+//
+// Scores: a query row's score against key j is a dot product over d summed in order, so the
+// lanes cannot run over d without changing its bits; they run over 16 keys instead. The keys'
+// rows are transposed into a tile (dimension-major) once and read by every query row that
+// needs them: the heads of a GQA group, and the tokens of a prompt chunk or training sequence.
+// Values: each output dimension sums its keys in order, so the lanes run over d.
+//
+// The portable version is plain C++ on GCC/Clang vector types (which the compiler lowers to
+// the instruction set of the function it is inlined into); on x86 it is compiled again for
+// AVX2, and AVX-512 has its own with the tile transposed in registers. All give the same bits.
+#include "backend/cpu/attention_rows.h"
+
+#include <algorithm>
+#include <cstring>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include "backend/cpu/x86_intrinsics.h"
+#define TRIT_ATTN_X86 1
+#define TRIT_TARGET_AVX2 __attribute__((target("avx2")))
+#define TRIT_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#endif
+
+#if defined(__GNUC__)
+#define TRIT_INLINE inline __attribute__((always_inline))
+#else
+#define TRIT_INLINE inline
+#endif
+
+namespace trit::engine {
+namespace {
+
+constexpr int64_t kT = kAttnKeyTile;
+
+// Eight f32 lanes (two make a tile row).
+using Lane = float __attribute__((vector_size(32)));
+constexpr int kLane = 8;
+static_assert(kT == 2 * kLane);
+
+// Through references: a vector passed or returned by value changes the baseline's ABI.
+TRIT_INLINE void load_lane(Lane& v, const float* p) {
+  std::memcpy(&v, p, sizeof v);
+}
+TRIT_INLINE void store_lane(float* p, const Lane& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// Keys [j0, j0 + m) of the KV head into tile[d * kT + l], lanes l >= m zero.
+TRIT_INLINE void transpose_keys(const float* k, int64_t stride, int64_t j0, int64_t m,
+                                int64_t head_dim, float* tile) {
+  for (int64_t l = 0; l < kT; ++l) {
+    const float* kj = k + (j0 + l) * stride;
+    if (l < m) {
+      for (int64_t d = 0; d < head_dim; ++d) tile[d * kT + l] = kj[d];
+    } else {
+      for (int64_t d = 0; d < head_dim; ++d) tile[d * kT + l] = 0.0f;
+    }
+  }
+}
+
+// R rows against one tile: acc = sum_d q[d] * tile[d] (in order over d), then * scale into s.
+template <int R>
+TRIT_INLINE void tile_rows(const float* const* q, const int64_t* n_keys, int64_t j0,
+                           int64_t head_dim, float scale, float* s, int64_t ld, const float* tile) {
+  Lane acc[R][2] = {};
+  for (int64_t d = 0; d < head_dim; ++d) {
+    Lane t0, t1;
+    load_lane(t0, tile + d * kT);
+    load_lane(t1, tile + d * kT + kLane);
+    for (int r = 0; r < R; ++r) {
+      const float qd = q[r][d];
+      acc[r][0] += qd * t0;
+      acc[r][1] += qd * t1;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float out[kT];
+    const Lane s0 = acc[r][0] * scale, s1 = acc[r][1] * scale;
+    store_lane(out, s0);
+    store_lane(out + kLane, s1);
+    const int64_t valid = std::min(kT, n_keys[r] - j0);
+    for (int64_t l = 0; l < valid; ++l) s[r * ld + j0 + l] = out[l];
+  }
+}
+
+// The next run of up to four consecutive rows from *i that have keys in the tile at j0 (their
+// sums are in flight together); its length, 0 when no row is left. *i moves to its first row.
+TRIT_INLINE int next_run(const int64_t* n_keys, int64_t n_rows, int64_t j0, int64_t* i) {
+  while (*i < n_rows && n_keys[*i] <= j0) ++*i;
+  int run = 0;
+  while (*i + run < n_rows && run < 4 && n_keys[*i + run] > j0) ++run;
+  return run;
+}
+
+TRIT_INLINE void scores_portable(const float* const* q, const int64_t* n_keys, int64_t n_rows,
+                                 const float* k, int64_t stride, int64_t head_dim, float scale,
+                                 float* s, int64_t ld, float* tile) {
+  int64_t most = 0;
+  for (int64_t i = 0; i < n_rows; ++i) most = std::max(most, n_keys[i]);
+  for (int64_t j0 = 0; j0 < most; j0 += kT) {
+    transpose_keys(k, stride, j0, std::min(kT, most - j0), head_dim, tile);
+    int64_t i = 0;
+    for (int run; (run = next_run(n_keys, n_rows, j0, &i)) > 0; i += run) {
+      const float* const* qr = q + i;
+      float* sr = s + i * ld;
+      switch (run) {
+        case 4:
+          tile_rows<4>(qr, n_keys + i, j0, head_dim, scale, sr, ld, tile);
+          break;
+        case 3:
+          tile_rows<3>(qr, n_keys + i, j0, head_dim, scale, sr, ld, tile);
+          break;
+        case 2:
+          tile_rows<2>(qr, n_keys + i, j0, head_dim, scale, sr, ld, tile);
+          break;
+        default:
+          tile_rows<1>(qr, n_keys + i, j0, head_dim, scale, sr, ld, tile);
+      }
+    }
+  }
+}
+
+TRIT_INLINE void values_portable(float* out, const float* p, float inv, const float* v,
+                                 int64_t stride, int64_t n, int64_t head_dim) {
+  int64_t d0 = 0;
+  // Four lanes (32 dimensions) held while the keys go by, then the rest one at a time.
+  for (; d0 + 4 * kLane <= head_dim; d0 += 4 * kLane) {
+    Lane acc[4] = {};
+    for (int64_t j = 0; j < n; ++j) {
+      const float pj = p[j] * inv;
+      const float* vj = v + j * stride + d0;
+      for (int c = 0; c < 4; ++c) {
+        Lane x;
+        load_lane(x, vj + c * kLane);
+        acc[c] += pj * x;
+      }
+    }
+    for (int c = 0; c < 4; ++c) store_lane(out + d0 + c * kLane, acc[c]);
+  }
+  if (d0 == head_dim) return;
+  std::fill(out + d0, out + head_dim, 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float pj = p[j] * inv;
+    const float* vj = v + j * stride;
+    for (int64_t d = d0; d < head_dim; ++d) out[d] += pj * vj[d];
+  }
+}
+
+void scores_baseline(const float* const* q, const int64_t* n_keys, int64_t n_rows, const float* k,
+                     int64_t stride, int64_t head_dim, float scale, float* s, int64_t ld,
+                     float* tile) {
+  scores_portable(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
+}
+
+void values_baseline(float* out, const float* p, float inv, const float* v, int64_t stride,
+                     int64_t n, int64_t head_dim) {
+  values_portable(out, p, inv, v, stride, n, head_dim);
+}
+
+#ifdef TRIT_ATTN_X86
+TRIT_TARGET_AVX2 void scores_avx2(const float* const* q, const int64_t* n_keys, int64_t n_rows,
+                                  const float* k, int64_t stride, int64_t head_dim, float scale,
+                                  float* s, int64_t ld, float* tile) {
+  scores_portable(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
+}
+
+TRIT_TARGET_AVX2 void values_avx2(float* out, const float* p, float inv, const float* v,
+                                  int64_t stride, int64_t n, int64_t head_dim) {
+  values_portable(out, p, inv, v, stride, n, head_dim);
+}
+
+// 16 rows of 16 floats (a[l], key l's dimensions d0 .. d0 + 15) to 16 rows of 16 keys
+// (b[c], dimension d0 + c of keys 0 .. 15): pairs, then quads within each 128-bit lane, then
+// the four lanes.
+TRIT_TARGET_AVX512 TRIT_INLINE void transpose16(__m512 a[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
+  }
+  // u[4g + m], lane k: rows 4g .. 4g + 3 at column 4k + m
+  __m512 u[16];
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 v02 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
+    const __m512 v13 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+    const __m512 w02 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+    const __m512 w13 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+    a[m] = _mm512_shuffle_f32x4(v02, w02, 0x88);
+    a[8 + m] = _mm512_shuffle_f32x4(v02, w02, 0xDD);
+    a[4 + m] = _mm512_shuffle_f32x4(v13, w13, 0x88);
+    a[12 + m] = _mm512_shuffle_f32x4(v13, w13, 0xDD);
+  }
+}
+
+TRIT_TARGET_AVX512 TRIT_INLINE __mmask16 lanes_below(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
+}
+
+template <int R>
+TRIT_TARGET_AVX512 TRIT_INLINE void tile_rows_avx512(const float* const* q, const int64_t* n_keys,
+                                                     int64_t j0, int64_t head_dim, float scale,
+                                                     float* s, int64_t ld, const float* tile) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < head_dim; ++d) {
+    const __m512 t = _mm512_loadu_ps(tile + d * kT);
+    for (int r = 0; r < R; ++r) {
+      acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_set1_ps(q[r][d]), t));
+    }
+  }
+  const __m512 sc = _mm512_set1_ps(scale);
+  for (int r = 0; r < R; ++r) {
+    _mm512_mask_storeu_ps(s + r * ld + j0, lanes_below(n_keys[r] - j0), _mm512_mul_ps(acc[r], sc));
+  }
+}
+
+TRIT_TARGET_AVX512 void scores_avx512(const float* const* q, const int64_t* n_keys, int64_t n_rows,
+                                      const float* k, int64_t stride, int64_t head_dim, float scale,
+                                      float* s, int64_t ld, float* tile) {
+  int64_t most = 0;
+  for (int64_t i = 0; i < n_rows; ++i) most = std::max(most, n_keys[i]);
+  for (int64_t j0 = 0; j0 < most; j0 += kT) {
+    const int64_t m = std::min(kT, most - j0);
+    for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
+      const __mmask16 dm = lanes_below(head_dim - d0);
+      __m512 a[16];
+      for (int64_t l = 0; l < 16; ++l) {
+        a[l] = l < m ? _mm512_maskz_loadu_ps(dm, k + (j0 + l) * stride + d0) : _mm512_setzero_ps();
+      }
+      transpose16(a);
+      const int64_t rows = std::min<int64_t>(16, head_dim - d0);
+      for (int64_t c = 0; c < rows; ++c) _mm512_storeu_ps(tile + (d0 + c) * kT, a[c]);
+    }
+    int64_t i = 0;
+    for (int run; (run = next_run(n_keys, n_rows, j0, &i)) > 0; i += run) {
+      const float* const* qr = q + i;
+      float* sr = s + i * ld;
+      switch (run) {
+        case 4:
+          tile_rows_avx512<4>(qr, n_keys + i, j0, head_dim, scale, sr, ld, tile);
+          break;
+        case 3:
+          tile_rows_avx512<3>(qr, n_keys + i, j0, head_dim, scale, sr, ld, tile);
+          break;
+        case 2:
+          tile_rows_avx512<2>(qr, n_keys + i, j0, head_dim, scale, sr, ld, tile);
+          break;
+        default:
+          tile_rows_avx512<1>(qr, n_keys + i, j0, head_dim, scale, sr, ld, tile);
+      }
+    }
+  }
+}
+
+TRIT_TARGET_AVX512 void values_avx512(float* out, const float* p, float inv, const float* v,
+                                      int64_t stride, int64_t n, int64_t head_dim) {
+  // 64 dimensions (four vectors) held while the keys go by; the last block masked.
+  for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
+    __mmask16 dm[4];
+    for (int c = 0; c < 4; ++c) dm[c] = lanes_below(std::max<int64_t>(0, head_dim - d0 - 16 * c));
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    for (int64_t j = 0; j < n; ++j) {
+      const __m512 pj = _mm512_set1_ps(p[j] * inv);
+      const float* vj = v + j * stride + d0;
+      for (int c = 0; c < 4; ++c) {
+        acc[c] =
+            _mm512_add_ps(acc[c], _mm512_mul_ps(pj, _mm512_maskz_loadu_ps(dm[c], vj + 16 * c)));
+      }
+    }
+    for (int c = 0; c < 4; ++c) _mm512_mask_storeu_ps(out + d0 + 16 * c, dm[c], acc[c]);
+  }
+}
+#endif
+
+}  // namespace
+
+void attention_rows_scores(const float* const* q, const int64_t* n_keys, int64_t n_rows,
+                           const float* k, int64_t stride, int64_t head_dim, float scale, float* s,
+                           int64_t ld, float* tile, CpuLevel level) {
+  if (n_rows <= 0 || head_dim <= 0) return;
+  switch (std::min(level, detect_cpu_level())) {
+#ifdef TRIT_ATTN_X86
+    case CpuLevel::Avx512Vnni:
+      scores_avx512(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
+      return;
+    case CpuLevel::Avx2:
+      scores_avx2(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
+      return;
+#endif
+    default:
+      scores_baseline(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
+  }
+}
+
+void attention_weighted_values(float* out, const float* p, float inv, const float* v,
+                               int64_t stride, int64_t n, int64_t head_dim, CpuLevel level) {
+  if (head_dim <= 0) return;
+  switch (std::min(level, detect_cpu_level())) {
+#ifdef TRIT_ATTN_X86
+    case CpuLevel::Avx512Vnni:
+      values_avx512(out, p, inv, v, stride, n, head_dim);
+      return;
+    case CpuLevel::Avx2:
+      values_avx2(out, p, inv, v, stride, n, head_dim);
+      return;
+#endif
+    default:
+      values_baseline(out, p, inv, v, stride, n, head_dim);
+  }
+}
+
+}  // namespace trit::engine

@@ -1,0 +1,37 @@
+// Attention's two inner loops over a KV head, with keys (scores) or head dimensions (the
+// weighted sum of values) as the vector lanes. Every value is computed with the reference's
+// operations in the reference's order at every level (products rounded on their own, sums in
+// order, -ffp-contract=off): the scalar loops' bits, only more of them at once.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cpu/kernels.h"
+
+namespace trit::engine {
+
+constexpr int64_t kAttnKeyTile = 16;  // keys transposed at a time (the score lanes)
+constexpr int64_t kAttnRows = 8;      // query rows that share one transposed tile
+
+// Scratch floats attention_rows_scores needs for its transposed tile.
+constexpr int64_t attention_tile_floats(int64_t head_dim) {
+  return kAttnKeyTile * head_dim;
+}
+
+// Scores of n_rows (<= kAttnRows) query rows against one KV head: for row i (head_dim values at
+// q[i]) and keys j in [0, n_keys[i]) (key j's head_dim values at k + j * stride),
+//   s[i * ld + j] = (sum_d q_i[d] * k_j[d]) * scale,
+// summed over d in order from 0 with every product rounded: attention_score's value. The keys
+// are read kAttnKeyTile at a time into `tile` (attention_tile_floats), transposed so that every
+// row reads them as one vector a dimension.
+void attention_rows_scores(const float* const* q, const int64_t* n_keys, int64_t n_rows,
+                           const float* k, int64_t stride, int64_t head_dim, float scale, float* s,
+                           int64_t ld, float* tile, CpuLevel level = active_cpu_level());
+
+// out[d] = sum_j (p[j] * inv) * v_j[d] over j in [0, n) in order (v_j at v + j * stride), out
+// overwritten: the attention output of one query row.
+void attention_weighted_values(float* out, const float* p, float inv, const float* v,
+                               int64_t stride, int64_t n, int64_t head_dim,
+                               CpuLevel level = active_cpu_level());
+
+}  // namespace trit::engine

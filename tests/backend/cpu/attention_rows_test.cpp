@@ -1,0 +1,179 @@
+// attention_rows.h and attention_forward against scalar loops written here: every score a dot
+// product summed over d in order with its products rounded, every output dimension a sum over
+// the keys in order. Equal bits at every instruction-set level.
+#include "backend/cpu/attention_rows.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+
+namespace trit::engine {
+namespace {
+
+using FVec = std::vector<float>;
+
+FVec random_values(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  FVec v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+uint32_t bits(float x) {
+  uint32_t u = 0;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+float score_ref(const float* q, const float* k, int64_t head_dim, float scale) {
+  float dot = 0;
+  for (int64_t d = 0; d < head_dim; ++d) {
+    const float p = q[d] * k[d];  // rounded on its own (no fused multiply-add)
+    dot += p;
+  }
+  return dot * scale;
+}
+
+const CpuLevel kLevels[] = {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512Vnni};
+
+TEST(AttentionRows, ScoresEqualTheScalarDotProducts) {
+  for (CpuLevel level : kLevels) {
+    if (detect_cpu_level() < level) continue;
+    for (int64_t head_dim : {8, 24, 64, 80, 128}) {
+      const int64_t stride = 3 * head_dim + 5, most = 53;
+      const FVec k = random_values(size_t(most * stride), 1, 2.0f);
+      const FVec q = random_values(size_t(kAttnRows * head_dim), 2);
+      // Rows with key counts across tile edges, one row with fewer keys than the others.
+      for (int64_t n_rows = 1; n_rows <= kAttnRows; ++n_rows) {
+        const float* qs[kAttnRows];
+        int64_t n_keys[kAttnRows];
+        for (int64_t i = 0; i < n_rows; ++i) {
+          qs[i] = q.data() + i * head_dim;
+          n_keys[i] = i == 1 ? 7 : most - 3 * i;
+        }
+        const int64_t ld = most + 2;
+        const float sentinel = -12345.0f;
+        FVec s(size_t(n_rows * ld), sentinel), tile(size_t(attention_tile_floats(head_dim)));
+        const float scale = 1.0f / std::sqrt(float(head_dim));
+        attention_rows_scores(qs, n_keys, n_rows, k.data() + head_dim, stride, head_dim, scale,
+                              s.data(), ld, tile.data(), level);
+        const std::string what = std::string(cpu_level_name(level)) + " head_dim " +
+                                 std::to_string(head_dim) + " rows " + std::to_string(n_rows);
+        for (int64_t i = 0; i < n_rows; ++i) {
+          for (int64_t j = 0; j < ld; ++j) {
+            const float got = s[size_t(i * ld + j)];
+            if (j >= n_keys[i]) {
+              ASSERT_EQ(got, sentinel) << what << ": row " << i << " wrote key " << j;
+              continue;
+            }
+            const float want = score_ref(qs[i], k.data() + head_dim + j * stride, head_dim, scale);
+            ASSERT_EQ(bits(got), bits(want)) << what << ": row " << i << " key " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(AttentionRows, WeightedValuesSumKeysInOrder) {
+  for (CpuLevel level : kLevels) {
+    if (detect_cpu_level() < level) continue;
+    for (int64_t head_dim : {8, 24, 64, 80, 128, 200}) {
+      const int64_t stride = 2 * head_dim + 3;
+      for (int64_t n : {1, 5, 16, 37}) {
+        const FVec v = random_values(size_t(n * stride), 3);
+        const FVec p = random_values(size_t(n), 4);
+        const float inv = 0.37f;
+        FVec out(size_t(head_dim + 1), 99.0f);
+        attention_weighted_values(out.data(), p.data(), inv, v.data(), stride, n, head_dim, level);
+        for (int64_t d = 0; d < head_dim; ++d) {
+          float want = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            const float pj = p[size_t(j)] * inv;
+            const float term = pj * v[size_t(j * stride + d)];
+            want += term;
+          }
+          ASSERT_EQ(bits(out[size_t(d)]), bits(want))
+              << cpu_level_name(level) << " head_dim " << head_dim << " keys " << n << " d " << d;
+        }
+        EXPECT_EQ(out[size_t(head_dim)], 99.0f) << "written past the row";
+      }
+    }
+  }
+}
+
+// The forward pass as the scalar reference computes it (one query row, one head at a time).
+FVec attention_ref(const FVec& q, const FVec& k, const FVec& v, int64_t kv_stride, int64_t T,
+                   int64_t pos0, int64_t H, int64_t Hkv, int64_t hd, int64_t h0, int64_t h1,
+                   const FVec& out0) {
+  FVec out = out0;
+  const int64_t group = H / Hkv;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t n = pos0 + t + 1;
+    for (int64_t h = h0; h < h1; ++h) {
+      const float* qh = q.data() + (t * H + h) * hd;
+      const int64_t kvh = h / group;
+      FVec s(static_cast<size_t>(n));
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) {
+        s[size_t(j)] = score_ref(qh, k.data() + j * kv_stride + kvh * hd, hd, scale);
+        m = std::max(m, s[size_t(j)]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        s[size_t(j)] = std::exp(s[size_t(j)] - m);
+        sum += s[size_t(j)];
+      }
+      const float inv = 1.0f / sum;
+      float* oh = out.data() + (t * H + h) * hd;
+      for (int64_t d = 0; d < hd; ++d) oh[d] = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const float p = s[size_t(j)] * inv;
+        for (int64_t d = 0; d < hd; ++d) {
+          const float term = p * v[size_t(j * kv_stride + kvh * hd + d)];
+          oh[d] += term;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST(AttentionRows, ForwardEqualsTheScalarReference) {
+  struct Case {
+    int64_t T, pos0, H, Hkv, hd, h0, h1;
+  };
+  // GQA groups of 4 and 3, one KV head for all (a group larger than the rows a tile serves),
+  // a prompt after a cache, decoding one token, and a head range cutting a group.
+  for (const Case c :
+       {Case{19, 0, 8, 2, 64, 0, 8}, Case{5, 30, 6, 2, 24, 0, 6}, Case{1, 70, 12, 1, 32, 0, 12},
+        Case{1, 16, 8, 2, 128, 0, 8}, Case{9, 4, 8, 2, 16, 3, 7}}) {
+    const int64_t kv_stride = c.Hkv * c.hd + 2, n_keys = c.pos0 + c.T;
+    const FVec q = random_values(size_t(c.T * c.H * c.hd), 10, 1.5f);
+    const FVec k = random_values(size_t(n_keys * kv_stride), 11, 1.5f);
+    const FVec v = random_values(size_t(n_keys * kv_stride), 12);
+    const FVec out0(q.size(), 7.0f);  // heads outside [h0, h1) stay as they were
+    FVec out = out0, scratch(size_t(attention_forward_scratch(n_keys, c.hd)));
+    attention_forward(q.data(), k.data(), v.data(), kv_stride, c.T, c.pos0, c.H, c.Hkv, c.hd, c.h0,
+                      c.h1, out.data(), scratch.data());
+    const FVec want =
+        attention_ref(q, k, v, kv_stride, c.T, c.pos0, c.H, c.Hkv, c.hd, c.h0, c.h1, out0);
+    for (size_t i = 0; i < out.size(); ++i) {
+      ASSERT_EQ(bits(out[i]), bits(want[i])) << "T " << c.T << " pos0 " << c.pos0 << " H " << c.H
+                                             << "/" << c.Hkv << " hd " << c.hd << " at " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace trit::engine
