@@ -97,6 +97,27 @@ float backward_softmax(const float* qh, const float* doh, const float* k, const 
   return big_d;
 }
 
+// backward_softmax's values from a query row's scores s_j (attention_rows_scores) for keys
+// [0, n): P_j in their place, dP_j = dout . v_j in dp; returns D = sum_j P_j dP_j.
+float softmax_from_scores(float* s, int64_t n, const float* doh, const float* v, int64_t kv_stride,
+                          int64_t head_dim, float* dp) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  float sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - m);
+    sum += s[j];
+  }
+  const float r = 1.0f / sum;
+  float big_d = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] *= r;
+    dp[j] = dot_f32(doh, v + j * kv_stride, head_dim);
+    big_d += s[j] * dp[j];
+  }
+  return big_d;
+}
+
 // The split backward pass (the reference's values, computed by query rows and then by key
 // rows so that threads can share one sequence's heads). Query t of head h: its softmax
 // statistics [max, 1 / sum, D] go to stats[0..2] and dq_t gets every dS_tj k_j, keys in order.
@@ -216,27 +237,42 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   }
   const int64_t group = n_head / n_head_kv;
   const float scale = 1.0f / std::sqrt(float(head_dim));
-  float* p = scratch;              // (n_tokens) softmax row, then dS
-  float* dp = scratch + n_tokens;  // (n_tokens) dout . v_j
+  float* tile = scratch;
+  float* scores = tile + attention_tile_floats(head_dim);  // (kAttnRows, n_tokens)
+  float* dp = scores + kAttnRows * n_tokens;               // (n_tokens) dout . v_j
   for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-    for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        const int64_t n_keys = t + 1;
-        const float* qh = q + (t * n_head + h) * head_dim;      // (head_dim)
+    // The group's (head, token) rows in order, kAttnRows at a time: their scores first (one
+    // tile of transposed keys serves them all), then each row's softmax and gradients in the
+    // order the reference takes them.
+    const int64_t n_rows = group * n_tokens;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += kAttnRows) {
+      const int64_t nr = std::min(kAttnRows, n_rows - r0);
+      const float* qs[kAttnRows];
+      int64_t n_keys[kAttnRows];
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t h = kvh * group + (r0 + i) / n_tokens, t = (r0 + i) % n_tokens;
+        qs[i] = q + (t * n_head + h) * head_dim;
+        n_keys[i] = t + 1;
+      }
+      attention_rows_scores(qs, n_keys, nr, k + kvh * head_dim, kv_stride, head_dim, scale, scores,
+                            n_tokens, tile);
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t h = kvh * group + (r0 + i) / n_tokens, t = (r0 + i) % n_tokens;
+        const int64_t nk = n_keys[i];
+        const float* qh = qs[i];                                // (head_dim)
         const float* doh = dout + (t * n_head + h) * head_dim;  // (head_dim)
         float* dqh = dq + (t * n_head + h) * head_dim;          // (head_dim)
+        float* p = scores + i * n_tokens;
         // P: recomputed exactly as attention_forward does; dP = dout v^T and
         // D = sum_j P_j dP_j (= dout . out)
-        float max_score = 0, inv = 0;
         const float big_d =
-            backward_softmax(qh, doh, k + kvh * head_dim, v + kvh * head_dim, kv_stride, n_keys,
-                             head_dim, scale, p, dp, &max_score, &inv);
-        for (int64_t j = 0; j < n_keys; ++j) {
+            softmax_from_scores(p, nk, doh, v + kvh * head_dim, kv_stride, head_dim, dp);
+        for (int64_t j = 0; j < nk; ++j) {
           float* dvj = dv + j * kv_stride + kvh * head_dim;  // (head_dim)
           axpy_f32(dvj, p[j], doh, head_dim);
           p[j] = p[j] * (dp[j] - big_d) * scale;  // dS / sqrt(head_dim)
         }
-        for (int64_t j = 0; j < n_keys; ++j) {
+        for (int64_t j = 0; j < nk; ++j) {
           const float* kj = k + j * kv_stride + kvh * head_dim;  // (head_dim)
           float* dkj = dk + j * kv_stride + kvh * head_dim;      // (head_dim)
           axpy_f32(dqh, p[j], kj, head_dim);
@@ -245,6 +281,10 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       }
     }
   }
+}
+
+int64_t attention_backward_scratch(int64_t n_tokens, int64_t head_dim) {
+  return attention_tile_floats(head_dim) + (kAttnRows + 1) * n_tokens;
 }
 
 void CpuBackend::store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
@@ -362,12 +402,14 @@ void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTe
     longest = std::max(longest, s.n);
   }
   const int64_t threads = std::max(pool_.size(), 1);
-  std::vector<float> scratch(static_cast<size_t>(2 * longest * threads));
   const int64_t H = shape.n_head_kv, qc = q.cols(), kc = k.cols();
   if (int64_t(seqs.size()) * H < 2 * threads) {
+    std::vector<float> scratch(static_cast<size_t>(2 * longest * threads));
     attention_backward_split(dq, dk, dv, dout, q, k, v, seqs, shape, scratch, longest);
     return;
   }
+  const int64_t per_thread = attention_backward_scratch(longest, shape.head_dim);
+  std::vector<float> scratch(static_cast<size_t>(per_thread * threads));
   // One split over every (sequence, KV head) pair; each pair's sums do not depend on the split.
   pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
     for (int64_t u = u0; u < u1;) {
@@ -378,7 +420,7 @@ void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTe
                                  cpu_data(dv) + r * kc, cpu_data(dout) + r * qc,
                                  cpu_data(q) + r * qc, cpu_data(k) + r * kc, cpu_data(v) + r * kc,
                                  kc, s.n, shape.n_head, shape.n_head_kv, shape.head_dim, h0, h1,
-                                 scratch.data() + 2 * longest * thread);
+                                 scratch.data() + per_thread * thread);
       u += h1 - h0;
     }
   });

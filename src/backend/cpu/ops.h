@@ -89,7 +89,7 @@ int64_t attention_forward_scratch(int64_t n_keys, int64_t head_dim);
 // dk and dv of a KV head collect the contributions of every query head of its group.
 //   q, dq, dout: (n_tokens, n_head, head_dim)
 //   k, v, dk, dv: (n_tokens, n_head_kv, head_dim), row stride kv_stride floats per position
-//   scratch: at least 2 * n_tokens floats
+//   scratch: attention_backward_scratch(n_tokens, head_dim) floats
 // Only KV heads [kvh0, kvh1) are computed, with their query heads (kvh * group ..
 // (kvh + 1) * group - 1, group = n_head / n_head_kv): split KV heads across threads and no two
 // threads write the same element.
@@ -97,6 +97,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* k, const float* v, int64_t kv_stride, int64_t n_tokens,
                         int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t kvh0,
                         int64_t kvh1, float* scratch);
+int64_t attention_backward_scratch(int64_t n_tokens, int64_t head_dim);
 
 // ---- loss: cross-entropy with a loss mask ----
 

@@ -207,7 +207,7 @@ TEST_F(CpuTrainOps, Attention) {
             dv = up("dv", n, kv, p3);
   const SeqRows whole{0, n, 0, 0};
   b_.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, {&whole, 1}, shape);
-  Vec dqr = p1, dkr = p2, dvr = p3, scratch(size_t(2 * n));
+  Vec dqr = p1, dkr = p2, dvr = p3, scratch(size_t(attention_backward_scratch(n, 8)));
   attention_backward(dqr.data(), dkr.data(), dvr.data(), w.data(), q.data(), k.data(), v.data(), kv,
                      n, 4, 2, 8, 0, 2, scratch.data());
   EXPECT_EQ(get(*dq), dqr);
@@ -249,7 +249,8 @@ TEST_F(CpuTrainOps, PackedSequencesAttendAndRotateAsEachAlone) {
             dv = b_.tensor("dv", n, kv);
   b_.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, seqs, shape);
   for (const SeqRows& s : seqs) b_.rope_backward(*dq, s.row0, s.n, shape.n_head, shape, 0);
-  Vec dqr(q.size()), dkr(k.size()), dvr(v.size()), scratch(size_t(2 * n));
+  Vec dqr(q.size()), dkr(k.size()), dvr(v.size()),
+      scratch(size_t(attention_backward_scratch(n, 8)));
   for (const SeqRows& s : seqs) {
     const int64_t r = s.row0;
     attention_backward(dqr.data() + r * d, dkr.data() + r * kv, dvr.data() + r * kv,
@@ -287,7 +288,7 @@ TEST_F(CpuTrainOps, AttentionBackwardSplitByRowsIsTheReference) {
       TensorPtr dq = test::upload(cpu, "dq", n, d, g0), dk = test::upload(cpu, "dk", n, kv, gk0),
                 dv = test::upload(cpu, "dv", n, kv, gk0);
       cpu.attention_backward(*dq, *dk, *dv, *dout, *tq, *tk, *tv, *seqs, shape);
-      Vec dqr = g0, dkr = gk0, dvr = gk0, scratch(size_t(2 * n));
+      Vec dqr = g0, dkr = gk0, dvr = gk0, scratch(size_t(attention_backward_scratch(n, 16)));
       for (const SeqRows& s : *seqs) {
         const int64_t r = s.row0;
         attention_backward(dqr.data() + r * d, dkr.data() + r * kv, dvr.data() + r * kv,

@@ -284,7 +284,8 @@ TEST(OpsBackward, AttentionGqa) {
   const FVec r = random_floats(q.size(), 13);
 
   // the double forward agrees with attention_forward
-  FVec out(q.size()), scratch(sz(std::max(2 * T, attention_forward_scratch(T, hd))));
+  FVec out(q.size()),
+      scratch(sz(std::max(attention_backward_scratch(T, hd), attention_forward_scratch(T, hd))));
   attention_forward(q.data(), k.data(), v.data(), kv_stride, T, 0, H, Hkv, hd, 0, H, out.data(),
                     scratch.data());
   const Vec out_d = attention_d(to_d(q), to_d(k), to_d(v), kv_stride, T, H, Hkv, hd);
@@ -726,7 +727,7 @@ TEST(OpsBackward, ChainThroughAttention) {
   };
 
   FVec q(sz(T * dq_n)), k(sz(T * dkv)), v(sz(T * dkv)), out(sz(T * dq_n));
-  FVec scratch(sz(std::max(2 * T, attention_forward_scratch(T, hd))));
+  FVec scratch(sz(std::max(attention_backward_scratch(T, hd), attention_forward_scratch(T, hd))));
   matmul_f32_forward(x.data(), wq.data(), d, dq_n, q.data(), 0, T);
   matmul_f32_forward(x.data(), wk.data(), d, dkv, k.data(), 0, T);
   matmul_f32_forward(x.data(), wv.data(), d, dkv, v.data(), 0, T);
