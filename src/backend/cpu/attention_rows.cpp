@@ -12,42 +12,21 @@
 #include "backend/cpu/attention_rows.h"
 
 #include <algorithm>
-#include <cstring>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include "backend/cpu/x86_intrinsics.h"
-#define TRIT_ATTN_X86 1
-#define TRIT_TARGET_AVX2 __attribute__((target("avx2")))
-#define TRIT_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
-#endif
-
-#if defined(__GNUC__)
-#define TRIT_INLINE inline __attribute__((always_inline))
-#else
-#define TRIT_INLINE inline
-#endif
+#include "backend/cpu/simd_lanes.h"
 
 namespace trit::engine {
 namespace {
 
 constexpr int64_t kT = kAttnKeyTile;
 
-// Eight f32 lanes (two make a tile row).
-using Lane = float __attribute__((vector_size(32)));
-constexpr int kLane = 8;
+using lanes::kLane;
+using lanes::Lane;
 static_assert(kT == 2 * kLane);
 
-// Through references: a vector passed or returned by value changes the baseline's ABI.
-TRIT_INLINE void load_lane(Lane& v, const float* p) {
-  std::memcpy(&v, p, sizeof v);
-}
-TRIT_INLINE void store_lane(float* p, const Lane& v) {
-  std::memcpy(p, &v, sizeof v);
-}
-
 // Keys [j0, j0 + m) of the KV head into tile[d * kT + l], lanes l >= m zero.
-TRIT_INLINE void transpose_keys(const float* k, int64_t stride, int64_t j0, int64_t m,
-                                int64_t head_dim, float* tile) {
+TRIT_LANES_INLINE void transpose_keys(const float* k, int64_t stride, int64_t j0, int64_t m,
+                                      int64_t head_dim, float* tile) {
   for (int64_t l = 0; l < kT; ++l) {
     const float* kj = k + (j0 + l) * stride;
     if (l < m) {
@@ -60,13 +39,14 @@ TRIT_INLINE void transpose_keys(const float* k, int64_t stride, int64_t j0, int6
 
 // R rows against one tile: acc = sum_d q[d] * tile[d] (in order over d), then * scale into s.
 template <int R>
-TRIT_INLINE void tile_rows(const float* const* q, const int64_t* n_keys, int64_t j0,
-                           int64_t head_dim, float scale, float* s, int64_t ld, const float* tile) {
+TRIT_LANES_INLINE void tile_rows(const float* const* q, const int64_t* n_keys, int64_t j0,
+                                 int64_t head_dim, float scale, float* s, int64_t ld,
+                                 const float* tile) {
   Lane acc[R][2] = {};
   for (int64_t d = 0; d < head_dim; ++d) {
     Lane t0, t1;
-    load_lane(t0, tile + d * kT);
-    load_lane(t1, tile + d * kT + kLane);
+    lanes::load(t0, tile + d * kT);
+    lanes::load(t1, tile + d * kT + kLane);
     for (int r = 0; r < R; ++r) {
       const float qd = q[r][d];
       acc[r][0] += qd * t0;
@@ -76,8 +56,8 @@ TRIT_INLINE void tile_rows(const float* const* q, const int64_t* n_keys, int64_t
   for (int r = 0; r < R; ++r) {
     float out[kT];
     const Lane s0 = acc[r][0] * scale, s1 = acc[r][1] * scale;
-    store_lane(out, s0);
-    store_lane(out + kLane, s1);
+    lanes::store(out, s0);
+    lanes::store(out + kLane, s1);
     const int64_t valid = std::min(kT, n_keys[r] - j0);
     for (int64_t l = 0; l < valid; ++l) s[r * ld + j0 + l] = out[l];
   }
@@ -85,16 +65,16 @@ TRIT_INLINE void tile_rows(const float* const* q, const int64_t* n_keys, int64_t
 
 // The next run of up to four consecutive rows from *i that have keys in the tile at j0 (their
 // sums are in flight together); its length, 0 when no row is left. *i moves to its first row.
-TRIT_INLINE int next_run(const int64_t* n_keys, int64_t n_rows, int64_t j0, int64_t* i) {
+TRIT_LANES_INLINE int next_run(const int64_t* n_keys, int64_t n_rows, int64_t j0, int64_t* i) {
   while (*i < n_rows && n_keys[*i] <= j0) ++*i;
   int run = 0;
   while (*i + run < n_rows && run < 4 && n_keys[*i + run] > j0) ++run;
   return run;
 }
 
-TRIT_INLINE void scores_portable(const float* const* q, const int64_t* n_keys, int64_t n_rows,
-                                 const float* k, int64_t stride, int64_t head_dim, float scale,
-                                 float* s, int64_t ld, float* tile) {
+TRIT_LANES_INLINE void scores_portable(const float* const* q, const int64_t* n_keys, int64_t n_rows,
+                                       const float* k, int64_t stride, int64_t head_dim,
+                                       float scale, float* s, int64_t ld, float* tile) {
   int64_t most = 0;
   for (int64_t i = 0; i < n_rows; ++i) most = std::max(most, n_keys[i]);
   for (int64_t j0 = 0; j0 < most; j0 += kT) {
@@ -120,8 +100,8 @@ TRIT_INLINE void scores_portable(const float* const* q, const int64_t* n_keys, i
   }
 }
 
-TRIT_INLINE void values_portable(float* out, const float* p, float inv, const float* v,
-                                 int64_t stride, int64_t n, int64_t head_dim) {
+TRIT_LANES_INLINE void values_portable(float* out, const float* p, float inv, const float* v,
+                                       int64_t stride, int64_t n, int64_t head_dim) {
   int64_t d0 = 0;
   // Four lanes (32 dimensions) held while the keys go by, then the rest one at a time.
   for (; d0 + 4 * kLane <= head_dim; d0 += 4 * kLane) {
@@ -131,11 +111,11 @@ TRIT_INLINE void values_portable(float* out, const float* p, float inv, const fl
       const float* vj = v + j * stride + d0;
       for (int c = 0; c < 4; ++c) {
         Lane x;
-        load_lane(x, vj + c * kLane);
+        lanes::load(x, vj + c * kLane);
         acc[c] += pj * x;
       }
     }
-    for (int c = 0; c < 4; ++c) store_lane(out + d0 + c * kLane, acc[c]);
+    for (int c = 0; c < 4; ++c) lanes::store(out + d0 + c * kLane, acc[c]);
   }
   if (d0 == head_dim) return;
   std::fill(out + d0, out + head_dim, 0.0f);
@@ -157,22 +137,22 @@ void values_baseline(float* out, const float* p, float inv, const float* v, int6
   values_portable(out, p, inv, v, stride, n, head_dim);
 }
 
-#ifdef TRIT_ATTN_X86
-TRIT_TARGET_AVX2 void scores_avx2(const float* const* q, const int64_t* n_keys, int64_t n_rows,
-                                  const float* k, int64_t stride, int64_t head_dim, float scale,
-                                  float* s, int64_t ld, float* tile) {
+#ifdef TRIT_LANES_X86
+TRIT_LANES_AVX2 void scores_avx2(const float* const* q, const int64_t* n_keys, int64_t n_rows,
+                                 const float* k, int64_t stride, int64_t head_dim, float scale,
+                                 float* s, int64_t ld, float* tile) {
   scores_portable(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
 }
 
-TRIT_TARGET_AVX2 void values_avx2(float* out, const float* p, float inv, const float* v,
-                                  int64_t stride, int64_t n, int64_t head_dim) {
+TRIT_LANES_AVX2 void values_avx2(float* out, const float* p, float inv, const float* v,
+                                 int64_t stride, int64_t n, int64_t head_dim) {
   values_portable(out, p, inv, v, stride, n, head_dim);
 }
 
 // 16 rows of 16 floats (a[l], key l's dimensions d0 .. d0 + 15) to 16 rows of 16 keys
 // (b[c], dimension d0 + c of keys 0 .. 15): pairs, then quads within each 128-bit lane, then
 // the four lanes.
-TRIT_TARGET_AVX512 TRIT_INLINE void transpose16(__m512 a[16]) {
+TRIT_LANES_AVX512 TRIT_LANES_INLINE void transpose16(__m512 a[16]) {
   __m512 t[16];
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
@@ -198,14 +178,11 @@ TRIT_TARGET_AVX512 TRIT_INLINE void transpose16(__m512 a[16]) {
   }
 }
 
-TRIT_TARGET_AVX512 TRIT_INLINE __mmask16 lanes_below(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
-}
-
 template <int R>
-TRIT_TARGET_AVX512 TRIT_INLINE void tile_rows_avx512(const float* const* q, const int64_t* n_keys,
-                                                     int64_t j0, int64_t head_dim, float scale,
-                                                     float* s, int64_t ld, const float* tile) {
+TRIT_LANES_AVX512 TRIT_LANES_INLINE void tile_rows_avx512(const float* const* q,
+                                                          const int64_t* n_keys, int64_t j0,
+                                                          int64_t head_dim, float scale, float* s,
+                                                          int64_t ld, const float* tile) {
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t d = 0; d < head_dim; ++d) {
@@ -216,19 +193,20 @@ TRIT_TARGET_AVX512 TRIT_INLINE void tile_rows_avx512(const float* const* q, cons
   }
   const __m512 sc = _mm512_set1_ps(scale);
   for (int r = 0; r < R; ++r) {
-    _mm512_mask_storeu_ps(s + r * ld + j0, lanes_below(n_keys[r] - j0), _mm512_mul_ps(acc[r], sc));
+    _mm512_mask_storeu_ps(s + r * ld + j0, lanes::first_lanes(n_keys[r] - j0),
+                          _mm512_mul_ps(acc[r], sc));
   }
 }
 
-TRIT_TARGET_AVX512 void scores_avx512(const float* const* q, const int64_t* n_keys, int64_t n_rows,
-                                      const float* k, int64_t stride, int64_t head_dim, float scale,
-                                      float* s, int64_t ld, float* tile) {
+TRIT_LANES_AVX512 void scores_avx512(const float* const* q, const int64_t* n_keys, int64_t n_rows,
+                                     const float* k, int64_t stride, int64_t head_dim, float scale,
+                                     float* s, int64_t ld, float* tile) {
   int64_t most = 0;
   for (int64_t i = 0; i < n_rows; ++i) most = std::max(most, n_keys[i]);
   for (int64_t j0 = 0; j0 < most; j0 += kT) {
     const int64_t m = std::min(kT, most - j0);
     for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
-      const __mmask16 dm = lanes_below(head_dim - d0);
+      const __mmask16 dm = lanes::first_lanes(head_dim - d0);
       __m512 a[16];
       for (int64_t l = 0; l < 16; ++l) {
         a[l] = l < m ? _mm512_maskz_loadu_ps(dm, k + (j0 + l) * stride + d0) : _mm512_setzero_ps();
@@ -258,12 +236,13 @@ TRIT_TARGET_AVX512 void scores_avx512(const float* const* q, const int64_t* n_ke
   }
 }
 
-TRIT_TARGET_AVX512 void values_avx512(float* out, const float* p, float inv, const float* v,
-                                      int64_t stride, int64_t n, int64_t head_dim) {
+TRIT_LANES_AVX512 void values_avx512(float* out, const float* p, float inv, const float* v,
+                                     int64_t stride, int64_t n, int64_t head_dim) {
   // 64 dimensions (four vectors) held while the keys go by; the last block masked.
   for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
     __mmask16 dm[4];
-    for (int c = 0; c < 4; ++c) dm[c] = lanes_below(std::max<int64_t>(0, head_dim - d0 - 16 * c));
+    for (int c = 0; c < 4; ++c)
+      dm[c] = lanes::first_lanes(std::max<int64_t>(0, head_dim - d0 - 16 * c));
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                      _mm512_setzero_ps()};
     for (int64_t j = 0; j < n; ++j) {
@@ -286,7 +265,7 @@ void attention_rows_scores(const float* const* q, const int64_t* n_keys, int64_t
                            int64_t ld, float* tile, CpuLevel level) {
   if (n_rows <= 0 || head_dim <= 0) return;
   switch (std::min(level, detect_cpu_level())) {
-#ifdef TRIT_ATTN_X86
+#ifdef TRIT_LANES_X86
     case CpuLevel::Avx512Vnni:
       scores_avx512(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
       return;
@@ -303,7 +282,7 @@ void attention_weighted_values(float* out, const float* p, float inv, const floa
                                int64_t stride, int64_t n, int64_t head_dim, CpuLevel level) {
   if (head_dim <= 0) return;
   switch (std::min(level, detect_cpu_level())) {
-#ifdef TRIT_ATTN_X86
+#ifdef TRIT_LANES_X86
     case CpuLevel::Avx512Vnni:
       values_avx512(out, p, inv, v, stride, n, head_dim);
       return;

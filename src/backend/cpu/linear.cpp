@@ -9,6 +9,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels_backward.h"
+#include "backend/cpu/lora_rows.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -76,20 +77,8 @@ void lora_b_forward(const float* b, const float* ax, int64_t T, int64_t r, int64
     for (int64_t o = o0; o < o1; ++o) {
       for (int64_t k = 0; k < r; ++k) bt[size_t(k * w + o - o0)] = b[o * r + k];
     }
-    float acc[kBlock];
     for (int64_t ob = o0; ob < o1; ob += kBlock) {
-      const int64_t m = std::min(kBlock, o1 - ob);
-      for (int64_t t = 0; t < T; ++t) {
-        const float* at = ax + t * r;
-        std::fill(acc, acc + m, 0.0f);
-        for (int64_t k = 0; k < r; ++k) {
-          const float a = at[k];
-          const float* bk = bt.data() + k * w + (ob - o0);
-          for (int64_t i = 0; i < m; ++i) acc[i] += bk[i] * a;
-        }
-        float* yt = y + t * n_out + ob;
-        for (int64_t i = 0; i < m; ++i) yt[i] += acc[i] * s;
-      }
+      lora_b_block(bt.data() + (ob - o0), w, ax, T, r, std::min(kBlock, o1 - ob), s, y + ob, n_out);
     }
   });
 }
