@@ -109,10 +109,10 @@ float softmax_from_scores(float* s, int64_t n, const float* doh, const float* v,
     sum += s[j];
   }
   const float r = 1.0f / sum;
+  attention_value_dots(dp, doh, v, kv_stride, n, head_dim);
   float big_d = 0;
   for (int64_t j = 0; j < n; ++j) {
     s[j] *= r;
-    dp[j] = dot_f32(doh, v + j * kv_stride, head_dim);
     big_d += s[j] * dp[j];
   }
   return big_d;
@@ -267,17 +267,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         // D = sum_j P_j dP_j (= dout . out)
         const float big_d =
             softmax_from_scores(p, nk, doh, v + kvh * head_dim, kv_stride, head_dim, dp);
-        for (int64_t j = 0; j < nk; ++j) {
-          float* dvj = dv + j * kv_stride + kvh * head_dim;  // (head_dim)
-          axpy_f32(dvj, p[j], doh, head_dim);
-          p[j] = p[j] * (dp[j] - big_d) * scale;  // dS / sqrt(head_dim)
-        }
-        for (int64_t j = 0; j < nk; ++j) {
-          const float* kj = k + j * kv_stride + kvh * head_dim;  // (head_dim)
-          float* dkj = dk + j * kv_stride + kvh * head_dim;      // (head_dim)
-          axpy_f32(dqh, p[j], kj, head_dim);
-          axpy_f32(dkj, p[j], qh, head_dim);
-        }
+        // dv, then dS / sqrt(head_dim) in p, then dq and dk
+        attention_backward_row(p, dp, big_d, scale, nk, qh, doh, dqh, k + kvh * head_dim,
+                               dk + kvh * head_dim, dv + kvh * head_dim, kv_stride, head_dim);
       }
     }
   }

@@ -126,6 +126,71 @@ TRIT_LANES_INLINE void values_portable(float* out, const float* p, float inv, co
   }
 }
 
+// y += a * x over n: lanes of eight, the rest one at a time.
+TRIT_LANES_INLINE void axpy_portable(float* y, float a, const float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLane <= n; i += kLane) {
+    Lane yv, xv;
+    lanes::load(yv, y + i);
+    lanes::load(xv, x + i);
+    yv += a * xv;
+    lanes::store(y + i, yv);
+  }
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+// The reference's dot_f32 (attention.cpp): 16 lanes, then pairwise.
+TRIT_LANES_INLINE float dot_portable(const float* a, const float* b, int64_t n) {
+  Lane acc[2] = {};
+  int64_t k = 0;
+  for (; k + 2 * kLane <= n; k += 2 * kLane) {
+    for (int c = 0; c < 2; ++c) {
+      Lane av, bv;
+      lanes::load(av, a + k + c * kLane);
+      lanes::load(bv, b + k + c * kLane);
+      acc[c] += av * bv;
+    }
+  }
+  float lane[2 * kLane];
+  lanes::store(lane, acc[0]);
+  lanes::store(lane + kLane, acc[1]);
+  for (int j = 0; k < n; ++k, ++j) lane[j] += a[k] * b[k];
+  for (int w = kLane; w > 0; w /= 2) {
+    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+  }
+  return lane[0];
+}
+
+TRIT_LANES_INLINE void value_dots_portable(float* dp, const float* dout, const float* v,
+                                           int64_t stride, int64_t n, int64_t head_dim) {
+  for (int64_t j = 0; j < n; ++j) dp[j] = dot_portable(dout, v + j * stride, head_dim);
+}
+
+TRIT_LANES_INLINE void backward_row_portable(float* p, const float* dp, float big_d, float scale,
+                                             int64_t n, const float* q, const float* dout,
+                                             float* dq, const float* k, float* dk, float* dv,
+                                             int64_t stride, int64_t head_dim) {
+  for (int64_t j = 0; j < n; ++j) {
+    axpy_portable(dv + j * stride, p[j], dout, head_dim);
+    p[j] = p[j] * (dp[j] - big_d) * scale;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    axpy_portable(dq, p[j], k + j * stride, head_dim);
+    axpy_portable(dk + j * stride, p[j], q, head_dim);
+  }
+}
+
+void value_dots_baseline(float* dp, const float* dout, const float* v, int64_t stride, int64_t n,
+                         int64_t head_dim) {
+  value_dots_portable(dp, dout, v, stride, n, head_dim);
+}
+
+void backward_row_baseline(float* p, const float* dp, float big_d, float scale, int64_t n,
+                           const float* q, const float* dout, float* dq, const float* k, float* dk,
+                           float* dv, int64_t stride, int64_t head_dim) {
+  backward_row_portable(p, dp, big_d, scale, n, q, dout, dq, k, dk, dv, stride, head_dim);
+}
+
 void scores_baseline(const float* const* q, const int64_t* n_keys, int64_t n_rows, const float* k,
                      int64_t stride, int64_t head_dim, float scale, float* s, int64_t ld,
                      float* tile) {
@@ -256,6 +321,70 @@ TRIT_LANES_AVX512 void values_avx512(float* out, const float* p, float inv, cons
     for (int c = 0; c < 4; ++c) _mm512_mask_storeu_ps(out + d0 + 16 * c, dm[c], acc[c]);
   }
 }
+
+TRIT_LANES_AVX2 void value_dots_avx2(float* dp, const float* dout, const float* v, int64_t stride,
+                                     int64_t n, int64_t head_dim) {
+  value_dots_portable(dp, dout, v, stride, n, head_dim);
+}
+
+TRIT_LANES_AVX2 void backward_row_avx2(float* p, const float* dp, float big_d, float scale,
+                                       int64_t n, const float* q, const float* dout, float* dq,
+                                       const float* k, float* dk, float* dv, int64_t stride,
+                                       int64_t head_dim) {
+  backward_row_portable(p, dp, big_d, scale, n, q, dout, dq, k, dk, dv, stride, head_dim);
+}
+
+TRIT_LANES_AVX512 TRIT_LANES_INLINE void axpy_avx512(float* y, float a, const float* x, int64_t n) {
+  const __m512 av = _mm512_set1_ps(a);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = lanes::first_lanes(n - i);
+    const __m512 yv = _mm512_maskz_loadu_ps(m, y + i);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(yv, _mm512_mul_ps(av, xv)));
+  }
+}
+
+// dot_portable's order: one vector is the 16 lanes (the tail added to its first lanes only),
+// then halves added: lanes 8..15 into 0..7, 4..7 into 0..3, 2..3 into 0..1, 1 into 0.
+TRIT_LANES_AVX512 TRIT_LANES_INLINE float dot_avx512(const float* a, const float* b, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k)));
+  }
+  if (k < n) {
+    const __mmask16 m = lanes::first_lanes(n - k);
+    const __m512 prod =
+        _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k));
+    acc = _mm512_mask_add_ps(acc, m, acc, prod);
+  }
+  const __m256 s8 =
+      _mm256_add_ps(_mm512_castps512_ps256(acc),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  const __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+  return _mm_cvtss_f32(s1);
+}
+
+TRIT_LANES_AVX512 void value_dots_avx512(float* dp, const float* dout, const float* v,
+                                         int64_t stride, int64_t n, int64_t head_dim) {
+  for (int64_t j = 0; j < n; ++j) dp[j] = dot_avx512(dout, v + j * stride, head_dim);
+}
+
+TRIT_LANES_AVX512 void backward_row_avx512(float* p, const float* dp, float big_d, float scale,
+                                           int64_t n, const float* q, const float* dout, float* dq,
+                                           const float* k, float* dk, float* dv, int64_t stride,
+                                           int64_t head_dim) {
+  for (int64_t j = 0; j < n; ++j) {
+    axpy_avx512(dv + j * stride, p[j], dout, head_dim);
+    p[j] = p[j] * (dp[j] - big_d) * scale;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    axpy_avx512(dq, p[j], k + j * stride, head_dim);
+    axpy_avx512(dk + j * stride, p[j], q, head_dim);
+  }
+}
 #endif
 
 }  // namespace
@@ -292,6 +421,43 @@ void attention_weighted_values(float* out, const float* p, float inv, const floa
 #endif
     default:
       values_baseline(out, p, inv, v, stride, n, head_dim);
+  }
+}
+
+}  // namespace trit::engine
+
+namespace trit::engine {
+
+void attention_value_dots(float* dp, const float* dout, const float* v, int64_t stride, int64_t n,
+                          int64_t head_dim, CpuLevel level) {
+  switch (std::min(level, detect_cpu_level())) {
+#ifdef TRIT_LANES_X86
+    case CpuLevel::Avx512Vnni:
+      value_dots_avx512(dp, dout, v, stride, n, head_dim);
+      return;
+    case CpuLevel::Avx2:
+      value_dots_avx2(dp, dout, v, stride, n, head_dim);
+      return;
+#endif
+    default:
+      value_dots_baseline(dp, dout, v, stride, n, head_dim);
+  }
+}
+
+void attention_backward_row(float* p, const float* dp, float big_d, float scale, int64_t n,
+                            const float* q, const float* dout, float* dq, const float* k, float* dk,
+                            float* dv, int64_t stride, int64_t head_dim, CpuLevel level) {
+  switch (std::min(level, detect_cpu_level())) {
+#ifdef TRIT_LANES_X86
+    case CpuLevel::Avx512Vnni:
+      backward_row_avx512(p, dp, big_d, scale, n, q, dout, dq, k, dk, dv, stride, head_dim);
+      return;
+    case CpuLevel::Avx2:
+      backward_row_avx2(p, dp, big_d, scale, n, q, dout, dq, k, dk, dv, stride, head_dim);
+      return;
+#endif
+    default:
+      backward_row_baseline(p, dp, big_d, scale, n, q, dout, dq, k, dk, dv, stride, head_dim);
   }
 }
 

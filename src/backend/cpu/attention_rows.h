@@ -34,4 +34,19 @@ void attention_weighted_values(float* out, const float* p, float inv, const floa
                                int64_t stride, int64_t n, int64_t head_dim,
                                CpuLevel level = active_cpu_level());
 
+// dp[j] = dout . v_j for j in [0, n) (v_j at v + j * stride), each summed as the reference's
+// dot_f32: 16 lanes (lane l takes the products of dimensions l, l + 16, ...), then the lanes
+// added pairwise (l + 8 into l, then l + 4, l + 2, l + 1).
+void attention_value_dots(float* dp, const float* dout, const float* v, int64_t stride, int64_t n,
+                          int64_t head_dim, CpuLevel level = active_cpu_level());
+
+// One query row's part of the backward pass over keys [0, n), as the reference takes it:
+//   for each j: dv_j += p[j] * dout;  p[j] = p[j] * (dp[j] - big_d) * scale  (dS, in p)
+//   then for each j: dq += p[j] * k_j;  dk_j += p[j] * q
+// (k, dk, dv rows at j * stride; q, dout, dq one row of head_dim).
+void attention_backward_row(float* p, const float* dp, float big_d, float scale, int64_t n,
+                            const float* q, const float* dout, float* dq, const float* k, float* dk,
+                            float* dv, int64_t stride, int64_t head_dim,
+                            CpuLevel level = active_cpu_level());
+
 }  // namespace trit::engine

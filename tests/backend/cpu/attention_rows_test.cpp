@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend/cpu/ops.h"
@@ -106,6 +107,79 @@ TEST(AttentionRows, WeightedValuesSumKeysInOrder) {
               << cpu_level_name(level) << " head_dim " << head_dim << " keys " << n << " d " << d;
         }
         EXPECT_EQ(out[size_t(head_dim)], 99.0f) << "written past the row";
+      }
+    }
+  }
+}
+
+// dot_f32's order (attention.cpp): 16 lanes, the tail into the first lanes, then pairwise.
+float dot16_ref(const float* a, const float* b, int64_t n) {
+  float acc[16] = {};
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    for (int j = 0; j < 16; ++j) {
+      const float p = a[k + j] * b[k + j];
+      acc[j] += p;
+    }
+  }
+  for (int j = 0; k < n; ++k, ++j) {
+    const float p = a[k] * b[k];
+    acc[j] += p;
+  }
+  for (int w = 8; w > 0; w /= 2) {
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  }
+  return acc[0];
+}
+
+TEST(AttentionRows, BackwardRowEqualsTheScalarLoops) {
+  for (CpuLevel level : kLevels) {
+    if (detect_cpu_level() < level) continue;
+    for (int64_t head_dim : {8, 24, 64, 80, 128}) {
+      const int64_t stride = 2 * head_dim + 3, n = 21;
+      const FVec v = random_values(size_t(n * stride), 20),
+                 k = random_values(size_t(n * stride), 21);
+      const FVec q = random_values(size_t(head_dim), 22),
+                 dout = random_values(size_t(head_dim), 23);
+      const FVec p0 = random_values(size_t(n), 24), dq0 = random_values(size_t(head_dim), 25);
+      const FVec dk0 = random_values(size_t(n * stride), 26),
+                 dv0 = random_values(size_t(n * stride), 27);
+      const std::string what =
+          std::string(cpu_level_name(level)) + " head_dim " + std::to_string(head_dim);
+
+      FVec dp(static_cast<size_t>(n));
+      attention_value_dots(dp.data(), dout.data(), v.data(), stride, n, head_dim, level);
+      for (int64_t j = 0; j < n; ++j) {
+        ASSERT_EQ(bits(dp[size_t(j)]),
+                  bits(dot16_ref(dout.data(), v.data() + j * stride, head_dim)))
+            << what << " key " << j;
+      }
+
+      const float big_d = 0.3f, scale = 0.125f;
+      FVec p = p0, dq = dq0, dk = dk0, dv = dv0;
+      attention_backward_row(p.data(), dp.data(), big_d, scale, n, q.data(), dout.data(), dq.data(),
+                             k.data(), dk.data(), dv.data(), stride, head_dim, level);
+      FVec pr = p0, dqr = dq0, dkr = dk0, dvr = dv0;
+      const auto axpy = [](float* y, float a, const float* x, int64_t m) {
+        for (int64_t i = 0; i < m; ++i) {
+          const float t = a * x[i];
+          y[i] += t;
+        }
+      };
+      for (int64_t j = 0; j < n; ++j) {
+        axpy(dvr.data() + j * stride, pr[size_t(j)], dout.data(), head_dim);
+        pr[size_t(j)] = pr[size_t(j)] * (dp[size_t(j)] - big_d) * scale;
+      }
+      for (int64_t j = 0; j < n; ++j) {
+        axpy(dqr.data(), pr[size_t(j)], k.data() + j * stride, head_dim);
+        axpy(dkr.data() + j * stride, pr[size_t(j)], q.data(), head_dim);
+      }
+      for (const auto& [got, want, name] :
+           {std::tuple{&p, &pr, "dS"}, std::tuple{&dq, &dqr, "dq"}, std::tuple{&dk, &dkr, "dk"},
+            std::tuple{&dv, &dvr, "dv"}}) {
+        for (size_t i = 0; i < got->size(); ++i) {
+          ASSERT_EQ(bits((*got)[i]), bits((*want)[i])) << what << " " << name << " at " << i;
+        }
       }
     }
   }
