@@ -99,11 +99,21 @@ void CpuBackend::read(const DeviceTensor& t, int64_t row0, int64_t n, float* dst
 }
 
 void CpuBackend::zero(DeviceTensor& t) {
-  if (t.f16()) {
-    std::fill(cpu_half(t), cpu_half(t) + t.rows() * t.cols(), uint16_t(0));
+  const int64_t cols = t.cols();
+  const auto fill_rows = [&](int64_t r0, int64_t r1, int) {
+    if (t.f16()) {
+      std::fill(cpu_half(t) + r0 * cols, cpu_half(t) + r1 * cols, uint16_t(0));
+    } else {
+      std::fill(cpu_data(t) + r0 * cols, cpu_data(t) + r1 * cols, 0.0f);
+    }
+  };
+  // A backward pass clears each gradient of a block (tokens x up to the feed-forward width)
+  // before it accumulates: over the threads, except where a dispatch costs more than the fill.
+  if (t.rows() * cols < (int64_t(1) << 16)) {
+    fill_rows(0, t.rows(), 0);
     return;
   }
-  std::fill(cpu_data(t), cpu_data(t) + t.rows() * t.cols(), 0.0f);
+  pool_.parallel_for(t.rows(), fill_rows);
 }
 
 void CpuBackend::copy(DeviceTensor& dst, const DeviceTensor& src, int64_t n) {
