@@ -6,34 +6,20 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
-#include <cstring>
 #include <limits>
-#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "backend/cpu/ops.h"
+#include "support/numeric.h"
 
 namespace trit::engine {
 namespace {
 
 using FVec = std::vector<float>;
-
-FVec random_values(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  FVec v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-uint32_t bits(float x) {
-  uint32_t u = 0;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-}
 
 float score_ref(const float* q, const float* k, int64_t head_dim, float scale) {
   float dot = 0;
@@ -51,8 +37,8 @@ TEST(AttentionRows, ScoresEqualTheScalarDotProducts) {
     if (detect_cpu_level() < level) continue;
     for (int64_t head_dim : {8, 24, 64, 80, 128}) {
       const int64_t stride = 3 * head_dim + 5, most = 53;
-      const FVec k = random_values(size_t(most * stride), 1, 2.0f);
-      const FVec q = random_values(size_t(kAttnRows * head_dim), 2);
+      const FVec k = test::randn(most * stride, 1, 2.0f);
+      const FVec q = test::randn(kAttnRows * head_dim, 2);
       // Rows with key counts across tile edges, one row with fewer keys than the others.
       for (int64_t n_rows = 1; n_rows <= kAttnRows; ++n_rows) {
         const float* qs[kAttnRows];
@@ -77,7 +63,8 @@ TEST(AttentionRows, ScoresEqualTheScalarDotProducts) {
               continue;
             }
             const float want = score_ref(qs[i], k.data() + head_dim + j * stride, head_dim, scale);
-            ASSERT_EQ(bits(got), bits(want)) << what << ": row " << i << " key " << j;
+            ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want))
+                << what << ": row " << i << " key " << j;
           }
         }
       }
@@ -91,8 +78,8 @@ TEST(AttentionRows, WeightedValuesSumKeysInOrder) {
     for (int64_t head_dim : {8, 24, 64, 80, 128, 200}) {
       const int64_t stride = 2 * head_dim + 3;
       for (int64_t n : {1, 5, 16, 37}) {
-        const FVec v = random_values(size_t(n * stride), 3);
-        const FVec p = random_values(size_t(n), 4);
+        const FVec v = test::randn(n * stride, 3);
+        const FVec p = test::randn(n, 4);
         const float inv = 0.37f;
         FVec out(size_t(head_dim + 1), 99.0f);
         attention_weighted_values(out.data(), p.data(), inv, v.data(), stride, n, head_dim, level);
@@ -103,7 +90,7 @@ TEST(AttentionRows, WeightedValuesSumKeysInOrder) {
             const float term = pj * v[size_t(j * stride + d)];
             want += term;
           }
-          ASSERT_EQ(bits(out[size_t(d)]), bits(want))
+          ASSERT_EQ(std::bit_cast<uint32_t>(out[size_t(d)]), std::bit_cast<uint32_t>(want))
               << cpu_level_name(level) << " head_dim " << head_dim << " keys " << n << " d " << d;
         }
         EXPECT_EQ(out[size_t(head_dim)], 99.0f) << "written past the row";
@@ -137,21 +124,18 @@ TEST(AttentionRows, BackwardRowEqualsTheScalarLoops) {
     if (detect_cpu_level() < level) continue;
     for (int64_t head_dim : {8, 24, 64, 80, 128}) {
       const int64_t stride = 2 * head_dim + 3, n = 21;
-      const FVec v = random_values(size_t(n * stride), 20),
-                 k = random_values(size_t(n * stride), 21);
-      const FVec q = random_values(size_t(head_dim), 22),
-                 dout = random_values(size_t(head_dim), 23);
-      const FVec p0 = random_values(size_t(n), 24), dq0 = random_values(size_t(head_dim), 25);
-      const FVec dk0 = random_values(size_t(n * stride), 26),
-                 dv0 = random_values(size_t(n * stride), 27);
+      const FVec v = test::randn(n * stride, 20), k = test::randn(n * stride, 21);
+      const FVec q = test::randn(head_dim, 22), dout = test::randn(head_dim, 23);
+      const FVec p0 = test::randn(n, 24), dq0 = test::randn(head_dim, 25);
+      const FVec dk0 = test::randn(n * stride, 26), dv0 = test::randn(n * stride, 27);
       const std::string what =
           std::string(cpu_level_name(level)) + " head_dim " + std::to_string(head_dim);
 
       FVec dp(static_cast<size_t>(n));
       attention_value_dots(dp.data(), dout.data(), v.data(), stride, n, head_dim, level);
       for (int64_t j = 0; j < n; ++j) {
-        ASSERT_EQ(bits(dp[size_t(j)]),
-                  bits(dot16_ref(dout.data(), v.data() + j * stride, head_dim)))
+        ASSERT_EQ(std::bit_cast<uint32_t>(dp[size_t(j)]),
+                  std::bit_cast<uint32_t>(dot16_ref(dout.data(), v.data() + j * stride, head_dim)))
             << what << " key " << j;
       }
 
@@ -178,7 +162,8 @@ TEST(AttentionRows, BackwardRowEqualsTheScalarLoops) {
            {std::tuple{&p, &pr, "dS"}, std::tuple{&dq, &dqr, "dq"}, std::tuple{&dk, &dkr, "dk"},
             std::tuple{&dv, &dvr, "dv"}}) {
         for (size_t i = 0; i < got->size(); ++i) {
-          ASSERT_EQ(bits((*got)[i]), bits((*want)[i])) << what << " " << name << " at " << i;
+          ASSERT_EQ(std::bit_cast<uint32_t>((*got)[i]), std::bit_cast<uint32_t>((*want)[i]))
+              << what << " " << name << " at " << i;
         }
       }
     }
@@ -233,9 +218,9 @@ TEST(AttentionRows, ForwardEqualsTheScalarReference) {
        {Case{19, 0, 8, 2, 64, 0, 8}, Case{5, 30, 6, 2, 24, 0, 6}, Case{1, 70, 12, 1, 32, 0, 12},
         Case{1, 16, 8, 2, 128, 0, 8}, Case{9, 4, 8, 2, 16, 3, 7}}) {
     const int64_t kv_stride = c.Hkv * c.hd + 2, n_keys = c.pos0 + c.T;
-    const FVec q = random_values(size_t(c.T * c.H * c.hd), 10, 1.5f);
-    const FVec k = random_values(size_t(n_keys * kv_stride), 11, 1.5f);
-    const FVec v = random_values(size_t(n_keys * kv_stride), 12);
+    const FVec q = test::randn(c.T * c.H * c.hd, 10, 1.5f);
+    const FVec k = test::randn(n_keys * kv_stride, 11, 1.5f);
+    const FVec v = test::randn(n_keys * kv_stride, 12);
     const FVec out0(q.size(), 7.0f);  // heads outside [h0, h1) stay as they were
     FVec out = out0, scratch(size_t(attention_forward_scratch(n_keys, c.hd)));
     attention_forward(q.data(), k.data(), v.data(), kv_stride, c.T, c.pos0, c.H, c.Hkv, c.hd, c.h0,
@@ -243,8 +228,9 @@ TEST(AttentionRows, ForwardEqualsTheScalarReference) {
     const FVec want =
         attention_ref(q, k, v, kv_stride, c.T, c.pos0, c.H, c.Hkv, c.hd, c.h0, c.h1, out0);
     for (size_t i = 0; i < out.size(); ++i) {
-      ASSERT_EQ(bits(out[i]), bits(want[i])) << "T " << c.T << " pos0 " << c.pos0 << " H " << c.H
-                                             << "/" << c.Hkv << " hd " << c.hd << " at " << i;
+      ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(want[i]))
+          << "T " << c.T << " pos0 " << c.pos0 << " H " << c.H << "/" << c.Hkv << " hd " << c.hd
+          << " at " << i;
     }
   }
 }

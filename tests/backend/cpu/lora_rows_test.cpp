@@ -5,26 +5,13 @@
 
 #include <gtest/gtest.h>
 
-#include <cstring>
-#include <random>
+#include <bit>
 #include <vector>
+
+#include "support/numeric.h"
 
 namespace trit::engine {
 namespace {
-
-std::vector<float> random_values(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-uint32_t bits(float x) {
-  uint32_t u = 0;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-}
 
 TEST(LoraRows, UpProjectionEqualsTheScalarSums) {
   for (CpuLevel level : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512Vnni}) {
@@ -32,9 +19,9 @@ TEST(LoraRows, UpProjectionEqualsTheScalarSums) {
     for (int64_t m : {1, 7, 16, 100, 128, 256, 300}) {
       for (int64_t r : {1, 8, 16, 48}) {
         const int64_t T = 5, ldb = m + 9, ldy = m + 4;
-        const std::vector<float> bt = random_values(size_t(r * ldb), 1);
-        const std::vector<float> ax = random_values(size_t(T * r), 2);
-        const std::vector<float> y0 = random_values(size_t(T * ldy), 3);
+        const std::vector<float> bt = test::randn(r * ldb, 1);
+        const std::vector<float> ax = test::randn(T * r, 2);
+        const std::vector<float> y0 = test::randn(T * ldy, 3);
         const float s = 0.625f;
         std::vector<float> y = y0;
         lora_b_block(bt.data(), ldb, ax.data(), T, r, m, s, y.data(), ldy, level);
@@ -50,7 +37,8 @@ TEST(LoraRows, UpProjectionEqualsTheScalarSums) {
               const float scaled = acc * s;
               want += scaled;
             }
-            ASSERT_EQ(bits(y[size_t(t * ldy + o)]), bits(want))
+            ASSERT_EQ(std::bit_cast<uint32_t>(y[size_t(t * ldy + o)]),
+                      std::bit_cast<uint32_t>(want))
                 << cpu_level_name(level) << " m " << m << " r " << r << " token " << t << " output "
                 << o;
           }
