@@ -64,10 +64,11 @@ void attention_scores(const float* qh, const float* k, int64_t stride, int64_t n
 // A query's scores s_j for keys [0, n) (attention_scores), then e_j = exp(s_j - max) in their
 // place; returns 1 / sum_j e_j, with the max in *max_score. Forward and backward share it, so
 // the backward's recomputed softmax is the forward's to the bit.
-float softmax_numerators(const float* qh, const float* k, int64_t stride, int64_t n,
-                         int64_t head_dim, float scale, float* s, float* max_score) {
+// Scores s_j for j in [0, n) to e_j = exp(s_j - max) in their place, in order; returns
+// sum_j e_j (summed in order), with the max in *max_score. Every softmax of the forward and
+// backward passes goes through it.
+float exp_scores(float* s, int64_t n, float* max_score) {
   float m = -std::numeric_limits<float>::infinity();
-  attention_scores(qh, k, stride, n, head_dim, scale, s);
   for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
   float sum = 0;
   for (int64_t j = 0; j < n; ++j) {
@@ -75,7 +76,13 @@ float softmax_numerators(const float* qh, const float* k, int64_t stride, int64_
     sum += s[j];
   }
   *max_score = m;
-  return 1.0f / sum;
+  return sum;
+}
+
+float softmax_numerators(const float* qh, const float* k, int64_t stride, int64_t n,
+                         int64_t head_dim, float scale, float* s, float* max_score) {
+  attention_scores(qh, k, stride, n, head_dim, scale, s);
+  return 1.0f / exp_scores(s, n, max_score);
 }
 
 // The softmax of one query's backward pass, recomputed as attention_forward computes it: P_j
@@ -101,14 +108,8 @@ float backward_softmax(const float* qh, const float* doh, const float* k, const 
 // [0, n): P_j in their place, dP_j = dout . v_j in dp; returns D = sum_j P_j dP_j.
 float softmax_from_scores(float* s, int64_t n, const float* doh, const float* v, int64_t kv_stride,
                           int64_t head_dim, float* dp) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
-  float sum = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    s[j] = std::exp(s[j] - m);
-    sum += s[j];
-  }
-  const float r = 1.0f / sum;
+  float m = 0;
+  const float r = 1.0f / exp_scores(s, n, &m);
   attention_value_dots(dp, doh, v, kv_stride, n, head_dim);
   float big_d = 0;
   for (int64_t j = 0; j < n; ++j) {
@@ -208,15 +209,9 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t k
       attention_rows_scores(qs, n_keys, nr, kg, kv_stride, head_dim, scale, scores, ld, tile);
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = (r0 + i) / nh, h = ha + (r0 + i) % nh;
-        // exp(s_j - max) in order and their sum, as softmax_numerators
         float* s = scores + i * ld;
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < n_keys[i]; ++j) m = std::max(m, s[j]);
-        float sum = 0;
-        for (int64_t j = 0; j < n_keys[i]; ++j) {
-          s[j] = std::exp(s[j] - m);
-          sum += s[j];
-        }
+        float m = 0;
+        const float sum = exp_scores(s, n_keys[i], &m);
         attention_weighted_values(out + (t * n_head + h) * head_dim, s, 1.0f / sum, vg, kv_stride,
                                   n_keys[i], head_dim);
       }
