@@ -207,13 +207,21 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t k
         n_keys[i] = pos0 + t + 1;
       }
       attention_rows_scores(qs, n_keys, nr, kg, kv_stride, head_dim, scale, scores, ld, tile);
+      float* outs[kAttnRows];
+      float inv[kAttnRows];
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = (r0 + i) / nh, h = ha + (r0 + i) % nh;
-        float* s = scores + i * ld;
         float m = 0;
-        const float sum = exp_scores(s, n_keys[i], &m);
-        attention_weighted_values(out + (t * n_head + h) * head_dim, s, 1.0f / sum, vg, kv_stride,
+        inv[i] = 1.0f / exp_scores(scores + i * ld, n_keys[i], &m);
+        outs[i] = out + (t * n_head + h) * head_dim;
+      }
+      // Rows of one token (the same keys) read the values together.
+      for (int64_t i = 0; i < nr;) {
+        int64_t same = 1;
+        while (i + same < nr && n_keys[i + same] == n_keys[i]) ++same;
+        attention_weighted_values(outs + i, scores + i * ld, ld, inv + i, same, vg, kv_stride,
                                   n_keys[i], head_dim);
+        i += same;
       }
     }
   }

@@ -197,9 +197,11 @@ void scores_baseline(const float* const* q, const int64_t* n_keys, int64_t n_row
   scores_portable(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
 }
 
-void values_baseline(float* out, const float* p, float inv, const float* v, int64_t stride,
-                     int64_t n, int64_t head_dim) {
-  values_portable(out, p, inv, v, stride, n, head_dim);
+void values_baseline(float* const* out, const float* p, int64_t ldp, const float* inv,
+                     int64_t n_rows, const float* v, int64_t stride, int64_t n, int64_t head_dim) {
+  for (int64_t i = 0; i < n_rows; ++i) {
+    values_portable(out[i], p + i * ldp, inv[i], v, stride, n, head_dim);
+  }
 }
 
 #ifdef TRIT_LANES_X86
@@ -209,9 +211,12 @@ TRIT_LANES_AVX2 void scores_avx2(const float* const* q, const int64_t* n_keys, i
   scores_portable(q, n_keys, n_rows, k, stride, head_dim, scale, s, ld, tile);
 }
 
-TRIT_LANES_AVX2 void values_avx2(float* out, const float* p, float inv, const float* v,
-                                 int64_t stride, int64_t n, int64_t head_dim) {
-  values_portable(out, p, inv, v, stride, n, head_dim);
+TRIT_LANES_AVX2 void values_avx2(float* const* out, const float* p, int64_t ldp, const float* inv,
+                                 int64_t n_rows, const float* v, int64_t stride, int64_t n,
+                                 int64_t head_dim) {
+  for (int64_t i = 0; i < n_rows; ++i) {
+    values_portable(out[i], p + i * ldp, inv[i], v, stride, n, head_dim);
+  }
 }
 
 // 16 rows of 16 floats (a[l], key l's dimensions d0 .. d0 + 15) to 16 rows of 16 keys
@@ -301,25 +306,47 @@ TRIT_LANES_AVX512 void scores_avx512(const float* const* q, const int64_t* n_key
   }
 }
 
-TRIT_LANES_AVX512 void values_avx512(float* out, const float* p, float inv, const float* v,
-                                     int64_t stride, int64_t n, int64_t head_dim) {
-  // 64 dimensions (four vectors) held while the keys go by; the last block masked.
+// R rows that share their keys: 64 dimensions (four vectors) of each held while the keys go
+// by, every value of v loaded once for all of them; the last block masked.
+template <int R>
+TRIT_LANES_AVX512 TRIT_LANES_INLINE void values_rows_avx512(float* const* out, const float* p,
+                                                            int64_t ldp, const float* inv,
+                                                            const float* v, int64_t stride,
+                                                            int64_t n, int64_t head_dim) {
   for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
     __mmask16 dm[4];
     for (int c = 0; c < 4; ++c)
       dm[c] = lanes::first_lanes(std::max<int64_t>(0, head_dim - d0 - 16 * c));
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
+    __m512 acc[R][4];
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+    }
     for (int64_t j = 0; j < n; ++j) {
-      const __m512 pj = _mm512_set1_ps(p[j] * inv);
       const float* vj = v + j * stride + d0;
-      for (int c = 0; c < 4; ++c) {
-        acc[c] =
-            _mm512_add_ps(acc[c], _mm512_mul_ps(pj, _mm512_maskz_loadu_ps(dm[c], vj + 16 * c)));
+      __m512 x[4];
+      for (int c = 0; c < 4; ++c) x[c] = _mm512_maskz_loadu_ps(dm[c], vj + 16 * c);
+      for (int r = 0; r < R; ++r) {
+        const __m512 pj = _mm512_set1_ps(p[r * ldp + j] * inv[r]);
+        for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_add_ps(acc[r][c], _mm512_mul_ps(pj, x[c]));
       }
     }
-    for (int c = 0; c < 4; ++c) _mm512_mask_storeu_ps(out + d0 + 16 * c, dm[c], acc[c]);
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < 4; ++c) _mm512_mask_storeu_ps(out[r] + d0 + 16 * c, dm[c], acc[r][c]);
+    }
   }
+}
+
+TRIT_LANES_AVX512 void values_avx512(float* const* out, const float* p, int64_t ldp,
+                                     const float* inv, int64_t n_rows, const float* v,
+                                     int64_t stride, int64_t n, int64_t head_dim) {
+  int64_t i = 0;
+  for (; i + 4 <= n_rows; i += 4) {
+    values_rows_avx512<4>(out + i, p + i * ldp, ldp, inv + i, v, stride, n, head_dim);
+  }
+  for (; i + 2 <= n_rows; i += 2) {
+    values_rows_avx512<2>(out + i, p + i * ldp, ldp, inv + i, v, stride, n, head_dim);
+  }
+  if (i < n_rows) values_rows_avx512<1>(out + i, p + i * ldp, ldp, inv + i, v, stride, n, head_dim);
 }
 
 TRIT_LANES_AVX2 void value_dots_avx2(float* dp, const float* dout, const float* v, int64_t stride,
@@ -407,20 +434,21 @@ void attention_rows_scores(const float* const* q, const int64_t* n_keys, int64_t
   }
 }
 
-void attention_weighted_values(float* out, const float* p, float inv, const float* v,
-                               int64_t stride, int64_t n, int64_t head_dim, CpuLevel level) {
-  if (head_dim <= 0) return;
+void attention_weighted_values(float* const* out, const float* p, int64_t ldp, const float* inv,
+                               int64_t n_rows, const float* v, int64_t stride, int64_t n,
+                               int64_t head_dim, CpuLevel level) {
+  if (head_dim <= 0 || n_rows <= 0) return;
   switch (std::min(level, detect_cpu_level())) {
 #ifdef TRIT_LANES_X86
     case CpuLevel::Avx512Vnni:
-      values_avx512(out, p, inv, v, stride, n, head_dim);
+      values_avx512(out, p, ldp, inv, n_rows, v, stride, n, head_dim);
       return;
     case CpuLevel::Avx2:
-      values_avx2(out, p, inv, v, stride, n, head_dim);
+      values_avx2(out, p, ldp, inv, n_rows, v, stride, n, head_dim);
       return;
 #endif
     default:
-      values_baseline(out, p, inv, v, stride, n, head_dim);
+      values_baseline(out, p, ldp, inv, n_rows, v, stride, n, head_dim);
   }
 }
 

@@ -28,11 +28,13 @@ void attention_rows_scores(const float* const* q, const int64_t* n_keys, int64_t
                            const float* k, int64_t stride, int64_t head_dim, float scale, float* s,
                            int64_t ld, float* tile, CpuLevel level = active_cpu_level());
 
-// out[d] = sum_j (p[j] * inv) * v_j[d] over j in [0, n) in order (v_j at v + j * stride), out
-// overwritten: the attention output of one query row.
-void attention_weighted_values(float* out, const float* p, float inv, const float* v,
-                               int64_t stride, int64_t n, int64_t head_dim,
-                               CpuLevel level = active_cpu_level());
+// The attention outputs of n_rows query rows that share keys [0, n) (the heads of a GQA group
+// at one token): for row i (weights p_i at p + i * ldp),
+//   out[i][d] = sum_j (p_i[j] * inv[i]) * v_j[d] over j in order (v_j at v + j * stride),
+// out[i] overwritten. Each value of v is read once for every row.
+void attention_weighted_values(float* const* out, const float* p, int64_t ldp, const float* inv,
+                               int64_t n_rows, const float* v, int64_t stride, int64_t n,
+                               int64_t head_dim, CpuLevel level = active_cpu_level());
 
 // dp[j] = dout . v_j for j in [0, n) (v_j at v + j * stride), each summed as the reference's
 // dot_f32: 16 lanes (lane l takes the products of dimensions l, l + 16, ...), then the lanes

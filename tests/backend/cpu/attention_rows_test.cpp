@@ -78,22 +78,33 @@ TEST(AttentionRows, WeightedValuesSumKeysInOrder) {
     for (int64_t head_dim : {8, 24, 64, 80, 128, 200}) {
       const int64_t stride = 2 * head_dim + 3;
       for (int64_t n : {1, 5, 16, 37}) {
-        const FVec v = test::randn(n * stride, 3);
-        const FVec p = test::randn(n, 4);
-        const float inv = 0.37f;
-        FVec out(size_t(head_dim + 1), 99.0f);
-        attention_weighted_values(out.data(), p.data(), inv, v.data(), stride, n, head_dim, level);
-        for (int64_t d = 0; d < head_dim; ++d) {
-          float want = 0;
-          for (int64_t j = 0; j < n; ++j) {
-            const float pj = p[size_t(j)] * inv;
-            const float term = pj * v[size_t(j * stride + d)];
-            want += term;
+        // Rows that share their keys (1 to 7 of them: runs of four, two and one), each with
+        // its own weights and scale; every row one longer than head_dim to catch overruns.
+        for (int64_t rows : {1, 3, 4, 7}) {
+          const FVec v = test::randn(n * stride, 3);
+          const FVec p = test::randn(rows * n, 4);
+          FVec inv(static_cast<size_t>(rows));
+          for (int64_t i = 0; i < rows; ++i) inv[size_t(i)] = 0.37f + 0.1f * float(i);
+          FVec out(size_t(rows * (head_dim + 1)), 99.0f);
+          std::vector<float*> outs;
+          for (int64_t i = 0; i < rows; ++i) outs.push_back(out.data() + i * (head_dim + 1));
+          attention_weighted_values(outs.data(), p.data(), n, inv.data(), rows, v.data(), stride, n,
+                                    head_dim, level);
+          for (int64_t i = 0; i < rows; ++i) {
+            for (int64_t d = 0; d < head_dim; ++d) {
+              float want = 0;
+              for (int64_t j = 0; j < n; ++j) {
+                const float pj = p[size_t(i * n + j)] * inv[size_t(i)];
+                const float term = pj * v[size_t(j * stride + d)];
+                want += term;
+              }
+              ASSERT_EQ(std::bit_cast<uint32_t>(outs[size_t(i)][d]), std::bit_cast<uint32_t>(want))
+                  << cpu_level_name(level) << " head_dim " << head_dim << " keys " << n << " rows "
+                  << rows << " row " << i << " d " << d;
+            }
+            EXPECT_EQ(outs[size_t(i)][head_dim], 99.0f) << "written past row " << i;
           }
-          ASSERT_EQ(std::bit_cast<uint32_t>(out[size_t(d)]), std::bit_cast<uint32_t>(want))
-              << cpu_level_name(level) << " head_dim " << head_dim << " keys " << n << " d " << d;
         }
-        EXPECT_EQ(out[size_t(head_dim)], 99.0f) << "written past the row";
       }
     }
   }
