@@ -11,7 +11,7 @@
 namespace trit::engine {
 
 constexpr int64_t kAttnKeyTile = 16;  // keys transposed at a time (the score lanes)
-constexpr int64_t kAttnRows = 8;      // query rows that share one transposed tile
+constexpr int64_t kAttnRows = 32;     // query rows that share one transposed tile
 
 // Scratch floats attention_rows_scores needs for its transposed tile.
 constexpr int64_t attention_tile_floats(int64_t head_dim) {
