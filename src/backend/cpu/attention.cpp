@@ -70,11 +70,11 @@ void attention_scores(const float* qh, const float* k, int64_t stride, int64_t n
 float exp_scores(float* s, int64_t n, float* max_score) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  // The exponentials first, then their sum in the same order: the sum's chain of additions
+  // no longer waits on each call (nor is it kept in memory across them).
+  for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - m);
   float sum = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    s[j] = std::exp(s[j] - m);
-    sum += s[j];
-  }
+  for (int64_t j = 0; j < n; ++j) sum += s[j];
   *max_score = m;
   return sum;
 }
