@@ -28,8 +28,8 @@ static_assert(kT == 2 * kLane);
 TRIT_LANES_INLINE void transpose_keys(const float* k, int64_t stride, int64_t j0, int64_t m,
                                       int64_t head_dim, float* tile) {
   for (int64_t l = 0; l < kT; ++l) {
-    const float* kj = k + (j0 + l) * stride;
     if (l < m) {
+      const float* kj = k + (j0 + l) * stride;
       for (int64_t d = 0; d < head_dim; ++d) tile[d * kT + l] = kj[d];
     } else {
       for (int64_t d = 0; d < head_dim; ++d) tile[d * kT + l] = 0.0f;
