@@ -44,26 +44,6 @@ void axpy_f32(float* y, float a, const float* x, int64_t n) {
   return dot * scale;
 }
 
-// s_j = attention_score(qh, k_j) for keys j in [0, n) (k_j at k + j * stride): eight keys at a
-// time keep eight sums in flight, each summed in order over d with its products rounded on
-// their own (-ffp-contract=off), so every value is backward_score's.
-void attention_scores(const float* qh, const float* k, int64_t stride, int64_t n, int64_t head_dim,
-                      float scale, float* s) {
-  constexpr int64_t kKeys = 8;
-  int64_t j = 0;
-  for (; j + kKeys <= n; j += kKeys) {
-    float dot[kKeys] = {};
-    for (int64_t d = 0; d < head_dim; ++d) {
-      for (int64_t l = 0; l < kKeys; ++l) dot[l] += qh[d] * k[(j + l) * stride + d];
-    }
-    for (int64_t l = 0; l < kKeys; ++l) s[j + l] = dot[l] * scale;
-  }
-  for (; j < n; ++j) s[j] = attention_score(qh, k + j * stride, head_dim, scale);
-}
-
-// A query's scores s_j for keys [0, n) (attention_scores), then e_j = exp(s_j - max) in their
-// place; returns 1 / sum_j e_j, with the max in *max_score. Forward and backward share it, so
-// the backward's recomputed softmax is the forward's to the bit.
 // Scores s_j for j in [0, n) to e_j = exp(s_j - max) in their place, in order; returns
 // sum_j e_j (summed in order), with the max in *max_score. Every softmax of the forward and
 // backward passes goes through it.
@@ -79,37 +59,17 @@ float exp_scores(float* s, int64_t n, float* max_score) {
   return sum;
 }
 
-float softmax_numerators(const float* qh, const float* k, int64_t stride, int64_t n,
-                         int64_t head_dim, float scale, float* s, float* max_score) {
-  attention_scores(qh, k, stride, n, head_dim, scale, s);
-  return 1.0f / exp_scores(s, n, max_score);
-}
-
-// The softmax of one query's backward pass, recomputed as attention_forward computes it: P_j
-// for keys 0 .. n_keys - 1 in p and dP_j = dout . v_j in dp; returns D = sum_j P_j dP_j, with
-// the scores' max and 1 / sum in *max_score and *inv.
-float backward_softmax(const float* qh, const float* doh, const float* k, const float* v,
-                       int64_t kv_stride, int64_t n_keys, int64_t head_dim, float scale, float* p,
-                       float* dp, float* max_score, float* inv) {
-  float m = 0;
-  const float r = softmax_numerators(qh, k, kv_stride, n_keys, head_dim, scale, p, &m);
-  float big_d = 0;
-  for (int64_t j = 0; j < n_keys; ++j) {
-    p[j] *= r;
-    dp[j] = dot_f32(doh, v + j * kv_stride, head_dim);
-    big_d += p[j] * dp[j];
-  }
-  *max_score = m;
-  *inv = r;
-  return big_d;
-}
-
-// backward_softmax's values from a query row's scores s_j (attention_rows_scores) for keys
-// [0, n): P_j in their place, dP_j = dout . v_j in dp; returns D = sum_j P_j dP_j.
+// The softmax of one query's backward pass from its scores s_j (attention_rows_scores) for
+// keys [0, n), recomputed as attention_forward computes it: P_j in their place, dP_j =
+// dout . v_j in dp; returns D = sum_j P_j dP_j, with the scores' max and 1 / sum in *max_score
+// and *inv when given.
 float softmax_from_scores(float* s, int64_t n, const float* doh, const float* v, int64_t kv_stride,
-                          int64_t head_dim, float* dp) {
+                          int64_t head_dim, float* dp, float* max_score = nullptr,
+                          float* inv = nullptr) {
   float m = 0;
   const float r = 1.0f / exp_scores(s, n, &m);
+  if (max_score) *max_score = m;
+  if (inv) *inv = r;
   attention_value_dots(dp, doh, v, kv_stride, n, head_dim);
   float big_d = 0;
   for (int64_t j = 0; j < n; ++j) {
@@ -120,20 +80,9 @@ float softmax_from_scores(float* s, int64_t n, const float* doh, const float* v,
 }
 
 // The split backward pass (the reference's values, computed by query rows and then by key
-// rows so that threads can share one sequence's heads). Query t of head h: its softmax
-// statistics [max, 1 / sum, D] go to stats[0..2] and dq_t gets every dS_tj k_j, keys in order.
-void backward_query(float* dqh, float* stats, const float* qh, const float* doh, const float* k,
-                    const float* v, int64_t kv_stride, int64_t n_keys, int64_t head_dim,
-                    float scale, float* p, float* dp) {
-  const float big_d = backward_softmax(qh, doh, k, v, kv_stride, n_keys, head_dim, scale, p, dp,
-                                       &stats[0], &stats[1]);
-  for (int64_t j = 0; j < n_keys; ++j) {
-    const float ds = p[j] * (dp[j] - big_d) * scale;
-    axpy_f32(dqh, ds, k + j * kv_stride, head_dim);
-  }
-  stats[2] = big_d;
-}
-
+// rows so that threads can share one sequence's heads): the query rows (their softmax
+// statistics [max, 1 / sum, D] and dq, in CpuBackend::attention_backward_split), then each key
+// row's dk and dv here.
 // Key j of one KV head: dv_j and dk_j get their terms from the group's query heads in order
 // and, for each, the queries t >= j in order (the reference's order), P and dS recomputed from
 // the statistics as the reference computed them.
@@ -438,7 +387,8 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
   const int64_t n_head = shape.n_head, H = shape.n_head_kv, hd = shape.head_dim;
   const int64_t group = n_head / H, qc = q.cols(), kc = k.cols();
   const float scale = 1.0f / std::sqrt(float(hd));
-  constexpr int64_t kBlock = 8;
+  constexpr int64_t kBlock = 8;  // at most kAttnRows: a block's rows share the key tiles
+  static_assert(kBlock <= kAttnRows);
   struct Unit {
     size_t seq;
     int64_t head, block;  // rows [block * kBlock, ...) and the mirror block
@@ -463,17 +413,46 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
   };
   std::vector<float> stats(size_t(q.rows() * n_head * 3));
   const std::vector<Unit> qu = units_of(n_head);
+  const int64_t per_thread = attention_backward_scratch(longest, hd);
+  if (scratch.size() < size_t(per_thread * std::max(pool_.size(), 1))) {
+    scratch.resize(size_t(per_thread * std::max(pool_.size(), 1)));
+  }
   pool_.parallel_for(int64_t(qu.size()), [&](int64_t u0, int64_t u1, int thread) {
-    float* p = scratch.data() + 2 * longest * thread;
+    float* tile = scratch.data() + per_thread * thread;
+    float* sc = tile + attention_tile_floats(hd);  // (kBlock, longest) the block's scores
+    float* dp = sc + kAttnRows * longest;          // (longest)
     for (int64_t i = u0; i < u1; ++i) {
       const Unit& u = qu[size_t(i)];
-      const int64_t r = seqs[u.seq].row0, kvh = u.head / group;
-      rows_of(u, [&](int64_t t) {
-        const int64_t row = (r + t) * n_head + u.head;
-        backward_query(cpu_data(dq) + row * hd, stats.data() + row * 3, cpu_data(q) + row * hd,
-                       cpu_data(dout) + row * hd, cpu_data(k) + r * kc + kvh * hd,
-                       cpu_data(v) + r * kc + kvh * hd, kc, t + 1, hd, scale, p, p + longest);
-      });
+      const int64_t r = seqs[u.seq].row0, n = seqs[u.seq].n, kvh = u.head / group;
+      const float* kh = cpu_data(k) + r * kc + kvh * hd;
+      const float* vh = cpu_data(v) + r * kc + kvh * hd;
+      const int64_t blocks = (n + kBlock - 1) / kBlock;
+      for (int64_t b : {u.block, blocks - 1 - u.block}) {
+        // The block's rows: their scores from shared key tiles, then each row's statistics and
+        // dq += dS_tj k_j over the keys in order.
+        const int64_t t0 = b * kBlock, t1 = std::min(n, t0 + kBlock);
+        const float* qs[kBlock];
+        int64_t n_keys[kBlock];
+        for (int64_t t = t0; t < t1; ++t) {
+          qs[t - t0] = cpu_data(q) + ((r + t) * n_head + u.head) * hd;
+          n_keys[t - t0] = t + 1;
+        }
+        attention_rows_scores(qs, n_keys, t1 - t0, kh, kc, hd, scale, sc, longest, tile);
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t row = (r + t) * n_head + u.head;
+          float* p = sc + (t - t0) * longest;
+          float* st = stats.data() + row * 3;
+          const float big_d = softmax_from_scores(p, t + 1, cpu_data(dout) + row * hd, vh, kc, hd,
+                                                  dp, &st[0], &st[1]);
+          float* dqh = cpu_data(dq) + row * hd;
+          for (int64_t j = 0; j <= t; ++j) {
+            const float ds = p[j] * (dp[j] - big_d) * scale;
+            axpy_f32(dqh, ds, kh + j * kc, hd);
+          }
+          st[2] = big_d;
+        }
+        if (b == blocks - 1 - u.block) break;  // the middle block of an odd count, once
+      }
     }
   });
   const std::vector<Unit> ku = units_of(H);
