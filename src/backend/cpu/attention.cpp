@@ -14,34 +14,9 @@
 namespace trit::engine {
 namespace {
 
-// Dot product in 16 independent f32 lanes (a loop the compiler vectorises without
-// reassociating), the lanes summed pairwise at the end: the same order for every call.
-float dot_f32(const float* a, const float* b, int64_t n) {
-  constexpr int kLanes = 16;
-  float acc[kLanes] = {};
-  int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
-    for (int j = 0; j < kLanes; ++j) acc[j] += a[k + j] * b[k + j];
-  }
-  for (int j = 0; k < n; ++k, ++j) acc[j] += a[k] * b[k];
-  for (int w = kLanes / 2; w > 0; w /= 2) {
-    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
-  }
-  return acc[0];
-}
-
 // y += a * x over n
 void axpy_f32(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-// The score s_tj = (q_t . k_j) * scale, out of line so that the forward pass, the backward
-// reference and both halves of the split backward (which recompute it) run the same operations.
-[[gnu::noinline]] float attention_score(const float* qh, const float* kj, int64_t head_dim,
-                                        float scale) {
-  float dot = 0;
-  for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
-  return dot * scale;
 }
 
 // Scores s_j for j in [0, n) to e_j = exp(s_j - max) in their place, in order; returns
@@ -83,47 +58,6 @@ float softmax_from_scores(float* s, int64_t n, const float* doh, const float* v,
 // rows so that threads can share one sequence's heads): the query rows (their softmax
 // statistics [max, 1 / sum, D] and dq, in CpuBackend::attention_backward_split), then each key
 // row's dk and dv here.
-// Key j of one KV head: dv_j and dk_j get their terms from the group's query heads in order
-// and, for each, the queries t >= j in order (the reference's order), P and dS recomputed from
-// the statistics as the reference computed them.
-void backward_key(float* dkj, float* dvj, const float* kj, const float* vj, const float* q,
-                  const float* dout, const float* stats, int64_t j, int64_t n_tokens,
-                  int64_t n_head, int64_t h0, int64_t h1, int64_t head_dim, float scale) {
-  constexpr int64_t kQueries = 8;
-  float s[kQueries];
-  for (int64_t h = h0; h < h1; ++h) {
-    for (int64_t t = j; t < n_tokens; ++t) {
-      const float* qh = q + (t * n_head + h) * head_dim;
-      const float* doh = dout + (t * n_head + h) * head_dim;
-      const float* st = stats + (t * n_head + h) * 3;
-      // The scores of the next eight queries at once (eight sums in flight; see backward_scores).
-      const int64_t l = (t - j) % kQueries;
-      if (l == 0) {
-        const int64_t m = std::min(kQueries, n_tokens - t);
-        if (m == kQueries) {
-          float dot[kQueries] = {};
-          for (int64_t d = 0; d < head_dim; ++d) {
-            for (int64_t i = 0; i < kQueries; ++i) {
-              dot[i] += q[((t + i) * n_head + h) * head_dim + d] * kj[d];
-            }
-          }
-          for (int64_t i = 0; i < kQueries; ++i) s[i] = dot[i] * scale;
-        } else {
-          for (int64_t i = 0; i < m; ++i) {
-            s[i] = attention_score(q + ((t + i) * n_head + h) * head_dim, kj, head_dim, scale);
-          }
-        }
-      }
-      float pj = std::exp(s[l] - st[0]);
-      pj *= st[1];
-      const float dpj = dot_f32(doh, vj, head_dim);
-      axpy_f32(dvj, pj, doh, head_dim);
-      const float ds = pj * (dpj - st[2]) * scale;
-      axpy_f32(dkj, ds, qh, head_dim);
-    }
-  }
-}
-
 }  // namespace
 
 int64_t attention_forward_scratch(int64_t n_keys, int64_t head_dim) {
@@ -403,14 +337,6 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
     }
     return u;
   };
-  // Calls fn(row) for the rows of a unit's block and of its mirror block.
-  auto rows_of = [&](const Unit& u, auto&& fn) {
-    const int64_t n = seqs[u.seq].n, blocks = (n + kBlock - 1) / kBlock;
-    for (int64_t b : {u.block, blocks - 1 - u.block}) {
-      for (int64_t t = b * kBlock; t < std::min(n, (b + 1) * kBlock); ++t) fn(t);
-      if (b == blocks - 1 - u.block) break;  // the middle block of an odd count, once
-    }
-  };
   std::vector<float> stats(size_t(q.rows() * n_head * 3));
   const std::vector<Unit> qu = units_of(n_head);
   const int64_t per_thread = attention_backward_scratch(longest, hd);
@@ -456,16 +382,49 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
     }
   });
   const std::vector<Unit> ku = units_of(H);
-  pool_.parallel_for(int64_t(ku.size()), [&](int64_t u0, int64_t u1, int) {
+  pool_.parallel_for(int64_t(ku.size()), [&](int64_t u0, int64_t u1, int thread) {
+    float* tile = scratch.data() + per_thread * thread;
+    float* sc = tile + attention_tile_floats(hd);  // (kBlock, longest) the block's scores
+    float* dp = sc + kAttnRows * longest;          // (longest)
     for (int64_t i = u0; i < u1; ++i) {
       const Unit& u = ku[size_t(i)];
       const int64_t r = seqs[u.seq].row0, n = seqs[u.seq].n, off = u.head * hd;
-      rows_of(u, [&](int64_t j) {
-        const int64_t kr = (r + j) * kc + off;
-        backward_key(cpu_data(dk) + kr, cpu_data(dv) + kr, cpu_data(k) + kr, cpu_data(v) + kr,
-                     cpu_data(q) + r * qc, cpu_data(dout) + r * qc, stats.data() + r * n_head * 3,
-                     j, n, n_head, u.head * group, (u.head + 1) * group, hd, scale);
-      });
+      const int64_t blocks = (n + kBlock - 1) / kBlock;
+      for (int64_t b : {u.block, blocks - 1 - u.block}) {
+        // Key rows [j0, j1) of KV head u.head: dv_j and dk_j get their terms from the group's
+        // query heads in order and, for each, the queries t >= j in order (the reference's
+        // order), P and dS recomputed from the query side's statistics. The scores s_tj of a
+        // head come from tiles of its transposed queries, which the block's keys share.
+        const int64_t j0 = b * kBlock, j1 = std::min(n, j0 + kBlock);
+        const float* ks[kBlock];
+        int64_t n_queries[kBlock];
+        for (int64_t j = j0; j < j1; ++j) {
+          ks[j - j0] = cpu_data(k) + (r + j) * kc + off;
+          n_queries[j - j0] = n - j0;
+        }
+        for (int64_t h = u.head * group; h < (u.head + 1) * group; ++h) {
+          const float* qh0 = cpu_data(q) + ((r + j0) * n_head + h) * hd;  // query j0 of head h
+          attention_rows_scores(ks, n_queries, j1 - j0, qh0, qc, hd, scale, sc, longest, tile);
+          for (int64_t j = j0; j < j1; ++j) {
+            const int64_t kr = (r + j) * kc + off;
+            float* dkj = cpu_data(dk) + kr;
+            float* dvj = cpu_data(dv) + kr;
+            const float* d0 = cpu_data(dout) + ((r + j) * n_head + h) * hd;  // query j's dout
+            attention_value_dots(dp, cpu_data(v) + kr, d0, qc, n - j, hd);   // dout_t . v_j
+            const float* sj = sc + (j - j0) * longest + (j - j0);            // s_tj from t = j
+            for (int64_t t = j; t < n; ++t) {
+              const int64_t row = (r + t) * n_head + h;
+              const float* st = stats.data() + row * 3;
+              float pj = std::exp(sj[t - j] - st[0]);
+              pj *= st[1];
+              axpy_f32(dvj, pj, cpu_data(dout) + row * hd, hd);
+              const float ds = pj * (dp[t - j] - st[2]) * scale;
+              axpy_f32(dkj, ds, cpu_data(q) + row * hd, hd);
+            }
+          }
+        }
+        if (b == blocks - 1 - u.block) break;  // the middle block of an odd count, once
+      }
     }
   });
 }

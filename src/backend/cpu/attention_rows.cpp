@@ -139,7 +139,7 @@ TRIT_LANES_INLINE void axpy_portable(float* y, float a, const float* x, int64_t 
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
-// The reference's dot_f32 (attention.cpp): 16 lanes, then pairwise.
+// A dot product in the order attention_value_dots states: 16 lanes, then pairwise.
 TRIT_LANES_INLINE float dot_portable(const float* a, const float* b, int64_t n) {
   Lane acc[2] = {};
   int64_t k = 0;

@@ -36,9 +36,9 @@ void attention_weighted_values(float* const* out, const float* p, int64_t ldp, c
                                int64_t n_rows, const float* v, int64_t stride, int64_t n,
                                int64_t head_dim, CpuLevel level = active_cpu_level());
 
-// dp[j] = dout . v_j for j in [0, n) (v_j at v + j * stride), each summed as the reference's
-// dot_f32: 16 lanes (lane l takes the products of dimensions l, l + 16, ...), then the lanes
-// added pairwise (l + 8 into l, then l + 4, l + 2, l + 1).
+// dp[j] = dout . v_j for j in [0, n) (v_j at v + j * stride), each summed in 16 lanes (lane l
+// takes the products of dimensions l, l + 16, ... in order), then the lanes added pairwise
+// (l + 8 into l, then l + 4, l + 2, l + 1): the attention backward's order for dP.
 void attention_value_dots(float* dp, const float* dout, const float* v, int64_t stride, int64_t n,
                           int64_t head_dim, CpuLevel level = active_cpu_level());
 

@@ -110,7 +110,7 @@ TEST(AttentionRows, WeightedValuesSumKeysInOrder) {
   }
 }
 
-// dot_f32's order (attention.cpp): 16 lanes, the tail into the first lanes, then pairwise.
+// attention_value_dots' order: 16 lanes, the tail into the first lanes, then pairwise.
 float dot16_ref(const float* a, const float* b, int64_t n) {
   float acc[16] = {};
   int64_t k = 0;
