@@ -54,10 +54,6 @@ float softmax_from_scores(float* s, int64_t n, const float* doh, const float* v,
   return big_d;
 }
 
-// The split backward pass (the reference's values, computed by query rows and then by key
-// rows so that threads can share one sequence's heads): the query rows (their softmax
-// statistics [max, 1 / sum, D] and dq, in CpuBackend::attention_backward_split), then each key
-// row's dk and dv here.
 }  // namespace
 
 int64_t attention_forward_scratch(int64_t n_keys, int64_t head_dim) {
