@@ -277,13 +277,14 @@ void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTe
   }
   const int64_t threads = std::max(pool_.size(), 1);
   const int64_t H = shape.n_head_kv, qc = q.cols(), kc = k.cols();
-  if (int64_t(seqs.size()) * H < 2 * threads) {
-    std::vector<float> scratch(static_cast<size_t>(2 * longest * threads));
-    attention_backward_split(dq, dk, dv, dout, q, k, v, seqs, shape, scratch, longest);
-    return;
-  }
+  // Each thread's part: a tile of transposed keys or queries, its rows' scores and dP.
   const int64_t per_thread = attention_backward_scratch(longest, shape.head_dim);
   std::vector<float> scratch(static_cast<size_t>(per_thread * threads));
+  if (int64_t(seqs.size()) * H < 2 * threads) {
+    attention_backward_split(dq, dk, dv, dout, q, k, v, seqs, shape, scratch.data(), per_thread,
+                             longest);
+    return;
+  }
   // One split over every (sequence, KV head) pair; each pair's sums do not depend on the split.
   pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
     for (int64_t u = u0; u < u1;) {
@@ -313,7 +314,7 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
                                           const DeviceTensor& dout, const DeviceTensor& q,
                                           const DeviceTensor& k, const DeviceTensor& v,
                                           std::span<const SeqRows> seqs, const AttnShape& shape,
-                                          std::vector<float>& scratch, int64_t longest) {
+                                          float* scratch, int64_t per_thread, int64_t longest) {
   const int64_t n_head = shape.n_head, H = shape.n_head_kv, hd = shape.head_dim;
   const int64_t group = n_head / H, qc = q.cols(), kc = k.cols();
   const float scale = 1.0f / std::sqrt(float(hd));
@@ -335,12 +336,8 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
   };
   std::vector<float> stats(size_t(q.rows() * n_head * 3));
   const std::vector<Unit> qu = units_of(n_head);
-  const int64_t per_thread = attention_backward_scratch(longest, hd);
-  if (scratch.size() < size_t(per_thread * std::max(pool_.size(), 1))) {
-    scratch.resize(size_t(per_thread * std::max(pool_.size(), 1)));
-  }
   pool_.parallel_for(int64_t(qu.size()), [&](int64_t u0, int64_t u1, int thread) {
-    float* tile = scratch.data() + per_thread * thread;
+    float* tile = scratch + per_thread * thread;
     float* sc = tile + attention_tile_floats(hd);  // (kBlock, longest) the block's scores
     float* dp = sc + kAttnRows * longest;          // (longest)
     for (int64_t i = u0; i < u1; ++i) {
@@ -379,7 +376,7 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
   });
   const std::vector<Unit> ku = units_of(H);
   pool_.parallel_for(int64_t(ku.size()), [&](int64_t u0, int64_t u1, int thread) {
-    float* tile = scratch.data() + per_thread * thread;
+    float* tile = scratch + per_thread * thread;
     float* sc = tile + attention_tile_floats(hd);  // (kBlock, longest) the block's scores
     float* dp = sc + kAttnRows * longest;          // (longest)
     for (int64_t i = u0; i < u1; ++i) {

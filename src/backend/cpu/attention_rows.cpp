@@ -452,10 +452,6 @@ void attention_weighted_values(float* const* out, const float* p, int64_t ldp, c
   }
 }
 
-}  // namespace trit::engine
-
-namespace trit::engine {
-
 void attention_value_dots(float* dp, const float* dout, const float* v, int64_t stride, int64_t n,
                           int64_t head_dim, CpuLevel level) {
   switch (std::min(level, detect_cpu_level())) {

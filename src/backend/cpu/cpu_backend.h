@@ -113,7 +113,7 @@ class CpuBackend final : public Backend {
                                 const DeviceTensor& dout, const DeviceTensor& q,
                                 const DeviceTensor& k, const DeviceTensor& v,
                                 std::span<const SeqRows> seqs, const AttnShape& shape,
-                                std::vector<float>& scratch, int64_t longest);
+                                float* scratch, int64_t per_thread, int64_t longest);
 
   ThreadPool& pool_;
   QuantizedActs xq_;                         // int8 activations of the current bitlinear input
