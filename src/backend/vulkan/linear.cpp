@@ -464,8 +464,8 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   const uint64_t n_in = uint64_t(x.cols()), tokens = uint64_t(n);
   // One token's norm goes into the matvec unless it works in place (workgroup 0 writes its
   // output while the others read its input); several tokens' is rms_norm_quant's dispatch.
-  const bool fold_norm =
-      tokens == 1 && norm && norm->x != norm->y && n_in <= tune_.norm_vec_width();
+  const bool fold_norm = tune_.fold_decode_norm && tokens == 1 && norm && norm->x != norm->y &&
+                         n_in <= tune_.norm_vec_width();
   BufferRange q, qs;
   scratch_.act.reset();
   if (!fold_norm) {
@@ -482,7 +482,12 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   const uint32_t wg = fold_norm ? tune_.norm_wg : kLinearWg;  // with the norm: rms_norm's workgroup
   const uint32_t rows_per_group =
       std::max<uint32_t>(1, wg / tune_.subgroup_size) * tune_.fused_rows_per_subgroup;
-  const std::vector<uint32_t> spec = {wg, 0, rows_per_group, mv_tokens, 0, 0, 0, 0, 0, kind};
+  std::vector<uint32_t> spec = {wg, 0, rows_per_group, mv_tokens, 0, 0, 0, 0, 0, kind};
+  if (fold_norm) {
+    // The norm's units an invocation: rms_norm_spec's, so that both sum alike.
+    spec.resize(uint32_t(SpecId::NormVec) + 1, 0);
+    spec[uint32_t(SpecId::NormVec)] = tune_.rms_norm_spec(n_in)[uint32_t(SpecId::NormVec)];
+  }
   const std::string module = cat(fold_norm ? "matvec_norm_ternary" : "matvec_ternary",
                                  weights_.ternary(*ops[0].w).tq1 ? "_tq1" : "", dot ? "_dot" : "");
   const Pipeline& p =

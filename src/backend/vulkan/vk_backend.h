@@ -299,6 +299,10 @@ struct Tuning {
   // this). More rows share one normalisation of the input row (matvec_norm_ternary computes it
   // in every workgroup) and give fewer, longer workgroups. TRIT_VK_FUSED_ROWS=1..64 to tune.
   uint32_t fused_rows_per_subgroup = 1;
+  // One token's norm before a decoding matvec is computed by each of its workgroups
+  // (matvec_norm_ternary) instead of one rms_norm_quant dispatch before it. Same bits.
+  // TRIT_VK_FOLD_NORM=0 keeps the dispatch apart (a tuning aid).
+  bool fold_decode_norm = true;
   // The LoRA products with a short k take gemm_f32_short_k (TRIT_VK_SHORT_K=0: gemm_f32's
   // tiles, to compare).
   bool gemm_short_k = true;
@@ -314,10 +318,11 @@ struct Tuning {
   // when it fits (n <= norm_vec_width()). `tag` (constant 1, unused by the shader) keeps
   // pipelines with different read-only masks apart.
   std::vector<uint32_t> rms_norm_spec(uint64_t n, uint32_t tag = 0) const {
-    const uint32_t vec = n % 4 == 0 && n <= norm_vec_width() ? 1 : 0;
+    const uint32_t vec =
+        n % 4 == 0 && n <= norm_vec_width() ? uint32_t((n / 4 + norm_wg - 1) / norm_wg) : 0;
     return {norm_wg, tag, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, vec};
   }
-  uint64_t norm_vec_width() const { return 32ull * norm_wg; }  // the shaders' 4 * NORM_MAXU
+  uint64_t norm_vec_width() const { return 32ull * norm_wg; }  // 8 units an invocation at most
 };
 Tuning tuning_for(const DeviceCaps& caps);
 

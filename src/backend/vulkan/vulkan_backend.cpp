@@ -76,6 +76,13 @@ Tuning tuning_for(const DeviceCaps& caps) {
     const int n = std::atoi(e);
     if (n >= 1 && n <= 64) c.fused_rows_per_subgroup = uint32_t(n);
   }
+  if (const char* e = std::getenv("TRIT_VK_FOLD_NORM")) c.fold_decode_norm = std::string(e) != "0";
+  // Tuning knob: TRIT_VK_NORM_WG=32..1024 (a power of two) sets every norm's workgroup (their
+  // sums follow it, on every path alike).
+  if (const char* e = std::getenv("TRIT_VK_NORM_WG")) {
+    const int n = std::atoi(e);
+    if (n >= 32 && n <= 1024 && (n & (n - 1)) == 0) c.norm_wg = uint32_t(n);
+  }
   if (const char* e = std::getenv("TRIT_VK_SHORT_K")) c.gemm_short_k = std::string(e) != "0";
   if (const char* e = std::getenv("TRIT_VK_ATTN_BWD_TILED")) {
     c.attn_bwd_tiled = std::string(e) != "0";

@@ -31,7 +31,8 @@
 //   NORM: n_in <= 32 * WG and n_tokens 1.
 // Spec constants: 0 workgroup size (NORM: rms_norm_spec's, 256), 2 ROWS output rows per
 //   workgroup (per segment; a segment starts a workgroup), 3 MV_TOKENS the most tokens (sizes
-//   the accumulators; 1 with NORM), 9 activation (gated).
+//   the accumulators; 1 with NORM), 9 activation (gated), 13 NORM_VEC (NORM: rms_norm_spec's
+//   units an invocation).
 // Needs subgroup arithmetic (Vulkan 1.1 subgroup operations basic + arithmetic in compute).
 // Dispatch: group0[segments - 1] + ceil(rows_last / ROWS) workgroups, split over x and z when
 //   more than maxComputeWorkGroupCount[0]. group0[0] = 0, group0[s + 1] = group0[s] +
@@ -126,6 +127,7 @@ int dot16(uint word, uvec4 qv) {
 }
 
 #if NORM
+layout(constant_id = SPEC_NORM_VEC) const uint NORM_VEC = 8;
 #define NORM_X nx
 #define NORM_G ng
 #include "norm_row.glsl"

@@ -6,12 +6,16 @@
 // units tid, tid + WG_SIZE, ... (at most NORM_MAXU, so n <= 4 * NORM_MAXU * WG_SIZE) and adds
 // its squares in that order; wg_sum then adds the partials in a fixed order.
 //
-// The including shader defines WG_SIZE (>= 32, a power of two) and the buffers the macros
-// NORM_X (the row's input) and NORM_G (the norm weight) name.
+// The including shader defines WG_SIZE (>= 32, a power of two), the specialization constant
+// NORM_VEC (the units an invocation holds, 1..8; 0 where the row is not held, which sizes the
+// arrays for one) and the buffers the macros NORM_X (the row's input) and NORM_G (the norm
+// weight) name. The host gives NORM_VEC = ceil(n / 4 / WG_SIZE) for rows of n: arrays no
+// longer than the row keep the registers, and so the workgroups resident at once, the row
+// needs (a fixed 8 units held 64 registers for a 2048-wide row's 16 values).
 #ifndef TRIT_NORM_ROW_GLSL
 #define TRIT_NORM_ROW_GLSL
 
-const uint NORM_MAXU = 8;
+const uint NORM_MAXU = NORM_VEC == 0u ? 1u : NORM_VEC;
 const uint NORM_E = 4 * NORM_MAXU;
 
 // Workgroup reductions in a fixed order: up to 32 invocations each combine a run of

@@ -11,10 +11,10 @@
 //   2 y    float[n_tokens * n]   output tile; may be the same buffer as x   (write)
 //   3 rstd float[n_tokens]       1 / rms per token, written when write_rstd != 0 (always bound)
 // Push constants: RmsNormPush { n_tokens, n, eps, write_rstd }.
-// Spec constants: 0 workgroup size (a power of two, >= 32), 13 NORM_VEC: 1 when n % 4 == 0
-//   and n <= 32 * WG (the row is held in registers, 4 consecutive elements per unit), else 0.
-//   Every module of this source must be given the same NORM_VEC for the same n: it fixes which
-//   invocation sums which elements.
+// Spec constants: 0 workgroup size (a power of two, >= 32), 13 NORM_VEC: when n % 4 == 0
+//   and n <= 32 * WG the row is held in registers, 4 consecutive elements per unit, and
+//   NORM_VEC = ceil(n / 4 / WG) units an invocation; else 0. Every module of this source must
+//   be given the same NORM_VEC for the same n: it fixes which invocation sums which elements.
 // Dispatch: (n_tokens, 1, 1), one workgroup per token.
 //
 // Speed: a decoding step runs one workgroup per norm, so the row's latency is the kernel's.
@@ -58,7 +58,7 @@ layout(push_constant) uniform Push {
 #define NORM_G g
 #include "norm_row.glsl"
 
-// ---- NORM_VEC = 1: the row in registers (norm_row.glsl) ----
+// ---- NORM_VEC > 0: the row in registers (norm_row.glsl) ----
 
 void row_in_registers(uint t) {
   uint tid = gl_LocalInvocationID.x;
