@@ -20,10 +20,13 @@ namespace {
 constexpr uint32_t kAttnWg = 64;      // attention, attention_combine, attention_backward_wg
 constexpr uint32_t kStoreKvWg = 128;  // store_kv_f16
 
+constexpr uint64_t kAttnCounters = 16384;  // attention_counters(): (query, head) pairs at most
+
 // The spec constants of attention and attention_combine.
 std::vector<uint32_t> attention_spec(uint32_t chunk, uint32_t head_dim, uint32_t qt, bool seq_table,
-                                     bool kv_f16 = false) {
-  std::vector<uint32_t> spec(uint32_t(SpecId::KvF16) + 1, 0);
+                                     bool kv_f16 = false, bool fuse_combine = false) {
+  std::vector<uint32_t> spec(uint32_t(SpecId::AttnFuseCombine) + 1, 0);
+  spec[uint32_t(SpecId::AttnFuseCombine)] = fuse_combine ? 1 : 0;
   spec[uint32_t(SpecId::KvF16)] = kv_f16 ? 1 : 0;
   spec[uint32_t(SpecId::WorkgroupSize)] = kAttnWg;
   spec[uint32_t(SpecId::MvTokens)] = qt;
@@ -117,11 +120,11 @@ bool VulkanBackend::attention_decode(VkTensor& out, const VkTensor& q, const VkT
   const uint64_t align = ctx_->caps().info.min_storage_buffer_offset_alignment;
   if ((align > 0 && (qr.offset % align != 0 || outr.offset % align != 0))) return false;
 
+  const BufferRange counters = attention_counters(n_q * uint64_t(n_head));
+  const bool fuse = counters.buffer != nullptr;
   const Pipeline& pa =
-      rec_.pipeline("attention", 5, sizeof(AttentionPush),
-                    attention_spec(chunk, uint32_t(hd), 1, true, kc.f16()), 0b10111);
-  const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
-                                     attention_spec(chunk, uint32_t(hd), 0, true), 0b101);
+      rec_.pipeline("attention", 7, sizeof(AttentionPush),
+                    attention_spec(chunk, uint32_t(hd), 1, true, kc.f16(), fuse), 0b10111);
   // (base, pos) per query, in host-visible memory kept until the submission ends.
   const BufferRange table =
       scratch_.host.pairs(n_q, [&](size_t i) { return std::pair(seqs[i].base, seqs[i].pos0); });
@@ -146,13 +149,29 @@ bool VulkanBackend::attention_decode(VkTensor& out, const VkTensor& q, const VkT
                              uint32_t(piece.rows()),
                              uint32_t(n_chunks),
                              scale};
-    rec_.seq().dispatch(pa, {qr, kc.tiles().range(i), vc.tiles().range(i), part, table}, push,
-                        uint32_t(n_chunks), uint32_t(n_head), uint32_t(n_q));
+    rec_.seq().dispatch(pa,
+                        {qr, kc.tiles().range(i), vc.tiles().range(i), part, table,
+                         fuse ? counters : part, fuse ? outr : part},
+                        push, uint32_t(n_chunks), uint32_t(n_head), uint32_t(n_q));
   }
+  if (fuse) return true;
+  const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
+                                     attention_spec(chunk, uint32_t(hd), 0, true), 0b101);
   const AttentionCombinePush cpush{uint32_t(n_q),     0, 0, uint32_t(n_head), uint32_t(hd),
                                    uint32_t(n_chunks)};
   rec_.seq().dispatch(pc, {part, outr, table}, cpush, uint32_t(n_head), uint32_t(n_q));
   return true;
+}
+
+BufferRange VulkanBackend::attention_counters(uint64_t n) {
+  if (!tune_.attn_fuse_combine || n > kAttnCounters) return {};
+  if (!attn_counters_) {
+    attn_counters_ = Buffer(*ctx_, kAttnCounters * 4, MemoryKind::Device, "attention counters");
+    Sequence seq(*ctx_, /*profiled=*/false);  // zeroed once; each use leaves them zero
+    seq.fill_zero(BufferRange(attn_counters_));
+    seq.submit_and_wait();
+  }
+  return BufferRange(attn_counters_, 0, n * 4);
 }
 
 void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTensor& kc,
@@ -206,9 +225,13 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
   // Queries per workgroup: one when decoding, tune_.attn_qt for prompts and training (each staged
   // chunk of keys serves them all).
   const uint32_t qt = uint64_t(n) >= tune_.attn_qt ? tune_.attn_qt : 1;
+  // Decoding a few tokens: the last workgroup of each query merges its partials.
+  const BufferRange counters =
+      qt == 1 ? attention_counters(uint64_t(n) * uint64_t(n_head)) : BufferRange();
+  const bool fuse = counters.buffer != nullptr;
   const Pipeline& pa =
-      rec_.pipeline("attention", 5, sizeof(AttentionPush),
-                    attention_spec(chunk, uint32_t(hd), qt, false, kc.f16()), 0b10111);
+      rec_.pipeline("attention", 7, sizeof(AttentionPush),
+                    attention_spec(chunk, uint32_t(hd), qt, false, kc.f16(), fuse), 0b10111);
   const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
                                      attention_spec(chunk, uint32_t(hd), 0, false), 0b101);
   const float scale = 1.0f / std::sqrt(float(hd));
@@ -258,9 +281,11 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
                                  uint32_t(p1 - p0),
                                  uint32_t(n_chunks),
                                  scale};
-        rec_.seq().dispatch(pa, {qr, kr, vr, part, qr}, push, uint32_t(ceil_div(p1 - p0, chunk)),
-                            uint32_t(n_head), uint32_t(ceil_div(n_q, qt)));
+        rec_.seq().dispatch(pa, {qr, kr, vr, part, qr, fuse ? counters : part, fuse ? outr : part},
+                            push, uint32_t(ceil_div(p1 - p0, chunk)), uint32_t(n_head),
+                            uint32_t(ceil_div(n_q, qt)));
       }
+      if (fuse) continue;
       const AttentionCombinePush cpush{uint32_t(n_q),    uint32_t(t0), uint32_t(tile_pos0),
                                        uint32_t(n_head), uint32_t(hd), uint32_t(n_chunks)};
       rec_.seq().dispatch(pc, {part, outr, part}, cpush, uint32_t(n_head), uint32_t(n_q));

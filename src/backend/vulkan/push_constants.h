@@ -33,6 +33,7 @@ enum class SpecId : uint32_t {
                    // table (decoding rows of several sequences of one KV pool in one dispatch)
   KvF16 = 18,      // attention, rope_kv: 1 when the KV cache holds halves (two a word)
   AttnStage = 19,  // attention_backward_tiled: 0 max, 1 sums, 2 dq
+  AttnFuseCombine = 20,  // attention (decoding): 1 merges the partials in the last workgroup
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };

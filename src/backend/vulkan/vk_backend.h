@@ -313,6 +313,10 @@ struct Tuning {
   // per query and per key, one sequence at a time (attention_backward_wg.comp). Same bits.
   // TRIT_VK_ATTN_BWD_TILED=0 takes the second for every batch (tests compare the two).
   bool attn_bwd_tiled = true;
+  // Decoding's attention merges its chunks' partials in the workgroup that finishes a query's
+  // last chunk (one dispatch instead of two a layer). Same bits. TRIT_VK_ATTN_FUSE_COMBINE=0
+  // keeps attention_combine's dispatch (tests compare the two).
+  bool attn_fuse_combine = true;
   // rms_norm.comp's specialization for rows of n values (every module of that source, and
   // matvec_norm_ternary, takes the same, so that they sum alike): the row is held in registers
   // when it fits (n <= norm_vec_width()). `tag` (constant 1, unused by the shader) keeps
@@ -500,6 +504,10 @@ class VulkanBackend final : public Backend {
                             VkTensor& vc, std::span<const SeqRows> seqs, const AttnShape& shape);
   bool attention_decode(VkTensor& out, const VkTensor& q, const VkTensor& kc, const VkTensor& vc,
                         std::span<const SeqRows> seqs, const AttnShape& shape);
+  // The zeroed counters of n (query, head) pairs for attention that merges in its last
+  // workgroup, or an empty range (no buffer) when that does not apply: the attention
+  // dispatch then takes attention_combine after it.
+  BufferRange attention_counters(uint64_t n);
 
   std::unique_ptr<Context> ctx_;
   Recorder rec_;
@@ -520,7 +528,8 @@ class VulkanBackend final : public Backend {
     std::vector<BufferRange> nll;  // the chunk's per-token losses, in token order
   };
   std::vector<PendingLoss> pending_loss_;
-  double loss_ = 0;  // since the last take_loss()
+  Buffer attn_counters_;  // attention_counters(): zero between dispatches
+  double loss_ = 0;       // since the last take_loss()
 };
 
 template <class Push>

@@ -84,6 +84,9 @@ Tuning tuning_for(const DeviceCaps& caps) {
     if (n >= 32 && n <= 1024 && (n & (n - 1)) == 0) c.norm_wg = uint32_t(n);
   }
   if (const char* e = std::getenv("TRIT_VK_SHORT_K")) c.gemm_short_k = std::string(e) != "0";
+  if (const char* e = std::getenv("TRIT_VK_ATTN_FUSE_COMBINE")) {
+    c.attn_fuse_combine = std::string(e) != "0";
+  }
   if (const char* e = std::getenv("TRIT_VK_ATTN_BWD_TILED")) {
     c.attn_bwd_tiled = std::string(e) != "0";
   }

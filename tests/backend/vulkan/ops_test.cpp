@@ -488,10 +488,11 @@ TEST(VulkanWrite, QueuedWritesKeepTheOrderOfTheWork) {
   expect_match({"v", cols, want2}, download(*vk, *v, big, 0).v, 0, "large write");
 }
 // ---- Attention of a prompt and of its tokens one by one ----------------------------------------
-// attention.comp serves several queries per workgroup for prompts and one when decoding; every
-// partial is computed alike either way, so the outputs agree bit for bit (with whole and
-// partial groups of queries, head sizes of whole, several and partial staged key blocks, GQA,
-// and a KV cache in pieces).
+// attention.comp serves several queries per workgroup for prompts and one when decoding (whose
+// last workgroup of a query merges the partials that attention_combine merges for prompts);
+// every partial and merge is computed alike either way, so the outputs agree bit for bit (with
+// whole and partial groups of queries, head sizes of whole, several and partial staged key blocks,
+// GQA, and a KV cache in pieces).
 TEST(VulkanAttention, PromptEqualsItsTokensOneByOne) {
   // 256 KiB: caches in pieces of 128 to 256 positions.
   for (uint64_t limit : {uint64_t(0), 256 * KiB}) {
@@ -521,6 +522,21 @@ TEST(VulkanAttention, PromptEqualsItsTokensOneByOne) {
       }
       expect_match({"prompt", n_embd, prompt}, one_by_one, 0,
                    cat("head_dim ", n_embd / n_head, " at ", limit_name(limit)));
+      // Three tokens a call: decoding workgroups (one query each) that merge their partials
+      // themselves, several queries' counters in one dispatch.
+      std::vector<float> by_three;
+      for (int64_t t = 0; t < n; t += 3) {
+        const int64_t m = std::min<int64_t>(3, n - t);
+        TensorPtr q3 =
+            upload(*b, "q3", m, n_embd,
+                   std::vector<float>(qv.begin() + t * n_embd, qv.begin() + (t + m) * n_embd));
+        TensorPtr o3 = b->tensor("o3", m, n_embd);
+        b->attention(*o3, *q3, *kc, *vc, std::vector<SeqRows>{{0, m, pos0 + t, 0}}, shape);
+        const std::vector<float> rows = download(*b, *o3, m, 0).v;
+        by_three.insert(by_three.end(), rows.begin(), rows.end());
+      }
+      expect_match({"prompt", n_embd, prompt}, by_three, 0,
+                   cat("three at a time, head_dim ", n_embd / n_head, " at ", limit_name(limit)));
     }
   }
 }

@@ -24,7 +24,10 @@
 //   0 q       float[T * n_head * head_dim]      queries of the tile (rows t0.. used)  (read)
 //   1 k       float[kv_rows * kv_stride]        K cache piece (n_embd_kv = kv_stride) (read)
 //   2 v       float[kv_rows * kv_stride]        V cache piece                         (read)
-//   3 partial float[see above]                  scratch                               (write)
+//   3 partial float[see above]                  scratch                    (write; read: FUSE)
+//   5 counters uint[n_q * n_head]               FUSE_COMBINE: zero before, zero after (read/write)
+//   6 out     float[T * n_head * head_dim]      FUSE_COMBINE: attention_combine's output (write)
+//   Without FUSE_COMBINE bindings 5 and 6 are bound but unused.
 // Push constants: AttentionPush { n_q, t0, pos0, n_head, n_head_kv, head_dim, kv_stride,
 //   kv_r0, kv_rows, n_chunks, scale }; kv_r0 a multiple of C; scale = 1 / sqrt(float(head_dim))
 //   as the CPU computes it.
@@ -40,6 +43,11 @@
 // are then the pool rows of the bound piece, the dispatch is (n_chunks, n_head, n_q) with x the
 // chunk of the query's own sequence, pos0 and t0 are 0, and a chunk outside the piece returns.
 // Without the table, binding 4 is bound but unused.
+//
+// FUSE_COMBINE = 1 (spec constant 20; QT = 1, decoding): the workgroup that completes a
+// query's last chunk for a head merges that query's records into `out` itself (see
+// merge_if_last), so no attention_combine dispatch follows. Every chunk a query sees must be
+// dispatched (over one or several pieces) before the counters are whole again.
 //
 // KV_F16 = 1 (spec constant 18): the K and V pieces hold halves, two a 32-bit word (element
 // i in word i / 2, the even element in the low half); indices and kv_stride count elements
@@ -60,12 +68,16 @@ layout(constant_id = SPEC_ATTN_CHUNK) const uint C = 64;
 layout(constant_id = SPEC_MAX_HEAD_DIM) const uint MAX_HEAD_DIM = 256;
 layout(constant_id = SPEC_SEQ_TABLE) const uint SEQ_TABLE = 0;
 layout(constant_id = SPEC_KV_F16) const uint KV_F16 = 0;
+layout(constant_id = SPEC_ATTN_FUSE_COMBINE) const uint FUSE_COMBINE = 0;
 
 layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Kb { uint k[]; };  // f32 bits or 2 halves
 layout(std430, set = 0, binding = 2) readonly buffer Vb { uint v[]; };
-layout(std430, set = 0, binding = 3) writeonly buffer Partial { float partial[]; };
+// coherent: with FUSE_COMBINE a workgroup reads the records other workgroups wrote.
+layout(std430, set = 0, binding = 3) coherent buffer Partial { float partial[]; };
 layout(std430, set = 0, binding = 4) readonly buffer Seqs { uint seqs[]; };
+layout(std430, set = 0, binding = 5) coherent buffer Counters { uint counters[]; };
+layout(std430, set = 0, binding = 6) writeonly buffer Out { float out_[]; };
 
 layout(push_constant) uniform Push {
   uint n_q;
@@ -97,6 +109,10 @@ float v_at(uint i) {
   return uintBitsToFloat(v[i]);
 }
 
+#define MERGE_IN partial
+#define MERGE_OUT out_
+#include "attention_merge.glsl"
+
 const uint KD = 32;  // key dimensions staged per step
 const uint UNROLL = 8;  // loads of keys and values issued before their products
 const uint KS = KD + 1;
@@ -104,6 +120,25 @@ shared float qs[QT * MAX_HEAD_DIM];
 shared float ks[QT > 1 ? C * KS : 1];  // decoding (QT = 1) stages nothing
 shared float sc[QT * C];
 shared float red[QT * WG_SIZE];
+
+// FUSE_COMBINE (QT = 1): the workgroup that finishes the last of its query's chunks (the
+// counter of the query and head reaching `last` + 1) merges the records into the output, as
+// attention_combine.comp would, and sets the counter back to zero for the next dispatch.
+shared bool merges;
+void merge_if_last(uint tid, uint h, uint tq, uint last, uint hd) {
+  memoryBarrierBuffer();  // this workgroup's records, before its count
+  barrier();
+  if (tid == 0) {
+    uint key = tq * pc.n_head + h;
+    merges = atomicAdd(counters[key], 1u) == last;
+    if (merges) counters[key] = 0u;
+  }
+  barrier();
+  if (!merges) return;
+  memoryBarrierBuffer();  // the other workgroups' records, after their counts
+  merge_partials((tq * pc.n_head + h) * pc.n_chunks * (hd + 2), last, hd,
+                 ((pc.t0 + tq) * pc.n_head + h) * hd);
+}
 
 void main() {
   uint tid = gl_LocalInvocationID.x;
@@ -274,4 +309,5 @@ void main() {
       if (nk[i] != 0) partial[rec0 + i * rec_step + 2 + d] = acc[i];
     }
   }
+  if (FUSE_COMBINE != 0) merge_if_last(tid, h, tq0, qpos0 / C, hd);
 }

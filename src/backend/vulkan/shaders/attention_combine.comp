@@ -4,7 +4,8 @@
 //   M = max_c m_c,  L = sum_c l_c * exp(m_c - M),
 //   out[t, h, d] = (sum_c acc_c[d] * exp(m_c - M)) / L.
 // The sums run in chunk order, so the result is deterministic and independent of the KV
-// tiling (it differs from the CPU's single-pass softmax by rounding only).
+// tiling (it differs from the CPU's single-pass softmax by rounding only). The merge itself is
+// attention_merge.glsl's, which attention.comp's decoding workgroups also run.
 //
 // Bindings (set 0):
 //   0 partial float[n_q * n_head * n_chunks * (head_dim + 2)]  scratch of attention.comp (read)
@@ -37,6 +38,10 @@ layout(push_constant) uniform Push {
   uint n_chunks;
 } pc;
 
+#define MERGE_IN partial
+#define MERGE_OUT out_
+#include "attention_merge.glsl"
+
 void main() {
   uint h = gl_WorkGroupID.x;
   uint tq = gl_WorkGroupID.y;
@@ -44,18 +49,5 @@ void main() {
   uint t = pc.t0 + tq;
   uint last = (SEQ_TABLE != 0 ? seqs[2 * tq + 1] : pc.pos0 + t) / C;
   uint hd = pc.head_dim;
-  uint rs = hd + 2;
-  uint base = (tq * pc.n_head + h) * pc.n_chunks * rs;
-
-  float mx = partial[base];
-  for (uint c = 1; c <= last; ++c) mx = max(mx, partial[base + c * rs]);
-  float l = 0.0;
-  for (uint c = 0; c <= last; ++c) l += partial[base + c * rs + 1] * exp(partial[base + c * rs] - mx);
-  for (uint d = gl_LocalInvocationID.x; d < hd; d += WG_SIZE) {
-    float acc = 0.0;
-    for (uint c = 0; c <= last; ++c) {
-      acc += partial[base + c * rs + 2 + d] * exp(partial[base + c * rs] - mx);
-    }
-    out_[(t * pc.n_head + h) * hd + d] = acc / l;
-  }
+  merge_partials((tq * pc.n_head + h) * pc.n_chunks * (hd + 2), last, hd, (t * pc.n_head + h) * hd);
 }

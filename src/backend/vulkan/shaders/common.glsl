@@ -38,6 +38,7 @@
 #define SPEC_SEQ_TABLE 17
 #define SPEC_KV_F16 18
 #define SPEC_ATTN_STAGE 19
+#define SPEC_ATTN_FUSE_COMBINE 20
 
 // Float weight types as the shaders number them (push_constants.h, enum FloatWeightType).
 #define WTYPE_F32 0u
