@@ -24,8 +24,10 @@ constexpr uint64_t kAttnCounters = 16384;  // attention_counters(): (query, head
 
 // The spec constants of attention and attention_combine.
 std::vector<uint32_t> attention_spec(uint32_t chunk, uint32_t head_dim, uint32_t qt, bool seq_table,
-                                     bool kv_f16 = false, bool fuse_combine = false) {
-  std::vector<uint32_t> spec(uint32_t(SpecId::AttnFuseCombine) + 1, 0);
+                                     bool kv_f16 = false, bool fuse_combine = false,
+                                     uint32_t unroll = 8) {
+  std::vector<uint32_t> spec(uint32_t(SpecId::AttnUnroll) + 1, 0);
+  spec[uint32_t(SpecId::AttnUnroll)] = unroll;
   spec[uint32_t(SpecId::AttnFuseCombine)] = fuse_combine ? 1 : 0;
   spec[uint32_t(SpecId::KvF16)] = kv_f16 ? 1 : 0;
   spec[uint32_t(SpecId::WorkgroupSize)] = kAttnWg;
@@ -122,9 +124,9 @@ bool VulkanBackend::attention_decode(VkTensor& out, const VkTensor& q, const VkT
 
   const BufferRange counters = attention_counters(n_q * uint64_t(n_head));
   const bool fuse = counters.buffer != nullptr;
-  const Pipeline& pa =
-      rec_.pipeline("attention", 7, sizeof(AttentionPush),
-                    attention_spec(chunk, uint32_t(hd), 1, true, kc.f16(), fuse), 0b10111);
+  const Pipeline& pa = rec_.pipeline(
+      "attention", 7, sizeof(AttentionPush),
+      attention_spec(chunk, uint32_t(hd), 1, true, kc.f16(), fuse, tune_.attn_unroll), 0b10111);
   // (base, pos) per query, in host-visible memory kept until the submission ends.
   const BufferRange table =
       scratch_.host.pairs(n_q, [&](size_t i) { return std::pair(seqs[i].base, seqs[i].pos0); });
@@ -229,9 +231,9 @@ void VulkanBackend::attention_seq(VkTensor& out, const VkTensor& q, const VkTens
   const BufferRange counters =
       qt == 1 ? attention_counters(uint64_t(n) * uint64_t(n_head)) : BufferRange();
   const bool fuse = counters.buffer != nullptr;
-  const Pipeline& pa =
-      rec_.pipeline("attention", 7, sizeof(AttentionPush),
-                    attention_spec(chunk, uint32_t(hd), qt, false, kc.f16(), fuse), 0b10111);
+  const Pipeline& pa = rec_.pipeline(
+      "attention", 7, sizeof(AttentionPush),
+      attention_spec(chunk, uint32_t(hd), qt, false, kc.f16(), fuse, tune_.attn_unroll), 0b10111);
   const Pipeline& pc = rec_.pipeline("attention_combine", 3, sizeof(AttentionCombinePush),
                                      attention_spec(chunk, uint32_t(hd), 0, false), 0b101);
   const float scale = 1.0f / std::sqrt(float(hd));

@@ -34,6 +34,7 @@ enum class SpecId : uint32_t {
   KvF16 = 18,      // attention, rope_kv: 1 when the KV cache holds halves (two a word)
   AttnStage = 19,  // attention_backward_tiled: 0 max, 1 sums, 2 dq
   AttnFuseCombine = 20,  // attention (decoding): 1 merges the partials in the last workgroup
+  AttnUnroll = 21,       // attention: key and value loads issued together (a multiple of 2)
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };

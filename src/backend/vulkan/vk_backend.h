@@ -317,6 +317,8 @@ struct Tuning {
   // last chunk (one dispatch instead of two a layer). Same bits. TRIT_VK_ATTN_FUSE_COMBINE=0
   // keeps attention_combine's dispatch (tests compare the two).
   bool attn_fuse_combine = true;
+  // attention.comp's key and value loads in flight together (TRIT_VK_ATTN_UNROLL=2..64, even).
+  uint32_t attn_unroll = 8;
   // rms_norm.comp's specialization for rows of n values (every module of that source, and
   // matvec_norm_ternary, takes the same, so that they sum alike): the row is held in registers
   // when it fits (n <= norm_vec_width()). `tag` (constant 1, unused by the shader) keeps

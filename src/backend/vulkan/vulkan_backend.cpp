@@ -84,6 +84,10 @@ Tuning tuning_for(const DeviceCaps& caps) {
     if (n >= 32 && n <= 1024 && (n & (n - 1)) == 0) c.norm_wg = uint32_t(n);
   }
   if (const char* e = std::getenv("TRIT_VK_SHORT_K")) c.gemm_short_k = std::string(e) != "0";
+  if (const char* e = std::getenv("TRIT_VK_ATTN_UNROLL")) {
+    const int n = std::atoi(e);
+    if (n >= 2 && n <= 64 && n % 2 == 0) c.attn_unroll = uint32_t(n);
+  }
   if (const char* e = std::getenv("TRIT_VK_ATTN_FUSE_COMBINE")) {
     c.attn_fuse_combine = std::string(e) != "0";
   }

@@ -114,7 +114,8 @@ float v_at(uint i) {
 #include "attention_merge.glsl"
 
 const uint KD = 32;  // key dimensions staged per step
-const uint UNROLL = 8;  // loads of keys and values issued before their products
+// Loads of keys and values issued before their products (spec constant 21; a multiple of 2).
+layout(constant_id = SPEC_ATTN_UNROLL) const uint UNROLL = 8;
 const uint KS = KD + 1;
 shared float qs[QT * MAX_HEAD_DIM];
 shared float ks[QT > 1 ? C * KS : 1];  // decoding (QT = 1) stages nothing
