@@ -125,7 +125,8 @@ void check_lora_set(const LoraSet* lora, const HParams& hp) {
 // Whether a training pass streams the weights: always on the CPU (forward.h), on a device
 // under a memory budget.
 bool streams_weights(const Model& model, const Backend& be, const TrainPassOptions& o) {
-  return o.stream_weights && (be.host_memory() || model.mem_budget() > 0);
+  const bool saves = model.resident_run_bytes() >= model.min_stream_bytes() + o.stream_min_saving;
+  return o.stream_weights && ((be.host_memory() && saves) || model.mem_budget() > 0);
 }
 
 // After block l's pass: its file pages leave the resident set where the model streams

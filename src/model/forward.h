@@ -16,6 +16,7 @@
 #include "backend/backend.h"
 #include "model/block.h"
 #include "model/lora_set.h"
+#include "model/memory_estimate.h"
 #include "model/model.h"
 
 namespace trit::engine {
@@ -100,6 +101,9 @@ struct TrainPassOptions {
   // a device under a memory budget each block's device copy is dropped after its pass and
   // uploaded again for the next (Backend::release_weights).
   bool stream_weights = true;
+  // ... where that keeps at least this many bytes out of the resident set (the pages brought
+  // back cost time: model/memory_estimate.h). 0: whatever it saves.
+  uint64_t stream_min_saving = kStreamSavingBytes;
 };
 
 // Sequences of training packed one after another in T rows, each from position 0 (lengths:

@@ -58,10 +58,11 @@ double clean_double(float f) {
   return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
 }
 
-// The weights a fine-tune on the CPU holds at once: its passes release each block's file
-// pages after the block (model/forward.h, stream_weights), so at most two neighbouring blocks
-// (the LM head counts as one, after the last) are resident, as Model::min_stream_bytes counts.
-uint64_t streamed_weight_bytes(const GgufFile& f, int64_t n_layer) {
+// The weights a fine-tune on the CPU holds at once: where that saves enough
+// (finetune_weight_bytes) its passes release each block's file pages after the block
+// (model/forward.h, stream_weights), so at most two neighbouring blocks (the LM head counts as
+// one, after the last) are resident, as Model::min_stream_bytes counts; else every block.
+std::pair<uint64_t, bool> finetune_weights(const GgufFile& f, int64_t n_layer) {
   std::vector<uint64_t> spans(size_t(std::max<int64_t>(n_layer, 0)) + 1, 0);
   uint64_t embd = 0, output = 0;
   for (const GgufTensor& t : f.tensors()) {
@@ -79,11 +80,13 @@ uint64_t streamed_weight_bytes(const GgufFile& f, int64_t n_layer) {
     }
   }
   spans.back() = output > 0 ? output : embd;  // a tied head reads the embedding table
-  uint64_t pair = 0;
+  uint64_t pair = 0, all = 0;
   for (size_t i = 0; i < spans.size(); ++i) {
     pair = std::max(pair, spans[i] + spans[(i + 1) % spans.size()]);
+    all += spans[i];
   }
-  return pair;
+  const uint64_t held = finetune_weight_bytes(all, pair);
+  return {held, held != all};
 }
 
 std::string file_type_name(uint32_t ft) {
@@ -218,8 +221,9 @@ ModelInfo read_model_info(const GgufFile& f, const MemoryQuery& memory) {
     // Weights as the engine holds them: mapped from the file and read in place (the tensors a
     // load copies, norms and a llama file's q and k rows, leave their file pages).
     info.run = run_memory(hp, info.tensor_bytes, q.run_ctx, q.run_batch, q.kv);
-    info.finetune = finetune_memory(hp, streamed_weight_bytes(f, hp.n_layer), q.train_ctx, q.rank,
-                                    q.targets, q.checkpointing);
+    const auto [weights, streams] = finetune_weights(f, hp.n_layer);
+    info.finetune_streams = streams;
+    info.finetune = finetune_memory(hp, weights, q.train_ctx, q.rank, q.targets, q.checkpointing);
   }
   return info;
 }
@@ -299,10 +303,10 @@ std::string format_model_info(const ModelInfo& info, bool all_tensors) {
     o << "  to fine-tune (ctx " << q.train_ctx << ", LoRA rank " << q.rank << " on " << q.targets
       << ", batch " << q.batch << ", gradient checkpointing " << (q.checkpointing ? "on" : "off")
       << "): " << format_bytes(f.total()) << " = weights " << format_bytes(f.weights)
-      << " (two blocks at a time) + adapter " << format_bytes(f.adapter)
-      << " (values, gradients, AdamW moments) + activations " << format_bytes(f.activations)
-      << " + tokenizer " << format_bytes(f.tokenizer) << " + process " << format_bytes(f.process)
-      << "\n";
+      << (info.finetune_streams ? " (two blocks at a time)" : " (every block)") << " + adapter "
+      << format_bytes(f.adapter) << " (values, gradients, AdamW moments) + activations "
+      << format_bytes(f.activations) << " + tokenizer " << format_bytes(f.tokenizer)
+      << " + process " << format_bytes(f.process) << "\n";
   }
   return o.str();
 }

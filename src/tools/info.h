@@ -78,6 +78,7 @@ struct ModelInfo {
   // unknown.
   MemoryQuery memory;
   MemoryEstimate run, finetune;
+  bool finetune_streams = false;  // the fine-tune estimate holds two blocks, not every one
 };
 
 ModelInfo read_model_info(const GgufFile& file, const MemoryQuery& memory = {});

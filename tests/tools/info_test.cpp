@@ -48,15 +48,23 @@ TEST(ModelInfo, SummaryAndJson) {
   }
   EXPECT_GT(ternary_bytes, 0u);
   EXPECT_EQ(info.run.weights, info.tensor_bytes);
-  // A fine-tune streams its weights: two neighbouring blocks (the head, here the tied embedding
-  // table, after the last) are resident at once; this model's blocks are alike.
-  uint64_t block0 = 0, head = 0;
+  // A fine-tune streams its weights where that saves kStreamSavingBytes: two neighbouring
+  // blocks (the head, here the tied embedding table, after the last) are resident at once;
+  // this model's blocks are alike, and so small that every block stays.
+  uint64_t block0 = 0, blocks = 0, head = 0;
   for (const TensorSummary& t : info.tensors) {
     if (t.name.starts_with("blk.0.")) block0 += t.nbytes;
+    if (t.name.starts_with("blk.")) blocks += t.nbytes;
     if (t.name == "token_embd.weight") head = t.nbytes;
   }
   EXPECT_GT(block0, 0u);
-  EXPECT_EQ(info.finetune.weights, std::max(2 * block0, block0 + head));
+  const uint64_t pair = std::max(2 * block0, block0 + head);
+  EXPECT_EQ(info.finetune.weights, blocks + head);
+  EXPECT_FALSE(info.finetune_streams);
+  EXPECT_EQ(finetune_weight_bytes(blocks + head, pair), blocks + head);
+  EXPECT_EQ(finetune_weight_bytes(pair + kStreamSavingBytes, pair), pair);
+  EXPECT_EQ(finetune_weight_bytes(pair + kStreamSavingBytes - 1, pair),
+            pair + kStreamSavingBytes - 1);
   // Another query: an f16 cache halves the cache, a rank twice as high doubles the adapter.
   MemoryQuery q;
   q.run_ctx = 100;
