@@ -122,6 +122,9 @@ class CpuBackend final : public Backend {
   std::vector<float> kv_f32_;  // (n_threads, 2, n_keys, head_dim): one head of f16 caches
   double loss_ = 0;            // head() losses since the last take_loss
   std::vector<float> lora_xd_, lora_ax_;  // a branch's input and A x when not saved
+  // head_loss's logits of a chunk, kept between calls: every element is written before it is
+  // read, so neither a zero fill nor fresh pages are needed each step.
+  std::vector<float> head_logits_;
 };
 
 // The LoRA branch on host arrays (linear.cpp; the head's branches use them too):

@@ -124,7 +124,8 @@ void CpuBackend::head_loss(const HeadOp& op) {
   const int64_t d = hf.cols(), V = w.n_out;
   const int64_t chunk = std::max<int64_t>(1, op.chunk);
   if (dhf) check_rows(*dhf, op.row0, op.n, "head");
-  Vec logits, nll;
+  Vec nll;
+  Vec& logits = head_logits_;
   const int threads = pool_.size();
   std::vector<Vec> dpart(static_cast<size_t>(threads));
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
@@ -133,8 +134,8 @@ void CpuBackend::head_loss(const HeadOp& op) {
     for (int64_t t = t0; t < t0 + n; ++t) any |= !mask || mask[t] != 0.0f;
     if (!any) continue;
     const float* h = cpu_data(hf) + (op.row0 + t0) * d;
-    logits.assign(size_t(n * V), 0.0f);
-    pool_.parallel_for(
+    if (logits.size() < size_t(n * V)) logits.resize(size_t(n * V));
+    pool_.parallel_for(  // writes every one of the n x V logits
         V, [&](int64_t r0, int64_t r1, int) { float_matmul(w, h, n, logits.data(), V, r0, r1); },
         64);
     std::vector<Vec> hax(lora.size());
