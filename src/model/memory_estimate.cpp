@@ -56,7 +56,8 @@ MemoryEstimate run_memory(const HParams& hp, uint64_t weights, int64_t n_ctx, in
 }
 
 MemoryEstimate finetune_memory(const HParams& hp, uint64_t weights, int64_t ctx, int64_t rank,
-                               const std::string& targets, bool checkpointing, float dropout) {
+                               const std::string& targets, bool checkpointing, float dropout,
+                               int threads) {
   const uint64_t d = uint64_t(hp.n_embd), dkv = uint64_t(hp.n_embd_kv()), ff = uint64_t(hp.n_ff);
   const uint64_t T = uint64_t(std::max<int64_t>(ctx, 1));
   const uint64_t layers = uint64_t(hp.n_layer);
@@ -83,6 +84,11 @@ MemoryEstimate finetune_memory(const HParams& hp, uint64_t weights, int64_t ctx,
                   + T * grad_cols * kFloatBytes                        // the block's gradients
                   + T * uint64_t(widest_input(hp))                     // int8 activations
                   + uint64_t(kHeadChunk) * uint64_t(hp.n_vocab) * kFloatBytes;  // a chunk's logits
+  // Each thread's own: the transposed product's scratch (backend/cpu/ternary_transposed.cpp:
+  // (64 + 256) x 256 + 256 + 64 x 256 floats, kept) and the head backward's part of dh and
+  // decoded panel of 64 rows (backend/cpu/loss.cpp).
+  const uint64_t per_thread = 98560 * kFloatBytes + (uint64_t(kHeadChunk) + 64) * d * kFloatBytes;
+  m.activations += uint64_t(std::max(threads, 1)) * per_thread;
   return m;
 }
 

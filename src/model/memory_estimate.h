@@ -52,7 +52,9 @@ MemoryEstimate run_memory(const HParams& hp, uint64_t weights, int64_t n_ctx, in
 // A fine-tune of sequences of up to ctx tokens, one sequence a pass (the CPU's default: a
 // batch's sequences run one after another, so the batch size does not change it; a pass of
 // more packed tokens needs what a ctx of that many does) with gradient checkpointing on or off.
+// `threads`: the pool's threads, each of which keeps kernel scratch of its own.
 MemoryEstimate finetune_memory(const HParams& hp, uint64_t weights, int64_t ctx, int64_t rank,
-                               const std::string& targets, bool checkpointing, float dropout = 0);
+                               const std::string& targets, bool checkpointing, float dropout = 0,
+                               int threads = 1);
 
 }  // namespace trit::engine

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "core/shape.h"
@@ -223,7 +224,10 @@ ModelInfo read_model_info(const GgufFile& f, const MemoryQuery& memory) {
     info.run = run_memory(hp, info.tensor_bytes, q.run_ctx, q.run_batch, q.kv);
     const auto [weights, streams] = finetune_weights(f, hp.n_layer);
     info.finetune_streams = streams;
-    info.finetune = finetune_memory(hp, weights, q.train_ctx, q.rank, q.targets, q.checkpointing);
+    const int threads =
+        q.threads > 0 ? q.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    info.finetune =
+        finetune_memory(hp, weights, q.train_ctx, q.rank, q.targets, q.checkpointing, 0, threads);
   }
   return info;
 }

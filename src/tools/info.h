@@ -38,6 +38,7 @@ struct MemoryQuery {
   int64_t train_ctx = 512, rank = 8, batch = 4;  // `trit finetune`'s defaults
   std::string targets = "all";
   bool checkpointing = true;
+  int threads = 0;  // the fine-tune's threads (each keeps scratch); 0: the machine's cores
 };
 
 struct ModelInfo {
