@@ -314,9 +314,11 @@ struct Tuning {
   // TRIT_VK_ATTN_BWD_TILED=0 takes the second for every batch (tests compare the two).
   bool attn_bwd_tiled = true;
   // Decoding's attention merges its chunks' partials in the workgroup that finishes a query's
-  // last chunk (one dispatch instead of two a layer). Same bits. TRIT_VK_ATTN_FUSE_COMBINE=0
-  // keeps attention_combine's dispatch (tests compare the two).
-  bool attn_fuse_combine = true;
+  // last chunk (one dispatch instead of two a layer). Same bits. It hands results between
+  // workgroups through coherent buffers and an atomic counter, so it is on where that was
+  // checked (CPU devices: lavapipe) and off on GPUs until measured and tested there;
+  // TRIT_VK_ATTN_FUSE_COMBINE=1 / =0 forces it either way.
+  bool attn_fuse_combine = false;
   // attention.comp's key and value loads in flight together (TRIT_VK_ATTN_UNROLL=2..64, even).
   uint32_t attn_unroll = 8;
   // rms_norm.comp's specialization for rows of n values (every module of that source, and

@@ -36,6 +36,7 @@ Tuning tuning_for(const DeviceCaps& caps) {
   if (caps.info.type == VulkanDeviceType::Cpu) {
     c.mv_wg = 32;
     c.mv_rows = 16;
+    c.attn_fuse_combine = true;
   } else {
     c.small_tile_groups = 1024;
   }
