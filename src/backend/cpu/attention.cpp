@@ -334,89 +334,85 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
     }
     return u;
   };
-  std::vector<float> stats(size_t(q.rows() * n_head * 3));
-  const std::vector<Unit> qu = units_of(n_head);
-  pool_.parallel_for(int64_t(qu.size()), [&](int64_t u0, int64_t u1, int thread) {
-    float* tile = scratch + per_thread * thread;
-    float* sc = tile + attention_tile_floats(hd);  // (kBlock, longest) the block's scores
-    float* dp = sc + kAttnRows * longest;          // (longest)
-    for (int64_t i = u0; i < u1; ++i) {
-      const Unit& u = qu[size_t(i)];
-      const int64_t r = seqs[u.seq].row0, n = seqs[u.seq].n, kvh = u.head / group;
-      const float* kh = cpu_data(k) + r * kc + kvh * hd;
-      const float* vh = cpu_data(v) + r * kc + kvh * hd;
-      const int64_t blocks = (n + kBlock - 1) / kBlock;
-      for (int64_t b : {u.block, blocks - 1 - u.block}) {
-        // The block's rows: their scores from shared key tiles, then each row's statistics and
-        // dq += dS_tj k_j over the keys in order.
-        const int64_t t0 = b * kBlock, t1 = std::min(n, t0 + kBlock);
-        const float* qs[kBlock];
-        int64_t n_keys[kBlock];
-        for (int64_t t = t0; t < t1; ++t) {
-          qs[t - t0] = cpu_data(q) + ((r + t) * n_head + u.head) * hd;
-          n_keys[t - t0] = t + 1;
+  // Each unit's block and its mirror (the middle block of an odd count once) on the threads,
+  // with the thread's scratch: a key tile, a block's scores (kBlock, longest) and one row's
+  // dot products (longest).
+  auto each_block = [&](const std::vector<Unit>& units, auto&& fn) {
+    pool_.parallel_for(int64_t(units.size()), [&](int64_t u0, int64_t u1, int thread) {
+      float* tile = scratch + per_thread * thread;
+      float* sc = tile + attention_tile_floats(hd);
+      float* dp = sc + kAttnRows * longest;
+      for (int64_t i = u0; i < u1; ++i) {
+        const Unit& u = units[size_t(i)];
+        const int64_t blocks = (seqs[u.seq].n + kBlock - 1) / kBlock;
+        for (int64_t b : {u.block, blocks - 1 - u.block}) {
+          fn(u, b, tile, sc, dp);
+          if (b == blocks - 1 - u.block) break;
         }
-        attention_rows_scores(qs, n_keys, t1 - t0, kh, kc, hd, scale, sc, longest, tile);
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t row = (r + t) * n_head + u.head;
-          float* p = sc + (t - t0) * longest;
-          float* st = stats.data() + row * 3;
-          const float big_d = softmax_from_scores(p, t + 1, cpu_data(dout) + row * hd, vh, kc, hd,
-                                                  dp, &st[0], &st[1]);
-          float* dqh = cpu_data(dq) + row * hd;
-          for (int64_t j = 0; j <= t; ++j) {
-            const float ds = p[j] * (dp[j] - big_d) * scale;
-            axpy_f32(dqh, ds, kh + j * kc, hd);
-          }
-          st[2] = big_d;
-        }
-        if (b == blocks - 1 - u.block) break;  // the middle block of an odd count, once
       }
+    });
+  };
+  std::vector<float> stats(size_t(q.rows() * n_head * 3));
+  each_block(units_of(n_head), [&](const Unit& u, int64_t b, float* tile, float* sc, float* dp) {
+    // The block's rows: their scores from shared key tiles, then each row's statistics and
+    // dq += dS_tj k_j over the keys in order.
+    const int64_t r = seqs[u.seq].row0, n = seqs[u.seq].n, kvh = u.head / group;
+    const float* kh = cpu_data(k) + r * kc + kvh * hd;
+    const float* vh = cpu_data(v) + r * kc + kvh * hd;
+    const int64_t t0 = b * kBlock, t1 = std::min(n, t0 + kBlock);
+    const float* qs[kBlock];
+    int64_t n_keys[kBlock];
+    for (int64_t t = t0; t < t1; ++t) {
+      qs[t - t0] = cpu_data(q) + ((r + t) * n_head + u.head) * hd;
+      n_keys[t - t0] = t + 1;
+    }
+    attention_rows_scores(qs, n_keys, t1 - t0, kh, kc, hd, scale, sc, longest, tile);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t row = (r + t) * n_head + u.head;
+      float* p = sc + (t - t0) * longest;
+      float* st = stats.data() + row * 3;
+      const float big_d =
+          softmax_from_scores(p, t + 1, cpu_data(dout) + row * hd, vh, kc, hd, dp, &st[0], &st[1]);
+      float* dqh = cpu_data(dq) + row * hd;
+      for (int64_t j = 0; j <= t; ++j) {
+        const float ds = p[j] * (dp[j] - big_d) * scale;
+        axpy_f32(dqh, ds, kh + j * kc, hd);
+      }
+      st[2] = big_d;
     }
   });
-  const std::vector<Unit> ku = units_of(H);
-  pool_.parallel_for(int64_t(ku.size()), [&](int64_t u0, int64_t u1, int thread) {
-    float* tile = scratch + per_thread * thread;
-    float* sc = tile + attention_tile_floats(hd);  // (kBlock, longest) the block's scores
-    float* dp = sc + kAttnRows * longest;          // (longest)
-    for (int64_t i = u0; i < u1; ++i) {
-      const Unit& u = ku[size_t(i)];
-      const int64_t r = seqs[u.seq].row0, n = seqs[u.seq].n, off = u.head * hd;
-      const int64_t blocks = (n + kBlock - 1) / kBlock;
-      for (int64_t b : {u.block, blocks - 1 - u.block}) {
-        // Key rows [j0, j1) of KV head u.head: dv_j and dk_j get their terms from the group's
-        // query heads in order and, for each, the queries t >= j in order (the reference's
-        // order), P and dS recomputed from the query side's statistics. The scores s_tj of a
-        // head come from tiles of its transposed queries, which the block's keys share.
-        const int64_t j0 = b * kBlock, j1 = std::min(n, j0 + kBlock);
-        const float* ks[kBlock];
-        int64_t n_queries[kBlock];
-        for (int64_t j = j0; j < j1; ++j) {
-          ks[j - j0] = cpu_data(k) + (r + j) * kc + off;
-          n_queries[j - j0] = n - j0;
+  each_block(units_of(H), [&](const Unit& u, int64_t b, float* tile, float* sc, float* dp) {
+    // Key rows [j0, j1) of KV head u.head: dv_j and dk_j get their terms from the group's query
+    // heads in order and, for each, the queries t >= j in order (the reference's order), P and
+    // dS recomputed from the query side's statistics. The scores s_tj of a head come from tiles
+    // of its transposed queries, which the block's keys share.
+    const int64_t r = seqs[u.seq].row0, n = seqs[u.seq].n, off = u.head * hd;
+    const int64_t j0 = b * kBlock, j1 = std::min(n, j0 + kBlock);
+    const float* ks[kBlock];
+    int64_t n_queries[kBlock];
+    for (int64_t j = j0; j < j1; ++j) {
+      ks[j - j0] = cpu_data(k) + (r + j) * kc + off;
+      n_queries[j - j0] = n - j0;
+    }
+    for (int64_t h = u.head * group; h < (u.head + 1) * group; ++h) {
+      const float* qh0 = cpu_data(q) + ((r + j0) * n_head + h) * hd;  // query j0 of head h
+      attention_rows_scores(ks, n_queries, j1 - j0, qh0, qc, hd, scale, sc, longest, tile);
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t kr = (r + j) * kc + off;
+        float* dkj = cpu_data(dk) + kr;
+        float* dvj = cpu_data(dv) + kr;
+        const float* d0 = cpu_data(dout) + ((r + j) * n_head + h) * hd;  // query j's dout
+        attention_value_dots(dp, cpu_data(v) + kr, d0, qc, n - j, hd);   // dout_t . v_j
+        const float* sj = sc + (j - j0) * longest + (j - j0);            // s_tj from t = j
+        for (int64_t t = j; t < n; ++t) {
+          const int64_t row = (r + t) * n_head + h;
+          const float* st = stats.data() + row * 3;
+          float pj = std::exp(sj[t - j] - st[0]);
+          pj *= st[1];
+          axpy_f32(dvj, pj, cpu_data(dout) + row * hd, hd);
+          const float ds = pj * (dp[t - j] - st[2]) * scale;
+          axpy_f32(dkj, ds, cpu_data(q) + row * hd, hd);
         }
-        for (int64_t h = u.head * group; h < (u.head + 1) * group; ++h) {
-          const float* qh0 = cpu_data(q) + ((r + j0) * n_head + h) * hd;  // query j0 of head h
-          attention_rows_scores(ks, n_queries, j1 - j0, qh0, qc, hd, scale, sc, longest, tile);
-          for (int64_t j = j0; j < j1; ++j) {
-            const int64_t kr = (r + j) * kc + off;
-            float* dkj = cpu_data(dk) + kr;
-            float* dvj = cpu_data(dv) + kr;
-            const float* d0 = cpu_data(dout) + ((r + j) * n_head + h) * hd;  // query j's dout
-            attention_value_dots(dp, cpu_data(v) + kr, d0, qc, n - j, hd);   // dout_t . v_j
-            const float* sj = sc + (j - j0) * longest + (j - j0);            // s_tj from t = j
-            for (int64_t t = j; t < n; ++t) {
-              const int64_t row = (r + t) * n_head + h;
-              const float* st = stats.data() + row * 3;
-              float pj = std::exp(sj[t - j] - st[0]);
-              pj *= st[1];
-              axpy_f32(dvj, pj, cpu_data(dout) + row * hd, hd);
-              const float ds = pj * (dp[t - j] - st[2]) * scale;
-              axpy_f32(dkj, ds, cpu_data(q) + row * hd, hd);
-            }
-          }
-        }
-        if (b == blocks - 1 - u.block) break;  // the middle block of an odd count, once
       }
     }
   });
