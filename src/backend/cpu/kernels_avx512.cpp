@@ -430,6 +430,18 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
     }
   }
   int64_t r = r0;
+  // One or two tokens: eight rows a tile, whose codes and sums still fit the registers, so the
+  // per-tile work (reductions, stores, the loop's start) is spread over twice the weights
+  // (bench/kernels_bench, 2560 x 6912, one token: 12-20% faster than four rows).
+  if (nt <= 2) {
+    for (; r + 8 <= r1; r += 8) {
+      if (nt == 1) {
+        ternary_tile<kLayout, kPerBlock, 8, 1>(w, x, r, 0, y, y_stride);
+      } else {
+        ternary_tile<kLayout, kPerBlock, 8, 2>(w, x, r, 0, y, y_stride);
+      }
+    }
+  }
   for (; r + kRows <= r1; r += kRows) {
     for (int64_t t = 0; t < nt; t += kTokens) {
       const int T = int(nt - t < kTokens ? nt - t : kTokens);
