@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds trit once, with AddressSanitizer and UndefinedBehaviorSanitizer, and runs every test
-# through CTest on that build, then each fuzz target for 20 s (tools/fuzz.sh, a clang build).
+# through CTest on that build, then each fuzz target for 10 s (tools/fuzz.sh, a clang build).
 # The optimised build is exercised by tools/examples.sh (CI) and by the README's first command;
 # the numerics tests compare against references computed independently, so they hold at any
 # optimisation level (-ffp-contract=off everywhere).
@@ -24,6 +24,6 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs"
 # Every parser of outside data under libFuzzer for a short while, from its seed corpus
 # (docs/RELIABILITY.md has the long runs).
-say "fuzzing (each target 20 s)"
-bash tools/fuzz.sh 20
+say "fuzzing (each target 10 s)"
+bash tools/fuzz.sh 10
 say "done"
