@@ -432,8 +432,9 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
   int64_t r = r0;
   // One or two tokens: eight rows a tile, whose codes and sums still fit the registers, so the
   // per-tile work (reductions, stores, the loop's start) is spread over twice the weights
-  // (bench/kernels_bench, 2560 x 6912, one token: 12-20% faster than four rows).
-  if (nt <= 2) {
+  // (bench/kernels_bench, 2560 x 6912, one token: 12-20% faster than four rows). Not TQ1_0,
+  // whose digit extraction needs registers of its own (its decoding 4-6% slower with eight).
+  if (kLayout != kTq1 && nt <= 2) {
     for (; r + 8 <= r1; r += 8) {
       if (nt == 1) {
         ternary_tile<kLayout, kPerBlock, 8, 1>(w, x, r, 0, y, y_stride);
