@@ -85,10 +85,10 @@ MemoryEstimate finetune_memory(const HParams& hp, uint64_t weights, int64_t ctx,
                   + T * uint64_t(widest_input(hp))                     // int8 activations
                   + uint64_t(kHeadChunk) * uint64_t(hp.n_vocab) * kFloatBytes;  // a chunk's logits
   // Each thread's own: the transposed product's scratch (backend/cpu/ternary_transposed.cpp:
-  // (64 + 256) x 256 + 256 + 64 x 256 floats, kept) and the head backward's part of dh and
-  // decoded panel of 64 rows (backend/cpu/loss.cpp).
-  const uint64_t per_thread = 98560 * kFloatBytes + (uint64_t(kHeadChunk) + 64) * d * kFloatBytes;
-  m.activations += uint64_t(std::max(threads, 1)) * per_thread;
+  // (64 + 256) x 256 + 256 + 64 x 256 floats, kept); and over all threads, the head backward's
+  // parts of dh and decoded panels of 64 rows, each thread's on its columns (backend/cpu/loss.cpp).
+  m.activations += uint64_t(std::max(threads, 1)) * 98560 * kFloatBytes +
+                   (uint64_t(kHeadChunk) + 64) * d * kFloatBytes;
   return m;
 }
 

@@ -443,12 +443,24 @@ void float_matrix_row(const FloatMatrix& w, int64_t r, float* out) {
 }
 
 void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out, CpuLevel level) {
+  float_matrix_cols(w, r0, r1, 0, w.n_in, out, level);
+}
+
+void float_matrix_cols(const FloatMatrix& w, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                       float* out, CpuLevel level) {
   check_rows("float_matrix_rows", r0, r1, w.n_out);
-  const int64_t block = dtype_traits(w.type).block_elems;
+  const DTypeTraits& tr = dtype_traits(w.type);
+  const int64_t block = tr.block_elems;
   if (w.n_in <= 0 || w.n_in % block != 0) {
     fail("float_matrix_rows: ", dtype_name(w.type), " rows of ", w.n_in, " values");
   }
-  const cpu::FloatView v{w.type, w.data, w.n_in, row_bytes(w.type, w.n_in)};
+  if (c0 < 0 || c0 >= c1 || c1 > w.n_in || c0 % block != 0 || (c1 - c0) % block != 0) {
+    fail("float_matrix_cols: columns [", c0, ", ", c1, ") of ", dtype_name(w.type), " rows of ",
+         w.n_in, " values (whole blocks of ", block, ")");
+  }
+  // The columns as rows of their own: their first block, their width, the whole row's stride.
+  const cpu::FloatView v{w.type, w.data + c0 / block * tr.block_bytes, c1 - c0,
+                         row_bytes(w.type, w.n_in)};
   switch (usable(level)) {
 #ifdef TRIT_CPU_X86
     case CpuLevel::Avx512Vnni:
@@ -461,7 +473,7 @@ void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out,
 #endif
     default:
       for (int64_t r = r0; r < r1; ++r) {
-        dequantize_row_scalar(w.type, w.data + r * v.row_bytes, w.n_in, out + (r - r0) * w.n_in);
+        dequantize_row_scalar(w.type, v.data + r * v.row_bytes, v.n_in, out + (r - r0) * v.n_in);
       }
   }
 }

@@ -63,6 +63,10 @@ void float_matrix_row(const FloatMatrix& w, int64_t r, float* out);
 // same values as float_matrix_row.
 void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out,
                        CpuLevel level = active_cpu_level());
+// Columns [c0, c1) of rows [r0, r1) into out ((r1 - r0) x (c1 - c0)): the same values as
+// float_matrix_rows. c0 and c1 lie on the type's block boundaries (c1 = n_in allowed).
+void float_matrix_cols(const FloatMatrix& w, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                       float* out, CpuLevel level = active_cpu_level());
 
 // IEEE half <-> f32 over n values (round to nearest even; core/half.h's values, vectorised
 // where the processor allows): the KV caches of TensorUse::KvCacheF16.

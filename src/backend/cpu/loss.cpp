@@ -164,28 +164,32 @@ void CpuBackend::head_loss(const HeadOp& op) {
       cross_entropy_backward(logits.data() + a * V, logits.data() + a * V, targets + t0 + a,
                              m ? m + a : nullptr, nullptr, b - a, V, norm);
     });
-    // dh = dlogits W: each thread takes rows of W, decodes them a panel at a time and adds
-    // dlogits[:, panel] x panel to its own buffer (the register-tiled f32 product).
-    pool_.parallel_for(V, [&](int64_t r0, int64_t r1, int thread) {
-      Vec& part = dpart[size_t(thread)];
-      part.assign(size_t(n * d), 0.0f);
-      constexpr int64_t kPanelRows = 64;
-      Vec panel(static_cast<size_t>(std::min(kPanelRows, r1 - r0) * d));
-      for (int64_t p0 = r0; p0 < r1; p0 += kPanelRows) {
-        const int64_t p1 = std::min(r1, p0 + kPanelRows);
-        float_matrix_rows(w, p0, p1, panel.data());
-        gemm_f32_acc(0, n, d, p1 - p0, logits.data() + p0, V, 1, panel.data(), d, part.data(), d);
-      }
-    });
-    // dh += the threads' parts in thread order, each element on its own (over the threads).
+    // dh += dlogits W: each thread owns a range of dh's columns (whole blocks of the head's
+    // type, 16 columns at least) and sums over the whole vocabulary, a panel of W's rows at a
+    // time, into a buffer of its own that it then adds to dh: every element is the same sum
+    // in the same order at any thread count (the bits of one thread).
+    const int64_t col_align = std::max<int64_t>(16, dtype_traits(w.type).block_elems);
     float* dh = cpu_data(*dhf) + (op.row0 + t0) * d;
-    pool_.parallel_for(n * d, [&](int64_t i0, int64_t i1, int) {
-      for (int th = 0; th < threads; ++th) {
-        const Vec& part = dpart[size_t(th)];
-        if (part.empty()) continue;
-        for (int64_t i = i0; i < i1; ++i) dh[i] += part[size_t(i)];
-      }
-    });
+    pool_.parallel_for(
+        d,
+        [&](int64_t c0, int64_t c1, int thread) {
+          const int64_t width = c1 - c0;
+          Vec& part = dpart[size_t(thread)];
+          part.assign(size_t(n * width), 0.0f);
+          constexpr int64_t kPanelRows = 64;
+          const int64_t panel_rows = std::min(kPanelRows, V);
+          Vec panel(static_cast<size_t>(panel_rows * width));
+          for (int64_t p0 = 0; p0 < V; p0 += panel_rows) {
+            const int64_t p1 = std::min(V, p0 + panel_rows);
+            float_matrix_cols(w, p0, p1, c0, c1, panel.data());
+            gemm_f32_acc(0, n, width, p1 - p0, logits.data() + p0, V, 1, panel.data(), width,
+                         part.data(), width);
+          }
+          for (int64_t t = 0; t < n; ++t) {
+            for (int64_t c = 0; c < width; ++c) dh[t * d + c0 + c] += part[size_t(t * width + c)];
+          }
+        },
+        col_align);
     for (Vec& part : dpart) part.clear();
     for (size_t j = 0; j < lora.size(); ++j) {
       const LoraBranch& br = lora[j];

@@ -641,6 +641,42 @@ TEST_P(CpuKernelsAnyLevel, MatrixRowsEqualTheFormula) {
   EXPECT_THROW(float_matrix_rows(m, 1, 3, y.data(), level), Error);
 }
 
+// Columns of several rows (each thread's part of the head's backward product): the bytes of
+// the formula's columns, for every whole-block range; ranges off the blocks are refused.
+TEST_P(CpuKernelsAnyLevel, MatrixColumnsEqualTheFormula) {
+  const CpuLevel level = GetParam();
+  std::mt19937 rng(17);
+  for (const FloatShape& s : kFloatShapes) {
+    const int64_t n_out = 4, block = dtype_traits(s.type).block_elems;
+    const std::vector<uint8_t> data = random_float_matrix(s.type, s.n_in, n_out, rng);
+    const FloatMatrix m{s.type, data.data(), s.n_in, n_out};
+    const std::vector<int64_t> cuts = {0, block, s.n_in / block / 2 * block, s.n_in - block,
+                                       s.n_in};
+    for (int64_t c0 : cuts) {
+      for (int64_t c1 : cuts) {
+        if (c0 >= c1) continue;
+        const int64_t width = c1 - c0;
+        std::vector<float> got(static_cast<size_t>(3 * width + 1), -7.0f);
+        float_matrix_cols(m, 1, 4, c0, c1, got.data(), level);
+        for (int64_t r = 1; r < 4; ++r) {
+          const std::vector<float> full = ref_row(s.type, data, s.n_in, r);
+          const std::vector<float> want(full.begin() + c0, full.begin() + c1);
+          const std::vector<float> row(got.begin() + (r - 1) * width, got.begin() + r * width);
+          EXPECT_TRUE(same_bytes(row, want)) << name(level) << " " << dtype_name(s.type)
+                                             << " columns " << c0 << ".." << c1 << " row " << r;
+        }
+        EXPECT_EQ(got.back(), -7.0f) << "wrote past the columns";
+      }
+    }
+    std::vector<float> y(static_cast<size_t>(s.n_in));
+    EXPECT_THROW(float_matrix_cols(m, 0, 1, 0, s.n_in + block, y.data(), level), Error);
+    EXPECT_THROW(float_matrix_cols(m, 0, 1, block, block, y.data(), level), Error);
+    if (block > 1) {
+      EXPECT_THROW(float_matrix_cols(m, 0, 1, 1, s.n_in, y.data(), level), Error);
+    }
+  }
+}
+
 // Each level against a double-precision dot product of the decoded rows, and SIMD levels
 // against scalar, within 1e-5 of the sum of |terms|.
 TEST_P(CpuKernelsAnyLevel, FloatMatmulMatchesDequantizedDot) {
