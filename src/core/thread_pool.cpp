@@ -139,16 +139,18 @@ struct ThreadPool::State {
   const std::function<void(int64_t, int64_t, int)>* fn = nullptr;
   int64_t n = 0;
   int64_t align = 1;
+  int64_t chunk = 0;  // > 0: chunks taken from `next` (parallel_for_dynamic)
   bool stop = false;
 
   std::atomic<uint32_t> generation{0};  // bumped once per job (and to stop)
   std::atomic<int> worker_sleepers{0};
   std::atomic<int> pending{0};  // workers still running the current job
   std::atomic<int> caller_sleeping{0};
-  std::atomic<bool> busy{false};           // a parallel_for is in progress
-  std::vector<std::exception_ptr> errors;  // one slot per thread
-  std::unique_ptr<PoolProfile> profile;    // TRIT_POOL_PROFILE=1
-  std::vector<uint64_t> busy_ns;           // with a profile: each thread's time in the job
+  alignas(64) std::atomic<int64_t> next{0};   // the next chunk's start (parallel_for_dynamic)
+  alignas(64) std::atomic<bool> busy{false};  // a parallel_for is in progress
+  std::vector<std::exception_ptr> errors;     // one slot per thread
+  std::unique_ptr<PoolProfile> profile;       // TRIT_POOL_PROFILE=1
+  std::vector<uint64_t> busy_ns;              // with a profile: each thread's time in the job
 
   // Range of thread `t`: units of `align` split as evenly as possible, earlier threads
   // taking the extra units.
@@ -162,14 +164,23 @@ struct ThreadPool::State {
   }
 
   void run(int t) {
-    int64_t begin, end;
-    range(t, begin, end);
-    if (begin >= end) return;
+    int64_t begin = 0, end = 0;
+    if (chunk == 0) {
+      range(t, begin, end);
+      if (begin >= end) return;
+    }
     const uint64_t t0 = profile ? pool_clock_ns() : 0;
     try {
-      (*fn)(begin, end, t);
+      if (chunk == 0) {
+        (*fn)(begin, end, t);
+      } else {
+        while ((begin = next.fetch_add(chunk, std::memory_order_relaxed)) < n) {
+          (*fn)(begin, std::min(begin + chunk, n), t);
+        }
+      }
     } catch (...) {
       errors[size_t(t)] = std::current_exception();
+      if (chunk != 0) next.store(n, std::memory_order_relaxed);  // the chunks left are not run
     }
     if (profile) busy_ns[size_t(t)] = pool_clock_ns() - t0;
   }
@@ -225,8 +236,22 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
                               int64_t align, const char* file, unsigned line) {
+  run_job(n, fn, align < 1 ? 1 : align, 0, file, line);
+}
+
+void ThreadPool::parallel_for_dynamic(int64_t n,
+                                      const std::function<void(int64_t, int64_t, int)>& fn,
+                                      int64_t chunk, const char* file, unsigned line) {
+  static const bool off = [] {
+    const char* e = std::getenv("TRIT_POOL_DYNAMIC");
+    return e && e[0] == '0';
+  }();
+  run_job(n, fn, 1, off ? 0 : std::max<int64_t>(chunk, 1), file, line);
+}
+
+void ThreadPool::run_job(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
+                         int64_t align, int64_t chunk, const char* file, unsigned line) {
   if (n <= 0) return;
-  if (align < 1) align = 1;
   State& s = *state_;
   const CallerFlush flush;
   const uint64_t t0 = s.profile ? pool_clock_ns() : 0;
@@ -246,6 +271,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   s.fn = &fn;
   s.n = n;
   s.align = align;
+  s.chunk = chunk;
+  s.next.store(0, std::memory_order_relaxed);  // published by start()'s release
   s.pending.store(n_threads_ - 1, std::memory_order_relaxed);
   s.start();
   s.run(0);

@@ -109,6 +109,60 @@ TEST(ThreadPool, ZeroAndNegativeLengthDoNothing) {
   EXPECT_EQ(calls, 0);
 }
 
+// The chunked mode: every index once, in chunks of the size asked (the last shorter), every
+// thread index valid; a thread held up leaves the rest to the others; exceptions stop the job.
+TEST(ThreadPool, DynamicChunksCoverEveryIndexOnce) {
+  for (int threads : {1, 2, 3, 8}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 5, 16, 100, 129, 6912}) {
+      for (int64_t chunk : {1, 7, 16, 64, 1000}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int> bad{0};
+        pool.parallel_for_dynamic(
+            n,
+            [&](int64_t b, int64_t e, int t) {
+              if (t < 0 || t >= threads || b % chunk != 0 || (e - b != chunk && e != n)) bad = 1;
+              for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
+            },
+            chunk);
+        EXPECT_EQ(bad.load(), 0) << "threads " << threads << " n " << n << " chunk " << chunk;
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(hits[size_t(i)].load(), 1)
+              << "threads " << threads << " n " << n << " chunk " << chunk << " index " << i;
+        }
+      }
+    }
+  }
+  ThreadPool pool(2);
+  std::atomic<int64_t> by_other{0};
+  std::atomic<bool> first{true};
+  pool.parallel_for_dynamic(
+      1600,
+      [&](int64_t b, int64_t e, int t) {
+        if (t == 0 && first.exchange(false)) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+        if (t == 1) by_other += e - b;
+      },
+      100);
+  EXPECT_GE(by_other.load(), 1600 - 2 * 100) << "the held-up thread kept its share";
+  EXPECT_THROW(pool.parallel_for_dynamic(
+                   1000,
+                   [&](int64_t b, int64_t, int) {
+                     if (b >= 500) throw std::runtime_error("boom");
+                   },
+                   10),
+               std::runtime_error);
+  std::atomic<int64_t> sum{0};
+  pool.parallel_for_dynamic(
+      1000,
+      [&](int64_t b, int64_t e, int) {
+        for (int64_t i = b; i < e; ++i) sum += i;
+      },
+      10);
+  EXPECT_EQ(sum.load(), 999 * 1000 / 2);
+}
+
 TEST(ThreadPool, PropagatesExceptions) {
   for (int threads : {1, 2, 4}) {
     ThreadPool pool(threads);

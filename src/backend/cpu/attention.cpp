@@ -338,19 +338,22 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
   // with the thread's scratch: a key tile, a block's scores (kBlock, longest) and one row's
   // dot products (longest).
   auto each_block = [&](const std::vector<Unit>& units, auto&& fn) {
-    pool_.parallel_for(int64_t(units.size()), [&](int64_t u0, int64_t u1, int thread) {
-      float* tile = scratch + per_thread * thread;
-      float* sc = tile + attention_tile_floats(hd);
-      float* dp = sc + kAttnRows * longest;
-      for (int64_t i = u0; i < u1; ++i) {
-        const Unit& u = units[size_t(i)];
-        const int64_t blocks = (seqs[u.seq].n + kBlock - 1) / kBlock;
-        for (int64_t b : {u.block, blocks - 1 - u.block}) {
-          fn(u, b, tile, sc, dp);
-          if (b == blocks - 1 - u.block) break;
-        }
-      }
-    });
+    pool_.parallel_for_dynamic(
+        int64_t(units.size()),
+        [&](int64_t u0, int64_t u1, int thread) {
+          float* tile = scratch + per_thread * thread;
+          float* sc = tile + attention_tile_floats(hd);
+          float* dp = sc + kAttnRows * longest;
+          for (int64_t i = u0; i < u1; ++i) {
+            const Unit& u = units[size_t(i)];
+            const int64_t blocks = (seqs[u.seq].n + kBlock - 1) / kBlock;
+            for (int64_t b : {u.block, blocks - 1 - u.block}) {
+              fn(u, b, tile, sc, dp);
+              if (b == blocks - 1 - u.block) break;
+            }
+          }
+        },
+        1);
   };
   std::vector<float> stats(size_t(q.rows() * n_head * 3));
   each_block(units_of(n_head), [&](const Unit& u, int64_t b, float* tile, float* sc, float* dp) {

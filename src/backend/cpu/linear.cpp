@@ -241,34 +241,41 @@ void CpuBackend::linear(std::span<const LinearOp> ops, const DeviceTensor& xt, i
     pool_.parallel_for(T,
                        [&](int64_t t0, int64_t t1, int) { quantize_acts_rows(xw, t0, t1, xq_); });
   }
-  pool_.parallel_for(
-      total,
-      [&](int64_t begin, int64_t end, int) {
-        int64_t base = 0;
-        for (const LinearOp& j : ops) {
-          const int64_t rows = j.w->m.n_out;
-          const int64_t r0 = std::max(begin - base, int64_t(0));
-          const int64_t r1 = std::min(end - base, rows);
-          if (r0 < r1) {
-            float* y = cpu_data(*j.y);
-            if (j.w->is_float()) {  // a merged layer: float weights, un-quantised input
-              float_matmul(j.w->f, x, T, y, rows, r0, r1);
-            } else if (act_quant) {
-              ternary_matmul(j.w->m.storage(), xq_, y, rows, r0, r1);
-            } else {
-              ternary_matmul_float(j.w->m.storage(), xw, T, y, r0, r1);
-            }
-            // The layer's scale tensor (llama.cpp's BitNet files), on the rows just computed.
-            if (j.w->out_scale != 1.0f) {
-              for (int64_t t = 0; t < T; ++t) {
-                for (int64_t r = r0; r < r1; ++r) y[t * rows + r] *= j.w->out_scale;
-              }
-            }
-          }
-          base += rows;
+  const auto rows_of = [&](int64_t begin, int64_t end, int) {
+    int64_t base = 0;
+    for (const LinearOp& j : ops) {
+      const int64_t rows = j.w->m.n_out;
+      const int64_t r0 = std::max(begin - base, int64_t(0));
+      const int64_t r1 = std::min(end - base, rows);
+      if (r0 < r1) {
+        float* y = cpu_data(*j.y);
+        if (j.w->is_float()) {  // a merged layer: float weights, un-quantised input
+          float_matmul(j.w->f, x, T, y, rows, r0, r1);
+        } else if (act_quant) {
+          ternary_matmul(j.w->m.storage(), xq_, y, rows, r0, r1);
+        } else {
+          ternary_matmul_float(j.w->m.storage(), xw, T, y, r0, r1);
         }
-      },
-      16);
+        // The layer's scale tensor (llama.cpp's BitNet files), on the rows just computed.
+        if (j.w->out_scale != 1.0f) {
+          for (int64_t t = 0; t < T; ++t) {
+            for (int64_t r = r0; r < r1; ++r) y[t * rows + r] *= j.w->out_scale;
+          }
+        }
+      }
+      base += rows;
+    }
+  };
+  // Rows are computed on their own. Many tokens (prompts, training): rows in chunks of about
+  // a quarter of a thread's share, taken as threads come free. A few tokens (decoding) stream
+  // each weight once: one range a thread, whose prefetches run ahead without a break.
+  const int64_t threads = pool_.size();
+  if (T > 4 && threads > 2) {
+    pool_.parallel_for_dynamic(total, rows_of,
+                               std::max<int64_t>(16, (total / (4 * threads) + 15) / 16 * 16));
+  } else {
+    pool_.parallel_for(total, rows_of, 16);
+  }
   for (const LinearOp& j : ops) {
     // The LoRA branches see the un-quantised input; `.scale` does not multiply them.
     if (!j.saved.empty() && j.saved.size() != j.lora.size()) {
@@ -362,14 +369,18 @@ void CpuBackend::linear_backward(DeviceTensor& dx, const DeviceTensor& dy, const
   }
   const int64_t block = (T + parts - 1) / parts;
   parts = (T + block - 1) / block;
-  pool_.parallel_for(panels * parts, [&](int64_t i0, int64_t i1, int) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t c0 = i / parts * 256, c1 = std::min(w.m.n_in, c0 + 256);
-      const int64_t t0 = i % parts * block, t1 = std::min(T, t0 + block);
-      ternary_matmul_transposed(m, dyp + t0 * w.m.n_out, w.m.n_out, t1 - t0, w.out_scale,
-                                dxp + t0 * m.n_in, c0, c1);
-    }
-  });
+  // Tasks taken one at a time as threads come free: each task's sums are its own.
+  pool_.parallel_for_dynamic(
+      panels * parts,
+      [&](int64_t i0, int64_t i1, int) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t c0 = i / parts * 256, c1 = std::min(w.m.n_in, c0 + 256);
+          const int64_t t0 = i % parts * block, t1 = std::min(T, t0 + block);
+          ternary_matmul_transposed(m, dyp + t0 * w.m.n_out, w.m.n_out, t1 - t0, w.out_scale,
+                                    dxp + t0 * m.n_in, c0, c1);
+        }
+      },
+      1);
   if (w.m.padded()) {
     float* out = cpu_data(dx);
     for (int64_t t = 0; t < T; ++t) {
