@@ -246,7 +246,9 @@ void ThreadPool::parallel_for_dynamic(int64_t n,
     const char* e = std::getenv("TRIT_POOL_DYNAMIC");
     return e && e[0] == '0';
   }();
-  run_job(n, fn, 1, off ? 0 : std::max<int64_t>(chunk, 1), file, line);
+  chunk = std::max<int64_t>(chunk, 1);
+  if (off) return run_job(n, fn, std::min<int64_t>(chunk, 16), 0, file, line);
+  run_job(n, fn, 1, chunk, file, line);
 }
 
 void ThreadPool::run_job(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,

@@ -36,7 +36,8 @@ class ThreadPool {
   // shorter) from a shared counter as they come free, calling fn once a chunk: threads that
   // the machine runs slower take fewer. Which thread runs which chunk varies from call to call,
   // so fn's results must not depend on the split (units computed on their own).
-  // TRIT_POOL_DYNAMIC=0 gives parallel_for's split instead (a tuning aid).
+  // TRIT_POOL_DYNAMIC=0 gives parallel_for's split instead, aligned to the chunk up to 16 (a
+  // tuning aid).
   void parallel_for_dynamic(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
                             int64_t chunk, const char* file = __builtin_FILE(),
                             unsigned line = __builtin_LINE());
