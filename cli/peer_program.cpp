@@ -59,6 +59,9 @@ void add_delegate_options(CLI::App* cmd, DelegateOptions& o) {
   cmd->add_option("--relay", o.relay,
                   "With --delegate: KEY[,...] of blind relays (`trit peer relay`) to go through "
                   "when no direct path to the provider opens");
+  cmd->add_flag("--no-direct", o.no_direct,
+                "With --delegate and --relay: through the relay only (no direct connection to "
+                "the provider, no hole punching)");
 }
 
 PeerTunnel::PeerTunnel(const DelegateOptions& o) {
@@ -66,6 +69,7 @@ PeerTunnel::PeerTunnel(const DelegateOptions& o) {
   if (!o.key_file.empty()) args.insert(args.end(), {"--key-file", o.key_file});
   if (!o.bootstrap.empty()) args.insert(args.end(), {"--bootstrap", o.bootstrap});
   if (!o.relay.empty()) args.insert(args.end(), {"--relay", o.relay});
+  if (o.no_direct) args.push_back("--no-direct");
   std::vector<std::string> argv = peer_argv(args);
   int fds[2];
   if (::pipe(fds) != 0) fail("--delegate: cannot make a pipe");

@@ -20,10 +20,11 @@ std::vector<std::string> peer_argv(const std::vector<std::string>& args);
 
 // --delegate KEY and its company, shared by the commands that can delegate.
 struct DelegateOptions {
-  std::string key;        // the provider's public key; empty: run here
-  std::string key_file;   // this device's identity (default: the peer program's)
-  std::string bootstrap;  // HOST:PORT[,...] of a private DHT
-  std::string relay;      // KEY[,...] of blind relays for when no direct path opens
+  std::string key;         // the provider's public key; empty: run here
+  std::string key_file;    // this device's identity (default: the peer program's)
+  std::string bootstrap;   // HOST:PORT[,...] of a private DHT
+  std::string relay;       // KEY[,...] of blind relays for when no direct path opens
+  bool no_direct = false;  // the relays only: no direct connection, no hole punching
   bool fallback_local = false;
 };
 void add_delegate_options(CLI::App* cmd, DelegateOptions& o);

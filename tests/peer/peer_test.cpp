@@ -405,9 +405,10 @@ TEST(Peer, ProvideStartsItsOwnServerAndConsumersSeeItsDevices) {
   EXPECT_NE(provider.err().find("trit serve: stopped"), std::string::npos) << provider.err();
 }
 
-// Peers that cannot reach each other meet through a blind relay: a provider with --no-direct
-// neither punches holes nor shares its addresses, so every stream goes through the relay (its
-// log names both halves of each pairing); a delegated generate still equals this device's own.
+// Peers that cannot reach each other meet through a blind relay: with --no-direct on both
+// sides (the provider neither punches holes nor shares its addresses, the consumer tries no
+// direct connection) every stream goes through the relay (its log names both halves of each
+// pairing); a delegated generate still equals this device's own.
 TEST(Peer, ABlindRelayCarriesTheStreamsWhenNoDirectPathIsAllowed) {
   TempDir dir;
   TwoPeers peers(dir);
@@ -431,7 +432,7 @@ TEST(Peer, ABlindRelayCarriesTheStreamsWhenNoDirectPathIsAllowed) {
   ASSERT_EQ(here.rc, 0) << here.err;
   const RunResult there = greedy_generate(
       dir, {"--delegate", peers.provider_key, "--key-file", dir.file("consumer.key"), "--bootstrap",
-            peers.bootstrap, "--relay", relay_key});
+            peers.bootstrap, "--relay", relay_key, "--no-direct"});
   ASSERT_EQ(there.rc, 0) << there.err << provider.err() << relay.err();
   EXPECT_EQ(there.out, here.out);
   EXPECT_TRUE(relay.wait_err("paired " + peers.provider_key)) << relay.err();
