@@ -448,7 +448,7 @@ void float_matrix_rows(const FloatMatrix& w, int64_t r0, int64_t r1, float* out,
 
 void float_matrix_cols(const FloatMatrix& w, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
                        float* out, CpuLevel level) {
-  check_rows("float_matrix_rows", r0, r1, w.n_out);
+  check_rows("float_matrix_cols", r0, r1, w.n_out);
   const DTypeTraits& tr = dtype_traits(w.type);
   const int64_t block = tr.block_elems;
   if (w.n_in <= 0 || w.n_in % block != 0) {

@@ -126,8 +126,6 @@ void CpuBackend::head_loss(const HeadOp& op) {
   if (dhf) check_rows(*dhf, op.row0, op.n, "head");
   Vec nll;
   Vec& logits = head_logits_;
-  const int threads = pool_.size();
-  std::vector<Vec> dpart(static_cast<size_t>(threads));
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t n = std::min(chunk, T - t0);
     bool any = false;
@@ -172,10 +170,9 @@ void CpuBackend::head_loss(const HeadOp& op) {
     float* dh = cpu_data(*dhf) + (op.row0 + t0) * d;
     pool_.parallel_for(
         d,
-        [&](int64_t c0, int64_t c1, int thread) {
+        [&](int64_t c0, int64_t c1, int) {
           const int64_t width = c1 - c0;
-          Vec& part = dpart[size_t(thread)];
-          part.assign(size_t(n * width), 0.0f);
+          Vec part(static_cast<size_t>(n * width), 0.0f);
           constexpr int64_t kPanelRows = 64;
           const int64_t panel_rows = std::min(kPanelRows, V);
           Vec panel(static_cast<size_t>(panel_rows * width));
@@ -190,7 +187,6 @@ void CpuBackend::head_loss(const HeadOp& op) {
           }
         },
         col_align);
-    for (Vec& part : dpart) part.clear();
     for (size_t j = 0; j < lora.size(); ++j) {
       const LoraBranch& br = lora[j];
       lora_backward_host(dh, logits.data(), h, hax[j].data(), cpu_data(*br.a), cpu_data(*br.b),
