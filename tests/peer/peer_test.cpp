@@ -435,9 +435,32 @@ TEST(Peer, ABlindRelayCarriesTheStreamsWhenNoDirectPathIsAllowed) {
             peers.bootstrap, "--relay", relay_key, "--no-direct"});
   ASSERT_EQ(there.rc, 0) << there.err << provider.err() << relay.err();
   EXPECT_EQ(there.out, here.out);
+
+  // The relay pairs the two halves of a stream once both peers have reached it, which may take
+  // longer than the one-shot command above lives (it exits when the text is done). A consumer
+  // that stays keeps a spare stream open: the relay pairs that one while it waits. (On one
+  // host HyperDHT also opens the direct path to a provider it finds reachable, whatever the
+  // options: which of the two carries a given request is the library's race.)
+  TritProcess consumer(dir, "consumer",
+                       {"peer", "connect", peers.provider_key, "--listen", "127.0.0.1:0",
+                        "--key-file", dir.file("consumer.key"), "--bootstrap", peers.bootstrap,
+                        "--relay", relay_key, "--no-direct"});
+  const std::string listening = consumer.wait_line("listening on ");
+  EXPECT_NE(listening.find("through relay " + relay_key + " only"), std::string::npos);
+  const int port = port_of(listening);
+  ASSERT_GT(port, 0);
+  const json body = {
+      {"prompt", "It is a truth universally"}, {"max_tokens", 8}, {"temperature", 0}};
+  const httplib::Result direct = complete(serve.port(), body);
+  const httplib::Result tunnelled = complete(port, body);
+  ASSERT_TRUE(direct && tunnelled) << consumer.err() << provider.err() << relay.err();
+  ASSERT_EQ(tunnelled->status, 200) << tunnelled->body;
+  EXPECT_EQ(json::parse(tunnelled->body)["choices"][0]["text"],
+            json::parse(direct->body)["choices"][0]["text"]);
   EXPECT_TRUE(relay.wait_err("paired " + peers.provider_key)) << relay.err();
   EXPECT_TRUE(relay.wait_err("paired " + peers.consumer_key)) << relay.err();
   EXPECT_TRUE(provider.wait_err("connected " + peers.consumer_key));
+  EXPECT_EQ(consumer.stop(), 0);
   EXPECT_EQ(provider.stop(), 0);
   EXPECT_EQ(relay.stop(), 0);
 }
