@@ -8,7 +8,9 @@
 #
 # --keep DIR keeps each target's grown corpus and log in DIR/<target>/ (long runs: the inputs
 # found are worth starting from next time); otherwise they go to a temporary folder.
-# TRIT_FUZZ_BUILD names another build folder (a long run beside the tests).
+# TRIT_FUZZ_BUILD names another build folder (a long run beside the tests). A folder already
+# configured with TRIT_FUZZ=ON (tools/test.sh's build) is used as it is: only the targets are
+# built, with that folder's flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=20
@@ -22,9 +24,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 build=${TRIT_FUZZ_BUILD:-build-fuzz}
-CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DTRIT_FUZZ=ON -DTRIT_BUILD_TESTS=OFF \
-  -DTRIT_BUILD_BENCH=OFF >/dev/null
+if ! grep -qx 'TRIT_FUZZ:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DTRIT_FUZZ=ON -DTRIT_BUILD_TESTS=OFF \
+    -DTRIT_BUILD_BENCH=OFF >/dev/null
+fi
 targets=()
 for src in fuzz/*_fuzz.cpp; do
   t=$(basename "$src" .cpp)

@@ -221,7 +221,7 @@ TEST(ThreadPool, ManySmallJobs) {
 
 TEST(ThreadPool, DispatchOverhead) {
   // Not a pass / fail bound (the machine may be shared); prints the cost of an empty job.
-  ThreadPool pool(int(std::thread::hardware_concurrency()));
+  ThreadPool pool{int(std::thread::hardware_concurrency())};
   const int jobs = 20000;
   std::atomic<int64_t> sink{0};
   const auto t0 = std::chrono::steady_clock::now();

@@ -169,8 +169,8 @@ TEST_F(TokenizerJson, Gpt2StyleWithoutSplit) {
                         "c",
                         "ab",
                         "\xC4\xA0",
-                        "\xC4\xA0"
-                        "a"};
+                        ("\xC4\xA0"
+                         "a")};  // "Ġa": the split keeps \xA0 from running into the a
   for (int i = 0; i < 6; ++i) vocab[toks[i]] = i;
   const json j = {
       {"added_tokens", {{{"id", 6}, {"content", "<|endoftext|>"}, {"special", true}}}},
