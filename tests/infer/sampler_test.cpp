@@ -85,12 +85,12 @@ TEST(Sampler, TopPNucleusBeyondTheFirstSortedCandidates) {
   std::vector<float> logits(4096, -100.0f);
   for (int i = 0; i < 600; ++i) logits[size_t(i) * 5 + 3] = 2.0f;  // ids 3, 8, ..., 2998
   std::map<int32_t, int> seen;
-  for (int i = 0; i < 30000; ++i) ++seen[s.sample(logits.data(), 4096, {})];
+  for (int i = 0; i < 6000; ++i) ++seen[s.sample(logits.data(), 4096, {})];
   for (const auto& [id, count] : seen) {
     EXPECT_EQ(id % 5, 3) << id;
     EXPECT_LT(id, 300 * 5) << id;  // the first 300 of the 600
   }
-  EXPECT_EQ(seen.size(), 300u);  // each of them, about 100 times
+  EXPECT_EQ(seen.size(), 300u);  // each of them, about 20 times
 }
 
 TEST(Sampler, MinPDropsUnlikelyTokens) {

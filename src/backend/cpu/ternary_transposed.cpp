@@ -461,12 +461,19 @@ void ternary_matmul_transposed_ref(const TernaryMatrix& w, const float* dy, int6
                                    int64_t n_tokens, float scale, float* dx, int64_t c0,
                                    int64_t c1) {
   const View v = make_view(w, "ternary_matmul_transposed_ref", c0, c1);
+  // d * T of the columns, each weight looked up once (not once a token)
+  std::vector<float> dense(static_cast<size_t>((c1 - c0) * v.n_out));
+  for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t r = 0; r < v.n_out; ++r)
+      dense[size_t((c - c0) * v.n_out + r)] = weight_at(v, r, c);
+  }
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float* dyt = dy + t * dy_stride;  // (n_out)
     float* dxt = dx + t * v.n_in;           // (n_in)
     for (int64_t c = c0; c < c1; ++c) {
+      const float* wc = dense.data() + (c - c0) * v.n_out;
       float acc = 0.0f;
-      for (int64_t r = 0; r < v.n_out; ++r) acc += dyt[r] * weight_at(v, r, c);
+      for (int64_t r = 0; r < v.n_out; ++r) acc += dyt[r] * wc[r];
       dxt[c] += scale * acc;
     }
   }

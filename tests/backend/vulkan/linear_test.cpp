@@ -54,7 +54,7 @@ std::string profiled(uint64_t limit, Run run) {
   return ::testing::internal::GetCapturedStderr();
 }
 
-// Two steps of n tokens of one block (n = 1: decoding) on 2048-wide layers with GQA, partial
+// Two steps of n tokens of one block (n = 1: decoding) on 1024-wide layers with GQA, partial
 // rope, an out_scale and relu2 or silu, composed as model/block.cpp composes them; the outputs of
 // every op. The first step's sub-norm before ffn_down works in place (the norm cannot go into the
 // matvec then), the second's writes the gate's tensor, as generation does.
@@ -69,8 +69,8 @@ std::vector<Out> block_steps(Backend& b, Activation act, int64_t n, DType type =
     const struct {
       DType t;
       int64_t n_in, n_out;
-    } shapes[] = {{type, 2048, 2048}, {k_type, 2048, 512}, {type, 2048, 512}, {type, 2048, 2048},
-                  {type, 2048, 2816}, {type, 2048, 2816},  {type, 2816, 2048}};
+    } shapes[] = {{type, 1024, 1024}, {k_type, 1024, 256}, {type, 1024, 256}, {type, 1024, 1024},
+                  {type, 1024, 1280}, {type, 1024, 1280},  {type, 1280, 1024}};
     uint32_t seed = 301;
     for (const auto& sh : shapes)
       ws.push_back(ternary_weight(sh.t, sh.n_in, sh.n_out, false, seed++));
@@ -78,19 +78,19 @@ std::vector<Out> block_steps(Backend& b, Activation act, int64_t n, DType type =
   }
   const W &wq = ws[0], &wk = ws[1], &wv = ws[2], &wo = ws[3], &wg = ws[4], &wu = ws[5], &wd = ws[6];
   const AttnShape shape{
-      .n_head = 16, .n_head_kv = 4, .head_dim = 128, .rope_dim = 96, .rope_theta = 10000};
+      .n_head = 8, .n_head_kv = 2, .head_dim = 128, .rope_dim = 96, .rope_theta = 10000};
   const LinearMode mode{.act_quant = true};
-  const std::vector<float> g1 = randn(2048, 311, 0.1f), g2 = randn(2816, 312, 0.1f);
-  TensorPtr x = upload(b, "x", n, 2048, randn(n * 2048, 313));
-  TensorPtr proj = b.tensor("proj", n, 2048);
-  TensorPtr h = b.tensor("h", n, 2048), q = b.tensor("q", n, 2048);
-  TensorPtr k = b.tensor("k", n, 512), v = b.tensor("v", n, 512);
+  const std::vector<float> g1 = randn(1024, 311, 0.1f), g2 = randn(1280, 312, 0.1f);
+  TensorPtr x = upload(b, "x", n, 1024, randn(n * 1024, 313));
+  TensorPtr proj = b.tensor("proj", n, 1024);
+  TensorPtr h = b.tensor("h", n, 1024), q = b.tensor("q", n, 1024);
+  TensorPtr k = b.tensor("k", n, 256), v = b.tensor("v", n, 256);
   const int64_t cache = 40 + 2 * n;
-  TensorPtr kc = upload(b, "cache_k", cache, 512, randn(cache * 512, 315));
-  TensorPtr vc = upload(b, "cache_v", cache, 512, randn(cache * 512, 316));
-  TensorPtr attn = b.tensor("attn", n, 2048);
-  TensorPtr gate = b.tensor("gate", n, 2816), up = b.tensor("up", n, 2816);
-  TensorPtr a = b.tensor("act", n, 2816);
+  TensorPtr kc = upload(b, "cache_k", cache, 256, randn(cache * 256, 315));
+  TensorPtr vc = upload(b, "cache_v", cache, 256, randn(cache * 256, 316));
+  TensorPtr attn = b.tensor("attn", n, 1024);
+  TensorPtr gate = b.tensor("gate", n, 1280), up = b.tensor("up", n, 1280);
+  TensorPtr a = b.tensor("act", n, 1280);
   for (int64_t pos : {int64_t(40), 40 + n}) {
     const LinearOp qkv[] = {{&wq->w, q.get(), {}}, {&wk->w, k.get(), {}}, {&wv->w, v.get(), {}}};
     b.norm_linear({x.get(), g1.data(), 1e-5f, h.get()}, qkv, n, mode, LinearEpilogue::none());
