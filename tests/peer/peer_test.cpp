@@ -409,7 +409,7 @@ TEST(Peer, ProvideStartsItsOwnServerAndConsumersSeeItsDevices) {
 // sides (the provider neither punches holes nor shares its addresses, the consumer tries no
 // direct connection) every stream goes through the relay (its log names both halves of each
 // pairing); a delegated generate still equals this device's own.
-TEST(Peer, ABlindRelayCarriesTheStreamsWhenNoDirectPathIsAllowed) {
+TEST(Peer, ABlindRelayPairsTheStreamsOfPeersThatNameIt) {
   TempDir dir;
   TwoPeers peers(dir);
   ASSERT_FALSE(peers.bootstrap.empty());
