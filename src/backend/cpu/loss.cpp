@@ -7,6 +7,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels_backward.h"
+#include "backend/cpu/kernels_impl.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
@@ -176,9 +177,18 @@ void CpuBackend::head_loss(const HeadOp& op) {
           constexpr int64_t kPanelRows = 64;
           const int64_t panel_rows = std::min(kPanelRows, V);
           Vec panel(static_cast<size_t>(panel_rows * width));
+          // The next panel's bytes of these columns are asked for while this one is summed:
+          // a part of each of 64 rows, which the hardware prefetchers do not see coming.
+          const DTypeTraits& tr = dtype_traits(w.type);
+          const int64_t stride = row_bytes(w.type, w.n_in);
+          const int64_t b0 = c0 / tr.block_elems * tr.block_bytes;
+          const int64_t b1 = c1 / tr.block_elems * tr.block_bytes;
           for (int64_t p0 = 0; p0 < V; p0 += panel_rows) {
             const int64_t p1 = std::min(V, p0 + panel_rows);
             float_matrix_cols(w, p0, p1, c0, c1, panel.data());
+            for (int64_t r = p1; r < std::min(V, p1 + panel_rows); ++r) {
+              for (int64_t b = b0; b < b1; b += 64) cpu::prefetch_weights(w.data + r * stride + b);
+            }
             gemm_f32_acc(0, n, width, p1 - p0, logits.data() + p0, V, 1, panel.data(), width,
                          part.data(), width);
           }
