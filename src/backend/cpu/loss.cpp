@@ -125,7 +125,7 @@ void CpuBackend::head_loss(const HeadOp& op) {
   const int64_t d = hf.cols(), V = w.n_out;
   const int64_t chunk = std::max<int64_t>(1, op.chunk);
   if (dhf) check_rows(*dhf, op.row0, op.n, "head");
-  Vec nll;
+  Vec nll, lse;
   Vec& logits = head_logits_;
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t n = std::min(chunk, T - t0);
@@ -149,9 +149,10 @@ void CpuBackend::head_loss(const HeadOp& op) {
     // cross_entropy_forward sums it (the same bits at any thread count).
     const float* m = mask ? mask + t0 : nullptr;
     nll.assign(size_t(n), 0.0f);
+    lse.assign(size_t(n), 0.0f);  // kept for the backward: one pass of exp over V less a token
     pool_.parallel_for(n, [&](int64_t a, int64_t b, int) {
       cross_entropy_forward(logits.data() + a * V, targets + t0 + a, m ? m + a : nullptr, b - a, V,
-                            norm, nll.data() + a);
+                            norm, nll.data() + a, lse.data() + a);
     });
     double sum = 0;
     for (int64_t t = 0; t < n; ++t) {
@@ -161,7 +162,7 @@ void CpuBackend::head_loss(const HeadOp& op) {
     if (!dhf) continue;
     pool_.parallel_for(n, [&](int64_t a, int64_t b, int) {
       cross_entropy_backward(logits.data() + a * V, logits.data() + a * V, targets + t0 + a,
-                             m ? m + a : nullptr, nullptr, b - a, V, norm);
+                             m ? m + a : nullptr, lse.data() + a, b - a, V, norm);
     });
     // dh += dlogits W: each thread owns a range of dh's columns (whole blocks of the head's
     // type, 16 columns at least) and sums over the whole vocabulary, a panel of W's rows at a
