@@ -123,9 +123,14 @@ TEST_F(DataParallel, ARunResumesOnAnotherNumberOfRanks) {
 // checkpoint of the last whole step, and the run resumes from it on one rank to the end.
 TEST_F(DataParallel, ARankThatDiesEndsTheJobWithACheckpoint) {
   const std::vector<std::string> a = args("die.gguf", 100, {}, 2, 0);
-  // Rank 1's shell becomes trit (exec keeps its pid) and is killed 1.5 s after it starts.
+  // Rank 1's shell becomes trit (exec keeps its pid) and is killed half a second after the
+  // first step's loss reaches the metrics (a fixed delay from the start could come before any
+  // whole step on a loaded machine, leaving nothing to checkpoint; 60 s at most).
+  const std::string metrics_file = test::shell_quote(dir_.file("die.metrics.jsonl"));
   const std::string rank1_dies =
-      "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then (sleep 1.5; kill -9 $$) & fi; exec " +
+      "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then (i=0; while [ $i -lt 600 ] && ! grep -qs "
+      "'\"loss\"' " +
+      metrics_file + "; do sleep 0.1; i=$((i + 1)); done; sleep 0.5; kill -9 $$) & fi; exec " +
       test::trit_command(a);
   const test::ShellResult r =
       test::run_shell(std::string("env ") + kMpiEnv + " timeout 120 mpirun -np 2 sh -c " +
