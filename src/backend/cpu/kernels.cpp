@@ -452,7 +452,7 @@ void float_matrix_cols(const FloatMatrix& w, int64_t r0, int64_t r1, int64_t c0,
   const DTypeTraits& tr = dtype_traits(w.type);
   const int64_t block = tr.block_elems;
   if (w.n_in <= 0 || w.n_in % block != 0) {
-    fail("float_matrix_rows: ", dtype_name(w.type), " rows of ", w.n_in, " values");
+    fail("float_matrix_cols: ", dtype_name(w.type), " rows of ", w.n_in, " values");
   }
   if (c0 < 0 || c0 >= c1 || c1 > w.n_in || c0 % block != 0 || (c1 - c0) % block != 0) {
     fail("float_matrix_cols: columns [", c0, ", ", c1, ") of ", dtype_name(w.type), " rows of ",

@@ -168,7 +168,8 @@ void CpuBackend::head_loss(const HeadOp& op) {
     // type, 16 columns at least) and sums over the whole vocabulary, a panel of W's rows at a
     // time, into a buffer of its own that it then adds to dh: every element is the same sum
     // in the same order at any thread count (the bits of one thread).
-    const int64_t col_align = std::max<int64_t>(16, dtype_traits(w.type).block_elems);
+    const DTypeTraits& tr = dtype_traits(w.type);
+    const int64_t col_align = std::max<int64_t>(16, tr.block_elems);
     float* dh = cpu_data(*dhf) + (op.row0 + t0) * d;
     pool_.parallel_for(
         d,
@@ -180,7 +181,6 @@ void CpuBackend::head_loss(const HeadOp& op) {
           Vec panel(static_cast<size_t>(panel_rows * width));
           // The next panel's bytes of these columns are asked for while this one is summed:
           // a part of each of 64 rows, which the hardware prefetchers do not see coming.
-          const DTypeTraits& tr = dtype_traits(w.type);
           const int64_t stride = row_bytes(w.type, w.n_in);
           const int64_t b0 = c0 / tr.block_elems * tr.block_bytes;
           const int64_t b1 = c1 / tr.block_elems * tr.block_bytes;
