@@ -561,7 +561,8 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
       __m256 wf[R];
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        if ((k & 8) == 0) {  // one prefetch per 16 weights
+        // One prefetch a 64-byte line: 16 f32 weights, 32 f16 or bf16.
+        if ((k & (kStep2 == 64 ? 8 : 24)) == 0) {
           prefetch_weights(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep2 + pf));
         }
         wf[i] = load8<kType>(rows[i], k);

@@ -620,7 +620,8 @@ void float_tile_fused(const FloatView& w, const float* x, float* y, int64_t y_st
       __m512 wf[R];
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        prefetch_weights(reinterpret_cast<const char*>(rows[i] + (k / 16) * kStep + pf));
+        // One prefetch a 64-byte line: f16 and bf16 rows take two steps a line.
+        if (kStep == 64 || (k & 31) == 0) prefetch_weights(rows[i] + (k / 16) * kStep + pf);
         wf[i] = load16<kType>(rows[i], k, mask);
       }
 #pragma GCC unroll 16
@@ -733,14 +734,22 @@ void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_
   constexpr int kRows = 4;
   const int64_t n = w.n_in;
   if (nt < 4) {  // decode: weights streamed once, decoded in registers
-    // Plain f32 / f16 / bf16 rows stream fastest two at a time (fewer concurrent streams);
-    // q8_0 and q6_K need more work per weight and share each activation load over four rows.
-    constexpr int kFused = kType == DType::Q8_0 || kType == DType::Q6_K ? 4 : 2;
     const int T = int(nt);
     int64_t r = r0;
-    for (; r + kFused <= r1; r += kFused)
-      float_fused_for<kType, kFused>(T, w, x, y, y_stride, r, 0);
-    for (; r < r1; ++r) float_fused_for<kType, 1>(T, w, x, y, y_stride, r, 0);
+    if constexpr (kType == DType::Q8_0 || kType == DType::Q6_K) {
+      // More work per weight: each activation load serves four rows.
+      for (; r + 4 <= r1; r += 4) float_fused_for<kType, 4>(T, w, x, y, y_stride, r, 0);
+      for (; r < r1; ++r) float_fused_for<kType, 1>(T, w, x, y, y_stride, r, 0);
+    } else {
+      // Eight rows a tile for one or two tokens (four for three: the registers), each line
+      // prefetched once (bench/kernels_bench, f16 2560 x 32000, one token, 2 threads, AMD Zen 5:
+      // two rows a tile with a prefetch every 32 bytes 20 GB/s, this 45-51 GB/s).
+      if (T <= 2) {
+        for (; r + 8 <= r1; r += 8) float_fused_for<kType, 8>(T, w, x, y, y_stride, r, 0);
+      }
+      for (; r + 4 <= r1; r += 4) float_fused_for<kType, 4>(T, w, x, y, y_stride, r, 0);
+      for (; r < r1; ++r) float_fused_for<kType, 1>(T, w, x, y, y_stride, r, 0);
+    }
     return;
   }
   // Batch: decode a tile of rows once, then run every group of four tokens over it.

@@ -683,7 +683,7 @@ TEST_P(CpuKernelsAnyLevel, FloatMatmulMatchesDequantizedDot) {
   const CpuLevel level = GetParam();
   std::mt19937 rng(7);
   for (const FloatShape& s : kFloatShapes) {
-    for (int64_t n_out : {1, 3, 4, 6, 9}) {
+    for (int64_t n_out : {1, 3, 4, 6, 9, 17, 40}) {  // 17, 40: tiles of eight rows
       const std::vector<uint8_t> data = random_float_matrix(s.type, s.n_in, n_out, rng);
       const FloatMatrix m{s.type, data.data(), s.n_in, n_out};
       std::vector<std::vector<float>> rows;
