@@ -21,7 +21,9 @@ void add_device_options(CLI::App* cmd, std::string& device, int64_t& max_buffer_
 void add_mem_budget_option(CLI::App* cmd, int64_t& mem_budget_mb) {
   cmd->add_option("--mem-budget", mem_budget_mb,
                   "Memory budget in MiB: below the model's size the weights stream a block at "
-                  "a time (on the CPU from the file, on a GPU through the device)")
+                  "a time (on the CPU from the file, on a GPU through the device); a CPU "
+                  "fine-tune, which streams them by default, keeps them when the budget holds "
+                  "it all")
       ->check(CLI::PositiveNumber);
 }
 

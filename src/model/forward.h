@@ -130,6 +130,7 @@ class TrainActs {
   TrainActs(Backend& backend, const HParams& hp, TrainPassOptions opts);
   ~TrainActs();
   const TrainPassOptions& options() const { return opts_; }
+  void set_stream_weights(bool on) { opts_.stream_weights = on; }
 
  private:
   friend double model_forward(const Model&, const TrainBatch&, const LoraSet&, TrainActs&, bool);

@@ -26,6 +26,7 @@ TrainableModel::TrainableModel(const Model& model, LoraAdapter& adapter, Backend
       adapter_(adapter),
       be_(backend),
       opts_(opts),
+      stream_asked_(opts.stream_weights),
       acts_(be_, model.hparams(), opts) {
   init();
 }
@@ -37,6 +38,7 @@ TrainableModel::TrainableModel(const Model& model, LoraAdapter& adapter, ThreadP
       owned_backend_(make_cpu_backend(pool)),
       be_(*owned_backend_),
       opts_(opts),
+      stream_asked_(opts.stream_weights),
       acts_(be_, model.hparams(), opts) {
   init();
 }
@@ -97,7 +99,7 @@ void TrainableModel::init() {
   upload_adapter();
 }
 
-void TrainableModel::check_budget(int64_t max_tokens) const {
+void TrainableModel::check_budget(int64_t max_tokens) {
   const uint64_t budget = model_.mem_budget();
   if (budget == 0) return;
   // The adapter's values, gradients and two AdamW moments, four bytes a parameter each.
@@ -108,14 +110,21 @@ void TrainableModel::check_budget(int64_t max_tokens) const {
     rank = std::max(rank, std::min(p.value->rows(), p.value->cols()));
   }
   const uint64_t state = params * 16;
-  const bool streams = model_.streaming() || opts_.stream_weights;  // (forward.cpp)
-  const uint64_t weights = streams ? model_.min_stream_bytes() : model_.resident_run_bytes();
   // The passes' tensors for sequences of max_tokens (an upper bound: every layer's branches
   // at the adapter's largest rank).
   const uint64_t acts = max_tokens > 0 ? finetune_memory(model_.hparams(), 0, max_tokens, rank,
                                                          "all", opts_.checkpointing, opts_.dropout)
                                              .activations
                                        : 0;
+  // Streaming costs a fault for every page of every block in each pass (docs/PERF.md: 2B4T
+  // trains about a fifth slower streamed on a 2-core VM); a budget with room for everything
+  // keeps the weights. A device streams under any budget (its uploads are the copies).
+  const bool keep = be_.host_memory() && !model_.streaming() &&
+                    model_.resident_run_bytes() + state + acts <= budget;
+  opts_.stream_weights = stream_asked_ && !keep;
+  acts_.set_stream_weights(opts_.stream_weights);
+  const bool streams = model_.streaming() || opts_.stream_weights;  // (forward.cpp)
+  const uint64_t weights = streams ? model_.min_stream_bytes() : model_.resident_run_bytes();
   if (weights + state + acts > budget) {
     auto mib = [](uint64_t b) { return (b + (1 << 20) - 1) >> 20; };
     fail(model_.path(), ": a memory budget of ", mib(budget),

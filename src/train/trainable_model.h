@@ -74,8 +74,12 @@ class TrainableModel {
   const LoraAdapter& adapter() const { return adapter_; }
   // Refuses a fine-tune that cannot fit the model's memory budget: the adapter's training
   // state, and with max_tokens > 0 the passes over sequences of that many tokens (the
-  // constructor checks the state alone).
-  void check_budget(int64_t max_tokens) const;
+  // constructor checks the state alone). On the CPU a budget that holds the whole fine-tune
+  // with every block's weights resident keeps them so (no pages released and faulted in again
+  // each pass); a smaller one, or none, streams them as TrainPassOptions::stream_weights says.
+  void check_budget(int64_t max_tokens);
+  // Whether the passes release each block's file pages after it (forward.cpp's rule applies).
+  bool streams_weights() const { return opts_.stream_weights; }
   Backend& backend() { return be_; }
 
  private:
@@ -87,6 +91,7 @@ class TrainableModel {
   std::unique_ptr<Backend> owned_backend_;
   Backend& be_;
   TrainPassOptions opts_;
+  bool stream_asked_ = true;  // opts.stream_weights as given
   std::map<std::string, LoraGrad> grads_;
   std::vector<std::unique_ptr<DeviceTensor>> tensors_;  // a, b, da, db of every layer
   std::vector<Param> params_;  // a and b of every layer, with their moments

@@ -231,6 +231,16 @@ TEST_F(Streaming, BudgetsTooSmallAreRefusedWithTheSmallestThatWorks) {
   }
   model->set_mem_budget(need);
   EXPECT_NO_THROW(tm.check_budget(512));
+  EXPECT_TRUE(tm.streams_weights());
+  // A budget that holds the whole fine-tune with every block resident keeps the weights (no
+  // pages faulted in again each pass); a byte less streams them again.
+  const uint64_t whole = model->resident_run_bytes() + state + acts;
+  model->set_mem_budget(whole);
+  tm.check_budget(512);
+  EXPECT_FALSE(tm.streams_weights());
+  model->set_mem_budget(whole - 1);
+  tm.check_budget(512);
+  EXPECT_TRUE(tm.streams_weights());
 }
 
 }  // namespace
