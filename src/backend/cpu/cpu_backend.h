@@ -6,6 +6,8 @@
 // compositions.
 #pragma once
 
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
@@ -21,12 +23,19 @@ class CpuTensor final : public DeviceTensor {
   CpuTensor(std::string name, int64_t rows, int64_t cols, float* data);
   float* data() { return data_; }  // null for an f16 tensor
   const float* data() const { return data_; }
-  uint16_t* half_data() { return half_.data(); }  // an f16 tensor's values
+  uint16_t* half_data() { return half_; }  // an f16 tensor's values
 
  private:
-  std::vector<float> owned_;  // (rows, cols), unless the tensor views the caller's memory
-  float* data_ = nullptr;
-  std::vector<uint16_t> half_;  // (rows, cols) of an f16 tensor (KvCacheF16)
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  // The values, zero: from calloc, whose large blocks are fresh pages the system maps as they
+  // are first written, so a tensor of which a run uses a part (a server's KV caches: slots x
+  // ctx positions) is resident only as far as it is used. Unless the tensor views the
+  // caller's memory.
+  std::unique_ptr<void, Free> owned_;
+  float* data_ = nullptr;     // (rows, cols) f32
+  uint16_t* half_ = nullptr;  // (rows, cols) of an f16 tensor (KvCacheF16)
 };
 
 // The host data of a tensor made by a CpuBackend (throws naming the tensor otherwise, and for

@@ -1,5 +1,7 @@
-// The CPU backend's tensors: host vectors, and the row copies and sums over them.
+// The CPU backend's tensors: host memory, and the row copies and sums over them.
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops.h"
@@ -17,11 +19,12 @@ void check_rows(const DeviceTensor& t, int64_t row0, int64_t n, const char* op) 
 CpuTensor::CpuTensor(std::string name, int64_t rows, int64_t cols, bool f16)
     : DeviceTensor(std::move(name), rows, cols, f16) {
   const size_t count = static_cast<size_t>(rows) * static_cast<size_t>(cols);
+  owned_.reset(std::calloc(count > 0 ? count : 1, f16 ? sizeof(uint16_t) : sizeof(float)));
+  if (!owned_) throw std::bad_alloc();
   if (f16) {
-    half_.assign(count, 0);
+    half_ = static_cast<uint16_t*>(owned_.get());
   } else {
-    owned_.assign(count, 0.0f);
-    data_ = owned_.data();
+    data_ = static_cast<float*>(owned_.get());
   }
 }
 

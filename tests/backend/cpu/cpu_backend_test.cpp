@@ -7,8 +7,10 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -21,6 +23,9 @@
 #include "support/numeric.h"
 #include "support/vulkan.h"
 #include "train/optimizer.h"
+
+// Defined where AddressSanitizer's runtime is in the process (weak: null elsewhere).
+extern "C" void __asan_init() __attribute__((weak));
 
 namespace trit::engine {
 namespace {
@@ -136,6 +141,40 @@ TEST_F(CpuTrainOps, ZeroAndCopy) {
   EXPECT_EQ(get(*t), want);
   b_.zero(*t);
   EXPECT_EQ(get(*t), Vec(35, 0.0f));
+}
+
+// The resident set of this process in bytes (/proc/self/statm), 0 where it cannot be read.
+uint64_t resident_bytes() {
+  std::ifstream f("/proc/self/statm");
+  uint64_t pages = 0, resident = 0;
+  if (!(f >> pages >> resident)) return 0;
+  return resident * uint64_t(sysconf(_SC_PAGESIZE));
+}
+
+// A new tensor reads as zeros and takes memory only where it is written: a server's KV caches
+// (slots x ctx positions) are allocated whole and used from their first rows.
+TEST_F(CpuTrainOps, NewTensorsAreZeroAndResidentWhereWritten) {
+  const int64_t rows = 16384, cols = 4096;  // 256 MiB of f32
+  const uint64_t before = resident_bytes();
+  TensorPtr t = b_.tensor("big", rows, cols, TensorUse::KvCache);
+  TensorPtr h = b_.tensor("big_f16", rows, cols, TensorUse::KvCacheF16);
+  const Vec ones(size_t(2 * cols), 1.0f);
+  b_.write(*t, 0, 2, ones.data());
+  Vec back(size_t(3 * cols), -1.0f);
+  b_.read(*t, rows - 3, 3, back.data());
+  EXPECT_EQ(back, Vec(size_t(3 * cols), 0.0f));
+  b_.read(*t, 0, 1, back.data());
+  EXPECT_EQ(Vec(back.begin(), back.begin() + cols), Vec(size_t(cols), 1.0f));
+  b_.read(*h, rows - 1, 1, back.data());  // an f16 tensor reads as floats
+  EXPECT_EQ(Vec(back.begin(), back.begin() + cols), Vec(size_t(cols), 0.0f));
+  // AddressSanitizer's allocator (the test code itself may be built without it) writes its
+  // shadow of every block it hands out.
+  if (&__asan_init != nullptr) GTEST_SKIP() << "AddressSanitizer's allocator is in this process";
+  const uint64_t after = resident_bytes();
+  if (before == 0 || after == 0) GTEST_SKIP() << "no /proc/self/statm";
+  // 384 MiB allocated (f32 and f16), two rows written and four read: far below 64 MiB.
+  EXPECT_LT(after - std::min(after, before), uint64_t(64) << 20)
+      << "resident " << (before >> 20) << " -> " << (after >> 20) << " MiB";
 }
 
 TEST_F(CpuTrainOps, RmsNorm) {
