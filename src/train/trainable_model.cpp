@@ -118,8 +118,9 @@ void TrainableModel::check_budget(int64_t max_tokens) {
                                        : 0;
   // Streaming costs a fault for every page of every block in each pass (docs/PERF.md: 2B4T
   // trains about a fifth slower streamed on a 2-core VM); a budget with room for everything
-  // keeps the weights. A device streams under any budget (its uploads are the copies).
-  const bool keep = be_.host_memory() && !model_.streaming() &&
+  // keeps the weights, once the passes' size is known. A device streams under any budget (its
+  // uploads are the copies).
+  const bool keep = max_tokens > 0 && be_.host_memory() && !model_.streaming() &&
                     model_.resident_run_bytes() + state + acts <= budget;
   opts_.stream_weights = stream_asked_ && !keep;
   acts_.set_stream_weights(opts_.stream_weights);

@@ -75,8 +75,9 @@ class TrainableModel {
   // Refuses a fine-tune that cannot fit the model's memory budget: the adapter's training
   // state, and with max_tokens > 0 the passes over sequences of that many tokens (the
   // constructor checks the state alone). On the CPU a budget that holds the whole fine-tune
-  // with every block's weights resident keeps them so (no pages released and faulted in again
-  // each pass); a smaller one, or none, streams them as TrainPassOptions::stream_weights says.
+  // (max_tokens > 0) with every block's weights resident keeps them so (no pages released and
+  // faulted in again each pass); a smaller one, or none, streams them as
+  // TrainPassOptions::stream_weights says.
   void check_budget(int64_t max_tokens);
   // Whether the passes release each block's file pages after it (forward.cpp's rule applies).
   bool streams_weights() const { return opts_.stream_weights; }
