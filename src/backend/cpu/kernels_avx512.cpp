@@ -744,8 +744,12 @@ void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_
       // Eight rows a tile for one or two tokens (four for three: the registers), each line
       // prefetched once (bench/kernels_bench, f16 2560 x 128256, one token, 2 threads, AMD
       // Zen 5: two rows a tile with a prefetch every 32 bytes 44 GB/s, this 53-56 GB/s).
-      if (T <= 2) {
-        for (; r + 8 <= r1; r += 8) float_fused_for<kType, 8>(T, w, x, y, y_stride, r, 0);
+      for (; T <= 2 && r + 8 <= r1; r += 8) {  // (no tile of eight rows for three tokens)
+        if (T == 1) {
+          float_tile_fused<kType, 8, 1>(w, x, y, y_stride, r, 0);
+        } else {
+          float_tile_fused<kType, 8, 2>(w, x, y, y_stride, r, 0);
+        }
       }
       for (; r + 4 <= r1; r += 4) float_fused_for<kType, 4>(T, w, x, y, y_stride, r, 0);
       for (; r < r1; ++r) float_fused_for<kType, 1>(T, w, x, y, y_stride, r, 0);
