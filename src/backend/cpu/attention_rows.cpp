@@ -275,6 +275,13 @@ TRIT_LANES_AVX512 void scores_avx512(const float* const* q, const int64_t* n_key
   for (int64_t i = 0; i < n_rows; ++i) most = std::max(most, n_keys[i]);
   for (int64_t j0 = 0; j0 < most; j0 += kT) {
     const int64_t m = std::min(kT, most - j0);
+    // The next tile's keys, a line at a time, while this one computes: a cache's rows lie a
+    // whole row of every KV head apart, which the hardware's prefetchers follow poorly.
+    for (int64_t l = j0 + kT; l < std::min(most, j0 + 2 * kT); ++l) {
+      for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
+        _mm_prefetch(reinterpret_cast<const char*>(k + l * stride + d0), _MM_HINT_T0);
+      }
+    }
     for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
       const __mmask16 dm = lanes::first_lanes(head_dim - d0);
       __m512 a[16];
@@ -306,6 +313,9 @@ TRIT_LANES_AVX512 void scores_avx512(const float* const* q, const int64_t* n_key
   }
 }
 
+// Value rows prefetched this many keys ahead.
+constexpr int64_t kValuesAhead = 8;
+
 // R rows that share their keys: 64 dimensions (four vectors) of each held while the keys go
 // by, every value of v loaded once for all of them; the last block masked.
 template <int R>
@@ -323,6 +333,12 @@ TRIT_LANES_AVX512 TRIT_LANES_INLINE void values_rows_avx512(float* const* out, c
     }
     for (int64_t j = 0; j < n; ++j) {
       const float* vj = v + j * stride + d0;
+      if (j + kValuesAhead < n) {  // as the scores' keys: the rows lie far apart
+        for (int c = 0; c < 4 && 16 * c < head_dim - d0; ++c) {
+          _mm_prefetch(reinterpret_cast<const char*>(vj + kValuesAhead * stride + 16 * c),
+                       _MM_HINT_T0);
+        }
+      }
       __m512 x[4];
       for (int c = 0; c < 4; ++c) x[c] = _mm512_maskz_loadu_ps(dm[c], vj + 16 * c);
       for (int r = 0; r < R; ++r) {

@@ -84,6 +84,9 @@ class CpuBackend final : public Backend {
             int64_t pos0) override;
   void rope_backward(DeviceTensor& x, int64_t row0, int64_t n, int64_t n_heads,
                      const AttnShape& shape, int64_t pos0) override;
+  void rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v, DeviceTensor& k_cache,
+                     DeviceTensor& v_cache, std::span<const SeqRows> seqs,
+                     const AttnShape& shape) override;
   // attention.cpp
   void store_kv(DeviceTensor& cache, const DeviceTensor& src, int64_t row0, int64_t n,
                 int64_t pos0) override;

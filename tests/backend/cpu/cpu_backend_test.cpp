@@ -403,6 +403,47 @@ TEST_F(CpuTrainOps, F16CachesAttendAsF32CachesOfTheirRoundedValues) {
   }
 }
 
+// The fused rope and KV store (one parallel loop over every sequence's rows) equals the
+// default composition, rope on q and k and then store_kv, sequence by sequence: sequences of one
+// pool at their bases and positions, one of several tokens, f32 and f16 caches, a partial
+// rotation, and a training pass whose keys are their own cache (rotations only).
+TEST_F(CpuTrainOps, RopeStoreKvIsRopeThenStore) {
+  for (TensorUse use : {TensorUse::KvCache, TensorUse::KvCacheF16}) {
+    const AttnShape shape{
+        .n_head = 6, .n_head_kv = 2, .head_dim = 16, .rope_dim = 12, .rope_theta = 1e4f};
+    const int64_t n = 9, n_ctx = 1024, d = shape.q_cols(), kv = shape.kv_cols();
+    const std::vector<SeqRows> seqs = {
+        {0, 1, 0, 0}, {1, 1, 37, 256}, {2, 5, 100, 512}, {7, 2, 250, 768}};
+    const Vec q = randn(n * d, 70), k = randn(n * kv, 71), v = randn(n * kv, 72);
+    TensorPtr q1 = up("q1", n, d, q), k1 = up("k1", n, kv, k), v1 = up("v1", n, kv, v);
+    TensorPtr q2 = up("q2", n, d, q), k2 = up("k2", n, kv, k), v2 = up("v2", n, kv, v);
+    TensorPtr kc1 = b_.tensor("kc1", n_ctx, kv, use), vc1 = b_.tensor("vc1", n_ctx, kv, use);
+    TensorPtr kc2 = b_.tensor("kc2", n_ctx, kv, use), vc2 = b_.tensor("vc2", n_ctx, kv, use);
+    b_.rope_store_kv(*q1, *k1, *v1, *kc1, *vc1, seqs, shape);
+    b_.Backend::rope_store_kv(*q2, *k2, *v2, *kc2, *vc2, seqs, shape);
+    EXPECT_EQ(get(*q1), get(*q2));
+    EXPECT_EQ(get(*kc1), get(*kc2));
+    EXPECT_EQ(get(*vc1), get(*vc2));
+    EXPECT_NE(get(*q1), q);  // rotated (position 0 leaves only the first row as it was)
+    // Training: the keys are their own cache; q and k rotated in place, nothing stored.
+    const SeqRows pass[] = {{0, n, 0, 0}};
+    TensorPtr q3 = up("q3", n, d, q), k3 = up("k3", n, kv, k);
+    TensorPtr q4 = up("q4", n, d, q), k4 = up("k4", n, kv, k);
+    b_.rope_store_kv(*q3, *k3, *v1, *k3, *v1, pass, shape);
+    b_.Backend::rope_store_kv(*q4, *k4, *v2, *k4, *v2, pass, shape);
+    EXPECT_EQ(get(*q3), get(*q4));
+    EXPECT_EQ(get(*k3), get(*k4));
+    // A sequence past the cache's rows is refused by name.
+    const SeqRows past[] = {{0, 2, n_ctx - 1, 0}};
+    try {
+      b_.rope_store_kv(*q1, *k1, *v1, *kc1, *vc1, past, shape);
+      FAIL() << "stored past the cache";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("kc1"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST_F(CpuTrainOps, RopeBackwardIsTheInverseRotation) {
   for (int64_t rope_dim : {16, 8}) {
     const AttnShape shape{
