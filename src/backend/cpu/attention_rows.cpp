@@ -19,6 +19,8 @@ namespace trit::engine {
 namespace {
 
 constexpr int64_t kT = kAttnKeyTile;
+// Value rows prefetched this many keys ahead.
+constexpr int64_t kValuesAhead = 8;
 
 using lanes::kLane;
 using lanes::Lane;
@@ -78,6 +80,10 @@ TRIT_LANES_INLINE void scores_portable(const float* const* q, const int64_t* n_k
   int64_t most = 0;
   for (int64_t i = 0; i < n_rows; ++i) most = std::max(most, n_keys[i]);
   for (int64_t j0 = 0; j0 < most; j0 += kT) {
+    // The next tile's keys while this one computes (scores_avx512 says why).
+    for (int64_t l = j0 + kT; l < std::min(most, j0 + 2 * kT); ++l) {
+      for (int64_t d0 = 0; d0 < head_dim; d0 += 16) __builtin_prefetch(k + l * stride + d0);
+    }
     transpose_keys(k, stride, j0, std::min(kT, most - j0), head_dim, tile);
     int64_t i = 0;
     for (int run; (run = next_run(n_keys, n_rows, j0, &i)) > 0; i += run) {
@@ -109,6 +115,10 @@ TRIT_LANES_INLINE void values_portable(float* out, const float* p, float inv, co
     for (int64_t j = 0; j < n; ++j) {
       const float pj = p[j] * inv;
       const float* vj = v + j * stride + d0;
+      if (j + kValuesAhead < n) {
+        __builtin_prefetch(vj + kValuesAhead * stride);
+        __builtin_prefetch(vj + kValuesAhead * stride + 16);
+      }
       for (int c = 0; c < 4; ++c) {
         Lane x;
         lanes::load(x, vj + c * kLane);
@@ -312,9 +322,6 @@ TRIT_LANES_AVX512 void scores_avx512(const float* const* q, const int64_t* n_key
     }
   }
 }
-
-// Value rows prefetched this many keys ahead.
-constexpr int64_t kValuesAhead = 8;
 
 // R rows that share their keys: 64 dimensions (four vectors) of each held while the keys go
 // by, every value of v loaded once for all of them; the last block masked.
