@@ -214,39 +214,46 @@ void CpuBackend::attention(DeviceTensor& out, const DeviceTensor& q, const Devic
     kv_f32_.resize(size_t(2 * most_keys * hd * threads));
   }
   // One split over every (sequence, head) pair: a decoding step of many sequences is one
-  // parallel loop, not one per sequence. Each pair's values do not depend on the split.
+  // parallel loop, not one per sequence. Each pair's values do not depend on the split. Pairs
+  // cost as their queries times keys (a server's step mixes prompt chunks with one-token
+  // rows), so threads take them in chunks as they come free.
   const int64_t H = shape.n_head;
   if (!f16 && int64_t(seqs.size()) * H < 2 * threads) {
     attention_split(out, q, k_cache, v_cache, seqs, shape, scratch);
     return;
   }
-  pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
-    float* scores = scores_.data() + thread * scratch;
-    for (int64_t u = u0; u < u1;) {
-      const SeqRows& s = seqs[size_t(u / H)];
-      const int64_t h0 = u % H, h1 = std::min(H, h0 + (u1 - u));
-      const float* qs = cpu_data(q) + s.row0 * q.cols();
-      float* os = cpu_data(out) + s.row0 * out.cols();
-      if (!f16) {
-        attention_forward(qs, cpu_data(k_cache) + s.base * k_cache.cols(),
-                          cpu_data(v_cache) + s.base * v_cache.cols(), k_cache.cols(), s.n, s.pos0,
-                          shape.n_head, shape.n_head_kv, hd, h0, h1, os, scores);
-      } else {
-        // f16 caches: each KV head's keys and values as f32 rows, then the f32 attention over
-        // them (the same operations on the stored values).
-        const int64_t n_keys = s.pos0 + s.n;
-        float* kf = kv_f32_.data() + 2 * most_keys * hd * thread;
-        float* vf = kf + most_keys * hd;
-        for (int64_t g = h0 / group; g * group < h1; ++g) {
-          head_to_f32(k_cache, s.base, n_keys, g, hd, kf);
-          head_to_f32(v_cache, s.base, n_keys, g, hd, vf);
-          attention_forward(qs, kf, vf, hd, s.n, s.pos0, shape.n_head, shape.n_head_kv, hd,
-                            std::max(h0, g * group), std::min(h1, (g + 1) * group), os, scores, g);
+  const int64_t units = int64_t(seqs.size()) * H;
+  pool_.parallel_for_dynamic(
+      units,
+      [&](int64_t u0, int64_t u1, int thread) {
+        float* scores = scores_.data() + thread * scratch;
+        for (int64_t u = u0; u < u1;) {
+          const SeqRows& s = seqs[size_t(u / H)];
+          const int64_t h0 = u % H, h1 = std::min(H, h0 + (u1 - u));
+          const float* qs = cpu_data(q) + s.row0 * q.cols();
+          float* os = cpu_data(out) + s.row0 * out.cols();
+          if (!f16) {
+            attention_forward(qs, cpu_data(k_cache) + s.base * k_cache.cols(),
+                              cpu_data(v_cache) + s.base * v_cache.cols(), k_cache.cols(), s.n,
+                              s.pos0, shape.n_head, shape.n_head_kv, hd, h0, h1, os, scores);
+          } else {
+            // f16 caches: each KV head's keys and values as f32 rows, then the f32 attention over
+            // them (the same operations on the stored values).
+            const int64_t n_keys = s.pos0 + s.n;
+            float* kf = kv_f32_.data() + 2 * most_keys * hd * thread;
+            float* vf = kf + most_keys * hd;
+            for (int64_t g = h0 / group; g * group < h1; ++g) {
+              head_to_f32(k_cache, s.base, n_keys, g, hd, kf);
+              head_to_f32(v_cache, s.base, n_keys, g, hd, vf);
+              attention_forward(qs, kf, vf, hd, s.n, s.pos0, shape.n_head, shape.n_head_kv, hd,
+                                std::max(h0, g * group), std::min(h1, (g + 1) * group), os, scores,
+                                g);
+            }
+          }
+          u += h1 - h0;
         }
-      }
-      u += h1 - h0;
-    }
-  });
+      },
+      std::max<int64_t>(1, units / (8 * threads)));
 }
 
 void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTensor& dv,
@@ -286,19 +293,24 @@ void CpuBackend::attention_backward(DeviceTensor& dq, DeviceTensor& dk, DeviceTe
     return;
   }
   // One split over every (sequence, KV head) pair; each pair's sums do not depend on the split.
-  pool_.parallel_for(int64_t(seqs.size()) * H, [&](int64_t u0, int64_t u1, int thread) {
-    for (int64_t u = u0; u < u1;) {
-      const SeqRows& s = seqs[size_t(u / H)];
-      const int64_t h0 = u % H, h1 = std::min(H, h0 + (u1 - u));
-      const int64_t r = s.row0;
-      engine::attention_backward(cpu_data(dq) + r * qc, cpu_data(dk) + r * kc,
-                                 cpu_data(dv) + r * kc, cpu_data(dout) + r * qc,
-                                 cpu_data(q) + r * qc, cpu_data(k) + r * kc, cpu_data(v) + r * kc,
-                                 kc, s.n, shape.n_head, shape.n_head_kv, shape.head_dim, h0, h1,
-                                 scratch.data() + per_thread * thread);
-      u += h1 - h0;
-    }
-  });
+  // Packed sequences differ in length: pairs taken in chunks as threads come free.
+  const int64_t units = int64_t(seqs.size()) * H;
+  pool_.parallel_for_dynamic(
+      units,
+      [&](int64_t u0, int64_t u1, int thread) {
+        for (int64_t u = u0; u < u1;) {
+          const SeqRows& s = seqs[size_t(u / H)];
+          const int64_t h0 = u % H, h1 = std::min(H, h0 + (u1 - u));
+          const int64_t r = s.row0;
+          engine::attention_backward(cpu_data(dq) + r * qc, cpu_data(dk) + r * kc,
+                                     cpu_data(dv) + r * kc, cpu_data(dout) + r * qc,
+                                     cpu_data(q) + r * qc, cpu_data(k) + r * kc,
+                                     cpu_data(v) + r * kc, kc, s.n, shape.n_head, shape.n_head_kv,
+                                     shape.head_dim, h0, h1, scratch.data() + per_thread * thread);
+          u += h1 - h0;
+        }
+      },
+      std::max<int64_t>(1, units / (8 * threads)));
 }
 
 }  // namespace trit::engine
