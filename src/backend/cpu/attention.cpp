@@ -8,6 +8,7 @@
 
 #include "backend/cpu/attention_rows.h"
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/exp_lanes.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
@@ -27,7 +28,7 @@ float exp_scores(float* s, int64_t n, float* max_score) {
   for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
   // The exponentials first, then their sum in the same order: the sum's chain of additions
   // no longer waits on each call (nor is it kept in memory across them).
-  for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - m);
+  exp_shifted(s, n, m);
   float sum = 0;
   for (int64_t j = 0; j < n; ++j) sum += s[j];
   *max_score = m;
@@ -422,7 +423,7 @@ void CpuBackend::attention_backward_split(DeviceTensor& dq, DeviceTensor& dk, De
         for (int64_t t = j; t < n; ++t) {
           const int64_t row = (r + t) * n_head + h;
           const float* st = stats.data() + row * 3;
-          float pj = std::exp(sj[t - j] - st[0]);
+          float pj = exp_f32(sj[t - j] - st[0]);
           pj *= st[1];
           axpy_f32(dvj, pj, cpu_data(dout) + row * hd, hd);
           const float ds = pj * (dp[t - j] - st[2]) * scale;
