@@ -23,16 +23,8 @@ void axpy_f32(float* y, float a, const float* x, int64_t n) {
 // Scores s_j for j in [0, n) to e_j = exp(s_j - max) in their place, in order; returns
 // sum_j e_j (summed in order), with the max in *max_score. Every softmax of the forward and
 // backward passes goes through it.
-// The largest of s[0, n) (NaNs skipped as std::max(m, s_j) skips them). On its own: inlined
-// where the max leaves through a pointer, GCC kept it in memory across the loop.
-[[gnu::noinline]] float row_max(const float* s, int64_t n) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
-  return m;
-}
-
 float exp_scores(float* s, int64_t n, float* max_score) {
-  const float m = row_max(s, n);
+  const float m = max_of(s, n);
   // The exponentials first, then their sum in the same order.
   exp_shifted(s, n, m);
   float sum = 0;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "backend/cpu/simd_lanes.h"
 
@@ -92,6 +93,12 @@ TRIT_LANES_AVX512 void exp_shifted_avx512(float* x, int64_t n, float shift) {
 #endif
 
 }  // namespace
+
+[[gnu::noinline]] float max_of(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
 
 float exp_f32(float x) {
   exp_of(x);

@@ -14,6 +14,11 @@ namespace trit::engine {
 // e^x, the bits exp_shifted gives for x - shift = x.
 float exp_f32(float x);
 
+// The largest of x[0, n) (-infinity for none; NaNs skipped as std::max(m, x_i) skips them).
+// Out of line on purpose: inlined where the result leaves through a pointer, GCC kept the
+// running max in memory, a store and a reload an element.
+float max_of(const float* x, int64_t n);
+
 // x[i] = e^(x[i] - shift) for i in [0, n), each exp_f32(x[i] - shift).
 void exp_shifted(float* x, int64_t n, float shift, CpuLevel level = active_cpu_level());
 

@@ -26,8 +26,7 @@ void check_target(const char* op, const int32_t* targets, int64_t t, int64_t n_v
 }
 
 float row_log_sum_exp(const float* x, int64_t n) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  const float m = max_of(x, n);
   // The exponentials a chunk at a time, then summed in four interleaved double sums (element i
   // into sum i % 4, each in order; then (s0 + s1) + (s2 + s3)): one chain of dependent adds
   // took 3 ns an element, four exps' worth.
