@@ -7,13 +7,30 @@
 
 namespace trit::engine {
 
+namespace {
+
+// sum_i a_i * b_i * c_i (c null: 1) in double, element i into sum i % 4 in order, then
+// (s0 + s1) + (s2 + s3): one chain of dependent adds cost a row of 2,048 about 2.5 us.
+double sum4(const float* a, const float* b, const float* c, int64_t n) {
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) {
+      s[k] += c ? double(a[i + k]) * b[i + k] * c[i + k] : double(a[i + k]) * b[i + k];
+    }
+  }
+  for (int k = 0; i < n; ++i, ++k) s[k] += c ? double(a[i]) * b[i] * c[i] : double(a[i]) * b[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+}  // namespace
+
 void rms_norm_forward(const float* x, const float* g, int64_t n_rows, int64_t n, float eps,
                       float* y, float* rstd) {
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* xr = x + r * n;
     float* yr = y + r * n;
-    double ss = 0;
-    for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+    const double ss = sum4(xr, xr, nullptr, n);
     const float s = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
     for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] * s) * g[i];
     if (rstd) rstd[r] = s;
@@ -27,8 +44,7 @@ void rms_norm_backward(float* dx, const float* dy, const float* x, const float* 
     const float* dyr = dy + r * n;  // (n)
     float* dxr = dx + r * n;        // (n)
     const float s = rstd[r];
-    double dot = 0;  // sum_i dy_i g_i x_i
-    for (int64_t i = 0; i < n; ++i) dot += double(dyr[i]) * g[i] * xr[i];
+    const double dot = sum4(dyr, g, xr, n);  // sum_i dy_i g_i x_i
     const float c = float(dot * s * s * s / double(n));
     for (int64_t i = 0; i < n; ++i) dxr[i] += s * g[i] * dyr[i] - c * xr[i];
     if (dg) {

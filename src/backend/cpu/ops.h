@@ -26,12 +26,14 @@ namespace trit::engine {
 // ---- norm ----
 
 // y = x / sqrt(mean(x^2) + eps) * g, per row of n; rstd (n_rows) saved for the backward pass
-// when not null.   x, y: (n_rows, n)
+// when not null. The squares summed in double, element i into the sum i % 4, in order, then
+// (s0 + s1) + (s2 + s3).   x, y: (n_rows, n)
 void rms_norm_forward(const float* x, const float* g, int64_t n_rows, int64_t n, float eps,
                       float* y, float* rstd = nullptr);
 
 // Backward of y = x * rstd * g (rms_norm_forward; rstd saved by it):
-//   dx += rstd * g * dy - x * rstd^3 / n * sum_i(dy_i * g_i * x_i)   (the sum in double)
+//   dx += rstd * g * dy - x * rstd^3 / n * sum_i(dy_i * g_i * x_i)   (the sum in double, as
+//   rms_norm_forward's)
 //   dg += dy * x * rstd, summed over rows (only when dg is not null; g is frozen in trit)
 //   dx, dy, x: (n_rows, n)   g, dg: (n)   rstd: (n_rows)
 // dx must not alias dy or x. Rows may be split across threads, each with its own dg.
