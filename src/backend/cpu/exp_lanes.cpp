@@ -27,8 +27,11 @@ TRIT_LANES_INLINE void pow2(const Lane& n, Lane& out) {
   std::memcpy(&out, &bits, sizeof out);
 }
 
-// v = c ? a : v, lane by lane (c: x < a bound, x > a bound, or x == x).
-#define TRIT_EXP_PICK(v, c, a) (v) = (c) ? (a) : (v)
+// v = c ? a : v, lane by lane (c a comparison's result: a bool, or a mask of lanes).
+template <typename T, typename C>
+TRIT_LANES_INLINE void pick(T& v, const C& c, const T& a) {
+  v = c ? a : v;
+}
 
 // x = e^x with the same operations on a float or on eight lanes. Arguments are clamped into
 // the range before the integer conversion (NaN to 0), so that no conversion is out of range;
@@ -40,9 +43,9 @@ TRIT_LANES_INLINE void exp_of(T& x) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: t + kRound - kRound rounds t to an integer
   const T z0 = T{} + 0.0f, lo = T{} + kLo, hi = T{} + kHi;  // (in every lane)
   T xc = x;
-  TRIT_EXP_PICK(xc, x < kLo, lo);
-  TRIT_EXP_PICK(xc, xc > kHi, hi);
-  TRIT_EXP_PICK(xc, xc != xc, z0);
+  pick(xc, x < kLo, lo);
+  pick(xc, xc > kHi, hi);
+  pick(xc, xc != xc, z0);
   const T n = (xc * 1.44269504088896341f + kRound) - kRound;
   // x - n ln 2, ln 2 = 0.693359375 - 2.12194440e-4: the first product is exact.
   T r = xc - n * 0.693359375f;
@@ -58,8 +61,8 @@ TRIT_LANES_INLINE void exp_of(T& x) {
   T p;
   pow2(n, p);
   T e = y * p;
-  TRIT_EXP_PICK(e, x < kLo, z0);
-  TRIT_EXP_PICK(e, x != x, x);
+  pick(e, x < kLo, z0);
+  pick(e, x != x, x);
   x = e;
 }
 
