@@ -200,12 +200,12 @@ FVec attention_ref(const FVec& q, const FVec& k, const FVec& v, int64_t kv_strid
         s[size_t(j)] = score_ref(qh, k.data() + j * kv_stride + kvh * hd, hd, scale);
         m = std::max(m, s[size_t(j)]);
       }
-      float sum = 0;
+      float chain[4] = {0, 0, 0, 0};  // e_j into chain j % 4, in order
       for (int64_t j = 0; j < n; ++j) {
         s[size_t(j)] = exp_f32(s[size_t(j)] - m);  // the softmaxes' exp (exp_lanes_test)
-        sum += s[size_t(j)];
+        chain[j % 4] += s[size_t(j)];
       }
-      const float inv = 1.0f / sum;
+      const float inv = 1.0f / ((chain[0] + chain[1]) + (chain[2] + chain[3]));
       float* oh = out.data() + (t * H + h) * hd;
       for (int64_t d = 0; d < hd; ++d) oh[d] = 0;
       for (int64_t j = 0; j < n; ++j) {
