@@ -3,6 +3,10 @@
 
 #include <cmath>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 namespace trit::engine {
 namespace {
 
@@ -35,11 +39,35 @@ void adamw_update_generic(float* p, const float* g, float* m, float* v, int64_t 
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-// The same code with the FMA instruction inlined (std::fma is otherwise a libm call); fma is
-// correctly rounded either way, so both give the same bits.
+// adamw_body eight elements at a time, then the same code for the rest with the FMA instruction
+// inlined (std::fma is otherwise a libm call). Every vector operation is the scalar one in each
+// lane (multiply, add, divide, square root and fma are all correctly rounded): the same bits.
+// The scalar loop ran ~6 ns an element (a square root and two divisions, one lane each).
 [[gnu::target("avx2,fma")]] void adamw_update_fma(float* p, const float* g, float* m, float* v,
                                                   int64_t n, const AdamWScalars& k, float scale) {
-  adamw_body(p, g, m, v, n, k, scale);
+  const bool small_w = std::fabs(k.one_minus_beta1) < 0.5f;
+  const __m256 vscale = _mm256_set1_ps(scale), decay = _mm256_set1_ps(k.decay);
+  const __m256 w = _mm256_set1_ps(small_w ? k.one_minus_beta1 : k.one_minus_beta1 - 1.0f);
+  const __m256 beta2 = _mm256_set1_ps(k.beta2), omb2 = _mm256_set1_ps(k.one_minus_beta2);
+  const __m256 bc2 = _mm256_set1_ps(k.bc2_sqrt), eps = _mm256_set1_ps(k.eps);
+  const __m256 nss = _mm256_set1_ps(k.neg_step_size);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 gi = _mm256_loadu_ps(g + i);
+    if (scale != 1.0f) gi = _mm256_mul_ps(gi, vscale);
+    __m256 pi = _mm256_loadu_ps(p + i);
+    if (k.decay != 1.0f) pi = _mm256_mul_ps(pi, decay);
+    __m256 mi = _mm256_loadu_ps(m + i);
+    mi = _mm256_fmadd_ps(w, _mm256_sub_ps(gi, mi), small_w ? mi : gi);
+    __m256 vi = _mm256_mul_ps(_mm256_loadu_ps(v + i), beta2);
+    vi = _mm256_fmadd_ps(_mm256_mul_ps(omb2, gi), gi, vi);
+    const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bc2), eps);
+    pi = _mm256_add_ps(pi, _mm256_div_ps(_mm256_mul_ps(nss, mi), denom));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    _mm256_storeu_ps(p + i, pi);
+  }
+  adamw_body(p + i, g + i, m + i, v + i, n - i, k, scale);
 }
 #endif
 

@@ -9,7 +9,9 @@
 #include <span>
 #include <vector>
 
+#include "core/adamw.h"
 #include "core/error.h"
+#include "support/numeric.h"
 #include "train/schedule.h"
 
 namespace trit::engine {
@@ -103,6 +105,30 @@ TEST(AdamW, MatchesPyTorchBitForBit) {
   EXPECT_EQ(opt.moments().at("a").v,
             (std::vector<float>{0x1.5b8ee6p-16f, 0x1.266fe8p-12f, 0x1.57abcap-10f, 0x1.47a164p-10f,
                                 0x1.5b6f7cp-8f}));
+}
+
+// adamw_update over a whole tensor (eight lanes at a time where the CPU has them, then the
+// rest) gives every element the bits of the same update applied to that element alone (the
+// scalar loop): both lerp forms, with and without decay and a clipping factor.
+TEST(AdamW, ATensorAtOnceGivesEachElementAloneBits) {
+  const int64_t n = 1003;  // not a multiple of eight: a tail after the lanes
+  const std::vector<float> p0 = test::randn(n, 1), g = test::randn(n, 2, 0.1f),
+                           m0 = test::randn(n, 3, 0.01f);
+  std::vector<float> v0 = test::randn(n, 4, 1e-3f);
+  for (float& x : v0) x = x * x;
+  for (float one_minus_beta1 : {0.1f, 0.75f}) {
+    for (auto [decay, scale] : {std::pair{1.0f, 1.0f}, {0.999f, 0.37f}}) {
+      const AdamWScalars k{decay, one_minus_beta1, 0.999f, 0.001f, 0.0447f, 1e-8f, -0.002f};
+      std::vector<float> p = p0, m = m0, v = v0;
+      adamw_update(p.data(), g.data(), m.data(), v.data(), n, k, scale);
+      std::vector<float> pe = p0, me = m0, ve = v0;
+      for (int64_t i = 0; i < n; ++i) adamw_update(&pe[i], &g[i], &me[i], &ve[i], 1, k, scale);
+      EXPECT_EQ(p, pe) << one_minus_beta1 << " " << decay;
+      EXPECT_EQ(m, me) << one_minus_beta1 << " " << decay;
+      EXPECT_EQ(v, ve) << one_minus_beta1 << " " << decay;
+      EXPECT_NE(p, p0);
+    }
+  }
 }
 
 TEST(AdamW, FirstStepIsDecayThenLrTimesSignOfGrad) {
