@@ -59,13 +59,19 @@ MatmulPlan plan_matmul(const Tuning& c, uint64_t tokens, FloatWeightType type) {
     p.rows_per_group = mv_rows;
     p.tokens_per_group = mv_tokens;
   } else {
+    // A few more tokens than the matvec takes (a server's 9 to 16 slots): tiles half as wide in
+    // tokens, half the outputs a thread, the same workgroup, so that half of each tile does not
+    // compute padding (the LM head of 16 slots on an H100: 1.19 ms a step with 32-token tiles).
+    // Each output sums over k in the same order in any tile: the same bits.
+    const bool narrow = tokens <= 16 && c.tile_n == 32 && c.thread_n % 2 == 0;
+    const uint32_t tile_n = narrow ? 16 : c.tile_n, thread_n = narrow ? c.thread_n / 2 : c.thread_n;
     p.spec = {c.tile_wg(),   uint32_t(MatmulPath::Tiled),
               c.mv_rows,     1,
-              c.tile_m,      c.tile_n,
-              c.thread_m,    c.thread_n,
+              c.tile_m,      tile_n,
+              c.thread_m,    thread_n,
               uint32_t(type)};
     p.rows_per_group = c.tile_m;
-    p.tokens_per_group = c.tile_n;
+    p.tokens_per_group = tile_n;
   }
   return p;
 }
