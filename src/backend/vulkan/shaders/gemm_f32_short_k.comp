@@ -63,21 +63,30 @@ void main() {
   }
   barrier();
   if (j >= pc.n) return;
-  for (uint r = lane; r < RB; r += LANES) {
-    uint i = i0 + r;
-    if (i >= pc.m) break;
-    uint ci = pc.c_off + i * pc.c_row + j;
-    precise float acc = 0.0;
-    if (pc.mode == 1u) acc = c[ci];
-    for (uint kk = 0; kk < K; ++kk) {
-      precise float p = as_[r][kk] * bv[kk];
-      acc += p;
+  // Four rows of C loaded before any is summed: C may alias A or B as far as the compiler
+  // knows, so it cannot move the next row's load above this row's store itself.
+  for (uint r0 = lane; r0 < RB; r0 += 4u * LANES) {
+    uint ci[4];
+    float cv[4];
+    for (uint q = 0u; q < 4u; ++q) {
+      uint r = r0 + q * LANES, i = i0 + r;
+      ci[q] = pc.c_off + i * pc.c_row + j;
+      cv[q] = r < RB && i < pc.m && pc.mode != 0u ? c[ci[q]] : 0.0;
     }
-    if (pc.mode == 2u) {
-      precise float v = acc * pc.post;
-      c[ci] = c[ci] + v;
-    } else {
-      c[ci] = acc;
+    for (uint q = 0u; q < 4u; ++q) {
+      uint r = r0 + q * LANES, i = i0 + r;
+      if (r >= RB || i >= pc.m) break;
+      precise float acc = pc.mode == 1u ? cv[q] : 0.0;
+      for (uint kk = 0; kk < K; ++kk) {
+        precise float p = as_[r][kk] * bv[kk];
+        acc += p;
+      }
+      if (pc.mode == 2u) {
+        precise float v = acc * pc.post;
+        c[ci[q]] = cv[q] + v;
+      } else {
+        c[ci[q]] = acc;
+      }
     }
   }
 }
