@@ -2,7 +2,6 @@
 // head op (logits to the host, or the loss with its gradient).
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
