@@ -83,7 +83,8 @@ void VulkanBackend::attention(DeviceTensor& out_t, const DeviceTensor& q_t, cons
   const VkTensor& q = vk_tensor(q_t);
   const VkTensor& kc = vk_tensor(k_t);
   const VkTensor& vc = vk_tensor(v_t);
-  if (seqs.size() > 1 && attention_decode(out, q, kc, vc, seqs, shape)) return;
+  // Decoding rows (one sequence too: see rope_store_kv).
+  if (!seqs.empty() && seqs[0].n == 1 && attention_decode(out, q, kc, vc, seqs, shape)) return;
   for (const SeqRows& s : seqs) attention_seq(out, q, kc, vc, s, shape);
 }
 

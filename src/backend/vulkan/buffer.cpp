@@ -1,6 +1,7 @@
 // Buffer: memory type choice, allocation with a distinct out-of-memory error, mapping.
 #include "backend/vulkan/buffer.h"
 
+#include <atomic>
 #include <utility>
 #include <vector>
 
@@ -8,6 +9,8 @@
 
 namespace trit::engine::vk {
 namespace {
+
+std::atomic<uint64_t> g_next_serial{1};
 
 std::string mib(uint64_t bytes) {
   if (bytes % (1 << 20) == 0) return cat(bytes >> 20, " MiB");
@@ -31,7 +34,11 @@ std::vector<uint32_t> candidates(const VkPhysicalDeviceMemoryProperties& mem, ui
 }  // namespace
 
 Buffer::Buffer(Context& ctx, uint64_t size, MemoryKind kind, std::string label)
-    : ctx_(&ctx), size_((size + 3) & ~uint64_t(3)), kind_(kind), label_(std::move(label)) {
+    : ctx_(&ctx),
+      size_((size + 3) & ~uint64_t(3)),
+      kind_(kind),
+      label_(std::move(label)),
+      serial_(g_next_serial.fetch_add(1, std::memory_order_relaxed)) {
   const Functions& vk = ctx.vk();
   const VkDevice dev = ctx.device();
   if (size_ == 0) fail("vulkan: buffer ", label_, ": size 0");
@@ -124,7 +131,8 @@ Buffer::Buffer(Buffer&& o) noexcept
       size_(std::exchange(o.size_, 0)),
       kind_(o.kind_),
       mapped_(std::exchange(o.mapped_, nullptr)),
-      label_(std::move(o.label_)) {}
+      label_(std::move(o.label_)),
+      serial_(std::exchange(o.serial_, 0)) {}
 
 Buffer& Buffer::operator=(Buffer&& o) noexcept {
   if (this != &o) {
@@ -135,6 +143,7 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
     size_ = std::exchange(o.size_, 0);
     kind_ = o.kind_;
     mapped_ = std::exchange(o.mapped_, nullptr);
+    serial_ = std::exchange(o.serial_, 0);
     label_ = std::move(o.label_);
   }
   return *this;

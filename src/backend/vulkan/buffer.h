@@ -33,6 +33,9 @@ class Buffer {
   Buffer& operator=(const Buffer&) = delete;
 
   VkBuffer handle() const { return buffer_; }
+  // A number no other buffer of this process has had: a driver may hand a destroyed buffer's
+  // handle to a new one, and a recording replayed (Sequence) must not take one for the other.
+  uint64_t serial() const { return serial_; }
   uint64_t size() const { return size_; }
   MemoryKind kind() const { return kind_; }
   const std::string& label() const { return label_; }
@@ -50,6 +53,7 @@ class Buffer {
   MemoryKind kind_ = MemoryKind::Device;
   void* mapped_ = nullptr;
   std::string label_;
+  uint64_t serial_ = 0;
 };
 
 // A byte range [offset, offset + size) of a buffer. Shaders bind it as one storage buffer: the

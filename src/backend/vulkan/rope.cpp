@@ -75,7 +75,9 @@ void VulkanBackend::rope_rows(DeviceTensor& x_t, int64_t row0, int64_t n, int64_
 void VulkanBackend::rope_store_kv(DeviceTensor& q, DeviceTensor& k, const DeviceTensor& v,
                                   DeviceTensor& kc, DeviceTensor& vc, std::span<const SeqRows> seqs,
                                   const AttnShape& shape) {
-  if (seqs.size() > 1 && &kc != &k &&
+  // Decoding rows (one sequence too: its position then comes from a buffer, so that one
+  // decoding step records what the one before it did and replays it, Sequence).
+  if (&kc != &k && !seqs.empty() && seqs[0].n == 1 &&
       rope_store_kv_decode(vk_tensor(q), vk_tensor(k), vk_tensor(v), vk_tensor(kc), vk_tensor(vc),
                            seqs, shape)) {
     return;

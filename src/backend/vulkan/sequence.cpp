@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 
 #include "backend/vulkan/context.h"
 #include "backend/vulkan/pipeline.h"
@@ -45,18 +46,21 @@ Sequence::Sequence(Context& ctx, bool profiled) : ctx_(ctx), fault_counted_(prof
     qi.queryCount = query_capacity_;
     if (vk.vkCreateQueryPool(ctx.device(), &qi, nullptr, &queries_) < 0) query_capacity_ = 0;
   }
+  const char* r = std::getenv("TRIT_VK_REPLAY");
+  replay_ = ctx.caps().enabled.push_descriptor && queries_ == VK_NULL_HANDLE &&
+            !(r && std::string_view(r) == "0");
 }
 
 Sequence::~Sequence() {
   const Functions& vk = ctx_.vk();
   const VkDevice dev = ctx_.device();
   // Chunks submitted without a wait may still run and use the pools' descriptor sets.
-  if (!ended_ && chunk_ > 0) vk.vkQueueWaitIdle(ctx_.queue());
+  if (!ended_ && submitted_ > 0) vk.vkQueueWaitIdle(ctx_.queue());
   for (const Pool& p : pools_) vk.vkDestroyDescriptorPool(dev, p.pool, nullptr);
   if (queries_ != VK_NULL_HANDLE) vk.vkDestroyQueryPool(dev, queries_, nullptr);
   vk.vkDestroyFence(dev, fence_, nullptr);
-  if (!cmds_.empty()) {
-    vk.vkFreeCommandBuffers(dev, ctx_.command_pool(), uint32_t(cmds_.size()), cmds_.data());
+  if (!all_cbs_.empty()) {
+    vk.vkFreeCommandBuffers(dev, ctx_.command_pool(), uint32_t(all_cbs_.size()), all_cbs_.data());
   }
 }
 
@@ -69,28 +73,34 @@ void Sequence::record_barrier(VkPipelineStageFlags src_stage, VkAccessFlags src_
   ctx_.vk().vkCmdPipelineBarrier(cmd_, src_stage, dst_stage, 0, 1, &mb, 0, nullptr, 0, nullptr);
 }
 
-void Sequence::begin_if_needed() {
-  if (ended_) fail("vulkan: sequence already submitted; reset() it before recording more");
-  if (recording_) return;
-  if (chunk_ == cmds_.size()) {
-    VkCommandBufferAllocateInfo cai{};
-    cai.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
-    cai.commandPool = ctx_.command_pool();
-    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-    cai.commandBufferCount = 1;
-    VkCommandBuffer cb = VK_NULL_HANDLE;
-    check(ctx_.vk().vkAllocateCommandBuffers(ctx_.device(), &cai, &cb), "vkAllocateCommandBuffers");
-    cmds_.push_back(cb);
+VkCommandBuffer Sequence::take_command_buffer() {
+  if (!free_cbs_.empty()) {
+    const VkCommandBuffer cb = free_cbs_.back();
+    free_cbs_.pop_back();
+    return cb;
   }
-  cmd_ = cmds_[chunk_];
+  VkCommandBufferAllocateInfo cai{};
+  cai.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+  cai.commandPool = ctx_.command_pool();
+  cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cai.commandBufferCount = 1;
+  VkCommandBuffer cb = VK_NULL_HANDLE;
+  check(ctx_.vk().vkAllocateCommandBuffers(ctx_.device(), &cai, &cb), "vkAllocateCommandBuffers");
+  all_cbs_.push_back(cb);
+  return cb;
+}
+
+void Sequence::give_back(VkCommandBuffer cb) {
+  check(ctx_.vk().vkResetCommandBuffer(cb, 0), "vkResetCommandBuffer");
+  free_cbs_.push_back(cb);
+}
+
+void Sequence::open_command_buffer() {
+  cmd_ = take_command_buffer();
   VkCommandBufferBeginInfo bi{};
   bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
   check(ctx_.vk().vkBeginCommandBuffer(cmd_, &bi), "vkBeginCommandBuffer");
-  recording_ = true;
-  chunk_commands_ = 0;
-  since_barrier_.clear();  // the barrier below orders everything before it
-  if (host_profiled_ && chunk_ == 0) record_start_ns_ = host_ns();
-  if (queries_ != VK_NULL_HANDLE && chunk_ == 0) {
+  if (queries_ != VK_NULL_HANDLE && rec_.chunks.empty()) {
     ctx_.vk().vkCmdResetQueryPool(cmd_, queries_, 0, query_capacity_);
     ctx_.vk().vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries_, 0);
     stamped_.clear();
@@ -98,6 +108,116 @@ void Sequence::begin_if_needed() {
   // Writes of earlier submissions and of the host become visible to this one.
   record_barrier(kWork | VK_PIPELINE_STAGE_HOST_BIT, kWrites | VK_ACCESS_HOST_WRITE_BIT, kWork,
                  kAll);
+}
+
+void Sequence::begin_if_needed() {
+  if (ended_) fail("vulkan: sequence already submitted; reset() it before recording more");
+  if (recording_) return;
+  recording_ = true;
+  chunk_commands_ = 0;
+  chunk_first_ = rec_.commands.size();
+  since_barrier_.clear();  // the chunk's first barrier orders everything before it
+  if (host_profiled_ && rec_.chunks.empty()) record_start_ns_ = host_ns();
+  if (!matching_) open_command_buffer();
+}
+
+bool Sequence::same(const Recording& a, size_t i, const Recording& b, size_t j) {
+  const Command& x = a.commands[i];
+  const Command& y = b.commands[j];
+  if (x.kind != y.kind || x.pipeline != y.pipeline || x.bound_count != y.bound_count ||
+      x.push_size != y.push_size || x.groups[0] != y.groups[0] || x.groups[1] != y.groups[1] ||
+      x.groups[2] != y.groups[2]) {
+    return false;
+  }
+  return std::equal(a.bound.begin() + x.bound_first,
+                    a.bound.begin() + x.bound_first + x.bound_count,
+                    b.bound.begin() + y.bound_first) &&
+         std::equal(a.push.begin() + x.push_first, a.push.begin() + x.push_first + x.push_size,
+                    b.push.begin() + y.push_first);
+}
+
+bool Sequence::add(Command c, std::span<const Bound> bound, const void* push) {
+  c.bound_first = uint32_t(rec_.bound.size());
+  c.bound_count = uint32_t(bound.size());
+  rec_.bound.insert(rec_.bound.end(), bound.begin(), bound.end());
+  c.push_first = uint32_t(rec_.push.size());
+  const auto* bytes = static_cast<const uint8_t*>(push);
+  rec_.push.insert(rec_.push.end(), bytes, bytes + c.push_size);
+  const size_t i = rec_.commands.size();
+  rec_.commands.push_back(c);
+  if (!matching_) return false;
+  if (i < prev_.commands.size() && same(prev_, i, rec_, i)) return true;
+  diverge(i);
+  return false;
+}
+
+void Sequence::diverge(size_t upto) {
+  static const bool log = std::getenv("TRIT_VK_REPLAY_LOG") != nullptr;
+  if (log) {
+    const Command* c = upto < rec_.commands.size() ? &rec_.commands[upto] : nullptr;
+    std::fprintf(stderr, "replay: recording anew from command %zu of %zu (%s)\n", upto,
+                 prev_.commands.size(),
+                 !c            ? "the end"
+                 : c->pipeline ? c->pipeline->name().c_str()
+                               : "a copy, fill or barrier");
+  }
+  matching_ = false;
+  matched_ = upto;
+  // The chunks that went out are this recording's now; the rest of the previous one's go.
+  for (size_t k = rec_.chunks.size(); k < prev_.chunks.size(); ++k) give_back(prev_.chunks[k].cb);
+  prev_.clear();
+  open_command_buffer();
+  for (size_t j = chunk_first_; j < upto; ++j) issue(rec_, j);
+}
+
+void Sequence::issue(const Recording& rec, size_t i) {
+  const Functions& vk = ctx_.vk();
+  const Command& c = rec.commands[i];
+  const Bound* b = rec.bound.data() + c.bound_first;
+  switch (c.kind) {
+    case Command::Kind::Barrier:
+      record_barrier(kWork, kWrites, kWork, kAll);
+      return;
+    case Command::Kind::Copy: {
+      const VkBufferCopy region{b[0].offset, b[1].offset, b[0].size};
+      vk.vkCmdCopyBuffer(cmd_, b[0].buffer, b[1].buffer, 1, &region);
+      return;
+    }
+    case Command::Kind::Fill:
+      vk.vkCmdFillBuffer(cmd_, b[0].buffer, b[0].offset, b[0].size, 0);
+      return;
+    case Command::Kind::Dispatch:
+      break;
+  }
+  const Pipeline& p = *c.pipeline;
+  const uint32_t n = c.bound_count;
+  VkDescriptorBufferInfo infos[kMaxBindings];
+  VkWriteDescriptorSet writes[kMaxBindings];
+  const bool pushed = ctx_.caps().enabled.push_descriptor;
+  const VkDescriptorSet set = pushed ? VK_NULL_HANDLE : allocate_set(p.set_layout(), n);
+  for (uint32_t k = 0; k < n; ++k) {
+    infos[k] = {b[k].buffer, b[k].offset, b[k].size};
+    writes[k] = {};
+    writes[k].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+    writes[k].dstSet = set;
+    writes[k].dstBinding = k;
+    writes[k].descriptorCount = 1;
+    writes[k].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    writes[k].pBufferInfo = &infos[k];
+  }
+  vk.vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.handle());
+  if (pushed) {
+    vk.vkCmdPushDescriptorSetKHR(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout(), 0, n, writes);
+  } else {
+    vk.vkUpdateDescriptorSets(ctx_.device(), n, writes, 0, nullptr);
+    vk.vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout(), 0, 1, &set, 0,
+                               nullptr);
+  }
+  if (c.push_size > 0) {
+    vk.vkCmdPushConstants(cmd_, p.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, c.push_size,
+                          rec.push.data() + c.push_first);
+  }
+  vk.vkCmdDispatch(cmd_, c.groups[0], c.groups[1], c.groups[2]);
 }
 
 void Sequence::touch(std::span<const Access> acc) {
@@ -115,7 +235,7 @@ void Sequence::touch(std::span<const Access> acc) {
 
 void Sequence::barrier() {
   begin_if_needed();
-  record_barrier(kWork, kWrites, kWork, kAll);
+  if (!add(Command{}, {}, nullptr)) record_barrier(kWork, kWrites, kWork, kAll);
   since_barrier_.clear();
   ++barriers_;
 }
@@ -182,7 +302,7 @@ void Sequence::dispatch(const Pipeline& p, std::initializer_list<BufferRange> bi
   // Decoding records hundreds of dispatches per token: no allocations on this path.
   const uint64_t align = std::max<uint64_t>(caps.info.min_storage_buffer_offset_alignment, 1);
   Access acc[kMaxBindings];
-  VkDescriptorBufferInfo infos[kMaxBindings];
+  Bound bound[kMaxBindings];
   uint32_t n = 0;
   for (const BufferRange& r : bindings) {
     if (!r.buffer || !*r.buffer || r.size == 0 || r.offset > r.buffer->size() ||
@@ -200,38 +320,19 @@ void Sequence::dispatch(const Pipeline& p, std::initializer_list<BufferRange> bi
     }
     const bool write = !(p.readonly_mask() & (1u << n));
     acc[n] = {r.buffer->handle(), r.offset, r.offset + r.size, write};
-    infos[n] = {r.buffer->handle(), r.offset, r.size};
+    bound[n] = {r.buffer->handle(), r.buffer->serial(), r.offset, r.size};
     ++n;
   }
   begin_if_needed();
   touch(std::span<const Access>(acc, n));
-
-  const Functions& vk = ctx_.vk();
-  const bool pushed = caps.enabled.push_descriptor;
-  const VkDescriptorSet set = pushed ? VK_NULL_HANDLE : allocate_set(p.set_layout(), n);
-  VkWriteDescriptorSet writes[kMaxBindings];
-  for (uint32_t b = 0; b < n; ++b) {
-    writes[b] = {};
-    writes[b].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
-    writes[b].dstSet = set;
-    writes[b].dstBinding = b;
-    writes[b].descriptorCount = 1;
-    writes[b].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-    writes[b].pBufferInfo = &infos[b];
-  }
-  vk.vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.handle());
-  if (pushed) {
-    vk.vkCmdPushDescriptorSetKHR(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout(), 0, n, writes);
-  } else {
-    vk.vkUpdateDescriptorSets(ctx_.device(), n, writes, 0, nullptr);
-    vk.vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout(), 0, 1, &set, 0,
-                               nullptr);
-  }
-  if (push_size > 0) {
-    vk.vkCmdPushConstants(cmd_, p.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, uint32_t(push_size),
-                          push);
-  }
-  vk.vkCmdDispatch(cmd_, gx, gy, gz);
+  Command c;
+  c.kind = Command::Kind::Dispatch;
+  c.pipeline = &p;
+  c.groups[0] = gx;
+  c.groups[1] = gy;
+  c.groups[2] = gz;
+  c.push_size = uint32_t(push_size);
+  if (!add(c, std::span<const Bound>(bound, n), push)) issue(rec_, rec_.commands.size() - 1);
   ++commands_;
   stamp(&p.name());
   end_command();
@@ -241,17 +342,30 @@ void Sequence::end_command() {
   // A profile keeps one chunk: between chunks the device waits for the host, and the wait
   // would be charged to the command after it.
   if (++chunk_commands_ < chunk_size() || queries_ != VK_NULL_HANDLE) return;
+  close_chunk();
+}
+
+void Sequence::close_chunk() {
   // Hand the GPU what is recorded so far: it works while the host records the rest. The
   // barrier that starts the next chunk orders it after this one.
-  check(ctx_.vk().vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+  const size_t k = rec_.chunks.size();
+  if (matching_ && (k + 1 >= prev_.chunks.size() || prev_.chunks[k].end != rec_.commands.size())) {
+    diverge(rec_.commands.size());  // the previous recording's chunks ended elsewhere
+  }
+  if (matching_) {
+    rec_.chunks.push_back(prev_.chunks[k]);
+  } else {
+    check(ctx_.vk().vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+    rec_.chunks.push_back({cmd_, rec_.commands.size()});
+  }
   recording_ = false;
   VkSubmitInfo si{};
   si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
   si.commandBufferCount = 1;
-  si.pCommandBuffers = &cmd_;
+  si.pCommandBuffers = &rec_.chunks.back().cb;
   check(ctx_.vk().vkQueueSubmit(ctx_.queue(), 1, &si, VK_NULL_HANDLE), "vkQueueSubmit of ",
         chunk_commands_, " commands");
-  ++chunk_;
+  ++submitted_;
 }
 
 void Sequence::stamp(const std::string* name) {
@@ -292,8 +406,11 @@ void Sequence::copy(BufferRange src, BufferRange dst) {
   const Access acc[2] = {{src.buffer->handle(), src.offset, src.offset + src.size, false},
                          {dst.buffer->handle(), dst.offset, dst.offset + dst.size, true}};
   touch(acc);
-  const VkBufferCopy region{src.offset, dst.offset, src.size};
-  ctx_.vk().vkCmdCopyBuffer(cmd_, src.buffer->handle(), dst.buffer->handle(), 1, &region);
+  const Bound bound[2] = {{src.buffer->handle(), src.buffer->serial(), src.offset, src.size},
+                          {dst.buffer->handle(), dst.buffer->serial(), dst.offset, dst.size}};
+  Command c;
+  c.kind = Command::Kind::Copy;
+  if (!add(c, bound, nullptr)) issue(rec_, rec_.commands.size() - 1);
   ++commands_;
   stamp(&kCopyName);
   end_command();
@@ -308,7 +425,10 @@ void Sequence::fill_zero(BufferRange dst) {
   begin_if_needed();
   const Access acc[1] = {{dst.buffer->handle(), dst.offset, dst.offset + dst.size, true}};
   touch(acc);
-  ctx_.vk().vkCmdFillBuffer(cmd_, dst.buffer->handle(), dst.offset, dst.size, 0);
+  const Bound bound[1] = {{dst.buffer->handle(), dst.buffer->serial(), dst.offset, dst.size}};
+  Command c;
+  c.kind = Command::Kind::Fill;
+  if (!add(c, bound, nullptr)) issue(rec_, rec_.commands.size() - 1);
   ++commands_;
   stamp(&kFillName);
   end_command();
@@ -316,33 +436,48 @@ void Sequence::fill_zero(BufferRange dst) {
 
 void Sequence::submit_and_wait() {
   const Functions& vk = ctx_.vk();
-  uint32_t first = 0;  // the first chunk to submit now
+  size_t first = 0;  // the first chunk to submit now
   const bool fresh = !ended_;
   if (!ended_) {
-    if (!recording_ && chunk_ == 0) return;  // nothing recorded
+    if (!recording_ && rec_.chunks.empty()) return;  // nothing recorded
     // The last chunk (an empty one when everything went out already) carries the barrier that
     // makes device writes visible to the host once the fence has signalled.
     begin_if_needed();
-    record_barrier(kWork, kWrites, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-    check(vk.vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+    if (matching_ && (rec_.commands.size() != prev_.commands.size() ||
+                      rec_.chunks.size() + 1 != prev_.chunks.size())) {
+      diverge(rec_.commands.size());
+    }
+    if (matching_) {
+      rec_.chunks.push_back(prev_.chunks.back());
+      matched_ = rec_.commands.size();
+    } else {
+      record_barrier(kWork, kWrites, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+      check(vk.vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+      rec_.chunks.push_back({cmd_, rec_.commands.size()});
+    }
+    replayed_ = matched_;
     recording_ = false;
     ended_ = true;
-    first = uint32_t(chunk_);
-    chunks_ = chunk_ + 1;
+    first = submitted_;
   }
   // Called again after the end (first = 0): every chunk runs once more, in order.
   const double submit_ns = host_ns();
   check(vk.vkResetFences(ctx_.device(), 1, &fence_), "vkResetFences");
+  std::vector<VkCommandBuffer> cbs;
+  cbs.reserve(rec_.chunks.size() - first);
+  for (size_t k = first; k < rec_.chunks.size(); ++k) cbs.push_back(rec_.chunks[k].cb);
   VkSubmitInfo si{};
   si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
-  si.commandBufferCount = uint32_t(chunks_) - first;
-  si.pCommandBuffers = cmds_.data() + first;
+  si.commandBufferCount = uint32_t(cbs.size());
+  si.pCommandBuffers = cbs.data();
   // The fence signals once these and everything submitted before them have finished.
   check(ctx_.injected_fault(fault_counted_), "vkQueueSubmit of ", commands_, " commands");
   check(vk.vkQueueSubmit(ctx_.queue(), 1, &si, fence_), "vkQueueSubmit of ", commands_,
         " commands");
+  submitted_ = rec_.chunks.size();
   check(vk.vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX),
         "vkWaitForFences after ", commands_, " commands");
+  waited_ = true;
   if (queries_ != VK_NULL_HANDLE) {
     collect_profile(submit_ns - record_start_ns_, host_ns() - submit_ns);
   } else if (host_profiled_ && fresh) {
@@ -352,15 +487,37 @@ void Sequence::submit_and_wait() {
 
 void Sequence::reset() {
   const Functions& vk = ctx_.vk();
-  if (!ended_ && chunk_ > 0) submit_and_wait();  // chunks still running must finish first
-  // The chunks begun since the last reset (a long recording leaves many buffers behind).
-  const size_t used = ended_ ? chunks_ : chunk_ + (recording_ ? 1 : 0);
-  for (size_t i = 0; i < used; ++i) {
-    check(vk.vkResetCommandBuffer(cmds_[i], 0), "vkResetCommandBuffer");
+  if (!ended_ && submitted_ > 0) submit_and_wait();  // chunks still running must finish first
+  if (ended_ && !waited_) {
+    // The last submission failed: chunks sent before it may still run, and the recording is
+    // not one to replay.
+    vk.vkQueueWaitIdle(ctx_.queue());
+    ended_ = false;
+    recording_ = false;
   }
-  chunk_ = 0;
-  chunks_ = 0;
+  if (ended_ && replay_) {
+    // This recording serves the next one. Its chunks are the previous one's where it matched
+    // them (and diverge() let the others go), so nothing else is held.
+    std::swap(prev_, rec_);
+  } else {
+    if (recording_ && !matching_) give_back(cmd_);  // an open chunk, never submitted
+    // Chunks submitted by this recording that are not the previous one's.
+    for (size_t k = 0; k < rec_.chunks.size(); ++k) {
+      if (k >= prev_.chunks.size() || prev_.chunks[k].cb != rec_.chunks[k].cb) {
+        give_back(rec_.chunks[k].cb);
+      }
+    }
+    if (!replay_ || ended_) {
+      for (const Chunk& c : prev_.chunks) give_back(c.cb);
+      prev_.clear();
+    }
+  }
+  rec_.clear();
+  matching_ = replay_ && !prev_.chunks.empty();
+  matched_ = 0;
+  cmd_ = VK_NULL_HANDLE;
   chunk_commands_ = 0;
+  chunk_first_ = 0;
   for (Pool& p : pools_) {
     check(vk.vkResetDescriptorPool(ctx_.device(), p.pool, 0), "vkResetDescriptorPool");
     p.used_sets = 0;
@@ -370,6 +527,8 @@ void Sequence::reset() {
   since_barrier_.clear();
   recording_ = false;
   ended_ = false;
+  waited_ = false;
+  submitted_ = 0;
   commands_ = 0;
   barriers_ = 0;
 }

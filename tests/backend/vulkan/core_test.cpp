@@ -436,6 +436,79 @@ TEST_F(VulkanCore, SequenceOfDependentDispatches) {
   EXPECT_EQ(ry[n - 1], 0.0f);
 }
 
+// A recording equal to the last one submits the command buffers recorded then; the first
+// command that differs (a push constant, a group count, a range, a buffer made anew) records
+// its chunk from its start, and every result stays that of a fresh recording.
+TEST_F(VulkanCore, SequenceReplaysARecordingEqualToTheLast) {
+  auto ctx = open();
+  if (!ctx->caps().enabled.push_descriptor) GTEST_SKIP() << "replay needs push descriptors";
+  const uint64_t rows = 1000, cols = 37;
+  const TileOptions opt{.max_piece_bytes = 1024};
+  TiledTensor x(*ctx, "x", rows, cols * 4, opt);
+  auto y = std::make_unique<TiledTensor>(*ctx, "y", rows, cols * 4, opt);
+  ASSERT_GT(x.pieces(), 120u);  // several chunks: 8, 16, 32, 64, ...
+  const Pipeline& p = ctx->pipeline({.shader = "test_axpy",
+                                     .bindings = 2,
+                                     .push_bytes = sizeof(AxpyPush),
+                                     .spec = {64},
+                                     .readonly = 0b01});
+  std::vector<float> hy = small_ints(rows * cols, 2);
+  y->upload(0, rows, hy.data());
+  Sequence seq(*ctx);
+  // y += a[i] * x over the first `pieces` pieces (a[i] = a for all but piece `odd`, which
+  // takes a + 1), with x's contents new each time; then the expected y.
+  uint32_t seed = 10;
+  auto step = [&](size_t pieces, float a, size_t odd) {
+    const std::vector<float> hx = small_ints(rows * cols, ++seed);
+    x.upload(0, rows, hx.data());
+    for (size_t i = 0; i < pieces; ++i) {
+      const uint32_t n = uint32_t(x.piece(i).rows() * x.row_bytes() / 4);
+      const float ai = i == odd ? a + 1 : a;
+      seq.dispatch(p, {x.range(i), y->range(i)}, AxpyPush{n, ai}, (n + 63) / 64);
+      const uint64_t e0 = x.piece(i).row0 * cols, e1 = x.piece(i).row1 * cols;
+      for (uint64_t e = e0; e < e1; ++e) hy[e] += ai * hx[e];
+    }
+    seq.submit_and_wait();
+    const size_t replayed = seq.replayed();
+    seq.reset();
+    std::vector<float> out(rows * cols);
+    y->download(0, rows, out.data());
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out[i] != hy[i]) {
+        ADD_FAILURE() << "element " << i << ": " << out[i] << ", expected " << hy[i];
+        break;
+      }
+    }
+    return replayed;
+  };
+  const size_t all = x.pieces(), none = all;  // `none`: no odd piece
+  EXPECT_EQ(step(all, 1, none), 0u);          // nothing to replay yet
+  EXPECT_EQ(step(all, 1, none), all);
+  EXPECT_EQ(step(all, 1, 70), 70u);  // piece 70's push constant differs (the fourth chunk)
+  EXPECT_EQ(step(all, 1, 70), all);
+  EXPECT_EQ(step(all, 1, 3), 3u);           // the first chunk
+  EXPECT_EQ(step(all - 9, 1, 3), all - 9);  // a prefix of the last: every command matched
+  EXPECT_EQ(step(all, 1, 3), all - 9);      // longer than the last
+  EXPECT_EQ(step(all, -2, none), 0u);
+  // A buffer made anew (the driver may give it the old handle) is never taken for the old.
+  y->download(0, rows, hy.data());
+  y.reset();
+  y = std::make_unique<TiledTensor>(*ctx, "y", rows, cols * 4, opt);
+  y->upload(0, rows, hy.data());
+  EXPECT_EQ(step(all, -2, none), 0u);
+  EXPECT_EQ(step(all, -2, none), all);
+  {
+    ScopedEnv off("TRIT_VK_REPLAY", "0");
+    Sequence plain(*ctx);
+    for (int k = 0; k < 2; ++k) {
+      axpy(plain, p, x, *y, 1.0f);
+      plain.submit_and_wait();
+      EXPECT_EQ(plain.replayed(), 0u);
+      plain.reset();
+    }
+  }
+}
+
 TEST_F(VulkanCore, PipelineRegistryAndSpecialization) {
   auto ctx = open();
   const size_t before = ctx->pipeline_count();
