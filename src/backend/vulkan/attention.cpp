@@ -26,7 +26,10 @@ constexpr uint64_t kAttnCounters = 16384;  // attention_counters(): (query, head
 std::vector<uint32_t> attention_spec(uint32_t chunk, uint32_t head_dim, uint32_t qt, bool seq_table,
                                      bool kv_f16 = false, bool fuse_combine = false,
                                      uint32_t unroll = 8) {
-  std::vector<uint32_t> spec(uint32_t(SpecId::AttnUnroll) + 1, 0);
+  std::vector<uint32_t> spec(uint32_t(SpecId::AttnKeyVec) + 1, 0);
+  // Decoding: each key row's first 64 elements in 16-byte loads issued together (the UNROLL
+  // loop took a round trip to memory each 8 elements).
+  spec[uint32_t(SpecId::AttnKeyVec)] = qt == 1 ? (kv_f16 ? 8 : 16) : 0;
   spec[uint32_t(SpecId::AttnUnroll)] = unroll;
   spec[uint32_t(SpecId::AttnFuseCombine)] = fuse_combine ? 1 : 0;
   spec[uint32_t(SpecId::KvF16)] = kv_f16 ? 1 : 0;

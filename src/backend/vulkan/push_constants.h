@@ -35,6 +35,7 @@ enum class SpecId : uint32_t {
   AttnStage = 19,  // attention_backward_tiled: 0 max, 1 sums, 2 dq
   AttnFuseCombine = 20,  // attention (decoding): 1 merges the partials in the last workgroup
   AttnUnroll = 21,       // attention: key and value loads issued together (a multiple of 2)
+  AttnKeyVec = 22,       // attention (decoding): 16-byte loads of a key row issued together
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };

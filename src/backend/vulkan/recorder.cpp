@@ -1,6 +1,9 @@
 // The Vulkan backend's recorder: the Sequence every op records into, pipelines, submission, and
 // buffers retired while queued work may still read them.
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 
 #include "backend/vulkan/vk_backend.h"
 
@@ -24,7 +27,41 @@ const Pipeline& Recorder::pipeline(std::string_view shader, uint32_t bindings, u
   return ctx_.pipeline(d);
 }
 
+namespace {
+double now_us() {
+  return std::chrono::duration<double, std::micro>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 void Recorder::submit() {
+  // TRIT_VK_RERUN=N (tuning): after a submission of 32 or more commands, runs the same
+  // commands N times more and prints the step's wall time since the last submission, its
+  // submit-and-wait time and the time of one more run (the GPU's alone: nothing is recorded).
+  static const int probe = [] {
+    const char* v = std::getenv("TRIT_VK_RERUN");
+    return v ? std::atoi(v) : 0;
+  }();
+  if (probe > 0) {
+    const double t0 = now_us();
+    seq_->submit_and_wait();
+    const double t1 = now_us();
+    if (seq_->commands() >= 32 && probes_ < 40) {
+      ++probes_;
+      for (int i = 0; i < probe; ++i) seq_->submit_and_wait();
+      const double t2 = now_us();
+      std::fprintf(stderr,
+                   "rerun: %zu commands, %zu barriers, step %.1f us, submit+wait %.1f us, "
+                   "one more run %.1f us\n",
+                   seq_->commands(), seq_->barriers(), t0 - last_submit_us_, t1 - t0,
+                   (t2 - t1) / probe);
+    }
+    seq_->reset();
+    retired_.clear();
+    last_submit_us_ = now_us();
+    return;
+  }
   seq_->submit_and_wait();
   seq_->reset();
   retired_.clear();

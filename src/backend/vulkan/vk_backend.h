@@ -74,6 +74,8 @@ class Recorder {
   std::unique_ptr<Sequence> seq_;
   uint64_t max_seg_rows_ = 0;
   std::vector<TiledTensor> retired_;
+  int probes_ = 0;             // TRIT_VK_RERUN's reports so far
+  double last_submit_us_ = 0;  // when the last probed submission returned
 };
 
 // ---- Scratch ----

@@ -55,7 +55,8 @@
 //
 // A workgroup stages its chunk's keys in shared memory, 32 dimensions at a time (coalesced
 // loads; thread j then reads key j), and serves QT queries from them; the values are read once
-// for all QT queries. With QT = 1 (decoding) thread j reads key j from memory directly. Every partial is computed with the same operations in the same order
+// for all QT queries. With QT = 1 (decoding) thread j reads key j from memory directly, the
+// row's first KEY_VEC uvec4s in loads issued together. Every partial is computed with the same operations in the same order
 // whatever QT is (`precise`: no contraction into fused multiply-adds), so a prompt's attention
 // equals that of its tokens decoded one by one, bit for bit.
 #extension GL_GOOGLE_include_directive : require
@@ -72,6 +73,7 @@ layout(constant_id = SPEC_ATTN_FUSE_COMBINE) const uint FUSE_COMBINE = 0;
 
 layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Kb { uint k[]; };  // f32 bits or 2 halves
+layout(std430, set = 0, binding = 1) readonly buffer Kb4 { uvec4 k4[]; };  // the same, 16 bytes
 layout(std430, set = 0, binding = 2) readonly buffer Vb { uint v[]; };
 // coherent: with FUSE_COMBINE a workgroup reads the records other workgroups wrote.
 layout(std430, set = 0, binding = 3) coherent buffer Partial { float partial[]; };
@@ -116,6 +118,8 @@ float v_at(uint i) {
 const uint KD = 32;  // key dimensions staged per step
 // Loads of keys and values issued before their products (spec constant 21; a multiple of 2).
 layout(constant_id = SPEC_ATTN_UNROLL) const uint UNROLL = 8;
+// Decoding: uvec4s of a key row loaded together (spec constant 22; 0: the UNROLL loop alone).
+layout(constant_id = SPEC_ATTN_KEY_VEC) const uint KEY_VEC = 0;
 const uint KS = KD + 1;
 shared float qs[QT * MAX_HEAD_DIM];
 shared float ks[QT > 1 ? C * KS : 1];  // decoding (QT = 1) stages nothing
@@ -195,6 +199,28 @@ void main() {
       // constant, so a plain loop waits for each load before the next (~30 us a dispatch).
       uint kb = (local0 + tid) * pc.kv_stride + kv_off;
       uint d = 0;
+      // The row is contiguous: KEY_VEC uvec4s of it loaded together, then summed in order.
+      const uint W = KV_F16 != 0 ? 8u : 4u;  // elements a uvec4
+      if (KEY_VEC > 0 && (pc.kv_stride % W) == 0u && (kv_off % W) == 0u) {
+        for (; d + KEY_VEC * W <= hd; d += KEY_VEC * W) {
+          uvec4 kw[KEY_VEC > 0 ? KEY_VEC : 1];
+          for (uint u = 0; u < KEY_VEC; ++u) kw[u] = k4[(kb + d) / W + u];
+          for (uint u = 0; u < KEY_VEC; ++u) {
+            for (uint e = 0; e < 4u; ++e) {
+              if (KV_F16 != 0) {
+                vec2 p = f16x2(kw[u][e]);
+                precise float p0 = qs[d + u * 8u + 2u * e] * p.x;
+                dot[0] = dot[0] + p0;
+                precise float p1 = qs[d + u * 8u + 2u * e + 1u] * p.y;
+                dot[0] = dot[0] + p1;
+              } else {
+                precise float prod = qs[d + u * 4u + e] * uintBitsToFloat(kw[u][e]);
+                dot[0] = dot[0] + prod;
+              }
+            }
+          }
+        }
+      }
       for (; d + UNROLL <= hd; d += UNROLL) {
         float kk[UNROLL];
         if (KV_F16 != 0) {  // pairs of halves: one word for two (kb + d is even)
