@@ -39,32 +39,25 @@ void Recorder::submit() {
   // TRIT_VK_RERUN=N (tuning): after a submission of 32 or more commands, runs the same
   // commands N times more and prints the step's wall time since the last submission, its
   // submit-and-wait time and the time of one more run (the GPU's alone: nothing is recorded).
-  static const int probe = [] {
+  static const int rerun = [] {
     const char* v = std::getenv("TRIT_VK_RERUN");
     return v ? std::atoi(v) : 0;
   }();
-  if (probe > 0) {
-    const double t0 = now_us();
-    seq_->submit_and_wait();
-    const double t1 = now_us();
-    if (seq_->commands() >= 32 && probes_ < 40) {
-      ++probes_;
-      for (int i = 0; i < probe; ++i) seq_->submit_and_wait();
-      const double t2 = now_us();
-      std::fprintf(stderr,
-                   "rerun: %zu commands, %zu barriers, step %.1f us, submit+wait %.1f us, "
-                   "one more run %.1f us\n",
-                   seq_->commands(), seq_->barriers(), t0 - last_submit_us_, t1 - t0,
-                   (t2 - t1) / probe);
-    }
-    seq_->reset();
-    retired_.clear();
-    last_submit_us_ = now_us();
-    return;
-  }
+  const double t0 = rerun > 0 ? now_us() : 0;
   seq_->submit_and_wait();
+  if (rerun > 0 && seq_->commands() >= 32 && probes_ < 40) {
+    ++probes_;
+    const double t1 = now_us();
+    for (int i = 0; i < rerun; ++i) seq_->submit_and_wait();
+    std::fprintf(stderr,
+                 "rerun: %zu commands, %zu barriers, step %.1f us, submit+wait %.1f us, "
+                 "one more run %.1f us\n",
+                 seq_->commands(), seq_->barriers(), t0 - last_submit_us_, t1 - t0,
+                 (now_us() - t1) / rerun);
+  }
   seq_->reset();
   retired_.clear();
+  if (rerun > 0) last_submit_us_ = now_us();
 }
 
 void Recorder::abandon() {

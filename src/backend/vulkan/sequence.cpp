@@ -507,10 +507,8 @@ void Sequence::reset() {
         give_back(rec_.chunks[k].cb);
       }
     }
-    if (!replay_ || ended_) {
-      for (const Chunk& c : prev_.chunks) give_back(c.cb);
-      prev_.clear();
-    }
+    // prev_ stays: its chunks still serve a next recording that matches them (without replay
+    // it is always empty).
   }
   rec_.clear();
   matching_ = replay_ && !prev_.chunks.empty();

@@ -440,6 +440,7 @@ TEST_F(VulkanCore, SequenceOfDependentDispatches) {
 // command that differs (a push constant, a group count, a range, a buffer made anew) records
 // its chunk from its start, and every result stays that of a fresh recording.
 TEST_F(VulkanCore, SequenceReplaysARecordingEqualToTheLast) {
+  const ScopedEnv on("TRIT_VK_REPLAY", nullptr);  // replay as by default, whatever the caller set
   auto ctx = open();
   if (!ctx->caps().enabled.push_descriptor) GTEST_SKIP() << "replay needs push descriptors";
   const uint64_t rows = 1000, cols = 37;
