@@ -337,6 +337,12 @@ int64_t GgufTensor::n_elements() const {
   for (int64_t d : ne) n *= d;
   return n;
 }
+void GgufFile::read(const uint8_t* p, uint64_t n, uint8_t* dst) const {
+  if (const int e = file_.read(p, n, dst); e != 0) {
+    fail(path_, ": cannot read ", n, " bytes at offset ", uint64_t(p - map_), ": ",
+         std::strerror(e));
+  }
+}
 
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   std::unique_ptr<GgufFile> f(new GgufFile());

@@ -118,6 +118,9 @@ class GgufFile final : public HostPages {
   void release(const uint8_t* p, uint64_t n) const override { file_.release(p, n); }
   void prefetch(const uint8_t* p, uint64_t n) const { file_.prefetch(p, n); }
   bool maps(const uint8_t* p) const { return file_.contains(p); }
+  // Copies the mapped bytes [p, p + n) into dst with pread (MappedFile::read), leaving the
+  // mapping's pages out; throws trit::Error naming the file, the offset and the reason.
+  void read(const uint8_t* p, uint64_t n, uint8_t* dst) const;
 
  private:
   GgufFile() = default;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -32,11 +33,12 @@ MappedFile MappedFile::open(const std::string& path) {
   if (f.size_ > 0) {
     void* m = mmap(nullptr, size_t(f.size_), PROT_READ, MAP_PRIVATE, fd, 0);
     const int e = errno;
-    ::close(fd);
     if (m == MAP_FAILED) {
+      ::close(fd);
       fail(path, ": cannot map ", f.size_, " bytes: ", std::strerror(e), address_space_note());
     }
     f.data_ = static_cast<const uint8_t*>(m);
+    f.fd_ = fd;
   } else {
     ::close(fd);
   }
@@ -59,18 +61,45 @@ void MappedFile::prefetch(const uint8_t* p, uint64_t n) const {
   madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
 }
 
-MappedFile::~MappedFile() {
+int MappedFile::read(const uint8_t* p, uint64_t n, uint8_t* dst) const {
+  if (n == 0) return 0;
+  if (fd_ < 0 || p < data_ || n > size_ || uint64_t(p - data_) > size_ - n) return EINVAL;
+  uint64_t at = uint64_t(p - data_);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd_, dst, size_t(std::min<uint64_t>(n, 1u << 30)), off_t(at));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return errno;
+    if (got == 0) return EIO;  // the file became shorter than its mapping
+    dst += got;
+    at += uint64_t(got);
+    n -= uint64_t(got);
+  }
+  return 0;
+}
+
+void MappedFile::close() {
   if (data_ != nullptr) munmap(const_cast<uint8_t*>(data_), size_t(size_));
+  if (fd_ >= 0) ::close(fd_);
+  data_ = nullptr;
+  size_ = 0;
+  fd_ = -1;
+}
+
+MappedFile::~MappedFile() {
+  close();
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      fd_(std::exchange(other.fd_, -1)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
-    if (data_ != nullptr) munmap(const_cast<uint8_t*>(data_), size_t(size_));
+    close();
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    fd_ = std::exchange(other.fd_, -1);
   }
   return *this;
 }

@@ -132,7 +132,7 @@ bool streams_weights(const Model& model, const Backend& be, const TrainPassOptio
 // After block l's pass: its file pages leave the resident set where the model streams
 // (Model::block_out), and a device streaming the model drops its copy of the block's weights.
 void block_done(const Model& model, Backend& be, int64_t l, bool pass_streams = false) {
-  model.block_out(l, !be.host_memory(), pass_streams);
+  model.block_out(l, {be.host_memory(), pass_streams});
   if ((model.streaming() || pass_streams) && !be.host_memory()) {
     const BlockWeights& b = model.weights().blocks[size_t(l)];
     const LinearWeight* ws[] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
@@ -161,9 +161,11 @@ void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
   acts.up = a.up.get();
   acts.m = a.act.get();
   be.embedding(*a.x, w.token_embd, tokens, n);
+  const Model::WeightUse use{be.host_memory()};
   for (int64_t l = 0; l < hp.n_layer; ++l) {
-    const BlockPass pass{hp, w.blocks[size_t(l)], block_lora(lora, l), {act_quant}};
-    model.read_ahead(l + 1);
+    const Model::BlockRef bw = model.block(l, use);
+    const BlockPass pass{hp, bw.weights(), block_lora(lora, l), {act_quant}};
+    model.read_ahead(l + 1, use);
     block_forward(be, pass, *a.x, n, seqs[size_t(l)], acts);
     block_done(model, be, l);
   }
@@ -181,9 +183,10 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
   head.lora = lora;
   head.logits = logits;
   const int64_t n_layer = model.hparams().n_layer;
-  model.read_ahead(0);  // the next pass starts at block 0
+  const Model::WeightUse use{be.host_memory()};
+  model.read_ahead(0, use);  // the next pass starts at block 0
   be.head(head);
-  model.block_out(n_layer, !be.host_memory());
+  model.block_out(n_layer, use);
 }
 
 }  // namespace
@@ -402,6 +405,7 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
   ta.reserve(T, lora);
   const TrainPassOptions& o = ta.opts_;
   const bool stream = streams_weights(model, be, o);
+  const Model::WeightUse use{be.host_memory(), stream};
   be.embedding(*ta.x_, w.token_embd, seq.tokens, T);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     if (for_backward) be.copy(*ta.inputs_[size_t(l)], *ta.x_, T);
@@ -413,9 +417,10 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
       for (auto& saved : a.lora) saved.clear();
     }
     const float p = for_backward ? o.dropout : 0.0f;
+    const Model::BlockRef bw = model.block(l, use);
     const BlockPass pass{
-        hp, w.blocks[size_t(l)], bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
-    model.read_ahead(l + 1, stream);
+        hp, bw.weights(), bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
+    model.read_ahead(l + 1, use);
     block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
     block_done(model, be, l, stream);
   }
@@ -431,9 +436,9 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
   head.norm = seq.norm;
   head.chunk = o.head_chunk;
   head.dh = for_backward ? ta.dhf_.get() : nullptr;
-  model.read_ahead(for_backward ? hp.n_layer - 1 : 0, stream);  // backward starts at the end
+  model.read_ahead(for_backward ? hp.n_layer - 1 : 0, use);  // backward starts at the end
   be.head(head);
-  model.block_out(hp.n_layer, !be.host_memory(), stream);
+  model.block_out(hp.n_layer, use);
   return be.take_loss();  // one submission for the whole pass on a device
 }
 
@@ -445,17 +450,17 @@ void model_backward(const Model& model, const TrainBatch& seq, const LoraSet& lo
   const std::vector<SeqRows> rows = sequence_rows(seq);
   const TrainPassOptions& o = ta.opts_;
   const bool stream = streams_weights(model, be, o);
+  const Model::WeightUse use{be.host_memory(), stream};
   if (T > ta.capacity_) fail("train: model_backward of ", T, " tokens without its forward pass");
   be.zero(*ta.dx_);
   be.rms_norm_backward(*ta.dx_, *ta.dhf_, *ta.x_, w.output_norm, *ta.rstdf_, T);
   for (int64_t l = hp.n_layer - 1; l >= 0; --l) {
     BlockActs& a = ta.acts(l);
     const BlockLora bl = block_lora(&lora, l);
-    const BlockPass pass{hp,
-                         w.blocks[size_t(l)],
-                         bl,
-                         {o.act_quant, o.dropout, splitmix64(seq.dropout_key + uint64_t(l))}};
-    model.read_ahead(l - 1, stream);
+    const Model::BlockRef bw = model.block(l, use);
+    const BlockPass pass{
+        hp, bw.weights(), bl, {o.act_quant, o.dropout, splitmix64(seq.dropout_key + uint64_t(l))}};
+    model.read_ahead(l - 1, use);
     if (o.checkpointing) {  // recompute the block's activations from its input
       ta.bind_lora(l, bl);
       be.copy(*ta.x_, *ta.inputs_[size_t(l)], T);

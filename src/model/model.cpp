@@ -7,6 +7,7 @@
 #include "core/quant.h"
 #include "core/shape.h"
 #include "io/gguf.h"
+#include "model/block_stager.h"
 #include "model/embedded_adapter.h"
 #include "model/llama_layout.h"
 #include "model/memory_estimate.h"
@@ -245,6 +246,7 @@ void Model::find_spans() {
   const FloatMatrix& h = w_.output;
   spans_.push_back(span_of({{h.data, *tensor_bytes(h.type, h.n_in, h.n_in * h.n_out)}}));
   dropped_ = std::make_unique<std::atomic<bool>[]>(spans_.size());
+  stager_ = std::make_unique<BlockStager>(f, w_.blocks);
 }
 
 namespace {
@@ -287,18 +289,34 @@ uint64_t Model::block_bytes(int64_t l) const {
   return l >= 0 && l < int64_t(spans_.size()) ? spans_[size_t(l)].n : 0;
 }
 
-void Model::read_ahead(int64_t l, bool pass_streams) const {
+void Model::read_ahead(int64_t l, WeightUse use) const {
+  if (!(streaming_ || use.pass_streams) || l < 0 || l >= int64_t(spans_.size())) return;
+  if (stages(use)) {
+    stager_->ahead(l);  // the head (l = n_layer) only gives idle buffers back
+    if (l < hp_.n_layer) return;
+  }
   // Pages fault in as the threads read them. Mapping a block in one call before it computes
   // (MADV_POPULATE_READ) was slower: 1B decoding at 15.1 against 17.4 tokens/s on two cores
   // (and slower still from a thread of its own).
-  if (!(streaming_ || pass_streams) || l < 0 || l >= int64_t(spans_.size())) return;
   file_->prefetch(spans_[size_t(l)].p, spans_[size_t(l)].n);
 }
 
-void Model::block_out(int64_t l, bool device_copy, bool pass_streams) const {
+Model::BlockRef Model::block(int64_t l, WeightUse use) const {
+  const BlockWeights& mapped = w_.blocks.at(size_t(l));
+  if (!stages(use)) return BlockRef(mapped, nullptr, l);
+  const BlockWeights* staged = stager_->take(l);
+  // Both buffers held by other passes: this one reads the mapping (released by block_out).
+  return staged ? BlockRef(*staged, stager_.get(), l) : BlockRef(mapped, nullptr, l);
+}
+
+Model::BlockRef::~BlockRef() {
+  if (held_) held_->give(l_);
+}
+
+void Model::block_out(int64_t l, WeightUse use) const {
   if (l < 0 || l >= int64_t(spans_.size())) return;
   // A device uploads a block's weights while its first pass records the block.
-  if (streaming_ || pass_streams || (device_copy && !dropped_[size_t(l)].exchange(true))) {
+  if (streaming_ || use.pass_streams || (!use.host && !dropped_[size_t(l)].exchange(true))) {
     file_->release(spans_[size_t(l)].p, spans_[size_t(l)].n);
   }
 }

@@ -32,6 +32,8 @@ class Tokenizer;
 //   - "merged": weights with LoRA adapters folded in (`trit merge`, tools/merge.h), used as the
 //     float matrices they are (LinearWeight::f). Ternary layers of such a file stay ternary.
 // Any other value is an error naming the file and the key.
+class BlockStager;
+
 struct BlockWeights {
   const float* attn_norm = nullptr;      // (n_embd)
   const float* attn_sub_norm = nullptr;  // (n_embd)
@@ -69,18 +71,38 @@ class Model {
   const LoraAdapter* embedded_adapter() const { return embedded_.get(); }
   float embedded_adapter_scale() const { return embedded_scale_; }
 
-  // Streaming, for a memory budget smaller than the weights on the CPU: a pass calls
-  // read_ahead(next) before a block computes (the file's pages of block `next` are read from
-  // the file meanwhile) and block_out(l) after block l (its pages leave the resident set; they
-  // fault in again when touched). Block n_layer is the LM head. No-ops unless streaming is on,
-  // which only a backend that computes in host memory as the calls come (the CPU's) allows,
-  // except the release of a device's uploaded weights (block_out's device_copy).
-  // A pass may stream on its own (`pass_streams`) with the model's streaming off: a fine-tune on
-  // the CPU does, since a step computes over many tokens per page brought in.
-  void read_ahead(int64_t l, bool pass_streams = false) const;
-  // device_copy: the backend keeps its own copy of the weights (a GPU), so the block's file
+  // Streaming, for a memory budget smaller than the weights: a pass calls read_ahead(next)
+  // before a block computes (block `next` is read from the file meanwhile), takes the block's
+  // weights with block(l) and calls block_out(l) after it (its pages leave the resident set).
+  // Block n_layer is the LM head. On a backend that computes in host memory as the calls come
+  // (the CPU's) a streamed block is read into one of two buffers (BlockStager) and its weights
+  // point there; the head, and a device's uploads, read the mapping (its pages read ahead,
+  // released after). No-ops unless streaming is on, except the release of a device's uploaded
+  // weights. A pass may stream on its own (WeightUse::pass_streams) with the model's streaming
+  // off: a fine-tune on the CPU does, since a step computes over many tokens per block read.
+  struct WeightUse {
+    bool host = true;  // the backend computes in host memory (else it keeps a copy of its own)
+    bool pass_streams = false;
+  };
+  // A block's weights for one pass: held (its buffer not reused) until destroyed.
+  class BlockRef {
+   public:
+    BlockRef(const BlockWeights& w, BlockStager* held, int64_t l) : w_(w), held_(held), l_(l) {}
+    ~BlockRef();
+    BlockRef(const BlockRef&) = delete;
+    BlockRef& operator=(const BlockRef&) = delete;
+    const BlockWeights& weights() const { return w_; }
+
+   private:
+    const BlockWeights& w_;
+    BlockStager* held_;
+    int64_t l_;
+  };
+  void read_ahead(int64_t l, WeightUse use) const;
+  BlockRef block(int64_t l, WeightUse use) const;
+  // use.host false: the backend keeps its own copy of the weights (a GPU), so the block's file
   // pages leave the host's resident set the first time, streaming or not.
-  void block_out(int64_t l, bool device_copy = false, bool pass_streams = false) const;
+  void block_out(int64_t l, WeightUse use) const;
   bool streaming() const { return streaming_; }
   // A memory budget in bytes (0: none). Streaming turns on when the budget is below what the
   // whole model needs resident; a budget below min_stream_bytes() is refused (trit::Error
@@ -121,6 +143,8 @@ class Model {
   bool streaming_ = false;
   uint64_t mem_budget_ = 0;
   std::unique_ptr<std::atomic<bool>[]> dropped_;  // per span: released for a device copy
+  bool stages(WeightUse use) const { return (streaming_ || use.pass_streams) && use.host; }
+  std::unique_ptr<BlockStager> stager_;  // after file_ and w_, which it reads
 };
 
 }  // namespace trit::engine
