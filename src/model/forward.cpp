@@ -130,11 +130,12 @@ bool streams_weights(const Model& model, const Backend& be, const TrainPassOptio
 }
 
 // After block l's pass: its file pages leave the resident set where the model streams
-// (Model::block_out), and a device streaming the model drops its copy of the block's weights.
-void block_done(const Model& model, Backend& be, int64_t l, bool pass_streams = false) {
+// (Model::block_out), and a device streaming the model drops its copy of the block's weights
+// (b: those the pass used, which the device knows them by).
+void block_done(const Model& model, Backend& be, int64_t l, const BlockWeights& b,
+                bool pass_streams = false) {
   model.block_out(l, {be.host_memory(), pass_streams});
   if ((model.streaming() || pass_streams) && !be.host_memory()) {
-    const BlockWeights& b = model.weights().blocks[size_t(l)];
     const LinearWeight* ws[] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
     be.release_weights(ws);
   }
@@ -167,7 +168,7 @@ void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
     const BlockPass pass{hp, bw.weights(), block_lora(lora, l), {act_quant}};
     model.read_ahead(l + 1, use);
     block_forward(be, pass, *a.x, n, seqs[size_t(l)], acts);
-    block_done(model, be, l);
+    block_done(model, be, l, bw.weights());
   }
   be.rms_norm({a.x.get(), w.output_norm, hp.rms_eps, a.h.get()}, n);
 }
@@ -422,7 +423,7 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
         hp, bw.weights(), bl, {o.act_quant, p, splitmix64(seq.dropout_key + uint64_t(l))}};
     model.read_ahead(l + 1, use);
     block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
-    block_done(model, be, l, stream);
+    block_done(model, be, l, bw.weights(), stream);
   }
   be.rms_norm({ta.x_.get(), w.output_norm, hp.rms_eps, ta.hf_.get(), ta.rstdf_.get()}, T);
   if (for_backward) be.zero(*ta.dhf_);
@@ -467,7 +468,7 @@ void model_backward(const Model& model, const TrainBatch& seq, const LoraSet& lo
       block_forward(be, pass, *ta.x_, T, sequence_views(rows, a), a);
     }
     block_backward(be, pass, *ta.inputs_[size_t(l)], a, ta.g_, *ta.dx_, T, rows);
-    block_done(model, be, l, stream);
+    block_done(model, be, l, bw.weights(), stream);
   }
 }
 

@@ -73,13 +73,14 @@ class Model {
 
   // Streaming, for a memory budget smaller than the weights: a pass calls read_ahead(next)
   // before a block computes (block `next` is read from the file meanwhile), takes the block's
-  // weights with block(l) and calls block_out(l) after it (its pages leave the resident set).
-  // Block n_layer is the LM head. On a backend that computes in host memory as the calls come
-  // (the CPU's) a streamed block is read into one of two buffers (BlockStager) and its weights
-  // point there; the head, and a device's uploads, read the mapping (its pages read ahead,
-  // released after). No-ops unless streaming is on, except the release of a device's uploaded
-  // weights. A pass may stream on its own (WeightUse::pass_streams) with the model's streaming
-  // off: a fine-tune on the CPU does, since a step computes over many tokens per block read.
+  // weights with block(l) and calls block_out(l) after it. Block n_layer is the LM head. A
+  // streamed block is read into one of two buffers (BlockStager) and its weights point there:
+  // the CPU computes from them, a device uploads them (and drops its copy after the pass, by
+  // those weights' addresses); the head is read through the mapping, its pages read ahead and
+  // released after. No-ops unless streaming is on, except the release of the file pages a
+  // device has copied. A pass may stream on its own (WeightUse::pass_streams) with the model's
+  // streaming off: a fine-tune on the CPU does, since a step computes over many tokens per
+  // block read.
   struct WeightUse {
     bool host = true;  // the backend computes in host memory (else it keeps a copy of its own)
     bool pass_streams = false;
@@ -143,7 +144,7 @@ class Model {
   bool streaming_ = false;
   uint64_t mem_budget_ = 0;
   std::unique_ptr<std::atomic<bool>[]> dropped_;  // per span: released for a device copy
-  bool stages(WeightUse use) const { return (streaming_ || use.pass_streams) && use.host; }
+  bool stages(WeightUse use) const { return streaming_ || use.pass_streams; }
   std::unique_ptr<BlockStager> stager_;  // after file_ and w_, which it reads
 };
 

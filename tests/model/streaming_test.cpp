@@ -97,6 +97,36 @@ TEST_F(Streaming, ADeviceCopyLeavesTheFilePagesOut) {
   EXPECT_EQ(first, second);
 }
 
+// Under a budget a device uploads each block from the buffer it was read into (BlockStager)
+// and drops it after the block's pass: a prompt and decoding steps give the logits of the
+// resident run, bit for bit, and the file's pages of the blocks are never mapped in.
+TEST_F(Streaming, ADeviceStreamsTheBlocksThroughBuffersWithTheSameLogits) {
+  auto model = Model::load(path_);
+  // A prompt, then decoding steps: every logit of both.
+  auto run = [&](Backend& be) {
+    Session s(*model, 32, be);
+    std::vector<float> all, l;
+    s.eval(tokens_, all, true);
+    for (int32_t t : {5, 300, 17, 17}) {
+      s.eval({t}, l);
+      all.insert(all.end(), l.begin(), l.end());
+    }
+    return all;
+  };
+  std::unique_ptr<Backend> vk;
+  test::open_vulkan(0, &vk);
+  if (!vk) return;
+  const std::vector<float> resident = run(*vk);
+  vk.reset();
+  const uint64_t head = model->block_bytes(model->hparams().n_layer);
+  model->set_mem_budget(model->min_stream_bytes());
+  ASSERT_TRUE(model->streaming());
+  test::open_vulkan(0, &vk);
+  const std::vector<float> streamed = run(*vk);
+  EXPECT_EQ(resident, streamed);
+  EXPECT_LE(mapped_rss(path_), head + 16 * 4096) << "block pages mapped in";
+}
+
 // A device uploads an embedding table a piece at a time and gives each piece's file pages back
 // once copied: right after the first lookup (before the pass would hand back the head's span)
 // the table is out of the host's resident set, and the rows looked up are the CPU's.
