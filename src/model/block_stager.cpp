@@ -31,7 +31,9 @@ BlockStager::BlockStager(const GgufFile& file, const std::vector<BlockWeights>& 
     uint64_t at = 0;
     const LinearWeight* ws[] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
     for (const LinearWeight* lw : ws) {
-      const auto [p, n] = linear_bytes(*lw);
+      const std::pair<const uint8_t*, uint64_t> bytes = linear_bytes(*lw);
+      const uint8_t* p = bytes.first;
+      const uint64_t n = bytes.second;
       if (!p || n == 0 || !file.maps(p)) continue;
       if (std::any_of(parts.begin(), parts.end(), [&](const Part& q) { return q.src == p; })) {
         continue;  // one tensor serving two layers
