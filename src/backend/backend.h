@@ -165,7 +165,10 @@ struct HeadOp {
   int64_t row0 = 0, n = 0;
   const FloatMatrix* w = nullptr;  // (n_vocab, h.cols())
   std::span<const LoraBranch> lora;
-  float* logits = nullptr;           // host (n, n_vocab), row-major
+  float* logits = nullptr;  // host (n, n_vocab), row-major
+  // Logits only: the distance between rows of `logits` (0: w->n_out). A piece of the head's rows
+  // (a matrix of its rows) writes its columns of the whole rows this way; not with lora.
+  int64_t logits_stride = 0;
   const int32_t* targets = nullptr;  // host (n); counted targets must be in [0, n_vocab)
   const float* mask = nullptr;       // host (n), or null
   float norm = 1;

@@ -24,8 +24,9 @@ std::pair<const uint8_t*, uint64_t> linear_bytes(const LinearWeight& lw) {
 
 }  // namespace
 
-BlockStager::BlockStager(const GgufFile& file, const std::vector<BlockWeights>& blocks)
-    : file_(file), blocks_(blocks) {
+BlockStager::BlockStager(const GgufFile& file, const std::vector<BlockWeights>& blocks,
+                         const FloatMatrix& head)
+    : file_(file), blocks_(blocks), head_(head), n_blocks_(int64_t(blocks.size())) {
   for (const BlockWeights& b : blocks) {
     std::vector<Part> parts;
     uint64_t at = 0;
@@ -43,6 +44,15 @@ BlockStager::BlockStager(const GgufFile& file, const std::vector<BlockWeights>& 
     }
     capacity_ = std::max(capacity_, at);
     parts_.push_back(std::move(parts));
+  }
+  // The head in pieces of whole rows that fit a buffer.
+  const uint64_t row = uint64_t(row_bytes(head.type, head.n_in));
+  if (head.data && file.maps(head.data) && row > 0 && capacity_ >= row) {
+    head_piece_rows_ = int64_t(capacity_ / row);
+    for (int64_t r0 = 0; r0 < head.n_out; r0 += head_piece_rows_) {
+      const int64_t r1 = std::min(head.n_out, r0 + head_piece_rows_);
+      parts_.push_back({{head.data + uint64_t(r0) * row, uint64_t(r1 - r0) * row, 0}});
+    }
   }
 }
 
@@ -116,21 +126,31 @@ BlockStager::Slot* BlockStager::choose() {
   return best;
 }
 
-void BlockStager::begin_read(Slot& s, int64_t l) {
-  s.block = l;
+void BlockStager::begin_read(Slot& s, int64_t u) {
+  s.block = u;
   s.state = State::Reading;
   s.error.clear();
-  s.w = blocks_[size_t(l)];
-  LinearWeight* ws[] = {&s.w.q, &s.w.k, &s.w.v, &s.w.o, &s.w.gate, &s.w.up, &s.w.down};
-  for (LinearWeight* lw : ws) {
-    const uint8_t*& p = lw->is_float() ? lw->f.data : lw->m.data;
-    for (const Part& part : parts_[size_t(l)]) {
-      if (part.src == p) {
-        p = s.buf + part.at;
-        break;
+  if (u < n_blocks_) {
+    BlockWeights& w = s.view.w;
+    w = blocks_[size_t(u)];
+    LinearWeight* ws[] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
+    for (LinearWeight* lw : ws) {
+      const uint8_t*& p = lw->is_float() ? lw->f.data : lw->m.data;
+      for (const Part& part : parts_[size_t(u)]) {
+        if (part.src == p) {
+          p = s.buf + part.at;
+          break;
+        }
       }
+      lw->f.pages = nullptr;  // the buffer is not the file's mapping
     }
-    lw->f.pages = nullptr;  // the buffer is not the file's mapping
+  } else {
+    const int64_t r0 = (u - n_blocks_) * head_piece_rows_;
+    s.view.head = head_;
+    s.view.head.data = s.buf;
+    s.view.head.n_out = std::min(head_.n_out - r0, head_piece_rows_);
+    s.view.head.pages = nullptr;
+    s.view.head_row0 = r0;
   }
   queue_.push_back(&s);
   cv_.notify_all();
@@ -161,7 +181,7 @@ void BlockStager::ahead(int64_t l) {
   drop_idle(s);
 }
 
-const BlockWeights* BlockStager::take(int64_t l) {
+const BlockStager::Staged* BlockStager::take(int64_t l) {
   if (l < 0 || l >= int64_t(parts_.size()) || parts_[size_t(l)].empty()) return nullptr;
   std::unique_lock lk(mu_);
   start();
@@ -178,7 +198,7 @@ const BlockWeights* BlockStager::take(int64_t l) {
         fail(error);
       }
       ++s->held;
-      return &s->w;
+      return &s->view;
     }
     if (Slot* s = choose()) {
       begin_read(*s, l);

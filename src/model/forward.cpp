@@ -162,7 +162,7 @@ void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
   acts.up = a.up.get();
   acts.m = a.act.get();
   be.embedding(*a.x, w.token_embd, tokens, n);
-  const Model::WeightUse use{be.host_memory()};
+  const Model::WeightUse use{be.host_memory(), false, true};
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const Model::BlockRef bw = model.block(l, use);
     const BlockPass pass{hp, bw.weights(), block_lora(lora, l), {act_quant}};
@@ -184,7 +184,19 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
   head.lora = lora;
   head.logits = logits;
   const int64_t n_layer = model.hparams().n_layer;
-  const Model::WeightUse use{be.host_memory()};
+  const Model::WeightUse use{be.host_memory(), false, lora.empty()};
+  // A streamed head without branches goes piece by piece, each read into a buffer while the
+  // one before computes (forward_rows read the first ahead).
+  const int64_t pieces = model.head_pieces(use);
+  for (int64_t i = 0; i < pieces; ++i) {
+    const Model::HeadPiece piece = model.head_piece(i, use);
+    model.read_ahead(i + 1 < pieces ? n_layer + i + 1 : 0, use);
+    head.w = &piece.weights();
+    head.logits = logits + piece.row0();
+    head.logits_stride = model.hparams().n_vocab;
+    be.head(head);
+  }
+  if (pieces > 0) return;
   model.read_ahead(0, use);  // the next pass starts at block 0
   be.head(head);
   model.block_out(n_layer, use);

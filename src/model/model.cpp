@@ -246,7 +246,7 @@ void Model::find_spans() {
   const FloatMatrix& h = w_.output;
   spans_.push_back(span_of({{h.data, *tensor_bytes(h.type, h.n_in, h.n_in * h.n_out)}}));
   dropped_ = std::make_unique<std::atomic<bool>[]>(spans_.size());
-  stager_ = std::make_unique<BlockStager>(f, w_.blocks);
+  stager_ = std::make_unique<BlockStager>(f, w_.blocks, w_.output);
 }
 
 namespace {
@@ -290,11 +290,13 @@ uint64_t Model::block_bytes(int64_t l) const {
 }
 
 void Model::read_ahead(int64_t l, WeightUse use) const {
-  if (!(streaming_ || use.pass_streams) || l < 0 || l >= int64_t(spans_.size())) return;
-  if (stages(use)) {
-    stager_->ahead(l);  // the head (l = n_layer) only gives idle buffers back
-    if (l < hp_.n_layer) return;
+  if (!(streaming_ || use.pass_streams) || l < 0) return;
+  if (stages(use) && (l < hp_.n_layer || head_pieces(use) > 0)) {
+    stager_->ahead(l);  // a block, or a piece of the head (past the last: nothing to read)
+    return;
   }
+  if (l >= int64_t(spans_.size())) return;
+  if (stages(use)) stager_->ahead(l);  // the head read whole: idle buffers give memory back
   // Pages fault in as the threads read them. Mapping a block in one call before it computes
   // (MADV_POPULATE_READ) was slower: 1B decoding at 15.1 against 17.4 tokens/s on two cores
   // (and slower still from a thread of its own).
@@ -304,13 +306,36 @@ void Model::read_ahead(int64_t l, WeightUse use) const {
 Model::BlockRef Model::block(int64_t l, WeightUse use) const {
   const BlockWeights& mapped = w_.blocks.at(size_t(l));
   if (!stages(use)) return BlockRef(mapped, nullptr, l);
-  const BlockWeights* staged = stager_->take(l);
+  const BlockStager::Staged* staged = stager_->take(l);
   // Both buffers held by other passes: this one reads the mapping (released by block_out).
-  return staged ? BlockRef(*staged, stager_.get(), l) : BlockRef(mapped, nullptr, l);
+  return staged ? BlockRef(staged->w, stager_.get(), l) : BlockRef(mapped, nullptr, l);
 }
 
 Model::BlockRef::~BlockRef() {
   if (held_) held_->give(l_);
+}
+
+int64_t Model::head_pieces(WeightUse use) const {
+  return stages(use) && use.host && use.head_pieces ? stager_->head_pieces() : 0;
+}
+
+Model::HeadPiece Model::head_piece(int64_t i, WeightUse use) const {
+  const int64_t pieces = head_pieces(use);
+  if (i < 0 || i >= pieces) fail("head piece ", i, " of ", pieces);
+  const int64_t unit = hp_.n_layer + i;
+  if (const BlockStager::Staged* s = stager_->take(unit)) {
+    return HeadPiece(s->head, s->head_row0, stager_.get(), unit);
+  }
+  // Both buffers held by other passes: the piece's rows in the mapping (released by block_out).
+  FloatMatrix m = w_.output;
+  const int64_t rows = stager_->head_piece_rows(), row0 = i * rows;
+  m.data += uint64_t(row0) * uint64_t(row_bytes(m.type, m.n_in));
+  m.n_out = std::min(rows, m.n_out - row0);
+  return HeadPiece(m, row0, nullptr, unit);
+}
+
+Model::HeadPiece::~HeadPiece() {
+  if (held_) held_->give(unit_);
 }
 
 void Model::block_out(int64_t l, WeightUse use) const {

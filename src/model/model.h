@@ -84,6 +84,9 @@ class Model {
   struct WeightUse {
     bool host = true;  // the backend computes in host memory (else it keeps a copy of its own)
     bool pass_streams = false;
+    // An inference pass reads a streamed head in pieces of rows (head_piece), each into a
+    // buffer, instead of through the mapping: units n_layer + i of read_ahead.
+    bool head_pieces = false;
   };
   // A block's weights for one pass: held (its buffer not reused) until destroyed.
   class BlockRef {
@@ -99,8 +102,29 @@ class Model {
     BlockStager* held_;
     int64_t l_;
   };
+  // A piece of the head's rows for one pass, held until destroyed: rows [row0, row0 +
+  // weights().n_out) of the head.
+  class HeadPiece {
+   public:
+    HeadPiece(const FloatMatrix& w, int64_t row0, BlockStager* held, int64_t unit)
+        : w_(w), row0_(row0), held_(held), unit_(unit) {}
+    ~HeadPiece();
+    HeadPiece(const HeadPiece&) = delete;
+    HeadPiece& operator=(const HeadPiece&) = delete;
+    const FloatMatrix& weights() const { return w_; }
+    int64_t row0() const { return row0_; }
+
+   private:
+    FloatMatrix w_;
+    int64_t row0_;
+    BlockStager* held_;
+    int64_t unit_;
+  };
   void read_ahead(int64_t l, WeightUse use) const;
   BlockRef block(int64_t l, WeightUse use) const;
+  // The pieces the head is read in (0: whole, through the mapping) and piece i of them.
+  int64_t head_pieces(WeightUse use) const;
+  HeadPiece head_piece(int64_t i, WeightUse use) const;
   // use.host false: the backend keeps its own copy of the weights (a GPU), so the block's file
   // pages leave the host's resident set the first time, streaming or not.
   void block_out(int64_t l, WeightUse use) const;

@@ -39,12 +39,13 @@ const LinearWeight* const* linears_of(const BlockWeights& b, const LinearWeight*
 }
 
 TEST_F(Stager, HandsOutTheFilesBytesFromItsOwnBuffers) {
-  BlockStager st(model_->file(), blocks());
+  BlockStager st(model_->file(), blocks(), model_->weights().output);
   ASSERT_GT(st.buffer_bytes(), 0u);
   for (int64_t l = 0; l < int64_t(blocks().size()); ++l) {
     if (l + 1 < int64_t(blocks().size())) st.ahead(l + 1);
-    const BlockWeights* w = st.take(l);
-    ASSERT_NE(w, nullptr) << "block " << l;
+    const BlockStager::Staged* s = st.take(l);
+    ASSERT_NE(s, nullptr) << "block " << l;
+    const BlockWeights* w = &s->w;
     const LinearWeight* staged[7];
     const LinearWeight* mapped[7];
     linears_of(*w, staged);
@@ -63,13 +64,39 @@ TEST_F(Stager, HandsOutTheFilesBytesFromItsOwnBuffers) {
   }
 }
 
+// The head's rows in pieces that fit a buffer, in order, each holding the file's bytes.
+TEST_F(Stager, ReadsTheHeadInPiecesOfWholeRows) {
+  const FloatMatrix& head = model_->weights().output;
+  BlockStager st(model_->file(), blocks(), head);
+  const int64_t pieces = st.head_pieces(), n_blocks = int64_t(blocks().size());
+  ASSERT_GT(pieces, 1) << "the test model's head should take several pieces";
+  const uint64_t row = uint64_t(row_bytes(head.type, head.n_in));
+  EXPECT_LE(uint64_t(st.head_piece_rows()) * row, st.buffer_bytes());
+  int64_t next_row = 0;
+  for (int64_t i = 0; i < pieces; ++i) {
+    if (i + 1 < pieces) st.ahead(n_blocks + i + 1);
+    const BlockStager::Staged* s = st.take(n_blocks + i);
+    ASSERT_NE(s, nullptr) << "piece " << i;
+    EXPECT_EQ(s->head_row0, next_row);
+    EXPECT_EQ(s->head.n_in, head.n_in);
+    EXPECT_EQ(s->head.type, head.type);
+    EXPECT_FALSE(model_->file().maps(s->head.data));
+    EXPECT_EQ(0, std::memcmp(s->head.data, head.data + uint64_t(next_row) * row,
+                             uint64_t(s->head.n_out) * row))
+        << "piece " << i;
+    next_row += s->head.n_out;
+    st.give(n_blocks + i);
+  }
+  EXPECT_EQ(next_row, head.n_out);
+}
+
 TEST_F(Stager, TwoHeldBuffersLeaveAThirdPassToTheMapping) {
-  BlockStager st(model_->file(), blocks());
-  const BlockWeights* a = st.take(0);
-  const BlockWeights* b = st.take(1);
+  BlockStager st(model_->file(), blocks(), model_->weights().output);
+  const BlockStager::Staged* a = st.take(0);
+  const BlockStager::Staged* b = st.take(1);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
-  EXPECT_NE(a->q.m.data, b->q.m.data);
+  EXPECT_NE(a->w.q.m.data, b->w.q.m.data);
   st.ahead(2);  // no buffer to read into
   EXPECT_EQ(st.take(2), nullptr);
   // Block 0 taken again while held: the same buffer, held twice.
@@ -77,15 +104,15 @@ TEST_F(Stager, TwoHeldBuffersLeaveAThirdPassToTheMapping) {
   st.give(0);
   EXPECT_EQ(st.take(2), nullptr) << "block 0 is still held once";
   st.give(0);
-  const BlockWeights* c = st.take(2);
+  const BlockStager::Staged* c = st.take(2);
   ASSERT_NE(c, nullptr);
-  EXPECT_EQ(c->q.m.data, a->q.m.data) << "block 2 reuses block 0's buffer";
+  EXPECT_EQ(c->w.q.m.data, a->w.q.m.data) << "block 2 reuses block 0's buffer";
   st.give(1);
   st.give(2);
 }
 
 TEST_F(Stager, AFileThatShrankIsAnErrorNamingIt) {
-  BlockStager st(model_->file(), blocks());
+  BlockStager st(model_->file(), blocks(), model_->weights().output);
   const int64_t l = int64_t(blocks().size()) - 1;
   const GgufFile& f = model_->file();
   const GgufTensor& q = f.tensor("blk." + std::to_string(l) + ".attn_q.weight");

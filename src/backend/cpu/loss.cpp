@@ -107,8 +107,13 @@ void CpuBackend::head_logits(const HeadOp& op, float* logits) {
   const FloatMatrix& w = *op.w;
   const int64_t d = op.h->cols(), n = op.n;
   const float* h = cpu_data(*op.h) + op.row0 * d;
+  const int64_t stride = op.logits_stride > 0 ? op.logits_stride : w.n_out;
+  if (stride < w.n_out || (stride != w.n_out && !op.lora.empty())) {
+    fail("head: logits rows ", stride, " apart for ", w.n_out, " outputs",
+         op.lora.empty() ? "" : " with LoRA branches");
+  }
   pool_.parallel_for(
-      w.n_out, [&](int64_t r0, int64_t r1, int) { float_matmul(w, h, n, logits, w.n_out, r0, r1); },
+      w.n_out, [&](int64_t r0, int64_t r1, int) { float_matmul(w, h, n, logits, stride, r0, r1); },
       64);
   for (const LoraBranch& br : op.lora) {
     const int64_t r = br.a->rows();

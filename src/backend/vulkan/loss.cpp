@@ -29,6 +29,10 @@ void VulkanBackend::head(const HeadOp& op) {
          " columns");
   }
   if (op.n == 0) return;
+  if (op.logits_stride != 0 && op.logits_stride != w.n_out) {
+    fail("vulkan: head: logits rows ", op.logits_stride, " apart for ", w.n_out,
+         " outputs (a device reads the head whole)");
+  }
   if (op.logits) return head_logits(op);
   if (!op.targets) fail("head: neither logits nor targets");
   head_loss(op);
