@@ -263,6 +263,9 @@ class WeightCache {
   TiledTensor tiled(const std::string& name, uint64_t rows, uint64_t row_bytes,
                     const TileOptions& o = {});
   bool tq1_in_place_ = true;
+  bool tq2_on_device_ = true;                // TQ2_0 rows converted to T2 codes on the device
+                                             // (TRIT_VK_TQ2_ON_DEVICE=0: on the host)
+  void tq2_codes(const TiledTensor& codes);  // converts uploaded qs bytes in place
   std::unordered_map<const void*, std::unique_ptr<Float>> float_;
   std::unordered_map<const void*, TiledTensor> norms_;
   TiledTensor rope_;

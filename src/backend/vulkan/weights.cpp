@@ -102,6 +102,8 @@ FloatWeightType shader_type(DType t, const std::string& name) {
 WeightCache::WeightCache(Context& ctx, Recorder& rec) : ctx_(ctx), rec_(rec) {
   const char* e = std::getenv("TRIT_VK_TQ1_IN_PLACE");
   tq1_in_place_ = !(e && std::string(e) == "0");
+  const char* t = std::getenv("TRIT_VK_TQ2_ON_DEVICE");
+  tq2_on_device_ = !(t && std::string(t) == "0");
 }
 
 const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
@@ -143,6 +145,23 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
       }
       tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), bytes.data());
     }
+  } else if (w.type == DType::TQ2_0 && tq2_on_device_ && w.n_in % kQK_K == 0) {
+    // Each block's 64 qs bytes as they are (its d left out), converted to T2 codes in place on
+    // the device: the host's part is a copy (t2_row's bit shuffles bounded a streamed upload).
+    tw->codes = tiled(lw.name, uint64_t(w.n_out), row_words * 4);
+    const int64_t nb = w.n_in / kQK_K, rb = row_bytes(DType::TQ2_0, w.n_in);
+    const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / (row_words * 4)));
+    std::vector<uint8_t> bytes;
+    for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
+      const int64_t r1 = std::min(w.n_out, r0 + chunk);
+      bytes.resize(size_t(r1 - r0) * row_words * 4);
+      uint8_t* out = bytes.data();
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t b = 0; b < nb; ++b, out += 64) std::memcpy(out, w.data + r * rb + b * 66, 64);
+      }
+      tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), bytes.data());
+    }
+    tq2_codes(tw->codes);
   } else {
     tw->codes = tiled(lw.name, uint64_t(w.n_out), row_words * 4);
     const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / (row_words * 4)));
@@ -177,6 +196,21 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
     }
   }
   return *ternary_.emplace(&lw, std::move(tw)).first->second;
+}
+
+void WeightCache::tq2_codes(const TiledTensor& codes) {
+  const Pipeline& p = rec_.pipeline("tq2_codes", 1, sizeof(Tq1CodesPush), {256}, 0b0);
+  // Its own submission, waited for: the cache holds codes only once they are converted.
+  Sequence seq(ctx_, /*profiled=*/false);
+  const uint64_t max_x = ctx_.caps().info.max_compute_work_group_count[0];
+  for (size_t i = 0; i < codes.pieces(); ++i) {
+    const uint64_t blocks = codes.piece(i).rows() * codes.row_bytes() / 64;
+    const uint64_t groups = ceil_div(blocks, 256);
+    const uint64_t gx = std::min<uint64_t>(groups, max_x), gz = ceil_div(groups, gx);
+    seq.dispatch(p, {codes.range(i)}, Tq1CodesPush{uint32_t(blocks)}, uint32_t(gx), 1,
+                 uint32_t(gz));
+  }
+  seq.submit_and_wait();
 }
 
 const TernaryWeight& WeightCache::t2(const LinearWeight& lw, uint32_t slot) {

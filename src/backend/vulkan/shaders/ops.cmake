@@ -24,6 +24,8 @@ trit_shader(gated_act gated_act.comp)
 trit_shader(add add.comp)
 # TQ1_0 kept in place on the device: its T2 codes for the products that read those.
 trit_shader(tq1_codes tq1_codes.comp)
+# TQ2_0 uploaded as its qs bytes: converted to T2 codes on the device.
+trit_shader(tq2_codes tq2_codes.comp)
 
 # Decoding (one token; norm_linear in linear.cpp): a matvec over several weights with subgroup sums
 # (needs subgroup arithmetic), rope with the KV store.
