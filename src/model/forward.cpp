@@ -196,7 +196,10 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
     head.logits_stride = model.hparams().n_vocab;
     be.head(head);
   }
-  if (pieces > 0) return;
+  if (pieces > 0) {
+    model.block_out(n_layer, use);  // pieces read from the mapping (buffers all held) leave
+    return;
+  }
   model.read_ahead(0, use);  // the next pass starts at block 0
   be.head(head);
   model.block_out(n_layer, use);

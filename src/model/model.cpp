@@ -296,7 +296,7 @@ void Model::read_ahead(int64_t l, WeightUse use) const {
     return;
   }
   if (l >= int64_t(spans_.size())) return;
-  if (stages(use)) stager_->ahead(l);  // the head read whole: idle buffers give memory back
+  if (stages(use)) stager_->ahead(-1);  // the head read whole: idle buffers give memory back
   // Pages fault in as the threads read them. Mapping a block in one call before it computes
   // (MADV_POPULATE_READ) was slower: 1B decoding at 15.1 against 17.4 tokens/s on two cores
   // (and slower still from a thread of its own).
