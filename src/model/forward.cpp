@@ -134,7 +134,7 @@ bool streams_weights(const Model& model, const Backend& be, const TrainPassOptio
 // (b: those the pass used, which the device knows them by).
 void block_done(const Model& model, Backend& be, int64_t l, const BlockWeights& b,
                 bool pass_streams = false) {
-  model.block_out(l, {be.host_memory(), pass_streams});
+  model.block_out(l, {.host = be.host_memory(), .pass_streams = pass_streams});
   if ((model.streaming() || pass_streams) && !be.host_memory()) {
     const LinearWeight* ws[] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
     be.release_weights(ws);
@@ -162,7 +162,7 @@ void forward_rows(const Model& model, const int32_t* tokens, int64_t n,
   acts.up = a.up.get();
   acts.m = a.act.get();
   be.embedding(*a.x, w.token_embd, tokens, n);
-  const Model::WeightUse use{be.host_memory(), false, true};
+  const Model::WeightUse use{.host = be.host_memory(), .head_pieces = true};
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const Model::BlockRef bw = model.block(l, use);
     const BlockPass pass{hp, bw.weights(), block_lora(lora, l), {act_quant}};
@@ -184,7 +184,7 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
   head.lora = lora;
   head.logits = logits;
   const int64_t n_layer = model.hparams().n_layer;
-  const Model::WeightUse use{be.host_memory(), false, lora.empty()};
+  const Model::WeightUse use{.host = be.host_memory(), .head_pieces = lora.empty()};
   // A streamed head without branches goes piece by piece, each read into a buffer while the
   // one before computes (forward_rows read the first ahead).
   const int64_t pieces = model.head_pieces(use);
@@ -421,7 +421,7 @@ double model_forward(const Model& model, const TrainBatch& seq, const LoraSet& l
   ta.reserve(T, lora);
   const TrainPassOptions& o = ta.opts_;
   const bool stream = streams_weights(model, be, o);
-  const Model::WeightUse use{be.host_memory(), stream};
+  const Model::WeightUse use{.host = be.host_memory(), .pass_streams = stream};
   be.embedding(*ta.x_, w.token_embd, seq.tokens, T);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     if (for_backward) be.copy(*ta.inputs_[size_t(l)], *ta.x_, T);
@@ -466,7 +466,7 @@ void model_backward(const Model& model, const TrainBatch& seq, const LoraSet& lo
   const std::vector<SeqRows> rows = sequence_rows(seq);
   const TrainPassOptions& o = ta.opts_;
   const bool stream = streams_weights(model, be, o);
-  const Model::WeightUse use{be.host_memory(), stream};
+  const Model::WeightUse use{.host = be.host_memory(), .pass_streams = stream};
   if (T > ta.capacity_) fail("train: model_backward of ", T, " tokens without its forward pass");
   be.zero(*ta.dx_);
   be.rms_norm_backward(*ta.dx_, *ta.dhf_, *ta.x_, w.output_norm, *ta.rstdf_, T);

@@ -140,6 +140,10 @@ struct Tq1CodesPush {
   uint32_t words;
 };
 
+struct Tq2CodesPush {
+  uint32_t blocks;
+};
+
 // matvec_ternary.comp: a few tokens against up to four T2 weight pieces (decoding).
 struct MatvecTernaryPush {
   uint32_t n_in;      // a multiple of 256
@@ -187,7 +191,7 @@ static_assert(sizeof(AttentionPush) == 44);
 static_assert(sizeof(AttentionCombinePush) == 24);
 static_assert(sizeof(GatedActPush) == 4);
 static_assert(sizeof(AddPush) == 8);
-static_assert(sizeof(Tq1CodesPush) == 4);
+static_assert(sizeof(Tq1CodesPush) == 4 && sizeof(Tq2CodesPush) == 4);
 // Vulkan guarantees maxPushConstantsSize >= 128 bytes.
 static_assert(sizeof(AttentionPush) <= 128 && sizeof(RopePush) <= 128);
 

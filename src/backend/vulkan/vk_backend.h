@@ -541,16 +541,27 @@ class VulkanBackend final : public Backend {
   double loss_ = 0;       // since the last take_loss()
 };
 
-template <class Push>
-void Recorder::dispatch_rows(const Pipeline& p, std::initializer_list<BufferRange> b,
-                             const Push& push, uint64_t row_groups, uint64_t gy) {
-  const uint32_t* max = ctx_.caps().info.max_compute_work_group_count;
+// `row_groups` workgroups split over x and z (shaders index them with group_x_z()); fails when
+// they and gy exceed the device's grid.
+struct GroupsXZ {
+  uint32_t x, z;
+};
+inline GroupsXZ groups_x_z(const Context& ctx, const Pipeline& p, uint64_t row_groups,
+                           uint64_t gy) {
+  const uint32_t* max = ctx.caps().info.max_compute_work_group_count;
   const uint64_t gx = std::min<uint64_t>(row_groups, max[0]);
   const uint64_t gz = (row_groups + gx - 1) / gx;
   if (gz > max[2] || gy > max[1]) {
     fail("vulkan: ", p.name(), ": ", row_groups, " x ", gy, " workgroups exceed the device's grid");
   }
-  seq_->dispatch(p, b, push, uint32_t(gx), uint32_t(gy), uint32_t(gz));
+  return {uint32_t(gx), uint32_t(gz)};
+}
+
+template <class Push>
+void Recorder::dispatch_rows(const Pipeline& p, std::initializer_list<BufferRange> b,
+                             const Push& push, uint64_t row_groups, uint64_t gy) {
+  const GroupsXZ g = groups_x_z(ctx_, p, row_groups, gy);
+  seq_->dispatch(p, b, push, g.x, uint32_t(gy), g.z);
 }
 
 template <class Push>

@@ -97,6 +97,26 @@ FloatWeightType shader_type(DType t, const std::string& name) {
   }
 }
 
+// The first `keep` bytes of each of the nb blocks (of block_bytes) of every row of w, uploaded
+// into t (rows of nb * keep bytes) a chunk of rows at a time.
+void upload_block_heads(TiledTensor& t, const TernaryMatrix& w, int64_t nb, int64_t block_bytes,
+                        int64_t keep) {
+  const int64_t rb = row_bytes(w.type, w.n_in), out_row = nb * keep;
+  const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk) / out_row);
+  std::vector<uint8_t> bytes;
+  for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
+    const int64_t r1 = std::min(w.n_out, r0 + chunk);
+    bytes.resize(size_t((r1 - r0) * out_row));
+    uint8_t* out = bytes.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t b = 0; b < nb; ++b, out += keep) {
+        std::memcpy(out, w.data + r * rb + b * block_bytes, size_t(keep));
+      }
+    }
+    t.upload(uint64_t(r0), uint64_t(r1 - r0), bytes.data());
+  }
+}
+
 }  // namespace
 
 WeightCache::WeightCache(Context& ctx, Recorder& rec) : ctx_(ctx), rec_(rec) {
@@ -131,36 +151,12 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
     o.max_piece_bytes = std::max<uint64_t>(1, ctx_.binding_limit() / (row_words * 4)) * tq1_row;
     tw->codes = tiled(lw.name, uint64_t(w.n_out), tq1_row, o);
     tw->codes_piece = o.max_piece_bytes;
-    const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / tq1_row));
-    const int64_t rb = row_bytes(DType::TQ1_0, w.n_in);
-    std::vector<uint8_t> bytes;
-    for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
-      const int64_t r1 = std::min(w.n_out, r0 + chunk);
-      bytes.resize(size_t(r1 - r0) * tq1_row);
-      uint8_t* out = bytes.data();
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t b = 0; b < nb; ++b, out += kTQ1Words * 4) {
-          std::memcpy(out, w.data + r * rb + b * kTQ1BlockBytes, kTQ1Words * 4);
-        }
-      }
-      tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), bytes.data());
-    }
+    upload_block_heads(tw->codes, w, nb, kTQ1BlockBytes, kTQ1Words * 4);
   } else if (w.type == DType::TQ2_0 && tq2_on_device_ && w.n_in % kQK_K == 0) {
     // Each block's 64 qs bytes as they are (its d left out), converted to T2 codes in place on
     // the device: the host's part is a copy (t2_row's bit shuffles bounded a streamed upload).
     tw->codes = tiled(lw.name, uint64_t(w.n_out), row_words * 4);
-    const int64_t nb = w.n_in / kQK_K, rb = row_bytes(DType::TQ2_0, w.n_in);
-    const int64_t chunk = std::max<int64_t>(1, int64_t(kUploadChunk / (row_words * 4)));
-    std::vector<uint8_t> bytes;
-    for (int64_t r0 = 0; r0 < w.n_out; r0 += chunk) {
-      const int64_t r1 = std::min(w.n_out, r0 + chunk);
-      bytes.resize(size_t(r1 - r0) * row_words * 4);
-      uint8_t* out = bytes.data();
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t b = 0; b < nb; ++b, out += 64) std::memcpy(out, w.data + r * rb + b * 66, 64);
-      }
-      tw->codes.upload(uint64_t(r0), uint64_t(r1 - r0), bytes.data());
-    }
+    upload_block_heads(tw->codes, w, w.n_in / kQK_K, 66, 64);
     tq2_codes(tw->codes);
   } else {
     tw->codes = tiled(lw.name, uint64_t(w.n_out), row_words * 4);
@@ -199,16 +195,13 @@ const TernaryWeight& WeightCache::ternary(const LinearWeight& lw) {
 }
 
 void WeightCache::tq2_codes(const TiledTensor& codes) {
-  const Pipeline& p = rec_.pipeline("tq2_codes", 1, sizeof(Tq1CodesPush), {256}, 0b0);
+  const Pipeline& p = rec_.pipeline("tq2_codes", 1, sizeof(Tq2CodesPush), {256}, 0b0);
   // Its own submission, waited for: the cache holds codes only once they are converted.
   Sequence seq(ctx_, /*profiled=*/false);
-  const uint64_t max_x = ctx_.caps().info.max_compute_work_group_count[0];
   for (size_t i = 0; i < codes.pieces(); ++i) {
     const uint64_t blocks = codes.piece(i).rows() * codes.row_bytes() / 64;
-    const uint64_t groups = ceil_div(blocks, 256);
-    const uint64_t gx = std::min<uint64_t>(groups, max_x), gz = ceil_div(groups, gx);
-    seq.dispatch(p, {codes.range(i)}, Tq1CodesPush{uint32_t(blocks)}, uint32_t(gx), 1,
-                 uint32_t(gz));
+    const GroupsXZ g = groups_x_z(ctx_, p, ceil_div(blocks, 256), 1);
+    seq.dispatch(p, {codes.range(i)}, Tq2CodesPush{uint32_t(blocks)}, g.x, 1, g.z);
   }
   seq.submit_and_wait();
 }

@@ -6,7 +6,7 @@
 //
 // Bindings (set 0):
 //   0 codes uint[blocks * 16]  qs bytes in, T2 words out  (read, write)
-// Push constants: Tq1CodesPush { words } (here: the blocks to convert).
+// Push constants: Tq2CodesPush { blocks } (the blocks to convert).
 // Spec constants: 0 workgroup size.
 // Dispatch: G = ceil(blocks / WG) groups over x and z; an invocation converts one block.
 #extension GL_GOOGLE_include_directive : require
