@@ -246,6 +246,7 @@ bool finetune_delegated(const DelegateOptions& d, const TrainOptions& o, std::st
       }
     }
     if (ended && status == "succeeded") {
+      if (g_interrupted) std::fprintf(stderr, "trit: the job ended before the cancel reached it\n");
       write_local(o.output, c.get(job + "/adapter"));
       write_local(metrics, c.get(job + "/metrics"));
       write_local(plot, c.get(job + "/plot"));

@@ -222,7 +222,7 @@ function startServe (model, args) {
     })
   })
 }
-let stopping = false
+let stopping = false // set once a signal asks the command to end
 
 async function cmdProvide (argv) {
   const { opts, rest, passed } = parseArgs(argv, ['serve', 'model', 'allow', 'key-file', 'bootstrap', 'relay'], ['no-direct'])
@@ -274,7 +274,6 @@ async function cmdProvide (argv) {
   await server.listen(keyPair)
   process.stdout.write(`providing ${keyPair.publicKey.toString('hex')} -> ${opts.serve}${describeRelays(relay)}\n`)
   await untilSignal(async () => {
-    stopping = true
     await server.close()
     await node.destroy()
     if (served && served.child.exitCode === null) {
@@ -401,17 +400,23 @@ function probe (host, port, key) {
     req.on('timeout', () => req.destroy(new Error('no answer in 30 s')))
     req.on('error', reject)
   })
-  get().then(async (first) => {
-    const again = await get()
-    let h = {}
-    try { h = JSON.parse(again.body) } catch {}
-    process.stdout.write(`provider ${key}: ${h.device || 'unknown device'}, model ${h.model || 'unknown'}, ` +
-      `round trip ${again.ms.toFixed(1)} ms (first, with the connection: ${first.ms.toFixed(1)} ms)\n`)
-    agent.destroy()
-  }, (e) => {
-    say(`provider ${key} not reachable yet: ${e.message}`)
-    agent.destroy()
-  })
+  // Either request may fail (the provider unreachable, or this command stopping while one is in
+  // flight): a failed probe is reported, never a crash.
+  const run = async () => {
+    try {
+      const first = await get()
+      const again = await get()
+      let h = {}
+      try { h = JSON.parse(again.body) } catch {}
+      process.stdout.write(`provider ${key}: ${h.device || 'unknown device'}, model ${h.model || 'unknown'}, ` +
+        `round trip ${again.ms.toFixed(1)} ms (first, with the connection: ${first.ms.toFixed(1)} ms)\n`)
+    } catch (e) {
+      if (!stopping) say(`provider ${key} not reachable yet: ${e.message}`)
+    } finally {
+      agent.destroy()
+    }
+  }
+  run()
 }
 
 // A blind relay: pairs the two halves of a stream whose peers asked for it (by a token they
@@ -462,10 +467,10 @@ async function cmdTestnet (argv) {
 }
 
 function untilSignal (close) {
-  return new Promise((resolve) => {
-    const stop = async () => {
-      await close()
-      resolve()
+  return new Promise((resolve, reject) => {
+    const stop = () => {
+      stopping = true
+      close().then(resolve, reject)
     }
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)

@@ -169,8 +169,8 @@ TEST(Peer, AConsumerReachesTheProvidersServerAndOthersAreRefusedUntilAllowed) {
   }
   EXPECT_TRUE(through) << stranger.err() << provider.err();
   EXPECT_TRUE(provider.wait_err("connected " + stranger_key));
-  EXPECT_EQ(consumer.stop(), 0);
-  EXPECT_EQ(provider.stop(), 0);
+  EXPECT_EQ(consumer.stop(), 0) << consumer.err();
+  EXPECT_EQ(provider.stop(), 0) << provider.err();
 }
 
 // `trit generate --delegate KEY` and `trit chat --delegate KEY`: the provider's server generates,
@@ -324,7 +324,11 @@ TEST(Peer, FinetuneRunsOnTheProviderAndResumesHereWhenItDies) {
 
     // Ctrl-C here cancels the job there, whose last checkpoint comes back, as a local run's.
     {
-      TritProcess stopped(dir, "stopped", with("stopped.gguf", delegate));
+      // Steps enough that the job cannot end before the cancel crosses the DHT.
+      std::vector<std::string> long_run = with("stopped.gguf", delegate);
+      ASSERT_EQ(long_run[3], "--steps");
+      long_run[4] = "100000";
+      TritProcess stopped(dir, "stopped", long_run);
       bool started = false;
       for (int i = 0; i < 3000 && !started; ++i) {
         started = std::filesystem::exists(dir.file("stopped.checkpoints/checkpoint-2/state.json"));
@@ -460,9 +464,9 @@ TEST(Peer, ABlindRelayPairsTheStreamsOfPeersThatNameIt) {
   EXPECT_TRUE(relay.wait_err("paired " + peers.provider_key)) << relay.err();
   EXPECT_TRUE(relay.wait_err("paired " + peers.consumer_key)) << relay.err();
   EXPECT_TRUE(provider.wait_err("connected " + peers.consumer_key));
-  EXPECT_EQ(consumer.stop(), 0);
-  EXPECT_EQ(provider.stop(), 0);
-  EXPECT_EQ(relay.stop(), 0);
+  EXPECT_EQ(consumer.stop(), 0) << consumer.err();
+  EXPECT_EQ(provider.stop(), 0) << provider.err();
+  EXPECT_EQ(relay.stop(), 0) << relay.err();
 }
 
 TEST(Peer, BadArgumentsAreNamed) {
