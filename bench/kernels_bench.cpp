@@ -105,6 +105,15 @@ Bytes make_weights(DType type, int64_t n_in, int64_t n_out, uint64_t seed) {
       }
       break;
     }
+    case DType::TQ1_0: {  // each byte a number of five trits, encoded as the format encodes it
+      const uint16_t d = trit::engine::f32_to_fp16(0.03f);
+      for (int64_t b = 0; b < bytes / 54; ++b) {
+        for (int i = 0; i < 52; ++i)
+          w[size_t(b * 54 + i)] = uint8_t((rng.next() % 243 * 256 + 242) / 243);
+        put16(&w[size_t(b * 54 + 52)], d);
+      }
+      break;
+    }
     case DType::I2_S: {
       for (int64_t i = 0; i < bytes - 32; ++i) w[size_t(i)] = valid[rng.next() % 81];
       const float s = 0.03f;
@@ -158,9 +167,6 @@ std::vector<Job> default_jobs(const std::string& kernel) {
       trit::engine::dtype_from_name(transposed ? kernel.substr(0, kernel.size() - 2) : kernel);
   if (!t) trit::engine::fail("unknown kernel '", kernel, "'");
   if (trit::engine::dtype_traits(*t).ternary) {
-    if (*t == DType::TQ1_0 && !transposed) {
-      trit::engine::fail("tq1_0 is repacked to tq2_0 at load");
-    }
     return {{*t, 2560, 6912, transposed}, {*t, 6912, 2560, transposed}};
   }
   if (transposed) trit::engine::fail("'", kernel, "': only ternary kernels have a _t form");
@@ -374,7 +380,8 @@ std::vector<T> split_list(const std::string& s, F parse) {
 [[noreturn]] void usage() {
   std::fprintf(stderr,
                "usage: kernels_bench [-t THREADS[,THREADS]] [--level scalar,avx2,avx512|all]\n"
-               "                     [--kernel tq2_0,i2_s,f16,q6_k,q8_0,bf16,f32,tq2_0_t,i2_s_t]\n"
+               "                     [--kernel "
+               "tq1_0,tq2_0,i2_s,f16,q6_k,q8_0,bf16,f32,tq1_0_t,tq2_0_t,i2_s_t]\n"
                "                     [--shape N_INxN_OUT] [--tokens 1,64] [--ws MIB] [--time S]\n");
   std::exit(2);
 }

@@ -4,10 +4,12 @@
 #include "backend/cpu/kernels.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "backend/cpu/kernels_impl.h"
@@ -329,6 +331,32 @@ float* cpu::float_scratch(int64_t floats) {
 uint8_t* cpu::ternary_scratch(int64_t bytes) {
   thread_local ScratchBuffer buf;
   return static_cast<uint8_t*>(buf.get(size_t(bytes)));
+}
+
+namespace {
+
+bool cpu_has_vbmi() {
+#if defined(TRIT_CPU_X86) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vbmi");
+#else
+  return false;
+#endif
+}
+
+std::atomic<bool> g_tq1_tables{[] {
+  const char* e = std::getenv("TRIT_CPU_TQ1_TABLES");
+  return cpu_has_vbmi() && !(e && std::string_view(e) == "0");
+}()};
+
+}  // namespace
+
+bool cpu::tq1_tables_enabled() {
+  return g_tq1_tables.load(std::memory_order_relaxed);
+}
+
+void cpu::set_tq1_tables(bool on) {
+  g_tq1_tables.store(on && cpu_has_vbmi());
 }
 
 // ---- public kernels ----

@@ -15,6 +15,11 @@
 // the float epilogue is the scalar expression (no FMA contraction), so the output equals the
 // scalar kernel bit for bit.
 //
+// TQ1_0 (five base-3 digits a byte) for up to four tokens: the digits looked up in tables with
+// AVX-512 VBMI's byte permutations where the processor has them (tq1_lut_tile), else computed
+// with 16-bit multiplies (ternary_run_tq1); for more tokens each tile of rows is made TQ2_0
+// first (tq1_to_tq2_rows_avx2) and goes through the TQ2_0 tiles.
+//
 // Float weights (f32, f16, bf16, q8_0, q6_K) x f32 activations: for one to three tokens the
 // weights are decoded in registers and fed to FMAs (bandwidth bound); for four and more each
 // tile of rows is decoded once to f32 scratch and reused by every group of four tokens.
@@ -399,12 +404,206 @@ TernaryTileFn ternary_tile_for(int T) {
   }
 }
 
+// ---- TQ1_0 digits looked up (AVX-512 VBMI) ----
+//
+// A TQ1_0 byte's digits looked up instead of computed (tq1_digits' four 16-bit multiplies a 64
+// codes): table `low` maps a byte to its digits 0..3 as 2-bit fields (digit n at bits 2n),
+// `fifth` to its digit 4. vpermi2b looks up 128 entries; the byte's bit 7 picks one of two
+// such lookups. A block's 52 bytes give five code vectors, digit n of byte m in lane m (bytes
+// 52..63 read as 0, whose digits are 0), which meet the block's activations rearranged once a
+// call into the same order (tq1_digit_major): lane m of vector n holds the activation of the
+// weight that digit n of byte m codes (FORMATS.md), zero where no weight is (lanes 52..63,
+// and 48..51 of vector 4: qh bytes hold four digits). The integer sums are the same.
+
+constexpr uint8_t tq1_code(int b, int n) {  // FORMATS.md's trit n of byte b, as a code 0..2
+  int p = 1;
+  for (int i = 0; i < n; ++i) p *= 3;
+  return uint8_t(((b * p) & 0xff) * 3 >> 8);
+}
+
+struct Tq1Tables {
+  alignas(64) uint8_t low[256] = {};
+  alignas(64) uint8_t fifth[256] = {};
+};
+
+constexpr Tq1Tables make_tq1_tables() {
+  Tq1Tables t;
+  for (int b = 0; b < 256; ++b) {
+    t.low[b] =
+        uint8_t(tq1_code(b, 0) | tq1_code(b, 1) << 2 | tq1_code(b, 2) << 4 | tq1_code(b, 3) << 6);
+    t.fifth[b] = tq1_code(b, 4);
+  }
+  return t;
+}
+
+alignas(64) constexpr Tq1Tables kTq1Tables = make_tq1_tables();
+constexpr int64_t kTq1MajorBytes = 320;  // a block's activations in digit order: five vectors
+
+// The activations q (n values) in digit order, a block's five vectors after another.
+void tq1_digit_major(const int8_t* q, int64_t n, int8_t* out) {
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const int8_t* s = q + 256 * b;
+    int8_t* o = out + kTq1MajorBytes * b;
+    std::memset(o, 0, kTq1MajorBytes);
+    for (int d = 0; d < 5; ++d) {
+      std::memcpy(o + 64 * d, s + 32 * d, 32);
+      std::memcpy(o + 64 * d + 32, s + 160 + 16 * d, 16);
+      if (d < 4) std::memcpy(o + 64 * d + 48, s + 240 + 4 * d, 4);
+    }
+  }
+}
+
+#define TRIT_VBMI __attribute__((target("avx512vbmi")))
+
+struct Tq1Lut {
+  __m512i low[4], fifth[4];
+};
+
+TRIT_VBMI inline Tq1Lut tq1_lut() {
+  Tq1Lut t;
+  for (int i = 0; i < 4; ++i) {
+    t.low[i] = _mm512_load_si512(kTq1Tables.low + 64 * i);
+    t.fifth[i] = _mm512_load_si512(kTq1Tables.fifth + 64 * i);
+  }
+  return t;
+}
+
+// The five code vectors of the TQ1_0 block at blk.
+TRIT_VBMI inline __attribute__((always_inline)) void tq1_block_codes(const uint8_t* blk,
+                                                                     const Tq1Lut& t, __m512i* c) {
+  const __m512i v = _mm512_maskz_loadu_epi8(__mmask64((1ull << 52) - 1), blk);
+  const __mmask64 high = _mm512_movepi8_mask(v);
+  const __m512i low = _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(t.low[0], v, t.low[1]),
+                                             _mm512_permutex2var_epi8(t.low[2], v, t.low[3]));
+  c[4] = _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(t.fifth[0], v, t.fifth[1]),
+                                _mm512_permutex2var_epi8(t.fifth[2], v, t.fifth[3]));
+  const __m512i m3 = _mm512_set1_epi8(3);
+  c[0] = _mm512_and_si512(low, m3);
+  c[1] = _mm512_and_si512(_mm512_srli_epi16(low, 2), m3);
+  c[2] = _mm512_and_si512(_mm512_srli_epi16(low, 4), m3);
+  c[3] = _mm512_and_si512(_mm512_srli_epi16(low, 6), m3);
+}
+
+// Adds block b of R rows against T tokens' activations in digit order to acc[i * T + j].
+template <int R, int T>
+TRIT_VBMI inline __attribute__((always_inline)) void tq1_lut_block(__m512i* acc,
+                                                                   const uint8_t* const* rows,
+                                                                   const int8_t* major,
+                                                                   int64_t blocks, int64_t b,
+                                                                   int64_t pf, const Tq1Lut& lut) {
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    prefetch_weights(reinterpret_cast<const char*>(rows[i] + 54 * b + pf));
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    __m512i c[5];
+    tq1_block_codes(rows[i] + 54 * b, lut, c);
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) {
+      const int8_t* a = major + (j * blocks + b) * kTq1MajorBytes;
+#pragma GCC unroll 5
+      for (int d = 0; d < 5; ++d) {
+        acc[i * T + j] = _mm512_dpbusd_epi32(acc[i * T + j], c[d], _mm512_load_si512(a + 64 * d));
+      }
+    }
+  }
+}
+
+// ternary_tile for TQ1_0 with the digits looked up: rows [r, r + R), tokens [t, t + T), whose
+// activations in digit order start at major + (t - t0) * (n / 256) * kTq1MajorBytes (t0: the
+// first token rearranged).
+template <bool kPerBlock, int R, int T>
+TRIT_VBMI void tq1_lut_tile(const TernaryView& w, const ActsView& x, const int8_t* major, int64_t r,
+                            int64_t t, float* y, int64_t y_stride) {
+  const int64_t blocks = w.n_in / 256;
+  const uint8_t* rows[R];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) rows[i] = w.data + (r + i) * w.row_bytes;
+  const int64_t pf = prefetch_distance(w.row_bytes);
+  const Tq1Lut lut = tq1_lut();
+  __m512i acc[R * T];
+  int32_t dots[R * T];
+  if constexpr (!kPerBlock) {
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; ++i) acc[i] = _mm512_setzero_si512();
+    for (int64_t b = 0; b < blocks; ++b) tq1_lut_block<R, T>(acc, rows, major, blocks, b, pf, lut);
+    reduce_all_epi32(acc, R * T, dots);
+    store_uniform<R, T>(dots, w.d, x, y, y_stride, r, t);
+  } else {  // one fp16 d per block, summed in block order (ternary_tile's expression)
+    const int64_t runs = w.n_in / 128;
+    float accf[R * T];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; ++i) accf[i] = 0.0f;
+    for (int64_t b = 0; b < blocks; ++b) {
+#pragma GCC unroll 16
+      for (int i = 0; i < R * T; ++i) acc[i] = _mm512_setzero_si512();
+      tq1_lut_block<R, T>(acc, rows, major, blocks, b, pf, lut);
+      reduce_all_epi32(acc, R * T, dots);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const float d = half_at(rows[i] + 54 * b + 52);
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) {
+          const int32_t* sums = x.sums + (t + j) * runs;
+          const int32_t dot = dots[i * T + j] - (sums[2 * b] + sums[2 * b + 1]);
+          accf[i * T + j] += product(d, float(dot));
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) y[(t + j) * y_stride + r + i] = accf[i * T + j] / x.scale[t + j];
+    }
+  }
+}
+
+using Tq1LutTileFn = void (*)(const TernaryView&, const ActsView&, const int8_t*, int64_t, int64_t,
+                              float*, int64_t);
+
+template <bool kPerBlock, int R>
+Tq1LutTileFn tq1_lut_tile_for(int T) {
+  switch (T) {
+    case 1:
+      return tq1_lut_tile<kPerBlock, R, 1>;
+    case 2:
+      return tq1_lut_tile<kPerBlock, R, 2>;
+    case 3:
+      return tq1_lut_tile<kPerBlock, R, 3>;
+    default:
+      return tq1_lut_tile<kPerBlock, R, 4>;
+  }
+}
+
+// Rows [r0, r1) of TQ1_0 for up to kTokens tokens with the digits looked up.
+template <bool kPerBlock>
+void tq1_lut_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
+                  int64_t r1) {
+  constexpr int kRows = 4;
+  const int64_t nt = x.n_tokens, per_token = w.n_in / 256 * kTq1MajorBytes;
+  int8_t* major = reinterpret_cast<int8_t*>(ternary_scratch(nt * per_token));
+  for (int64_t t = 0; t < nt; ++t) tq1_digit_major(x.q + t * w.n_in, w.n_in, major + t * per_token);
+  const int T = int(nt);
+  int64_t r = r0;
+  // One or two tokens: eight rows a tile, eight chains of accumulation (vpdpbusd's latency).
+  if (nt <= 2) {
+    for (; r + 8 <= r1; r += 8) tq1_lut_tile_for<kPerBlock, 8>(T)(w, x, major, r, 0, y, y_stride);
+  }
+  for (; r + kRows <= r1; r += kRows) {
+    tq1_lut_tile_for<kPerBlock, kRows>(T)(w, x, major, r, 0, y, y_stride);
+  }
+  for (; r < r1; ++r) tq1_lut_tile_for<kPerBlock, 1>(T)(w, x, major, r, 0, y, y_stride);
+}
+
 template <int kLayout, bool kPerBlock>
 void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
                   int64_t r1) {
   constexpr int kRows = 4, kTokens = 4;
   const int64_t nt = x.n_tokens;
   if constexpr (kLayout == kTq1) {
+    if (nt <= kTokens && tq1_tables_enabled())
+      return tq1_lut_rows<kPerBlock>(w, x, y, y_stride, r0, r1);
     if (nt > kTokens) {  // more than one token tile: decode each block of rows once, as TQ2_0
       TernaryView t2 = w;
       t2.type = DType::TQ2_0;

@@ -53,8 +53,15 @@ struct FloatView {
 // Scratch memory of a float kernel: at least `floats` floats, 64-byte aligned, owned by the
 // caller's thread (kernels.cpp keeps one buffer per thread).
 float* float_scratch(int64_t floats);
-// The same for the ternary kernels (TQ1_0 rows decoded for many tokens).
+// The same for the ternary kernels (TQ1_0 rows decoded for many tokens, activations in TQ1_0's
+// digit order for few).
 uint8_t* ternary_scratch(int64_t bytes);
+
+// Whether the AVX-512 kernels look TQ1_0's digits up in tables (AVX-512 VBMI's byte
+// permutations) instead of computing them: where the processor has VBMI and TRIT_CPU_TQ1_TABLES
+// is not 0. set_tq1_tables turns it off (or back on where VBMI is) for tests of both paths.
+bool tq1_tables_enabled();
+void set_tq1_tables(bool on);
 
 // Software prefetch of weight streams: the same offset in a row that many bytes (whole rows)
 // ahead. A tile reads several rows side by side, which the hardware prefetchers follow poorly

@@ -40,6 +40,7 @@
 #endif
 
 #include "backend/cpu/kernels_backward.h"
+#include "backend/cpu/kernels_impl.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -66,6 +67,9 @@ struct View {
   int64_t row_bytes = 0;
   bool uniform = true;  // one d for every block: I2_S, or TQ2_0 with uniform_scale set
   float d = 0;
+  // TQ1_0 blocks turned into TQ2_0 blocks by the AVX2 converter before they are decoded (its
+  // digits in vector lanes, not one multiply a digit); null: decode_tq1_0_block.
+  void (*tq1_to_tq2)(const uint8_t*, int64_t, int64_t, int, uint8_t*, int64_t) = nullptr;
 };
 
 View make_view(const TernaryMatrix& w, const char* op, int64_t c0, int64_t c1) {
@@ -156,15 +160,23 @@ TRIT_INLINE void decode_panel(const View& w, int64_t r0, int64_t n_rows, int64_t
     if (r0 + r + kAhead < w.n_out) prefetch_panel(w, r0 + r + kAhead, 1, tile_start);
     const uint8_t* row = w.data + (r0 + r) * w.row_bytes;
     float* out = panel + r * kTile;  // (kTile)
-    if (w.type == DType::TQ1_0) {
+    uint8_t tq2[66];                 // a TQ1_0 block as TQ2_0 (tq1_to_tq2)
+    if (w.type == DType::TQ1_0 && w.tq1_to_tq2 == nullptr) {
       const uint8_t* blk = row + (tile_start / 256) * kTQ1BlockBytes;
       row_d[r] = block_d(w, blk);
       uint8_t codes[256];
       decode_tq1_0_block(blk, codes);
       for (int j = 0; j < 256; ++j) out[j] = float(int(codes[j]) - 1);
-    } else if (w.type == DType::TQ2_0) {  // byte 32h + m holds weights 128h + 32l + m at bits 2l
+    } else if (w.type != DType::I2_S) {  // byte 32h + m holds weights 128h + 32l + m at bits 2l
       const uint8_t* blk = row + (tile_start / 256) * 66;
-      row_d[r] = block_d(w, blk);
+      if (w.type == DType::TQ1_0) {
+        const uint8_t* src = row + (tile_start / 256) * kTQ1BlockBytes;
+        row_d[r] = block_d(w, src);
+        w.tq1_to_tq2(src, kTQ1BlockBytes, 256, 1, tq2, 66);
+        blk = tq2;
+      } else {
+        row_d[r] = block_d(w, blk);
+      }
       for (int h = 0; h < 2; ++h) {
         for (int l = 0; l < 4; ++l) {
           for (int m = 0; m < 32; ++m) {
@@ -482,8 +494,13 @@ void ternary_matmul_transposed_ref(const TernaryMatrix& w, const float* dy, int6
 void ternary_matmul_transposed(const TernaryMatrix& w, const float* dy, int64_t dy_stride,
                                int64_t n_tokens, float scale, float* dx, int64_t c0, int64_t c1,
                                CpuLevel level) {
-  const View v = make_view(w, "ternary_matmul_transposed", c0, c1);
+  View v = make_view(w, "ternary_matmul_transposed", c0, c1);
   if (n_tokens <= 0 || c0 == c1) return;
+#ifdef TRIT_CPU_X86
+  if (v.type == DType::TQ1_0 && std::min(level, detect_cpu_level()) >= CpuLevel::Avx2) {
+    v.tq1_to_tq2 = cpu::tq1_to_tq2_rows_avx2;
+  }
+#endif
   // acc (kTokenChunk, kTile), panel (kRowBlock, kTile), row_d (kRowBlock), dyd (kTokenChunk,
   // kRowBlock)
   thread_local std::vector<float> scratch;

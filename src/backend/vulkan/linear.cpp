@@ -483,6 +483,10 @@ void VulkanBackend::record_decode_linear(const NormOp* norm, std::span<const Lin
   const uint32_t rows_per_group =
       std::max<uint32_t>(1, wg / tune_.subgroup_size) * tune_.fused_rows_per_subgroup;
   std::vector<uint32_t> spec = {wg, 0, rows_per_group, mv_tokens, 0, 0, 0, 0, 0, kind};
+  if (tune_.fused_row_pairs && !fold_norm) {
+    spec.resize(uint32_t(SpecId::MvPair) + 1, 0);
+    spec[uint32_t(SpecId::MvPair)] = 1;
+  }
   if (fold_norm) {
     // The norm's units an invocation: rms_norm_spec's, so that both sum alike.
     spec.resize(uint32_t(SpecId::NormVec) + 1, 0);

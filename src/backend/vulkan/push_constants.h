@@ -36,6 +36,7 @@ enum class SpecId : uint32_t {
   AttnFuseCombine = 20,  // attention (decoding): 1 merges the partials in the last workgroup
   AttnUnroll = 21,       // attention: key and value loads issued together (a multiple of 2)
   AttnKeyVec = 22,       // attention (decoding): 16-byte loads of a key row issued together
+  MvPair = 23,           // matvec_ternary: 1 takes a subgroup's rows two at a time
 };
 
 enum class MatmulPath : uint32_t { Matvec = 0, Tiled = 1 };

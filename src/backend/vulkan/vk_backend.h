@@ -304,6 +304,9 @@ struct Tuning {
   // this). More rows share one normalisation of the input row (matvec_norm_ternary computes it
   // in every workgroup) and give fewer, longer workgroups. TRIT_VK_FUSED_ROWS=1..64 to tune.
   uint32_t fused_rows_per_subgroup = 1;
+  // The fused matvec's rows two at a time a subgroup (MV_PAIR; TRIT_VK_FUSED_PAIR=1, with at
+  // least two rows a subgroup).
+  bool fused_row_pairs = false;
   // One token's norm before a decoding matvec is computed by each of its workgroups
   // (matvec_norm_ternary) instead of one rms_norm_quant dispatch before it. Same bits.
   // TRIT_VK_FOLD_NORM=0 keeps the dispatch apart (a tuning aid).

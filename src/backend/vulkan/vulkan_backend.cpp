@@ -77,6 +77,11 @@ Tuning tuning_for(const DeviceCaps& caps) {
     const int n = std::atoi(e);
     if (n >= 1 && n <= 64) c.fused_rows_per_subgroup = uint32_t(n);
   }
+  if (const char* e = std::getenv("TRIT_VK_FUSED_PAIR")) {
+    c.fused_row_pairs = std::string(e) == "1";
+    if (c.fused_row_pairs)
+      c.fused_rows_per_subgroup = std::max<uint32_t>(2, c.fused_rows_per_subgroup);
+  }
   if (const char* e = std::getenv("TRIT_VK_FOLD_NORM")) c.fold_decode_norm = std::string(e) != "0";
   // Tuning knob: TRIT_VK_NORM_WG=32..1024 (a power of two) sets every norm's workgroup (their
   // sums follow it, on every path alike).

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/kernels_impl.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -172,6 +173,16 @@ std::vector<float> biased_acts(int64_t count, std::mt19937& rng) {
 
 bool same_bytes(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+// Equal bytes, or NaN in both.
+bool same_bytes_or_nan(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+    if (std::memcmp(&a[i], &b[i], 4) != 0) return false;
+  }
+  return true;
 }
 
 // ---- levels ----
@@ -547,6 +558,44 @@ TEST_P(CpuKernelsSimdLevel, TernaryArbitraryBytesEqualsScalar) {
       const std::vector<float> a = run_ternary(c, qa, CpuLevel::Scalar, 2);
       const std::vector<float> b = run_ternary(c, qa, level, 2);
       EXPECT_TRUE(same_bytes(a, b)) << name(level) << " " << dtype_name(type) << " " << n_in;
+    }
+  }
+}
+
+// The AVX-512 kernels find TQ1_0's digits by table lookups (VBMI) or by multiplies: both give
+// the scalar kernel's bits, for any byte (random bytes: every value, with random block scales)
+// at every token count of the in-place path and beyond it (five: the rows made TQ2_0 first).
+TEST(CpuTernaryMatmul, Tq1TablesAndMultipliesEqualScalar) {
+  if (detect_cpu_level() < CpuLevel::Avx512Vnni) GTEST_SKIP() << "no AVX-512 VNNI here";
+  struct Restore {
+    bool was = cpu::tq1_tables_enabled();
+    ~Restore() { cpu::set_tq1_tables(was); }
+  } restore;
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (bool tables : {false, true}) {
+    cpu::set_tq1_tables(tables);
+    if (tables && !cpu::tq1_tables_enabled()) GTEST_SKIP() << "no AVX-512 VBMI here";
+    for (int64_t n_in : {256, 768, 2560}) {
+      for (int64_t n_out : {1, 5, 8, 13}) {
+        TernaryCase c;
+        c.type = DType::TQ1_0;
+        c.n_in = n_in;
+        c.n_out = n_out;
+        c.data.resize(*tensor_bytes(DType::TQ1_0, n_in, n_in * n_out));
+        for (auto& b : c.data) b = uint8_t(byte(rng));
+        for (int64_t nt : {1, 2, 3, 4, 5}) {
+          std::vector<float> x = random_acts(nt * n_in, rng);
+          QuantizedActs qa;
+          quantize_acts(x.data(), nt, n_in, qa, CpuLevel::Scalar);
+          const std::vector<float> a = run_ternary(c, qa, CpuLevel::Scalar, n_out / 2);
+          const std::vector<float> b = run_ternary(c, qa, CpuLevel::Avx512Vnni, n_out / 2);
+          // NaN (from NaN or infinite block scales) may carry either sign: which NaN operand an
+          // add returns follows the order the compiler gave it.
+          ASSERT_TRUE(same_bytes_or_nan(a, b)) << (tables ? "tables" : "multiplies") << " n_in "
+                                               << n_in << " n_out " << n_out << " tokens " << nt;
+        }
+      }
     }
   }
 }

@@ -184,6 +184,22 @@ TEST(VulkanDecodeFusion, FewTokensGiveTheBitsOfTheUnfusedOps) {
   }
 }
 
+// The fused matvec's rows two at a time a subgroup (TRIT_VK_FUSED_PAIR=1): two rows a subgroup,
+// and three (a pair, then one row alone); T2 codes and TQ1_0 in place.
+TEST(VulkanDecodeFusion, RowPairsGiveTheBitsOfTheUnfusedOps) {
+  const ScopedEnv pairs("TRIT_VK_FUSED_PAIR", "1");
+  for (const char* rows : {"2", "3"}) {
+    const ScopedEnv per_subgroup("TRIT_VK_FUSED_ROWS", rows);
+    for (DType type : {DType::TQ2_0, DType::TQ1_0}) {
+      for (int64_t n : {3, 16}) {
+        SCOPED_TRACE(cat(rows, " rows a subgroup"));
+        expect_fused_block_bits(n, false, type);
+        if (HasFatalFailure() || IsSkipped()) return;
+      }
+    }
+  }
+}
+
 TEST(VulkanDecodeFusion, ManyTokensGiveTheBitsOfTheUnfusedOps) {
   // More tokens than the matvecs take (a batch of sequences, a prompt): the norm and the
   // quantiser are still one kernel before the tiled products (the bits of the two).

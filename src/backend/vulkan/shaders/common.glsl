@@ -41,6 +41,7 @@
 #define SPEC_ATTN_FUSE_COMBINE 20
 #define SPEC_ATTN_UNROLL 21
 #define SPEC_ATTN_KEY_VEC 22
+#define SPEC_MV_PAIR 23
 
 // Float weight types as the shaders number them (push_constants.h, enum FloatWeightType).
 #define WTYPE_F32 0u

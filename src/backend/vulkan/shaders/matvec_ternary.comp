@@ -49,6 +49,7 @@ layout(constant_id = SPEC_WG_SIZE) const uint WG_SIZE = 128;
 layout(constant_id = SPEC_MV_ROWS) const uint ROWS = 4;
 layout(constant_id = SPEC_MV_TOKENS) const uint MV_TOKENS = 1;
 layout(constant_id = SPEC_ACTIVATION) const uint ACTIVATION = 0;
+layout(constant_id = SPEC_MV_PAIR) const uint MV_PAIR = 0;
 
 #ifndef TQ1
 #define TQ1 0
@@ -121,11 +122,6 @@ void store(uint s, uint t, uint row, float v) {
   }
 }
 
-int dot16(uint word, uvec4 qv) {
-  return dot4(trits4(word, 0), qv.x) + dot4(trits4(word, 1), qv.y) + dot4(trits4(word, 2), qv.z) +
-         dot4(trits4(word, 3), qv.w);
-}
-
 #if NORM
 layout(constant_id = SPEC_NORM_VEC) const uint NORM_VEC = 8;
 #define NORM_X nx
@@ -141,10 +137,24 @@ uvec4 qv(uint t, uint i) {
 }
 #endif
 
-// The 64 weights of 4 code words against token t's activations 64k..64k+63.
-int dot64(uvec4 words, uint k, uint t) {
-  return dot16(words.x, qv(t, 4 * k)) + dot16(words.y, qv(t, 4 * k + 1)) +
-         dot16(words.z, qv(t, 4 * k + 2)) + dot16(words.w, qv(t, 4 * k + 3));
+// The 64 weights of a lane's step as 16 packed int8x4 words of trits (4 weights each, in order):
+// decoded once, then taken against every token's activations.
+// T2: the 4 code words of the step.
+void t2_trits64(uvec4 words, out uint tr[16]) {
+  for (uint u = 0u; u < 4u; ++u) {
+    for (int g = 0; g < 4; ++g) tr[4u * u + uint(g)] = trits4(words[u], g);
+  }
+}
+
+// The 64 weights' trits against token t's activations 64k..64k+63.
+int dot64_trits(uint tr[16], uint k, uint t) {
+  int sum = 0;
+  for (uint u = 0u; u < 4u; ++u) {
+    uvec4 a = qv(t, 4u * k + u);
+    sum += dot4(tr[4u * u], a.x) + dot4(tr[4u * u + 1u], a.y) + dot4(tr[4u * u + 2u], a.z) +
+           dot4(tr[4u * u + 3u], a.w);
+  }
+  return sum;
 }
 
 #if TQ1
@@ -188,16 +198,6 @@ void tq1_trits64(uint s, uint block, Tq1Part part, out uint tr[16]) {
   }
 }
 
-// The 64 weights' trits against token t's activations 64k..64k+63.
-int dot64_trits(uint tr[16], uint k, uint t) {
-  int sum = 0;
-  for (uint u = 0u; u < 4u; ++u) {
-    uvec4 a = qv(t, 4u * k + u);
-    sum += dot4(tr[4u * u], a.x) + dot4(tr[4u * u + 1u], a.y) + dot4(tr[4u * u + 2u], a.z) +
-           dot4(tr[4u * u + 3u], a.w);
-  }
-  return sum;
-}
 #endif
 
 // The output of segment s for the integer sum isum (matmul_ternary's store()).
@@ -206,6 +206,23 @@ float output_value(uint s, int isum, float qs) {
   precise float p = pc.d[s] * float(isum);
   precise float v = div_rn(p, qs) * pc.out_scale[s];
   return v;
+}
+
+// Sums a subgroup's partial sums of one row for each token and stores them (with the residual
+// add). qn: the normalised row's scale (NORM); otherwise each token's qscale.
+void finish_row(uint s, uint row, uint nt, int acc[MV_TOKENS], float qn) {
+  for (uint t = 0; t < nt; ++t) {
+    int isum = subgroupAdd(acc[t]);
+    if (subgroupElect()) {
+      float v = output_value(s, isum, NORM != 0 ? qn : qscale[t]);
+      store(s, t, row, v);
+      if (pc.add != 0u) {
+        uint o = t * pc.y_stride[0] + pc.r0[s] + row;
+        precise float sum = xo[o] + v;
+        xo[o] = sum;
+      }
+    }
+  }
 }
 
 void main() {
@@ -245,49 +262,68 @@ void main() {
 #define token_scale(t) qscale[t]
 #endif
   const uint nt = NORM != 0 ? 1u : pc.n_tokens;
-  for (uint rr = gl_SubgroupID; rr < ROWS; rr += gl_NumSubgroups) {
+#if TQ1
+  // A lane's k advances by the subgroup size: its part of a block (k % 4) stays the same when
+  // that is a multiple of 4, so the part's words and digits are worked out once.
+  const bool same_part = (gl_SubgroupSize & 3u) == 0u;
+  const Tq1Part lane_part = tq1_part(lane & 3u);
+#define TQ1_PART(k) (same_part ? lane_part : tq1_part((k)&3u))
+#define ROW_BASE(row) ((row) * (pc.n_in / 256) * TQ1_BLOCK_WORDS)
+#define ROW_TRITS(s, b, k, tr) tq1_trits64(s, (b) + ((k) >> 2) * TQ1_BLOCK_WORDS, TQ1_PART(k), tr)
+#else
+#define ROW_BASE(row) ((row) * n_vec)
+#define ROW_TRITS(s, b, k, tr) t2_trits64(code_words(s, (b) + (k)), tr)
+#endif
+  uint rr = gl_SubgroupID;
+#if !NORM
+  // MV_PAIR: a subgroup's rows two at a time, each step's activations loaded once for both
+  // (many tokens: their loads, not the weights', are most of a step's reads).
+  if (MV_PAIR != 0u && pc.gated == 0u) {
+    for (; rr + gl_NumSubgroups < ROWS; rr += 2u * gl_NumSubgroups) {
+      uint row = row_base + rr, row2 = row + gl_NumSubgroups;
+      if (row2 >= pc.rows[s]) break;  // the last row, if any, below
+      uint base = ROW_BASE(row), base2 = ROW_BASE(row2);
+      int acc[MV_TOKENS], acc2[MV_TOKENS];
+      for (uint t = 0; t < MV_TOKENS; ++t) {
+        acc[t] = 0;
+        acc2[t] = 0;
+      }
+      for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
+        uint tr[16], tr2[16];
+        ROW_TRITS(s, base, k, tr);
+        ROW_TRITS(s, base2, k, tr2);
+        for (uint t = 0; t < MV_TOKENS; ++t) {
+          if (t < nt) {
+            for (uint u = 0u; u < 4u; ++u) {
+              uvec4 a = qv(t, 4u * k + u);
+              acc[t] += dot4(tr[4u * u], a.x) + dot4(tr[4u * u + 1u], a.y) +
+                        dot4(tr[4u * u + 2u], a.z) + dot4(tr[4u * u + 3u], a.w);
+              acc2[t] += dot4(tr2[4u * u], a.x) + dot4(tr2[4u * u + 1u], a.y) +
+                         dot4(tr2[4u * u + 2u], a.z) + dot4(tr2[4u * u + 3u], a.w);
+            }
+          }
+        }
+      }
+      finish_row(s, row, nt, acc, 0.0);
+      finish_row(s, row2, nt, acc2, 0.0);
+    }
+  }
+#endif
+  for (; rr < ROWS; rr += gl_NumSubgroups) {
     uint row = row_base + rr;
     if (row >= pc.rows[s]) break;
-#if TQ1
-    uint base = row * (pc.n_in / 256) * TQ1_BLOCK_WORDS;
-    // A lane's k advances by the subgroup size: its part of a block (k % 4) stays the same when
-    // that is a multiple of 4, so the part's words and digits are worked out once.
-    const bool same_part = (gl_SubgroupSize & 3u) == 0u;
-    const Tq1Part lane_part = tq1_part(lane & 3u);
-#define TQ1_BLOCK(k) (base + ((k) >> 2) * TQ1_BLOCK_WORDS)
-#define TQ1_PART(k) (same_part ? lane_part : tq1_part((k)&3u))
-#else
-    uint base = row * n_vec;
-#endif
+    uint base = ROW_BASE(row);
     if (pc.gated == 0u) {
       int acc[MV_TOKENS];
       for (uint t = 0; t < MV_TOKENS; ++t) acc[t] = 0;
       for (uint k = lane; k < n_vec; k += gl_SubgroupSize) {
-#if TQ1
         uint tr[16];
-        tq1_trits64(s, TQ1_BLOCK(k), TQ1_PART(k), tr);
+        ROW_TRITS(s, base, k, tr);
         for (uint t = 0; t < MV_TOKENS; ++t) {
           if (t < nt) acc[t] += dot64_trits(tr, k, t);
         }
-#else
-        uvec4 words = code_words(s, base + k);
-        for (uint t = 0; t < MV_TOKENS; ++t) {
-          if (t < nt) acc[t] += dot64(words, k, t);
-        }
-#endif
       }
-      for (uint t = 0; t < nt; ++t) {
-        int isum = subgroupAdd(acc[t]);
-        if (subgroupElect()) {
-          float v = output_value(s, isum, token_scale(t));
-          store(s, t, row, v);
-          if (pc.add != 0u) {
-            uint o = t * pc.y_stride[0] + pc.r0[s] + row;
-            precise float sum = xo[o] + v;
-            xo[o] = sum;
-          }
-        }
-      }
+      finish_row(s, row, nt, acc, token_scale(0));
     } else {
       int acc_g[MV_TOKENS], acc_u[MV_TOKENS];
       for (uint t = 0; t < MV_TOKENS; ++t) {
@@ -298,8 +334,8 @@ void main() {
 #if TQ1
         uint tg[16], tu[16];
         const Tq1Part part = TQ1_PART(k);
-        tq1_trits64(0u, TQ1_BLOCK(k), part, tg);
-        tq1_trits64(1u, TQ1_BLOCK(k), part, tu);
+        tq1_trits64(0u, base + (k >> 2) * TQ1_BLOCK_WORDS, part, tg);
+        tq1_trits64(1u, base + (k >> 2) * TQ1_BLOCK_WORDS, part, tu);
         for (uint t = 0; t < MV_TOKENS; ++t) {
           if (t < nt) {
             acc_g[t] += dot64_trits(tg, k, t);
@@ -307,11 +343,13 @@ void main() {
           }
         }
 #else
-        uvec4 wgate = w0[base + k], wup = w1[base + k];
+        uint tg[16], tu[16];
+        t2_trits64(w0[base + k], tg);
+        t2_trits64(w1[base + k], tu);
         for (uint t = 0; t < MV_TOKENS; ++t) {
           if (t < nt) {
-            acc_g[t] += dot64(wgate, k, t);
-            acc_u[t] += dot64(wup, k, t);
+            acc_g[t] += dot64_trits(tg, k, t);
+            acc_u[t] += dot64_trits(tu, k, t);
           }
         }
 #endif
