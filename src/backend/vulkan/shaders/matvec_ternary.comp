@@ -32,7 +32,8 @@
 // Spec constants: 0 workgroup size (NORM: rms_norm_spec's, 256), 2 ROWS output rows per
 //   workgroup (per segment; a segment starts a workgroup), 3 MV_TOKENS the most tokens (sizes
 //   the accumulators; 1 with NORM), 9 activation (gated), 13 NORM_VEC (NORM: rms_norm_spec's
-//   units an invocation).
+//   units an invocation), 23 MV_PAIR (1: not gated, not NORM, a subgroup's rows two at a time,
+//   sharing each step's activation loads).
 // Needs subgroup arithmetic (Vulkan 1.1 subgroup operations basic + arithmetic in compute).
 // Dispatch: group0[segments - 1] + ceil(rows_last / ROWS) workgroups, split over x and z when
 //   more than maxComputeWorkGroupCount[0]. group0[0] = 0, group0[s + 1] = group0[s] +
