@@ -143,7 +143,10 @@ Model Model::open(const std::string& path, const ModelOptions& options) {
   if (options.mem_budget_mb > 0) {
     // On a GPU the blocks then stream through the device: each uploaded for its pass and
     // dropped after it (Backend::release_weights).
-    impl->model->set_mem_budget(uint64_t(options.mem_budget_mb) << 20);
+    // Inference on the host reads the head a piece at a time, so its budget may be smaller
+    // than a fine-tune's (which checks its own, TrainableModel).
+    impl->model->set_mem_budget(uint64_t(options.mem_budget_mb) << 20,
+                                impl->backend->host_memory());
   }
   impl->info = info_of(*impl->model);
   return Model(std::move(impl));

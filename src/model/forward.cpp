@@ -188,6 +188,14 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
   // A streamed head without branches goes piece by piece, each read into a buffer while the
   // one before computes (forward_rows read the first ahead).
   const int64_t pieces = model.head_pieces(use);
+  // A budget taken for inference may be too small for the head read whole (with a head
+  // adapter): refused here, before its pages fault in.
+  if (pieces == 0 && use.host && model.streaming() &&
+      model.mem_budget() < model.min_stream_bytes()) {
+    fail(model.path(), ": an adapter on the head reads the head whole, which a memory budget of ",
+         (model.mem_budget() + (1 << 20) - 1) >> 20, " MiB cannot hold: it needs ",
+         (model.min_stream_bytes() + (1 << 20) - 1) >> 20, " MiB");
+  }
   for (int64_t i = 0; i < pieces; ++i) {
     const Model::HeadPiece piece = model.head_piece(i, use);
     model.read_ahead(i + 1 < pieces ? n_layer + i + 1 : 0, use);

@@ -262,7 +262,26 @@ uint64_t Model::owned_bytes() const {
   return owned;
 }
 
-uint64_t Model::min_stream_bytes() const {
+uint64_t Model::piece_run_bytes(int64_t n_ctx, int64_t n_batch, bool kv_f16) const {
+  // Every block and piece of the head goes through the stager's two buffers (resident in
+  // whole 2 MiB pages), beside the session's cache and tensors, the vocabulary's tables and the
+  // process.
+  constexpr uint64_t kPage = 2ull << 20;
+  const uint64_t buffers = 2 * ((stager_->buffer_bytes() + kPage - 1) / kPage * kPage);
+  const uint64_t parts =
+      run_memory(hp_, owned_bytes() + buffers, n_ctx, n_batch, kv_f16 ? KvType::F16 : KvType::F32)
+          .total();
+  // What the parts leave out (threads' allocator arenas and scratch, pages mapped around the
+  // rows read): decoding 1B to 13B at one position's budget peaked 1.4-12.6 MiB above the
+  // parts on the 2-core VM of docs/PERF.md.
+  return parts + parts * 15 / 100 + (4ull << 20);
+}
+
+uint64_t Model::min_stream_bytes(bool head_in_pieces) const {
+  if (head_in_pieces && stager_->head_pieces() > 0) {
+    // The smallest run: one position; never more than with the head whole.
+    return std::min(piece_run_bytes(1, 1, false), min_stream_bytes(false));
+  }
   uint64_t pair = 0;
   const size_t n = spans_.size();
   for (size_t i = 0; i < n; ++i) pair = std::max(pair, spans_[i].n + spans_[(i + 1) % n].n);
@@ -275,11 +294,14 @@ uint64_t Model::resident_run_bytes() const {
   return kProcessBytes + owned_bytes() + mapped;
 }
 
-void Model::set_mem_budget(uint64_t bytes) {
-  if (bytes > 0 && bytes < min_stream_bytes()) {
+void Model::set_mem_budget(uint64_t bytes, bool head_in_pieces) {
+  const uint64_t least = min_stream_bytes(head_in_pieces);
+  if (bytes > 0 && bytes < least) {
     fail(path(), ": a memory budget of ", mib_text(bytes),
-         " cannot run this model: the smallest that works is ", mib_text(min_stream_bytes()),
-         " (two neighbouring blocks of weights, those converted at load, and the process)");
+         " cannot run this model: the smallest that works is ", mib_text(least),
+         " (two neighbouring blocks of weights",
+         head_in_pieces && least < min_stream_bytes() ? " or pieces of the head" : "",
+         ", those converted at load, and the process)");
   }
   mem_budget_ = bytes;
   streaming_ = bytes > 0 && bytes < resident_run_bytes();

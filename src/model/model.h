@@ -130,14 +130,24 @@ class Model {
   void block_out(int64_t l, WeightUse use) const;
   bool streaming() const { return streaming_; }
   // A memory budget in bytes (0: none). Streaming turns on when the budget is below what the
-  // whole model needs resident; a budget below min_stream_bytes() is refused (trit::Error
-  // naming the smallest that works).
-  void set_mem_budget(uint64_t bytes);
+  // whole model needs resident; a budget below min_stream_bytes(head_in_pieces) is refused
+  // (trit::Error naming the smallest that works). head_in_pieces: the runs will be inference
+  // on the host (the head read a piece at a time); a fine-tune, a head adapter or a device
+  // read the head whole and check min_stream_bytes() themselves.
+  void set_mem_budget(uint64_t bytes, bool head_in_pieces = false);
   uint64_t mem_budget() const { return mem_budget_; }
   // The least any run of this model needs while streaming: the process itself, the weights
   // converted at load (they stay resident), and the largest pair of neighbouring blocks (one
-  // computing, one read ahead; the head counts as a block).
-  uint64_t min_stream_bytes() const;
+  // computing, one read ahead; the head counts as a block). head_in_pieces (inference on the
+  // host, where the stager reads the head in pieces): the stager's two buffers instead of the
+  // pair, with what the smallest run holds beside them (run_memory of one position: the
+  // vocabulary's tables, one token's logits); a longer context's cache comes on top.
+  uint64_t min_stream_bytes(bool head_in_pieces = false) const;
+  // What inference on the host with the head in pieces needs with a session of n_ctx positions
+  // (passes of up to n_batch tokens): the stager's buffers and run_memory's parts, with a
+  // measured allowance. A budget below min_stream_bytes() that takes the head in pieces is
+  // checked against it when a session starts (Session).
+  uint64_t piece_run_bytes(int64_t n_ctx, int64_t n_batch, bool kv_f16) const;
   // The same without streaming: every weight resident.
   uint64_t resident_run_bytes() const;
   // The bytes of the file one block (or the head, l = n_layer) reads in place.

@@ -273,5 +273,75 @@ TEST_F(Streaming, BudgetsTooSmallAreRefusedWithTheSmallestThatWorks) {
   EXPECT_TRUE(tm.streams_weights());
 }
 
+// Inference on the host reads the head a piece at a time, so its budget may be smaller than one
+// that holds the head whole beside a block: a budget between the two runs inference with the
+// resident run's logits, while a fine-tune and an adapter on the head, which read the head
+// whole, are refused naming what they need.
+TEST_F(Streaming, InferenceTakesABudgetTooSmallForTheWholeHead) {
+  // A head (64,000 x 256 f16: 33 MB) far larger than the stager's buffers and the vocabulary's
+  // tables.
+  CreateOptions o = test::tiny_options(33, DType::TQ1_0);
+  o.hp.n_layer = 4;
+  o.hp.n_vocab = 64000;
+  o.hp.tied_head = false;
+  const std::string path = test::create_model(dir_, "big_head.gguf", o);
+  auto model = Model::load(path);
+  const uint64_t pieces = model->min_stream_bytes(true), whole = model->min_stream_bytes();
+  ASSERT_LT(pieces + (4 << 20), whole) << "the test model's head must be larger than its pieces";
+  const std::vector<float> plain = test::session_logits(*model, tokens_, {.n_ctx = 32});
+  auto mib = [](uint64_t b) { return std::to_string((b + (1 << 20) - 1) >> 20) + " MiB"; };
+  try {
+    model->set_mem_budget(pieces - (1 << 20), true);
+    FAIL() << "a budget below the least was taken";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("the smallest that works is " + mib(pieces)), std::string::npos) << what;
+    EXPECT_NE(what.find("pieces of the head"), std::string::npos) << what;
+  }
+  // The same budget where the head is read whole (a device's) is refused.
+  EXPECT_THROW(model->set_mem_budget(pieces, false), Error);
+  // It holds a session of one position; one of 32 is refused when it starts, naming its need.
+  model->set_mem_budget(pieces, true);
+  ASSERT_TRUE(model->streaming());
+  const uint64_t session = model->piece_run_bytes(32, 32, false);
+  ASSERT_LT(session, whole);
+  try {
+    test::session_logits(*model, tokens_, {.n_ctx = 32});
+    FAIL() << "a session of 32 positions started in a budget for one";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("cannot hold a session of 32 positions: it needs " + mib(session)),
+              std::string::npos)
+        << what;
+  }
+  model->set_mem_budget(session, true);
+  const std::vector<float> streamed = test::session_logits(*model, tokens_, {.n_ctx = 32});
+  ASSERT_EQ(plain.size(), streamed.size());
+  EXPECT_EQ(0, std::memcmp(plain.data(), streamed.data(), plain.size() * sizeof(float)));
+
+  const LoraAdapter head = lora_init(model->hparams(), "head", 2, 8.0f, false, 7);
+  try {
+    test::session_logits(*model, tokens_, {.lora = {{&head, 1.0f}}, .n_ctx = 32});
+    FAIL() << "a head adapter ran in a budget that cannot hold the head";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("an adapter on the head reads the head whole"), std::string::npos) << what;
+    EXPECT_NE(what.find("it needs " + mib(whole)), std::string::npos) << what;
+  }
+  ThreadPool pool(1);
+  LoraAdapter small = lora_init(model->hparams(), "q,v", 2, 8.0f, false, 5);
+  try {
+    TrainableModel tm(*model, small, pool, TrainPassOptions{});
+    tm.check_budget(16);
+    FAIL() << "a fine-tune ran in a budget that cannot hold the head";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot hold this fine-tune"), std::string::npos)
+        << e.what();
+  }
+  // With room for the head whole beside a block, the head adapter runs.
+  model->set_mem_budget(whole, true);
+  EXPECT_NO_THROW(test::session_logits(*model, tokens_, {.lora = {{&head, 1.0f}}, .n_ctx = 32}));
+}
+
 }  // namespace
 }  // namespace trit::engine
