@@ -48,6 +48,13 @@ BatchGenerator::BatchGenerator(const Model& model, Backend& backend, const Token
     fail("batch: the number of slots must be positive, got ", limits_.n_slots);
   if (limits_.n_ctx <= 0) fail("batch: the context must be positive, got ", limits_.n_ctx);
   if (limits_.n_batch <= 0) fail("batch: n_batch must be positive, got ", limits_.n_batch);
+  // Under a budget taken for inference on the host (the head in pieces), every slot's cache.
+  if (backend_.host_memory()) {
+    model_.check_piece_budget(limits_.n_ctx * limits_.n_slots, limits_.n_batch + limits_.n_slots,
+                              limits_.kv_type == KvType::F16,
+                              cat(limits_.n_slots, " slots of ", limits_.n_ctx, " positions"),
+                              "fewer slots or a shorter context need less");
+  }
   arena_.init(backend_, model_.hparams(), limits_.n_batch + limits_.n_slots);
   // The slots' caches share tensors: a device attends for every slot of a step in one dispatch.
   std::vector<KvCache> caches =

@@ -36,15 +36,10 @@ void Session::init(int64_t n_ctx, int64_t n_batch) {
   }
   // A budget too small for the head read whole (taken for inference on the host, the head in
   // pieces) must still hold this session's cache and tensors: refused before they exist.
-  const uint64_t budget = model_.mem_budget();
-  if (budget > 0 && backend_.host_memory() && budget < model_.min_stream_bytes()) {
-    const uint64_t need = model_.piece_run_bytes(
-        n_ctx, std::max<int64_t>(1, std::min(n_batch, n_ctx)), opts_.kv_type == KvType::F16);
-    if (need > budget) {
-      fail(model_.path(), ": a memory budget of ", (budget + (1 << 20) - 1) >> 20,
-           " MiB cannot hold a session of ", n_ctx, " positions: it needs ",
-           (need + (1 << 20) - 1) >> 20, " MiB (a shorter context needs less)");
-    }
+  if (backend_.host_memory()) {
+    model_.check_piece_budget(
+        n_ctx, std::max<int64_t>(1, std::min(n_batch, n_ctx)), opts_.kv_type == KvType::F16,
+        cat("a session of ", n_ctx, " positions"), "a shorter context needs less");
   }
   cache_.init(backend_, model_.hparams(), n_ctx, opts_.kv_type);
   arena_.init(backend_, model_.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)));

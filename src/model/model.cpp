@@ -277,6 +277,16 @@ uint64_t Model::piece_run_bytes(int64_t n_ctx, int64_t n_batch, bool kv_f16) con
   return parts + parts * 15 / 100 + (4ull << 20);
 }
 
+void Model::check_piece_budget(int64_t positions, int64_t n_batch, bool kv_f16,
+                               const std::string& what, const std::string& hint) const {
+  if (mem_budget_ == 0 || mem_budget_ >= min_stream_bytes()) return;
+  const uint64_t need = piece_run_bytes(positions, n_batch, kv_f16);
+  if (need > mem_budget_) {
+    fail(path(), ": a memory budget of ", mib_text(mem_budget_), " cannot hold ", what,
+         ": it needs ", mib_text(need), " (", hint, ")");
+  }
+}
+
 uint64_t Model::min_stream_bytes(bool head_in_pieces) const {
   if (head_in_pieces && stager_->head_pieces() > 0) {
     // The smallest run: one position; never more than with the head whole.

@@ -148,6 +148,11 @@ class Model {
   // measured allowance. A budget below min_stream_bytes() that takes the head in pieces is
   // checked against it when a session starts (Session).
   uint64_t piece_run_bytes(int64_t n_ctx, int64_t n_batch, bool kv_f16) const;
+  // Under a budget below min_stream_bytes() (taken for inference on the host): fails when it
+  // cannot hold piece_run_bytes of these positions, naming `what` (a session of N positions),
+  // what it needs and `hint` (what needs less).
+  void check_piece_budget(int64_t positions, int64_t n_batch, bool kv_f16, const std::string& what,
+                          const std::string& hint) const;
   // The same without streaming: every weight resident.
   uint64_t resident_run_bytes() const;
   // The bytes of the file one block (or the head, l = n_layer) reads in place.

@@ -12,6 +12,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "infer/batch_generate.h"
 #include "infer/session.h"
 #include "support/files.h"
 #include "support/models.h"
@@ -316,6 +317,19 @@ TEST_F(Streaming, InferenceTakesABudgetTooSmallForTheWholeHead) {
   }
   model->set_mem_budget(session, true);
   const std::vector<float> streamed = test::session_logits(*model, tokens_, {.n_ctx = 32});
+  {  // A server's slots: their caches together.
+    ThreadPool pool(1);
+    const std::unique_ptr<Backend> cpu = make_cpu_backend(pool);
+    try {
+      BatchGenerator g(*model, *cpu, nullptr, {.n_slots = 16, .n_ctx = 32});
+      FAIL() << "16 slots of 32 positions were taken in a budget for one session";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      const std::string need = mib(model->piece_run_bytes(16 * 32, 64 + 16, false));
+      EXPECT_NE(what.find("cannot hold 16 slots of 32 positions"), std::string::npos) << what;
+      EXPECT_NE(what.find("it needs " + need), std::string::npos) << what;
+    }
+  }
   ASSERT_EQ(plain.size(), streamed.size());
   EXPECT_EQ(0, std::memcmp(plain.data(), streamed.data(), plain.size() * sizeof(float)));
 
