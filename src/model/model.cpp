@@ -307,11 +307,13 @@ uint64_t Model::resident_run_bytes() const {
 void Model::set_mem_budget(uint64_t bytes, bool head_in_pieces) {
   const uint64_t least = min_stream_bytes(head_in_pieces);
   if (bytes > 0 && bytes < least) {
+    const bool pieces = head_in_pieces && least < min_stream_bytes();
     fail(path(), ": a memory budget of ", mib_text(bytes),
          " cannot run this model: the smallest that works is ", mib_text(least),
-         " (two neighbouring blocks of weights",
-         head_in_pieces && least < min_stream_bytes() ? " or pieces of the head" : "",
-         ", those converted at load, and the process)");
+         pieces
+             ? " (the two buffers its blocks and pieces of the head are read into, one "
+               "position's cache, the vocabulary and the process; a longer context needs more)"
+             : " (two neighbouring blocks of weights, those converted at load, and the process)");
   }
   mem_budget_ = bytes;
   streaming_ = bytes > 0 && bytes < resident_run_bytes();
