@@ -190,11 +190,8 @@ void head_rows(const Model& model, ForwardArena& a, Backend& be, int64_t row0, i
   const int64_t pieces = model.head_pieces(use);
   // A budget taken for inference may be too small for the head read whole (with a head
   // adapter): refused here, before its pages fault in.
-  if (pieces == 0 && use.host && model.streaming() &&
-      model.mem_budget() < model.min_stream_bytes()) {
-    fail(model.path(), ": an adapter on the head reads the head whole, which a memory budget of ",
-         (model.mem_budget() + (1 << 20) - 1) >> 20, " MiB cannot hold: it needs ",
-         (model.min_stream_bytes() + (1 << 20) - 1) >> 20, " MiB");
+  if (pieces == 0 && use.host && model.streaming()) {
+    model.check_head_whole_budget("an adapter on the head");
   }
   for (int64_t i = 0; i < pieces; ++i) {
     const Model::HeadPiece piece = model.head_piece(i, use);

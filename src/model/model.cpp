@@ -287,6 +287,12 @@ void Model::check_piece_budget(int64_t positions, int64_t n_batch, bool kv_f16,
   }
 }
 
+void Model::check_head_whole_budget(const std::string& what) const {
+  if (mem_budget_ == 0 || mem_budget_ >= min_stream_bytes()) return;
+  fail(path(), ": ", what, " reads the head whole, which a memory budget of ",
+       mib_text(mem_budget_), " cannot hold: it needs ", mib_text(min_stream_bytes()));
+}
+
 uint64_t Model::min_stream_bytes(bool head_in_pieces) const {
   if (head_in_pieces && stager_->head_pieces() > 0) {
     // The smallest run: one position; never more than with the head whole.

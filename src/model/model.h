@@ -153,7 +153,10 @@ class Model {
   // what it needs and `hint` (what needs less).
   void check_piece_budget(int64_t positions, int64_t n_batch, bool kv_f16, const std::string& what,
                           const std::string& hint) const;
-  // The same without streaming: every weight resident.
+  // Under a budget below min_stream_bytes(): fails naming `what`, which reads the head whole,
+  // and what that needs.
+  void check_head_whole_budget(const std::string& what) const;
+  // What min_stream_bytes() counts, without streaming: every weight resident.
   uint64_t resident_run_bytes() const;
   // The bytes of the file one block (or the head, l = n_layer) reads in place.
   uint64_t block_bytes(int64_t l) const;
