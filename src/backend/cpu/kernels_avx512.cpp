@@ -200,9 +200,6 @@ inline __m512i factor_shift() {
               : _mm512_inserti64x4(_mm512_set1_epi32(0), _mm256_set1_epi32(2), 1);
 }
 
-// Adds sum(c * 4^s * q) of run k of R rows and T tokens to acc[i * T + j]. The codes of one
-// half are built for all rows first (the broadcast is loaded again from L1 for the second
-// half) so that a 4 x 4 tile fits the 32 registers.
 // acc += dot(c, a), in acc's own register: GCC 12 otherwise computes some sums of an unrolled
 // tile into a fresh register and copies them back, or spills them (about 25 extra moves a run).
 inline __m512i dpbusd_tied(__m512i acc, __m512i c, __m512i a) {
@@ -210,6 +207,10 @@ inline __m512i dpbusd_tied(__m512i acc, __m512i c, __m512i a) {
   return acc;
 }
 
+// Adds half kHalf of run k (weights 64 kHalf .. 64 kHalf + 63) of R rows and T tokens to
+// acc[i * T + j]. TQ2_0 takes the second half from the shifted copy, I2_S the first. The codes
+// of one half are built for all rows first (the broadcast is loaded again from L1 for the
+// second half) so that a 4 x 4 tile fits the 32 registers.
 template <bool kI2S, int R, int T, int kHalf>
 inline void ternary_half(__m512i* acc, const uint8_t* const* rows, const int8_t* const* qs,
                          int64_t k, __m512i mask) {
@@ -230,6 +231,7 @@ inline void ternary_half(__m512i* acc, const uint8_t* const* rows, const int8_t*
   }
 }
 
+// Adds sum(c * 4^s * q) of run k of R rows and T tokens to acc[i * T + j].
 template <bool kI2S, int R, int T>
 inline void ternary_run(__m512i* acc, const uint8_t* const* rows, const int8_t* const* qs,
                         int64_t k, __m512i mask, int64_t prefetch) {
@@ -410,17 +412,16 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
     }
   };
 
-  if constexpr (!kPerBlock && R == 4 && T == 4 && kLayout != kTq1) {
+  if constexpr (!kPerBlock) {
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; ++i) acc[i] = _mm512_setzero_si512();
     for (int64_t k = 0; k < runs; ++k) run(k);
-    store_uniform_4x4<kI2S>(acc, w.d, x, y, y_stride, r, t);
-  } else if constexpr (!kPerBlock) {
-#pragma GCC unroll 16
-    for (int i = 0; i < R * T; ++i) acc[i] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < runs; ++k) run(k);
-    sum_up();
-    store_uniform<R, T>(dots, w.d, x, y, y_stride, r, t);
+    if constexpr (R == 4 && T == 4 && kLayout != kTq1) {
+      store_uniform_4x4<kI2S>(acc, w.d, x, y, y_stride, r, t);
+    } else {
+      sum_up();
+      store_uniform<R, T>(dots, w.d, x, y, y_stride, r, t);
+    }
   } else {  // TQ1_0 or TQ2_0, one fp16 d per block of 256 (two runs), summed in block order
     float accf[R * T];
 #pragma GCC unroll 16
