@@ -26,6 +26,7 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512VNNI__) && defined(__AVX512DQ__) && defined(__F16C__)
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -660,6 +661,14 @@ void tq1_lut_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
   for (; r < r1; ++r) tq1_lut_tile_for<kPerBlock, 1>(T)(w, x, major, r, 0, y, y_stride);
 }
 
+// Rows a block of the many-token products: about 64 KB of weights, whole tiles of `tile`
+// rows. Each group of four tokens runs over a block's rows before the next group, so the
+// group's activations (4 n_in bytes) stay in L1 across the block instead of coming again from
+// L2 for every tile (kernels_bench, 6912 x 2560 on AMD Zen 5, 16 tokens: 1.14 -> 0.78 ms).
+inline int64_t block_rows(int64_t row_bytes, int64_t tile) {
+  return std::max<int64_t>(tile, 65536 / row_bytes / tile * tile);
+}
+
 template <int kLayout, bool kPerBlock>
 void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
                   int64_t r1) {
@@ -672,21 +681,21 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
       TernaryView t2 = w;
       t2.type = DType::TQ2_0;
       t2.row_bytes = w.n_in / 256 * 66;
-      uint8_t* buf = ternary_scratch(kRows * t2.row_bytes);
+      const int64_t block = block_rows(t2.row_bytes, kRows);
+      uint8_t* buf = ternary_scratch(block * t2.row_bytes);
       t2.data = buf;
-      for (int64_t r = r0; r < r1; r += kRows) {
-        const int rows = int(r1 - r < kRows ? r1 - r : kRows);
-        tq1_to_tq2_rows_avx2(w.data + r * w.row_bytes, w.row_bytes, w.n_in, rows, buf,
+      for (int64_t r = r0; r < r1; r += block) {
+        const int64_t rows = std::min(block, r1 - r);
+        tq1_to_tq2_rows_avx2(w.data + r * w.row_bytes, w.row_bytes, w.n_in, int(rows), buf,
                              t2.row_bytes);
         for (int64_t t = 0; t < nt; t += kTokens) {
           const int T = int(nt - t < kTokens ? nt - t : kTokens);
-          if (rows == kRows) {
-            ternary_tile_for<kTq2, kPerBlock, kRows>(T)(t2, x, 0, t, y + r, y_stride);
-          } else {
-            for (int i = 0; i < rows; ++i) {
-              ternary_tile_for<kTq2, kPerBlock, 1>(T)(t2, x, i, t, y + r, y_stride);
-            }
+          int64_t i = 0;
+          for (; i + kRows <= rows; i += kRows) {
+            ternary_tile_for<kTq2, kPerBlock, kRows>(T)(t2, x, i, t, y + r, y_stride);
           }
+          for (; i < rows; ++i)
+            ternary_tile_for<kTq2, kPerBlock, 1>(T)(t2, x, i, t, y + r, y_stride);
         }
       }
       return;
@@ -706,11 +715,16 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
       }
     }
   }
-  for (; r + kRows <= r1; r += kRows) {
+  const int64_t block = block_rows(w.row_bytes, kRows);
+  while (r + kRows <= r1) {
+    const int64_t end = r + std::min(block, (r1 - r) / kRows * kRows);
     for (int64_t t = 0; t < nt; t += kTokens) {
       const int T = int(nt - t < kTokens ? nt - t : kTokens);
-      ternary_tile_for<kLayout, kPerBlock, kRows>(T)(w, x, r, t, y, y_stride);
+      for (int64_t rb = r; rb < end; rb += kRows) {
+        ternary_tile_for<kLayout, kPerBlock, kRows>(T)(w, x, rb, t, y, y_stride);
+      }
     }
+    r = end;
   }
   for (; r < r1; ++r) {
     for (int64_t t = 0; t < nt; t += kTokens) {
