@@ -34,15 +34,16 @@ void Session::init(int64_t n_ctx, int64_t n_batch) {
     embedded_set_ = lora_set(model_.hparams(), one);
     opts_.lora = &embedded_set_;
   }
+  const int64_t pass_tokens = std::max<int64_t>(1, std::min(n_batch, n_ctx));
   // A budget too small for the head read whole (taken for inference on the host, the head in
   // pieces) must still hold this session's cache and tensors: refused before they exist.
   if (backend_.host_memory()) {
-    model_.check_piece_budget(
-        n_ctx, std::max<int64_t>(1, std::min(n_batch, n_ctx)), opts_.kv_type == KvType::F16,
-        cat("a session of ", n_ctx, " positions"), "a shorter context needs less");
+    model_.check_piece_budget(n_ctx, pass_tokens, opts_.kv_type == KvType::F16,
+                              cat("a session of ", n_ctx, " positions"),
+                              "a shorter context needs less");
   }
   cache_.init(backend_, model_.hparams(), n_ctx, opts_.kv_type);
-  arena_.init(backend_, model_.hparams(), std::max<int64_t>(1, std::min(n_batch, n_ctx)));
+  arena_.init(backend_, model_.hparams(), pass_tokens);
 }
 
 bool Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits, bool all_logits,
