@@ -726,6 +726,30 @@ TEST_P(CpuKernelsAnyLevel, MatrixColumnsEqualTheFormula) {
   }
 }
 
+// Many tokens at once give each token the bits it gets alone: the batch path (decoded rows in
+// blocks of inputs and tokens) adds the same products in the same order as decoding's tiles.
+TEST_P(CpuKernelsAnyLevel, FloatMatmulBatchEqualsOneTokenAtATime) {
+  const CpuLevel level = GetParam();
+  std::mt19937 rng(11);
+  for (const FloatShape& s : kFloatShapes) {
+    const int64_t n_out = 13;
+    const std::vector<uint8_t> data = random_float_matrix(s.type, s.n_in, n_out, rng);
+    const FloatMatrix m{s.type, data.data(), s.n_in, n_out};
+    const int64_t nt = 38;  // two blocks of tokens, the second with a short group
+    const std::vector<float> x = random_acts(nt * s.n_in, rng);
+    std::vector<float> batch(size_t(nt * n_out)), one(static_cast<size_t>(n_out));
+    float_matmul(m, x.data(), nt, batch.data(), n_out, 0, n_out, level);
+    for (int64_t t = 0; t < nt; ++t) {
+      float_matmul(m, x.data() + t * s.n_in, 1, one.data(), n_out, 0, n_out, level);
+      for (int64_t r = 0; r < n_out; ++r) {
+        ASSERT_EQ(batch[size_t(t * n_out + r)], one[size_t(r)])
+            << name(level) << " " << dtype_name(s.type) << " n_in " << s.n_in << " token " << t
+            << " row " << r;
+      }
+    }
+  }
+}
+
 // Each level against a double-precision dot product of the decoded rows, and SIMD levels
 // against scalar, within 1e-5 of the sum of |terms|.
 TEST_P(CpuKernelsAnyLevel, FloatMatmulMatchesDequantizedDot) {
