@@ -350,25 +350,36 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
       TernaryView t2 = w;
       t2.type = DType::TQ2_0;
       t2.row_bytes = w.n_in / 256 * 66;
-      uint8_t* buf = ternary_scratch(4 * t2.row_bytes);
+      const int64_t block = block_rows(t2.row_bytes, 4);
+      uint8_t* buf = ternary_scratch(block * t2.row_bytes);
       t2.data = buf;
-      for (int64_t r = r0; r < r1; r += 4) {
-        const int rows = int(r1 - r < 4 ? r1 - r : 4);
-        tq1_to_tq2_rows_avx2(w.data + r * w.row_bytes, w.row_bytes, w.n_in, rows, buf,
+      for (int64_t r = r0; r < r1; r += block) {
+        const int64_t rows = std::min(block, r1 - r);
+        tq1_to_tq2_rows_avx2(w.data + r * w.row_bytes, w.row_bytes, w.n_in, int(rows), buf,
                              t2.row_bytes);
         for (int64_t t = 0; t < nt; t += 4) {
           const int T = int(nt - t < 4 ? nt - t : 4);
-          ternary_block<kTq2, kPerBlock>(rows, T, t2, x, 0, t, y + r, y_stride);
+          for (int64_t i = 0; i < rows; i += 4) {
+            ternary_block<kTq2, kPerBlock>(int(std::min<int64_t>(4, rows - i)), T, t2, x, i, t,
+                                           y + r, y_stride);
+          }
         }
       }
       return;
     }
   }
-  for (int64_t r = r0; r < r1; r += 4) {
-    const int rows = int(r1 - r < 4 ? r1 - r : 4);
+  // Rows in blocks (block_rows), each group of four tokens over a block before the next, as
+  // the AVX-512 rows do: the tiles of three and four tokens take one row at a time, so without
+  // blocks a group's activations came from L2 again for every row.
+  const int64_t block = block_rows(w.row_bytes, 4);
+  for (int64_t r = r0; r < r1; r += block) {
+    const int64_t end = std::min(r1, r + block);
     for (int64_t t = 0; t < nt; t += 4) {
       const int T = int(nt - t < 4 ? nt - t : 4);
-      ternary_block<kLayout, kPerBlock>(rows, T, w, x, r, t, y, y_stride);
+      for (int64_t rb = r; rb < end; rb += 4) {
+        ternary_block<kLayout, kPerBlock>(int(std::min<int64_t>(4, end - rb)), T, w, x, rb, t, y,
+                                          y_stride);
+      }
     }
   }
 }

@@ -661,14 +661,6 @@ void tq1_lut_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
   for (; r < r1; ++r) tq1_lut_tile_for<kPerBlock, 1>(T)(w, x, major, r, 0, y, y_stride);
 }
 
-// Rows a block of the many-token products: about 64 KB of weights, whole tiles of `tile`
-// rows. Each group of four tokens runs over a block's rows before the next group, so the
-// group's activations (4 n_in bytes) stay in L1 across the block instead of coming again from
-// L2 for every tile (kernels_bench, 6912 x 2560 on AMD Zen 5, 16 tokens: 1.14 -> 0.78 ms).
-inline int64_t block_rows(int64_t row_bytes, int64_t tile) {
-  return std::max<int64_t>(tile, 65536 / row_bytes / tile * tile);
-}
-
 template <int kLayout, bool kPerBlock>
 void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
                   int64_t r1) {

@@ -70,6 +70,15 @@ inline int64_t prefetch_distance(int64_t row_bytes) {
   constexpr int64_t kBytes = 16384;
   return (kBytes + row_bytes - 1) / row_bytes * row_bytes;
 }
+// Rows a block of the many-token ternary products: about 64 KB of weights, whole tiles of
+// `tile` rows. Each group of four tokens runs over a block's rows before the next group, so the
+// group's activations (4 n_in bytes) stay in L1 across the block instead of coming again from
+// L2 for every tile (kernels_bench, 6912 x 2560 on AMD Zen 5, 16 tokens: 1.14 -> 0.78 ms).
+inline int64_t block_rows(int64_t row_bytes, int64_t tile) {
+  const int64_t rows = 65536 / row_bytes / tile * tile;
+  return rows > tile ? rows : tile;
+}
+
 // Into L2, not L1: a prefetch to L1 holds one of L1's few miss buffers until its line arrives,
 // which capped one thread's stream at 10 GB/s on AMD Zen 4 (26 GB/s into L2, as fast as a
 // plain read of memory; bench/kernels_bench, 2560 x 6912 matrix-vector). Locality 2 is
