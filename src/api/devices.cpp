@@ -167,7 +167,7 @@ std::string devices_report() {
   const unsigned threads = std::thread::hardware_concurrency();
   appendf(out, "CPU: %s\n", cpu_model_name().c_str());
   appendf(out, "  %u logical cores, kernels: %s (detected: %s)\n", threads,
-          std::string(engine::cpu_level_name(engine::active_cpu_level())).c_str(),
+          engine::cpu_kernels_name().c_str(),
           std::string(engine::cpu_level_name(engine::detect_cpu_level())).c_str());
 
   const engine::VulkanDeviceList list = engine::enumerate_vulkan_devices();
@@ -198,7 +198,7 @@ std::vector<DeviceInfo> list_devices() {
   cpu.name = "cpu";
   cpu.description = cpu_model_name();
   cpu.kind = "cpu";
-  cpu.features = std::string(engine::cpu_level_name(engine::active_cpu_level()));
+  cpu.features = engine::cpu_kernels_name();
   const engine::VulkanDeviceList list = engine::enumerate_vulkan_devices();
   const int pick = engine::default_vulkan_device(list.devices);
   cpu.is_default = pick < 0;

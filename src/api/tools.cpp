@@ -369,7 +369,7 @@ BenchResult bench(Model& model, const BenchOptions& o) {
   Model::Impl& m = ApiAccess::impl(model);
   BenchResult r;
   r.device = m.backend->description();
-  r.cpu_kernels = std::string(engine::cpu_level_name(engine::active_cpu_level()));
+  r.cpu_kernels = engine::cpu_kernels_name();
   if (o.train) {
     if (o.train_ctx < 1 || o.train_steps < 1 || o.rank < 1 || o.train_batch < 1) {
       fail("bench: ctx, steps, rank and batch must be positive");

@@ -260,6 +260,13 @@ std::string_view cpu_level_name(CpuLevel level) {
   return "unknown";
 }
 
+std::string cpu_kernels_name() {
+  const CpuLevel level = active_cpu_level();
+  std::string name(cpu_level_name(level));
+  if (level == CpuLevel::Avx2 && cpu::avx_vnni_enabled()) name += "+avx-vnni";
+  return name;
+}
+
 CpuLevel detect_cpu_level() {
   static const CpuLevel level = [] {
 #if defined(TRIT_CPU_X86) && defined(__GNUC__)
@@ -349,7 +356,29 @@ std::atomic<bool> g_tq1_tables{[] {
   return cpu_has_vbmi() && !(e && std::string_view(e) == "0");
 }()};
 
+bool cpu_has_avx_vnni() {
+#if defined(TRIT_CPU_X86) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avxvnni");
+#else
+  return false;
+#endif
+}
+
+std::atomic<bool> g_avx_vnni{[] {
+  const char* e = std::getenv("TRIT_CPU_AVX_VNNI");
+  return cpu_has_avx_vnni() && !(e && std::string_view(e) == "0");
+}()};
+
 }  // namespace
+
+bool cpu::avx_vnni_enabled() {
+  return g_avx_vnni.load(std::memory_order_relaxed);
+}
+
+void cpu::set_avx_vnni(bool on) {
+  g_avx_vnni.store(on && cpu_has_avx_vnni());
+}
 
 bool cpu::tq1_tables_enabled() {
   return g_tq1_tables.load(std::memory_order_relaxed);

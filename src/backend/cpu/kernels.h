@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -19,6 +20,9 @@ namespace trit::engine {
 enum class CpuLevel { Scalar = 0, Avx2 = 1, Avx512Vnni = 2 };
 
 std::string_view cpu_level_name(CpuLevel level);
+// What the kernels run: active_cpu_level()'s name, "avx2+avx-vnni" where the AVX2 kernels take
+// AVX-VNNI (cpu::avx_vnni_enabled).
+std::string cpu_kernels_name();
 CpuLevel detect_cpu_level();  // what this processor supports
 // The level kernels use: detect_cpu_level(), lowered by the environment variable
 // TRIT_CPU=scalar|avx2|avx512 (never raised above what the processor supports).

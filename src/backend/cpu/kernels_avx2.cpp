@@ -5,9 +5,10 @@
 // shift are 32 consecutive weights (TQ2_0 group g at shift 2g, I2_S at 6 - 2g). Shift, mask to
 // the code c in {0, 1, 2} and vpmaddubsw it (unsigned) with 32 int8 activations (signed); the
 // int16 pair sums (|c * q| * 2 <= 512) are added over the four groups of a run (<= 2048) and
-// widened once per run with vpmaddwd. sum(trit * q) = sum(c * q) - sum(q), with sum(q) from the
-// quantised activations. The integer results are exact and the float epilogue is the scalar
-// expression, so the output equals the scalar kernel bit for bit.
+// widened once per run with vpmaddwd; where the processor has AVX-VNNI, one vpdpbusd adds each
+// group's products into int32 sums instead (dpbusd_vex). sum(trit * q) = sum(c * q) - sum(q),
+// with sum(q) from the quantised activations. The integer results are exact and the float epilogue
+// is the scalar expression, so the output equals the scalar kernel bit for bit.
 //
 // Float weights x f32: decoded in registers for one to three tokens; for four and more, each
 // tile of rows is decoded once to f32 scratch and reused by every group of four tokens.
@@ -185,8 +186,18 @@ inline __m256i tq1_group(const uint8_t* blk, int64_t k, int g) {
   return tq1_digits(v, p);
 }
 
+// acc + the four-byte dot products of u (unsigned) and s (signed) in each int32 lane: AVX-VNNI's
+// VEX-encoded vpdpbusd (Intel from Alder Lake, AMD from Zen 5), one instruction where AVX2
+// takes vpmaddubsw, an int16 add and, once a run, vpmaddwd. Exact integer sums: the same
+// results. Written as asm so that the file needs no AVX-VNNI target (the caller checks the
+// processor: avx_vnni_enabled).
+inline __m256i dpbusd_vex(__m256i acc, __m256i u, __m256i s) {
+  __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
+  return acc;
+}
+
 // Adds sum(c * q) of run k of R rows and T tokens to acc[i * T + j].
-template <int kLayout, int R, int T>
+template <int kLayout, bool kVnni, int R, int T>
 inline void ternary_run(__m256i* acc, const uint8_t* const* rows, const int8_t* const* qs,
                         int64_t k, int64_t prefetch) {
   const __m256i m3 = _mm256_set1_epi8(3);
@@ -213,6 +224,10 @@ inline void ternary_run(__m256i* acc, const uint8_t* const* rows, const int8_t* 
       for (int j = 0; j < T; ++j) {
         const __m256i a =
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs[j] + 128 * k + 32 * g));
+        if constexpr (kVnni) {
+          acc[i * T + j] = dpbusd_vex(acc[i * T + j], c, a);
+          continue;
+        }
         const __m256i p = _mm256_maddubs_epi16(c, a);
         acc16[i * T + j] = g == 0 ? p : _mm256_add_epi16(acc16[i * T + j], p);
         // Each group's product added as it comes: GCC 12 otherwise rebalances the four adds
@@ -222,9 +237,11 @@ inline void ternary_run(__m256i* acc, const uint8_t* const* rows, const int8_t* 
       }
     }
   }
+  if constexpr (!kVnni) {
 #pragma GCC unroll 16
-  for (int i = 0; i < R * T; ++i) {
-    acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(acc16[i], ones));
+    for (int i = 0; i < R * T; ++i) {
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(acc16[i], ones));
+    }
   }
 }
 
@@ -256,7 +273,7 @@ inline void store_uniform(const int32_t* dots, float d, const ActsView& x, float
   }
 }
 
-template <int kLayout, bool kPerBlock, int R, int T>
+template <int kLayout, bool kPerBlock, bool kVnni, int R, int T>
 void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t, float* y,
                   int64_t y_stride) {
   const int64_t n = w.n_in;
@@ -278,7 +295,7 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
   if constexpr (!kPerBlock) {
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_si256();
-    for (int64_t k = 0; k < runs; ++k) ternary_run<kLayout, R, T>(acc, rows, qs, k, pf);
+    for (int64_t k = 0; k < runs; ++k) ternary_run<kLayout, kVnni, R, T>(acc, rows, qs, k, pf);
     reduce_all_epi32(acc, R * T, dots);
     store_uniform<R, T>(dots, w.d, x, y, y_stride, r, t);
   } else {  // TQ1_0 or TQ2_0, one fp16 d per block of 256 (two runs), summed in block order
@@ -288,8 +305,8 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
     for (int64_t b = 0; b < runs / 2; ++b) {
 #pragma GCC unroll 16
       for (int i = 0; i < R * T; ++i) acc[i] = _mm256_setzero_si256();
-      ternary_run<kLayout, R, T>(acc, rows, qs, 2 * b, pf);
-      ternary_run<kLayout, R, T>(acc, rows, qs, 2 * b + 1, pf);
+      ternary_run<kLayout, kVnni, R, T>(acc, rows, qs, 2 * b, pf);
+      ternary_run<kLayout, kVnni, R, T>(acc, rows, qs, 2 * b + 1, pf);
       reduce_all_epi32(acc, R * T, dots);
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
@@ -311,37 +328,53 @@ void ternary_tile(const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
 }
 
 // Rows [r, r + 4) (or fewer) and tokens [t, t + T): sub-tiles sized to the 16 registers.
-template <int kLayout, bool kPerBlock>
+template <int kLayout, bool kPerBlock, bool kVnni>
 void ternary_block(int rows, int T, const TernaryView& w, const ActsView& x, int64_t r, int64_t t,
                    float* y, int64_t y_stride) {
+  // vpdpbusd adds into its sum (a chain of four a run per sum, several cycles each): more sums
+  // a tile keep the unit busy.
+  if (kVnni && rows == 4 && T > 1) {
+    switch (T) {
+      case 2:
+        ternary_tile<kLayout, kPerBlock, kVnni, 4, 2>(w, x, r, t, y, y_stride);
+        return;
+      case 3:
+        ternary_tile<kLayout, kPerBlock, kVnni, 4, 3>(w, x, r, t, y, y_stride);
+        return;
+      default:
+        ternary_tile<kLayout, kPerBlock, kVnni, 2, 4>(w, x, r, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, kVnni, 2, 4>(w, x, r + 2, t, y, y_stride);
+        return;
+    }
+  }
   if (rows == 4 && T == 1) {
-    ternary_tile<kLayout, kPerBlock, 4, 1>(w, x, r, t, y, y_stride);
+    ternary_tile<kLayout, kPerBlock, kVnni, 4, 1>(w, x, r, t, y, y_stride);
     return;
   }
   if (rows == 4 && T == 2) {
-    ternary_tile<kLayout, kPerBlock, 2, 2>(w, x, r, t, y, y_stride);
-    ternary_tile<kLayout, kPerBlock, 2, 2>(w, x, r + 2, t, y, y_stride);
+    ternary_tile<kLayout, kPerBlock, kVnni, 2, 2>(w, x, r, t, y, y_stride);
+    ternary_tile<kLayout, kPerBlock, kVnni, 2, 2>(w, x, r + 2, t, y, y_stride);
     return;
   }
   for (int i = 0; i < rows; ++i) {
     switch (T) {
       case 1:
-        ternary_tile<kLayout, kPerBlock, 1, 1>(w, x, r + i, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, kVnni, 1, 1>(w, x, r + i, t, y, y_stride);
         break;
       case 2:
-        ternary_tile<kLayout, kPerBlock, 1, 2>(w, x, r + i, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, kVnni, 1, 2>(w, x, r + i, t, y, y_stride);
         break;
       case 3:
-        ternary_tile<kLayout, kPerBlock, 1, 3>(w, x, r + i, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, kVnni, 1, 3>(w, x, r + i, t, y, y_stride);
         break;
       default:
-        ternary_tile<kLayout, kPerBlock, 1, 4>(w, x, r + i, t, y, y_stride);
+        ternary_tile<kLayout, kPerBlock, kVnni, 1, 4>(w, x, r + i, t, y, y_stride);
         break;
     }
   }
 }
 
-template <int kLayout, bool kPerBlock>
+template <int kLayout, bool kPerBlock, bool kVnni>
 void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride, int64_t r0,
                   int64_t r1) {
   const int64_t nt = x.n_tokens;
@@ -360,8 +393,8 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
         for (int64_t t = 0; t < nt; t += 4) {
           const int T = int(nt - t < 4 ? nt - t : 4);
           for (int64_t i = 0; i < rows; i += 4) {
-            ternary_block<kTq2, kPerBlock>(int(std::min<int64_t>(4, rows - i)), T, t2, x, i, t,
-                                           y + r, y_stride);
+            ternary_block<kTq2, kPerBlock, kVnni>(int(std::min<int64_t>(4, rows - i)), T, t2, x, i,
+                                                  t, y + r, y_stride);
           }
         }
       }
@@ -377,8 +410,8 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
     for (int64_t t = 0; t < nt; t += 4) {
       const int T = int(nt - t < 4 ? nt - t : 4);
       for (int64_t rb = r; rb < end; rb += 4) {
-        ternary_block<kLayout, kPerBlock>(int(std::min<int64_t>(4, end - rb)), T, w, x, rb, t, y,
-                                          y_stride);
+        ternary_block<kLayout, kPerBlock, kVnni>(int(std::min<int64_t>(4, end - rb)), T, w, x, rb,
+                                                 t, y, y_stride);
       }
     }
   }
@@ -821,6 +854,24 @@ void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_
   }
 }
 
+template <bool kVnni>
+void ternary_matmul_level(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,
+                          int64_t r0, int64_t r1) {
+  if (w.type == DType::I2_S) {
+    ternary_rows<kI2s, false, kVnni>(w, x, y, y_stride, r0, r1);
+  } else if (w.type == DType::TQ1_0) {
+    if (w.uniform) {
+      ternary_rows<kTq1, false, kVnni>(w, x, y, y_stride, r0, r1);
+    } else {
+      ternary_rows<kTq1, true, kVnni>(w, x, y, y_stride, r0, r1);
+    }
+  } else if (w.uniform) {
+    ternary_rows<kTq2, false, kVnni>(w, x, y, y_stride, r0, r1);
+  } else {
+    ternary_rows<kTq2, true, kVnni>(w, x, y, y_stride, r0, r1);
+  }
+}
+
 }  // namespace
 
 void quantize_acts_avx2(const float* x, int64_t n_tokens, int64_t n, ActsOut out) {
@@ -850,18 +901,10 @@ void tq1_to_tq2_rows_avx2(const uint8_t* src, int64_t src_pitch, int64_t n_in, i
 
 void ternary_matmul_avx2(const TernaryView& w, const ActsView& x, float* y, int64_t y_stride,
                          int64_t r0, int64_t r1) {
-  if (w.type == DType::I2_S) {
-    ternary_rows<kI2s, false>(w, x, y, y_stride, r0, r1);
-  } else if (w.type == DType::TQ1_0) {
-    if (w.uniform) {
-      ternary_rows<kTq1, false>(w, x, y, y_stride, r0, r1);
-    } else {
-      ternary_rows<kTq1, true>(w, x, y, y_stride, r0, r1);
-    }
-  } else if (w.uniform) {
-    ternary_rows<kTq2, false>(w, x, y, y_stride, r0, r1);
+  if (avx_vnni_enabled()) {
+    ternary_matmul_level<true>(w, x, y, y_stride, r0, r1);
   } else {
-    ternary_rows<kTq2, true>(w, x, y, y_stride, r0, r1);
+    ternary_matmul_level<false>(w, x, y, y_stride, r0, r1);
   }
 }
 

@@ -63,6 +63,13 @@ uint8_t* ternary_scratch(int64_t bytes);
 bool tq1_tables_enabled();
 void set_tq1_tables(bool on);
 
+// Whether the AVX2 ternary kernels take AVX-VNNI's vpdpbusd (VEX-encoded, 256 bits: Intel
+// from Alder Lake, AMD from Zen 5; processors with AVX2 but not AVX-512 are where it matters)
+// where the processor has it and TRIT_CPU_AVX_VNNI is not 0. Integer sums: the same results
+// either way. set_avx_vnni turns it off (or back on where the processor has it) for tests.
+bool avx_vnni_enabled();
+void set_avx_vnni(bool on);
+
 // Software prefetch of weight streams: the same offset in a row that many bytes (whole rows)
 // ahead. A tile reads several rows side by side, which the hardware prefetchers follow poorly
 // (bench/kernels_bench: plateau from 12 KB on).

@@ -62,7 +62,7 @@ const uint16_t* cpu_half(const DeviceTensor& t) {
 }
 
 std::string CpuBackend::description() const {
-  return cat("cpu: ", cpu_level_name(active_cpu_level()), ", ", pool_.size(), " threads");
+  return cat("cpu: ", cpu_kernels_name(), ", ", pool_.size(), " threads");
 }
 
 std::unique_ptr<DeviceTensor> CpuBackend::tensor(std::string_view name, int64_t rows, int64_t cols,

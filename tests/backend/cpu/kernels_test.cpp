@@ -605,6 +605,41 @@ TEST(CpuTernaryMatmul, Tq1TablesAndMultipliesEqualScalar) {
   }
 }
 
+// The AVX2 level with AVX-VNNI's vpdpbusd and with vpmaddubsw (processors without it): both
+// equal the scalar kernel bit for bit, at the token counts of every tile shape.
+TEST(CpuTernaryMatmul, AvxVnniAndMaddubsEqualScalar) {
+  if (detect_cpu_level() < CpuLevel::Avx2) GTEST_SKIP() << "no AVX2 here";
+  struct Restore {
+    bool was = cpu::avx_vnni_enabled();
+    ~Restore() { cpu::set_avx_vnni(was); }
+  } restore;
+  std::mt19937 rng(13);
+  for (bool vnni : {false, true}) {
+    cpu::set_avx_vnni(vnni);
+    if (vnni && !cpu::avx_vnni_enabled()) GTEST_SKIP() << "no AVX-VNNI here";
+    for (DType type : {DType::TQ1_0, DType::TQ2_0, DType::I2_S}) {
+      for (int mode : {0, 1}) {
+        if (type == DType::I2_S && mode == 1) continue;
+        for (int64_t n_in : {256, 2560}) {
+          for (int64_t n_out : {1, 4, 5, 13}) {
+            const TernaryCase c = make_ternary(type, n_in, n_out, mode, rng);
+            for (int64_t nt : {1, 2, 3, 4, 5, 8, 17}) {
+              std::vector<float> x = biased_acts(nt * n_in, rng);
+              QuantizedActs qa;
+              quantize_acts(x.data(), nt, n_in, qa, CpuLevel::Scalar);
+              const std::vector<float> a = run_ternary(c, qa, CpuLevel::Scalar, n_out / 2);
+              const std::vector<float> b = run_ternary(c, qa, CpuLevel::Avx2, n_out / 2);
+              ASSERT_TRUE(same_bytes(a, b))
+                  << (vnni ? "vpdpbusd " : "vpmaddubsw ") << dtype_name(type) << " mode " << mode
+                  << " n_in " << n_in << " n_out " << n_out << " tokens " << nt;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // TQ1_0 is read in place: its products equal those of the same trits and block scales as
 // TQ2_0 (what the kernels computed from TQ1_0 files repacked at load), bit for bit.
 TEST_P(CpuKernelsAnyLevel, Tq1EqualsTq2) {
