@@ -19,4 +19,16 @@ inline bool cpu_has_f16c() {
 #endif
 }
 
+// AVX-VNNI (VEX-encoded vpdpbusd on 256-bit registers): CPUID leaf 7, sub-leaf 1, EAX bit 4.
+// Only the instruction's presence: the caller uses it where AVX2 is usable (OS state saved).
+inline bool cpu_has_avx_vnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+  return (a & (1u << 4)) != 0;
+#else
+  return false;
+#endif
+}
+
 }  // namespace trit::engine

@@ -356,18 +356,14 @@ std::atomic<bool> g_tq1_tables{[] {
   return cpu_has_vbmi() && !(e && std::string_view(e) == "0");
 }()};
 
-bool cpu_has_avx_vnni() {
-#if defined(TRIT_CPU_X86) && defined(__GNUC__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avxvnni");
-#else
-  return false;
-#endif
+// AVX-VNNI where the AVX2 kernels run (cpu_features.h reads CPUID).
+bool avx_vnni_usable() {
+  return detect_cpu_level() >= CpuLevel::Avx2 && cpu_has_avx_vnni();
 }
 
 std::atomic<bool> g_avx_vnni{[] {
   const char* e = std::getenv("TRIT_CPU_AVX_VNNI");
-  return cpu_has_avx_vnni() && !(e && std::string_view(e) == "0");
+  return avx_vnni_usable() && !(e && std::string_view(e) == "0");
 }()};
 
 }  // namespace
@@ -377,7 +373,7 @@ bool cpu::avx_vnni_enabled() {
 }
 
 void cpu::set_avx_vnni(bool on) {
-  g_avx_vnni.store(on && cpu_has_avx_vnni());
+  g_avx_vnni.store(on && avx_vnni_usable());
 }
 
 bool cpu::tq1_tables_enabled() {
