@@ -401,11 +401,16 @@ void ternary_rows(const TernaryView& w, const ActsView& x, float* y, int64_t y_s
       return;
     }
   }
+  int64_t r0b = r0;
+  if (kVnni && kLayout != kTq1 && nt == 1) {
+    for (; r0b + 8 <= r1; r0b += 8)
+      ternary_tile<kLayout, kPerBlock, kVnni, 8, 1>(w, x, r0b, 0, y, y_stride);
+  }
   // Rows in blocks (block_rows), each group of four tokens over a block before the next, as
   // the AVX-512 rows do: the tiles of three and four tokens take one row at a time, so without
   // blocks a group's activations came from L2 again for every row.
   const int64_t block = block_rows(w.row_bytes, 4);
-  for (int64_t r = r0; r < r1; r += block) {
+  for (int64_t r = r0b; r < r1; r += block) {
     const int64_t end = std::min(r1, r + block);
     for (int64_t t = 0; t < nt; t += 4) {
       const int T = int(nt - t < 4 ? nt - t : 4);
