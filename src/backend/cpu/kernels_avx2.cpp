@@ -798,6 +798,22 @@ void float_f32_block(int rows, int T, const float* const* wr, int64_t n, const f
                      int64_t row_bytes) {
   const auto pf = [&](int i) { return ahead ? ahead + i : nullptr; };
   int i = 0;
+  for (; i + 3 <= rows; i += 3) {
+    switch (T) {
+      case 1:
+        float_tile_f32<3, 1>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
+        break;
+      case 2:
+        float_tile_f32<3, 2>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
+        break;
+      case 3:
+        float_tile_f32<3, 3>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
+        break;
+      default:
+        float_tile_f32<3, 4>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
+        break;
+    }
+  }
   for (; i + 2 <= rows; i += 2) {
     switch (T) {
       case 1:
@@ -835,14 +851,15 @@ void float_f32_block(int rows, int T, const float* const* wr, int64_t n, const f
 template <DType kType>
 void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_t y_stride,
                 int64_t r0, int64_t r1) {
-  constexpr int kRows = 4;
   const int64_t n = w.n_in;
   if (nt < 4) {
+    constexpr int kRows = 4;
     for (int64_t r = r0; r < r1; r += kRows) {
       float_fused_block<kType>(int(r1 - r < kRows ? r1 - r : kRows), int(nt), w, x, y, y_stride, r);
     }
     return;
   }
+  constexpr int kRows = 6;
   const int64_t pitch = (n + 7) / 8 * 8;
   float* scratch = kType == DType::F32 ? nullptr : float_scratch(kRows * pitch);
   for (int64_t r = r0; r < r1; r += kRows) {
