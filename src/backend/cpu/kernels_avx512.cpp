@@ -1020,7 +1020,6 @@ void float_f32_for(int T, const float* const* wr, int64_t n, const float* x, flo
 template <DType kType>
 void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_t y_stride,
                 int64_t r0, int64_t r1) {
-  constexpr int kRows = 4;
   const int64_t n = w.n_in;
   if (nt < 4) {  // decode: weights streamed once, decoded in registers
     const int T = int(nt);
@@ -1045,11 +1044,15 @@ void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_
     }
     return;
   }
-  // Batch: decode a tile of rows once, then run every group of four tokens over it.
-  float* scratch = kType == DType::F32 ? nullptr : float_scratch(kRows * ((n + 15) / 16 * 16));
-  for (int64_t r = r0; r < r1; r += kRows) {
-    const int R = int(r1 - r < kRows ? r1 - r : kRows);
-    const float* wr[kRows];
+  // Batch: decode a panel of six rows once, then run every group of four tokens over it in
+  // 6 x 4 tiles (24 sums, six weight vectors and one activation vector: each activation load
+  // serves six rows; kernels_bench f16 2048 x 32000 on AMD Zen 5, 32 tokens: 4 x 4 tiles
+  // 32.4-33.1 ms, these 30.5-30.8).
+  constexpr int kPanel = 6;
+  float* scratch = kType == DType::F32 ? nullptr : float_scratch(kPanel * ((n + 15) / 16 * 16));
+  for (int64_t r = r0; r < r1; r += kPanel) {
+    const int R = int(r1 - r < kPanel ? r1 - r : kPanel);
+    const float* wr[kPanel];
     for (int i = 0; i < R; ++i) {
       const uint8_t* row = w.data + (r + i) * w.row_bytes;
       if constexpr (kType == DType::F32) {
@@ -1061,16 +1064,21 @@ void float_rows(const FloatView& w, const float* x, int64_t nt, float* y, int64_
       }
     }
     // The next panel's rows stream in while the first group of tokens computes on this one.
-    const bool next = kType != DType::F32 && r + 2 * kRows <= r1;
-    const uint8_t* ahead[kRows] = {};
-    for (int i = 0; next && i < kRows; ++i) ahead[i] = w.data + (r + kRows + i) * w.row_bytes;
+    const bool next = kType != DType::F32 && r + 2 * kPanel <= r1;
+    const uint8_t* ahead[kPanel] = {};
+    for (int i = 0; next && i < kPanel; ++i) ahead[i] = w.data + (r + kPanel + i) * w.row_bytes;
     for (int64_t t = 0; t < nt; t += 4) {
       const int T = int(nt - t < 4 ? nt - t : 4);
-      if (R == kRows) {
-        float_f32_for<kRows>(T, wr, n, x, y, y_stride, r, t, next && t == 0 ? ahead : nullptr,
-                             w.row_bytes);
+      if (R == kPanel) {
+        float_f32_for<kPanel>(T, wr, n, x, y, y_stride, r, t, next && t == 0 ? ahead : nullptr,
+                              w.row_bytes);
       } else {
-        for (int i = 0; i < R; ++i) float_f32_for<1>(T, wr + i, n, x, y, y_stride, r + i, t);
+        int i = 0;
+        if (R >= 4) {
+          float_f32_for<4>(T, wr, n, x, y, y_stride, r, t);
+          i = 4;
+        }
+        for (; i < R; ++i) float_f32_for<1>(T, wr + i, n, x, y, y_stride, r + i, t);
       }
     }
   }
