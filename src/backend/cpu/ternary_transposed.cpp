@@ -454,7 +454,7 @@ TRIT_TARGET_AVX2_FMA void transposed_avx2(const View& w, const float* dy, int64_
 TRIT_TARGET_AVX2 void gemm_avx2(int64_t i0, int64_t i1, int64_t n, int64_t n_k, const float* a,
                                 int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
                                 int64_t ldc) {
-  gemm_impl<4, 8, 16>(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
+  gemm_impl<6, 8, 16>(i0, i1, n, n_k, a, a_row, a_col, b, ldb, c, ldc);
 }
 
 TRIT_TARGET_AVX512 void transposed_avx512(const View& w, const float* dy, int64_t dy_stride,
