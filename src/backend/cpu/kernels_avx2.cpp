@@ -791,61 +791,36 @@ void float_fused_block(int rows, int T, const FloatView& w, const float* x, floa
   }
 }
 
+// float_tile_f32 of R rows for T (1..4) tokens.
+template <int R>
+void float_f32_for(int T, const float* const* wr, int64_t n, const float* x, float* y,
+                   int64_t y_stride, int64_t r, int64_t t, const uint8_t* const* ahead,
+                   int64_t row_bytes) {
+  switch (T) {
+    case 1:
+      return float_tile_f32<R, 1>(wr, n, x, y, y_stride, r, t, ahead, row_bytes);
+    case 2:
+      return float_tile_f32<R, 2>(wr, n, x, y, y_stride, r, t, ahead, row_bytes);
+    case 3:
+      return float_tile_f32<R, 3>(wr, n, x, y, y_stride, r, t, ahead, row_bytes);
+    default:
+      return float_tile_f32<R, 4>(wr, n, x, y, y_stride, r, t, ahead, row_bytes);
+  }
+}
+
 // Decoded rows wr[0..rows) x tokens [t, t + T), T <= 4; ahead as float_tile_f32's (rows of
 // them, or nullptr).
+// Tiles of three rows, then two, then one.
 void float_f32_block(int rows, int T, const float* const* wr, int64_t n, const float* x, float* y,
                      int64_t y_stride, int64_t r, int64_t t, const uint8_t* const* ahead,
                      int64_t row_bytes) {
   const auto pf = [&](int i) { return ahead ? ahead + i : nullptr; };
   int i = 0;
-  for (; i + 3 <= rows; i += 3) {
-    switch (T) {
-      case 1:
-        float_tile_f32<3, 1>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      case 2:
-        float_tile_f32<3, 2>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      case 3:
-        float_tile_f32<3, 3>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      default:
-        float_tile_f32<3, 4>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-    }
-  }
-  for (; i + 2 <= rows; i += 2) {
-    switch (T) {
-      case 1:
-        float_tile_f32<2, 1>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      case 2:
-        float_tile_f32<2, 2>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      case 3:
-        float_tile_f32<2, 3>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      default:
-        float_tile_f32<2, 4>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-    }
-  }
-  for (; i < rows; ++i) {
-    switch (T) {
-      case 1:
-        float_tile_f32<1, 1>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      case 2:
-        float_tile_f32<1, 2>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      case 3:
-        float_tile_f32<1, 3>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-      default:
-        float_tile_f32<1, 4>(wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
-        break;
-    }
-  }
+  for (; i + 3 <= rows; i += 3)
+    float_f32_for<3>(T, wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
+  for (; i + 2 <= rows; i += 2)
+    float_f32_for<2>(T, wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
+  for (; i < rows; ++i) float_f32_for<1>(T, wr + i, n, x, y, y_stride, r + i, t, pf(i), row_bytes);
 }
 
 template <DType kType>
