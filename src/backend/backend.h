@@ -156,8 +156,8 @@ struct LinearEpilogue {
 // The LM head over rows [row0, row0 + n) of h (the normalised final hidden states):
 // logits = h W^T + the LoRA branches. Either the logits go to the host (logits not null), or
 // the cross-entropy is taken (targets not null): loss += sum_t mask[t] * nll_t / max(norm, 1)
-// (mask null: every token counts), in chunks of `chunk` tokens whose logits are held at once
-// (chunks without a counted token are skipped); then dh, when not null, gets dh += dlogits W +
+// (mask null: every token counts), in chunks of at most `chunk` tokens whose logits are held at
+// once (a masked token's logits are never used: a backend may leave such tokens out); then dh, when not null, gets dh += dlogits W +
 // the branches' dx, and the branches' da, db their gradients (no dropout). The loss
 // accumulates on the backend until take_loss().
 struct HeadOp {

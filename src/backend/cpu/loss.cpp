@@ -125,7 +125,7 @@ void CpuBackend::head_logits(const HeadOp& op, float* logits) {
   }
 }
 
-// The loss in chunks of op.chunk tokens (HeadOp), and its gradient when op.dh is given.
+// The loss in chunks of op.chunk counted tokens (HeadOp), and its gradient when op.dh is given.
 void CpuBackend::head_loss(const HeadOp& op) {
   const DeviceTensor& hf = *op.h;
   const FloatMatrix& w = *op.w;
@@ -140,12 +140,44 @@ void CpuBackend::head_loss(const HeadOp& op) {
   if (dhf) check_rows(*dhf, op.row0, op.n, "head");
   Vec nll, lse;
   Vec& logits = head_logits_;
-  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
-    const int64_t n = std::min(chunk, T - t0);
-    bool any = false;
-    for (int64_t t = t0; t < t0 + n; ++t) any |= !mask || mask[t] != 0.0f;
-    if (!any) continue;
-    const float* h = cpu_data(hf) + (op.row0 + t0) * d;
+  // Only the counted tokens (mask not 0) go through the head, op.chunk of them at a time: a
+  // masked token's logits, loss and gradient are never used (prompts under --mask-prompt, a
+  // sequence's last token). Where a chunk's tokens are not consecutive rows they are gathered,
+  // and their dh put back after. Rows are independent, so each counted row gets the values it
+  // gets among all rows.
+  std::vector<int64_t> kept;
+  for (int64_t t = 0; t < T; ++t) {
+    if (!mask || mask[t] != 0.0f) kept.push_back(t);
+  }
+  Vec h_kept, dh_kept, m_kept;
+  std::vector<int32_t> targets_kept;
+  for (int64_t i0 = 0; i0 < int64_t(kept.size()); i0 += chunk) {
+    const int64_t n = std::min(chunk, int64_t(kept.size()) - i0);
+    const int64_t* rows = kept.data() + i0;
+    const bool gathered = rows[n - 1] - rows[0] != n - 1;
+    const float* h = cpu_data(hf) + (op.row0 + rows[0]) * d;
+    const int32_t* tg = targets + rows[0];
+    const float* m = mask ? mask + rows[0] : nullptr;
+    float* dh = dhf ? cpu_data(*dhf) + (op.row0 + rows[0]) * d : nullptr;
+    if (gathered) {
+      const float* h_all = cpu_data(hf) + op.row0 * d;
+      const float* dh_all = dhf ? cpu_data(*dhf) + op.row0 * d : nullptr;
+      h_kept.resize(size_t(n * d));
+      targets_kept.resize(size_t(n));
+      m_kept.resize(size_t(n));
+      if (dh_all) dh_kept.resize(size_t(n * d));
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t t = rows[i];
+        std::copy(h_all + t * d, h_all + (t + 1) * d, h_kept.begin() + i * d);
+        targets_kept[size_t(i)] = targets[t];
+        m_kept[size_t(i)] = mask[t];
+        if (dh_all) std::copy(dh_all + t * d, dh_all + (t + 1) * d, dh_kept.begin() + i * d);
+      }
+      h = h_kept.data();
+      tg = targets_kept.data();
+      m = m_kept.data();
+      dh = dh_all ? dh_kept.data() : nullptr;
+    }
     if (logits.size() < size_t(n * V)) logits.resize(size_t(n * V));
     pool_.parallel_for(  // writes every one of the n x V logits
         V, [&](int64_t r0, int64_t r1, int) { float_matmul(w, h, n, logits.data(), V, r0, r1); },
@@ -160,12 +192,11 @@ void CpuBackend::head_loss(const HeadOp& op) {
     }
     // Each token's log-sum-exp on the threads, the loss summed in token order as
     // cross_entropy_forward sums it (the same bits at any thread count).
-    const float* m = mask ? mask + t0 : nullptr;
     nll.assign(size_t(n), 0.0f);
     lse.assign(size_t(n), 0.0f);  // kept for the backward: one pass of exp over V less a token
     pool_.parallel_for(n, [&](int64_t a, int64_t b, int) {
-      cross_entropy_forward(logits.data() + a * V, targets + t0 + a, m ? m + a : nullptr, b - a, V,
-                            norm, nll.data() + a, lse.data() + a);
+      cross_entropy_forward(logits.data() + a * V, tg + a, m ? m + a : nullptr, b - a, V, norm,
+                            nll.data() + a, lse.data() + a);
     });
     double sum = 0;
     for (int64_t t = 0; t < n; ++t) {
@@ -174,7 +205,7 @@ void CpuBackend::head_loss(const HeadOp& op) {
     loss_ += sum * (1.0 / std::max(double(norm), 1.0));
     if (!dhf) continue;
     pool_.parallel_for(n, [&](int64_t a, int64_t b, int) {
-      cross_entropy_backward(logits.data() + a * V, logits.data() + a * V, targets + t0 + a,
+      cross_entropy_backward(logits.data() + a * V, logits.data() + a * V, tg + a,
                              m ? m + a : nullptr, lse.data() + a, b - a, V, norm);
     });
     // dh += dlogits W: each thread owns a range of dh's columns (whole blocks of the head's
@@ -183,7 +214,6 @@ void CpuBackend::head_loss(const HeadOp& op) {
     // in the same order at any thread count (the bits of one thread).
     const DTypeTraits& tr = dtype_traits(w.type);
     const int64_t col_align = std::max<int64_t>(16, tr.block_elems);
-    float* dh = cpu_data(*dhf) + (op.row0 + t0) * d;
     pool_.parallel_for(
         d,
         [&](int64_t c0, int64_t c1, int) {
@@ -216,6 +246,10 @@ void CpuBackend::head_loss(const HeadOp& op) {
       lora_backward_host(dh, logits.data(), h, hax[j].data(), cpu_data(*br.a), cpu_data(*br.b),
                          cpu_data(*br.da), cpu_data(*br.db), n, d, V, br.a->rows(), br.scale, 0.0f,
                          pool_);
+    }
+    if (gathered) {  // the counted rows' dh back in place
+      float* dh_all = cpu_data(*dhf) + op.row0 * d;
+      for (int64_t i = 0; i < n; ++i) std::copy(dh + i * d, dh + (i + 1) * d, dh_all + rows[i] * d);
     }
   }
 }

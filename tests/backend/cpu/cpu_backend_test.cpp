@@ -694,5 +694,76 @@ TEST_F(CpuTrainOps, HeadLoss) {
       gb, [&](const Vec& v, double s) { return loss_at(*b, bv, v, s); }, 69, "head dB");
 }
 
+// The head takes only the counted tokens, `chunk` of them at a time: their loss and dh are the
+// bits they get as the only rows of a pass, masked rows' dh stay as they were.
+TEST_F(CpuTrainOps, HeadLossComputesCountedRowsOnly) {
+  const int64_t n = 20, d = 32, V = 70;
+  std::vector<uint8_t> bytes;
+  const FloatMatrix W = test::float_matrix(bytes, DType::F16, d, V, 70, 0.3f);
+  const Vec hv = randn(n * d, 71), p_dh = randn(n * d, 72);
+  std::vector<float> mask(size_t(n), 1.0f);
+  std::vector<int32_t> targets(static_cast<size_t>(n));
+  std::vector<int64_t> kept;
+  for (int64_t t = 0; t < n; ++t) {
+    if (t % 3 == 1 || (t >= 12 && t < 16)) mask[size_t(t)] = 0;  // rows in every chunk of 8
+    if (t == 17) mask[size_t(t)] = 0.5f;                         // a weight, not a flag
+    targets[size_t(t)] = mask[size_t(t)] != 0 ? int32_t((t * 11 + 5) % V) : -1;
+    if (mask[size_t(t)] != 0) kept.push_back(t);
+  }
+  const float norm = 7;
+  TensorPtr h = up("h", n, d, hv), dh = up("dh", n, d, p_dh);
+  b_.head({.h = h.get(),
+           .n = n,
+           .w = &W,
+           .lora = {},
+           .targets = targets.data(),
+           .mask = mask.data(),
+           .norm = norm,
+           .chunk = 8,
+           .dh = dh.get()});
+  const double loss = b_.take_loss();
+  const Vec gh = get(*dh);
+  // The counted rows alone, eight at a time as the masked pass grouped them.
+  double want_loss = 0;
+  for (size_t c0 = 0; c0 < kept.size(); c0 += 8) {
+    const std::vector<int64_t> rows(kept.begin() + int64_t(c0),
+                                    kept.begin() + int64_t(std::min(kept.size(), c0 + 8)));
+    const int64_t k = int64_t(rows.size());
+    Vec hk, dk, mk;
+    std::vector<int32_t> tk;
+    for (int64_t t : rows) {
+      hk.insert(hk.end(), hv.begin() + t * d, hv.begin() + (t + 1) * d);
+      dk.insert(dk.end(), p_dh.begin() + t * d, p_dh.begin() + (t + 1) * d);
+      mk.push_back(mask[size_t(t)]);
+      tk.push_back(targets[size_t(t)]);
+    }
+    TensorPtr hks = up("hk", k, d, hk), dks = up("dk", k, d, dk);
+    b_.head({.h = hks.get(),
+             .n = k,
+             .w = &W,
+             .lora = {},
+             .targets = tk.data(),
+             .mask = mk.data(),
+             .norm = norm,
+             .chunk = 8,
+             .dh = dks.get()});
+    want_loss += b_.take_loss();
+    const Vec got_k = get(*dks);
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t c = 0; c < d; ++c) {
+        ASSERT_EQ(gh[size_t(rows[size_t(i)] * d + c)], got_k[size_t(i * d + c)])
+            << "row " << rows[size_t(i)] << " column " << c;
+      }
+    }
+  }
+  EXPECT_EQ(loss, want_loss);
+  for (int64_t t = 0; t < n; ++t) {
+    if (mask[size_t(t)] != 0) continue;
+    for (int64_t c = 0; c < d; ++c) {
+      ASSERT_EQ(gh[size_t(t * d + c)], p_dh[size_t(t * d + c)]) << "masked row " << t;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace trit::engine
