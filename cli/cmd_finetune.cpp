@@ -76,7 +76,7 @@ void add_finetune_command(CLI::App& app) {
   cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per optimizer step");
   cmd->add_option("--pack-tokens", o.pack_tokens,
                   "Compute a micro-batch's sequences together, up to N tokens a pass (0: one "
-                  "sequence a pass; default: a GPU packs up to 4096, the CPU one a pass)");
+                  "sequence a pass; default: a GPU packs up to 4096, the CPU up to the context)");
   cmd->add_flag("--mask-prompt", o.mask_prompt, "Loss on completions / assistant turns only");
   cmd->add_option("--chat-template", o.chat_template, "bitnet, chatml or llama3");
   cmd->add_flag("!--no-grad-checkpointing", o.grad_checkpointing,

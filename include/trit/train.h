@@ -39,7 +39,7 @@ struct TrainOptions {
   int64_t grad_accum = 1;
   // The sequences of a micro-batch computed together as one pass, their rows one matrix, up to
   // this many tokens a pass; 0: one sequence a pass; -1: the device decides (a GPU packs up to
-  // 4096 tokens, the CPU takes one sequence a pass).
+  // 4096 tokens, the CPU up to ctx: short sequences share a pass in the memory of one).
   int64_t pack_tokens = -1;
   bool mask_prompt = false;        // loss on completions / assistant turns only
   std::string chat_template;       // a built-in one (bitnet, chatml, llama3) instead of the model's

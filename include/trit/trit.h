@@ -318,7 +318,7 @@ typedef struct trit_train_options {
   int64_t batch;             /* 4 sequences per step */
   int64_t grad_accum;        /* 1 */
   int64_t pack_tokens;       /* -1: sequences computed together, up to this many tokens a pass
-                                (0: one a pass; -1: a GPU packs up to 4096, the CPU one a pass) */
+                                (0: one a pass; -1: a GPU packs up to 4096, the CPU up to ctx) */
   bool mask_prompt;          /* loss on completions / assistant turns only */
   const char* chat_template; /* a built-in one instead of the model's */
   bool grad_checkpointing;   /* true: recompute each block in the backward pass */

@@ -50,9 +50,9 @@ uint64_t lora_parameters(const HParams& hp, int64_t rank, const std::string& tar
 MemoryEstimate run_memory(const HParams& hp, uint64_t weights, int64_t n_ctx, int64_t n_batch,
                           KvType kv);
 
-// A fine-tune of sequences of up to ctx tokens, one sequence a pass (the CPU's default: a
-// batch's sequences run one after another, so the batch size does not change it; a pass of
-// more packed tokens needs what a ctx of that many does) with gradient checkpointing on or off.
+// A fine-tune whose passes take up to ctx tokens (the CPU's default: one sequence of ctx, or
+// shorter ones packed up to ctx, so the batch size does not change it; a pass of more packed
+// tokens needs what a ctx of that many does) with gradient checkpointing on or off.
 // `threads`: the pool's threads, each of which keeps kernel scratch of its own.
 MemoryEstimate finetune_memory(const HParams& hp, uint64_t weights, int64_t ctx, int64_t rank,
                                const std::string& targets, bool checkpointing, float dropout = 0,

@@ -493,7 +493,7 @@ FinetuneResult FinetuneRun::run() {
 
 int64_t pack_tokens_for(const Backend& be, int64_t requested, int64_t ctx) {
   if (requested >= 0) return requested;
-  return be.host_memory() ? 0 : std::max(kAutoPackTokens, ctx);
+  return be.host_memory() ? ctx : std::max(kAutoPackTokens, ctx);
 }
 
 void check_finetune_options(const FinetuneOptions& o) {

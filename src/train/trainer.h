@@ -58,8 +58,9 @@ void check_finetune_options(const FinetuneOptions& o);
 
 // The tokens a training pass takes on a backend: `requested` when >= 0, else what suits the
 // device: a GPU computes a micro-batch's sequences together (up to kAutoPackTokens, or one
-// sequence of ctx when longer), the CPU one sequence at a time (a pass of more rows is no
-// faster there and holds more memory).
+// sequence of ctx when longer), the CPU up to ctx tokens a pass: short sequences share a pass
+// (each pass reads every weight once, from the file where the weights stream) in no more
+// memory than one sequence of ctx takes; more rows a pass are no faster there.
 inline constexpr int64_t kAutoPackTokens = 4096;
 int64_t pack_tokens_for(const Backend& be, int64_t requested, int64_t ctx);
 
