@@ -73,7 +73,8 @@ void VulkanBackend::head_logits(const HeadOp& op) {
   scratch_.host.reset();
 }
 
-// The loss in chunks of op.chunk tokens (HeadOp), and its gradient when op.dh is given.
+// The loss in chunks of up to op.chunk counted tokens (HeadOp), and its gradient when op.dh is
+// given.
 void VulkanBackend::head_loss(const HeadOp& hop) {
   const char* op = "head";
   const VkTensor& h = vk_tensor(*hop.h);
@@ -109,11 +110,16 @@ void VulkanBackend::head_loss(const HeadOp& hop) {
       rec_.pipeline("cross_entropy", 4, sizeof(CrossEntropyPush), {kLossWg}, 0b0110);
   const float inv_norm = 1.0f / std::max(norm, 1.0f);
   chunk = std::max<int64_t>(1, chunk);
-  for (int64_t t0 = 0; t0 < n; t0 += chunk) {
-    const int64_t cn = std::min(chunk, n - t0);
-    bool any = false;
-    for (int64_t t = t0; t < t0 + cn; ++t) any |= !mask || mask[t] != 0.0f;
-    if (!any) continue;
+  // Chunks of counted tokens alone (a masked token's logits are never used: prompts under
+  // --mask-prompt, each sequence's last token): each run of consecutive counted rows, up to
+  // `chunk` of them at a time.
+  for (int64_t t0 = 0, cn = 0; t0 < n; t0 += cn) {
+    if (mask && mask[t0] == 0.0f) {
+      cn = 1;
+      continue;
+    }
+    cn = 1;
+    while (cn < chunk && t0 + cn < n && (!mask || mask[t0 + cn] != 0.0f)) ++cn;
     PendingLoss pending;
     pending.inv_norm = 1.0 / std::max(double(norm), 1.0);
     pending.mask.assign(size_t(cn), 1.0f);
