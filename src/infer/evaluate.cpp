@@ -62,13 +62,21 @@ LossResult evaluate_loss(const Model& model, const Dataset& data, Backend& backe
   for (const Example& ex : data.examples) {
     const int64_t n = int64_t(ex.tokens.size());
     if (n < 2) continue;  // no target possible
-    session.truncate(0);
-    session.eval(std::vector<int32_t>(ex.tokens.begin(), ex.tokens.end() - 1), logits, true);
-    for (int64_t i = 1; i < n; ++i) {
-      if (!ex.loss_mask[size_t(i)]) continue;
-      const float* row = logits.data() + (i - 1) * n_vocab;
-      r.sum_nll += log_sum_exp(row, n_vocab) - double(row[ex.tokens[size_t(i)]]);
-      ++r.n_targets;
+    // Logits from the position that predicts the first target on: a masked prompt before it
+    // only fills the cache (its last token's logits aside).
+    const auto first = std::find(ex.loss_mask.begin() + 1, ex.loss_mask.end(), uint8_t(1));
+    if (first != ex.loss_mask.end()) {
+      const int64_t p0 = int64_t(first - ex.loss_mask.begin()) - 1;
+      const auto at = [&](int64_t i) { return ex.tokens.begin() + i; };
+      session.truncate(0);
+      if (p0 > 0) session.eval(std::vector<int32_t>(at(0), at(p0)), logits);
+      session.eval(std::vector<int32_t>(at(p0), at(n - 1)), logits, true);
+      for (int64_t i = p0 + 1; i < n; ++i) {
+        if (!ex.loss_mask[size_t(i)]) continue;
+        const float* row = logits.data() + (i - 1 - p0) * n_vocab;
+        r.sum_nll += log_sum_exp(row, n_vocab) - double(row[ex.tokens[size_t(i)]]);
+        ++r.n_targets;
+      }
     }
     ++r.n_examples;
     if (progress) progress("loss", r.n_examples, total);
