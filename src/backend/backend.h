@@ -157,9 +157,9 @@ struct LinearEpilogue {
 // logits = h W^T + the LoRA branches. Either the logits go to the host (logits not null), or
 // the cross-entropy is taken (targets not null): loss += sum_t mask[t] * nll_t / max(norm, 1)
 // (mask null: every token counts), in chunks of at most `chunk` tokens whose logits are held at
-// once (a masked token's logits are never used: a backend may leave such tokens out); then dh, when not null, gets dh += dlogits W +
-// the branches' dx, and the branches' da, db their gradients (no dropout). The loss
-// accumulates on the backend until take_loss().
+// once (a masked token's logits are never used: a backend may leave such tokens out); then dh,
+// when not null, gets dh += dlogits W + the branches' dx, and the branches' da, db their
+// gradients (no dropout). The loss accumulates on the backend until take_loss().
 struct HeadOp {
   const DeviceTensor* h = nullptr;
   int64_t row0 = 0, n = 0;
