@@ -63,13 +63,14 @@ LossResult evaluate_loss(const Model& model, const Dataset& data, Backend& backe
     const int64_t n = int64_t(ex.tokens.size());
     if (n < 2) continue;  // no target possible
     // Logits from the position that predicts the first target on: a masked prompt before it
-    // only fills the cache (its last token's logits aside).
+    // only fills the cache (its last token's logits aside), from where the last example's
+    // tokens stop being its own (examples often share an instruction).
     const auto first = std::find(ex.loss_mask.begin() + 1, ex.loss_mask.end(), uint8_t(1));
     if (first != ex.loss_mask.end()) {
       const int64_t p0 = int64_t(first - ex.loss_mask.begin()) - 1;
       const auto at = [&](int64_t i) { return ex.tokens.begin() + i; };
-      session.truncate(0);
-      if (p0 > 0) session.eval(std::vector<int32_t>(at(0), at(p0)), logits);
+      const int64_t kept = session.reuse_prefix(std::vector<int32_t>(at(0), at(p0 + 1)));
+      if (kept < p0) session.eval(std::vector<int32_t>(at(kept), at(p0)), logits);
       session.eval(std::vector<int32_t>(at(p0), at(n - 1)), logits, true);
       for (int64_t i = p0 + 1; i < n; ++i) {
         if (!ex.loss_mask[size_t(i)]) continue;
@@ -145,7 +146,8 @@ ExactMatchResult evaluate_exact_match(const Model& model, const std::vector<Comp
     m.reference = p.reference;
     if (!p.reference.empty() && !p.prompt.empty()) {
       m.scored = true;
-      session.truncate(0);
+      // The cache keeps what this prompt shares with the last one's tokens.
+      const int64_t kept = session.reuse_prefix(p.prompt);
       gen.n_predict = p.max_new;
       gen.on_token = [&](int32_t id) {
         m.generated += tok->token_to_piece(id, true);
@@ -153,7 +155,7 @@ ExactMatchResult evaluate_exact_match(const Model& model, const std::vector<Comp
         if (m.generated.compare(0, n, p.reference, 0, n) != 0) return false;  // diverged
         return m.generated.size() < p.reference.size();
       };
-      generate(session, p.prompt, gen, tok);
+      generate(session, std::vector<int32_t>(p.prompt.begin() + kept, p.prompt.end()), gen, tok);
       m.matched = m.generated.size() >= p.reference.size() &&
                   m.generated.compare(0, p.reference.size(), p.reference) == 0;
       ++r.n_scored;

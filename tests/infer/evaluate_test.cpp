@@ -169,6 +169,51 @@ TEST(Eval, ExactMatchOfTheModelsOwnGreedyCompletions) {
   }
 }
 
+// Rows that share a long instruction, evaluated in one file (each row's prompt reuses what the
+// cache holds of the row before) and each alone in a file of its own: the same summed loss, and
+// every row's reference, the shipped model's own greedy completion from a fresh session, matched.
+TEST(Eval, RowsSharingAPrefixEvaluateAsAlone) {
+  TempDir dir;
+  auto model = Model::load(std::string(TRIT_TEST_DATA) + "/../../models/austen-tiny.gguf");
+  const Tokenizer& tok = *model->tokenizer();
+  const ChatTemplate chat = ChatTemplate::for_model(model->file());
+  std::vector<nlohmann::json> all;
+  for (const std::string name : {"Anne Elliot", "Anne Weston", "Emma Woodhouse", "Jane Bennet"}) {
+    const std::string prompt = "Write the name surname first: " + name + ".\nAnswer:";
+    const std::vector<int32_t> gen =
+        greedy(*model, tok.encode(prompt, tok.add_bos_default(), true), 5);
+    std::string text;
+    for (int32_t id : gen) text += tok.token_to_piece(id, true);
+    ASSERT_FALSE(text.empty());
+    all.push_back({{"prompt", prompt}, {"completion", text}});
+  }
+  test::write_file(dir.file("all.jsonl"), jsonl(all));
+  ThreadPool pool(2);
+  CpuBackend cpu(pool);
+  for (bool mask : {false, true}) {
+    SCOPED_TRACE(mask ? "masked" : "whole rows");
+    EvalOptions opt;
+    opt.data.mask_prompt = mask;
+    opt.max_new = 5;
+    const EvalResult together =
+        evaluate_file(*model, dir.file("all.jsonl"), chat, opt, cpu, ForwardOptions{true, nullptr});
+    EXPECT_EQ(together.exact.n_matched, int64_t(all.size()));
+    double sum_nll = 0;
+    int64_t n_targets = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      const std::string f = dir.file("row" + std::to_string(i) + ".jsonl");
+      test::write_file(f, jsonl({all[i]}));
+      const EvalResult alone =
+          evaluate_file(*model, f, chat, opt, cpu, ForwardOptions{true, nullptr});
+      sum_nll += alone.loss.sum_nll;
+      n_targets += alone.loss.n_targets;
+      EXPECT_EQ(together.exact.rows[i].generated, all[i]["completion"]) << "row " << i;
+    }
+    EXPECT_EQ(together.loss.n_targets, n_targets);
+    EXPECT_NEAR(together.loss.sum_nll, sum_nll, 1e-12 * sum_nll);
+  }
+}
+
 TEST(Eval, MalformedDataGivesTheLineNumberedError) {
   TempDir dir;
   auto model = Model::load(make_model(dir));
