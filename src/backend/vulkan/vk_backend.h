@@ -294,9 +294,10 @@ struct Tuning {
   // code word is read once for all of them, and q, k, v (or gate, up and the activation, or a
   // projection and its residual) are one dispatch. Its cost grows with the tokens (on an H100,
   // docs/PERF.md: 11 us a dispatch at two, 26 at eight, 52 at sixteen): two tokens gained 20%
-  // over the separate products, four broke even, eight and sixteen lost. Those figures predate
-  // the trits being decoded once a step for every token (they were decoded again per token),
-  // which is not yet timed on a GPU. Up to 16 (TRIT_VK_FUSED_TOKENS).
+  // over the separate products, four broke even, eight and sixteen lost. With the trits decoded
+  // once a step for every token, sixteen still lose: 69 us a dispatch against the cooperative
+  // matrices' 19, 16 streams of 2b4t 1,000 tokens/s against 1,611-1,633 (docs/PERF.md,
+  // 2026-12-08). Up to 16 (TRIT_VK_FUSED_TOKENS).
   uint32_t max_fused_tokens = 2;
   // rms_norm.comp's workgroup: 256 invocations, or the device's largest power of two below.
   uint32_t norm_wg = 256;
