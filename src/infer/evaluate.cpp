@@ -63,8 +63,8 @@ LossResult evaluate_loss(const Model& model, const Dataset& data, Backend& backe
     const int64_t n = int64_t(ex.tokens.size());
     if (n < 2) continue;  // no target possible
     // Logits from the position that predicts the first target on: a masked prompt before it
-    // only fills the cache (its last token's logits aside), from where the last example's
-    // tokens stop being its own (examples often share an instruction).
+    // only fills the cache (its last token's logits aside), and only from where it parts from
+    // the tokens the cache holds (examples often share an instruction).
     const auto first = std::find(ex.loss_mask.begin() + 1, ex.loss_mask.end(), uint8_t(1));
     if (first != ex.loss_mask.end()) {
       const int64_t p0 = int64_t(first - ex.loss_mask.begin()) - 1;
