@@ -711,17 +711,21 @@ TEST_F(CpuTrainOps, HeadLossComputesCountedRowsOnly) {
     if (mask[size_t(t)] != 0) kept.push_back(t);
   }
   const float norm = 7;
+  // The loss of rows of h with their targets and mask, in chunks of 8; dh gets the gradient.
+  auto head_loss = [&](DeviceTensor& h, DeviceTensor& dh, std::vector<int32_t>& tg, Vec& m) {
+    b_.head({.h = &h,
+             .n = h.rows(),
+             .w = &W,
+             .lora = {},
+             .targets = tg.data(),
+             .mask = m.data(),
+             .norm = norm,
+             .chunk = 8,
+             .dh = &dh});
+    return b_.take_loss();
+  };
   TensorPtr h = up("h", n, d, hv), dh = up("dh", n, d, p_dh);
-  b_.head({.h = h.get(),
-           .n = n,
-           .w = &W,
-           .lora = {},
-           .targets = targets.data(),
-           .mask = mask.data(),
-           .norm = norm,
-           .chunk = 8,
-           .dh = dh.get()});
-  const double loss = b_.take_loss();
+  const double loss = head_loss(*h, *dh, targets, mask);
   const Vec gh = get(*dh);
   // The counted rows alone, eight at a time as the masked pass grouped them.
   double want_loss = 0;
@@ -738,16 +742,7 @@ TEST_F(CpuTrainOps, HeadLossComputesCountedRowsOnly) {
       tk.push_back(targets[size_t(t)]);
     }
     TensorPtr hks = up("hk", k, d, hk), dks = up("dk", k, d, dk);
-    b_.head({.h = hks.get(),
-             .n = k,
-             .w = &W,
-             .lora = {},
-             .targets = tk.data(),
-             .mask = mk.data(),
-             .norm = norm,
-             .chunk = 8,
-             .dh = dks.get()});
-    want_loss += b_.take_loss();
+    want_loss += head_loss(*hks, *dks, tk, mk);
     const Vec got_k = get(*dks);
     for (int64_t i = 0; i < k; ++i) {
       for (int64_t c = 0; c < d; ++c) {
