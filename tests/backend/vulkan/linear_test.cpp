@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -185,18 +186,19 @@ TEST(VulkanDecodeFusion, FewTokensGiveTheBitsOfTheUnfusedOps) {
 }
 
 // The fused matvec's rows two at a time a subgroup (TRIT_VK_FUSED_PAIR=1): two rows a subgroup,
-// and three (a pair, then one row alone); T2 codes and TQ1_0 in place.
+// and three (a pair, then one row alone); T2 codes and TQ1_0 in place, 3 and 16 tokens, each
+// row count with each type and each token count once.
 TEST(VulkanDecodeFusion, RowPairsGiveTheBitsOfTheUnfusedOps) {
   const ScopedEnv pairs("TRIT_VK_FUSED_PAIR", "1");
-  for (const char* rows : {"2", "3"}) {
+  const std::tuple<const char*, DType, int64_t> cases[] = {{"2", DType::TQ2_0, 16},
+                                                           {"2", DType::TQ1_0, 3},
+                                                           {"3", DType::TQ2_0, 3},
+                                                           {"3", DType::TQ1_0, 16}};
+  for (const auto& [rows, type, n] : cases) {
     const ScopedEnv per_subgroup("TRIT_VK_FUSED_ROWS", rows);
-    for (DType type : {DType::TQ2_0, DType::TQ1_0}) {
-      for (int64_t n : {3, 16}) {
-        SCOPED_TRACE(cat(rows, " rows a subgroup"));
-        expect_fused_block_bits(n, false, type);
-        if (HasFatalFailure() || IsSkipped()) return;
-      }
-    }
+    SCOPED_TRACE(cat(rows, " rows a subgroup"));
+    expect_fused_block_bits(n, false, type);
+    if (HasFatalFailure() || IsSkipped()) return;
   }
 }
 
