@@ -114,7 +114,13 @@ void matvec(uint row0, uint tok0) {
   }
 }
 
-// Shared: weights sh[m * KS + k] (m < TILE_M), activations sh[TILE_M * KS + n * KS + k].
+// Shared: weights sh[m * KS + k] (m < TILE_M), activations sh[TILE_M * KS + n * KS + k]. Each
+// thread loads its part of the next step into registers before the products of this one, so
+// that a step's loads overlap the previous step's arithmetic (each output still sums k in
+// order: the same bits).
+const uint W_PER = (TILE_M * (KC / 4) + WG_SIZE - 1) / WG_SIZE;
+const uint X_PER = (TILE_N * KC + WG_SIZE - 1) / WG_SIZE;
+
 void tiled(uint row0, uint tok0) {
   uint tid = gl_LocalInvocationID.x;
   uint rb = row_bytes(pc.n_in);
@@ -125,31 +131,54 @@ void tiled(uint row0, uint tok0) {
   float acc[THREAD_M * THREAD_N];
   for (uint v = 0; v < THREAD_M * THREAD_N; ++v) acc[v] = 0.0;
 
-  for (uint k0 = 0; k0 < pc.n_in; k0 += KC) {
-    for (uint i = tid; i < TILE_M * (KC / 4); i += WG_SIZE) {
-      uint m = i / (KC / 4), u = i % (KC / 4);
-      uint e = k0 + 4 * u;
-      vec4 wv = (row0 + m < pc.rows && e < pc.n_in) ? load4((row0 + m) * rb, e / 4, pc.n_in) : vec4(0.0);
-      sh[m * KS + 4 * u] = wv.x;
-      sh[m * KS + 4 * u + 1] = wv.y;
-      sh[m * KS + 4 * u + 2] = wv.z;
-      sh[m * KS + 4 * u + 3] = wv.w;
+  vec4 w_reg[W_PER];
+  float x_reg[X_PER];
+  for (uint k0 = 0; k0 < pc.n_in + KC; k0 += KC) {
+    if (k0 > 0) {  // the previous step's values into shared memory
+      for (uint j = 0; j < W_PER; ++j) {
+        uint i = tid + j * WG_SIZE;
+        if (i < TILE_M * (KC / 4)) {
+          uint m = i / (KC / 4), u = i % (KC / 4);
+          sh[m * KS + 4 * u] = w_reg[j].x;
+          sh[m * KS + 4 * u + 1] = w_reg[j].y;
+          sh[m * KS + 4 * u + 2] = w_reg[j].z;
+          sh[m * KS + 4 * u + 3] = w_reg[j].w;
+        }
+      }
+      for (uint j = 0; j < X_PER; ++j) {
+        uint i = tid + j * WG_SIZE;
+        if (i < TILE_N * KC) sh[TILE_M * KS + (i / KC) * KS + i % KC] = x_reg[j];
+      }
+      barrier();
     }
-    for (uint i = tid; i < TILE_N * KC; i += WG_SIZE) {
-      uint n = i / KC, k = i % KC;
-      sh[TILE_M * KS + n * KS + k] =
-          (tok0 + n < pc.n_tokens && k0 + k < pc.n_in) ? x[(tok0 + n) * pc.n_in + k0 + k] : 0.0;
-    }
-    barrier();
-    for (uint k = 0; k < KC; ++k) {
-      float xv[THREAD_N];
-      for (uint j = 0; j < THREAD_N; ++j) xv[j] = sh[TILE_M * KS + (tx + j * TX) * KS + k];
-      for (uint i = 0; i < THREAD_M; ++i) {
-        float wv = sh[(ty + i * RS) * KS + k];
-        for (uint j = 0; j < THREAD_N; ++j) acc[i * THREAD_N + j] += wv * xv[j];
+    if (k0 < pc.n_in) {  // this step's values into registers
+      for (uint j = 0; j < W_PER; ++j) {
+        uint i = tid + j * WG_SIZE;
+        uint m = i / (KC / 4), u = i % (KC / 4);
+        uint e = k0 + 4 * u;
+        w_reg[j] = (i < TILE_M * (KC / 4) && row0 + m < pc.rows && e < pc.n_in)
+                       ? load4((row0 + m) * rb, e / 4, pc.n_in)
+                       : vec4(0.0);
+      }
+      for (uint j = 0; j < X_PER; ++j) {
+        uint i = tid + j * WG_SIZE;
+        uint n = i / KC, k = i % KC;
+        x_reg[j] = (i < TILE_N * KC && tok0 + n < pc.n_tokens && k0 + k < pc.n_in)
+                       ? x[(tok0 + n) * pc.n_in + k0 + k]
+                       : 0.0;
       }
     }
-    barrier();
+    if (k0 > 0) {  // the previous step's products
+      for (uint k = 0; k < KC; ++k) {
+        float xv[THREAD_N];
+        for (uint j = 0; j < THREAD_N; ++j) xv[j] = sh[TILE_M * KS + (tx + j * TX) * KS + k];
+        for (uint i = 0; i < THREAD_M; ++i) {
+          float wv = sh[(ty + i * RS) * KS + k];
+          for (uint j = 0; j < THREAD_N; ++j) acc[i * THREAD_N + j] += wv * xv[j];
+        }
+      }
+      barrier();
+    }
   }
 
   for (uint i = 0; i < THREAD_M; ++i) {
