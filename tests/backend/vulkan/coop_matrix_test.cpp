@@ -439,15 +439,17 @@ void open_coop(const char* coop, const char* small, uint64_t limit, bool profile
 
 // Products over token counts that leave partial tiles (and one just past the matvec path), of
 // both ternary types, with an out_scale, of rows that end inside a tile, and of block scales
-// (which keep the plain path).
+// (which keep the plain path); the 16 tokens of a server's full decoding step; 1,536 inputs
+// (six blocks of k) at a few tokens and at more.
 std::vector<Out> coop_products(Backend& b) {
   static const auto tq2 = ternary_weight(DType::TQ2_0, 768, 300, false, 501);
   static const auto scaled = ternary_weight(DType::TQ2_0, 768, 130, false, 502);
   static const auto i2s = ternary_weight(DType::I2_S, 768, 256, false, 503);
   static const auto blocks = ternary_weight(DType::TQ2_0, 768, 96, true, 504);
+  static const auto wide = ternary_weight(DType::TQ2_0, 1536, 200, false, 506);
   scaled->w.out_scale = 1.25f;
   std::vector<Out> outs;
-  for (int64_t n : {301, 9, 64}) {
+  for (int64_t n : {301, 9, 16, 64}) {
     TensorPtr x = upload(b, "x", n, 768, randn(n * 768, 505 + uint64_t(n)));
     std::vector<TensorPtr> ys;
     std::vector<LinearOp> ops;
@@ -457,6 +459,13 @@ std::vector<Out> coop_products(Backend& b) {
     }
     b.linear(ops, *x, n, LinearMode{.act_quant = true});
     for (const TensorPtr& y : ys) outs.push_back(download(b, *y, n, 0));
+  }
+  for (int64_t n : {12, 40}) {
+    TensorPtr x = upload(b, "x", n, 1536, randn(n * 1536, 507 + uint64_t(n)));
+    TensorPtr y = b.tensor("y_wide", n, 200);
+    const LinearOp op[] = {{&wide->w, y.get(), {}}};
+    b.linear(op, *x, n, LinearMode{.act_quant = true});
+    outs.push_back(download(b, *y, n, 0));
   }
   return outs;
 }
