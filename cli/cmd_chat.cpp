@@ -22,14 +22,10 @@ std::string chat_body(const std::vector<ChatMessage>& messages, const GenerateOp
                       const std::string& model) {
   nlohmann::json msgs = nlohmann::json::array();
   for (const ChatMessage& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
-  nlohmann::json body = {{"messages", msgs},
-                         {"stream", true},
-                         {"stream_options", {{"include_usage", true}}},
-                         {"temperature", g.sampling.temperature},
-                         {"top_k", g.sampling.top_k},
-                         {"top_p", g.sampling.top_p},
-                         {"min_p", g.sampling.min_p},
-                         {"seed", g.sampling.seed}};
+  nlohmann::json body = sampling_fields(g.sampling);
+  body["messages"] = msgs;
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
   if (g.max_tokens >= 0) body["max_tokens"] = g.max_tokens;
   if (!model.empty()) body["model"] = model;
   return body.dump();

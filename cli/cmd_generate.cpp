@@ -14,14 +14,10 @@ namespace {
 // tokenizer apply there).
 nlohmann::json completion_body(const std::string& model, const std::string& prompt,
                                const std::vector<int32_t>& ids, const GenerateOptions& g) {
-  nlohmann::json body = {{"stream", true},
-                         {"stream_options", {{"include_usage", true}}},
-                         {"temperature", g.sampling.temperature},
-                         {"top_k", g.sampling.top_k},
-                         {"top_p", g.sampling.top_p},
-                         {"min_p", g.sampling.min_p},
-                         {"seed", g.sampling.seed},
-                         {"ignore_eos", g.ignore_eos}};
+  nlohmann::json body = sampling_fields(g.sampling);
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  body["ignore_eos"] = g.ignore_eos;
   if (!ids.empty()) {
     body["prompt"] = ids;
   } else {

@@ -59,8 +59,25 @@ void add_sampler_options(CLI::App* cmd, SamplingOptions& s) {
   cmd->add_option("--top-p", s.top_p, "Top-p (1: off)");
   cmd->add_option("--min-p", s.min_p, "Min-p (0: off)");
   cmd->add_option("--repeat-penalty", s.repeat_penalty, "Repetition penalty (1: off)");
-  cmd->add_option("--repeat-last-n", s.repeat_last_n, "Tokens the penalty looks back at");
+  cmd->add_option("--repeat-last-n", s.repeat_last_n,
+                  "Tokens the penalties look back at (-1: all, 0: none)");
+  cmd->add_option("--frequency-penalty", s.frequency_penalty,
+                  "A token seen c times loses c times this from its logit (0: off)");
+  cmd->add_option("--presence-penalty", s.presence_penalty,
+                  "A token seen at all loses this from its logit (0: off)");
   cmd->add_option("-s,--seed", s.seed, "Random seed");
+}
+
+nlohmann::json sampling_fields(const SamplingOptions& s) {
+  return {{"temperature", s.temperature},
+          {"top_k", s.top_k},
+          {"top_p", s.top_p},
+          {"min_p", s.min_p},
+          {"repeat_penalty", s.repeat_penalty},
+          {"repeat_last_n", s.repeat_last_n},
+          {"frequency_penalty", s.frequency_penalty},
+          {"presence_penalty", s.presence_penalty},
+          {"seed", s.seed}};
 }
 
 LoadedModel load_model(const RunOptions& o) {

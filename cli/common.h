@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@ void add_activation_option(CLI::App* cmd, std::string& activation);
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true,
                      bool model_required = true);
 void add_sampler_options(CLI::App* cmd, SamplingOptions& s);
+// The sampling options as the fields of an OpenAI completion or chat request (trit serve's
+// names: llama-server's for top_k, min_p and the repetition penalty).
+nlohmann::json sampling_fields(const SamplingOptions& s);
 
 // Opens the model named by -m on the device --device names and loads the adapters of --lora,
 // printing load warnings to stderr (and, when the default device falls back to the CPU, why).

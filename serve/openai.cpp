@@ -235,12 +235,12 @@ CompletionRequest parse_completion(const std::string& text, bool chat, const Mod
   s.top_k = int32_t(integer(body, "top_k", 0, INT32_MAX, 0));
   s.min_p = float(number(body, "min_p", 0, 1, 0.0));
   s.repeat_penalty = float(number(body, "repeat_penalty", 0, 10, 1.0));
+  s.repeat_last_n = int32_t(integer(body, "repeat_last_n", -1, INT32_MAX, s.repeat_last_n));
+  s.frequency_penalty = float(number(body, "frequency_penalty", -2, 2, 0.0));
+  s.presence_penalty = float(number(body, "presence_penalty", -2, 2, 0.0));
   s.seed = uint64_t(integer(body, "seed", INT64_MIN, INT64_MAX, 0));
   if (const json* n = field(body, "n"); n && (!n->is_number_integer() || n->get<int64_t>() != 1)) {
     bad("n", "must be 1 (one choice per request), got " + n->dump());
-  }
-  for (const char* zero : {"presence_penalty", "frequency_penalty"}) {
-    if (number(body, zero, -2, 2, 0) != 0) bad(zero, "is not supported; use repeat_penalty");
   }
   if (const json* lp = field(body, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>())) {
     bad("logprobs", "is not supported");

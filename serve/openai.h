@@ -1,6 +1,6 @@
 // OpenAI's completion and chat requests and responses (and llama-server's extensions: top_k,
-// min_p, repeat_penalty, per-request "lora", "timings"): request bodies checked field by
-// field into the API's GenerateOptions, results into response bodies and stream chunks.
+// min_p, repeat_penalty, repeat_last_n, per-request "lora", "timings"): request bodies checked
+// field by field into the API's GenerateOptions, results into response bodies and stream chunks.
 #pragma once
 
 #include <cstdint>

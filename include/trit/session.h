@@ -16,15 +16,20 @@
 
 namespace trit {
 
-// How the next token is chosen: greedy at temperature 0, else repetition penalty, top-k, top-p
-// and min-p filtering, then temperature sampling (llama.cpp's default order).
+// How the next token is chosen: the penalties (repetition, then frequency and presence), then
+// greedy at temperature 0, else top-k, top-p and min-p filtering and temperature sampling
+// (llama.cpp's default order).
 struct SamplingOptions {
   float temperature = 0.8f;     // <= 0: greedy
   int32_t top_k = 40;           // <= 0: off
   float top_p = 0.95f;          // >= 1: off
   float min_p = 0.05f;          // <= 0: off
   float repeat_penalty = 1.0f;  // 1: off
-  int32_t repeat_last_n = 64;   // tokens looked back at for the penalty
+  int32_t repeat_last_n = 64;   // tokens looked back at for the penalties (< 0: all, 0: none)
+  // OpenAI's: a token seen c times in those tokens loses c * frequency_penalty +
+  // presence_penalty from its logit. 0: off.
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
   uint64_t seed = 0;
 };
 

@@ -187,15 +187,17 @@ TRIT_API void trit_session_free(trit_session* session);
  * stop the generation (TRIT_STOP_CALLBACK), anything else to go on. */
 typedef int (*trit_text_callback)(const char* text, size_t len, void* user);
 
-/* How the next token is chosen: greedy at temperature <= 0, else repetition penalty, top-k,
- * top-p and min-p filtering, then temperature sampling. */
+/* How the next token is chosen: the penalties (repetition, then frequency and presence), then
+ * greedy at temperature <= 0, else top-k, top-p and min-p filtering and temperature sampling. */
 typedef struct trit_sampling_options {
-  float temperature;     /* 0.8; <= 0: greedy */
-  int32_t top_k;         /* 40; <= 0: off */
-  float top_p;           /* 0.95; >= 1: off */
-  float min_p;           /* 0.05; <= 0: off */
-  float repeat_penalty;  /* 1: off */
-  int32_t repeat_last_n; /* 64: tokens looked back at for the penalty */
+  float temperature;       /* 0.8; <= 0: greedy */
+  int32_t top_k;           /* 40; <= 0: off */
+  float top_p;             /* 0.95; >= 1: off */
+  float min_p;             /* 0.05; <= 0: off */
+  float repeat_penalty;    /* 1: off */
+  int32_t repeat_last_n;   /* 64: tokens looked back at for the penalties (< 0: all) */
+  float frequency_penalty; /* 0: off; a token seen c times loses c times this */
+  float presence_penalty;  /* 0: off; a token seen at all loses this */
   uint64_t seed;
 } trit_sampling_options;
 

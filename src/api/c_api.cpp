@@ -142,9 +142,15 @@ void fill_info(trit_model& m) {
 trit::GenerateOptions generate_options(const trit_generate_options& o, const char* fn) {
   trit::GenerateOptions g;
   g.max_tokens = o.max_tokens;
-  g.sampling = {o.sampling.temperature, o.sampling.top_k,          o.sampling.top_p,
-                o.sampling.min_p,       o.sampling.repeat_penalty, o.sampling.repeat_last_n,
-                o.sampling.seed};
+  g.sampling = {.temperature = o.sampling.temperature,
+                .top_k = o.sampling.top_k,
+                .top_p = o.sampling.top_p,
+                .min_p = o.sampling.min_p,
+                .repeat_penalty = o.sampling.repeat_penalty,
+                .repeat_last_n = o.sampling.repeat_last_n,
+                .frequency_penalty = o.sampling.frequency_penalty,
+                .presence_penalty = o.sampling.presence_penalty,
+                .seed = o.sampling.seed};
   require_array(o.stop, o.n_stop, fn, "options.stop");
   for (size_t i = 0; i < o.n_stop; ++i) {
     if (!o.stop[i]) bad_argument(fn, ": options.stop[", std::to_string(i), "] is NULL");
@@ -434,9 +440,15 @@ trit_generate_options trit_generate_options_default(void) {
   const trit::GenerateOptions d;
   trit_generate_options o{};
   o.max_tokens = d.max_tokens;
-  o.sampling = {d.sampling.temperature, d.sampling.top_k,          d.sampling.top_p,
-                d.sampling.min_p,       d.sampling.repeat_penalty, d.sampling.repeat_last_n,
-                d.sampling.seed};
+  o.sampling = {.temperature = d.sampling.temperature,
+                .top_k = d.sampling.top_k,
+                .top_p = d.sampling.top_p,
+                .min_p = d.sampling.min_p,
+                .repeat_penalty = d.sampling.repeat_penalty,
+                .repeat_last_n = d.sampling.repeat_last_n,
+                .frequency_penalty = d.sampling.frequency_penalty,
+                .presence_penalty = d.sampling.presence_penalty,
+                .seed = d.sampling.seed};
   o.ignore_eos = d.ignore_eos;
   o.parse_special = d.parse_special;
   return o;

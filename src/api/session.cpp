@@ -29,9 +29,15 @@ const char* stop_reason_name(StopReason reason) {
 engine::GenerateOptions engine_generate_options(const GenerateOptions& o) {
   engine::GenerateOptions g;
   g.n_predict = o.max_tokens;
-  g.sampler = {o.sampling.temperature, o.sampling.top_k,          o.sampling.top_p,
-               o.sampling.min_p,       o.sampling.repeat_penalty, o.sampling.repeat_last_n,
-               o.sampling.seed};
+  g.sampler = {.temperature = o.sampling.temperature,
+               .top_k = o.sampling.top_k,
+               .top_p = o.sampling.top_p,
+               .min_p = o.sampling.min_p,
+               .repeat_penalty = o.sampling.repeat_penalty,
+               .repeat_last_n = o.sampling.repeat_last_n,
+               .frequency_penalty = o.sampling.frequency_penalty,
+               .presence_penalty = o.sampling.presence_penalty,
+               .seed = o.sampling.seed};
   g.stop_at_end = !o.ignore_eos;
   g.stop = o.stop;
   return g;

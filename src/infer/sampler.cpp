@@ -2,14 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_set>
 
 namespace trit::engine {
 
 Sampler::Sampler(SamplerOptions opts) : opts_(opts), rng_(opts.seed) {}
 
 int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history) {
-  const bool penalty = opts_.repeat_penalty != 1.0f && opts_.repeat_last_n != 0;
+  const bool penalty = (opts_.repeat_penalty != 1.0f || opts_.frequency_penalty != 0.0f ||
+                        opts_.presence_penalty != 0.0f) &&
+                       opts_.repeat_last_n != 0;
   if (opts_.temperature <= 0 && !penalty) {
     // Greedy: the first of the largest logits, read in place (a batch of 16 rows over a vocabulary
     // of 128k spent milliseconds a step copying candidates).
@@ -26,11 +27,15 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
     const size_t look = opts_.repeat_last_n < 0
                             ? history.size()
                             : std::min(history.size(), size_t(opts_.repeat_last_n));
-    std::unordered_set<int32_t> seen(history.end() - std::ptrdiff_t(look), history.end());
-    for (int32_t id : seen) {
+    seen_.clear();
+    for (auto it = history.end() - std::ptrdiff_t(look); it != history.end(); ++it) ++seen_[*it];
+    for (const auto& [id, count] : seen_) {
       if (id < 0 || id >= n_vocab) continue;
       float& l = cand_[size_t(id)].first;
-      l = l > 0 ? l / opts_.repeat_penalty : l * opts_.repeat_penalty;
+      if (opts_.repeat_penalty != 1.0f) {
+        l = l > 0 ? l / opts_.repeat_penalty : l * opts_.repeat_penalty;
+      }
+      l -= float(count) * opts_.frequency_penalty + opts_.presence_penalty;
     }
   }
 

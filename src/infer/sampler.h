@@ -1,9 +1,11 @@
-// Choosing the next token from logits: greedy, or temperature sampling after repetition
-// penalty, top-k, top-p and min-p filtering (in that order, as llama.cpp does by default).
+// Choosing the next token from logits: greedy, or temperature sampling after the penalties
+// (repetition, frequency and presence), top-k, top-p and min-p filtering (in that order, as
+// llama.cpp does by default).
 #pragma once
 
 #include <cstdint>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 namespace trit::engine {
@@ -14,14 +16,18 @@ struct SamplerOptions {
   float top_p = 0.95f;          // >= 1: off
   float min_p = 0.05f;          // <= 0: off
   float repeat_penalty = 1.0f;  // 1: off
-  int32_t repeat_last_n = 64;   // tokens looked back for the penalty
+  int32_t repeat_last_n = 64;   // tokens looked back for the penalties (< 0: all, 0: none)
+  // OpenAI's penalties: a token seen c times in the window loses c * frequency_penalty +
+  // (c > 0) * presence_penalty from its logit (after the repetition penalty). 0: off.
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
   uint64_t seed = 0;
 };
 
 class Sampler {
  public:
   explicit Sampler(SamplerOptions opts);
-  // Picks a token from logits (n_vocab), given the tokens so far (for the penalty).
+  // Picks a token from logits (n_vocab), given the tokens so far (for the penalties).
   int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history);
   const SamplerOptions& options() const { return opts_; }
 
@@ -29,6 +35,7 @@ class Sampler {
   SamplerOptions opts_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;
+  std::unordered_map<int32_t, int32_t> seen_;  // a window's tokens and their counts
 };
 
 }  // namespace trit::engine

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -177,6 +178,8 @@ TEST_F(CApi, DefaultsMirrorTheCppApi) {
   EXPECT_FLOAT_EQ(g.sampling.min_p, 0.05f);
   EXPECT_FLOAT_EQ(g.sampling.repeat_penalty, 1.0f);
   EXPECT_EQ(g.sampling.repeat_last_n, 64);
+  EXPECT_EQ(g.sampling.frequency_penalty, 0.0f);
+  EXPECT_EQ(g.sampling.presence_penalty, 0.0f);
   EXPECT_TRUE(g.parse_special);
   EXPECT_FALSE(g.ignore_eos);
   const trit_train_options t = trit_train_options_default();
@@ -369,6 +372,33 @@ TEST_F(CApi, TokenizeDetokenizeAndRenderChat) {
 }
 
 // ---- sessions ----
+
+// The penalties reach the sampler: a presence penalty far above any logit's lead keeps every
+// generated token off the tokens before it (prompt and output: repeat_last_n -1), where plain
+// greedy generation repeats some.
+TEST_F(CApi, PresencePenaltyKeepsTokensFromRepeating) {
+  ModelPtr m = open_model();
+  SessionPtr s = make_session(m.get(), 128);
+  trit_generate_options g = trit_generate_options_default();
+  g.max_tokens = 40;
+  g.ignore_eos = true;
+  g.sampling.temperature = 0;
+  auto repeats = [](const trit_generate_result& r) {
+    std::vector<int32_t> t(r.tokens, r.tokens + r.n_tokens);
+    std::sort(t.begin(), t.end());
+    return std::adjacent_find(t.begin(), t.end()) != t.end();
+  };
+  trit_generate_result r;
+  ASSERT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_OK) << last_error();
+  ASSERT_EQ(r.n_tokens, 40u);
+  EXPECT_TRUE(repeats(r));
+  g.sampling.presence_penalty = 1000.0f;
+  g.sampling.repeat_last_n = -1;
+  trit_session_reset(s.get());
+  ASSERT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_OK) << last_error();
+  ASSERT_EQ(r.n_tokens, 40u);
+  EXPECT_FALSE(repeats(r));
+}
 
 TEST_F(CApi, GenerateStreamsTheResultsText) {
   ModelPtr m = open_model();

@@ -119,5 +119,52 @@ TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
   EXPECT_EQ(w.sample(logits.data(), 3, {0, 2}), 0);
 }
 
+// OpenAI's penalties: a token seen c times in the window loses c * frequency + presence, after
+// the repetition penalty (llama.cpp's order).
+TEST(Sampler, FrequencyAndPresencePenaltiesSubtractPerOccurrence) {
+  auto greedy = [](float frequency, float presence, int32_t last_n, float repeat,
+                   const std::vector<float>& logits, const std::vector<int32_t>& history) {
+    SamplerOptions o;
+    o.temperature = 0;
+    o.frequency_penalty = frequency;
+    o.presence_penalty = presence;
+    o.repeat_last_n = last_n;
+    o.repeat_penalty = repeat;
+    Sampler s(o);
+    return s.sample(logits.data(), int64_t(logits.size()), history);
+  };
+  const std::vector<float> logits = {3.0f, 2.6f, 2.0f};
+  const std::vector<int32_t> seen = {0, 0, 1};  // token 0 twice, token 1 once
+  EXPECT_EQ(greedy(0, 0, 64, 1, logits, seen), 0);
+  // 3 - 2 * 0.5 = 2.0, 2.6 - 0.5 = 2.1, 2.0: token 1.
+  EXPECT_EQ(greedy(0.5f, 0, 64, 1, logits, seen), 1);
+  // And 0.2 more from each seen token: 1.8, 1.9, 2.0: token 2.
+  EXPECT_EQ(greedy(0.5f, 0.2f, 64, 1, logits, seen), 2);
+  // Presence alone counts a token once: 3 - 0.7 = 2.3, 1.9, 2.0: token 0.
+  EXPECT_EQ(greedy(0, 0.7f, 64, 1, logits, seen), 0);
+  // Negative values favour what was seen: 2.6 + 1.5 = 4.1 against 3: token 1.
+  EXPECT_EQ(greedy(0, -1.5f, 64, 1, logits, {1}), 1);
+  // Only the window counts: the last token (1) alone loses 0.7: 3.0 stays best.
+  EXPECT_EQ(greedy(0.5f, 0.2f, 1, 1, logits, seen), 0);
+  // The whole history at -1, none at 0.
+  EXPECT_EQ(greedy(0.5f, 0.2f, -1, 1, logits, seen), 2);
+  EXPECT_EQ(greedy(0.5f, 0.2f, 0, 1, logits, seen), 0);
+  // Repetition first, then the subtraction: 3 / 2 - 0.6 = 0.9 < 1 (the other order gives 1.2).
+  EXPECT_EQ(greedy(0, 0.6f, 64, 2, {3.0f, 1.0f}, {0}), 1);
+}
+
+TEST(Sampler, PresencePenaltyKeepsSampledTokensAway) {
+  SamplerOptions o = sampling(1, 0, 1, 0, 5);
+  o.presence_penalty = 2.0f;  // the largest OpenAI allows
+  Sampler s(o);
+  // Token 0 (logit 10, seen) falls to 8, below token 1's 9.5 by 1.5: about 18% of draws. Seen
+  // again (history of two), it falls by the same 2 only (presence counts once).
+  const std::vector<float> logits = {10.0f, 9.5f, -20.0f};
+  int zeros = 0;
+  for (int i = 0; i < 4000; ++i) zeros += s.sample(logits.data(), 3, {0, 0}) == 0;
+  const double p = 1.0 / (1.0 + std::exp(1.5));
+  EXPECT_NEAR(zeros / 4000.0, p, 0.03);
+}
+
 }  // namespace
 }  // namespace trit::engine

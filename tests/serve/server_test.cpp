@@ -177,6 +177,27 @@ TEST(Serve, EndpointsAnswerAsOpenAiAndLlamaServerDo) {
   EXPECT_EQ(s.stop(), 0);
 }
 
+// OpenAI's frequency and presence penalties (and llama-server's repeat_last_n) give the CLI's
+// generation with the same flags, which the penalties change.
+TEST(Serve, PenaltiesMatchGenerate) {
+  TempDir dir;
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1"});
+  ASSERT_GT(s.port(), 0);
+  const std::string plain = cli_generate(dir, {}, 32);
+  const std::string want = cli_generate(
+      dir, {"--frequency-penalty", "0.5", "--presence-penalty", "0.25", "--repeat-last-n", "16"},
+      32);
+  EXPECT_NE(want, plain);
+  const Reply c =
+      post(s, "/v1/completions",
+           completion(
+               32, {{"frequency_penalty", 0.5}, {"presence_penalty", 0.25}, {"repeat_last_n", 16}})
+               .dump());
+  ASSERT_EQ(c.status, 200) << c.body.dump();
+  EXPECT_EQ(c.body["choices"][0]["text"], want);
+  EXPECT_EQ(s.stop(), 0);
+}
+
 TEST(Serve, AdaptersPerRequestMatchGenerateWithLora) {
   TempDir dir;
   const std::string adapter = random_adapter_file(dir);
@@ -326,6 +347,9 @@ TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
       {"/v1/completions", R"({"prompt": "x", "lora": [{"id": 3}]})", 400, "id 3"},
       {"/v1/completions", R"({"prompt": "x", "lora": {"id": 0}})", 400, "'lora'"},
       {"/v1/completions", R"({"prompt": "x", "logprobs": 3})", 400, "'logprobs'"},
+      {"/v1/completions", R"({"prompt": "x", "frequency_penalty": 3})", 400, "'frequency_penalty'"},
+      {"/v1/completions", R"({"prompt": "x", "presence_penalty": "a"})", 400, "'presence_penalty'"},
+      {"/v1/completions", R"({"prompt": "x", "repeat_last_n": -2})", 400, "'repeat_last_n'"},
       {"/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "-c"},
       {"/v1/chat/completions", R"({"messages": []})", 400, "'messages'"},
       {"/v1/chat/completions", R"({"messages": [{"role": "king", "content": "x"}]})", 400,
