@@ -1,8 +1,11 @@
 #include "cli/common.h"
 
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 
 namespace trit::cli {
 
@@ -66,9 +69,42 @@ void add_sampler_options(CLI::App* cmd, SamplingOptions& s) {
   cmd->add_option("--presence-penalty", s.presence_penalty,
                   "A token seen at all loses this from its logit (0: off)");
   cmd->add_option("-s,--seed", s.seed, "Random seed");
+  cmd->add_option("-l,--logit-bias", "Bias a token's logit: ID+BIAS or ID-BIAS (ID-inf bans it)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->each([&s](const std::string& v) { s.logit_bias.push_back(parse_logit_bias(v)); });
+}
+
+std::pair<int32_t, float> parse_logit_bias(const std::string& v) {
+  const size_t sign = v.find_first_of("+-", 1);
+  auto bad = [&] {
+    return CLI::ValidationError(
+        "expected TOKEN_ID+BIAS or TOKEN_ID-BIAS (TOKEN_ID-inf bans the token), got '" + v + "'");
+  };
+  if (sign == std::string::npos || sign == 0) throw bad();
+  int32_t id = 0;
+  float bias = 0;
+  const std::string id_text = v.substr(0, sign), bias_text = v.substr(sign);
+  const auto [id_end, id_err] =
+      std::from_chars(id_text.data(), id_text.data() + id_text.size(), id);
+  if (id_err != std::errc() || id_end != id_text.data() + id_text.size() || id < 0) throw bad();
+  if (bias_text == "-inf") {
+    bias = -std::numeric_limits<float>::infinity();
+  } else {
+    // from_chars takes no leading '+'.
+    const char* b = bias_text.data() + (bias_text[0] == '+' ? 1 : 0);
+    const char* e = bias_text.data() + bias_text.size();
+    const auto [end, err] = std::from_chars(b, e, bias);
+    if (err != std::errc() || end != e || !std::isfinite(bias)) throw bad();
+  }
+  return {id, bias};
 }
 
 nlohmann::json sampling_fields(const SamplingOptions& s) {
+  // llama-server's array form: [[id, bias], ...], a ban as false (JSON has no infinity).
+  nlohmann::json bias = nlohmann::json::array();
+  for (const auto& [id, b] : s.logit_bias) {
+    bias.push_back({id, std::isinf(b) && b < 0 ? nlohmann::json(false) : nlohmann::json(b)});
+  }
   return {{"temperature", s.temperature},
           {"top_k", s.top_k},
           {"top_p", s.top_p},
@@ -77,6 +113,7 @@ nlohmann::json sampling_fields(const SamplingOptions& s) {
           {"repeat_last_n", s.repeat_last_n},
           {"frequency_penalty", s.frequency_penalty},
           {"presence_penalty", s.presence_penalty},
+          {"logit_bias", bias},
           {"seed", s.seed}};
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "trit/trit.hpp"
@@ -43,6 +44,9 @@ void add_activation_option(CLI::App* cmd, std::string& activation);
 void add_run_options(CLI::App* cmd, RunOptions& o, bool with_ctx = true,
                      bool model_required = true);
 void add_sampler_options(CLI::App* cmd, SamplingOptions& s);
+// llama.cpp's --logit-bias: "15043+1.5", "15043-2", "15043-inf" (a ban); throws
+// CLI::ValidationError naming the flag for anything else.
+std::pair<int32_t, float> parse_logit_bias(const std::string& v);
 // The sampling options as the fields of an OpenAI completion or chat request (trit serve's
 // names: llama-server's for top_k, min_p and the repetition penalty).
 nlohmann::json sampling_fields(const SamplingOptions& s);

@@ -1,5 +1,6 @@
 #include "serve/openai.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -204,6 +205,57 @@ std::vector<float> parse_adapter_scales(const std::string& text, size_t n_adapte
   return scales;
 }
 
+namespace {
+
+// OpenAI's "logit_bias": {"<token id>": bias in [-100, 100]}; or llama-server's array form,
+// [[id, bias], ...], where a bias of false bans the token.
+std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body, int64_t n_vocab) {
+  std::vector<std::pair<int32_t, float>> out;
+  const json* lb = field(body, "logit_bias");
+  if (!lb) return out;
+  auto take = [&](const std::string& where, int64_t id, const json& v) {
+    if (id < 0 || id >= n_vocab) {
+      bad("logit_bias", "token " + where + " is outside the vocabulary (0 to " +
+                            std::to_string(n_vocab - 1) + ")");
+    }
+    if (v.is_boolean() && !v.get<bool>()) {
+      out.emplace_back(int32_t(id), -std::numeric_limits<float>::infinity());
+      return;
+    }
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < -100 ||
+        v.get<double>() > 100) {
+      bad("logit_bias", "the bias of token " + where +
+                            " must be a number between -100 and 100 (or false), got " + v.dump());
+    }
+    out.emplace_back(int32_t(id), float(v.get<double>()));
+  };
+  if (lb->is_object()) {
+    for (const auto& [key, v] : lb->items()) {
+      int64_t id = -1;
+      const auto [end, err] = std::from_chars(key.data(), key.data() + key.size(), id);
+      if (err != std::errc() || end != key.data() + key.size()) {
+        bad("logit_bias", "keys must be token ids, got " + json(key).dump());
+      }
+      take(json(key).dump(), id, v);
+    }
+  } else if (lb->is_array()) {
+    for (const json& e : *lb) {
+      if (!e.is_array() || e.size() != 2 || !e[0].is_number_integer()) {
+        bad("logit_bias", "entries must be [token id, bias], got " + e.dump());
+      }
+      const int64_t id = e[0].is_number_unsigned() && e[0].get<uint64_t>() > uint64_t(INT64_MAX)
+                             ? INT64_MAX
+                             : e[0].get<int64_t>();
+      take(e[0].dump(), id, e[1]);
+    }
+  } else {
+    bad("logit_bias", "must be an object of token ids and biases, got " + lb->dump());
+  }
+  return out;
+}
+
+}  // namespace
+
 CompletionRequest parse_completion(const std::string& text, bool chat, const Model& model,
                                    int64_t n_adapters, const std::string& served) {
   const json body = parse_body(text);
@@ -238,6 +290,7 @@ CompletionRequest parse_completion(const std::string& text, bool chat, const Mod
   s.repeat_last_n = int32_t(integer(body, "repeat_last_n", -1, INT32_MAX, s.repeat_last_n));
   s.frequency_penalty = float(number(body, "frequency_penalty", -2, 2, 0.0));
   s.presence_penalty = float(number(body, "presence_penalty", -2, 2, 0.0));
+  s.logit_bias = parse_logit_bias(body, model.info().n_vocab);
   s.seed = uint64_t(integer(body, "seed", INT64_MIN, INT64_MAX, 0));
   if (const json* n = field(body, "n"); n && (!n->is_number_integer() || n->get<int64_t>() != 1)) {
     bad("n", "must be 1 (one choice per request), got " + n->dump());

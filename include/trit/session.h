@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "trit/export.h"
@@ -30,6 +31,9 @@ struct SamplingOptions {
   // presence_penalty from its logit. 0: off.
   float frequency_penalty = 0.0f;
   float presence_penalty = 0.0f;
+  // (token id, bias) pairs added to those tokens' logits before anything else (OpenAI's
+  // logit_bias; -infinity bans a token). An id outside the vocabulary is an error.
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
 };
 

@@ -187,17 +187,26 @@ TRIT_API void trit_session_free(trit_session* session);
  * stop the generation (TRIT_STOP_CALLBACK), anything else to go on. */
 typedef int (*trit_text_callback)(const char* text, size_t len, void* user);
 
-/* How the next token is chosen: the penalties (repetition, then frequency and presence), then
+/* A bias added to one token's logit before sampling (-INFINITY bans it). */
+typedef struct trit_logit_bias {
+  int32_t token;
+  float bias;
+} trit_logit_bias;
+
+/* How the next token is chosen: the logit bias, the penalties (repetition, then frequency and
+ * presence), then
  * greedy at temperature <= 0, else top-k, top-p and min-p filtering and temperature sampling. */
 typedef struct trit_sampling_options {
-  float temperature;       /* 0.8; <= 0: greedy */
-  int32_t top_k;           /* 40; <= 0: off */
-  float top_p;             /* 0.95; >= 1: off */
-  float min_p;             /* 0.05; <= 0: off */
-  float repeat_penalty;    /* 1: off */
-  int32_t repeat_last_n;   /* 64: tokens looked back at for the penalties (< 0: all) */
-  float frequency_penalty; /* 0: off; a token seen c times loses c times this */
-  float presence_penalty;  /* 0: off; a token seen at all loses this */
+  float temperature;                 /* 0.8; <= 0: greedy */
+  int32_t top_k;                     /* 40; <= 0: off */
+  float top_p;                       /* 0.95; >= 1: off */
+  float min_p;                       /* 0.05; <= 0: off */
+  float repeat_penalty;              /* 1: off */
+  int32_t repeat_last_n;             /* 64: tokens looked back at for the penalties (< 0: all) */
+  float frequency_penalty;           /* 0: off; a token seen c times loses c times this */
+  float presence_penalty;            /* 0: off; a token seen at all loses this */
+  const trit_logit_bias* logit_bias; /* NULL: none; a token outside the vocabulary is an error */
+  size_t n_logit_bias;
   uint64_t seed;
 } trit_sampling_options;
 

@@ -51,7 +51,7 @@ uint64_t BatchGenerator::submit(BatchRequest request) {
   engine::BatchJob job;
   job.prompt = std::move(request.prompt);
   const GenerateOptions& o = request.options;
-  job.gen = engine_generate_options(o);
+  job.gen = engine_generate_options(o, impl_->m.model->hparams().n_vocab);
   if (o.on_text) job.gen.on_text = o.on_text;
   // Adapters at scale 0 add nothing: left out, so that their rows share passes with others.
   std::vector<AdapterScale> uses;

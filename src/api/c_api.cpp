@@ -150,7 +150,13 @@ trit::GenerateOptions generate_options(const trit_generate_options& o, const cha
                 .repeat_last_n = o.sampling.repeat_last_n,
                 .frequency_penalty = o.sampling.frequency_penalty,
                 .presence_penalty = o.sampling.presence_penalty,
+                .logit_bias = {},
                 .seed = o.sampling.seed};
+  require_array(o.sampling.logit_bias, o.sampling.n_logit_bias, fn, "options.sampling.logit_bias");
+  for (size_t i = 0; i < o.sampling.n_logit_bias; ++i) {
+    g.sampling.logit_bias.emplace_back(o.sampling.logit_bias[i].token,
+                                       o.sampling.logit_bias[i].bias);
+  }
   require_array(o.stop, o.n_stop, fn, "options.stop");
   for (size_t i = 0; i < o.n_stop; ++i) {
     if (!o.stop[i]) bad_argument(fn, ": options.stop[", std::to_string(i), "] is NULL");
@@ -448,6 +454,8 @@ trit_generate_options trit_generate_options_default(void) {
                 .repeat_last_n = d.sampling.repeat_last_n,
                 .frequency_penalty = d.sampling.frequency_penalty,
                 .presence_penalty = d.sampling.presence_penalty,
+                .logit_bias = nullptr,
+                .n_logit_bias = 0,
                 .seed = d.sampling.seed};
   o.ignore_eos = d.ignore_eos;
   o.parse_special = d.parse_special;

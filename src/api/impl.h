@@ -59,8 +59,9 @@ struct Model::Impl {
 };
 
 // The engine's generation options for GenerateOptions (sampling, stop strings, limits; the
-// callbacks are the caller's to connect), and the public name of an engine stop reason.
-engine::GenerateOptions engine_generate_options(const GenerateOptions& o);
+// callbacks are the caller's to connect; throws where the logit bias names a token outside
+// n_vocab), and the public name of an engine stop reason.
+engine::GenerateOptions engine_generate_options(const GenerateOptions& o, int64_t n_vocab);
 StopReason public_stop_reason(engine::StopReason reason);
 
 struct ApiAccess {

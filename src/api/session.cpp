@@ -3,6 +3,7 @@
 #include "trit/session.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "api/impl.h"
 #include "core/error.h"
@@ -26,7 +27,13 @@ const char* stop_reason_name(StopReason reason) {
   return "stop";
 }
 
-engine::GenerateOptions engine_generate_options(const GenerateOptions& o) {
+engine::GenerateOptions engine_generate_options(const GenerateOptions& o, int64_t n_vocab) {
+  for (const auto& [id, bias] : o.sampling.logit_bias) {
+    if (id < 0 || id >= n_vocab) {
+      engine::fail("logit_bias: token ", id, " is outside the vocabulary (0 to ", n_vocab - 1, ")");
+    }
+    if (std::isnan(bias)) engine::fail("logit_bias: the bias of token ", id, " is not a number");
+  }
   engine::GenerateOptions g;
   g.n_predict = o.max_tokens;
   g.sampler = {.temperature = o.sampling.temperature,
@@ -37,6 +44,7 @@ engine::GenerateOptions engine_generate_options(const GenerateOptions& o) {
                .repeat_last_n = o.sampling.repeat_last_n,
                .frequency_penalty = o.sampling.frequency_penalty,
                .presence_penalty = o.sampling.presence_penalty,
+               .logit_bias = o.sampling.logit_bias,
                .seed = o.sampling.seed};
   g.stop_at_end = !o.ignore_eos;
   g.stop = o.stop;
@@ -110,7 +118,7 @@ GenerateResult Session::Impl::run(const std::vector<int32_t>& tokens, bool conti
     engine::fail("the prompt (", session.n_past() + int64_t(prompt.size()),
                  " tokens) does not fit the session's context of ", session.n_ctx(), " tokens");
   }
-  engine::GenerateOptions g = engine_generate_options(o);
+  engine::GenerateOptions g = engine_generate_options(o, m.model->hparams().n_vocab);
   if (o.on_text) g.on_text = [&](std::string_view piece) { return o.on_text(piece); };
   g.cancel = &cancel;
   const engine::GenerateStats st = engine::generate(session, prompt, g, m.model->tokenizer());

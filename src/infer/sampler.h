@@ -1,11 +1,12 @@
-// Choosing the next token from logits: greedy, or temperature sampling after the penalties
-// (repetition, frequency and presence), top-k, top-p and min-p filtering (in that order, as
-// llama.cpp does by default).
+// Choosing the next token from logits: greedy, or temperature sampling, after the logit bias
+// and the penalties (repetition, frequency and presence), with top-k, top-p and min-p
+// filtering (in that order, as llama.cpp does by default).
 #pragma once
 
 #include <cstdint>
 #include <random>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace trit::engine {
@@ -21,6 +22,9 @@ struct SamplerOptions {
   // (c > 0) * presence_penalty from its logit (after the repetition penalty). 0: off.
   float frequency_penalty = 0.0f;
   float presence_penalty = 0.0f;
+  // Added to these tokens' logits first (OpenAI's logit_bias; -inf bans a token). Ids outside
+  // the vocabulary are the caller's to refuse; the sampler skips them.
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
 };
 

@@ -180,6 +180,8 @@ TEST_F(CApi, DefaultsMirrorTheCppApi) {
   EXPECT_EQ(g.sampling.repeat_last_n, 64);
   EXPECT_EQ(g.sampling.frequency_penalty, 0.0f);
   EXPECT_EQ(g.sampling.presence_penalty, 0.0f);
+  EXPECT_EQ(g.sampling.logit_bias, nullptr);
+  EXPECT_EQ(g.sampling.n_logit_bias, 0u);
   EXPECT_TRUE(g.parse_special);
   EXPECT_FALSE(g.ignore_eos);
   const trit_train_options t = trit_train_options_default();
@@ -373,10 +375,10 @@ TEST_F(CApi, TokenizeDetokenizeAndRenderChat) {
 
 // ---- sessions ----
 
-// The penalties reach the sampler: a presence penalty far above any logit's lead keeps every
-// generated token off the tokens before it (prompt and output: repeat_last_n -1), where plain
-// greedy generation repeats some.
-TEST_F(CApi, PresencePenaltyKeepsTokensFromRepeating) {
+// The penalties and the logit bias reach the sampler: a presence penalty far above any logit's
+// lead keeps every generated token off the tokens before it (prompt and output: repeat_last_n
+// -1), where plain greedy generation repeats some; banned tokens never come.
+TEST_F(CApi, PenaltiesAndLogitBiasReachTheSampler) {
   ModelPtr m = open_model();
   SessionPtr s = make_session(m.get(), 128);
   trit_generate_options g = trit_generate_options_default();
@@ -398,6 +400,29 @@ TEST_F(CApi, PresencePenaltyKeepsTokensFromRepeating) {
   ASSERT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_OK) << last_error();
   ASSERT_EQ(r.n_tokens, 40u);
   EXPECT_FALSE(repeats(r));
+
+  // A logit bias of -infinity on every token of that text keeps them all out of the next.
+  std::vector<trit_logit_bias> bans;
+  for (size_t i = 0; i < r.n_tokens; ++i) bans.push_back({r.tokens[i], -INFINITY});
+  const std::vector<int32_t> before(r.tokens, r.tokens + r.n_tokens);
+  g.sampling.presence_penalty = 0;
+  g.sampling.logit_bias = bans.data();
+  g.sampling.n_logit_bias = bans.size();
+  trit_session_reset(s.get());
+  ASSERT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_OK) << last_error();
+  for (size_t i = 0; i < r.n_tokens; ++i) {
+    EXPECT_EQ(std::find(before.begin(), before.end(), r.tokens[i]), before.end()) << i;
+  }
+  // A token outside the vocabulary, or a count without an array, is an invalid argument.
+  const trit_logit_bias outside[] = {{1 << 20, 1.0f}};
+  g.sampling.logit_bias = outside;
+  g.sampling.n_logit_bias = 1;
+  EXPECT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("logit_bias: token 1048576 is outside"), std::string::npos)
+      << last_error();
+  g.sampling.logit_bias = nullptr;
+  EXPECT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("options.sampling.logit_bias"), std::string::npos) << last_error();
 }
 
 TEST_F(CApi, GenerateStreamsTheResultsText) {

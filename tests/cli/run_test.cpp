@@ -80,6 +80,25 @@ TEST_F(CliRun, GenerateGreedyIsDeterministicAndReportsSpeed) {
   EXPECT_EQ(ids.rc, 0) << ids.output;
 }
 
+TEST_F(CliRun, LogitBiasIsParsedAsLlamaCppWritesIt) {
+  // ID+BIAS, ID-BIAS and ID-inf, repeated (Serve.PenaltiesMatchGenerate checks their effect);
+  // anything else, and ids outside the vocabulary, refused naming the flag or the field.
+  for (const char* bad : {"5x", "x+1", "+1", "5", "5+", "5+inf", "-3+1"}) {
+    test::ShellResult r =
+        run("generate -m " + model_ + " -p hi -n 2 --logit-bias " + std::string(bad));
+    EXPECT_NE(r.rc, 0) << bad;
+    EXPECT_NE(r.output.find("--logit-bias: expected TOKEN_ID+BIAS"), std::string::npos)
+        << bad << ": " << r.output;
+  }
+  test::ShellResult out = run("generate -m " + model_ + " -p hi -n 2 --logit-bias 99999+1");
+  EXPECT_NE(out.rc, 0);
+  EXPECT_NE(out.output.find("logit_bias: token 99999 is outside the vocabulary"), std::string::npos)
+      << out.output;
+  test::ShellResult fine =
+      run("generate -m " + model_ + " -p hi -n 2 --logit-bias 5+1.5 -l 6-2.25 -l 7-inf");
+  EXPECT_EQ(fine.rc, 0) << fine.output;
+}
+
 TEST_F(CliRun, PerplexityOfAFileMatchesLogitsComputedHere) {
   std::string text;
   for (int i = 0; i < 20; ++i) text += "the quick brown fox jumps over the lazy dog. ";

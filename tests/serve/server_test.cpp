@@ -195,6 +195,20 @@ TEST(Serve, PenaltiesMatchGenerate) {
                .dump());
   ASSERT_EQ(c.status, 200) << c.body.dump();
   EXPECT_EQ(c.body["choices"][0]["text"], want);
+
+  // OpenAI's logit_bias (and llama-server's array form, false banning a token) against the
+  // CLI's --logit-bias: the greedy text's first token banned, another token favoured.
+  const json first = post(s, "/tokenize", json{{"content", plain}}.dump()).body["tokens"][0];
+  const std::string id = std::to_string(first.get<int>());
+  const std::string biased =
+      cli_generate(dir, {"--logit-bias", id + "-inf", "--logit-bias", "300+1.5"}, 16);
+  EXPECT_NE(biased.substr(0, 4), plain.substr(0, 4));
+  for (const json& bias :
+       {json{{id, -100}, {"300", 1.5}}, json::array({{first, false}, {300, 1.5}})}) {
+    const Reply b = post(s, "/v1/completions", completion(16, {{"logit_bias", bias}}).dump());
+    ASSERT_EQ(b.status, 200) << b.body.dump();
+    EXPECT_EQ(b.body["choices"][0]["text"], biased) << bias.dump();
+  }
   EXPECT_EQ(s.stop(), 0);
 }
 
@@ -350,6 +364,11 @@ TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
       {"/v1/completions", R"({"prompt": "x", "frequency_penalty": 3})", 400, "'frequency_penalty'"},
       {"/v1/completions", R"({"prompt": "x", "presence_penalty": "a"})", 400, "'presence_penalty'"},
       {"/v1/completions", R"({"prompt": "x", "repeat_last_n": -2})", 400, "'repeat_last_n'"},
+      {"/v1/completions", R"({"prompt": "x", "logit_bias": {"99999": 1}})", 400, "99999"},
+      {"/v1/completions", R"({"prompt": "x", "logit_bias": {"ab": 1}})", 400, "'logit_bias'"},
+      {"/v1/completions", R"({"prompt": "x", "logit_bias": {"5": 101}})", 400, "between -100"},
+      {"/v1/completions", R"({"prompt": "x", "logit_bias": [[5]]})", 400, "[token id, bias]"},
+      {"/v1/completions", R"({"prompt": "x", "logit_bias": 3})", 400, "'logit_bias'"},
       {"/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "-c"},
       {"/v1/chat/completions", R"({"messages": []})", 400, "'messages'"},
       {"/v1/chat/completions", R"({"messages": [{"role": "king", "content": "x"}]})", 400,
