@@ -1,5 +1,6 @@
 #include "serve/openai.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -295,8 +296,16 @@ CompletionRequest parse_completion(const std::string& text, bool chat, const Mod
   if (const json* n = field(body, "n"); n && (!n->is_number_integer() || n->get<int64_t>() != 1)) {
     bad("n", "must be 1 (one choice per request), got " + n->dump());
   }
-  if (const json* lp = field(body, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>())) {
-    bad("logprobs", "is not supported");
+  // Chat: "logprobs": true with "top_logprobs" 0..20; completions: "logprobs" 0..5 (the number
+  // of likeliest tokens), as OpenAI takes them.
+  if (chat) {
+    const bool on = boolean(body, "logprobs", false);
+    const int64_t top = integer(body, "top_logprobs", 0, 20, -1);
+    if (top >= 0 && !on) bad("top_logprobs", "needs \"logprobs\": true");
+    if (on) g.logprobs = int32_t(std::max<int64_t>(top, 0));
+  } else if (const json* lp = field(body, "logprobs");
+             lp && !(lp->is_boolean() && !lp->get<bool>())) {
+    g.logprobs = int32_t(integer(body, "logprobs", 0, 5, 0));
   }
   if (const json* stop = field(body, "stop")) {
     if (stop->is_string()) {
@@ -366,14 +375,62 @@ json header(const ReplyHeader& h, const char* object) {
 
 }  // namespace
 
-json completion_response(const ReplyHeader& h, const GenerateResult& r) {
+json logprobs_json(const Model& model, bool chat, std::span<const TokenLogprob> tokens,
+                   std::span<const int64_t> offsets) {
+  auto bytes = [](const std::string& s) {
+    json b = json::array();
+    for (unsigned char c : s) b.push_back(int(c));
+    return b;
+  };
+  if (chat) {
+    json content = json::array();
+    for (const TokenLogprob& t : tokens) {
+      const std::string piece = model.token_text(t.token);
+      json top = json::array();
+      for (const auto& [id, lp] : t.top) {
+        const std::string p = model.token_text(id);
+        top.push_back({{"token", p}, {"logprob", lp}, {"bytes", bytes(p)}});
+      }
+      content.push_back({{"token", piece},
+                         {"logprob", t.logprob},
+                         {"bytes", bytes(piece)},
+                         {"top_logprobs", top}});
+    }
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json toks = json::array(), lps = json::array(), tops = json::array(), offs = json::array();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const TokenLogprob& t = tokens[i];
+    toks.push_back(model.token_text(t.token));
+    lps.push_back(t.logprob);
+    json top = json::object();
+    for (const auto& [id, lp] : t.top) top[model.token_text(id)] = lp;
+    tops.push_back(top);
+    offs.push_back(offsets[i]);
+  }
+  return {{"tokens", toks}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+}
+
+size_t logprobs_in_text(const Model& model, const GenerateResult& r,
+                        std::vector<int64_t>* offsets) {
+  offsets->clear();
+  int64_t at = 0;
+  for (const TokenLogprob& t : r.logprobs) {
+    if (at >= int64_t(r.text.size())) break;
+    offsets->push_back(at);
+    at += int64_t(model.token_text(t.token).size());
+  }
+  return offsets->size();
+}
+
+json completion_response(const ReplyHeader& h, const GenerateResult& r, const json& logprobs) {
   json j = header(h, h.chat ? "chat.completion" : "text_completion");
   json choice = {{"index", 0}, {"finish_reason", stop_reason_name(r.stop_reason)}};
+  choice["logprobs"] = logprobs;
   if (h.chat) {
     choice["message"] = {{"role", "assistant"}, {"content", r.text}};
   } else {
     choice["text"] = r.text;
-    choice["logprobs"] = nullptr;
   }
   j["choices"] = json::array({choice});
   j["usage"] = usage(r);
@@ -381,28 +438,28 @@ json completion_response(const ReplyHeader& h, const GenerateResult& r) {
   return j;
 }
 
-json text_chunk(const ReplyHeader& h, const std::string& piece, bool first) {
+json text_chunk(const ReplyHeader& h, const std::string& piece, bool first, const json& logprobs) {
   json j = header(h, h.chat ? "chat.completion.chunk" : "text_completion");
   json choice = {{"index", 0}, {"finish_reason", nullptr}};
+  choice["logprobs"] = logprobs;
   if (h.chat) {
     choice["delta"] =
         first ? json{{"role", "assistant"}, {"content", piece}} : json{{"content", piece}};
   } else {
     choice["text"] = piece;
-    choice["logprobs"] = nullptr;
   }
   j["choices"] = json::array({choice});
   return j;
 }
 
-json final_chunk(const ReplyHeader& h, const GenerateResult& r) {
+json final_chunk(const ReplyHeader& h, const GenerateResult& r, const json& logprobs) {
   json j = header(h, h.chat ? "chat.completion.chunk" : "text_completion");
   json choice = {{"index", 0}, {"finish_reason", stop_reason_name(r.stop_reason)}};
+  choice["logprobs"] = logprobs;
   if (h.chat) {
     choice["delta"] = json::object();
   } else {
     choice["text"] = "";
-    choice["logprobs"] = nullptr;
   }
   j["choices"] = json::array({choice});
   j["timings"] = timings(r);

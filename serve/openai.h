@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -55,12 +56,26 @@ struct ReplyHeader {
   bool chat = false;
 };
 
-// The whole response of a request that did not stream.
-nlohmann::json completion_response(const ReplyHeader& h, const GenerateResult& r);
-// A stream's chunks: a piece of text (the first chat chunk carries the role), the last one
-// with the finish reason, and the usage chunk.
-nlohmann::json text_chunk(const ReplyHeader& h, const std::string& piece, bool first);
-nlohmann::json final_chunk(const ReplyHeader& h, const GenerateResult& r);
+// The "logprobs" of a choice: tokens' TokenLogprob (GenerateOptions::logprobs), each with the
+// byte offset of its text in the generated text. Chat: {"content": [{"token", "logprob",
+// "bytes", "top_logprobs"}]}; completions: {"tokens", "token_logprobs", "top_logprobs",
+// "text_offset"}.
+nlohmann::json logprobs_json(const Model& model, bool chat, std::span<const TokenLogprob> tokens,
+                             std::span<const int64_t> offsets);
+// The tokens of r.logprobs whose text starts inside r.text (a stop string cuts the rest) and
+// their offsets.
+size_t logprobs_in_text(const Model& model, const GenerateResult& r, std::vector<int64_t>* offsets);
+
+// The whole response of a request that did not stream (logprobs: logprobs_json's, or null).
+nlohmann::json completion_response(const ReplyHeader& h, const GenerateResult& r,
+                                   const nlohmann::json& logprobs = nullptr);
+// A stream's chunks: a piece of text (the first chat chunk carries the role) with the logprobs
+// of the tokens whose text it begins, the last one with the finish reason (and the logprobs of
+// tokens not yet sent), and the usage chunk.
+nlohmann::json text_chunk(const ReplyHeader& h, const std::string& piece, bool first,
+                          const nlohmann::json& logprobs = nullptr);
+nlohmann::json final_chunk(const ReplyHeader& h, const GenerateResult& r,
+                           const nlohmann::json& logprobs = nullptr);
 nlohmann::json usage_chunk(const ReplyHeader& h, const GenerateResult& r);
 
 // llama-server's "timings" object and OpenAI's "usage".

@@ -28,11 +28,13 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// What the worker hands a request's HTTP thread: text pieces as they come, then the result.
+// What the worker hands a request's HTTP thread: text pieces (and the tokens' logprobs, each
+// before its text) as they come, then the result.
 struct Pending {
   std::mutex mutex;
   std::condition_variable cv;
   std::deque<std::string> pieces;
+  std::vector<TokenLogprob> logprobs;
   bool done = false;
   GenerateResult result;
   uint64_t id = 0;
@@ -43,6 +45,10 @@ struct Pending {
       pieces.emplace_back(piece);
     }
     cv.notify_all();
+  }
+  void push_logprob(const TokenLogprob& t) {
+    std::lock_guard<std::mutex> lock(mutex);
+    logprobs.push_back(t);
   }
   void finish(const GenerateResult& r) {
     {
@@ -343,6 +349,10 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
     pending->push(piece);
     return true;
   };
+  const bool logprobs = r.options.logprobs >= 0;
+  if (logprobs && r.stream) {
+    b.options.on_logprob = [pending](const TokenLogprob& t) { pending->push_logprob(t); };
+  }
   b.on_done = [this, pending](const GenerateResult& result) {
     pending->finish(result);
     ended(*pending);
@@ -383,20 +393,32 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
       throw HttpError(504, "the request ran longer than the server's timeout of " +
                                json(opts.timeout_seconds).dump() + " s");
     }
-    send_json(res, completion_response(header, result));
+    json lp = nullptr;
+    if (logprobs) {
+      std::vector<int64_t> offsets;
+      const size_t n = logprobs_in_text(model, result, &offsets);
+      lp = logprobs_json(model, chat, std::span(result.logprobs).first(n), offsets);
+    }
+    send_json(res, completion_response(header, result, lp));
     return;
   }
-  // Streaming: each piece as a chunk; a client that goes away cancels the request.
+  // Streaming: each piece as a chunk; a client that goes away cancels the request. With
+  // logprobs, a chunk carries those of the tokens whose text starts in what has been sent.
   struct StreamState {
     bool first = true;
     bool closed = false;
+    std::vector<TokenLogprob> logprobs;  // received, not yet sent
+    std::vector<int64_t> offsets;        // where each one's text starts
+    int64_t next_offset = 0;             // where the next token's text starts
+    int64_t sent = 0;                    // bytes of text sent
   };
   auto state = std::make_shared<StreamState>();
   const bool include_usage = r.include_usage;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, pending, state, header, deadline, include_usage, id](size_t, httplib::DataSink& sink) {
+      [this, pending, state, header, deadline, include_usage, id, logprobs, chat](
+          size_t, httplib::DataSink& sink) {
         std::deque<std::string> pieces;
         bool done = false;
         {
@@ -404,10 +426,29 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
           pending->cv.wait_for(lock, std::chrono::milliseconds(100),
                                [&] { return pending->done || !pending->pieces.empty(); });
           pieces.swap(pending->pieces);
+          for (const TokenLogprob& t : pending->logprobs) {
+            state->logprobs.push_back(t);
+            state->offsets.push_back(state->next_offset);
+            state->next_offset += int64_t(model.token_text(t.token).size());
+          }
+          pending->logprobs.clear();
           done = pending->done;
         }
+        // The logprobs of the tokens whose text starts before `end` (taken from the state).
+        auto take_logprobs = [&](int64_t end) -> json {
+          if (!logprobs) return nullptr;
+          size_t n = 0;
+          while (n < state->logprobs.size() && state->offsets[n] < end) ++n;
+          const json j = logprobs_json(model, chat, std::span(state->logprobs).first(n),
+                                       std::span(state->offsets).first(n));
+          state->logprobs.erase(state->logprobs.begin(), state->logprobs.begin() + ptrdiff_t(n));
+          state->offsets.erase(state->offsets.begin(), state->offsets.begin() + ptrdiff_t(n));
+          return j;
+        };
         for (const std::string& p : pieces) {
-          const std::string chunk = sse(text_chunk(header, p, state->first));
+          state->sent += int64_t(p.size());
+          const std::string chunk =
+              sse(text_chunk(header, p, state->first, take_logprobs(state->sent)));
           state->first = false;
           if (!sink.write(chunk.data(), chunk.size())) {
             gen.cancel(id);  // the client went away
@@ -423,8 +464,8 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
         if (!result.error.empty()) {
           tail += "data: " + error_body(500, "generation failed: " + result.error) + "\n\n";
         } else {
-          if (state->first) tail += sse(text_chunk(header, "", true));
-          tail += sse(final_chunk(header, result));
+          if (state->first) tail += sse(text_chunk(header, "", true, take_logprobs(0)));
+          tail += sse(final_chunk(header, result, take_logprobs(int64_t(result.text.size()))));
           if (include_usage) tail += sse(usage_chunk(header, result));
         }
         tail += "data: [DONE]\n\n";

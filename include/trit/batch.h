@@ -31,8 +31,9 @@ struct BatchOptions {
 
 struct BatchRequest {
   std::vector<int32_t> prompt;  // Model::tokenize's tokens (render_chat for a chat)
-  // max_tokens, sampling, stop, ignore_eos, adapters (after the model's embedded one) and
-  // on_text, which is called from the thread running step(); parse_special is not read.
+  // max_tokens, sampling, logprobs, stop, ignore_eos, adapters (after the model's embedded
+  // one), on_logprob and on_text, which are called from the thread running step();
+  // parse_special is not read.
   GenerateOptions options;
   // Called once when the request ends, from the thread running step() (or from cancel()'s
   // next step for a request still queued).

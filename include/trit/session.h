@@ -37,9 +37,23 @@ struct SamplingOptions {
   uint64_t seed = 0;
 };
 
+// A generated token's log-probability under the model (the log-softmax of its logits, before
+// the logit bias, the penalties and the temperature: what OpenAI's logprobs report) and the
+// likeliest tokens' at that position (falling; ties to the lower id).
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 struct GenerateOptions {
   int64_t max_tokens = 128;  // < 0: until an end-of-generation token or a full context
   SamplingOptions sampling;
+  // >= 0: each generated token's TokenLogprob, with this many of the likeliest tokens (at most
+  // 20), in GenerateResult::logprobs and to on_logprob; -1: none.
+  int32_t logprobs = -1;
+  // Called with each token's TokenLogprob before the token's text goes to on_text.
+  std::function<void(const TokenLogprob&)> on_logprob;
   // Generation ends where the text first contains one of these; the stop string itself is
   // not part of the result (nor streamed).
   std::vector<std::string> stop;
@@ -64,8 +78,9 @@ enum class StopReason {
 TRIT_API const char* stop_reason_name(StopReason reason);  // "length", "stop", ... (OpenAI's words)
 
 struct GenerateResult {
-  std::string text;             // the generated text (without a stop string)
-  std::vector<int32_t> tokens;  // the generated tokens
+  std::string text;                    // the generated text (without a stop string)
+  std::vector<int32_t> tokens;         // the generated tokens
+  std::vector<TokenLogprob> logprobs;  // one a token (GenerateOptions::logprobs >= 0)
   StopReason stop_reason = StopReason::MaxTokens;
   int64_t n_prompt = 0;  // prompt tokens
   int64_t n_cached = 0;  // of those, taken from the cache instead of computed

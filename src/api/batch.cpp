@@ -53,6 +53,11 @@ uint64_t BatchGenerator::submit(BatchRequest request) {
   const GenerateOptions& o = request.options;
   job.gen = engine_generate_options(o, impl_->m.model->hparams().n_vocab);
   if (o.on_text) job.gen.on_text = o.on_text;
+  if (o.on_logprob) {
+    job.gen.on_logprob = [f = o.on_logprob](const engine::TokenLogprob& t) {
+      f(public_logprob(t));
+    };
+  }
   // Adapters at scale 0 add nothing: left out, so that their rows share passes with others.
   std::vector<AdapterScale> uses;
   for (const AdapterScale& u : o.adapters) {
@@ -65,6 +70,8 @@ uint64_t BatchGenerator::submit(BatchRequest request) {
       GenerateResult r;
       r.text = b.stats.text;
       r.tokens = b.stats.tokens;
+      for (const engine::TokenLogprob& t : b.stats.logprobs)
+        r.logprobs.push_back(public_logprob(t));
       r.stop_reason = public_stop_reason(b.stats.stop_reason);
       r.n_prompt = b.stats.n_prompt;
       r.n_cached = b.n_cached;

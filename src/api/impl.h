@@ -63,6 +63,7 @@ struct Model::Impl {
 // n_vocab), and the public name of an engine stop reason.
 engine::GenerateOptions engine_generate_options(const GenerateOptions& o, int64_t n_vocab);
 StopReason public_stop_reason(engine::StopReason reason);
+TokenLogprob public_logprob(const engine::TokenLogprob& t);
 
 struct ApiAccess {
   static Model::Impl& impl(Model& m) { return *m.impl_; }

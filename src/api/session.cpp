@@ -34,8 +34,12 @@ engine::GenerateOptions engine_generate_options(const GenerateOptions& o, int64_
     }
     if (std::isnan(bias)) engine::fail("logit_bias: the bias of token ", id, " is not a number");
   }
+  if (o.logprobs < -1 || o.logprobs > 20) {
+    engine::fail("logprobs: ", o.logprobs, " likeliest tokens asked for; -1 (none) to 20");
+  }
   engine::GenerateOptions g;
   g.n_predict = o.max_tokens;
+  g.n_logprobs = o.logprobs;
   g.sampler = {.temperature = o.sampling.temperature,
                .top_k = o.sampling.top_k,
                .top_p = o.sampling.top_p,
@@ -49,6 +53,10 @@ engine::GenerateOptions engine_generate_options(const GenerateOptions& o, int64_
   g.stop_at_end = !o.ignore_eos;
   g.stop = o.stop;
   return g;
+}
+
+TokenLogprob public_logprob(const engine::TokenLogprob& t) {
+  return {t.token, t.logprob, t.top};
 }
 
 StopReason public_stop_reason(engine::StopReason reason) {
@@ -120,11 +128,14 @@ GenerateResult Session::Impl::run(const std::vector<int32_t>& tokens, bool conti
   }
   engine::GenerateOptions g = engine_generate_options(o, m.model->hparams().n_vocab);
   if (o.on_text) g.on_text = [&](std::string_view piece) { return o.on_text(piece); };
+  if (o.on_logprob)
+    g.on_logprob = [&](const engine::TokenLogprob& t) { o.on_logprob(public_logprob(t)); };
   g.cancel = &cancel;
   const engine::GenerateStats st = engine::generate(session, prompt, g, m.model->tokenizer());
   GenerateResult r;
   r.text = st.text;
   r.tokens = st.tokens;
+  for (const engine::TokenLogprob& t : st.logprobs) r.logprobs.push_back(public_logprob(t));
   r.n_prompt = continuing ? int64_t(prompt.size()) : int64_t(tokens.size());
   r.n_cached = continuing ? 0 : cached;
   r.n_generated = st.n_generated;

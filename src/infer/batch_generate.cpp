@@ -217,6 +217,10 @@ bool BatchGenerator::take_token(Slot& slot, const float* logits) {
   }
   a.history.push_back(id);
   st.tokens.push_back(id);
+  if (g.n_logprobs >= 0) {
+    st.logprobs.push_back(token_logprob(logits, model_.hparams().n_vocab, id, g.n_logprobs));
+    if (g.on_logprob) g.on_logprob(st.logprobs.back());
+  }
   if (g.on_token && !g.on_token(id)) {
     finish(slot, StopReason::Callback);
     return false;

@@ -58,6 +58,10 @@ GenerateStats generate(Session& session, const std::vector<int32_t>& prompt_in,
     }
     history.push_back(id);
     stats.tokens.push_back(id);
+    if (opts.n_logprobs >= 0) {
+      stats.logprobs.push_back(token_logprob(logits.data(), n_vocab, id, opts.n_logprobs));
+      if (opts.on_logprob) opts.on_logprob(stats.logprobs.back());
+    }
     if (opts.on_token && !opts.on_token(id)) {
       stats.stop_reason = StopReason::Callback;
       break;

@@ -28,6 +28,10 @@ struct GenerateOptions {
   // Streamed text (whole characters, stop-string starts held back; infer/text_stream.h);
   // false stops. Needs a tokenizer.
   std::function<bool(std::string_view)> on_text;
+  // >= 0: each sampled token's log-probability and this many of the likeliest tokens' go to
+  // on_logprob (and GenerateStats::logprobs), before its text; -1: none.
+  int32_t n_logprobs = -1;
+  std::function<void(const TokenLogprob&)> on_logprob;
   // Polled before each token: set, generation ends with StopReason::Cancelled.
   const std::atomic<bool>* cancel = nullptr;
 };
@@ -38,8 +42,9 @@ struct GenerateStats {
   double prompt_seconds = 0;
   double generate_seconds = 0;
   StopReason stop_reason = StopReason::MaxTokens;
-  std::vector<int32_t> tokens;  // generated, without the end-of-generation token
-  std::string text;             // their text, without a stop string (with a tokenizer)
+  std::vector<int32_t> tokens;         // generated, without the end-of-generation token
+  std::string text;                    // their text, without a stop string (with a tokenizer)
+  std::vector<TokenLogprob> logprobs;  // one a token of `tokens` (n_logprobs >= 0)
 };
 
 // Feeds prompt to the session (which may already hold earlier turns; an empty prompt is

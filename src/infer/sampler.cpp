@@ -2,8 +2,32 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace trit::engine {
+
+TokenLogprob token_logprob(const float* logits, int64_t n_vocab, int32_t token, int32_t n_top) {
+  double max_l = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n_vocab; ++i) max_l = std::max(max_l, double(logits[i]));
+  double sum = 0;
+  for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(double(logits[i]) - max_l);
+  const double log_z = max_l + std::log(sum);
+  TokenLogprob r;
+  r.token = token;
+  r.logprob = float(double(logits[token]) - log_z);
+  const int64_t k = std::min<int64_t>(std::max(n_top, 0), n_vocab);
+  if (k > 0) {
+    std::vector<int32_t> ids(static_cast<size_t>(n_vocab));
+    for (int64_t i = 0; i < n_vocab; ++i) ids[size_t(i)] = int32_t(i);
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (int64_t i = 0; i < k; ++i) {
+      r.top.emplace_back(ids[size_t(i)], float(double(logits[ids[size_t(i)]]) - log_z));
+    }
+  }
+  return r;
+}
 
 Sampler::Sampler(SamplerOptions opts) : opts_(opts), rng_(opts.seed) {}
 

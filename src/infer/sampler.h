@@ -28,6 +28,16 @@ struct SamplerOptions {
   uint64_t seed = 0;
 };
 
+// A sampled token's log-probability under the model (the log-softmax of the raw logits:
+// before the bias, the penalties and the temperature, as OpenAI reports them) and the
+// likeliest tokens' (falling, ties to the lower id).
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+TokenLogprob token_logprob(const float* logits, int64_t n_vocab, int32_t token, int32_t n_top);
+
 class Sampler {
  public:
   explicit Sampler(SamplerOptions opts);

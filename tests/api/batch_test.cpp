@@ -77,7 +77,20 @@ TEST(ApiBatch, EveryRequestGetsTheTokensASessionGetsAlone) {
     GenerateOptions g = greedy(c.max_tokens);
     g.ignore_eos = true;
     g.adapters = c.adapters;
+    g.logprobs = 2;
     alone.push_back(s.generate(c.prompt, g));
+    // Each token's log-probability, the likeliest tokens' beside it (greedy: itself first).
+    const GenerateResult& r = alone.back();
+    ASSERT_EQ(r.logprobs.size(), r.tokens.size());
+    for (size_t k = 0; k < r.tokens.size(); ++k) {
+      const TokenLogprob& t = r.logprobs[k];
+      EXPECT_EQ(t.token, r.tokens[k]);
+      ASSERT_EQ(t.top.size(), 2u);
+      EXPECT_EQ(t.top[0].first, t.token);
+      EXPECT_EQ(t.top[0].second, t.logprob);
+      EXPECT_LE(t.top[1].second, t.top[0].second);
+      EXPECT_LE(t.logprob, 0.0f);
+    }
   }
   BatchGenerator gen(m, {.n_slots = 3, .n_ctx = 64, .n_batch = 8});
   EXPECT_EQ(gen.n_ctx(), 64);
@@ -88,6 +101,7 @@ TEST(ApiBatch, EveryRequestGetsTheTokensASessionGetsAlone) {
       GenerateOptions g = greedy(cases[i].max_tokens);
       g.ignore_eos = true;
       g.adapters = cases[i].adapters;
+      g.logprobs = 2;
       gen.submit({cases[i].prompt, g, results.on_done(int(i))});
     }
     results.wait_for(cases.size());
@@ -96,6 +110,11 @@ TEST(ApiBatch, EveryRequestGetsTheTokensASessionGetsAlone) {
     const GenerateResult& r = results.done[int(i)];
     EXPECT_EQ(r.error, "");
     EXPECT_EQ(r.tokens, alone[i].tokens) << "request " << i;
+    ASSERT_EQ(r.logprobs.size(), alone[i].logprobs.size());
+    for (size_t k = 0; k < r.logprobs.size(); ++k) {
+      EXPECT_NEAR(r.logprobs[k].logprob, alone[i].logprobs[k].logprob, 1e-5) << i << " " << k;
+      EXPECT_EQ(r.logprobs[k].top[1].first, alone[i].logprobs[k].top[1].first) << i << " " << k;
+    }
     EXPECT_EQ(r.stop_reason, StopReason::MaxTokens);
     EXPECT_EQ(r.n_prompt, int64_t(cases[i].prompt.size()));
     EXPECT_EQ(r.n_generated, cases[i].max_tokens);

@@ -20,6 +20,7 @@
 #include "support/adapters.h"
 #include "support/cli.h"
 #include "support/files.h"
+#include "trit/trit.hpp"
 
 namespace trit::engine::test {
 namespace {
@@ -212,6 +213,106 @@ TEST(Serve, PenaltiesMatchGenerate) {
   EXPECT_EQ(s.stop(), 0);
 }
 
+// logprobs: each generated token's log-softmax under the model, computed here from the
+// library's logits of the same tokens (greedy: the chosen token is the likeliest), with the
+// likeliest tokens', in OpenAI's completion and chat shapes, whole and streamed, and cut where
+// a stop string cuts the text.
+TEST(Serve, LogprobsAreTheModelsLogSoftmax) {
+  TempDir dir;
+  ServerProcess s(dir, {"-m", kModel, "--device", "cpu", "-t", "1"});
+  ASSERT_GT(s.port(), 0);
+  const int n = 10;
+  const Reply c = post(s, "/v1/completions", completion(n, {{"logprobs", 3}}).dump());
+  ASSERT_EQ(c.status, 200) << c.body.dump();
+  const json& lp = c.body["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), size_t(n)) << lp.dump();
+
+  // The reference: the model's logits through the library, token by token.
+  trit::ModelOptions mo;
+  mo.device = "cpu";
+  trit::Model model = trit::Model::open(kModel, mo);
+  trit::Session session(model);
+  const json prompt =
+      post(s, "/tokenize", json{{"content", kPrompt}, {"add_special", true}}.dump()).body["tokens"];
+  std::vector<float> logits = session.eval(prompt.get<std::vector<int32_t>>());
+  int64_t offset = 0;
+  std::string text;
+  for (int i = 0; i < n; ++i) {
+    std::vector<std::pair<double, int32_t>> ranked;
+    double max_l = -1e300, sum = 0;
+    for (float l : logits) max_l = std::max(max_l, double(l));
+    for (size_t t = 0; t < logits.size(); ++t) {
+      sum += std::exp(double(logits[t]) - max_l);
+      ranked.emplace_back(double(logits[t]), int32_t(t));
+    }
+    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    const double log_z = max_l + std::log(sum);
+    const int32_t best = ranked[0].second;
+    const std::string piece = model.token_text(best);
+    EXPECT_EQ(lp["tokens"][i], piece) << i;
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), ranked[0].first - log_z, 1e-4) << i;
+    EXPECT_EQ(lp["text_offset"][i], offset) << i;
+    const json& top = lp["top_logprobs"][i];
+    ASSERT_EQ(top.size(), 3u) << i;
+    for (int k = 0; k < 3; ++k) {
+      const std::string tk = model.token_text(ranked[size_t(k)].second);
+      ASSERT_TRUE(top.contains(tk)) << i << " " << top.dump();
+      EXPECT_NEAR(top[tk].get<double>(), ranked[size_t(k)].first - log_z, 1e-4);
+    }
+    offset += int64_t(piece.size());
+    text += piece;
+    logits = session.eval(std::vector<int32_t>{best});
+  }
+  EXPECT_EQ(c.body["choices"][0]["text"], text);
+
+  // A stop string cuts the tokens after the one it begins in.
+  const std::string stop = text.substr(text.size() / 2, 2);
+  const Reply cut =
+      post(s, "/v1/completions", completion(n, {{"logprobs", 0}, {"stop", {stop}}}).dump());
+  ASSERT_EQ(cut.status, 200);
+  const std::string kept = cut.body["choices"][0]["text"];
+  const json& offs = cut.body["choices"][0]["logprobs"]["text_offset"];
+  ASSERT_FALSE(offs.empty());
+  EXPECT_LT(offs.back().get<int64_t>(), int64_t(kept.size()));
+  EXPECT_LT(offs.size(), size_t(n));
+  EXPECT_EQ(cut.body["choices"][0]["logprobs"]["top_logprobs"][0].size(), 0u);
+
+  // Chat: whole and streamed give the same entries, whose bytes are the reply's text.
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "Who is Mr. Darcy?"}}}},
+                     {"max_tokens", 12},
+                     {"temperature", 0},
+                     {"logprobs", true},
+                     {"top_logprobs", 2}};
+  const Reply whole = post(s, "/v1/chat/completions", chat.dump());
+  ASSERT_EQ(whole.status, 200) << whole.body.dump();
+  const json& entries = whole.body["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(entries.size(), 12u);
+  std::string bytes;
+  for (const json& e : entries) {
+    for (int b : e["bytes"]) bytes.push_back(char(b));
+    ASSERT_EQ(e["top_logprobs"].size(), 2u);
+    EXPECT_EQ(e["top_logprobs"][0]["token"], e["token"]);  // greedy: the likeliest
+    EXPECT_EQ(e["top_logprobs"][0]["logprob"], e["logprob"]);
+    EXPECT_LE(e["top_logprobs"][1]["logprob"].get<double>(), e["logprob"].get<double>());
+  }
+  EXPECT_EQ(bytes, whole.body["choices"][0]["message"]["content"]);
+  json streamed = chat;
+  streamed["stream"] = true;
+  json got = json::array();
+  for (const std::string& e : stream(s, "/v1/chat/completions", streamed)) {
+    if (e == "[DONE]") break;
+    const json event = json::parse(e);
+    for (const json& x : event["choices"][0]["logprobs"]["content"]) got.push_back(x);
+  }
+  EXPECT_EQ(got, entries);
+  // Without logprobs asked, none are computed or sent.
+  EXPECT_TRUE(
+      post(s, "/v1/completions", completion(2).dump()).body["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(s.stop(), 0);
+}
+
 TEST(Serve, AdaptersPerRequestMatchGenerateWithLora) {
   TempDir dir;
   const std::string adapter = random_adapter_file(dir);
@@ -360,7 +461,13 @@ TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
       {"/v1/completions", R"({"prompt": "x", "stream": "yes"})", 400, "'stream'"},
       {"/v1/completions", R"({"prompt": "x", "lora": [{"id": 3}]})", 400, "id 3"},
       {"/v1/completions", R"({"prompt": "x", "lora": {"id": 0}})", 400, "'lora'"},
-      {"/v1/completions", R"({"prompt": "x", "logprobs": 3})", 400, "'logprobs'"},
+      {"/v1/completions", R"({"prompt": "x", "logprobs": 6})", 400, "'logprobs'"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", 400,
+       "'top_logprobs' needs"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})",
+       400, "'top_logprobs'"},
       {"/v1/completions", R"({"prompt": "x", "frequency_penalty": 3})", 400, "'frequency_penalty'"},
       {"/v1/completions", R"({"prompt": "x", "presence_penalty": "a"})", 400, "'presence_penalty'"},
       {"/v1/completions", R"({"prompt": "x", "repeat_last_n": -2})", 400, "'repeat_last_n'"},
