@@ -17,9 +17,9 @@
 
 namespace trit {
 
-// How the next token is chosen: the penalties (repetition, then frequency and presence), then
-// greedy at temperature 0, else top-k, top-p and min-p filtering and temperature sampling
-// (llama.cpp's default order).
+// How the next token is chosen: the logit bias and the penalties (repetition, then frequency and
+// presence), then greedy at temperature 0, else top-k, top-p and min-p filtering and
+// temperature sampling (llama.cpp's default order).
 struct SamplingOptions {
   float temperature = 0.8f;     // <= 0: greedy
   int32_t top_k = 40;           // <= 0: off

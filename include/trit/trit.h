@@ -193,9 +193,9 @@ typedef struct trit_logit_bias {
   float bias;
 } trit_logit_bias;
 
-/* How the next token is chosen: the logit bias, the penalties (repetition, then frequency and
- * presence), then
- * greedy at temperature <= 0, else top-k, top-p and min-p filtering and temperature sampling. */
+/* How the next token is chosen: the logit bias and the penalties (repetition, then frequency
+ * and presence), then greedy at temperature <= 0, else top-k, top-p and min-p filtering and
+ * temperature sampling. */
 typedef struct trit_sampling_options {
   float temperature;                 /* 0.8; <= 0: greedy */
   int32_t top_k;                     /* 40; <= 0: off */

@@ -70,8 +70,9 @@ uint64_t BatchGenerator::submit(BatchRequest request) {
       GenerateResult r;
       r.text = b.stats.text;
       r.tokens = b.stats.tokens;
-      for (const engine::TokenLogprob& t : b.stats.logprobs)
+      for (const engine::TokenLogprob& t : b.stats.logprobs) {
         r.logprobs.push_back(public_logprob(t));
+      }
       r.stop_reason = public_stop_reason(b.stats.stop_reason);
       r.n_prompt = b.stats.n_prompt;
       r.n_cached = b.n_cached;

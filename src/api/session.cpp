@@ -128,8 +128,9 @@ GenerateResult Session::Impl::run(const std::vector<int32_t>& tokens, bool conti
   }
   engine::GenerateOptions g = engine_generate_options(o, m.model->hparams().n_vocab);
   if (o.on_text) g.on_text = [&](std::string_view piece) { return o.on_text(piece); };
-  if (o.on_logprob)
+  if (o.on_logprob) {
     g.on_logprob = [&](const engine::TokenLogprob& t) { o.on_logprob(public_logprob(t)); };
+  }
   g.cancel = &cancel;
   const engine::GenerateStats st = engine::generate(session, prompt, g, m.model->tokenizer());
   GenerateResult r;
