@@ -1,7 +1,7 @@
 // The official openai client against a running `trit serve` (started by
 // tests/serve/server_test.cpp): usage: node client_test.mjs BASE_URL API_KEY PROMPT
-// Streams a chat, asks for it whole, asks for a completion, and checks the client's typed
-// errors; prints what it got as one JSON line for the C++ test to compare with the CLI.
+// Streams a chat, asks for it whole, asks for a completion, asks for logprobs (whole and
+// streamed), penalties and a logit bias, and checks the client's typed errors; prints what it got as one JSON line for the C++ test to compare with the CLI.
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 
@@ -35,6 +35,32 @@ assert.equal(whole.usage.prompt_tokens, usage.prompt_tokens);
 
 const completion = await client.completions.create({ model, prompt, max_tokens: 16, temperature: 0 });
 assert.equal(completion.choices[0].finish_reason, "length");
+
+// logprobs, whole and streamed: the same entries, whose bytes are the reply.
+const lpRequest = { model, messages, max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 2 };
+const lpWhole = await client.chat.completions.create(lpRequest);
+const entries = lpWhole.choices[0].logprobs.content;
+assert.equal(entries.length, 8);
+assert.equal(entries[0].top_logprobs.length, 2);
+assert.equal(Buffer.from(entries.flatMap((e) => e.bytes)).toString("utf8"),
+             lpWhole.choices[0].message.content);
+const lpStream = await client.chat.completions.create({ ...lpRequest, stream: true });
+const streamedEntries = [];
+for await (const chunk of lpStream) {
+  for (const choice of chunk.choices) streamedEntries.push(...(choice.logprobs?.content ?? []));
+}
+assert.deepEqual(streamedEntries, entries);
+
+// The penalties, a logit bias and a completion's logprobs through the client's typed fields.
+const tuned = await client.completions.create({
+  model, prompt, max_tokens: 8, temperature: 0, logprobs: 2, frequency_penalty: 0.5,
+  presence_penalty: 0.25, logit_bias: { "300": -100 },
+});
+const lp = tuned.choices[0].logprobs;
+assert.ok(lp.tokens.length > 0);
+assert.equal(lp.token_logprobs.length, lp.tokens.length);
+assert.equal(lp.text_offset.length, lp.tokens.length);
+assert.equal(lp.tokens.join(""), tuned.choices[0].text);
 
 await assert.rejects(
   client.chat.completions.create({ model, messages, temperature: 7 }),
