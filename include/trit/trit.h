@@ -225,6 +225,9 @@ typedef struct trit_generate_options {
   void* user;                 /* passed to on_text */
   bool parse_special;         /* true: special-token text in the prompt is the special token */
   const char* chat_template;  /* trit_session_chat: a built-in template; NULL or "": the model's */
+  /* -1: none; 0..20: each generated token's log-probability under the model (before the logit
+   * bias, the penalties and the temperature) and this many of the likeliest tokens' */
+  int32_t logprobs;
 } trit_generate_options;
 
 /* max_tokens 128, the sampling defaults above, no stop strings, adapters or callback,
@@ -242,6 +245,12 @@ typedef enum trit_stop_reason {
 /* OpenAI's words: "length", "stop" or "cancelled". */
 TRIT_API const char* trit_stop_reason_name(trit_stop_reason reason);
 
+/* A token and its log-probability. */
+typedef struct trit_token_logprob {
+  int32_t token;
+  float logprob;
+} trit_token_logprob;
+
 typedef struct trit_generate_result {
   const char* text; /* the generated text without a stop string; owned by the session */
   size_t text_len;
@@ -252,6 +261,12 @@ typedef struct trit_generate_result {
   int64_t n_cached;    /* of those, taken from the cache instead of computed */
   int64_t n_generated; /* an end-of-generation token that ended it included */
   double prompt_seconds, generate_seconds;
+  /* options.logprobs >= 0: logprobs[i] is tokens[i]'s log-probability, and top[i * n_top + k]
+   * the k-th likeliest token at that position (n_top = options.logprobs); else NULL and 0.
+   * Owned by the session. */
+  const float* logprobs;
+  const trit_token_logprob* top;
+  size_t n_top;
 } trit_generate_result;
 
 /* Continues the session's text with the prompt, then generates (options NULL: the defaults;

@@ -32,7 +32,9 @@ struct trit_model {
 
 struct trit_session {
   trit::Session session;
-  trit::GenerateResult last;  // what the last generate or chat returned (the result's strings)
+  trit::GenerateResult last;    // what the last generate or chat returned (the result's strings)
+  std::vector<float> logprobs;  // last's log-probabilities, flat
+  std::vector<trit_token_logprob> top;  // and its likeliest tokens, n_top a token
 };
 
 struct trit_trainer {
@@ -142,6 +144,7 @@ void fill_info(trit_model& m) {
 trit::GenerateOptions generate_options(const trit_generate_options& o, const char* fn) {
   trit::GenerateOptions g;
   g.max_tokens = o.max_tokens;
+  g.logprobs = o.logprobs;
   g.sampling = {.temperature = o.sampling.temperature,
                 .top_k = o.sampling.top_k,
                 .top_p = o.sampling.top_p,
@@ -207,6 +210,16 @@ void keep_result(trit_session* s, trit::GenerateResult r, trit_generate_result* 
   out->n_generated = k.n_generated;
   out->prompt_seconds = k.prompt_seconds;
   out->generate_seconds = k.generate_seconds;
+  s->logprobs.clear();
+  s->top.clear();
+  for (const trit::TokenLogprob& t : k.logprobs) {
+    s->logprobs.push_back(t.logprob);
+    for (const auto& [id, lp] : t.top) s->top.push_back({id, lp});
+  }
+  const bool any = !k.logprobs.empty();
+  out->logprobs = any ? s->logprobs.data() : nullptr;
+  out->top = any && !s->top.empty() ? s->top.data() : nullptr;
+  out->n_top = any ? k.logprobs[0].top.size() : 0;
 }
 
 trit::TrainOptions train_options(const trit_train_options& o) {
@@ -434,7 +447,7 @@ trit_status trit_session_create(trit_model* model, const trit_session_options* o
     require(model, fn, "model");
     require(session, fn, "session");
     const trit_session_options o = options ? *options : trit_session_options_default();
-    *session = new trit_session{trit::Session(model->model, {o.n_ctx, o.n_batch}), {}};
+    *session = new trit_session{trit::Session(model->model, {o.n_ctx, o.n_batch}), {}, {}, {}};
   });
 }
 
@@ -459,6 +472,7 @@ trit_generate_options trit_generate_options_default(void) {
                 .seed = d.sampling.seed};
   o.ignore_eos = d.ignore_eos;
   o.parse_special = d.parse_special;
+  o.logprobs = d.logprobs;
   return o;
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "trit/trit.h"
+#include "trit/trit.hpp"
 #include "trit/version.h"
 
 namespace {
@@ -423,6 +424,52 @@ TEST_F(CApi, PenaltiesAndLogitBiasReachTheSampler) {
   g.sampling.logit_bias = nullptr;
   EXPECT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(last_error().find("options.sampling.logit_bias"), std::string::npos) << last_error();
+}
+
+// logprobs: each token's, and the likeliest tokens' beside it, as the C++ API gives them.
+TEST_F(CApi, LogprobsAreTheCppApis) {
+  ModelPtr m = open_model();
+  SessionPtr s = make_session(m.get(), 128);
+  trit_generate_options g = trit_generate_options_default();
+  EXPECT_EQ(g.logprobs, -1);
+  g.max_tokens = 10;
+  g.ignore_eos = true;
+  g.sampling.temperature = 0;
+  trit_generate_result r;
+  ASSERT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_OK) << last_error();
+  EXPECT_EQ(r.logprobs, nullptr);
+  EXPECT_EQ(r.top, nullptr);
+  EXPECT_EQ(r.n_top, 0u);
+  g.logprobs = 3;
+  trit_session_reset(s.get());
+  ASSERT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_OK) << last_error();
+  ASSERT_NE(r.logprobs, nullptr);
+  ASSERT_NE(r.top, nullptr);
+  ASSERT_EQ(r.n_top, 3u);
+
+  trit::ModelOptions mo;
+  mo.device = "cpu";
+  mo.threads = 2;
+  trit::Model model = trit::Model::open(model_path_, mo);
+  trit::Session session(model, {128, 64});
+  trit::GenerateOptions cg;
+  cg.max_tokens = 10;
+  cg.ignore_eos = true;
+  cg.sampling.temperature = 0;
+  cg.logprobs = 3;
+  const trit::GenerateResult want = session.generate("Once upon", cg);
+  ASSERT_EQ(r.n_tokens, want.logprobs.size());
+  for (size_t i = 0; i < r.n_tokens; ++i) {
+    EXPECT_EQ(r.logprobs[i], want.logprobs[i].logprob) << i;
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(r.top[i * 3 + k].token, want.logprobs[i].top[k].first) << i << " " << k;
+      EXPECT_EQ(r.top[i * 3 + k].logprob, want.logprobs[i].top[k].second) << i << " " << k;
+    }
+    EXPECT_EQ(r.top[i * 3].token, r.tokens[i]);  // greedy: the likeliest
+  }
+  g.logprobs = 21;
+  EXPECT_EQ(trit_session_generate(s.get(), "Once upon", &g, &r), TRIT_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("logprobs: 21"), std::string::npos) << last_error();
 }
 
 TEST_F(CApi, GenerateStreamsTheResultsText) {
