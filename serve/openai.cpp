@@ -255,6 +255,38 @@ std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body, int64_
   return out;
 }
 
+// Fields that would change what the answer means and that trit serve does not do: refused by
+// name rather than ignored (a client asking for a tool call or for JSON must not get plain text
+// as if it were one). Their "off" values pass.
+void refuse_unsupported(const json& body, bool chat) {
+  for (const char* name : {"tools", "functions"}) {
+    const json* v = field(body, name);
+    if (v && !(v->is_array() && v->empty())) {
+      bad(name, "is not supported: trit serve does not call tools or functions");
+    }
+  }
+  if (const json* v = field(body, "tool_choice");
+      v &&
+      !(v->is_string() && (v->get<std::string>() == "none" || v->get<std::string>() == "auto"))) {
+    bad("tool_choice", "is not supported: trit serve does not call tools");
+  }
+  if (const json* v = field(body, "response_format")) {
+    const json* type = v->is_object() ? field(*v, "type") : nullptr;
+    if (!type || !type->is_string() || type->get<std::string>() != "text") {
+      bad("response_format",
+          "is not supported beyond {\"type\": \"text\"}: trit serve does not constrain the "
+          "output to JSON");
+    }
+  }
+  if (chat) return;
+  if (boolean(body, "echo", false)) bad("echo", "is not supported: the prompt is not repeated");
+  if (const json* v = field(body, "suffix");
+      v && !(v->is_string() && v->get<std::string>().empty())) {
+    bad("suffix", "is not supported: trit serve does not insert text");
+  }
+  if (integer(body, "best_of", 1, 1, 1) != 1) bad("best_of", "must be 1");
+}
+
 }  // namespace
 
 CompletionRequest parse_completion(const std::string& text, bool chat, const Model& model,
@@ -293,6 +325,7 @@ CompletionRequest parse_completion(const std::string& text, bool chat, const Mod
   s.presence_penalty = float(number(body, "presence_penalty", -2, 2, 0.0));
   s.logit_bias = parse_logit_bias(body, model.info().n_vocab);
   s.seed = uint64_t(integer(body, "seed", INT64_MIN, INT64_MAX, 0));
+  refuse_unsupported(body, chat);
   if (const json* n = field(body, "n"); n && (!n->is_number_integer() || n->get<int64_t>() != 1)) {
     bad("n", "must be 1 (one choice per request), got " + n->dump());
   }

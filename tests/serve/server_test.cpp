@@ -476,6 +476,20 @@ TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
       {"/v1/completions", R"({"prompt": "x", "logit_bias": {"5": 101}})", 400, "between -100"},
       {"/v1/completions", R"({"prompt": "x", "logit_bias": [[5]]})", 400, "[token id, bias]"},
       {"/v1/completions", R"({"prompt": "x", "logit_bias": 3})", 400, "'logit_bias'"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+           "function": {"name": "f"}}]})",
+       400, "'tools' is not supported"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", 400,
+       "'tool_choice'"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type":
+           "json_object"}})",
+       400, "'response_format'"},
+      {"/v1/completions", R"({"prompt": "x", "echo": true})", 400, "'echo'"},
+      {"/v1/completions", R"({"prompt": "x", "suffix": "y"})", 400, "'suffix'"},
+      {"/v1/completions", R"({"prompt": "x", "best_of": 2})", 400, "'best_of'"},
       {"/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "-c"},
       {"/v1/chat/completions", R"({"messages": []})", 400, "'messages'"},
       {"/v1/chat/completions", R"({"messages": [{"role": "king", "content": "x"}]})", 400,
@@ -501,6 +515,19 @@ TEST(Serve, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
     EXPECT_EQ(e["code"], b.status);
   }
   EXPECT_EQ(post(s, "/v1/completions", completion(2).dump()).status, 200);
+  // Those fields' "off" values are accepted.
+  const Reply off = post(s, "/v1/chat/completions",
+                         json{{"messages", {{{"role", "user"}, {"content", "x"}}}},
+                              {"max_tokens", 2},
+                              {"tools", json::array()},
+                              {"tool_choice", "none"},
+                              {"response_format", {{"type", "text"}}}}
+                             .dump());
+  EXPECT_EQ(off.status, 200) << off.body.dump();
+  const Reply plain_off =
+      post(s, "/v1/completions",
+           completion(2, {{"echo", false}, {"suffix", ""}, {"best_of", 1}}).dump());
+  EXPECT_EQ(plain_off.status, 200) << plain_off.body.dump();
   EXPECT_EQ(get(s, "/health").body["status"], "ok");
 }
 
