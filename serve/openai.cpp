@@ -284,7 +284,10 @@ void refuse_unsupported(const json& body, bool chat) {
       v && !(v->is_string() && v->get<std::string>().empty())) {
     bad("suffix", "is not supported: trit serve does not insert text");
   }
-  if (integer(body, "best_of", 1, 1, 1) != 1) bad("best_of", "must be 1");
+  if (const json* v = field(body, "best_of");
+      v && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
+    bad("best_of", "must be 1 (one completion per request), got " + v->dump());
+  }
 }
 
 }  // namespace
